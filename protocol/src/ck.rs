@@ -1,0 +1,264 @@
+//! The PKCS#11 numbers that cross the link: return values, object classes,
+//! attribute types and mechanisms, with their standard values so that the
+//! computer sees exactly the error the handset's module produced.
+
+/// A PKCS#11 return value (`CK_RV`). All defined values fit in 32 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CkRv(pub u32);
+
+impl CkRv {
+    pub const OK: CkRv = CkRv(0x000);
+    pub const HOST_MEMORY: CkRv = CkRv(0x002);
+    pub const GENERAL_ERROR: CkRv = CkRv(0x005);
+    pub const FUNCTION_FAILED: CkRv = CkRv(0x006);
+    pub const ARGUMENTS_BAD: CkRv = CkRv(0x007);
+    pub const ATTRIBUTE_SENSITIVE: CkRv = CkRv(0x011);
+    pub const ATTRIBUTE_TYPE_INVALID: CkRv = CkRv(0x012);
+    pub const ATTRIBUTE_VALUE_INVALID: CkRv = CkRv(0x013);
+    pub const DATA_INVALID: CkRv = CkRv(0x020);
+    pub const DATA_LEN_RANGE: CkRv = CkRv(0x021);
+    pub const DEVICE_ERROR: CkRv = CkRv(0x030);
+    pub const DEVICE_MEMORY: CkRv = CkRv(0x031);
+    pub const DEVICE_REMOVED: CkRv = CkRv(0x032);
+    pub const ENCRYPTED_DATA_INVALID: CkRv = CkRv(0x040);
+    pub const ENCRYPTED_DATA_LEN_RANGE: CkRv = CkRv(0x041);
+    pub const FUNCTION_CANCELED: CkRv = CkRv(0x050);
+    pub const FUNCTION_NOT_SUPPORTED: CkRv = CkRv(0x054);
+    pub const KEY_HANDLE_INVALID: CkRv = CkRv(0x060);
+    pub const KEY_SIZE_RANGE: CkRv = CkRv(0x062);
+    pub const KEY_TYPE_INCONSISTENT: CkRv = CkRv(0x063);
+    pub const KEY_FUNCTION_NOT_PERMITTED: CkRv = CkRv(0x068);
+    pub const MECHANISM_INVALID: CkRv = CkRv(0x070);
+    pub const MECHANISM_PARAM_INVALID: CkRv = CkRv(0x071);
+    pub const OBJECT_HANDLE_INVALID: CkRv = CkRv(0x082);
+    pub const OPERATION_NOT_INITIALIZED: CkRv = CkRv(0x091);
+    pub const PIN_INCORRECT: CkRv = CkRv(0x0A0);
+    pub const PIN_INVALID: CkRv = CkRv(0x0A1);
+    pub const PIN_LEN_RANGE: CkRv = CkRv(0x0A2);
+    pub const PIN_LOCKED: CkRv = CkRv(0x0A4);
+    pub const SESSION_HANDLE_INVALID: CkRv = CkRv(0x0B3);
+    pub const TEMPLATE_INCONSISTENT: CkRv = CkRv(0x0D1);
+    pub const TOKEN_NOT_PRESENT: CkRv = CkRv(0x0E0);
+    pub const TOKEN_NOT_RECOGNIZED: CkRv = CkRv(0x0E1);
+    pub const USER_ALREADY_LOGGED_IN: CkRv = CkRv(0x100);
+    pub const USER_NOT_LOGGED_IN: CkRv = CkRv(0x101);
+    pub const USER_TYPE_INVALID: CkRv = CkRv(0x103);
+    pub const RANDOM_NO_RNG: CkRv = CkRv(0x121);
+    pub const BUFFER_TOO_SMALL: CkRv = CkRv(0x150);
+    pub const CRYPTOKI_NOT_INITIALIZED: CkRv = CkRv(0x190);
+    pub const FUNCTION_REJECTED: CkRv = CkRv(0x200);
+
+    /// The PKCS#11 name, for messages people read.
+    pub fn name(self) -> &'static str {
+        match self {
+            CkRv::OK => "CKR_OK",
+            CkRv::HOST_MEMORY => "CKR_HOST_MEMORY",
+            CkRv::GENERAL_ERROR => "CKR_GENERAL_ERROR",
+            CkRv::FUNCTION_FAILED => "CKR_FUNCTION_FAILED",
+            CkRv::ARGUMENTS_BAD => "CKR_ARGUMENTS_BAD",
+            CkRv::ATTRIBUTE_SENSITIVE => "CKR_ATTRIBUTE_SENSITIVE",
+            CkRv::ATTRIBUTE_TYPE_INVALID => "CKR_ATTRIBUTE_TYPE_INVALID",
+            CkRv::ATTRIBUTE_VALUE_INVALID => "CKR_ATTRIBUTE_VALUE_INVALID",
+            CkRv::DATA_INVALID => "CKR_DATA_INVALID",
+            CkRv::DATA_LEN_RANGE => "CKR_DATA_LEN_RANGE",
+            CkRv::DEVICE_ERROR => "CKR_DEVICE_ERROR",
+            CkRv::DEVICE_MEMORY => "CKR_DEVICE_MEMORY",
+            CkRv::DEVICE_REMOVED => "CKR_DEVICE_REMOVED",
+            CkRv::ENCRYPTED_DATA_INVALID => "CKR_ENCRYPTED_DATA_INVALID",
+            CkRv::ENCRYPTED_DATA_LEN_RANGE => "CKR_ENCRYPTED_DATA_LEN_RANGE",
+            CkRv::FUNCTION_CANCELED => "CKR_FUNCTION_CANCELED",
+            CkRv::FUNCTION_NOT_SUPPORTED => "CKR_FUNCTION_NOT_SUPPORTED",
+            CkRv::KEY_HANDLE_INVALID => "CKR_KEY_HANDLE_INVALID",
+            CkRv::KEY_SIZE_RANGE => "CKR_KEY_SIZE_RANGE",
+            CkRv::KEY_TYPE_INCONSISTENT => "CKR_KEY_TYPE_INCONSISTENT",
+            CkRv::KEY_FUNCTION_NOT_PERMITTED => "CKR_KEY_FUNCTION_NOT_PERMITTED",
+            CkRv::MECHANISM_INVALID => "CKR_MECHANISM_INVALID",
+            CkRv::MECHANISM_PARAM_INVALID => "CKR_MECHANISM_PARAM_INVALID",
+            CkRv::OBJECT_HANDLE_INVALID => "CKR_OBJECT_HANDLE_INVALID",
+            CkRv::OPERATION_NOT_INITIALIZED => "CKR_OPERATION_NOT_INITIALIZED",
+            CkRv::PIN_INCORRECT => "CKR_PIN_INCORRECT",
+            CkRv::PIN_INVALID => "CKR_PIN_INVALID",
+            CkRv::PIN_LEN_RANGE => "CKR_PIN_LEN_RANGE",
+            CkRv::PIN_LOCKED => "CKR_PIN_LOCKED",
+            CkRv::SESSION_HANDLE_INVALID => "CKR_SESSION_HANDLE_INVALID",
+            CkRv::TEMPLATE_INCONSISTENT => "CKR_TEMPLATE_INCONSISTENT",
+            CkRv::TOKEN_NOT_PRESENT => "CKR_TOKEN_NOT_PRESENT",
+            CkRv::TOKEN_NOT_RECOGNIZED => "CKR_TOKEN_NOT_RECOGNIZED",
+            CkRv::USER_ALREADY_LOGGED_IN => "CKR_USER_ALREADY_LOGGED_IN",
+            CkRv::USER_NOT_LOGGED_IN => "CKR_USER_NOT_LOGGED_IN",
+            CkRv::USER_TYPE_INVALID => "CKR_USER_TYPE_INVALID",
+            CkRv::RANDOM_NO_RNG => "CKR_RANDOM_NO_RNG",
+            CkRv::BUFFER_TOO_SMALL => "CKR_BUFFER_TOO_SMALL",
+            CkRv::CRYPTOKI_NOT_INITIALIZED => "CKR_CRYPTOKI_NOT_INITIALIZED",
+            CkRv::FUNCTION_REJECTED => "CKR_FUNCTION_REJECTED",
+            _ => "CKR_VENDOR_OR_UNKNOWN",
+        }
+    }
+}
+
+impl std::fmt::Display for CkRv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (0x{:08X})", self.name(), self.0)
+    }
+}
+
+/// Object classes (`CKO_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectClass {
+    Certificate,
+    PublicKey,
+    PrivateKey,
+}
+
+impl ObjectClass {
+    pub const fn value(self) -> u64 {
+        match self {
+            ObjectClass::Certificate => 1,
+            ObjectClass::PublicKey => 2,
+            ObjectClass::PrivateKey => 3,
+        }
+    }
+
+    pub fn from_value(v: u64) -> Option<ObjectClass> {
+        match v {
+            1 => Some(ObjectClass::Certificate),
+            2 => Some(ObjectClass::PublicKey),
+            3 => Some(ObjectClass::PrivateKey),
+            _ => None,
+        }
+    }
+}
+
+/// Attribute types (`CKA_*`) the handset reports.
+pub mod cka {
+    pub const CLASS: u32 = 0x000;
+    pub const LABEL: u32 = 0x003;
+    pub const VALUE: u32 = 0x011;
+    pub const CERTIFICATE_TYPE: u32 = 0x080;
+    pub const ISSUER: u32 = 0x081;
+    pub const SERIAL_NUMBER: u32 = 0x082;
+    pub const KEY_TYPE: u32 = 0x100;
+    pub const SUBJECT: u32 = 0x101;
+    pub const ID: u32 = 0x102;
+    pub const MODULUS: u32 = 0x120;
+    pub const MODULUS_BITS: u32 = 0x121;
+    pub const PUBLIC_EXPONENT: u32 = 0x122;
+}
+
+/// The digests of the SHA-1/SHA-2 family, named by their `CKM_*` value on
+/// the wire; MGF1 uses the same hash (`CKG_MGF1_*` is implied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashAlg {
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl HashAlg {
+    pub const ALL: [HashAlg; 5] = [
+        HashAlg::Sha1,
+        HashAlg::Sha224,
+        HashAlg::Sha256,
+        HashAlg::Sha384,
+        HashAlg::Sha512,
+    ];
+
+    /// `CKM_SHA*` value.
+    pub const fn mechanism(self) -> u64 {
+        match self {
+            HashAlg::Sha1 => 0x220,
+            HashAlg::Sha224 => 0x255,
+            HashAlg::Sha256 => 0x250,
+            HashAlg::Sha384 => 0x260,
+            HashAlg::Sha512 => 0x270,
+        }
+    }
+
+    pub fn from_mechanism(v: u64) -> Option<HashAlg> {
+        HashAlg::ALL.into_iter().find(|h| h.mechanism() == v)
+    }
+
+    pub const fn output_len(self) -> usize {
+        match self {
+            HashAlg::Sha1 => 20,
+            HashAlg::Sha224 => 28,
+            HashAlg::Sha256 => 32,
+            HashAlg::Sha384 => 48,
+            HashAlg::Sha512 => 64,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            HashAlg::Sha1 => "sha1",
+            HashAlg::Sha224 => "sha224",
+            HashAlg::Sha256 => "sha256",
+            HashAlg::Sha384 => "sha384",
+            HashAlg::Sha512 => "sha512",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<HashAlg> {
+        HashAlg::ALL.into_iter().find(|h| {
+            h.name().eq_ignore_ascii_case(s)
+                || h.name().replace("sha", "sha-").eq_ignore_ascii_case(s)
+        })
+    }
+
+    /// The DER prefix of a DigestInfo for this hash (RFC 8017 section 9.2).
+    pub const fn digest_info_prefix(self) -> &'static [u8] {
+        match self {
+            HashAlg::Sha1 => &[
+                0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
+                0x14,
+            ],
+            HashAlg::Sha224 => &[
+                0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x04, 0x05, 0x00, 0x04, 0x1c,
+            ],
+            HashAlg::Sha256 => &[
+                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x01, 0x05, 0x00, 0x04, 0x20,
+            ],
+            HashAlg::Sha384 => &[
+                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x02, 0x05, 0x00, 0x04, 0x30,
+            ],
+            HashAlg::Sha512 => &[
+                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x03, 0x05, 0x00, 0x04, 0x40,
+            ],
+        }
+    }
+}
+
+/// `CKM_RSA_PKCS`.
+pub const CKM_RSA_PKCS: u64 = 0x001;
+/// `CKM_RSA_PKCS_OAEP`.
+pub const CKM_RSA_PKCS_OAEP: u64 = 0x009;
+/// `CKM_RSA_PKCS_PSS`.
+pub const CKM_RSA_PKCS_PSS: u64 = 0x00D;
+
+/// A private-key signature as the handset performs it: over bytes the
+/// computer already hashed and, for PKCS#1 v1.5, wrapped in a DigestInfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignMechanism {
+    /// `CKM_RSA_PKCS`: EMSA-PKCS1-v1_5 padding over the given bytes.
+    Pkcs1,
+    /// `CKM_RSA_PKCS_PSS` over a digest of `hash`, MGF1 with the same hash.
+    Pss { hash: HashAlg, salt_len: u32 },
+}
+
+/// A private-key decryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecryptMechanism {
+    /// `CKM_RSA_PKCS` (RSAES-PKCS1-v1_5), answered with implicit rejection.
+    Pkcs1,
+    /// `CKM_RSA_PKCS_OAEP`, MGF1 with the same hash, optional label.
+    Oaep { hash: HashAlg, label: Vec<u8> },
+}
+
+/// RSA modulus sizes the handset generates and accepts.
+pub const RSA_KEY_BITS: [u32; 3] = [2048, 3072, 4096];

@@ -1,0 +1,270 @@
+//! The computer's side of the link: an async client over any byte stream
+//! (serial line, pty, RFCOMM socket, in-memory pipe). One call at a time,
+//! as a modem handles AT; the daemon serialises callers onto it.
+
+use crate::ParseError;
+use crate::at::{self, FinalResult, Line, LineSplitter};
+use crate::ck::CkRv;
+use crate::message::{
+    Command, HandshakeKind, InnerOutcome, Reply, Request, VersionInfo, info_params,
+};
+use crate::noise::{
+    HostPairing, HostSessionHandshake, NoiseError, PairingCode, Session, StaticKeypair,
+};
+use std::collections::VecDeque;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Longest response line the host accepts; well above any handset's limit.
+const HOST_MAX_LINE: usize = 128 * 1024;
+
+#[derive(Debug, Error)]
+pub enum LinkError {
+    #[error("link I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the handset closed the link")]
+    Closed,
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("the handset answered ERROR")]
+    Error,
+    #[error("the handset answered +CME ERROR: {0}")]
+    Cme(u16),
+    #[error("Noise: {0}")]
+    Noise(#[from] NoiseError),
+    #[error("no session: pair or connect first")]
+    NoSession,
+    #[error("the handset refused: {0}")]
+    Token(CkRv),
+    #[error("invalid request: {0}")]
+    Request(ParseError),
+}
+
+impl LinkError {
+    /// Whether the link must be reopened before it can be used again.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, LinkError::Token(_) | LinkError::Request(_))
+    }
+}
+
+impl From<ParseError> for LinkError {
+    fn from(e: ParseError) -> Self {
+        LinkError::Protocol(e.to_string())
+    }
+}
+
+/// Bytes moved over the link, counted at the line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub requests: u64,
+}
+
+pub struct HostLink<R, W> {
+    reader: R,
+    writer: W,
+    splitter: LineSplitter,
+    pending: VecDeque<Line>,
+    version: VersionInfo,
+    session: Option<Session>,
+    stats: LinkStats,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
+    /// Turns echo off and reads the handset's version and line limit.
+    pub async fn open(reader: R, writer: W) -> Result<Self, LinkError> {
+        let mut link = HostLink {
+            reader,
+            writer,
+            splitter: LineSplitter::new(HOST_MAX_LINE),
+            pending: VecDeque::new(),
+            version: VersionInfo {
+                protocol: 0,
+                implementation: String::new(),
+                max_line: at::MIN_MAX_LINE,
+            },
+            session: None,
+            stats: LinkStats::default(),
+        };
+        link.exchange(&Command::Echo(false).encode()).await?;
+        let lines = link.exchange(&Command::Version.encode()).await?;
+        let [line] = lines.as_slice() else {
+            return Err(LinkError::Protocol("+CKVER: expected one line".into()));
+        };
+        let v = VersionInfo::parse(line)?;
+        if v.protocol != crate::message::PROTOCOL_VERSION {
+            return Err(LinkError::Protocol(format!(
+                "handset speaks protocol {}",
+                v.protocol
+            )));
+        }
+        if v.max_line < at::MIN_MAX_LINE {
+            return Err(LinkError::Protocol("handset line limit too small".into()));
+        }
+        link.version = v;
+        Ok(link)
+    }
+
+    pub fn version(&self) -> &VersionInfo {
+        &self.version
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+
+    pub fn in_session(&self) -> bool {
+        self.session.as_ref().is_some_and(Session::is_alive)
+    }
+
+    /// The handset's static key, once a session is up.
+    pub fn handset_key(&self) -> Option<[u8; 32]> {
+        self.session.as_ref().map(|s| *s.remote_static())
+    }
+
+    /// Pairs with a one-time code; returns the handset's static key (to pin)
+    /// and name. The session stays up afterwards.
+    pub async fn pair(
+        &mut self,
+        local: &StaticKeypair,
+        code: &PairingCode,
+        host_name: &str,
+    ) -> Result<([u8; 32], String), LinkError> {
+        self.session = None;
+        let (hp, m1) = HostPairing::start(local, code)?;
+        let m2 = self.handshake(HandshakeKind::Pair, &m1).await?;
+        let (finish, m3) = hp.respond(&m2, host_name)?;
+        let confirm = self.handshake(HandshakeKind::Pair, &m3).await?;
+        let (session, name) = finish.confirm(&confirm)?;
+        let key = *session.remote_static();
+        self.session = Some(session);
+        Ok((key, name))
+    }
+
+    /// Opens a session with a handset whose key was pinned at pairing.
+    pub async fn connect(
+        &mut self,
+        local: &StaticKeypair,
+        handset: &[u8; 32],
+    ) -> Result<(), LinkError> {
+        self.session = None;
+        let (h, m1) = HostSessionHandshake::start(local, handset)?;
+        let m2 = self.handshake(HandshakeKind::Session, &m1).await?;
+        self.session = Some(h.finish(&m2)?);
+        Ok(())
+    }
+
+    /// Sends one request inside the session and decodes its reply. A
+    /// `+CKR` answer is [`LinkError::Token`]; other errors leave the link
+    /// unusable (see [`LinkError::is_fatal`]).
+    pub async fn call(&mut self, request: &Request) -> Result<Reply, LinkError> {
+        let line = request.encode().map_err(LinkError::Request)?;
+        let session = self.session.as_mut().ok_or(LinkError::NoSession)?;
+        let ct = session.encrypt(line.as_bytes())?;
+        self.stats.requests += 1;
+        // Chunk so that every `AT+CKX="...",1` line fits the handset's limit.
+        let per_line = ((self.version.max_line - 11) / 4) * 3;
+        let parts: Vec<&[u8]> = ct.chunks(per_line.max(3)).collect();
+        let mut lines = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let more = i + 1 < parts.len();
+            let cmd = Command::Frame {
+                part: part.to_vec(),
+                more,
+            }
+            .encode();
+            lines = match self.exchange(&cmd).await {
+                Err(LinkError::Cme(n)) => {
+                    self.session = None;
+                    return Err(LinkError::Cme(n));
+                }
+                other => other?,
+            };
+            if more && !lines.is_empty() {
+                return Err(LinkError::Protocol(
+                    "information line after a partial frame".into(),
+                ));
+            }
+        }
+        let mut frame = Vec::new();
+        for l in &lines {
+            let p = info_params(l, "+CKX")?;
+            p.expect_count(1, 1)?;
+            frame.extend(p.bytes(0)?);
+        }
+        let session = self.session.as_mut().ok_or(LinkError::NoSession)?;
+        let plain = session.decrypt(&frame)?;
+        let text = std::str::from_utf8(&plain)
+            .map_err(|_| LinkError::Protocol("inner response is not text".into()))?;
+        match Reply::decode(request, text)? {
+            InnerOutcome::Done(r) => Ok(r),
+            InnerOutcome::Failed(rv) => Err(LinkError::Token(rv)),
+            InnerOutcome::Rejected => Err(LinkError::Protocol(
+                "handset rejected the inner command".into(),
+            )),
+        }
+    }
+
+    async fn handshake(
+        &mut self,
+        kind: HandshakeKind,
+        message: &[u8],
+    ) -> Result<Vec<u8>, LinkError> {
+        let cmd = Command::Handshake {
+            kind,
+            message: message.to_vec(),
+        }
+        .encode();
+        let lines = self.exchange(&cmd).await?;
+        let [line] = lines.as_slice() else {
+            return Err(LinkError::Protocol("+CKHS: expected one line".into()));
+        };
+        let p = info_params(line, "+CKHS")?;
+        p.expect_count(1, 1)?;
+        Ok(p.bytes(0)?)
+    }
+
+    /// Writes one command line and collects information lines up to the
+    /// final result. Echoed command lines are skipped.
+    async fn exchange(&mut self, command: &str) -> Result<Vec<String>, LinkError> {
+        let bytes = format!("{command}\r");
+        self.writer.write_all(bytes.as_bytes()).await?;
+        self.writer.flush().await?;
+        self.stats.bytes_out += bytes.len() as u64;
+        let mut info = Vec::new();
+        loop {
+            let text = match self.next_line().await? {
+                Line::Text(t) => t,
+                Line::TooLong | Line::NotText => {
+                    return Err(LinkError::Protocol("unreadable response line".into()));
+                }
+            };
+            if text.len() >= 2 && text[..2].eq_ignore_ascii_case("AT") {
+                continue;
+            }
+            match FinalResult::parse(&text) {
+                Some(FinalResult::Ok) => return Ok(info),
+                Some(FinalResult::Error) => return Err(LinkError::Error),
+                Some(FinalResult::CmeError(n)) => return Err(LinkError::Cme(n)),
+                None => info.push(text),
+            }
+        }
+    }
+
+    async fn next_line(&mut self) -> Result<Line, LinkError> {
+        loop {
+            if let Some(l) = self.pending.pop_front() {
+                return Ok(l);
+            }
+            let mut buf = [0u8; 4096];
+            let n = self.reader.read(&mut buf).await?;
+            if n == 0 {
+                self.session = None;
+                return Err(LinkError::Closed);
+            }
+            self.stats.bytes_in += n as u64;
+            self.pending.extend(self.splitter.push(&buf[..n]));
+        }
+    }
+}

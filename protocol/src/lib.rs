@@ -1,0 +1,31 @@
+//! The phonecsp link protocol, shared by the computer and the handset.
+//!
+//! Layers, outermost first: [`at`] frames V.250 command and response lines;
+//! [`message`] gives the commands typed form (`AT+CKVER?`, `AT+CKHS`, `AT+CKX`
+//! outside, the `+CK...` set inside); [`noise`] authenticates and encrypts;
+//! [`responder`] is the handset's sans-I/O state machine and [`host`] the
+//! computer's async client. `docs/protocol.md` is the normative text.
+
+pub mod at;
+pub mod ck;
+pub mod host;
+pub mod message;
+pub mod noise;
+pub mod responder;
+
+pub use ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
+pub use host::{HostLink, LinkError, LinkStats};
+pub use message::{Command, InnerOutcome, Reply, Request, VersionInfo};
+pub use noise::{PairingCode, Session, StaticKeypair};
+pub use responder::{Handler, Responder};
+
+/// Why a line or command could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("syntax: {0}")]
+    Syntax(&'static str),
+    #[error("unknown command")]
+    UnknownCommand,
+    #[error("unknown mechanism")]
+    Mechanism,
+}

@@ -1,0 +1,1211 @@
+//! The commands and responses of the link, typed.
+//!
+//! [`Command`] is what the host writes on the line (`AT...`). [`Request`] is
+//! the `+CK...` command carried encrypted inside `AT+CKX`, and [`Reply`] its
+//! answer (information lines plus `OK` or `+CKR: <CK_RV>`). Every decoder is
+//! total: malformed text is a [`ParseError`].
+
+use crate::ParseError;
+use crate::at::{Params, check_text, decode_b64, quote, quote_b64, split_extended};
+use crate::ck::{
+    CKM_RSA_PKCS, CKM_RSA_PKCS_OAEP, CKM_RSA_PKCS_PSS, CkRv, DecryptMechanism, HashAlg,
+    ObjectClass, SignMechanism,
+};
+use zeroize::Zeroizing;
+
+/// Protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u64 = 1;
+/// Largest random request the handset serves in one call.
+pub const MAX_RANDOM_LEN: u32 = 1024;
+/// Longest container name, object label, or host/handset name.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest CKA_ID.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest PIN, in bytes.
+pub const MAX_PIN_LEN: usize = 64;
+/// Longest data given to sign, decrypt or re-wrap (RSA-4096 is 512 bytes).
+pub const MAX_DATA_LEN: usize = 512;
+/// Longest certificate or SubjectPublicKeyInfo, DER.
+pub const MAX_DER_LEN: usize = 16 * 1024;
+
+/// Which Noise handshake an `AT+CKHS` message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeKind {
+    /// `Noise_XXpsk3`, authenticated by a one-time pairing code.
+    Pair = 1,
+    /// `Noise_KK` between already pinned static keys.
+    Session = 2,
+}
+
+/// A command line written by the host, outside the encryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `AT`
+    Attention,
+    /// `ATE0` / `ATE1`
+    Echo(bool),
+    /// `AT+CKVER?`
+    Version,
+    /// `AT+CKHS=<kind>,"<message>"`
+    Handshake {
+        kind: HandshakeKind,
+        message: Vec<u8>,
+    },
+    /// `AT+CKX="<frame part>"[,1]`; `more` says further parts follow.
+    Frame { part: Vec<u8>, more: bool },
+}
+
+impl Command {
+    /// Parses one command line (with its `AT` prefix, without terminator).
+    pub fn parse(line: &str) -> Result<Command, ParseError> {
+        let body = line
+            .get(..2)
+            .filter(|p| p.eq_ignore_ascii_case("AT"))
+            .map(|_| &line[2..])
+            .ok_or(ParseError::Syntax("command does not start with AT"))?;
+        match body {
+            "" => return Ok(Command::Attention),
+            "E0" | "e0" => return Ok(Command::Echo(false)),
+            "E1" | "e1" | "E" | "e" => return Ok(Command::Echo(true)),
+            _ => {}
+        }
+        let (name, params) = split_extended(body).ok_or(ParseError::UnknownCommand)?;
+        match (name, params) {
+            ("+CKVER", Some("?")) => Ok(Command::Version),
+            ("+CKHS", Some(p)) => {
+                let p = Params::parse(p)?;
+                p.expect_count(2, 2)?;
+                let kind = match p.number(0)? {
+                    1 => HandshakeKind::Pair,
+                    2 => HandshakeKind::Session,
+                    _ => return Err(ParseError::Syntax("unknown handshake kind")),
+                };
+                Ok(Command::Handshake {
+                    kind,
+                    message: p.bytes(1)?,
+                })
+            }
+            ("+CKX", Some(p)) => {
+                let p = Params::parse(p)?;
+                p.expect_count(1, 2)?;
+                let more = match p.opt_number(1)? {
+                    None | Some(0) => false,
+                    Some(1) => true,
+                    Some(_) => return Err(ParseError::Syntax("bad continuation flag")),
+                };
+                Ok(Command::Frame {
+                    part: p.bytes(0)?,
+                    more,
+                })
+            }
+            _ => Err(ParseError::UnknownCommand),
+        }
+    }
+
+    /// The command line without terminator.
+    pub fn encode(&self) -> String {
+        match self {
+            Command::Attention => "AT".into(),
+            Command::Echo(on) => format!("ATE{}", u8::from(*on)),
+            Command::Version => "AT+CKVER?".into(),
+            Command::Handshake { kind, message } => {
+                format!("AT+CKHS={},{}", *kind as u8, quote_b64(message))
+            }
+            Command::Frame { part, more } => {
+                if *more {
+                    format!("AT+CKX={},1", quote_b64(part))
+                } else {
+                    format!("AT+CKX={}", quote_b64(part))
+                }
+            }
+        }
+    }
+}
+
+/// What `AT+CKVER?` reports: `+CKVER: <version>,"<implementation>",<max line>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub protocol: u64,
+    pub implementation: String,
+    pub max_line: usize,
+}
+
+impl VersionInfo {
+    pub fn encode(&self) -> Result<String, ParseError> {
+        Ok(format!(
+            "+CKVER: {},{},{}",
+            self.protocol,
+            quote(&self.implementation)?,
+            self.max_line
+        ))
+    }
+
+    pub fn parse(line: &str) -> Result<VersionInfo, ParseError> {
+        let p = info_params(line, "+CKVER")?;
+        p.expect_count(3, 3)?;
+        Ok(VersionInfo {
+            protocol: p.number(0)?,
+            implementation: p.text(1)?.to_owned(),
+            max_line: usize::try_from(p.number(2)?)
+                .map_err(|_| ParseError::Syntax("number out of range"))?,
+        })
+    }
+}
+
+/// Parses `+NAME: params` for a known NAME.
+pub fn info_params(line: &str, want: &str) -> Result<Params, ParseError> {
+    match split_extended(line) {
+        Some((name, Some(p))) if name == want && line.as_bytes().get(want.len()) == Some(&b':') => {
+            Params::parse(p)
+        }
+        _ => Err(ParseError::Syntax("unexpected information line")),
+    }
+}
+
+/// A PIN on its way across the link; wiped when dropped.
+pub type Pin = Zeroizing<Vec<u8>>;
+
+/// A `+CK...` command carried inside the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `+CKLIST`: the containers this host is authorised for.
+    ListContainers,
+    /// `+CKTINFO="<container>"`
+    TokenInfo { container: String },
+    /// `+CKLOGIN="<container>","<pin>"`; an empty PIN asks the person on the phone.
+    Login { container: String, pin: Pin },
+    /// `+CKLOGOUT="<container>"`
+    Logout { container: String },
+    /// `+CKPIN="<container>","<old>","<new>"`
+    ChangePin {
+        container: String,
+        old: Pin,
+        new: Pin,
+    },
+    /// `+CKFIND="<container>"[,<class>[,"<id>"[,"<label>"]]]`; empty fields match all.
+    FindObjects {
+        container: String,
+        class: Option<ObjectClass>,
+        id: Option<Vec<u8>>,
+        label: Option<String>,
+    },
+    /// `+CKATTR="<container>",<class>,"<id>"`
+    GetAttributes {
+        container: String,
+        class: ObjectClass,
+        id: Vec<u8>,
+    },
+    /// `+CKSIGN="<container>","<id>",<mechanism>,"<data>"[,<hash>,<salt length>]`
+    Sign {
+        container: String,
+        id: Vec<u8>,
+        mechanism: SignMechanism,
+        data: Vec<u8>,
+    },
+    /// `+CKDEC="<container>","<id>",<mechanism>,"<data>"[,<hash>,"<label>"]`
+    Decrypt {
+        container: String,
+        id: Vec<u8>,
+        mechanism: DecryptMechanism,
+        data: Vec<u8>,
+    },
+    /// `+CKGEN="<container>",<bits>,"<id>","<label>"`
+    GenerateKeyPair {
+        container: String,
+        bits: u32,
+        id: Vec<u8>,
+        label: String,
+    },
+    /// `+CKRAND=<length>`
+    GenerateRandom { len: u32 },
+    /// `+CKPUTCERT="<container>","<id>","<label>","<DER>"`
+    PutCertificate {
+        container: String,
+        id: Vec<u8>,
+        label: String,
+        der: Vec<u8>,
+    },
+    /// `+CKDELCERT="<container>","<id>"`
+    DeleteCertificate { container: String, id: Vec<u8> },
+    /// `+CKDELKEY="<container>","<id>"`: the key pair (private and public).
+    DestroyKey { container: String, id: Vec<u8> },
+    /// `+CKREWRAP="<container>","<id>",<in hash>,"<data>",<out hash>,"<SPKI>"`:
+    /// OAEP-decrypt `data` with the container key and OAEP-encrypt the result
+    /// to the RSA public key in `spki`, inside the handset.
+    Rewrap {
+        container: String,
+        id: Vec<u8>,
+        in_hash: HashAlg,
+        data: Vec<u8>,
+        out_hash: HashAlg,
+        spki: Vec<u8>,
+    },
+}
+
+fn check_name(s: &str) -> Result<(), ParseError> {
+    if s.is_empty() || s.len() > MAX_NAME_LEN {
+        return Err(ParseError::Syntax("name empty or too long"));
+    }
+    check_text(s)
+}
+
+fn check_label(s: &str) -> Result<(), ParseError> {
+    if s.len() > MAX_NAME_LEN {
+        return Err(ParseError::Syntax("label too long"));
+    }
+    check_text(s)
+}
+
+fn check_len(v: &[u8], max: usize, what: &'static str) -> Result<(), ParseError> {
+    if v.len() > max {
+        return Err(ParseError::Syntax(what));
+    }
+    Ok(())
+}
+
+fn hash_param(p: &Params, i: usize) -> Result<HashAlg, ParseError> {
+    HashAlg::from_mechanism(p.number(i)?).ok_or(ParseError::Syntax("unknown hash mechanism"))
+}
+
+fn class_param(p: &Params, i: usize) -> Result<ObjectClass, ParseError> {
+    ObjectClass::from_value(p.number(i)?).ok_or(ParseError::Syntax("unknown object class"))
+}
+
+impl Request {
+    /// The command's name, for logs (never its parameters).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::ListContainers => "+CKLIST",
+            Request::TokenInfo { .. } => "+CKTINFO",
+            Request::Login { .. } => "+CKLOGIN",
+            Request::Logout { .. } => "+CKLOGOUT",
+            Request::ChangePin { .. } => "+CKPIN",
+            Request::FindObjects { .. } => "+CKFIND",
+            Request::GetAttributes { .. } => "+CKATTR",
+            Request::Sign { .. } => "+CKSIGN",
+            Request::Decrypt { .. } => "+CKDEC",
+            Request::GenerateKeyPair { .. } => "+CKGEN",
+            Request::GenerateRandom { .. } => "+CKRAND",
+            Request::PutCertificate { .. } => "+CKPUTCERT",
+            Request::DeleteCertificate { .. } => "+CKDELCERT",
+            Request::DestroyKey { .. } => "+CKDELKEY",
+            Request::Rewrap { .. } => "+CKREWRAP",
+        }
+    }
+
+    /// Encodes the command line. Fails on values the grammar cannot carry
+    /// (over-long names, quotes in labels), so nothing malformed is sent.
+    pub fn encode(&self) -> Result<Zeroizing<String>, ParseError> {
+        self.validate()?;
+        let s = match self {
+            Request::ListContainers => "+CKLIST".to_owned(),
+            Request::TokenInfo { container } => format!("+CKTINFO={}", quote(container)?),
+            Request::Login { container, pin } => {
+                format!("+CKLOGIN={},{}", quote(container)?, quote_b64(pin))
+            }
+            Request::Logout { container } => format!("+CKLOGOUT={}", quote(container)?),
+            Request::ChangePin {
+                container,
+                old,
+                new,
+            } => format!(
+                "+CKPIN={},{},{}",
+                quote(container)?,
+                quote_b64(old),
+                quote_b64(new)
+            ),
+            Request::FindObjects {
+                container,
+                class,
+                id,
+                label,
+            } => {
+                let mut s = format!("+CKFIND={}", quote(container)?);
+                let fields = [
+                    class.map(|c| c.value().to_string()),
+                    id.as_deref().map(quote_b64),
+                    label.as_deref().map(quote).transpose()?,
+                ];
+                let last = fields.iter().rposition(Option::is_some);
+                if let Some(last) = last {
+                    for f in &fields[..=last] {
+                        s.push(',');
+                        s.push_str(f.as_deref().unwrap_or(""));
+                    }
+                }
+                s
+            }
+            Request::GetAttributes {
+                container,
+                class,
+                id,
+            } => format!(
+                "+CKATTR={},{},{}",
+                quote(container)?,
+                class.value(),
+                quote_b64(id)
+            ),
+            Request::Sign {
+                container,
+                id,
+                mechanism,
+                data,
+            } => {
+                let mech = match mechanism {
+                    SignMechanism::Pkcs1 => CKM_RSA_PKCS.to_string(),
+                    SignMechanism::Pss { hash, salt_len } => {
+                        format!("{CKM_RSA_PKCS_PSS},{},{salt_len}", hash.mechanism())
+                    }
+                };
+                // Mechanism parameters follow the data so the common case stays short.
+                let (m, rest) = mech.split_once(',').unwrap_or((&mech, ""));
+                let mut s = format!(
+                    "+CKSIGN={},{},{m},{}",
+                    quote(container)?,
+                    quote_b64(id),
+                    quote_b64(data)
+                );
+                if !rest.is_empty() {
+                    s.push(',');
+                    s.push_str(rest);
+                }
+                s
+            }
+            Request::Decrypt {
+                container,
+                id,
+                mechanism,
+                data,
+            } => {
+                let mut s = format!("+CKDEC={},{},", quote(container)?, quote_b64(id));
+                match mechanism {
+                    DecryptMechanism::Pkcs1 => {
+                        s.push_str(&format!("{CKM_RSA_PKCS},{}", quote_b64(data)));
+                    }
+                    DecryptMechanism::Oaep { hash, label } => {
+                        s.push_str(&format!(
+                            "{CKM_RSA_PKCS_OAEP},{},{},{}",
+                            quote_b64(data),
+                            hash.mechanism(),
+                            quote_b64(label)
+                        ));
+                    }
+                }
+                s
+            }
+            Request::GenerateKeyPair {
+                container,
+                bits,
+                id,
+                label,
+            } => format!(
+                "+CKGEN={},{bits},{},{}",
+                quote(container)?,
+                quote_b64(id),
+                quote(label)?
+            ),
+            Request::GenerateRandom { len } => format!("+CKRAND={len}"),
+            Request::PutCertificate {
+                container,
+                id,
+                label,
+                der,
+            } => format!(
+                "+CKPUTCERT={},{},{},{}",
+                quote(container)?,
+                quote_b64(id),
+                quote(label)?,
+                quote_b64(der)
+            ),
+            Request::DeleteCertificate { container, id } => {
+                format!("+CKDELCERT={},{}", quote(container)?, quote_b64(id))
+            }
+            Request::DestroyKey { container, id } => {
+                format!("+CKDELKEY={},{}", quote(container)?, quote_b64(id))
+            }
+            Request::Rewrap {
+                container,
+                id,
+                in_hash,
+                data,
+                out_hash,
+                spki,
+            } => format!(
+                "+CKREWRAP={},{},{},{},{},{}",
+                quote(container)?,
+                quote_b64(id),
+                in_hash.mechanism(),
+                quote_b64(data),
+                out_hash.mechanism(),
+                quote_b64(spki)
+            ),
+        };
+        Ok(Zeroizing::new(s))
+    }
+
+    /// Checks the limits every request must respect, on both ends.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        match self {
+            Request::ListContainers => {}
+            Request::GenerateRandom { len } => {
+                if *len == 0 || *len > MAX_RANDOM_LEN {
+                    return Err(ParseError::Syntax("random length out of range"));
+                }
+            }
+            Request::TokenInfo { container } | Request::Logout { container } => {
+                check_name(container)?
+            }
+            Request::Login { container, pin } => {
+                check_name(container)?;
+                check_len(pin, MAX_PIN_LEN, "PIN too long")?;
+            }
+            Request::ChangePin {
+                container,
+                old,
+                new,
+            } => {
+                check_name(container)?;
+                check_len(old, MAX_PIN_LEN, "PIN too long")?;
+                check_len(new, MAX_PIN_LEN, "PIN too long")?;
+            }
+            Request::FindObjects {
+                container,
+                id,
+                label,
+                ..
+            } => {
+                check_name(container)?;
+                if let Some(id) = id {
+                    check_len(id, MAX_ID_LEN, "id too long")?;
+                }
+                if let Some(label) = label {
+                    check_label(label)?;
+                }
+            }
+            Request::GetAttributes { container, id, .. }
+            | Request::DeleteCertificate { container, id }
+            | Request::DestroyKey { container, id } => {
+                check_name(container)?;
+                check_len(id, MAX_ID_LEN, "id too long")?;
+            }
+            Request::Sign {
+                container,
+                id,
+                data,
+                mechanism,
+            } => {
+                check_name(container)?;
+                check_len(id, MAX_ID_LEN, "id too long")?;
+                check_len(data, MAX_DATA_LEN, "data too long")?;
+                if let SignMechanism::Pss { salt_len, .. } = mechanism {
+                    if *salt_len > 512 {
+                        return Err(ParseError::Syntax("salt length out of range"));
+                    }
+                }
+            }
+            Request::Decrypt {
+                container,
+                id,
+                data,
+                mechanism,
+            } => {
+                check_name(container)?;
+                check_len(id, MAX_ID_LEN, "id too long")?;
+                check_len(data, MAX_DATA_LEN, "data too long")?;
+                if let DecryptMechanism::Oaep { label, .. } = mechanism {
+                    check_len(label, MAX_DATA_LEN, "OAEP label too long")?;
+                }
+            }
+            Request::GenerateKeyPair {
+                container,
+                id,
+                label,
+                ..
+            }
+            | Request::PutCertificate {
+                container,
+                id,
+                label,
+                ..
+            } => {
+                check_name(container)?;
+                check_len(id, MAX_ID_LEN, "id too long")?;
+                check_label(label)?;
+                if let Request::PutCertificate { der, .. } = self {
+                    check_len(der, MAX_DER_LEN, "certificate too long")?;
+                }
+            }
+            Request::Rewrap {
+                container,
+                id,
+                data,
+                spki,
+                ..
+            } => {
+                check_name(container)?;
+                check_len(id, MAX_ID_LEN, "id too long")?;
+                check_len(data, MAX_DATA_LEN, "data too long")?;
+                check_len(spki, MAX_DER_LEN, "key too long")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses an inner command line.
+    pub fn parse(line: &str) -> Result<Request, ParseError> {
+        let (name, params) = split_extended(line).ok_or(ParseError::UnknownCommand)?;
+        let p = match params {
+            None => Params(Vec::new()),
+            Some("?") => return Err(ParseError::UnknownCommand),
+            Some(p) => Params::parse(p)?,
+        };
+        let container = || p.text(0).map(str::to_owned);
+        let req = match name {
+            "+CKLIST" => {
+                p.expect_count(0, 0)?;
+                Request::ListContainers
+            }
+            "+CKTINFO" => {
+                p.expect_count(1, 1)?;
+                Request::TokenInfo {
+                    container: container()?,
+                }
+            }
+            "+CKLOGIN" => {
+                p.expect_count(2, 2)?;
+                Request::Login {
+                    container: container()?,
+                    pin: Zeroizing::new(p.bytes(1)?),
+                }
+            }
+            "+CKLOGOUT" => {
+                p.expect_count(1, 1)?;
+                Request::Logout {
+                    container: container()?,
+                }
+            }
+            "+CKPIN" => {
+                p.expect_count(3, 3)?;
+                Request::ChangePin {
+                    container: container()?,
+                    old: Zeroizing::new(p.bytes(1)?),
+                    new: Zeroizing::new(p.bytes(2)?),
+                }
+            }
+            "+CKFIND" => {
+                p.expect_count(1, 4)?;
+                Request::FindObjects {
+                    container: container()?,
+                    class: if p.is_empty_at(1) {
+                        None
+                    } else {
+                        Some(class_param(&p, 1)?)
+                    },
+                    id: p.opt_bytes(2)?,
+                    label: p.opt_text(3)?.map(str::to_owned),
+                }
+            }
+            "+CKATTR" => {
+                p.expect_count(3, 3)?;
+                Request::GetAttributes {
+                    container: container()?,
+                    class: class_param(&p, 1)?,
+                    id: p.bytes(2)?,
+                }
+            }
+            "+CKSIGN" => {
+                p.expect_count(4, 6)?;
+                let mechanism = match p.number(2)? {
+                    CKM_RSA_PKCS => {
+                        p.expect_count(4, 4)?;
+                        SignMechanism::Pkcs1
+                    }
+                    CKM_RSA_PKCS_PSS => {
+                        p.expect_count(6, 6)?;
+                        SignMechanism::Pss {
+                            hash: hash_param(&p, 4)?,
+                            salt_len: p.u32(5)?,
+                        }
+                    }
+                    _ => return Err(ParseError::Mechanism),
+                };
+                Request::Sign {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                    mechanism,
+                    data: p.bytes(3)?,
+                }
+            }
+            "+CKDEC" => {
+                p.expect_count(4, 6)?;
+                let mechanism = match p.number(2)? {
+                    CKM_RSA_PKCS => {
+                        p.expect_count(4, 4)?;
+                        DecryptMechanism::Pkcs1
+                    }
+                    CKM_RSA_PKCS_OAEP => {
+                        p.expect_count(6, 6)?;
+                        DecryptMechanism::Oaep {
+                            hash: hash_param(&p, 4)?,
+                            label: p.bytes(5)?,
+                        }
+                    }
+                    _ => return Err(ParseError::Mechanism),
+                };
+                Request::Decrypt {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                    mechanism,
+                    data: p.bytes(3)?,
+                }
+            }
+            "+CKGEN" => {
+                p.expect_count(4, 4)?;
+                Request::GenerateKeyPair {
+                    container: container()?,
+                    bits: p.u32(1)?,
+                    id: p.bytes(2)?,
+                    label: p.text(3)?.to_owned(),
+                }
+            }
+            "+CKRAND" => {
+                p.expect_count(1, 1)?;
+                Request::GenerateRandom { len: p.u32(0)? }
+            }
+            "+CKPUTCERT" => {
+                p.expect_count(4, 4)?;
+                Request::PutCertificate {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                    label: p.text(2)?.to_owned(),
+                    der: p.bytes(3)?,
+                }
+            }
+            "+CKDELCERT" => {
+                p.expect_count(2, 2)?;
+                Request::DeleteCertificate {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                }
+            }
+            "+CKDELKEY" => {
+                p.expect_count(2, 2)?;
+                Request::DestroyKey {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                }
+            }
+            "+CKREWRAP" => {
+                p.expect_count(6, 6)?;
+                Request::Rewrap {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                    in_hash: hash_param(&p, 2)?,
+                    data: p.bytes(3)?,
+                    out_hash: hash_param(&p, 4)?,
+                    spki: p.bytes(5)?,
+                }
+            }
+            _ => return Err(ParseError::UnknownCommand),
+        };
+        req.validate()?;
+        Ok(req)
+    }
+}
+
+/// Token flags reported by `+CKTINFO`.
+pub mod token_flags {
+    /// Private-key operations need `+CKLOGIN` first.
+    pub const LOGIN_REQUIRED: u32 = 0x01;
+    /// Too many wrong PINs: the container is locked.
+    pub const PIN_LOCKED: u32 = 0x02;
+    /// At least one wrong PIN since the last right one.
+    pub const PIN_COUNT_LOW: u32 = 0x04;
+    /// One more wrong PIN locks the container.
+    pub const PIN_FINAL_TRY: u32 = 0x08;
+    /// A person approves each private-key operation on the phone.
+    pub const CONFIRM: u32 = 0x10;
+    /// This session is logged in to the container.
+    pub const LOGGED_IN: u32 = 0x20;
+    /// The PIN is entered on the phone (protected authentication path).
+    pub const PROTECTED_PATH: u32 = 0x40;
+}
+
+/// One container, as `+CKLIST` lists it: `+CKLIST: "<name>",<flags>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEntry {
+    pub name: String,
+    pub flags: u32,
+}
+
+/// `+CKTINFO: "<name>",<flags>,<retries left>,<min PIN>,<max PIN>,"<serial>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub name: String,
+    pub flags: u32,
+    pub retries_left: u32,
+    pub min_pin: u32,
+    pub max_pin: u32,
+    pub serial: String,
+}
+
+/// One object, as `+CKFIND` lists it: `+CKOBJ: <class>,"<id>","<label>"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEntry {
+    pub class: ObjectClass,
+    pub id: Vec<u8>,
+    pub label: String,
+}
+
+/// A successful answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `OK` with no information line.
+    Done,
+    Containers(Vec<ContainerEntry>),
+    TokenInfo(TokenInfo),
+    Objects(Vec<ObjectEntry>),
+    /// `+CKATTR: <type>,"<value>"` lines, in the handset's order.
+    Attributes(Vec<(u32, Vec<u8>)>),
+    /// `+CKSIGN: "<signature>"`
+    Signature(Vec<u8>),
+    /// `+CKDEC: "<plaintext>"`
+    Plaintext(Zeroizing<Vec<u8>>),
+    /// `+CKGEN: "<id>","<modulus>","<public exponent>"`
+    KeyPair {
+        id: Vec<u8>,
+        modulus: Vec<u8>,
+        exponent: Vec<u8>,
+    },
+    /// `+CKRAND: "<bytes>"`
+    Random(Vec<u8>),
+    /// `+CKREWRAP: "<ciphertext>"`
+    Rewrapped(Vec<u8>),
+}
+
+/// The final result of an inner response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InnerFinal {
+    Ok,
+    /// `+CKR: <8 hex digits>`
+    Failed(CkRv),
+    /// `ERROR`: the handset could not parse the inner command.
+    Error,
+}
+
+impl Reply {
+    /// The response text: information lines and the final `OK`, joined by CRLF.
+    pub fn encode(&self) -> Result<Zeroizing<String>, ParseError> {
+        let mut lines: Vec<String> = Vec::new();
+        match self {
+            Reply::Done => {}
+            Reply::Containers(list) => {
+                for c in list {
+                    lines.push(format!("+CKLIST: {},{}", quote(&c.name)?, c.flags));
+                }
+            }
+            Reply::TokenInfo(t) => lines.push(format!(
+                "+CKTINFO: {},{},{},{},{},{}",
+                quote(&t.name)?,
+                t.flags,
+                t.retries_left,
+                t.min_pin,
+                t.max_pin,
+                quote(&t.serial)?
+            )),
+            Reply::Objects(list) => {
+                for o in list {
+                    lines.push(format!(
+                        "+CKOBJ: {},{},{}",
+                        o.class.value(),
+                        quote_b64(&o.id),
+                        quote(&o.label)?
+                    ));
+                }
+            }
+            Reply::Attributes(list) => {
+                for (t, v) in list {
+                    lines.push(format!("+CKATTR: {t},{}", quote_b64(v)));
+                }
+            }
+            Reply::Signature(s) => lines.push(format!("+CKSIGN: {}", quote_b64(s))),
+            Reply::Plaintext(p) => lines.push(format!("+CKDEC: {}", quote_b64(p))),
+            Reply::KeyPair {
+                id,
+                modulus,
+                exponent,
+            } => lines.push(format!(
+                "+CKGEN: {},{},{}",
+                quote_b64(id),
+                quote_b64(modulus),
+                quote_b64(exponent)
+            )),
+            Reply::Random(r) => lines.push(format!("+CKRAND: {}", quote_b64(r))),
+            Reply::Rewrapped(c) => lines.push(format!("+CKREWRAP: {}", quote_b64(c))),
+        }
+        lines.push("OK".into());
+        Ok(Zeroizing::new(lines.join("\r\n")))
+    }
+
+    /// Parses the response to `request`; a `+CKR` final result becomes
+    /// [`InnerOutcome::Failed`].
+    pub fn decode(request: &Request, text: &str) -> Result<InnerOutcome, ParseError> {
+        let mut lines: Vec<&str> = text.split("\r\n").collect();
+        let last = lines.pop().ok_or(ParseError::Syntax("empty response"))?;
+        let fin = match last {
+            "OK" => InnerFinal::Ok,
+            "ERROR" => InnerFinal::Error,
+            _ => {
+                let hex = last
+                    .strip_prefix("+CKR: ")
+                    .ok_or(ParseError::Syntax("missing final result"))?;
+                if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(ParseError::Syntax("malformed +CKR"));
+                }
+                let rv = u32::from_str_radix(hex, 16)
+                    .map_err(|_| ParseError::Syntax("malformed +CKR"))?;
+                InnerFinal::Failed(CkRv(rv))
+            }
+        };
+        match fin {
+            InnerFinal::Ok => {}
+            InnerFinal::Error => return Ok(InnerOutcome::Rejected),
+            InnerFinal::Failed(rv) => {
+                if !lines.is_empty() {
+                    return Err(ParseError::Syntax("information lines before +CKR"));
+                }
+                return Ok(InnerOutcome::Failed(rv));
+            }
+        }
+        let one = |name: &str| -> Result<Params, ParseError> {
+            match lines.as_slice() {
+                [l] => info_params(l, name),
+                _ => Err(ParseError::Syntax("expected exactly one information line")),
+            }
+        };
+        let reply = match request {
+            Request::Login { .. }
+            | Request::Logout { .. }
+            | Request::ChangePin { .. }
+            | Request::PutCertificate { .. }
+            | Request::DeleteCertificate { .. }
+            | Request::DestroyKey { .. } => {
+                if !lines.is_empty() {
+                    return Err(ParseError::Syntax("unexpected information line"));
+                }
+                Reply::Done
+            }
+            Request::ListContainers => {
+                let mut out = Vec::new();
+                for l in &lines {
+                    let p = info_params(l, "+CKLIST")?;
+                    p.expect_count(2, 2)?;
+                    out.push(ContainerEntry {
+                        name: p.text(0)?.to_owned(),
+                        flags: p.u32(1)?,
+                    });
+                }
+                Reply::Containers(out)
+            }
+            Request::TokenInfo { .. } => {
+                let p = one("+CKTINFO")?;
+                p.expect_count(6, 6)?;
+                Reply::TokenInfo(TokenInfo {
+                    name: p.text(0)?.to_owned(),
+                    flags: p.u32(1)?,
+                    retries_left: p.u32(2)?,
+                    min_pin: p.u32(3)?,
+                    max_pin: p.u32(4)?,
+                    serial: p.text(5)?.to_owned(),
+                })
+            }
+            Request::FindObjects { .. } => {
+                let mut out = Vec::new();
+                for l in &lines {
+                    let p = info_params(l, "+CKOBJ")?;
+                    p.expect_count(3, 3)?;
+                    out.push(ObjectEntry {
+                        class: class_param(&p, 0)?,
+                        id: p.bytes(1)?,
+                        label: p.text(2)?.to_owned(),
+                    });
+                }
+                Reply::Objects(out)
+            }
+            Request::GetAttributes { .. } => {
+                let mut out = Vec::new();
+                for l in &lines {
+                    let p = info_params(l, "+CKATTR")?;
+                    p.expect_count(2, 2)?;
+                    out.push((p.u32(0)?, p.bytes(1)?));
+                }
+                Reply::Attributes(out)
+            }
+            Request::Sign { .. } => {
+                let p = one("+CKSIGN")?;
+                p.expect_count(1, 1)?;
+                Reply::Signature(p.bytes(0)?)
+            }
+            Request::Decrypt { .. } => {
+                let p = one("+CKDEC")?;
+                p.expect_count(1, 1)?;
+                Reply::Plaintext(Zeroizing::new(p.bytes(0)?))
+            }
+            Request::GenerateKeyPair { .. } => {
+                let p = one("+CKGEN")?;
+                p.expect_count(3, 3)?;
+                Reply::KeyPair {
+                    id: p.bytes(0)?,
+                    modulus: p.bytes(1)?,
+                    exponent: p.bytes(2)?,
+                }
+            }
+            Request::GenerateRandom { .. } => {
+                let p = one("+CKRAND")?;
+                p.expect_count(1, 1)?;
+                Reply::Random(p.bytes(0)?)
+            }
+            Request::Rewrap { .. } => {
+                let p = one("+CKREWRAP")?;
+                p.expect_count(1, 1)?;
+                Reply::Rewrapped(p.bytes(0)?)
+            }
+        };
+        Ok(InnerOutcome::Done(reply))
+    }
+}
+
+/// How the handset answered an inner request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InnerOutcome {
+    Done(Reply),
+    /// `+CKR: <rv>`: the handset's module refused with this CK_RV.
+    Failed(CkRv),
+    /// `ERROR`: the handset did not understand the command.
+    Rejected,
+}
+
+/// Formats the final result line for a failure.
+pub fn ckr_line(rv: CkRv) -> String {
+    format!("+CKR: {:08X}", rv.0)
+}
+
+/// Decodes base64 that is known to come from a quoted parameter.
+pub fn b64(s: &str) -> Result<Vec<u8>, ParseError> {
+    decode_b64(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(r: Request) {
+        let line = r.encode().unwrap();
+        assert_eq!(Request::parse(&line).unwrap(), r, "{}", line.as_str());
+    }
+
+    #[test]
+    fn every_request_roundtrips() {
+        let c = "ssh".to_string();
+        roundtrip(Request::ListContainers);
+        roundtrip(Request::TokenInfo {
+            container: c.clone(),
+        });
+        roundtrip(Request::Login {
+            container: c.clone(),
+            pin: Zeroizing::new(b"1234".to_vec()),
+        });
+        roundtrip(Request::Logout {
+            container: c.clone(),
+        });
+        roundtrip(Request::ChangePin {
+            container: c.clone(),
+            old: Zeroizing::new(b"1".to_vec()),
+            new: Zeroizing::new(vec![]),
+        });
+        for (class, id, label) in [
+            (None, None, None),
+            (Some(ObjectClass::PrivateKey), None, None),
+            (None, Some(vec![1, 2]), None),
+            (None, None, Some("my key".to_string())),
+            (
+                Some(ObjectClass::Certificate),
+                Some(vec![]),
+                Some(String::new()),
+            ),
+        ] {
+            roundtrip(Request::FindObjects {
+                container: c.clone(),
+                class,
+                id,
+                label,
+            });
+        }
+        roundtrip(Request::GetAttributes {
+            container: c.clone(),
+            class: ObjectClass::PublicKey,
+            id: vec![9],
+        });
+        roundtrip(Request::Sign {
+            container: c.clone(),
+            id: vec![1],
+            mechanism: SignMechanism::Pkcs1,
+            data: vec![7; 51],
+        });
+        roundtrip(Request::Sign {
+            container: c.clone(),
+            id: vec![1],
+            mechanism: SignMechanism::Pss {
+                hash: HashAlg::Sha384,
+                salt_len: 48,
+            },
+            data: vec![7; 48],
+        });
+        roundtrip(Request::Decrypt {
+            container: c.clone(),
+            id: vec![1],
+            mechanism: DecryptMechanism::Pkcs1,
+            data: vec![1; 256],
+        });
+        roundtrip(Request::Decrypt {
+            container: c.clone(),
+            id: vec![1],
+            mechanism: DecryptMechanism::Oaep {
+                hash: HashAlg::Sha256,
+                label: b"l".to_vec(),
+            },
+            data: vec![1; 256],
+        });
+        roundtrip(Request::GenerateKeyPair {
+            container: c.clone(),
+            bits: 2048,
+            id: vec![3],
+            label: "k".into(),
+        });
+        roundtrip(Request::GenerateRandom { len: 32 });
+        roundtrip(Request::PutCertificate {
+            container: c.clone(),
+            id: vec![3],
+            label: "k".into(),
+            der: vec![0x30, 0],
+        });
+        roundtrip(Request::DeleteCertificate {
+            container: c.clone(),
+            id: vec![3],
+        });
+        roundtrip(Request::DestroyKey {
+            container: c.clone(),
+            id: vec![3],
+        });
+        roundtrip(Request::Rewrap {
+            container: c,
+            id: vec![3],
+            in_hash: HashAlg::Sha256,
+            data: vec![5; 256],
+            out_hash: HashAlg::Sha1,
+            spki: vec![0x30, 1, 2],
+        });
+    }
+
+    #[test]
+    fn rejects_bad_requests() {
+        for bad in [
+            "+CKRAND=0",
+            "+CKRAND=1025",
+            "+CKRAND=\"x\"",
+            "+CKSIGN=\"c\",\"AQ==\",99,\"AA==\"",
+            "+CKSIGN=\"c\",\"AQ==\",13,\"AA==\"",
+            "+CKSIGN=\"c\",\"AQ==\",1,\"!!\"",
+            "+CKLOGIN=\"\",\"AA==\"",
+            "+CKFIND=\"c\",7",
+            "+CKNOPE",
+            "+CKLIST=1",
+            "CKLIST",
+        ] {
+            assert!(Request::parse(bad).is_err(), "{bad}");
+        }
+        let long = "x".repeat(65);
+        assert!(Request::TokenInfo { container: long }.encode().is_err());
+        assert!(
+            Request::TokenInfo {
+                container: "a\"b".into()
+            }
+            .encode()
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn commands_roundtrip() {
+        for c in [
+            Command::Attention,
+            Command::Echo(false),
+            Command::Echo(true),
+            Command::Version,
+            Command::Handshake {
+                kind: HandshakeKind::Pair,
+                message: vec![1, 2, 3],
+            },
+            Command::Handshake {
+                kind: HandshakeKind::Session,
+                message: vec![],
+            },
+            Command::Frame {
+                part: vec![9; 10],
+                more: true,
+            },
+            Command::Frame {
+                part: vec![9; 10],
+                more: false,
+            },
+        ] {
+            assert_eq!(Command::parse(&c.encode()).unwrap(), c);
+        }
+        assert_eq!(Command::parse("at").unwrap(), Command::Attention);
+        assert!(Command::parse("ATD123").is_err());
+        assert!(Command::parse("AT+CKHS=3,\"\"").is_err());
+        assert!(Command::parse("AT+CKX=\"\",2").is_err());
+        assert!(Command::parse("").is_err());
+        assert!(Command::parse("A").is_err());
+    }
+
+    #[test]
+    fn replies_decode() {
+        let req = Request::Sign {
+            container: "c".into(),
+            id: vec![1],
+            mechanism: SignMechanism::Pkcs1,
+            data: vec![0; 4],
+        };
+        let text = Reply::Signature(vec![1, 2, 3]).encode().unwrap();
+        assert_eq!(
+            Reply::decode(&req, &text).unwrap(),
+            InnerOutcome::Done(Reply::Signature(vec![1, 2, 3]))
+        );
+        assert_eq!(
+            Reply::decode(&req, &ckr_line(CkRv::PIN_INCORRECT)).unwrap(),
+            InnerOutcome::Failed(CkRv::PIN_INCORRECT)
+        );
+        assert_eq!(
+            Reply::decode(&req, "ERROR").unwrap(),
+            InnerOutcome::Rejected
+        );
+        assert!(Reply::decode(&req, "OK").is_err());
+        assert!(Reply::decode(&req, "+CKR: 12").is_err());
+        assert!(Reply::decode(&req, "").is_err());
+        let list = Reply::Containers(vec![
+            ContainerEntry {
+                name: "a".into(),
+                flags: 1,
+            },
+            ContainerEntry {
+                name: "b".into(),
+                flags: 17,
+            },
+        ]);
+        assert_eq!(
+            Reply::decode(&Request::ListContainers, &list.encode().unwrap()).unwrap(),
+            InnerOutcome::Done(list)
+        );
+    }
+}
