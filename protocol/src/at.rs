@@ -113,7 +113,8 @@ impl FinalResult {
 pub mod cme {
     /// The command needs a session (or pairing is not open).
     pub const NOT_ALLOWED: u16 = 3;
-    /// Unknown command.
+    /// Operation not supported. Reserved: an unknown command is answered
+    /// with a plain `ERROR` (V.250), and hosts treat 4 the same way.
     pub const NOT_SUPPORTED: u16 = 4;
     /// Malformed parameters.
     pub const INCORRECT_PARAMETERS: u16 = 50;
@@ -301,6 +302,16 @@ pub fn split_extended(body: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
+/// Splits a command body `+NAME`, `+NAME?` or `+NAME=params` (never the
+/// `+NAME: ` form, which belongs to information lines).
+pub fn split_command(body: &str) -> Option<(&str, Option<&str>)> {
+    let (name, params) = split_extended(body)?;
+    if body.as_bytes().get(name.len()) == Some(&b':') {
+        return None;
+    }
+    Some((name, params))
+}
+
 pub fn encode_b64(data: &[u8]) -> String {
     B64.encode(data)
 }
@@ -401,6 +412,9 @@ mod tests {
         assert_eq!(split_extended("+CKX: \"a\""), Some(("+CKX", Some("\"a\""))));
         assert_eq!(split_extended("+CKLIST"), Some(("+CKLIST", None)));
         assert_eq!(split_extended("+"), None);
+        assert_eq!(split_command("+CKX=\"a\""), Some(("+CKX", Some("\"a\""))));
+        assert_eq!(split_command("+CKLIST"), Some(("+CKLIST", None)));
+        assert_eq!(split_command("+CKX: \"a\""), None);
         assert_eq!(split_extended("+CK#"), None);
     }
 }

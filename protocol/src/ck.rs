@@ -47,6 +47,52 @@ impl CkRv {
     pub const BUFFER_TOO_SMALL: CkRv = CkRv(0x150);
     pub const CRYPTOKI_NOT_INITIALIZED: CkRv = CkRv(0x190);
     pub const FUNCTION_REJECTED: CkRv = CkRv(0x200);
+    pub const SIGNATURE_INVALID: CkRv = CkRv(0x0C0);
+
+    /// Every value [`CkRv::name`] knows, for mapping names back to values.
+    pub const KNOWN: [CkRv; 41] = [
+        CkRv::OK,
+        CkRv::HOST_MEMORY,
+        CkRv::GENERAL_ERROR,
+        CkRv::FUNCTION_FAILED,
+        CkRv::ARGUMENTS_BAD,
+        CkRv::ATTRIBUTE_SENSITIVE,
+        CkRv::ATTRIBUTE_TYPE_INVALID,
+        CkRv::ATTRIBUTE_VALUE_INVALID,
+        CkRv::DATA_INVALID,
+        CkRv::DATA_LEN_RANGE,
+        CkRv::DEVICE_ERROR,
+        CkRv::DEVICE_MEMORY,
+        CkRv::DEVICE_REMOVED,
+        CkRv::ENCRYPTED_DATA_INVALID,
+        CkRv::ENCRYPTED_DATA_LEN_RANGE,
+        CkRv::FUNCTION_CANCELED,
+        CkRv::FUNCTION_NOT_SUPPORTED,
+        CkRv::KEY_HANDLE_INVALID,
+        CkRv::KEY_SIZE_RANGE,
+        CkRv::KEY_TYPE_INCONSISTENT,
+        CkRv::KEY_FUNCTION_NOT_PERMITTED,
+        CkRv::MECHANISM_INVALID,
+        CkRv::MECHANISM_PARAM_INVALID,
+        CkRv::OBJECT_HANDLE_INVALID,
+        CkRv::OPERATION_NOT_INITIALIZED,
+        CkRv::PIN_INCORRECT,
+        CkRv::PIN_INVALID,
+        CkRv::PIN_LEN_RANGE,
+        CkRv::PIN_LOCKED,
+        CkRv::SESSION_HANDLE_INVALID,
+        CkRv::TEMPLATE_INCONSISTENT,
+        CkRv::TOKEN_NOT_PRESENT,
+        CkRv::TOKEN_NOT_RECOGNIZED,
+        CkRv::USER_ALREADY_LOGGED_IN,
+        CkRv::USER_NOT_LOGGED_IN,
+        CkRv::USER_TYPE_INVALID,
+        CkRv::RANDOM_NO_RNG,
+        CkRv::BUFFER_TOO_SMALL,
+        CkRv::CRYPTOKI_NOT_INITIALIZED,
+        CkRv::FUNCTION_REJECTED,
+        CkRv::SIGNATURE_INVALID,
+    ];
 
     /// The PKCS#11 name, for messages people read.
     pub fn name(self) -> &'static str {
@@ -91,8 +137,23 @@ impl CkRv {
             CkRv::BUFFER_TOO_SMALL => "CKR_BUFFER_TOO_SMALL",
             CkRv::CRYPTOKI_NOT_INITIALIZED => "CKR_CRYPTOKI_NOT_INITIALIZED",
             CkRv::FUNCTION_REJECTED => "CKR_FUNCTION_REJECTED",
+            CkRv::SIGNATURE_INVALID => "CKR_SIGNATURE_INVALID",
             _ => "CKR_VENDOR_OR_UNKNOWN",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_value_has_a_distinct_name() {
+        let mut names: Vec<_> = CkRv::KNOWN.iter().map(|r| r.name()).collect();
+        assert!(!names.contains(&"CKR_VENDOR_OR_UNKNOWN"));
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), CkRv::KNOWN.len());
     }
 }
 

@@ -17,6 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Longest response line the host accepts; well above any handset's limit.
 const HOST_MAX_LINE: usize = 128 * 1024;
+/// Longest response (all information lines together) the host accepts:
+/// one maximal Noise frame in base64 with line prefixes to spare.
+const MAX_RESPONSE_TEXT: usize = 128 * 1024;
 
 #[derive(Debug, Error)]
 pub enum LinkError {
@@ -155,6 +158,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         Ok(())
     }
 
+    /// `AT` -> `OK`: proves the line and the handset are alive, in or out
+    /// of a session.
+    pub async fn ping(&mut self) -> Result<(), LinkError> {
+        self.exchange(&Command::Attention.encode())
+            .await
+            .map(|_| ())
+    }
+
     /// Sends one request inside the session and decodes its reply. A
     /// `+CKR` answer is [`LinkError::Token`]; other errors leave the link
     /// unusable (see [`LinkError::is_fatal`]).
@@ -233,6 +244,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         self.writer.flush().await?;
         self.stats.bytes_out += bytes.len() as u64;
         let mut info = Vec::new();
+        let mut total = 0usize;
         loop {
             let text = match self.next_line().await? {
                 Line::Text(t) => t,
@@ -240,14 +252,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
                     return Err(LinkError::Protocol("unreadable response line".into()));
                 }
             };
-            if text.len() >= 2 && text[..2].eq_ignore_ascii_case("AT") {
+            // `get` rather than slicing: the line may start with a
+            // multi-byte character, and a handset's bytes must never panic us.
+            if text.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("AT")) {
                 continue;
             }
             match FinalResult::parse(&text) {
                 Some(FinalResult::Ok) => return Ok(info),
                 Some(FinalResult::Error) => return Err(LinkError::Error),
                 Some(FinalResult::CmeError(n)) => return Err(LinkError::Cme(n)),
-                None => info.push(text),
+                None => {
+                    // A whole response is at most one Noise frame in base64;
+                    // a handset that sends more is broken or hostile.
+                    total += text.len();
+                    if total > MAX_RESPONSE_TEXT {
+                        self.session = None;
+                        return Err(LinkError::Protocol("response too long".into()));
+                    }
+                    info.push(text)
+                }
             }
         }
     }
@@ -266,5 +289,24 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
             self.stats.bytes_in += n as u64;
             self.pending.extend(self.splitter.push(&buf[..n]));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a response line starting with a multi-byte character
+    /// panicked the echo check (`text[..2]` is not a char boundary).
+    #[tokio::test]
+    async fn multibyte_response_line_does_not_panic() {
+        let (host, mut device) = tokio::io::duplex(4096);
+        device
+            .write_all("\r\n€\r\n\r\nOK\r\n\r\n+CKVER: 1,\"t\",4096\r\n\r\nOK\r\n".as_bytes())
+            .await
+            .unwrap();
+        let (r, w) = tokio::io::split(host);
+        let link = HostLink::open(r, w).await.unwrap();
+        assert_eq!(link.version().max_line, 4096);
     }
 }

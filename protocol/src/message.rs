@@ -6,7 +6,7 @@
 //! total: malformed text is a [`ParseError`].
 
 use crate::ParseError;
-use crate::at::{Params, check_text, decode_b64, quote, quote_b64, split_extended};
+use crate::at::{Params, check_text, decode_b64, quote, quote_b64, split_command, split_extended};
 use crate::ck::{
     CKM_RSA_PKCS, CKM_RSA_PKCS_OAEP, CKM_RSA_PKCS_PSS, CkRv, DecryptMechanism, HashAlg,
     ObjectClass, SignMechanism,
@@ -62,14 +62,16 @@ impl Command {
             .get(..2)
             .filter(|p| p.eq_ignore_ascii_case("AT"))
             .map(|_| &line[2..])
-            .ok_or(ParseError::Syntax("command does not start with AT"))?;
+            // Not a command line at all: answered `ERROR`, like an unknown
+            // command, not `+CME ERROR: 50` (which is for bad parameters).
+            .ok_or(ParseError::UnknownCommand)?;
         match body {
             "" => return Ok(Command::Attention),
             "E0" | "e0" => return Ok(Command::Echo(false)),
             "E1" | "e1" | "E" | "e" => return Ok(Command::Echo(true)),
             _ => {}
         }
-        let (name, params) = split_extended(body).ok_or(ParseError::UnknownCommand)?;
+        let (name, params) = split_command(body).ok_or(ParseError::UnknownCommand)?;
         match (name, params) {
             ("+CKVER", Some("?")) => Ok(Command::Version),
             ("+CKHS", Some(p)) => {
@@ -497,10 +499,10 @@ impl Request {
                 check_name(container)?;
                 check_len(id, MAX_ID_LEN, "id too long")?;
                 check_len(data, MAX_DATA_LEN, "data too long")?;
-                if let SignMechanism::Pss { salt_len, .. } = mechanism {
-                    if *salt_len > 512 {
-                        return Err(ParseError::Syntax("salt length out of range"));
-                    }
+                if let SignMechanism::Pss { salt_len, .. } = mechanism
+                    && *salt_len > MAX_DATA_LEN as u32
+                {
+                    return Err(ParseError::Syntax("salt length out of range"));
                 }
             }
             Request::Decrypt {
@@ -553,7 +555,7 @@ impl Request {
 
     /// Parses an inner command line.
     pub fn parse(line: &str) -> Result<Request, ParseError> {
-        let (name, params) = split_extended(line).ok_or(ParseError::UnknownCommand)?;
+        let (name, params) = split_command(line).ok_or(ParseError::UnknownCommand)?;
         let p = match params {
             None => Params(Vec::new()),
             Some("?") => return Err(ParseError::UnknownCommand),
@@ -1121,6 +1123,9 @@ mod tests {
             "+CKNOPE",
             "+CKLIST=1",
             "CKLIST",
+            // The `: ` form is for information lines, not commands.
+            "+CKTINFO: \"c\"",
+            "+CKLIST: ",
         ] {
             assert!(Request::parse(bad).is_err(), "{bad}");
         }
@@ -1165,8 +1170,11 @@ mod tests {
         assert!(Command::parse("ATD123").is_err());
         assert!(Command::parse("AT+CKHS=3,\"\"").is_err());
         assert!(Command::parse("AT+CKX=\"\",2").is_err());
+        assert!(Command::parse("AT+CKX: \"AAAA\"").is_err());
+        assert!(Command::parse("AT+CKVER: ?").is_err());
         assert!(Command::parse("").is_err());
         assert!(Command::parse("A").is_err());
+        assert_eq!(Command::parse("HELLO"), Err(ParseError::UnknownCommand));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use crate::message::{
     Command, HandshakeKind, PROTOCOL_VERSION, Reply, Request, VersionInfo, ckr_line,
 };
 use crate::noise::{
-    HandsetPairing, MAX_NOISE_MESSAGE, Session, StaticKeypair, handset_accept_session,
+    HandsetPairing, MAX_FRAME_PLAINTEXT, MAX_NOISE_MESSAGE, Session, StaticKeypair,
+    handset_accept_session,
 };
 use zeroize::Zeroizing;
 
@@ -36,7 +37,8 @@ pub trait Handler {
 
 enum State {
     Idle,
-    Pairing(HandsetPairing),
+    /// Boxed: a handshake state is several times the size of a session.
+    Pairing(Box<HandsetPairing>),
     Session(Session),
 }
 
@@ -50,9 +52,11 @@ pub struct Responder {
     frame: Vec<u8>,
 }
 
-/// XX message 1 is a bare ephemeral key; anything else in `Pairing` state is
-/// message 3.
-const XX_MESSAGE1_LEN: usize = 32;
+/// XX message 1 is the host's ephemeral key (32 bytes) and its empty payload,
+/// which the psk modifier encrypts (16-byte tag): 48 bytes. Message 3 is at
+/// least 64 (encrypted static key, tag of the name). So in `Pairing` state a
+/// 48-byte message restarts pairing and anything else is message 3.
+const XX_MESSAGE1_LEN: usize = 32 + 16;
 
 impl Responder {
     pub fn new(max_line: usize, implementation: &str) -> Responder {
@@ -192,7 +196,7 @@ impl Responder {
                 };
                 match HandsetPairing::accept(&identity, &psk, message, &handler.handset_name()) {
                     Ok((p, m2)) => {
-                        self.state = State::Pairing(p);
+                        self.state = State::Pairing(Box::new(p));
                         m2
                     }
                     Err(_) => return failed,
@@ -255,6 +259,13 @@ impl Responder {
                 Err(rv) => Zeroizing::new(ckr_line(rv)),
             },
         };
+        // A reply too big for one Noise message is the module's failure, not
+        // the channel's: answer it as such and keep the session.
+        let response = if response.len() > MAX_FRAME_PLAINTEXT {
+            Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR))
+        } else {
+            response
+        };
         let State::Session(session) = &mut self.state else {
             return FinalResult::CmeError(cme::NOT_ALLOWED);
         };
@@ -268,5 +279,148 @@ impl Responder {
             out.extend(at::info_line(&format!("+CKX: {}", at::quote_b64(chunk))));
         }
         FinalResult::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::{HostPairing, PairingCode};
+
+    struct TestHandler {
+        identity: StaticKeypair,
+        code: PairingCode,
+        completed: u32,
+        failed: u32,
+        reply: Reply,
+    }
+
+    impl TestHandler {
+        fn new() -> TestHandler {
+            TestHandler {
+                identity: StaticKeypair::generate(),
+                code: PairingCode::generate(),
+                completed: 0,
+                failed: 0,
+                reply: Reply::Done,
+            }
+        }
+    }
+
+    impl Handler for TestHandler {
+        fn identity(&self) -> StaticKeypair {
+            self.identity.clone()
+        }
+        fn handset_name(&self) -> String {
+            "phone".into()
+        }
+        fn known_hosts(&self) -> Vec<[u8; 32]> {
+            Vec::new()
+        }
+        fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>> {
+            Some(self.code.psk())
+        }
+        fn pairing_completed(&mut self, _host: [u8; 32], _host_name: &str) -> bool {
+            self.completed += 1;
+            true
+        }
+        fn pairing_failed(&mut self) {
+            self.failed += 1;
+        }
+        fn execute(&mut self, _host: &[u8; 32], _request: Request) -> Result<Reply, CkRv> {
+            Ok(self.reply.clone())
+        }
+        fn session_ended(&mut self, _host: &[u8; 32]) {}
+    }
+
+    /// Sends one command line; returns the information lines and final line.
+    fn exchange(r: &mut Responder, h: &mut TestHandler, cmd: &Command) -> Vec<String> {
+        let out = r.receive(h, format!("{}\r", cmd.encode()).as_bytes());
+        String::from_utf8(out)
+            .unwrap()
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn hs_reply(lines: &[String]) -> Vec<u8> {
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[1], "OK");
+        let p = crate::message::info_params(&lines[0], "+CKHS").unwrap();
+        p.bytes(0).unwrap()
+    }
+
+    fn pair(r: &mut Responder, h: &mut TestHandler) -> Session {
+        let host = StaticKeypair::generate();
+        let (hp, m1) = HostPairing::start(&host, &h.code).unwrap();
+        let m2 = hs_reply(&exchange(
+            r,
+            h,
+            &Command::Handshake {
+                kind: HandshakeKind::Pair,
+                message: m1,
+            },
+        ));
+        let (finish, m3) = hp.respond(&m2, "laptop").unwrap();
+        let confirm = hs_reply(&exchange(
+            r,
+            h,
+            &Command::Handshake {
+                kind: HandshakeKind::Pair,
+                message: m3,
+            },
+        ));
+        finish.confirm(&confirm).unwrap().0
+    }
+
+    /// Regression: message 1 of XXpsk3 is 48 bytes, not 32, so a host that
+    /// starts pairing again while one is pending must get a fresh message 2
+    /// instead of having its message 1 read as a wrong message 3 (which
+    /// counted as a failed pairing attempt).
+    #[test]
+    fn second_message1_restarts_pairing() {
+        let mut h = TestHandler::new();
+        let mut r = Responder::new(4096, "test");
+        exchange(&mut r, &mut h, &Command::Echo(false));
+        let host = StaticKeypair::generate();
+        let (_abandoned, m1) = HostPairing::start(&host, &h.code).unwrap();
+        assert_eq!(m1.len(), XX_MESSAGE1_LEN);
+        hs_reply(&exchange(
+            &mut r,
+            &mut h,
+            &Command::Handshake {
+                kind: HandshakeKind::Pair,
+                message: m1,
+            },
+        ));
+        let _session = pair(&mut r, &mut h);
+        assert_eq!((h.completed, h.failed), (1, 0));
+        assert!(r.in_session());
+    }
+
+    /// A reply too large for one Noise message is answered with
+    /// `+CKR: CKR_GENERAL_ERROR`; the session survives.
+    #[test]
+    fn oversized_reply_is_a_token_error() {
+        let mut h = TestHandler::new();
+        let mut r = Responder::new(4096, "test");
+        exchange(&mut r, &mut h, &Command::Echo(false));
+        let mut session = pair(&mut r, &mut h);
+        h.reply = Reply::Random(vec![0; MAX_NOISE_MESSAGE]);
+        let ct = session.encrypt(b"+CKRAND=1").unwrap();
+        let lines = exchange(
+            &mut r,
+            &mut h,
+            &Command::Frame {
+                part: ct,
+                more: false,
+            },
+        );
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let p = crate::message::info_params(&lines[0], "+CKX").unwrap();
+        let plain = session.decrypt(&p.bytes(0).unwrap()).unwrap();
+        assert_eq!(&plain[..], ckr_line(CkRv::GENERAL_ERROR).as_bytes());
+        assert!(r.in_session());
     }
 }
