@@ -1,0 +1,10 @@
+//! The handset: the phone side of phonecsp. A [`store`] keeps containers,
+//! their PIN-wrapped keys and the paired hosts; [`crypto`] does the RSA
+//! private-key work; [`manager`] is the security manager that answers the
+//! link's `+CK` requests; [`serve`] runs it on a serial line, pty, stdio or
+//! an RFCOMM Serial Port Profile.
+
+pub mod crypto;
+pub mod manager;
+pub mod serve;
+pub mod store;

@@ -1,0 +1,553 @@
+//! `phonecsp-handset`: the phone side as a command. The owner manages
+//! containers, keys, paired hosts and authorisations here, and `serve`
+//! puts the handset on a link.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use phonecsp_handset::crypto;
+use phonecsp_handset::manager::{self, Approver, Manager};
+use phonecsp_handset::serve::{self, DEFAULT_RFCOMM_CHANNEL};
+use phonecsp_handset::store::{KdfParams, Policy, Store};
+use phonecsp_protocol::PairingCode;
+use phonecsp_protocol::noise::fingerprint;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(name = "phonecsp-handset", version, about = "The phone side of phonecsp: keeps keys in PIN-protected containers and serves them over a Noise-secured AT link", long_about = None)]
+struct Cli {
+    /// State directory (default: $PHONECSP_HANDSET_DIR, else ~/.local/share/phonecsp-handset).
+    #[arg(long, global = true)]
+    state: Option<PathBuf>,
+    /// Log more (-v: info, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the state directory and this handset's identity key.
+    Init {
+        /// Name shown to computers when pairing.
+        #[arg(long, default_value = "phonecsp handset")]
+        name: String,
+    },
+    /// Manage containers (each is one PKCS#11 token on the computer).
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Manage keys in a container.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Manage certificates in a container.
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Offer a one-time pairing code (printed, or taken from the computer's screen).
+    Pair {
+        /// The code the computer showed; without it a new one is printed.
+        #[arg(long)]
+        code: Option<String>,
+        /// Authorise the host that pairs for this container (repeatable).
+        #[arg(long = "authorise", alias = "authorize")]
+        authorise: Vec<String>,
+    },
+    /// Manage paired computers.
+    #[command(subcommand)]
+    Hosts(HostsCmd),
+    /// Serve the link.
+    Serve(ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum ContainerCmd {
+    /// Create a container; its PIN is read from $PHONECSP_PIN or the terminal.
+    Create {
+        name: String,
+        #[arg(long, value_enum, default_value_t = PolicyArg::Auto)]
+        policy: PolicyArg,
+        /// Argon2id memory in KiB (default 65536).
+        #[arg(long)]
+        kdf_memory: Option<u32>,
+        /// Argon2id passes (default 3).
+        #[arg(long)]
+        kdf_time: Option<u32>,
+    },
+    /// List containers.
+    List,
+    /// Delete a container and all its keys.
+    Delete { name: String },
+    /// Set the approval policy.
+    Policy { name: String, policy: PolicyArg },
+    /// Change the PIN ($PHONECSP_PIN then $PHONECSP_NEW_PIN, or the terminal).
+    ChangePin { name: String },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Generate an RSA key pair inside the container.
+    Generate {
+        container: String,
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+        /// CKA_ID in hex (default: random).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Import an RSA private key from a PKCS#8 (or PKCS#1) PEM file.
+    Import {
+        container: String,
+        file: PathBuf,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List keys.
+    List { container: String },
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Import an X.509 certificate (PEM or DER) for the key with this id.
+    Import {
+        container: String,
+        file: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostsCmd {
+    /// List paired computers and their containers.
+    List,
+    /// Authorise a computer (name or fingerprint) for a container.
+    Authorise { host: String, container: String },
+    /// Revoke a computer's access to one container, or unpair it entirely.
+    Revoke {
+        host: String,
+        container: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Serve a serial device.
+    #[arg(long, group = "transport")]
+    serial: Option<PathBuf>,
+    #[arg(long, default_value_t = 115200)]
+    baud: u32,
+    /// Create a pty and serve it; prints `PTY <slave path>`.
+    #[arg(long, group = "transport")]
+    pty: bool,
+    /// Also make a symlink to the pty's slave at this path.
+    #[arg(long, requires = "pty")]
+    pty_link: Option<PathBuf>,
+    /// Serve stdin/stdout.
+    #[arg(long, group = "transport")]
+    stdio: bool,
+    /// Register a Bluetooth Serial Port Profile and serve RFCOMM connections.
+    #[arg(long, group = "transport")]
+    rfcomm: bool,
+    /// Bluetooth adapter (e.g. hci1) for --rfcomm.
+    #[arg(long)]
+    adapter: Option<String>,
+    #[arg(long, default_value_t = DEFAULT_RFCOMM_CHANNEL)]
+    channel: u16,
+    /// Command that asks the owner to approve an operation (exit 0 = yes).
+    #[arg(long)]
+    prompt_command: Option<String>,
+    /// Longest line accepted (advertised in +CKVER).
+    #[arg(long, default_value_t = serve::DEFAULT_LINE)]
+    max_line: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyArg {
+    Auto,
+    Confirm,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::Auto => Policy::Auto,
+            PolicyArg::Confirm => Policy::Confirm,
+        }
+    }
+}
+
+struct StderrLogger(log::LevelFilter);
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= self.0
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!(
+                "phonecsp-handset: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    let logger = Box::leak(Box::new(StderrLogger(level)));
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(level);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("phonecsp-handset: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+fn state_dir(cli: &Option<PathBuf>) -> PathBuf {
+    if let Some(d) = cli {
+        return d.clone();
+    }
+    if let Some(d) = std::env::var_os("PHONECSP_HANDSET_DIR") {
+        return d.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    Path::new(&home).join(".local/share/phonecsp-handset")
+}
+
+/// Reads a secret from `var` or, failing that, the terminal without echo.
+fn read_secret(var: &str, prompt: &str) -> Result<Zeroizing<Vec<u8>>, Box<dyn std::error::Error>> {
+    if let Some(v) = std::env::var_os(var) {
+        use std::os::unix::ffi::OsStrExt;
+        return Ok(Zeroizing::new(v.as_bytes().to_vec()));
+    }
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| format!("no terminal to ask for the PIN: set {var}"))?;
+    let old = nix::sys::termios::tcgetattr(&tty)?;
+    let mut quiet = old.clone();
+    quiet
+        .local_flags
+        .remove(nix::sys::termios::LocalFlags::ECHO);
+    nix::sys::termios::tcsetattr(&tty, nix::sys::termios::SetArg::TCSANOW, &quiet)?;
+    let mut w = &tty;
+    write!(w, "{prompt}: ")?;
+    let mut line = Zeroizing::new(String::new());
+    let r = std::io::BufRead::read_line(&mut std::io::BufReader::new(&tty), &mut line);
+    nix::sys::termios::tcsetattr(&tty, nix::sys::termios::SetArg::TCSANOW, &old)?;
+    writeln!(w)?;
+    r?;
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
+    ))
+}
+
+fn parse_id(hex: Option<&str>) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    match hex {
+        None => {
+            use rand::RngCore;
+            let mut id = vec![0u8; 8];
+            rand::rngs::OsRng.fill_bytes(&mut id);
+            Ok(id)
+        }
+        Some(h) => {
+            let h = h.trim_start_matches("0x");
+            if h.is_empty() || h.len() % 2 != 0 || h.len() > 128 {
+                return Err("id must be an even number of hex digits (at most 64 bytes)".into());
+            }
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).map_err(|_| "id is not hex".into()))
+                .collect()
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn run(cli: Cli) -> Res {
+    let dir = state_dir(&cli.state);
+    if let Cmd::Init { name } = &cli.command {
+        let store = Store::init(&dir, name)?;
+        println!(
+            "initialised handset '{}' in {} (key {})",
+            store.name(),
+            dir.display(),
+            fingerprint(store.identity().public())
+        );
+        return Ok(());
+    }
+    let store = Store::open(&dir)?;
+    match cli.command {
+        Cmd::Init { .. } => unreachable!("handled above"),
+        Cmd::Container(c) => container(&store, c),
+        Cmd::Key(k) => key(&store, k),
+        Cmd::Cert(CertCmd::Import {
+            container,
+            file,
+            id,
+            label,
+        }) => {
+            let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let der = pem_or_der(&bytes, "CERTIFICATE")?;
+            let mut c = store.load_container(&container)?;
+            c.put_cert(parse_id(Some(&id))?, label, der)?;
+            store.save_container(&c)?;
+            println!("certificate stored in '{container}' with id {id}");
+            Ok(())
+        }
+        Cmd::Pair { code, authorise } => {
+            for c in &authorise {
+                store.load_container(c)?;
+            }
+            let (code, shown) = match code {
+                Some(s) => (PairingCode::parse(&s)?, false),
+                None => (PairingCode::generate(), true),
+            };
+            manager::offer_pairing(&store, &code, authorise)?;
+            if shown {
+                println!("{}", code.display().as_str());
+            } else {
+                println!("pairing code accepted; waiting for the computer to pair");
+            }
+            Ok(())
+        }
+        Cmd::Hosts(h) => hosts(&store, h),
+        Cmd::Serve(args) => serve_cmd(store, args),
+    }
+}
+
+fn pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let text = std::str::from_utf8(bytes).ok();
+    match text.and_then(|t| t.find(&format!("-----BEGIN {label}-----")).map(|i| &t[i..])) {
+        Some(t) => {
+            let body: String = t
+                .lines()
+                .skip(1)
+                .take_while(|l| !l.starts_with("-----END"))
+                .collect();
+            Ok(phonecsp_protocol::at::decode_b64(body.trim()).map_err(|_| "malformed PEM")?)
+        }
+        None => Ok(bytes.to_vec()),
+    }
+}
+
+fn container(store: &Store, c: ContainerCmd) -> Res {
+    match c {
+        ContainerCmd::Create {
+            name,
+            policy,
+            kdf_memory,
+            kdf_time,
+        } => {
+            let pin = read_secret("PHONECSP_PIN", "PIN for the new container")?;
+            let mut kdf = KdfParams::DEFAULT;
+            if let Some(m) = kdf_memory {
+                kdf.m_kib = m;
+            }
+            if let Some(t) = kdf_time {
+                kdf.t = t;
+            }
+            let c = store.create_container(&name, &pin, policy.into(), kdf)?;
+            println!("created container '{}' (serial {})", c.name(), c.serial());
+        }
+        ContainerCmd::List => {
+            println!(
+                "{:<20} {:<8} {:>5} {:>6} {:>7}",
+                "CONTAINER", "POLICY", "KEYS", "CERTS", "TRIES"
+            );
+            for name in store.container_names()? {
+                let c = store.load_container(&name)?;
+                println!(
+                    "{:<20} {:<8} {:>5} {:>6} {:>7}",
+                    name,
+                    format!("{:?}", c.policy()).to_lowercase(),
+                    c.keys().len(),
+                    c.certs().len(),
+                    if c.is_locked() {
+                        "locked".to_string()
+                    } else {
+                        c.retries_left().to_string()
+                    }
+                );
+            }
+        }
+        ContainerCmd::Delete { name } => {
+            store.delete_container(&name)?;
+            println!("deleted container '{name}'");
+        }
+        ContainerCmd::Policy { name, policy } => {
+            let mut c = store.load_container(&name)?;
+            c.set_policy(policy.into());
+            store.save_container(&c)?;
+        }
+        ContainerCmd::ChangePin { name } => {
+            let old = read_secret("PHONECSP_PIN", "Current PIN")?;
+            let new = read_secret("PHONECSP_NEW_PIN", "New PIN")?;
+            let mut c = store.load_container(&name)?;
+            c.change_pin(store, &old, &new)?;
+            println!("PIN changed for '{name}'");
+        }
+    }
+    Ok(())
+}
+
+fn key(store: &Store, k: KeyCmd) -> Res {
+    match k {
+        KeyCmd::Generate {
+            container,
+            bits,
+            id,
+            label,
+        } => {
+            let mut c = store.load_container(&container)?;
+            let pin = read_secret("PHONECSP_PIN", "PIN")?;
+            let kek = c.unlock(store, &pin)?;
+            let id = parse_id(id.as_deref())?;
+            let key = crypto::generate(bits).map_err(|rv| rv.to_string())?;
+            c.add_key(&kek, id.clone(), label, &key)?;
+            store.save_container(&c)?;
+            println!("generated RSA-{bits} key {} in '{container}'", hex(&id));
+        }
+        KeyCmd::Import {
+            container,
+            file,
+            id,
+            label,
+        } => {
+            let pem = Zeroizing::new(
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?,
+            );
+            let key = crypto::import_pkcs8_pem(&pem)
+                .map_err(|rv| format!("{}: not an RSA private key PEM ({rv})", file.display()))?;
+            let mut c = store.load_container(&container)?;
+            let pin = read_secret("PHONECSP_PIN", "PIN")?;
+            let kek = c.unlock(store, &pin)?;
+            let id = parse_id(id.as_deref())?;
+            c.add_key(&kek, id.clone(), label, &key)?;
+            store.save_container(&c)?;
+            println!("imported key {} into '{container}'", hex(&id));
+        }
+        KeyCmd::List { container } => {
+            let c = store.load_container(&container)?;
+            println!("{:<18} {:>5} {:<6} LABEL", "ID", "BITS", "CERT");
+            for k in c.keys() {
+                let has_cert = c.certs().iter().any(|x| x.id == k.id);
+                println!(
+                    "{:<18} {:>5} {:<6} {}",
+                    hex(&k.id),
+                    k.bits,
+                    if has_cert { "yes" } else { "no" },
+                    k.label
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hosts(store: &Store, h: HostsCmd) -> Res {
+    let mut hosts = store.load_hosts()?;
+    match h {
+        HostsCmd::List => {
+            println!("{:<20} {:<20} CONTAINERS", "HOST", "FINGERPRINT");
+            for e in &hosts.hosts {
+                println!(
+                    "{:<20} {:<20} {}",
+                    e.name,
+                    fingerprint(&e.public),
+                    e.containers.join(",")
+                );
+            }
+            if hosts.pairing.is_some() {
+                println!("(a pairing code is on offer)");
+            }
+            return Ok(());
+        }
+        HostsCmd::Authorise { host, container } => {
+            store.load_container(&container)?;
+            let i = hosts
+                .find_by_name_or_fingerprint(&host)
+                .ok_or_else(|| format!("no paired host '{host}'"))?;
+            if !hosts.hosts[i].containers.contains(&container) {
+                hosts.hosts[i].containers.push(container);
+            }
+        }
+        HostsCmd::Revoke { host, container } => {
+            let i = hosts
+                .find_by_name_or_fingerprint(&host)
+                .ok_or_else(|| format!("no paired host '{host}'"))?;
+            match container {
+                Some(c) => hosts.hosts[i].containers.retain(|x| *x != c),
+                None => {
+                    hosts.hosts.remove(i);
+                }
+            }
+        }
+    }
+    store.save_hosts(&hosts)?;
+    Ok(())
+}
+
+fn serve_cmd(store: Store, args: ServeArgs) -> Res {
+    let approver = Approver {
+        command: args.prompt_command.clone(),
+        terminal: args.prompt_command.is_none() && !args.stdio,
+        timeout: None,
+    };
+    let mut manager = Manager::new(store, approver);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        if let Some(path) = &args.serial {
+            serve::serve_serial(&mut manager, path, args.baud, args.max_line).await?;
+        } else if args.pty {
+            let pty = serve::open_pty()?;
+            if let Some(link) = &args.pty_link {
+                let _ = std::fs::remove_file(link);
+                std::os::unix::fs::symlink(&pty.slave_path, link)?;
+            }
+            println!("PTY {}", pty.slave_path.display());
+            std::io::stdout().flush()?;
+            serve::serve_pty(&mut manager, &pty, args.max_line).await?;
+        } else if args.stdio {
+            serve::serve_stdio(&mut manager, args.max_line).await?;
+        } else if args.rfcomm {
+            serve::serve_rfcomm(
+                &mut manager,
+                args.adapter.as_deref(),
+                args.channel,
+                args.max_line,
+            )
+            .await?;
+        } else {
+            return Err("choose a transport: --serial PATH, --pty, --stdio or --rfcomm".into());
+        }
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
+}

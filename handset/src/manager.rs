@@ -1,0 +1,538 @@
+//! The security manager: answers each `+CK` request from an authenticated
+//! host. It checks that the host is authorised for the container, that the
+//! session has logged in, and that the owner approves when the container's
+//! policy asks; then it unwraps the key for one operation and drops it.
+//!
+//! Hosts and containers are read from the store on every request, so the
+//! owner's revocations and PIN counters take effect at once.
+
+use crate::crypto;
+use crate::store::{Container, Hosts, Kek, Policy, Store, StoreError};
+use phonecsp_protocol::ck::cka;
+use phonecsp_protocol::message::{ContainerEntry, ObjectEntry, TokenInfo, token_flags};
+use phonecsp_protocol::noise::fingerprint;
+use phonecsp_protocol::{CkRv, Handler, ObjectClass, Reply, Request, StaticKeypair};
+use rand::RngCore;
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// How the owner is asked to approve an operation on a `confirm` container.
+#[derive(Debug, Clone, Default)]
+pub struct Approver {
+    /// Run through `sh -c`; exit status 0 approves. The request is described
+    /// in `PHONECSP_PROMPT`, `PHONECSP_HOST`, `PHONECSP_CONTAINER`,
+    /// `PHONECSP_OPERATION`.
+    pub command: Option<String>,
+    /// Without a command, ask on the controlling terminal (`/dev/tty`).
+    pub terminal: bool,
+    /// How long a person has to answer before the request is refused.
+    pub timeout: Option<Duration>,
+}
+
+const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Approver {
+    fn approve(&self, host: &str, container: &str, operation: &str) -> bool {
+        let prompt = format!("{host} asks to {operation} with a key of container '{container}'");
+        if let Some(cmd) = &self.command {
+            let child = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(cmd)
+                .env("PHONECSP_PROMPT", &prompt)
+                .env("PHONECSP_HOST", host)
+                .env("PHONECSP_CONTAINER", container)
+                .env("PHONECSP_OPERATION", operation)
+                .stdin(Stdio::null())
+                .spawn();
+            let Ok(mut child) = child else {
+                log::warn!("approval command could not be started");
+                return false;
+            };
+            let deadline = Instant::now() + self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => return status.success(),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return false;
+                    }
+                }
+            }
+        }
+        if self.terminal {
+            return ask_terminal(&prompt);
+        }
+        false
+    }
+}
+
+fn ask_terminal(prompt: &str) -> bool {
+    use std::io::{BufRead, Write};
+    let Ok(tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    else {
+        return false;
+    };
+    let mut w = &tty;
+    if write!(w, "{prompt}. Approve? [y/N] ").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    let mut r = std::io::BufReader::new(&tty);
+    r.read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+/// Operations whose approval the owner is asked for.
+fn operation_name(r: &Request) -> Option<&'static str> {
+    match r {
+        Request::Sign { .. } => Some("sign"),
+        Request::Decrypt { .. } => Some("decrypt"),
+        Request::Rewrap { .. } => Some("re-wrap a secret"),
+        Request::DestroyKey { .. } => Some("destroy a key"),
+        Request::GenerateKeyPair { .. } => Some("generate a key"),
+        _ => None,
+    }
+}
+
+pub struct Manager {
+    store: Store,
+    approver: Approver,
+    /// Key-encrypting keys of the containers each host's session logged in to.
+    logins: HashMap<([u8; 32], String), Kek>,
+}
+
+impl Manager {
+    pub fn new(store: Store, approver: Approver) -> Manager {
+        Manager {
+            store,
+            approver,
+            logins: HashMap::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn hosts(&self) -> Result<Hosts, CkRv> {
+        self.store.load_hosts().map_err(|e| {
+            log::error!("{e}");
+            CkRv::DEVICE_ERROR
+        })
+    }
+
+    /// Loads a container the host is authorised for. Any other name looks
+    /// exactly like one that does not exist.
+    fn container(&self, hosts: &Hosts, host: &[u8; 32], name: &str) -> Result<Container, CkRv> {
+        let entry = hosts.find(host).ok_or(CkRv::TOKEN_NOT_PRESENT)?;
+        if !entry.containers.iter().any(|c| c == name) {
+            return Err(CkRv::TOKEN_NOT_PRESENT);
+        }
+        self.store.load_container(name).map_err(|e| match e {
+            StoreError::NotFound(_) => CkRv::TOKEN_NOT_PRESENT,
+            e => {
+                log::error!("{e}");
+                CkRv::DEVICE_ERROR
+            }
+        })
+    }
+
+    fn flags(&self, host: &[u8; 32], c: &Container) -> u32 {
+        let mut f = token_flags::LOGIN_REQUIRED;
+        if c.is_locked() {
+            f |= token_flags::PIN_LOCKED;
+        }
+        if c.retries_left() < crate::store::MAX_PIN_TRIES {
+            f |= token_flags::PIN_COUNT_LOW;
+        }
+        if c.retries_left() == 1 {
+            f |= token_flags::PIN_FINAL_TRY;
+        }
+        if c.policy() == Policy::Confirm {
+            f |= token_flags::CONFIRM;
+        }
+        if self.logins.contains_key(&(*host, c.name().to_owned())) {
+            f |= token_flags::LOGGED_IN;
+        }
+        f
+    }
+
+    fn kek(&self, host: &[u8; 32], container: &str) -> Result<&Kek, CkRv> {
+        self.logins
+            .get(&(*host, container.to_owned()))
+            .ok_or(CkRv::USER_NOT_LOGGED_IN)
+    }
+
+    fn save(&self, c: &Container) -> Result<(), CkRv> {
+        self.store.save_container(c).map_err(store_rv)
+    }
+
+    fn run(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
+        if let Request::GenerateRandom { len } = request {
+            let mut out = vec![0u8; len as usize];
+            rand::rngs::OsRng.fill_bytes(&mut out);
+            return Ok(Reply::Random(out));
+        }
+        let hosts = self.hosts()?;
+        let host_name = hosts
+            .find(host)
+            .map(|h| h.name.clone())
+            .ok_or(CkRv::TOKEN_NOT_PRESENT)?;
+        if let Request::ListContainers = request {
+            let entry = hosts.find(host).ok_or(CkRv::TOKEN_NOT_PRESENT)?;
+            let mut out = Vec::new();
+            for name in &entry.containers {
+                match self.store.load_container(name) {
+                    Ok(c) => out.push(ContainerEntry {
+                        name: name.clone(),
+                        flags: self.flags(host, &c),
+                    }),
+                    Err(StoreError::NotFound(_)) => {}
+                    Err(e) => log::error!("{e}"),
+                }
+            }
+            return Ok(Reply::Containers(out));
+        }
+        let name = container_of(&request)
+            .ok_or(CkRv::ARGUMENTS_BAD)?
+            .to_owned();
+        let mut c = self.container(&hosts, host, &name)?;
+        if let Some(op) = operation_name(&request) {
+            // Check login before bothering a person.
+            self.kek(host, &name)?;
+            if c.policy() == Policy::Confirm && !self.approver.approve(&host_name, &name, op) {
+                log::info!("{op} on '{name}' for {host_name}: refused by the owner");
+                return Err(CkRv::FUNCTION_REJECTED);
+            }
+        }
+        match request {
+            Request::ListContainers | Request::GenerateRandom { .. } => Err(CkRv::GENERAL_ERROR),
+            Request::TokenInfo { .. } => Ok(Reply::TokenInfo(TokenInfo {
+                name: name.clone(),
+                flags: self.flags(host, &c),
+                retries_left: c.retries_left(),
+                min_pin: crate::store::MIN_PIN_LEN as u32,
+                max_pin: crate::store::MAX_PIN_LEN as u32,
+                serial: c.serial().to_owned(),
+            })),
+            Request::Login { pin, .. } => {
+                let kek = c.unlock(&self.store, &pin).map_err(store_rv)?;
+                self.logins.insert((*host, name), kek);
+                Ok(Reply::Done)
+            }
+            Request::Logout { .. } => self
+                .logins
+                .remove(&(*host, name))
+                .map(|_| Reply::Done)
+                .ok_or(CkRv::USER_NOT_LOGGED_IN),
+            Request::ChangePin { old, new, .. } => {
+                c.change_pin(&self.store, &old, &new).map_err(store_rv)?;
+                // Every session's key-encrypting key for it is now stale.
+                self.logins.retain(|(_, n), _| *n != name);
+                Ok(Reply::Done)
+            }
+            Request::FindObjects {
+                class, id, label, ..
+            } => {
+                let mut out = Vec::new();
+                for k in c.keys() {
+                    for cl in [ObjectClass::PrivateKey, ObjectClass::PublicKey] {
+                        out.push(ObjectEntry {
+                            class: cl,
+                            id: k.id.clone(),
+                            label: k.label.clone(),
+                        });
+                    }
+                }
+                for cert in c.certs() {
+                    out.push(ObjectEntry {
+                        class: ObjectClass::Certificate,
+                        id: cert.id.clone(),
+                        label: cert.label.clone(),
+                    });
+                }
+                out.retain(|o| {
+                    class.is_none_or(|cl| cl == o.class)
+                        && id.as_ref().is_none_or(|i| *i == o.id)
+                        && label.as_ref().is_none_or(|l| *l == o.label)
+                });
+                Ok(Reply::Objects(out))
+            }
+            Request::GetAttributes { class, id, .. } => attributes(&c, class, &id),
+            Request::Sign {
+                id,
+                mechanism,
+                data,
+                ..
+            } => {
+                let key = c
+                    .private_key(self.kek(host, &name)?, &id)
+                    .map_err(store_rv)?;
+                crypto::sign(&key, &mechanism, &data).map(Reply::Signature)
+            }
+            Request::Decrypt {
+                id,
+                mechanism,
+                data,
+                ..
+            } => {
+                let key = c
+                    .private_key(self.kek(host, &name)?, &id)
+                    .map_err(store_rv)?;
+                crypto::decrypt(&key, &mechanism, &data).map(Reply::Plaintext)
+            }
+            Request::Rewrap {
+                id,
+                in_hash,
+                data,
+                out_hash,
+                spki,
+                ..
+            } => {
+                let key = c
+                    .private_key(self.kek(host, &name)?, &id)
+                    .map_err(store_rv)?;
+                crypto::rewrap(&key, in_hash, &data, out_hash, &spki).map(Reply::Rewrapped)
+            }
+            Request::GenerateKeyPair {
+                bits, id, label, ..
+            } => {
+                let id = if id.is_empty() {
+                    let mut fresh = vec![0u8; 8];
+                    rand::rngs::OsRng.fill_bytes(&mut fresh);
+                    fresh
+                } else {
+                    id
+                };
+                if c.keys().iter().any(|k| k.id == id) {
+                    return Err(CkRv::ATTRIBUTE_VALUE_INVALID);
+                }
+                let key = crypto::generate(bits)?;
+                let kek = self.kek(host, &name)?;
+                c.add_key(kek, id.clone(), label, &key).map_err(store_rv)?;
+                self.save(&c)?;
+                let (modulus, exponent, _) = crypto::public_parts(&key);
+                log::info!("generated an RSA-{bits} key in '{name}' for {host_name}");
+                Ok(Reply::KeyPair {
+                    id,
+                    modulus,
+                    exponent,
+                })
+            }
+            Request::PutCertificate { id, label, der, .. } => {
+                self.kek(host, &name)?;
+                c.put_cert(id, label, der).map_err(store_rv)?;
+                self.save(&c)?;
+                Ok(Reply::Done)
+            }
+            Request::DeleteCertificate { id, .. } => {
+                self.kek(host, &name)?;
+                c.remove_cert(&id)
+                    .map_err(|_| CkRv::OBJECT_HANDLE_INVALID)?;
+                self.save(&c)?;
+                Ok(Reply::Done)
+            }
+            Request::DestroyKey { id, .. } => {
+                c.remove_key(&id).map_err(|_| CkRv::OBJECT_HANDLE_INVALID)?;
+                self.save(&c)?;
+                Ok(Reply::Done)
+            }
+        }
+    }
+}
+
+fn container_of(r: &Request) -> Option<&str> {
+    Some(match r {
+        Request::ListContainers | Request::GenerateRandom { .. } => return None,
+        Request::TokenInfo { container }
+        | Request::Login { container, .. }
+        | Request::Logout { container }
+        | Request::ChangePin { container, .. }
+        | Request::FindObjects { container, .. }
+        | Request::GetAttributes { container, .. }
+        | Request::Sign { container, .. }
+        | Request::Decrypt { container, .. }
+        | Request::GenerateKeyPair { container, .. }
+        | Request::PutCertificate { container, .. }
+        | Request::DeleteCertificate { container, .. }
+        | Request::DestroyKey { container, .. }
+        | Request::Rewrap { container, .. } => container,
+    })
+}
+
+/// Maps a store error to what the host may see: PIN results as they are,
+/// a missing object as an invalid handle, anything else as a device error
+/// (logged here, never sent).
+fn store_rv(e: StoreError) -> CkRv {
+    match e {
+        StoreError::Token(rv) => rv,
+        StoreError::NotFound(_) => CkRv::KEY_HANDLE_INVALID,
+        StoreError::Exists(_) | StoreError::Invalid(_) => CkRv::ATTRIBUTE_VALUE_INVALID,
+        e => {
+            log::error!("{e}");
+            CkRv::DEVICE_ERROR
+        }
+    }
+}
+
+/// Numeric attributes travel as 8-byte big-endian integers.
+fn ulong(v: u64) -> Vec<u8> {
+    v.to_be_bytes().to_vec()
+}
+
+/// `CKK_RSA`, `CKC_X_509`.
+const CKK_RSA: u64 = 0;
+const CKC_X_509: u64 = 0;
+
+fn attributes(c: &Container, class: ObjectClass, id: &[u8]) -> Result<Reply, CkRv> {
+    let mut out = vec![(cka::CLASS, ulong(class.value()))];
+    match class {
+        ObjectClass::PrivateKey | ObjectClass::PublicKey => {
+            let k = c
+                .keys()
+                .iter()
+                .find(|k| k.id == id)
+                .ok_or(CkRv::OBJECT_HANDLE_INVALID)?;
+            out.extend([
+                (cka::ID, k.id.clone()),
+                (cka::LABEL, k.label.clone().into_bytes()),
+                (cka::KEY_TYPE, ulong(CKK_RSA)),
+                (cka::MODULUS, k.modulus.clone()),
+                (cka::MODULUS_BITS, ulong(u64::from(k.bits))),
+                (cka::PUBLIC_EXPONENT, k.exponent.clone()),
+            ]);
+        }
+        ObjectClass::Certificate => {
+            let cert = c
+                .certs()
+                .iter()
+                .find(|x| x.id == id)
+                .ok_or(CkRv::OBJECT_HANDLE_INVALID)?;
+            let f = crypto::cert_fields(&cert.der)?;
+            out.extend([
+                (cka::ID, cert.id.clone()),
+                (cka::LABEL, cert.label.clone().into_bytes()),
+                (cka::CERTIFICATE_TYPE, ulong(CKC_X_509)),
+                (cka::VALUE, cert.der.clone()),
+                (cka::SUBJECT, f.subject),
+                (cka::ISSUER, f.issuer),
+                (cka::SERIAL_NUMBER, f.serial),
+            ]);
+        }
+    }
+    Ok(Reply::Attributes(out))
+}
+
+impl Handler for Manager {
+    fn identity(&self) -> StaticKeypair {
+        self.store.identity().clone()
+    }
+
+    fn handset_name(&self) -> String {
+        self.store.name().to_owned()
+    }
+
+    fn known_hosts(&self) -> Vec<[u8; 32]> {
+        self.hosts()
+            .map(|h| h.hosts.iter().map(|e| e.public).collect())
+            .unwrap_or_default()
+    }
+
+    fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>> {
+        let hosts = self.hosts().ok()?;
+        hosts.pairing.map(|p| p.psk)
+    }
+
+    fn pairing_completed(&mut self, host: [u8; 32], host_name: &str) -> bool {
+        let Ok(mut hosts) = self.hosts() else {
+            return false;
+        };
+        let Some(pairing) = hosts.pairing.take() else {
+            return false;
+        };
+        let name: String = host_name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        match hosts.hosts.iter_mut().find(|h| h.public == host) {
+            Some(h) => {
+                h.name = name.clone();
+                for c in pairing.authorise {
+                    if !h.containers.contains(&c) {
+                        h.containers.push(c);
+                    }
+                }
+            }
+            None => hosts.hosts.push(crate::store::HostEntry {
+                name: name.clone(),
+                public: host,
+                containers: pairing.authorise,
+            }),
+        }
+        match self.store.save_hosts(&hosts) {
+            Ok(()) => {
+                log::info!("paired with host '{name}' ({})", fingerprint(&host));
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn pairing_failed(&mut self) {
+        let Ok(mut hosts) = self.hosts() else { return };
+        if let Some(p) = hosts.pairing.as_mut() {
+            p.failures += 1;
+            if p.failures >= MAX_PAIRING_FAILURES {
+                log::warn!("pairing code withdrawn after {MAX_PAIRING_FAILURES} failed attempts");
+                hosts.pairing = None;
+            }
+            if let Err(e) = self.store.save_hosts(&hosts) {
+                log::error!("{e}");
+            }
+        }
+    }
+
+    fn execute(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
+        let what = request.name();
+        let r = self.run(host, request);
+        if let Err(rv) = &r {
+            log::debug!("{what} from {}: {rv}", fingerprint(host));
+        }
+        r
+    }
+
+    fn session_ended(&mut self, host: &[u8; 32]) {
+        self.logins.retain(|(h, _), _| h != host);
+    }
+}
+
+/// Failed pairing attempts after which a code is withdrawn.
+pub const MAX_PAIRING_FAILURES: u32 = 3;
+
+/// Makes a new one-time pairing code the handset will accept, authorising
+/// the host that uses it for `authorise`.
+pub fn offer_pairing(
+    store: &Store,
+    code: &phonecsp_protocol::PairingCode,
+    authorise: Vec<String>,
+) -> Result<(), StoreError> {
+    let mut hosts = store.load_hosts()?;
+    hosts.pairing = Some(crate::store::PendingPairing {
+        psk: code.psk(),
+        authorise,
+        failures: 0,
+    });
+    store.save_hosts(&hosts)
+}

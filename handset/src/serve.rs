@@ -1,0 +1,242 @@
+//! Runs the handset on a transport: a serial device, a fresh pty (for
+//! tests and the demo), stdin/stdout, or a Bluetooth RFCOMM Serial Port
+//! Profile registered with BlueZ. Every transport is a byte stream driven
+//! by the same [`Responder`]; one host is served at a time.
+
+use crate::manager::Manager;
+use nix::sys::termios::{self, BaudRate, SetArg};
+use phonecsp_protocol::Responder;
+use phonecsp_protocol::at::DEFAULT_MAX_LINE;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The Serial Port Profile UUID (0x1101).
+pub const SPP_UUID: bluer::Uuid = bluer::Uuid::from_u128(0x00001101_0000_1000_8000_00805f9b34fb);
+/// The RFCOMM channel the handset listens on unless told otherwise.
+pub const DEFAULT_RFCOMM_CHANNEL: u16 = 3;
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("{path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("terminal setup: {0}")]
+    Termios(#[from] nix::Error),
+    #[error("link I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("Bluetooth: {0}")]
+    Bluetooth(#[from] bluer::Error),
+    #[error("unsupported baud rate {0}")]
+    Baud(u32),
+}
+
+pub fn implementation() -> String {
+    format!("phonecsp-handset/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Serves one byte stream until it closes. The session (and its logins)
+/// ends with it.
+pub async fn serve_stream<S>(
+    manager: &mut Manager,
+    stream: S,
+    max_line: usize,
+) -> Result<(), ServeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut responder = Responder::new(max_line, &implementation());
+    let mut buf = vec![0u8; 4096];
+    let result = loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            // A pty master reads EIO once every slave has closed.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        };
+        let out = responder.receive(manager, &buf[..n]);
+        if !out.is_empty() {
+            if let Err(e) = wr.write_all(&out).await {
+                break Err(e.into());
+            }
+            if let Err(e) = wr.flush().await {
+                break Err(e.into());
+            }
+        }
+    };
+    responder.disconnected(manager);
+    result
+}
+
+/// Puts a terminal in raw mode (no echo, no line discipline), at `baud` if given.
+pub fn make_raw<Fd: AsFd>(fd: Fd, baud: Option<u32>) -> Result<(), ServeError> {
+    let mut t = termios::tcgetattr(&fd)?;
+    termios::cfmakeraw(&mut t);
+    if let Some(b) = baud {
+        termios::cfsetspeed(&mut t, baud_rate(b)?)?;
+    }
+    termios::tcsetattr(&fd, SetArg::TCSANOW, &t)?;
+    Ok(())
+}
+
+pub fn baud_rate(b: u32) -> Result<BaudRate, ServeError> {
+    Ok(match b {
+        9600 => BaudRate::B9600,
+        19200 => BaudRate::B19200,
+        38400 => BaudRate::B38400,
+        57600 => BaudRate::B57600,
+        115200 => BaudRate::B115200,
+        230400 => BaudRate::B230400,
+        460800 => BaudRate::B460800,
+        921600 => BaudRate::B921600,
+        other => return Err(ServeError::Baud(other)),
+    })
+}
+
+/// A pty pair whose slave a host can open as if it were a serial line.
+pub struct Pty {
+    pub master: OwnedFd,
+    /// Kept open so the master does not see EOF between host connections.
+    pub slave: OwnedFd,
+    pub slave_path: PathBuf,
+}
+
+/// Opens a raw pty pair.
+pub fn open_pty() -> Result<Pty, ServeError> {
+    let pair = nix::pty::openpty(None, None)?;
+    make_raw(&pair.master, None)?;
+    make_raw(&pair.slave, None)?;
+    let slave_path = nix::unistd::ttyname(&pair.slave)?;
+    Ok(Pty {
+        master: pair.master,
+        slave: pair.slave,
+        slave_path,
+    })
+}
+
+/// Serves a pty master forever: a host may close the slave and come back.
+pub async fn serve_pty(
+    manager: &mut Manager,
+    pty: &Pty,
+    max_line: usize,
+) -> Result<(), ServeError> {
+    loop {
+        let fd = pty.master.try_clone()?;
+        let file = tokio::fs::File::from_std(std::fs::File::from(fd));
+        serve_stream(manager, file, max_line).await?;
+        // EIO: no slave open besides ours; poll until a host opens it again.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Serves a serial device (raw mode at `baud`) until it fails.
+pub async fn serve_serial(
+    manager: &mut Manager,
+    path: &Path,
+    baud: u32,
+    max_line: usize,
+) -> Result<(), ServeError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| ServeError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    make_raw(&file, Some(baud))?;
+    serve_stream(manager, tokio::fs::File::from_std(file), max_line).await
+}
+
+/// Serves stdin/stdout once.
+pub async fn serve_stdio(manager: &mut Manager, max_line: usize) -> Result<(), ServeError> {
+    let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    serve_stream(manager, stream, max_line).await
+}
+
+/// The profile the handset registers: SPP on a fixed channel, so the
+/// computer can connect by channel or find it by SDP.
+pub fn rfcomm_profile(channel: u16) -> bluer::rfcomm::Profile {
+    bluer::rfcomm::Profile {
+        uuid: SPP_UUID,
+        name: Some("phonecsp handset".into()),
+        role: Some(bluer::rfcomm::Role::Server),
+        channel: Some(channel),
+        // Bluetooth pairing is not relied on: Noise authenticates both ends.
+        require_authentication: Some(false),
+        require_authorization: Some(false),
+        ..Default::default()
+    }
+}
+
+/// Registers the SPP profile with BlueZ on `adapter` (or the default one),
+/// powers it, and serves each incoming RFCOMM connection in turn.
+pub async fn serve_rfcomm(
+    manager: &mut Manager,
+    adapter: Option<&str>,
+    channel: u16,
+    max_line: usize,
+) -> Result<(), ServeError> {
+    use futures_util::StreamExt;
+    let session = bluer::Session::new().await?;
+    let adapter = match adapter {
+        Some(name) => session.adapter(name)?,
+        None => session.default_adapter().await?,
+    };
+    adapter.set_powered(true).await?;
+    let mut handle = session.register_profile(rfcomm_profile(channel)).await?;
+    log::info!(
+        "serving RFCOMM channel {channel} (SPP) on {} ({})",
+        adapter.name(),
+        adapter.address().await?
+    );
+    while let Some(req) = handle.next().await {
+        let peer = req.device();
+        match req.accept() {
+            Ok(stream) => {
+                log::info!("RFCOMM connection from {peer}");
+                if let Err(e) = serve_stream(manager, stream, max_line).await {
+                    log::warn!("connection from {peer} ended: {e}");
+                }
+            }
+            Err(e) => log::warn!("could not accept {peer}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+pub const DEFAULT_LINE: usize = DEFAULT_MAX_LINE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spp_profile_is_a_server_on_the_channel() {
+        let p = rfcomm_profile(7);
+        assert_eq!(p.uuid.to_string(), "00001101-0000-1000-8000-00805f9b34fb");
+        assert_eq!(p.channel, Some(7));
+        assert_eq!(p.role, Some(bluer::rfcomm::Role::Server));
+        assert_eq!(p.require_authentication, Some(false));
+    }
+
+    #[test]
+    fn baud_rates() {
+        assert!(baud_rate(115200).is_ok());
+        assert!(baud_rate(12345).is_err());
+    }
+
+    #[test]
+    fn pty_is_raw_and_has_a_path() {
+        let pty = open_pty().unwrap();
+        assert!(pty.slave_path.starts_with("/dev/pts"));
+        let t = termios::tcgetattr(&pty.slave).unwrap();
+        assert!(!t.local_flags.contains(termios::LocalFlags::ECHO));
+        assert!(!t.local_flags.contains(termios::LocalFlags::ICANON));
+    }
+}

@@ -1,0 +1,1532 @@
+//! The handset's persistent state, all under one directory:
+//!
+//! - `identity.json`: the handset's name and Noise static private key;
+//! - `hosts.json`: the paired computers, the containers each may use, and a
+//!   pairing code on offer;
+//! - `containers/<name>.json`: one container: PIN retry counter, policy,
+//!   its RSA keys (PKCS#8 DER sealed with XChaCha20-Poly1305 under a key
+//!   derived from the PIN with Argon2id) and certificates.
+//!
+//! Every write is atomic (temporary file, fsync, rename, fsync of the
+//! directory), so a crash leaves either the old or the new file. A file
+//! that fails to load (truncated, not JSON, inconsistent) is reported as
+//! [`StoreError::Corrupt`] and never written: a [`Container`] can only be
+//! saved after it was created or loaded successfully.
+//!
+//! The retry counter is decremented and saved before a PIN is checked and
+//! restored after a right one, so stopping the process mid-check still costs
+//! the try. It protects against guessing through the handset; someone who can
+//! write these files can reset it, and is then held back by Argon2id alone.
+//! Neither PINs nor keys ever appear in an error message or a log.
+
+use crate::crypto;
+use base64::engine::general_purpose::STANDARD as B64;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use phonecsp_protocol::{CkRv, StaticKeypair};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use rsa::traits::PublicKeyParts;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+pub use crypto::RsaPrivateKey;
+
+/// Wrong PINs after which a container locks for good.
+pub const MAX_PIN_TRIES: u32 = 5;
+/// Shortest PIN, in bytes.
+pub const MIN_PIN_LEN: usize = 4;
+/// Longest PIN, in bytes.
+pub const MAX_PIN_LEN: usize = 64;
+/// Longest container name.
+pub const MAX_CONTAINER_NAME: usize = 32;
+/// Longest handset or host name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Longest object id (`CKA_ID`), in bytes.
+pub const MAX_ID_LEN: usize = 255;
+/// Longest object label, in bytes.
+pub const MAX_LABEL_LEN: usize = 255;
+/// Largest certificate the handset stores.
+pub const MAX_CERT_LEN: usize = 64 * 1024;
+/// Largest store file read.
+const MAX_FILE_LEN: u64 = 16 * 1024 * 1024;
+
+const FILE_VERSION: u32 = 1;
+const SALT_LEN: usize = 16;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+const PIN_CHECK: &[u8] = b"phonecsp pin check";
+const KEY_AAD_PREFIX: &[u8] = b"phonecsp key v1\0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt or truncated store file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// PIN incorrect or locked, and other answers for the token.
+    #[error("{0}")]
+    Token(CkRv),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A description of a JSON error that does not repeat the file's content
+/// (a misplaced value could be a secret).
+fn json_reason(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.contains("invalid type")
+        || msg.contains("invalid value")
+        || msg.contains("unknown variant")
+    {
+        format!(
+            "unexpected value at line {} column {}",
+            e.line(),
+            e.column()
+        )
+    } else {
+        msg
+    }
+}
+
+// ---------------------------------------------------------------- base64
+
+mod b64 {
+    use super::B64;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use zeroize::Zeroizing;
+
+    pub fn serialize<S: Serializer, T: AsRef<[u8]>>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(v.as_ref()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        B64.decode(s.as_bytes())
+            .map_err(|_| D::Error::custom("malformed base64"))
+    }
+
+    pub mod array32 {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+            super::serialize(v, s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+            super::deserialize(d)?
+                .try_into()
+                .map_err(|_| D::Error::custom("expected 32 bytes"))
+        }
+    }
+
+    /// A 32-byte secret; the decoded text is wiped too.
+    pub mod secret32 {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &Zeroizing<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+            let text = Zeroizing::new(B64.encode(v.as_ref()));
+            s.serialize_str(&text)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Zeroizing<[u8; 32]>, D::Error> {
+            let s = Zeroizing::new(String::deserialize(d)?);
+            let bytes = Zeroizing::new(
+                B64.decode(s.as_bytes())
+                    .map_err(|_| D::Error::custom("malformed base64"))?,
+            );
+            let mut out = Zeroizing::new([0u8; 32]);
+            if bytes.len() != 32 {
+                return Err(D::Error::custom("expected 32 bytes"));
+            }
+            out.copy_from_slice(&bytes);
+            Ok(out)
+        }
+    }
+}
+
+// ---------------------------------------------------------------- files
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Writes `bytes` to `path` atomically, mode 0600.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = tmp_path(path);
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&tmp)(e)),
+    }
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(&tmp)(e));
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(path)(e));
+    }
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Reads a whole store file; `None` if it does not exist.
+fn read_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let mut buf = Zeroizing::new(Vec::new());
+    (&mut f)
+        .take(MAX_FILE_LEN + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_err(path))?;
+    if buf.len() as u64 > MAX_FILE_LEN {
+        return Err(corrupt(path, "file too large"));
+    }
+    Ok(Some(buf))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(path, json_reason(&e)))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    serde_json::to_vec_pretty(v)
+        .map(Zeroizing::new)
+        .map_err(|e| StoreError::Invalid(format!("cannot encode: {e}")))
+}
+
+// ---------------------------------------------------------------- names
+
+/// Whether `name` is a valid container name: 1 to 32 of `[a-z0-9_-]`.
+pub fn valid_container_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CONTAINER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn check_container_name(name: &str) -> Result<(), StoreError> {
+    if valid_container_name(name) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "a container name is 1 to 32 characters of a-z, 0-9, '_' and '-'".into(),
+        ))
+    }
+}
+
+fn valid_display_name(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=MAX_NAME_CHARS).contains(&n) && !name.chars().any(char::is_control)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------- hosts
+
+/// The paired computers and a pairing code on offer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Hosts {
+    pub hosts: Vec<HostEntry>,
+    pub pairing: Option<PendingPairing>,
+}
+
+/// A paired computer: its pinned Noise static key and the containers it
+/// may use.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HostEntry {
+    pub name: String,
+    #[serde(with = "b64::array32")]
+    pub public: [u8; 32],
+    pub containers: Vec<String>,
+}
+
+/// A pairing code on offer: the PSK derived from it, the containers the
+/// computer that uses it will be authorised for, and failed attempts.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PendingPairing {
+    #[serde(with = "b64::secret32")]
+    pub psk: Zeroizing<[u8; 32]>,
+    pub authorise: Vec<String>,
+    pub failures: u32,
+}
+
+impl std::fmt::Debug for PendingPairing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingPairing")
+            .field("authorise", &self.authorise)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for PendingPairing {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(self.psk.ct_eq(&*other.psk))
+            && self.authorise == other.authorise
+            && self.failures == other.failures
+    }
+}
+
+impl Hosts {
+    /// The host with this static public key.
+    pub fn find(&self, public: &[u8; 32]) -> Option<&HostEntry> {
+        self.hosts.iter().find(|h| &h.public == public)
+    }
+
+    /// The index of the host named `s`, or else whose key fingerprint is
+    /// `s` (as [`phonecsp_protocol::noise::fingerprint`] prints it; case and
+    /// colons do not matter).
+    pub fn find_by_name_or_fingerprint(&self, s: &str) -> Option<usize> {
+        if let Some(i) = self.hosts.iter().position(|h| h.name == s) {
+            return Some(i);
+        }
+        let want: String = s
+            .chars()
+            .filter(|c| *c != ':')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if want.is_empty() {
+            return None;
+        }
+        self.hosts
+            .iter()
+            .position(|h| phonecsp_protocol::noise::fingerprint(&h.public).replace(':', "") == want)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (i, h) in self.hosts.iter().enumerate() {
+            if !valid_display_name(&h.name) {
+                return Err(format!("host {i}: invalid name"));
+            }
+            if self.hosts[..i].iter().any(|o| o.public == h.public) {
+                return Err(format!("host {i}: key listed twice"));
+            }
+            if let Some(c) = h.containers.iter().find(|c| !valid_container_name(c)) {
+                return Err(format!("host {i}: invalid container name {c:?}"));
+            }
+        }
+        let mut pairing_names = self.pairing.iter().flat_map(|p| &p.authorise);
+        if pairing_names.any(|c| !valid_container_name(c)) {
+            return Err("pairing: invalid container name".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct HostsFile {
+    version: u32,
+    #[serde(flatten)]
+    hosts: Hosts,
+}
+
+#[derive(Serialize)]
+struct HostsFileRef<'a> {
+    version: u32,
+    #[serde(flatten)]
+    hosts: &'a Hosts,
+}
+
+// ---------------------------------------------------------------- identity
+
+#[derive(Serialize, Deserialize)]
+struct IdentityFile {
+    version: u32,
+    name: String,
+    #[serde(with = "b64::secret32")]
+    noise_private: Zeroizing<[u8; 32]>,
+}
+
+// ---------------------------------------------------------------- store
+
+/// The handset's state directory.
+pub struct Store {
+    dir: PathBuf,
+    name: String,
+    identity: StaticKeypair,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn make_dir(path: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err(path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_err(path))
+}
+
+impl Store {
+    const IDENTITY: &'static str = "identity.json";
+    const HOSTS: &'static str = "hosts.json";
+    const CONTAINERS: &'static str = "containers";
+
+    /// Creates a store in `dir` (made, mode 0700, if need be) with a fresh
+    /// Noise identity and no hosts. `Exists` if it already has an identity.
+    pub fn init(dir: &Path, name: &str) -> Result<Store, StoreError> {
+        if !valid_display_name(name) {
+            return Err(StoreError::Invalid(format!(
+                "a handset name is 1 to {MAX_NAME_CHARS} characters, no control characters"
+            )));
+        }
+        let identity_path = dir.join(Self::IDENTITY);
+        if identity_path.exists() {
+            return Err(StoreError::Exists(format!(
+                "handset identity {}",
+                identity_path.display()
+            )));
+        }
+        make_dir(dir)?;
+        make_dir(&dir.join(Self::CONTAINERS))?;
+        let hosts_path = dir.join(Self::HOSTS);
+        if !hosts_path.exists() {
+            let empty = Hosts::default();
+            write_atomic(
+                &hosts_path,
+                &to_json(&HostsFileRef {
+                    version: FILE_VERSION,
+                    hosts: &empty,
+                })?,
+            )?;
+        }
+        let identity = StaticKeypair::generate();
+        let file = IdentityFile {
+            version: FILE_VERSION,
+            name: name.to_owned(),
+            noise_private: Zeroizing::new(*identity.private()),
+        };
+        // Written last: a store without it is not initialised yet.
+        write_atomic(&identity_path, &to_json(&file)?)?;
+        Ok(Store {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            identity,
+        })
+    }
+
+    /// Opens the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(Self::IDENTITY);
+        let bytes = read_file(&path)?.ok_or_else(|| {
+            StoreError::NotFound(format!(
+                "handset identity {} (run `phonecsp-handset init` to create one)",
+                path.display()
+            ))
+        })?;
+        let file: IdentityFile = parse(&path, &bytes)?;
+        if file.version != FILE_VERSION {
+            return Err(corrupt(&path, format!("unknown version {}", file.version)));
+        }
+        if !valid_display_name(&file.name) {
+            return Err(corrupt(&path, "invalid handset name"));
+        }
+        Ok(Store {
+            dir: dir.to_owned(),
+            name: file.name,
+            identity: StaticKeypair::from_private(&file.noise_private),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The handset's name, shown to computers.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The handset's Noise static key pair.
+    pub fn identity(&self) -> &StaticKeypair {
+        &self.identity
+    }
+
+    fn hosts_path(&self) -> PathBuf {
+        self.dir.join(Self::HOSTS)
+    }
+
+    fn containers_dir(&self) -> PathBuf {
+        self.dir.join(Self::CONTAINERS)
+    }
+
+    fn container_path(&self, name: &str) -> PathBuf {
+        self.containers_dir().join(format!("{name}.json"))
+    }
+
+    /// The paired hosts (none if `hosts.json` is missing).
+    pub fn load_hosts(&self) -> Result<Hosts, StoreError> {
+        let path = self.hosts_path();
+        let Some(bytes) = read_file(&path)? else {
+            return Ok(Hosts::default());
+        };
+        let file: HostsFile = parse(&path, &bytes)?;
+        if file.version != FILE_VERSION {
+            return Err(corrupt(&path, format!("unknown version {}", file.version)));
+        }
+        file.hosts.validate().map_err(|r| corrupt(&path, r))?;
+        Ok(file.hosts)
+    }
+
+    pub fn save_hosts(&self, hosts: &Hosts) -> Result<(), StoreError> {
+        hosts.validate().map_err(StoreError::Invalid)?;
+        write_atomic(
+            &self.hosts_path(),
+            &to_json(&HostsFileRef {
+                version: FILE_VERSION,
+                hosts,
+            })?,
+        )
+    }
+
+    /// The containers' names, sorted (from the directory listing; none is
+    /// loaded).
+    pub fn container_names(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.containers_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir))?;
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            match file_name.strip_suffix(".json") {
+                Some(stem) if valid_container_name(stem) => names.push(stem.to_owned()),
+                _ => {}
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Creates and saves an empty container protected by `pin`.
+    pub fn create_container(
+        &self,
+        name: &str,
+        pin: &[u8],
+        policy: Policy,
+        kdf: KdfParams,
+    ) -> Result<Container, StoreError> {
+        check_container_name(name)?;
+        check_pin_len(pin)?;
+        kdf.validate().map_err(StoreError::Invalid)?;
+        let path = self.container_path(name);
+        if path.exists() {
+            return Err(StoreError::Exists(format!("container '{name}'")));
+        }
+        make_dir(&self.containers_dir())?;
+        let mut serial = [0u8; 8];
+        OsRng.fill_bytes(&mut serial);
+        let mut salt = vec![0u8; SALT_LEN];
+        OsRng.fill_bytes(&mut salt);
+        let kek = derive_kek(pin, &salt, &kdf)?;
+        let pin_check = Sealed::seal(&kek, PIN_CHECK, name.as_bytes())?;
+        let c = Container {
+            version: FILE_VERSION,
+            name: name.to_owned(),
+            serial: hex(&serial),
+            policy,
+            retries_left: MAX_PIN_TRIES,
+            kdf,
+            salt,
+            pin_check,
+            keys: Vec::new(),
+            certs: Vec::new(),
+        };
+        self.save_container(&c)?;
+        Ok(c)
+    }
+
+    /// Loads a container. A file that does not load is `Corrupt`.
+    pub fn load_container(&self, name: &str) -> Result<Container, StoreError> {
+        check_container_name(name)?;
+        let path = self.container_path(name);
+        let bytes =
+            read_file(&path)?.ok_or_else(|| StoreError::NotFound(format!("container '{name}'")))?;
+        let c: Container = parse(&path, &bytes)?;
+        c.validate(name).map_err(|r| corrupt(&path, r))?;
+        Ok(c)
+    }
+
+    /// Saves a container (atomically).
+    pub fn save_container(&self, c: &Container) -> Result<(), StoreError> {
+        check_container_name(&c.name)?;
+        write_atomic(&self.container_path(&c.name), &to_json(c)?)
+    }
+
+    /// Deletes a container and every host's authorisation for it. The
+    /// authorisations go first: a crash in between leaves a container no
+    /// host may use, never an authorisation for a later container of the
+    /// same name.
+    pub fn delete_container(&self, name: &str) -> Result<(), StoreError> {
+        check_container_name(name)?;
+        let path = self.container_path(name);
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!("container '{name}'")));
+        }
+        let mut hosts = self.load_hosts()?;
+        let before = hosts.clone();
+        for h in &mut hosts.hosts {
+            h.containers.retain(|c| c != name);
+        }
+        if let Some(p) = &mut hosts.pairing {
+            p.authorise.retain(|c| c != name);
+        }
+        if hosts != before {
+            self.save_hosts(&hosts)?;
+        }
+        fs::remove_file(&path).map_err(io_err(&path))?;
+        sync_dir(&self.containers_dir())
+    }
+}
+
+// ---------------------------------------------------------------- containers
+
+/// Whether a container's key operations need a person's approval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    Auto,
+    Confirm,
+}
+
+/// Argon2id cost parameters.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KdfParams {
+    /// Memory, KiB.
+    pub m_kib: u32,
+    /// Passes.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+impl KdfParams {
+    pub const DEFAULT: KdfParams = KdfParams {
+        m_kib: 65536,
+        t: 3,
+        p: 1,
+    };
+    /// Cheap parameters for tests only.
+    pub const FAST_FOR_TESTS: KdfParams = KdfParams {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+    /// Most memory a store may ask for (4 GiB).
+    pub const MAX_M_KIB: u32 = 4 * 1024 * 1024;
+    pub const MAX_T: u32 = 1000;
+    pub const MAX_P: u32 = 64;
+
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=Self::MAX_P).contains(&self.p) {
+            return Err(format!("KDF lanes must be 1 to {}", Self::MAX_P));
+        }
+        if !(1..=Self::MAX_T).contains(&self.t) {
+            return Err(format!("KDF passes must be 1 to {}", Self::MAX_T));
+        }
+        if self.m_kib < 8 * self.p || self.m_kib > Self::MAX_M_KIB {
+            return Err(format!(
+                "KDF memory must be 8 KiB per lane to {} KiB",
+                Self::MAX_M_KIB
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_pin_len(pin: &[u8]) -> Result<(), StoreError> {
+    if (MIN_PIN_LEN..=MAX_PIN_LEN).contains(&pin.len()) {
+        Ok(())
+    } else {
+        Err(StoreError::Token(CkRv::PIN_LEN_RANGE))
+    }
+}
+
+/// A container's key-encrypting key, derived from its PIN. Wiped on drop.
+pub struct Kek(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kek(..)")
+    }
+}
+
+fn derive_kek(pin: &[u8], salt: &[u8], kdf: &KdfParams) -> Result<Kek, StoreError> {
+    let params = argon2::Params::new(kdf.m_kib, kdf.t, kdf.p, Some(32))
+        .map_err(|_| StoreError::Token(CkRv::DEVICE_ERROR))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(pin, salt, out.as_mut())
+        .map_err(|_| StoreError::Token(CkRv::DEVICE_ERROR))?;
+    Ok(Kek(out))
+}
+
+/// An XChaCha20-Poly1305 ciphertext and its nonce.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Sealed {
+    #[serde(with = "b64")]
+    nonce: Vec<u8>,
+    #[serde(with = "b64")]
+    ct: Vec<u8>,
+}
+
+impl Sealed {
+    fn seal(kek: &Kek, msg: &[u8], aad: &[u8]) -> Result<Sealed, StoreError> {
+        let mut nonce = vec![0u8; NONCE_LEN];
+        OsRng.fill_bytes(&mut nonce);
+        let cipher = XChaCha20Poly1305::new(kek.0.as_ref().into());
+        let ct = cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
+            .map_err(|_| StoreError::Token(CkRv::DEVICE_ERROR))?;
+        Ok(Sealed { nonce, ct })
+    }
+
+    /// The plaintext, or `None` if the key or the data is wrong.
+    fn open(&self, kek: &Kek, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if self.nonce.len() != NONCE_LEN {
+            return None;
+        }
+        let cipher = XChaCha20Poly1305::new(kek.0.as_ref().into());
+        cipher
+            .decrypt(
+                XNonce::from_slice(&self.nonce),
+                Payload { msg: &self.ct, aad },
+            )
+            .ok()
+            .map(Zeroizing::new)
+    }
+}
+
+/// An RSA key pair in a container: public parts in the clear, the private
+/// key sealed under the container's key-encrypting key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyEntry {
+    #[serde(with = "b64")]
+    pub id: Vec<u8>,
+    pub label: String,
+    pub bits: u32,
+    #[serde(with = "b64")]
+    pub modulus: Vec<u8>,
+    #[serde(with = "b64")]
+    pub exponent: Vec<u8>,
+    wrapped: Sealed,
+}
+
+/// An X.509 certificate in a container.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CertEntry {
+    #[serde(with = "b64")]
+    pub id: Vec<u8>,
+    pub label: String,
+    #[serde(with = "b64")]
+    pub der: Vec<u8>,
+}
+
+/// A container: what one PIN protects.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Container {
+    version: u32,
+    name: String,
+    serial: String,
+    policy: Policy,
+    retries_left: u32,
+    kdf: KdfParams,
+    #[serde(with = "b64")]
+    salt: Vec<u8>,
+    pin_check: Sealed,
+    keys: Vec<KeyEntry>,
+    certs: Vec<CertEntry>,
+}
+
+fn key_aad(container: &str, id: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(KEY_AAD_PREFIX.len() + container.len() + 1 + id.len());
+    aad.extend_from_slice(KEY_AAD_PREFIX);
+    aad.extend_from_slice(container.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(id);
+    aad
+}
+
+fn check_id_label(id: &[u8], label: &str) -> Result<(), StoreError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(StoreError::Invalid(format!(
+            "an object id is 1 to {MAX_ID_LEN} bytes"
+        )));
+    }
+    if label.len() > MAX_LABEL_LEN {
+        return Err(StoreError::Invalid(format!(
+            "a label is at most {MAX_LABEL_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl Container {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// 16 hex digits chosen at creation (`CK_TOKEN_INFO.serialNumber`).
+    pub fn serial(&self) -> &str {
+        &self.serial
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Changes the policy (in memory; save the container).
+    pub fn set_policy(&mut self, p: Policy) {
+        self.policy = p;
+    }
+
+    pub fn kdf(&self) -> KdfParams {
+        self.kdf
+    }
+
+    pub fn retries_left(&self) -> u32 {
+        self.retries_left
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.retries_left == 0
+    }
+
+    pub fn keys(&self) -> &[KeyEntry] {
+        &self.keys
+    }
+
+    pub fn certs(&self) -> &[CertEntry] {
+        &self.certs
+    }
+
+    pub fn key(&self, id: &[u8]) -> Option<&KeyEntry> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+
+    pub fn cert(&self, id: &[u8]) -> Option<&CertEntry> {
+        self.certs.iter().find(|c| c.id == id)
+    }
+
+    fn validate(&self, file_name: &str) -> Result<(), String> {
+        if self.version != FILE_VERSION {
+            return Err(format!("unknown version {}", self.version));
+        }
+        if self.name != file_name {
+            return Err("container name does not match the file name".into());
+        }
+        if self.serial.len() != 16 || !self.serial.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("invalid serial".into());
+        }
+        if self.retries_left > MAX_PIN_TRIES {
+            return Err("invalid PIN retry counter".into());
+        }
+        self.kdf.validate()?;
+        if self.salt.len() != SALT_LEN {
+            return Err("invalid salt".into());
+        }
+        if self.pin_check.nonce.len() != NONCE_LEN
+            || self.pin_check.ct.len() != PIN_CHECK.len() + TAG_LEN
+        {
+            return Err("invalid PIN check".into());
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            if k.id.is_empty() || k.id.len() > MAX_ID_LEN {
+                return Err(format!("key {i}: invalid id"));
+            }
+            if self.keys[..i].iter().any(|o| o.id == k.id) {
+                return Err(format!("key {i}: id used twice"));
+            }
+            let bits = rsa::BigUint::from_bytes_be(&k.modulus).bits();
+            if k.modulus.first() == Some(&0)
+                || bits != k.bits as usize
+                || !(crypto::MIN_KEY_BITS..=crypto::MAX_KEY_BITS).contains(&bits)
+            {
+                return Err(format!("key {i}: invalid modulus"));
+            }
+            if k.exponent.is_empty() || k.exponent.len() > 8 {
+                return Err(format!("key {i}: invalid exponent"));
+            }
+            if k.wrapped.nonce.len() != NONCE_LEN || k.wrapped.ct.len() <= TAG_LEN {
+                return Err(format!("key {i}: invalid wrapped key"));
+            }
+        }
+        for (i, c) in self.certs.iter().enumerate() {
+            if c.id.is_empty() || c.id.len() > MAX_ID_LEN {
+                return Err(format!("certificate {i}: invalid id"));
+            }
+            if self.certs[..i].iter().any(|o| o.id == c.id) {
+                return Err(format!("certificate {i}: id used twice"));
+            }
+            if c.der.is_empty() || c.der.len() > MAX_CERT_LEN {
+                return Err(format!("certificate {i}: invalid length"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `kek` is this container's current key-encrypting key.
+    fn kek_matches(&self, kek: &Kek) -> bool {
+        self.pin_check
+            .open(kek, self.name.as_bytes())
+            .is_some_and(|p| bool::from(p.as_slice().ct_eq(PIN_CHECK)))
+    }
+
+    /// Checks the PIN and returns the key-encrypting key.
+    ///
+    /// The retry counter is decremented and saved before the check, and
+    /// reset to [`MAX_PIN_TRIES`] (and saved) after a right PIN. A wrong PIN
+    /// gives `Token(PIN_INCORRECT)`, or `Token(PIN_LOCKED)` once no try is
+    /// left; a locked container answers `PIN_LOCKED` without a check.
+    pub fn unlock(&mut self, store: &Store, pin: &[u8]) -> Result<Kek, StoreError> {
+        if self.retries_left == 0 {
+            return Err(StoreError::Token(CkRv::PIN_LOCKED));
+        }
+        let before = self.retries_left;
+        self.retries_left = before - 1;
+        if let Err(e) = store.save_container(self) {
+            self.retries_left = before;
+            return Err(e);
+        }
+        let kek = derive_kek(pin, &self.salt, &self.kdf)?;
+        if self.kek_matches(&kek) {
+            self.retries_left = MAX_PIN_TRIES;
+            store.save_container(self)?;
+            Ok(kek)
+        } else if self.retries_left == 0 {
+            log::warn!("container '{}': wrong PIN; now locked", self.name);
+            Err(StoreError::Token(CkRv::PIN_LOCKED))
+        } else {
+            log::info!(
+                "container '{}': wrong PIN; {} tries left",
+                self.name,
+                self.retries_left
+            );
+            Err(StoreError::Token(CkRv::PIN_INCORRECT))
+        }
+    }
+
+    /// Changes the PIN: every key is re-wrapped under a key derived from
+    /// the new PIN with a new salt, and the container saved in one atomic
+    /// write. A wrong old PIN counts as a try, as in [`Container::unlock`].
+    pub fn change_pin(&mut self, store: &Store, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        check_pin_len(new)?;
+        let old_kek = self.unlock(store, old)?;
+        let mut next = self.clone();
+        OsRng.fill_bytes(&mut next.salt);
+        let new_kek = derive_kek(new, &next.salt, &next.kdf)?;
+        next.pin_check = Sealed::seal(&new_kek, PIN_CHECK, next.name.as_bytes())?;
+        for k in &mut next.keys {
+            let aad = key_aad(&self.name, &k.id);
+            let der = k
+                .wrapped
+                .open(&old_kek, &aad)
+                .ok_or(StoreError::Token(CkRv::DEVICE_ERROR))?;
+            k.wrapped = Sealed::seal(&new_kek, &der, &aad)?;
+        }
+        next.retries_left = MAX_PIN_TRIES;
+        store.save_container(&next)?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Adds a key pair, its private key sealed under `kek` (in memory;
+    /// save the container). `Exists` if a key has this id.
+    pub fn add_key(
+        &mut self,
+        kek: &Kek,
+        id: Vec<u8>,
+        label: String,
+        key: &RsaPrivateKey,
+    ) -> Result<(), StoreError> {
+        check_id_label(&id, &label)?;
+        if self.key(&id).is_some() {
+            return Err(StoreError::Exists(format!("key {}", hex(&id))));
+        }
+        // A stale key (the PIN changed since) would seal a key no PIN opens.
+        if !self.kek_matches(kek) {
+            return Err(StoreError::Token(CkRv::USER_NOT_LOGGED_IN));
+        }
+        let (modulus, exponent, bits) = crypto::public_parts(key);
+        if !(crypto::MIN_KEY_BITS..=crypto::MAX_KEY_BITS).contains(&(bits as usize)) {
+            return Err(StoreError::Token(CkRv::KEY_SIZE_RANGE));
+        }
+        let der = crypto::to_pkcs8_der(key).map_err(StoreError::Token)?;
+        let wrapped = Sealed::seal(kek, &der, &key_aad(&self.name, &id))?;
+        self.keys.push(KeyEntry {
+            id,
+            label,
+            bits,
+            modulus,
+            exponent,
+            wrapped,
+        });
+        Ok(())
+    }
+
+    /// Unseals the private key with this id.
+    pub fn private_key(&self, kek: &Kek, id: &[u8]) -> Result<RsaPrivateKey, StoreError> {
+        let entry = self
+            .key(id)
+            .ok_or_else(|| StoreError::NotFound(format!("key {}", hex(id))))?;
+        if !self.kek_matches(kek) {
+            return Err(StoreError::Token(CkRv::USER_NOT_LOGGED_IN));
+        }
+        let der = entry
+            .wrapped
+            .open(kek, &key_aad(&self.name, id))
+            .ok_or(StoreError::Token(CkRv::DEVICE_ERROR))?;
+        let key =
+            crypto::from_pkcs8_der(&der).map_err(|_| StoreError::Token(CkRv::DEVICE_ERROR))?;
+        // The public parts are stored in the clear: they must be this key's.
+        if key.n().to_bytes_be() != entry.modulus || key.e().to_bytes_be() != entry.exponent {
+            return Err(StoreError::Token(CkRv::DEVICE_ERROR));
+        }
+        Ok(key)
+    }
+
+    /// Removes a key pair (in memory; save the container).
+    pub fn remove_key(&mut self, id: &[u8]) -> Result<(), StoreError> {
+        let i = self
+            .keys
+            .iter()
+            .position(|k| k.id == id)
+            .ok_or_else(|| StoreError::NotFound(format!("key {}", hex(id))))?;
+        self.keys.remove(i);
+        Ok(())
+    }
+
+    /// Stores a certificate, replacing one with the same id (in memory; save
+    /// the container). The DER must parse as X.509.
+    pub fn put_cert(&mut self, id: Vec<u8>, label: String, der: Vec<u8>) -> Result<(), StoreError> {
+        check_id_label(&id, &label)?;
+        if der.len() > MAX_CERT_LEN {
+            return Err(StoreError::Invalid(format!(
+                "a certificate is at most {MAX_CERT_LEN} bytes"
+            )));
+        }
+        crypto::cert_fields(&der).map_err(StoreError::Token)?;
+        let entry = CertEntry { id, label, der };
+        match self.certs.iter_mut().find(|c| c.id == entry.id) {
+            Some(c) => *c = entry,
+            None => self.certs.push(entry),
+        }
+        Ok(())
+    }
+
+    /// Removes a certificate (in memory; save the container).
+    pub fn remove_cert(&mut self, id: &[u8]) -> Result<(), StoreError> {
+        let i = self
+            .certs
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or_else(|| StoreError::NotFound(format!("certificate {}", hex(id))))?;
+        self.certs.remove(i);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::test_key;
+    use base64::Engine as _;
+    use rsa::traits::PrivateKeyParts;
+
+    const PIN: &[u8] = b"1234";
+    const FAST: KdfParams = KdfParams::FAST_FOR_TESTS;
+
+    fn new_store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("handset");
+        let store = Store::init(&dir, "test phone").unwrap();
+        (tmp, store)
+    }
+
+    fn token(e: StoreError) -> CkRv {
+        match e {
+            StoreError::Token(rv) => rv,
+            other => panic!("expected a token error, got {other}"),
+        }
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn init_then_open() {
+        let (_tmp, store) = new_store();
+        assert_eq!(mode(store.dir()), 0o700);
+        assert_eq!(mode(&store.dir().join("identity.json")), 0o600);
+        let again = Store::open(store.dir()).unwrap();
+        assert_eq!(again.name(), "test phone");
+        assert_eq!(again.identity().public(), store.identity().public());
+        assert_eq!(again.load_hosts().unwrap(), Hosts::default());
+        assert!(matches!(
+            Store::init(store.dir(), "other"),
+            Err(StoreError::Exists(_))
+        ));
+        let missing = tempfile::tempdir().unwrap();
+        match Store::open(missing.path()) {
+            Err(StoreError::NotFound(m)) => assert!(m.contains("init"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Store::init(&missing.path().join("x"), ""),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn create_add_key_and_unwrap() {
+        let (_tmp, store) = new_store();
+        let mut c = store
+            .create_container("ssh", PIN, Policy::Confirm, FAST)
+            .unwrap();
+        assert_eq!(c.serial().len(), 16);
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES);
+        assert!(matches!(
+            store.create_container("ssh", PIN, Policy::Auto, FAST),
+            Err(StoreError::Exists(_))
+        ));
+        assert_eq!(
+            token(
+                store
+                    .create_container("short", b"123", Policy::Auto, FAST)
+                    .unwrap_err()
+            ),
+            CkRv::PIN_LEN_RANGE
+        );
+        assert!(matches!(
+            store.create_container("Bad/Name", PIN, Policy::Auto, FAST),
+            Err(StoreError::Invalid(_))
+        ));
+        let kek = c.unlock(&store, PIN).unwrap();
+        c.add_key(&kek, b"k1".to_vec(), "my key".into(), test_key())
+            .unwrap();
+        assert!(matches!(
+            c.add_key(&kek, b"k1".to_vec(), "dup".into(), test_key()),
+            Err(StoreError::Exists(_))
+        ));
+        store.save_container(&c).unwrap();
+        assert_eq!(mode(&store.dir().join("containers/ssh.json")), 0o600);
+
+        let store = Store::open(store.dir()).unwrap();
+        assert_eq!(store.container_names().unwrap(), vec!["ssh".to_string()]);
+        let mut c = store.load_container("ssh").unwrap();
+        assert_eq!(c.policy(), Policy::Confirm);
+        assert_eq!(c.keys().len(), 1);
+        assert_eq!(c.keys()[0].bits, 2048);
+        assert_eq!(c.keys()[0].label, "my key");
+        let kek = c.unlock(&store, PIN).unwrap();
+        let key = c.private_key(&kek, b"k1").unwrap();
+        assert_eq!(key.n(), test_key().n());
+        assert!(matches!(
+            c.private_key(&kek, b"nope"),
+            Err(StoreError::NotFound(_))
+        ));
+        // The file holds no private key material in the clear.
+        let text = fs::read_to_string(store.dir().join("containers/ssh.json")).unwrap();
+        let der = crypto::to_pkcs8_der(test_key()).unwrap();
+        assert!(!text.contains(&B64.encode(&der[..])));
+        c.remove_key(b"k1").unwrap();
+        assert!(c.keys().is_empty());
+        assert!(matches!(c.remove_key(b"k1"), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn key_sealed_under_another_container_does_not_open() {
+        let (_tmp, store) = new_store();
+        let mut a = store
+            .create_container("a", PIN, Policy::Auto, FAST)
+            .unwrap();
+        let mut b = store
+            .create_container("b", PIN, Policy::Auto, FAST)
+            .unwrap();
+        let kek_a = a.unlock(&store, PIN).unwrap();
+        let kek_b = b.unlock(&store, PIN).unwrap();
+        a.add_key(&kek_a, b"k".to_vec(), String::new(), test_key())
+            .unwrap();
+        assert_eq!(
+            token(a.private_key(&kek_b, b"k").unwrap_err()),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        assert_eq!(
+            token(
+                b.add_key(&kek_a, b"k".to_vec(), String::new(), test_key())
+                    .unwrap_err()
+            ),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        // Moving the sealed key to another id breaks its AAD.
+        a.keys[0].id = b"other".to_vec();
+        assert_eq!(
+            token(a.private_key(&kek_a, b"other").unwrap_err()),
+            CkRv::DEVICE_ERROR
+        );
+    }
+
+    #[test]
+    fn wrong_pin_is_counted_and_persisted() {
+        let (_tmp, store) = new_store();
+        let mut c = store
+            .create_container("disk", PIN, Policy::Auto, FAST)
+            .unwrap();
+        assert_eq!(
+            token(c.unlock(&store, b"0000").unwrap_err()),
+            CkRv::PIN_INCORRECT
+        );
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES - 1);
+
+        let store = Store::open(store.dir()).unwrap();
+        let mut c = store.load_container("disk").unwrap();
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES - 1);
+        assert_eq!(
+            token(c.unlock(&store, b"9999").unwrap_err()),
+            CkRv::PIN_INCORRECT
+        );
+        let c2 = store.load_container("disk").unwrap();
+        assert_eq!(c2.retries_left(), MAX_PIN_TRIES - 2);
+        // A right PIN resets the counter, on disk too.
+        c.unlock(&store, PIN).unwrap();
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES);
+        assert_eq!(
+            store.load_container("disk").unwrap().retries_left(),
+            MAX_PIN_TRIES
+        );
+    }
+
+    #[test]
+    fn five_wrong_pins_lock_for_good() {
+        let (_tmp, store) = new_store();
+        let mut c = store
+            .create_container("web", PIN, Policy::Auto, FAST)
+            .unwrap();
+        for i in 1..MAX_PIN_TRIES {
+            assert_eq!(
+                token(c.unlock(&store, b"wrong").unwrap_err()),
+                CkRv::PIN_INCORRECT,
+                "try {i}"
+            );
+        }
+        assert_eq!(
+            token(c.unlock(&store, b"wrong").unwrap_err()),
+            CkRv::PIN_LOCKED
+        );
+        assert!(c.is_locked());
+        assert_eq!(token(c.unlock(&store, PIN).unwrap_err()), CkRv::PIN_LOCKED);
+
+        let store = Store::open(store.dir()).unwrap();
+        let mut c = store.load_container("web").unwrap();
+        assert!(c.is_locked());
+        assert_eq!(token(c.unlock(&store, PIN).unwrap_err()), CkRv::PIN_LOCKED);
+        assert_eq!(
+            token(c.change_pin(&store, PIN, b"5678").unwrap_err()),
+            CkRv::PIN_LOCKED
+        );
+    }
+
+    #[test]
+    fn change_pin_rewraps() {
+        let (_tmp, store) = new_store();
+        let mut c = store
+            .create_container("ssh", PIN, Policy::Auto, FAST)
+            .unwrap();
+        let kek = c.unlock(&store, PIN).unwrap();
+        c.add_key(&kek, vec![1], "k".into(), test_key()).unwrap();
+        store.save_container(&c).unwrap();
+        let salt_before = c.salt.clone();
+
+        assert_eq!(
+            token(c.change_pin(&store, PIN, b"12").unwrap_err()),
+            CkRv::PIN_LEN_RANGE
+        );
+        assert_eq!(
+            token(c.change_pin(&store, b"bad!", b"5678").unwrap_err()),
+            CkRv::PIN_INCORRECT
+        );
+        assert_eq!(
+            store.load_container("ssh").unwrap().retries_left(),
+            MAX_PIN_TRIES - 1
+        );
+        c.change_pin(&store, PIN, b"new pin").unwrap();
+        assert_ne!(c.salt, salt_before);
+        // The old key-encrypting key is stale now.
+        assert_eq!(
+            token(c.private_key(&kek, &[1]).unwrap_err()),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+
+        let store = Store::open(store.dir()).unwrap();
+        let mut c = store.load_container("ssh").unwrap();
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES);
+        assert_eq!(
+            token(c.unlock(&store, PIN).unwrap_err()),
+            CkRv::PIN_INCORRECT
+        );
+        let kek = c.unlock(&store, b"new pin").unwrap();
+        assert_eq!(c.private_key(&kek, &[1]).unwrap().d(), test_key().d());
+    }
+
+    #[test]
+    fn corrupt_files_are_reported_and_left_alone() {
+        let (_tmp, store) = new_store();
+        let mut c = store
+            .create_container("ssh", PIN, Policy::Auto, FAST)
+            .unwrap();
+        let kek = c.unlock(&store, PIN).unwrap();
+        c.add_key(&kek, vec![1], "k".into(), test_key()).unwrap();
+        store.save_container(&c).unwrap();
+        let path = store.dir().join("containers/ssh.json");
+        let full = fs::read(&path).unwrap();
+
+        // Truncated to half.
+        fs::write(&path, &full[..full.len() / 2]).unwrap();
+        let before = fs::read(&path).unwrap();
+        match store.load_container("ssh") {
+            Err(StoreError::Corrupt { path: p, .. }) => assert_eq!(p, path),
+            other => panic!("{other:?}"),
+        }
+        let msg = store.load_container("ssh").unwrap_err().to_string();
+        assert!(msg.contains("containers/ssh.json"), "{msg}");
+        assert_eq!(fs::read(&path).unwrap(), before);
+        // Other operations do not touch it either.
+        assert!(matches!(
+            store.create_container("ssh", PIN, Policy::Auto, FAST),
+            Err(StoreError::Exists(_))
+        ));
+        assert_eq!(fs::read(&path).unwrap(), before);
+
+        // Garbage.
+        fs::write(&path, b"\x00\x01not json at all").unwrap();
+        assert!(matches!(
+            store.load_container("ssh"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        // Valid JSON that fails validation.
+        let mut v: serde_json::Value = serde_json::from_slice(&full).unwrap();
+        v["retries_left"] = serde_json::json!(99);
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(matches!(
+            store.load_container("ssh"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let mut v: serde_json::Value = serde_json::from_slice(&full).unwrap();
+        v["kdf"]["m_kib"] = serde_json::json!(4);
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(matches!(
+            store.load_container("ssh"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let mut v: serde_json::Value = serde_json::from_slice(&full).unwrap();
+        v["name"] = serde_json::json!("other");
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(matches!(
+            store.load_container("ssh"),
+            Err(StoreError::Corrupt { .. })
+        ));
+
+        // Corrupt identity and hosts files too.
+        let hosts = store.dir().join("hosts.json");
+        fs::write(&hosts, b"{\"version\":1,\"hosts\":[").unwrap();
+        assert!(matches!(
+            store.load_hosts(),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let id = store.dir().join("identity.json");
+        let id_bytes = fs::read(&id).unwrap();
+        fs::write(&id, &id_bytes[..id_bytes.len() / 2]).unwrap();
+        assert!(matches!(
+            Store::open(store.dir()),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_files() {
+        let (_tmp, store) = new_store();
+        let mut c = store
+            .create_container("ssh", PIN, Policy::Auto, FAST)
+            .unwrap();
+        let _ = c.unlock(&store, b"nope");
+        c.set_policy(Policy::Confirm);
+        store.save_container(&c).unwrap();
+        store.save_hosts(&Hosts::default()).unwrap();
+        // A stale temporary file from a crash is replaced, not appended to.
+        fs::write(store.dir().join("hosts.json.tmp"), b"junk").unwrap();
+        store.save_hosts(&Hosts::default()).unwrap();
+        for dir in [store.dir().to_owned(), store.dir().join("containers")] {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                assert!(!name.ends_with(".tmp"), "{name} left behind");
+            }
+        }
+        assert_eq!(
+            store.load_container("ssh").unwrap().policy(),
+            Policy::Confirm
+        );
+    }
+
+    #[test]
+    fn hosts_round_trip_and_delete_removes_authorisations() {
+        let (_tmp, store) = new_store();
+        store
+            .create_container("ssh", PIN, Policy::Auto, FAST)
+            .unwrap();
+        store
+            .create_container("disk", PIN, Policy::Auto, FAST)
+            .unwrap();
+        let laptop = StaticKeypair::generate();
+        let desktop = StaticKeypair::generate();
+        let hosts = Hosts {
+            hosts: vec![
+                HostEntry {
+                    name: "laptop".into(),
+                    public: *laptop.public(),
+                    containers: vec!["ssh".into(), "disk".into()],
+                },
+                HostEntry {
+                    name: "desktop".into(),
+                    public: *desktop.public(),
+                    containers: vec!["disk".into()],
+                },
+            ],
+            pairing: Some(PendingPairing {
+                psk: Zeroizing::new([0xa7u8; 32]),
+                authorise: vec!["disk".into(), "ssh".into()],
+                failures: 1,
+            }),
+        };
+        store.save_hosts(&hosts).unwrap();
+        assert_eq!(mode(&store.dir().join("hosts.json")), 0o600);
+        let loaded = store.load_hosts().unwrap();
+        assert_eq!(loaded, hosts);
+        assert_eq!(loaded.find(desktop.public()).unwrap().name, "desktop");
+        assert_eq!(loaded.find_by_name_or_fingerprint("desktop"), Some(1));
+        let fp = phonecsp_protocol::noise::fingerprint(laptop.public());
+        assert_eq!(loaded.find_by_name_or_fingerprint(&fp), Some(0));
+        assert_eq!(
+            loaded.find_by_name_or_fingerprint(&fp.replace(':', "").to_uppercase()),
+            Some(0)
+        );
+        assert_eq!(loaded.find_by_name_or_fingerprint("nobody"), None);
+        // The PSK is not printed.
+        let debug = format!("{loaded:?}");
+        assert!(!debug.contains("psk") && !debug.contains("167, 167, 167, 167"));
+
+        assert_eq!(
+            store.container_names().unwrap(),
+            vec!["disk".to_string(), "ssh".to_string()]
+        );
+        store.delete_container("disk").unwrap();
+        assert!(matches!(
+            store.delete_container("disk"),
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.container_names().unwrap(), vec!["ssh".to_string()]);
+        let after = store.load_hosts().unwrap();
+        assert_eq!(after.hosts[0].containers, vec!["ssh".to_string()]);
+        assert!(after.hosts[1].containers.is_empty());
+        assert_eq!(
+            after.pairing.as_ref().unwrap().authorise,
+            vec!["ssh".to_string()]
+        );
+        assert!(matches!(
+            store.load_container("disk"),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn certificates_are_validated_and_replaced() {
+        let (_tmp, store) = new_store();
+        let mut c = store
+            .create_container("web", PIN, Policy::Auto, FAST)
+            .unwrap();
+        assert_eq!(
+            token(
+                c.put_cert(vec![1], "c".into(), b"not a cert".to_vec())
+                    .unwrap_err()
+            ),
+            CkRv::ATTRIBUTE_VALUE_INVALID
+        );
+        let der = crypto::tests_support::self_signed(test_key());
+        c.put_cert(vec![1], "first".into(), der.clone()).unwrap();
+        c.put_cert(vec![1], "second".into(), der.clone()).unwrap();
+        assert_eq!(c.certs().len(), 1);
+        assert_eq!(c.certs()[0].label, "second");
+        store.save_container(&c).unwrap();
+        let mut c = store.load_container("web").unwrap();
+        assert_eq!(c.cert(&[1]).unwrap().der, der);
+        c.remove_cert(&[1]).unwrap();
+        assert!(matches!(c.remove_cert(&[1]), Err(StoreError::NotFound(_))));
+    }
+}
