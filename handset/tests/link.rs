@@ -691,3 +691,62 @@ async fn bytes_on_the_link_for_one_rsa2048_signature() {
     // fixed amount. Catch regressions in the framing.
     assert!(out + inb <= 700, "{out} + {inb}");
 }
+
+/// Drives the handset's responder line by line, as an attacker on the
+/// wire could: frames replayed or altered end the session, and an unpaired
+/// peer gets nothing but the handshake.
+#[test]
+fn replayed_and_tampered_frames_end_the_session() {
+    use phonecsp_protocol::Responder;
+    use phonecsp_protocol::at::quote_b64;
+    use phonecsp_protocol::noise::HostSessionHandshake;
+
+    let dir = tempfile::tempdir().unwrap();
+    let code = handset(dir.path());
+    let host = StaticKeypair::generate();
+    // Pair through a host link first so the handset pins `host`.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let handset_key = rt.block_on(async {
+        let mut l = duplex(manager(dir.path(), Approver::default())).await;
+        l.pair(&host, &code, "laptop").await.unwrap().0
+    });
+
+    let mut m = manager(dir.path(), Approver::default());
+    let mut r = Responder::new(4096, "test");
+    let mut say =
+        |line: &str| String::from_utf8(r.receive(&mut m, format!("{line}\r").as_bytes())).unwrap();
+    assert!(say("ATE0").ends_with("\r\nOK\r\n"));
+
+    // Unpaired peer / no session: only the handshake commands are answered.
+    assert!(say("AT").ends_with("\r\nOK\r\n"));
+    assert!(say("AT+CKVER?").contains("+CKVER: 1,"));
+    assert!(say("AT+CKX=\"AAAA\"").ends_with("+CME ERROR: 3\r\n"));
+    assert!(say("AT+CKLIST").ends_with("\r\nERROR\r\n"));
+    let stranger = StaticKeypair::generate();
+    let (_, m1) = HostSessionHandshake::start(&stranger, &handset_key).unwrap();
+    assert!(say(&format!("AT+CKHS=2,{}", quote_b64(&m1))).ends_with("+CME ERROR: 701\r\n"));
+
+    // A real session.
+    let (h, m1) = HostSessionHandshake::start(&host, &handset_key).unwrap();
+    let out = say(&format!("AT+CKHS=2,{}", quote_b64(&m1)));
+    let m2 = phonecsp_protocol::at::decode_b64(out.split('"').nth(1).unwrap()).unwrap();
+    let mut s = h.finish(&m2).unwrap();
+    let f1 = s.encrypt(b"+CKLIST").unwrap();
+    assert!(say(&format!("AT+CKX={}", quote_b64(&f1))).contains("+CKX: \""));
+    // Replaying the same frame ends the session...
+    assert!(say(&format!("AT+CKX={}", quote_b64(&f1))).ends_with("+CME ERROR: 702\r\n"));
+    // ...so even a fresh, genuine frame is refused afterwards.
+    let f2 = s.encrypt(b"+CKLIST").unwrap();
+    assert!(say(&format!("AT+CKX={}", quote_b64(&f2))).ends_with("+CME ERROR: 3\r\n"));
+
+    // A new session; a tampered frame ends it too.
+    let (h, m1) = HostSessionHandshake::start(&host, &handset_key).unwrap();
+    let out = say(&format!("AT+CKHS=2,{}", quote_b64(&m1)));
+    let m2 = phonecsp_protocol::at::decode_b64(out.split('"').nth(1).unwrap()).unwrap();
+    let mut s = h.finish(&m2).unwrap();
+    let mut f = s.encrypt(b"+CKRAND=8").unwrap();
+    f[0] ^= 0x80;
+    assert!(say(&format!("AT+CKX={}", quote_b64(&f))).ends_with("+CME ERROR: 702\r\n"));
+    let f = s.encrypt(b"+CKRAND=8").unwrap();
+    assert!(say(&format!("AT+CKX={}", quote_b64(&f))).ends_with("+CME ERROR: 3\r\n"));
+}

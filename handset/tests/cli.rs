@@ -1,0 +1,130 @@
+//! The `phonecsp-handset` command as the owner uses it, including what it
+//! does with a damaged store.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_phonecsp-handset"))
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .env("PHONECSP_PIN", "123456")
+        .output()
+        .expect("run phonecsp-handset")
+}
+
+fn ok(state: &Path, args: &[&str]) -> String {
+    let o = run(state, args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn owner_commands_and_a_truncated_store_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("state");
+    ok(&s, &["init", "--name", "cli phone"]);
+    assert!(
+        !run(&s, &["init"]).status.success(),
+        "init twice must refuse"
+    );
+    ok(
+        &s,
+        &[
+            "container",
+            "create",
+            "ssh",
+            "--kdf-memory",
+            "64",
+            "--kdf-time",
+            "1",
+        ],
+    );
+    ok(
+        &s,
+        &["key", "generate", "ssh", "--id", "0a0b", "--label", "k"],
+    );
+    let keys = ok(&s, &["key", "list", "ssh"]);
+    assert!(keys.contains("0a0b") && keys.contains("2048"), "{keys}");
+
+    // Import a PKCS#8 key made by OpenSSL.
+    let pem = dir.path().join("k.pem");
+    let g = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(g.status.success());
+    ok(
+        &s,
+        &["key", "import", "ssh", pem.to_str().unwrap(), "--id", "02"],
+    );
+    // A truncated PEM is refused with a reason.
+    let bad = dir.path().join("bad.pem");
+    let text = std::fs::read_to_string(&pem).unwrap();
+    std::fs::write(&bad, &text[..text.len() / 2]).unwrap();
+    let o = run(&s, &["key", "import", "ssh", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.pem"));
+
+    // Pairing codes are printed in groups a person can type.
+    let code = ok(&s, &["pair", "--authorise", "ssh"]);
+    assert_eq!(code.trim().len(), 26 + 6, "{code}");
+    assert!(!run(&s, &["pair", "--authorise", "nope"]).status.success());
+    assert!(!run(&s, &["pair", "--code", "not a code"]).status.success());
+    ok(&s, &["hosts", "list"]);
+
+    // A wrong PIN is refused and counted.
+    let o = Command::new(env!("CARGO_BIN_EXE_phonecsp-handset"))
+        .arg("--state")
+        .arg(&s)
+        .args(["key", "generate", "ssh"])
+        .env("PHONECSP_PIN", "999999")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("CKR_PIN_INCORRECT"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(ok(&s, &["container", "list"]).contains(" 4"));
+
+    // Truncate the container file: every command that reads it reports the
+    // file and the damage, and the file is left exactly as it was.
+    let file = s.join("containers").join("ssh.json");
+    let full = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &full[..full.len() / 2]).unwrap();
+    let damaged = std::fs::read(&file).unwrap();
+    for args in [
+        &["container", "list"][..],
+        &["key", "list", "ssh"],
+        &["key", "generate", "ssh"],
+        &["container", "policy", "ssh", "confirm"],
+    ] {
+        let o = run(&s, args);
+        assert!(!o.status.success(), "{args:?} succeeded on a damaged store");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("ssh.json") && err.contains("corrupt"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            damaged,
+            "{args:?} rewrote the damaged file"
+        );
+    }
+}
