@@ -1,0 +1,277 @@
+//! PKCS#11 mechanisms as phonecsp understands them, and how each splits
+//! between the computer and the handset: the computer hashes and does the
+//! public-key work, the handset only ever sees a digest or a ciphertext.
+
+use crate::types::MechanismParams;
+use phonecsp_protocol::{CkRv, DecryptMechanism, HashAlg, SignMechanism};
+
+/// `CKM_*` values.
+pub mod ckm {
+    pub const RSA_PKCS_KEY_PAIR_GEN: u32 = 0x0000;
+    pub const RSA_PKCS: u32 = 0x0001;
+    pub const SHA1_RSA_PKCS: u32 = 0x0006;
+    pub const RSA_PKCS_OAEP: u32 = 0x0009;
+    pub const RSA_PKCS_PSS: u32 = 0x000D;
+    pub const SHA1_RSA_PKCS_PSS: u32 = 0x000E;
+    pub const SHA256_RSA_PKCS: u32 = 0x0040;
+    pub const SHA384_RSA_PKCS: u32 = 0x0041;
+    pub const SHA512_RSA_PKCS: u32 = 0x0042;
+    pub const SHA256_RSA_PKCS_PSS: u32 = 0x0043;
+    pub const SHA384_RSA_PKCS_PSS: u32 = 0x0044;
+    pub const SHA512_RSA_PKCS_PSS: u32 = 0x0045;
+    pub const SHA224_RSA_PKCS: u32 = 0x0046;
+    pub const SHA224_RSA_PKCS_PSS: u32 = 0x0047;
+    pub const SHA_1: u32 = 0x0220;
+    pub const SHA256: u32 = 0x0250;
+    pub const SHA224: u32 = 0x0255;
+    pub const SHA384: u32 = 0x0260;
+    pub const SHA512: u32 = 0x0270;
+}
+
+/// Names people type (`phonecsp sign --mechanism SHA256-RSA-PKCS`).
+pub const NAMES: [(&str, u32); 19] = [
+    ("RSA-PKCS", ckm::RSA_PKCS),
+    ("SHA1-RSA-PKCS", ckm::SHA1_RSA_PKCS),
+    ("SHA224-RSA-PKCS", ckm::SHA224_RSA_PKCS),
+    ("SHA256-RSA-PKCS", ckm::SHA256_RSA_PKCS),
+    ("SHA384-RSA-PKCS", ckm::SHA384_RSA_PKCS),
+    ("SHA512-RSA-PKCS", ckm::SHA512_RSA_PKCS),
+    ("RSA-PKCS-PSS", ckm::RSA_PKCS_PSS),
+    ("SHA1-RSA-PKCS-PSS", ckm::SHA1_RSA_PKCS_PSS),
+    ("SHA224-RSA-PKCS-PSS", ckm::SHA224_RSA_PKCS_PSS),
+    ("SHA256-RSA-PKCS-PSS", ckm::SHA256_RSA_PKCS_PSS),
+    ("SHA384-RSA-PKCS-PSS", ckm::SHA384_RSA_PKCS_PSS),
+    ("SHA512-RSA-PKCS-PSS", ckm::SHA512_RSA_PKCS_PSS),
+    ("RSA-PKCS-OAEP", ckm::RSA_PKCS_OAEP),
+    ("RSA-PKCS-KEY-PAIR-GEN", ckm::RSA_PKCS_KEY_PAIR_GEN),
+    ("SHA-1", ckm::SHA_1),
+    ("SHA224", ckm::SHA224),
+    ("SHA256", ckm::SHA256),
+    ("SHA384", ckm::SHA384),
+    ("SHA512", ckm::SHA512),
+];
+
+pub fn by_name(name: &str) -> Option<u32> {
+    NAMES
+        .iter()
+        .find(|(n, _)| {
+            n.eq_ignore_ascii_case(name) || n.replace('-', "_").eq_ignore_ascii_case(name)
+        })
+        .map(|(_, v)| *v)
+}
+
+pub fn name_of(mech: u32) -> Option<&'static str> {
+    NAMES.iter().find(|(_, v)| *v == mech).map(|(n, _)| *n)
+}
+
+/// A digest mechanism (`CKM_SHA256`, ...).
+pub fn digest_alg(mech: u32) -> Option<HashAlg> {
+    HashAlg::from_mechanism(u64::from(mech))
+}
+
+fn hash_param(p: &MechanismParams, default: Option<HashAlg>) -> Result<HashAlg, CkRv> {
+    match (p.hash, default) {
+        (0, Some(h)) => Ok(h),
+        (0, None) => Err(CkRv::MECHANISM_PARAM_INVALID),
+        (v, d) => {
+            let h = digest_alg(v).ok_or(CkRv::MECHANISM_PARAM_INVALID)?;
+            // CKM_SHA256_RSA_PKCS_PSS with a SHA-1 parameter is inconsistent.
+            if d.is_some_and(|d| d != h) {
+                return Err(CkRv::MECHANISM_PARAM_INVALID);
+            }
+            Ok(h)
+        }
+    }
+}
+
+/// A signature mechanism, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing {
+    /// `CKM_RSA_PKCS`: the caller gives the DigestInfo (or other short data).
+    Raw,
+    /// `CKM_SHA*_RSA_PKCS`: hash here, wrap in a DigestInfo.
+    Pkcs1(HashAlg),
+    /// `CKM_RSA_PKCS_PSS`: the caller gives the digest.
+    PssDigest { hash: HashAlg, salt_len: u32 },
+    /// `CKM_SHA*_RSA_PKCS_PSS`: hash here.
+    Pss { hash: HashAlg, salt_len: u32 },
+}
+
+impl Signing {
+    pub fn from_ckm(mech: u32, params: &MechanismParams) -> Result<Signing, CkRv> {
+        let hashed = |h| Ok(Signing::Pkcs1(h));
+        let pss = |h: Option<HashAlg>, digest_given: bool| -> Result<Signing, CkRv> {
+            let hash = hash_param(params, h)?;
+            if params.salt_len > 512 {
+                return Err(CkRv::MECHANISM_PARAM_INVALID);
+            }
+            Ok(if digest_given {
+                Signing::PssDigest {
+                    hash,
+                    salt_len: params.salt_len,
+                }
+            } else {
+                Signing::Pss {
+                    hash,
+                    salt_len: params.salt_len,
+                }
+            })
+        };
+        match mech {
+            ckm::RSA_PKCS => Ok(Signing::Raw),
+            ckm::SHA1_RSA_PKCS => hashed(HashAlg::Sha1),
+            ckm::SHA224_RSA_PKCS => hashed(HashAlg::Sha224),
+            ckm::SHA256_RSA_PKCS => hashed(HashAlg::Sha256),
+            ckm::SHA384_RSA_PKCS => hashed(HashAlg::Sha384),
+            ckm::SHA512_RSA_PKCS => hashed(HashAlg::Sha512),
+            ckm::RSA_PKCS_PSS => pss(None, true),
+            ckm::SHA1_RSA_PKCS_PSS => pss(Some(HashAlg::Sha1), false),
+            ckm::SHA224_RSA_PKCS_PSS => pss(Some(HashAlg::Sha224), false),
+            ckm::SHA256_RSA_PKCS_PSS => pss(Some(HashAlg::Sha256), false),
+            ckm::SHA384_RSA_PKCS_PSS => pss(Some(HashAlg::Sha384), false),
+            ckm::SHA512_RSA_PKCS_PSS => pss(Some(HashAlg::Sha512), false),
+            _ => Err(CkRv::MECHANISM_INVALID),
+        }
+    }
+
+    /// Whether the data is hashed on the computer (so any length is fine).
+    pub fn hashes_locally(&self) -> bool {
+        matches!(self, Signing::Pkcs1(_) | Signing::Pss { .. })
+    }
+
+    /// What the handset signs, and how: the digest (wrapped in a DigestInfo
+    /// for PKCS#1 v1.5), never the message.
+    pub fn handset_input(&self, data: &[u8]) -> Result<(SignMechanism, Vec<u8>), CkRv> {
+        Ok(match *self {
+            Signing::Raw => (SignMechanism::Pkcs1, data.to_vec()),
+            Signing::Pkcs1(h) => (
+                SignMechanism::Pkcs1,
+                crate::local::digest_info(h, &crate::local::digest(h, data)),
+            ),
+            Signing::PssDigest { hash, salt_len } => {
+                if data.len() != hash.output_len() {
+                    return Err(CkRv::DATA_LEN_RANGE);
+                }
+                (SignMechanism::Pss { hash, salt_len }, data.to_vec())
+            }
+            Signing::Pss { hash, salt_len } => (
+                SignMechanism::Pss { hash, salt_len },
+                crate::local::digest(hash, data),
+            ),
+        })
+    }
+}
+
+/// An encryption mechanism, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    Pkcs1,
+    Oaep { hash: HashAlg, label: Vec<u8> },
+}
+
+impl Encryption {
+    pub fn from_ckm(mech: u32, params: &MechanismParams) -> Result<Encryption, CkRv> {
+        match mech {
+            ckm::RSA_PKCS => Ok(Encryption::Pkcs1),
+            ckm::RSA_PKCS_OAEP => {
+                if params.label.len() > phonecsp_protocol::message::MAX_DATA_LEN {
+                    return Err(CkRv::MECHANISM_PARAM_INVALID);
+                }
+                Ok(Encryption::Oaep {
+                    hash: hash_param(params, Some(HashAlg::Sha1))
+                        .or_else(|_| hash_param(params, None))?,
+                    label: params.label.clone(),
+                })
+            }
+            _ => Err(CkRv::MECHANISM_INVALID),
+        }
+    }
+
+    pub fn for_handset(&self) -> DecryptMechanism {
+        match self {
+            Encryption::Pkcs1 => DecryptMechanism::Pkcs1,
+            Encryption::Oaep { hash, label } => DecryptMechanism::Oaep {
+                hash: *hash,
+                label: label.clone(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_mechanisms() {
+        let p = MechanismParams::default();
+        assert_eq!(
+            Signing::from_ckm(ckm::SHA256_RSA_PKCS, &p),
+            Ok(Signing::Pkcs1(HashAlg::Sha256))
+        );
+        assert_eq!(
+            Signing::from_ckm(ckm::RSA_PKCS_PSS, &p),
+            Err(CkRv::MECHANISM_PARAM_INVALID)
+        );
+        let pss = MechanismParams {
+            hash: ckm::SHA256,
+            salt_len: 32,
+            label: vec![],
+        };
+        assert_eq!(
+            Signing::from_ckm(ckm::SHA256_RSA_PKCS_PSS, &pss),
+            Ok(Signing::Pss {
+                hash: HashAlg::Sha256,
+                salt_len: 32
+            })
+        );
+        let wrong = MechanismParams {
+            hash: ckm::SHA_1,
+            salt_len: 20,
+            label: vec![],
+        };
+        assert_eq!(
+            Signing::from_ckm(ckm::SHA256_RSA_PKCS_PSS, &wrong),
+            Err(CkRv::MECHANISM_PARAM_INVALID)
+        );
+        assert_eq!(Signing::from_ckm(0x1234, &p), Err(CkRv::MECHANISM_INVALID));
+        assert_eq!(
+            Encryption::from_ckm(
+                ckm::RSA_PKCS_OAEP,
+                &MechanismParams {
+                    hash: ckm::SHA256,
+                    ..p.clone()
+                }
+            ),
+            Ok(Encryption::Oaep {
+                hash: HashAlg::Sha256,
+                label: vec![]
+            })
+        );
+        assert_eq!(by_name("sha256-rsa-pkcs"), Some(ckm::SHA256_RSA_PKCS));
+        assert_eq!(name_of(ckm::RSA_PKCS_OAEP), Some("RSA-PKCS-OAEP"));
+    }
+
+    #[test]
+    fn only_the_digest_goes_to_the_handset() {
+        let big = vec![0x61u8; 1 << 20];
+        let (m, input) = Signing::Pkcs1(HashAlg::Sha256).handset_input(&big).unwrap();
+        assert_eq!(m, SignMechanism::Pkcs1);
+        assert_eq!(input.len(), 19 + 32);
+        let (_, d) = Signing::Pss {
+            hash: HashAlg::Sha512,
+            salt_len: 64,
+        }
+        .handset_input(&big)
+        .unwrap();
+        assert_eq!(d.len(), 64);
+        assert_eq!(
+            Signing::PssDigest {
+                hash: HashAlg::Sha256,
+                salt_len: 32
+            }
+            .handset_input(&[0; 31]),
+            Err(CkRv::DATA_LEN_RANGE)
+        );
+    }
+}
