@@ -1,0 +1,350 @@
+//! `/etc/phonecsp/phonecspd.toml`: the handsets and how to reach them, and
+//! who may use which token. A file that does not parse or does not make
+//! sense is refused at start with its path, line and the reason.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG: &str = "/etc/phonecsp/phonecspd.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/phonecsp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    #[serde(default)]
+    pub access: AccessList,
+    #[serde(default, rename = "handset")]
+    pub handsets: Vec<HandsetConfig>,
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenAccess>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSection {
+    pub state_dir: PathBuf,
+    /// Shown on the phone when pairing; defaults to the host name.
+    pub host_name: Option<String>,
+    pub request_timeout_secs: u64,
+    pub health_interval_secs: u64,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff_secs: u64,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            state_dir: DEFAULT_STATE_DIR.into(),
+            host_name: None,
+            request_timeout_secs: 60,
+            health_interval_secs: 30,
+            max_backoff_secs: 5,
+        }
+    }
+}
+
+impl DaemonSection {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// Users and groups (names or numbers).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessList {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// An allow list for one token (container), optionally on one handset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenAccess {
+    pub name: String,
+    pub handset: Option<String>,
+    #[serde(flatten)]
+    pub allow: AccessList,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandsetConfig {
+    pub name: String,
+    /// A serial device (`/dev/ttyACM0`, `/dev/rfcomm0`, a pty).
+    pub serial: Option<PathBuf>,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// A Bluetooth address; with `channel` it is dialled directly, without
+    /// it the Serial Port Profile is found through SDP.
+    pub bluetooth: Option<String>,
+    pub channel: Option<u8>,
+    /// Local adapter for Bluetooth (`hci0`).
+    pub adapter: Option<String>,
+}
+
+fn default_baud() -> u32 {
+    115200
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Serial {
+        path: PathBuf,
+        baud: u32,
+    },
+    Bluetooth {
+        address: bluer::Address,
+        channel: Option<u8>,
+        adapter: Option<String>,
+    },
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Serial { path, baud } => write!(f, "serial:{}@{baud}", path.display()),
+            Transport::Bluetooth {
+                address, channel, ..
+            } => match channel {
+                Some(c) => write!(f, "bluetooth:{address}#{c}"),
+                None => write!(f, "bluetooth:{address}#spp"),
+            },
+        }
+    }
+}
+
+impl HandsetConfig {
+    pub fn transport(&self) -> Result<Transport, String> {
+        match (&self.serial, &self.bluetooth) {
+            (Some(path), None) => {
+                if self.channel.is_some() || self.adapter.is_some() {
+                    return Err(format!(
+                        "handset '{}': channel/adapter are for Bluetooth",
+                        self.name
+                    ));
+                }
+                Ok(Transport::Serial {
+                    path: path.clone(),
+                    baud: self.baud,
+                })
+            }
+            (None, Some(addr)) => {
+                let address = addr.parse().map_err(|_| {
+                    format!(
+                        "handset '{}': '{addr}' is not a Bluetooth address",
+                        self.name
+                    )
+                })?;
+                if self.channel.is_some_and(|c| !(1..=30).contains(&c)) {
+                    return Err(format!(
+                        "handset '{}': RFCOMM channel must be 1-30",
+                        self.name
+                    ));
+                }
+                Ok(Transport::Bluetooth {
+                    address,
+                    channel: self.channel,
+                    adapter: self.adapter.clone(),
+                })
+            }
+            _ => Err(format!(
+                "handset '{}': give exactly one of `serial` or `bluetooth`",
+                self.name
+            )),
+        }
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |offset: usize, message: String| {
+            let before = &text[..offset.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            invalid(offset, e.message().to_owned())
+        })?;
+        // Semantic checks point at the entry's name in the file.
+        let locate = |needle: &str| {
+            text.find(&format!("\"{needle}\""))
+                .or_else(|| text.find(needle))
+                .unwrap_or(0)
+        };
+        let mut seen = std::collections::HashSet::new();
+        for h in &config.handsets {
+            if !valid_name(&h.name) {
+                return Err(invalid(
+                    locate(&h.name),
+                    format!("handset name '{}' must be 1-32 of [A-Za-z0-9_-]", h.name),
+                ));
+            }
+            if !seen.insert(h.name.clone()) {
+                return Err(invalid(
+                    locate(&h.name),
+                    format!("handset '{}' is defined twice", h.name),
+                ));
+            }
+            h.transport().map_err(|m| invalid(locate(&h.name), m))?;
+        }
+        for t in &config.tokens {
+            if let Some(h) = &t.handset
+                && !seen.contains(h)
+            {
+                return Err(invalid(
+                    locate(h),
+                    format!("token '{}' names unknown handset '{h}'", t.name),
+                ));
+            }
+        }
+        if config.daemon.request_timeout_secs == 0 {
+            return Err(invalid(
+                locate("request_timeout_secs"),
+                "request_timeout_secs must be at least 1".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The allow list that governs `token` on `handset`.
+    pub fn access_for(&self, handset: &str, token: &str) -> &AccessList {
+        self.tokens
+            .iter()
+            .find(|t| t.name == token && t.handset.as_deref() == Some(handset))
+            .or_else(|| {
+                self.tokens
+                    .iter()
+                    .find(|t| t.name == token && t.handset.is_none())
+            })
+            .map(|t| &t.allow)
+            .unwrap_or(&self.access)
+    }
+
+    pub fn host_name(&self) -> String {
+        self.daemon.host_name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "computer".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn parses_a_full_file() {
+        let c = parse(
+            r#"
+[daemon]
+state_dir = "/tmp/x"
+request_timeout_secs = 5
+
+[access]
+users = ["alice"]
+
+[[handset]]
+name = "phone"
+serial = "/dev/ttyACM0"
+
+[[handset]]
+name = "bt"
+bluetooth = "00:11:22:33:44:55"
+channel = 3
+
+[[token]]
+name = "ssh"
+handset = "phone"
+users = ["bob"]
+groups = ["wheel"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.handsets.len(), 2);
+        assert_eq!(
+            c.handsets[1].transport().unwrap().to_string(),
+            "bluetooth:00:11:22:33:44:55#3"
+        );
+        assert_eq!(c.access_for("phone", "ssh").users, vec!["bob"]);
+        assert_eq!(c.access_for("phone", "disk").users, vec!["alice"]);
+        assert_eq!(c.daemon.request_timeout(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = parse("[daemon]\nstate_dir = \"/x\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("test.toml:3:"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+        let e = parse("[[handset]]\nname = \"p\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exactly one of"), "{e}");
+        assert!(e.starts_with("test.toml:2:"), "{e}");
+        let e = parse("[[handset]]\nname = \"p\"\nbluetooth = \"zz\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a Bluetooth address"), "{e}");
+        let e = parse("[[handset]]\nname = \"p\"\nserial = \"/a\"\n[[handset]]\nname = \"p\"\nserial = \"/b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice"), "{e}");
+        let e = parse("[daemon\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:1:"), "{e}");
+        let e = parse("[[token]]\nname = \"ssh\"\nhandset = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown handset"), "{e}");
+    }
+}

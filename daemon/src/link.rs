@@ -1,0 +1,569 @@
+//! One task per handset link. It opens the transport, runs the Noise
+//! handshake with the pinned key, and then serves requests from every
+//! caller one at a time (as a modem handles AT), choosing the next request
+//! round-robin across callers so that one busy caller cannot starve the
+//! rest. It probes an idle link, reconnects with back-off, and while the
+//! handset is away every call fails at once instead of waiting.
+
+use crate::state::State;
+use phonecsp::{Error, LinkStatistics};
+use phonecsp_protocol::{CkRv, HostLink, LinkError, PairingCode, Reply, Request};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+pub type BoxStream = Box<dyn ByteStream>;
+
+type Link = HostLink<ReadHalf<BoxStream>, WriteHalf<BoxStream>>;
+
+/// Opens the transport (a serial line, an RFCOMM socket, a test pipe).
+pub type Connector =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = std::io::Result<BoxStream>> + Send>> + Send + Sync>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Session up. The generation changes with every new session, since
+    /// the handset forgets logins when a session ends.
+    Connected { generation: u64 },
+    /// The transport answers but no handset key is pinned: pair first.
+    Unpaired,
+    /// Not reachable (or refused our key); retrying.
+    Away { reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    pub name: String,
+    pub host_name: String,
+    pub request_timeout: Duration,
+    pub health_interval: Duration,
+    pub max_backoff: Duration,
+}
+
+enum Op {
+    Call(Request),
+    Pair(PairingCode),
+    Unpair,
+}
+
+enum Outcome {
+    Reply(Reply),
+    Paired([u8; 32]),
+    Unpaired,
+}
+
+struct Job {
+    caller: String,
+    op: Op,
+    reply: oneshot::Sender<Result<Outcome, Error>>,
+}
+
+/// The callers' side of a link.
+#[derive(Clone)]
+pub struct LinkHandle {
+    name: String,
+    tx: mpsc::Sender<Job>,
+    state: watch::Receiver<LinkState>,
+    stats: Arc<Mutex<LinkStatistics>>,
+}
+
+fn removed(name: &str, why: &str) -> Error {
+    Error::token(CkRv::DEVICE_REMOVED, format!("handset '{name}' {why}"))
+}
+
+impl LinkHandle {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn state(&self) -> LinkState {
+        self.state.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<LinkState> {
+        self.state.clone()
+    }
+
+    pub fn stats(&self) -> LinkStatistics {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    async fn submit(&self, caller: &str, op: Op) -> Result<Outcome, Error> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            caller: caller.to_owned(),
+            op,
+            reply: tx,
+        };
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| removed(&self.name, "is shutting down"))?;
+        rx.await.map_err(|_| removed(&self.name, "link stopped"))?
+    }
+
+    /// Sends one request. Fails at once unless a session is up.
+    pub async fn call(&self, caller: &str, request: Request) -> Result<Reply, Error> {
+        match self.state() {
+            LinkState::Connected { .. } => {}
+            LinkState::Unpaired => {
+                return Err(Error::token(
+                    CkRv::TOKEN_NOT_PRESENT,
+                    format!("handset '{}' is not paired", self.name),
+                ));
+            }
+            LinkState::Away { reason } => {
+                return Err(removed(&self.name, &format!("is away: {reason}")));
+            }
+        }
+        match self.submit(caller, Op::Call(request)).await? {
+            Outcome::Reply(r) => Ok(r),
+            _ => Err(Error::from(CkRv::GENERAL_ERROR)),
+        }
+    }
+
+    /// Pairs with a one-time code; returns the handset's key, now pinned.
+    pub async fn pair(&self, caller: &str, code: PairingCode) -> Result<[u8; 32], Error> {
+        match self.submit(caller, Op::Pair(code)).await? {
+            Outcome::Paired(k) => Ok(k),
+            _ => Err(Error::from(CkRv::GENERAL_ERROR)),
+        }
+    }
+
+    /// Forgets the pinned key and closes the session.
+    pub async fn unpair(&self, caller: &str) -> Result<(), Error> {
+        match self.submit(caller, Op::Unpair).await? {
+            Outcome::Unpaired => Ok(()),
+            _ => Err(Error::from(CkRv::GENERAL_ERROR)),
+        }
+    }
+}
+
+/// Requests waiting for the link, one queue per caller, served round-robin.
+#[derive(Default)]
+struct FairQueue {
+    queues: HashMap<String, VecDeque<Job>>,
+    order: VecDeque<String>,
+}
+
+impl FairQueue {
+    fn push(&mut self, job: Job) {
+        let q = self.queues.entry(job.caller.clone()).or_default();
+        if q.is_empty() {
+            self.order.push_back(job.caller.clone());
+        }
+        q.push_back(job);
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        let caller = self.order.pop_front()?;
+        let q = self.queues.get_mut(&caller)?;
+        let job = q.pop_front();
+        if q.is_empty() {
+            self.queues.remove(&caller);
+        } else {
+            self.order.push_back(caller);
+        }
+        job
+    }
+
+    fn drain(&mut self) -> Vec<Job> {
+        self.order.clear();
+        self.queues.drain().flat_map(|(_, q)| q).collect()
+    }
+}
+
+pub fn spawn(
+    settings: LinkSettings,
+    connector: Connector,
+    state: Arc<State>,
+    shutdown: watch::Receiver<bool>,
+) -> (LinkHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let (state_tx, state_rx) = watch::channel(LinkState::Away {
+        reason: "connecting".into(),
+    });
+    let stats = Arc::new(Mutex::new(LinkStatistics::default()));
+    let handle = LinkHandle {
+        name: settings.name.clone(),
+        tx,
+        state: state_rx,
+        stats: stats.clone(),
+    };
+    let task = LinkTask {
+        settings,
+        connector,
+        state,
+        rx,
+        state_tx,
+        stats,
+        base: LinkStatistics::default(),
+        link: None,
+        generation: 0,
+        queue: FairQueue::default(),
+        shutdown,
+    };
+    (handle, tokio::spawn(task.run()))
+}
+
+struct LinkTask {
+    settings: LinkSettings,
+    connector: Connector,
+    state: Arc<State>,
+    rx: mpsc::Receiver<Job>,
+    state_tx: watch::Sender<LinkState>,
+    stats: Arc<Mutex<LinkStatistics>>,
+    /// Traffic of links already closed.
+    base: LinkStatistics,
+    link: Option<Link>,
+    generation: u64,
+    queue: FairQueue,
+    shutdown: watch::Receiver<bool>,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+impl LinkTask {
+    fn set_state(&self, s: LinkState) {
+        let changed = *self.state_tx.borrow() != s;
+        if changed {
+            match &s {
+                LinkState::Connected { .. } => {
+                    log::info!("handset '{}' connected", self.settings.name)
+                }
+                LinkState::Unpaired => {
+                    log::info!("handset '{}' reachable but not paired", self.settings.name)
+                }
+                LinkState::Away { reason } => {
+                    log::info!("handset '{}' away: {reason}", self.settings.name)
+                }
+            }
+            self.state_tx.send_replace(s);
+        }
+    }
+
+    fn publish_stats(&self) {
+        let cur = self.link.as_ref().map(|l| l.stats()).unwrap_or_default();
+        if let Ok(mut s) = self.stats.lock() {
+            *s = LinkStatistics {
+                requests: self.base.requests + cur.requests,
+                bytes_out: self.base.bytes_out + cur.bytes_out,
+                bytes_in: self.base.bytes_in + cur.bytes_in,
+            };
+        }
+    }
+
+    fn drop_link(&mut self, reason: String) {
+        if let Some(l) = self.link.take() {
+            let s = l.stats();
+            self.base.requests += s.requests;
+            self.base.bytes_out += s.bytes_out;
+            self.base.bytes_in += s.bytes_in;
+        }
+        self.publish_stats();
+        self.set_state(LinkState::Away { reason });
+    }
+
+    /// Opens the transport and the link, without a session.
+    fn open(&self) -> impl Future<Output = Result<Link, String>> + Send + 'static {
+        let connector = self.connector.clone();
+        let timeout = self.settings.request_timeout;
+        async move {
+            let fut = async {
+                let stream = connector().await.map_err(|e| e.to_string())?;
+                let (r, w) = tokio::io::split(stream);
+                HostLink::open(r, w).await.map_err(|e| e.to_string())
+            };
+            tokio::time::timeout(timeout, fut)
+                .await
+                .map_err(|_| "no answer to ATE0/+CKVER".to_string())?
+        }
+    }
+
+    /// Opens the link and, if a key is pinned, the session.
+    async fn connect(&mut self) -> Result<(), String> {
+        let mut link = self.open().await?;
+        let pinned = self
+            .state
+            .pinned(&self.settings.name)
+            .map_err(|e| e.to_string())?;
+        match pinned {
+            None => {
+                self.link = Some(link);
+                self.set_state(LinkState::Unpaired);
+            }
+            Some(key) => {
+                let identity = self.state.identity().clone();
+                let hs = tokio::time::timeout(
+                    self.settings.request_timeout,
+                    link.connect(&identity, &key),
+                )
+                .await;
+                match hs {
+                    Ok(Ok(())) => {}
+                    Ok(Err(LinkError::Cme(_))) => {
+                        return Err(
+                            "the handset refused our key (unpaired or revoked there?)".into()
+                        );
+                    }
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => return Err("no answer to the handshake".into()),
+                }
+                self.link = Some(link);
+                self.generation += 1;
+                self.set_state(LinkState::Connected {
+                    generation: self.generation,
+                });
+            }
+        }
+        self.publish_stats();
+        Ok(())
+    }
+
+    async fn run(mut self) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            if *self.shutdown.borrow() {
+                break;
+            }
+            if self.link.is_none() {
+                match self.connect().await {
+                    Ok(()) => backoff = MIN_BACKOFF,
+                    Err(reason) => {
+                        self.set_state(LinkState::Away { reason });
+                        // Wait out the back-off, still answering callers (pairing may
+                        // proceed; everything else fails at once).
+                        let deadline = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(self.settings.max_backoff);
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(deadline) => break,
+                                _ = self.shutdown.changed() => break,
+                                job = self.rx.recv() => match job {
+                                    None => return,
+                                    Some(job) => {
+                                        if matches!(job.op, Op::Pair(_)) {
+                                            self.execute(job).await;
+                                            if self.link.is_some() { break; }
+                                        } else {
+                                            let r = removed(&self.settings.name, "is away");
+                                            let _ = job.reply.send(Err(r));
+                                        }
+                                    }
+                                },
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            let job = match self.queue.pop() {
+                Some(j) => Some(j),
+                None => {
+                    tokio::select! {
+                        job = self.rx.recv() => match job {
+                            None => break,
+                            Some(j) => Some(j),
+                        },
+                        _ = self.shutdown.changed() => None,
+                        _ = tokio::time::sleep(self.settings.health_interval) => {
+                            self.probe().await;
+                            None
+                        }
+                    }
+                }
+            };
+            let Some(job) = job else { continue };
+            // Everyone who queued meanwhile gets a fair place.
+            self.queue.push(job);
+            while let Ok(j) = self.rx.try_recv() {
+                self.queue.push(j);
+            }
+            if let Some(job) = self.queue.pop() {
+                self.execute(job).await;
+            }
+        }
+        // Shutting down: the job in flight has finished; refuse the rest.
+        for job in self.queue.drain() {
+            let _ = job
+                .reply
+                .send(Err(removed(&self.settings.name, "daemon is stopping")));
+        }
+        self.rx.close();
+        while let Ok(job) = self.rx.try_recv() {
+            let _ = job
+                .reply
+                .send(Err(removed(&self.settings.name, "daemon is stopping")));
+        }
+        self.drop_link("daemon stopped".into());
+    }
+
+    async fn probe(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let r = tokio::time::timeout(self.settings.request_timeout, link.ping()).await;
+        if !matches!(r, Ok(Ok(()))) {
+            self.drop_link("health probe failed".into());
+        }
+        self.publish_stats();
+    }
+
+    async fn execute(&mut self, job: Job) {
+        let name = self.settings.name.clone();
+        let result = match job.op {
+            Op::Call(request) => self.call(request).await.map(Outcome::Reply),
+            Op::Pair(code) => self.pair(code).await.map(Outcome::Paired),
+            Op::Unpair => {
+                let r = self
+                    .state
+                    .unpin(&name)
+                    .map_err(|e| Error::token(CkRv::DEVICE_ERROR, e));
+                if r.is_ok() {
+                    self.drop_link("unpaired".into());
+                }
+                r.map(|()| Outcome::Unpaired)
+            }
+        };
+        self.publish_stats();
+        let _ = job.reply.send(result);
+    }
+
+    async fn call(&mut self, request: Request) -> Result<Reply, Error> {
+        let name = self.settings.name.clone();
+        if !matches!(*self.state_tx.borrow(), LinkState::Connected { .. }) {
+            return Err(removed(&name, "has no session"));
+        }
+        let Some(link) = self.link.as_mut() else {
+            return Err(removed(&name, "is away"));
+        };
+        let what = request.name();
+        match tokio::time::timeout(self.settings.request_timeout, link.call(&request)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(LinkError::Token(rv))) => {
+                Err(Error::token(rv, format!("handset refused {what}")))
+            }
+            Ok(Err(LinkError::Request(e))) => Err(Error::token(CkRv::ARGUMENTS_BAD, e)),
+            Ok(Err(e)) => {
+                let reason = format!("link failed during {what}: {e}");
+                self.drop_link(reason.clone());
+                Err(removed(&name, &reason))
+            }
+            Err(_) => {
+                let reason = format!(
+                    "no answer to {what} within {:?}",
+                    self.settings.request_timeout
+                );
+                self.drop_link(reason.clone());
+                Err(removed(&name, &reason))
+            }
+        }
+    }
+
+    async fn pair(&mut self, code: PairingCode) -> Result<[u8; 32], Error> {
+        let name = self.settings.name.clone();
+        if self.link.is_none() {
+            match self.open().await {
+                Ok(l) => self.link = Some(l),
+                Err(reason) => return Err(removed(&name, &format!("cannot be reached: {reason}"))),
+            }
+        }
+        let identity = self.state.identity().clone();
+        let host_name = self.settings.host_name.clone();
+        let Some(link) = self.link.as_mut() else {
+            return Err(removed(&name, "is away"));
+        };
+        let r = tokio::time::timeout(
+            self.settings.request_timeout,
+            link.pair(&identity, &code, &host_name),
+        )
+        .await;
+        match r {
+            Ok(Ok((key, handset_name))) => {
+                self.state
+                    .pin(&name, &key)
+                    .map_err(|e| Error::token(CkRv::DEVICE_ERROR, e))?;
+                log::info!(
+                    "paired with handset '{name}' ('{handset_name}', key {})",
+                    phonecsp_protocol::noise::fingerprint(&key)
+                );
+                self.generation += 1;
+                self.set_state(LinkState::Connected {
+                    generation: self.generation,
+                });
+                Ok(key)
+            }
+            Ok(Err(LinkError::Cme(3))) => {
+                self.restore().await;
+                Err(Error::token(
+                    CkRv::FUNCTION_REJECTED,
+                    "the handset has no pairing code on offer (run `phonecsp-handset pair` there)",
+                ))
+            }
+            Ok(Err(LinkError::Cme(_) | LinkError::Noise(_))) => {
+                self.restore().await;
+                Err(Error::token(
+                    CkRv::FUNCTION_REJECTED,
+                    "pairing failed: wrong code?",
+                ))
+            }
+            Ok(Err(e)) => {
+                let reason = format!("link failed while pairing: {e}");
+                self.drop_link(reason.clone());
+                Err(removed(&name, &reason))
+            }
+            Err(_) => {
+                self.drop_link("no answer while pairing".into());
+                Err(removed(&name, "did not answer while pairing"))
+            }
+        }
+    }
+
+    /// After a failed pairing the old session is gone: reconnect with the
+    /// pinned key, if any, on the next turn of the loop.
+    async fn restore(&mut self) {
+        if self
+            .state
+            .pinned(&self.settings.name)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            self.drop_link("re-establishing the session after a failed pairing".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(caller: &str) -> (Job, oneshot::Receiver<Result<Outcome, Error>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Job {
+                caller: caller.into(),
+                op: Op::Unpair,
+                reply: tx,
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn fair_queue_alternates_between_callers() {
+        let mut q = FairQueue::default();
+        for c in ["a", "a", "a", "b", "c", "b"] {
+            q.push(job(c).0);
+        }
+        let order: Vec<String> = std::iter::from_fn(|| q.pop().map(|j| j.caller)).collect();
+        assert_eq!(order, ["a", "b", "c", "a", "b", "a"]);
+        assert!(q.pop().is_none());
+    }
+}

@@ -1,0 +1,134 @@
+//! The daemon's persistent state under `/var/lib/phonecsp`: its own Noise
+//! static key (`host.key`, mode 0600) and each paired handset's pinned
+//! public key (`handsets/<name>.pub`). Writes are atomic.
+
+use phonecsp_protocol::StaticKeypair;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt key file ({reason}); remove it to start over")]
+    Corrupt { path: PathBuf, reason: &'static str },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+pub struct State {
+    dir: PathBuf,
+    identity: StaticKeypair,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(parent) = path.parent()
+        && let Ok(d) = std::fs::File::open(parent)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn read_key(path: &Path) -> Result<Option<[u8; 32]>, StateError> {
+    match std::fs::read(path) {
+        Ok(b) => b.try_into().map(Some).map_err(|_| StateError::Corrupt {
+            path: path.to_owned(),
+            reason: "not 32 bytes",
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+impl State {
+    /// Opens the state directory, creating it and the host key if needed.
+    pub fn open(dir: &Path) -> Result<State, StateError> {
+        std::fs::create_dir_all(dir.join("handsets")).map_err(io(dir))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        let key_path = dir.join("host.key");
+        let identity = match read_key(&key_path)? {
+            Some(k) => StaticKeypair::from_private(&k),
+            None => {
+                let k = StaticKeypair::generate();
+                write_atomic(&key_path, k.private())?;
+                log::info!("created the daemon's Noise key in {}", key_path.display());
+                k
+            }
+        };
+        Ok(State {
+            dir: dir.to_owned(),
+            identity,
+        })
+    }
+
+    pub fn identity(&self) -> &StaticKeypair {
+        &self.identity
+    }
+
+    fn pin_path(&self, handset: &str) -> PathBuf {
+        self.dir.join("handsets").join(format!("{handset}.pub"))
+    }
+
+    pub fn pinned(&self, handset: &str) -> Result<Option<[u8; 32]>, StateError> {
+        read_key(&self.pin_path(handset))
+    }
+
+    pub fn pin(&self, handset: &str, key: &[u8; 32]) -> Result<(), StateError> {
+        write_atomic(&self.pin_path(handset), key)
+    }
+
+    pub fn unpin(&self, handset: &str) -> Result<(), StateError> {
+        let p = self.pin_path(handset);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_persists_and_pins_roundtrip() {
+        let d = tempfile::tempdir().unwrap();
+        let a = State::open(d.path()).unwrap();
+        let b = State::open(d.path()).unwrap();
+        assert_eq!(a.identity().public(), b.identity().public());
+        let mode = std::fs::metadata(d.path().join("host.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(a.pinned("phone").unwrap(), None);
+        a.pin("phone", &[7; 32]).unwrap();
+        assert_eq!(b.pinned("phone").unwrap(), Some([7; 32]));
+        a.unpin("phone").unwrap();
+        assert_eq!(a.pinned("phone").unwrap(), None);
+        std::fs::write(d.path().join("handsets/x.pub"), b"short").unwrap();
+        assert!(matches!(a.pinned("x"), Err(StateError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,96 @@
+//! Opening a handset's transport: a serial line (tokio-serial; also a pty
+//! or `/dev/rfcommN`) or a Bluetooth RFCOMM socket (bluer), dialled by
+//! channel or found through the Serial Port Profile's SDP record.
+
+use crate::config::Transport;
+use crate::link::{BoxStream, Connector};
+use std::sync::Arc;
+use tokio_serial::SerialPortBuilderExt;
+
+/// The Serial Port Profile UUID (0x1101).
+pub const SPP_UUID: bluer::Uuid = bluer::Uuid::from_u128(0x00001101_0000_1000_8000_00805f9b34fb);
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+pub fn connector(t: &Transport) -> Connector {
+    let t = t.clone();
+    Arc::new(move || {
+        let t = t.clone();
+        Box::pin(async move { open(&t).await })
+    })
+}
+
+pub async fn open(t: &Transport) -> std::io::Result<BoxStream> {
+    match t {
+        Transport::Serial { path, baud } => {
+            let path = path
+                .to_str()
+                .ok_or_else(|| io_err("serial path is not UTF-8"))?;
+            let port = tokio_serial::new(path, *baud)
+                .data_bits(tokio_serial::DataBits::Eight)
+                .parity(tokio_serial::Parity::None)
+                .stop_bits(tokio_serial::StopBits::One)
+                .flow_control(tokio_serial::FlowControl::None)
+                .open_native_async()
+                .map_err(|e| io_err(format!("{path}: {e}")))?;
+            Ok(Box::new(port))
+        }
+        Transport::Bluetooth {
+            address,
+            channel,
+            adapter,
+        } => {
+            let session = bluer::Session::new().await.map_err(io_err)?;
+            let adapter = match adapter {
+                Some(a) => session.adapter(a).map_err(io_err)?,
+                None => session.default_adapter().await.map_err(io_err)?,
+            };
+            match channel {
+                Some(ch) => {
+                    let local = adapter.address().await.map_err(io_err)?;
+                    let socket = bluer::rfcomm::Socket::new()?;
+                    socket.bind(bluer::rfcomm::SocketAddr::new(local, 0))?;
+                    let stream = socket
+                        .connect(bluer::rfcomm::SocketAddr::new(*address, *ch))
+                        .await?;
+                    Ok(Box::new(stream))
+                }
+                None => connect_spp(&session, &adapter, *address).await,
+            }
+        }
+    }
+}
+
+/// Lets BlueZ find the handset's SPP channel by SDP and hand us the socket.
+async fn connect_spp(
+    session: &bluer::Session,
+    adapter: &bluer::Adapter,
+    address: bluer::Address,
+) -> std::io::Result<BoxStream> {
+    use futures_util::StreamExt;
+    let profile = bluer::rfcomm::Profile {
+        uuid: SPP_UUID,
+        role: Some(bluer::rfcomm::Role::Client),
+        require_authentication: Some(false),
+        require_authorization: Some(false),
+        auto_connect: Some(false),
+        ..Default::default()
+    };
+    let mut handle = session.register_profile(profile).await.map_err(io_err)?;
+    let device = adapter.device(address).map_err(io_err)?;
+    let connect = device.connect_profile(&SPP_UUID);
+    let accept = async {
+        while let Some(req) = handle.next().await {
+            if req.device() == address {
+                return req.accept().map_err(io_err);
+            }
+            req.reject(bluer::rfcomm::ReqError::Rejected);
+        }
+        Err(io_err("BlueZ closed the profile"))
+    };
+    let (c, stream) = tokio::join!(connect, accept);
+    c.map_err(io_err)?;
+    Ok(Box::new(stream?))
+}
