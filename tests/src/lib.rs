@@ -1,0 +1,423 @@
+//! Test harness for the end-to-end tier: starts a private `dbus-daemon`,
+//! the handset (`phonecsp-handset serve --pty`) and the daemon
+//! (`phonecspd`) as real processes, and tears them down on drop. The
+//! binaries are the workspace's own, built by `cargo build --workspace --bins`.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PIN: &str = "123456";
+pub const KEY_ID: &[u8] = &[0x01];
+pub const KEY_ID_HEX: &str = "01";
+
+/// A workspace binary next to the test executable's `deps/` directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A private bus anyone on this machine may connect to (so that tests can
+/// call as other users through `setpriv`).
+pub struct TestBus {
+    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub address: String,
+}
+
+impl TestBus {
+    pub fn start() -> TestBus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let socket = dir.path().join("bus");
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            ),
+        )
+        .expect("bus config");
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (install the dbus package)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("bus address");
+        let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777));
+        TestBus {
+            _dir: dir,
+            child: Some(child),
+            address: format!("unix:path={}", socket.display()),
+        }
+    }
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// The emulated handset: its own state directory and a pty whose slave is
+/// reachable at a fixed symlink across restarts.
+pub struct Handset {
+    pub state: PathBuf,
+    pub tty: PathBuf,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl Handset {
+    /// Creates a handset with containers `ssh` (an RSA-2048 key, id 01)
+    /// and `disk` (empty), both with PIN [`PIN`].
+    pub fn create(root: &Path) -> Handset {
+        let h = Handset {
+            state: root.join("handset"),
+            tty: root.join("handset.tty"),
+            child: None,
+            extra_args: Vec::new(),
+        };
+        h.cli_ok(&["init", "--name", "test phone"]);
+        for c in ["ssh", "disk"] {
+            h.cli_ok(&[
+                "container",
+                "create",
+                c,
+                "--kdf-memory",
+                "64",
+                "--kdf-time",
+                "1",
+            ]);
+        }
+        h.cli_ok(&[
+            "key", "generate", "ssh", "--id", KEY_ID_HEX, "--label", "ssh key",
+        ]);
+        h
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("phonecsp-handset"))
+            .arg("--state")
+            .arg(&self.state)
+            .args(args)
+            .env("PHONECSP_PIN", PIN)
+            .stdin(Stdio::null())
+            .output()
+            .expect("phonecsp-handset")
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "phonecsp-handset {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Offers a pairing code authorising `containers`; returns the code.
+    pub fn offer_pairing(&self, containers: &[&str]) -> String {
+        let mut args = vec!["pair"];
+        for c in containers {
+            args.push("--authorise");
+            args.push(c);
+        }
+        self.cli_ok(&args).trim().to_owned()
+    }
+
+    pub fn set_serve_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Starts `serve --pty` and waits until the pty is there.
+    pub fn start(&mut self) {
+        let mut child = Command::new(bin("phonecsp-handset"))
+            .arg("--state")
+            .arg(&self.state)
+            .args(["serve", "--pty", "--pty-link"])
+            .arg(&self.tty)
+            .args(&self.extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("phonecsp-handset serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("PTY line");
+        assert!(line.starts_with("PTY /dev/"), "unexpected: {line}");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl Drop for Handset {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `phonecspd` on a test bus, configured for one handset named `phone`.
+pub struct Daemon {
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// `extra` is appended to the configuration (e.g. `[[token]]` tables).
+    pub fn start(bus: &TestBus, root: &Path, handset: &Handset, extra: &str) -> Daemon {
+        let config = root.join("phonecspd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test host\"\nrequest_timeout_secs = 5\nhealth_interval_secs = 1\nmax_backoff_secs = 1\n\n[access]\nusers = [\"root\", \"{}\"]\n\n[[handset]]\nname = \"phone\"\nserial = \"{}\"\n{extra}",
+                root.join("daemon-state").display(),
+                nix::unistd::getuid(),
+                handset.tty.display()
+            ),
+        )
+        .expect("config");
+        let log = root.join("phonecspd.log");
+        let child = Command::new(bin("phonecspd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--bus")
+            .arg(&bus.address)
+            .arg("-v")
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("phonecspd");
+        let d = Daemon {
+            child: Some(child),
+            config,
+            log,
+        };
+        let addr = bus.address.clone();
+        wait_for("phonecspd on the bus", Duration::from_secs(20), || {
+            name_has_owner(&addr)
+        });
+        d
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        c.wait().expect("wait")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- phonecspd log ---\n{}", self.log());
+        }
+        kill(&mut self.child);
+    }
+}
+
+fn name_has_owner(address: &str) -> bool {
+    // On a thread of its own: callers may be inside a runtime already.
+    let address = address.to_owned();
+    std::thread::spawn(move || name_has_owner_blocking(&address))
+        .join()
+        .unwrap_or(false)
+}
+
+fn name_has_owner_blocking(address: &str) -> bool {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return false;
+    };
+    rt.block_on(async {
+        let Ok(conn) = zbus::connection::Builder::address(address).build().await else {
+            return false;
+        };
+        let Ok(dbus) = zbus::fdo::DBusProxy::new(&conn).await else {
+            return false;
+        };
+        let Ok(name) = zbus::names::BusName::try_from(phonecsp::BUS_NAME) else {
+            return false;
+        };
+        dbus.name_has_owner(name).await.unwrap_or(false)
+    })
+}
+
+/// Runs the `phonecsp` command against the test bus, optionally as
+/// another uid (through `setpriv`, which needs root).
+pub fn phonecsp(bus: &TestBus, as_uid: Option<u32>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = match as_uid {
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .arg("--clear-groups")
+                .arg(bin("phonecsp"));
+            c
+        }
+        None => Command::new(bin("phonecsp")),
+    };
+    cmd.arg("--bus")
+        .arg(&bus.address)
+        .args(args)
+        .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
+        .env_remove("PHONECSP_PIN")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("phonecsp")
+}
+
+pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    wait_for(what, timeout, f)
+}
+
+/// Just enough of the introspection format to compare an interface's
+/// methods, signals and properties with their argument names, types and
+/// directions.
+pub mod introspect {
+    fn attr(tag: &str, name: &str) -> Option<String> {
+        let key = format!("{name}=\"");
+        let start = tag.find(&key)? + key.len();
+        let end = tag[start..].find('"')?;
+        Some(tag[start..start + end].to_owned())
+    }
+
+    /// Lines like `method Sign(in s handset, ..., out ay signature)`, sorted.
+    pub fn interface(xml: &str, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut inside = false;
+        let mut current: Option<String> = None;
+        let mut args: Vec<String> = Vec::new();
+        let mut rest = xml;
+        // Comments may hold anything; drop them first.
+        let mut cleaned = String::new();
+        while let Some(i) = rest.find("<!--") {
+            cleaned.push_str(&rest[..i]);
+            rest = rest[i..].find("-->").map_or("", |j| &rest[i + j + 3..]);
+        }
+        cleaned.push_str(rest);
+        let mut s = cleaned.as_str();
+        while let Some(i) = s.find('<') {
+            let Some(j) = s[i..].find('>') else { break };
+            let tag = &s[i + 1..i + j];
+            s = &s[i + j + 1..];
+            let closing = tag.starts_with('/');
+            let self_closing = tag.ends_with('/');
+            let kind = tag
+                .trim_start_matches('/')
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            match (kind, closing) {
+                ("interface", false) => inside = attr(tag, "name").as_deref() == Some(name),
+                ("interface", true) => inside = false,
+                ("method" | "signal", false) if inside => {
+                    current = Some(format!("{kind} {}", attr(tag, "name").unwrap_or_default()));
+                    args.clear();
+                    if self_closing {
+                        out.push(format!("{}()", current.take().unwrap_or_default()));
+                    }
+                }
+                ("method" | "signal", true) if inside => {
+                    if let Some(c) = current.take() {
+                        out.push(format!("{c}({})", args.join(", ")));
+                    }
+                }
+                ("arg", false) if inside && current.is_some() => {
+                    let is_signal = current.as_deref().is_some_and(|c| c.starts_with("signal"));
+                    let dir = attr(tag, "direction")
+                        .unwrap_or_else(|| if is_signal { "out".into() } else { "in".into() });
+                    args.push(format!(
+                        "{dir} {} {}",
+                        attr(tag, "type").unwrap_or_default(),
+                        attr(tag, "name").unwrap_or_default()
+                    ));
+                }
+                ("property", false) if inside => out.push(format!(
+                    "property {} {} {}",
+                    attr(tag, "name").unwrap_or_default(),
+                    attr(tag, "type").unwrap_or_default(),
+                    attr(tag, "access").unwrap_or_default()
+                )),
+                _ => {}
+            }
+        }
+        out.sort();
+        out
+    }
+}

@@ -1,0 +1,837 @@
+//! The daemon end to end: a real `dbus-daemon`, the handset on a pty, and
+//! `phonecspd`, called through the client library and the `phonecsp`
+//! command. Every result is checked independently of the daemon.
+
+use phonecsp::mechanism::ckm;
+use phonecsp::{Bus, Client, ClientOptions, MechanismParams};
+use phonecsp_protocol::CkRv;
+use phonecsp_tests::{Daemon, Handset, KEY_ID, PIN, TestBus, is_root, phonecsp};
+use rsa::pkcs8::EncodePublicKey;
+use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPublicKey};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+struct Fixture {
+    root: tempfile::TempDir,
+    bus: TestBus,
+    handset: Handset,
+    daemon: Daemon,
+    client: Client,
+}
+
+async fn client(bus: &TestBus) -> Client {
+    Client::connect_with(
+        &Bus::Address(bus.address.clone()),
+        ClientOptions {
+            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+        },
+    )
+    .await
+    .expect("client")
+}
+
+async fn connected(c: &Client) -> bool {
+    c.list_handsets()
+        .await
+        .map(|h| h.iter().all(|h| h.connected))
+        .unwrap_or(false)
+}
+
+async fn wait_connected(c: &Client, want: bool) {
+    for _ in 0..500 {
+        if connected(c).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("handset never became connected={want}");
+}
+
+/// Handset with `ssh` authorised, daemon started and paired.
+async fn fixture(extra_config: &str, serve_args: &[&str]) -> Fixture {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let bus = TestBus::start();
+    let mut handset = Handset::create(root.path());
+    let code = handset.offer_pairing(&["ssh"]);
+    handset.set_serve_args(serve_args);
+    handset.start();
+    let daemon = Daemon::start(&bus, root.path(), &handset, extra_config);
+    let client = client(&bus).await;
+    // Before pairing the handset answers but no session is possible.
+    let tokens = client.list_tokens().await.expect("tokens");
+    assert!(tokens.is_empty());
+    let fp = client.pair("phone", &code).await.expect("pair");
+    assert!(!fp.is_empty());
+    wait_connected(&client, true).await;
+    Fixture {
+        root,
+        bus,
+        handset,
+        daemon,
+        client,
+    }
+}
+
+fn rv<T: std::fmt::Debug>(r: phonecsp::Result<T>) -> CkRv {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.rv(),
+    }
+}
+
+async fn public_key(c: &Client, id: &[u8]) -> RsaPublicKey {
+    let a = c
+        .get_attributes("phone", "ssh", 2, id)
+        .await
+        .expect("attributes");
+    RsaPublicKey::new(
+        BigUint::from_bytes_be(&a[&0x120]),
+        BigUint::from_bytes_be(&a[&0x122]),
+    )
+    .expect("key")
+}
+
+fn self_signed_cert(dir: &std::path::Path) -> Vec<u8> {
+    let o = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=phonecsp e2e",
+            "-days",
+            "1",
+            "-outform",
+            "DER",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("cert.key"))
+        .arg("-out")
+        .arg(dir.join("cert.der"))
+        .output()
+        .expect("openssl");
+    assert!(o.status.success());
+    std::fs::read(dir.join("cert.der")).expect("cert")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_method_end_to_end() {
+    let mut f = fixture("", &[]).await;
+    let c = &f.client;
+    let none = MechanismParams::default();
+
+    let hs = c.list_handsets().await.unwrap();
+    assert_eq!(hs.len(), 1);
+    assert_eq!(hs[0].name, "phone");
+    assert!(hs[0].transport.starts_with("serial:"));
+    assert!(hs[0].connected);
+    assert!(c.version().await.unwrap().starts_with("phonecspd "));
+
+    // Only the authorised container is a token.
+    let tokens = c.list_tokens().await.unwrap();
+    assert_eq!(
+        tokens.iter().map(|t| t.token.as_str()).collect::<Vec<_>>(),
+        ["ssh"]
+    );
+    let info = c.get_token_info("phone", "ssh").await.unwrap();
+    assert_eq!(info.retries_left, 5);
+    assert!(!info.logged_in);
+    assert_eq!(
+        rv(c.get_token_info("phone", "disk").await),
+        CkRv::TOKEN_NOT_PRESENT
+    );
+
+    let objects = c.list_objects("phone", "ssh").await.unwrap();
+    assert_eq!(objects.len(), 2);
+    assert!(
+        objects
+            .iter()
+            .all(|o| o.id == KEY_ID && o.label == "ssh key")
+    );
+    let pk = public_key(c, KEY_ID).await;
+
+    // Private-key work needs a login; the wrong PIN counts.
+    assert_eq!(
+        rv(
+            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"hi")
+                .await
+        ),
+        CkRv::USER_NOT_LOGGED_IN
+    );
+    assert_eq!(
+        rv(c.login("phone", "ssh", b"000000").await),
+        CkRv::PIN_INCORRECT
+    );
+    assert_eq!(
+        c.get_token_info("phone", "ssh").await.unwrap().retries_left,
+        4
+    );
+    c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
+    assert!(c.get_token_info("phone", "ssh").await.unwrap().logged_in);
+
+    // Signatures verify with the public key, outside the daemon.
+    let msg = b"hello phonecsp";
+    let sig = c
+        .sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, msg)
+        .await
+        .unwrap();
+    pk.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), &sig)
+        .unwrap();
+    assert!(
+        c.verify(
+            "phone",
+            "ssh",
+            KEY_ID,
+            ckm::SHA256_RSA_PKCS,
+            &none,
+            msg,
+            &sig
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        !c.verify(
+            "phone",
+            "ssh",
+            KEY_ID,
+            ckm::SHA256_RSA_PKCS,
+            &none,
+            b"forged",
+            &sig
+        )
+        .await
+        .unwrap()
+    );
+    let di = [
+        phonecsp_protocol::HashAlg::Sha256.digest_info_prefix(),
+        &Sha256::digest(msg)[..],
+    ]
+    .concat();
+    let sig = c
+        .sign("phone", "ssh", KEY_ID, ckm::RSA_PKCS, &none, &di)
+        .await
+        .unwrap();
+    pk.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), &sig)
+        .unwrap();
+    let pss = MechanismParams {
+        hash: ckm::SHA256,
+        salt_len: 32,
+        label: vec![],
+    };
+    let sig = c
+        .sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS_PSS, &pss, msg)
+        .await
+        .unwrap();
+    pk.verify(Pss::new_with_salt::<Sha256>(32), &Sha256::digest(msg), &sig)
+        .unwrap();
+    assert!(
+        c.verify(
+            "phone",
+            "ssh",
+            KEY_ID,
+            ckm::SHA256_RSA_PKCS_PSS,
+            &pss,
+            msg,
+            &sig
+        )
+        .await
+        .unwrap()
+    );
+
+    // Decryption: encrypted outside, decrypted on the phone; and the daemon's encrypt.
+    let mut rng = rand::rngs::OsRng;
+    let oaep = MechanismParams {
+        hash: ckm::SHA256,
+        salt_len: 0,
+        label: vec![],
+    };
+    let ct = pk
+        .encrypt(&mut rng, Oaep::new::<Sha256>(), b"oaep secret")
+        .unwrap();
+    assert_eq!(
+        c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS_OAEP, &oaep, &ct)
+            .await
+            .unwrap()
+            .as_slice(),
+        b"oaep secret"
+    );
+    let ct = pk
+        .encrypt(&mut rng, Pkcs1v15Encrypt, b"pkcs1 secret")
+        .unwrap();
+    assert_eq!(
+        c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS, &none, &ct)
+            .await
+            .unwrap()
+            .as_slice(),
+        b"pkcs1 secret"
+    );
+    let ct = c
+        .encrypt(
+            "phone",
+            "ssh",
+            KEY_ID,
+            ckm::RSA_PKCS_OAEP,
+            &oaep,
+            b"round trip",
+        )
+        .await
+        .unwrap();
+    assert_eq!(ct.len(), 256);
+    assert_eq!(
+        c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS_OAEP, &oaep, &ct)
+            .await
+            .unwrap()
+            .as_slice(),
+        b"round trip"
+    );
+
+    // Digest, computed here.
+    assert_eq!(
+        c.digest(ckm::SHA256, b"abc").await.unwrap(),
+        Sha256::digest(b"abc").to_vec()
+    );
+
+    // Random, more than one handset request's worth.
+    let r = c.generate_random("phone", 2500).await.unwrap();
+    assert_eq!(r.len(), 2500);
+    assert!(r.iter().any(|b| *b != 0));
+
+    // Key generation on the phone, with a TokensChanged signal.
+    use futures_util::StreamExt;
+    let mut changed = c.receive_tokens_changed().await.unwrap();
+    let kp = c
+        .generate_key_pair("phone", "ssh", 2048, &[2], "second")
+        .await
+        .unwrap();
+    assert_eq!(kp.id, vec![2]);
+    let signalled = tokio::time::timeout(Duration::from_secs(10), changed.next())
+        .await
+        .unwrap();
+    assert_eq!(signalled.as_deref(), Some("phone"));
+    let pk2 = RsaPublicKey::new(
+        BigUint::from_bytes_be(&kp.modulus),
+        BigUint::from_bytes_be(&kp.exponent),
+    )
+    .unwrap();
+    let sig = c
+        .sign("phone", "ssh", &[2], ckm::SHA256_RSA_PKCS, &none, msg)
+        .await
+        .unwrap();
+    pk2.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), &sig)
+        .unwrap();
+
+    // Certificates.
+    let der = self_signed_cert(f.root.path());
+    c.import_certificate("phone", "ssh", &[2], "second", &der)
+        .await
+        .unwrap();
+    let objects = c.list_objects("phone", "ssh").await.unwrap();
+    assert!(objects.iter().any(|o| o.class == 1 && o.id == [2]));
+    let a = c.get_attributes("phone", "ssh", 1, &[2]).await.unwrap();
+    assert_eq!(a[&0x011], der);
+    c.delete_object("phone", "ssh", 1, &[2]).await.unwrap();
+    assert_eq!(
+        rv(c.get_attributes("phone", "ssh", 1, &[2]).await),
+        CkRv::OBJECT_HANDLE_INVALID
+    );
+    c.delete_object("phone", "ssh", 3, &[2]).await.unwrap();
+    assert_eq!(
+        rv(
+            c.sign("phone", "ssh", &[2], ckm::SHA256_RSA_PKCS, &none, msg)
+                .await
+        ),
+        CkRv::KEY_HANDLE_INVALID
+    );
+
+    // Re-wrap a secret to a recovery key: only the recovery key opens it.
+    let recovery = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+    let spki = recovery
+        .to_public_key()
+        .to_public_key_der()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let ct = pk
+        .encrypt(&mut rng, Oaep::new::<Sha256>(), b"disk key")
+        .unwrap();
+    let re = c
+        .rewrap("phone", "ssh", KEY_ID, ckm::SHA256, &ct, ckm::SHA256, &spki)
+        .await
+        .unwrap();
+    assert_eq!(
+        recovery.decrypt(Oaep::new::<Sha256>(), &re).unwrap(),
+        b"disk key"
+    );
+
+    // PIN change; logout.
+    c.change_pin("phone", "ssh", PIN.as_bytes(), b"654321")
+        .await
+        .unwrap();
+    assert_eq!(
+        rv(c.login("phone", "ssh", PIN.as_bytes()).await),
+        CkRv::PIN_INCORRECT
+    );
+    c.login("phone", "ssh", b"654321").await.unwrap();
+    c.logout("phone", "ssh").await.unwrap();
+    assert_eq!(
+        rv(
+            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, msg)
+                .await
+        ),
+        CkRv::USER_NOT_LOGGED_IN
+    );
+
+    let stats = c.statistics().await.unwrap();
+    assert!(stats["phone"].requests > 10);
+    assert!(stats["phone"].bytes_out > 0 && stats["phone"].bytes_in > 0);
+
+    // Unpair: the key is forgotten and the handset is no longer usable.
+    c.unpair("phone").await.unwrap();
+    let hs = c.list_handsets().await.unwrap();
+    assert!(hs[0].fingerprint.is_empty());
+    let after = rv(c.get_token_info("phone", "ssh").await);
+    assert!(
+        after == CkRv::TOKEN_NOT_PRESENT || after == CkRv::DEVICE_REMOVED,
+        "{after}"
+    );
+    assert!(f.daemon.is_running());
+    let _ = &f.handset;
+    let _ = &f.bus;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_digest_crosses_the_link() {
+    let f = fixture("", &[]).await;
+    let c = &f.client;
+    c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
+    c.list_objects("phone", "ssh").await.unwrap();
+    let before = c.statistics().await.unwrap()["phone"];
+    let big = vec![0x5a; 1 << 20];
+    let sig = c
+        .sign(
+            "phone",
+            "ssh",
+            KEY_ID,
+            ckm::SHA256_RSA_PKCS,
+            &MechanismParams::default(),
+            &big,
+        )
+        .await
+        .unwrap();
+    let after = c.statistics().await.unwrap()["phone"];
+    let pk = public_key(c, KEY_ID).await;
+    pk.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(&big), &sig)
+        .unwrap();
+    assert_eq!(after.requests - before.requests, 1);
+    // The 1 MiB message stayed here: a DigestInfo (51 bytes) in base64
+    // inside one encrypted frame, plus health probes (`AT`, 3 bytes each).
+    let sent = after.bytes_out - before.bytes_out;
+    assert!(sent < 400, "{sent} bytes sent to the handset");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_arguments_get_clear_errors_and_never_reach_the_link() {
+    let f = fixture("", &[]).await;
+    let c = &f.client;
+    let none = MechanismParams::default();
+    c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
+    c.list_objects("phone", "ssh").await.unwrap();
+    let requests = || async { c.statistics().await.unwrap()["phone"].requests };
+    let before = requests().await;
+
+    assert_eq!(
+        rv(c.sign("phone", "ssh", KEY_ID, 0x9999, &none, b"x").await),
+        CkRv::MECHANISM_INVALID
+    );
+    assert_eq!(
+        rv(
+            c.sign("phone", "ssh", KEY_ID, ckm::RSA_PKCS, &none, &[1; 300])
+                .await
+        ),
+        CkRv::DATA_LEN_RANGE
+    );
+    assert_eq!(
+        rv(
+            c.sign("phone", "ssh", &[9], ckm::SHA256_RSA_PKCS, &none, b"x")
+                .await
+        ),
+        CkRv::KEY_HANDLE_INVALID
+    );
+    assert_eq!(
+        rv(
+            c.sign("phone", "ssh", &[1; 100], ckm::SHA256_RSA_PKCS, &none, b"x")
+                .await
+        ),
+        CkRv::ARGUMENTS_BAD
+    );
+    let wrong = MechanismParams {
+        hash: ckm::SHA_1,
+        salt_len: 20,
+        label: vec![],
+    };
+    assert_eq!(
+        rv(c.sign(
+            "phone",
+            "ssh",
+            KEY_ID,
+            ckm::SHA256_RSA_PKCS_PSS,
+            &wrong,
+            b"x"
+        )
+        .await),
+        CkRv::MECHANISM_PARAM_INVALID
+    );
+    assert_eq!(
+        rv(c.sign(
+            "phone",
+            "ssh",
+            KEY_ID,
+            ckm::RSA_PKCS_PSS,
+            &MechanismParams {
+                hash: ckm::SHA256,
+                salt_len: 32,
+                label: vec![]
+            },
+            &[0; 31]
+        )
+        .await),
+        CkRv::DATA_LEN_RANGE
+    );
+    assert_eq!(
+        rv(
+            c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS, &none, &[1; 10])
+                .await
+        ),
+        CkRv::ENCRYPTED_DATA_LEN_RANGE
+    );
+    assert_eq!(
+        rv(
+            c.decrypt("phone", "ssh", KEY_ID, ckm::SHA256, &none, &[1; 256])
+                .await
+        ),
+        CkRv::MECHANISM_INVALID
+    );
+    assert_eq!(
+        rv(c.get_token_info("phone", "s\"sh").await),
+        CkRv::ARGUMENTS_BAD
+    );
+    assert_eq!(
+        rv(c.get_token_info("nope", "ssh").await),
+        CkRv::TOKEN_NOT_PRESENT
+    );
+    assert_eq!(rv(c.generate_random("phone", 0).await), CkRv::ARGUMENTS_BAD);
+    assert_eq!(
+        rv(c.generate_random("phone", 10_000_000).await),
+        CkRv::ARGUMENTS_BAD
+    );
+    assert_eq!(
+        rv(c.generate_key_pair("phone", "ssh", 1024, &[5], "x").await),
+        CkRv::KEY_SIZE_RANGE
+    );
+    assert_eq!(
+        rv(c.login("phone", "ssh", &[b'1'; 100]).await),
+        CkRv::PIN_LEN_RANGE
+    );
+    assert_eq!(
+        rv(c.import_certificate("phone", "ssh", &[1], "x", b"not DER")
+            .await),
+        CkRv::ATTRIBUTE_VALUE_INVALID
+    );
+    assert_eq!(
+        rv(c.digest(ckm::RSA_PKCS, b"x").await),
+        CkRv::MECHANISM_INVALID
+    );
+    assert_eq!(
+        rv(
+            c.rewrap("phone", "ssh", KEY_ID, 7, &[0; 256], ckm::SHA256, b"\x30")
+                .await
+        ),
+        CkRv::MECHANISM_PARAM_INVALID
+    );
+
+    // A call whose arguments do not match the signature is refused by the bus layer.
+    let raw = c
+        .connection()
+        .call_method(
+            Some(phonecsp::BUS_NAME),
+            phonecsp::OBJECT_PATH,
+            Some(phonecsp::INTERFACE),
+            "Sign",
+            &("phone",),
+        )
+        .await;
+    assert!(raw.is_err());
+
+    assert_eq!(
+        requests().await,
+        before,
+        "a malformed call reached the link"
+    );
+    // And the daemon is still serving.
+    c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_leaves_the_bus_loses_its_login() {
+    let f = fixture("", &[]).await;
+    let none = MechanismParams::default();
+    {
+        let a = client(&f.bus).await;
+        a.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
+        a.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
+            .await
+            .unwrap();
+        // The handset sees the session logged in.
+        assert_ne!(
+            f.client.get_token_info("phone", "ssh").await.unwrap().flags & 0x20,
+            0
+        );
+        a.connection().clone().close().await.unwrap();
+    }
+    // Same uid, another connection: not logged in.
+    let b = client(&f.bus).await;
+    assert_eq!(
+        rv(
+            b.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
+                .await
+        ),
+        CkRv::USER_NOT_LOGGED_IN
+    );
+    // And the daemon logged the handset out, since nobody else was logged in.
+    for _ in 0..250 {
+        if f.client.get_token_info("phone", "ssh").await.unwrap().flags & 0x20 == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the handset session stayed logged in");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_are_told_apart_by_uid() {
+    if !is_root() {
+        eprintln!("SKIPPED: calling as other uids needs root (setpriv)");
+        return;
+    }
+    // uid 65534 may use ssh; uid 1 (daemon) may not (nor anything else).
+    let f = fixture("[[token]]\nname = \"ssh\"\nusers = [\"65534\"]\n", &[]).await;
+    let pin = [("PHONECSP_PIN", PIN)];
+    let allowed = phonecsp(&f.bus, Some(65534), &["--json", "tokens"], &[]);
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&allowed.stdout).contains("\"ssh\""));
+    let refused = phonecsp(&f.bus, Some(1), &["--json", "tokens"], &[]);
+    assert!(
+        refused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("\"ssh\""));
+
+    let msg = f.root.path().join("msg");
+    std::fs::write(&msg, b"signed by nobody").unwrap();
+    let msg = msg.to_str().unwrap();
+    let sig = f.root.path().join("sig");
+    let sig = sig.to_str().unwrap();
+    let ok = phonecsp(
+        &f.bus,
+        Some(65534),
+        &["sign", "ssh", "--key", "01", "--in", msg, "--out", "-"],
+        &pin,
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(ok.stdout.len(), 256);
+    std::fs::write(sig, &ok.stdout).unwrap();
+    let no = phonecsp(
+        &f.bus,
+        Some(1),
+        &["sign", "ssh", "--key", "01", "--in", msg, "--out", "-"],
+        &pin,
+    );
+    assert_eq!(
+        no.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&no.stderr)
+    );
+    assert!(no.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&no.stderr).contains("not available"));
+    // The signature made by the allowed uid verifies (here, as root).
+    let v = phonecsp(
+        &f.bus,
+        None,
+        &[
+            "verify",
+            "ssh",
+            "--key",
+            "01",
+            "--in",
+            msg,
+            "--signature",
+            sig,
+        ],
+        &[],
+    );
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    // Only root may pair.
+    let p = phonecsp(
+        &f.bus,
+        Some(65534),
+        &["pair", "--code", "AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AA"],
+        &[],
+    );
+    assert_eq!(
+        p.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&p.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handset_killed_mid_request_then_back() {
+    // A container whose owner takes a long time to approve: the request is
+    // in flight on the handset when it dies.
+    let mut f = fixture("", &["--prompt-command", "sleep 30"]).await;
+    f.handset.cli_ok(&["container", "policy", "ssh", "confirm"]);
+    let c = f.client.clone();
+    c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
+    c.list_objects("phone", "ssh").await.unwrap();
+    let none = MechanismParams::default();
+    let pending = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.sign(
+                "phone",
+                "ssh",
+                KEY_ID,
+                ckm::SHA256_RSA_PKCS,
+                &MechanismParams::default(),
+                b"x",
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.handset.kill();
+    // The caller hears back well within the request timeout (5 s here).
+    let r = tokio::time::timeout(Duration::from_secs(15), pending)
+        .await
+        .expect("the call hung")
+        .unwrap();
+    assert_eq!(rv(r), CkRv::DEVICE_REMOVED);
+    wait_connected(&c, false).await;
+    // While it is away, calls fail at once.
+    let t = std::time::Instant::now();
+    assert_eq!(
+        rv(
+            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
+                .await
+        ),
+        CkRv::DEVICE_REMOVED
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    // Back (with automatic approval): the daemon reconnects by itself.
+    f.handset.cli_ok(&["container", "policy", "ssh", "auto"]);
+    f.handset.set_serve_args(&[]);
+    f.handset.start();
+    wait_connected(&c, true).await;
+    // A new session: the handset forgot the login, and so did the daemon.
+    assert_eq!(
+        rv(
+            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
+                .await
+        ),
+        CkRv::USER_NOT_LOGGED_IN
+    );
+    c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
+    c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
+        .await
+        .unwrap();
+    assert!(f.daemon.is_running());
+    assert!(!f.daemon.log().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn introspection_matches_the_xml() {
+    let f = fixture("", &[]).await;
+    let reply = f
+        .client
+        .connection()
+        .call_method(
+            Some(phonecsp::BUS_NAME),
+            phonecsp::OBJECT_PATH,
+            Some("org.freedesktop.DBus.Introspectable"),
+            "Introspect",
+            &(),
+        )
+        .await
+        .unwrap();
+    let live: String = reply.body().deserialize().unwrap();
+    let file = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dbus/org.phonecsp.CryptoProvider1.xml"
+    ))
+    .unwrap();
+    let a = phonecsp_tests::introspect::interface(&live, phonecsp::INTERFACE);
+    let b = phonecsp_tests::introspect::interface(&file, phonecsp::INTERFACE);
+    assert!(!b.is_empty());
+    assert_eq!(
+        a, b,
+        "the running service and dbus/org.phonecsp.CryptoProvider1.xml differ"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_the_daemon_cleanly() {
+    let mut f = fixture("", &[]).await;
+    let status = f.daemon.terminate();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_file_line_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("phonecspd.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\nstate_dir = \"/tmp/x\"\nrequest_timeout = 5\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(phonecsp_tests::bin("phonecspd"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("phonecspd.toml:3:"), "{err}");
+    assert!(err.contains("request_timeout"), "{err}");
+    std::fs::write(&cfg, "[[handset]]\nname = \"p\"\nserial = \"/dev/null\"\n").unwrap();
+    let o = std::process::Command::new(phonecsp_tests::bin("phonecspd"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+}
