@@ -1,0 +1,142 @@
+//! The system-bus policy in dbus/: on a bus configured like Debian's
+//! system bus, only the daemon's user may own the name, and any user may
+//! call it. (The policy names the user `phonecsp`; the test substitutes
+//! `nobody`, a user every Debian machine has.)
+
+use phonecsp_tests::{bin, is_root};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SYSTEM_LIKE: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=@SOCKET@</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <include>@POLICY@</include>
+</busconfig>
+"#;
+
+fn as_uid(uid: u32, program: &std::path::Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg(program);
+    c
+}
+
+#[test]
+fn only_the_daemon_user_owns_the_name_and_anyone_may_call() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to run as other users");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let policy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dbus/org.phonecsp.CryptoProvider1.conf"
+    ))
+    .unwrap();
+    assert!(policy.contains("user=\"phonecsp\""));
+    let policy_path = dir.path().join("policy.conf");
+    std::fs::write(
+        &policy_path,
+        policy.replace("user=\"phonecsp\"", "user=\"nobody\""),
+    )
+    .unwrap();
+    let socket = dir.path().join("system_bus");
+    let conf = dir.path().join("system.conf");
+    std::fs::write(
+        &conf,
+        SYSTEM_LIKE
+            .replace("@SOCKET@", socket.to_str().unwrap())
+            .replace("@POLICY@", policy_path.to_str().unwrap()),
+    )
+    .unwrap();
+    let mut bus = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", conf.display()))
+        .arg("--nofork")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "bus did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let address = format!("unix:path={}", socket.display());
+    let cfg = dir.path().join("phonecspd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n[[handset]]\nname = \"phone\"\nserial = \"/nonexistent/tty\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+
+    // Another user cannot take the name.
+    let o = as_uid(1, &bin("phonecspd"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.path().join("state-daemon"))
+        .arg("--bus")
+        .arg(&address)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("AccessDenied") || err.contains("not allowed"),
+        "{err}"
+    );
+
+    // The daemon's user can, and another user may call it.
+    let mut daemon = as_uid(65534, &bin("phonecspd"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--bus")
+        .arg(&address)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut listed = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let o = as_uid(1, &bin("phonecsp"))
+            .args(["--bus", &address, "--json", "handsets"])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            listed = Some(String::from_utf8_lossy(&o.stdout).into_owned());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = bus.kill();
+    let _ = bus.wait();
+    let listed = listed.expect("uid 1 could not call the daemon");
+    assert!(listed.contains("\"phone\""), "{listed}");
+}
