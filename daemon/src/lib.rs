@@ -3,9 +3,11 @@
 //! [`config`], and serves the `org.phonecsp.CryptoProvider1` D-Bus API
 //! ([`service`]). [`run`] puts it together for the binary and the tests.
 
-pub mod config;
 pub mod link;
 pub mod run;
 pub mod service;
-pub mod state;
 pub mod transport;
+
+// The configuration and state files are shared with the disk keyscript,
+// which opens the link itself in an initramfs: see `phonecsp-host`.
+pub use phonecsp_host::{config, state};

@@ -5,7 +5,6 @@
 use crate::config::Transport;
 use crate::link::{BoxStream, Connector};
 use std::sync::Arc;
-use tokio_serial::SerialPortBuilderExt;
 
 /// The Serial Port Profile UUID (0x1101).
 pub const SPP_UUID: bluer::Uuid = bluer::Uuid::from_u128(0x00001101_0000_1000_8000_00805f9b34fb);
@@ -24,19 +23,7 @@ pub fn connector(t: &Transport) -> Connector {
 
 pub async fn open(t: &Transport) -> std::io::Result<BoxStream> {
     match t {
-        Transport::Serial { path, baud } => {
-            let path = path
-                .to_str()
-                .ok_or_else(|| io_err("serial path is not UTF-8"))?;
-            let port = tokio_serial::new(path, *baud)
-                .data_bits(tokio_serial::DataBits::Eight)
-                .parity(tokio_serial::Parity::None)
-                .stop_bits(tokio_serial::StopBits::One)
-                .flow_control(tokio_serial::FlowControl::None)
-                .open_native_async()
-                .map_err(|e| io_err(format!("{path}: {e}")))?;
-            Ok(Box::new(port))
-        }
+        Transport::Serial { path, baud } => Ok(Box::new(phonecsp_host::serial::open(path, *baud)?)),
         Transport::Bluetooth {
             address,
             channel,

@@ -16,6 +16,10 @@ pub enum StateError {
     },
     #[error("{path}: corrupt key file ({reason}); remove it to start over")]
     Corrupt { path: PathBuf, reason: &'static str },
+    #[error(
+        "{path} does not exist: this computer has no phonecsp identity yet (start phonecspd and pair first)"
+    )]
+    NoIdentity { path: PathBuf },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -82,6 +86,25 @@ impl State {
         })
     }
 
+    /// Opens an existing state directory without creating or changing
+    /// anything (the keyscript, possibly on a read-only root or in an
+    /// initramfs): a missing host key is [`StateError::NoIdentity`].
+    pub fn open_existing(dir: &Path) -> Result<State, StateError> {
+        let key_path = dir.join("host.key");
+        match read_key(&key_path)? {
+            Some(k) => Ok(State {
+                dir: dir.to_owned(),
+                identity: StaticKeypair::from_private(&k),
+            }),
+            None => Err(StateError::NoIdentity { path: key_path }),
+        }
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn identity(&self) -> &StaticKeypair {
         &self.identity
     }
@@ -130,5 +153,21 @@ mod tests {
         assert_eq!(a.pinned("phone").unwrap(), None);
         std::fs::write(d.path().join("handsets/x.pub"), b"short").unwrap();
         assert!(matches!(a.pinned("x"), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn open_existing_creates_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let empty = d.path().join("empty");
+        assert!(matches!(
+            State::open_existing(&empty),
+            Err(StateError::NoIdentity { .. })
+        ));
+        assert!(!empty.exists());
+        let a = State::open(d.path()).unwrap();
+        a.pin("phone", &[9; 32]).unwrap();
+        let b = State::open_existing(d.path()).unwrap();
+        assert_eq!(a.identity().public(), b.identity().public());
+        assert_eq!(b.pinned("phone").unwrap(), Some([9; 32]));
     }
 }
