@@ -1,6 +1,7 @@
 //! Client library of the phonecsp D-Bus CryptoProvider: the shared error
 //! type and wire structures, mechanism resolution and the computer-side
-//! crypto, and async and blocking clients.
+//! crypto, and async and blocking clients; LUKS disk unlock ([`luks`],
+//! [`keyscript`], [`direct`]).
 
 pub mod error;
 pub mod local;
@@ -17,6 +18,9 @@ pub const INTERFACE: &str = "org.phonecsp.CryptoProvider1";
 
 pub mod blocking;
 pub mod client;
+pub mod direct;
+pub mod keyscript;
+pub mod luks;
 pub mod proxy;
 
 pub use client::{Bus, Client, ClientOptions};

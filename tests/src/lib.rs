@@ -224,11 +224,22 @@ pub struct Daemon {
 impl Daemon {
     /// `extra` is appended to the configuration (e.g. `[[token]]` tables).
     pub fn start(bus: &TestBus, root: &Path, handset: &Handset, extra: &str) -> Daemon {
+        Daemon::start_with(bus, root, handset, "", extra)
+    }
+
+    /// Like [`Daemon::start`], with `daemon_extra` added to the `[daemon]` table.
+    pub fn start_with(
+        bus: &TestBus,
+        root: &Path,
+        handset: &Handset,
+        daemon_extra: &str,
+        extra: &str,
+    ) -> Daemon {
         let config = root.join("phonecspd.toml");
         std::fs::write(
             &config,
             format!(
-                "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test host\"\nrequest_timeout_secs = 5\nhealth_interval_secs = 1\nmax_backoff_secs = 1\n\n[access]\nusers = [\"root\", \"{}\"]\n\n[[handset]]\nname = \"phone\"\nserial = \"{}\"\n{extra}",
+                "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test host\"\nrequest_timeout_secs = 5\nhealth_interval_secs = 1\nmax_backoff_secs = 1\n{daemon_extra}\n[access]\nusers = [\"root\", \"{}\"]\n\n[[handset]]\nname = \"phone\"\nserial = \"{}\"\n{extra}",
                 root.join("daemon-state").display(),
                 nix::unistd::getuid(),
                 handset.tty.display()

@@ -21,6 +21,9 @@ use phonecsp_protocol::{CkRv, HashAlg};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+#[path = "../cli/luks.rs"]
+mod luks_cmd;
+
 const ENV_PIN: &str = "PHONECSP_PIN";
 const ENV_NEW_PIN: &str = "PHONECSP_NEW_PIN";
 const ENV_PAIRING_CODE: &str = "PHONECSP_PAIRING_CODE";
@@ -181,6 +184,10 @@ Example:
     /// Manage a token's PIN
     #[command(subcommand)]
     Pin(PinCommand),
+
+    /// Unlock LUKS disks with the handset: enrol, re-wrap, list
+    #[command(subcommand)]
+    Luks(luks_cmd::LuksCommand),
 
     /// Pair with a handset using the one-time code it shows (root only)
     #[command(after_help = "\
@@ -518,6 +525,7 @@ fn run(cli: Cli, bus: &Bus) -> Result<(), Failure> {
         }) => cert_export(&cx, &token, &id, &out, pem),
         Command::Cert(CertCommand::Delete { token, id }) => cert_delete(&cx, &token, &id),
         Command::Pin(PinCommand::Change { token }) => pin_change(&cx, &token),
+        Command::Luks(c) => luks_cmd::run(&cx, &c),
         Command::Pair { code } => pair(&cx, code),
         Command::Unpair => unpair(&cx),
     }

@@ -1,0 +1,598 @@
+//! Disk unlock end to end, on LUKS2 image files (no device-mapper here:
+//! `cryptsetup open --test-passphrase` proves a key opens the disk).
+//!
+//! `phonecsp luks enroll` adds the keyslot and token; Debian's own
+//! `/lib/cryptsetup/functions` runs `phonecsp-keyscript` as crypttab would
+//! (`crypttab_parse_options --export`, `run_keyscript`), through the daemon
+//! over D-Bus and, with no daemon and no bus, over the handset's serial
+//! line directly. Every failure must leave stdout empty, say why on
+//! stderr, and leave the disk locked; a later try succeeds once the cause
+//! is fixed. The daemon's AF_UNIX key sockets are tested as
+//! `systemd-cryptsetup` uses them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use phonecsp_tests::{Daemon, Handset, PIN, TestBus, bin, phonecsp, wait_until};
+
+const CRYPTSETUP: &str = "/sbin/cryptsetup";
+const NO_BUS: &str = "unix:path=/nonexistent/phonecsp-no-bus";
+
+struct Fx {
+    root: tempfile::TempDir,
+    bus: TestBus,
+    handset: Handset,
+    daemon: Option<Daemon>,
+    image: PathBuf,
+    old_key: PathBuf,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(o: &Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what}: {}\n{}",
+        o.status,
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// A LUKS2 image with one passphrase keyslot (fast PBKDF for tests).
+fn luks_format(image: &Path, key_file: &Path, kind: &str) {
+    std::fs::write(key_file, b"the old passphrase").unwrap();
+    let f = std::fs::File::create(image).unwrap();
+    f.set_len(24 << 20).unwrap();
+    let o = Command::new(CRYPTSETUP)
+        .args([
+            "luksFormat",
+            "--batch-mode",
+            "--type",
+            kind,
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file",
+        ])
+        .arg(key_file)
+        .arg(image)
+        .output()
+        .expect("cryptsetup (install cryptsetup-bin)");
+    ok(&o, "luksFormat");
+}
+
+/// Whether `key` opens the image (cryptsetup reads it from stdin).
+fn opens(image: &Path, key: &[u8]) -> bool {
+    use std::io::Write;
+    let mut c = Command::new(CRYPTSETUP)
+        .args(["open", "--test-passphrase", "--key-file=-"])
+        .arg(image)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = c.stdin.take().unwrap().write_all(key);
+    c.wait().unwrap().success()
+}
+
+fn keyslots(image: &Path) -> Vec<String> {
+    let o = Command::new(CRYPTSETUP)
+        .args(["luksDump", "--dump-json-metadata"])
+        .arg(image)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut k: Vec<String> = v["keyslots"].as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+fn tokens(image: &Path) -> serde_json::Value {
+    let o = Command::new(CRYPTSETUP)
+        .args(["luksDump", "--dump-json-metadata"])
+        .arg(image)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["tokens"].clone()
+}
+
+impl Fx {
+    /// Handset with containers ssh (key 01), disk (key 02) and disk2 (key
+    /// 03), all authorised for the computer; daemon started and paired;
+    /// a LUKS2 image with a passphrase.
+    fn new(daemon_extra: &str, extra: &str) -> Fx {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            root.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let bus = TestBus::start();
+        let mut handset = Handset::create(root.path());
+        handset.cli_ok(&["key", "generate", "disk", "--id", "02", "--label", "disk"]);
+        handset.cli_ok(&[
+            "container",
+            "create",
+            "disk2",
+            "--kdf-memory",
+            "64",
+            "--kdf-time",
+            "1",
+        ]);
+        handset.cli_ok(&["key", "generate", "disk2", "--id", "03", "--label", "disk2"]);
+        let code = handset.offer_pairing(&["ssh", "disk", "disk2"]);
+        handset.start();
+        let daemon = Daemon::start_with(&bus, root.path(), &handset, daemon_extra, extra);
+        ok(
+            &phonecsp(&bus, None, &["pair", "--code", &code], &[]),
+            "pair",
+        );
+        let image = root.path().join("disk.img");
+        let old_key = root.path().join("old.key");
+        luks_format(&image, &old_key, "luks2");
+        std::fs::write(root.path().join("pin"), PIN).unwrap();
+        let askpass = root.path().join("askpass");
+        std::fs::write(
+            &askpass,
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$1\" >> {0}/askpass.log\ncat {0}/pin\n",
+                root.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &askpass,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let f = Fx {
+            root,
+            bus,
+            handset,
+            daemon: Some(daemon),
+            image,
+            old_key,
+        };
+        f.wait_connected();
+        f
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        phonecsp(&self.bus, None, args, env)
+    }
+
+    fn wait_connected(&self) {
+        wait_until("the handset connected", Duration::from_secs(20), || {
+            let o = self.cli(&["--json", "handsets"], &[]);
+            o.status.success() && text(&o.stdout).contains("\"connected\": true")
+        });
+    }
+
+    fn enroll(&self, extra: &[&str]) -> String {
+        let image = self.image.to_str().unwrap();
+        let key_file = self.old_key.to_str().unwrap();
+        let mut args = vec!["luks", "enroll", image, "--key-file", key_file];
+        args.extend_from_slice(extra);
+        ok(&self.cli(&args, &[]), "luks enroll")
+    }
+
+    fn set_pin(&self, pin: &str) {
+        std::fs::write(self.path("pin"), pin).unwrap();
+    }
+
+    fn askpass_log(&self) -> String {
+        std::fs::read_to_string(self.path("askpass.log")).unwrap_or_default()
+    }
+
+    /// Debian's crypttab code running the keyscript: with `pipe_to_open`
+    /// its output goes to `cryptsetup open --test-passphrase --key-file=-`,
+    /// else it is returned.
+    fn crypttab(&self, key_field: &str, bus: &str, tried: u32, pipe_to_open: bool) -> Output {
+        let script = if pipe_to_open {
+            format!(
+                ". /lib/cryptsetup/functions\ncrypttab_parse_options --export || exit 90\nrun_keyscript \"$TRIED\" | {CRYPTSETUP} open --test-passphrase --key-file=- \"$CRYPTTAB_SOURCE\"\n"
+            )
+        } else {
+            ". /lib/cryptsetup/functions\ncrypttab_parse_options --export || exit 90\nrun_keyscript \"$TRIED\"\n".to_owned()
+        };
+        let options = format!("luks,keyscript={}", bin("phonecsp-keyscript").display());
+        let config = self.path("phonecspd.toml");
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("CRYPTTAB_NAME", "testdisk")
+            .env("CRYPTTAB_SOURCE", &self.image)
+            .env("CRYPTTAB_KEY", key_field)
+            .env("CRYPTTAB_OPTIONS", &options)
+            .env("_CRYPTTAB_OPTIONS", &options)
+            .env("TRIED", tried.to_string())
+            .env("PHONECSP_BUS", bus)
+            .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
+            .env("PHONECSP_ASKPASS", self.path("askpass"))
+            .env("PHONECSP_CONFIG", &config)
+            .env("PHONECSP_WAIT_SECS", "3")
+            .env_remove("PHONECSP_PIN")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn unlocks(&self, key_field: &str, bus: &str) -> String {
+        let o = self.crypttab(key_field, bus, 0, true);
+        assert!(
+            o.status.success(),
+            "the disk did not open: {}",
+            text(&o.stderr)
+        );
+        text(&o.stderr)
+    }
+
+    /// The keyscript fails: nothing on stdout, `reason` on stderr, and the
+    /// disk stays locked.
+    fn refused(&self, key_field: &str, bus: &str, reason: &str) -> String {
+        let o = self.crypttab(key_field, bus, 0, false);
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "the keyscript succeeded: {err}");
+        assert!(o.stdout.is_empty(), "stdout on failure: {:?}", o.stdout);
+        assert!(err.contains(reason), "expected '{reason}' in: {err}");
+        assert!(!opens(&self.image, &o.stdout));
+        let o = self.crypttab(key_field, bus, 0, true);
+        assert!(!o.status.success(), "the disk opened");
+        err
+    }
+
+    fn bus_address(&self) -> String {
+        self.bus.address.clone()
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.terminate();
+        }
+    }
+}
+
+#[test]
+fn enrol_then_unlock_with_debians_crypttab_code_over_dbus_and_directly() {
+    let mut f = Fx::new("", "");
+    let before = keyslots(&f.image);
+    let out = f.enroll(&["--token", "disk"]);
+    assert!(out.contains("keyslot 1"), "{out}");
+    // A new keyslot; the old one is untouched and still opens.
+    assert_eq!(before, ["0"]);
+    assert_eq!(keyslots(&f.image), ["0", "1"]);
+    assert!(opens(&f.image, b"the old passphrase"));
+    let t = tokens(&f.image);
+    assert_eq!(t["0"]["type"], "phonecsp");
+    assert_eq!(t["0"]["keyslots"], serde_json::json!(["1"]));
+    assert_eq!(t["0"]["handset"], "phone");
+    assert_eq!(t["0"]["container"], "disk");
+    assert_eq!(t["0"]["key_id"], "02");
+    assert_eq!(t["0"]["algorithm"], "RSA-OAEP-SHA256");
+    assert!(t["0"]["wrapped_key"].as_str().unwrap().len() > 300);
+
+    // Through the daemon, the PIN asked with askpass.
+    let bus = f.bus_address();
+    f.unlocks("luks-token", &bus);
+    let asked = f.askpass_log();
+    assert!(
+        asked.contains("PIN of phone/disk to unlock testdisk"),
+        "{asked}"
+    );
+
+    // A wrapped-key file (as for LUKS1 or a detached header).
+    let wrapped = f.path("disk.wrapped.json");
+    let w = wrapped.to_str().unwrap();
+    f.enroll(&["--token", "disk", "--wrapped-file", w]);
+    assert_eq!(keyslots(&f.image), ["0", "1", "2"]);
+    assert_eq!(tokens(&f.image).as_object().unwrap().len(), 1);
+    f.unlocks(w, &bus);
+
+    // The daemon gone, the bus still there: the keyscript opens the link.
+    f.stop_daemon();
+    let err = f.unlocks("luks-token", &bus);
+    assert!(err.contains("opening the handset's link directly"), "{err}");
+    // And no bus at all, as in an initramfs.
+    let err = f.unlocks("luks-token", NO_BUS);
+    assert!(err.contains("no D-Bus"), "{err}");
+    f.unlocks(w, NO_BUS);
+}
+
+#[test]
+fn failures_print_nothing_and_a_later_try_succeeds() {
+    let mut f = Fx::new("", "");
+    f.enroll(&["--token", "disk"]);
+    let bus = f.bus_address();
+
+    // Wrong container: a wrapped file naming another container's key.
+    let good = f.path("good.json");
+    f.enroll(&["--token", "disk", "--wrapped-file", good.to_str().unwrap()]);
+    let json = std::fs::read_to_string(&good).unwrap();
+    let wrong = f.path("wrong.json");
+    std::fs::write(
+        &wrong,
+        json.replace("\"disk\"", "\"ssh\"")
+            .replace("\"key_id\": \"02\"", "\"key_id\": \"01\""),
+    )
+    .unwrap();
+    let wrong = wrong.to_str().unwrap();
+    let asked = f.askpass_log().lines().count();
+    f.refused(wrong, &bus, "is not the key this disk was enrolled with");
+    // No PIN was asked (nor a PIN try spent) for the wrong key.
+    assert_eq!(f.askpass_log().lines().count(), asked);
+    f.unlocks(good.to_str().unwrap(), &bus);
+
+    // Revoked on the phone.
+    f.handset.cli_ok(&["hosts", "revoke", "test host", "disk"]);
+    f.refused("luks-token", &bus, "does not offer container 'disk'");
+    f.handset
+        .cli_ok(&["hosts", "authorise", "test host", "disk"]);
+    f.unlocks("luks-token", &bus);
+
+    // Wrong PIN: the handset counts it; the right one then works.
+    f.set_pin("000000");
+    f.refused("luks-token", &bus, "wrong PIN for phone/disk (4 tries left");
+    f.set_pin(PIN);
+    let o = f.crypttab("luks-token", &bus, 1, true);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        f.askpass_log().contains("(4 tries left)"),
+        "{}",
+        f.askpass_log()
+    );
+
+    // Handset absent.
+    f.handset.kill();
+    f.refused("luks-token", &bus, "handset 'phone' is not reachable");
+    f.handset.start();
+    f.wait_connected();
+    f.unlocks("luks-token", &bus);
+
+    // The same without the daemon or a bus: the keyscript's own link.
+    f.stop_daemon();
+    f.handset.cli_ok(&["hosts", "revoke", "test host", "disk"]);
+    f.refused("luks-token", NO_BUS, "does not offer container 'disk'");
+    f.handset
+        .cli_ok(&["hosts", "authorise", "test host", "disk"]);
+    f.unlocks("luks-token", NO_BUS);
+    f.set_pin("000000");
+    f.refused(
+        "luks-token",
+        NO_BUS,
+        "wrong PIN for phone/disk (4 tries left",
+    );
+    f.set_pin(PIN);
+    f.unlocks("luks-token", NO_BUS);
+    f.handset.kill();
+    f.refused("luks-token", NO_BUS, "handset 'phone' is not reachable");
+    f.handset.start();
+    f.unlocks("luks-token", NO_BUS);
+}
+
+#[test]
+fn rewrap_moves_the_key_to_a_second_container_inside_the_handset() {
+    let f = Fx::new("", "");
+    f.enroll(&["--token", "disk"]);
+    let bus = f.bus_address();
+    // The secret, as the keyscript gives it (only to check that it is
+    // never printed or written by what follows).
+    let o = f.crypttab("luks-token", &bus, 0, false);
+    let secret = o.stdout.clone();
+    assert_eq!(secret.len(), 64, "{}", text(&o.stderr));
+    assert!(opens(&f.image, &secret));
+
+    let image = f.image.to_str().unwrap();
+    let o = f.cli(
+        &["luks", "rewrap", image, "--to-token", "disk2", "--replace"],
+        &[("PHONECSP_PIN", PIN)],
+    );
+    let out = ok(&o, "luks rewrap");
+    assert!(out.contains("to phone/disk2 key 03"), "{out}");
+    let everything = [o.stdout.clone(), o.stderr.clone()].concat();
+    let t = tokens(&f.image);
+    let header = t.to_string();
+    for haystack in [&everything[..], header.as_bytes()] {
+        assert!(
+            !haystack.windows(secret.len()).any(|w| w == &secret[..]),
+            "the secret leaked"
+        );
+    }
+    // One token, for disk2, opening the same keyslot; no new keyslot.
+    assert_eq!(t.as_object().unwrap().len(), 1, "{t}");
+    let (_, tok) = t.as_object().unwrap().iter().next().unwrap();
+    assert_eq!(tok["container"], "disk2");
+    assert_eq!(tok["keyslots"], serde_json::json!(["1"]));
+    assert_eq!(keyslots(&f.image), ["0", "1"]);
+
+    // The first container no longer matters: revoke it; disk2 opens.
+    f.handset.cli_ok(&["hosts", "revoke", "test host", "disk"]);
+    f.unlocks("luks-token", &bus);
+    assert!(f.askpass_log().contains("phone/disk2"));
+
+    // To a recovery key: only its private key opens the result.
+    let rec = f.path("recovery.pem");
+    let recpub = f.path("recovery.pub.pem");
+    ok(
+        &Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&rec)
+            .arg("2048")
+            .output()
+            .unwrap(),
+        "genrsa",
+    );
+    ok(
+        &Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(&rec)
+            .arg("-out")
+            .arg(&recpub)
+            .output()
+            .unwrap(),
+        "rsa -pubout",
+    );
+    let out_file = f.path("recovery.json");
+    let o = f.cli(
+        &[
+            "luks",
+            "rewrap",
+            image,
+            "--to-public-key",
+            recpub.to_str().unwrap(),
+            "--wrapped-file",
+            out_file.to_str().unwrap(),
+        ],
+        &[("PHONECSP_PIN", PIN)],
+    );
+    ok(&o, "luks rewrap --to-public-key");
+    let w: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert!(w.get("handset").is_none());
+    use base64::Engine;
+    let ct = base64::engine::general_purpose::STANDARD
+        .decode(w["wrapped_key"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(f.path("recovery.bin"), &ct).unwrap();
+    let o = Command::new("openssl")
+        .args(["pkeyutl", "-decrypt", "-inkey"])
+        .arg(&rec)
+        .args([
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+            "-in",
+        ])
+        .arg(f.path("recovery.bin"))
+        .output()
+        .unwrap();
+    ok(&o, "openssl pkeyutl -decrypt");
+    assert_eq!(o.stdout, secret);
+    assert!(opens(&f.image, &o.stdout));
+}
+
+#[test]
+fn enrol_refuses_what_it_cannot_do_and_leaves_no_keyslot_behind() {
+    let f = Fx::new("", "");
+    let image = f.image.to_str().unwrap();
+    let key_file = f.old_key.to_str().unwrap();
+    // The wrong existing passphrase: cryptsetup refuses, nothing changes.
+    std::fs::write(f.path("bad.key"), b"not it").unwrap();
+    let o = f.cli(
+        &[
+            "luks",
+            "enroll",
+            image,
+            "--token",
+            "disk",
+            "--key-file",
+            f.path("bad.key").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("luksAddKey"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(keyslots(&f.image), ["0"]);
+    // A container the computer may not use, a key that is not there.
+    let o = f.cli(
+        &[
+            "luks",
+            "enroll",
+            image,
+            "--token",
+            "nope",
+            "--key-file",
+            key_file,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+    let o = f.cli(
+        &[
+            "luks",
+            "enroll",
+            image,
+            "--token",
+            "disk",
+            "--key",
+            "09",
+            "--key-file",
+            key_file,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("no key with id 09"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(keyslots(&f.image), ["0"]);
+    // LUKS1 has no tokens: a wrapped file it is.
+    let luks1 = f.path("luks1.img");
+    luks_format(&luks1, &f.old_key, "luks1");
+    let l1 = luks1.to_str().unwrap();
+    let o = f.cli(
+        &[
+            "luks",
+            "enroll",
+            l1,
+            "--token",
+            "disk",
+            "--key-file",
+            key_file,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("not a LUKS2 device"),
+        "{}",
+        text(&o.stderr)
+    );
+    let w = f.path("luks1.json");
+    let o = f.cli(
+        &[
+            "luks",
+            "enroll",
+            l1,
+            "--token",
+            "disk",
+            "--key-file",
+            key_file,
+            "--wrapped-file",
+            w.to_str().unwrap(),
+        ],
+        &[],
+    );
+    ok(&o, "enroll luks1");
+    let key = f
+        .crypttab(w.to_str().unwrap(), &f.bus_address(), 0, false)
+        .stdout;
+    // (crypttab() points at the LUKS2 image; the key is for the LUKS1 one.)
+    assert!(opens(&luks1, &key));
+    // A typed passphrase reaches cryptsetup through a pipe.
+    let o = f.cli(
+        &["luks", "enroll", image, "--token", "disk2"],
+        &[("PHONECSP_LUKS_PASSPHRASE", "the old passphrase")],
+    );
+    ok(&o, "enroll with a typed passphrase");
+    assert_eq!(keyslots(&f.image), ["0", "1"]);
+}
