@@ -1,6 +1,7 @@
 //! Putting the daemon together: state, one link task per configured
 //! handset, the D-Bus service, and the watchers that turn bus and link
-//! events into dropped logins and signals. Ends cleanly on SIGTERM/SIGINT.
+//! events into dropped logins and signals, and the disk key sockets. Ends
+//! cleanly on SIGTERM/SIGINT.
 
 use crate::config::Config;
 use crate::link::{self, LinkSettings, LinkState};
@@ -76,6 +77,8 @@ pub async fn run(
         tasks.push(task);
     }
     let inner = Arc::new(Inner::new(config, links.clone(), state));
+    // Disk keys for systemd-cryptsetup, if volumes are configured.
+    let key_sockets = tokio::spawn(crate::keysocket::serve(inner.clone(), shutdown_rx.clone()));
     let builder = match &bus {
         BusChoice::System => zbus::connection::Builder::system(),
         BusChoice::Session => zbus::connection::Builder::session(),
@@ -148,6 +151,7 @@ pub async fn run(
     for t in tasks {
         let _ = tokio::time::timeout(grace, t).await;
     }
+    let _ = tokio::time::timeout(Duration::from_secs(1), key_sockets).await;
     left.abort();
     for w in watchers {
         w.abort();

@@ -237,7 +237,9 @@ impl Inner {
         }
     }
 
-    async fn logout_if_unused(&self, handset: &str, token: &str, generation: u64) {
+    /// Logs the handset session out of `token` unless a caller is logged
+    /// in to it in that session.
+    pub(crate) async fn logout_if_unused(&self, handset: &str, token: &str, generation: u64) {
         let still_used = lock(&self.logins)
             .iter()
             .any(|(k, g)| k.1 == handset && k.2 == token && *g == generation);

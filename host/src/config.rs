@@ -1,5 +1,6 @@
-//! `/etc/phonecsp/phonecspd.toml`: the handsets and how to reach them, and
-//! who may use which token. A file that does not parse or does not make
+//! `/etc/phonecsp/phonecspd.toml`: the handsets and how to reach them,
+//! who may use which token, and the disk volumes whose keys the daemon
+//! serves to `systemd-cryptsetup`. A file that does not parse or does not make
 //! sense is refused at start with its path, line and the reason.
 
 use serde::Deserialize;
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 pub const DEFAULT_CONFIG: &str = "/etc/phonecsp/phonecspd.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/phonecsp";
+/// Where `systemd-cryptsetup` looks for a volume's key file or socket.
+pub const DEFAULT_KEY_SOCKET_DIR: &str = "/run/cryptsetup-keys.d";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,6 +39,31 @@ pub struct Config {
     pub handsets: Vec<HandsetConfig>,
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenAccess>,
+    #[serde(default, rename = "volume")]
+    pub volumes: Vec<VolumeConfig>,
+}
+
+/// A disk volume whose key the daemon serves on
+/// `<key_socket_dir>/<name>.key` to `systemd-cryptsetup`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// The volume's name, as in `/etc/crypttab` (`systemd-cryptsetup@<name>`).
+    pub name: String,
+    /// The LUKS2 device whose `phonecsp` token holds the wrapped key.
+    pub device: Option<PathBuf>,
+    /// A detached LUKS2 header holding the token, with `device`.
+    pub header: Option<PathBuf>,
+    /// Which `phonecsp` token, with `device` (default: the first one
+    /// wrapped to a handset).
+    pub token_id: Option<u32>,
+    /// A wrapped-key file (`phonecsp luks enroll --wrapped-file`), instead
+    /// of `device`.
+    pub wrapped: Option<PathBuf>,
+    /// A file holding the container's PIN, owned by root or the daemon's
+    /// user and readable by nobody else (unattended machines). Without it
+    /// the PIN is asked with `systemd-ask-password`.
+    pub pin_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +76,8 @@ pub struct DaemonSection {
     pub health_interval_secs: u64,
     /// Longest wait between reconnection attempts.
     pub max_backoff_secs: u64,
+    /// Where the `[[volume]]` key sockets are made.
+    pub key_socket_dir: PathBuf,
 }
 
 impl Default for DaemonSection {
@@ -58,6 +88,7 @@ impl Default for DaemonSection {
             request_timeout_secs: 60,
             health_interval_secs: 30,
             max_backoff_secs: 5,
+            key_socket_dir: DEFAULT_KEY_SOCKET_DIR.into(),
         }
     }
 }
@@ -184,6 +215,15 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A volume name that is also a safe file name (`<name>.key`).
+fn valid_volume_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s != "."
+        && s != ".."
+        && !s.chars().any(|c| c == '/' || c.is_control())
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -239,6 +279,41 @@ impl Config {
                     locate(h),
                     format!("token '{}' names unknown handset '{h}'", t.name),
                 ));
+            }
+        }
+        let mut volumes = std::collections::HashSet::new();
+        for v in &config.volumes {
+            let at = locate(&v.name);
+            if !valid_volume_name(&v.name) {
+                return Err(invalid(
+                    at,
+                    format!(
+                        "volume name '{}' must be 1-128 characters without '/' or control characters",
+                        v.name
+                    ),
+                ));
+            }
+            if !volumes.insert(v.name.clone()) {
+                return Err(invalid(at, format!("volume '{}' is defined twice", v.name)));
+            }
+            match (&v.device, &v.wrapped) {
+                (Some(_), None) => {}
+                (None, Some(_)) if v.header.is_none() && v.token_id.is_none() => {}
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        at,
+                        format!("volume '{}': header and token_id go with device", v.name),
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        at,
+                        format!(
+                            "volume '{}': give exactly one of `device` or `wrapped`",
+                            v.name
+                        ),
+                    ));
+                }
             }
         }
         if config.daemon.request_timeout_secs == 0 {
@@ -342,6 +417,25 @@ groups = ["wheel"]
         assert!(e.contains("twice"), "{e}");
         let e = parse("[daemon\n").unwrap_err().to_string();
         assert!(e.starts_with("test.toml:1:"), "{e}");
+        let e = parse("[[volume]]\nname = \"data\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exactly one of `device` or `wrapped`"), "{e}");
+        let e = parse("[[volume]]\nname = \"a/b\"\nwrapped = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without '/'"), "{e}");
+        let e = parse("[[volume]]\nname = \"d\"\nwrapped = \"/x\"\ntoken_id = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("go with device"), "{e}");
+        let c = parse("[daemon]\nkey_socket_dir = \"/tmp/k\"\n[[volume]]\nname = \"data\"\ndevice = \"/dev/sdb\"\ntoken_id = 2\npin_file = \"/etc/phonecsp/data.pin\"\n").unwrap();
+        assert_eq!(c.volumes[0].token_id, Some(2));
+        assert_eq!(c.daemon.key_socket_dir, PathBuf::from("/tmp/k"));
+        assert_eq!(
+            parse("").unwrap().daemon.key_socket_dir,
+            PathBuf::from(DEFAULT_KEY_SOCKET_DIR)
+        );
         let e = parse("[[token]]\nname = \"ssh\"\nhandset = \"nope\"\n")
             .unwrap_err()
             .to_string();
