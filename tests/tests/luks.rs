@@ -739,3 +739,88 @@ fn key_sockets_serve_systemd_cryptsetup_and_nobody_else() {
     f.stop_daemon();
     assert!(!data.exists() && !data2.exists());
 }
+
+/// The initramfs-tools hook, run against stand-ins for initramfs-tools'
+/// copy functions and for the system's files: it copies the keyscript,
+/// the configuration, the daemon's key, the pinned handset keys, the
+/// wrapped-key files of phonecsp crypttab entries, and the CDC ACM driver.
+#[test]
+fn the_initramfs_hook_copies_what_the_keyscript_needs() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    std::fs::create_dir_all(p("state/handsets")).unwrap();
+    std::fs::write(p("state/host.key"), [7u8; 32]).unwrap();
+    std::fs::write(p("state/handsets/phone.pub"), [8u8; 32]).unwrap();
+    std::fs::write(p("data.json"), "{}").unwrap();
+    std::fs::write(
+        p("stub"),
+        "copy_exec() { echo \"exec $*\"; }\ncopy_file() { echo \"file $*\"; }\nmanual_add_modules() { echo \"modules $*\"; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p("phonecspd.toml"),
+        format!("[daemon]\nstate_dir = \"{}\"\n", p("state").display()),
+    )
+    .unwrap();
+    let ks = "luks,keyscript=/usr/lib/phonecsp/phonecsp-keyscript";
+    std::fs::write(
+        p("crypttab"),
+        format!(
+            "# name source key options\ncryptroot UUID=1234 luks-token {ks}\ndata /dev/sdb {} {ks}\nswap /dev/sdc /dev/urandom swap\n",
+            p("data.json").display()
+        ),
+    )
+    .unwrap();
+    let hook = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/initramfs/hooks/phonecsp"
+    ))
+    .unwrap()
+    .replace(
+        "/usr/share/initramfs-tools/hook-functions",
+        p("stub").to_str().unwrap(),
+    )
+    .replace("/etc/crypttab", p("crypttab").to_str().unwrap())
+    .replace(
+        "CONFIG=/etc/phonecsp/phonecspd.toml",
+        &format!("CONFIG={}", p("phonecspd.toml").display()),
+    )
+    .replace(
+        "KEYSCRIPT=/usr/lib/phonecsp/phonecsp-keyscript",
+        &format!("KEYSCRIPT={}", bin("phonecsp-keyscript").display()),
+    );
+    std::fs::write(p("hook"), hook).unwrap();
+    let o = Command::new("sh").arg(p("hook")).output().unwrap();
+    let out = ok(&o, "the hook");
+    let state = p("state");
+    for want in [
+        format!("exec {}", bin("phonecsp-keyscript").display()),
+        format!("file config {0} {0}", p("phonecspd.toml").display()),
+        format!("file key {0}/host.key {0}/host.key", state.display()),
+        format!(
+            "file key {0}/handsets/phone.pub {0}/handsets/phone.pub",
+            state.display()
+        ),
+        format!("file wrapped-key {0} {0}", p("data.json").display()),
+        "modules cdc_acm".to_owned(),
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing '{want}' in:\n{out}"
+        );
+    }
+    assert!(!out.contains("urandom"), "{out}");
+    let o = Command::new("sh")
+        .arg(p("hook"))
+        .arg("prereqs")
+        .output()
+        .unwrap();
+    assert_eq!(ok(&o, "prereqs").trim(), "cryptroot");
+    // The boot script loads the driver and never fails the boot.
+    let premount = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/initramfs/scripts/init-premount/phonecsp"
+    );
+    let o = Command::new("sh").arg("-n").arg(premount).output().unwrap();
+    ok(&o, "init-premount syntax");
+}
