@@ -22,5 +22,6 @@ pub mod direct;
 pub mod keyscript;
 pub mod luks;
 pub mod proxy;
+pub mod selfsign;
 
 pub use client::{Bus, Client, ClientOptions};

@@ -432,3 +432,20 @@ pub mod introspect {
         out
     }
 }
+
+/// The PKCS#11 module, `libphonecsp_pkcs11.so`, next to the binaries. It is
+/// a cdylib, which `cargo build --workspace --bins` does not build.
+pub fn pkcs11_module() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let p = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory")
+        .join("libphonecsp_pkcs11.so");
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build -p phonecsp-pkcs11 --lib` first",
+        p.display()
+    );
+    p
+}

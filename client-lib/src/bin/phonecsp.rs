@@ -238,6 +238,25 @@ enum CertCommand {
         #[arg(long)]
         pem: bool,
     },
+    /// Have the handset sign a self-signed certificate for one of its keys,
+    /// and store it next to the key (logs in first)
+    #[command(
+        name = "self-sign",
+        after_help = "Example:\n  phonecsp cert self-sign ssh --id 01 --subject \"CN=alice's phone\" --days 365"
+    )]
+    SelfSign {
+        /// The token (container on the handset)
+        token: String,
+        /// The key's CKA_ID in hex; the certificate gets the same
+        #[arg(long, value_name = "HEX")]
+        id: Id,
+        /// The subject (and issuer), RFC 4514; default CN=<key label>
+        #[arg(long, value_name = "DN")]
+        subject: Option<String>,
+        /// Days of validity from now
+        #[arg(long, value_name = "N", default_value_t = 365)]
+        days: u32,
+    },
     /// Delete a certificate from a token (logs in first)
     #[command(after_help = "Example:\n  phonecsp cert delete web --id 02")]
     Delete {
@@ -524,6 +543,12 @@ fn run(cli: Cli, bus: &Bus) -> Result<(), Failure> {
             pem,
         }) => cert_export(&cx, &token, &id, &out, pem),
         Command::Cert(CertCommand::Delete { token, id }) => cert_delete(&cx, &token, &id),
+        Command::Cert(CertCommand::SelfSign {
+            token,
+            id,
+            subject,
+            days,
+        }) => cert_self_sign(&cx, &token, &id, subject.as_deref(), days),
         Command::Pin(PinCommand::Change { token }) => pin_change(&cx, &token),
         Command::Luks(c) => luks_cmd::run(&cx, &c),
         Command::Pair { code } => pair(&cx, code),
@@ -1264,6 +1289,35 @@ fn cert_import(cx: &Context, token: &str, id: &Id, label: &str, file: &str) -> R
     }
     print_text(&format!(
         "imported the certificate ({} bytes) into {h}/{token} as id {}\n",
+        der.len(),
+        hex(&id.0)
+    ))
+}
+
+fn cert_self_sign(
+    cx: &Context,
+    token: &str,
+    id: &Id,
+    subject: Option<&str>,
+    days: u32,
+) -> Result<(), Failure> {
+    let h = handset(cx)?;
+    ensure_login(cx, &h, token)?;
+    let req = phonecsp::selfsign::SelfSignRequest {
+        handset: &h,
+        token,
+        id: &id.0,
+        subject,
+        days,
+    };
+    let der = phonecsp::selfsign::self_sign(&cx.client, &req)?;
+    if cx.json {
+        return print_json(
+            &json!({ "handset": h, "token": token, "id": hex(&id.0), "length": der.len() }),
+        );
+    }
+    print_text(&format!(
+        "the handset signed a certificate ({} bytes) for key {} in {h}/{token}\n",
         der.len(),
         hex(&id.0)
     ))

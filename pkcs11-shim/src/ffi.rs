@@ -1,0 +1,1433 @@
+//! The C boundary, and the only place with `unsafe` code: every `C_*`
+//! entry point, the 2.40 and 3.0 function lists and the interface list.
+//! Each entry checks and converts its pointers (NULL where a value is
+//! needed is `CKR_ARGUMENTS_BAD`), calls the safe inner function in
+//! `module.rs`, writes the result back following the standard's
+//! length-query and `CKR_BUFFER_TOO_SMALL` rules, and turns the `Result`
+//! into a `CK_RV` through [`Error::rv`]; a panic becomes
+//! `CKR_GENERAL_ERROR` and never crosses into C.
+
+#![allow(non_snake_case)]
+
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use cryptoki_sys::*;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result, fail};
+use crate::mechanisms::{Mechanism, Param};
+use crate::module::{self, InitArgs, Out, pad};
+use crate::objects::{Template, Value};
+
+/// Runs an entry's body: its `Result` or its panic becomes the `CK_RV`.
+fn entry(f: impl FnOnce() -> Result<()>) -> CK_RV {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => CKR_OK,
+        Ok(Err(e)) => e.rv(),
+        Err(_) => CKR_GENERAL_ERROR,
+    }
+}
+
+fn len_usize(len: CK_ULONG) -> Result<usize> {
+    usize::try_from(len).or_else(|_| fail(CKR_ARGUMENTS_BAD))
+}
+
+/// The caller's input buffer.
+///
+/// # Safety
+/// A non-NULL `p` must be valid for reads of `len` bytes for `'a`.
+unsafe fn bytes<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return fail(CKR_ARGUMENTS_BAD);
+    }
+    let len = len_usize(len)?;
+    // SAFETY: non-NULL, and valid for `len` bytes by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// The caller's output buffer of `len` elements.
+///
+/// # Safety
+/// A non-NULL `p` must be valid for writes of `len` elements for `'a`.
+unsafe fn slice_mut<'a, T>(p: *mut T, len: CK_ULONG) -> Result<&'a mut [T]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return fail(CKR_ARGUMENTS_BAD);
+    }
+    let len = len_usize(len)?;
+    // SAFETY: non-NULL, and valid for `len` elements by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
+}
+
+/// A caller's out-parameter.
+///
+/// # Safety
+/// A non-NULL `p` must be valid for reads and writes of one `T` for `'a`.
+unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
+    // SAFETY: `as_mut` checks for NULL; validity is the caller's contract.
+    unsafe { p.as_mut() }.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))
+}
+
+/// Writes `f`'s output the standard's way: a NULL buffer asks for the
+/// length; a short one gets `CKR_BUFFER_TOO_SMALL` with the length needed
+/// (the inner function keeps the operation active then).
+///
+/// # Safety
+/// `len` must be NULL or valid for one `CK_ULONG`; a non-NULL `buf` must be
+/// valid for writes of `*len` bytes.
+unsafe fn write_out(
+    buf: *mut CK_BYTE,
+    len: *mut CK_ULONG,
+    f: impl FnOnce(Option<usize>) -> Result<Out>,
+) -> Result<()> {
+    // SAFETY: the caller's contract for `len`.
+    let len = unsafe { out(len) }?;
+    let cap = if buf.is_null() {
+        None
+    } else {
+        Some(usize::try_from(*len).unwrap_or(usize::MAX))
+    };
+    match f(cap) {
+        Ok(Out::Len(n)) => {
+            *len = n as CK_ULONG;
+            Ok(())
+        }
+        Ok(Out::Data(d)) => {
+            if cap.is_none_or(|c| c < d.len()) {
+                return fail(CKR_GENERAL_ERROR);
+            }
+            // SAFETY: `buf` is non-NULL (cap is Some) and valid for `*len`
+            // bytes, which is at least `d.len()`.
+            let dst = unsafe { slice_mut(buf, d.len() as CK_ULONG) }?;
+            dst.copy_from_slice(&d);
+            *len = d.len() as CK_ULONG;
+            Ok(())
+        }
+        Err(Error::BufferTooSmall { needed }) => {
+            *len = needed as CK_ULONG;
+            Err(Error::BufferTooSmall { needed })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a list of `CK_ULONG`-sized values the same way.
+///
+/// # Safety
+/// As [`write_out`], counting elements instead of bytes.
+unsafe fn write_list<T: Copy>(buf: *mut T, count: *mut CK_ULONG, items: &[T]) -> Result<()> {
+    // SAFETY: the caller's contract for `count`.
+    let count = unsafe { out(count) }?;
+    if buf.is_null() {
+        *count = items.len() as CK_ULONG;
+        return Ok(());
+    }
+    if (*count as usize) < items.len() {
+        *count = items.len() as CK_ULONG;
+        return fail(CKR_BUFFER_TOO_SMALL);
+    }
+    // SAFETY: non-NULL and valid for `*count >= items.len()` elements.
+    let dst = unsafe { slice_mut(buf, items.len() as CK_ULONG) }?;
+    dst.copy_from_slice(items);
+    *count = items.len() as CK_ULONG;
+    Ok(())
+}
+
+/// The caller's mechanism; `None` for NULL.
+///
+/// # Safety
+/// A non-NULL `p` must point to a valid `CK_MECHANISM` whose parameter, if
+/// any, is valid for `ulParameterLen` bytes.
+unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
+    // SAFETY: `as_ref` checks for NULL; validity is the caller's contract.
+    let Some(m) = (unsafe { p.as_ref() }) else {
+        return Ok(None);
+    };
+    let len = len_usize(m.ulParameterLen)?;
+    let param = if m.pParameter.is_null() || len == 0 {
+        Param::None
+    } else if len == std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>()
+        && m.mechanism != CKM_RSA_PKCS_OAEP
+    {
+        // SAFETY: non-NULL and `len` bytes long, the struct's size; read
+        // unaligned since C callers need not align it.
+        let p = unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS) };
+        Param::Pss {
+            hash: p.hashAlg,
+            mgf: p.mgf,
+            salt_len: p.sLen,
+        }
+    } else if len == std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>()
+        && m.mechanism == CKM_RSA_PKCS_OAEP
+    {
+        // SAFETY: as above, for the OAEP parameter struct.
+        let p = unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS) };
+        let label = if p.source == CKZ_DATA_SPECIFIED {
+            // SAFETY: the label is the caller's buffer of ulSourceDataLen bytes.
+            unsafe { bytes(p.pSourceData as *const u8, p.ulSourceDataLen) }?.to_vec()
+        } else if p.source == 0 {
+            Vec::new()
+        } else {
+            return fail(CKR_MECHANISM_PARAM_INVALID);
+        };
+        Param::Oaep {
+            hash: p.hashAlg,
+            mgf: p.mgf,
+            label,
+        }
+    } else {
+        Param::Other
+    };
+    Ok(Some(Mechanism {
+        mechanism: m.mechanism,
+        param,
+    }))
+}
+
+/// # Safety
+/// As [`mechanism`]; NULL is `CKR_ARGUMENTS_BAD` here.
+unsafe fn required_mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
+    // SAFETY: the caller's contract.
+    unsafe { mechanism(p) }?.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))
+}
+
+/// The caller's template, copied.
+///
+/// # Safety
+/// A non-NULL `p` must point to `n` valid `CK_ATTRIBUTE`s whose values are
+/// valid for their lengths.
+unsafe fn template(p: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Template> {
+    // SAFETY: the caller's contract; only read.
+    let attrs = unsafe { slice_mut(p as *mut CK_ATTRIBUTE, n) }?;
+    attrs
+        .iter()
+        .map(|a| {
+            // SAFETY: each value is valid for its length by the contract.
+            let v = unsafe { bytes(a.pValue as *const u8, a.ulValueLen) }?;
+            Ok((a.type_, v.to_vec()))
+        })
+        .collect()
+}
+
+// ---- general-purpose functions -------------------------------------------
+
+extern "C" fn atfork_prepare() {
+    let _ = catch_unwind(module::before_fork);
+}
+
+extern "C" fn atfork_release() {
+    let _ = catch_unwind(module::after_fork);
+}
+
+/// # Safety
+/// `pInitArgs` is NULL or points to a `CK_C_INITIALIZE_ARGS`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_Initialize(pInitArgs: *mut c_void) -> CK_RV {
+    entry(|| {
+        let mut args = InitArgs::default();
+        // SAFETY: NULL or a CK_C_INITIALIZE_ARGS, per the standard.
+        if let Some(a) = unsafe { (pInitArgs as *const CK_C_INITIALIZE_ARGS).as_ref() } {
+            if !a.pReserved.is_null() {
+                return fail(CKR_ARGUMENTS_BAD);
+            }
+            let given = [
+                a.CreateMutex.is_some(),
+                a.DestroyMutex.is_some(),
+                a.LockMutex.is_some(),
+                a.UnlockMutex.is_some(),
+            ];
+            if given.iter().any(|g| *g) && !given.iter().all(|g| *g) {
+                return fail(CKR_ARGUMENTS_BAD);
+            }
+            // Supplied mutex functions are not needed: the module always
+            // uses the operating system's locks.
+            args.cant_create_threads = a.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0;
+        }
+        module::initialize(args, || {
+            // SAFETY: the handlers are plain functions that never unwind.
+            unsafe {
+                libc::pthread_atfork(
+                    Some(atfork_prepare),
+                    Some(atfork_release),
+                    Some(atfork_release),
+                );
+            }
+        })
+    })
+}
+
+/// # Safety
+/// `pReserved` must be NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_Finalize(pReserved: *mut c_void) -> CK_RV {
+    entry(|| {
+        if !pReserved.is_null() {
+            return fail(CKR_ARGUMENTS_BAD);
+        }
+        module::finalize()
+    })
+}
+
+/// # Safety
+/// `pInfo` is NULL or valid for writing a `CK_INFO`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetInfo(pInfo: *mut CK_INFO) -> CK_RV {
+    entry(|| {
+        module::module()?;
+        // SAFETY: the caller's contract.
+        let info = unsafe { out(pInfo) }?;
+        *info = CK_INFO {
+            cryptokiVersion: CK_VERSION { major: 3, minor: 0 },
+            manufacturerID: pad("phonecsp"),
+            flags: 0,
+            libraryDescription: pad("phonecsp: a phone as smart card"),
+            libraryVersion: CK_VERSION { major: 0, minor: 1 },
+        };
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `ppFunctionList` is NULL or valid for writing a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetFunctionList(ppFunctionList: *mut *mut CK_FUNCTION_LIST) -> CK_RV {
+    entry(|| {
+        // SAFETY: the caller's contract.
+        let p = unsafe { out(ppFunctionList) }?;
+        *p = &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut CK_FUNCTION_LIST;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `pInterfacesList` is NULL or valid for `*pulCount` interfaces;
+/// `pulCount` is NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetInterfaceList(
+    pInterfacesList: *mut CK_INTERFACE,
+    pulCount: *mut CK_ULONG,
+) -> CK_RV {
+    // SAFETY: the caller's contract.
+    entry(|| unsafe { write_list(pInterfacesList, pulCount, &INTERFACES.0) })
+}
+
+/// # Safety
+/// `pInterfaceName` is NULL or a NUL-terminated string; `pVersion` NULL or
+/// valid; `ppInterface` NULL or valid for writing a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetInterface(
+    pInterfaceName: *mut CK_UTF8CHAR,
+    pVersion: *mut CK_VERSION,
+    ppInterface: *mut *mut CK_INTERFACE,
+    flags: CK_FLAGS,
+) -> CK_RV {
+    entry(|| {
+        // SAFETY: the caller's contract.
+        let pp = unsafe { out(ppInterface) }?;
+        if !pInterfaceName.is_null() {
+            // SAFETY: a NUL-terminated string by the caller's contract.
+            let name = unsafe { std::ffi::CStr::from_ptr(pInterfaceName as *const _) };
+            if name.to_bytes() != b"PKCS 11" {
+                return fail(CKR_ARGUMENTS_BAD);
+            }
+        }
+        // SAFETY: the caller's contract.
+        let want = unsafe { (pVersion as *const CK_VERSION).as_ref() }.copied();
+        let versions = [
+            (&FUNCTION_LIST_3_0.version, 0usize),
+            (&FUNCTION_LIST.version, 1usize),
+        ];
+        let found = versions.iter().find(|(v, _)| {
+            want.is_none_or(|w| w.major == v.major && w.minor == v.minor)
+                && flags & !INTERFACES.0[0].flags == 0
+        });
+        match found {
+            Some((_, i)) => {
+                *pp = &INTERFACES.0[*i] as *const CK_INTERFACE as *mut CK_INTERFACE;
+                Ok(())
+            }
+            None => fail(CKR_ARGUMENTS_BAD),
+        }
+    })
+}
+
+// ---- slots and tokens -----------------------------------------------------
+
+/// # Safety
+/// `pSlotList` NULL or valid for `*pulCount` IDs; `pulCount` NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetSlotList(
+    tokenPresent: CK_BBOOL,
+    pSlotList: *mut CK_SLOT_ID,
+    pulCount: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        if pulCount.is_null() {
+            return fail(CKR_ARGUMENTS_BAD);
+        }
+        // The list is read afresh on the length query, so that the second
+        // call fills in what the first counted.
+        let list = m.slot_list(tokenPresent != CK_FALSE, pSlotList.is_null());
+        // SAFETY: the caller's contract.
+        unsafe { write_list(pSlotList, pulCount, &list) }
+    })
+}
+
+/// # Safety
+/// `pInfo` NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetSlotInfo(slotID: CK_SLOT_ID, pInfo: *mut CK_SLOT_INFO) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let p = unsafe { out(pInfo) }?;
+        *p = m.slot_info(slotID)?;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `pInfo` NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetTokenInfo(slotID: CK_SLOT_ID, pInfo: *mut CK_TOKEN_INFO) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let p = unsafe { out(pInfo) }?;
+        *p = m.token_info(slotID)?;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `pSlot` NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_WaitForSlotEvent(
+    flags: CK_FLAGS,
+    pSlot: *mut CK_SLOT_ID,
+    _pReserved: *mut c_void,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let p = unsafe { out(pSlot) }?;
+        *p = m.wait_for_slot_event(flags)?;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `pMechanismList` NULL or valid for `*pulCount`; `pulCount` NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetMechanismList(
+    slotID: CK_SLOT_ID,
+    pMechanismList: *mut CK_MECHANISM_TYPE,
+    pulCount: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        let list = m.mechanism_list(slotID)?;
+        // SAFETY: the caller's contract.
+        unsafe { write_list(pMechanismList, pulCount, &list) }
+    })
+}
+
+/// # Safety
+/// `pInfo` NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetMechanismInfo(
+    slotID: CK_SLOT_ID,
+    type_: CK_MECHANISM_TYPE,
+    pInfo: *mut CK_MECHANISM_INFO,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let p = unsafe { out(pInfo) }?;
+        *p = m.mechanism_info(slotID, type_)?;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `pOldPin`/`pNewPin` valid for their lengths.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_SetPIN(
+    hSession: CK_SESSION_HANDLE,
+    pOldPin: *mut CK_UTF8CHAR,
+    ulOldLen: CK_ULONG,
+    pNewPin: *mut CK_UTF8CHAR,
+    ulNewLen: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let old = Zeroizing::new(unsafe { bytes(pOldPin, ulOldLen) }?.to_vec());
+        // SAFETY: the caller's contract.
+        let new = Zeroizing::new(unsafe { bytes(pNewPin, ulNewLen) }?.to_vec());
+        m.set_pin(hSession, &old, &new)
+    })
+}
+
+// ---- sessions ----------------------------------------------------------------
+
+/// # Safety
+/// `phSession` NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_OpenSession(
+    slotID: CK_SLOT_ID,
+    flags: CK_FLAGS,
+    _pApplication: *mut c_void,
+    _Notify: CK_NOTIFY,
+    phSession: *mut CK_SESSION_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let p = unsafe { out(phSession) }?;
+        *p = m.open_session(slotID, flags)?;
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_CloseSession(hSession: CK_SESSION_HANDLE) -> CK_RV {
+    entry(|| module::module()?.close_session(hSession))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_CloseAllSessions(slotID: CK_SLOT_ID) -> CK_RV {
+    entry(|| module::module()?.close_all_sessions(slotID))
+}
+
+/// # Safety
+/// `pInfo` NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetSessionInfo(
+    hSession: CK_SESSION_HANDLE,
+    pInfo: *mut CK_SESSION_INFO,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let p = unsafe { out(pInfo) }?;
+        *p = m.session_info(hSession)?;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `pPin` NULL (with length 0) or valid for `ulPinLen` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_Login(
+    hSession: CK_SESSION_HANDLE,
+    userType: CK_USER_TYPE,
+    pPin: *mut CK_UTF8CHAR,
+    ulPinLen: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        let pin = if pPin.is_null() && ulPinLen == 0 {
+            None
+        } else {
+            // SAFETY: the caller's contract.
+            Some(Zeroizing::new(unsafe { bytes(pPin, ulPinLen) }?.to_vec()))
+        };
+        m.login(hSession, userType, pin)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_Logout(hSession: CK_SESSION_HANDLE) -> CK_RV {
+    entry(|| module::module()?.logout(hSession))
+}
+
+// ---- objects ---------------------------------------------------------------------
+
+/// # Safety
+/// `pTemplate` valid for `ulCount` attributes; `phObject` NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_CreateObject(
+    hSession: CK_SESSION_HANDLE,
+    pTemplate: *mut CK_ATTRIBUTE,
+    ulCount: CK_ULONG,
+    phObject: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let t = unsafe { template(pTemplate, ulCount) }?;
+        // SAFETY: the caller's contract.
+        let p = unsafe { out(phObject) }?;
+        *p = m.create_object(hSession, t)?;
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_DestroyObject(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE) -> CK_RV {
+    entry(|| module::module()?.destroy_object(hSession, hObject))
+}
+
+/// # Safety
+/// `pulSize` NULL or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetObjectSize(
+    hSession: CK_SESSION_HANDLE,
+    hObject: CK_OBJECT_HANDLE,
+    pulSize: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let p = unsafe { out(pulSize) }?;
+        *p = m.object_size(hSession, hObject)?;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `pTemplate` NULL or valid for `ulCount` attributes, each value buffer
+/// NULL or valid for its length.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GetAttributeValue(
+    hSession: CK_SESSION_HANDLE,
+    hObject: CK_OBJECT_HANDLE,
+    pTemplate: *mut CK_ATTRIBUTE,
+    ulCount: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let tmpl = unsafe { slice_mut(pTemplate, ulCount) }?;
+        let attrs = m.get_attributes(hSession, hObject)?;
+        // Every attribute is answered; the first failure other than a short
+        // buffer wins, as the standard lets any of them be returned.
+        let mut result: Result<()> = Ok(());
+        let mut short = false;
+        for a in tmpl.iter_mut() {
+            match attrs.get(&a.type_) {
+                None => {
+                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                    if result.is_ok() {
+                        result = fail(CKR_ATTRIBUTE_TYPE_INVALID);
+                    }
+                }
+                Some(Value::Sensitive) => {
+                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                    if result.is_ok() {
+                        result = fail(CKR_ATTRIBUTE_SENSITIVE);
+                    }
+                }
+                Some(Value::Bytes(v)) => {
+                    if a.pValue.is_null() {
+                        a.ulValueLen = v.len() as CK_ULONG;
+                    } else if (a.ulValueLen as usize) < v.len() {
+                        a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                        short = true;
+                    } else {
+                        // SAFETY: non-NULL and valid for ulValueLen >= v.len()
+                        // bytes by the caller's contract.
+                        let dst = unsafe { slice_mut(a.pValue as *mut u8, v.len() as CK_ULONG) }?;
+                        dst.copy_from_slice(v);
+                        a.ulValueLen = v.len() as CK_ULONG;
+                    }
+                }
+            }
+        }
+        if short && result.is_ok() {
+            return fail(CKR_BUFFER_TOO_SMALL);
+        }
+        result
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_SetAttributeValue(
+    hSession: CK_SESSION_HANDLE,
+    hObject: CK_OBJECT_HANDLE,
+    _pTemplate: *mut CK_ATTRIBUTE,
+    _ulCount: CK_ULONG,
+) -> CK_RV {
+    entry(|| module::module()?.set_attributes(hSession, hObject))
+}
+
+/// # Safety
+/// `pTemplate` NULL (with count 0) or valid for `ulCount` attributes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_FindObjectsInit(
+    hSession: CK_SESSION_HANDLE,
+    pTemplate: *mut CK_ATTRIBUTE,
+    ulCount: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let t = unsafe { template(pTemplate, ulCount) }?;
+        m.find_init(hSession, t)
+    })
+}
+
+/// # Safety
+/// `phObject` valid for `ulMaxObjectCount` handles; `pulObjectCount` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_FindObjects(
+    hSession: CK_SESSION_HANDLE,
+    phObject: *mut CK_OBJECT_HANDLE,
+    ulMaxObjectCount: CK_ULONG,
+    pulObjectCount: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let count = unsafe { out(pulObjectCount) }?;
+        if phObject.is_null() {
+            return fail(CKR_ARGUMENTS_BAD);
+        }
+        // SAFETY: the caller's contract.
+        let dst = unsafe { slice_mut(phObject, ulMaxObjectCount) }?;
+        let found = m.find(hSession, dst.len())?;
+        dst[..found.len()].copy_from_slice(&found);
+        *count = found.len() as CK_ULONG;
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_FindObjectsFinal(hSession: CK_SESSION_HANDLE) -> CK_RV {
+    entry(|| module::module()?.find_final(hSession))
+}
+
+// ---- encryption and decryption ---------------------------------------------------------
+
+/// # Safety
+/// `pMechanism` NULL or a valid mechanism.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_EncryptInit(
+    hSession: CK_SESSION_HANDLE,
+    pMechanism: *mut CK_MECHANISM,
+    hKey: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let mech = unsafe { mechanism(pMechanism) }?;
+        m.encrypt_init(hSession, mech.as_ref(), hKey)
+    })
+}
+
+/// # Safety
+/// Buffers valid for their lengths; `pulEncryptedDataLen` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_Encrypt(
+    hSession: CK_SESSION_HANDLE,
+    pData: *mut CK_BYTE,
+    ulDataLen: CK_ULONG,
+    pEncryptedData: *mut CK_BYTE,
+    pulEncryptedDataLen: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let data = unsafe { bytes(pData, ulDataLen) }?;
+        // SAFETY: the caller's contract.
+        unsafe {
+            write_out(pEncryptedData, pulEncryptedDataLen, |cap| {
+                m.encrypt(hSession, data, cap)
+            })
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_EncryptUpdate(
+    hSession: CK_SESSION_HANDLE,
+    _pPart: *mut CK_BYTE,
+    _ulPartLen: CK_ULONG,
+    _pEncryptedPart: *mut CK_BYTE,
+    _pulEncryptedPartLen: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| module::module()?.no_multipart_crypt(hSession, true))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_EncryptFinal(
+    hSession: CK_SESSION_HANDLE,
+    _pLastEncryptedPart: *mut CK_BYTE,
+    _pulLastEncryptedPartLen: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| module::module()?.no_multipart_crypt(hSession, true))
+}
+
+/// # Safety
+/// `pMechanism` NULL or a valid mechanism.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_DecryptInit(
+    hSession: CK_SESSION_HANDLE,
+    pMechanism: *mut CK_MECHANISM,
+    hKey: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let mech = unsafe { mechanism(pMechanism) }?;
+        m.decrypt_init(hSession, mech.as_ref(), hKey)
+    })
+}
+
+/// # Safety
+/// Buffers valid for their lengths; `pulDataLen` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_Decrypt(
+    hSession: CK_SESSION_HANDLE,
+    pEncryptedData: *mut CK_BYTE,
+    ulEncryptedDataLen: CK_ULONG,
+    pData: *mut CK_BYTE,
+    pulDataLen: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let data = unsafe { bytes(pEncryptedData, ulEncryptedDataLen) }?;
+        // SAFETY: the caller's contract.
+        unsafe { write_out(pData, pulDataLen, |cap| m.decrypt(hSession, data, cap)) }
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_DecryptUpdate(
+    hSession: CK_SESSION_HANDLE,
+    _pEncryptedPart: *mut CK_BYTE,
+    _ulEncryptedPartLen: CK_ULONG,
+    _pPart: *mut CK_BYTE,
+    _pulPartLen: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| module::module()?.no_multipart_crypt(hSession, false))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_DecryptFinal(
+    hSession: CK_SESSION_HANDLE,
+    _pLastPart: *mut CK_BYTE,
+    _pulLastPartLen: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| module::module()?.no_multipart_crypt(hSession, false))
+}
+
+// ---- message digesting ---------------------------------------------------------------
+
+/// # Safety
+/// `pMechanism` NULL or a valid mechanism.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_DigestInit(
+    hSession: CK_SESSION_HANDLE,
+    pMechanism: *mut CK_MECHANISM,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let mech = unsafe { mechanism(pMechanism) }?;
+        m.digest_init(hSession, mech.as_ref())
+    })
+}
+
+/// # Safety
+/// Buffers valid for their lengths; `pulDigestLen` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_Digest(
+    hSession: CK_SESSION_HANDLE,
+    pData: *mut CK_BYTE,
+    ulDataLen: CK_ULONG,
+    pDigest: *mut CK_BYTE,
+    pulDigestLen: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let data = unsafe { bytes(pData, ulDataLen) }?;
+        // SAFETY: the caller's contract.
+        unsafe {
+            write_out(pDigest, pulDigestLen, |cap| {
+                m.digest(hSession, Some(data), cap)
+            })
+        }
+    })
+}
+
+/// # Safety
+/// `pPart` valid for `ulPartLen` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_DigestUpdate(
+    hSession: CK_SESSION_HANDLE,
+    pPart: *mut CK_BYTE,
+    ulPartLen: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let data = unsafe { bytes(pPart, ulPartLen) }?;
+        m.digest_update(hSession, data)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_DigestKey(hSession: CK_SESSION_HANDLE, _hKey: CK_OBJECT_HANDLE) -> CK_RV {
+    entry(|| module::module()?.digest_key(hSession))
+}
+
+/// # Safety
+/// `pDigest` NULL or valid for `*pulDigestLen`; `pulDigestLen` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_DigestFinal(
+    hSession: CK_SESSION_HANDLE,
+    pDigest: *mut CK_BYTE,
+    pulDigestLen: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        unsafe { write_out(pDigest, pulDigestLen, |cap| m.digest(hSession, None, cap)) }
+    })
+}
+
+// ---- signing and verifying ----------------------------------------------------------------
+
+/// # Safety
+/// `pMechanism` NULL or a valid mechanism.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_SignInit(
+    hSession: CK_SESSION_HANDLE,
+    pMechanism: *mut CK_MECHANISM,
+    hKey: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let mech = unsafe { mechanism(pMechanism) }?;
+        m.sign_init(hSession, mech.as_ref(), hKey)
+    })
+}
+
+/// # Safety
+/// Buffers valid for their lengths; `pulSignatureLen` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_Sign(
+    hSession: CK_SESSION_HANDLE,
+    pData: *mut CK_BYTE,
+    ulDataLen: CK_ULONG,
+    pSignature: *mut CK_BYTE,
+    pulSignatureLen: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let data = unsafe { bytes(pData, ulDataLen) }?;
+        // SAFETY: the caller's contract.
+        unsafe {
+            write_out(pSignature, pulSignatureLen, |cap| {
+                m.sign(hSession, Some(data), cap)
+            })
+        }
+    })
+}
+
+/// # Safety
+/// `pPart` valid for `ulPartLen` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_SignUpdate(
+    hSession: CK_SESSION_HANDLE,
+    pPart: *mut CK_BYTE,
+    ulPartLen: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let data = unsafe { bytes(pPart, ulPartLen) }?;
+        m.sign_update(hSession, data)
+    })
+}
+
+/// # Safety
+/// `pSignature` NULL or valid for `*pulSignatureLen`; `pulSignatureLen` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_SignFinal(
+    hSession: CK_SESSION_HANDLE,
+    pSignature: *mut CK_BYTE,
+    pulSignatureLen: *mut CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        unsafe {
+            write_out(pSignature, pulSignatureLen, |cap| {
+                m.sign(hSession, None, cap)
+            })
+        }
+    })
+}
+
+/// # Safety
+/// `pMechanism` NULL or a valid mechanism.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_VerifyInit(
+    hSession: CK_SESSION_HANDLE,
+    pMechanism: *mut CK_MECHANISM,
+    hKey: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let mech = unsafe { mechanism(pMechanism) }?;
+        m.verify_init(hSession, mech.as_ref(), hKey)
+    })
+}
+
+/// # Safety
+/// Buffers valid for their lengths.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_Verify(
+    hSession: CK_SESSION_HANDLE,
+    pData: *mut CK_BYTE,
+    ulDataLen: CK_ULONG,
+    pSignature: *mut CK_BYTE,
+    ulSignatureLen: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let data = unsafe { bytes(pData, ulDataLen) }?;
+        // SAFETY: the caller's contract.
+        let sig = unsafe { bytes(pSignature, ulSignatureLen) }?;
+        m.verify(hSession, Some(data), sig)
+    })
+}
+
+/// # Safety
+/// `pPart` valid for `ulPartLen` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_VerifyUpdate(
+    hSession: CK_SESSION_HANDLE,
+    pPart: *mut CK_BYTE,
+    ulPartLen: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let data = unsafe { bytes(pPart, ulPartLen) }?;
+        m.verify_update(hSession, data)
+    })
+}
+
+/// # Safety
+/// `pSignature` valid for `ulSignatureLen` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_VerifyFinal(
+    hSession: CK_SESSION_HANDLE,
+    pSignature: *mut CK_BYTE,
+    ulSignatureLen: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let sig = unsafe { bytes(pSignature, ulSignatureLen) }?;
+        m.verify(hSession, None, sig)
+    })
+}
+
+// ---- key management and random numbers ---------------------------------------------------
+
+/// # Safety
+/// `pMechanism` a valid mechanism; templates valid for their counts;
+/// handle pointers NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GenerateKeyPair(
+    hSession: CK_SESSION_HANDLE,
+    pMechanism: *mut CK_MECHANISM,
+    pPublicKeyTemplate: *mut CK_ATTRIBUTE,
+    ulPublicKeyAttributeCount: CK_ULONG,
+    pPrivateKeyTemplate: *mut CK_ATTRIBUTE,
+    ulPrivateKeyAttributeCount: CK_ULONG,
+    phPublicKey: *mut CK_OBJECT_HANDLE,
+    phPrivateKey: *mut CK_OBJECT_HANDLE,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let mech = unsafe { required_mechanism(pMechanism) }?;
+        // SAFETY: the caller's contract.
+        let public = unsafe { template(pPublicKeyTemplate, ulPublicKeyAttributeCount) }?;
+        // SAFETY: the caller's contract.
+        let private = unsafe { template(pPrivateKeyTemplate, ulPrivateKeyAttributeCount) }?;
+        // SAFETY: the caller's contract.
+        let ph_public = unsafe { out(phPublicKey) }?;
+        // SAFETY: the caller's contract.
+        let ph_private = unsafe { out(phPrivateKey) }?;
+        let (pu, pr) = m.generate_key_pair(hSession, &mech, public, private)?;
+        *ph_public = pu;
+        *ph_private = pr;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `RandomData` valid for `ulRandomLen` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn C_GenerateRandom(
+    hSession: CK_SESSION_HANDLE,
+    RandomData: *mut CK_BYTE,
+    ulRandomLen: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        let m = module::module()?;
+        // SAFETY: the caller's contract.
+        let dst = unsafe { slice_mut(RandomData, ulRandomLen) }?;
+        if dst.is_empty() {
+            return m.check_session(hSession);
+        }
+        let r = m.generate_random(hSession, dst.len())?;
+        dst.copy_from_slice(&r);
+        Ok(())
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_SeedRandom(
+    hSession: CK_SESSION_HANDLE,
+    _pSeed: *mut CK_BYTE,
+    _ulSeedLen: CK_ULONG,
+) -> CK_RV {
+    entry(|| {
+        module::module()?.check_session(hSession)?;
+        fail(CKR_RANDOM_SEED_NOT_SUPPORTED)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_GetFunctionStatus(_hSession: CK_SESSION_HANDLE) -> CK_RV {
+    CKR_FUNCTION_NOT_PARALLEL
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_CancelFunction(_hSession: CK_SESSION_HANDLE) -> CK_RV {
+    CKR_FUNCTION_NOT_PARALLEL
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn C_SessionCancel(hSession: CK_SESSION_HANDLE, flags: CK_FLAGS) -> CK_RV {
+    entry(|| module::module()?.cancel(hSession, flags))
+}
+
+// ---- what the handset does not do ------------------------------------------------------------
+
+/// Entry points that answer `CKR_FUNCTION_NOT_SUPPORTED`: token and PIN
+/// initialisation (done on the phone), saved operation state, object
+/// copies, recovery signatures, dual-function updates, secret keys and
+/// wrapping, and the 3.0 message-based functions.
+macro_rules! not_supported {
+    ($($name:ident($($arg:ty),*);)*) => {$(
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name($(_: $arg),*) -> CK_RV {
+            CKR_FUNCTION_NOT_SUPPORTED
+        }
+    )*};
+}
+
+type H = CK_SESSION_HANDLE;
+type B = *mut CK_BYTE;
+type L = CK_ULONG;
+type LP = *mut CK_ULONG;
+type M = *mut CK_MECHANISM;
+type O = CK_OBJECT_HANDLE;
+type OP = *mut CK_OBJECT_HANDLE;
+type A = *mut CK_ATTRIBUTE;
+type V = *mut c_void;
+type U = *mut CK_UTF8CHAR;
+
+not_supported! {
+    C_InitToken(CK_SLOT_ID, U, L, U);
+    C_InitPIN(H, U, L);
+    C_GetOperationState(H, B, LP);
+    C_SetOperationState(H, B, L, O, O);
+    C_CopyObject(H, O, A, L, OP);
+    C_SignRecoverInit(H, M, O);
+    C_SignRecover(H, B, L, B, LP);
+    C_VerifyRecoverInit(H, M, O);
+    C_VerifyRecover(H, B, L, B, LP);
+    C_DigestEncryptUpdate(H, B, L, B, LP);
+    C_DecryptDigestUpdate(H, B, L, B, LP);
+    C_SignEncryptUpdate(H, B, L, B, LP);
+    C_DecryptVerifyUpdate(H, B, L, B, LP);
+    C_GenerateKey(H, M, A, L, OP);
+    C_WrapKey(H, M, O, O, B, LP);
+    C_UnwrapKey(H, M, O, B, L, A, L, OP);
+    C_DeriveKey(H, M, O, A, L, OP);
+    C_LoginUser(H, CK_USER_TYPE, U, L, U, L);
+    C_MessageEncryptInit(H, M, O);
+    C_EncryptMessage(H, V, L, B, L, B, L, B, LP);
+    C_EncryptMessageBegin(H, V, L, B, L);
+    C_EncryptMessageNext(H, V, L, B, L, B, LP, CK_FLAGS);
+    C_MessageEncryptFinal(H);
+    C_MessageDecryptInit(H, M, O);
+    C_DecryptMessage(H, V, L, B, L, B, L, B, LP);
+    C_DecryptMessageBegin(H, V, L, B, L);
+    C_DecryptMessageNext(H, V, L, B, L, B, LP, CK_FLAGS);
+    C_MessageDecryptFinal(H);
+    C_MessageSignInit(H, M, O);
+    C_SignMessage(H, V, L, B, L, B, LP);
+    C_SignMessageBegin(H, V, L);
+    C_SignMessageNext(H, V, L, B, L, B, LP);
+    C_MessageSignFinal(H);
+    C_MessageVerifyInit(H, M, O);
+    C_VerifyMessage(H, V, L, B, L, B, L);
+    C_VerifyMessageBegin(H, V, L);
+    C_VerifyMessageNext(H, V, L, B, L, B, L);
+    C_MessageVerifyFinal(H);
+}
+
+// ---- the function lists -------------------------------------------------------------------------
+
+macro_rules! function_list {
+    ($ty:ident { $($extra:ident),* }) => {
+        $ty {
+            version: CK_VERSION { major: 0, minor: 0 },
+            C_Initialize: Some(C_Initialize),
+            C_Finalize: Some(C_Finalize),
+            C_GetInfo: Some(C_GetInfo),
+            C_GetFunctionList: Some(C_GetFunctionList),
+            C_GetSlotList: Some(C_GetSlotList),
+            C_GetSlotInfo: Some(C_GetSlotInfo),
+            C_GetTokenInfo: Some(C_GetTokenInfo),
+            C_GetMechanismList: Some(C_GetMechanismList),
+            C_GetMechanismInfo: Some(C_GetMechanismInfo),
+            C_InitToken: Some(C_InitToken),
+            C_InitPIN: Some(C_InitPIN),
+            C_SetPIN: Some(C_SetPIN),
+            C_OpenSession: Some(C_OpenSession),
+            C_CloseSession: Some(C_CloseSession),
+            C_CloseAllSessions: Some(C_CloseAllSessions),
+            C_GetSessionInfo: Some(C_GetSessionInfo),
+            C_GetOperationState: Some(C_GetOperationState),
+            C_SetOperationState: Some(C_SetOperationState),
+            C_Login: Some(C_Login),
+            C_Logout: Some(C_Logout),
+            C_CreateObject: Some(C_CreateObject),
+            C_CopyObject: Some(C_CopyObject),
+            C_DestroyObject: Some(C_DestroyObject),
+            C_GetObjectSize: Some(C_GetObjectSize),
+            C_GetAttributeValue: Some(C_GetAttributeValue),
+            C_SetAttributeValue: Some(C_SetAttributeValue),
+            C_FindObjectsInit: Some(C_FindObjectsInit),
+            C_FindObjects: Some(C_FindObjects),
+            C_FindObjectsFinal: Some(C_FindObjectsFinal),
+            C_EncryptInit: Some(C_EncryptInit),
+            C_Encrypt: Some(C_Encrypt),
+            C_EncryptUpdate: Some(C_EncryptUpdate),
+            C_EncryptFinal: Some(C_EncryptFinal),
+            C_DecryptInit: Some(C_DecryptInit),
+            C_Decrypt: Some(C_Decrypt),
+            C_DecryptUpdate: Some(C_DecryptUpdate),
+            C_DecryptFinal: Some(C_DecryptFinal),
+            C_DigestInit: Some(C_DigestInit),
+            C_Digest: Some(C_Digest),
+            C_DigestUpdate: Some(C_DigestUpdate),
+            C_DigestKey: Some(C_DigestKey),
+            C_DigestFinal: Some(C_DigestFinal),
+            C_SignInit: Some(C_SignInit),
+            C_Sign: Some(C_Sign),
+            C_SignUpdate: Some(C_SignUpdate),
+            C_SignFinal: Some(C_SignFinal),
+            C_SignRecoverInit: Some(C_SignRecoverInit),
+            C_SignRecover: Some(C_SignRecover),
+            C_VerifyInit: Some(C_VerifyInit),
+            C_Verify: Some(C_Verify),
+            C_VerifyUpdate: Some(C_VerifyUpdate),
+            C_VerifyFinal: Some(C_VerifyFinal),
+            C_VerifyRecoverInit: Some(C_VerifyRecoverInit),
+            C_VerifyRecover: Some(C_VerifyRecover),
+            C_DigestEncryptUpdate: Some(C_DigestEncryptUpdate),
+            C_DecryptDigestUpdate: Some(C_DecryptDigestUpdate),
+            C_SignEncryptUpdate: Some(C_SignEncryptUpdate),
+            C_DecryptVerifyUpdate: Some(C_DecryptVerifyUpdate),
+            C_GenerateKey: Some(C_GenerateKey),
+            C_GenerateKeyPair: Some(C_GenerateKeyPair),
+            C_WrapKey: Some(C_WrapKey),
+            C_UnwrapKey: Some(C_UnwrapKey),
+            C_DeriveKey: Some(C_DeriveKey),
+            C_SeedRandom: Some(C_SeedRandom),
+            C_GenerateRandom: Some(C_GenerateRandom),
+            C_GetFunctionStatus: Some(C_GetFunctionStatus),
+            C_CancelFunction: Some(C_CancelFunction),
+            C_WaitForSlotEvent: Some(C_WaitForSlotEvent),
+            $($extra: Some($extra),)*
+        }
+    };
+}
+
+static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
+    version: CK_VERSION {
+        major: 2,
+        minor: 40,
+    },
+    ..function_list!(CK_FUNCTION_LIST {})
+};
+
+static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 = CK_FUNCTION_LIST_3_0 {
+    version: CK_VERSION { major: 3, minor: 0 },
+    ..function_list!(CK_FUNCTION_LIST_3_0 {
+        C_GetInterfaceList,
+        C_GetInterface,
+        C_LoginUser,
+        C_SessionCancel,
+        C_MessageEncryptInit,
+        C_EncryptMessage,
+        C_EncryptMessageBegin,
+        C_EncryptMessageNext,
+        C_MessageEncryptFinal,
+        C_MessageDecryptInit,
+        C_DecryptMessage,
+        C_DecryptMessageBegin,
+        C_DecryptMessageNext,
+        C_MessageDecryptFinal,
+        C_MessageSignInit,
+        C_SignMessage,
+        C_SignMessageBegin,
+        C_SignMessageNext,
+        C_MessageSignFinal,
+        C_MessageVerifyInit,
+        C_VerifyMessage,
+        C_VerifyMessageBegin,
+        C_VerifyMessageNext,
+        C_MessageVerifyFinal
+    })
+};
+
+static INTERFACE_NAME: &[u8] = b"PKCS 11\0";
+
+/// The interfaces `C_GetInterfaceList` offers: 3.0 first, then 2.40.
+struct Interfaces([CK_INTERFACE; 2]);
+
+// SAFETY: the pointers inside point to immutable statics (the name and the
+// function lists), which no one writes, so sharing them between threads is
+// sound.
+unsafe impl Sync for Interfaces {}
+
+static INTERFACES: Interfaces = Interfaces([
+    CK_INTERFACE {
+        pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
+        pFunctionList: &FUNCTION_LIST_3_0 as *const CK_FUNCTION_LIST_3_0 as *mut c_void,
+        flags: 0,
+    },
+    CK_INTERFACE {
+        pInterfaceName: INTERFACE_NAME.as_ptr() as *mut CK_UTF8CHAR,
+        pFunctionList: &FUNCTION_LIST as *const CK_FUNCTION_LIST as *mut c_void,
+        flags: 0,
+    },
+]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_pointers_are_arguments_bad() {
+        // SAFETY: NULL is what is being tested; nothing is dereferenced.
+        unsafe {
+            assert_eq!(C_GetFunctionList(std::ptr::null_mut()), CKR_ARGUMENTS_BAD);
+            assert_eq!(
+                C_GetInterfaceList(std::ptr::null_mut(), std::ptr::null_mut()),
+                CKR_ARGUMENTS_BAD
+            );
+            assert_eq!(
+                C_GetInterface(
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    0
+                ),
+                CKR_ARGUMENTS_BAD
+            );
+        }
+    }
+
+    #[test]
+    fn function_lists_and_interfaces() {
+        let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer.
+        assert_eq!(unsafe { C_GetFunctionList(&mut list) }, CKR_OK);
+        // SAFETY: C_GetFunctionList returned a pointer to a static.
+        let l = unsafe { &*list };
+        assert_eq!((l.version.major, l.version.minor), (2, 40));
+        assert!(l.C_WaitForSlotEvent.is_some());
+
+        let mut n: CK_ULONG = 0;
+        // SAFETY: a length query with a valid count pointer.
+        assert_eq!(
+            unsafe { C_GetInterfaceList(std::ptr::null_mut(), &mut n) },
+            CKR_OK
+        );
+        assert_eq!(n, 2);
+        let mut one = [CK_INTERFACE::default(); 1];
+        // SAFETY: a buffer of `n` = 1 interfaces.
+        n = 1;
+        assert_eq!(
+            unsafe { C_GetInterfaceList(one.as_mut_ptr(), &mut n) },
+            CKR_BUFFER_TOO_SMALL
+        );
+        assert_eq!(n, 2);
+
+        let mut iface: *mut CK_INTERFACE = std::ptr::null_mut();
+        let mut v = CK_VERSION {
+            major: 2,
+            minor: 40,
+        };
+        // SAFETY: valid pointers; a NULL name means any.
+        assert_eq!(
+            unsafe { C_GetInterface(std::ptr::null_mut(), &mut v, &mut iface, 0) },
+            CKR_OK
+        );
+        // SAFETY: points into the static interface list.
+        assert_eq!(unsafe { (*iface).pFunctionList }, list as *mut c_void);
+        // SAFETY: as above, with the 3.0 default.
+        assert_eq!(
+            unsafe {
+                C_GetInterface(
+                    INTERFACE_NAME.as_ptr() as *mut _,
+                    std::ptr::null_mut(),
+                    &mut iface,
+                    0,
+                )
+            },
+            CKR_OK
+        );
+        // SAFETY: a 3.0 list, as the interface says.
+        let l3 = unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_0) };
+        assert_eq!(l3.version.major, 3);
+        assert!(l3.C_MessageVerifyFinal.is_some());
+        // Calls before C_Initialize.
+        let mut slots: CK_ULONG = 0;
+        // SAFETY: valid pointers.
+        assert_eq!(
+            unsafe { C_GetSlotList(CK_TRUE, std::ptr::null_mut(), &mut slots) },
+            CKR_CRYPTOKI_NOT_INITIALIZED
+        );
+        assert_eq!(C_CloseSession(1), CKR_CRYPTOKI_NOT_INITIALIZED);
+        assert_eq!(
+            C_WrapKey(
+                0,
+                std::ptr::null_mut(),
+                0,
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut()
+            ),
+            CKR_FUNCTION_NOT_SUPPORTED
+        );
+    }
+}

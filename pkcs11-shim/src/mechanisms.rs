@@ -1,0 +1,299 @@
+//! The mechanisms every token offers, with honest `CK_MECHANISM_INFO`:
+//! `CKF_HW` marks the mechanisms whose private-key step runs on the
+//! handset; hashing, verifying and encrypting run here, in the calling
+//! process, and digests are plain software. Also the conversion of a
+//! caller's mechanism parameters into the client library's terms.
+
+use cryptoki_sys::*;
+use phonecsp::MechanismParams;
+use phonecsp::mechanism::{Encryption, Signing};
+
+use crate::error::{Result, fail};
+
+/// RSA modulus sizes in bits the handset generates and uses.
+pub const MIN_BITS: CK_ULONG = 2048;
+pub const MAX_BITS: CK_ULONG = 4096;
+
+const SIGN: CK_FLAGS = CKF_HW | CKF_SIGN | CKF_VERIFY;
+
+/// `(mechanism, min bits, max bits, flags)`.
+pub const MECHANISMS: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 19] = [
+    (
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        MIN_BITS,
+        MAX_BITS,
+        CKF_HW | CKF_GENERATE_KEY_PAIR,
+    ),
+    (
+        CKM_RSA_PKCS,
+        MIN_BITS,
+        MAX_BITS,
+        SIGN | CKF_DECRYPT | CKF_ENCRYPT,
+    ),
+    (CKM_SHA1_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
+    (CKM_SHA224_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
+    (CKM_SHA256_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
+    (CKM_SHA384_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
+    (CKM_SHA512_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
+    (CKM_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
+    (CKM_SHA1_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
+    (CKM_SHA224_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
+    (CKM_SHA256_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
+    (CKM_SHA384_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
+    (CKM_SHA512_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
+    (
+        CKM_RSA_PKCS_OAEP,
+        MIN_BITS,
+        MAX_BITS,
+        CKF_HW | CKF_ENCRYPT | CKF_DECRYPT,
+    ),
+    (CKM_SHA_1, 0, 0, CKF_DIGEST),
+    (CKM_SHA224, 0, 0, CKF_DIGEST),
+    (CKM_SHA256, 0, 0, CKF_DIGEST),
+    (CKM_SHA384, 0, 0, CKF_DIGEST),
+    (CKM_SHA512, 0, 0, CKF_DIGEST),
+];
+
+/// The mechanisms, in table order.
+pub fn list() -> Vec<CK_MECHANISM_TYPE> {
+    MECHANISMS.iter().map(|(m, ..)| *m).collect()
+}
+
+pub fn info(mech: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
+    match MECHANISMS.iter().find(|(m, ..)| *m == mech) {
+        Some(&(_, min, max, flags)) => Ok(CK_MECHANISM_INFO {
+            ulMinKeySize: min,
+            ulMaxKeySize: max,
+            flags,
+        }),
+        None => fail(CKR_MECHANISM_INVALID),
+    }
+}
+
+/// A mechanism's parameter, as read from the caller's `CK_MECHANISM`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    None,
+    Pss {
+        hash: CK_MECHANISM_TYPE,
+        mgf: CK_ULONG,
+        salt_len: CK_ULONG,
+    },
+    Oaep {
+        hash: CK_MECHANISM_TYPE,
+        mgf: CK_ULONG,
+        label: Vec<u8>,
+    },
+    /// A parameter of a size no mechanism here takes.
+    Other,
+}
+
+/// A caller's mechanism.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mechanism {
+    pub mechanism: CK_MECHANISM_TYPE,
+    pub param: Param,
+}
+
+/// `CKG_MGF1_*` for a `CKM_SHA*`.
+fn mgf_for(hash: CK_MECHANISM_TYPE) -> Option<CK_ULONG> {
+    Some(match hash {
+        CKM_SHA_1 => CKG_MGF1_SHA1,
+        CKM_SHA224 => CKG_MGF1_SHA224,
+        CKM_SHA256 => CKG_MGF1_SHA256,
+        CKM_SHA384 => CKG_MGF1_SHA384,
+        CKM_SHA512 => CKG_MGF1_SHA512,
+        _ => return None,
+    })
+}
+
+fn small(v: CK_ULONG) -> Result<u32> {
+    u32::try_from(v).or_else(|_| fail(CKR_MECHANISM_PARAM_INVALID))
+}
+
+/// A signature mechanism, resolved. The handset uses MGF1 with the
+/// message hash, so any other MGF is refused.
+pub fn signing(m: &Mechanism) -> Result<Signing> {
+    let params = match (&m.param, m.mechanism) {
+        (Param::None, CKM_RSA_PKCS | CKM_SHA1_RSA_PKCS | CKM_SHA224_RSA_PKCS)
+        | (Param::None, CKM_SHA256_RSA_PKCS | CKM_SHA384_RSA_PKCS | CKM_SHA512_RSA_PKCS) => {
+            MechanismParams::default()
+        }
+        (
+            Param::Pss {
+                hash,
+                mgf,
+                salt_len,
+            },
+            _,
+        ) if is_pss(m.mechanism) => {
+            if mgf_for(*hash) != Some(*mgf) {
+                return fail(CKR_MECHANISM_PARAM_INVALID);
+            }
+            MechanismParams {
+                hash: small(*hash)?,
+                salt_len: small(*salt_len)?,
+                label: Vec::new(),
+            }
+        }
+        _ if is_pss(m.mechanism) || is_sign(m.mechanism) => {
+            return fail(CKR_MECHANISM_PARAM_INVALID);
+        }
+        _ => return fail(CKR_MECHANISM_INVALID),
+    };
+    Ok(Signing::from_ckm(small(m.mechanism)?, &params)?)
+}
+
+fn is_pss(m: CK_MECHANISM_TYPE) -> bool {
+    matches!(
+        m,
+        CKM_RSA_PKCS_PSS
+            | CKM_SHA1_RSA_PKCS_PSS
+            | CKM_SHA224_RSA_PKCS_PSS
+            | CKM_SHA256_RSA_PKCS_PSS
+            | CKM_SHA384_RSA_PKCS_PSS
+            | CKM_SHA512_RSA_PKCS_PSS
+    )
+}
+
+fn is_sign(m: CK_MECHANISM_TYPE) -> bool {
+    MECHANISMS
+        .iter()
+        .any(|(x, _, _, f)| *x == m && f & CKF_SIGN != 0)
+}
+
+/// An encryption mechanism, resolved: PKCS#1 v1.5 or OAEP with MGF1 of the
+/// same hash, the label given as `CKZ_DATA_SPECIFIED`.
+pub fn encryption(m: &Mechanism) -> Result<Encryption> {
+    let params = match (&m.param, m.mechanism) {
+        (Param::None, CKM_RSA_PKCS) => MechanismParams::default(),
+        (Param::Oaep { hash, mgf, label }, CKM_RSA_PKCS_OAEP) => {
+            if mgf_for(*hash) != Some(*mgf) {
+                return fail(CKR_MECHANISM_PARAM_INVALID);
+            }
+            MechanismParams {
+                hash: small(*hash)?,
+                salt_len: 0,
+                label: label.clone(),
+            }
+        }
+        (_, CKM_RSA_PKCS | CKM_RSA_PKCS_OAEP) => return fail(CKR_MECHANISM_PARAM_INVALID),
+        _ => return fail(CKR_MECHANISM_INVALID),
+    };
+    Ok(Encryption::from_ckm(small(m.mechanism)?, &params)?)
+}
+
+/// The raw mechanism and parameters the daemon's Sign takes for what the
+/// handset signs: always already hashed here.
+pub fn wire_sign(mech: phonecsp_protocol::SignMechanism) -> (u32, MechanismParams) {
+    match mech {
+        phonecsp_protocol::SignMechanism::Pkcs1 => {
+            (CKM_RSA_PKCS as u32, MechanismParams::default())
+        }
+        phonecsp_protocol::SignMechanism::Pss { hash, salt_len } => (
+            CKM_RSA_PKCS_PSS as u32,
+            MechanismParams {
+                hash: hash.mechanism() as u32,
+                salt_len,
+                label: Vec::new(),
+            },
+        ),
+    }
+}
+
+/// The wire parameters of a resolved encryption.
+pub fn wire_encryption(e: &Encryption) -> (u32, MechanismParams) {
+    match e {
+        Encryption::Pkcs1 => (CKM_RSA_PKCS as u32, MechanismParams::default()),
+        Encryption::Oaep { hash, label } => (
+            CKM_RSA_PKCS_OAEP as u32,
+            MechanismParams {
+                hash: hash.mechanism() as u32,
+                salt_len: 0,
+                label: label.clone(),
+            },
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phonecsp_protocol::HashAlg;
+
+    #[test]
+    fn every_listed_mechanism_has_info() {
+        let l = list();
+        assert_eq!(l.len(), 19);
+        for m in l {
+            let i = info(m).unwrap();
+            assert!(i.flags != 0);
+        }
+        assert_eq!(info(0x1234).unwrap_err().rv(), CKR_MECHANISM_INVALID);
+        assert_eq!(info(CKM_SHA256).unwrap().flags & CKF_HW, 0);
+        assert_ne!(info(CKM_RSA_PKCS).unwrap().flags & CKF_HW, 0);
+    }
+
+    #[test]
+    fn resolves_parameters() {
+        let pss = Mechanism {
+            mechanism: CKM_SHA256_RSA_PKCS_PSS,
+            param: Param::Pss {
+                hash: CKM_SHA256,
+                mgf: CKG_MGF1_SHA256,
+                salt_len: 32,
+            },
+        };
+        assert_eq!(
+            signing(&pss).unwrap(),
+            Signing::Pss {
+                hash: HashAlg::Sha256,
+                salt_len: 32
+            }
+        );
+        let bad_mgf = Mechanism {
+            param: Param::Pss {
+                hash: CKM_SHA256,
+                mgf: CKG_MGF1_SHA1,
+                salt_len: 32,
+            },
+            ..pss.clone()
+        };
+        assert_eq!(
+            signing(&bad_mgf).unwrap_err().rv(),
+            CKR_MECHANISM_PARAM_INVALID
+        );
+        let no_param = Mechanism {
+            param: Param::None,
+            ..pss
+        };
+        assert_eq!(
+            signing(&no_param).unwrap_err().rv(),
+            CKR_MECHANISM_PARAM_INVALID
+        );
+        let digest = Mechanism {
+            mechanism: CKM_SHA256,
+            param: Param::None,
+        };
+        assert_eq!(signing(&digest).unwrap_err().rv(), CKR_MECHANISM_INVALID);
+        let oaep = Mechanism {
+            mechanism: CKM_RSA_PKCS_OAEP,
+            param: Param::Oaep {
+                hash: CKM_SHA256,
+                mgf: CKG_MGF1_SHA256,
+                label: vec![],
+            },
+        };
+        assert_eq!(
+            encryption(&oaep).unwrap(),
+            Encryption::Oaep {
+                hash: HashAlg::Sha256,
+                label: vec![]
+            }
+        );
+        assert_eq!(
+            wire_encryption(&encryption(&oaep).unwrap()).0,
+            CKM_RSA_PKCS_OAEP as u32
+        );
+    }
+}

@@ -1,0 +1,1544 @@
+//! The module's state and every PKCS#11 operation, in safe Rust: slots
+//! (one per (handset, token) the daemon lets this user see, append-only so
+//! slot IDs stay stable for the life of the process), sessions, object
+//! handles, login state and the sign/verify/encrypt/decrypt/digest
+//! operations. `ffi.rs` calls these and only converts pointers.
+//!
+//! Locking: the global state is an `RwLock<Option<Arc<Module>>>` held only
+//! to clone the `Arc`; inside, each map has its own short-held `Mutex`, and a
+//! session's own mutex is held for the length of an operation on it, D-Bus
+//! call included, so that different sessions run in parallel.
+//!
+//! Fork: the pid is remembered at `C_Initialize`; in any other process every
+//! call answers `CKR_CRYPTOKI_NOT_INITIALIZED`, and a new `C_Initialize`
+//! there forgets (never drops) the parent's state, whose runtime threads do
+//! not exist in the child.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock, RwLockWriteGuard};
+use std::time::Duration;
+
+use cryptoki_sys::*;
+use phonecsp::blocking::Client;
+use phonecsp::local::{self, Hasher};
+use phonecsp::mechanism::{Encryption, Signing};
+use phonecsp::{Bus, ClientOptions};
+use phonecsp_protocol::message::token_flags;
+use phonecsp_protocol::{HashAlg, SignMechanism};
+use rsa::RsaPublicKey;
+use rsa::traits::PublicKeyParts;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result, fail};
+use crate::mechanisms::{self, Mechanism};
+use crate::objects::{self, AttrMap, Template, Value};
+
+/// How often a blocking `C_WaitForSlotEvent` asks the daemon.
+const POLL: Duration = Duration::from_millis(500);
+/// The longest input a raw (already hashed) multi-part signature collects.
+const MAX_RAW_INPUT: usize = 4096;
+/// The daemon's largest random request.
+const MAX_RANDOM_CHUNK: usize = 64 * 1024;
+
+static STATE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pid() -> i32 {
+    std::process::id() as i32
+}
+
+thread_local! {
+    static FORK_GUARD: RefCell<Option<RwLockWriteGuard<'static, Option<Arc<Module>>>>> =
+        const { RefCell::new(None) };
+}
+
+/// `pthread_atfork` prepare: hold the state lock across `fork()` so that the
+/// child never inherits it held by a thread that does not exist there.
+pub fn before_fork() {
+    let g = STATE.write().unwrap_or_else(|p| p.into_inner());
+    FORK_GUARD.with(|f| *f.borrow_mut() = Some(g));
+}
+
+/// `pthread_atfork` parent and child: release it again.
+pub fn after_fork() {
+    FORK_GUARD.with(|f| drop(f.borrow_mut().take()));
+}
+
+static ATFORK: Once = Once::new();
+
+/// What `C_Initialize` was given.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InitArgs {
+    /// `CKF_LIBRARY_CANT_CREATE_OS_THREADS`. Noted but not refused: the
+    /// D-Bus client needs a thread of its own, and GnuTLS (through p11-kit)
+    /// sets this flag for every module, so refusing would lock GnuTLS out.
+    pub cant_create_threads: bool,
+}
+
+pub fn initialize(args: InitArgs, register_atfork: impl FnOnce()) -> Result<()> {
+    let _ = args.cant_create_threads;
+    ATFORK.call_once(register_atfork);
+    let mut g = STATE.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = g.as_ref() {
+        if m.pid == pid() {
+            return fail(CKR_CRYPTOKI_ALREADY_INITIALIZED);
+        }
+        // The parent's state, inherited through fork(): its threads are
+        // gone, so it is forgotten rather than dropped.
+        if let Some(old) = g.take() {
+            std::mem::forget(old);
+        }
+    }
+    *g = Some(Arc::new(Module::new()));
+    Ok(())
+}
+
+pub fn finalize() -> Result<()> {
+    let old = {
+        let mut g = STATE.write().unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            Some(m) if m.pid == pid() => g.take(),
+            _ => return fail(CKR_CRYPTOKI_NOT_INITIALIZED),
+        }
+    };
+    if let Some(m) = old {
+        m.finalized.store(true, Ordering::SeqCst);
+        // Dropped outside the lock; the client's runtime stops with the
+        // last reference.
+        drop(m);
+    }
+    Ok(())
+}
+
+/// The initialised module of this process.
+pub fn module() -> Result<Arc<Module>> {
+    let g = STATE.read().unwrap_or_else(|p| p.into_inner());
+    match g.as_ref() {
+        Some(m) if m.pid == pid() => Ok(Arc::clone(m)),
+        _ => fail(CKR_CRYPTOKI_NOT_INITIALIZED),
+    }
+}
+
+/// What a function that produces bytes gives back.
+pub enum Out {
+    /// A length query (NULL output buffer): this many bytes suffice.
+    Len(usize),
+    Data(Zeroizing<Vec<u8>>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ObjKey {
+    slot: usize,
+    class: CK_OBJECT_CLASS,
+    id: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next: CK_OBJECT_HANDLE,
+    by_key: HashMap<ObjKey, CK_OBJECT_HANDLE>,
+    by_handle: HashMap<CK_OBJECT_HANDLE, ObjKey>,
+}
+
+impl Registry {
+    fn handle(&mut self, key: ObjKey) -> CK_OBJECT_HANDLE {
+        if let Some(h) = self.by_key.get(&key) {
+            return *h;
+        }
+        self.next += 1;
+        let h = self.next;
+        self.by_key.insert(key.clone(), h);
+        self.by_handle.insert(h, key);
+        h
+    }
+
+    fn remove(&mut self, key: &ObjKey) {
+        if let Some(h) = self.by_key.remove(key) {
+            self.by_handle.remove(&h);
+        }
+    }
+}
+
+struct SlotState {
+    handset: String,
+    token: String,
+    present: bool,
+    /// Presence as last told by `C_WaitForSlotEvent`.
+    reported: bool,
+    logged_in: bool,
+    attrs: HashMap<(CK_OBJECT_CLASS, Vec<u8>), Arc<AttrMap>>,
+}
+
+struct Slots {
+    list: Vec<SlotState>,
+    listed_once: bool,
+}
+
+enum Accum {
+    Hash(Box<Hasher>),
+    Data(Vec<u8>),
+}
+
+impl Accum {
+    fn new(s: &Signing) -> Accum {
+        match s {
+            Signing::Pkcs1(h) => Accum::Hash(Box::new(Hasher::new(*h))),
+            Signing::Pss { hash, .. } => Accum::Hash(Box::new(Hasher::new(*hash))),
+            Signing::Raw | Signing::PssDigest { .. } => Accum::Data(Vec::new()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        match self {
+            Accum::Hash(h) => h.update(data),
+            Accum::Data(d) => {
+                if d.len() + data.len() > MAX_RAW_INPUT {
+                    return fail(CKR_DATA_LEN_RANGE);
+                }
+                d.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    }
+
+    /// What the handset signs (hashed here), and how.
+    fn finish(self, s: &Signing) -> Result<(SignMechanism, Vec<u8>)> {
+        Ok(match (s, self) {
+            (Signing::Pkcs1(h), Accum::Hash(x)) => {
+                (SignMechanism::Pkcs1, local::digest_info(*h, &x.finish()))
+            }
+            (Signing::Pss { hash, salt_len }, Accum::Hash(x)) => (
+                SignMechanism::Pss {
+                    hash: *hash,
+                    salt_len: *salt_len,
+                },
+                x.finish(),
+            ),
+            (s, Accum::Data(d)) => s.handset_input(&d)?,
+            _ => return fail(CKR_GENERAL_ERROR),
+        })
+    }
+}
+
+struct SignOp {
+    key: ObjKey,
+    signing: Signing,
+    len: usize,
+    acc: Accum,
+    multipart: bool,
+}
+
+struct VerifyOp {
+    key: RsaPublicKey,
+    signing: Signing,
+    acc: Accum,
+    multipart: bool,
+}
+
+struct EncryptOp {
+    key: RsaPublicKey,
+    enc: Encryption,
+}
+
+struct DecryptOp {
+    key: ObjKey,
+    enc: Encryption,
+    len: usize,
+    /// The plaintext, kept after a too-small buffer for the retry.
+    result: Option<Zeroizing<Vec<u8>>>,
+}
+
+struct DigestOp {
+    hasher: Hasher,
+    hash: HashAlg,
+    multipart: bool,
+}
+
+struct Session {
+    slot: usize,
+    rw: bool,
+    find: Option<VecDeque<CK_OBJECT_HANDLE>>,
+    sign: Option<SignOp>,
+    verify: Option<VerifyOp>,
+    encrypt: Option<EncryptOp>,
+    decrypt: Option<DecryptOp>,
+    digest: Option<DigestOp>,
+}
+
+type SessionRef = Arc<Mutex<Session>>;
+
+/// A session as the session table holds it: its slot and mode, which never
+/// change, readable without waiting for an operation in progress.
+struct SessionEntry {
+    slot: usize,
+    rw: bool,
+    session: SessionRef,
+}
+
+pub struct Module {
+    pid: i32,
+    finalized: AtomicBool,
+    client: Mutex<Option<Client>>,
+    slots: Mutex<Slots>,
+    sessions: Mutex<HashMap<CK_SESSION_HANDLE, SessionEntry>>,
+    next_session: AtomicU64,
+    objects: Mutex<Registry>,
+}
+
+/// Whether an error means the token went away.
+fn is_gone(e: &Error) -> bool {
+    matches!(e.rv(), CKR_DEVICE_REMOVED | CKR_TOKEN_NOT_PRESENT)
+}
+
+/// Copies `s` into a blank-padded fixed field, cut at a character boundary.
+pub fn pad<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [b' '; N];
+    let mut end = s.len().min(N);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[..end].copy_from_slice(&s.as_bytes()[..end]);
+    out
+}
+
+const VERSION: CK_VERSION = CK_VERSION { major: 0, minor: 1 };
+
+impl Module {
+    fn new() -> Module {
+        Module {
+            pid: pid(),
+            finalized: AtomicBool::new(false),
+            client: Mutex::new(None),
+            slots: Mutex::new(Slots {
+                list: Vec::new(),
+                listed_once: false,
+            }),
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            objects: Mutex::new(Registry::default()),
+        }
+    }
+
+    /// The daemon client, connected on first use: `PHONECSP_BUS` (default
+    /// the system bus) and the daemon user the client library expects.
+    fn client(&self) -> Result<Client> {
+        let mut g = lock(&self.client);
+        if let Some(c) = g.as_ref() {
+            return Ok(c.clone());
+        }
+        let bus = Bus::from_env().or_else(|_| fail(CKR_GENERAL_ERROR))?;
+        let c = Client::connect_with(&bus, ClientOptions::default())?;
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    fn names(&self, slot: usize) -> Result<(String, String)> {
+        let s = lock(&self.slots);
+        let st = s.list.get(slot).ok_or(Error::Rv(CKR_SLOT_ID_INVALID))?;
+        Ok((st.handset.clone(), st.token.clone()))
+    }
+
+    fn logged_in(&self, slot: usize) -> bool {
+        lock(&self.slots)
+            .list
+            .get(slot)
+            .is_some_and(|s| s.logged_in)
+    }
+
+    fn set_logged_in(&self, slot: usize, v: bool) {
+        if let Some(s) = lock(&self.slots).list.get_mut(slot) {
+            s.logged_in = v;
+        }
+    }
+
+    fn forget_attrs(&self, slot: usize) {
+        if let Some(s) = lock(&self.slots).list.get_mut(slot) {
+            s.attrs.clear();
+        }
+    }
+
+    /// The token in `slot` went away: its sessions close and its login ends.
+    fn token_gone(&self, slot: usize) {
+        if let Some(s) = lock(&self.slots).list.get_mut(slot) {
+            s.present = false;
+            s.logged_in = false;
+            s.attrs.clear();
+        }
+        lock(&self.sessions).retain(|_, e| e.slot != slot);
+    }
+
+    /// Watches a daemon result for the token going away or a lost login.
+    fn check<T>(&self, slot: usize, r: phonecsp::Result<T>) -> Result<T> {
+        r.map_err(|e| {
+            let e = Error::from(e);
+            if is_gone(&e) {
+                self.token_gone(slot);
+                return Error::Rv(CKR_DEVICE_REMOVED);
+            }
+            if e.rv() == CKR_USER_NOT_LOGGED_IN {
+                self.set_logged_in(slot, false);
+            }
+            e
+        })
+    }
+
+    /// Asks the daemon which tokens are there and updates the slots.
+    fn refresh(&self) {
+        let listed = self.client().and_then(|c| Ok(c.list_tokens()?));
+        let mut gone = Vec::new();
+        {
+            let mut s = lock(&self.slots);
+            let first = !s.listed_once;
+            s.listed_once = true;
+            let tokens = listed.unwrap_or_default();
+            for (i, st) in s.list.iter_mut().enumerate() {
+                let now = tokens
+                    .iter()
+                    .any(|t| t.handset == st.handset && t.token == st.token);
+                if st.present && !now {
+                    gone.push(i);
+                }
+                st.present = now;
+            }
+            for t in tokens {
+                if !s
+                    .list
+                    .iter()
+                    .any(|st| st.handset == t.handset && st.token == t.token)
+                {
+                    s.list.push(SlotState {
+                        handset: t.handset,
+                        token: t.token,
+                        present: true,
+                        reported: first,
+                        logged_in: false,
+                        attrs: HashMap::new(),
+                    });
+                }
+            }
+        }
+        for slot in gone {
+            self.token_gone(slot);
+        }
+    }
+
+    // ---- general -------------------------------------------------------
+
+    pub fn slot_list(&self, present_only: bool, refresh: bool) -> Vec<CK_SLOT_ID> {
+        if refresh || !lock(&self.slots).listed_once {
+            self.refresh();
+        }
+        lock(&self.slots)
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.present || !present_only)
+            .map(|(i, _)| i as CK_SLOT_ID)
+            .collect()
+    }
+
+    fn slot_index(&self, slot: CK_SLOT_ID) -> Result<usize> {
+        let i = usize::try_from(slot).or_else(|_| fail(CKR_SLOT_ID_INVALID))?;
+        if i < lock(&self.slots).list.len() {
+            Ok(i)
+        } else {
+            fail(CKR_SLOT_ID_INVALID)
+        }
+    }
+
+    fn require_present(&self, slot: usize) -> Result<()> {
+        match lock(&self.slots).list.get(slot) {
+            Some(s) if s.present => Ok(()),
+            Some(_) => fail(CKR_TOKEN_NOT_PRESENT),
+            None => fail(CKR_SLOT_ID_INVALID),
+        }
+    }
+
+    pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_SLOT_INFO> {
+        let i = self.slot_index(slot)?;
+        let s = lock(&self.slots);
+        let st = &s.list[i];
+        let mut flags = CKF_REMOVABLE_DEVICE | CKF_HW_SLOT;
+        if st.present {
+            flags |= CKF_TOKEN_PRESENT;
+        }
+        Ok(CK_SLOT_INFO {
+            slotDescription: pad(&format!("phonecsp {} / {}", st.handset, st.token)),
+            manufacturerID: pad("phonecsp"),
+            flags,
+            hardwareVersion: VERSION,
+            firmwareVersion: VERSION,
+        })
+    }
+
+    pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<CK_TOKEN_INFO> {
+        let i = self.slot_index(slot)?;
+        self.require_present(i)?;
+        let (handset, token) = self.names(i)?;
+        let client = self.client()?;
+        let d = self
+            .check(i, client.get_token_info(&handset, &token))
+            .map_err(|e| {
+                if e.rv() == CKR_DEVICE_REMOVED {
+                    Error::Rv(CKR_TOKEN_NOT_PRESENT)
+                } else {
+                    e
+                }
+            })?;
+        let mut flags = CKF_RNG | CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED;
+        for (bit, f) in [
+            (token_flags::LOGIN_REQUIRED, CKF_LOGIN_REQUIRED),
+            (token_flags::PIN_LOCKED, CKF_USER_PIN_LOCKED),
+            (token_flags::PIN_COUNT_LOW, CKF_USER_PIN_COUNT_LOW),
+            (token_flags::PIN_FINAL_TRY, CKF_USER_PIN_FINAL_TRY),
+            (
+                token_flags::PROTECTED_PATH,
+                CKF_PROTECTED_AUTHENTICATION_PATH,
+            ),
+        ] {
+            if d.flags & bit != 0 {
+                flags |= f;
+            }
+        }
+        let (count, rw) = {
+            let mut n = (0, 0);
+            for e in lock(&self.sessions).values().filter(|e| e.slot == i) {
+                n.0 += 1;
+                if e.rw {
+                    n.1 += 1;
+                }
+            }
+            n
+        };
+        Ok(CK_TOKEN_INFO {
+            label: pad(&token),
+            manufacturerID: pad("phonecsp"),
+            model: pad("phonecsp handset"),
+            serialNumber: pad(&d.serial),
+            flags,
+            ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
+            ulSessionCount: count,
+            ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,
+            ulRwSessionCount: rw,
+            ulMaxPinLen: CK_ULONG::from(d.max_pin),
+            ulMinPinLen: CK_ULONG::from(d.min_pin),
+            ulTotalPublicMemory: CK_UNAVAILABLE_INFORMATION,
+            ulFreePublicMemory: CK_UNAVAILABLE_INFORMATION,
+            ulTotalPrivateMemory: CK_UNAVAILABLE_INFORMATION,
+            ulFreePrivateMemory: CK_UNAVAILABLE_INFORMATION,
+            hardwareVersion: VERSION,
+            firmwareVersion: VERSION,
+            utcTime: [b' '; 16],
+        })
+    }
+
+    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
+        self.slot_index(slot)?;
+        Ok(mechanisms::list())
+    }
+
+    pub fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        mech: CK_MECHANISM_TYPE,
+    ) -> Result<CK_MECHANISM_INFO> {
+        self.slot_index(slot)?;
+        mechanisms::info(mech)
+    }
+
+    /// `CKF_DONT_BLOCK`: the first slot whose presence changed since it was
+    /// last reported, or `CKR_NO_EVENT`. Otherwise the daemon is asked every
+    /// half second until a slot changes or the module is finalised.
+    pub fn wait_for_slot_event(&self, flags: CK_FLAGS) -> Result<CK_SLOT_ID> {
+        loop {
+            if self.finalized.load(Ordering::SeqCst) {
+                return fail(CKR_CRYPTOKI_NOT_INITIALIZED);
+            }
+            self.refresh();
+            {
+                let mut s = lock(&self.slots);
+                if let Some((i, st)) = s
+                    .list
+                    .iter_mut()
+                    .enumerate()
+                    .find(|(_, st)| st.present != st.reported)
+                {
+                    st.reported = st.present;
+                    return Ok(i as CK_SLOT_ID);
+                }
+            }
+            if flags & CKF_DONT_BLOCK != 0 {
+                return fail(CKR_NO_EVENT);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    // ---- sessions --------------------------------------------------------
+
+    pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        let i = self.slot_index(slot)?;
+        if flags & CKF_SERIAL_SESSION == 0 {
+            return fail(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
+        }
+        self.require_present(i)?;
+        let h = self.next_session.fetch_add(1, Ordering::SeqCst) as CK_SESSION_HANDLE;
+        let s = Session {
+            slot: i,
+            rw: flags & CKF_RW_SESSION != 0,
+            find: None,
+            sign: None,
+            verify: None,
+            encrypt: None,
+            decrypt: None,
+            digest: None,
+        };
+        let entry = SessionEntry {
+            slot: i,
+            rw: s.rw,
+            session: Arc::new(Mutex::new(s)),
+        };
+        lock(&self.sessions).insert(h, entry);
+        Ok(h)
+    }
+
+    fn session(&self, h: CK_SESSION_HANDLE) -> Result<SessionRef> {
+        lock(&self.sessions)
+            .get(&h)
+            .map(|e| Arc::clone(&e.session))
+            .ok_or(Error::Rv(CKR_SESSION_HANDLE_INVALID))
+    }
+
+    /// Logs out when the last session of a slot closes, as the standard
+    /// says login state ends then.
+    fn logout_if_unused(&self, slot: usize) {
+        let used = lock(&self.sessions).values().any(|e| e.slot == slot);
+        if !used && self.logged_in(slot) {
+            self.set_logged_in(slot, false);
+            if let (Ok((h, t)), Ok(c)) = (self.names(slot), self.client()) {
+                let _ = c.logout(&h, &t);
+            }
+        }
+    }
+
+    pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let e = lock(&self.sessions)
+            .remove(&h)
+            .ok_or(Error::Rv(CKR_SESSION_HANDLE_INVALID))?;
+        self.logout_if_unused(e.slot);
+        Ok(())
+    }
+
+    pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
+        let i = self.slot_index(slot)?;
+        lock(&self.sessions).retain(|_, e| e.slot != i);
+        self.logout_if_unused(i);
+        Ok(())
+    }
+
+    pub fn session_info(&self, h: CK_SESSION_HANDLE) -> Result<CK_SESSION_INFO> {
+        let s = self.session(h)?;
+        let (slot, rw) = {
+            let g = lock(&s);
+            (g.slot, g.rw)
+        };
+        let user = self.logged_in(slot);
+        let state = match (rw, user) {
+            (false, false) => CKS_RO_PUBLIC_SESSION,
+            (false, true) => CKS_RO_USER_FUNCTIONS,
+            (true, false) => CKS_RW_PUBLIC_SESSION,
+            (true, true) => CKS_RW_USER_FUNCTIONS,
+        };
+        Ok(CK_SESSION_INFO {
+            slotID: slot as CK_SLOT_ID,
+            state,
+            flags: CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 },
+            ulDeviceError: 0,
+        })
+    }
+
+    /// `CKU_USER` with the PIN, or with no PIN on a token whose PIN is
+    /// entered on the phone (protected authentication path).
+    pub fn login(
+        &self,
+        h: CK_SESSION_HANDLE,
+        user: CK_USER_TYPE,
+        pin: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let slot = lock(&s).slot;
+        match user {
+            CKU_USER => {}
+            // Context-specific login belongs to CKA_ALWAYS_AUTHENTICATE
+            // keys, and there are none.
+            CKU_CONTEXT_SPECIFIC => return fail(CKR_OPERATION_NOT_INITIALIZED),
+            // A container has one PIN, its user's; the handset owner
+            // administers it on the phone.
+            _ => return fail(CKR_USER_TYPE_INVALID),
+        }
+        if self.logged_in(slot) {
+            return fail(CKR_USER_ALREADY_LOGGED_IN);
+        }
+        let (handset, token) = self.names(slot)?;
+        let client = self.client()?;
+        let pin = match pin {
+            Some(p) => p,
+            None => {
+                let d = self.check(slot, client.get_token_info(&handset, &token))?;
+                if d.flags & token_flags::PROTECTED_PATH == 0 {
+                    return fail(CKR_ARGUMENTS_BAD);
+                }
+                Zeroizing::new(Vec::new())
+            }
+        };
+        self.check(slot, client.login(&handset, &token, &pin))?;
+        self.set_logged_in(slot, true);
+        self.forget_attrs(slot);
+        Ok(())
+    }
+
+    pub fn logout(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let slot = lock(&s).slot;
+        if !self.logged_in(slot) {
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        }
+        self.set_logged_in(slot, false);
+        let (handset, token) = self.names(slot)?;
+        // The daemon may have dropped the login already (a reconnect).
+        match self.client()?.logout(&handset, &token) {
+            Ok(()) => Ok(()),
+            Err(e) if e.rv() == phonecsp_protocol::CkRv::USER_NOT_LOGGED_IN => Ok(()),
+            Err(e) => self.check(slot, Err(e)),
+        }
+    }
+
+    pub fn set_pin(&self, h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
+        let s = self.session(h)?;
+        let (slot, rw) = {
+            let g = lock(&s);
+            (g.slot, g.rw)
+        };
+        if !rw {
+            return fail(CKR_SESSION_READ_ONLY);
+        }
+        let (handset, token) = self.names(slot)?;
+        let client = self.client()?;
+        self.check(slot, client.change_pin(&handset, &token, old, new))?;
+        // The handset ended every login to the token; resume ours.
+        if self.logged_in(slot) && client.login(&handset, &token, new).is_err() {
+            self.set_logged_in(slot, false);
+        }
+        Ok(())
+    }
+
+    // ---- objects ---------------------------------------------------------
+
+    fn visible(&self, slot: usize, class: CK_OBJECT_CLASS) -> bool {
+        class != CKO_PRIVATE_KEY || self.logged_in(slot)
+    }
+
+    /// The object behind a handle, if the session may see it.
+    fn object(&self, slot: usize, h: CK_OBJECT_HANDLE) -> Result<ObjKey> {
+        let key = lock(&self.objects)
+            .by_handle
+            .get(&h)
+            .cloned()
+            .ok_or(Error::Rv(CKR_OBJECT_HANDLE_INVALID))?;
+        if key.slot != slot || !self.visible(slot, key.class) {
+            return fail(CKR_OBJECT_HANDLE_INVALID);
+        }
+        Ok(key)
+    }
+
+    fn attrs(&self, key: &ObjKey) -> Result<Arc<AttrMap>> {
+        let cache_key = (key.class, key.id.clone());
+        if let Some(a) = lock(&self.slots)
+            .list
+            .get(key.slot)
+            .and_then(|s| s.attrs.get(&cache_key))
+        {
+            return Ok(Arc::clone(a));
+        }
+        let (handset, token) = self.names(key.slot)?;
+        let client = self.client()?;
+        let class = u32::try_from(key.class).or_else(|_| fail(CKR_OBJECT_HANDLE_INVALID))?;
+        let daemon = self.check(
+            key.slot,
+            client.get_attributes(&handset, &token, class, &key.id),
+        )?;
+        let a = Arc::new(objects::build(key.class, &daemon));
+        if let Some(s) = lock(&self.slots).list.get_mut(key.slot) {
+            s.attrs.insert(cache_key, Arc::clone(&a));
+        }
+        Ok(a)
+    }
+
+    pub fn get_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+    ) -> Result<Arc<AttrMap>> {
+        let s = self.session(h)?;
+        let slot = lock(&s).slot;
+        let key = self.object(slot, obj)?;
+        self.attrs(&key)
+    }
+
+    pub fn object_size(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<CK_ULONG> {
+        self.get_attributes(h, obj)?;
+        Ok(CK_UNAVAILABLE_INFORMATION)
+    }
+
+    /// Objects are the handset's and read-only here.
+    pub fn set_attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
+        self.get_attributes(h, obj)?;
+        fail(CKR_ACTION_PROHIBITED)
+    }
+
+    pub fn find_init(&self, h: CK_SESSION_HANDLE, template: Template) -> Result<()> {
+        let s = self.session(h)?;
+        let mut g = lock(&s);
+        if g.find.is_some() {
+            return fail(CKR_OPERATION_ACTIVE);
+        }
+        let slot = g.slot;
+        let (handset, token) = self.names(slot)?;
+        let client = self.client()?;
+        // Objects may have changed in another process since the last search.
+        self.forget_attrs(slot);
+        let list = self.check(slot, client.list_objects(&handset, &token))?;
+        let full = !objects::quick_suffices(&template);
+        let mut found = VecDeque::new();
+        for o in list {
+            let class = CK_OBJECT_CLASS::from(o.class);
+            if !self.visible(slot, class) {
+                continue;
+            }
+            let quick = objects::quick(class, &o.id, &o.label);
+            if !objects::matches(&quick, &template) && !full {
+                continue;
+            }
+            let key = ObjKey {
+                slot,
+                class,
+                id: o.id,
+            };
+            if full {
+                match self.attrs(&key) {
+                    Ok(a) if objects::matches(&a, &template) => {}
+                    Ok(_) => continue,
+                    // Deleted in between.
+                    Err(e) if e.rv() == CKR_OBJECT_HANDLE_INVALID => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            found.push_back(lock(&self.objects).handle(key));
+        }
+        g.find = Some(found);
+        Ok(())
+    }
+
+    pub fn find(&self, h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let s = self.session(h)?;
+        let mut g = lock(&s);
+        let f = g
+            .find
+            .as_mut()
+            .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        let n = max.min(f.len());
+        Ok(f.drain(..n).collect())
+    }
+
+    pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let mut g = lock(&s);
+        g.find
+            .take()
+            .map(|_| ())
+            .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))
+    }
+
+    fn writable_session(&self, h: CK_SESSION_HANDLE) -> Result<usize> {
+        let s = self.session(h)?;
+        let g = lock(&s);
+        if !g.rw {
+            return fail(CKR_SESSION_READ_ONLY);
+        }
+        Ok(g.slot)
+    }
+
+    fn check_token_object(template: &Template) -> Result<()> {
+        if let Some(v) = objects::find(template, CKA_TOKEN)
+            && !objects::as_bool(v)?
+        {
+            // Only the handset stores objects; there are no session objects.
+            return fail(CKR_TEMPLATE_INCONSISTENT);
+        }
+        Ok(())
+    }
+
+    /// Stores an X.509 certificate on the handset.
+    pub fn create_object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        template: Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let slot = self.writable_session(h)?;
+        let class = objects::find(&template, CKA_CLASS)
+            .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
+            .and_then(objects::as_ulong)?;
+        if class != CKO_CERTIFICATE {
+            return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+        }
+        if let Some(t) = objects::find(&template, CKA_CERTIFICATE_TYPE)
+            && objects::as_ulong(t)? != CKC_X_509
+        {
+            return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+        }
+        Self::check_token_object(&template)?;
+        let der = objects::find(&template, CKA_VALUE).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
+        let id = objects::find(&template, CKA_ID).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
+        let label = match objects::find(&template, CKA_LABEL) {
+            Some(l) => {
+                String::from_utf8(l.to_vec()).or_else(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?
+            }
+            None => String::new(),
+        };
+        let (handset, token) = self.names(slot)?;
+        let client = self.client()?;
+        self.check(
+            slot,
+            client.import_certificate(&handset, &token, id, &label, der),
+        )?;
+        self.forget_attrs(slot);
+        Ok(lock(&self.objects).handle(ObjKey {
+            slot,
+            class: CKO_CERTIFICATE,
+            id: id.to_vec(),
+        }))
+    }
+
+    /// Deletes a certificate, or a key pair (through either of its keys).
+    pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        let (slot, rw) = {
+            let g = lock(&s);
+            (g.slot, g.rw)
+        };
+        let key = self.object(slot, obj)?;
+        if !rw {
+            return fail(CKR_SESSION_READ_ONLY);
+        }
+        let (handset, token) = self.names(slot)?;
+        let client = self.client()?;
+        let class = if key.class == CKO_CERTIFICATE { 1 } else { 3 };
+        self.check(slot, client.delete_object(&handset, &token, class, &key.id))?;
+        self.forget_attrs(slot);
+        let mut reg = lock(&self.objects);
+        if key.class == CKO_CERTIFICATE {
+            reg.remove(&key);
+        } else {
+            for class in [CKO_PUBLIC_KEY, CKO_PRIVATE_KEY] {
+                reg.remove(&ObjKey {
+                    class,
+                    ..key.clone()
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// RSA key generation on the handset.
+    pub fn generate_key_pair(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        public: Template,
+        private: Template,
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        if mech.mechanism != CKM_RSA_PKCS_KEY_PAIR_GEN {
+            return fail(CKR_MECHANISM_INVALID);
+        }
+        if mech.param != mechanisms::Param::None {
+            return fail(CKR_MECHANISM_PARAM_INVALID);
+        }
+        let slot = self.writable_session(h)?;
+        for (t, class) in [(&public, CKO_PUBLIC_KEY), (&private, CKO_PRIVATE_KEY)] {
+            Self::check_token_object(t)?;
+            if let Some(c) = objects::find(t, CKA_CLASS)
+                && objects::as_ulong(c)? != class
+            {
+                return fail(CKR_TEMPLATE_INCONSISTENT);
+            }
+            if let Some(k) = objects::find(t, CKA_KEY_TYPE)
+                && objects::as_ulong(k)? != CKK_RSA
+            {
+                return fail(CKR_TEMPLATE_INCONSISTENT);
+            }
+        }
+        if let Some(v) = objects::find(&private, CKA_EXTRACTABLE)
+            && objects::as_bool(v)?
+        {
+            return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+        }
+        if let Some(v) = objects::find(&private, CKA_SENSITIVE)
+            && !objects::as_bool(v)?
+        {
+            return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+        }
+        let bits = objects::find(&public, CKA_MODULUS_BITS)
+            .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
+            .and_then(objects::as_ulong)?;
+        if ![2048, 3072, 4096].contains(&bits) {
+            return fail(CKR_KEY_SIZE_RANGE);
+        }
+        if let Some(e) = objects::find(&public, CKA_PUBLIC_EXPONENT) {
+            let start = e.iter().position(|b| *b != 0).unwrap_or(e.len());
+            if e[start..] != [1, 0, 1] {
+                // The handset generates with e = 65537 only.
+                return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+            }
+        }
+        let pick = |t| match (objects::find(&private, t), objects::find(&public, t)) {
+            (Some(a), Some(b)) if a != b => fail(CKR_TEMPLATE_INCONSISTENT),
+            (Some(a), _) | (None, Some(a)) => Ok(a.to_vec()),
+            (None, None) => Ok(Vec::new()),
+        };
+        let id = pick(CKA_ID)?;
+        let label =
+            String::from_utf8(pick(CKA_LABEL)?).or_else(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?;
+        if !self.logged_in(slot) {
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        }
+        let (handset, token) = self.names(slot)?;
+        let client = self.client()?;
+        let bits = u32::try_from(bits).or_else(|_| fail(CKR_KEY_SIZE_RANGE))?;
+        let kp = self.check(
+            slot,
+            client.generate_key_pair(&handset, &token, bits, &id, &label),
+        )?;
+        self.forget_attrs(slot);
+        let mut reg = lock(&self.objects);
+        let public = reg.handle(ObjKey {
+            slot,
+            class: CKO_PUBLIC_KEY,
+            id: kp.id.clone(),
+        });
+        let private = reg.handle(ObjKey {
+            slot,
+            class: CKO_PRIVATE_KEY,
+            id: kp.id,
+        });
+        Ok((public, private))
+    }
+
+    pub fn generate_random(&self, h: CK_SESSION_HANDLE, len: usize) -> Result<Vec<u8>> {
+        let s = self.session(h)?;
+        let slot = lock(&s).slot;
+        let (handset, _) = self.names(slot)?;
+        let client = self.client()?;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let n = (len - out.len()).min(MAX_RANDOM_CHUNK) as u32;
+            out.extend(self.check(slot, client.generate_random(&handset, n))?);
+        }
+        Ok(out)
+    }
+
+    // ---- cryptographic operations -----------------------------------------
+
+    /// A key's public half and modulus length, for an operation.
+    fn key_for(
+        &self,
+        slot: usize,
+        obj: CK_OBJECT_HANDLE,
+        classes: &[CK_OBJECT_CLASS],
+        usage: Option<CK_ATTRIBUTE_TYPE>,
+    ) -> Result<(ObjKey, RsaPublicKey)> {
+        let key = lock(&self.objects)
+            .by_handle
+            .get(&obj)
+            .cloned()
+            .filter(|k| k.slot == slot && classes.contains(&k.class))
+            .ok_or(Error::Rv(CKR_KEY_HANDLE_INVALID))?;
+        if !self.visible(slot, key.class) {
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        }
+        let a = self.attrs(&key).map_err(|e| {
+            if e.rv() == CKR_OBJECT_HANDLE_INVALID {
+                Error::Rv(CKR_KEY_HANDLE_INVALID)
+            } else {
+                e
+            }
+        })?;
+        if let Some(usage) = usage
+            && a.get(&usage) != Some(&Value::Bytes(objects::bbool(true)))
+        {
+            return fail(CKR_KEY_FUNCTION_NOT_PERMITTED);
+        }
+        match (a.get(&CKA_MODULUS), a.get(&CKA_PUBLIC_EXPONENT)) {
+            (Some(Value::Bytes(n)), Some(Value::Bytes(e))) => Ok((key, local::public_key(n, e)?)),
+            _ => fail(CKR_KEY_HANDLE_INVALID),
+        }
+    }
+
+    fn with_session<T>(
+        &self,
+        h: CK_SESSION_HANDLE,
+        f: impl FnOnce(&mut Session) -> Result<T>,
+    ) -> Result<T> {
+        let s = self.session(h)?;
+        let mut g = lock(&s);
+        f(&mut g)
+    }
+
+    pub fn sign_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: Option<&Mechanism>,
+        obj: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        self.with_session(h, |s| {
+            let Some(mech) = mech else {
+                s.sign = None;
+                return Ok(());
+            };
+            if s.sign.is_some() {
+                return fail(CKR_OPERATION_ACTIVE);
+            }
+            let signing = mechanisms::signing(mech)?;
+            let (key, public) = self.key_for(s.slot, obj, &[CKO_PRIVATE_KEY], Some(CKA_SIGN))?;
+            s.sign = Some(SignOp {
+                key,
+                acc: Accum::new(&signing),
+                signing,
+                len: public.size(),
+                multipart: false,
+            });
+            Ok(())
+        })
+    }
+
+    fn sign_finish(&self, op: &SignOp, input: (SignMechanism, Vec<u8>)) -> Result<Vec<u8>> {
+        let (mech, data) = input;
+        if mech == SignMechanism::Pkcs1 && data.len() + 11 > op.len {
+            return fail(CKR_DATA_LEN_RANGE);
+        }
+        let (handset, token) = self.names(op.key.slot)?;
+        let client = self.client()?;
+        let (m, params) = mechanisms::wire_sign(mech);
+        self.check(
+            op.key.slot,
+            client.sign(&handset, &token, &op.key.id, m, &params, &data),
+        )
+    }
+
+    /// `data`: `Some` for `C_Sign`, `None` for `C_SignFinal`.
+    pub fn sign(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        cap: Option<usize>,
+    ) -> Result<Out> {
+        self.with_session(h, |s| {
+            let mut op = s
+                .sign
+                .take()
+                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+            if data.is_some() && op.multipart {
+                s.sign = Some(op);
+                return fail(CKR_OPERATION_ACTIVE);
+            }
+            match cap {
+                None => {
+                    let n = op.len;
+                    s.sign = Some(op);
+                    return Ok(Out::Len(n));
+                }
+                Some(c) if c < op.len => {
+                    let n = op.len;
+                    s.sign = Some(op);
+                    return Err(Error::BufferTooSmall { needed: n });
+                }
+                Some(_) => {}
+            }
+            if let Some(d) = data {
+                op.acc.update(d)?;
+            }
+            let acc = std::mem::replace(&mut op.acc, Accum::Data(Vec::new()));
+            let input = acc.finish(&op.signing)?;
+            Ok(Out::Data(Zeroizing::new(self.sign_finish(&op, input)?)))
+        })
+    }
+
+    pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.with_session(h, |s| {
+            let op = s
+                .sign
+                .as_mut()
+                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+            op.multipart = true;
+            let r = op.acc.update(data);
+            if r.is_err() {
+                s.sign = None;
+            }
+            r
+        })
+    }
+
+    pub fn verify_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: Option<&Mechanism>,
+        obj: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        self.with_session(h, |s| {
+            let Some(mech) = mech else {
+                s.verify = None;
+                return Ok(());
+            };
+            if s.verify.is_some() {
+                return fail(CKR_OPERATION_ACTIVE);
+            }
+            let signing = mechanisms::signing(mech)?;
+            // The public half of a private key verifies as well.
+            let (_, key) = self.key_for(s.slot, obj, &[CKO_PUBLIC_KEY, CKO_PRIVATE_KEY], None)?;
+            s.verify = Some(VerifyOp {
+                key,
+                acc: Accum::new(&signing),
+                signing,
+                multipart: false,
+            });
+            Ok(())
+        })
+    }
+
+    /// `data`: `Some` for `C_Verify`, `None` for `C_VerifyFinal`.
+    pub fn verify(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        signature: &[u8],
+    ) -> Result<()> {
+        self.with_session(h, |s| {
+            let mut op = s
+                .verify
+                .take()
+                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+            if data.is_some() && op.multipart {
+                s.verify = Some(op);
+                return fail(CKR_OPERATION_ACTIVE);
+            }
+            if let Some(d) = data {
+                op.acc.update(d)?;
+            }
+            if signature.len() != op.key.size() {
+                return fail(CKR_SIGNATURE_LEN_RANGE);
+            }
+            let (mech, input) = op.acc.finish(&op.signing)?;
+            let as_digest = match mech {
+                SignMechanism::Pkcs1 => Signing::Raw,
+                SignMechanism::Pss { hash, salt_len } => Signing::PssDigest { hash, salt_len },
+            };
+            if local::verify(&op.key, &as_digest, &input, signature)? {
+                Ok(())
+            } else {
+                fail(CKR_SIGNATURE_INVALID)
+            }
+        })
+    }
+
+    pub fn verify_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.with_session(h, |s| {
+            let op = s
+                .verify
+                .as_mut()
+                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+            op.multipart = true;
+            let r = op.acc.update(data);
+            if r.is_err() {
+                s.verify = None;
+            }
+            r
+        })
+    }
+
+    pub fn encrypt_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: Option<&Mechanism>,
+        obj: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        self.with_session(h, |s| {
+            let Some(mech) = mech else {
+                s.encrypt = None;
+                return Ok(());
+            };
+            if s.encrypt.is_some() {
+                return fail(CKR_OPERATION_ACTIVE);
+            }
+            let enc = mechanisms::encryption(mech)?;
+            let (_, key) = self.key_for(s.slot, obj, &[CKO_PUBLIC_KEY], Some(CKA_ENCRYPT))?;
+            s.encrypt = Some(EncryptOp { key, enc });
+            Ok(())
+        })
+    }
+
+    pub fn encrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Result<Out> {
+        self.with_session(h, |s| {
+            let op = s
+                .encrypt
+                .take()
+                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+            let n = op.key.size();
+            match cap {
+                None => {
+                    s.encrypt = Some(op);
+                    Ok(Out::Len(n))
+                }
+                Some(c) if c < n => {
+                    s.encrypt = Some(op);
+                    Err(Error::BufferTooSmall { needed: n })
+                }
+                Some(_) => Ok(Out::Data(Zeroizing::new(local::encrypt(
+                    &op.key, &op.enc, data,
+                )?))),
+            }
+        })
+    }
+
+    pub fn decrypt_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: Option<&Mechanism>,
+        obj: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        self.with_session(h, |s| {
+            let Some(mech) = mech else {
+                s.decrypt = None;
+                return Ok(());
+            };
+            if s.decrypt.is_some() {
+                return fail(CKR_OPERATION_ACTIVE);
+            }
+            let enc = mechanisms::encryption(mech)?;
+            let (key, public) = self.key_for(s.slot, obj, &[CKO_PRIVATE_KEY], Some(CKA_DECRYPT))?;
+            s.decrypt = Some(DecryptOp {
+                key,
+                enc,
+                len: public.size(),
+                result: None,
+            });
+            Ok(())
+        })
+    }
+
+    pub fn decrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Result<Out> {
+        self.with_session(h, |s| {
+            let mut op = s
+                .decrypt
+                .take()
+                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+            let Some(cap) = cap else {
+                let n = op.result.as_ref().map_or(op.len, |r| r.len());
+                s.decrypt = Some(op);
+                return Ok(Out::Len(n));
+            };
+            let plain = match op.result.take() {
+                Some(p) => p,
+                None => {
+                    if data.len() != op.len {
+                        return fail(CKR_ENCRYPTED_DATA_LEN_RANGE);
+                    }
+                    let (handset, token) = self.names(op.key.slot)?;
+                    let client = self.client()?;
+                    let (m, params) = mechanisms::wire_encryption(&op.enc);
+                    self.check(
+                        op.key.slot,
+                        client.decrypt(&handset, &token, &op.key.id, m, &params, data),
+                    )?
+                }
+            };
+            if plain.len() > cap {
+                let n = plain.len();
+                op.result = Some(plain);
+                s.decrypt = Some(op);
+                return Err(Error::BufferTooSmall { needed: n });
+            }
+            Ok(Out::Data(plain))
+        })
+    }
+
+    pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: Option<&Mechanism>) -> Result<()> {
+        self.with_session(h, |s| {
+            let Some(mech) = mech else {
+                s.digest = None;
+                return Ok(());
+            };
+            if s.digest.is_some() {
+                return fail(CKR_OPERATION_ACTIVE);
+            }
+            if mech.param != mechanisms::Param::None {
+                return fail(CKR_MECHANISM_PARAM_INVALID);
+            }
+            let hash = u32::try_from(mech.mechanism)
+                .ok()
+                .and_then(phonecsp::mechanism::digest_alg)
+                .ok_or(Error::Rv(CKR_MECHANISM_INVALID))?;
+            s.digest = Some(DigestOp {
+                hasher: Hasher::new(hash),
+                hash,
+                multipart: false,
+            });
+            Ok(())
+        })
+    }
+
+    /// `data`: `Some` for `C_Digest`, `None` for `C_DigestFinal`.
+    pub fn digest(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        cap: Option<usize>,
+    ) -> Result<Out> {
+        self.with_session(h, |s| {
+            let mut op = s
+                .digest
+                .take()
+                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+            if data.is_some() && op.multipart {
+                s.digest = Some(op);
+                return fail(CKR_OPERATION_ACTIVE);
+            }
+            let n = op.hash.output_len();
+            match cap {
+                None => {
+                    s.digest = Some(op);
+                    Ok(Out::Len(n))
+                }
+                Some(c) if c < n => {
+                    s.digest = Some(op);
+                    Err(Error::BufferTooSmall { needed: n })
+                }
+                Some(_) => {
+                    if let Some(d) = data {
+                        op.hasher.update(d);
+                    }
+                    Ok(Out::Data(Zeroizing::new(op.hasher.finish())))
+                }
+            }
+        })
+    }
+
+    pub fn digest_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.with_session(h, |s| {
+            let op = s
+                .digest
+                .as_mut()
+                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+            op.multipart = true;
+            op.hasher.update(data);
+            Ok(())
+        })
+    }
+
+    /// Keys never leave the handset, so none can be digested.
+    pub fn digest_key(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        self.with_session(h, |s| {
+            if s.digest.take().is_none() {
+                return fail(CKR_OPERATION_NOT_INITIALIZED);
+            }
+            fail(CKR_KEY_INDIGESTIBLE)
+        })
+    }
+
+    /// RSA is single-part: `C_EncryptUpdate` and friends end the operation.
+    pub fn no_multipart_crypt(&self, h: CK_SESSION_HANDLE, encrypt: bool) -> Result<()> {
+        self.with_session(h, |s| {
+            let active = if encrypt {
+                s.encrypt.take().is_some()
+            } else {
+                s.decrypt.take().is_some()
+            };
+            if active {
+                fail(CKR_FUNCTION_NOT_SUPPORTED)
+            } else {
+                fail(CKR_OPERATION_NOT_INITIALIZED)
+            }
+        })
+    }
+
+    /// `C_SessionCancel`: ends the operations `flags` name.
+    pub fn cancel(&self, h: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
+        self.with_session(h, |s| {
+            if flags & CKF_SIGN != 0 {
+                s.sign = None;
+            }
+            if flags & CKF_VERIFY != 0 {
+                s.verify = None;
+            }
+            if flags & CKF_ENCRYPT != 0 {
+                s.encrypt = None;
+            }
+            if flags & CKF_DECRYPT != 0 {
+                s.decrypt = None;
+            }
+            if flags & CKF_DIGEST != 0 {
+                s.digest = None;
+            }
+            if flags & CKF_FIND_OBJECTS != 0 {
+                s.find = None;
+            }
+            Ok(())
+        })
+    }
+
+    /// Checks the session handle, for functions that need nothing else.
+    pub fn check_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        self.session(h).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding() {
+        assert_eq!(&pad::<8>("ssh"), b"ssh     ");
+        assert_eq!(&pad::<4>("abcdef"), b"abcd");
+        // Never cuts a character in two.
+        assert_eq!(&pad::<2>("é!"), b"\xc3\xa9");
+        assert_eq!(&pad::<1>("é"), b" ");
+    }
+
+    #[test]
+    fn calls_before_initialize_are_refused() {
+        assert_eq!(
+            module().err().map(|e| e.rv()),
+            Some(CKR_CRYPTOKI_NOT_INITIALIZED)
+        );
+        assert_eq!(finalize().unwrap_err().rv(), CKR_CRYPTOKI_NOT_INITIALIZED);
+    }
+
+    #[test]
+    fn registry_handles_are_stable_and_removable() {
+        let mut r = Registry::default();
+        let k = ObjKey {
+            slot: 0,
+            class: CKO_CERTIFICATE,
+            id: vec![1],
+        };
+        let h = r.handle(k.clone());
+        assert_eq!(r.handle(k.clone()), h);
+        r.remove(&k);
+        assert!(!r.by_handle.contains_key(&h));
+        assert_ne!(r.handle(k), h);
+    }
+}

@@ -1,0 +1,1209 @@
+//! The PKCS#11 module end to end: a real `dbus-daemon`, the handset on a
+//! pty and `phonecspd`, used by programs nobody here wrote (`pkcs11-tool`,
+//! `ssh-keygen`, `ssh` against a real `sshd`, GnuTLS's `p11tool`, OpenSSL's
+//! pkcs11 engine, NSS's `modutil`/`certutil`), and through the `cryptoki`
+//! crate and the raw function list for the error paths. Results are checked
+//! with `openssl` and the public key, independently of the module.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use phonecsp::{Bus, ClientOptions};
+use phonecsp_tests::{Daemon, Handset, KEY_ID, PIN, TestBus, is_root, pkcs11_module, wait_until};
+
+struct Fixture {
+    root: tempfile::TempDir,
+    bus: TestBus,
+    handset: Handset,
+    _daemon: Daemon,
+    module: PathBuf,
+}
+
+fn uid() -> String {
+    nix::unistd::getuid().to_string()
+}
+
+/// Handset with `ssh` authorised, daemon started and paired, the token listed.
+fn fixture() -> Fixture {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let bus = TestBus::start();
+    let mut handset = Handset::create(root.path());
+    let code = handset.offer_pairing(&["ssh"]);
+    handset.start();
+    let daemon = Daemon::start(&bus, root.path(), &handset, "");
+    let client = phonecsp::blocking::Client::connect_with(
+        &Bus::Address(bus.address.clone()),
+        ClientOptions {
+            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+        },
+    )
+    .expect("client");
+    client.pair("phone", &code).expect("pair");
+    wait_until("the ssh token", Duration::from_secs(20), || {
+        client.list_tokens().is_ok_and(|t| !t.is_empty())
+    });
+    Fixture {
+        root,
+        bus,
+        handset,
+        _daemon: daemon,
+        module: pkcs11_module(),
+    }
+}
+
+impl Fixture {
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// The environment the module needs to find the daemon.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PHONECSP_BUS", self.bus.address.clone()),
+            ("PHONECSP_DAEMON_USER", uid()),
+        ]
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.envs(self.env()).stdin(Stdio::null());
+        c
+    }
+
+    fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        self.cmd("pkcs11-tool")
+            .arg("--module")
+            .arg(&self.module)
+            .args(args)
+            .output()
+            .expect("pkcs11-tool (install opensc)")
+    }
+
+    fn set_module_env(&self) {
+        for (k, v) in self.env() {
+            // SAFETY: set before the module starts any thread, in a test
+            // process of its own (nextest runs one test per process).
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+}
+
+#[track_caller]
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed ({:?}):\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The token's public key as PEM, exported by pkcs11-tool.
+fn export_public_key(f: &Fixture, id: &str) -> PathBuf {
+    let der = f.path(&format!("pub-{id}.der"));
+    ok(f.pkcs11_tool(&[
+        "--read-object",
+        "--type",
+        "pubkey",
+        "--id",
+        id,
+        "-o",
+        s(&der),
+    ]));
+    let pem = f.path(&format!("pub-{id}.pem"));
+    ok(Command::new("openssl")
+        .args([
+            "pkey",
+            "-pubin",
+            "-inform",
+            "DER",
+            "-in",
+            s(&der),
+            "-out",
+            s(&pem),
+        ])
+        .output()
+        .expect("openssl"));
+    pem
+}
+
+#[test]
+fn pkcs11_tool_lists_signs_decrypts_generates_and_writes() {
+    let f = fixture();
+    let slots = ok(f.pkcs11_tool(&["--list-slots"]));
+    assert!(slots.contains("phonecsp"), "{slots}");
+    assert!(slots.contains("token label        : ssh"), "{slots}");
+    let info = ok(f.pkcs11_tool(&["--list-mechanisms"]));
+    for m in [
+        "SHA256-RSA-PKCS",
+        "RSA-PKCS-OAEP",
+        "RSA-PKCS-PSS",
+        "SHA256",
+        "RSA-PKCS-KEY-PAIR-GEN",
+    ] {
+        assert!(info.contains(m), "{m} missing from\n{info}");
+    }
+
+    // Public objects without a login, the private key only after one.
+    let objects = ok(f.pkcs11_tool(&["--list-objects"]));
+    assert!(objects.contains("Public Key Object"), "{objects}");
+    assert!(!objects.contains("Private Key Object"), "{objects}");
+    let objects = ok(f.pkcs11_tool(&["--login", "--pin", PIN, "--list-objects"]));
+    assert!(objects.contains("Private Key Object"), "{objects}");
+    assert!(objects.contains("ssh key"), "{objects}");
+
+    // Sign on the phone, verify with openssl and the exported public key.
+    let msg = f.path("msg");
+    std::fs::write(&msg, b"signed through PKCS#11").unwrap();
+    let sig = f.path("msg.sig");
+    ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--sign",
+        "--mechanism",
+        "SHA256-RSA-PKCS",
+        "--id",
+        "01",
+        "-i",
+        s(&msg),
+        "-o",
+        s(&sig),
+    ]));
+    let pem = export_public_key(&f, "01");
+    let v = ok(Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            s(&pem),
+            "-signature",
+            s(&sig),
+            s(&msg),
+        ])
+        .output()
+        .unwrap());
+    assert!(v.contains("Verified OK"), "{v}");
+    // PSS too.
+    let pss = f.path("msg.pss");
+    ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--sign",
+        "--mechanism",
+        "SHA256-RSA-PKCS-PSS",
+        "--id",
+        "01",
+        "-i",
+        s(&msg),
+        "-o",
+        s(&pss),
+    ]));
+    ok(Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:-1",
+        ])
+        .args(["-verify", s(&pem), "-signature", s(&pss), s(&msg)])
+        .output()
+        .unwrap());
+
+    // Decrypt on the phone what openssl encrypted to the public key.
+    let secret = f.path("secret");
+    std::fs::write(&secret, b"a disk key, say").unwrap();
+    for (mech, opts) in [
+        ("RSA-PKCS", vec![]),
+        (
+            "RSA-PKCS-OAEP",
+            vec![
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                "rsa_oaep_md:sha256",
+                "-pkeyopt",
+                "rsa_mgf1_md:sha256",
+            ],
+        ),
+    ] {
+        let ct = f.path("secret.enc");
+        ok(Command::new("openssl")
+            .args([
+                "pkeyutl",
+                "-encrypt",
+                "-pubin",
+                "-inkey",
+                s(&pem),
+                "-in",
+                s(&secret),
+                "-out",
+                s(&ct),
+            ])
+            .args(&opts)
+            .output()
+            .unwrap());
+        let out = f.path("secret.out");
+        let mut args = vec![
+            "--login",
+            "--pin",
+            PIN,
+            "--decrypt",
+            "--mechanism",
+            mech,
+            "--id",
+            "01",
+            "-i",
+            s(&ct),
+            "-o",
+            s(&out),
+        ];
+        if mech == "RSA-PKCS-OAEP" {
+            args.extend(["--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256"]);
+        }
+        ok(f.pkcs11_tool(&args));
+        assert_eq!(std::fs::read(&out).unwrap(), b"a disk key, say", "{mech}");
+    }
+
+    // A key pair generated on the phone, and a certificate written for it.
+    let made = ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--keypairgen",
+        "--key-type",
+        "rsa:2048",
+        "--id",
+        "02",
+        "--label",
+        "generated",
+    ]));
+    assert!(made.contains("generated"), "{made}");
+    let key = f.path("cert.key");
+    let cert = f.path("cert.der");
+    ok(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=pkcs11 write",
+            "-days",
+            "1",
+        ])
+        .args(["-outform", "DER", "-keyout", s(&key), "-out", s(&cert)])
+        .output()
+        .unwrap());
+    ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--write-object",
+        s(&cert),
+        "--type",
+        "cert",
+        "--id",
+        "02",
+        "--label",
+        "generated",
+    ]));
+    let objects = ok(f.pkcs11_tool(&["--list-objects"]));
+    assert!(objects.contains("Certificate Object"), "{objects}");
+    assert!(objects.contains("pkcs11 write"), "{objects}");
+    let back = f.path("cert.back");
+    ok(f.pkcs11_tool(&[
+        "--read-object",
+        "--type",
+        "cert",
+        "--id",
+        "02",
+        "-o",
+        s(&back),
+    ]));
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&cert).unwrap());
+    // And deleted again.
+    ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--delete-object",
+        "--type",
+        "cert",
+        "--id",
+        "02",
+    ]));
+    let objects = ok(f.pkcs11_tool(&["--list-objects"]));
+    assert!(!objects.contains("Certificate Object"), "{objects}");
+}
+
+#[test]
+fn pkcs11_tool_test_passes() {
+    let f = fixture();
+    let out = f.pkcs11_tool(&["--test", "--login", "--pin", PIN]);
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("No errors"), "{text}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ssh_logs_in_with_the_phone_key() {
+    let f = fixture();
+    let keys = ok(f
+        .cmd("ssh-keygen")
+        .arg("-D")
+        .arg(&f.module)
+        .output()
+        .expect("ssh-keygen"));
+    let line = keys
+        .lines()
+        .find(|l| l.starts_with("ssh-rsa "))
+        .unwrap_or_else(|| panic!("no ssh-rsa key in\n{keys}"))
+        .to_owned();
+    if !is_root() {
+        eprintln!("SKIPPED: sshd needs root");
+        return;
+    }
+    let sshd_bin = ["/usr/sbin/sshd", "/sbin/sshd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("sshd (install openssh-server)");
+    std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+    let host_key = f.path("host_key");
+    ok(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", s(&host_key)])
+        .output()
+        .unwrap());
+    let authorized = f.path("authorized_keys");
+    std::fs::write(&authorized, format!("{line}\n")).unwrap();
+    let port = free_port();
+    let config = f.path("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+             StrictModes no\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n",
+            s(&host_key),
+            s(&f.path("sshd.pid")),
+            s(&authorized)
+        ),
+    )
+    .unwrap();
+    let _sshd = Killed(
+        Command::new(sshd_bin)
+            .args(["-D", "-e", "-f", s(&config)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(f.path("sshd.log")).unwrap())
+            .spawn()
+            .expect("sshd"),
+    );
+    wait_until("sshd listening", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // ssh asks for the PIN through SSH_ASKPASS when it has no terminal.
+    let askpass = f.path("askpass");
+    std::fs::write(&askpass, format!("#!/bin/sh\necho {PIN}\n")).unwrap();
+    std::fs::set_permissions(
+        &askpass,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = f
+        .cmd("ssh")
+        .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o"])
+        .arg(format!("UserKnownHostsFile={}", s(&f.path("known_hosts"))))
+        .args([
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "KbdInteractiveAuthentication=no",
+        ])
+        .arg("-I")
+        .arg(&f.module)
+        .args([
+            "-p",
+            &port.to_string(),
+            "root@127.0.0.1",
+            "echo",
+            "logged-in-by-phone",
+        ])
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .output()
+        .expect("ssh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("logged-in-by-phone"),
+        "ssh failed: {}\n{stdout}\n{}\n--- sshd log\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(f.path("sshd.log")).unwrap_or_default()
+    );
+}
+
+#[test]
+fn p11tool_lists_and_test_signs() {
+    let f = fixture();
+    let p11tool = |args: &[&str]| {
+        f.cmd("p11tool")
+            .arg("--provider")
+            .arg(&f.module)
+            .args(args)
+            .env("GNUTLS_PIN", PIN)
+            .output()
+            .expect("p11tool (install gnutls-bin)")
+    };
+    let all = ok(p11tool(&["--list-all", "--login"]));
+    let uri = all
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("URL: "))
+        .find(|u| u.contains("type=private"))
+        .unwrap_or_else(|| panic!("no private key in\n{all}"))
+        .to_owned();
+    assert!(uri.contains("token=ssh"), "{uri}");
+    let out = p11tool(&["--test-sign", &uri, "--login"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Verifying against public key") && text.contains("ok"),
+        "{text}"
+    );
+}
+
+#[test]
+fn openssl_engine_signs_with_a_pkcs11_uri() {
+    let f = fixture();
+    let engine = [
+        "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so",
+        "/usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("the pkcs11 engine (install libengine-pkcs11-openssl)");
+    let conf = f.path("openssl.cnf");
+    std::fs::write(
+        &conf,
+        format!(
+            "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n\
+             [engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n\
+             dynamic_path = {engine}\nMODULE_PATH = {}\ninit = 0\n",
+            s(&f.module)
+        ),
+    )
+    .unwrap();
+    let msg = f.path("msg");
+    std::fs::write(&msg, b"signed by openssl through the engine").unwrap();
+    let sig = f.path("msg.sig");
+    let uri = format!("pkcs11:token=ssh;object=ssh%20key;type=private;pin-value={PIN}");
+    ok(f.cmd("openssl")
+        .env("OPENSSL_CONF", &conf)
+        .args([
+            "dgst", "-sha256", "-engine", "pkcs11", "-keyform", "engine", "-sign", &uri,
+        ])
+        .args(["-out", s(&sig), s(&msg)])
+        .output()
+        .unwrap());
+    let pem = export_public_key(&f, "01");
+    let v = ok(Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            s(&pem),
+            "-signature",
+            s(&sig),
+            s(&msg),
+        ])
+        .output()
+        .unwrap());
+    assert!(v.contains("Verified OK"), "{v}");
+}
+
+#[test]
+fn self_signed_certificate_shows_in_nss() {
+    let f = fixture();
+    let o = phonecsp_tests::phonecsp(
+        &f.bus,
+        None,
+        &[
+            "cert",
+            "self-sign",
+            "ssh",
+            "--id",
+            "01",
+            "--subject",
+            "CN=phonecsp nss test",
+            "--days",
+            "30",
+        ],
+        &[("PHONECSP_PIN", PIN)],
+    );
+    ok(o);
+    // The handset's signature on it verifies.
+    let cert = f.path("cert.der");
+    ok(f.pkcs11_tool(&[
+        "--read-object",
+        "--type",
+        "cert",
+        "--id",
+        "01",
+        "-o",
+        s(&cert),
+    ]));
+    let pem = f.path("cert.pem");
+    ok(Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-in", s(&cert), "-out", s(&pem)])
+        .output()
+        .unwrap());
+    let v = ok(Command::new("openssl")
+        .args(["verify", "-CAfile", s(&pem), s(&pem)])
+        .output()
+        .unwrap());
+    assert!(v.contains("OK"), "{v}");
+
+    let db = format!("sql:{}", s(&f.path("nssdb")));
+    std::fs::create_dir_all(f.path("nssdb")).unwrap();
+    ok(f.cmd("certutil")
+        .args(["-N", "-d", &db, "--empty-password"])
+        .output()
+        .expect("certutil (install libnss3-tools)"));
+    ok(f.cmd("modutil")
+        .args([
+            "-add",
+            "phonecsp",
+            "-libfile",
+            s(&f.module),
+            "-dbdir",
+            &db,
+            "-force",
+        ])
+        .output()
+        .expect("modutil"));
+    let list = ok(f
+        .cmd("certutil")
+        .args(["-L", "-h", "all", "-d", &db])
+        .output()
+        .unwrap());
+    assert!(list.contains("ssh:ssh key"), "{list}");
+}
+
+// ---- through the cryptoki crate and the raw function list -------------------
+
+fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
+    match r {
+        Err(CkError::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a PKCS#11 error, got {other:?}"),
+    }
+}
+
+fn context(f: &Fixture) -> Pkcs11 {
+    f.set_module_env();
+    let p = Pkcs11::new(&f.module).expect("load the module");
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    p
+}
+
+fn private_key(session: &cryptoki::session::Session) -> cryptoki::object::ObjectHandle {
+    let keys = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(KEY_ID.to_vec()),
+        ])
+        .expect("find");
+    assert_eq!(keys.len(), 1);
+    keys[0]
+}
+
+#[test]
+fn cryptoki_sessions_objects_and_eight_threads() {
+    let f = fixture();
+    let p = context(&f);
+    let slots = p.get_slots_with_token().unwrap();
+    assert_eq!(slots.len(), 1);
+    let slot = slots[0];
+    let info = p.get_token_info(slot).unwrap();
+    assert_eq!(info.label(), "ssh");
+    assert!(info.login_required() && info.rng() && info.token_initialized());
+    let si = p.get_slot_info(slot).unwrap();
+    assert!(si.removable_device() && si.hardware_slot() && si.token_present());
+    let mi = p
+        .get_mechanism_info(slot, cryptoki::mechanism::MechanismType::RSA_PKCS)
+        .unwrap();
+    assert!(mi.hardware() && mi.sign() && mi.decrypt());
+    assert_eq!(mi.min_key_size(), 2048);
+
+    let session = p.open_ro_session(slot).unwrap();
+    // Private objects are hidden before login, as on a real token.
+    let before = session
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .unwrap();
+    assert!(before.is_empty());
+    let public = session
+        .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
+        .unwrap();
+    assert_eq!(public.len(), 1);
+    // Signing needs a login.
+    assert_eq!(
+        rv(session.login(UserType::So, Some(&AuthPin::new(PIN.into())))),
+        RvError::UserTypeInvalid
+    );
+    assert_eq!(
+        rv(session.login(UserType::User, Some(&AuthPin::new("000000".into())))),
+        RvError::PinIncorrect
+    );
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    assert_eq!(
+        rv(session.login(UserType::User, Some(&AuthPin::new(PIN.into())))),
+        RvError::UserAlreadyLoggedIn
+    );
+    let key = private_key(&session);
+    // Handles are stable across searches.
+    assert_eq!(private_key(&session), key);
+    let attrs = session
+        .get_attributes(
+            key,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Modulus,
+                AttributeType::PublicKeyInfo,
+            ],
+        )
+        .unwrap();
+    assert!(attrs.contains(&Attribute::Sensitive(true)));
+    assert!(attrs.contains(&Attribute::Extractable(false)));
+    assert!(
+        attrs
+            .iter()
+            .any(|a| matches!(a, Attribute::Modulus(m) if m.len() == 256))
+    );
+    assert!(
+        attrs
+            .iter()
+            .any(|a| matches!(a, Attribute::PublicKeyInfo(d) if d.len() > 256))
+    );
+    // A sensitive value is refused.
+    let raw = session.get_attributes(key, &[AttributeType::PrivateExponent]);
+    assert!(raw.map(|a| a.is_empty()).unwrap_or(true));
+
+    // Sign here, verify here (in-process, with the public key).
+    let sig = session
+        .sign(&Mechanism::Sha256RsaPkcs, key, b"message")
+        .unwrap();
+    session
+        .verify(&Mechanism::Sha256RsaPkcs, public[0], b"message", &sig)
+        .unwrap();
+    assert_eq!(
+        rv(session.verify(&Mechanism::Sha256RsaPkcs, public[0], b"other", &sig)),
+        RvError::SignatureInvalid
+    );
+    // Multi-part: the message is hashed here; the same signature results.
+    session.sign_init(&Mechanism::Sha256RsaPkcs, key).unwrap();
+    session.sign_update(b"mess").unwrap();
+    session.sign_update(b"age").unwrap();
+    assert_eq!(session.sign_final().unwrap(), sig);
+    // Encrypt here, decrypt on the phone.
+    let ct = session
+        .encrypt(&Mechanism::RsaPkcs, public[0], b"secret")
+        .unwrap();
+    assert_eq!(
+        session.decrypt(&Mechanism::RsaPkcs, key, &ct).unwrap(),
+        b"secret"
+    );
+    assert_eq!(session.generate_random_vec(48).unwrap().len(), 48);
+    let digest = session.digest(&Mechanism::Sha256, b"abc").unwrap();
+    assert_eq!(digest[..4], [0xba, 0x78, 0x16, 0xbf]);
+
+    // Eight threads, eight sessions, signing at once.
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let s = p.open_ro_session(slot).unwrap();
+                let key = private_key(&s);
+                let msg = format!("thread {i}");
+                let pubs = s
+                    .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
+                    .unwrap();
+                for _ in 0..3 {
+                    let sig = s
+                        .sign(&Mechanism::Sha256RsaPkcs, key, msg.as_bytes())
+                        .unwrap();
+                    s.verify(&Mechanism::Sha256RsaPkcs, pubs[0], msg.as_bytes(), &sig)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a signing thread failed");
+    }
+    session.logout().unwrap();
+    assert!(
+        session
+            .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The raw function list, for what the safe wrapper never sends.
+struct Raw {
+    _lib: libloading::Library,
+    f: &'static cryptoki_sys::CK_FUNCTION_LIST,
+}
+
+fn raw(f: &Fixture) -> Raw {
+    f.set_module_env();
+    // SAFETY: loading the module under test, which has no constructors that
+    // could misbehave.
+    let lib = unsafe { libloading::Library::new(&f.module) }.expect("dlopen");
+    // SAFETY: the symbol has the standard's C_GetFunctionList type.
+    let get: libloading::Symbol<
+        unsafe extern "C" fn(*mut *mut cryptoki_sys::CK_FUNCTION_LIST) -> cryptoki_sys::CK_RV,
+    > = unsafe { lib.get(b"C_GetFunctionList\0") }.expect("C_GetFunctionList");
+    let mut list = std::ptr::null_mut();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { get(&mut list) }, cryptoki_sys::CKR_OK);
+    // SAFETY: the module's static list lives as long as the library, which
+    // this struct keeps loaded.
+    let f = unsafe { &*list };
+    Raw { _lib: lib, f }
+}
+
+macro_rules! call {
+    ($raw:expr, $name:ident($($arg:expr),*)) => {
+        // SAFETY: the arguments are valid or deliberately NULL/invalid, which
+        // the module must answer with an error rather than a crash.
+        unsafe { ($raw.f.$name.expect(stringify!($name)))($($arg),*) }
+    };
+}
+
+#[test]
+fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
+    use cryptoki_sys::*;
+    let fx = fixture();
+    let r = raw(&fx);
+    assert_eq!(
+        call!(r, C_GetSlotList(CK_TRUE, null(), null())),
+        CKR_CRYPTOKI_NOT_INITIALIZED
+    );
+    assert_eq!(call!(r, C_Initialize(null())), CKR_OK);
+    assert_eq!(
+        call!(r, C_Initialize(null())),
+        CKR_CRYPTOKI_ALREADY_INITIALIZED
+    );
+    // NULL where a value is needed.
+    assert_eq!(call!(r, C_GetInfo(null())), CKR_ARGUMENTS_BAD);
+    assert_eq!(
+        call!(r, C_GetSlotList(CK_TRUE, null(), null())),
+        CKR_ARGUMENTS_BAD
+    );
+    let mut n: CK_ULONG = 0;
+    assert_eq!(call!(r, C_GetSlotList(CK_TRUE, null(), &mut n)), CKR_OK);
+    assert_eq!(n, 1);
+    let mut slot: CK_SLOT_ID = 99;
+    assert_eq!(call!(r, C_GetSlotList(CK_TRUE, &mut slot, &mut n)), CKR_OK);
+    assert_eq!(call!(r, C_GetTokenInfo(slot, null())), CKR_ARGUMENTS_BAD);
+    assert_eq!(
+        call!(r, C_GetSlotInfo(12345, &mut CK_SLOT_INFO::default())),
+        CKR_SLOT_ID_INVALID
+    );
+    assert_eq!(
+        call!(
+            r,
+            C_OpenSession(slot, CKF_SERIAL_SESSION, null(), None, null())
+        ),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        call!(r, C_OpenSession(slot, 0, null(), None, &mut 0)),
+        CKR_SESSION_PARALLEL_NOT_SUPPORTED
+    );
+    let mut h: CK_SESSION_HANDLE = 0;
+    assert_eq!(
+        call!(
+            r,
+            C_OpenSession(slot, CKF_SERIAL_SESSION, null(), None, &mut h)
+        ),
+        CKR_OK
+    );
+    // Invalid session and object handles.
+    assert_eq!(
+        call!(r, C_CloseSession(h + 1000)),
+        CKR_SESSION_HANDLE_INVALID
+    );
+    assert_eq!(call!(r, C_Logout(h + 1000)), CKR_SESSION_HANDLE_INVALID);
+    let mut class: CK_OBJECT_CLASS = 0;
+    let mut attr = CK_ATTRIBUTE {
+        type_: CKA_CLASS,
+        pValue: &mut class as *mut _ as *mut _,
+        ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
+    };
+    assert_eq!(
+        call!(r, C_GetAttributeValue(h, 424242, &mut attr, 1)),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    assert_eq!(
+        call!(r, C_DestroyObject(h, 424242)),
+        CKR_OBJECT_HANDLE_INVALID
+    );
+    // Operations in the wrong state.
+    let mut out = [0u8; 512];
+    let mut out_len: CK_ULONG = out.len() as CK_ULONG;
+    let mut data = *b"data";
+    assert_eq!(
+        call!(
+            r,
+            C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut out_len)
+        ),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(
+        call!(r, C_FindObjects(h, &mut 0, 1, &mut 0)),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(
+        call!(r, C_FindObjectsFinal(h)),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(call!(r, C_Logout(h)), CKR_USER_NOT_LOGGED_IN);
+    let mut pin = *b"123456";
+    // A read-only session cannot change the PIN.
+    assert_eq!(
+        call!(r, C_SetPIN(h, pin.as_mut_ptr(), 6, pin.as_mut_ptr(), 6)),
+        CKR_SESSION_READ_ONLY
+    );
+    assert_eq!(call!(r, C_Login(h, CKU_USER, null(), 6)), CKR_ARGUMENTS_BAD);
+    assert_eq!(call!(r, C_Login(h, CKU_USER, pin.as_mut_ptr(), 6)), CKR_OK);
+
+    // Find the private key (its handle, by CKA_ID).
+    let mut id = KEY_ID.to_vec();
+    let mut pclass: CK_OBJECT_CLASS = CKO_PRIVATE_KEY;
+    let mut tmpl = [
+        CK_ATTRIBUTE {
+            type_: CKA_CLASS,
+            pValue: &mut pclass as *mut _ as *mut _,
+            ulValueLen: 8,
+        },
+        CK_ATTRIBUTE {
+            type_: CKA_ID,
+            pValue: id.as_mut_ptr() as *mut _,
+            ulValueLen: 1,
+        },
+    ];
+    assert_eq!(call!(r, C_FindObjectsInit(h, tmpl.as_mut_ptr(), 2)), CKR_OK);
+    assert_eq!(
+        call!(r, C_FindObjectsInit(h, tmpl.as_mut_ptr(), 2)),
+        CKR_OPERATION_ACTIVE
+    );
+    let mut key: CK_OBJECT_HANDLE = 0;
+    let mut found: CK_ULONG = 0;
+    assert_eq!(
+        call!(r, C_FindObjects(h, null(), 1, &mut found)),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(call!(r, C_FindObjects(h, &mut key, 1, &mut found)), CKR_OK);
+    assert_eq!(found, 1);
+    assert_eq!(call!(r, C_FindObjectsFinal(h)), CKR_OK);
+
+    // Attributes: a sensitive one, a length query, a short buffer.
+    let mut exp = [0u8; 256];
+    let mut a = CK_ATTRIBUTE {
+        type_: CKA_PRIVATE_EXPONENT,
+        pValue: exp.as_mut_ptr() as *mut _,
+        ulValueLen: 256,
+    };
+    assert_eq!(
+        call!(r, C_GetAttributeValue(h, key, &mut a, 1)),
+        CKR_ATTRIBUTE_SENSITIVE
+    );
+    assert_eq!(a.ulValueLen, CK_UNAVAILABLE_INFORMATION);
+    let mut a = CK_ATTRIBUTE {
+        type_: CKA_MODULUS,
+        pValue: null(),
+        ulValueLen: 0,
+    };
+    assert_eq!(call!(r, C_GetAttributeValue(h, key, &mut a, 1)), CKR_OK);
+    assert_eq!(a.ulValueLen, 256);
+    let mut small = [0u8; 8];
+    let mut a = CK_ATTRIBUTE {
+        type_: CKA_MODULUS,
+        pValue: small.as_mut_ptr() as *mut _,
+        ulValueLen: 8,
+    };
+    assert_eq!(
+        call!(r, C_GetAttributeValue(h, key, &mut a, 1)),
+        CKR_BUFFER_TOO_SMALL
+    );
+    let mut a = CK_ATTRIBUTE {
+        type_: 0x7fff_fff0,
+        pValue: null(),
+        ulValueLen: 0,
+    };
+    assert_eq!(
+        call!(r, C_GetAttributeValue(h, key, &mut a, 1)),
+        CKR_ATTRIBUTE_TYPE_INVALID
+    );
+
+    // Signing: a length query, then a too-small buffer, which keeps the
+    // operation active, then the signature.
+    let mut mech = CK_MECHANISM {
+        mechanism: CKM_SHA256_RSA_PKCS,
+        pParameter: null(),
+        ulParameterLen: 0,
+    };
+    assert_eq!(
+        call!(r, C_SignInit(h, &mut mech, 424242)),
+        CKR_KEY_HANDLE_INVALID
+    );
+    let mut bad = CK_MECHANISM {
+        mechanism: 0x7fff_fff0,
+        pParameter: null(),
+        ulParameterLen: 0,
+    };
+    assert_eq!(
+        call!(r, C_SignInit(h, &mut bad, key)),
+        CKR_MECHANISM_INVALID
+    );
+    assert_eq!(call!(r, C_SignInit(h, &mut mech, key)), CKR_OK);
+    assert_eq!(
+        call!(r, C_SignInit(h, &mut mech, key)),
+        CKR_OPERATION_ACTIVE
+    );
+    let mut len: CK_ULONG = 0;
+    assert_eq!(
+        call!(r, C_Sign(h, data.as_mut_ptr(), 4, null(), &mut len)),
+        CKR_OK
+    );
+    assert_eq!(len, 256);
+    assert_eq!(
+        call!(r, C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), null())),
+        CKR_ARGUMENTS_BAD
+    );
+    let mut len: CK_ULONG = 10;
+    assert_eq!(
+        call!(
+            r,
+            C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
+        ),
+        CKR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(len, 256);
+    let mut len: CK_ULONG = out.len() as CK_ULONG;
+    assert_eq!(
+        call!(
+            r,
+            C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
+        ),
+        CKR_OK
+    );
+    assert_eq!(len, 256);
+    // The operation ended with the signature.
+    assert_eq!(
+        call!(
+            r,
+            C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
+        ),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    // A NULL mechanism ends an operation (PKCS#11 3.0).
+    assert_eq!(call!(r, C_SignInit(h, &mut mech, key)), CKR_OK);
+    assert_eq!(call!(r, C_SignInit(h, null(), key)), CKR_OK);
+    assert_eq!(
+        call!(r, C_SignFinal(h, null(), &mut len)),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    // Digest with a short buffer.
+    let mut dm = CK_MECHANISM {
+        mechanism: CKM_SHA256,
+        pParameter: null(),
+        ulParameterLen: 0,
+    };
+    assert_eq!(call!(r, C_DigestInit(h, &mut dm)), CKR_OK);
+    let mut len: CK_ULONG = 16;
+    assert_eq!(
+        call!(
+            r,
+            C_Digest(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
+        ),
+        CKR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(len, 32);
+    assert_eq!(
+        call!(
+            r,
+            C_Digest(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
+        ),
+        CKR_OK
+    );
+    // Unsupported functions say so.
+    assert_eq!(
+        call!(r, C_InitToken(slot, null(), 0, null())),
+        CKR_FUNCTION_NOT_SUPPORTED
+    );
+    assert_eq!(
+        call!(r, C_GenerateKey(h, &mut mech, null(), 0, &mut 0)),
+        CKR_FUNCTION_NOT_SUPPORTED
+    );
+    // CKF_DONT_BLOCK: nothing changed.
+    assert_eq!(
+        call!(r, C_WaitForSlotEvent(CKF_DONT_BLOCK, &mut slot, null())),
+        CKR_NO_EVENT
+    );
+
+    // fork(): the child is not initialised until it initialises again.
+    // SAFETY: the child only calls into the module and exits with _exit.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => {
+            let mut n: CK_ULONG = 0;
+            let code = if call!(r, C_GetSlotList(CK_TRUE, null(), &mut n))
+                != CKR_CRYPTOKI_NOT_INITIALIZED
+            {
+                10
+            } else if call!(r, C_CloseSession(h)) != CKR_CRYPTOKI_NOT_INITIALIZED {
+                11
+            } else if call!(r, C_Initialize(null())) != CKR_OK {
+                12
+            } else if call!(r, C_GetSlotList(CK_TRUE, null(), &mut n)) != CKR_OK || n != 1 {
+                13
+            } else if call!(r, C_Finalize(null())) != CKR_OK {
+                14
+            } else {
+                0
+            };
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc_exit(code) };
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let status = nix::sys::wait::waitpid(child, None).expect("waitpid");
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+        }
+    }
+    // The parent is unaffected.
+    let mut len: CK_ULONG = 0;
+    assert_eq!(call!(r, C_GetSlotList(CK_TRUE, null(), &mut len)), CKR_OK);
+    assert_eq!(call!(r, C_CloseSession(h)), CKR_OK);
+    assert_eq!(call!(r, C_Finalize(null())), CKR_OK);
+    assert_eq!(
+        call!(r, C_GetSlotList(CK_TRUE, null(), &mut len)),
+        CKR_CRYPTOKI_NOT_INITIALIZED
+    );
+}
+
+fn null<T>() -> *mut T {
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" {
+    #[link_name = "_exit"]
+    fn libc_exit(code: i32) -> !;
+}
+
+#[test]
+fn handset_disconnect_mid_session_then_recovery() {
+    let mut f = fixture();
+    let p = context(&f);
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let session = p.open_rw_session(slot).unwrap();
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    let key = private_key(&session);
+    session
+        .sign(&Mechanism::Sha256RsaPkcs, key, b"before")
+        .unwrap();
+    session.sign_init(&Mechanism::Sha256RsaPkcs, key).unwrap();
+    session.sign_update(b"mid-").unwrap();
+
+    f.handset.kill();
+    // The signature in progress fails with the device gone...
+    assert_eq!(rv(session.sign_final()), RvError::DeviceRemoved);
+    // ...the session went with it, and the slot stays, without a token.
+    assert_eq!(
+        rv(session.sign(&Mechanism::Sha256RsaPkcs, key, b"x")),
+        RvError::SessionHandleInvalid
+    );
+    wait_until("the token to go", Duration::from_secs(20), || {
+        p.get_slots_with_token().is_ok_and(|s| s.is_empty())
+    });
+    let all = p.get_all_slots().unwrap();
+    assert_eq!(all, vec![slot]);
+    assert!(!p.get_slot_info(slot).unwrap().token_present());
+    assert_eq!(rv(p.open_ro_session(slot)), RvError::TokenNotPresent);
+    assert_eq!(rv(p.get_token_info(slot)), RvError::TokenNotPresent);
+    let event = p.get_slot_event().unwrap();
+    assert_eq!(event, Some(slot));
+
+    // The phone comes back: the daemon reconnects by itself, the same slot
+    // has its token again, and after a login signing works.
+    f.handset.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.get_slots_with_token().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the token never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(p.get_slots_with_token().unwrap(), vec![slot]);
+    assert_eq!(p.get_slot_event().unwrap(), Some(slot));
+    assert_eq!(p.get_slot_event().unwrap(), None);
+    let session = p.open_ro_session(slot).unwrap();
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    let key = private_key(&session);
+    session
+        .sign(&Mechanism::Sha256RsaPkcs, key, b"after")
+        .unwrap();
+}
