@@ -1189,14 +1189,22 @@ fn handset_disconnect_mid_session_then_recovery() {
 
     // The phone comes back: the daemon reconnects by itself, the same slot
     // has its token again, and after a login signing works.
+    // A blocking C_WaitForSlotEvent, waiting on a thread of its own, wakes
+    // up when it does.
+    let waiter = {
+        let p = p.clone();
+        std::thread::spawn(move || p.wait_for_slot_event())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiter.is_finished(), "the blocking wait returned early");
     f.handset.start();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while p.get_slots_with_token().unwrap().is_empty() {
+    while !waiter.is_finished() {
         assert!(Instant::now() < deadline, "the token never came back");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(waiter.join().unwrap().unwrap(), slot);
     assert_eq!(p.get_slots_with_token().unwrap(), vec![slot]);
-    assert_eq!(p.get_slot_event().unwrap(), Some(slot));
     assert_eq!(p.get_slot_event().unwrap(), None);
     let session = p.open_ro_session(slot).unwrap();
     session
