@@ -564,10 +564,12 @@ impl Provider {
         let i = &self.inner;
         let c = i.caller(&hdr, conn).await?;
         let link = i.token_link(&c, &handset, &token)?;
-        if pin.is_empty() || pin.len() > MAX_PIN_LEN {
+        // An empty PIN asks the owner to type it on the phone, where the
+        // token has a protected authentication path; the handset decides.
+        if pin.len() > MAX_PIN_LEN {
             return Err(ck(
                 CkRv::PIN_LEN_RANGE,
-                format!("a PIN has 1 to {MAX_PIN_LEN} bytes"),
+                format!("a PIN has at most {MAX_PIN_LEN} bytes"),
             ));
         }
         let generation = Inner::generation(link)

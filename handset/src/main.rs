@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use phonecsp_handset::crypto;
 use phonecsp_handset::manager::{self, Approver, Manager};
 use phonecsp_handset::serve::{self, DEFAULT_RFCOMM_CHANNEL};
-use phonecsp_handset::store::{KdfParams, Policy, Store};
+use phonecsp_handset::store::{KdfParams, PinEntry, Policy, Store};
 use phonecsp_protocol::PairingCode;
 use phonecsp_protocol::noise::fingerprint;
 use std::io::Write;
@@ -80,6 +80,10 @@ enum ContainerCmd {
     Delete { name: String },
     /// Set the approval policy.
     Policy { name: String, policy: PolicyArg },
+    /// Where the PIN is typed: on the computer (`host`), or here on the
+    /// phone (`handset`: the computer sees a protected authentication path
+    /// and the prompt command or terminal asks for the PIN).
+    PinEntry { name: String, entry: PinEntryArg },
     /// Change the PIN ($PHONECSP_PIN then $PHONECSP_NEW_PIN, or the terminal).
     ChangePin { name: String },
 }
@@ -166,6 +170,12 @@ struct ServeArgs {
     /// Longest line accepted (advertised in +CKVER).
     #[arg(long, default_value_t = serve::DEFAULT_LINE)]
     max_line: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PinEntryArg {
+    Host,
+    Handset,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -402,6 +412,14 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
         ContainerCmd::Policy { name, policy } => {
             let mut c = store.load_container(&name)?;
             c.set_policy(policy.into());
+            store.save_container(&c)?;
+        }
+        ContainerCmd::PinEntry { name, entry } => {
+            let mut c = store.load_container(&name)?;
+            c.set_pin_entry(match entry {
+                PinEntryArg::Host => PinEntry::Host,
+                PinEntryArg::Handset => PinEntry::Handset,
+            });
             store.save_container(&c)?;
         }
         ContainerCmd::ChangePin { name } => {

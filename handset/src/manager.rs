@@ -7,7 +7,7 @@
 //! owner's revocations and PIN counters take effect at once.
 
 use crate::crypto;
-use crate::store::{Container, Hosts, Kek, Policy, Store, StoreError};
+use crate::store::{Container, Hosts, Kek, PinEntry, Policy, Store, StoreError};
 use phonecsp_protocol::ck::cka;
 use phonecsp_protocol::message::{ContainerEntry, ObjectEntry, TokenInfo, token_flags};
 use phonecsp_protocol::noise::fingerprint;
@@ -70,6 +70,80 @@ impl Approver {
         }
         false
     }
+}
+
+impl Approver {
+    /// Asks the owner to type the container's PIN on the phone: the prompt
+    /// command (run with `PHONECSP_OPERATION=pin`) prints it on its first
+    /// line of output, or the terminal asks without echo. `None` if the
+    /// person cancels, does not answer in time, or nobody can be asked.
+    pub fn ask_pin(&self, host: &str, container: &str) -> Option<Zeroizing<Vec<u8>>> {
+        let prompt = format!("{host} asks to log in to container '{container}': enter its PIN");
+        if let Some(cmd) = &self.command {
+            let child = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(cmd)
+                .env("PHONECSP_PROMPT", &prompt)
+                .env("PHONECSP_HOST", host)
+                .env("PHONECSP_CONTAINER", container)
+                .env("PHONECSP_OPERATION", "pin")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn();
+            let Ok(mut child) = child else {
+                log::warn!("PIN prompt command could not be started");
+                return None;
+            };
+            let deadline = Instant::now() + self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) if status.success() => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return None;
+                    }
+                }
+            }
+            let mut out = Zeroizing::new(Vec::new());
+            use std::io::Read;
+            child.stdout.take()?.read_to_end(&mut out).ok()?;
+            let end = out.iter().position(|b| *b == b'\n').unwrap_or(out.len());
+            let line = out[..end].strip_suffix(b"\r").unwrap_or(&out[..end]);
+            return Some(Zeroizing::new(line.to_vec()));
+        }
+        if self.terminal {
+            return ask_terminal_secret(&prompt);
+        }
+        None
+    }
+}
+
+fn ask_terminal_secret(prompt: &str) -> Option<Zeroizing<Vec<u8>>> {
+    use nix::sys::termios::{self, LocalFlags, SetArg};
+    use std::io::{BufRead, Write};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .ok()?;
+    let old = termios::tcgetattr(&tty).ok()?;
+    let mut quiet = old.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    termios::tcsetattr(&tty, SetArg::TCSANOW, &quiet).ok()?;
+    let mut w = &tty;
+    let _ = write!(w, "{prompt}: ");
+    let mut line = Zeroizing::new(String::new());
+    let r = std::io::BufReader::new(&tty).read_line(&mut line);
+    let _ = termios::tcsetattr(&tty, SetArg::TCSANOW, &old);
+    let _ = writeln!(w);
+    r.ok()?;
+    Some(Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
+    ))
 }
 
 fn ask_terminal(prompt: &str) -> bool {
@@ -159,6 +233,9 @@ impl Manager {
         if c.policy() == Policy::Confirm {
             f |= token_flags::CONFIRM;
         }
+        if c.pin_entry() == PinEntry::Handset {
+            f |= token_flags::PROTECTED_PATH;
+        }
         if self.logins.contains_key(&(*host, c.name().to_owned())) {
             f |= token_flags::LOGGED_IN;
         }
@@ -224,6 +301,18 @@ impl Manager {
                 serial: c.serial().to_owned(),
             })),
             Request::Login { pin, .. } => {
+                // An empty PIN asks the owner to type it here, where the
+                // container allows that.
+                let pin = if pin.is_empty() {
+                    if c.pin_entry() != PinEntry::Handset {
+                        return Err(CkRv::PIN_LEN_RANGE);
+                    }
+                    self.approver
+                        .ask_pin(&host_name, &name)
+                        .ok_or(CkRv::FUNCTION_CANCELED)?
+                } else {
+                    pin
+                };
                 let kek = c.unlock(&self.store, &pin).map_err(store_rv)?;
                 self.logins.insert((*host, name), kek);
                 Ok(Reply::Done)

@@ -595,6 +595,7 @@ impl Store {
             kdf,
             salt,
             pin_check,
+            pin_entry: PinEntry::Host,
             keys: Vec::new(),
             certs: Vec::new(),
         };
@@ -653,6 +654,18 @@ impl Store {
 pub enum Policy {
     Auto,
     Confirm,
+}
+
+/// Where the container's PIN is typed: on the computer (it crosses the
+/// link inside the session), or on the phone itself (a protected
+/// authentication path: the computer logs in with an empty PIN and the
+/// owner types it here).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinEntry {
+    #[default]
+    Host,
+    Handset,
 }
 
 /// Argon2id cost parameters.
@@ -801,6 +814,9 @@ pub struct Container {
     #[serde(with = "b64")]
     salt: Vec<u8>,
     pin_check: Sealed,
+    /// Absent in files written before it existed: the PIN came from the host.
+    #[serde(default)]
+    pin_entry: PinEntry,
     keys: Vec<KeyEntry>,
     certs: Vec<CertEntry>,
 }
@@ -845,6 +861,15 @@ impl Container {
     /// Changes the policy (in memory; save the container).
     pub fn set_policy(&mut self, p: Policy) {
         self.policy = p;
+    }
+
+    pub fn pin_entry(&self) -> PinEntry {
+        self.pin_entry
+    }
+
+    /// Changes where the PIN is typed (in memory; save the container).
+    pub fn set_pin_entry(&mut self, p: PinEntry) {
+        self.pin_entry = p;
     }
 
     pub fn kdf(&self) -> KdfParams {

@@ -750,3 +750,90 @@ fn replayed_and_tampered_frames_end_the_session() {
     let f = s.encrypt(b"+CKRAND=8").unwrap();
     assert!(say(&format!("AT+CKX={}", quote_b64(&f))).ends_with("+CME ERROR: 3\r\n"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pin_typed_on_the_phone_never_crosses_the_link() {
+    use phonecsp_handset::store::PinEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let code = handset(dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let answer = dir.path().join("typed");
+    // The "person": the prompt command prints what they typed, or gives up.
+    let approver = Approver {
+        command: Some(format!(
+            "test \"$PHONECSP_OPERATION\" = pin && test -e {a} && cat {a}",
+            a = answer.display()
+        )),
+        terminal: false,
+        timeout: None,
+    };
+    let host = StaticKeypair::generate();
+    let mut l = duplex(manager(dir.path(), approver)).await;
+    l.pair(&host, &code, "laptop").await.unwrap();
+    let empty = || Request::Login {
+        container: "ssh".into(),
+        pin: Zeroizing::new(Vec::new()),
+    };
+
+    // Not allowed while the container takes its PIN from the computer.
+    assert_eq!(call(&mut l, empty()).await, Err(CkRv::PIN_LEN_RANGE));
+    let Reply::TokenInfo(t) = call(
+        &mut l,
+        Request::TokenInfo {
+            container: "ssh".into(),
+        },
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(t.flags & token_flags::PROTECTED_PATH, 0);
+
+    let mut c = store.load_container("ssh").unwrap();
+    c.set_pin_entry(PinEntry::Handset);
+    store.save_container(&c).unwrap();
+    let Reply::TokenInfo(t) = call(
+        &mut l,
+        Request::TokenInfo {
+            container: "ssh".into(),
+        },
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_ne!(t.flags & token_flags::PROTECTED_PATH, 0);
+
+    // Nobody answers: cancelled, and no try is used up.
+    assert_eq!(call(&mut l, empty()).await, Err(CkRv::FUNCTION_CANCELED));
+    assert_eq!(store.load_container("ssh").unwrap().retries_left(), 5);
+    // A wrong PIN typed on the phone counts like any other.
+    std::fs::write(&answer, b"999999\n").unwrap();
+    assert_eq!(call(&mut l, empty()).await, Err(CkRv::PIN_INCORRECT));
+    assert_eq!(store.load_container("ssh").unwrap().retries_left(), 4);
+    // The right one logs the session in.
+    std::fs::write(&answer, [PIN, b"\n"].concat()).unwrap();
+    call(&mut l, empty()).await.unwrap();
+    let di = [HashAlg::Sha256.digest_info_prefix(), &[1u8; 32][..]].concat();
+    call(
+        &mut l,
+        Request::Sign {
+            container: "ssh".into(),
+            id: KEY_ID.to_vec(),
+            mechanism: SignMechanism::Pkcs1,
+            data: di,
+        },
+    )
+    .await
+    .unwrap();
+    // A PIN from the computer still works too.
+    call(
+        &mut l,
+        Request::Login {
+            container: "ssh".into(),
+            pin: Zeroizing::new(PIN.to_vec()),
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -1215,3 +1215,61 @@ fn handset_disconnect_mid_session_then_recovery() {
         .sign(&Mechanism::Sha256RsaPkcs, key, b"after")
         .unwrap();
 }
+
+/// A container whose PIN is typed on the phone: the token shows a
+/// protected authentication path and `C_Login(CKU_USER, NULL, 0)` logs in
+/// once the owner has typed the PIN there.
+#[test]
+fn protected_authentication_path_logs_in_with_a_null_pin() {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let bus = TestBus::start();
+    let mut handset = Handset::create(root.path());
+    handset.cli_ok(&["container", "pin-entry", "ssh", "handset"]);
+    let code = handset.offer_pairing(&["ssh"]);
+    // The phone's PIN prompt: the owner types the right PIN.
+    handset.set_serve_args(&[
+        "--prompt-command",
+        &format!("test \"$PHONECSP_OPERATION\" = pin && echo {PIN}"),
+    ]);
+    handset.start();
+    let daemon = Daemon::start(&bus, root.path(), &handset, "");
+    let client = phonecsp::blocking::Client::connect_with(
+        &Bus::Address(bus.address.clone()),
+        ClientOptions {
+            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+        },
+    )
+    .expect("client");
+    client.pair("phone", &code).expect("pair");
+    wait_until("the ssh token", Duration::from_secs(20), || {
+        client.list_tokens().is_ok_and(|t| !t.is_empty())
+    });
+    let f = Fixture {
+        root,
+        bus,
+        handset,
+        _daemon: daemon,
+        module: pkcs11_module(),
+    };
+
+    let p = context(&f);
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let info = p.get_token_info(slot).unwrap();
+    assert!(info.protected_authentication_path());
+    let session = p.open_ro_session(slot).unwrap();
+    session.login(UserType::User, None).unwrap();
+    let key = private_key(&session);
+    let sig = session
+        .sign(
+            &cryptoki::mechanism::Mechanism::Sha256RsaPkcs,
+            key,
+            b"typed on the phone",
+        )
+        .unwrap();
+    assert_eq!(sig.len(), 256);
+}
