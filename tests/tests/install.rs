@@ -1,0 +1,350 @@
+//! The install layout: `scripts/install` into a temporary `DESTDIR`, the
+//! tree it lays out, the files in it agreeing with each other (unit, D-Bus
+//! policy and activation, sysusers, tmpfiles, p11-kit), the default
+//! configuration accepted by the daemon, and systemd's own checks of the
+//! installed unit (`systemd-analyze verify` and `security`).
+
+use phonecsp_tests::{bin, pkcs11_module};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The overall exposure `systemd-analyze security` gives the unit now; a
+/// change that loosens the sandbox fails here.
+const SECURITY_EXPOSURE: f64 = 1.2;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    bin("phonecspd").parent().unwrap().to_owned()
+}
+
+fn install(destdir: &Path) -> Output {
+    // The module is built separately from the binaries; make sure it is there.
+    pkcs11_module();
+    let out = Command::new(repo().join("scripts/install"))
+        .arg("--from")
+        .arg(target_dir())
+        .env("DESTDIR", destdir)
+        .env_remove("PREFIX")
+        .env_remove("SYSCONFDIR")
+        .output()
+        .expect("run scripts/install");
+    assert!(
+        out.status.success(),
+        "scripts/install failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn multiarch() -> String {
+    let out = Command::new("gcc").arg("-print-multiarch").output();
+    match out {
+        Ok(o) if o.status.success() && !o.stdout.trim_ascii().is_empty() => {
+            String::from_utf8(o.stdout).unwrap().trim().to_owned()
+        }
+        _ => format!("{}-linux-gnu", std::env::consts::ARCH),
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The value of `key=` in an ini-style file (unit, D-Bus service file).
+fn ini_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+}
+
+#[test]
+fn install_lays_out_the_whole_tree() {
+    let dest = tempfile::tempdir().unwrap();
+    let root = dest.path();
+    install(root);
+    let triplet = multiarch();
+    let expected: Vec<(String, u32)> = vec![
+        ("usr/bin/phonecspd".into(), 0o755),
+        ("usr/bin/phonecsp".into(), 0o755),
+        ("usr/bin/phonecsp-handset".into(), 0o755),
+        ("usr/lib/phonecsp/phonecsp-keyscript".into(), 0o755),
+        (
+            format!("usr/lib/{triplet}/pkcs11/libphonecsp_pkcs11.so"),
+            0o644,
+        ),
+        ("usr/share/p11-kit/modules/phonecsp.module".into(), 0o644),
+        ("usr/lib/systemd/system/phonecspd.service".into(), 0o644),
+        ("usr/lib/sysusers.d/phonecsp.conf".into(), 0o644),
+        ("usr/lib/tmpfiles.d/phonecsp.conf".into(), 0o644),
+        (
+            "usr/share/dbus-1/system.d/org.phonecsp.CryptoProvider1.conf".into(),
+            0o644,
+        ),
+        (
+            "usr/share/dbus-1/system-services/org.phonecsp.CryptoProvider1.service".into(),
+            0o644,
+        ),
+        (
+            "usr/share/dbus-1/interfaces/org.phonecsp.CryptoProvider1.xml".into(),
+            0o644,
+        ),
+        ("usr/share/initramfs-tools/hooks/phonecsp".into(), 0o755),
+        (
+            "usr/share/initramfs-tools/scripts/init-premount/phonecsp".into(),
+            0o755,
+        ),
+        (
+            "usr/share/initramfs-tools/conf-hooks.d/phonecsp".into(),
+            0o644,
+        ),
+        ("usr/share/doc/phonecsp/README.md".into(), 0o644),
+        ("etc/phonecsp/phonecspd.toml".into(), 0o644),
+    ];
+    for (path, m) in &expected {
+        let p = root.join(path);
+        assert!(p.is_file(), "{path} is not installed");
+        assert_eq!(mode(&p), *m, "{path}: mode {:o}", mode(&p));
+    }
+
+    // The programs and the module are the ones just built.
+    for (built, installed) in [
+        ("phonecspd", "usr/bin/phonecspd".to_owned()),
+        ("phonecsp", "usr/bin/phonecsp".to_owned()),
+        ("phonecsp-handset", "usr/bin/phonecsp-handset".to_owned()),
+        (
+            "phonecsp-keyscript",
+            "usr/lib/phonecsp/phonecsp-keyscript".to_owned(),
+        ),
+        (
+            "libphonecsp_pkcs11.so",
+            format!("usr/lib/{triplet}/pkcs11/libphonecsp_pkcs11.so"),
+        ),
+    ] {
+        assert!(
+            std::fs::read(target_dir().join(built)).unwrap()
+                == std::fs::read(root.join(&installed)).unwrap(),
+            "{installed} differs from the built {built}"
+        );
+    }
+
+    // The files agree with each other.
+    let unit = read(&root.join("usr/lib/systemd/system/phonecspd.service"));
+    let activation =
+        read(&root.join("usr/share/dbus-1/system-services/org.phonecsp.CryptoProvider1.service"));
+    let policy = read(&root.join("usr/share/dbus-1/system.d/org.phonecsp.CryptoProvider1.conf"));
+    let sysusers = read(&root.join("usr/lib/sysusers.d/phonecsp.conf"));
+    let tmpfiles = read(&root.join("usr/lib/tmpfiles.d/phonecsp.conf"));
+    let exec = ini_value(&unit, "ExecStart").expect("ExecStart");
+    assert_eq!(
+        ini_value(&activation, "Exec").as_deref(),
+        Some(exec.as_str())
+    );
+    let program = exec.split_whitespace().next().unwrap();
+    assert!(
+        root.join(program.trim_start_matches('/')).is_file(),
+        "{program}"
+    );
+    assert_eq!(
+        ini_value(&activation, "SystemdService").as_deref(),
+        Some("phonecspd.service")
+    );
+    let bus_name = ini_value(&unit, "BusName").expect("BusName");
+    assert_eq!(
+        ini_value(&activation, "Name").as_deref(),
+        Some(bus_name.as_str())
+    );
+    assert!(policy.contains(&format!("<allow own=\"{bus_name}\"/>")));
+    let user = ini_value(&unit, "User").expect("User");
+    assert_eq!(
+        ini_value(&activation, "User").as_deref(),
+        Some(user.as_str())
+    );
+    assert!(policy.contains(&format!("<policy user=\"{user}\">")));
+    let sysuser = sysusers
+        .lines()
+        .find(|l| l.starts_with("u "))
+        .expect("a u line in sysusers");
+    let fields: Vec<&str> = sysuser.split_whitespace().collect();
+    assert_eq!(fields[1], user, "sysusers creates the unit's user");
+    assert!(sysuser.contains("/var/lib/phonecsp"), "{sysuser}");
+    assert!(
+        tmpfiles
+            .lines()
+            .any(|l| l.starts_with("d /run/cryptsetup-keys.d ")
+                && l.split_whitespace().nth(4) == Some(user.as_str())),
+        "tmpfiles gives the key-socket directory to the daemon's group"
+    );
+    assert!(unit.contains("ReadWritePaths=-/run/cryptsetup-keys.d"));
+
+    // p11-kit finds the module by its file name in its module directory.
+    let module = read(&root.join("usr/share/p11-kit/modules/phonecsp.module"));
+    let lib = module
+        .lines()
+        .find_map(|l| l.strip_prefix("module:"))
+        .expect("module:")
+        .trim();
+    assert!(
+        root.join(format!("usr/lib/{triplet}/pkcs11/{lib}"))
+            .is_file()
+    );
+
+    // The keyscript is where the initramfs hook copies it from.
+    let hook = read(&root.join("usr/share/initramfs-tools/hooks/phonecsp"));
+    assert!(hook.contains("KEYSCRIPT=/usr/lib/phonecsp/phonecsp-keyscript"));
+    assert!(hook.contains("CONFIG=/etc/phonecsp/phonecspd.toml"));
+
+    // The default configuration is valid as installed, and so is its
+    // example once uncommented.
+    let conf = root.join("etc/phonecsp/phonecspd.toml");
+    let check = |p: &Path| {
+        let out = Command::new(root.join("usr/bin/phonecspd"))
+            .arg("--check")
+            .arg("--config")
+            .arg(p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(check(&conf).contains("ok (0 handsets)"));
+    let example: String = read(&conf)
+        .lines()
+        .filter_map(|l| {
+            let l = l.strip_prefix("# ")?;
+            (l.starts_with('[') || l.contains(" = ")).then(|| format!("{l}\n"))
+        })
+        .collect();
+    let uncommented = root.join("example.toml");
+    std::fs::write(&uncommented, &example).unwrap();
+    assert!(check(&uncommented).contains("ok (1 handsets)"), "{example}");
+
+    // A second install keeps the administrator's configuration.
+    std::fs::write(&conf, "[access]\nusers = [\"alice\"]\n").unwrap();
+    let again = install(root);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("keeping the existing"));
+    assert_eq!(read(&conf), "[access]\nusers = [\"alice\"]\n");
+}
+
+fn systemd_tool(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is missing: run scripts/install-deps (package systemd)");
+}
+
+/// A root with the distribution's units (the targets and sockets the unit
+/// refers to) and phonecsp installed into it.
+fn root_with_systemd_units() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let units = root.path().join("usr/lib/systemd");
+    std::fs::create_dir_all(&units).unwrap();
+    let system = ["/usr/lib/systemd/system", "/lib/systemd/system"]
+        .into_iter()
+        .find(|p| Path::new(p).join("sysinit.target").exists())
+        .expect("the distribution's systemd units (package systemd)");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(system)
+        .arg(&units)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    install(root.path());
+    root
+}
+
+#[test]
+fn installed_unit_passes_systemd_analyze() {
+    let root = root_with_systemd_units();
+    let verify = Command::new(systemd_tool("systemd-analyze"))
+        .arg("verify")
+        .arg(format!("--root={}", root.path().display()))
+        .arg("phonecspd.service")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // Unknown or misspelt settings are only warnings: none is allowed.
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+
+    let security = Command::new(systemd_tool("systemd-analyze"))
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(format!("--root={}", root.path().display()))
+        .arg("phonecspd.service")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    let level: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for phonecspd.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in: {report}{}",
+                String::from_utf8_lossy(&security.stderr)
+            )
+        });
+    assert!(
+        level <= SECURITY_EXPOSURE,
+        "systemd-analyze security: {level} > {SECURITY_EXPOSURE}\n{report}"
+    );
+}
+
+#[test]
+fn sysusers_creates_the_daemon_user() {
+    let dest = tempfile::tempdir().unwrap();
+    install(dest.path());
+    let out = Command::new(systemd_tool("systemd-sysusers"))
+        // Every sysusers.d file in the root: only phonecsp's is there.
+        .arg(format!("--root={}", dest.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-sysusers: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passwd = read(&dest.path().join("etc/passwd"));
+    let entry = passwd
+        .lines()
+        .find(|l| l.starts_with("phonecsp:"))
+        .unwrap_or_else(|| panic!("no phonecsp user in {passwd}"));
+    let f: Vec<&str> = entry.split(':').collect();
+    let uid: u32 = f[2].parse().unwrap();
+    assert!(uid > 0 && uid < 1000, "a system user: {entry}");
+    assert_eq!(f[5], "/var/lib/phonecsp");
+    assert_eq!(f[6], "/usr/sbin/nologin");
+    assert!(read(&dest.path().join("etc/group")).contains("phonecsp:"));
+}
