@@ -20,6 +20,10 @@ const HOST_MAX_LINE: usize = 128 * 1024;
 /// Longest response (all information lines together) the host accepts:
 /// one maximal Noise frame in base64 with line prefixes to spare.
 const MAX_RESPONSE_TEXT: usize = 128 * 1024;
+/// Unsolicited bytes the host tolerates between two commands before it
+/// calls the handset broken: the handset never speaks unasked, but a stray
+/// line terminator or a little line noise is no reason to drop the link.
+const MAX_IDLE_BYTES: usize = 4096;
 
 #[derive(Debug, Error)]
 pub enum LinkError {
@@ -72,6 +76,8 @@ pub struct HostLink<R, W> {
     version: VersionInfo,
     session: Option<Session>,
     stats: LinkStats,
+    /// Bytes [`HostLink::closed`] has discarded since the last command.
+    idle_bytes: usize,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
@@ -89,6 +95,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
             },
             session: None,
             stats: LinkStats::default(),
+            idle_bytes: 0,
         };
         link.exchange(&Command::Echo(false).encode()).await?;
         let lines = link.exchange(&Command::Version.encode()).await?;
@@ -236,10 +243,54 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         Ok(p.bytes(0)?)
     }
 
+    /// Waits while the link is idle (between calls) and returns only when it
+    /// has ended: [`LinkError::Closed`] at end of stream, the I/O error if
+    /// reading fails, or a protocol error if the handset keeps talking
+    /// unasked. The session is gone in every case. Nothing is unsolicited
+    /// in this protocol, so whatever arrives while idle (and whatever was
+    /// left after the last final result) is discarded rather than left to
+    /// be taken for part of the next response.
+    ///
+    /// Cancel-safe, made to be raced against the arrival of work in a
+    /// `select!`: each completed read is dealt with before the next await,
+    /// and a cancelled read has consumed nothing.
+    pub async fn closed(&mut self) -> LinkError {
+        self.discard_unread();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match self.reader.read(&mut buf).await {
+                Ok(0) => {
+                    self.session = None;
+                    return LinkError::Closed;
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    self.session = None;
+                    return LinkError::Io(e);
+                }
+            };
+            self.stats.bytes_in += n as u64;
+            self.idle_bytes = self.idle_bytes.saturating_add(n);
+            if self.idle_bytes > MAX_IDLE_BYTES {
+                self.session = None;
+                return LinkError::Protocol(format!(
+                    "the handset sent more than {MAX_IDLE_BYTES} bytes unasked"
+                ));
+            }
+        }
+    }
+
+    /// Drops complete and partial lines received after the last response.
+    fn discard_unread(&mut self) {
+        self.pending.clear();
+        self.splitter = LineSplitter::new(HOST_MAX_LINE);
+    }
+
     /// Writes one command line and collects information lines up to the
     /// final result. Echoed command lines are skipped.
     async fn exchange(&mut self, command: &str) -> Result<Vec<String>, LinkError> {
         let bytes = format!("{command}\r");
+        self.idle_bytes = 0;
         self.writer.write_all(bytes.as_bytes()).await?;
         self.writer.flush().await?;
         self.stats.bytes_out += bytes.len() as u64;
@@ -295,6 +346,173 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::responder::{Handler, Responder};
+    use std::time::Duration;
+    use tokio::io::DuplexStream;
+    use tokio::sync::{mpsc, oneshot};
+    use zeroize::Zeroizing;
+
+    /// A handset that knows one host and answers `+CKRAND=n` with n bytes of n.
+    struct Phone {
+        identity: StaticKeypair,
+        host: [u8; 32],
+    }
+
+    impl Handler for Phone {
+        fn identity(&self) -> StaticKeypair {
+            self.identity.clone()
+        }
+        fn handset_name(&self) -> String {
+            "unit phone".into()
+        }
+        fn known_hosts(&self) -> Vec<[u8; 32]> {
+            vec![self.host]
+        }
+        fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>> {
+            None
+        }
+        fn pairing_completed(&mut self, _host: [u8; 32], _host_name: &str) -> bool {
+            false
+        }
+        fn pairing_failed(&mut self) {}
+        fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
+            match request {
+                Request::GenerateRandom { len } => Ok(Reply::Random(vec![len as u8; len as usize])),
+                _ => Err(CkRv::FUNCTION_NOT_SUPPORTED),
+            }
+        }
+        fn session_ended(&mut self, _host: &[u8; 32]) {}
+    }
+
+    type TestLink = HostLink<tokio::io::ReadHalf<DuplexStream>, tokio::io::WriteHalf<DuplexStream>>;
+
+    /// Bytes the phone is to send unasked; it acknowledges once they are
+    /// in the pipe.
+    type Inject = mpsc::UnboundedSender<(Vec<u8>, oneshot::Sender<()>)>;
+
+    /// A link in session with a [`Phone`] served on a task. The phone
+    /// hangs up when the returned sender is dropped.
+    async fn phone_link() -> (TestLink, Inject) {
+        let host_key = StaticKeypair::from_private(&[5; 32]);
+        let mut phone = Phone {
+            identity: StaticKeypair::from_private(&[9; 32]),
+            host: *host_key.public(),
+        };
+        let phone_key = *phone.identity.public();
+        let (host_end, device_end) = tokio::io::duplex(1 << 16);
+        let (inject_tx, mut inject_rx) =
+            mpsc::unbounded_channel::<(Vec<u8>, oneshot::Sender<()>)>();
+        tokio::spawn(async move {
+            let (mut rd, mut wr) = tokio::io::split(device_end);
+            let mut responder = Responder::new(4096, "unit");
+            let mut buf = vec![0u8; 8192];
+            loop {
+                tokio::select! {
+                    n = rd.read(&mut buf) => {
+                        let n = n.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        let out = responder.receive(&mut phone, &buf[..n]);
+                        if wr.write_all(&out).await.is_err() {
+                            break;
+                        }
+                    }
+                    stray = inject_rx.recv() => {
+                        let Some((bytes, done)) = stray else { break };
+                        if wr.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        let (r, w) = tokio::io::split(host_end);
+        let mut link = HostLink::open(r, w).await.unwrap();
+        link.connect(&host_key, &phone_key).await.unwrap();
+        assert!(link.in_session());
+        (link, inject_tx)
+    }
+
+    async fn inject(tx: &Inject, bytes: &[u8]) {
+        let (done, written) = oneshot::channel();
+        tx.send((bytes.to_vec(), done)).unwrap();
+        written.await.unwrap();
+    }
+
+    async fn random(link: &mut TestLink, len: u32) -> Result<Reply, LinkError> {
+        link.call(&Request::GenerateRandom { len }).await
+    }
+
+    #[tokio::test]
+    async fn closed_returns_when_the_handset_hangs_up() {
+        let (mut link, phone) = phone_link().await;
+        // Idle and alive: closed() keeps waiting.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), link.closed())
+                .await
+                .is_err()
+        );
+        drop(phone);
+        let e = tokio::time::timeout(Duration::from_secs(5), link.closed())
+            .await
+            .expect("closed() did not notice the hang-up");
+        assert!(matches!(e, LinkError::Closed), "{e}");
+        assert!(!link.in_session());
+    }
+
+    #[tokio::test]
+    async fn bytes_sent_unasked_are_discarded() {
+        let (mut link, phone) = phone_link().await;
+        // A well-formed response nobody asked for, and the start of another.
+        let stray = b"\r\n+CKX: \"AAAA\"\r\n\r\nOK\r\n\r\n+CKX: \"BB";
+        inject(&phone, stray).await;
+        let before = link.stats().bytes_in;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), link.closed())
+                .await
+                .is_err()
+        );
+        assert_eq!(link.stats().bytes_in - before, stray.len() as u64);
+        assert_eq!(
+            random(&mut link, 7).await.unwrap(),
+            Reply::Random(vec![7; 7])
+        );
+        assert!(link.in_session());
+    }
+
+    #[tokio::test]
+    async fn a_chattering_handset_is_dropped() {
+        let (mut link, phone) = phone_link().await;
+        inject(&phone, &[b'x'; MAX_IDLE_BYTES + 1]).await;
+        let e = tokio::time::timeout(Duration::from_secs(5), link.closed())
+            .await
+            .expect("closed() kept listening");
+        assert!(matches!(e, LinkError::Protocol(_)), "{e}");
+        assert!(!link.in_session());
+    }
+
+    #[tokio::test]
+    async fn cancelling_closed_leaves_the_link_usable() {
+        let (mut link, _phone) = phone_link().await;
+        for len in 1..=3 {
+            // Polled (and pending) at least once, then dropped for other work.
+            tokio::select! {
+                biased;
+                e = link.closed() => panic!("closed() returned {e}"),
+                () = tokio::task::yield_now() => {}
+            }
+            tokio::select! {
+                e = link.closed() => panic!("closed() returned {e}"),
+                () = std::future::ready(()) => {}
+            }
+            assert_eq!(
+                random(&mut link, len).await.unwrap(),
+                Reply::Random(vec![len as u8; len as usize])
+            );
+        }
+    }
 
     /// Regression: a response line starting with a multi-byte character
     /// panicked the echo check (`text[..2]` is not a char boundary).
