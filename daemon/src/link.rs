@@ -2,8 +2,9 @@
 //! handshake with the pinned key, and then serves requests from every
 //! caller one at a time (as a modem handles AT), choosing the next request
 //! round-robin across callers so that one busy caller cannot starve the
-//! rest. It probes an idle link, reconnects with back-off, and while the
-//! handset is away every call fails at once instead of waiting.
+//! rest. It watches an idle link for its end and probes it, reconnects
+//! with back-off, and while the handset is away every call fails at once
+//! instead of waiting.
 
 use crate::state::State;
 use phonecsp::{Error, LinkStatistics};
@@ -227,6 +228,15 @@ struct LinkTask {
     shutdown: watch::Receiver<bool>,
 }
 
+/// Resolves when an open link ends (see [`HostLink::closed`]); never
+/// without a link.
+async fn link_closed(link: &mut Option<Link>) -> LinkError {
+    match link {
+        Some(l) => l.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 impl LinkTask {
@@ -374,6 +384,13 @@ impl LinkTask {
                         _ = self.shutdown.changed() => None,
                         _ = tokio::time::sleep(self.settings.health_interval) => {
                             self.probe().await;
+                            None
+                        }
+                        // Nothing else reads an idle link: without this a
+                        // handset that vanished would go unnoticed until the
+                        // next probe.
+                        e = link_closed(&mut self.link) => {
+                            self.drop_link(e.to_string());
                             None
                         }
                     }
@@ -543,6 +560,178 @@ impl LinkTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use phonecsp_protocol::{Handler, Responder, StaticKeypair};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use zeroize::Zeroizing;
+
+    const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+
+    /// A handset that knows one host and answers `+CKRAND=n` with n bytes of n.
+    struct Phone {
+        identity: StaticKeypair,
+        host: [u8; 32],
+    }
+
+    impl Handler for Phone {
+        fn identity(&self) -> StaticKeypair {
+            self.identity.clone()
+        }
+        fn handset_name(&self) -> String {
+            "unit phone".into()
+        }
+        fn known_hosts(&self) -> Vec<[u8; 32]> {
+            vec![self.host]
+        }
+        fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>> {
+            None
+        }
+        fn pairing_completed(&mut self, _host: [u8; 32], _host_name: &str) -> bool {
+            false
+        }
+        fn pairing_failed(&mut self) {}
+        fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
+            match request {
+                Request::GenerateRandom { len } => Ok(Reply::Random(vec![len as u8; len as usize])),
+                _ => Err(CkRv::FUNCTION_NOT_SUPPORTED),
+            }
+        }
+        fn session_ended(&mut self, _host: &[u8; 32]) {}
+    }
+
+    /// Serves a [`Phone`] on a task of the calling runtime (the link
+    /// thread's, when called from a connector); aborting the task hangs up.
+    fn phone_stream(
+        identity: StaticKeypair,
+        host: [u8; 32],
+    ) -> (BoxStream, tokio::task::JoinHandle<()>) {
+        let (host_end, mut device_end) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(async move {
+            let mut phone = Phone { identity, host };
+            let mut responder = Responder::new(4096, "unit");
+            let mut buf = vec![0u8; 8192];
+            loop {
+                let n = device_end.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                let out = responder.receive(&mut phone, &buf[..n]);
+                if device_end.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+        });
+        (Box::new(host_end), task)
+    }
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        state: Arc<State>,
+        phone: StaticKeypair,
+        shutdown: watch::Sender<bool>,
+    }
+
+    impl Rig {
+        /// State with the phone's key pinned for `names`.
+        fn new(names: &[&str]) -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let state = Arc::new(State::open(dir.path()).unwrap());
+            let phone = StaticKeypair::from_private(&[9; 32]);
+            for n in names {
+                state.pin(n, phone.public()).unwrap();
+            }
+            Rig {
+                _dir: dir,
+                state,
+                phone,
+                shutdown: watch::channel(false).0,
+            }
+        }
+
+        fn spawn(
+            &self,
+            name: &str,
+            health_interval: Duration,
+            connector: Connector,
+        ) -> (LinkHandle, tokio::task::JoinHandle<()>) {
+            let settings = LinkSettings {
+                name: name.into(),
+                host_name: "unit host".into(),
+                request_timeout: REQUEST_TIMEOUT,
+                health_interval,
+                max_backoff: Duration::from_millis(200),
+            };
+            spawn(
+                settings,
+                connector,
+                self.state.clone(),
+                self.shutdown.subscribe(),
+            )
+        }
+
+        /// A connector to the phone that keeps each phone task in `calls`.
+        fn connector(&self, calls: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>) -> Connector {
+            let phone = self.phone.clone();
+            let host = *self.state.identity().public();
+            Arc::new(move || {
+                let (stream, task) = phone_stream(phone.clone(), host);
+                if let Ok(mut c) = calls.lock() {
+                    c.push(task);
+                }
+                Box::pin(async move { Ok(stream) })
+            })
+        }
+    }
+
+    async fn wait_for_state(h: &LinkHandle, what: &str, f: impl Fn(&LinkState) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f(&h.state()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never became {what}: {:?}",
+                h.name(),
+                h.state()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn random(h: &LinkHandle, len: u32) -> Result<Reply, Error> {
+        h.call("unit", Request::GenerateRandom { len }).await
+    }
+
+    #[tokio::test]
+    async fn an_idle_link_that_ends_is_noticed_at_once() {
+        let rig = Rig::new(&["phone"]);
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        // No probe for the length of the test: only reading the idle link
+        // can notice.
+        let (h, mut thread) = rig.spawn(
+            "phone",
+            Duration::from_secs(600),
+            rig.connector(calls.clone()),
+        );
+        wait_for_state(&h, "connected", |s| {
+            *s == LinkState::Connected { generation: 1 }
+        })
+        .await;
+        assert_eq!(random(&h, 4).await.unwrap(), Reply::Random(vec![4; 4]));
+        for t in calls.lock().unwrap().iter() {
+            t.abort();
+        }
+        // Noticed at once (the reconnection is immediate, so "away" may be
+        // too short to see): a new session long before any probe.
+        wait_for_state(&h, "connected again", |s| {
+            *s == LinkState::Connected { generation: 2 }
+        })
+        .await;
+        assert_eq!(random(&h, 5).await.unwrap(), Reply::Random(vec![5; 5]));
+        rig.shutdown.send_replace(true);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), &mut thread)
+                .await
+                .is_ok()
+        );
+    }
 
     fn job(caller: &str) -> (Job, oneshot::Receiver<Result<Outcome, Error>>) {
         let (tx, rx) = oneshot::channel();

@@ -227,7 +227,8 @@ impl Daemon {
         Daemon::start_with(bus, root, handset, "", extra)
     }
 
-    /// Like [`Daemon::start`], with `daemon_extra` added to the `[daemon]` table.
+    /// Like [`Daemon::start`], with `daemon_extra` added to the `[daemon]`
+    /// table; it may set the timings the tests otherwise shorten.
     pub fn start_with(
         bus: &TestBus,
         root: &Path,
@@ -235,11 +236,24 @@ impl Daemon {
         daemon_extra: &str,
         extra: &str,
     ) -> Daemon {
+        let mut timings = String::new();
+        for (key, value) in [
+            ("request_timeout_secs", 5),
+            ("health_interval_secs", 1),
+            ("max_backoff_secs", 1),
+        ] {
+            let overridden = daemon_extra
+                .lines()
+                .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key));
+            if !overridden {
+                timings.push_str(&format!("{key} = {value}\n"));
+            }
+        }
         let config = root.join("phonecspd.toml");
         std::fs::write(
             &config,
             format!(
-                "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test host\"\nrequest_timeout_secs = 5\nhealth_interval_secs = 1\nmax_backoff_secs = 1\n{daemon_extra}\n[access]\nusers = [\"root\", \"{}\"]\n\n[[handset]]\nname = \"phone\"\nserial = \"{}\"\n{extra}",
+                "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test host\"\n{timings}{daemon_extra}\n[access]\nusers = [\"root\", \"{}\"]\n\n[[handset]]\nname = \"phone\"\nserial = \"{}\"\n{extra}",
                 root.join("daemon-state").display(),
                 nix::unistd::getuid(),
                 handset.tty.display()

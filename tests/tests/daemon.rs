@@ -5,7 +5,7 @@
 use phonecsp::mechanism::ckm;
 use phonecsp::{Bus, Client, ClientOptions, MechanismParams};
 use phonecsp_protocol::CkRv;
-use phonecsp_tests::{Daemon, Handset, KEY_ID, PIN, TestBus, is_root, phonecsp};
+use phonecsp_tests::{Daemon, Handset, KEY_ID, PIN, TestBus, is_root, phonecsp, wait_until};
 use rsa::pkcs8::EncodePublicKey;
 use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPublicKey};
 use sha2::{Digest, Sha256};
@@ -49,6 +49,11 @@ async fn wait_connected(c: &Client, want: bool) {
 
 /// Handset with `ssh` authorised, daemon started and paired.
 async fn fixture(extra_config: &str, serve_args: &[&str]) -> Fixture {
+    fixture_with("", extra_config, serve_args).await
+}
+
+/// Like [`fixture`], with `daemon_extra` in the daemon's `[daemon]` table.
+async fn fixture_with(daemon_extra: &str, extra_config: &str, serve_args: &[&str]) -> Fixture {
     let root = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(
         root.path(),
@@ -60,7 +65,7 @@ async fn fixture(extra_config: &str, serve_args: &[&str]) -> Fixture {
     let code = handset.offer_pairing(&["ssh"]);
     handset.set_serve_args(serve_args);
     handset.start();
-    let daemon = Daemon::start(&bus, root.path(), &handset, extra_config);
+    let daemon = Daemon::start_with(&bus, root.path(), &handset, daemon_extra, extra_config);
     let client = client(&bus).await;
     // Before pairing the handset answers but no session is possible.
     let tokens = client.list_tokens().await.expect("tokens");
@@ -768,6 +773,58 @@ async fn handset_killed_mid_request_then_back() {
         .unwrap();
     assert!(f.daemon.is_running());
     assert!(!f.daemon.log().contains("panicked"));
+}
+
+/// `phonecsp --json handsets`: whether `phone` is connected.
+fn cli_says_connected(bus: &TestBus) -> bool {
+    let o = phonecsp(bus, None, &["--json", "handsets"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    v[0]["connected"].as_bool().expect("connected")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handset_gone_while_idle_is_noticed_at_once() {
+    // No health probe within the test: only the daemon watching the idle
+    // link can notice that the handset went away.
+    let mut f = fixture_with("health_interval_secs = 600", "", &[]).await;
+    let c = f.client.clone();
+    c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
+    assert!(cli_says_connected(&f.bus));
+    use futures_util::StreamExt;
+    let mut removed = c.receive_handset_removed().await.unwrap();
+    // Let the link settle into idleness.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let t = std::time::Instant::now();
+    f.handset.kill();
+    let signalled = tokio::time::timeout(Duration::from_secs(20), removed.next())
+        .await
+        .expect("no HandsetRemoved signal within 20 s");
+    assert_eq!(signalled.as_deref(), Some("phone"));
+    assert!(!cli_says_connected(&f.bus));
+    eprintln!("handset gone noticed after {:?}", t.elapsed());
+    assert!(f.daemon.log().contains("away"), "{}", f.daemon.log());
+
+    // Back: the daemon reconnects by itself, to a new session.
+    f.handset.start();
+    let bus = &f.bus;
+    wait_until("the handset reconnected", Duration::from_secs(20), || {
+        cli_says_connected(bus)
+    });
+    let none = MechanismParams::default();
+    assert_eq!(
+        rv(
+            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
+                .await
+        ),
+        CkRv::USER_NOT_LOGGED_IN
+    );
+    c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
+    c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
+        .await
+        .unwrap();
+    assert!(f.daemon.is_running());
 }
 
 #[tokio::test(flavor = "multi_thread")]
