@@ -13,6 +13,36 @@ fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
+/// What a failed Bluetooth authentication usually means, and what to do.
+fn auth_failed(detail: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "Bluetooth authentication failed ({detail}): the phone or this computer may have \
+             forgotten their Bluetooth pairing; pair them again in the Bluetooth settings"
+        ),
+    )
+}
+
+/// An RFCOMM connect refused with EACCES: the kernel's answer when the
+/// link key one side still holds no longer works for the other.
+fn rfcomm_connect_error(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        auth_failed("Permission denied")
+    } else {
+        e
+    }
+}
+
+/// The same for BlueZ's profile connection.
+fn profile_connect_error(e: bluer::Error) -> std::io::Error {
+    use bluer::ErrorKind as K;
+    match e.kind {
+        K::AuthenticationFailed | K::AuthenticationRejected => auth_failed(&e.to_string()),
+        _ => io_err(e),
+    }
+}
+
 pub fn connector(t: &Transport) -> Connector {
     let t = t.clone();
     Arc::new(move || {
@@ -41,7 +71,8 @@ pub async fn open(t: &Transport) -> std::io::Result<BoxStream> {
                     socket.bind(bluer::rfcomm::SocketAddr::new(local, 0))?;
                     let stream = socket
                         .connect(bluer::rfcomm::SocketAddr::new(*address, *ch))
-                        .await?;
+                        .await
+                        .map_err(rfcomm_connect_error)?;
                     Ok(Box::new(stream))
                 }
                 None => connect_spp(&session, &adapter, *address).await,
@@ -78,6 +109,42 @@ async fn connect_spp(
         Err(io_err("BlueZ closed the profile"))
     };
     let (c, stream) = tokio::join!(connect, accept);
-    c.map_err(io_err)?;
+    c.map_err(profile_connect_error)?;
     Ok(Box::new(stream?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_refused_authentication_says_to_pair_again() {
+        let e = rfcomm_connect_error(Error::from_raw_os_error(nix::libc::EACCES));
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("Bluetooth authentication failed (Permission denied)"),
+            "{text}"
+        );
+        assert!(text.contains("pair them again"), "{text}");
+
+        let e = profile_connect_error(bluer::Error {
+            kind: bluer::ErrorKind::AuthenticationFailed,
+            message: "Authentication Failed".into(),
+        });
+        assert!(e.to_string().contains("pair them again"), "{e}");
+    }
+
+    #[test]
+    fn other_connect_errors_are_left_alone() {
+        let e = rfcomm_connect_error(Error::from_raw_os_error(nix::libc::EHOSTDOWN));
+        assert_eq!(e.raw_os_error(), Some(nix::libc::EHOSTDOWN));
+        assert!(!e.to_string().contains("pair"));
+        let e = profile_connect_error(bluer::Error {
+            kind: bluer::ErrorKind::ConnectionAttemptFailed,
+            message: "Page Timeout".into(),
+        });
+        assert!(!e.to_string().contains("pair"), "{e}");
+    }
 }
