@@ -5,6 +5,12 @@
 //! rest. It watches an idle link for its end and probes it, reconnects
 //! with back-off, and while the handset is away every call fails at once
 //! instead of waiting.
+//!
+//! Each task runs on an OS thread of its own, with its own single-threaded
+//! runtime: a transport syscall that blocks in the kernel (a wedged
+//! Bluetooth stack can hold RFCOMM locks forever) then stalls that handset
+//! only, never the D-Bus service. Callers notice such a stall through the
+//! task's progress clock and give up instead of waiting forever.
 
 use crate::state::State;
 use phonecsp::{Error, LinkStatistics};
@@ -12,8 +18,9 @@ use phonecsp_protocol::{CkRv, HostLink, LinkError, PairingCode, Reply, Request};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -65,6 +72,67 @@ struct Job {
     reply: oneshot::Sender<Result<Outcome, Error>>,
 }
 
+/// Time beyond the steps' own bounds that a link task may spend between
+/// two marks of progress: local file I/O (pinning a key), logging, thread
+/// scheduling on a loaded machine.
+const PROGRESS_SLACK: Duration = Duration::from_secs(5);
+
+/// How long a link task may go without progress before callers call it
+/// stuck. Every step the task takes between two marks is bounded by
+/// `request_timeout`, except opening the link with a session, which is two
+/// such steps (the transport with `ATE0`/`+CKVER`, then the handshake), as
+/// is pairing from scratch (open, then the pairing exchange). A task quiet
+/// for longer than that plus [`PROGRESS_SLACK`] is not waiting on its
+/// handset any more: it is blocked in a syscall that will not return.
+pub fn stuck_after(request_timeout: Duration) -> Duration {
+    request_timeout
+        .saturating_mul(2)
+        .saturating_add(PROGRESS_SLACK)
+}
+
+/// A link task's progress clock, shared with its callers.
+struct Progress {
+    origin: Instant,
+    /// Milliseconds from `origin` to the task's last mark of progress, or
+    /// [`Progress::WAITING`] while it waits for work (and so takes a new
+    /// job at once).
+    last: AtomicU64,
+}
+
+impl Progress {
+    const WAITING: u64 = u64::MAX;
+
+    fn new() -> Progress {
+        let p = Progress {
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+        };
+        p.mark();
+        p
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(Self::WAITING - 1)
+    }
+
+    /// The task has moved on (and may be starting a step that blocks).
+    fn mark(&self) {
+        self.last.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// The task is about to wait for work.
+    fn waiting(&self) {
+        self.last.store(Self::WAITING, Ordering::Relaxed);
+    }
+
+    /// How long the task has been on its current step; `None` while it
+    /// waits for work.
+    fn busy_for(&self) -> Option<Duration> {
+        let last = self.last.load(Ordering::Relaxed);
+        (last != Self::WAITING).then(|| Duration::from_millis(self.now().saturating_sub(last)))
+    }
+}
+
 /// The callers' side of a link.
 #[derive(Clone)]
 pub struct LinkHandle {
@@ -72,19 +140,37 @@ pub struct LinkHandle {
     tx: mpsc::Sender<Job>,
     state: watch::Receiver<LinkState>,
     stats: Arc<Mutex<LinkStatistics>>,
+    progress: Arc<Progress>,
+    stuck_after: Duration,
 }
 
 fn removed(name: &str, why: &str) -> Error {
     Error::token(CkRv::DEVICE_REMOVED, format!("handset '{name}' {why}"))
 }
 
+/// Why a stuck link's handset is away.
+const STUCK: &str = "not responding (its link is stuck)";
+
 impl LinkHandle {
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The link's state; a link whose task is stuck is away, whatever it
+    /// last said.
     pub fn state(&self) -> LinkState {
+        if self.is_stuck() {
+            return LinkState::Away {
+                reason: STUCK.into(),
+            };
+        }
         self.state.borrow().clone()
+    }
+
+    fn is_stuck(&self) -> bool {
+        self.progress
+            .busy_for()
+            .is_some_and(|d| d > self.stuck_after)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<LinkState> {
@@ -95,6 +181,9 @@ impl LinkHandle {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
+    /// Hands a job to the link task and waits for its outcome for as long
+    /// as the task keeps making progress (other callers' jobs may be ahead
+    /// of this one), but no longer: a task stuck in the kernel never answers.
     async fn submit(&self, caller: &str, op: Op) -> Result<Outcome, Error> {
         let (tx, rx) = oneshot::channel();
         let job = Job {
@@ -102,11 +191,34 @@ impl LinkHandle {
             op,
             reply: tx,
         };
-        self.tx
-            .send(job)
-            .await
-            .map_err(|_| removed(&self.name, "is shutting down"))?;
-        rx.await.map_err(|_| removed(&self.name, "link stopped"))?
+        let work = async {
+            self.tx
+                .send(job)
+                .await
+                .map_err(|_| removed(&self.name, "is shutting down"))?;
+            rx.await.map_err(|_| removed(&self.name, "link stopped"))?
+        };
+        tokio::pin!(work);
+        // A task waiting for work takes a job at once; one that stays
+        // "waiting" with ours unanswered is as stuck as a busy one.
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            let stalled = match self.progress.busy_for() {
+                Some(d) => {
+                    waiting_since = None;
+                    d
+                }
+                None => waiting_since.get_or_insert_with(Instant::now).elapsed(),
+            };
+            let left = self.stuck_after.saturating_sub(stalled);
+            if left.is_zero() {
+                log::warn!("handset '{}' is {STUCK}", self.name);
+                return Err(removed(&self.name, &format!("is {STUCK}")));
+            }
+            if let Ok(r) = tokio::time::timeout(left, &mut work).await {
+                return r;
+            }
+        }
     }
 
     /// Sends one request. Fails at once unless a session is up.
@@ -180,22 +292,50 @@ impl FairQueue {
     }
 }
 
+/// A link task's thread, to wait for at shutdown.
+pub struct LinkThread {
+    name: String,
+    done: oneshot::Receiver<()>,
+}
+
+impl LinkThread {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits up to `grace` for the task to end (once shutdown is
+    /// signalled); `false` if it did not, e.g. because its thread is stuck
+    /// in the kernel. Such a thread is left behind: it must not keep the
+    /// daemon from exiting.
+    pub async fn finish(&mut self, grace: Duration) -> bool {
+        // A dropped sender means the thread ended too (it cannot panic by
+        // design, but if it did it is over all the same).
+        tokio::time::timeout(grace, &mut self.done).await.is_ok()
+    }
+}
+
+/// Starts a handset's link task on a thread of its own (see the module
+/// documentation); fails only if the thread or its runtime cannot be made.
 pub fn spawn(
     settings: LinkSettings,
     connector: Connector,
     state: Arc<State>,
     shutdown: watch::Receiver<bool>,
-) -> (LinkHandle, tokio::task::JoinHandle<()>) {
+) -> std::io::Result<(LinkHandle, LinkThread)> {
     let (tx, rx) = mpsc::channel(1024);
     let (state_tx, state_rx) = watch::channel(LinkState::Away {
         reason: "connecting".into(),
     });
     let stats = Arc::new(Mutex::new(LinkStatistics::default()));
+    let progress = Arc::new(Progress::new());
+    let name = settings.name.clone();
     let handle = LinkHandle {
-        name: settings.name.clone(),
+        name: name.clone(),
         tx,
         state: state_rx,
         stats: stats.clone(),
+        progress: progress.clone(),
+        stuck_after: stuck_after(settings.request_timeout),
     };
     let task = LinkTask {
         settings,
@@ -209,8 +349,21 @@ pub fn spawn(
         generation: 0,
         queue: FairQueue::default(),
         shutdown,
+        progress,
     };
-    (handle, tokio::spawn(task.run()))
+    // Current-thread: the task and whatever the transport spawns (bluer
+    // runs its D-Bus connection as tasks) are driven by this thread alone.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("phonecspd-link".into())
+        .spawn(move || {
+            runtime.block_on(task.run());
+            let _ = done_tx.send(());
+        })?;
+    Ok((handle, LinkThread { name, done }))
 }
 
 struct LinkTask {
@@ -226,6 +379,7 @@ struct LinkTask {
     generation: u64,
     queue: FairQueue,
     shutdown: watch::Receiver<bool>,
+    progress: Arc<Progress>,
 }
 
 /// Resolves when an open link ends (see [`HostLink::closed`]); never
@@ -339,11 +493,15 @@ impl LinkTask {
     async fn run(mut self) {
         let mut backoff = MIN_BACKOFF;
         loop {
-            if *self.shutdown.borrow() {
+            self.progress.mark();
+            // A dropped sender counts as shutdown: its owner is gone.
+            if *self.shutdown.borrow() || self.shutdown.has_changed().is_err() {
                 break;
             }
             if self.link.is_none() {
-                match self.connect().await {
+                let connected = self.connect().await;
+                self.progress.mark();
+                match connected {
                     Ok(()) => backoff = MIN_BACKOFF,
                     Err(reason) => {
                         self.set_state(LinkState::Away { reason });
@@ -352,12 +510,14 @@ impl LinkTask {
                         let deadline = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(self.settings.max_backoff);
                         loop {
+                            self.progress.waiting();
                             tokio::select! {
                                 _ = tokio::time::sleep_until(deadline) => break,
                                 _ = self.shutdown.changed() => break,
                                 job = self.rx.recv() => match job {
                                     None => return,
                                     Some(job) => {
+                                        self.progress.mark();
                                         if matches!(job.op, Op::Pair(_)) {
                                             self.execute(job).await;
                                             if self.link.is_some() { break; }
@@ -376,6 +536,7 @@ impl LinkTask {
             let job = match self.queue.pop() {
                 Some(j) => Some(j),
                 None => {
+                    self.progress.waiting();
                     tokio::select! {
                         job = self.rx.recv() => match job {
                             None => break,
@@ -383,6 +544,7 @@ impl LinkTask {
                         },
                         _ = self.shutdown.changed() => None,
                         _ = tokio::time::sleep(self.settings.health_interval) => {
+                            self.progress.mark();
                             self.probe().await;
                             None
                         }
@@ -390,12 +552,14 @@ impl LinkTask {
                         // handset that vanished would go unnoticed until the
                         // next probe.
                         e = link_closed(&mut self.link) => {
+                            self.progress.mark();
                             self.drop_link(e.to_string());
                             None
                         }
                     }
                 }
             };
+            self.progress.mark();
             let Some(job) = job else { continue };
             // Everyone who queued meanwhile gets a fair place.
             self.queue.push(job);
@@ -561,6 +725,7 @@ impl LinkTask {
 mod tests {
     use super::*;
     use phonecsp_protocol::{Handler, Responder, StaticKeypair};
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use zeroize::Zeroizing;
 
@@ -652,7 +817,7 @@ mod tests {
             name: &str,
             health_interval: Duration,
             connector: Connector,
-        ) -> (LinkHandle, tokio::task::JoinHandle<()>) {
+        ) -> (LinkHandle, LinkThread) {
             let settings = LinkSettings {
                 name: name.into(),
                 host_name: "unit host".into(),
@@ -666,6 +831,7 @@ mod tests {
                 self.state.clone(),
                 self.shutdown.subscribe(),
             )
+            .unwrap()
         }
 
         /// A connector to the phone that keeps each phone task in `calls`.
@@ -683,10 +849,10 @@ mod tests {
     }
 
     async fn wait_for_state(h: &LinkHandle, what: &str, f: impl Fn(&LinkState) -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !f(&h.state()) {
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "{} never became {what}: {:?}",
                 h.name(),
                 h.state()
@@ -726,11 +892,91 @@ mod tests {
         .await;
         assert_eq!(random(&h, 5).await.unwrap(), Reply::Random(vec![5; 5]));
         rig.shutdown.send_replace(true);
-        assert!(
-            tokio::time::timeout(Duration::from_secs(5), &mut thread)
-                .await
-                .is_ok()
+        assert!(thread.finish(Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
+    async fn a_link_stuck_in_the_kernel_fails_its_callers_and_no_one_else() {
+        let rig = Rig::new(&["stuck", "healthy"]);
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        // The first connection works; the next blocks the link's thread in
+        // a "syscall" until released, as RFCOMM's close did on a wedged kernel.
+        let release = Arc::new(AtomicBool::new(false));
+        let connects = Arc::new(AtomicUsize::new(0));
+        let stuck_connector: Connector = {
+            let working = rig.connector(calls.clone());
+            let (release, connects) = (release.clone(), connects.clone());
+            Arc::new(move || {
+                if connects.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return working();
+                }
+                let release = release.clone();
+                Box::pin(async move {
+                    let until = Instant::now() + Duration::from_secs(60);
+                    while !release.load(Ordering::SeqCst) && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(std::io::Error::other("released"))
+                })
+            })
+        };
+        let idle = Duration::from_secs(600);
+        let (stuck, mut stuck_thread) = rig.spawn("stuck", idle, stuck_connector);
+        let (healthy, mut healthy_thread) =
+            rig.spawn("healthy", idle, rig.connector(calls.clone()));
+        for h in [&stuck, &healthy] {
+            wait_for_state(h, "connected", |s| matches!(s, LinkState::Connected { .. })).await;
+        }
+        assert_eq!(random(&stuck, 3).await.unwrap(), Reply::Random(vec![3; 3]));
+
+        // Unpairing drops the link; reconnecting then blocks the thread.
+        stuck.unpair("unit").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while connects.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "no second connection");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let bound = stuck_after(REQUEST_TIMEOUT);
+        let started = Instant::now();
+        let ((stuck_result, waited), ()) = tokio::join!(
+            async { (stuck.unpair("unit").await, started.elapsed()) },
+            async {
+                // The other handset keeps answering all along.
+                while started.elapsed() < bound {
+                    assert_eq!(
+                        random(&healthy, 2).await.unwrap(),
+                        Reply::Random(vec![2; 2])
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         );
+        let e = stuck_result.unwrap_err();
+        assert_eq!(e.rv(), CkRv::DEVICE_REMOVED);
+        assert!(e.to_string().contains("'stuck' is not responding"), "{e}");
+        assert!(waited <= bound + Duration::from_secs(2), "{waited:?}");
+        assert!(
+            waited + Duration::from_secs(1) >= bound,
+            "gave up early: {waited:?}"
+        );
+
+        // From now on its callers hear at once.
+        assert!(matches!(stuck.state(), LinkState::Away { reason } if reason.contains("stuck")));
+        let t = Instant::now();
+        assert_eq!(
+            random(&stuck, 1).await.unwrap_err().rv(),
+            CkRv::DEVICE_REMOVED
+        );
+        assert!(stuck.unpair("unit").await.is_err());
+        assert!(t.elapsed() < Duration::from_secs(1));
+
+        // Shutdown leaves the stuck thread behind, not the others.
+        rig.shutdown.send_replace(true);
+        assert!(healthy_thread.finish(Duration::from_secs(5)).await);
+        assert!(!stuck_thread.finish(Duration::from_millis(200)).await);
+        // Once the syscall returns, that thread ends too.
+        release.store(true, Ordering::SeqCst);
+        assert!(stuck_thread.finish(Duration::from_secs(5)).await);
     }
 
     fn job(caller: &str) -> (Job, oneshot::Receiver<Result<Outcome, Error>>) {

@@ -57,7 +57,7 @@ pub async fn run(
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut links = BTreeMap::new();
-    let mut tasks = Vec::new();
+    let mut threads = Vec::new();
     for h in &config.handsets {
         let Ok(t) = h.transport() else { continue };
         let settings = LinkSettings {
@@ -67,14 +67,14 @@ pub async fn run(
             health_interval: Duration::from_secs(config.daemon.health_interval_secs.max(1)),
             max_backoff: Duration::from_secs(config.daemon.max_backoff_secs.max(1)),
         };
-        let (handle, task) = link::spawn(
+        let (handle, thread) = link::spawn(
             settings,
             transport::connector(&t),
             state.clone(),
             shutdown_rx.clone(),
-        );
+        )?;
         links.insert(h.name.clone(), handle);
-        tasks.push(task);
+        threads.push(thread);
     }
     let inner = Arc::new(Inner::new(config, links.clone(), state));
     // Disk keys for systemd-cryptsetup, if volumes are configured.
@@ -147,9 +147,22 @@ pub async fn run(
     // Stop taking calls, let the one in flight on each link finish, close links.
     let _ = conn.release_name(phonecsp::BUS_NAME).await;
     let _ = shutdown_tx.send(true);
-    let grace = inner.config().daemon.request_timeout() + Duration::from_secs(1);
-    for t in tasks {
-        let _ = tokio::time::timeout(grace, t).await;
+    // One grace period for all links together; a link thread stuck in the
+    // kernel is left behind rather than keeping the daemon from exiting.
+    let grace = inner
+        .config()
+        .daemon
+        .request_timeout()
+        .saturating_add(Duration::from_secs(1));
+    let start = tokio::time::Instant::now();
+    for mut t in threads {
+        let left = grace.saturating_sub(start.elapsed());
+        if !t.finish(left).await {
+            log::warn!(
+                "handset '{}': its link did not stop within {grace:?}; leaving it",
+                t.name()
+            );
+        }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), key_sockets).await;
     left.abort();
