@@ -506,27 +506,34 @@ impl LinkTask {
                     Err(reason) => {
                         self.set_state(LinkState::Away { reason });
                         // Wait out the back-off, still answering callers (pairing may
-                        // proceed; everything else fails at once).
+                        // proceed; everything else fails at once), those queued
+                        // behind the request that lost the link first.
                         let deadline = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(self.settings.max_backoff);
                         loop {
-                            self.progress.waiting();
-                            tokio::select! {
-                                _ = tokio::time::sleep_until(deadline) => break,
-                                _ = self.shutdown.changed() => break,
-                                job = self.rx.recv() => match job {
-                                    None => return,
-                                    Some(job) => {
-                                        self.progress.mark();
-                                        if matches!(job.op, Op::Pair(_)) {
-                                            self.execute(job).await;
-                                            if self.link.is_some() { break; }
-                                        } else {
-                                            let r = removed(&self.settings.name, "is away");
-                                            let _ = job.reply.send(Err(r));
-                                        }
+                            let job = match self.queue.pop() {
+                                Some(job) => job,
+                                None => {
+                                    self.progress.waiting();
+                                    tokio::select! {
+                                        _ = tokio::time::sleep_until(deadline) => break,
+                                        _ = self.shutdown.changed() => break,
+                                        job = self.rx.recv() => match job {
+                                            None => return,
+                                            Some(job) => job,
+                                        },
                                     }
-                                },
+                                }
+                            };
+                            self.progress.mark();
+                            if matches!(job.op, Op::Pair(_)) {
+                                self.execute(job).await;
+                                if self.link.is_some() {
+                                    break;
+                                }
+                            } else {
+                                let r = removed(&self.settings.name, "is away");
+                                let _ = job.reply.send(Err(r));
                             }
                         }
                         continue;
@@ -731,11 +738,18 @@ mod tests {
 
     const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
 
-    /// A handset that knows one host and answers `+CKRAND=n` with n bytes of n.
+    /// A handset that knows one host and answers `+CKRAND=n` with n bytes
+    /// of n, except that it takes [`SLOW`] to answer for n = [`SLOW_LEN`]
+    /// and hangs up instead of answering for n = [`HANG_UP_LEN`].
     struct Phone {
         identity: StaticKeypair,
         host: [u8; 32],
+        last_len: Option<u32>,
     }
+
+    const SLOW_LEN: u32 = 50;
+    const SLOW: Duration = Duration::from_millis(100);
+    const HANG_UP_LEN: u32 = 99;
 
     impl Handler for Phone {
         fn identity(&self) -> StaticKeypair {
@@ -756,7 +770,10 @@ mod tests {
         fn pairing_failed(&mut self) {}
         fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
             match request {
-                Request::GenerateRandom { len } => Ok(Reply::Random(vec![len as u8; len as usize])),
+                Request::GenerateRandom { len } => {
+                    self.last_len = Some(len);
+                    Ok(Reply::Random(vec![len as u8; len as usize]))
+                }
                 _ => Err(CkRv::FUNCTION_NOT_SUPPORTED),
             }
         }
@@ -771,7 +788,11 @@ mod tests {
     ) -> (BoxStream, tokio::task::JoinHandle<()>) {
         let (host_end, mut device_end) = tokio::io::duplex(1 << 16);
         let task = tokio::spawn(async move {
-            let mut phone = Phone { identity, host };
+            let mut phone = Phone {
+                identity,
+                host,
+                last_len: None,
+            };
             let mut responder = Responder::new(4096, "unit");
             let mut buf = vec![0u8; 8192];
             loop {
@@ -780,6 +801,11 @@ mod tests {
                     break;
                 }
                 let out = responder.receive(&mut phone, &buf[..n]);
+                match phone.last_len.take() {
+                    Some(SLOW_LEN) => tokio::time::sleep(SLOW).await,
+                    Some(HANG_UP_LEN) => break,
+                    _ => {}
+                }
                 if device_end.write_all(&out).await.is_err() {
                     break;
                 }
@@ -893,6 +919,51 @@ mod tests {
         assert_eq!(random(&h, 5).await.unwrap(), Reply::Random(vec![5; 5]));
         rig.shutdown.send_replace(true);
         assert!(thread.finish(Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
+    async fn callers_queued_behind_a_failing_request_hear_at_once() {
+        let rig = Rig::new(&["phone"]);
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        // The phone does not come back.
+        let connector: Connector = {
+            let working = rig.connector(calls.clone());
+            let connects = AtomicUsize::new(0);
+            Arc::new(move || {
+                if connects.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return working();
+                }
+                Box::pin(async { Err(std::io::Error::other("gone")) })
+            })
+        };
+        let (h, _thread) = rig.spawn("phone", Duration::from_secs(600), connector);
+        wait_for_state(&h, "connected", |s| {
+            matches!(s, LinkState::Connected { .. })
+        })
+        .await;
+        let call = |len| {
+            let h = h.clone();
+            tokio::spawn(async move { random(&h, len).await })
+        };
+        // While a slow request is on the line, two more queue up: the
+        // first of them loses the link, the second is still waiting.
+        let slow = call(SLOW_LEN);
+        tokio::time::sleep(SLOW / 6).await;
+        let fatal = call(HANG_UP_LEN);
+        tokio::time::sleep(SLOW / 6).await;
+        let queued = call(1);
+        // (It may time out on a loaded machine: the others fail the same.)
+        let _ = slow.await;
+        for (what, task) in [
+            ("the failing request", fatal),
+            ("the queued request", queued),
+        ] {
+            let r = tokio::time::timeout(Duration::from_secs(3), task)
+                .await
+                .unwrap_or_else(|_| panic!("{what} was never answered"))
+                .unwrap();
+            assert_eq!(r.unwrap_err().rv(), CkRv::DEVICE_REMOVED, "{what}");
+        }
     }
 
     #[tokio::test]
