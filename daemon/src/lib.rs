@@ -8,6 +8,7 @@
 pub mod keysocket;
 pub mod link;
 pub mod run;
+pub mod sdp;
 pub mod service;
 pub mod transport;
 
