@@ -4,10 +4,15 @@
 
 use crate::config::Transport;
 use crate::link::{BoxStream, Connector};
+use crate::sdp;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The Serial Port Profile UUID (0x1101).
 pub const SPP_UUID: bluer::Uuid = bluer::Uuid::from_u128(0x00001101_0000_1000_8000_00805f9b34fb);
+
+/// Each SDP round trip; the whole connect is bounded by the link's timeout.
+const SDP_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
@@ -34,15 +39,6 @@ fn rfcomm_connect_error(e: std::io::Error) -> std::io::Error {
     }
 }
 
-/// The same for BlueZ's profile connection.
-fn profile_connect_error(e: bluer::Error) -> std::io::Error {
-    use bluer::ErrorKind as K;
-    match e.kind {
-        K::AuthenticationFailed | K::AuthenticationRejected => auth_failed(&e.to_string()),
-        _ => io_err(e),
-    }
-}
-
 pub fn connector(t: &Transport) -> Connector {
     let t = t.clone();
     Arc::new(move || {
@@ -64,53 +60,23 @@ pub async fn open(t: &Transport) -> std::io::Result<BoxStream> {
                 Some(a) => session.adapter(a).map_err(io_err)?,
                 None => session.default_adapter().await.map_err(io_err)?,
             };
-            match channel {
-                Some(ch) => {
-                    let local = adapter.address().await.map_err(io_err)?;
-                    let socket = bluer::rfcomm::Socket::new()?;
-                    socket.bind(bluer::rfcomm::SocketAddr::new(local, 0))?;
-                    let stream = socket
-                        .connect(bluer::rfcomm::SocketAddr::new(*address, *ch))
-                        .await
-                        .map_err(rfcomm_connect_error)?;
-                    Ok(Box::new(stream))
-                }
-                None => connect_spp(&session, &adapter, *address).await,
-            }
+            let local = adapter.address().await.map_err(io_err)?;
+            let ch = match channel {
+                Some(ch) => *ch,
+                // Our own SDP query, not BlueZ's ConnectProfile: that needs
+                // the SPP UUID to ourselves in bluetoothd (any other SPP user
+                // on this computer takes it) and the device known to BlueZ.
+                None => sdp::rfcomm_channel(local, *address, SPP_UUID, SDP_TIMEOUT).await?,
+            };
+            let socket = bluer::rfcomm::Socket::new()?;
+            socket.bind(bluer::rfcomm::SocketAddr::new(local, 0))?;
+            let stream = socket
+                .connect(bluer::rfcomm::SocketAddr::new(*address, ch))
+                .await
+                .map_err(rfcomm_connect_error)?;
+            Ok(Box::new(stream))
         }
     }
-}
-
-/// Lets BlueZ find the handset's SPP channel by SDP and hand us the socket.
-async fn connect_spp(
-    session: &bluer::Session,
-    adapter: &bluer::Adapter,
-    address: bluer::Address,
-) -> std::io::Result<BoxStream> {
-    use futures_util::StreamExt;
-    let profile = bluer::rfcomm::Profile {
-        uuid: SPP_UUID,
-        role: Some(bluer::rfcomm::Role::Client),
-        require_authentication: Some(false),
-        require_authorization: Some(false),
-        auto_connect: Some(false),
-        ..Default::default()
-    };
-    let mut handle = session.register_profile(profile).await.map_err(io_err)?;
-    let device = adapter.device(address).map_err(io_err)?;
-    let connect = device.connect_profile(&SPP_UUID);
-    let accept = async {
-        while let Some(req) = handle.next().await {
-            if req.device() == address {
-                return req.accept().map_err(io_err);
-            }
-            req.reject(bluer::rfcomm::ReqError::Rejected);
-        }
-        Err(io_err("BlueZ closed the profile"))
-    };
-    let (c, stream) = tokio::join!(connect, accept);
-    c.map_err(profile_connect_error)?;
-    Ok(Box::new(stream?))
 }
 
 #[cfg(test)]
@@ -128,12 +94,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pair them again"), "{text}");
-
-        let e = profile_connect_error(bluer::Error {
-            kind: bluer::ErrorKind::AuthenticationFailed,
-            message: "Authentication Failed".into(),
-        });
-        assert!(e.to_string().contains("pair them again"), "{e}");
     }
 
     #[test]
@@ -141,10 +101,5 @@ mod tests {
         let e = rfcomm_connect_error(Error::from_raw_os_error(nix::libc::EHOSTDOWN));
         assert_eq!(e.raw_os_error(), Some(nix::libc::EHOSTDOWN));
         assert!(!e.to_string().contains("pair"));
-        let e = profile_connect_error(bluer::Error {
-            kind: bluer::ErrorKind::ConnectionAttemptFailed,
-            message: "Page Timeout".into(),
-        });
-        assert!(!e.to_string().contains("pair"), "{e}");
     }
 }
