@@ -29,20 +29,33 @@ dump_logs() {
   done
   echo "----- dmesg (bluetooth) -----"
   dmesg | grep -i -E 'bluetooth|hci|rfcomm|vhci' | tail -n 40
+  if dmesg | grep -q -E 'BUG:|WARNING:|Oops|Call Trace'; then
+    echo "----- dmesg (the kernel's complaint) -----"
+    dmesg | sed -n '/BUG:\|WARNING:\|Oops\|------------\[ cut here/,$p' | head -n 80
+  fi
 }
 
-fail() {
+fail() { # fail KIND NAME: KIND is fail (phonecsp) or fail-setup (the test bed)
+  local kind=$1; shift
   echo "system: FAILED: $*" >&2
-  echo "fail $*" >"$work/result"
+  echo "$kind $*" >"$work/result"
   dump_logs >&2
   exit 1
 }
 
-step() { # step NAME COMMAND...: runs and times one step
-  local name=$1; shift
+step() { # step NAME COMMAND...: runs and times one step of phonecsp's
+  run_step fail "$@"
+}
+
+setup() { # setup NAME COMMAND...: one step of the test bed's own setup
+  run_step fail-setup "$@"
+}
+
+run_step() {
+  local kind=$1 name=$2; shift 2
   echo "== $name"
   if ! "$@"; then
-    fail "$name"
+    fail "$kind" "$name"
   fi
   local now
   now=$(date +%s.%N)
@@ -141,6 +154,34 @@ power_on() {
   btmgmt info >>"$logs/btmgmt.log" 2>&1
 }
 
+bond() {
+  # What the owner does once in the Bluetooth settings of both machines:
+  # pair them. phonecsp does not rely on it (Noise authenticates both
+  # ends), but Secure Simple Pairing encrypts every RFCOMM link with a
+  # link key; a key that only one side keeps (the computer's, made in an
+  # unbonded pairing, which the phone forgets when its radio restarts)
+  # fails authentication on the next connection. Just Works, no agent.
+  local hs_addr pc_addr
+  hs_addr=$(address_of_index 1) && pc_addr=$(address_of_index 0) || return 1
+  # Pairable (bondable), as the settings panel makes an adapter: without
+  # it the pairing is a no-bonding one and neither side keeps the key.
+  local i
+  for i in 0 1; do
+    busctl --system set-property org.bluez "/org/bluez/hci$i" org.bluez.Adapter1 \
+      Pairable b true || return 1
+  done
+  wait_for 10 bash -c 'btmgmt --index 0 info | grep -q "current settings:.*bondable"' &&
+    wait_for 10 bash -c 'btmgmt --index 1 info | grep -q "current settings:.*bondable"' ||
+    return 1
+  timeout 60 btmgmt --index 0 pair -c 3 -t 0 "$hs_addr" >>"$logs/btmgmt.log" 2>&1 || return 1
+  wait_for 20 grep -q LinkKey "/var/lib/bluetooth/$pc_addr/$hs_addr/info" &&
+    wait_for 20 grep -q LinkKey "/var/lib/bluetooth/$hs_addr/$pc_addr/info"
+}
+
+address_of_index() { # the BD address of controller N, as bluetoothd names it
+  btmgmt --index "$1" info | awk '/addr / { print $2; exit }'
+}
+
 address_of() { # the BD address of hciN
   cat "/sys/class/bluetooth/$1/address" 2>/dev/null ||
     hciconfig "$1" 2>/dev/null | awk '/BD Address/ { print $3 }'
@@ -158,7 +199,8 @@ daemon_start() {
   hs_addr=$(btmgmt --index 1 info | awk '/addr / { print $2; exit }')
   [ -n "$hs_addr" ] || hs_addr=$(address_of hci1)
   echo "handset controller hci1: $hs_addr" >>"$logs/daemon.log"
-  # What an administrator writes into the installed configuration.
+  # What an administrator writes into the installed configuration: no
+  # channel, so the daemon finds the Serial Port Profile by SDP.
   cat >/etc/phonecsp/phonecspd.toml <<TOML
 [access]
 users = ["root"]
@@ -166,7 +208,6 @@ users = ["root"]
 [[handset]]
 name = "phone"
 bluetooth = "$hs_addr"
-channel = 3
 adapter = "hci0"
 TOML
   # As phonecspd.service runs it: its User=, Group=, SupplementaryGroups=,
@@ -204,17 +245,151 @@ sign() {
     timeout 20 phonecsp status
 }
 
+
+# --- the PKCS#11 module, as an unmodified application uses it ----------------
+
+module=
+find_module() {
+  module=$(ls /usr/lib/*/pkcs11/libphonecsp_pkcs11.so 2>/dev/null | head -n 1)
+  [ -n "$module" ]
+}
+
+p11() { timeout 120 pkcs11-tool --module "$module" --token-label ssh "$@"; }
+
+pkcs11_sign() { # pkcs11_sign TAG: sign with pkcs11-tool, verify with openssl
+  find_module || return 1
+  printf 'signed through PKCS#11 in a VM (%s)\n' "$1" >"/tmp/p11-$1.txt"
+  p11 --login --pin 123456 --sign --mechanism SHA256-RSA-PKCS --id 01 \
+    -i "/tmp/p11-$1.txt" -o "/tmp/p11-$1.sig" >>"$logs/pkcs11.log" 2>&1 &&
+    p11 --read-object --type pubkey --id 01 -o /tmp/p11-pub.der >>"$logs/pkcs11.log" 2>&1 &&
+    openssl dgst -sha256 -verify /tmp/p11-pub.der -keyform DER \
+      -signature "/tmp/p11-$1.sig" "/tmp/p11-$1.txt" >>"$logs/pkcs11.log" 2>&1
+}
+
+pkcs11_first() {
+  find_module || return 1
+  pkcs11-tool --module "$module" --list-slots >>"$logs/pkcs11.log" 2>&1 &&
+    grep -q "token label        : ssh" "$logs/pkcs11.log" &&
+    pkcs11_sign before
+}
+
+# --- the handset's controller powered off, then on ---------------------------
+
+connected() { # the daemon says the handset is connected (yes) or not (no)
+  local want=$1 got
+  got=$(timeout 20 phonecsp --json handsets 2>/dev/null | grep -o '"connected": [a-z]*')
+  [ "$got" = "\"connected\": $want" ]
+}
+
+not_powered() { ! powered "$1"; }
+
+watch_signals() {
+  dbus-monitor --system "type='signal',interface='org.phonecsp.CryptoProvider1'" \
+    >"$logs/signals.log" 2>&1 &
+  pids+=($!)
+  sleep 1
+}
+
+power_off_handset() {
+  watch_signals
+  btmgmt --index 1 power off >>"$logs/btmgmt.log" 2>&1 &&
+    wait_for 10 not_powered 1 || return 1
+  # The daemon reports the handset gone: its signal and its answer.
+  wait_for 90 grep -q 'member=HandsetRemoved' "$logs/signals.log" || {
+    echo "no HandsetRemoved signal" >>"$logs/signals.log"; return 1; }
+  wait_for 30 connected false || {
+    echo "phonecsp handsets still says connected, or did not answer:" >&2
+    timeout 20 phonecsp --json handsets >&2; return 1; }
+  # Callers get an error, not a hang: the command line and PKCS#11.
+  if timeout 120 phonecsp sign ssh --key 01 --in /tmp/message.txt \
+    --out /tmp/away.sig 2>/tmp/away.err; then
+    echo "signed with the handset's controller off" >&2; return 1
+  fi
+  cat /tmp/away.err >>"$logs/pkcs11.log"
+  grep -q "not reachable\|away\|removed" /tmp/away.err || {
+    echo "unexpected error: $(cat /tmp/away.err)" >&2; return 1; }
+  if pkcs11_sign away; then
+    echo "pkcs11-tool signed with the handset's controller off" >&2; return 1
+  fi
+  return 0
+}
+
+power_on_handset() {
+  btmgmt --index 1 power on >>"$logs/btmgmt.log" 2>&1 &&
+    wait_for 10 powered 1 &&
+    btmgmt --index 1 connectable on >>"$logs/btmgmt.log" 2>&1 || return 1
+  # The daemon reconnects by itself (its back-off is at most 5 s).
+  wait_for 90 grep -q 'member=HandsetConnected' "$logs/signals.log" || {
+    echo "no HandsetConnected signal" >>"$logs/signals.log"; return 1; }
+  wait_for 30 connected true
+}
+
+sign_again() {
+  timeout 120 phonecsp sign ssh --key 01 --in /tmp/message.txt --out /tmp/again.sig &&
+    cmp /tmp/message.sig /tmp/again.sig && # PKCS#1 v1.5 is deterministic
+    pkcs11_sign after
+}
+
+# --- a LUKS2 disk on a loop device, unlocked through the keyscript ----------
+
+loopdev=
+disk_enroll() {
+  modprobe loop && modprobe dm_crypt || return 1
+  truncate -s 40M /tmp/disk.img
+  loopdev=$(losetup --find --show /tmp/disk.img) || return 1
+  echo "$loopdev" >/tmp/loopdev
+  head -c 32 /dev/urandom >/tmp/old.key
+  # PBKDF2 with few iterations: Argon2's memory-hard default takes minutes
+  # under emulation, and this passphrase is the test's, not the product's.
+  cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 \
+    --pbkdf-force-iterations 1000 --key-file /tmp/old.key "$loopdev" \
+    >>"$logs/luks.log" 2>&1 || return 1
+  timeout 120 phonecsp luks enroll "$loopdev" --token disk --key 02 \
+    --key-file /tmp/old.key >>"$logs/luks.log" 2>&1 || return 1
+  # A file written at enrolment time, through the old passphrase.
+  cryptsetup open --key-file /tmp/old.key "$loopdev" enrolment >>"$logs/luks.log" 2>&1 &&
+    mkfs.ext4 -q /dev/mapper/enrolment >>"$logs/luks.log" 2>&1 &&
+    mkdir -p /tmp/mnt-enrolment && mount /dev/mapper/enrolment /tmp/mnt-enrolment &&
+    printf 'written at enrolment, %s\n' "$(date -u)" >/tmp/mnt-enrolment/hello.txt &&
+    cp /tmp/mnt-enrolment/hello.txt /tmp/hello.expected &&
+    umount /tmp/mnt-enrolment && cryptsetup close enrolment
+}
+
+disk_unlock() {
+  # What an administrator writes; Debian's cryptdisks_start does the rest:
+  # it runs the keyscript and pipes its output to cryptsetup open.
+  echo "vmdisk $loopdev luks-token luks,keyscript=/usr/lib/phonecsp/phonecsp-keyscript" \
+    >/etc/crypttab
+  printf '#!/bin/sh\n# the owner typing the PIN\necho 123456\n' >/tmp/askpass
+  chmod 0755 /tmp/askpass
+  PHONECSP_ASKPASS=/tmp/askpass timeout 180 cryptdisks_start vmdisk \
+    >>"$logs/luks.log" 2>&1 || return 1
+  test -b /dev/mapper/vmdisk &&
+    cryptsetup status vmdisk >>"$logs/luks.log" 2>&1 &&
+    mkdir -p /tmp/mnt-vmdisk && mount /dev/mapper/vmdisk /tmp/mnt-vmdisk &&
+    cmp /tmp/hello.expected /tmp/mnt-vmdisk/hello.txt &&
+    cat /tmp/mnt-vmdisk/hello.txt >>"$logs/luks.log" &&
+    umount /tmp/mnt-vmdisk && cryptsetup close vmdisk
+}
+
 echo "system: kernel $(uname -r), $(nproc) cpus"
-step "load hci_vhci, rfcomm" modules
+setup "load hci_vhci, rfcomm" modules
 step "scripts/install (real, in the VM)" install_phonecsp
-step "system bus with the installed policy" system_bus
-step "btvirt -l2: two controllers" controllers
-step "bluetoothd" bluetooth_daemon
-step "power both controllers" power_on
+setup "system bus with the installed policy" system_bus
+setup "btvirt -l2: two controllers" controllers
+setup "bluetoothd" bluetooth_daemon
+setup "power both controllers" power_on
+setup "bond them (btmgmt pair, Just Works)" bond
 step "handset: serve --rfcomm on hci1" handset_serve
 step "phonecspd as its unit, on hci0" daemon_start
 step "pair (phonecsp pair --code)" pair
 step "sign and verify (phonecsp sign)" sign
+step "sign with pkcs11-tool, verify with openssl" pkcs11_first
+step "handset controller off: reported gone" power_off_handset
+step "handset controller on: reconnected" power_on_handset
+step "sign again (phonecsp, pkcs11-tool)" sign_again
+step "LUKS2 on a loop device: format, enrol, write" disk_enroll
+step "cryptdisks_start via the keyscript, mount" disk_unlock
 echo "total in the VM: $(elapsed "$t0" "$(date +%s.%N)")s" | tee -a "$work/timings"
 echo ok >"$work/result"
 if [ -n "${SYSTEM_VERBOSE:-}" ]; then dump_logs; fi
