@@ -759,7 +759,15 @@ async fn handset_killed_mid_request_then_back() {
     f.handset.set_serve_args(&[]);
     f.handset.start();
     wait_connected(&c, true).await;
-    // A new session: the handset forgot the login, and so did the daemon.
+    signs_in_a_new_session(&c).await;
+    assert!(f.daemon.is_running());
+    assert!(!f.daemon.log().contains("panicked"));
+}
+
+/// After a reconnection: a new session, so the handset forgot the login
+/// and so did the daemon; a new login signs.
+async fn signs_in_a_new_session(c: &Client) {
+    let none = MechanismParams::default();
     assert_eq!(
         rv(
             c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
@@ -771,8 +779,6 @@ async fn handset_killed_mid_request_then_back() {
     c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
         .await
         .unwrap();
-    assert!(f.daemon.is_running());
-    assert!(!f.daemon.log().contains("panicked"));
 }
 
 /// `phonecsp --json handsets`: whether `phone` is connected.
@@ -812,18 +818,7 @@ async fn handset_gone_while_idle_is_noticed_at_once() {
     wait_until("the handset reconnected", Duration::from_secs(20), || {
         cli_says_connected(bus)
     });
-    let none = MechanismParams::default();
-    assert_eq!(
-        rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
-        CkRv::USER_NOT_LOGGED_IN
-    );
-    c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
-    c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-        .await
-        .unwrap();
+    signs_in_a_new_session(&c).await;
     assert!(f.daemon.is_running());
 }
 
