@@ -182,10 +182,6 @@ address_of_index() { # the BD address of controller N, as bluetoothd names it
   btmgmt --index "$1" info | awk '/addr / { print $2; exit }'
 }
 
-address_of() { # the BD address of hciN
-  cat "/sys/class/bluetooth/$1/address" 2>/dev/null ||
-    hciconfig "$1" 2>/dev/null | awk '/BD Address/ { print $3 }'
-}
 
 handset_serve() {
   PHONECSP_HANDSET_DIR=$work/handset RUST_LOG=info \
@@ -196,8 +192,8 @@ handset_serve() {
 
 daemon_start() {
   local hs_addr
-  hs_addr=$(btmgmt --index 1 info | awk '/addr / { print $2; exit }')
-  [ -n "$hs_addr" ] || hs_addr=$(address_of hci1)
+  hs_addr=$(address_of_index 1)
+  [ -n "$hs_addr" ] || return 1
   echo "handset controller hci1: $hs_addr" >>"$logs/daemon.log"
   # What an administrator writes into the installed configuration: no
   # channel, so the daemon finds the Serial Port Profile by SDP.
