@@ -12,17 +12,12 @@ use std::time::Duration;
 use phonecsp_host::config::{Config, Transport};
 use phonecsp_host::serial::SerialStream;
 use phonecsp_host::state::State;
-use phonecsp_protocol::ck::cka;
-use phonecsp_protocol::message::token_flags;
-use phonecsp_protocol::{
-    CkRv, DecryptMechanism, HashAlg, HostLink, LinkError, ObjectClass, Reply, Request,
-};
-use rsa::RsaPublicKey;
+use phonecsp_protocol::{CkRv, HostLink, LinkError, Reply, Request};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
-use crate::luks::{ContainerStatus, KeyHolder, LuksError};
+use crate::handset::{Handset, HandsetLink};
+use crate::luks::LuksError;
 
 type Link = HostLink<ReadHalf<SerialStream>, WriteHalf<SerialStream>>;
 
@@ -136,6 +131,13 @@ impl DirectHolder {
         })
     }
 
+    /// Logs out of `container` (best effort) and ends the session.
+    pub async fn close(mut self, container: &str) {
+        let _ = self.logout(container).await;
+    }
+}
+
+impl HandsetLink for DirectHolder {
     async fn call(&mut self, request: Request) -> crate::Result<Reply> {
         let what = request.name();
         match tokio::time::timeout(self.timeout, self.link.call(&request)).await {
@@ -152,90 +154,6 @@ impl DirectHolder {
                 CkRv::DEVICE_REMOVED,
                 format!("handset '{}': no answer to {what}", self.handset),
             )),
-        }
-    }
-
-    fn unexpected(what: &str) -> crate::Error {
-        crate::Error::token(CkRv::DEVICE_ERROR, format!("unexpected reply to {what}"))
-    }
-
-    /// Logs out of `container` (best effort) and ends the session.
-    pub async fn close(mut self, container: &str) {
-        let _ = self
-            .call(Request::Logout {
-                container: container.to_owned(),
-            })
-            .await;
-    }
-}
-
-impl KeyHolder for DirectHolder {
-    async fn status(&mut self, container: &str) -> crate::Result<ContainerStatus> {
-        match self
-            .call(Request::TokenInfo {
-                container: container.to_owned(),
-            })
-            .await?
-        {
-            Reply::TokenInfo(i) => Ok(ContainerStatus {
-                flags: i.flags,
-                retries_left: i.retries_left,
-                logged_in: i.flags & token_flags::LOGGED_IN != 0,
-            }),
-            _ => Err(Self::unexpected("+CKTINFO")),
-        }
-    }
-
-    async fn public_key(&mut self, container: &str, id: &[u8]) -> crate::Result<RsaPublicKey> {
-        let reply = self
-            .call(Request::GetAttributes {
-                container: container.to_owned(),
-                class: ObjectClass::PublicKey,
-                id: id.to_vec(),
-            })
-            .await?;
-        let Reply::Attributes(attrs) = reply else {
-            return Err(Self::unexpected("+CKATTR"));
-        };
-        let get = |t| attrs.iter().find(|(a, _)| *a == t).map(|(_, v)| v);
-        match (get(cka::MODULUS), get(cka::PUBLIC_EXPONENT)) {
-            (Some(n), Some(e)) => Ok(crate::local::public_key(n, e)?),
-            _ => Err(crate::Error::token(
-                CkRv::KEY_TYPE_INCONSISTENT,
-                "not an RSA public key",
-            )),
-        }
-    }
-
-    async fn login(&mut self, container: &str, pin: &[u8]) -> crate::Result<()> {
-        self.call(Request::Login {
-            container: container.to_owned(),
-            pin: Zeroizing::new(pin.to_vec()),
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn decrypt(
-        &mut self,
-        container: &str,
-        id: &[u8],
-        ciphertext: &[u8],
-    ) -> crate::Result<Zeroizing<Vec<u8>>> {
-        match self
-            .call(Request::Decrypt {
-                container: container.to_owned(),
-                id: id.to_vec(),
-                mechanism: DecryptMechanism::Oaep {
-                    hash: HashAlg::Sha256,
-                    label: vec![],
-                },
-                data: ciphertext.to_vec(),
-            })
-            .await?
-        {
-            Reply::Plaintext(p) => Ok(p),
-            _ => Err(Self::unexpected("+CKDEC")),
         }
     }
 }

@@ -4,6 +4,9 @@
 //! [`keyscript`], [`direct`]).
 
 pub mod error;
+pub mod handset;
+pub mod hash;
+pub mod input;
 pub mod local;
 pub mod mechanism;
 pub mod types;

@@ -1,72 +1,17 @@
-//! The computer's half of the cryptography (seed 001, claim 42): hashing,
-//! DigestInfo, signature verification and public-key encryption, done in
-//! the calling process from the public key. None of it needs the handset.
+//! The computer's public-key half of the cryptography: public keys from
+//! their attributes, signature verification and encryption, done in the
+//! calling process. None of it needs the handset (docs/architecture.md,
+//! "The division of labour").
 
+use crate::input::{HandsetSign, SignInput};
 use crate::mechanism::{Encryption, Signing};
+use phonecsp_protocol::ck::cka;
 use phonecsp_protocol::{CkRv, HashAlg};
 use rsa::pkcs8::EncodePublicKey;
+use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPublicKey};
 use sha1::Sha1;
-use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
-
-pub fn digest(hash: HashAlg, data: &[u8]) -> Vec<u8> {
-    match hash {
-        HashAlg::Sha1 => Sha1::digest(data).to_vec(),
-        HashAlg::Sha224 => Sha224::digest(data).to_vec(),
-        HashAlg::Sha256 => Sha256::digest(data).to_vec(),
-        HashAlg::Sha384 => Sha384::digest(data).to_vec(),
-        HashAlg::Sha512 => Sha512::digest(data).to_vec(),
-    }
-}
-
-/// An incremental hash, for multi-part operations.
-#[derive(Clone)]
-pub enum Hasher {
-    Sha1(Sha1),
-    Sha224(Sha224),
-    Sha256(Sha256),
-    Sha384(Sha384),
-    Sha512(Sha512),
-}
-
-impl Hasher {
-    pub fn new(hash: HashAlg) -> Hasher {
-        match hash {
-            HashAlg::Sha1 => Hasher::Sha1(Sha1::new()),
-            HashAlg::Sha224 => Hasher::Sha224(Sha224::new()),
-            HashAlg::Sha256 => Hasher::Sha256(Sha256::new()),
-            HashAlg::Sha384 => Hasher::Sha384(Sha384::new()),
-            HashAlg::Sha512 => Hasher::Sha512(Sha512::new()),
-        }
-    }
-
-    pub fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha1(h) => h.update(data),
-            Hasher::Sha224(h) => h.update(data),
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha384(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
-        }
-    }
-
-    pub fn finish(self) -> Vec<u8> {
-        match self {
-            Hasher::Sha1(h) => h.finalize().to_vec(),
-            Hasher::Sha224(h) => h.finalize().to_vec(),
-            Hasher::Sha256(h) => h.finalize().to_vec(),
-            Hasher::Sha384(h) => h.finalize().to_vec(),
-            Hasher::Sha512(h) => h.finalize().to_vec(),
-        }
-    }
-}
-
-/// DER DigestInfo for PKCS#1 v1.5 signatures.
-pub fn digest_info(hash: HashAlg, digest: &[u8]) -> Vec<u8> {
-    let mut v = hash.digest_info_prefix().to_vec();
-    v.extend_from_slice(digest);
-    v
-}
+use sha2::{Sha224, Sha256, Sha384, Sha512};
 
 /// An RSA public key from its modulus and exponent (big-endian).
 pub fn public_key(modulus: &[u8], exponent: &[u8]) -> Result<RsaPublicKey, CkRv> {
@@ -75,6 +20,25 @@ pub fn public_key(modulus: &[u8], exponent: &[u8]) -> Result<RsaPublicKey, CkRv>
         BigUint::from_bytes_be(exponent),
     )
     .map_err(|_| CkRv::KEY_TYPE_INCONSISTENT)
+}
+
+/// An RSA public key from the handset's attributes of a public key
+/// (`CKA_MODULUS`, `CKA_PUBLIC_EXPONENT`), in whatever order they come.
+pub fn public_key_from_attributes<'a>(
+    attrs: impl IntoIterator<Item = (&'a u32, &'a Vec<u8>)>,
+) -> Result<RsaPublicKey, CkRv> {
+    let (mut n, mut e) = (None, None);
+    for (t, v) in attrs {
+        match *t {
+            cka::MODULUS => n = Some(v),
+            cka::PUBLIC_EXPONENT => e = Some(v),
+            _ => {}
+        }
+    }
+    match (n, e) {
+        (Some(n), Some(e)) => public_key(n, e),
+        _ => Err(CkRv::KEY_TYPE_INCONSISTENT),
+    }
 }
 
 /// DER SubjectPublicKeyInfo.
@@ -104,23 +68,28 @@ pub fn verify(
     data: &[u8],
     sig: &[u8],
 ) -> Result<bool, CkRv> {
-    use rsa::traits::PublicKeyParts;
+    let input = SignInput::once(*signing, key.size(), data)?;
+    Ok(verify_prepared(key, &input, sig))
+}
+
+/// Checks a signature over input already prepared as for the handset.
+pub fn verify_prepared(key: &RsaPublicKey, input: &HandsetSign, sig: &[u8]) -> bool {
     if sig.len() != key.size() {
-        return Ok(false);
+        return false;
     }
-    let (mech, input) = signing.handset_input(data)?;
-    Ok(match mech {
+    match input.mechanism {
         phonecsp_protocol::SignMechanism::Pkcs1 => key
-            .verify(Pkcs1v15Sign::new_unprefixed(), &input, sig)
+            .verify(Pkcs1v15Sign::new_unprefixed(), &input.data, sig)
             .is_ok(),
         phonecsp_protocol::SignMechanism::Pss { hash, salt_len } => {
-            pss_verify(key, hash, salt_len, &input, sig)
+            pss_verify(key, hash, salt_len, &input.data, sig)
         }
-    })
+    }
 }
 
 /// Encrypts to the public key.
 pub fn encrypt(key: &RsaPublicKey, enc: &Encryption, data: &[u8]) -> Result<Vec<u8>, CkRv> {
+    enc.check_plaintext(data.len(), key.size())?;
     let mut rng = rand::rngs::OsRng;
     let r = match enc {
         Encryption::Pkcs1 => key.encrypt(&mut rng, Pkcs1v15Encrypt, data),
@@ -152,6 +121,7 @@ pub fn encrypt(key: &RsaPublicKey, enc: &Encryption, data: &[u8]) -> Result<Vec<
 mod tests {
     use super::*;
     use rsa::RsaPrivateKey;
+    use sha2::Digest;
 
     #[test]
     fn verify_and_encrypt_against_a_private_key() {
@@ -174,9 +144,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sk.decrypt(Oaep::new::<Sha256>(), &ct).unwrap(), msg);
-        let mut h = Hasher::new(HashAlg::Sha384);
-        h.update(b"hel");
-        h.update(b"lo");
-        assert_eq!(h.finish(), digest(HashAlg::Sha384, msg));
+        let attrs = vec![
+            (cka::PUBLIC_EXPONENT, pk.e().to_bytes_be()),
+            (cka::MODULUS, pk.n().to_bytes_be()),
+        ];
+        assert_eq!(
+            public_key_from_attributes(attrs.iter().map(|(t, v)| (t, v))).unwrap(),
+            pk
+        );
+        assert_eq!(
+            public_key_from_attributes(attrs[..1].iter().map(|(t, v)| (t, v))),
+            Err(CkRv::KEY_TYPE_INCONSISTENT)
+        );
     }
 }

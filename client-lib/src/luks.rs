@@ -30,9 +30,8 @@ use std::process::{Command, Stdio};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use phonecsp_protocol::CkRv;
-use phonecsp_protocol::ck::cka;
 use phonecsp_protocol::message::token_flags;
+use phonecsp_protocol::{CkRv, HashAlg};
 use rand::RngCore;
 use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
@@ -40,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::handset::Handset;
 use crate::mechanism::{Encryption, ckm};
 use crate::types::MechanismParams;
 
@@ -153,18 +153,20 @@ pub fn new_secret() -> Zeroizing<Vec<u8>> {
 /// The mechanism parameters of the wrapping: OAEP, SHA-256, MGF1-SHA-256,
 /// no label.
 pub fn oaep_params() -> MechanismParams {
-    MechanismParams {
-        hash: ckm::SHA256,
-        salt_len: 0,
-        label: vec![],
+    disk_oaep().wire().1
+}
+
+/// The disk secret's wrapping: RSA-OAEP with SHA-256 and no label.
+pub fn disk_oaep() -> Encryption {
+    Encryption::Oaep {
+        hash: HashAlg::Sha256,
+        label: Vec::new(),
     }
 }
 
 /// Wraps `secret` to `key` with RSA-OAEP-SHA256.
 pub fn wrap(key: &RsaPublicKey, secret: &[u8]) -> Result<Vec<u8>> {
-    let enc = Encryption::from_ckm(ckm::RSA_PKCS_OAEP, &oaep_params())
-        .map_err(|rv| LuksError::PublicKey(rv.to_string()))?;
-    crate::local::encrypt(key, &enc, secret)
+    crate::local::encrypt(key, &disk_oaep(), secret)
         .map_err(|rv| LuksError::PublicKey(format!("cannot wrap to it: {rv}")))
 }
 
@@ -800,14 +802,12 @@ pub fn container_public_key(
             },
             _ => LuksError::Client(e),
         })?;
-    let (Some(n), Some(e)) = (attrs.get(&cka::MODULUS), attrs.get(&cka::PUBLIC_EXPONENT)) else {
-        return Err(LuksError::PublicKey(format!(
-            "{handset}/{container} key {} has no RSA modulus and exponent",
+    let key = crate::local::public_key_from_attributes(&attrs).map_err(|rv| {
+        LuksError::PublicKey(format!(
+            "{handset}/{container} key {} is not a usable RSA key: {rv}",
             hex(&id)
-        )));
-    };
-    let key = crate::local::public_key(n, e)
-        .map_err(|rv| LuksError::PublicKey(format!("unusable: {rv}")))?;
+        ))
+    })?;
     Ok((id, key))
 }
 
@@ -1030,6 +1030,37 @@ pub async fn unwrap<H: KeyHolder, P: PinSource>(
         })
 }
 
+/// [`KeyHolder`] on the handset itself, over any link that carries its
+/// requests: the direct serial link of the keyscript, or the daemon's own
+/// link for systemd-cryptsetup's key sockets.
+impl<L: crate::handset::HandsetLink + Send> KeyHolder for L {
+    async fn status(&mut self, container: &str) -> crate::Result<ContainerStatus> {
+        let i = Handset::token_info(self, container).await?;
+        Ok(ContainerStatus {
+            flags: i.flags,
+            retries_left: i.retries_left,
+            logged_in: i.flags & token_flags::LOGGED_IN != 0,
+        })
+    }
+
+    async fn public_key(&mut self, container: &str, id: &[u8]) -> crate::Result<RsaPublicKey> {
+        Handset::public_key(self, container, id).await
+    }
+
+    async fn login(&mut self, container: &str, pin: &[u8]) -> crate::Result<()> {
+        Handset::login(self, container, pin).await
+    }
+
+    async fn decrypt(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        ciphertext: &[u8],
+    ) -> crate::Result<Zeroizing<Vec<u8>>> {
+        Handset::decrypt(self, container, id, disk_oaep().for_handset(), ciphertext).await
+    }
+}
+
 /// [`KeyHolder`] over D-Bus: the daemon, on a connection of its own (so
 /// the login ends with it).
 pub struct DaemonHolder {
@@ -1052,13 +1083,8 @@ impl KeyHolder for DaemonHolder {
             .client
             .get_attributes(&self.handset, container, CKO_PUBLIC_KEY, id)
             .await?;
-        match (a.get(&cka::MODULUS), a.get(&cka::PUBLIC_EXPONENT)) {
-            (Some(n), Some(e)) => Ok(crate::local::public_key(n, e)?),
-            _ => Err(crate::Error::token(
-                CkRv::KEY_TYPE_INCONSISTENT,
-                "not an RSA public key",
-            )),
-        }
+        crate::local::public_key_from_attributes(&a)
+            .map_err(|rv| crate::Error::token(rv, "not an RSA public key"))
     }
 
     async fn login(&mut self, container: &str, pin: &[u8]) -> crate::Result<()> {

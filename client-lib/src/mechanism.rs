@@ -3,7 +3,7 @@
 //! public-key work, the handset only ever sees a digest or a ciphertext.
 
 use crate::types::MechanismParams;
-use phonecsp_protocol::{CkRv, DecryptMechanism, HashAlg, SignMechanism};
+use phonecsp_protocol::{CkRv, HashAlg};
 
 /// `CKM_*` values.
 pub mod ckm {
@@ -133,33 +133,6 @@ impl Signing {
             _ => Err(CkRv::MECHANISM_INVALID),
         }
     }
-
-    /// Whether the data is hashed on the computer (so any length is fine).
-    pub fn hashes_locally(&self) -> bool {
-        matches!(self, Signing::Pkcs1(_) | Signing::Pss { .. })
-    }
-
-    /// What the handset signs, and how: the digest (wrapped in a DigestInfo
-    /// for PKCS#1 v1.5), never the message.
-    pub fn handset_input(&self, data: &[u8]) -> Result<(SignMechanism, Vec<u8>), CkRv> {
-        Ok(match *self {
-            Signing::Raw => (SignMechanism::Pkcs1, data.to_vec()),
-            Signing::Pkcs1(h) => (
-                SignMechanism::Pkcs1,
-                crate::local::digest_info(h, &crate::local::digest(h, data)),
-            ),
-            Signing::PssDigest { hash, salt_len } => {
-                if data.len() != hash.output_len() {
-                    return Err(CkRv::DATA_LEN_RANGE);
-                }
-                (SignMechanism::Pss { hash, salt_len }, data.to_vec())
-            }
-            Signing::Pss { hash, salt_len } => (
-                SignMechanism::Pss { hash, salt_len },
-                crate::local::digest(hash, data),
-            ),
-        })
-    }
 }
 
 /// An encryption mechanism, resolved.
@@ -184,16 +157,6 @@ impl Encryption {
                 })
             }
             _ => Err(CkRv::MECHANISM_INVALID),
-        }
-    }
-
-    pub fn for_handset(&self) -> DecryptMechanism {
-        match self {
-            Encryption::Pkcs1 => DecryptMechanism::Pkcs1,
-            Encryption::Oaep { hash, label } => DecryptMechanism::Oaep {
-                hash: *hash,
-                label: label.clone(),
-            },
         }
     }
 }
@@ -250,28 +213,5 @@ mod tests {
         );
         assert_eq!(by_name("sha256-rsa-pkcs"), Some(ckm::SHA256_RSA_PKCS));
         assert_eq!(name_of(ckm::RSA_PKCS_OAEP), Some("RSA-PKCS-OAEP"));
-    }
-
-    #[test]
-    fn only_the_digest_goes_to_the_handset() {
-        let big = vec![0x61u8; 1 << 20];
-        let (m, input) = Signing::Pkcs1(HashAlg::Sha256).handset_input(&big).unwrap();
-        assert_eq!(m, SignMechanism::Pkcs1);
-        assert_eq!(input.len(), 19 + 32);
-        let (_, d) = Signing::Pss {
-            hash: HashAlg::Sha512,
-            salt_len: 64,
-        }
-        .handset_input(&big)
-        .unwrap();
-        assert_eq!(d.len(), 64);
-        assert_eq!(
-            Signing::PssDigest {
-                hash: HashAlg::Sha256,
-                salt_len: 32
-            }
-            .handset_input(&[0; 31]),
-            Err(CkRv::DATA_LEN_RANGE)
-        );
     }
 }

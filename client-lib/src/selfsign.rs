@@ -22,8 +22,9 @@ use x509_cert::time::Validity;
 use x509_cert::{Certificate, TbsCertificate, Version};
 
 use crate::blocking::Client;
-use crate::mechanism::ckm;
-use crate::{Error, MechanismParams, Result, local};
+use crate::input::SignInput;
+use crate::mechanism::Signing;
+use crate::{Error, Result, local};
 
 /// sha256WithRSAEncryption (RFC 4055).
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
@@ -137,25 +138,18 @@ pub fn self_sign(client: &Client, req: &SelfSignRequest<'_>) -> Result<Vec<u8>> 
     })?;
     let tbs = tbs(&subject, &spki, req.days)?;
     let tbs_der = tbs.to_der().map_err(der_error)?;
-    let digest_info =
-        local::digest_info(HashAlg::Sha256, &local::digest(HashAlg::Sha256, &tbs_der));
+    let input = SignInput::once(Signing::Pkcs1(HashAlg::Sha256), public.size(), &tbs_der)?;
+    let (mechanism, params) = input.wire();
     let signature = client.sign(
         req.handset,
         req.token,
         req.id,
-        ckm::RSA_PKCS,
-        &MechanismParams::default(),
-        &digest_info,
+        mechanism,
+        &params,
+        &input.data,
     )?;
     // Never store a certificate whose signature does not verify.
-    if signature.len() != public.size()
-        || !local::verify(
-            &public,
-            &crate::mechanism::Signing::Pkcs1(HashAlg::Sha256),
-            &tbs_der,
-            &signature,
-        )?
-    {
+    if !local::verify_prepared(&public, &input, &signature) {
         return Err(Error::token(
             CkRv::SIGNATURE_INVALID,
             "the handset's signature does not verify with the key's public half",

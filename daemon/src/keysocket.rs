@@ -16,15 +16,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use phonecsp::Error;
-use phonecsp::luks::{
-    self, ContainerStatus, Cryptsetup, Device, KeyHolder, LuksError, PinPrompt, PinSource,
-    WrappedKey,
-};
-use phonecsp_protocol::ck::cka;
-use phonecsp_protocol::message::token_flags;
-use phonecsp_protocol::{CkRv, DecryptMechanism, HashAlg, ObjectClass, Reply, Request};
-use rsa::RsaPublicKey;
+use phonecsp::handset::HandsetLink;
+use phonecsp::luks::{self, Cryptsetup, Device, LuksError, PinPrompt, PinSource, WrappedKey};
+use phonecsp_protocol::{Reply, Request};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -248,94 +242,9 @@ struct LinkHolder {
     caller: String,
 }
 
-fn unexpected(what: &str) -> Error {
-    Error::token(CkRv::DEVICE_ERROR, format!("unexpected reply to {what}"))
-}
-
-impl KeyHolder for LinkHolder {
-    async fn status(&mut self, container: &str) -> phonecsp::Result<ContainerStatus> {
-        match self
-            .link
-            .call(
-                &self.caller,
-                Request::TokenInfo {
-                    container: container.to_owned(),
-                },
-            )
-            .await?
-        {
-            Reply::TokenInfo(i) => Ok(ContainerStatus {
-                flags: i.flags,
-                retries_left: i.retries_left,
-                logged_in: i.flags & token_flags::LOGGED_IN != 0,
-            }),
-            _ => Err(unexpected("+CKTINFO")),
-        }
-    }
-
-    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<RsaPublicKey> {
-        let reply = self
-            .link
-            .call(
-                &self.caller,
-                Request::GetAttributes {
-                    container: container.to_owned(),
-                    class: ObjectClass::PublicKey,
-                    id: id.to_vec(),
-                },
-            )
-            .await?;
-        let Reply::Attributes(attrs) = reply else {
-            return Err(unexpected("+CKATTR"));
-        };
-        let get = |t| attrs.iter().find(|(a, _)| *a == t).map(|(_, v)| v);
-        match (get(cka::MODULUS), get(cka::PUBLIC_EXPONENT)) {
-            (Some(n), Some(e)) => Ok(phonecsp::local::public_key(n, e)?),
-            _ => Err(Error::token(
-                CkRv::KEY_TYPE_INCONSISTENT,
-                "not an RSA public key",
-            )),
-        }
-    }
-
-    async fn login(&mut self, container: &str, pin: &[u8]) -> phonecsp::Result<()> {
-        self.link
-            .call(
-                &self.caller,
-                Request::Login {
-                    container: container.to_owned(),
-                    pin: Zeroizing::new(pin.to_vec()),
-                },
-            )
-            .await
-            .map(drop)
-    }
-
-    async fn decrypt(
-        &mut self,
-        container: &str,
-        id: &[u8],
-        ciphertext: &[u8],
-    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
-        match self
-            .link
-            .call(
-                &self.caller,
-                Request::Decrypt {
-                    container: container.to_owned(),
-                    id: id.to_vec(),
-                    mechanism: DecryptMechanism::Oaep {
-                        hash: HashAlg::Sha256,
-                        label: vec![],
-                    },
-                    data: ciphertext.to_vec(),
-                },
-            )
-            .await?
-        {
-            Reply::Plaintext(p) => Ok(p),
-            _ => Err(unexpected("+CKDEC")),
-        }
+impl HandsetLink for LinkHolder {
+    async fn call(&mut self, request: Request) -> phonecsp::Result<Reply> {
+        self.link.call(&self.caller, request).await
     }
 }
 

@@ -14,6 +14,7 @@
 
 use crate::state::State;
 use phonecsp::{Error, LinkStatistics};
+use phonecsp_protocol::at::cme;
 use phonecsp_protocol::{CkRv, HostLink, LinkError, PairingCode, Reply, Request};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -687,7 +688,7 @@ impl LinkTask {
                 });
                 Ok(key)
             }
-            Ok(Err(LinkError::Cme(3))) => {
+            Ok(Err(LinkError::Cme(cme::NOT_ALLOWED))) => {
                 self.restore().await;
                 Err(Error::token(
                     CkRv::FUNCTION_REJECTED,

@@ -10,6 +10,7 @@
 use crate::config::{AccessList, Config};
 use crate::link::{LinkHandle, LinkState};
 use crate::state::State;
+use phonecsp::input::SignInput;
 use phonecsp::local;
 use phonecsp::mechanism::{self, Encryption, Signing};
 use phonecsp::{
@@ -710,10 +711,7 @@ impl Provider {
         }
         i.require_login(&c, link, &token)?;
         let key = i.key(&c, link, &token, &key_id).await?;
-        if signing == Signing::Raw && data.len() + 11 > key.size() {
-            return Err(ck(CkRv::DATA_LEN_RANGE, "data too long for the key"));
-        }
-        let (mech, input) = signing.handset_input(&data)?;
+        let input = SignInput::once(signing, key.size(), &data)?;
         match i
             .call(
                 &c,
@@ -721,8 +719,8 @@ impl Provider {
                 Request::Sign {
                     container: token,
                     id: key_id,
-                    mechanism: mech,
-                    data: input,
+                    mechanism: input.mechanism,
+                    data: input.data,
                 },
             )
             .await?
@@ -776,12 +774,7 @@ impl Provider {
         let enc = Encryption::from_ckm(mechanism, &params)?;
         i.require_login(&c, link, &token)?;
         let key = i.key(&c, link, &token, &key_id).await?;
-        if ciphertext.len() != key.size() {
-            return Err(ck(
-                CkRv::ENCRYPTED_DATA_LEN_RANGE,
-                "ciphertext is not the key's size",
-            ));
-        }
+        enc.check_ciphertext(ciphertext.len(), key.size())?;
         match i
             .call(
                 &c,
@@ -830,7 +823,7 @@ impl Provider {
         if data.len() > MAX_HASHED_INPUT {
             return Err(ck(CkRv::DATA_LEN_RANGE, "data too long"));
         }
-        Ok(local::digest(hash, &data))
+        Ok(phonecsp::hash::digest(hash, &data))
     }
 
     #[zbus(out_args("key"))]
@@ -1027,12 +1020,11 @@ impl Provider {
         }
         i.require_login(&c, link, &token)?;
         let key = i.key(&c, link, &token, &key_id).await?;
-        if ciphertext.len() != key.size() {
-            return Err(ck(
-                CkRv::ENCRYPTED_DATA_LEN_RANGE,
-                "ciphertext is not the key's size",
-            ));
-        }
+        let oaep_in = Encryption::Oaep {
+            hash: in_hash,
+            label: Vec::new(),
+        };
+        oaep_in.check_ciphertext(ciphertext.len(), key.size())?;
         match i
             .call(
                 &c,

@@ -27,9 +27,9 @@ use zeroize::{Zeroize, Zeroizing};
 pub use rsa::RsaPrivateKey;
 
 /// Smallest modulus the handset holds or wraps to.
-pub const MIN_KEY_BITS: usize = 2048;
+pub const MIN_KEY_BITS: usize = phonecsp_protocol::limits::MIN_RSA_BITS as usize;
 /// Largest modulus the handset holds.
-pub const MAX_KEY_BITS: usize = 4096;
+pub const MAX_KEY_BITS: usize = phonecsp_protocol::limits::MAX_RSA_BITS as usize;
 /// Largest modulus a re-wrap target may have.
 pub const MAX_WRAP_TARGET_BITS: usize = 16384;
 

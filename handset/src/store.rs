@@ -39,20 +39,10 @@ pub use crypto::RsaPrivateKey;
 
 /// Wrong PINs after which a container locks for good.
 pub const MAX_PIN_TRIES: u32 = 5;
-/// Shortest PIN, in bytes.
-pub const MIN_PIN_LEN: usize = 4;
-/// Longest PIN, in bytes.
-pub const MAX_PIN_LEN: usize = 64;
-/// Longest container name.
-pub const MAX_CONTAINER_NAME: usize = 32;
-/// Longest handset or host name, in characters.
-pub const MAX_NAME_CHARS: usize = 64;
-/// Longest object id (`CKA_ID`), in bytes.
-pub const MAX_ID_LEN: usize = 255;
-/// Longest object label, in bytes.
-pub const MAX_LABEL_LEN: usize = 255;
-/// Largest certificate the handset stores.
-pub const MAX_CERT_LEN: usize = 64 * 1024;
+pub use phonecsp_protocol::limits::{
+    MAX_CONTAINER_NAME_LEN as MAX_CONTAINER_NAME, MAX_DER_LEN as MAX_CERT_LEN, MAX_ID_LEN,
+    MAX_LABEL_LEN, MAX_NAME_LEN as MAX_NAME_CHARS, MAX_PIN_LEN, MIN_PIN_LEN,
+};
 /// Largest store file read.
 const MAX_FILE_LEN: u64 = 16 * 1024 * 1024;
 

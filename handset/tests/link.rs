@@ -6,6 +6,7 @@ use phonecsp_handset::crypto;
 use phonecsp_handset::manager::{Approver, Manager, offer_pairing};
 use phonecsp_handset::serve::{open_pty, serve_stream};
 use phonecsp_handset::store::{KdfParams, Policy, Store};
+use phonecsp_protocol::at::cme;
 use phonecsp_protocol::ck::cka;
 use phonecsp_protocol::message::token_flags;
 use phonecsp_protocol::{
@@ -432,7 +433,7 @@ async fn pairing_session_and_every_command_over_a_duplex() {
     let mut l = duplex(manager(dir.path(), Approver::default())).await;
     assert!(matches!(
         l.pair(&host, &code, "laptop").await,
-        Err(LinkError::Cme(3))
+        Err(LinkError::Cme(cme::NOT_ALLOWED))
     ));
     l.connect(&host, &handset_key).await.unwrap();
     let Reply::Containers(list) = call(&mut l, Request::ListContainers).await.unwrap() else {
@@ -601,7 +602,7 @@ async fn unauthorised_and_revoked_hosts_are_refused() {
     let mut l = duplex(manager(dir.path(), Approver::default())).await;
     assert!(matches!(
         l.connect(&host, &key).await,
-        Err(LinkError::Cme(701))
+        Err(LinkError::Cme(cme::HANDSHAKE_FAILED))
     ));
 }
 

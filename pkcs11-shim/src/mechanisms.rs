@@ -183,39 +183,6 @@ pub fn encryption(m: &Mechanism) -> Result<Encryption> {
     Ok(Encryption::from_ckm(small(m.mechanism)?, &params)?)
 }
 
-/// The raw mechanism and parameters the daemon's Sign takes for what the
-/// handset signs: always already hashed here.
-pub fn wire_sign(mech: phonecsp_protocol::SignMechanism) -> (u32, MechanismParams) {
-    match mech {
-        phonecsp_protocol::SignMechanism::Pkcs1 => {
-            (CKM_RSA_PKCS as u32, MechanismParams::default())
-        }
-        phonecsp_protocol::SignMechanism::Pss { hash, salt_len } => (
-            CKM_RSA_PKCS_PSS as u32,
-            MechanismParams {
-                hash: hash.mechanism() as u32,
-                salt_len,
-                label: Vec::new(),
-            },
-        ),
-    }
-}
-
-/// The wire parameters of a resolved encryption.
-pub fn wire_encryption(e: &Encryption) -> (u32, MechanismParams) {
-    match e {
-        Encryption::Pkcs1 => (CKM_RSA_PKCS as u32, MechanismParams::default()),
-        Encryption::Oaep { hash, label } => (
-            CKM_RSA_PKCS_OAEP as u32,
-            MechanismParams {
-                hash: hash.mechanism() as u32,
-                salt_len: 0,
-                label: label.clone(),
-            },
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,7 +259,7 @@ mod tests {
             }
         );
         assert_eq!(
-            wire_encryption(&encryption(&oaep).unwrap()).0,
+            encryption(&oaep).unwrap().wire().0,
             CKM_RSA_PKCS_OAEP as u32
         );
     }

@@ -22,11 +22,13 @@ use std::time::Duration;
 
 use cryptoki_sys::*;
 use phonecsp::blocking::Client;
-use phonecsp::local::{self, Hasher};
-use phonecsp::mechanism::{Encryption, Signing};
+use phonecsp::hash::Hasher;
+use phonecsp::input::SignInput;
+use phonecsp::local;
+use phonecsp::mechanism::Encryption;
 use phonecsp::{Bus, ClientOptions};
+use phonecsp_protocol::HashAlg;
 use phonecsp_protocol::message::token_flags;
-use phonecsp_protocol::{HashAlg, SignMechanism};
 use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use zeroize::Zeroizing;
@@ -37,8 +39,6 @@ use crate::objects::{self, AttrMap, Template, Value};
 
 /// How often a blocking `C_WaitForSlotEvent` asks the daemon.
 const POLL: Duration = Duration::from_millis(500);
-/// The longest input a raw (already hashed) multi-part signature collects.
-const MAX_RAW_INPUT: usize = 4096;
 /// The daemon's largest random request.
 const MAX_RANDOM_CHUNK: usize = 64 * 1024;
 
@@ -179,64 +179,15 @@ struct Slots {
     listed_once: bool,
 }
 
-enum Accum {
-    Hash(Box<Hasher>),
-    Data(Vec<u8>),
-}
-
-impl Accum {
-    fn new(s: &Signing) -> Accum {
-        match s {
-            Signing::Pkcs1(h) => Accum::Hash(Box::new(Hasher::new(*h))),
-            Signing::Pss { hash, .. } => Accum::Hash(Box::new(Hasher::new(*hash))),
-            Signing::Raw | Signing::PssDigest { .. } => Accum::Data(Vec::new()),
-        }
-    }
-
-    fn update(&mut self, data: &[u8]) -> Result<()> {
-        match self {
-            Accum::Hash(h) => h.update(data),
-            Accum::Data(d) => {
-                if d.len() + data.len() > MAX_RAW_INPUT {
-                    return fail(CKR_DATA_LEN_RANGE);
-                }
-                d.extend_from_slice(data);
-            }
-        }
-        Ok(())
-    }
-
-    /// What the handset signs (hashed here), and how.
-    fn finish(self, s: &Signing) -> Result<(SignMechanism, Vec<u8>)> {
-        Ok(match (s, self) {
-            (Signing::Pkcs1(h), Accum::Hash(x)) => {
-                (SignMechanism::Pkcs1, local::digest_info(*h, &x.finish()))
-            }
-            (Signing::Pss { hash, salt_len }, Accum::Hash(x)) => (
-                SignMechanism::Pss {
-                    hash: *hash,
-                    salt_len: *salt_len,
-                },
-                x.finish(),
-            ),
-            (s, Accum::Data(d)) => s.handset_input(&d)?,
-            _ => return fail(CKR_GENERAL_ERROR),
-        })
-    }
-}
-
 struct SignOp {
     key: ObjKey,
-    signing: Signing,
-    len: usize,
-    acc: Accum,
+    input: SignInput,
     multipart: bool,
 }
 
 struct VerifyOp {
     key: RsaPublicKey,
-    signing: Signing,
-    acc: Accum,
+    input: SignInput,
     multipart: bool,
 }
 
@@ -1116,26 +1067,21 @@ impl Module {
             let (key, public) = self.key_for(s.slot, obj, &[CKO_PRIVATE_KEY], Some(CKA_SIGN))?;
             s.sign = Some(SignOp {
                 key,
-                acc: Accum::new(&signing),
-                signing,
-                len: public.size(),
+                input: SignInput::new(signing, public.size()),
                 multipart: false,
             });
             Ok(())
         })
     }
 
-    fn sign_finish(&self, op: &SignOp, input: (SignMechanism, Vec<u8>)) -> Result<Vec<u8>> {
-        let (mech, data) = input;
-        if mech == SignMechanism::Pkcs1 && data.len() + 11 > op.len {
-            return fail(CKR_DATA_LEN_RANGE);
-        }
-        let (handset, token) = self.names(op.key.slot)?;
+    fn sign_finish(&self, key: &ObjKey, input: SignInput) -> Result<Vec<u8>> {
+        let input = input.finish()?;
+        let (handset, token) = self.names(key.slot)?;
         let client = self.client()?;
-        let (m, params) = mechanisms::wire_sign(mech);
+        let (m, params) = input.wire();
         self.check(
-            op.key.slot,
-            client.sign(&handset, &token, &op.key.id, m, &params, &data),
+            key.slot,
+            client.sign(&handset, &token, &key.id, m, &params, &input.data),
         )
     }
 
@@ -1155,25 +1101,24 @@ impl Module {
                 s.sign = Some(op);
                 return fail(CKR_OPERATION_ACTIVE);
             }
+            let n = op.input.signature_len();
             match cap {
                 None => {
-                    let n = op.len;
                     s.sign = Some(op);
                     return Ok(Out::Len(n));
                 }
-                Some(c) if c < op.len => {
-                    let n = op.len;
+                Some(c) if c < n => {
                     s.sign = Some(op);
                     return Err(Error::BufferTooSmall { needed: n });
                 }
                 Some(_) => {}
             }
             if let Some(d) = data {
-                op.acc.update(d)?;
+                op.input.update(d)?;
             }
-            let acc = std::mem::replace(&mut op.acc, Accum::Data(Vec::new()));
-            let input = acc.finish(&op.signing)?;
-            Ok(Out::Data(Zeroizing::new(self.sign_finish(&op, input)?)))
+            Ok(Out::Data(Zeroizing::new(
+                self.sign_finish(&op.key, op.input)?,
+            )))
         })
     }
 
@@ -1184,11 +1129,11 @@ impl Module {
                 .as_mut()
                 .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
             op.multipart = true;
-            let r = op.acc.update(data);
+            let r = op.input.update(data);
             if r.is_err() {
                 s.sign = None;
             }
-            r
+            Ok(r?)
         })
     }
 
@@ -1210,9 +1155,8 @@ impl Module {
             // The public half of a private key verifies as well.
             let (_, key) = self.key_for(s.slot, obj, &[CKO_PUBLIC_KEY, CKO_PRIVATE_KEY], None)?;
             s.verify = Some(VerifyOp {
+                input: SignInput::new(signing, key.size()),
                 key,
-                acc: Accum::new(&signing),
-                signing,
                 multipart: false,
             });
             Ok(())
@@ -1236,17 +1180,12 @@ impl Module {
                 return fail(CKR_OPERATION_ACTIVE);
             }
             if let Some(d) = data {
-                op.acc.update(d)?;
+                op.input.update(d)?;
             }
             if signature.len() != op.key.size() {
                 return fail(CKR_SIGNATURE_LEN_RANGE);
             }
-            let (mech, input) = op.acc.finish(&op.signing)?;
-            let as_digest = match mech {
-                SignMechanism::Pkcs1 => Signing::Raw,
-                SignMechanism::Pss { hash, salt_len } => Signing::PssDigest { hash, salt_len },
-            };
-            if local::verify(&op.key, &as_digest, &input, signature)? {
+            if local::verify_prepared(&op.key, &op.input.finish()?, signature) {
                 Ok(())
             } else {
                 fail(CKR_SIGNATURE_INVALID)
@@ -1261,11 +1200,11 @@ impl Module {
                 .as_mut()
                 .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
             op.multipart = true;
-            let r = op.acc.update(data);
+            let r = op.input.update(data);
             if r.is_err() {
                 s.verify = None;
             }
-            r
+            Ok(r?)
         })
     }
 
@@ -1358,7 +1297,7 @@ impl Module {
                     }
                     let (handset, token) = self.names(op.key.slot)?;
                     let client = self.client()?;
-                    let (m, params) = mechanisms::wire_encryption(&op.enc);
+                    let (m, params) = op.enc.wire();
                     self.check(
                         op.key.slot,
                         client.decrypt(&handset, &token, &op.key.id, m, &params, data),

@@ -171,20 +171,27 @@ pub enum ObjectClass {
     PrivateKey,
 }
 
+/// Object classes (`CKO_*`) the handset holds.
+pub mod cko {
+    pub const CERTIFICATE: u32 = 0x001;
+    pub const PUBLIC_KEY: u32 = 0x002;
+    pub const PRIVATE_KEY: u32 = 0x003;
+}
+
 impl ObjectClass {
     pub const fn value(self) -> u64 {
-        match self {
-            ObjectClass::Certificate => 1,
-            ObjectClass::PublicKey => 2,
-            ObjectClass::PrivateKey => 3,
-        }
+        (match self {
+            ObjectClass::Certificate => cko::CERTIFICATE,
+            ObjectClass::PublicKey => cko::PUBLIC_KEY,
+            ObjectClass::PrivateKey => cko::PRIVATE_KEY,
+        }) as u64
     }
 
     pub fn from_value(v: u64) -> Option<ObjectClass> {
-        match v {
-            1 => Some(ObjectClass::Certificate),
-            2 => Some(ObjectClass::PublicKey),
-            3 => Some(ObjectClass::PrivateKey),
+        match u32::try_from(v).ok()? {
+            cko::CERTIFICATE => Some(ObjectClass::Certificate),
+            cko::PUBLIC_KEY => Some(ObjectClass::PublicKey),
+            cko::PRIVATE_KEY => Some(ObjectClass::PrivateKey),
             _ => None,
         }
     }
@@ -321,5 +328,4 @@ pub enum DecryptMechanism {
     Oaep { hash: HashAlg, label: Vec<u8> },
 }
 
-/// RSA modulus sizes the handset generates and accepts.
-pub const RSA_KEY_BITS: [u32; 3] = [2048, 3072, 4096];
+pub use crate::limits::RSA_KEY_BITS;

@@ -9,6 +9,7 @@
 pub mod at;
 pub mod ck;
 pub mod host;
+pub mod limits;
 pub mod message;
 pub mod noise;
 pub mod responder;

@@ -15,18 +15,9 @@ use zeroize::Zeroizing;
 
 /// Protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u64 = 1;
-/// Largest random request the handset serves in one call.
-pub const MAX_RANDOM_LEN: u32 = 1024;
-/// Longest container name, object label, or host/handset name.
-pub const MAX_NAME_LEN: usize = 64;
-/// Longest CKA_ID.
-pub const MAX_ID_LEN: usize = 64;
-/// Longest PIN, in bytes.
-pub const MAX_PIN_LEN: usize = 64;
-/// Longest data given to sign, decrypt or re-wrap (RSA-4096 is 512 bytes).
-pub const MAX_DATA_LEN: usize = 512;
-/// Longest certificate or SubjectPublicKeyInfo, DER.
-pub const MAX_DER_LEN: usize = 16 * 1024;
+pub use crate::limits::{
+    MAX_DATA_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_NAME_LEN, MAX_PIN_LEN, MAX_RANDOM_LEN,
+};
 
 /// Which Noise handshake an `AT+CKHS` message belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

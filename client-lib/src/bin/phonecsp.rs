@@ -1010,7 +1010,7 @@ fn signing_names() -> String {
 
 /// Hashes a file (or stdin) without holding it in memory.
 fn hash_input(path: &str, hash: HashAlg) -> Result<Vec<u8>, Failure> {
-    let mut hasher = phonecsp::local::Hasher::new(hash);
+    let mut hasher = phonecsp::hash::Hasher::new(hash);
     let mut buf = vec![0u8; 64 * 1024];
     let what = if path == "-" {
         "stdin".to_owned()
@@ -1118,7 +1118,7 @@ fn prepare_signing(
                     Ok((
                         ckm::RSA_PKCS,
                         MechanismParams::default(),
-                        phonecsp::local::digest_info(h, &digest),
+                        phonecsp::hash::digest_info(h, &digest),
                     ))
                 }
                 Ok(Signing::Pss { hash: h, .. }) => {
@@ -1499,9 +1499,9 @@ mod tests {
         assert_eq!(p, MechanismParams::default());
         assert_eq!(
             d,
-            phonecsp::local::digest_info(
+            phonecsp::hash::digest_info(
                 HashAlg::Sha256,
-                &phonecsp::local::digest(HashAlg::Sha256, b"hello")
+                &phonecsp::hash::digest(HashAlg::Sha256, b"hello")
             )
         );
         let (m, p, d) =
