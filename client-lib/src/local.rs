@@ -144,7 +144,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sk.decrypt(Oaep::new::<Sha256>(), &ct).unwrap(), msg);
-        let attrs = vec![
+        let attrs = [
             (cka::PUBLIC_EXPONENT, pk.e().to_bytes_be()),
             (cka::MODULUS, pk.n().to_bytes_be()),
         ];
