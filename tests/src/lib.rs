@@ -463,3 +463,15 @@ pub fn pkcs11_module() -> PathBuf {
     );
     p
 }
+
+/// A child process that is killed and reaped when the guard goes, so a
+/// test that fails half-way leaves nothing running (scripts/test ends by
+/// checking that with scripts/leak-check).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -3,7 +3,7 @@
 //! call it. (The policy names the user `phonecsp`; the test substitutes
 //! `nobody`, a user every Debian machine has.)
 
-use phonecsp_tests::{bin, is_root};
+use phonecsp_tests::{Reaped, bin, is_root};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,12 +71,14 @@ fn only_the_daemon_user_owns_the_name_and_anyone_may_call() {
             .replace("@POLICY@", policy_path.to_str().unwrap()),
     )
     .unwrap();
-    let mut bus = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", conf.display()))
-        .arg("--nofork")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _bus = Reaped(
+        Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .arg("--nofork")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !socket.exists() {
         assert!(Instant::now() < deadline, "bus did not start");
@@ -112,14 +114,16 @@ fn only_the_daemon_user_owns_the_name_and_anyone_may_call() {
     );
 
     // The daemon's user can, and another user may call it.
-    let mut daemon = as_uid(65534, &bin("phonecspd"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--bus")
-        .arg(&address)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = Reaped(
+        as_uid(65534, &bin("phonecspd"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--bus")
+            .arg(&address)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut listed = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -133,10 +137,7 @@ fn only_the_daemon_user_owns_the_name_and_anyone_may_call() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    let _ = bus.kill();
-    let _ = bus.wait();
+    drop(daemon);
     let listed = listed.expect("uid 1 could not call the daemon");
     assert!(listed.contains("\"phone\""), "{listed}");
 }
