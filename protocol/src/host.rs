@@ -346,43 +346,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::responder::{Handler, Responder};
+    use crate::responder::Responder;
+    use crate::testing::TestHandset;
     use std::time::Duration;
     use tokio::io::DuplexStream;
     use tokio::sync::{mpsc, oneshot};
-    use zeroize::Zeroizing;
-
-    /// A handset that knows one host and answers `+CKRAND=n` with n bytes of n.
-    struct Phone {
-        identity: StaticKeypair,
-        host: [u8; 32],
-    }
-
-    impl Handler for Phone {
-        fn identity(&self) -> StaticKeypair {
-            self.identity.clone()
-        }
-        fn handset_name(&self) -> String {
-            "unit phone".into()
-        }
-        fn known_hosts(&self) -> Vec<[u8; 32]> {
-            vec![self.host]
-        }
-        fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>> {
-            None
-        }
-        fn pairing_completed(&mut self, _host: [u8; 32], _host_name: &str) -> bool {
-            false
-        }
-        fn pairing_failed(&mut self) {}
-        fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
-            match request {
-                Request::GenerateRandom { len } => Ok(Reply::Random(vec![len as u8; len as usize])),
-                _ => Err(CkRv::FUNCTION_NOT_SUPPORTED),
-            }
-        }
-        fn session_ended(&mut self, _host: &[u8; 32]) {}
-    }
 
     type TestLink = HostLink<tokio::io::ReadHalf<DuplexStream>, tokio::io::WriteHalf<DuplexStream>>;
 
@@ -394,10 +362,15 @@ mod tests {
     /// hangs up when the returned sender is dropped.
     async fn phone_link() -> (TestLink, Inject) {
         let host_key = StaticKeypair::from_private(&[5; 32]);
-        let mut phone = Phone {
-            identity: StaticKeypair::from_private(&[9; 32]),
-            host: *host_key.public(),
-        };
+        // Knows this host and answers `+CKRAND=n` with n bytes of n.
+        let mut phone = TestHandset::new(StaticKeypair::from_private(&[9; 32]))
+            .knowing(*host_key.public())
+            .answering(|r| match r {
+                Request::GenerateRandom { len } => {
+                    Ok(Reply::Random(vec![*len as u8; *len as usize]))
+                }
+                _ => Err(CkRv::FUNCTION_NOT_SUPPORTED),
+            });
         let phone_key = *phone.identity.public();
         let (host_end, device_end) = tokio::io::duplex(1 << 16);
         let (inject_tx, mut inject_rx) =

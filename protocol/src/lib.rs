@@ -13,6 +13,8 @@ pub mod limits;
 pub mod message;
 pub mod noise;
 pub mod responder;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
 pub use host::{HostLink, LinkError, LinkStats};

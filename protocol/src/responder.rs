@@ -286,55 +286,19 @@ impl Responder {
 mod tests {
     use super::*;
     use crate::noise::{HostPairing, PairingCode};
+    use crate::testing::TestHandset;
 
-    struct TestHandler {
-        identity: StaticKeypair,
-        code: PairingCode,
-        completed: u32,
-        failed: u32,
-        reply: Reply,
-    }
-
-    impl TestHandler {
-        fn new() -> TestHandler {
-            TestHandler {
-                identity: StaticKeypair::generate(),
-                code: PairingCode::generate(),
-                completed: 0,
-                failed: 0,
-                reply: Reply::Done,
-            }
-        }
-    }
-
-    impl Handler for TestHandler {
-        fn identity(&self) -> StaticKeypair {
-            self.identity.clone()
-        }
-        fn handset_name(&self) -> String {
-            "phone".into()
-        }
-        fn known_hosts(&self) -> Vec<[u8; 32]> {
-            Vec::new()
-        }
-        fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>> {
-            Some(self.code.psk())
-        }
-        fn pairing_completed(&mut self, _host: [u8; 32], _host_name: &str) -> bool {
-            self.completed += 1;
-            true
-        }
-        fn pairing_failed(&mut self) {
-            self.failed += 1;
-        }
-        fn execute(&mut self, _host: &[u8; 32], _request: Request) -> Result<Reply, CkRv> {
-            Ok(self.reply.clone())
-        }
-        fn session_ended(&mut self, _host: &[u8; 32]) {}
+    /// A handset offering pairing, answering every request with `Done`.
+    fn handset() -> (TestHandset, PairingCode) {
+        let code = PairingCode::generate();
+        let h = TestHandset::new(StaticKeypair::generate())
+            .pairing(code.clone())
+            .answering(|_| Ok(Reply::Done));
+        (h, code)
     }
 
     /// Sends one command line; returns the information lines and final line.
-    fn exchange(r: &mut Responder, h: &mut TestHandler, cmd: &Command) -> Vec<String> {
+    fn exchange(r: &mut Responder, h: &mut TestHandset, cmd: &Command) -> Vec<String> {
         let out = r.receive(h, format!("{}\r", cmd.encode()).as_bytes());
         String::from_utf8(out)
             .unwrap()
@@ -351,9 +315,9 @@ mod tests {
         p.bytes(0).unwrap()
     }
 
-    fn pair(r: &mut Responder, h: &mut TestHandler) -> Session {
+    fn pair(r: &mut Responder, h: &mut TestHandset, code: &PairingCode) -> Session {
         let host = StaticKeypair::generate();
-        let (hp, m1) = HostPairing::start(&host, &h.code).unwrap();
+        let (hp, m1) = HostPairing::start(&host, code).unwrap();
         let m2 = hs_reply(&exchange(
             r,
             h,
@@ -380,11 +344,11 @@ mod tests {
     /// counted as a failed pairing attempt).
     #[test]
     fn second_message1_restarts_pairing() {
-        let mut h = TestHandler::new();
+        let (mut h, code) = handset();
         let mut r = Responder::new(4096, "test");
         exchange(&mut r, &mut h, &Command::Echo(false));
         let host = StaticKeypair::generate();
-        let (_abandoned, m1) = HostPairing::start(&host, &h.code).unwrap();
+        let (_abandoned, m1) = HostPairing::start(&host, &code).unwrap();
         assert_eq!(m1.len(), XX_MESSAGE1_LEN);
         hs_reply(&exchange(
             &mut r,
@@ -394,8 +358,8 @@ mod tests {
                 message: m1,
             },
         ));
-        let _session = pair(&mut r, &mut h);
-        assert_eq!((h.completed, h.failed), (1, 0));
+        let _session = pair(&mut r, &mut h, &code);
+        assert_eq!((h.paired, h.failed_pairings), (1, 0));
         assert!(r.in_session());
     }
 
@@ -403,11 +367,11 @@ mod tests {
     /// `+CKR: CKR_GENERAL_ERROR`; the session survives.
     #[test]
     fn oversized_reply_is_a_token_error() {
-        let mut h = TestHandler::new();
+        let (mut h, code) = handset();
         let mut r = Responder::new(4096, "test");
         exchange(&mut r, &mut h, &Command::Echo(false));
-        let mut session = pair(&mut r, &mut h);
-        h.reply = Reply::Random(vec![0; MAX_NOISE_MESSAGE]);
+        let mut session = pair(&mut r, &mut h, &code);
+        h.answer = Box::new(|_| Ok(Reply::Random(vec![0; MAX_NOISE_MESSAGE])));
         let ct = session.encrypt(b"+CKRAND=1").unwrap();
         let lines = exchange(
             &mut r,

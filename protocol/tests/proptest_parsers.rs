@@ -15,9 +15,8 @@ use phonecsp_protocol::message::{
     MAX_PIN_LEN, MAX_RANDOM_LEN, ObjectEntry, TokenInfo, VersionInfo,
 };
 use phonecsp_protocol::noise::PairingCode;
-use phonecsp_protocol::{
-    CkRv, Command, Handler, HostLink, Reply, Request, Responder, StaticKeypair,
-};
+use phonecsp_protocol::testing::{TestHandset, one_request_of_every_kind};
+use phonecsp_protocol::{CkRv, Command, HostLink, Reply, Request, Responder, StaticKeypair};
 use proptest::prelude::*;
 use zeroize::Zeroizing;
 
@@ -238,57 +237,6 @@ fn reply_for(request: &Request, size: usize, seed: u8) -> Reply {
     }
 }
 
-/// A few requests of different kinds, to decode arbitrary replies against.
-fn sample_requests() -> Vec<Request> {
-    let c = || "c".to_string();
-    vec![
-        Request::ListContainers,
-        Request::TokenInfo { container: c() },
-        Request::Login {
-            container: c(),
-            pin: Zeroizing::new(vec![]),
-        },
-        Request::FindObjects {
-            container: c(),
-            class: None,
-            id: None,
-            label: None,
-        },
-        Request::GetAttributes {
-            container: c(),
-            class: ObjectClass::PrivateKey,
-            id: vec![1],
-        },
-        Request::Sign {
-            container: c(),
-            id: vec![1],
-            mechanism: SignMechanism::Pkcs1,
-            data: vec![0],
-        },
-        Request::Decrypt {
-            container: c(),
-            id: vec![1],
-            mechanism: DecryptMechanism::Pkcs1,
-            data: vec![0],
-        },
-        Request::GenerateKeyPair {
-            container: c(),
-            bits: 2048,
-            id: vec![],
-            label: String::new(),
-        },
-        Request::GenerateRandom { len: 1 },
-        Request::Rewrap {
-            container: c(),
-            id: vec![1],
-            in_hash: HashAlg::Sha256,
-            data: vec![0],
-            out_hash: HashAlg::Sha256,
-            spki: vec![0x30, 0],
-        },
-    ]
-}
-
 /// Text that looks enough like the protocol to get past the first checks.
 fn protocolish() -> impl Strategy<Value = String> {
     let token = prop::sample::select(vec![
@@ -347,56 +295,18 @@ fn protocolish() -> impl Strategy<Value = String> {
 // ---------------------------------------------------------------------------
 // Handlers
 
-/// A handset that accepts pairing with `code`, knows `host`, and answers
-/// every request with a reply of the right shape and `size`.
-struct TestHandler {
-    identity: StaticKeypair,
-    host: Option<[u8; 32]>,
-    code: Option<PairingCode>,
-    size: usize,
-    seed: u8,
-    executed: usize,
-}
-
-impl TestHandler {
-    fn new() -> TestHandler {
-        TestHandler {
-            identity: StaticKeypair::from_private(&[9; 32]),
-            host: None,
-            code: Some(PairingCode::generate()),
-            size: 0,
-            seed: 0,
-            executed: 0,
-        }
-    }
-}
-
-impl Handler for TestHandler {
-    fn identity(&self) -> StaticKeypair {
-        self.identity.clone()
-    }
-    fn handset_name(&self) -> String {
-        "proptest handset".into()
-    }
-    fn known_hosts(&self) -> Vec<[u8; 32]> {
-        self.host.into_iter().collect()
-    }
-    fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>> {
-        self.code.as_ref().map(PairingCode::psk)
-    }
-    fn pairing_completed(&mut self, host: [u8; 32], _host_name: &str) -> bool {
-        self.host = Some(host);
-        true
-    }
-    fn pairing_failed(&mut self) {}
-    fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
-        self.executed += 1;
-        if self.seed == 0xff {
+/// A handset that accepts pairing with `code` and answers every request
+/// with a reply of the right shape and `size` (or, for seed 0xff, with
+/// CKR_PIN_INCORRECT).
+fn test_handset(code: Option<PairingCode>, size: usize, seed: u8) -> TestHandset {
+    let mut h = TestHandset::new(StaticKeypair::from_private(&[9; 32])).answering(move |request| {
+        if seed == 0xff {
             return Err(CkRv::PIN_INCORRECT);
         }
-        Ok(reply_for(&request, self.size, self.seed))
-    }
-    fn session_ended(&mut self, _host: &[u8; 32]) {}
+        Ok(reply_for(request, size, seed))
+    });
+    h.code = code;
+    h
 }
 
 /// Every line (between CR/LF terminators) of `bytes`.
@@ -445,7 +355,7 @@ proptest! {
         let _ = VersionInfo::parse(&s);
         let _ = FinalResult::parse(&s);
         let _ = PairingCode::parse(&s);
-        for r in sample_requests() {
+        for r in one_request_of_every_kind() {
             let _ = Reply::decode(&r, &s);
             let _ = Reply::decode(&r, &format!("{s}\r\nOK"));
         }
@@ -486,7 +396,7 @@ proptest! {
         ),
         max_line in prop::sample::select(vec![0usize, 256, 300, 1024]),
     ) {
-        let mut h = TestHandler::new();
+        let mut h = test_handset(Some(PairingCode::generate()), 0, 0);
         let mut r = Responder::new(max_line, "proptest");
         let advertised = max_line.max(256);
         for chunk in chunks {
@@ -504,7 +414,7 @@ proptest! {
 /// recording the bytes each side wrote. Returns the host's result.
 fn run_link(
     max_line: usize,
-    handler: &mut TestHandler,
+    handler: &mut TestHandset,
     request: &Request,
     pair_first: bool,
 ) -> (Result<Reply, String>, Vec<u8>, Vec<u8>) {
@@ -514,7 +424,7 @@ fn run_link(
         .unwrap();
     let host_key = StaticKeypair::from_private(&[5; 32]);
     if !pair_first {
-        handler.host = Some(*host_key.public());
+        handler.hosts = vec![*host_key.public()];
     }
     let handset_public = *handler.identity.public();
     let code = handler.code.clone().unwrap();
@@ -574,9 +484,7 @@ proptest! {
         seed in any::<u8>(),
         pair_first in any::<bool>(),
     ) {
-        let mut h = TestHandler::new();
-        h.size = size;
-        h.seed = seed;
+        let mut h = test_handset(Some(PairingCode::generate()), size, seed);
         let (result, from_host, to_host) = run_link(max_line, &mut h, &r, pair_first);
         for line in lines(&from_host).chain(lines(&to_host)) {
             prop_assert!(line.len() <= max_line, "{} > {}", line.len(), max_line);

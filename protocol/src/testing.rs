@@ -1,0 +1,171 @@
+//! Test doubles for the link, shared by this crate's unit and property
+//! tests, the fuzz targets and the daemon's tests (feature `testing`): a
+//! handset whose answers the test scripts, and one request of every kind.
+//! Nothing here is built into the product.
+
+use zeroize::Zeroizing;
+
+use crate::ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
+use crate::message::{Reply, Request};
+use crate::noise::{PairingCode, StaticKeypair};
+use crate::responder::Handler;
+
+/// How a [`TestHandset`] answers a request.
+pub type Answer = Box<dyn FnMut(&Request) -> Result<Reply, CkRv> + Send>;
+
+/// A handset for tests: its key, the hosts it knows, the pairing code it
+/// offers, a scripted answer, and counts of what happened.
+pub struct TestHandset {
+    pub identity: StaticKeypair,
+    pub name: String,
+    /// Pinned hosts; a completed pairing adds one.
+    pub hosts: Vec<[u8; 32]>,
+    pub code: Option<PairingCode>,
+    pub answer: Answer,
+    pub paired: u32,
+    pub failed_pairings: u32,
+    pub executed: usize,
+    pub sessions_ended: u32,
+}
+
+impl TestHandset {
+    /// A handset that knows no host, offers no pairing and supports no
+    /// request.
+    pub fn new(identity: StaticKeypair) -> TestHandset {
+        TestHandset {
+            identity,
+            name: "test handset".into(),
+            hosts: Vec::new(),
+            code: None,
+            answer: Box::new(|_| Err(CkRv::FUNCTION_NOT_SUPPORTED)),
+            paired: 0,
+            failed_pairings: 0,
+            executed: 0,
+            sessions_ended: 0,
+        }
+    }
+
+    /// Pins `host`, as after a pairing.
+    pub fn knowing(mut self, host: [u8; 32]) -> TestHandset {
+        self.hosts.push(host);
+        self
+    }
+
+    /// Offers pairing with `code`.
+    pub fn pairing(mut self, code: PairingCode) -> TestHandset {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn answering(
+        mut self,
+        answer: impl FnMut(&Request) -> Result<Reply, CkRv> + Send + 'static,
+    ) -> TestHandset {
+        self.answer = Box::new(answer);
+        self
+    }
+}
+
+impl Handler for TestHandset {
+    fn identity(&self) -> StaticKeypair {
+        self.identity.clone()
+    }
+    fn handset_name(&self) -> String {
+        self.name.clone()
+    }
+    fn known_hosts(&self) -> Vec<[u8; 32]> {
+        self.hosts.clone()
+    }
+    fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>> {
+        self.code.as_ref().map(PairingCode::psk)
+    }
+    fn pairing_completed(&mut self, host: [u8; 32], _host_name: &str) -> bool {
+        self.paired += 1;
+        self.hosts.push(host);
+        true
+    }
+    fn pairing_failed(&mut self) {
+        self.failed_pairings += 1;
+    }
+    fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
+        self.executed += 1;
+        (self.answer)(&request)
+    }
+    fn session_ended(&mut self, _host: &[u8; 32]) {
+        self.sessions_ended += 1;
+    }
+}
+
+/// One request of every kind, with small valid arguments.
+pub fn one_request_of_every_kind() -> Vec<Request> {
+    let c = || "c".to_string();
+    vec![
+        Request::ListContainers,
+        Request::TokenInfo { container: c() },
+        Request::Login {
+            container: c(),
+            pin: Zeroizing::new(vec![]),
+        },
+        Request::Logout { container: c() },
+        Request::ChangePin {
+            container: c(),
+            old: Zeroizing::new(vec![]),
+            new: Zeroizing::new(vec![]),
+        },
+        Request::FindObjects {
+            container: c(),
+            class: None,
+            id: None,
+            label: None,
+        },
+        Request::GetAttributes {
+            container: c(),
+            class: ObjectClass::PrivateKey,
+            id: vec![1],
+        },
+        Request::Sign {
+            container: c(),
+            id: vec![1],
+            mechanism: SignMechanism::Pkcs1,
+            data: vec![0],
+        },
+        Request::Decrypt {
+            container: c(),
+            id: vec![1],
+            mechanism: DecryptMechanism::Oaep {
+                hash: HashAlg::Sha256,
+                label: vec![],
+            },
+            data: vec![0],
+        },
+        Request::GenerateKeyPair {
+            container: c(),
+            bits: 2048,
+            id: vec![],
+            label: String::new(),
+        },
+        Request::GenerateRandom { len: 1 },
+        Request::PutCertificate {
+            container: c(),
+            id: vec![1],
+            label: String::new(),
+            der: vec![0x30, 0],
+        },
+        Request::DeleteCertificate {
+            container: c(),
+            id: vec![1],
+        },
+        Request::DestroyKey {
+            container: c(),
+            id: vec![1],
+        },
+        Request::Rewrap {
+            container: c(),
+            id: vec![1],
+            in_hash: HashAlg::Sha1,
+            data: vec![0],
+            out_hash: HashAlg::Sha512,
+            spki: vec![0x30, 0],
+        },
+    ]
+}
