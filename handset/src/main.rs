@@ -250,27 +250,8 @@ fn read_secret(var: &str, prompt: &str) -> Result<Zeroizing<Vec<u8>>, Box<dyn st
         use std::os::unix::ffi::OsStrExt;
         return Ok(Zeroizing::new(v.as_bytes().to_vec()));
     }
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .map_err(|_| format!("no terminal to ask for the PIN: set {var}"))?;
-    let old = nix::sys::termios::tcgetattr(&tty)?;
-    let mut quiet = old.clone();
-    quiet
-        .local_flags
-        .remove(nix::sys::termios::LocalFlags::ECHO);
-    nix::sys::termios::tcsetattr(&tty, nix::sys::termios::SetArg::TCSANOW, &quiet)?;
-    let mut w = &tty;
-    write!(w, "{prompt}: ")?;
-    let mut line = Zeroizing::new(String::new());
-    let r = std::io::BufRead::read_line(&mut std::io::BufReader::new(&tty), &mut line);
-    nix::sys::termios::tcsetattr(&tty, nix::sys::termios::SetArg::TCSANOW, &old)?;
-    writeln!(w)?;
-    r?;
-    Ok(Zeroizing::new(
-        line.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
-    ))
+    Ok(phonecsp_handset::tty::read_secret(prompt)
+        .map_err(|e| format!("no terminal to ask for the PIN ({e}): set {var}"))?)
 }
 
 fn parse_id(hex: Option<&str>) -> Result<Vec<u8>, Box<dyn std::error::Error>> {

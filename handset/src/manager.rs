@@ -37,42 +37,13 @@ impl Approver {
     fn approve(&self, host: &str, container: &str, operation: &str) -> bool {
         let prompt = format!("{host} asks to {operation} with a key of container '{container}'");
         if let Some(cmd) = &self.command {
-            let child = Command::new("/bin/sh")
-                .arg("-c")
-                .arg(cmd)
-                .env("PHONECSP_PROMPT", &prompt)
-                .env("PHONECSP_HOST", host)
-                .env("PHONECSP_CONTAINER", container)
-                .env("PHONECSP_OPERATION", operation)
-                .stdin(Stdio::null())
-                .spawn();
-            let Ok(mut child) = child else {
-                log::warn!("approval command could not be started");
-                return false;
-            };
-            let deadline = Instant::now() + self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(status)) => return status.success(),
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        return false;
-                    }
-                }
-            }
+            return self
+                .run_command(cmd, &prompt, host, container, operation, Stdio::inherit())
+                .is_some();
         }
-        if self.terminal {
-            return ask_terminal(&prompt);
-        }
-        false
+        self.terminal && crate::tty::approve(&prompt)
     }
-}
 
-impl Approver {
     /// Asks the owner to type the container's PIN on the phone: the prompt
     /// command (run with `PHONECSP_OPERATION=pin`) prints it on its first
     /// line of output, or the terminal asks without echo. `None` if the
@@ -80,34 +51,8 @@ impl Approver {
     pub fn ask_pin(&self, host: &str, container: &str) -> Option<Zeroizing<Vec<u8>>> {
         let prompt = format!("{host} asks to log in to container '{container}': enter its PIN");
         if let Some(cmd) = &self.command {
-            let child = Command::new("/bin/sh")
-                .arg("-c")
-                .arg(cmd)
-                .env("PHONECSP_PROMPT", &prompt)
-                .env("PHONECSP_HOST", host)
-                .env("PHONECSP_CONTAINER", container)
-                .env("PHONECSP_OPERATION", "pin")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn();
-            let Ok(mut child) = child else {
-                log::warn!("PIN prompt command could not be started");
-                return None;
-            };
-            let deadline = Instant::now() + self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(status)) if status.success() => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        return None;
-                    }
-                }
-            }
+            let mut child =
+                self.run_command(cmd, &prompt, host, container, "pin", Stdio::piped())?;
             let mut out = Zeroizing::new(Vec::new());
             use std::io::Read;
             child.stdout.take()?.read_to_end(&mut out).ok()?;
@@ -116,52 +61,76 @@ impl Approver {
             return Some(Zeroizing::new(line.to_vec()));
         }
         if self.terminal {
-            return ask_terminal_secret(&prompt);
+            return crate::tty::read_secret(&prompt).ok();
         }
         None
     }
-}
 
-fn ask_terminal_secret(prompt: &str) -> Option<Zeroizing<Vec<u8>>> {
-    use nix::sys::termios::{self, LocalFlags, SetArg};
-    use std::io::{BufRead, Write};
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .ok()?;
-    let old = termios::tcgetattr(&tty).ok()?;
-    let mut quiet = old.clone();
-    quiet.local_flags.remove(LocalFlags::ECHO);
-    termios::tcsetattr(&tty, SetArg::TCSANOW, &quiet).ok()?;
-    let mut w = &tty;
-    let _ = write!(w, "{prompt}: ");
-    let mut line = Zeroizing::new(String::new());
-    let r = std::io::BufReader::new(&tty).read_line(&mut line);
-    let _ = termios::tcsetattr(&tty, SetArg::TCSANOW, &old);
-    let _ = writeln!(w);
-    r.ok()?;
-    Some(Zeroizing::new(
-        line.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
-    ))
-}
-
-fn ask_terminal(prompt: &str) -> bool {
-    use std::io::{BufRead, Write};
-    let Ok(tty) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-    else {
-        return false;
-    };
-    let mut w = &tty;
-    if write!(w, "{prompt}. Approve? [y/N] ").is_err() {
-        return false;
+    /// Runs the prompt command for `operation` and waits for it, at most
+    /// the approval timeout. The finished child if it said yes (exit 0);
+    /// `None` if it said no, could not start or did not answer in time
+    /// (then it is killed).
+    fn run_command(
+        &self,
+        cmd: &str,
+        prompt: &str,
+        host: &str,
+        container: &str,
+        operation: &str,
+        stdout: Stdio,
+    ) -> Option<std::process::Child> {
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("PHONECSP_PROMPT", prompt)
+            .env("PHONECSP_HOST", host)
+            .env("PHONECSP_CONTAINER", container)
+            .env("PHONECSP_OPERATION", operation)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .spawn();
+        let Ok(mut child) = child else {
+            log::warn!("the prompt command could not be started for {operation}");
+            return None;
+        };
+        let deadline = Instant::now() + self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status.success().then_some(child),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
     }
-    let mut line = String::new();
-    let mut r = std::io::BufReader::new(&tty);
-    r.read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+/// The operations that use a private key, with the key unwrapped.
+fn private_key_operation(
+    key: &crate::store::RsaPrivateKey,
+    request: Request,
+) -> Result<Reply, CkRv> {
+    match request {
+        Request::Sign {
+            mechanism, data, ..
+        } => crypto::sign(key, &mechanism, &data).map(Reply::Signature),
+        Request::Decrypt {
+            mechanism, data, ..
+        } => crypto::decrypt(key, &mechanism, &data).map(Reply::Plaintext),
+        Request::Rewrap {
+            in_hash,
+            data,
+            out_hash,
+            spki,
+            ..
+        } => crypto::rewrap(key, in_hash, &data, out_hash, &spki).map(Reply::Rewrapped),
+        _ => Err(CkRv::GENERAL_ERROR),
+    }
 }
 
 /// Operations whose approval the owner is asked for.
@@ -246,6 +215,18 @@ impl Manager {
         self.logins
             .get(&(*host, container.to_owned()))
             .ok_or(CkRv::USER_NOT_LOGGED_IN)
+    }
+
+    /// The private key `id` of `c`, unwrapped with the host's login, for
+    /// one operation (dropped, and so zeroized, right after it).
+    fn private_key(
+        &self,
+        host: &[u8; 32],
+        c: &Container,
+        id: &[u8],
+    ) -> Result<crate::store::RsaPrivateKey, CkRv> {
+        c.private_key(self.kek(host, c.name())?, id)
+            .map_err(store_rv)
     }
 
     fn save(&self, c: &Container) -> Result<(), CkRv> {
@@ -356,40 +337,11 @@ impl Manager {
                 Ok(Reply::Objects(out))
             }
             Request::GetAttributes { class, id, .. } => attributes(&c, class, &id),
-            Request::Sign {
-                id,
-                mechanism,
-                data,
-                ..
-            } => {
-                let key = c
-                    .private_key(self.kek(host, &name)?, &id)
-                    .map_err(store_rv)?;
-                crypto::sign(&key, &mechanism, &data).map(Reply::Signature)
-            }
-            Request::Decrypt {
-                id,
-                mechanism,
-                data,
-                ..
-            } => {
-                let key = c
-                    .private_key(self.kek(host, &name)?, &id)
-                    .map_err(store_rv)?;
-                crypto::decrypt(&key, &mechanism, &data).map(Reply::Plaintext)
-            }
-            Request::Rewrap {
-                id,
-                in_hash,
-                data,
-                out_hash,
-                spki,
-                ..
-            } => {
-                let key = c
-                    .private_key(self.kek(host, &name)?, &id)
-                    .map_err(store_rv)?;
-                crypto::rewrap(&key, in_hash, &data, out_hash, &spki).map(Reply::Rewrapped)
+            Request::Sign { ref id, .. }
+            | Request::Decrypt { ref id, .. }
+            | Request::Rewrap { ref id, .. } => {
+                let key = self.private_key(host, &c, id)?;
+                private_key_operation(&key, request)
             }
             Request::GenerateKeyPair {
                 bits, id, label, ..

@@ -1069,13 +1069,7 @@ impl Container {
 
     /// Removes a key pair (in memory; save the container).
     pub fn remove_key(&mut self, id: &[u8]) -> Result<(), StoreError> {
-        let i = self
-            .keys
-            .iter()
-            .position(|k| k.id == id)
-            .ok_or_else(|| StoreError::NotFound(format!("key {}", hex(id))))?;
-        self.keys.remove(i);
-        Ok(())
+        remove_by_id(&mut self.keys, id, "key", |k| &k.id)
     }
 
     /// Stores a certificate, replacing one with the same id (in memory; save
@@ -1098,14 +1092,22 @@ impl Container {
 
     /// Removes a certificate (in memory; save the container).
     pub fn remove_cert(&mut self, id: &[u8]) -> Result<(), StoreError> {
-        let i = self
-            .certs
-            .iter()
-            .position(|c| c.id == id)
-            .ok_or_else(|| StoreError::NotFound(format!("certificate {}", hex(id))))?;
-        self.certs.remove(i);
-        Ok(())
+        remove_by_id(&mut self.certs, id, "certificate", |c| &c.id)
     }
+}
+
+fn remove_by_id<T>(
+    list: &mut Vec<T>,
+    id: &[u8],
+    what: &str,
+    id_of: impl Fn(&T) -> &Vec<u8>,
+) -> Result<(), StoreError> {
+    let i = list
+        .iter()
+        .position(|x| id_of(x) == id)
+        .ok_or_else(|| StoreError::NotFound(format!("{what} {}", hex(id))))?;
+    list.remove(i);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1130,6 +1132,20 @@ mod tests {
             StoreError::Token(rv) => rv,
             other => panic!("expected a token error, got {other}"),
         }
+    }
+
+    /// The CK_RV a refused store operation gives.
+    fn refused<T: std::fmt::Debug>(r: Result<T, StoreError>) -> CkRv {
+        token(r.unwrap_err())
+    }
+
+    /// A new store with one container `name` (PIN [`PIN`], auto policy).
+    fn store_with(name: &str) -> (tempfile::TempDir, Store, Container) {
+        let (tmp, store) = new_store();
+        let c = store
+            .create_container(name, PIN, Policy::Auto, FAST)
+            .unwrap();
+        (tmp, store, c)
     }
 
     fn mode(p: &Path) -> u32 {
@@ -1173,11 +1189,7 @@ mod tests {
             Err(StoreError::Exists(_))
         ));
         assert_eq!(
-            token(
-                store
-                    .create_container("short", b"123", Policy::Auto, FAST)
-                    .unwrap_err()
-            ),
+            refused(store.create_container("short", b"123", Policy::Auto, FAST)),
             CkRv::PIN_LEN_RANGE
         );
         assert!(matches!(
@@ -1231,43 +1243,28 @@ mod tests {
         a.add_key(&kek_a, b"k".to_vec(), String::new(), test_key())
             .unwrap();
         assert_eq!(
-            token(a.private_key(&kek_b, b"k").unwrap_err()),
+            refused(a.private_key(&kek_b, b"k")),
             CkRv::USER_NOT_LOGGED_IN
         );
         assert_eq!(
-            token(
-                b.add_key(&kek_a, b"k".to_vec(), String::new(), test_key())
-                    .unwrap_err()
-            ),
+            refused(b.add_key(&kek_a, b"k".to_vec(), String::new(), test_key())),
             CkRv::USER_NOT_LOGGED_IN
         );
         // Moving the sealed key to another id breaks its AAD.
         a.keys[0].id = b"other".to_vec();
-        assert_eq!(
-            token(a.private_key(&kek_a, b"other").unwrap_err()),
-            CkRv::DEVICE_ERROR
-        );
+        assert_eq!(refused(a.private_key(&kek_a, b"other")), CkRv::DEVICE_ERROR);
     }
 
     #[test]
     fn wrong_pin_is_counted_and_persisted() {
-        let (_tmp, store) = new_store();
-        let mut c = store
-            .create_container("disk", PIN, Policy::Auto, FAST)
-            .unwrap();
-        assert_eq!(
-            token(c.unlock(&store, b"0000").unwrap_err()),
-            CkRv::PIN_INCORRECT
-        );
+        let (_tmp, store, mut c) = store_with("disk");
+        assert_eq!(refused(c.unlock(&store, b"0000")), CkRv::PIN_INCORRECT);
         assert_eq!(c.retries_left(), MAX_PIN_TRIES - 1);
 
         let store = Store::open(store.dir()).unwrap();
         let mut c = store.load_container("disk").unwrap();
         assert_eq!(c.retries_left(), MAX_PIN_TRIES - 1);
-        assert_eq!(
-            token(c.unlock(&store, b"9999").unwrap_err()),
-            CkRv::PIN_INCORRECT
-        );
+        assert_eq!(refused(c.unlock(&store, b"9999")), CkRv::PIN_INCORRECT);
         let c2 = store.load_container("disk").unwrap();
         assert_eq!(c2.retries_left(), MAX_PIN_TRIES - 2);
         // A right PIN resets the counter, on disk too.
@@ -1281,51 +1278,42 @@ mod tests {
 
     #[test]
     fn five_wrong_pins_lock_for_good() {
-        let (_tmp, store) = new_store();
-        let mut c = store
-            .create_container("web", PIN, Policy::Auto, FAST)
-            .unwrap();
+        let (_tmp, store, mut c) = store_with("web");
         for i in 1..MAX_PIN_TRIES {
             assert_eq!(
-                token(c.unlock(&store, b"wrong").unwrap_err()),
+                refused(c.unlock(&store, b"wrong")),
                 CkRv::PIN_INCORRECT,
                 "try {i}"
             );
         }
-        assert_eq!(
-            token(c.unlock(&store, b"wrong").unwrap_err()),
-            CkRv::PIN_LOCKED
-        );
+        assert_eq!(refused(c.unlock(&store, b"wrong")), CkRv::PIN_LOCKED);
         assert!(c.is_locked());
-        assert_eq!(token(c.unlock(&store, PIN).unwrap_err()), CkRv::PIN_LOCKED);
+        assert_eq!(refused(c.unlock(&store, PIN)), CkRv::PIN_LOCKED);
 
         let store = Store::open(store.dir()).unwrap();
         let mut c = store.load_container("web").unwrap();
         assert!(c.is_locked());
-        assert_eq!(token(c.unlock(&store, PIN).unwrap_err()), CkRv::PIN_LOCKED);
+        assert_eq!(refused(c.unlock(&store, PIN)), CkRv::PIN_LOCKED);
         assert_eq!(
-            token(c.change_pin(&store, PIN, b"5678").unwrap_err()),
+            refused(c.change_pin(&store, PIN, b"5678")),
             CkRv::PIN_LOCKED
         );
     }
 
     #[test]
     fn change_pin_rewraps() {
-        let (_tmp, store) = new_store();
-        let mut c = store
-            .create_container("ssh", PIN, Policy::Auto, FAST)
-            .unwrap();
+        let (_tmp, store, mut c) = store_with("ssh");
         let kek = c.unlock(&store, PIN).unwrap();
         c.add_key(&kek, vec![1], "k".into(), test_key()).unwrap();
         store.save_container(&c).unwrap();
         let salt_before = c.salt.clone();
 
         assert_eq!(
-            token(c.change_pin(&store, PIN, b"12").unwrap_err()),
+            refused(c.change_pin(&store, PIN, b"12")),
             CkRv::PIN_LEN_RANGE
         );
         assert_eq!(
-            token(c.change_pin(&store, b"bad!", b"5678").unwrap_err()),
+            refused(c.change_pin(&store, b"bad!", b"5678")),
             CkRv::PIN_INCORRECT
         );
         assert_eq!(
@@ -1335,28 +1323,19 @@ mod tests {
         c.change_pin(&store, PIN, b"new pin").unwrap();
         assert_ne!(c.salt, salt_before);
         // The old key-encrypting key is stale now.
-        assert_eq!(
-            token(c.private_key(&kek, &[1]).unwrap_err()),
-            CkRv::USER_NOT_LOGGED_IN
-        );
+        assert_eq!(refused(c.private_key(&kek, &[1])), CkRv::USER_NOT_LOGGED_IN);
 
         let store = Store::open(store.dir()).unwrap();
         let mut c = store.load_container("ssh").unwrap();
         assert_eq!(c.retries_left(), MAX_PIN_TRIES);
-        assert_eq!(
-            token(c.unlock(&store, PIN).unwrap_err()),
-            CkRv::PIN_INCORRECT
-        );
+        assert_eq!(refused(c.unlock(&store, PIN)), CkRv::PIN_INCORRECT);
         let kek = c.unlock(&store, b"new pin").unwrap();
         assert_eq!(c.private_key(&kek, &[1]).unwrap().d(), test_key().d());
     }
 
     #[test]
     fn corrupt_files_are_reported_and_left_alone() {
-        let (_tmp, store) = new_store();
-        let mut c = store
-            .create_container("ssh", PIN, Policy::Auto, FAST)
-            .unwrap();
+        let (_tmp, store, mut c) = store_with("ssh");
         let kek = c.unlock(&store, PIN).unwrap();
         c.add_key(&kek, vec![1], "k".into(), test_key()).unwrap();
         store.save_container(&c).unwrap();
@@ -1427,10 +1406,7 @@ mod tests {
 
     #[test]
     fn atomic_writes_leave_no_temporary_files() {
-        let (_tmp, store) = new_store();
-        let mut c = store
-            .create_container("ssh", PIN, Policy::Auto, FAST)
-            .unwrap();
+        let (_tmp, store, mut c) = store_with("ssh");
         let _ = c.unlock(&store, b"nope");
         c.set_policy(Policy::Confirm);
         store.save_container(&c).unwrap();
@@ -1522,15 +1498,9 @@ mod tests {
 
     #[test]
     fn certificates_are_validated_and_replaced() {
-        let (_tmp, store) = new_store();
-        let mut c = store
-            .create_container("web", PIN, Policy::Auto, FAST)
-            .unwrap();
+        let (_tmp, store, mut c) = store_with("web");
         assert_eq!(
-            token(
-                c.put_cert(vec![1], "c".into(), b"not a cert".to_vec())
-                    .unwrap_err()
-            ),
+            refused(c.put_cert(vec![1], "c".into(), b"not a cert".to_vec())),
             CkRv::ATTRIBUTE_VALUE_INVALID
         );
         let der = crypto::tests_support::self_signed(test_key());
