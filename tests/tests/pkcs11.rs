@@ -91,10 +91,11 @@ impl Fixture {
             .expect("pkcs11-tool (install opensc)")
     }
 
+    /// Only in a test that [`own_process`] runs alone in its process.
     fn set_module_env(&self) {
         for (k, v) in self.env() {
             // SAFETY: set before the module starts any thread, in a test
-            // process of its own (nextest runs one test per process).
+            // process of its own (see `own_process`).
             unsafe { std::env::set_var(k, v) };
         }
     }
@@ -638,6 +639,39 @@ fn self_signed_certificate_shows_in_nss() {
 
 // ---- through the cryptoki crate and the raw function list -------------------
 
+/// Set in the process [`own_process`] starts.
+const OWN_PROCESS: &str = "PHONECSP_TEST_OWN_PROCESS";
+
+/// Tests that load the module into this process share its
+/// `C_Initialize` state and the environment it reads, which belong to the
+/// process. Plain `cargo test` runs the tests of a file as threads of one
+/// process, so such a test runs itself again, alone, in a child process of
+/// this test binary: `true` means that has been done (and passed), and the
+/// caller returns; `false` means this is the process to run the test in.
+/// nextest already gives each test a process of its own.
+fn own_process(test: &str) -> bool {
+    let isolated = std::env::var_os(OWN_PROCESS).is_some()
+        || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
+    if isolated {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = Command::new(exe)
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(OWN_PROCESS, "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the test in a process of its own");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} in its own process: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
 fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
     match r {
         Err(CkError::Pkcs11(rv, _)) => rv,
@@ -666,6 +700,9 @@ fn private_key(session: &cryptoki::session::Session) -> cryptoki::object::Object
 
 #[test]
 fn cryptoki_sessions_objects_and_eight_threads() {
+    if own_process("cryptoki_sessions_objects_and_eight_threads") {
+        return;
+    }
     let f = fixture();
     let p = context(&f);
     let slots = p.get_slots_with_token().unwrap();
@@ -833,6 +870,9 @@ macro_rules! call {
 
 #[test]
 fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
+    if own_process("raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers") {
+        return;
+    }
     use cryptoki_sys::*;
     let fx = fixture();
     let r = raw(&fx);
@@ -1154,6 +1194,9 @@ unsafe extern "C" {
 
 #[test]
 fn handset_disconnect_mid_session_then_recovery() {
+    if own_process("handset_disconnect_mid_session_then_recovery") {
+        return;
+    }
     let mut f = fixture();
     let p = context(&f);
     let slot = p.get_slots_with_token().unwrap()[0];
@@ -1221,6 +1264,9 @@ fn handset_disconnect_mid_session_then_recovery() {
 /// once the owner has typed the PIN there.
 #[test]
 fn protected_authentication_path_logs_in_with_a_null_pin() {
+    if own_process("protected_authentication_path_logs_in_with_a_null_pin") {
+        return;
+    }
     let root = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(
         root.path(),
