@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result, fail};
 use crate::mechanisms::{Mechanism, Param};
-use crate::module::{self, InitArgs, Out, pad};
+use crate::module::{self, Cap, InitArgs, KeyUse, Out, pad};
 use crate::objects::{AttrMap, Template, Value};
 
 /// Runs an entry's body: its `Result` or its panic becomes the `CK_RV`.
@@ -86,7 +86,7 @@ unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
 unsafe fn write_out(
     buf: *mut CK_BYTE,
     len: *mut CK_ULONG,
-    f: impl FnOnce(Option<usize>) -> Result<Out>,
+    f: impl FnOnce(Cap) -> Result<Out>,
 ) -> Result<()> {
     // SAFETY: the caller's contract for `len`.
     let len = unsafe { out(len) }?;
@@ -641,7 +641,7 @@ entries! {
         pMechanism: *mut CK_MECHANISM,
         hKey: CK_OBJECT_HANDLE,
     ) |m|
-        m.encrypt_init(hSession, mechanism(pMechanism)?.as_ref(), hKey);
+        m.key_init(hSession, KeyUse::Encrypt, mechanism(pMechanism)?.as_ref(), hKey);
 
     /// # Safety
     /// Buffers valid for their lengths; `pulEncryptedDataLen` valid.
@@ -677,7 +677,7 @@ entries! {
         pMechanism: *mut CK_MECHANISM,
         hKey: CK_OBJECT_HANDLE,
     ) |m|
-        m.decrypt_init(hSession, mechanism(pMechanism)?.as_ref(), hKey);
+        m.key_init(hSession, KeyUse::Decrypt, mechanism(pMechanism)?.as_ref(), hKey);
 
     /// # Safety
     /// Buffers valid for their lengths; `pulDataLen` valid.
@@ -755,7 +755,7 @@ entries! {
         pMechanism: *mut CK_MECHANISM,
         hKey: CK_OBJECT_HANDLE,
     ) |m|
-        m.sign_init(hSession, mechanism(pMechanism)?.as_ref(), hKey);
+        m.key_init(hSession, KeyUse::Sign, mechanism(pMechanism)?.as_ref(), hKey);
 
     /// # Safety
     /// Buffers valid for their lengths; `pulSignatureLen` valid.
@@ -795,7 +795,7 @@ entries! {
         pMechanism: *mut CK_MECHANISM,
         hKey: CK_OBJECT_HANDLE,
     ) |m|
-        m.verify_init(hSession, mechanism(pMechanism)?.as_ref(), hKey);
+        m.key_init(hSession, KeyUse::Verify, mechanism(pMechanism)?.as_ref(), hKey);
 
     /// # Safety
     /// Buffers valid for their lengths.

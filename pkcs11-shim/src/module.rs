@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use cryptoki_sys::*;
 use phonecsp::hash::Hasher;
-use phonecsp::input::SignInput;
 use phonecsp::local;
 use phonecsp_protocol::ck::cko;
 use phonecsp_protocol::limits::RSA_KEY_BITS;
@@ -37,9 +36,10 @@ use crate::backend::{Backend, Dbus, TokenName};
 use crate::error::{Error, Result, fail};
 use crate::mechanisms::{self, Mechanism};
 use crate::objects::{self, AttrMap, Template, Value};
-pub use crate::operations::Out;
+pub use crate::operations::KeyUse;
+pub use crate::operations::{Cap, Out};
 use crate::operations::{
-    DecryptOp, DigestOp, EncryptOp, FindOp, Operations, SignOp, VerifyOp, take_input,
+    DecryptOp, DigestOp, EncryptOp, FindOp, Kind, Operations, SignOp, VerifyOp, take_input,
 };
 use crate::registry::{ObjKey, Registry};
 
@@ -942,32 +942,72 @@ impl Module {
         f(&mut g)
     }
 
-    pub fn sign_init(
+    /// An `*Init` call: `make` builds the operation from the session's slot
+    /// and the mechanism (see [`Operations::init`]).
+    fn start<T: Kind>(
         &self,
         h: CK_SESSION_HANDLE,
         mech: Option<&Mechanism>,
-        obj: CK_OBJECT_HANDLE,
+        make: impl FnOnce(usize, &Mechanism) -> Result<T>,
     ) -> Result<()> {
         self.with_session(h, |s| {
             let slot = s.slot;
-            s.ops.init(mech, |mech| {
-                let signing = mechanisms::signing(mech)?;
-                let (key, public) = self.key_for(slot, obj, &[CKO_PRIVATE_KEY], Some(CKA_SIGN))?;
-                Ok(SignOp {
-                    key,
-                    input: SignInput::new(signing, public.size()),
-                })
-            })
+            s.ops.init(mech, |mech| make(slot, mech))
         })
     }
 
-    /// `data`: `Some` for `C_Sign`, `None` for `C_SignFinal`.
-    pub fn sign(
+    /// An `*Update` call (see [`Operations::update`]).
+    fn update<T: Kind>(
         &self,
         h: CK_SESSION_HANDLE,
-        data: Option<&[u8]>,
-        cap: Option<usize>,
-    ) -> Result<Out> {
+        f: impl FnOnce(&mut T) -> Result<()>,
+    ) -> Result<()> {
+        self.with_session(h, |s| s.ops.update(f))
+    }
+
+    /// `C_SignInit`, `C_VerifyInit`, `C_EncryptInit` and `C_DecryptInit`:
+    /// the mechanism is resolved first, then the key checked for the
+    /// classes and the usage flag the operation needs.
+    pub fn key_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        what: KeyUse,
+        mech: Option<&Mechanism>,
+        obj: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let (classes, usage): (&[CK_OBJECT_CLASS], _) = match what {
+            KeyUse::Sign => (&[CKO_PRIVATE_KEY], Some(CKA_SIGN)),
+            // The public half of a private key verifies as well.
+            KeyUse::Verify => (&[CKO_PUBLIC_KEY, CKO_PRIVATE_KEY], None),
+            KeyUse::Encrypt => (&[CKO_PUBLIC_KEY], Some(CKA_ENCRYPT)),
+            KeyUse::Decrypt => (&[CKO_PRIVATE_KEY], Some(CKA_DECRYPT)),
+        };
+        let key = |slot| self.key_for(slot, obj, classes, usage);
+        match what {
+            KeyUse::Sign => self.start(h, mech, |slot, m| {
+                let signing = mechanisms::signing(m)?;
+                Ok(SignOp::new(key(slot)?, signing))
+            }),
+            KeyUse::Verify => self.start(h, mech, |slot, m| {
+                let signing = mechanisms::signing(m)?;
+                Ok(VerifyOp::new(key(slot)?.1, signing))
+            }),
+            KeyUse::Encrypt => self.start(h, mech, |slot, m| {
+                let enc = mechanisms::encryption(m)?;
+                Ok(EncryptOp {
+                    key: key(slot)?.1,
+                    enc,
+                })
+            }),
+            KeyUse::Decrypt => self.start(h, mech, |slot, m| {
+                let enc = mechanisms::encryption(m)?;
+                Ok(DecryptOp::new(key(slot)?, enc))
+            }),
+        }
+    }
+
+    /// `data`: `Some` for `C_Sign`, `None` for `C_SignFinal`.
+    pub fn sign(&self, h: CK_SESSION_HANDLE, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
         self.with_session(h, |s| {
             s.ops.produce(data.is_some(), cap, |op: &mut SignOp| {
                 if let Some(d) = data {
@@ -982,29 +1022,7 @@ impl Module {
     }
 
     pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.with_session(h, |s| {
-            s.ops.update(|op: &mut SignOp| Ok(op.input.update(data)?))
-        })
-    }
-
-    pub fn verify_init(
-        &self,
-        h: CK_SESSION_HANDLE,
-        mech: Option<&Mechanism>,
-        obj: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        self.with_session(h, |s| {
-            let slot = s.slot;
-            s.ops.init(mech, |mech| {
-                let signing = mechanisms::signing(mech)?;
-                // The public half of a private key verifies as well.
-                let (_, key) = self.key_for(slot, obj, &[CKO_PUBLIC_KEY, CKO_PRIVATE_KEY], None)?;
-                Ok(VerifyOp {
-                    input: SignInput::new(signing, key.size()),
-                    key,
-                })
-            })
-        })
+        self.update(h, |op: &mut SignOp| Ok(op.input.update(data)?))
     }
 
     /// `data`: `Some` for `C_Verify`, `None` for `C_VerifyFinal`.
@@ -1031,28 +1049,10 @@ impl Module {
     }
 
     pub fn verify_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.with_session(h, |s| {
-            s.ops.update(|op: &mut VerifyOp| Ok(op.input.update(data)?))
-        })
+        self.update(h, |op: &mut VerifyOp| Ok(op.input.update(data)?))
     }
 
-    pub fn encrypt_init(
-        &self,
-        h: CK_SESSION_HANDLE,
-        mech: Option<&Mechanism>,
-        obj: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        self.with_session(h, |s| {
-            let slot = s.slot;
-            s.ops.init(mech, |mech| {
-                let enc = mechanisms::encryption(mech)?;
-                let (_, key) = self.key_for(slot, obj, &[CKO_PUBLIC_KEY], Some(CKA_ENCRYPT))?;
-                Ok(EncryptOp { key, enc })
-            })
-        })
-    }
-
-    pub fn encrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Result<Out> {
+    pub fn encrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Cap) -> Result<Out> {
         self.with_session(h, |s| {
             s.ops.produce(true, cap, |op: &mut EncryptOp| {
                 Ok(Zeroizing::new(local::encrypt(&op.key, &op.enc, data)?))
@@ -1060,29 +1060,7 @@ impl Module {
         })
     }
 
-    pub fn decrypt_init(
-        &self,
-        h: CK_SESSION_HANDLE,
-        mech: Option<&Mechanism>,
-        obj: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        self.with_session(h, |s| {
-            let slot = s.slot;
-            s.ops.init(mech, |mech| {
-                let enc = mechanisms::encryption(mech)?;
-                let (key, public) =
-                    self.key_for(slot, obj, &[CKO_PRIVATE_KEY], Some(CKA_DECRYPT))?;
-                Ok(DecryptOp {
-                    key,
-                    enc,
-                    len: public.size(),
-                    result: None,
-                })
-            })
-        })
-    }
-
-    pub fn decrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Result<Out> {
+    pub fn decrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Cap) -> Result<Out> {
         self.with_session(h, |s| {
             s.ops.produce(true, cap, |op: &mut DecryptOp| {
                 // The retry after a too-small buffer gets what was decrypted.
@@ -1102,30 +1080,23 @@ impl Module {
     }
 
     pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: Option<&Mechanism>) -> Result<()> {
-        self.with_session(h, |s| {
-            s.ops.init(mech, |mech| {
-                if mech.param != mechanisms::Param::None {
-                    return fail(CKR_MECHANISM_PARAM_INVALID);
-                }
-                let hash = u32::try_from(mech.mechanism)
-                    .ok()
-                    .and_then(phonecsp::mechanism::digest_alg)
-                    .ok_or(Error::Rv(CKR_MECHANISM_INVALID))?;
-                Ok(DigestOp {
-                    hasher: Hasher::new(hash),
-                    hash,
-                })
+        self.start(h, mech, |_, mech| {
+            if mech.param != mechanisms::Param::None {
+                return fail(CKR_MECHANISM_PARAM_INVALID);
+            }
+            let hash = u32::try_from(mech.mechanism)
+                .ok()
+                .and_then(phonecsp::mechanism::digest_alg)
+                .ok_or(Error::Rv(CKR_MECHANISM_INVALID))?;
+            Ok(DigestOp {
+                hasher: Hasher::new(hash),
+                hash,
             })
         })
     }
 
     /// `data`: `Some` for `C_Digest`, `None` for `C_DigestFinal`.
-    pub fn digest(
-        &self,
-        h: CK_SESSION_HANDLE,
-        data: Option<&[u8]>,
-        cap: Option<usize>,
-    ) -> Result<Out> {
+    pub fn digest(&self, h: CK_SESSION_HANDLE, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
         self.with_session(h, |s| {
             s.ops.produce(data.is_some(), cap, |op: &mut DigestOp| {
                 let mut hasher = std::mem::replace(&mut op.hasher, Hasher::new(op.hash));
@@ -1138,11 +1109,9 @@ impl Module {
     }
 
     pub fn digest_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.with_session(h, |s| {
-            s.ops.update(|op: &mut DigestOp| {
-                op.hasher.update(data);
-                Ok(())
-            })
+        self.update(h, |op: &mut DigestOp| {
+            op.hasher.update(data);
+            Ok(())
         })
     }
 

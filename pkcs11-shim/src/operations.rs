@@ -11,13 +11,18 @@ use std::collections::VecDeque;
 use cryptoki_sys::*;
 use phonecsp::hash::Hasher;
 use phonecsp::input::SignInput;
-use phonecsp::mechanism::Encryption;
+use phonecsp::mechanism::{Encryption, Signing};
 use phonecsp_protocol::HashAlg;
 use rsa::RsaPublicKey;
+use rsa::traits::PublicKeyParts;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result, fail};
 use crate::registry::ObjKey;
+
+/// The size of the caller's output buffer; `None` for a length query (a
+/// NULL buffer).
+pub type Cap = Option<usize>;
 
 /// What a function that produces bytes gives back.
 pub enum Out {
@@ -27,6 +32,15 @@ pub enum Out {
 }
 
 pub struct FindOp(pub VecDeque<CK_OBJECT_HANDLE>);
+
+/// The operations that start with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    Sign,
+    Verify,
+    Encrypt,
+    Decrypt,
+}
 
 pub struct SignOp {
     pub key: ObjKey,
@@ -50,6 +64,35 @@ pub struct DecryptOp {
     pub len: usize,
     /// The plaintext, kept after a too-small buffer for the retry.
     pub result: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl SignOp {
+    pub fn new((key, public): (ObjKey, RsaPublicKey), signing: Signing) -> SignOp {
+        SignOp {
+            key,
+            input: SignInput::new(signing, public.size()),
+        }
+    }
+}
+
+impl VerifyOp {
+    pub fn new(key: RsaPublicKey, signing: Signing) -> VerifyOp {
+        let input = SignInput::new(signing, key.size());
+        VerifyOp { key, input }
+    }
+}
+
+impl DecryptOp {
+    pub fn new((key, public): (ObjKey, RsaPublicKey), enc: Encryption) -> DecryptOp {
+        let len = public.size();
+        let result = None;
+        DecryptOp {
+            key,
+            enc,
+            len,
+            result,
+        }
+    }
 }
 
 pub struct DigestOp {
@@ -96,7 +139,7 @@ impl Produces for SignOp {
 
 impl Produces for EncryptOp {
     fn output_len(&self) -> usize {
-        rsa::traits::PublicKeyParts::size(&self.key)
+        self.key.size()
     }
 }
 
@@ -242,7 +285,7 @@ impl Operations {
     pub fn produce<T: Produces>(
         &mut self,
         single: bool,
-        cap: Option<usize>,
+        cap: Cap,
         run: impl FnOnce(&mut T) -> Result<Zeroizing<Vec<u8>>>,
     ) -> Result<Out> {
         let mut active = self.take_final::<T>(single)?;

@@ -206,25 +206,25 @@ fn find_is_an_operation_of_its_own() {
 fn sign_single_and_multi_part_and_verify() {
     let (m, fake, h, key) = signer();
     let sha256 = mech(CKM_SHA256_RSA_PKCS);
-    m.sign_init(h, Some(&sha256), key).unwrap();
+    m.key_init(h, KeyUse::Sign, Some(&sha256), key).unwrap();
     let one = data(m.sign(h, Some(b"hello world"), Some(256)));
     assert!(verifies(b"hello world", &one));
-    m.sign_init(h, Some(&sha256), key).unwrap();
+    m.key_init(h, KeyUse::Sign, Some(&sha256), key).unwrap();
     m.sign_update(h, b"hello ").unwrap();
     m.sign_update(h, b"world").unwrap();
     // PKCS#1 v1.5 is deterministic: both paths sign the same input.
     assert_eq!(data(m.sign(h, None, Some(256))), one);
     assert_eq!(fake.count("sign"), 2);
 
-    m.verify_init(h, Some(&sha256), key).unwrap();
+    m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
     m.verify(h, Some(b"hello world"), &one).unwrap();
-    m.verify_init(h, Some(&sha256), key).unwrap();
+    m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
     m.verify_update(h, b"hello ").unwrap();
     m.verify_update(h, b"world").unwrap();
     m.verify(h, None, &one).unwrap();
-    m.verify_init(h, Some(&sha256), key).unwrap();
+    m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
     assert_eq!(rv(m.verify(h, Some(b"hello"), &one)), CKR_SIGNATURE_INVALID);
-    m.verify_init(h, Some(&sha256), key).unwrap();
+    m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
     assert_eq!(
         rv(m.verify(h, Some(b"x"), &one[1..])),
         CKR_SIGNATURE_LEN_RANGE
@@ -236,7 +236,7 @@ fn sign_single_and_multi_part_and_verify() {
 #[test]
 fn length_query_and_short_buffer_keep_the_operation() {
     let (m, fake, h, key) = signer();
-    m.sign_init(h, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
+    m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
         .unwrap();
     assert_eq!(len(m.sign(h, Some(b"msg"), None)), 256);
     match m.sign(h, Some(b"msg"), Some(10)) {
@@ -270,10 +270,13 @@ fn operation_active_and_not_initialized() {
         CKR_OPERATION_NOT_INITIALIZED
     );
     assert_eq!(rv(m.sign_update(h, b"x")), CKR_OPERATION_NOT_INITIALIZED);
-    m.sign_init(h, Some(&sha256), key).unwrap();
-    assert_eq!(rv(m.sign_init(h, Some(&sha256), key)), CKR_OPERATION_ACTIVE);
+    m.key_init(h, KeyUse::Sign, Some(&sha256), key).unwrap();
+    assert_eq!(
+        rv(m.key_init(h, KeyUse::Sign, Some(&sha256), key)),
+        CKR_OPERATION_ACTIVE
+    );
     // The kinds are independent of each other.
-    m.verify_init(h, Some(&sha256), key).unwrap();
+    m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
     m.digest_init(h, Some(&mech(CKM_SHA256))).unwrap();
     // A single-part call after an update is refused, and the multi-part
     // operation goes on.
@@ -284,7 +287,7 @@ fn operation_active_and_not_initialized() {
     );
     assert!(verifies(b"hello", &data(m.sign(h, None, Some(256)))));
     // A NULL mechanism cancels.
-    m.verify_init(h, None, key).unwrap();
+    m.key_init(h, KeyUse::Verify, None, key).unwrap();
     assert_eq!(
         rv(m.verify(h, None, &[0; 256])),
         CKR_OPERATION_NOT_INITIALIZED
@@ -292,11 +295,11 @@ fn operation_active_and_not_initialized() {
     // A key of the wrong class, or no key, starts nothing.
     let public = find(&m, h, CKO_PUBLIC_KEY)[0];
     assert_eq!(
-        rv(m.sign_init(h, Some(&sha256), public)),
+        rv(m.key_init(h, KeyUse::Sign, Some(&sha256), public)),
         CKR_KEY_HANDLE_INVALID
     );
     assert_eq!(
-        rv(m.sign_init(h, Some(&sha256), 999)),
+        rv(m.key_init(h, KeyUse::Sign, Some(&sha256), 999)),
         CKR_KEY_HANDLE_INVALID
     );
     assert_eq!(
@@ -312,7 +315,8 @@ fn operation_active_and_not_initialized() {
 fn a_failed_update_ends_the_operation() {
     let (m, _, h, key) = signer();
     // Raw PKCS#1 input is at most a modulus long.
-    m.sign_init(h, Some(&mech(CKM_RSA_PKCS)), key).unwrap();
+    m.key_init(h, KeyUse::Sign, Some(&mech(CKM_RSA_PKCS)), key)
+        .unwrap();
     assert_eq!(rv(m.sign_update(h, &[0; 600])), CKR_DATA_LEN_RANGE);
     assert_eq!(
         rv(m.sign(h, None, Some(256))),
@@ -325,9 +329,9 @@ fn encrypt_and_decrypt() {
     let (m, fake, h, private) = signer();
     let public = find(&m, h, CKO_PUBLIC_KEY)[0];
     let pkcs = mech(CKM_RSA_PKCS);
-    m.encrypt_init(h, Some(&pkcs), public).unwrap();
+    m.key_init(h, KeyUse::Encrypt, Some(&pkcs), public).unwrap();
     assert_eq!(
-        rv(m.encrypt_init(h, Some(&pkcs), public)),
+        rv(m.key_init(h, KeyUse::Encrypt, Some(&pkcs), public)),
         CKR_OPERATION_ACTIVE
     );
     assert_eq!(len(m.encrypt(h, b"secret", None)), 256);
@@ -338,7 +342,8 @@ fn encrypt_and_decrypt() {
         CKR_OPERATION_NOT_INITIALIZED
     );
 
-    m.decrypt_init(h, Some(&pkcs), private).unwrap();
+    m.key_init(h, KeyUse::Decrypt, Some(&pkcs), private)
+        .unwrap();
     // The length query answers the largest plaintext; a buffer of the
     // plaintext's own size is enough.
     assert_eq!(len(m.decrypt(h, &ct, None)), 256);
@@ -348,7 +353,8 @@ fn encrypt_and_decrypt() {
     assert_eq!(data(m.decrypt(h, &ct, Some(6))), b"secret");
     assert_eq!(fake.count("decrypt"), 1);
 
-    m.decrypt_init(h, Some(&pkcs), private).unwrap();
+    m.key_init(h, KeyUse::Decrypt, Some(&pkcs), private)
+        .unwrap();
     assert_eq!(
         rv(m.decrypt(h, &ct[1..], Some(256))),
         CKR_ENCRYPTED_DATA_LEN_RANGE
@@ -359,7 +365,7 @@ fn encrypt_and_decrypt() {
     );
 
     // RSA is single-part: an update ends the operation.
-    m.encrypt_init(h, Some(&pkcs), public).unwrap();
+    m.key_init(h, KeyUse::Encrypt, Some(&pkcs), public).unwrap();
     assert_eq!(
         rv(m.no_multipart_crypt(h, true)),
         CKR_FUNCTION_NOT_SUPPORTED
@@ -395,7 +401,7 @@ fn digest_single_and_multi_part() {
 #[test]
 fn session_cancel_ends_only_the_named_operations() {
     let (m, _, h, key) = signer();
-    m.sign_init(h, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
+    m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
         .unwrap();
     m.digest_init(h, Some(&mech(CKM_SHA256))).unwrap();
     m.find_init(h, Vec::new()).unwrap();
@@ -413,7 +419,7 @@ fn session_cancel_ends_only_the_named_operations() {
 fn the_token_going_away_closes_its_sessions() {
     let (m, fake, h, key) = signer();
     let other = open(&m, true);
-    m.sign_init(h, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
+    m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
         .unwrap();
     fake.state().present = false;
     assert_eq!(rv(m.sign(h, Some(b"x"), Some(256))), CKR_DEVICE_REMOVED);
@@ -439,7 +445,7 @@ fn the_token_going_away_closes_its_sessions() {
 fn a_lost_login_is_noticed() {
     let (m, fake, h, key) = signer();
     fake.fail("sign", CkRv::USER_NOT_LOGGED_IN);
-    m.sign_init(h, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
+    m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
         .unwrap();
     assert_eq!(rv(m.sign(h, Some(b"x"), Some(256))), CKR_USER_NOT_LOGGED_IN);
     assert_eq!(state(&m, h), CKS_RO_PUBLIC_SESSION);
@@ -449,7 +455,7 @@ fn a_lost_login_is_noticed() {
 fn handset_errors_keep_their_ck_rv() {
     let (m, fake, h, key) = signer();
     fake.fail("sign", CkRv::FUNCTION_CANCELED);
-    m.sign_init(h, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
+    m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
         .unwrap();
     assert_eq!(rv(m.sign(h, Some(b"x"), Some(256))), CKR_FUNCTION_CANCELED);
     // The failed final call ended the operation; the session stays.
