@@ -632,170 +632,14 @@ entries! {
 
     fn C_FindObjectsFinal(hSession: CK_SESSION_HANDLE) |m| m.find_final(hSession);
 
-    // ---- encryption and decryption (RSA: single-part only) ------------------
-
-    /// # Safety
-    /// `pMechanism` NULL or a valid mechanism.
-    unsafe fn C_EncryptInit(
-        hSession: CK_SESSION_HANDLE,
-        pMechanism: *mut CK_MECHANISM,
-        hKey: CK_OBJECT_HANDLE,
-    ) |m|
-        m.key_init(hSession, KeyUse::Encrypt, mechanism(pMechanism)?.as_ref(), hKey);
-
-    /// # Safety
-    /// Buffers valid for their lengths; `pulEncryptedDataLen` valid.
-    unsafe fn C_Encrypt(
-        hSession: CK_SESSION_HANDLE,
-        pData: *mut CK_BYTE,
-        ulDataLen: CK_ULONG,
-        pEncryptedData: *mut CK_BYTE,
-        pulEncryptedDataLen: *mut CK_ULONG,
-    ) |m| {
-        let data = bytes(pData, ulDataLen)?;
-        write_out(pEncryptedData, pulEncryptedDataLen, |cap| m.encrypt(hSession, data, cap))
-    };
-
-    fn C_EncryptUpdate(
-        hSession: CK_SESSION_HANDLE,
-        _pPart: *mut CK_BYTE,
-        _ulPartLen: CK_ULONG,
-        _pEncryptedPart: *mut CK_BYTE,
-        _pulEncryptedPartLen: *mut CK_ULONG,
-    ) |m| m.no_multipart_crypt(hSession, true);
-
-    fn C_EncryptFinal(
-        hSession: CK_SESSION_HANDLE,
-        _pLastEncryptedPart: *mut CK_BYTE,
-        _pulLastEncryptedPartLen: *mut CK_ULONG,
-    ) |m| m.no_multipart_crypt(hSession, true);
-
-    /// # Safety
-    /// `pMechanism` NULL or a valid mechanism.
-    unsafe fn C_DecryptInit(
-        hSession: CK_SESSION_HANDLE,
-        pMechanism: *mut CK_MECHANISM,
-        hKey: CK_OBJECT_HANDLE,
-    ) |m|
-        m.key_init(hSession, KeyUse::Decrypt, mechanism(pMechanism)?.as_ref(), hKey);
-
-    /// # Safety
-    /// Buffers valid for their lengths; `pulDataLen` valid.
-    unsafe fn C_Decrypt(
-        hSession: CK_SESSION_HANDLE,
-        pEncryptedData: *mut CK_BYTE,
-        ulEncryptedDataLen: CK_ULONG,
-        pData: *mut CK_BYTE,
-        pulDataLen: *mut CK_ULONG,
-    ) |m| {
-        let data = bytes(pEncryptedData, ulEncryptedDataLen)?;
-        write_out(pData, pulDataLen, |cap| m.decrypt(hSession, data, cap))
-    };
-
-    fn C_DecryptUpdate(
-        hSession: CK_SESSION_HANDLE,
-        _pEncryptedPart: *mut CK_BYTE,
-        _ulEncryptedPartLen: CK_ULONG,
-        _pPart: *mut CK_BYTE,
-        _pulPartLen: *mut CK_ULONG,
-    ) |m| m.no_multipart_crypt(hSession, false);
-
-    fn C_DecryptFinal(
-        hSession: CK_SESSION_HANDLE,
-        _pLastPart: *mut CK_BYTE,
-        _pulLastPartLen: *mut CK_ULONG,
-    ) |m| m.no_multipart_crypt(hSession, false);
-
-    // ---- digests ------------------------------------------------------------
+    // ---- digests, signing and verifying (the rest is below, by kind) --------
 
     /// # Safety
     /// `pMechanism` NULL or a valid mechanism.
     unsafe fn C_DigestInit(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM) |m|
         m.digest_init(hSession, mechanism(pMechanism)?.as_ref());
 
-    /// # Safety
-    /// Buffers valid for their lengths; `pulDigestLen` valid.
-    unsafe fn C_Digest(
-        hSession: CK_SESSION_HANDLE,
-        pData: *mut CK_BYTE,
-        ulDataLen: CK_ULONG,
-        pDigest: *mut CK_BYTE,
-        pulDigestLen: *mut CK_ULONG,
-    ) |m| {
-        let data = bytes(pData, ulDataLen)?;
-        write_out(pDigest, pulDigestLen, |cap| m.digest(hSession, Some(data), cap))
-    };
-
-    /// # Safety
-    /// `pPart` valid for `ulPartLen` bytes.
-    unsafe fn C_DigestUpdate(
-        hSession: CK_SESSION_HANDLE,
-        pPart: *mut CK_BYTE,
-        ulPartLen: CK_ULONG,
-    ) |m|
-        m.digest_update(hSession, bytes(pPart, ulPartLen)?);
-
     fn C_DigestKey(hSession: CK_SESSION_HANDLE, _hKey: CK_OBJECT_HANDLE) |m| m.digest_key(hSession);
-
-    /// # Safety
-    /// `pDigest` NULL or valid for `*pulDigestLen`; `pulDigestLen` valid.
-    unsafe fn C_DigestFinal(
-        hSession: CK_SESSION_HANDLE,
-        pDigest: *mut CK_BYTE,
-        pulDigestLen: *mut CK_ULONG,
-    ) |m|
-        write_out(pDigest, pulDigestLen, |cap| m.digest(hSession, None, cap));
-
-    // ---- signing and verifying ------------------------------------------------
-
-    /// # Safety
-    /// `pMechanism` NULL or a valid mechanism.
-    unsafe fn C_SignInit(
-        hSession: CK_SESSION_HANDLE,
-        pMechanism: *mut CK_MECHANISM,
-        hKey: CK_OBJECT_HANDLE,
-    ) |m|
-        m.key_init(hSession, KeyUse::Sign, mechanism(pMechanism)?.as_ref(), hKey);
-
-    /// # Safety
-    /// Buffers valid for their lengths; `pulSignatureLen` valid.
-    unsafe fn C_Sign(
-        hSession: CK_SESSION_HANDLE,
-        pData: *mut CK_BYTE,
-        ulDataLen: CK_ULONG,
-        pSignature: *mut CK_BYTE,
-        pulSignatureLen: *mut CK_ULONG,
-    ) |m| {
-        let data = bytes(pData, ulDataLen)?;
-        write_out(pSignature, pulSignatureLen, |cap| m.sign(hSession, Some(data), cap))
-    };
-
-    /// # Safety
-    /// `pPart` valid for `ulPartLen` bytes.
-    unsafe fn C_SignUpdate(
-        hSession: CK_SESSION_HANDLE,
-        pPart: *mut CK_BYTE,
-        ulPartLen: CK_ULONG,
-    ) |m|
-        m.sign_update(hSession, bytes(pPart, ulPartLen)?);
-
-    /// # Safety
-    /// `pSignature` NULL or valid for `*pulSignatureLen`; `pulSignatureLen` valid.
-    unsafe fn C_SignFinal(
-        hSession: CK_SESSION_HANDLE,
-        pSignature: *mut CK_BYTE,
-        pulSignatureLen: *mut CK_ULONG,
-    ) |m|
-        write_out(pSignature, pulSignatureLen, |cap| m.sign(hSession, None, cap));
-
-    /// # Safety
-    /// `pMechanism` NULL or a valid mechanism.
-    unsafe fn C_VerifyInit(
-        hSession: CK_SESSION_HANDLE,
-        pMechanism: *mut CK_MECHANISM,
-        hKey: CK_OBJECT_HANDLE,
-    ) |m|
-        m.key_init(hSession, KeyUse::Verify, mechanism(pMechanism)?.as_ref(), hKey);
 
     /// # Safety
     /// Buffers valid for their lengths.
@@ -806,24 +650,6 @@ entries! {
         pSignature: *mut CK_BYTE,
         ulSignatureLen: CK_ULONG,
     ) |m| m.verify(hSession, Some(bytes(pData, ulDataLen)?), bytes(pSignature, ulSignatureLen)?);
-
-    /// # Safety
-    /// `pPart` valid for `ulPartLen` bytes.
-    unsafe fn C_VerifyUpdate(
-        hSession: CK_SESSION_HANDLE,
-        pPart: *mut CK_BYTE,
-        ulPartLen: CK_ULONG,
-    ) |m|
-        m.verify_update(hSession, bytes(pPart, ulPartLen)?);
-
-    /// # Safety
-    /// `pSignature` valid for `ulSignatureLen` bytes.
-    unsafe fn C_VerifyFinal(
-        hSession: CK_SESSION_HANDLE,
-        pSignature: *mut CK_BYTE,
-        ulSignatureLen: CK_ULONG,
-    ) |m|
-        m.verify(hSession, None, bytes(pSignature, ulSignatureLen)?);
 
     // ---- key management and random numbers --------------------------------------
 
@@ -868,6 +694,106 @@ entries! {
         m.check_session(hSession)?;
         fail(CKR_RANDOM_SEED_NOT_SUPPORTED)
     };
+}
+
+// ---- the operations' entries, by kind ----------------------------------------
+// Several operations share one C signature per step (init with a key, one
+// single-part call, update, final); each such signature is written once.
+
+/// `C_*Init` of an operation on a key.
+macro_rules! key_inits {
+    ($($name:ident => $use:expr;)*) => {
+        entries! {$(
+            /// # Safety
+            /// `pMechanism` NULL or a valid mechanism.
+            unsafe fn $name(
+                hSession: CK_SESSION_HANDLE,
+                pMechanism: *mut CK_MECHANISM,
+                hKey: CK_OBJECT_HANDLE,
+            ) |m| m.key_init(hSession, $use, mechanism(pMechanism)?.as_ref(), hKey);
+        )*}
+    };
+}
+
+/// A single-part call: bytes in, bytes out the standard's way
+/// ([`write_out`]).
+macro_rules! single_parts {
+    ($($name:ident => |$m:ident, $h:ident, $data:ident, $cap:ident| $call:expr;)*) => {
+        entries! {$(
+            /// # Safety
+            /// `pData` valid for `ulDataLen` bytes; `pOut` NULL or valid for
+            /// `*pulOutLen` bytes; `pulOutLen` valid.
+            unsafe fn $name(
+                hSession: CK_SESSION_HANDLE,
+                pData: *mut CK_BYTE,
+                ulDataLen: CK_ULONG,
+                pOut: *mut CK_BYTE,
+                pulOutLen: *mut CK_ULONG,
+            ) |$m| {
+                let $h = hSession;
+                let $data = bytes(pData, ulDataLen)?;
+                write_out(pOut, pulOutLen, |$cap| $call)
+            };
+        )*}
+    };
+}
+
+/// A step with one buffer of the caller's: an update's input, or a final
+/// call's input or output.
+macro_rules! steps {
+    ($($name:ident($buf:ident: $bt:ty, $len:ident: $lt:ty) |$m:ident, $h:ident| $call:expr;)*) => {
+        entries! {$(
+            /// # Safety
+            /// An input buffer valid for its length; an output buffer NULL
+            /// or valid for `*pulOutLen` bytes, and `pulOutLen` valid.
+            unsafe fn $name(hSession: CK_SESSION_HANDLE, $buf: $bt, $len: $lt) |$m| {
+                let $h = hSession;
+                $call
+            };
+        )*}
+    };
+}
+
+/// RSA encryption and decryption are single-part: their update and final
+/// calls end the operation (see `Module::no_multipart_crypt`).
+macro_rules! single_part_only {
+    ($($name:ident($($arg:ty),*) => $encrypt:expr;)*) => {$(
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name(hSession: CK_SESSION_HANDLE, $(_: $arg),*) -> CK_RV {
+            entry(|| module::module()?.no_multipart_crypt(hSession, $encrypt))
+        }
+    )*};
+}
+
+key_inits! {
+    C_EncryptInit => KeyUse::Encrypt;
+    C_DecryptInit => KeyUse::Decrypt;
+    C_SignInit => KeyUse::Sign;
+    C_VerifyInit => KeyUse::Verify;
+}
+
+single_parts! {
+    C_Encrypt => |m, h, data, cap| m.encrypt(h, data, cap);
+    C_Decrypt => |m, h, data, cap| m.decrypt(h, data, cap);
+    C_Digest => |m, h, data, cap| m.digest(h, Some(data), cap);
+    C_Sign => |m, h, data, cap| m.sign(h, Some(data), cap);
+}
+
+steps! {
+    C_DigestUpdate(pPart: B, ulPartLen: L) |m, h| m.digest_update(h, bytes(pPart, ulPartLen)?);
+    C_SignUpdate(pPart: B, ulPartLen: L) |m, h| m.sign_update(h, bytes(pPart, ulPartLen)?);
+    C_VerifyUpdate(pPart: B, ulPartLen: L) |m, h| m.verify_update(h, bytes(pPart, ulPartLen)?);
+    C_DigestFinal(pOut: B, pulOutLen: LP) |m, h|
+        write_out(pOut, pulOutLen, |c| m.digest(h, None, c));
+    C_SignFinal(pOut: B, pulOutLen: LP) |m, h| write_out(pOut, pulOutLen, |c| m.sign(h, None, c));
+    C_VerifyFinal(pSig: B, ulSigLen: L) |m, h| m.verify(h, None, bytes(pSig, ulSigLen)?);
+}
+
+single_part_only! {
+    C_EncryptUpdate(B, L, B, LP) => true;
+    C_EncryptFinal(B, LP) => true;
+    C_DecryptUpdate(B, L, B, LP) => false;
+    C_DecryptFinal(B, LP) => false;
 }
 
 /// Functions run one at a time per session: there is nothing to ask about
