@@ -18,6 +18,9 @@ use zeroize::Zeroizing;
 #[cfg(test)]
 pub mod fake;
 
+/// A plaintext, wiped when dropped.
+pub type Secret = Zeroizing<Vec<u8>>;
+
 /// A token as the daemon names it: the handset and the container on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenName {
@@ -38,21 +41,9 @@ pub trait Backend: Send + Sync {
     fn attributes(&self, t: &TokenName, class: u32, id: &[u8]) -> Result<HashMap<u32, Vec<u8>>>;
     /// Signs an already prepared input (digest or DigestInfo).
     fn sign(&self, t: &TokenName, key_id: &[u8], input: &HandsetSign) -> Result<Vec<u8>>;
-    fn decrypt(
-        &self,
-        t: &TokenName,
-        key_id: &[u8],
-        enc: &Encryption,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>>;
+    fn decrypt(&self, t: &TokenName, key_id: &[u8], enc: &Encryption, ct: &[u8]) -> Result<Secret>;
     /// An empty `id` lets the handset choose one.
-    fn generate_key_pair(
-        &self,
-        t: &TokenName,
-        bits: u32,
-        id: &[u8],
-        label: &str,
-    ) -> Result<KeyPairInfo>;
+    fn generate(&self, t: &TokenName, bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo>;
     /// At most `protocol::limits`' largest random request per call.
     fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>>;
     fn put_certificate(&self, t: &TokenName, id: &[u8], label: &str, der: &[u8]) -> Result<()>;
@@ -116,25 +107,13 @@ impl Backend for Dbus {
             .sign(&t.handset, &t.token, key_id, m, &params, &input.data)
     }
 
-    fn decrypt(
-        &self,
-        t: &TokenName,
-        key_id: &[u8],
-        enc: &Encryption,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
+    fn decrypt(&self, t: &TokenName, key_id: &[u8], enc: &Encryption, ct: &[u8]) -> Result<Secret> {
         let (m, params) = enc.wire();
         self.client()?
-            .decrypt(&t.handset, &t.token, key_id, m, &params, ciphertext)
+            .decrypt(&t.handset, &t.token, key_id, m, &params, ct)
     }
 
-    fn generate_key_pair(
-        &self,
-        t: &TokenName,
-        bits: u32,
-        id: &[u8],
-        label: &str,
-    ) -> Result<KeyPairInfo> {
+    fn generate(&self, t: &TokenName, bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo> {
         self.client()?
             .generate_key_pair(&t.handset, &t.token, bits, id, label)
     }

@@ -868,7 +868,7 @@ impl Module {
         }
         let t = self.names(slot)?;
         let bits = u32::try_from(bits).or_else(|_| fail(CKR_KEY_SIZE_RANGE))?;
-        let kp = self.check(slot, self.backend.generate_key_pair(&t, bits, &id, &label))?;
+        let kp = self.check(slot, self.backend.generate(&t, bits, &id, &label))?;
         self.forget_attrs(slot);
         let mut reg = lock(&self.objects);
         let public = reg.handle(ObjKey {

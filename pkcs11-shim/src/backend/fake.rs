@@ -17,7 +17,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::{Pkcs1v15Encrypt, Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 use zeroize::Zeroizing;
 
-use super::{Backend, TokenName};
+use super::{Backend, Secret, TokenName};
 
 pub const HANDSET: &str = "phone";
 pub const TOKEN: &str = "ssh";
@@ -238,18 +238,12 @@ impl Backend for Fake {
         }
     }
 
-    fn decrypt(
-        &self,
-        _: &TokenName,
-        key_id: &[u8],
-        enc: &Encryption,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
+    fn decrypt(&self, _: &TokenName, key_id: &[u8], enc: &Encryption, ct: &[u8]) -> Result<Secret> {
         let s = self.logged_in("decrypt")?;
         key_has(&s, key_id)?;
         match enc {
             Encryption::Pkcs1 => private_key()
-                .decrypt(Pkcs1v15Encrypt, ciphertext)
+                .decrypt(Pkcs1v15Encrypt, ct)
                 .map(Zeroizing::new)
                 .map_err(|_| CkRv::ENCRYPTED_DATA_INVALID.into()),
             Encryption::Oaep { .. } => Err(CkRv::MECHANISM_INVALID.into()),
@@ -257,13 +251,7 @@ impl Backend for Fake {
     }
 
     /// Every generated pair is the one key under a new id.
-    fn generate_key_pair(
-        &self,
-        _: &TokenName,
-        _bits: u32,
-        id: &[u8],
-        label: &str,
-    ) -> Result<KeyPairInfo> {
+    fn generate(&self, _: &TokenName, _bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo> {
         let mut s = self.logged_in("generate_key_pair")?;
         let id = if id.is_empty() {
             vec![0x10 + s.keys.len() as u8]
