@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use phonecsp::{Bus, ClientOptions};
@@ -96,6 +96,15 @@ impl Fixture {
             .args(args)
             .output()
             .expect("pkcs11-tool (install opensc)")
+    }
+
+    /// Key 01 signs the file `input` into `output` through pkcs11-tool.
+    fn sign_with_tool(&self, mechanism: &str, input: &Path, output: &Path) {
+        let args = ["--sign", "--mechanism", mechanism, "--id", "01"];
+        let mut all = vec!["--login", "--pin", PIN];
+        all.extend(args);
+        all.extend(["-i", s(input), "-o", s(output)]);
+        ok(self.pkcs11_tool(&all));
     }
 
     /// Only in a test that [`own_process`] runs alone in its process.
@@ -202,37 +211,11 @@ fn pkcs11_tool_lists_signs_decrypts_generates_and_writes() {
     let msg = f.path("msg");
     std::fs::write(&msg, b"signed through PKCS#11").unwrap();
     let sig = f.path("msg.sig");
-    ok(f.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--sign",
-        "--mechanism",
-        "SHA256-RSA-PKCS",
-        "--id",
-        "01",
-        "-i",
-        s(&msg),
-        "-o",
-        s(&sig),
-    ]));
+    f.sign_with_tool("SHA256-RSA-PKCS", &msg, &sig);
     let pem = openssl_verifies(&f, &msg, &sig);
     // PSS too.
     let pss = f.path("msg.pss");
-    ok(f.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--sign",
-        "--mechanism",
-        "SHA256-RSA-PKCS-PSS",
-        "--id",
-        "01",
-        "-i",
-        s(&msg),
-        "-o",
-        s(&pss),
-    ]));
+    f.sign_with_tool("SHA256-RSA-PKCS-PSS", &msg, &pss);
     ok(Command::new("openssl")
         .args([
             "dgst",
@@ -688,7 +671,7 @@ fn context(f: &Fixture) -> Pkcs11 {
     p
 }
 
-fn private_key(session: &cryptoki::session::Session) -> cryptoki::object::ObjectHandle {
+fn private_key(session: &cryptoki::session::Session) -> ObjectHandle {
     let keys = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -1077,6 +1060,17 @@ unsafe extern "C" {
     fn libc_exit(code: i32) -> !;
 }
 
+/// Logs the session in and signs `msg` with the private key, which it
+/// returns.
+fn log_in_and_sign(session: &cryptoki::session::Session, msg: &[u8]) -> ObjectHandle {
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    let key = private_key(session);
+    session.sign(&Mechanism::Sha256RsaPkcs, key, msg).unwrap();
+    key
+}
+
 #[test]
 fn handset_disconnect_mid_session_then_recovery() {
     if own_process("handset_disconnect_mid_session_then_recovery") {
@@ -1086,13 +1080,7 @@ fn handset_disconnect_mid_session_then_recovery() {
     let p = context(&f);
     let slot = p.get_slots_with_token().unwrap()[0];
     let session = p.open_rw_session(slot).unwrap();
-    session
-        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
-    let key = private_key(&session);
-    session
-        .sign(&Mechanism::Sha256RsaPkcs, key, b"before")
-        .unwrap();
+    let key = log_in_and_sign(&session, b"before");
     session.sign_init(&Mechanism::Sha256RsaPkcs, key).unwrap();
     session.sign_update(b"mid-").unwrap();
 
@@ -1135,13 +1123,7 @@ fn handset_disconnect_mid_session_then_recovery() {
     assert_eq!(p.get_slots_with_token().unwrap(), vec![slot]);
     assert_eq!(p.get_slot_event().unwrap(), None);
     let session = p.open_ro_session(slot).unwrap();
-    session
-        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
-    let key = private_key(&session);
-    session
-        .sign(&Mechanism::Sha256RsaPkcs, key, b"after")
-        .unwrap();
+    log_in_and_sign(&session, b"after");
 }
 
 /// A container whose PIN is typed on the phone: the token shows a
