@@ -442,28 +442,29 @@ fn the_token_going_away_closes_its_sessions() {
 }
 
 #[test]
-fn a_lost_login_is_noticed() {
-    let (m, fake, h, key) = signer();
-    fake.fail("sign", CkRv::USER_NOT_LOGGED_IN);
-    m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
-        .unwrap();
-    assert_eq!(rv(m.sign(h, Some(b"x"), Some(256))), CKR_USER_NOT_LOGGED_IN);
-    assert_eq!(state(&m, h), CKS_RO_PUBLIC_SESSION);
-}
-
-#[test]
 fn handset_errors_keep_their_ck_rv() {
-    let (m, fake, h, key) = signer();
-    fake.fail("sign", CkRv::FUNCTION_CANCELED);
-    m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
-        .unwrap();
-    assert_eq!(rv(m.sign(h, Some(b"x"), Some(256))), CKR_FUNCTION_CANCELED);
-    // The failed final call ended the operation; the session stays.
-    assert_eq!(
-        rv(m.sign(h, None, Some(256))),
-        CKR_OPERATION_NOT_INITIALIZED
-    );
-    assert_eq!(state(&m, h), CKS_RO_USER_FUNCTIONS);
+    // A lost login is noticed; other failures leave the login as it was.
+    for (failure, still_logged_in) in [
+        (CkRv::USER_NOT_LOGGED_IN, false),
+        (CkRv::FUNCTION_CANCELED, true),
+    ] {
+        let (m, fake, h, key) = signer();
+        fake.fail("sign", failure);
+        let sha256 = mech(CKM_SHA256_RSA_PKCS);
+        m.key_init(h, KeyUse::Sign, Some(&sha256), key).unwrap();
+        assert_eq!(rv(m.sign(h, Some(b"x"), Some(256))), failure.0 as CK_RV);
+        // The failed final call ended the operation; the session stays.
+        assert_eq!(
+            rv(m.sign(h, None, Some(256))),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
+        let want = if still_logged_in {
+            CKS_RO_USER_FUNCTIONS
+        } else {
+            CKS_RO_PUBLIC_SESSION
+        };
+        assert_eq!(state(&m, h), want, "{failure}");
+    }
 }
 
 #[test]
