@@ -58,5 +58,12 @@ mod tests {
             0xA0
         );
         assert_eq!(Error::from(CkRv::DEVICE_REMOVED).rv(), 0x32);
+        // The client library decides what its own failures mean.
+        let untrusted = phonecsp::Error::Untrusted {
+            name: "org.phonecsp".into(),
+            actual: 1,
+            expected: 2,
+        };
+        assert_eq!(Error::Client(untrusted).rv(), 0x05);
     }
 }
