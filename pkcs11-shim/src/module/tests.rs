@@ -251,6 +251,13 @@ fn length_query_and_short_buffer_keep_the_operation() {
         CKR_OPERATION_NOT_INITIALIZED
     );
 
+    // A length query through the final call leaves a single-part
+    // operation single-part.
+    m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
+        .unwrap();
+    assert_eq!(len(m.sign(h, None, None)), 256);
+    assert!(verifies(b"msg", &data(m.sign(h, Some(b"msg"), Some(256)))));
+
     m.digest_init(h, Some(&mech(CKM_SHA256))).unwrap();
     m.digest_update(h, b"abc").unwrap();
     assert_eq!(len(m.digest(h, None, None)), 32);
