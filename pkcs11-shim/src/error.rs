@@ -1,8 +1,10 @@
 //! The module's one error type. Every inner function returns
-//! `Result<T, Error>`; [`Error::rv`] is the single place where an error
-//! becomes the `CK_RV` a PKCS#11 caller sees. Messages never hold a PIN.
+//! `Result<T, Error>`; [`Error::rv`] is where an error becomes the `CK_RV`
+//! a PKCS#11 caller sees. What the daemon, the bus or the handset mean is
+//! decided once, by [`phonecsp::Error::rv`]; only the failures this module
+//! finds itself are its own. Messages never hold a PIN.
 
-use cryptoki_sys::{CK_RV, CKR_DEVICE_ERROR, CKR_GENERAL_ERROR};
+use cryptoki_sys::CK_RV;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,11 +28,7 @@ impl Error {
         match self {
             Error::Rv(rv) => *rv,
             Error::BufferTooSmall { .. } => cryptoki_sys::CKR_BUFFER_TOO_SMALL,
-            Error::Client(e) => match e {
-                phonecsp::Error::Token { rv, .. } => CK_RV::from(rv.0),
-                phonecsp::Error::Bus(_) => CKR_DEVICE_ERROR,
-                phonecsp::Error::Untrusted { .. } => CKR_GENERAL_ERROR,
-            },
+            Error::Client(e) => CK_RV::from(e.rv().0),
         }
     }
 }
@@ -60,5 +58,12 @@ mod tests {
             0xA0
         );
         assert_eq!(Error::from(CkRv::DEVICE_REMOVED).rv(), 0x32);
+        // The client library decides what its own failures mean.
+        let untrusted = phonecsp::Error::Untrusted {
+            name: "org.phonecsp".into(),
+            actual: 1,
+            expected: 2,
+        };
+        assert_eq!(Error::Client(untrusted).rv(), 0x05);
     }
 }

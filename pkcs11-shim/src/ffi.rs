@@ -5,7 +5,9 @@
 //! `module.rs`, writes the result back following the standard's
 //! length-query and `CKR_BUFFER_TOO_SMALL` rules, and turns the `Result`
 //! into a `CK_RV` through [`Error::rv`]; a panic becomes
-//! `CKR_GENERAL_ERROR` and never crosses into C.
+//! `CKR_GENERAL_ERROR` and never crosses into C. The `entries!` macro
+//! writes that frame once, so each entry states only its pointers and the
+//! call it makes.
 
 #![allow(non_snake_case)]
 
@@ -17,8 +19,8 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result, fail};
 use crate::mechanisms::{Mechanism, Param};
-use crate::module::{self, InitArgs, Out, pad};
-use crate::objects::{Template, Value};
+use crate::module::{self, Cap, InitArgs, KeyUse, Out, pad};
+use crate::objects::{AttrMap, Template, Value};
 
 /// Runs an entry's body: its `Result` or its panic becomes the `CK_RV`.
 fn entry(f: impl FnOnce() -> Result<()>) -> CK_RV {
@@ -84,7 +86,7 @@ unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
 unsafe fn write_out(
     buf: *mut CK_BYTE,
     len: *mut CK_ULONG,
-    f: impl FnOnce(Option<usize>) -> Result<Out>,
+    f: impl FnOnce(Cap) -> Result<Out>,
 ) -> Result<()> {
     // SAFETY: the caller's contract for `len`.
     let len = unsafe { out(len) }?;
@@ -190,13 +192,6 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
     }))
 }
 
-/// # Safety
-/// As [`mechanism`]; NULL is `CKR_ARGUMENTS_BAD` here.
-unsafe fn required_mechanism(p: *const CK_MECHANISM) -> Result<Mechanism> {
-    // SAFETY: the caller's contract.
-    unsafe { mechanism(p) }?.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))
-}
-
 /// The caller's template, copied.
 ///
 /// # Safety
@@ -275,25 +270,6 @@ pub unsafe extern "C" fn C_Finalize(pReserved: *mut c_void) -> CK_RV {
 }
 
 /// # Safety
-/// `pInfo` is NULL or valid for writing a `CK_INFO`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetInfo(pInfo: *mut CK_INFO) -> CK_RV {
-    entry(|| {
-        module::module()?;
-        // SAFETY: the caller's contract.
-        let info = unsafe { out(pInfo) }?;
-        *info = CK_INFO {
-            cryptokiVersion: CK_VERSION { major: 3, minor: 0 },
-            manufacturerID: pad("phonecsp"),
-            flags: 0,
-            libraryDescription: pad("phonecsp: a phone as smart card"),
-            libraryVersion: CK_VERSION { major: 0, minor: 1 },
-        };
-        Ok(())
-    })
-}
-
-/// # Safety
 /// `ppFunctionList` is NULL or valid for writing a pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn C_GetFunctionList(ppFunctionList: *mut *mut CK_FUNCTION_LIST) -> CK_RV {
@@ -357,758 +333,471 @@ pub unsafe extern "C" fn C_GetInterface(
     })
 }
 
-// ---- slots and tokens -----------------------------------------------------
+// ---- the entry points that need the module ----------------------------------
 
+/// Declares `C_*` entry points that work on the initialised module. Each
+/// body runs inside [`entry`] (its `Result`, or a panic, becomes the
+/// `CK_RV`) with `$m` bound to the module; `CKR_CRYPTOKI_NOT_INITIALIZED`
+/// comes first. An `unsafe fn` entry's body may use the pointer helpers
+/// above on its own arguments, whose validity its `# Safety` section states.
+macro_rules! entries {
+    () => {};
+    (
+        $(#[$doc:meta])*
+        unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) |$m:ident| $body:expr;
+        $($rest:tt)*
+    ) => {
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> CK_RV {
+            entry(|| {
+                let $m = module::module()?;
+                // SAFETY: the unsafe operations in the body are the pointer
+                // helpers above, given this entry's own pointer arguments;
+                // the C caller guarantees those as the `# Safety` section
+                // says, which is each helper's contract. NULL is checked.
+                unsafe { $body }
+            })
+        }
+        entries!($($rest)*);
+    };
+    (
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) |$m:ident| $body:expr;
+        $($rest:tt)*
+    ) => {
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name($($arg: $ty),*) -> CK_RV {
+            entry(|| {
+                let $m = module::module()?;
+                $body
+            })
+        }
+        entries!($($rest)*);
+    };
+}
+
+/// Writes what `f` answers to the caller's out-parameter, checked first.
+///
 /// # Safety
-/// `pSlotList` NULL or valid for `*pulCount` IDs; `pulCount` NULL or valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetSlotList(
-    tokenPresent: CK_BBOOL,
-    pSlotList: *mut CK_SLOT_ID,
-    pulCount: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
+/// As [`out`].
+unsafe fn put<T>(p: *mut T, f: impl FnOnce() -> Result<T>) -> Result<()> {
+    // SAFETY: the caller's contract.
+    let p = unsafe { out(p) }?;
+    *p = f()?;
+    Ok(())
+}
+
+/// A PIN, copied into memory that is wiped when dropped.
+///
+/// # Safety
+/// As [`bytes`].
+unsafe fn secret(p: *const CK_UTF8CHAR, len: CK_ULONG) -> Result<Zeroizing<Vec<u8>>> {
+    // SAFETY: the caller's contract.
+    Ok(Zeroizing::new(unsafe { bytes(p, len) }?.to_vec()))
+}
+
+/// Answers a `C_GetAttributeValue` template from an object's attributes.
+/// Every attribute is answered; the first failure other than a short
+/// buffer wins, as the standard lets any of them be returned.
+///
+/// # Safety
+/// Each attribute's `pValue` must be NULL or valid for writes of its
+/// `ulValueLen` bytes.
+unsafe fn fill_template(tmpl: &mut [CK_ATTRIBUTE], attrs: &AttrMap) -> Result<()> {
+    let mut result: Result<()> = Ok(());
+    let mut short = false;
+    for a in tmpl.iter_mut() {
+        let refused = match attrs.get(&a.type_) {
+            None => Some(CKR_ATTRIBUTE_TYPE_INVALID),
+            Some(Value::Sensitive) => Some(CKR_ATTRIBUTE_SENSITIVE),
+            Some(Value::Bytes(v)) => {
+                if a.pValue.is_null() {
+                    a.ulValueLen = v.len() as CK_ULONG;
+                } else if (a.ulValueLen as usize) < v.len() {
+                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                    short = true;
+                } else {
+                    // SAFETY: non-NULL and valid for ulValueLen >= v.len()
+                    // bytes by the caller's contract.
+                    let dst = unsafe { slice_mut(a.pValue as *mut u8, v.len() as CK_ULONG) }?;
+                    dst.copy_from_slice(v);
+                    a.ulValueLen = v.len() as CK_ULONG;
+                }
+                None
+            }
+        };
+        if let Some(rv) = refused {
+            a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+            if result.is_ok() {
+                result = fail(rv);
+            }
+        }
+    }
+    if short && result.is_ok() {
+        return fail(CKR_BUFFER_TOO_SMALL);
+    }
+    result
+}
+
+entries! {
+    // ---- general and slots ----------------------------------------------
+
+    /// # Safety
+    /// `pInfo` is NULL or valid for writing a `CK_INFO`.
+    unsafe fn C_GetInfo(pInfo: *mut CK_INFO) |_m| put(pInfo, || Ok(CK_INFO {
+        cryptokiVersion: CK_VERSION { major: 3, minor: 0 },
+        manufacturerID: pad("phonecsp"),
+        flags: 0,
+        libraryDescription: pad("phonecsp: a phone as smart card"),
+        libraryVersion: CK_VERSION { major: 0, minor: 1 },
+    }));
+
+    /// # Safety
+    /// `pSlotList` NULL or valid for `*pulCount` IDs; `pulCount` NULL or valid.
+    unsafe fn C_GetSlotList(
+        tokenPresent: CK_BBOOL,
+        pSlotList: *mut CK_SLOT_ID,
+        pulCount: *mut CK_ULONG,
+    ) |m| {
         if pulCount.is_null() {
             return fail(CKR_ARGUMENTS_BAD);
         }
         // The list is read afresh on the length query, so that the second
         // call fills in what the first counted.
         let list = m.slot_list(tokenPresent != CK_FALSE, pSlotList.is_null());
-        // SAFETY: the caller's contract.
-        unsafe { write_list(pSlotList, pulCount, &list) }
-    })
-}
+        write_list(pSlotList, pulCount, &list)
+    };
 
-/// # Safety
-/// `pInfo` NULL or valid for writing.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetSlotInfo(slotID: CK_SLOT_ID, pInfo: *mut CK_SLOT_INFO) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let p = unsafe { out(pInfo) }?;
-        *p = m.slot_info(slotID)?;
-        Ok(())
-    })
-}
+    /// # Safety
+    /// `pInfo` NULL or valid for writing.
+    unsafe fn C_GetSlotInfo(slotID: CK_SLOT_ID, pInfo: *mut CK_SLOT_INFO) |m|
+        put(pInfo, || m.slot_info(slotID));
 
-/// # Safety
-/// `pInfo` NULL or valid for writing.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetTokenInfo(slotID: CK_SLOT_ID, pInfo: *mut CK_TOKEN_INFO) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let p = unsafe { out(pInfo) }?;
-        *p = m.token_info(slotID)?;
-        Ok(())
-    })
-}
+    /// # Safety
+    /// `pInfo` NULL or valid for writing.
+    unsafe fn C_GetTokenInfo(slotID: CK_SLOT_ID, pInfo: *mut CK_TOKEN_INFO) |m|
+        put(pInfo, || m.token_info(slotID));
 
-/// # Safety
-/// `pSlot` NULL or valid for writing.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_WaitForSlotEvent(
-    flags: CK_FLAGS,
-    pSlot: *mut CK_SLOT_ID,
-    _pReserved: *mut c_void,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let p = unsafe { out(pSlot) }?;
-        *p = m.wait_for_slot_event(flags)?;
-        Ok(())
-    })
-}
+    /// # Safety
+    /// `pSlot` NULL or valid for writing.
+    unsafe fn C_WaitForSlotEvent(
+        flags: CK_FLAGS,
+        pSlot: *mut CK_SLOT_ID,
+        _pReserved: *mut c_void,
+    ) |m|
+        put(pSlot, || m.wait_for_slot_event(flags));
 
-/// # Safety
-/// `pMechanismList` NULL or valid for `*pulCount`; `pulCount` NULL or valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetMechanismList(
-    slotID: CK_SLOT_ID,
-    pMechanismList: *mut CK_MECHANISM_TYPE,
-    pulCount: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        let list = m.mechanism_list(slotID)?;
-        // SAFETY: the caller's contract.
-        unsafe { write_list(pMechanismList, pulCount, &list) }
-    })
-}
+    /// # Safety
+    /// `pMechanismList` NULL or valid for `*pulCount`; `pulCount` NULL or valid.
+    unsafe fn C_GetMechanismList(
+        slotID: CK_SLOT_ID,
+        pMechanismList: *mut CK_MECHANISM_TYPE,
+        pulCount: *mut CK_ULONG,
+    ) |m| write_list(pMechanismList, pulCount, &m.mechanism_list(slotID)?);
 
-/// # Safety
-/// `pInfo` NULL or valid for writing.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetMechanismInfo(
-    slotID: CK_SLOT_ID,
-    type_: CK_MECHANISM_TYPE,
-    pInfo: *mut CK_MECHANISM_INFO,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let p = unsafe { out(pInfo) }?;
-        *p = m.mechanism_info(slotID, type_)?;
-        Ok(())
-    })
-}
+    /// # Safety
+    /// `pInfo` NULL or valid for writing.
+    unsafe fn C_GetMechanismInfo(
+        slotID: CK_SLOT_ID,
+        type_: CK_MECHANISM_TYPE,
+        pInfo: *mut CK_MECHANISM_INFO,
+    ) |m| put(pInfo, || m.mechanism_info(slotID, type_));
 
-/// # Safety
-/// `pOldPin`/`pNewPin` valid for their lengths.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_SetPIN(
-    hSession: CK_SESSION_HANDLE,
-    pOldPin: *mut CK_UTF8CHAR,
-    ulOldLen: CK_ULONG,
-    pNewPin: *mut CK_UTF8CHAR,
-    ulNewLen: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let old = Zeroizing::new(unsafe { bytes(pOldPin, ulOldLen) }?.to_vec());
-        // SAFETY: the caller's contract.
-        let new = Zeroizing::new(unsafe { bytes(pNewPin, ulNewLen) }?.to_vec());
-        m.set_pin(hSession, &old, &new)
-    })
-}
+    /// # Safety
+    /// `pOldPin`/`pNewPin` valid for their lengths.
+    unsafe fn C_SetPIN(
+        hSession: CK_SESSION_HANDLE,
+        pOldPin: *mut CK_UTF8CHAR,
+        ulOldLen: CK_ULONG,
+        pNewPin: *mut CK_UTF8CHAR,
+        ulNewLen: CK_ULONG,
+    ) |m| m.set_pin(hSession, &secret(pOldPin, ulOldLen)?, &secret(pNewPin, ulNewLen)?);
 
-// ---- sessions ----------------------------------------------------------------
+    // ---- sessions ---------------------------------------------------------
 
-/// # Safety
-/// `phSession` NULL or valid for writing.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_OpenSession(
-    slotID: CK_SLOT_ID,
-    flags: CK_FLAGS,
-    _pApplication: *mut c_void,
-    _Notify: CK_NOTIFY,
-    phSession: *mut CK_SESSION_HANDLE,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let p = unsafe { out(phSession) }?;
-        *p = m.open_session(slotID, flags)?;
-        Ok(())
-    })
-}
+    /// # Safety
+    /// `phSession` NULL or valid for writing.
+    unsafe fn C_OpenSession(
+        slotID: CK_SLOT_ID,
+        flags: CK_FLAGS,
+        _pApplication: *mut c_void,
+        _Notify: CK_NOTIFY,
+        phSession: *mut CK_SESSION_HANDLE,
+    ) |m| put(phSession, || m.open_session(slotID, flags));
 
-#[unsafe(no_mangle)]
-pub extern "C" fn C_CloseSession(hSession: CK_SESSION_HANDLE) -> CK_RV {
-    entry(|| module::module()?.close_session(hSession))
-}
+    fn C_CloseSession(hSession: CK_SESSION_HANDLE) |m| m.close_session(hSession);
 
-#[unsafe(no_mangle)]
-pub extern "C" fn C_CloseAllSessions(slotID: CK_SLOT_ID) -> CK_RV {
-    entry(|| module::module()?.close_all_sessions(slotID))
-}
+    fn C_CloseAllSessions(slotID: CK_SLOT_ID) |m| m.close_all_sessions(slotID);
 
-/// # Safety
-/// `pInfo` NULL or valid for writing.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetSessionInfo(
-    hSession: CK_SESSION_HANDLE,
-    pInfo: *mut CK_SESSION_INFO,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let p = unsafe { out(pInfo) }?;
-        *p = m.session_info(hSession)?;
-        Ok(())
-    })
-}
+    /// # Safety
+    /// `pInfo` NULL or valid for writing.
+    unsafe fn C_GetSessionInfo(hSession: CK_SESSION_HANDLE, pInfo: *mut CK_SESSION_INFO) |m|
+        put(pInfo, || m.session_info(hSession));
 
-/// # Safety
-/// `pPin` NULL (with length 0) or valid for `ulPinLen` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_Login(
-    hSession: CK_SESSION_HANDLE,
-    userType: CK_USER_TYPE,
-    pPin: *mut CK_UTF8CHAR,
-    ulPinLen: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
+    /// # Safety
+    /// `pPin` NULL (with length 0) or valid for `ulPinLen` bytes.
+    unsafe fn C_Login(
+        hSession: CK_SESSION_HANDLE,
+        userType: CK_USER_TYPE,
+        pPin: *mut CK_UTF8CHAR,
+        ulPinLen: CK_ULONG,
+    ) |m| {
+        // No PIN at all: the protected authentication path.
         let pin = if pPin.is_null() && ulPinLen == 0 {
             None
         } else {
-            // SAFETY: the caller's contract.
-            Some(Zeroizing::new(unsafe { bytes(pPin, ulPinLen) }?.to_vec()))
+            Some(secret(pPin, ulPinLen)?)
         };
         m.login(hSession, userType, pin)
-    })
-}
+    };
 
-#[unsafe(no_mangle)]
-pub extern "C" fn C_Logout(hSession: CK_SESSION_HANDLE) -> CK_RV {
-    entry(|| module::module()?.logout(hSession))
-}
+    fn C_Logout(hSession: CK_SESSION_HANDLE) |m| m.logout(hSession);
 
-// ---- objects ---------------------------------------------------------------------
+    fn C_SessionCancel(hSession: CK_SESSION_HANDLE, flags: CK_FLAGS) |m| m.cancel(hSession, flags);
 
-/// # Safety
-/// `pTemplate` valid for `ulCount` attributes; `phObject` NULL or valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_CreateObject(
-    hSession: CK_SESSION_HANDLE,
-    pTemplate: *mut CK_ATTRIBUTE,
-    ulCount: CK_ULONG,
-    phObject: *mut CK_OBJECT_HANDLE,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let t = unsafe { template(pTemplate, ulCount) }?;
-        // SAFETY: the caller's contract.
-        let p = unsafe { out(phObject) }?;
-        *p = m.create_object(hSession, t)?;
-        Ok(())
-    })
-}
+    // ---- objects ----------------------------------------------------------
 
-#[unsafe(no_mangle)]
-pub extern "C" fn C_DestroyObject(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE) -> CK_RV {
-    entry(|| module::module()?.destroy_object(hSession, hObject))
-}
+    /// # Safety
+    /// `pTemplate` valid for `ulCount` attributes; `phObject` NULL or valid.
+    unsafe fn C_CreateObject(
+        hSession: CK_SESSION_HANDLE,
+        pTemplate: *mut CK_ATTRIBUTE,
+        ulCount: CK_ULONG,
+        phObject: *mut CK_OBJECT_HANDLE,
+    ) |m| {
+        let t = template(pTemplate, ulCount)?;
+        put(phObject, || m.create_object(hSession, t))
+    };
 
-/// # Safety
-/// `pulSize` NULL or valid for writing.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetObjectSize(
-    hSession: CK_SESSION_HANDLE,
-    hObject: CK_OBJECT_HANDLE,
-    pulSize: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let p = unsafe { out(pulSize) }?;
-        *p = m.object_size(hSession, hObject)?;
-        Ok(())
-    })
-}
+    fn C_DestroyObject(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE) |m|
+        m.destroy_object(hSession, hObject);
 
-/// # Safety
-/// `pTemplate` NULL or valid for `ulCount` attributes, each value buffer
-/// NULL or valid for its length.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GetAttributeValue(
-    hSession: CK_SESSION_HANDLE,
-    hObject: CK_OBJECT_HANDLE,
-    pTemplate: *mut CK_ATTRIBUTE,
-    ulCount: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let tmpl = unsafe { slice_mut(pTemplate, ulCount) }?;
+    /// # Safety
+    /// `pulSize` NULL or valid for writing.
+    unsafe fn C_GetObjectSize(
+        hSession: CK_SESSION_HANDLE,
+        hObject: CK_OBJECT_HANDLE,
+        pulSize: *mut CK_ULONG,
+    ) |m| put(pulSize, || m.object_size(hSession, hObject));
+
+    /// # Safety
+    /// `pTemplate` NULL or valid for `ulCount` attributes, each value buffer
+    /// NULL or valid for its length.
+    unsafe fn C_GetAttributeValue(
+        hSession: CK_SESSION_HANDLE,
+        hObject: CK_OBJECT_HANDLE,
+        pTemplate: *mut CK_ATTRIBUTE,
+        ulCount: CK_ULONG,
+    ) |m| {
+        let tmpl = slice_mut(pTemplate, ulCount)?;
         let attrs = m.get_attributes(hSession, hObject)?;
-        // Every attribute is answered; the first failure other than a short
-        // buffer wins, as the standard lets any of them be returned.
-        let mut result: Result<()> = Ok(());
-        let mut short = false;
-        for a in tmpl.iter_mut() {
-            match attrs.get(&a.type_) {
-                None => {
-                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                    if result.is_ok() {
-                        result = fail(CKR_ATTRIBUTE_TYPE_INVALID);
-                    }
-                }
-                Some(Value::Sensitive) => {
-                    a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                    if result.is_ok() {
-                        result = fail(CKR_ATTRIBUTE_SENSITIVE);
-                    }
-                }
-                Some(Value::Bytes(v)) => {
-                    if a.pValue.is_null() {
-                        a.ulValueLen = v.len() as CK_ULONG;
-                    } else if (a.ulValueLen as usize) < v.len() {
-                        a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                        short = true;
-                    } else {
-                        // SAFETY: non-NULL and valid for ulValueLen >= v.len()
-                        // bytes by the caller's contract.
-                        let dst = unsafe { slice_mut(a.pValue as *mut u8, v.len() as CK_ULONG) }?;
-                        dst.copy_from_slice(v);
-                        a.ulValueLen = v.len() as CK_ULONG;
-                    }
-                }
-            }
-        }
-        if short && result.is_ok() {
-            return fail(CKR_BUFFER_TOO_SMALL);
-        }
-        result
-    })
-}
+        fill_template(tmpl, &attrs)
+    };
 
-#[unsafe(no_mangle)]
-pub extern "C" fn C_SetAttributeValue(
-    hSession: CK_SESSION_HANDLE,
-    hObject: CK_OBJECT_HANDLE,
-    _pTemplate: *mut CK_ATTRIBUTE,
-    _ulCount: CK_ULONG,
-) -> CK_RV {
-    entry(|| module::module()?.set_attributes(hSession, hObject))
-}
+    fn C_SetAttributeValue(
+        hSession: CK_SESSION_HANDLE,
+        hObject: CK_OBJECT_HANDLE,
+        _pTemplate: *mut CK_ATTRIBUTE,
+        _ulCount: CK_ULONG,
+    ) |m| m.set_attributes(hSession, hObject);
 
-/// # Safety
-/// `pTemplate` NULL (with count 0) or valid for `ulCount` attributes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_FindObjectsInit(
-    hSession: CK_SESSION_HANDLE,
-    pTemplate: *mut CK_ATTRIBUTE,
-    ulCount: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let t = unsafe { template(pTemplate, ulCount) }?;
-        m.find_init(hSession, t)
-    })
-}
+    /// # Safety
+    /// `pTemplate` NULL (with count 0) or valid for `ulCount` attributes.
+    unsafe fn C_FindObjectsInit(
+        hSession: CK_SESSION_HANDLE,
+        pTemplate: *mut CK_ATTRIBUTE,
+        ulCount: CK_ULONG,
+    ) |m| m.find_init(hSession, template(pTemplate, ulCount)?);
 
-/// # Safety
-/// `phObject` valid for `ulMaxObjectCount` handles; `pulObjectCount` valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_FindObjects(
-    hSession: CK_SESSION_HANDLE,
-    phObject: *mut CK_OBJECT_HANDLE,
-    ulMaxObjectCount: CK_ULONG,
-    pulObjectCount: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let count = unsafe { out(pulObjectCount) }?;
+    /// # Safety
+    /// `phObject` valid for `ulMaxObjectCount` handles; `pulObjectCount` valid.
+    unsafe fn C_FindObjects(
+        hSession: CK_SESSION_HANDLE,
+        phObject: *mut CK_OBJECT_HANDLE,
+        ulMaxObjectCount: CK_ULONG,
+        pulObjectCount: *mut CK_ULONG,
+    ) |m| {
+        let count = out(pulObjectCount)?;
         if phObject.is_null() {
             return fail(CKR_ARGUMENTS_BAD);
         }
-        // SAFETY: the caller's contract.
-        let dst = unsafe { slice_mut(phObject, ulMaxObjectCount) }?;
+        let dst = slice_mut(phObject, ulMaxObjectCount)?;
         let found = m.find(hSession, dst.len())?;
         dst[..found.len()].copy_from_slice(&found);
         *count = found.len() as CK_ULONG;
         Ok(())
-    })
-}
+    };
 
-#[unsafe(no_mangle)]
-pub extern "C" fn C_FindObjectsFinal(hSession: CK_SESSION_HANDLE) -> CK_RV {
-    entry(|| module::module()?.find_final(hSession))
-}
+    fn C_FindObjectsFinal(hSession: CK_SESSION_HANDLE) |m| m.find_final(hSession);
 
-// ---- encryption and decryption ---------------------------------------------------------
+    // ---- digests, signing and verifying (the rest is below, by kind) --------
 
-/// # Safety
-/// `pMechanism` NULL or a valid mechanism.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_EncryptInit(
-    hSession: CK_SESSION_HANDLE,
-    pMechanism: *mut CK_MECHANISM,
-    hKey: CK_OBJECT_HANDLE,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let mech = unsafe { mechanism(pMechanism) }?;
-        m.encrypt_init(hSession, mech.as_ref(), hKey)
-    })
-}
+    /// # Safety
+    /// `pMechanism` NULL or a valid mechanism.
+    unsafe fn C_DigestInit(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM) |m|
+        m.digest_init(hSession, mechanism(pMechanism)?.as_ref());
 
-/// # Safety
-/// Buffers valid for their lengths; `pulEncryptedDataLen` valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_Encrypt(
-    hSession: CK_SESSION_HANDLE,
-    pData: *mut CK_BYTE,
-    ulDataLen: CK_ULONG,
-    pEncryptedData: *mut CK_BYTE,
-    pulEncryptedDataLen: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let data = unsafe { bytes(pData, ulDataLen) }?;
-        // SAFETY: the caller's contract.
-        unsafe {
-            write_out(pEncryptedData, pulEncryptedDataLen, |cap| {
-                m.encrypt(hSession, data, cap)
-            })
-        }
-    })
-}
+    fn C_DigestKey(hSession: CK_SESSION_HANDLE, _hKey: CK_OBJECT_HANDLE) |m| m.digest_key(hSession);
 
-#[unsafe(no_mangle)]
-pub extern "C" fn C_EncryptUpdate(
-    hSession: CK_SESSION_HANDLE,
-    _pPart: *mut CK_BYTE,
-    _ulPartLen: CK_ULONG,
-    _pEncryptedPart: *mut CK_BYTE,
-    _pulEncryptedPartLen: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| module::module()?.no_multipart_crypt(hSession, true))
-}
+    /// # Safety
+    /// Buffers valid for their lengths.
+    unsafe fn C_Verify(
+        hSession: CK_SESSION_HANDLE,
+        pData: *mut CK_BYTE,
+        ulDataLen: CK_ULONG,
+        pSignature: *mut CK_BYTE,
+        ulSignatureLen: CK_ULONG,
+    ) |m| m.verify(hSession, Some(bytes(pData, ulDataLen)?), bytes(pSignature, ulSignatureLen)?);
 
-#[unsafe(no_mangle)]
-pub extern "C" fn C_EncryptFinal(
-    hSession: CK_SESSION_HANDLE,
-    _pLastEncryptedPart: *mut CK_BYTE,
-    _pulLastEncryptedPartLen: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| module::module()?.no_multipart_crypt(hSession, true))
-}
+    // ---- key management and random numbers --------------------------------------
 
-/// # Safety
-/// `pMechanism` NULL or a valid mechanism.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_DecryptInit(
-    hSession: CK_SESSION_HANDLE,
-    pMechanism: *mut CK_MECHANISM,
-    hKey: CK_OBJECT_HANDLE,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let mech = unsafe { mechanism(pMechanism) }?;
-        m.decrypt_init(hSession, mech.as_ref(), hKey)
-    })
-}
-
-/// # Safety
-/// Buffers valid for their lengths; `pulDataLen` valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_Decrypt(
-    hSession: CK_SESSION_HANDLE,
-    pEncryptedData: *mut CK_BYTE,
-    ulEncryptedDataLen: CK_ULONG,
-    pData: *mut CK_BYTE,
-    pulDataLen: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let data = unsafe { bytes(pEncryptedData, ulEncryptedDataLen) }?;
-        // SAFETY: the caller's contract.
-        unsafe { write_out(pData, pulDataLen, |cap| m.decrypt(hSession, data, cap)) }
-    })
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn C_DecryptUpdate(
-    hSession: CK_SESSION_HANDLE,
-    _pEncryptedPart: *mut CK_BYTE,
-    _ulEncryptedPartLen: CK_ULONG,
-    _pPart: *mut CK_BYTE,
-    _pulPartLen: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| module::module()?.no_multipart_crypt(hSession, false))
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn C_DecryptFinal(
-    hSession: CK_SESSION_HANDLE,
-    _pLastPart: *mut CK_BYTE,
-    _pulLastPartLen: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| module::module()?.no_multipart_crypt(hSession, false))
-}
-
-// ---- message digesting ---------------------------------------------------------------
-
-/// # Safety
-/// `pMechanism` NULL or a valid mechanism.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_DigestInit(
-    hSession: CK_SESSION_HANDLE,
-    pMechanism: *mut CK_MECHANISM,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let mech = unsafe { mechanism(pMechanism) }?;
-        m.digest_init(hSession, mech.as_ref())
-    })
-}
-
-/// # Safety
-/// Buffers valid for their lengths; `pulDigestLen` valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_Digest(
-    hSession: CK_SESSION_HANDLE,
-    pData: *mut CK_BYTE,
-    ulDataLen: CK_ULONG,
-    pDigest: *mut CK_BYTE,
-    pulDigestLen: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let data = unsafe { bytes(pData, ulDataLen) }?;
-        // SAFETY: the caller's contract.
-        unsafe {
-            write_out(pDigest, pulDigestLen, |cap| {
-                m.digest(hSession, Some(data), cap)
-            })
-        }
-    })
-}
-
-/// # Safety
-/// `pPart` valid for `ulPartLen` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_DigestUpdate(
-    hSession: CK_SESSION_HANDLE,
-    pPart: *mut CK_BYTE,
-    ulPartLen: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let data = unsafe { bytes(pPart, ulPartLen) }?;
-        m.digest_update(hSession, data)
-    })
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn C_DigestKey(hSession: CK_SESSION_HANDLE, _hKey: CK_OBJECT_HANDLE) -> CK_RV {
-    entry(|| module::module()?.digest_key(hSession))
-}
-
-/// # Safety
-/// `pDigest` NULL or valid for `*pulDigestLen`; `pulDigestLen` valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_DigestFinal(
-    hSession: CK_SESSION_HANDLE,
-    pDigest: *mut CK_BYTE,
-    pulDigestLen: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        unsafe { write_out(pDigest, pulDigestLen, |cap| m.digest(hSession, None, cap)) }
-    })
-}
-
-// ---- signing and verifying ----------------------------------------------------------------
-
-/// # Safety
-/// `pMechanism` NULL or a valid mechanism.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_SignInit(
-    hSession: CK_SESSION_HANDLE,
-    pMechanism: *mut CK_MECHANISM,
-    hKey: CK_OBJECT_HANDLE,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let mech = unsafe { mechanism(pMechanism) }?;
-        m.sign_init(hSession, mech.as_ref(), hKey)
-    })
-}
-
-/// # Safety
-/// Buffers valid for their lengths; `pulSignatureLen` valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_Sign(
-    hSession: CK_SESSION_HANDLE,
-    pData: *mut CK_BYTE,
-    ulDataLen: CK_ULONG,
-    pSignature: *mut CK_BYTE,
-    pulSignatureLen: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let data = unsafe { bytes(pData, ulDataLen) }?;
-        // SAFETY: the caller's contract.
-        unsafe {
-            write_out(pSignature, pulSignatureLen, |cap| {
-                m.sign(hSession, Some(data), cap)
-            })
-        }
-    })
-}
-
-/// # Safety
-/// `pPart` valid for `ulPartLen` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_SignUpdate(
-    hSession: CK_SESSION_HANDLE,
-    pPart: *mut CK_BYTE,
-    ulPartLen: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let data = unsafe { bytes(pPart, ulPartLen) }?;
-        m.sign_update(hSession, data)
-    })
-}
-
-/// # Safety
-/// `pSignature` NULL or valid for `*pulSignatureLen`; `pulSignatureLen` valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_SignFinal(
-    hSession: CK_SESSION_HANDLE,
-    pSignature: *mut CK_BYTE,
-    pulSignatureLen: *mut CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        unsafe {
-            write_out(pSignature, pulSignatureLen, |cap| {
-                m.sign(hSession, None, cap)
-            })
-        }
-    })
-}
-
-/// # Safety
-/// `pMechanism` NULL or a valid mechanism.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_VerifyInit(
-    hSession: CK_SESSION_HANDLE,
-    pMechanism: *mut CK_MECHANISM,
-    hKey: CK_OBJECT_HANDLE,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let mech = unsafe { mechanism(pMechanism) }?;
-        m.verify_init(hSession, mech.as_ref(), hKey)
-    })
-}
-
-/// # Safety
-/// Buffers valid for their lengths.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_Verify(
-    hSession: CK_SESSION_HANDLE,
-    pData: *mut CK_BYTE,
-    ulDataLen: CK_ULONG,
-    pSignature: *mut CK_BYTE,
-    ulSignatureLen: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let data = unsafe { bytes(pData, ulDataLen) }?;
-        // SAFETY: the caller's contract.
-        let sig = unsafe { bytes(pSignature, ulSignatureLen) }?;
-        m.verify(hSession, Some(data), sig)
-    })
-}
-
-/// # Safety
-/// `pPart` valid for `ulPartLen` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_VerifyUpdate(
-    hSession: CK_SESSION_HANDLE,
-    pPart: *mut CK_BYTE,
-    ulPartLen: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let data = unsafe { bytes(pPart, ulPartLen) }?;
-        m.verify_update(hSession, data)
-    })
-}
-
-/// # Safety
-/// `pSignature` valid for `ulSignatureLen` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_VerifyFinal(
-    hSession: CK_SESSION_HANDLE,
-    pSignature: *mut CK_BYTE,
-    ulSignatureLen: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let sig = unsafe { bytes(pSignature, ulSignatureLen) }?;
-        m.verify(hSession, None, sig)
-    })
-}
-
-// ---- key management and random numbers ---------------------------------------------------
-
-/// # Safety
-/// `pMechanism` a valid mechanism; templates valid for their counts;
-/// handle pointers NULL or valid.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GenerateKeyPair(
-    hSession: CK_SESSION_HANDLE,
-    pMechanism: *mut CK_MECHANISM,
-    pPublicKeyTemplate: *mut CK_ATTRIBUTE,
-    ulPublicKeyAttributeCount: CK_ULONG,
-    pPrivateKeyTemplate: *mut CK_ATTRIBUTE,
-    ulPrivateKeyAttributeCount: CK_ULONG,
-    phPublicKey: *mut CK_OBJECT_HANDLE,
-    phPrivateKey: *mut CK_OBJECT_HANDLE,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let mech = unsafe { required_mechanism(pMechanism) }?;
-        // SAFETY: the caller's contract.
-        let public = unsafe { template(pPublicKeyTemplate, ulPublicKeyAttributeCount) }?;
-        // SAFETY: the caller's contract.
-        let private = unsafe { template(pPrivateKeyTemplate, ulPrivateKeyAttributeCount) }?;
-        // SAFETY: the caller's contract.
-        let ph_public = unsafe { out(phPublicKey) }?;
-        // SAFETY: the caller's contract.
-        let ph_private = unsafe { out(phPrivateKey) }?;
-        let (pu, pr) = m.generate_key_pair(hSession, &mech, public, private)?;
-        *ph_public = pu;
-        *ph_private = pr;
+    /// # Safety
+    /// `pMechanism` a valid mechanism; templates valid for their counts;
+    /// handle pointers NULL or valid.
+    unsafe fn C_GenerateKeyPair(
+        hSession: CK_SESSION_HANDLE,
+        pMechanism: *mut CK_MECHANISM,
+        pPublicKeyTemplate: *mut CK_ATTRIBUTE,
+        ulPublicKeyAttributeCount: CK_ULONG,
+        pPrivateKeyTemplate: *mut CK_ATTRIBUTE,
+        ulPrivateKeyAttributeCount: CK_ULONG,
+        phPublicKey: *mut CK_OBJECT_HANDLE,
+        phPrivateKey: *mut CK_OBJECT_HANDLE,
+    ) |m| {
+        let mech = mechanism(pMechanism)?.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
+        let public = template(pPublicKeyTemplate, ulPublicKeyAttributeCount)?;
+        let private = template(pPrivateKeyTemplate, ulPrivateKeyAttributeCount)?;
+        let ph_public = out(phPublicKey)?;
+        let ph_private = out(phPrivateKey)?;
+        (*ph_public, *ph_private) = m.generate_key_pair(hSession, &mech, public, private)?;
         Ok(())
-    })
-}
+    };
 
-/// # Safety
-/// `RandomData` valid for `ulRandomLen` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn C_GenerateRandom(
-    hSession: CK_SESSION_HANDLE,
-    RandomData: *mut CK_BYTE,
-    ulRandomLen: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        let m = module::module()?;
-        // SAFETY: the caller's contract.
-        let dst = unsafe { slice_mut(RandomData, ulRandomLen) }?;
+    /// # Safety
+    /// `RandomData` valid for `ulRandomLen` bytes.
+    unsafe fn C_GenerateRandom(
+        hSession: CK_SESSION_HANDLE,
+        RandomData: *mut CK_BYTE,
+        ulRandomLen: CK_ULONG,
+    ) |m| {
+        let dst = slice_mut(RandomData, ulRandomLen)?;
         if dst.is_empty() {
             return m.check_session(hSession);
         }
-        let r = m.generate_random(hSession, dst.len())?;
-        dst.copy_from_slice(&r);
+        dst.copy_from_slice(&m.generate_random(hSession, dst.len())?);
         Ok(())
-    })
-}
+    };
 
-#[unsafe(no_mangle)]
-pub extern "C" fn C_SeedRandom(
-    hSession: CK_SESSION_HANDLE,
-    _pSeed: *mut CK_BYTE,
-    _ulSeedLen: CK_ULONG,
-) -> CK_RV {
-    entry(|| {
-        module::module()?.check_session(hSession)?;
+    fn C_SeedRandom(hSession: CK_SESSION_HANDLE, _pSeed: *mut CK_BYTE, _ulSeedLen: CK_ULONG) |m| {
+        m.check_session(hSession)?;
         fail(CKR_RANDOM_SEED_NOT_SUPPORTED)
-    })
+    };
 }
 
+// ---- the operations' entries, by kind ----------------------------------------
+// Several operations share one C signature per step (init with a key, one
+// single-part call, update, final); each such signature is written once.
+
+/// `C_*Init` of an operation on a key.
+macro_rules! key_inits {
+    ($($name:ident => $use:expr;)*) => {
+        entries! {$(
+            /// # Safety
+            /// `pMechanism` NULL or a valid mechanism.
+            unsafe fn $name(
+                hSession: CK_SESSION_HANDLE,
+                pMechanism: *mut CK_MECHANISM,
+                hKey: CK_OBJECT_HANDLE,
+            ) |m| m.key_init(hSession, $use, mechanism(pMechanism)?.as_ref(), hKey);
+        )*}
+    };
+}
+
+/// A single-part call: bytes in, bytes out the standard's way
+/// ([`write_out`]).
+macro_rules! single_parts {
+    ($($name:ident => |$m:ident, $h:ident, $data:ident, $cap:ident| $call:expr;)*) => {
+        entries! {$(
+            /// # Safety
+            /// `pData` valid for `ulDataLen` bytes; `pOut` NULL or valid for
+            /// `*pulOutLen` bytes; `pulOutLen` valid.
+            unsafe fn $name(
+                hSession: CK_SESSION_HANDLE,
+                pData: *mut CK_BYTE,
+                ulDataLen: CK_ULONG,
+                pOut: *mut CK_BYTE,
+                pulOutLen: *mut CK_ULONG,
+            ) |$m| {
+                let $h = hSession;
+                let $data = bytes(pData, ulDataLen)?;
+                write_out(pOut, pulOutLen, |$cap| $call)
+            };
+        )*}
+    };
+}
+
+/// A step with one buffer of the caller's: an update's input, or a final
+/// call's input or output.
+macro_rules! steps {
+    ($($name:ident($buf:ident: $bt:ty, $len:ident: $lt:ty) |$m:ident, $h:ident| $call:expr;)*) => {
+        entries! {$(
+            /// # Safety
+            /// An input buffer valid for its length; an output buffer NULL
+            /// or valid for `*pulOutLen` bytes, and `pulOutLen` valid.
+            unsafe fn $name(hSession: CK_SESSION_HANDLE, $buf: $bt, $len: $lt) |$m| {
+                let $h = hSession;
+                $call
+            };
+        )*}
+    };
+}
+
+/// RSA encryption and decryption are single-part: their update and final
+/// calls end the operation (see `Module::no_multipart_crypt`).
+macro_rules! single_part_only {
+    ($($name:ident($($arg:ty),*) => $encrypt:expr;)*) => {$(
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name(hSession: CK_SESSION_HANDLE, $(_: $arg),*) -> CK_RV {
+            entry(|| module::module()?.no_multipart_crypt(hSession, $encrypt))
+        }
+    )*};
+}
+
+key_inits! {
+    C_EncryptInit => KeyUse::Encrypt;
+    C_DecryptInit => KeyUse::Decrypt;
+    C_SignInit => KeyUse::Sign;
+    C_VerifyInit => KeyUse::Verify;
+}
+
+single_parts! {
+    C_Encrypt => |m, h, data, cap| m.encrypt(h, data, cap);
+    C_Decrypt => |m, h, data, cap| m.decrypt(h, data, cap);
+    C_Digest => |m, h, data, cap| m.digest(h, Some(data), cap);
+    C_Sign => |m, h, data, cap| m.sign(h, Some(data), cap);
+}
+
+steps! {
+    C_DigestUpdate(pPart: B, ulPartLen: L) |m, h| m.digest_update(h, bytes(pPart, ulPartLen)?);
+    C_SignUpdate(pPart: B, ulPartLen: L) |m, h| m.sign_update(h, bytes(pPart, ulPartLen)?);
+    C_VerifyUpdate(pPart: B, ulPartLen: L) |m, h| m.verify_update(h, bytes(pPart, ulPartLen)?);
+    C_DigestFinal(pOut: B, pulOutLen: LP) |m, h|
+        write_out(pOut, pulOutLen, |c| m.digest(h, None, c));
+    C_SignFinal(pOut: B, pulOutLen: LP) |m, h| write_out(pOut, pulOutLen, |c| m.sign(h, None, c));
+    C_VerifyFinal(pSig: B, ulSigLen: L) |m, h| m.verify(h, None, bytes(pSig, ulSigLen)?);
+}
+
+single_part_only! {
+    C_EncryptUpdate(B, L, B, LP) => true;
+    C_EncryptFinal(B, LP) => true;
+    C_DecryptUpdate(B, L, B, LP) => false;
+    C_DecryptFinal(B, LP) => false;
+}
+
+/// Functions run one at a time per session: there is nothing to ask about
+/// or cancel in parallel.
 #[unsafe(no_mangle)]
 pub extern "C" fn C_GetFunctionStatus(_hSession: CK_SESSION_HANDLE) -> CK_RV {
     CKR_FUNCTION_NOT_PARALLEL
@@ -1117,11 +806,6 @@ pub extern "C" fn C_GetFunctionStatus(_hSession: CK_SESSION_HANDLE) -> CK_RV {
 #[unsafe(no_mangle)]
 pub extern "C" fn C_CancelFunction(_hSession: CK_SESSION_HANDLE) -> CK_RV {
     CKR_FUNCTION_NOT_PARALLEL
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn C_SessionCancel(hSession: CK_SESSION_HANDLE, flags: CK_FLAGS) -> CK_RV {
-    entry(|| module::module()?.cancel(hSession, flags))
 }
 
 // ---- what the handset does not do ------------------------------------------------------------

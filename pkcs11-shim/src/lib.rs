@@ -4,14 +4,20 @@
 //! through the blocking client, hashes, verifies and encrypts in the calling
 //! process, and sends the handset only digests and ciphertexts.
 //!
-//! Layout: [`ffi`] is the C boundary (all `unsafe` code), `module` the
-//! state and operations, `objects` the attributes, `mechanisms` the
-//! mechanism table, `error` the one error type and its `CK_RV` mapping.
+//! Layout: [`ffi`] is the C boundary (all `unsafe` code); `module` the
+//! slots, sessions, logins and operations, run against a `backend` (the
+//! daemon over D-Bus, or a fake in the unit tests); `operations` one
+//! session's operation state; `registry` the object handles; `objects` the
+//! attributes; `mechanisms` the mechanism table; `error` the module's own
+//! failures, whose `CK_RV` mapping defers to the client library's.
 
+mod backend;
 mod error;
 pub mod ffi;
 mod mechanisms;
 mod module;
 mod objects;
+mod operations;
+mod registry;
 
 pub use error::Error;

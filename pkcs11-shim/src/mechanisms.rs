@@ -7,12 +7,13 @@
 use cryptoki_sys::*;
 use phonecsp::MechanismParams;
 use phonecsp::mechanism::{Encryption, Signing};
+use phonecsp_protocol::limits::{MAX_RSA_BITS, MIN_RSA_BITS};
 
 use crate::error::{Result, fail};
 
 /// RSA modulus sizes in bits the handset generates and uses.
-pub const MIN_BITS: CK_ULONG = 2048;
-pub const MAX_BITS: CK_ULONG = 4096;
+pub const MIN_BITS: CK_ULONG = MIN_RSA_BITS as CK_ULONG;
+pub const MAX_BITS: CK_ULONG = MAX_RSA_BITS as CK_ULONG;
 
 const SIGN: CK_FLAGS = CKF_HW | CKF_SIGN | CKF_VERIFY;
 

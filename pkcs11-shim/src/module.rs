@@ -2,7 +2,9 @@
 //! (one per (handset, token) the daemon lets this user see, append-only so
 //! slot IDs stay stable for the life of the process), sessions, object
 //! handles, login state and the sign/verify/encrypt/decrypt/digest
-//! operations. `ffi.rs` calls these and only converts pointers.
+//! operations. `ffi.rs` calls these and only converts pointers. Tokens,
+//! objects and private-key operations are asked of a [`Backend`]: the
+//! daemon in the shipped module, an in-memory fake in the unit tests.
 //!
 //! Locking: the global state is an `RwLock<Option<Arc<Module>>>` held only
 //! to clone the `Arc`; inside, each map has its own short-held `Mutex`, and a
@@ -21,21 +23,25 @@ use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use cryptoki_sys::*;
-use phonecsp::blocking::Client;
 use phonecsp::hash::Hasher;
-use phonecsp::input::SignInput;
 use phonecsp::local;
-use phonecsp::mechanism::Encryption;
-use phonecsp::{Bus, ClientOptions};
-use phonecsp_protocol::HashAlg;
+use phonecsp_protocol::ck::cko;
+use phonecsp_protocol::limits::RSA_KEY_BITS;
 use phonecsp_protocol::message::token_flags;
 use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use zeroize::Zeroizing;
 
+use crate::backend::{Backend, Dbus, TokenName};
 use crate::error::{Error, Result, fail};
 use crate::mechanisms::{self, Mechanism};
 use crate::objects::{self, AttrMap, Template, Value};
+pub use crate::operations::KeyUse;
+pub use crate::operations::{Cap, Out};
+use crate::operations::{
+    DecryptOp, DigestOp, EncryptOp, FindOp, Kind, Operations, SignOp, VerifyOp, take_input,
+};
+use crate::registry::{ObjKey, Registry};
 
 /// How often a blocking `C_WaitForSlotEvent` asks the daemon.
 const POLL: Duration = Duration::from_millis(500);
@@ -94,7 +100,7 @@ pub fn initialize(args: InitArgs, register_atfork: impl FnOnce()) -> Result<()> 
             std::mem::forget(old);
         }
     }
-    *g = Some(Arc::new(Module::new()));
+    *g = Some(Arc::new(Module::new(Box::new(Dbus::default()))));
     Ok(())
 }
 
@@ -124,46 +130,6 @@ pub fn module() -> Result<Arc<Module>> {
     }
 }
 
-/// What a function that produces bytes gives back.
-pub enum Out {
-    /// A length query (NULL output buffer): this many bytes suffice.
-    Len(usize),
-    Data(Zeroizing<Vec<u8>>),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ObjKey {
-    slot: usize,
-    class: CK_OBJECT_CLASS,
-    id: Vec<u8>,
-}
-
-#[derive(Default)]
-struct Registry {
-    next: CK_OBJECT_HANDLE,
-    by_key: HashMap<ObjKey, CK_OBJECT_HANDLE>,
-    by_handle: HashMap<CK_OBJECT_HANDLE, ObjKey>,
-}
-
-impl Registry {
-    fn handle(&mut self, key: ObjKey) -> CK_OBJECT_HANDLE {
-        if let Some(h) = self.by_key.get(&key) {
-            return *h;
-        }
-        self.next += 1;
-        let h = self.next;
-        self.by_key.insert(key.clone(), h);
-        self.by_handle.insert(h, key);
-        h
-    }
-
-    fn remove(&mut self, key: &ObjKey) {
-        if let Some(h) = self.by_key.remove(key) {
-            self.by_handle.remove(&h);
-        }
-    }
-}
-
 struct SlotState {
     handset: String,
     token: String,
@@ -179,46 +145,10 @@ struct Slots {
     listed_once: bool,
 }
 
-struct SignOp {
-    key: ObjKey,
-    input: SignInput,
-    multipart: bool,
-}
-
-struct VerifyOp {
-    key: RsaPublicKey,
-    input: SignInput,
-    multipart: bool,
-}
-
-struct EncryptOp {
-    key: RsaPublicKey,
-    enc: Encryption,
-}
-
-struct DecryptOp {
-    key: ObjKey,
-    enc: Encryption,
-    len: usize,
-    /// The plaintext, kept after a too-small buffer for the retry.
-    result: Option<Zeroizing<Vec<u8>>>,
-}
-
-struct DigestOp {
-    hasher: Hasher,
-    hash: HashAlg,
-    multipart: bool,
-}
-
 struct Session {
     slot: usize,
     rw: bool,
-    find: Option<VecDeque<CK_OBJECT_HANDLE>>,
-    sign: Option<SignOp>,
-    verify: Option<VerifyOp>,
-    encrypt: Option<EncryptOp>,
-    decrypt: Option<DecryptOp>,
-    digest: Option<DigestOp>,
+    ops: Operations,
 }
 
 type SessionRef = Arc<Mutex<Session>>;
@@ -234,7 +164,7 @@ struct SessionEntry {
 pub struct Module {
     pid: i32,
     finalized: AtomicBool,
-    client: Mutex<Option<Client>>,
+    backend: Box<dyn Backend>,
     slots: Mutex<Slots>,
     sessions: Mutex<HashMap<CK_SESSION_HANDLE, SessionEntry>>,
     next_session: AtomicU64,
@@ -260,11 +190,12 @@ pub fn pad<const N: usize>(s: &str) -> [u8; N] {
 const VERSION: CK_VERSION = CK_VERSION { major: 0, minor: 1 };
 
 impl Module {
-    fn new() -> Module {
+    /// A module whose tokens are `backend`'s.
+    pub fn new(backend: Box<dyn Backend>) -> Module {
         Module {
             pid: pid(),
             finalized: AtomicBool::new(false),
-            client: Mutex::new(None),
+            backend,
             slots: Mutex::new(Slots {
                 list: Vec::new(),
                 listed_once: false,
@@ -275,23 +206,13 @@ impl Module {
         }
     }
 
-    /// The daemon client, connected on first use: `PHONECSP_BUS` (default
-    /// the system bus) and the daemon user the client library expects.
-    fn client(&self) -> Result<Client> {
-        let mut g = lock(&self.client);
-        if let Some(c) = g.as_ref() {
-            return Ok(c.clone());
-        }
-        let bus = Bus::from_env().or_else(|_| fail(CKR_GENERAL_ERROR))?;
-        let c = Client::connect_with(&bus, ClientOptions::default())?;
-        *g = Some(c.clone());
-        Ok(c)
-    }
-
-    fn names(&self, slot: usize) -> Result<(String, String)> {
+    fn names(&self, slot: usize) -> Result<TokenName> {
         let s = lock(&self.slots);
         let st = s.list.get(slot).ok_or(Error::Rv(CKR_SLOT_ID_INVALID))?;
-        Ok((st.handset.clone(), st.token.clone()))
+        Ok(TokenName {
+            handset: st.handset.clone(),
+            token: st.token.clone(),
+        })
     }
 
     fn logged_in(&self, slot: usize) -> bool {
@@ -340,7 +261,7 @@ impl Module {
 
     /// Asks the daemon which tokens are there and updates the slots.
     fn refresh(&self) {
-        let listed = self.client().and_then(|c| Ok(c.list_tokens()?));
+        let listed = self.backend.list_tokens();
         let mut gone = Vec::new();
         {
             let mut s = lock(&self.slots);
@@ -430,17 +351,14 @@ impl Module {
     pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<CK_TOKEN_INFO> {
         let i = self.slot_index(slot)?;
         self.require_present(i)?;
-        let (handset, token) = self.names(i)?;
-        let client = self.client()?;
-        let d = self
-            .check(i, client.get_token_info(&handset, &token))
-            .map_err(|e| {
-                if e.rv() == CKR_DEVICE_REMOVED {
-                    Error::Rv(CKR_TOKEN_NOT_PRESENT)
-                } else {
-                    e
-                }
-            })?;
+        let name = self.names(i)?;
+        let d = self.check(i, self.backend.token_info(&name)).map_err(|e| {
+            if e.rv() == CKR_DEVICE_REMOVED {
+                Error::Rv(CKR_TOKEN_NOT_PRESENT)
+            } else {
+                e
+            }
+        })?;
         let mut flags = CKF_RNG | CKF_TOKEN_INITIALIZED | CKF_USER_PIN_INITIALIZED;
         for (bit, f) in [
             (token_flags::LOGIN_REQUIRED, CKF_LOGIN_REQUIRED),
@@ -467,7 +385,7 @@ impl Module {
             n
         };
         Ok(CK_TOKEN_INFO {
-            label: pad(&token),
+            label: pad(&name.token),
             manufacturerID: pad("phonecsp"),
             model: pad("phonecsp handset"),
             serialNumber: pad(&d.serial),
@@ -542,12 +460,7 @@ impl Module {
         let s = Session {
             slot: i,
             rw: flags & CKF_RW_SESSION != 0,
-            find: None,
-            sign: None,
-            verify: None,
-            encrypt: None,
-            decrypt: None,
-            digest: None,
+            ops: Operations::default(),
         };
         let entry = SessionEntry {
             slot: i,
@@ -571,8 +484,8 @@ impl Module {
         let used = lock(&self.sessions).values().any(|e| e.slot == slot);
         if !used && self.logged_in(slot) {
             self.set_logged_in(slot, false);
-            if let (Ok((h, t)), Ok(c)) = (self.names(slot), self.client()) {
-                let _ = c.logout(&h, &t);
+            if let Ok(t) = self.names(slot) {
+                let _ = self.backend.logout(&t);
             }
         }
     }
@@ -635,19 +548,18 @@ impl Module {
         if self.logged_in(slot) {
             return fail(CKR_USER_ALREADY_LOGGED_IN);
         }
-        let (handset, token) = self.names(slot)?;
-        let client = self.client()?;
+        let t = self.names(slot)?;
         let pin = match pin {
             Some(p) => p,
             None => {
-                let d = self.check(slot, client.get_token_info(&handset, &token))?;
+                let d = self.check(slot, self.backend.token_info(&t))?;
                 if d.flags & token_flags::PROTECTED_PATH == 0 {
                     return fail(CKR_ARGUMENTS_BAD);
                 }
                 Zeroizing::new(Vec::new())
             }
         };
-        self.check(slot, client.login(&handset, &token, &pin))?;
+        self.check(slot, self.backend.login(&t, &pin))?;
         self.set_logged_in(slot, true);
         self.forget_attrs(slot);
         Ok(())
@@ -660,9 +572,9 @@ impl Module {
             return fail(CKR_USER_NOT_LOGGED_IN);
         }
         self.set_logged_in(slot, false);
-        let (handset, token) = self.names(slot)?;
+        let t = self.names(slot)?;
         // The daemon may have dropped the login already (a reconnect).
-        match self.client()?.logout(&handset, &token) {
+        match self.backend.logout(&t) {
             Ok(()) => Ok(()),
             Err(e) if e.rv() == phonecsp_protocol::CkRv::USER_NOT_LOGGED_IN => Ok(()),
             Err(e) => self.check(slot, Err(e)),
@@ -678,11 +590,10 @@ impl Module {
         if !rw {
             return fail(CKR_SESSION_READ_ONLY);
         }
-        let (handset, token) = self.names(slot)?;
-        let client = self.client()?;
-        self.check(slot, client.change_pin(&handset, &token, old, new))?;
+        let t = self.names(slot)?;
+        self.check(slot, self.backend.change_pin(&t, old, new))?;
         // The handset ended every login to the token; resume ours.
-        if self.logged_in(slot) && client.login(&handset, &token, new).is_err() {
+        if self.logged_in(slot) && self.backend.login(&t, new).is_err() {
             self.set_logged_in(slot, false);
         }
         Ok(())
@@ -697,8 +608,7 @@ impl Module {
     /// The object behind a handle, if the session may see it.
     fn object(&self, slot: usize, h: CK_OBJECT_HANDLE) -> Result<ObjKey> {
         let key = lock(&self.objects)
-            .by_handle
-            .get(&h)
+            .get(h)
             .cloned()
             .ok_or(Error::Rv(CKR_OBJECT_HANDLE_INVALID))?;
         if key.slot != slot || !self.visible(slot, key.class) {
@@ -716,13 +626,9 @@ impl Module {
         {
             return Ok(Arc::clone(a));
         }
-        let (handset, token) = self.names(key.slot)?;
-        let client = self.client()?;
+        let t = self.names(key.slot)?;
         let class = u32::try_from(key.class).or_else(|_| fail(CKR_OBJECT_HANDLE_INVALID))?;
-        let daemon = self.check(
-            key.slot,
-            client.get_attributes(&handset, &token, class, &key.id),
-        )?;
+        let daemon = self.check(key.slot, self.backend.attributes(&t, class, &key.id))?;
         let a = Arc::new(objects::build(key.class, &daemon));
         if let Some(s) = lock(&self.slots).list.get_mut(key.slot) {
             s.attrs.insert(cache_key, Arc::clone(&a));
@@ -753,18 +659,20 @@ impl Module {
     }
 
     pub fn find_init(&self, h: CK_SESSION_HANDLE, template: Template) -> Result<()> {
-        let s = self.session(h)?;
-        let mut g = lock(&s);
-        if g.find.is_some() {
-            return fail(CKR_OPERATION_ACTIVE);
-        }
-        let slot = g.slot;
-        let (handset, token) = self.names(slot)?;
-        let client = self.client()?;
+        self.with_session(h, |s| {
+            let slot = s.slot;
+            s.ops.start(|| self.search(slot, &template).map(FindOp))
+        })
+    }
+
+    /// The handles of the objects in `slot` that match `template` and that
+    /// the session may see.
+    fn search(&self, slot: usize, template: &Template) -> Result<VecDeque<CK_OBJECT_HANDLE>> {
+        let t = self.names(slot)?;
         // Objects may have changed in another process since the last search.
         self.forget_attrs(slot);
-        let list = self.check(slot, client.list_objects(&handset, &token))?;
-        let full = !objects::quick_suffices(&template);
+        let list = self.check(slot, self.backend.list_objects(&t))?;
+        let full = !objects::quick_suffices(template);
         let mut found = VecDeque::new();
         for o in list {
             let class = CK_OBJECT_CLASS::from(o.class);
@@ -772,7 +680,7 @@ impl Module {
                 continue;
             }
             let quick = objects::quick(class, &o.id, &o.label);
-            if !objects::matches(&quick, &template) && !full {
+            if !objects::matches(&quick, template) && !full {
                 continue;
             }
             let key = ObjKey {
@@ -782,7 +690,7 @@ impl Module {
             };
             if full {
                 match self.attrs(&key) {
-                    Ok(a) if objects::matches(&a, &template) => {}
+                    Ok(a) if objects::matches(&a, template) => {}
                     Ok(_) => continue,
                     // Deleted in between.
                     Err(e) if e.rv() == CKR_OBJECT_HANDLE_INVALID => continue,
@@ -791,28 +699,19 @@ impl Module {
             }
             found.push_back(lock(&self.objects).handle(key));
         }
-        g.find = Some(found);
-        Ok(())
+        Ok(found)
     }
 
     pub fn find(&self, h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
-        let s = self.session(h)?;
-        let mut g = lock(&s);
-        let f = g
-            .find
-            .as_mut()
-            .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        let n = max.min(f.len());
-        Ok(f.drain(..n).collect())
+        self.with_session(h, |s| {
+            let FindOp(f) = s.ops.active::<FindOp>()?;
+            let n = max.min(f.len());
+            Ok(f.drain(..n).collect())
+        })
     }
 
     pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Result<()> {
-        let s = self.session(h)?;
-        let mut g = lock(&s);
-        g.find
-            .take()
-            .map(|_| ())
-            .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))
+        self.with_session(h, |s| s.ops.end::<FindOp>().map(drop))
     }
 
     fn writable_session(&self, h: CK_SESSION_HANDLE) -> Result<usize> {
@@ -861,12 +760,8 @@ impl Module {
             }
             None => String::new(),
         };
-        let (handset, token) = self.names(slot)?;
-        let client = self.client()?;
-        self.check(
-            slot,
-            client.import_certificate(&handset, &token, id, &label, der),
-        )?;
+        let t = self.names(slot)?;
+        self.check(slot, self.backend.put_certificate(&t, id, &label, der))?;
         self.forget_attrs(slot);
         Ok(lock(&self.objects).handle(ObjKey {
             slot,
@@ -886,10 +781,14 @@ impl Module {
         if !rw {
             return fail(CKR_SESSION_READ_ONLY);
         }
-        let (handset, token) = self.names(slot)?;
-        let client = self.client()?;
-        let class = if key.class == CKO_CERTIFICATE { 1 } else { 3 };
-        self.check(slot, client.delete_object(&handset, &token, class, &key.id))?;
+        let t = self.names(slot)?;
+        // A key pair is deleted through its private key.
+        let class = if key.class == CKO_CERTIFICATE {
+            cko::CERTIFICATE
+        } else {
+            cko::PRIVATE_KEY
+        };
+        self.check(slot, self.backend.delete_object(&t, class, &key.id))?;
         self.forget_attrs(slot);
         let mut reg = lock(&self.objects);
         if key.class == CKO_CERTIFICATE {
@@ -946,7 +845,7 @@ impl Module {
         let bits = objects::find(&public, CKA_MODULUS_BITS)
             .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
             .and_then(objects::as_ulong)?;
-        if ![2048, 3072, 4096].contains(&bits) {
+        if !RSA_KEY_BITS.iter().any(|b| CK_ULONG::from(*b) == bits) {
             return fail(CKR_KEY_SIZE_RANGE);
         }
         if let Some(e) = objects::find(&public, CKA_PUBLIC_EXPONENT) {
@@ -967,13 +866,9 @@ impl Module {
         if !self.logged_in(slot) {
             return fail(CKR_USER_NOT_LOGGED_IN);
         }
-        let (handset, token) = self.names(slot)?;
-        let client = self.client()?;
+        let t = self.names(slot)?;
         let bits = u32::try_from(bits).or_else(|_| fail(CKR_KEY_SIZE_RANGE))?;
-        let kp = self.check(
-            slot,
-            client.generate_key_pair(&handset, &token, bits, &id, &label),
-        )?;
+        let kp = self.check(slot, self.backend.generate(&t, bits, &id, &label))?;
         self.forget_attrs(slot);
         let mut reg = lock(&self.objects);
         let public = reg.handle(ObjKey {
@@ -992,12 +887,11 @@ impl Module {
     pub fn generate_random(&self, h: CK_SESSION_HANDLE, len: usize) -> Result<Vec<u8>> {
         let s = self.session(h)?;
         let slot = lock(&s).slot;
-        let (handset, _) = self.names(slot)?;
-        let client = self.client()?;
+        let t = self.names(slot)?;
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
             let n = (len - out.len()).min(MAX_RANDOM_CHUNK) as u32;
-            out.extend(self.check(slot, client.generate_random(&handset, n))?);
+            out.extend(self.check(slot, self.backend.random(&t.handset, n))?);
         }
         Ok(out)
     }
@@ -1013,8 +907,7 @@ impl Module {
         usage: Option<CK_ATTRIBUTE_TYPE>,
     ) -> Result<(ObjKey, RsaPublicKey)> {
         let key = lock(&self.objects)
-            .by_handle
-            .get(&obj)
+            .get(obj)
             .cloned()
             .filter(|k| k.slot == slot && classes.contains(&k.class))
             .ok_or(Error::Rv(CKR_KEY_HANDLE_INVALID))?;
@@ -1049,118 +942,87 @@ impl Module {
         f(&mut g)
     }
 
-    pub fn sign_init(
+    /// An `*Init` call: `make` builds the operation from the session's slot
+    /// and the mechanism (see [`Operations::init`]).
+    fn start<T: Kind>(
         &self,
         h: CK_SESSION_HANDLE,
         mech: Option<&Mechanism>,
-        obj: CK_OBJECT_HANDLE,
+        make: impl FnOnce(usize, &Mechanism) -> Result<T>,
     ) -> Result<()> {
         self.with_session(h, |s| {
-            let Some(mech) = mech else {
-                s.sign = None;
-                return Ok(());
-            };
-            if s.sign.is_some() {
-                return fail(CKR_OPERATION_ACTIVE);
-            }
-            let signing = mechanisms::signing(mech)?;
-            let (key, public) = self.key_for(s.slot, obj, &[CKO_PRIVATE_KEY], Some(CKA_SIGN))?;
-            s.sign = Some(SignOp {
-                key,
-                input: SignInput::new(signing, public.size()),
-                multipart: false,
-            });
-            Ok(())
+            let slot = s.slot;
+            s.ops.init(mech, |mech| make(slot, mech))
         })
     }
 
-    fn sign_finish(&self, key: &ObjKey, input: SignInput) -> Result<Vec<u8>> {
-        let input = input.finish()?;
-        let (handset, token) = self.names(key.slot)?;
-        let client = self.client()?;
-        let (m, params) = input.wire();
-        self.check(
-            key.slot,
-            client.sign(&handset, &token, &key.id, m, &params, &input.data),
-        )
+    /// An `*Update` call (see [`Operations::update`]).
+    fn update<T: Kind>(
+        &self,
+        h: CK_SESSION_HANDLE,
+        f: impl FnOnce(&mut T) -> Result<()>,
+    ) -> Result<()> {
+        self.with_session(h, |s| s.ops.update(f))
+    }
+
+    /// `C_SignInit`, `C_VerifyInit`, `C_EncryptInit` and `C_DecryptInit`:
+    /// the mechanism is resolved first, then the key checked for the
+    /// classes and the usage flag the operation needs.
+    pub fn key_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        what: KeyUse,
+        mech: Option<&Mechanism>,
+        obj: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let (classes, usage): (&[CK_OBJECT_CLASS], _) = match what {
+            KeyUse::Sign => (&[CKO_PRIVATE_KEY], Some(CKA_SIGN)),
+            // The public half of a private key verifies as well.
+            KeyUse::Verify => (&[CKO_PUBLIC_KEY, CKO_PRIVATE_KEY], None),
+            KeyUse::Encrypt => (&[CKO_PUBLIC_KEY], Some(CKA_ENCRYPT)),
+            KeyUse::Decrypt => (&[CKO_PRIVATE_KEY], Some(CKA_DECRYPT)),
+        };
+        let key = |slot| self.key_for(slot, obj, classes, usage);
+        match what {
+            KeyUse::Sign => self.start(h, mech, |slot, m| {
+                let signing = mechanisms::signing(m)?;
+                Ok(SignOp::new(key(slot)?, signing))
+            }),
+            KeyUse::Verify => self.start(h, mech, |slot, m| {
+                let signing = mechanisms::signing(m)?;
+                Ok(VerifyOp::new(key(slot)?.1, signing))
+            }),
+            KeyUse::Encrypt => self.start(h, mech, |slot, m| {
+                let enc = mechanisms::encryption(m)?;
+                Ok(EncryptOp {
+                    key: key(slot)?.1,
+                    enc,
+                })
+            }),
+            KeyUse::Decrypt => self.start(h, mech, |slot, m| {
+                let enc = mechanisms::encryption(m)?;
+                Ok(DecryptOp::new(key(slot)?, enc))
+            }),
+        }
     }
 
     /// `data`: `Some` for `C_Sign`, `None` for `C_SignFinal`.
-    pub fn sign(
-        &self,
-        h: CK_SESSION_HANDLE,
-        data: Option<&[u8]>,
-        cap: Option<usize>,
-    ) -> Result<Out> {
+    pub fn sign(&self, h: CK_SESSION_HANDLE, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
         self.with_session(h, |s| {
-            let mut op = s
-                .sign
-                .take()
-                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
-            if data.is_some() && op.multipart {
-                s.sign = Some(op);
-                return fail(CKR_OPERATION_ACTIVE);
-            }
-            let n = op.input.signature_len();
-            match cap {
-                None => {
-                    s.sign = Some(op);
-                    return Ok(Out::Len(n));
+            s.ops.produce(data.is_some(), cap, |op: &mut SignOp| {
+                if let Some(d) = data {
+                    op.input.update(d)?;
                 }
-                Some(c) if c < n => {
-                    s.sign = Some(op);
-                    return Err(Error::BufferTooSmall { needed: n });
-                }
-                Some(_) => {}
-            }
-            if let Some(d) = data {
-                op.input.update(d)?;
-            }
-            Ok(Out::Data(Zeroizing::new(
-                self.sign_finish(&op.key, op.input)?,
-            )))
+                let input = take_input(&mut op.input).finish()?;
+                let t = self.names(op.key.slot)?;
+                let sig = self.check(op.key.slot, self.backend.sign(&t, &op.key.id, &input))?;
+                Ok(Zeroizing::new(sig))
+            })
         })
     }
 
     pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.with_session(h, |s| {
-            let op = s
-                .sign
-                .as_mut()
-                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
-            op.multipart = true;
-            let r = op.input.update(data);
-            if r.is_err() {
-                s.sign = None;
-            }
-            Ok(r?)
-        })
-    }
-
-    pub fn verify_init(
-        &self,
-        h: CK_SESSION_HANDLE,
-        mech: Option<&Mechanism>,
-        obj: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        self.with_session(h, |s| {
-            let Some(mech) = mech else {
-                s.verify = None;
-                return Ok(());
-            };
-            if s.verify.is_some() {
-                return fail(CKR_OPERATION_ACTIVE);
-            }
-            let signing = mechanisms::signing(mech)?;
-            // The public half of a private key verifies as well.
-            let (_, key) = self.key_for(s.slot, obj, &[CKO_PUBLIC_KEY, CKO_PRIVATE_KEY], None)?;
-            s.verify = Some(VerifyOp {
-                input: SignInput::new(signing, key.size()),
-                key,
-                multipart: false,
-            });
-            Ok(())
-        })
+        self.update(h, |op: &mut SignOp| Ok(op.input.update(data)?))
     }
 
     /// `data`: `Some` for `C_Verify`, `None` for `C_VerifyFinal`.
@@ -1171,14 +1033,7 @@ impl Module {
         signature: &[u8],
     ) -> Result<()> {
         self.with_session(h, |s| {
-            let mut op = s
-                .verify
-                .take()
-                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
-            if data.is_some() && op.multipart {
-                s.verify = Some(op);
-                return fail(CKR_OPERATION_ACTIVE);
-            }
+            let mut op = s.ops.finish::<VerifyOp>(data.is_some())?;
             if let Some(d) = data {
                 op.input.update(d)?;
             }
@@ -1194,135 +1049,38 @@ impl Module {
     }
 
     pub fn verify_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.update(h, |op: &mut VerifyOp| Ok(op.input.update(data)?))
+    }
+
+    pub fn encrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Cap) -> Result<Out> {
         self.with_session(h, |s| {
-            let op = s
-                .verify
-                .as_mut()
-                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
-            op.multipart = true;
-            let r = op.input.update(data);
-            if r.is_err() {
-                s.verify = None;
-            }
-            Ok(r?)
+            s.ops.produce(true, cap, |op: &mut EncryptOp| {
+                Ok(Zeroizing::new(local::encrypt(&op.key, &op.enc, data)?))
+            })
         })
     }
 
-    pub fn encrypt_init(
-        &self,
-        h: CK_SESSION_HANDLE,
-        mech: Option<&Mechanism>,
-        obj: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
+    pub fn decrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Cap) -> Result<Out> {
         self.with_session(h, |s| {
-            let Some(mech) = mech else {
-                s.encrypt = None;
-                return Ok(());
-            };
-            if s.encrypt.is_some() {
-                return fail(CKR_OPERATION_ACTIVE);
-            }
-            let enc = mechanisms::encryption(mech)?;
-            let (_, key) = self.key_for(s.slot, obj, &[CKO_PUBLIC_KEY], Some(CKA_ENCRYPT))?;
-            s.encrypt = Some(EncryptOp { key, enc });
-            Ok(())
-        })
-    }
-
-    pub fn encrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Result<Out> {
-        self.with_session(h, |s| {
-            let op = s
-                .encrypt
-                .take()
-                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
-            let n = op.key.size();
-            match cap {
-                None => {
-                    s.encrypt = Some(op);
-                    Ok(Out::Len(n))
+            s.ops.produce(true, cap, |op: &mut DecryptOp| {
+                // The retry after a too-small buffer gets what was decrypted.
+                if let Some(plain) = op.result.take() {
+                    return Ok(plain);
                 }
-                Some(c) if c < n => {
-                    s.encrypt = Some(op);
-                    Err(Error::BufferTooSmall { needed: n })
+                if data.len() != op.len {
+                    return fail(CKR_ENCRYPTED_DATA_LEN_RANGE);
                 }
-                Some(_) => Ok(Out::Data(Zeroizing::new(local::encrypt(
-                    &op.key, &op.enc, data,
-                )?))),
-            }
-        })
-    }
-
-    pub fn decrypt_init(
-        &self,
-        h: CK_SESSION_HANDLE,
-        mech: Option<&Mechanism>,
-        obj: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        self.with_session(h, |s| {
-            let Some(mech) = mech else {
-                s.decrypt = None;
-                return Ok(());
-            };
-            if s.decrypt.is_some() {
-                return fail(CKR_OPERATION_ACTIVE);
-            }
-            let enc = mechanisms::encryption(mech)?;
-            let (key, public) = self.key_for(s.slot, obj, &[CKO_PRIVATE_KEY], Some(CKA_DECRYPT))?;
-            s.decrypt = Some(DecryptOp {
-                key,
-                enc,
-                len: public.size(),
-                result: None,
-            });
-            Ok(())
-        })
-    }
-
-    pub fn decrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Option<usize>) -> Result<Out> {
-        self.with_session(h, |s| {
-            let mut op = s
-                .decrypt
-                .take()
-                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
-            let Some(cap) = cap else {
-                let n = op.result.as_ref().map_or(op.len, |r| r.len());
-                s.decrypt = Some(op);
-                return Ok(Out::Len(n));
-            };
-            let plain = match op.result.take() {
-                Some(p) => p,
-                None => {
-                    if data.len() != op.len {
-                        return fail(CKR_ENCRYPTED_DATA_LEN_RANGE);
-                    }
-                    let (handset, token) = self.names(op.key.slot)?;
-                    let client = self.client()?;
-                    let (m, params) = op.enc.wire();
-                    self.check(
-                        op.key.slot,
-                        client.decrypt(&handset, &token, &op.key.id, m, &params, data),
-                    )?
-                }
-            };
-            if plain.len() > cap {
-                let n = plain.len();
-                op.result = Some(plain);
-                s.decrypt = Some(op);
-                return Err(Error::BufferTooSmall { needed: n });
-            }
-            Ok(Out::Data(plain))
+                let t = self.names(op.key.slot)?;
+                self.check(
+                    op.key.slot,
+                    self.backend.decrypt(&t, &op.key.id, &op.enc, data),
+                )
+            })
         })
     }
 
     pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: Option<&Mechanism>) -> Result<()> {
-        self.with_session(h, |s| {
-            let Some(mech) = mech else {
-                s.digest = None;
-                return Ok(());
-            };
-            if s.digest.is_some() {
-                return fail(CKR_OPERATION_ACTIVE);
-            }
+        self.start(h, mech, |_, mech| {
             if mech.param != mechanisms::Param::None {
                 return fail(CKR_MECHANISM_PARAM_INVALID);
             }
@@ -1330,58 +1088,28 @@ impl Module {
                 .ok()
                 .and_then(phonecsp::mechanism::digest_alg)
                 .ok_or(Error::Rv(CKR_MECHANISM_INVALID))?;
-            s.digest = Some(DigestOp {
+            Ok(DigestOp {
                 hasher: Hasher::new(hash),
                 hash,
-                multipart: false,
-            });
-            Ok(())
+            })
         })
     }
 
     /// `data`: `Some` for `C_Digest`, `None` for `C_DigestFinal`.
-    pub fn digest(
-        &self,
-        h: CK_SESSION_HANDLE,
-        data: Option<&[u8]>,
-        cap: Option<usize>,
-    ) -> Result<Out> {
+    pub fn digest(&self, h: CK_SESSION_HANDLE, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
         self.with_session(h, |s| {
-            let mut op = s
-                .digest
-                .take()
-                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
-            if data.is_some() && op.multipart {
-                s.digest = Some(op);
-                return fail(CKR_OPERATION_ACTIVE);
-            }
-            let n = op.hash.output_len();
-            match cap {
-                None => {
-                    s.digest = Some(op);
-                    Ok(Out::Len(n))
+            s.ops.produce(data.is_some(), cap, |op: &mut DigestOp| {
+                let mut hasher = std::mem::replace(&mut op.hasher, Hasher::new(op.hash));
+                if let Some(d) = data {
+                    hasher.update(d);
                 }
-                Some(c) if c < n => {
-                    s.digest = Some(op);
-                    Err(Error::BufferTooSmall { needed: n })
-                }
-                Some(_) => {
-                    if let Some(d) = data {
-                        op.hasher.update(d);
-                    }
-                    Ok(Out::Data(Zeroizing::new(op.hasher.finish())))
-                }
-            }
+                Ok(Zeroizing::new(hasher.finish()))
+            })
         })
     }
 
     pub fn digest_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.with_session(h, |s| {
-            let op = s
-                .digest
-                .as_mut()
-                .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
-            op.multipart = true;
+        self.update(h, |op: &mut DigestOp| {
             op.hasher.update(data);
             Ok(())
         })
@@ -1390,9 +1118,7 @@ impl Module {
     /// Keys never leave the handset, so none can be digested.
     pub fn digest_key(&self, h: CK_SESSION_HANDLE) -> Result<()> {
         self.with_session(h, |s| {
-            if s.digest.take().is_none() {
-                return fail(CKR_OPERATION_NOT_INITIALIZED);
-            }
+            s.ops.end::<DigestOp>()?;
             fail(CKR_KEY_INDIGESTIBLE)
         })
     }
@@ -1400,40 +1126,19 @@ impl Module {
     /// RSA is single-part: `C_EncryptUpdate` and friends end the operation.
     pub fn no_multipart_crypt(&self, h: CK_SESSION_HANDLE, encrypt: bool) -> Result<()> {
         self.with_session(h, |s| {
-            let active = if encrypt {
-                s.encrypt.take().is_some()
+            if encrypt {
+                s.ops.end::<EncryptOp>()?;
             } else {
-                s.decrypt.take().is_some()
-            };
-            if active {
-                fail(CKR_FUNCTION_NOT_SUPPORTED)
-            } else {
-                fail(CKR_OPERATION_NOT_INITIALIZED)
+                s.ops.end::<DecryptOp>()?;
             }
+            fail(CKR_FUNCTION_NOT_SUPPORTED)
         })
     }
 
     /// `C_SessionCancel`: ends the operations `flags` name.
     pub fn cancel(&self, h: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Result<()> {
         self.with_session(h, |s| {
-            if flags & CKF_SIGN != 0 {
-                s.sign = None;
-            }
-            if flags & CKF_VERIFY != 0 {
-                s.verify = None;
-            }
-            if flags & CKF_ENCRYPT != 0 {
-                s.encrypt = None;
-            }
-            if flags & CKF_DECRYPT != 0 {
-                s.decrypt = None;
-            }
-            if flags & CKF_DIGEST != 0 {
-                s.digest = None;
-            }
-            if flags & CKF_FIND_OBJECTS != 0 {
-                s.find = None;
-            }
+            s.ops.cancel(flags);
             Ok(())
         })
     }
@@ -1445,39 +1150,4 @@ impl Module {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn padding() {
-        assert_eq!(&pad::<8>("ssh"), b"ssh     ");
-        assert_eq!(&pad::<4>("abcdef"), b"abcd");
-        // Never cuts a character in two.
-        assert_eq!(&pad::<2>("é!"), b"\xc3\xa9");
-        assert_eq!(&pad::<1>("é"), b" ");
-    }
-
-    #[test]
-    fn calls_before_initialize_are_refused() {
-        assert_eq!(
-            module().err().map(|e| e.rv()),
-            Some(CKR_CRYPTOKI_NOT_INITIALIZED)
-        );
-        assert_eq!(finalize().unwrap_err().rv(), CKR_CRYPTOKI_NOT_INITIALIZED);
-    }
-
-    #[test]
-    fn registry_handles_are_stable_and_removable() {
-        let mut r = Registry::default();
-        let k = ObjKey {
-            slot: 0,
-            class: CKO_CERTIFICATE,
-            id: vec![1],
-        };
-        let h = r.handle(k.clone());
-        assert_eq!(r.handle(k.clone()), h);
-        r.remove(&k);
-        assert!(!r.by_handle.contains_key(&h));
-        assert_ne!(r.handle(k), h);
-    }
-}
+mod tests;

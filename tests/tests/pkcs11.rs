@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use phonecsp::{Bus, ClientOptions};
@@ -32,6 +32,12 @@ fn uid() -> String {
 
 /// Handset with `ssh` authorised, daemon started and paired, the token listed.
 fn fixture() -> Fixture {
+    fixture_with(|_| {})
+}
+
+/// [`fixture`], with the handset prepared by `prepare` before it pairs and
+/// starts.
+fn fixture_with(prepare: impl FnOnce(&mut Handset)) -> Fixture {
     let root = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(
         root.path(),
@@ -40,6 +46,7 @@ fn fixture() -> Fixture {
     .expect("chmod");
     let bus = TestBus::start();
     let mut handset = Handset::create(root.path());
+    prepare(&mut handset);
     let code = handset.offer_pairing(&["ssh"]);
     handset.start();
     let daemon = Daemon::start(&bus, root.path(), &handset, "");
@@ -91,10 +98,20 @@ impl Fixture {
             .expect("pkcs11-tool (install opensc)")
     }
 
+    /// Key 01 signs the file `input` into `output` through pkcs11-tool.
+    fn sign_with_tool(&self, mechanism: &str, input: &Path, output: &Path) {
+        let args = ["--sign", "--mechanism", mechanism, "--id", "01"];
+        let mut all = vec!["--login", "--pin", PIN];
+        all.extend(args);
+        all.extend(["-i", s(input), "-o", s(output)]);
+        ok(self.pkcs11_tool(&all));
+    }
+
+    /// Only in a test that [`own_process`] runs alone in its process.
     fn set_module_env(&self) {
         for (k, v) in self.env() {
             // SAFETY: set before the module starts any thread, in a test
-            // process of its own (nextest runs one test per process).
+            // process of its own (see `own_process`).
             unsafe { std::env::set_var(k, v) };
         }
     }
@@ -114,6 +131,26 @@ fn ok(o: Output) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// Checks a SHA-256 PKCS#1 v1.5 signature by key 01 with openssl and the
+/// exported public key, independently of the module; the key's PEM file.
+fn openssl_verifies(f: &Fixture, msg: &Path, sig: &Path) -> PathBuf {
+    let pem = export_public_key(f, "01");
+    let v = ok(Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            s(&pem),
+            "-signature",
+            s(sig),
+            s(msg),
+        ])
+        .output()
+        .unwrap());
+    assert!(v.contains("Verified OK"), "{v}");
+    pem
 }
 
 /// The token's public key as PEM, exported by pkcs11-tool.
@@ -174,50 +211,11 @@ fn pkcs11_tool_lists_signs_decrypts_generates_and_writes() {
     let msg = f.path("msg");
     std::fs::write(&msg, b"signed through PKCS#11").unwrap();
     let sig = f.path("msg.sig");
-    ok(f.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--sign",
-        "--mechanism",
-        "SHA256-RSA-PKCS",
-        "--id",
-        "01",
-        "-i",
-        s(&msg),
-        "-o",
-        s(&sig),
-    ]));
-    let pem = export_public_key(&f, "01");
-    let v = ok(Command::new("openssl")
-        .args([
-            "dgst",
-            "-sha256",
-            "-verify",
-            s(&pem),
-            "-signature",
-            s(&sig),
-            s(&msg),
-        ])
-        .output()
-        .unwrap());
-    assert!(v.contains("Verified OK"), "{v}");
+    f.sign_with_tool("SHA256-RSA-PKCS", &msg, &sig);
+    let pem = openssl_verifies(&f, &msg, &sig);
     // PSS too.
     let pss = f.path("msg.pss");
-    ok(f.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--sign",
-        "--mechanism",
-        "SHA256-RSA-PKCS-PSS",
-        "--id",
-        "01",
-        "-i",
-        s(&msg),
-        "-o",
-        s(&pss),
-    ]));
+    f.sign_with_tool("SHA256-RSA-PKCS-PSS", &msg, &pss);
     ok(Command::new("openssl")
         .args([
             "dgst",
@@ -552,20 +550,7 @@ fn openssl_engine_signs_with_a_pkcs11_uri() {
         .args(["-out", s(&sig), s(&msg)])
         .output()
         .unwrap());
-    let pem = export_public_key(&f, "01");
-    let v = ok(Command::new("openssl")
-        .args([
-            "dgst",
-            "-sha256",
-            "-verify",
-            s(&pem),
-            "-signature",
-            s(&sig),
-            s(&msg),
-        ])
-        .output()
-        .unwrap());
-    assert!(v.contains("Verified OK"), "{v}");
+    openssl_verifies(&f, &msg, &sig);
 }
 
 #[test]
@@ -638,6 +623,39 @@ fn self_signed_certificate_shows_in_nss() {
 
 // ---- through the cryptoki crate and the raw function list -------------------
 
+/// Set in the process [`own_process`] starts.
+const OWN_PROCESS: &str = "PHONECSP_TEST_OWN_PROCESS";
+
+/// Tests that load the module into this process share its
+/// `C_Initialize` state and the environment it reads, which belong to the
+/// process. Plain `cargo test` runs the tests of a file as threads of one
+/// process, so such a test runs itself again, alone, in a child process of
+/// this test binary: `true` means that has been done (and passed), and the
+/// caller returns; `false` means this is the process to run the test in.
+/// nextest already gives each test a process of its own.
+fn own_process(test: &str) -> bool {
+    let isolated = std::env::var_os(OWN_PROCESS).is_some()
+        || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
+    if isolated {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = Command::new(exe)
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(OWN_PROCESS, "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the test in a process of its own");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} in its own process: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
 fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
     match r {
         Err(CkError::Pkcs11(rv, _)) => rv,
@@ -653,7 +671,7 @@ fn context(f: &Fixture) -> Pkcs11 {
     p
 }
 
-fn private_key(session: &cryptoki::session::Session) -> cryptoki::object::ObjectHandle {
+fn private_key(session: &cryptoki::session::Session) -> ObjectHandle {
     let keys = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -666,6 +684,9 @@ fn private_key(session: &cryptoki::session::Session) -> cryptoki::object::Object
 
 #[test]
 fn cryptoki_sessions_objects_and_eight_threads() {
+    if own_process("cryptoki_sessions_objects_and_eight_threads") {
+        return;
+    }
     let f = fixture();
     let p = context(&f);
     let slots = p.get_slots_with_token().unwrap();
@@ -831,103 +852,63 @@ macro_rules! call {
     };
 }
 
+/// Calls a function of the raw list and checks the `CK_RV` it answers.
+macro_rules! check {
+    ($raw:expr, $name:ident($($arg:expr),*) => $rv:expr) => {
+        assert_eq!(call!($raw, $name($($arg),*)), $rv, stringify!($name))
+    };
+}
+
 #[test]
 fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
+    if own_process("raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers") {
+        return;
+    }
     use cryptoki_sys::*;
     let fx = fixture();
     let r = raw(&fx);
-    assert_eq!(
-        call!(r, C_GetSlotList(CK_TRUE, null(), null())),
-        CKR_CRYPTOKI_NOT_INITIALIZED
-    );
-    assert_eq!(call!(r, C_Initialize(null())), CKR_OK);
-    assert_eq!(
-        call!(r, C_Initialize(null())),
-        CKR_CRYPTOKI_ALREADY_INITIALIZED
-    );
+    check!(r, C_GetSlotList(CK_TRUE, null(), null()) => CKR_CRYPTOKI_NOT_INITIALIZED);
+    check!(r, C_Initialize(null()) => CKR_OK);
+    check!(r, C_Initialize(null()) => CKR_CRYPTOKI_ALREADY_INITIALIZED);
     // NULL where a value is needed.
-    assert_eq!(call!(r, C_GetInfo(null())), CKR_ARGUMENTS_BAD);
-    assert_eq!(
-        call!(r, C_GetSlotList(CK_TRUE, null(), null())),
-        CKR_ARGUMENTS_BAD
-    );
+    check!(r, C_GetInfo(null()) => CKR_ARGUMENTS_BAD);
+    check!(r, C_GetSlotList(CK_TRUE, null(), null()) => CKR_ARGUMENTS_BAD);
     let mut n: CK_ULONG = 0;
-    assert_eq!(call!(r, C_GetSlotList(CK_TRUE, null(), &mut n)), CKR_OK);
+    check!(r, C_GetSlotList(CK_TRUE, null(), &mut n) => CKR_OK);
     assert_eq!(n, 1);
     let mut slot: CK_SLOT_ID = 99;
-    assert_eq!(call!(r, C_GetSlotList(CK_TRUE, &mut slot, &mut n)), CKR_OK);
-    assert_eq!(call!(r, C_GetTokenInfo(slot, null())), CKR_ARGUMENTS_BAD);
-    assert_eq!(
-        call!(r, C_GetSlotInfo(12345, &mut CK_SLOT_INFO::default())),
-        CKR_SLOT_ID_INVALID
-    );
-    assert_eq!(
-        call!(
-            r,
-            C_OpenSession(slot, CKF_SERIAL_SESSION, null(), None, null())
-        ),
-        CKR_ARGUMENTS_BAD
-    );
-    assert_eq!(
-        call!(r, C_OpenSession(slot, 0, null(), None, &mut 0)),
-        CKR_SESSION_PARALLEL_NOT_SUPPORTED
-    );
+    check!(r, C_GetSlotList(CK_TRUE, &mut slot, &mut n) => CKR_OK);
+    check!(r, C_GetTokenInfo(slot, null()) => CKR_ARGUMENTS_BAD);
+    check!(r, C_GetSlotInfo(12345, &mut CK_SLOT_INFO::default()) => CKR_SLOT_ID_INVALID);
+    check!(r, C_OpenSession(slot, CKF_SERIAL_SESSION, null(), None, null()) => CKR_ARGUMENTS_BAD);
+    check!(r, C_OpenSession(slot, 0, null(), None, &mut 0) => CKR_SESSION_PARALLEL_NOT_SUPPORTED);
     let mut h: CK_SESSION_HANDLE = 0;
-    assert_eq!(
-        call!(
-            r,
-            C_OpenSession(slot, CKF_SERIAL_SESSION, null(), None, &mut h)
-        ),
-        CKR_OK
-    );
+    check!(r, C_OpenSession(slot, CKF_SERIAL_SESSION, null(), None, &mut h) => CKR_OK);
     // Invalid session and object handles.
-    assert_eq!(
-        call!(r, C_CloseSession(h + 1000)),
-        CKR_SESSION_HANDLE_INVALID
-    );
-    assert_eq!(call!(r, C_Logout(h + 1000)), CKR_SESSION_HANDLE_INVALID);
+    check!(r, C_CloseSession(h + 1000) => CKR_SESSION_HANDLE_INVALID);
+    check!(r, C_Logout(h + 1000) => CKR_SESSION_HANDLE_INVALID);
     let mut class: CK_OBJECT_CLASS = 0;
     let mut attr = CK_ATTRIBUTE {
         type_: CKA_CLASS,
         pValue: &mut class as *mut _ as *mut _,
         ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
     };
-    assert_eq!(
-        call!(r, C_GetAttributeValue(h, 424242, &mut attr, 1)),
-        CKR_OBJECT_HANDLE_INVALID
-    );
-    assert_eq!(
-        call!(r, C_DestroyObject(h, 424242)),
-        CKR_OBJECT_HANDLE_INVALID
-    );
+    check!(r, C_GetAttributeValue(h, 424242, &mut attr, 1) => CKR_OBJECT_HANDLE_INVALID);
+    check!(r, C_DestroyObject(h, 424242) => CKR_OBJECT_HANDLE_INVALID);
     // Operations in the wrong state.
     let mut out = [0u8; 512];
     let mut out_len: CK_ULONG = out.len() as CK_ULONG;
     let mut data = *b"data";
-    assert_eq!(
-        call!(
-            r,
-            C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut out_len)
-        ),
-        CKR_OPERATION_NOT_INITIALIZED
-    );
-    assert_eq!(
-        call!(r, C_FindObjects(h, &mut 0, 1, &mut 0)),
-        CKR_OPERATION_NOT_INITIALIZED
-    );
-    assert_eq!(
-        call!(r, C_FindObjectsFinal(h)),
-        CKR_OPERATION_NOT_INITIALIZED
-    );
-    assert_eq!(call!(r, C_Logout(h)), CKR_USER_NOT_LOGGED_IN);
+    check!(r, C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut out_len)
+        => CKR_OPERATION_NOT_INITIALIZED);
+    check!(r, C_FindObjects(h, &mut 0, 1, &mut 0) => CKR_OPERATION_NOT_INITIALIZED);
+    check!(r, C_FindObjectsFinal(h) => CKR_OPERATION_NOT_INITIALIZED);
+    check!(r, C_Logout(h) => CKR_USER_NOT_LOGGED_IN);
     let mut pin = *b"123456";
     // A read-only session cannot change the PIN.
-    assert_eq!(
-        call!(r, C_SetPIN(h, pin.as_mut_ptr(), 6, pin.as_mut_ptr(), 6)),
-        CKR_SESSION_READ_ONLY
-    );
-    assert_eq!(call!(r, C_Login(h, CKU_USER, null(), 6)), CKR_ARGUMENTS_BAD);
-    assert_eq!(call!(r, C_Login(h, CKU_USER, pin.as_mut_ptr(), 6)), CKR_OK);
+    check!(r, C_SetPIN(h, pin.as_mut_ptr(), 6, pin.as_mut_ptr(), 6) => CKR_SESSION_READ_ONLY);
+    check!(r, C_Login(h, CKU_USER, null(), 6) => CKR_ARGUMENTS_BAD);
+    check!(r, C_Login(h, CKU_USER, pin.as_mut_ptr(), 6) => CKR_OK);
 
     // Find the private key (its handle, by CKA_ID).
     let mut id = KEY_ID.to_vec();
@@ -944,20 +925,14 @@ fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
             ulValueLen: 1,
         },
     ];
-    assert_eq!(call!(r, C_FindObjectsInit(h, tmpl.as_mut_ptr(), 2)), CKR_OK);
-    assert_eq!(
-        call!(r, C_FindObjectsInit(h, tmpl.as_mut_ptr(), 2)),
-        CKR_OPERATION_ACTIVE
-    );
+    check!(r, C_FindObjectsInit(h, tmpl.as_mut_ptr(), 2) => CKR_OK);
+    check!(r, C_FindObjectsInit(h, tmpl.as_mut_ptr(), 2) => CKR_OPERATION_ACTIVE);
     let mut key: CK_OBJECT_HANDLE = 0;
     let mut found: CK_ULONG = 0;
-    assert_eq!(
-        call!(r, C_FindObjects(h, null(), 1, &mut found)),
-        CKR_ARGUMENTS_BAD
-    );
-    assert_eq!(call!(r, C_FindObjects(h, &mut key, 1, &mut found)), CKR_OK);
+    check!(r, C_FindObjects(h, null(), 1, &mut found) => CKR_ARGUMENTS_BAD);
+    check!(r, C_FindObjects(h, &mut key, 1, &mut found) => CKR_OK);
     assert_eq!(found, 1);
-    assert_eq!(call!(r, C_FindObjectsFinal(h)), CKR_OK);
+    check!(r, C_FindObjectsFinal(h) => CKR_OK);
 
     // Attributes: a sensitive one, a length query, a short buffer.
     let mut exp = [0u8; 256];
@@ -966,17 +941,14 @@ fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
         pValue: exp.as_mut_ptr() as *mut _,
         ulValueLen: 256,
     };
-    assert_eq!(
-        call!(r, C_GetAttributeValue(h, key, &mut a, 1)),
-        CKR_ATTRIBUTE_SENSITIVE
-    );
+    check!(r, C_GetAttributeValue(h, key, &mut a, 1) => CKR_ATTRIBUTE_SENSITIVE);
     assert_eq!(a.ulValueLen, CK_UNAVAILABLE_INFORMATION);
     let mut a = CK_ATTRIBUTE {
         type_: CKA_MODULUS,
         pValue: null(),
         ulValueLen: 0,
     };
-    assert_eq!(call!(r, C_GetAttributeValue(h, key, &mut a, 1)), CKR_OK);
+    check!(r, C_GetAttributeValue(h, key, &mut a, 1) => CKR_OK);
     assert_eq!(a.ulValueLen, 256);
     let mut small = [0u8; 8];
     let mut a = CK_ATTRIBUTE {
@@ -984,19 +956,13 @@ fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
         pValue: small.as_mut_ptr() as *mut _,
         ulValueLen: 8,
     };
-    assert_eq!(
-        call!(r, C_GetAttributeValue(h, key, &mut a, 1)),
-        CKR_BUFFER_TOO_SMALL
-    );
+    check!(r, C_GetAttributeValue(h, key, &mut a, 1) => CKR_BUFFER_TOO_SMALL);
     let mut a = CK_ATTRIBUTE {
         type_: 0x7fff_fff0,
         pValue: null(),
         ulValueLen: 0,
     };
-    assert_eq!(
-        call!(r, C_GetAttributeValue(h, key, &mut a, 1)),
-        CKR_ATTRIBUTE_TYPE_INVALID
-    );
+    check!(r, C_GetAttributeValue(h, key, &mut a, 1) => CKR_ATTRIBUTE_TYPE_INVALID);
 
     // Signing: a length query, then a too-small buffer, which keeps the
     // operation active, then the signature.
@@ -1005,104 +971,49 @@ fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
         pParameter: null(),
         ulParameterLen: 0,
     };
-    assert_eq!(
-        call!(r, C_SignInit(h, &mut mech, 424242)),
-        CKR_KEY_HANDLE_INVALID
-    );
+    check!(r, C_SignInit(h, &mut mech, 424242) => CKR_KEY_HANDLE_INVALID);
     let mut bad = CK_MECHANISM {
         mechanism: 0x7fff_fff0,
         pParameter: null(),
         ulParameterLen: 0,
     };
-    assert_eq!(
-        call!(r, C_SignInit(h, &mut bad, key)),
-        CKR_MECHANISM_INVALID
-    );
-    assert_eq!(call!(r, C_SignInit(h, &mut mech, key)), CKR_OK);
-    assert_eq!(
-        call!(r, C_SignInit(h, &mut mech, key)),
-        CKR_OPERATION_ACTIVE
-    );
+    check!(r, C_SignInit(h, &mut bad, key) => CKR_MECHANISM_INVALID);
+    check!(r, C_SignInit(h, &mut mech, key) => CKR_OK);
+    check!(r, C_SignInit(h, &mut mech, key) => CKR_OPERATION_ACTIVE);
     let mut len: CK_ULONG = 0;
-    assert_eq!(
-        call!(r, C_Sign(h, data.as_mut_ptr(), 4, null(), &mut len)),
-        CKR_OK
-    );
+    check!(r, C_Sign(h, data.as_mut_ptr(), 4, null(), &mut len) => CKR_OK);
     assert_eq!(len, 256);
-    assert_eq!(
-        call!(r, C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), null())),
-        CKR_ARGUMENTS_BAD
-    );
+    check!(r, C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), null()) => CKR_ARGUMENTS_BAD);
     let mut len: CK_ULONG = 10;
-    assert_eq!(
-        call!(
-            r,
-            C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
-        ),
-        CKR_BUFFER_TOO_SMALL
-    );
+    check!(r, C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len) => CKR_BUFFER_TOO_SMALL);
     assert_eq!(len, 256);
     let mut len: CK_ULONG = out.len() as CK_ULONG;
-    assert_eq!(
-        call!(
-            r,
-            C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
-        ),
-        CKR_OK
-    );
+    check!(r, C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len) => CKR_OK);
     assert_eq!(len, 256);
     // The operation ended with the signature.
-    assert_eq!(
-        call!(
-            r,
-            C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
-        ),
-        CKR_OPERATION_NOT_INITIALIZED
-    );
+    check!(r, C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
+        => CKR_OPERATION_NOT_INITIALIZED);
     // A NULL mechanism ends an operation (PKCS#11 3.0).
-    assert_eq!(call!(r, C_SignInit(h, &mut mech, key)), CKR_OK);
-    assert_eq!(call!(r, C_SignInit(h, null(), key)), CKR_OK);
-    assert_eq!(
-        call!(r, C_SignFinal(h, null(), &mut len)),
-        CKR_OPERATION_NOT_INITIALIZED
-    );
+    check!(r, C_SignInit(h, &mut mech, key) => CKR_OK);
+    check!(r, C_SignInit(h, null(), key) => CKR_OK);
+    check!(r, C_SignFinal(h, null(), &mut len) => CKR_OPERATION_NOT_INITIALIZED);
     // Digest with a short buffer.
     let mut dm = CK_MECHANISM {
         mechanism: CKM_SHA256,
         pParameter: null(),
         ulParameterLen: 0,
     };
-    assert_eq!(call!(r, C_DigestInit(h, &mut dm)), CKR_OK);
+    check!(r, C_DigestInit(h, &mut dm) => CKR_OK);
     let mut len: CK_ULONG = 16;
-    assert_eq!(
-        call!(
-            r,
-            C_Digest(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
-        ),
-        CKR_BUFFER_TOO_SMALL
-    );
+    check!(r, C_Digest(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
+        => CKR_BUFFER_TOO_SMALL);
     assert_eq!(len, 32);
-    assert_eq!(
-        call!(
-            r,
-            C_Digest(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
-        ),
-        CKR_OK
-    );
+    check!(r, C_Digest(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len) => CKR_OK);
     // Unsupported functions say so.
-    assert_eq!(
-        call!(r, C_InitToken(slot, null(), 0, null())),
-        CKR_FUNCTION_NOT_SUPPORTED
-    );
-    assert_eq!(
-        call!(r, C_GenerateKey(h, &mut mech, null(), 0, &mut 0)),
-        CKR_FUNCTION_NOT_SUPPORTED
-    );
+    check!(r, C_InitToken(slot, null(), 0, null()) => CKR_FUNCTION_NOT_SUPPORTED);
+    check!(r, C_GenerateKey(h, &mut mech, null(), 0, &mut 0) => CKR_FUNCTION_NOT_SUPPORTED);
     // CKF_DONT_BLOCK: nothing changed.
-    assert_eq!(
-        call!(r, C_WaitForSlotEvent(CKF_DONT_BLOCK, &mut slot, null())),
-        CKR_NO_EVENT
-    );
+    check!(r, C_WaitForSlotEvent(CKF_DONT_BLOCK, &mut slot, null()) => CKR_NO_EVENT);
 
     // fork(): the child is not initialised until it initialises again.
     // SAFETY: the child only calls into the module and exits with _exit.
@@ -1134,13 +1045,10 @@ fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
     }
     // The parent is unaffected.
     let mut len: CK_ULONG = 0;
-    assert_eq!(call!(r, C_GetSlotList(CK_TRUE, null(), &mut len)), CKR_OK);
-    assert_eq!(call!(r, C_CloseSession(h)), CKR_OK);
-    assert_eq!(call!(r, C_Finalize(null())), CKR_OK);
-    assert_eq!(
-        call!(r, C_GetSlotList(CK_TRUE, null(), &mut len)),
-        CKR_CRYPTOKI_NOT_INITIALIZED
-    );
+    check!(r, C_GetSlotList(CK_TRUE, null(), &mut len) => CKR_OK);
+    check!(r, C_CloseSession(h) => CKR_OK);
+    check!(r, C_Finalize(null()) => CKR_OK);
+    check!(r, C_GetSlotList(CK_TRUE, null(), &mut len) => CKR_CRYPTOKI_NOT_INITIALIZED);
 }
 
 fn null<T>() -> *mut T {
@@ -1152,19 +1060,27 @@ unsafe extern "C" {
     fn libc_exit(code: i32) -> !;
 }
 
+/// Logs the session in and signs `msg` with the private key, which it
+/// returns.
+fn log_in_and_sign(session: &cryptoki::session::Session, msg: &[u8]) -> ObjectHandle {
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    let key = private_key(session);
+    session.sign(&Mechanism::Sha256RsaPkcs, key, msg).unwrap();
+    key
+}
+
 #[test]
 fn handset_disconnect_mid_session_then_recovery() {
+    if own_process("handset_disconnect_mid_session_then_recovery") {
+        return;
+    }
     let mut f = fixture();
     let p = context(&f);
     let slot = p.get_slots_with_token().unwrap()[0];
     let session = p.open_rw_session(slot).unwrap();
-    session
-        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
-    let key = private_key(&session);
-    session
-        .sign(&Mechanism::Sha256RsaPkcs, key, b"before")
-        .unwrap();
+    let key = log_in_and_sign(&session, b"before");
     session.sign_init(&Mechanism::Sha256RsaPkcs, key).unwrap();
     session.sign_update(b"mid-").unwrap();
 
@@ -1207,13 +1123,7 @@ fn handset_disconnect_mid_session_then_recovery() {
     assert_eq!(p.get_slots_with_token().unwrap(), vec![slot]);
     assert_eq!(p.get_slot_event().unwrap(), None);
     let session = p.open_ro_session(slot).unwrap();
-    session
-        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
-    let key = private_key(&session);
-    session
-        .sign(&Mechanism::Sha256RsaPkcs, key, b"after")
-        .unwrap();
+    log_in_and_sign(&session, b"after");
 }
 
 /// A container whose PIN is typed on the phone: the token shows a
@@ -1221,42 +1131,17 @@ fn handset_disconnect_mid_session_then_recovery() {
 /// once the owner has typed the PIN there.
 #[test]
 fn protected_authentication_path_logs_in_with_a_null_pin() {
-    let root = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(
-        root.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let bus = TestBus::start();
-    let mut handset = Handset::create(root.path());
-    handset.cli_ok(&["container", "pin-entry", "ssh", "handset"]);
-    let code = handset.offer_pairing(&["ssh"]);
-    // The phone's PIN prompt: the owner types the right PIN.
-    handset.set_serve_args(&[
-        "--prompt-command",
-        &format!("test \"$PHONECSP_OPERATION\" = pin && echo {PIN}"),
-    ]);
-    handset.start();
-    let daemon = Daemon::start(&bus, root.path(), &handset, "");
-    let client = phonecsp::blocking::Client::connect_with(
-        &Bus::Address(bus.address.clone()),
-        ClientOptions {
-            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
-        },
-    )
-    .expect("client");
-    client.pair("phone", &code).expect("pair");
-    wait_until("the ssh token", Duration::from_secs(20), || {
-        client.list_tokens().is_ok_and(|t| !t.is_empty())
+    if own_process("protected_authentication_path_logs_in_with_a_null_pin") {
+        return;
+    }
+    let f = fixture_with(|handset| {
+        handset.cli_ok(&["container", "pin-entry", "ssh", "handset"]);
+        // The phone's PIN prompt: the owner types the right PIN.
+        handset.set_serve_args(&[
+            "--prompt-command",
+            &format!("test \"$PHONECSP_OPERATION\" = pin && echo {PIN}"),
+        ]);
     });
-    let f = Fixture {
-        root,
-        bus,
-        handset,
-        _daemon: daemon,
-        module: pkcs11_module(),
-    };
-
     let p = context(&f);
     let slot = p.get_slots_with_token().unwrap()[0];
     let info = p.get_token_info(slot).unwrap();

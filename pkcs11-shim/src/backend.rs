@@ -1,0 +1,134 @@
+//! The seam between the module's PKCS#11 logic and whatever holds the keys:
+//! [`Backend`] is every question `module.rs` asks about tokens, objects and
+//! private-key operations. [`Dbus`] answers them through the daemon's
+//! blocking client; the unit tests answer them with an in-memory fake
+//! (`backend/fake.rs`), so that sessions, logins and operations are tested
+//! without a bus.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use phonecsp::blocking::Client;
+use phonecsp::input::HandsetSign;
+use phonecsp::mechanism::Encryption;
+use phonecsp::{Bus, ClientOptions, KeyPairInfo, ObjectInfo, Result, TokenDetails, TokenEntry};
+use phonecsp_protocol::CkRv;
+use zeroize::Zeroizing;
+
+#[cfg(test)]
+pub mod fake;
+
+/// A plaintext, wiped when dropped.
+pub type Secret = Zeroizing<Vec<u8>>;
+
+/// A token as the daemon names it: the handset and the container on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenName {
+    pub handset: String,
+    pub token: String,
+}
+
+/// What the module needs from the keys' side. Errors carry the `CK_RV`
+/// they mean ([`phonecsp::Error::rv`]); the module maps them no further.
+pub trait Backend: Send + Sync {
+    fn list_tokens(&self) -> Result<Vec<TokenEntry>>;
+    fn token_info(&self, t: &TokenName) -> Result<TokenDetails>;
+    fn login(&self, t: &TokenName, pin: &[u8]) -> Result<()>;
+    fn logout(&self, t: &TokenName) -> Result<()>;
+    fn change_pin(&self, t: &TokenName, old: &[u8], new: &[u8]) -> Result<()>;
+    fn list_objects(&self, t: &TokenName) -> Result<Vec<ObjectInfo>>;
+    /// Attributes by `CKA_*` type; numbers are 8-byte big-endian.
+    fn attributes(&self, t: &TokenName, class: u32, id: &[u8]) -> Result<HashMap<u32, Vec<u8>>>;
+    /// Signs an already prepared input (digest or DigestInfo).
+    fn sign(&self, t: &TokenName, key_id: &[u8], input: &HandsetSign) -> Result<Vec<u8>>;
+    fn decrypt(&self, t: &TokenName, key_id: &[u8], enc: &Encryption, ct: &[u8]) -> Result<Secret>;
+    /// An empty `id` lets the handset choose one.
+    fn generate(&self, t: &TokenName, bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo>;
+    /// At most `protocol::limits`' largest random request per call.
+    fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>>;
+    fn put_certificate(&self, t: &TokenName, id: &[u8], label: &str, der: &[u8]) -> Result<()>;
+    /// `class`: a certificate, or a private key (which takes its pair along).
+    fn delete_object(&self, t: &TokenName, class: u32, id: &[u8]) -> Result<()>;
+}
+
+/// The daemon over D-Bus, connected on first use: `PHONECSP_BUS` (default
+/// the system bus) and the daemon user the client library expects.
+#[derive(Default)]
+pub struct Dbus {
+    client: Mutex<Option<Client>>,
+}
+
+impl Dbus {
+    fn client(&self) -> Result<Client> {
+        let mut g = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = g.as_ref() {
+            return Ok(c.clone());
+        }
+        let bus = Bus::from_env().map_err(|_| phonecsp::Error::from(CkRv::GENERAL_ERROR))?;
+        let c = Client::connect_with(&bus, ClientOptions::default())?;
+        *g = Some(c.clone());
+        Ok(c)
+    }
+}
+
+impl Backend for Dbus {
+    fn list_tokens(&self) -> Result<Vec<TokenEntry>> {
+        self.client()?.list_tokens()
+    }
+
+    fn token_info(&self, t: &TokenName) -> Result<TokenDetails> {
+        self.client()?.get_token_info(&t.handset, &t.token)
+    }
+
+    fn login(&self, t: &TokenName, pin: &[u8]) -> Result<()> {
+        self.client()?.login(&t.handset, &t.token, pin)
+    }
+
+    fn logout(&self, t: &TokenName) -> Result<()> {
+        self.client()?.logout(&t.handset, &t.token)
+    }
+
+    fn change_pin(&self, t: &TokenName, old: &[u8], new: &[u8]) -> Result<()> {
+        self.client()?.change_pin(&t.handset, &t.token, old, new)
+    }
+
+    fn list_objects(&self, t: &TokenName) -> Result<Vec<ObjectInfo>> {
+        self.client()?.list_objects(&t.handset, &t.token)
+    }
+
+    fn attributes(&self, t: &TokenName, class: u32, id: &[u8]) -> Result<HashMap<u32, Vec<u8>>> {
+        self.client()?
+            .get_attributes(&t.handset, &t.token, class, id)
+    }
+
+    fn sign(&self, t: &TokenName, key_id: &[u8], input: &HandsetSign) -> Result<Vec<u8>> {
+        let (m, params) = input.wire();
+        self.client()?
+            .sign(&t.handset, &t.token, key_id, m, &params, &input.data)
+    }
+
+    fn decrypt(&self, t: &TokenName, key_id: &[u8], enc: &Encryption, ct: &[u8]) -> Result<Secret> {
+        let (m, params) = enc.wire();
+        self.client()?
+            .decrypt(&t.handset, &t.token, key_id, m, &params, ct)
+    }
+
+    fn generate(&self, t: &TokenName, bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo> {
+        self.client()?
+            .generate_key_pair(&t.handset, &t.token, bits, id, label)
+    }
+
+    fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>> {
+        self.client()?.generate_random(handset, len)
+    }
+
+    fn put_certificate(&self, t: &TokenName, id: &[u8], label: &str, der: &[u8]) -> Result<()> {
+        self.client()?
+            .import_certificate(&t.handset, &t.token, id, label, der)
+    }
+
+    fn delete_object(&self, t: &TokenName, class: u32, id: &[u8]) -> Result<()> {
+        self.client()?
+            .delete_object(&t.handset, &t.token, class, id)
+    }
+}

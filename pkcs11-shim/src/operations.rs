@@ -1,0 +1,310 @@
+//! A session's operation state, as one value: at most one operation of each
+//! kind (find, sign, verify, encrypt, decrypt, digest) active at a time,
+//! each kind independent of the others. The rules every kind shares are
+//! written once here: a second init is `CKR_OPERATION_ACTIVE`, a call
+//! without init `CKR_OPERATION_NOT_INITIALIZED`, a single-part call after
+//! an update `CKR_OPERATION_ACTIVE`, a failed update ends the operation,
+//! and a length query or a too-small buffer leaves it active for the retry.
+
+use std::collections::VecDeque;
+
+use cryptoki_sys::*;
+use phonecsp::hash::Hasher;
+use phonecsp::input::SignInput;
+use phonecsp::mechanism::{Encryption, Signing};
+use phonecsp_protocol::HashAlg;
+use rsa::RsaPublicKey;
+use rsa::traits::PublicKeyParts;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result, fail};
+use crate::registry::ObjKey;
+
+/// The size of the caller's output buffer; `None` for a length query (a
+/// NULL buffer).
+pub type Cap = Option<usize>;
+
+/// What a function that produces bytes gives back.
+pub enum Out {
+    /// A length query (NULL output buffer): this many bytes suffice.
+    Len(usize),
+    Data(Zeroizing<Vec<u8>>),
+}
+
+pub struct FindOp(pub VecDeque<CK_OBJECT_HANDLE>);
+
+/// The operations that start with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    Sign,
+    Verify,
+    Encrypt,
+    Decrypt,
+}
+
+pub struct SignOp {
+    pub key: ObjKey,
+    pub input: SignInput,
+}
+
+pub struct VerifyOp {
+    pub key: RsaPublicKey,
+    pub input: SignInput,
+}
+
+pub struct EncryptOp {
+    pub key: RsaPublicKey,
+    pub enc: Encryption,
+}
+
+pub struct DecryptOp {
+    pub key: ObjKey,
+    pub enc: Encryption,
+    /// The modulus length: the largest plaintext, and the ciphertext's size.
+    pub len: usize,
+    /// The plaintext, kept after a too-small buffer for the retry.
+    pub result: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl SignOp {
+    pub fn new((key, public): (ObjKey, RsaPublicKey), signing: Signing) -> SignOp {
+        SignOp {
+            key,
+            input: SignInput::new(signing, public.size()),
+        }
+    }
+}
+
+impl VerifyOp {
+    pub fn new(key: RsaPublicKey, signing: Signing) -> VerifyOp {
+        let input = SignInput::new(signing, key.size());
+        VerifyOp { key, input }
+    }
+}
+
+impl DecryptOp {
+    pub fn new((key, public): (ObjKey, RsaPublicKey), enc: Encryption) -> DecryptOp {
+        let len = public.size();
+        let result = None;
+        DecryptOp {
+            key,
+            enc,
+            len,
+            result,
+        }
+    }
+}
+
+pub struct DigestOp {
+    pub hasher: Hasher,
+    pub hash: HashAlg,
+}
+
+/// Takes a signature's collected input out of its operation, which ends
+/// with it; the fresh input left behind is never used.
+pub fn take_input(input: &mut SignInput) -> SignInput {
+    let fresh = SignInput::new(input.signing(), input.signature_len());
+    std::mem::replace(input, fresh)
+}
+
+/// An operation in progress, and whether an update has been seen (after
+/// which only the final call may end it).
+pub struct Active<T> {
+    op: T,
+    multipart: bool,
+}
+
+/// An operation kind: where [`Operations`] keeps it.
+pub trait Kind: Sized {
+    fn slot(ops: &mut Operations) -> &mut Option<Active<Self>>;
+}
+
+/// A kind whose final call writes bytes to the caller.
+pub trait Produces: Kind {
+    /// The output's length for a length query: exact, or an upper bound
+    /// when [`Produces::EXACT`] is false.
+    fn output_len(&self) -> usize;
+    /// Whether a buffer shorter than [`Produces::output_len`] can be
+    /// refused before the work is done.
+    const EXACT: bool = true;
+    /// Keeps an output that did not fit, for the retry.
+    fn keep(&mut self, _out: Zeroizing<Vec<u8>>) {}
+}
+
+impl Produces for SignOp {
+    fn output_len(&self) -> usize {
+        self.input.signature_len()
+    }
+}
+
+impl Produces for EncryptOp {
+    fn output_len(&self) -> usize {
+        self.key.size()
+    }
+}
+
+impl Produces for DigestOp {
+    fn output_len(&self) -> usize {
+        self.hash.output_len()
+    }
+}
+
+impl Produces for DecryptOp {
+    const EXACT: bool = false;
+
+    fn output_len(&self) -> usize {
+        self.result.as_ref().map_or(self.len, |r| r.len())
+    }
+
+    fn keep(&mut self, out: Zeroizing<Vec<u8>>) {
+        self.result = Some(out);
+    }
+}
+
+/// Declares the one value that holds a session's operations, and which
+/// `C_SessionCancel` flag ends each kind.
+macro_rules! operations {
+    ($($field:ident: $ty:ty = $flag:expr;)*) => {
+        /// Every operation of one session.
+        #[derive(Default)]
+        pub struct Operations {
+            $($field: Option<Active<$ty>>,)*
+        }
+
+        $(impl Kind for $ty {
+            fn slot(ops: &mut Operations) -> &mut Option<Active<Self>> {
+                &mut ops.$field
+            }
+        })*
+
+        impl Operations {
+            /// `C_SessionCancel`: ends the operations `flags` name.
+            pub fn cancel(&mut self, flags: CK_FLAGS) {
+                $(if flags & $flag != 0 {
+                    self.$field = None;
+                })*
+            }
+        }
+    };
+}
+
+operations! {
+    find: FindOp = CKF_FIND_OBJECTS;
+    sign: SignOp = CKF_SIGN;
+    verify: VerifyOp = CKF_VERIFY;
+    encrypt: EncryptOp = CKF_ENCRYPT;
+    decrypt: DecryptOp = CKF_DECRYPT;
+    digest: DigestOp = CKF_DIGEST;
+}
+
+impl Operations {
+    /// Starts an operation of kind `T` with what `make` builds, unless one
+    /// is active; `make` runs only when none is.
+    pub fn start<T: Kind>(&mut self, make: impl FnOnce() -> Result<T>) -> Result<()> {
+        if T::slot(self).is_some() {
+            return fail(CKR_OPERATION_ACTIVE);
+        }
+        let op = make()?;
+        *T::slot(self) = Some(Active {
+            op,
+            multipart: false,
+        });
+        Ok(())
+    }
+
+    /// An `*Init` call: a NULL mechanism ends the operation, as the
+    /// standard lets a caller cancel that way; otherwise [`Self::start`].
+    pub fn init<T: Kind, M>(
+        &mut self,
+        mech: Option<M>,
+        make: impl FnOnce(M) -> Result<T>,
+    ) -> Result<()> {
+        match mech {
+            None => {
+                *T::slot(self) = None;
+                Ok(())
+            }
+            Some(m) => self.start(|| make(m)),
+        }
+    }
+
+    /// The active operation of kind `T`.
+    pub fn active<T: Kind>(&mut self) -> Result<&mut T> {
+        match T::slot(self) {
+            Some(a) => Ok(&mut a.op),
+            None => fail(CKR_OPERATION_NOT_INITIALIZED),
+        }
+    }
+
+    /// Ends the operation of kind `T`, which must be active.
+    pub fn end<T: Kind>(&mut self) -> Result<T> {
+        T::slot(self)
+            .take()
+            .map(|a| a.op)
+            .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))
+    }
+
+    /// An `*Update` call: the operation becomes multi-part; a failed
+    /// update ends it.
+    pub fn update<T: Kind>(&mut self, f: impl FnOnce(&mut T) -> Result<()>) -> Result<()> {
+        let slot = T::slot(self);
+        let a = slot
+            .as_mut()
+            .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        a.multipart = true;
+        let r = f(&mut a.op);
+        if r.is_err() {
+            *slot = None;
+        }
+        r
+    }
+
+    /// The final call of a kind that writes nothing back (verify): ends
+    /// the operation, unless a single-part call (`single`) comes after an
+    /// update, which is refused and leaves it as it was.
+    pub fn finish<T: Kind>(&mut self, single: bool) -> Result<T> {
+        self.take_final(single).map(|a| a.op)
+    }
+
+    fn take_final<T: Kind>(&mut self, single: bool) -> Result<Active<T>> {
+        let slot = T::slot(self);
+        match slot.take() {
+            None => fail(CKR_OPERATION_NOT_INITIALIZED),
+            Some(a) if single && a.multipart => {
+                *slot = Some(a);
+                fail(CKR_OPERATION_ACTIVE)
+            }
+            Some(a) => Ok(a),
+        }
+    }
+
+    /// The final call of a kind that writes bytes (`cap`: the caller's
+    /// buffer, `None` for a length query). The operation stays active for
+    /// a length query and a too-small buffer, and ends otherwise, `run`'s
+    /// failure included.
+    pub fn produce<T: Produces>(
+        &mut self,
+        single: bool,
+        cap: Cap,
+        run: impl FnOnce(&mut T) -> Result<Zeroizing<Vec<u8>>>,
+    ) -> Result<Out> {
+        let mut active = self.take_final::<T>(single)?;
+        let op = &mut active.op;
+        let n = op.output_len();
+        let result = match cap {
+            None => Ok(Out::Len(n)),
+            Some(c) if T::EXACT && c < n => Err(Error::BufferTooSmall { needed: n }),
+            Some(c) => {
+                let out = run(op)?;
+                if out.len() <= c {
+                    return Ok(Out::Data(out));
+                }
+                let needed = out.len();
+                op.keep(out);
+                Err(Error::BufferTooSmall { needed })
+            }
+        };
+        *T::slot(self) = Some(active);
+        result
+    }
+}
