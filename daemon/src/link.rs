@@ -55,14 +55,21 @@ pub struct LinkSettings {
     pub max_backoff: Duration,
 }
 
+/// Decides, when a request's turn comes, whether it is still wanted in the
+/// session of that generation: a decision taken before queueing could be
+/// stale by then (see [`LinkHandle::call_if`]).
+pub type StillWanted = Box<dyn FnOnce(u64) -> bool + Send>;
+
 enum Op {
-    Call(Request),
+    Call(Request, Option<StillWanted>),
     Pair(PairingCode),
     Unpair,
 }
 
 enum Outcome {
     Reply(Reply),
+    /// A conditional request that was no longer wanted.
+    Dropped,
     Paired([u8; 32]),
     Unpaired,
 }
@@ -174,6 +181,14 @@ impl LinkHandle {
             .is_some_and(|d| d > self.stuck_after)
     }
 
+    /// The generation of the session that is up, if one is.
+    pub fn generation(&self) -> Option<u64> {
+        match self.state() {
+            LinkState::Connected { generation } => Some(generation),
+            _ => None,
+        }
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<LinkState> {
         self.state.clone()
     }
@@ -224,6 +239,31 @@ impl LinkHandle {
 
     /// Sends one request. Fails at once unless a session is up.
     pub async fn call(&self, caller: &str, request: Request) -> Result<Reply, Error> {
+        match self.send(caller, request, None).await? {
+            Some(r) => Ok(r),
+            None => Err(Error::from(CkRv::GENERAL_ERROR)),
+        }
+    }
+
+    /// Sends `request` only if `wanted(generation)` holds when the link
+    /// task comes to it, in between two other requests: `None` if it did
+    /// not. This is how a decision about the handset's shared session (such
+    /// as logging it out) stays true until the request is on the line.
+    pub async fn call_if(
+        &self,
+        caller: &str,
+        request: Request,
+        wanted: impl FnOnce(u64) -> bool + Send + 'static,
+    ) -> Result<Option<Reply>, Error> {
+        self.send(caller, request, Some(Box::new(wanted))).await
+    }
+
+    async fn send(
+        &self,
+        caller: &str,
+        request: Request,
+        wanted: Option<StillWanted>,
+    ) -> Result<Option<Reply>, Error> {
         match self.state() {
             LinkState::Connected { .. } => {}
             LinkState::Unpaired => {
@@ -236,8 +276,9 @@ impl LinkHandle {
                 return Err(removed(&self.name, &format!("is away: {reason}")));
             }
         }
-        match self.submit(caller, Op::Call(request)).await? {
-            Outcome::Reply(r) => Ok(r),
+        match self.submit(caller, Op::Call(request, wanted)).await? {
+            Outcome::Reply(r) => Ok(Some(r)),
+            Outcome::Dropped => Ok(None),
             _ => Err(Error::from(CkRv::GENERAL_ERROR)),
         }
     }
@@ -607,7 +648,13 @@ impl LinkTask {
     async fn execute(&mut self, job: Job) {
         let name = self.settings.name.clone();
         let result = match job.op {
-            Op::Call(request) => self.call(request).await.map(Outcome::Reply),
+            Op::Call(request, wanted) => {
+                if wanted.is_some_and(|w| !w(self.generation)) {
+                    Ok(Outcome::Dropped)
+                } else {
+                    self.call(request).await.map(Outcome::Reply)
+                }
+            }
             Op::Pair(code) => self.pair(code).await.map(Outcome::Paired),
             Op::Unpair => {
                 let r = self
