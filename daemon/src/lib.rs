@@ -15,6 +15,8 @@ pub mod logins;
 pub mod run;
 pub mod sdp;
 pub mod service;
+#[cfg(test)]
+mod testing;
 pub mod transport;
 
 // The configuration and state files are shared with the disk keyscript,

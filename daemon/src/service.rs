@@ -898,3 +898,94 @@ fn object_class(class: u32) -> Result<ObjectClass> {
     ObjectClass::from_value(u64::from(class))
         .ok_or_else(|| ck(CkRv::ARGUMENTS_BAD, "unknown object class"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{KEY_ID, PIN, PhoneTasks, Rig, TOKEN, wait_for_state};
+    use phonecsp::mechanism::ckm;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// A daemon without a bus, its one handset "phone" connected to the
+    /// unit phone. Requests wait long: the machine may be loaded.
+    async fn daemon() -> (Rig, Arc<Inner>) {
+        let rig = Rig::new(&["phone"], Duration::from_secs(30));
+        let (link, _thread) = rig.spawn(
+            "phone",
+            Duration::from_secs(600),
+            rig.connector(PhoneTasks::default()),
+        );
+        wait_for_state(&link, "connected", |s| {
+            matches!(s, LinkState::Connected { .. })
+        })
+        .await;
+        let config = Config::parse("", Path::new("unit.toml")).expect("config");
+        let links = BTreeMap::from([("phone".to_owned(), link)]);
+        let inner = Arc::new(Inner::new(config, links, rig.state.clone()));
+        (rig, inner)
+    }
+
+    fn caller(name: &str) -> Caller {
+        Caller {
+            name: name.into(),
+            uid: 0,
+            gids: Vec::new(),
+        }
+    }
+
+    async fn sign(call: &Call<'_>) -> Result<Vec<u8>> {
+        let none = MechanismParams::default();
+        call.sign(KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x").await
+    }
+
+    /// One caller's Logout must never end another's login, whatever the
+    /// order in which their requests reach the handset.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_callers_logging_in_and_out_of_one_token_always_sign() {
+        const ROUNDS: usize = 2000;
+        let (_rig, inner) = daemon().await;
+        let run = |name: &'static str| {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let call = inner.call_as(caller(name), "phone", TOKEN)?;
+                for round in 0..ROUNDS {
+                    call.login(PIN).await?;
+                    sign(&call)
+                        .await
+                        .map_err(|e| ck(e.rv(), format!("{name}, round {round}: {e}")))?;
+                    call.logout().await?;
+                }
+                Result::Ok(())
+            })
+        };
+        let (a, b) = (run(":1.1"), run(":1.2"));
+        a.await.expect("caller a").expect("caller a signs");
+        b.await.expect("caller b").expect("caller b signs");
+        // Both gone: the handset is logged out.
+        let call = inner.call_as(caller(":1.3"), "phone", TOKEN).unwrap();
+        assert_eq!(call.details().await.unwrap().flags & 0x20, 0);
+    }
+
+    /// When the handset says it has no login, the daemon's record goes too.
+    #[tokio::test]
+    async fn a_login_the_handset_forgot_is_not_reported() {
+        let (rig, inner) = daemon().await;
+        let call = inner.call_as(caller(":1.1"), "phone", TOKEN).unwrap();
+        call.login(PIN).await.unwrap();
+        sign(&call).await.unwrap();
+        assert!(call.details().await.unwrap().logged_in);
+        // The login ends on the phone (its owner logged out there).
+        rig.token.lock().unwrap().logged_in = false;
+        assert_eq!(
+            sign(&call).await.unwrap_err().rv(),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        assert!(!call.details().await.unwrap().logged_in);
+        // And the daemon says so itself from now on.
+        assert_eq!(
+            sign(&call).await.unwrap_err().to_string(),
+            ck(CkRv::USER_NOT_LOGGED_IN, "log in to 'ssh' first").to_string()
+        );
+    }
+}
