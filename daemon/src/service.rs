@@ -904,6 +904,7 @@ mod tests {
     use super::*;
     use crate::testing::{KEY_ID, PIN, PhoneTasks, Rig, TOKEN, wait_for_state};
     use phonecsp::mechanism::ckm;
+    use phonecsp_protocol::message::token_flags::LOGGED_IN;
     use std::path::Path;
     use std::time::Duration;
 
@@ -964,7 +965,7 @@ mod tests {
         b.await.expect("caller b").expect("caller b signs");
         // Both gone: the handset is logged out.
         let call = inner.call_as(caller(":1.3"), "phone", TOKEN).unwrap();
-        assert_eq!(call.details().await.unwrap().flags & 0x20, 0);
+        assert_eq!(call.details().await.unwrap().flags & LOGGED_IN, 0);
     }
 
     /// When the handset says it has no login, the daemon's record goes too.

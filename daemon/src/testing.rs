@@ -7,7 +7,7 @@
 use crate::link::{BoxStream, Connector, LinkHandle, LinkSettings, LinkState, LinkThread, spawn};
 use crate::state::State;
 use phonecsp_protocol::ck::cka;
-use phonecsp_protocol::message::{ObjectEntry, TokenInfo};
+use phonecsp_protocol::message::{ObjectEntry, TokenInfo, token_flags};
 use phonecsp_protocol::{CkRv, Handler, ObjectClass, Reply, Request, Responder, StaticKeypair};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,8 +57,12 @@ impl Phone {
         match request {
             Request::TokenInfo { container } => Ok(Reply::TokenInfo(TokenInfo {
                 name: container,
-                // Login required, initialised; logged in as the session is.
-                flags: 0x404 | if self.logged_in() { 0x20 } else { 0 },
+                flags: token_flags::LOGIN_REQUIRED
+                    | if self.logged_in() {
+                        token_flags::LOGGED_IN
+                    } else {
+                        0
+                    },
                 retries_left: 3,
                 min_pin: 4,
                 max_pin: 64,

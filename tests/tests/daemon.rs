@@ -5,7 +5,11 @@
 use phonecsp::mechanism::ckm;
 use phonecsp::{Bus, Client, ClientOptions, MechanismParams};
 use phonecsp_protocol::CkRv;
-use phonecsp_tests::{Daemon, Handset, KEY_ID, PIN, TestBus, is_root, phonecsp, wait_until};
+use phonecsp_protocol::ck::{cka, cko};
+use phonecsp_protocol::message::token_flags::LOGGED_IN;
+use phonecsp_tests::{
+    Daemon, Handset, KEY_ID, PIN, TestBus, is_root, phonecsp, shared_root, wait_until,
+};
 use rsa::pkcs8::EncodePublicKey;
 use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPublicKey};
 use sha2::{Digest, Sha256};
@@ -54,12 +58,7 @@ async fn fixture(extra_config: &str, serve_args: &[&str]) -> Fixture {
 
 /// Like [`fixture`], with `daemon_extra` in the daemon's `[daemon]` table.
 async fn fixture_with(daemon_extra: &str, extra_config: &str, serve_args: &[&str]) -> Fixture {
-    let root = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(
-        root.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let root = shared_root();
     let bus = TestBus::start();
     let mut handset = Handset::create(root.path());
     let code = handset.offer_pairing(&["ssh"]);
@@ -91,12 +90,12 @@ fn rv<T: std::fmt::Debug>(r: phonecsp::Result<T>) -> CkRv {
 
 async fn public_key(c: &Client, id: &[u8]) -> RsaPublicKey {
     let a = c
-        .get_attributes("phone", "ssh", 2, id)
+        .get_attributes("phone", "ssh", cko::PUBLIC_KEY, id)
         .await
         .expect("attributes");
     RsaPublicKey::new(
-        BigUint::from_bytes_be(&a[&0x120]),
-        BigUint::from_bytes_be(&a[&0x122]),
+        BigUint::from_bytes_be(&a[&cka::MODULUS]),
+        BigUint::from_bytes_be(&a[&cka::PUBLIC_EXPONENT]),
     )
     .expect("key")
 }
@@ -339,15 +338,27 @@ async fn every_method_end_to_end() {
         .await
         .unwrap();
     let objects = c.list_objects("phone", "ssh").await.unwrap();
-    assert!(objects.iter().any(|o| o.class == 1 && o.id == [2]));
-    let a = c.get_attributes("phone", "ssh", 1, &[2]).await.unwrap();
-    assert_eq!(a[&0x011], der);
-    c.delete_object("phone", "ssh", 1, &[2]).await.unwrap();
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.class == cko::CERTIFICATE && o.id == [2])
+    );
+    let a = c
+        .get_attributes("phone", "ssh", cko::CERTIFICATE, &[2])
+        .await
+        .unwrap();
+    assert_eq!(a[&cka::VALUE], der);
+    c.delete_object("phone", "ssh", cko::CERTIFICATE, &[2])
+        .await
+        .unwrap();
     assert_eq!(
-        rv(c.get_attributes("phone", "ssh", 1, &[2]).await),
+        rv(c.get_attributes("phone", "ssh", cko::CERTIFICATE, &[2])
+            .await),
         CkRv::OBJECT_HANDLE_INVALID
     );
-    c.delete_object("phone", "ssh", 3, &[2]).await.unwrap();
+    c.delete_object("phone", "ssh", cko::PRIVATE_KEY, &[2])
+        .await
+        .unwrap();
     assert_eq!(
         rv(
             c.sign("phone", "ssh", &[2], ckm::SHA256_RSA_PKCS, &none, msg)
@@ -452,115 +463,90 @@ async fn malformed_arguments_get_clear_errors_and_never_reach_the_link() {
     let requests = || async { c.statistics().await.unwrap()["phone"].requests };
     let before = requests().await;
 
-    assert_eq!(
-        rv(c.sign("phone", "ssh", KEY_ID, 0x9999, &none, b"x").await),
-        CkRv::MECHANISM_INVALID
-    );
-    assert_eq!(
+    let sign = |id: &'static [u8], mechanism: u32, params: MechanismParams, data: &'static [u8]| async move {
+        rv(c.sign("phone", "ssh", id, mechanism, &params, data).await)
+    };
+    let none = &none;
+    let decrypt = |mechanism: u32, ciphertext: &'static [u8]| async move {
         rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::RSA_PKCS, &none, &[1; 300])
-                .await
-        ),
-        CkRv::DATA_LEN_RANGE
-    );
-    assert_eq!(
-        rv(
-            c.sign("phone", "ssh", &[9], ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
-        CkRv::KEY_HANDLE_INVALID
-    );
-    assert_eq!(
-        rv(
-            c.sign("phone", "ssh", &[1; 100], ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
-        CkRv::ARGUMENTS_BAD
-    );
-    let wrong = MechanismParams {
-        hash: ckm::SHA_1,
-        salt_len: 20,
+            c.decrypt("phone", "ssh", KEY_ID, mechanism, none, ciphertext)
+                .await,
+        )
+    };
+    let params = |hash, salt_len| MechanismParams {
+        hash,
+        salt_len,
         label: vec![],
     };
-    assert_eq!(
-        rv(c.sign(
-            "phone",
-            "ssh",
-            KEY_ID,
-            ckm::SHA256_RSA_PKCS_PSS,
-            &wrong,
-            b"x"
-        )
-        .await),
-        CkRv::MECHANISM_PARAM_INVALID
-    );
-    assert_eq!(
-        rv(c.sign(
-            "phone",
-            "ssh",
-            KEY_ID,
-            ckm::RSA_PKCS_PSS,
-            &MechanismParams {
-                hash: ckm::SHA256,
-                salt_len: 32,
-                label: vec![]
-            },
-            &[0; 31]
-        )
-        .await),
-        CkRv::DATA_LEN_RANGE
-    );
-    assert_eq!(
-        rv(
-            c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS, &none, &[1; 10])
-                .await
+    use ckm::{RSA_PKCS, RSA_PKCS_PSS, SHA_1, SHA256, SHA256_RSA_PKCS, SHA256_RSA_PKCS_PSS};
+    let refusals = [
+        (
+            sign(KEY_ID, 0x9999, params(0, 0), b"x").await,
+            CkRv::MECHANISM_INVALID,
         ),
-        CkRv::ENCRYPTED_DATA_LEN_RANGE
-    );
-    assert_eq!(
-        rv(
-            c.decrypt("phone", "ssh", KEY_ID, ckm::SHA256, &none, &[1; 256])
-                .await
+        (
+            sign(KEY_ID, RSA_PKCS, params(0, 0), &[1; 300]).await,
+            CkRv::DATA_LEN_RANGE,
         ),
-        CkRv::MECHANISM_INVALID
-    );
-    assert_eq!(
-        rv(c.get_token_info("phone", "s\"sh").await),
-        CkRv::ARGUMENTS_BAD
-    );
-    assert_eq!(
-        rv(c.get_token_info("nope", "ssh").await),
-        CkRv::TOKEN_NOT_PRESENT
-    );
-    assert_eq!(rv(c.generate_random("phone", 0).await), CkRv::ARGUMENTS_BAD);
-    assert_eq!(
-        rv(c.generate_random("phone", 10_000_000).await),
-        CkRv::ARGUMENTS_BAD
-    );
-    assert_eq!(
-        rv(c.generate_key_pair("phone", "ssh", 1024, &[5], "x").await),
-        CkRv::KEY_SIZE_RANGE
-    );
-    assert_eq!(
-        rv(c.login("phone", "ssh", &[b'1'; 100]).await),
-        CkRv::PIN_LEN_RANGE
-    );
-    assert_eq!(
-        rv(c.import_certificate("phone", "ssh", &[1], "x", b"not DER")
-            .await),
-        CkRv::ATTRIBUTE_VALUE_INVALID
-    );
-    assert_eq!(
-        rv(c.digest(ckm::RSA_PKCS, b"x").await),
-        CkRv::MECHANISM_INVALID
-    );
-    assert_eq!(
-        rv(
-            c.rewrap("phone", "ssh", KEY_ID, 7, &[0; 256], ckm::SHA256, b"\x30")
-                .await
+        (
+            sign(&[9], SHA256_RSA_PKCS, params(0, 0), b"x").await,
+            CkRv::KEY_HANDLE_INVALID,
         ),
-        CkRv::MECHANISM_PARAM_INVALID
-    );
+        (
+            sign(&[1; 100], SHA256_RSA_PKCS, params(0, 0), b"x").await,
+            CkRv::ARGUMENTS_BAD,
+        ),
+        (
+            sign(KEY_ID, SHA256_RSA_PKCS_PSS, params(SHA_1, 20), b"x").await,
+            CkRv::MECHANISM_PARAM_INVALID,
+        ),
+        (
+            sign(KEY_ID, RSA_PKCS_PSS, params(SHA256, 32), &[0; 31]).await,
+            CkRv::DATA_LEN_RANGE,
+        ),
+        (
+            decrypt(RSA_PKCS, &[1; 10]).await,
+            CkRv::ENCRYPTED_DATA_LEN_RANGE,
+        ),
+        (decrypt(SHA256, &[1; 256]).await, CkRv::MECHANISM_INVALID),
+        (
+            rv(c.get_token_info("phone", "s\"sh").await),
+            CkRv::ARGUMENTS_BAD,
+        ),
+        (
+            rv(c.get_token_info("nope", "ssh").await),
+            CkRv::TOKEN_NOT_PRESENT,
+        ),
+        (rv(c.generate_random("phone", 0).await), CkRv::ARGUMENTS_BAD),
+        (
+            rv(c.generate_random("phone", 10_000_000).await),
+            CkRv::ARGUMENTS_BAD,
+        ),
+        (
+            rv(c.generate_key_pair("phone", "ssh", 1024, &[5], "x").await),
+            CkRv::KEY_SIZE_RANGE,
+        ),
+        (
+            rv(c.login("phone", "ssh", &[b'1'; 100]).await),
+            CkRv::PIN_LEN_RANGE,
+        ),
+        (
+            rv(c.import_certificate("phone", "ssh", &[1], "x", b"not DER")
+                .await),
+            CkRv::ATTRIBUTE_VALUE_INVALID,
+        ),
+        (rv(c.digest(RSA_PKCS, b"x").await), CkRv::MECHANISM_INVALID),
+        (
+            rv(
+                c.rewrap("phone", "ssh", KEY_ID, 7, &[0; 256], SHA256, b"\x30")
+                    .await,
+            ),
+            CkRv::MECHANISM_PARAM_INVALID,
+        ),
+    ];
+    for (i, (got, want)) in refusals.into_iter().enumerate() {
+        assert_eq!(got, want, "refusal #{i}");
+    }
 
     // A call whose arguments do not match the signature is refused by the bus layer.
     let raw = c
@@ -581,7 +567,7 @@ async fn malformed_arguments_get_clear_errors_and_never_reach_the_link() {
         "a malformed call reached the link"
     );
     // And the daemon is still serving.
-    c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
+    c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, none, b"x")
         .await
         .unwrap();
 }
@@ -598,7 +584,7 @@ async fn a_caller_that_leaves_the_bus_loses_its_login() {
             .unwrap();
         // The handset sees the session logged in.
         assert_ne!(
-            f.client.get_token_info("phone", "ssh").await.unwrap().flags & 0x20,
+            f.client.get_token_info("phone", "ssh").await.unwrap().flags & LOGGED_IN,
             0
         );
         a.connection().clone().close().await.unwrap();
@@ -614,12 +600,43 @@ async fn a_caller_that_leaves_the_bus_loses_its_login() {
     );
     // And the daemon logged the handset out, since nobody else was logged in.
     for _ in 0..250 {
-        if f.client.get_token_info("phone", "ssh").await.unwrap().flags & 0x20 == 0 {
+        if f.client.get_token_info("phone", "ssh").await.unwrap().flags & LOGGED_IN == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the handset session stayed logged in");
+}
+
+/// Two connections log in to one token, sign and log out, over and over:
+/// one's logout never ends the other's login, whatever order their requests
+/// reach the handset in, and the handset is logged out once both are done.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_callers_logging_in_and_out_of_one_token_always_sign() {
+    const ROUNDS: usize = 200;
+    let f = fixture("", &[]).await;
+    let run = |c: Client, who: &'static str| {
+        tokio::spawn(async move {
+            let none = MechanismParams::default();
+            for round in 0..ROUNDS {
+                c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
+                if let Err(e) = c
+                    .sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
+                    .await
+                {
+                    panic!("{who}, round {round}: {e}");
+                }
+                c.logout("phone", "ssh").await.unwrap();
+            }
+        })
+    };
+    let a = run(client(&f.bus).await, "a");
+    let b = run(client(&f.bus).await, "b");
+    a.await.expect("caller a");
+    b.await.expect("caller b");
+    let info = f.client.get_token_info("phone", "ssh").await.unwrap();
+    assert_eq!(info.flags & LOGGED_IN, 0);
+    assert!(!info.logged_in);
 }
 
 #[tokio::test(flavor = "multi_thread")]
