@@ -81,6 +81,39 @@ async fn fixture_with(daemon_extra: &str, extra_config: &str, serve_args: &[&str
     }
 }
 
+/// A `SHA256_RSA_PKCS` signature of `data` by the key `id` of phone/ssh.
+async fn sign_sha256(c: &Client, id: &[u8], data: &[u8]) -> phonecsp::Result<Vec<u8>> {
+    let none = MechanismParams::default();
+    c.sign("phone", "ssh", id, ckm::SHA256_RSA_PKCS, &none, data)
+        .await
+}
+
+/// Whether phone/ssh's key [`KEY_ID`] signed `data` as `signature`.
+async fn verifies(
+    c: &Client,
+    mechanism: u32,
+    params: &MechanismParams,
+    data: &[u8],
+    signature: &[u8],
+) -> bool {
+    c.verify("phone", "ssh", KEY_ID, mechanism, params, data, signature)
+        .await
+        .expect("verify")
+}
+
+/// `ciphertext`, decrypted by phone/ssh's key [`KEY_ID`].
+async fn decrypts(
+    c: &Client,
+    mechanism: u32,
+    params: &MechanismParams,
+    ciphertext: &[u8],
+) -> Vec<u8> {
+    c.decrypt("phone", "ssh", KEY_ID, mechanism, params, ciphertext)
+        .await
+        .expect("decrypt")
+        .to_vec()
+}
+
 fn rv<T: std::fmt::Debug>(r: phonecsp::Result<T>) -> CkRv {
     match r {
         Ok(v) => panic!("expected an error, got {v:?}"),
@@ -101,20 +134,10 @@ async fn public_key(c: &Client, id: &[u8]) -> RsaPublicKey {
 }
 
 fn self_signed_cert(dir: &std::path::Path) -> Vec<u8> {
+    const REQUEST: &str = "req -x509 -newkey rsa:2048 -nodes -subj /CN=phonecsp-e2e -days 1";
     let o = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=phonecsp e2e",
-            "-days",
-            "1",
-            "-outform",
-            "DER",
-        ])
+        .args(REQUEST.split(' '))
+        .args(["-outform", "DER"])
         .arg("-keyout")
         .arg(dir.join("cert.key"))
         .arg("-out")
@@ -163,10 +186,7 @@ async fn every_method_end_to_end() {
 
     // Private-key work needs a login; the wrong PIN counts.
     assert_eq!(
-        rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"hi")
-                .await
-        ),
+        rv(sign_sha256(c, KEY_ID, b"hi").await),
         CkRv::USER_NOT_LOGGED_IN
     );
     assert_eq!(
@@ -182,38 +202,11 @@ async fn every_method_end_to_end() {
 
     // Signatures verify with the public key, outside the daemon.
     let msg = b"hello phonecsp";
-    let sig = c
-        .sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, msg)
-        .await
-        .unwrap();
+    let sig = sign_sha256(c, KEY_ID, msg).await.unwrap();
     pk.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), &sig)
         .unwrap();
-    assert!(
-        c.verify(
-            "phone",
-            "ssh",
-            KEY_ID,
-            ckm::SHA256_RSA_PKCS,
-            &none,
-            msg,
-            &sig
-        )
-        .await
-        .unwrap()
-    );
-    assert!(
-        !c.verify(
-            "phone",
-            "ssh",
-            KEY_ID,
-            ckm::SHA256_RSA_PKCS,
-            &none,
-            b"forged",
-            &sig
-        )
-        .await
-        .unwrap()
-    );
+    assert!(verifies(c, ckm::SHA256_RSA_PKCS, &none, msg, &sig).await);
+    assert!(!verifies(c, ckm::SHA256_RSA_PKCS, &none, b"forged", &sig).await);
     let di = [
         phonecsp_protocol::HashAlg::Sha256.digest_info_prefix(),
         &Sha256::digest(msg)[..],
@@ -236,19 +229,7 @@ async fn every_method_end_to_end() {
         .unwrap();
     pk.verify(Pss::new_with_salt::<Sha256>(32), &Sha256::digest(msg), &sig)
         .unwrap();
-    assert!(
-        c.verify(
-            "phone",
-            "ssh",
-            KEY_ID,
-            ckm::SHA256_RSA_PKCS_PSS,
-            &pss,
-            msg,
-            &sig
-        )
-        .await
-        .unwrap()
-    );
+    assert!(verifies(c, ckm::SHA256_RSA_PKCS_PSS, &pss, msg, &sig).await);
 
     // Decryption: encrypted outside, decrypted on the phone; and the daemon's encrypt.
     let mut rng = rand::rngs::OsRng;
@@ -261,20 +242,14 @@ async fn every_method_end_to_end() {
         .encrypt(&mut rng, Oaep::new::<Sha256>(), b"oaep secret")
         .unwrap();
     assert_eq!(
-        c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS_OAEP, &oaep, &ct)
-            .await
-            .unwrap()
-            .as_slice(),
+        decrypts(c, ckm::RSA_PKCS_OAEP, &oaep, &ct).await.as_slice(),
         b"oaep secret"
     );
     let ct = pk
         .encrypt(&mut rng, Pkcs1v15Encrypt, b"pkcs1 secret")
         .unwrap();
     assert_eq!(
-        c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS, &none, &ct)
-            .await
-            .unwrap()
-            .as_slice(),
+        decrypts(c, ckm::RSA_PKCS, &none, &ct).await.as_slice(),
         b"pkcs1 secret"
     );
     let ct = c
@@ -290,10 +265,7 @@ async fn every_method_end_to_end() {
         .unwrap();
     assert_eq!(ct.len(), 256);
     assert_eq!(
-        c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS_OAEP, &oaep, &ct)
-            .await
-            .unwrap()
-            .as_slice(),
+        decrypts(c, ckm::RSA_PKCS_OAEP, &oaep, &ct).await.as_slice(),
         b"round trip"
     );
 
@@ -325,10 +297,7 @@ async fn every_method_end_to_end() {
         BigUint::from_bytes_be(&kp.exponent),
     )
     .unwrap();
-    let sig = c
-        .sign("phone", "ssh", &[2], ckm::SHA256_RSA_PKCS, &none, msg)
-        .await
-        .unwrap();
+    let sig = sign_sha256(c, &[2], msg).await.unwrap();
     pk2.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), &sig)
         .unwrap();
 
@@ -360,21 +329,14 @@ async fn every_method_end_to_end() {
         .await
         .unwrap();
     assert_eq!(
-        rv(
-            c.sign("phone", "ssh", &[2], ckm::SHA256_RSA_PKCS, &none, msg)
-                .await
-        ),
+        rv(sign_sha256(c, &[2], msg).await),
         CkRv::KEY_HANDLE_INVALID
     );
 
     // Re-wrap a secret to a recovery key: only the recovery key opens it.
     let recovery = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
-    let spki = recovery
-        .to_public_key()
-        .to_public_key_der()
-        .unwrap()
-        .as_bytes()
-        .to_vec();
+    let spki = recovery.to_public_key().to_public_key_der();
+    let spki = spki.expect("SubjectPublicKeyInfo").into_vec();
     let ct = pk
         .encrypt(&mut rng, Oaep::new::<Sha256>(), b"disk key")
         .unwrap();
@@ -398,10 +360,7 @@ async fn every_method_end_to_end() {
     c.login("phone", "ssh", b"654321").await.unwrap();
     c.logout("phone", "ssh").await.unwrap();
     assert_eq!(
-        rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, msg)
-                .await
-        ),
+        rv(sign_sha256(c, KEY_ID, msg).await),
         CkRv::USER_NOT_LOGGED_IN
     );
 
@@ -567,21 +526,16 @@ async fn malformed_arguments_get_clear_errors_and_never_reach_the_link() {
         "a malformed call reached the link"
     );
     // And the daemon is still serving.
-    c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, none, b"x")
-        .await
-        .unwrap();
+    sign_sha256(c, KEY_ID, b"x").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_caller_that_leaves_the_bus_loses_its_login() {
     let f = fixture("", &[]).await;
-    let none = MechanismParams::default();
     {
         let a = client(&f.bus).await;
         a.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
-        a.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-            .await
-            .unwrap();
+        sign_sha256(&a, KEY_ID, b"x").await.unwrap();
         // The handset sees the session logged in.
         assert_ne!(
             f.client.get_token_info("phone", "ssh").await.unwrap().flags & LOGGED_IN,
@@ -592,10 +546,7 @@ async fn a_caller_that_leaves_the_bus_loses_its_login() {
     // Same uid, another connection: not logged in.
     let b = client(&f.bus).await;
     assert_eq!(
-        rv(
-            b.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
+        rv(sign_sha256(&b, KEY_ID, b"x").await),
         CkRv::USER_NOT_LOGGED_IN
     );
     // And the daemon logged the handset out, since nobody else was logged in.
@@ -617,13 +568,9 @@ async fn two_callers_logging_in_and_out_of_one_token_always_sign() {
     let f = fixture("", &[]).await;
     let run = |c: Client, who: &'static str| {
         tokio::spawn(async move {
-            let none = MechanismParams::default();
             for round in 0..ROUNDS {
                 c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
-                if let Err(e) = c
-                    .sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-                    .await
-                {
+                if let Err(e) = sign_sha256(&c, KEY_ID, b"x").await {
                     panic!("{who}, round {round}: {e}");
                 }
                 c.logout("phone", "ssh").await.unwrap();
@@ -668,25 +615,16 @@ async fn callers_are_told_apart_by_uid() {
     let msg = msg.to_str().unwrap();
     let sig = f.root.path().join("sig");
     let sig = sig.to_str().unwrap();
-    let ok = phonecsp(
-        &f.bus,
-        Some(65534),
-        &["sign", "ssh", "--key", "01", "--in", msg, "--out", "-"],
-        &pin,
-    );
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let sign_as = |uid| {
+        let args = ["sign", "ssh", "--key", "01", "--in", msg, "--out", "-"];
+        phonecsp(&f.bus, Some(uid), &args, &pin)
+    };
+    let ok = sign_as(65534);
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stderr}");
     assert_eq!(ok.stdout.len(), 256);
     std::fs::write(sig, &ok.stdout).unwrap();
-    let no = phonecsp(
-        &f.bus,
-        Some(1),
-        &["sign", "ssh", "--key", "01", "--in", msg, "--out", "-"],
-        &pin,
-    );
+    let no = sign_as(1);
     assert_eq!(
         no.status.code(),
         Some(4),
@@ -736,7 +674,6 @@ async fn handset_killed_mid_request_then_back() {
     let c = f.client.clone();
     c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
     c.list_objects("phone", "ssh").await.unwrap();
-    let none = MechanismParams::default();
     let pending = {
         let c = c.clone();
         tokio::spawn(async move {
@@ -763,10 +700,7 @@ async fn handset_killed_mid_request_then_back() {
     // While it is away, calls fail at once.
     let t = std::time::Instant::now();
     assert_eq!(
-        rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
+        rv(sign_sha256(&c, KEY_ID, b"x").await),
         CkRv::DEVICE_REMOVED
     );
     assert!(t.elapsed() < Duration::from_secs(5));
@@ -784,18 +718,12 @@ async fn handset_killed_mid_request_then_back() {
 /// After a reconnection: a new session, so the handset forgot the login
 /// and so did the daemon; a new login signs.
 async fn signs_in_a_new_session(c: &Client) {
-    let none = MechanismParams::default();
     assert_eq!(
-        rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
+        rv(sign_sha256(c, KEY_ID, b"x").await),
         CkRv::USER_NOT_LOGGED_IN
     );
     c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
-    c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-        .await
-        .unwrap();
+    sign_sha256(c, KEY_ID, b"x").await.unwrap();
 }
 
 /// `phonecsp --json handsets`: whether `phone` is connected.
@@ -880,27 +808,20 @@ async fn sigterm_ends_the_daemon_cleanly() {
 fn a_bad_configuration_is_refused_with_file_line_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("phonecspd.toml");
-    std::fs::write(
-        &cfg,
-        "[daemon]\nstate_dir = \"/tmp/x\"\nrequest_timeout = 5\n",
-    )
-    .unwrap();
-    let o = std::process::Command::new(phonecsp_tests::bin("phonecspd"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--check")
-        .output()
-        .unwrap();
+    let check = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        std::process::Command::new(phonecsp_tests::bin("phonecspd"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--check")
+            .output()
+            .unwrap()
+    };
+    let o = check("[daemon]\nstate_dir = \"/tmp/x\"\nrequest_timeout = 5\n");
     assert_eq!(o.status.code(), Some(78));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("phonecspd.toml:3:"), "{err}");
     assert!(err.contains("request_timeout"), "{err}");
-    std::fs::write(&cfg, "[[handset]]\nname = \"p\"\nserial = \"/dev/null\"\n").unwrap();
-    let o = std::process::Command::new(phonecsp_tests::bin("phonecspd"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--check")
-        .output()
-        .unwrap();
+    let o = check("[[handset]]\nname = \"p\"\nserial = \"/dev/null\"\n");
     assert!(o.status.success());
 }
