@@ -947,6 +947,41 @@ mod tests {
         assert!(stuck_thread.finish(Duration::from_secs(5)).await);
     }
 
+    #[tokio::test]
+    async fn a_conditional_request_is_sent_only_if_wanted_at_its_turn() {
+        let rig = Rig::new(&["phone"], REQUEST_TIMEOUT);
+        let (h, _thread) = rig.spawn(
+            "phone",
+            Duration::from_secs(600),
+            rig.connector(PhoneTasks::default()),
+        );
+        wait_for_state(&h, "connected", |s| {
+            *s == LinkState::Connected { generation: 1 }
+        })
+        .await;
+        let request = || Request::GenerateRandom { len: 2 };
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let record = |want: bool| {
+            let asked = asked.clone();
+            move |generation| {
+                asked.lock().unwrap().push(generation);
+                want
+            }
+        };
+        let before = h.stats().requests;
+        assert_eq!(
+            h.call_if("unit", request(), record(false)).await.unwrap(),
+            None
+        );
+        assert_eq!(h.stats().requests, before, "an unwanted request was sent");
+        assert_eq!(
+            h.call_if("unit", request(), record(true)).await.unwrap(),
+            Some(Reply::Random(vec![2; 2]))
+        );
+        // Asked with the session's generation, once each.
+        assert_eq!(*asked.lock().unwrap(), [1, 1]);
+    }
+
     fn job(caller: &str) -> (Job, oneshot::Receiver<Result<Outcome, Error>>) {
         let (tx, rx) = oneshot::channel();
         (

@@ -229,6 +229,11 @@ impl Inner {
         })
     }
 
+    /// Requests as `caller` on `link`, about `token` if given.
+    fn caller_link(&self, link: &LinkHandle, caller: &Caller, token: Option<&str>) -> CallerLink {
+        CallerLink::new(link.clone(), &caller.name, token, self.logins.clone())
+    }
+
     /// The prologue of the methods that change which handsets are paired:
     /// who calls, if they may, and the handset's link.
     async fn admin(
@@ -297,12 +302,8 @@ struct Call<'a> {
 impl Call<'_> {
     /// The typed requests, as this caller, about this token.
     fn handset(&self) -> CallerLink {
-        CallerLink::new(
-            self.link.clone(),
-            &self.caller.name,
-            Some(self.token),
-            self.inner.logins.clone(),
-        )
+        self.inner
+            .caller_link(self.link, &self.caller, Some(self.token))
     }
 
     fn session(&self) -> Result<u64> {
@@ -410,7 +411,6 @@ impl Call<'_> {
     /// token has a protected authentication path; the handset decides.
     async fn login(&self, pin: &[u8]) -> Result<()> {
         check_pin(pin, 0)?;
-        self.session()?;
         // The caller's login is recorded by the link as the handset accepts it.
         self.handset().login(self.token, pin).await
     }
@@ -484,8 +484,7 @@ impl Provider {
             if link.generation().is_none() {
                 continue;
             }
-            let mut handset = CallerLink::new(link.clone(), &c.name, None, i.logins.clone());
-            let list = match handset.list_containers().await {
+            let list = match i.caller_link(link, &c, None).list_containers().await {
                 Ok(list) => list,
                 Err(e) => {
                     log::debug!("listing tokens of '{}': {e}", link.name());
@@ -735,7 +734,7 @@ impl Provider {
                 format!("length must be 1 to {MAX_RANDOM}"),
             ));
         }
-        let mut handset = CallerLink::new(link.clone(), &c.name, None, i.logins.clone());
+        let mut handset = i.caller_link(link, &c, None);
         let mut out = Vec::with_capacity(length as usize);
         while out.len() < length as usize {
             let len = (length - out.len() as u32).min(MAX_RANDOM_LEN);
