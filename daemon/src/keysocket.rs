@@ -16,16 +16,15 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use phonecsp::handset::HandsetLink;
 use phonecsp::luks::{self, Cryptsetup, Device, LuksError, PinPrompt, PinSource, WrappedKey};
-use phonecsp_protocol::{Reply, Request};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+use crate::caller_link::CallerLink;
 use crate::config::VolumeConfig;
-use crate::link::{LinkHandle, LinkState};
+use crate::link::LinkState;
 use crate::service::Inner;
 
 /// The program that asks for a PIN when a volume has no `pin_file`.
@@ -220,32 +219,24 @@ async fn key_for(inner: &Inner, volume: &VolumeConfig) -> Result<Zeroizing<Vec<u
             });
         }
     };
-    let mut holder = LinkHolder {
-        link: link.clone(),
-        caller: format!("keysocket:{}", volume.name),
-    };
+    let caller = format!("keysocket:{}", volume.name);
+    let logins = inner.logins();
+    let mut holder = CallerLink::new(link.clone(), &caller, Some(&t.container), logins.clone());
     let mut pins = VolumePin {
         volume: volume.name.clone(),
         file: volume.pin_file.clone(),
     };
+    // The unwrap may use a login a D-Bus caller made: hold the container
+    // so that nobody's logout ends it half-way.
+    let hold = logins.hold(&t.handset, &t.container);
     let r = luks::unwrap(&mut holder, &w, &mut pins).await;
+    logins.remove(&caller, &t.handset, &t.container);
+    drop(hold);
     // Log out unless a D-Bus caller is logged in to the container too.
     inner
         .logout_if_unused(&t.handset, &t.container, generation)
         .await;
     r
-}
-
-/// The handset through the daemon's own link.
-struct LinkHolder {
-    link: LinkHandle,
-    caller: String,
-}
-
-impl HandsetLink for LinkHolder {
-    async fn call(&mut self, request: Request) -> phonecsp::Result<Reply> {
-        self.link.call(&self.caller, request).await
-    }
 }
 
 /// A volume's PIN: its `pin_file`, else `systemd-ask-password`.

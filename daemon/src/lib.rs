@@ -1,15 +1,22 @@
 //! phonecspd: owns each handset link ([`link`], over a [`transport`]),
 //! keeps its own key and the pinned handset keys ([`state`]), reads its
 //! [`config`], and serves the `org.phonecsp.CryptoProvider1` D-Bus API
-//! ([`service`]), and serves disk keys to `systemd-cryptsetup` on AF_UNIX
+//! ([`service`]) to the callers its allow lists admit ([`access`]),
+//! sending typed requests as each caller ([`caller_link`]) and keeping
+//! who is logged in to which token ([`logins`]); and it serves disk keys to `systemd-cryptsetup` on AF_UNIX
 //! sockets ([`keysocket`]). [`run`] puts it together for the binary and
 //! the tests.
 
+pub mod access;
+pub mod caller_link;
 pub mod keysocket;
 pub mod link;
+pub mod logins;
 pub mod run;
 pub mod sdp;
 pub mod service;
+#[cfg(test)]
+mod testing;
 pub mod transport;
 
 // The configuration and state files are shared with the disk keyscript,

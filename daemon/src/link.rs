@@ -55,14 +55,21 @@ pub struct LinkSettings {
     pub max_backoff: Duration,
 }
 
+/// Decides, when a request's turn comes, whether it is still wanted in the
+/// session of that generation: a decision taken before queueing could be
+/// stale by then (see [`LinkHandle::call_if`]).
+pub type StillWanted = Box<dyn FnOnce(u64) -> bool + Send>;
+
 enum Op {
-    Call(Request),
+    Call(Request, Option<StillWanted>),
     Pair(PairingCode),
     Unpair,
 }
 
 enum Outcome {
     Reply(Reply),
+    /// A conditional request that was no longer wanted.
+    Dropped,
     Paired([u8; 32]),
     Unpaired,
 }
@@ -174,6 +181,14 @@ impl LinkHandle {
             .is_some_and(|d| d > self.stuck_after)
     }
 
+    /// The generation of the session that is up, if one is.
+    pub fn generation(&self) -> Option<u64> {
+        match self.state() {
+            LinkState::Connected { generation } => Some(generation),
+            _ => None,
+        }
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<LinkState> {
         self.state.clone()
     }
@@ -224,6 +239,31 @@ impl LinkHandle {
 
     /// Sends one request. Fails at once unless a session is up.
     pub async fn call(&self, caller: &str, request: Request) -> Result<Reply, Error> {
+        match self.send(caller, request, None).await? {
+            Some(r) => Ok(r),
+            None => Err(Error::from(CkRv::GENERAL_ERROR)),
+        }
+    }
+
+    /// Sends `request` only if `wanted(generation)` holds when the link
+    /// task comes to it, in between two other requests: `None` if it did
+    /// not. This is how a decision about the handset's shared session (such
+    /// as logging it out) stays true until the request is on the line.
+    pub async fn call_if(
+        &self,
+        caller: &str,
+        request: Request,
+        wanted: impl FnOnce(u64) -> bool + Send + 'static,
+    ) -> Result<Option<Reply>, Error> {
+        self.send(caller, request, Some(Box::new(wanted))).await
+    }
+
+    async fn send(
+        &self,
+        caller: &str,
+        request: Request,
+        wanted: Option<StillWanted>,
+    ) -> Result<Option<Reply>, Error> {
         match self.state() {
             LinkState::Connected { .. } => {}
             LinkState::Unpaired => {
@@ -236,8 +276,9 @@ impl LinkHandle {
                 return Err(removed(&self.name, &format!("is away: {reason}")));
             }
         }
-        match self.submit(caller, Op::Call(request)).await? {
-            Outcome::Reply(r) => Ok(r),
+        match self.submit(caller, Op::Call(request, wanted)).await? {
+            Outcome::Reply(r) => Ok(Some(r)),
+            Outcome::Dropped => Ok(None),
             _ => Err(Error::from(CkRv::GENERAL_ERROR)),
         }
     }
@@ -607,7 +648,13 @@ impl LinkTask {
     async fn execute(&mut self, job: Job) {
         let name = self.settings.name.clone();
         let result = match job.op {
-            Op::Call(request) => self.call(request).await.map(Outcome::Reply),
+            Op::Call(request, wanted) => {
+                if wanted.is_some_and(|w| !w(self.generation)) {
+                    Ok(Outcome::Dropped)
+                } else {
+                    self.call(request).await.map(Outcome::Reply)
+                }
+            }
             Op::Pair(code) => self.pair(code).await.map(Outcome::Paired),
             Op::Unpair => {
                 let r = self
@@ -732,161 +779,10 @@ impl LinkTask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use phonecsp_protocol::{Handler, Responder, StaticKeypair};
+    use crate::testing::{HANG_UP_LEN, PhoneTasks, Rig, SLOW, SLOW_LEN, wait_for_state};
     use std::sync::atomic::{AtomicBool, AtomicUsize};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use zeroize::Zeroizing;
 
     const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
-
-    /// A handset that knows one host and answers `+CKRAND=n` with n bytes
-    /// of n, except that it takes [`SLOW`] to answer for n = [`SLOW_LEN`]
-    /// and hangs up instead of answering for n = [`HANG_UP_LEN`].
-    struct Phone {
-        identity: StaticKeypair,
-        host: [u8; 32],
-        last_len: Option<u32>,
-    }
-
-    const SLOW_LEN: u32 = 50;
-    const SLOW: Duration = Duration::from_millis(100);
-    const HANG_UP_LEN: u32 = 99;
-
-    impl Handler for Phone {
-        fn identity(&self) -> StaticKeypair {
-            self.identity.clone()
-        }
-        fn handset_name(&self) -> String {
-            "unit phone".into()
-        }
-        fn known_hosts(&self) -> Vec<[u8; 32]> {
-            vec![self.host]
-        }
-        fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>> {
-            None
-        }
-        fn pairing_completed(&mut self, _host: [u8; 32], _host_name: &str) -> bool {
-            false
-        }
-        fn pairing_failed(&mut self) {}
-        fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
-            match request {
-                Request::GenerateRandom { len } => {
-                    self.last_len = Some(len);
-                    Ok(Reply::Random(vec![len as u8; len as usize]))
-                }
-                _ => Err(CkRv::FUNCTION_NOT_SUPPORTED),
-            }
-        }
-        fn session_ended(&mut self, _host: &[u8; 32]) {}
-    }
-
-    /// Serves a [`Phone`] on a task of the calling runtime (the link
-    /// thread's, when called from a connector); aborting the task hangs up.
-    fn phone_stream(
-        identity: StaticKeypair,
-        host: [u8; 32],
-    ) -> (BoxStream, tokio::task::JoinHandle<()>) {
-        let (host_end, mut device_end) = tokio::io::duplex(1 << 16);
-        let task = tokio::spawn(async move {
-            let mut phone = Phone {
-                identity,
-                host,
-                last_len: None,
-            };
-            let mut responder = Responder::new(4096, "unit");
-            let mut buf = vec![0u8; 8192];
-            loop {
-                let n = device_end.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                let out = responder.receive(&mut phone, &buf[..n]);
-                match phone.last_len.take() {
-                    Some(SLOW_LEN) => tokio::time::sleep(SLOW).await,
-                    Some(HANG_UP_LEN) => break,
-                    _ => {}
-                }
-                if device_end.write_all(&out).await.is_err() {
-                    break;
-                }
-            }
-        });
-        (Box::new(host_end), task)
-    }
-
-    struct Rig {
-        _dir: tempfile::TempDir,
-        state: Arc<State>,
-        phone: StaticKeypair,
-        shutdown: watch::Sender<bool>,
-    }
-
-    impl Rig {
-        /// State with the phone's key pinned for `names`.
-        fn new(names: &[&str]) -> Rig {
-            let dir = tempfile::tempdir().unwrap();
-            let state = Arc::new(State::open(dir.path()).unwrap());
-            let phone = StaticKeypair::from_private(&[9; 32]);
-            for n in names {
-                state.pin(n, phone.public()).unwrap();
-            }
-            Rig {
-                _dir: dir,
-                state,
-                phone,
-                shutdown: watch::channel(false).0,
-            }
-        }
-
-        fn spawn(
-            &self,
-            name: &str,
-            health_interval: Duration,
-            connector: Connector,
-        ) -> (LinkHandle, LinkThread) {
-            let settings = LinkSettings {
-                name: name.into(),
-                host_name: "unit host".into(),
-                request_timeout: REQUEST_TIMEOUT,
-                health_interval,
-                max_backoff: Duration::from_millis(200),
-            };
-            spawn(
-                settings,
-                connector,
-                self.state.clone(),
-                self.shutdown.subscribe(),
-            )
-            .unwrap()
-        }
-
-        /// A connector to the phone that keeps each phone task in `calls`.
-        fn connector(&self, calls: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>) -> Connector {
-            let phone = self.phone.clone();
-            let host = *self.state.identity().public();
-            Arc::new(move || {
-                let (stream, task) = phone_stream(phone.clone(), host);
-                if let Ok(mut c) = calls.lock() {
-                    c.push(task);
-                }
-                Box::pin(async move { Ok(stream) })
-            })
-        }
-    }
-
-    async fn wait_for_state(h: &LinkHandle, what: &str, f: impl Fn(&LinkState) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !f(&h.state()) {
-            assert!(
-                Instant::now() < deadline,
-                "{} never became {what}: {:?}",
-                h.name(),
-                h.state()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
 
     async fn random(h: &LinkHandle, len: u32) -> Result<Reply, Error> {
         h.call("unit", Request::GenerateRandom { len }).await
@@ -894,8 +790,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_link_that_ends_is_noticed_at_once() {
-        let rig = Rig::new(&["phone"]);
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let rig = Rig::new(&["phone"], REQUEST_TIMEOUT);
+        let calls = PhoneTasks::default();
         // No probe for the length of the test: only reading the idle link
         // can notice.
         let (h, mut thread) = rig.spawn(
@@ -924,8 +820,8 @@ mod tests {
 
     #[tokio::test]
     async fn callers_queued_behind_a_failing_request_hear_at_once() {
-        let rig = Rig::new(&["phone"]);
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let rig = Rig::new(&["phone"], REQUEST_TIMEOUT);
+        let calls = PhoneTasks::default();
         // The phone does not come back.
         let connector: Connector = {
             let working = rig.connector(calls.clone());
@@ -969,8 +865,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_link_stuck_in_the_kernel_fails_its_callers_and_no_one_else() {
-        let rig = Rig::new(&["stuck", "healthy"]);
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let rig = Rig::new(&["stuck", "healthy"], REQUEST_TIMEOUT);
+        let calls = PhoneTasks::default();
         // The first connection works; the next blocks the link's thread in
         // a "syscall" until released, as RFCOMM's close did on a wedged kernel.
         let release = Arc::new(AtomicBool::new(false));
@@ -1049,6 +945,41 @@ mod tests {
         // Once the syscall returns, that thread ends too.
         release.store(true, Ordering::SeqCst);
         assert!(stuck_thread.finish(Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
+    async fn a_conditional_request_is_sent_only_if_wanted_at_its_turn() {
+        let rig = Rig::new(&["phone"], REQUEST_TIMEOUT);
+        let (h, _thread) = rig.spawn(
+            "phone",
+            Duration::from_secs(600),
+            rig.connector(PhoneTasks::default()),
+        );
+        wait_for_state(&h, "connected", |s| {
+            *s == LinkState::Connected { generation: 1 }
+        })
+        .await;
+        let request = || Request::GenerateRandom { len: 2 };
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let record = |want: bool| {
+            let asked = asked.clone();
+            move |generation| {
+                asked.lock().unwrap().push(generation);
+                want
+            }
+        };
+        let before = h.stats().requests;
+        assert_eq!(
+            h.call_if("unit", request(), record(false)).await.unwrap(),
+            None
+        );
+        assert_eq!(h.stats().requests, before, "an unwanted request was sent");
+        assert_eq!(
+            h.call_if("unit", request(), record(true)).await.unwrap(),
+            Some(Reply::Random(vec![2; 2]))
+        );
+        // Asked with the session's generation, once each.
+        assert_eq!(*asked.lock().unwrap(), [1, 1]);
     }
 
     fn job(caller: &str) -> (Job, oneshot::Receiver<Result<Outcome, Error>>) {

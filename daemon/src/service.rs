@@ -1,15 +1,22 @@
 //! The `org.phonecsp.CryptoProvider1` D-Bus service.
 //!
-//! Every method finds the caller's uid from the bus (never from its
-//! arguments), checks the token's allow list, validates every argument, and
-//! only then, if the handset is needed at all, queues a request on the
-//! handset's link. Hashing, verification and encryption happen here. Login
+//! Every method starts the same way ([`Inner::begin`]): the caller's uid
+//! from the bus (never from its arguments), the token's allow list, the
+//! handset's link; then it validates its own arguments with the checks the
+//! client library and the link protocol share, and only then, if the
+//! handset is needed at all, sends typed requests through a
+//! [`CallerLink`]. Hashing, verification and encryption happen here. Login
 //! state belongs to the calling connection and to the link's current
-//! session: it is dropped when the caller leaves the bus or the session ends.
+//! session ([`Logins`]): it is dropped when the caller leaves the bus, the
+//! session ends, or the handset says it has no login.
 
-use crate::config::{AccessList, Config};
+use crate::access::{Access, Caller, groups_of};
+use crate::caller_link::{CallerLink, log_out_if_unused};
+use crate::config::Config;
 use crate::link::{LinkHandle, LinkState};
+use crate::logins::Logins;
 use crate::state::State;
+use phonecsp::handset::Handset;
 use phonecsp::input::SignInput;
 use phonecsp::local;
 use phonecsp::mechanism::{self, Encryption, Signing};
@@ -17,15 +24,15 @@ use phonecsp::{
     Error, HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo, TokenDetails,
     TokenEntry,
 };
-use phonecsp_protocol::ck::cka;
-use phonecsp_protocol::message::{
-    MAX_DER_LEN, MAX_ID_LEN, MAX_NAME_LEN, MAX_PIN_LEN, MAX_RANDOM_LEN,
+use phonecsp_protocol::at::check_text;
+use phonecsp_protocol::limits::{
+    MAX_DER_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_PIN_LEN, MAX_RANDOM_LEN, RSA_KEY_BITS,
 };
 use phonecsp_protocol::noise::fingerprint;
-use phonecsp_protocol::{CkRv, HashAlg, ObjectClass, PairingCode, Reply, Request};
+use phonecsp_protocol::{CkRv, HashAlg, ObjectClass, PairingCode};
 use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
@@ -36,61 +43,8 @@ use zeroize::Zeroizing;
 pub const MAX_HASHED_INPUT: usize = 64 << 20;
 /// Largest random request (served in handset-sized pieces).
 pub const MAX_RANDOM: u32 = 64 * 1024;
-pub const KEY_SIZES: [u32; 3] = [2048, 3072, 4096];
 
 type Result<T> = std::result::Result<T, Error>;
-
-/// Who is calling, as the bus says.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: String,
-    pub uid: u32,
-    pub gids: Vec<u32>,
-}
-
-/// An allow list with names resolved to ids.
-#[derive(Debug, Clone, Default)]
-struct Allowed {
-    uids: HashSet<u32>,
-    gids: HashSet<u32>,
-}
-
-impl Allowed {
-    fn resolve(list: &AccessList) -> Allowed {
-        let mut a = Allowed::default();
-        for u in &list.users {
-            match u.parse::<u32>() {
-                Ok(n) => {
-                    a.uids.insert(n);
-                }
-                Err(_) => match nix::unistd::User::from_name(u) {
-                    Ok(Some(user)) => {
-                        a.uids.insert(user.uid.as_raw());
-                    }
-                    _ => log::warn!("allow list: no user '{u}'"),
-                },
-            }
-        }
-        for g in &list.groups {
-            match g.parse::<u32>() {
-                Ok(n) => {
-                    a.gids.insert(n);
-                }
-                Err(_) => match nix::unistd::Group::from_name(g) {
-                    Ok(Some(group)) => {
-                        a.gids.insert(group.gid.as_raw());
-                    }
-                    _ => log::warn!("allow list: no group '{g}'"),
-                },
-            }
-        }
-        a
-    }
-
-    fn permits(&self, c: &Caller) -> bool {
-        self.uids.contains(&c.uid) || c.gids.iter().any(|g| self.gids.contains(g))
-    }
-}
 
 #[derive(Debug, Clone)]
 struct KeyInfo {
@@ -115,12 +69,9 @@ pub struct Inner {
     links: BTreeMap<String, LinkHandle>,
     transports: BTreeMap<String, String>,
     state: Arc<State>,
-    own_uid: u32,
-    default_allowed: Allowed,
-    token_allowed: Vec<(Option<String>, String, Allowed)>,
+    access: Access,
     callers: Mutex<HashMap<String, Caller>>,
-    /// (caller, handset, token) -> the session generation it logged in to.
-    logins: Mutex<HashMap<(String, String, String), u64>>,
+    logins: Arc<Logins>,
     cache: Mutex<HashMap<(String, String), TokenCache>>,
 }
 
@@ -134,14 +85,28 @@ fn ck(rv: CkRv, detail: impl std::fmt::Display) -> Error {
     Error::token(rv, detail)
 }
 
-fn check_name(what: &str, s: &str) -> Result<()> {
-    if s.is_empty()
-        || s.len() > MAX_NAME_LEN
-        || s.chars().any(|c| c == '"' || c == '\\' || c.is_control())
-    {
-        return Err(ck(CkRv::ARGUMENTS_BAD, format!("invalid {what} name")));
+/// A string the link carries quoted, at most `max` bytes; refused with `rv`.
+fn check_string(what: &str, s: &str, max: usize, rv: CkRv) -> Result<()> {
+    if s.len() > max || check_text(s).is_err() {
+        return Err(ck(rv, format!("invalid {what}")));
     }
     Ok(())
+}
+
+fn check_name(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() {
+        return Err(ck(CkRv::ARGUMENTS_BAD, format!("invalid {what} name")));
+    }
+    check_string(
+        &format!("{what} name"),
+        s,
+        MAX_NAME_LEN,
+        CkRv::ARGUMENTS_BAD,
+    )
+}
+
+fn check_label(label: &str) -> Result<()> {
+    check_string("label", label, MAX_LABEL_LEN, CkRv::ATTRIBUTE_VALUE_INVALID)
 }
 
 fn check_id(id: &[u8]) -> Result<()> {
@@ -154,6 +119,27 @@ fn check_id(id: &[u8]) -> Result<()> {
     Ok(())
 }
 
+fn check_hashed_input(data: &[u8]) -> Result<()> {
+    if data.len() > MAX_HASHED_INPUT {
+        return Err(ck(CkRv::DATA_LEN_RANGE, "data too long"));
+    }
+    Ok(())
+}
+
+fn check_pin(pin: &[u8], min: usize) -> Result<()> {
+    if pin.len() < min || pin.len() > MAX_PIN_LEN {
+        return Err(ck(
+            CkRv::PIN_LEN_RANGE,
+            format!("a PIN has {min} to {MAX_PIN_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn away(handset: &str) -> Error {
+    ck(CkRv::DEVICE_REMOVED, format!("handset '{handset}' is away"))
+}
+
 impl Inner {
     pub fn new(config: Config, links: BTreeMap<String, LinkHandle>, state: Arc<State>) -> Inner {
         let transports = config
@@ -164,34 +150,28 @@ impl Inner {
                 (h.name.clone(), t)
             })
             .collect();
-        let default_allowed = Allowed::resolve(&config.access);
-        let token_allowed = config
-            .tokens
-            .iter()
-            .map(|t| {
-                (
-                    t.handset.clone(),
-                    t.name.clone(),
-                    Allowed::resolve(&t.allow),
-                )
-            })
-            .collect();
         Inner {
+            access: Access::new(&config),
             config,
             links,
             transports,
             state,
-            own_uid: nix::unistd::getuid().as_raw(),
-            default_allowed,
-            token_allowed,
             callers: Mutex::new(HashMap::new()),
-            logins: Mutex::new(HashMap::new()),
+            logins: Arc::new(Logins::default()),
             cache: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn links(&self) -> &BTreeMap<String, LinkHandle> {
         &self.links
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn logins(&self) -> &Arc<Logins> {
+        &self.logins
     }
 
     async fn caller(&self, hdr: &Header<'_>, conn: &Connection) -> Result<Caller> {
@@ -225,41 +205,22 @@ impl Inner {
     /// the handset where nobody else is logged in.
     pub async fn caller_left(&self, name: &str) {
         lock(&self.callers).remove(name);
-        let dropped: Vec<(String, String, u64)> = {
-            let mut logins = lock(&self.logins);
-            let keys: Vec<_> = logins.keys().filter(|k| k.0 == name).cloned().collect();
-            keys.into_iter()
-                .filter_map(|k| logins.remove(&k).map(|g| (k.1, k.2, g)))
-                .collect()
-        };
-        for (handset, token, generation) in dropped {
+        for (handset, token, generation) in self.logins.remove_caller(name) {
             log::debug!("caller {name} left; its login to {handset}/{token} is dropped");
             self.logout_if_unused(&handset, &token, generation).await;
         }
     }
 
     /// Logs the handset session out of `token` unless a caller is logged
-    /// in to it in that session.
+    /// in to it in that session, or about to be (see [`Logins`]).
     pub(crate) async fn logout_if_unused(&self, handset: &str, token: &str, generation: u64) {
-        let still_used = lock(&self.logins)
-            .iter()
-            .any(|(k, g)| k.1 == handset && k.2 == token && *g == generation);
-        let Some(link) = self.links.get(handset) else {
-            return;
-        };
-        if !still_used && link.state() == (LinkState::Connected { generation }) {
-            let _ = link
-                .call(
-                    "phonecspd",
-                    Request::Logout {
-                        container: token.to_owned(),
-                    },
-                )
-                .await;
+        if let Some(link) = self.links.get(handset) {
+            log_out_if_unused(link, &self.logins, token, generation).await;
         }
     }
 
     fn link(&self, handset: &str) -> Result<&LinkHandle> {
+        check_name("handset", handset)?;
         self.links.get(handset).ok_or_else(|| {
             ck(
                 CkRv::TOKEN_NOT_PRESENT,
@@ -268,141 +229,136 @@ impl Inner {
         })
     }
 
-    fn generation(link: &LinkHandle) -> Option<u64> {
-        match link.state() {
-            LinkState::Connected { generation } => Some(generation),
-            _ => None,
-        }
+    /// Requests as `caller` on `link`, about `token` if given.
+    fn caller_link(&self, link: &LinkHandle, caller: &Caller, token: Option<&str>) -> CallerLink {
+        CallerLink::new(link.clone(), &caller.name, token, self.logins.clone())
     }
 
-    fn allowed(&self, c: &Caller, handset: &str, token: &str) -> bool {
-        if c.uid == 0 {
-            return true;
+    /// The prologue of the methods that change which handsets are paired:
+    /// who calls, if they may, and the handset's link.
+    async fn admin(
+        &self,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        handset: &str,
+        what: &str,
+    ) -> Result<(Caller, &LinkHandle)> {
+        let caller = self.caller(hdr, conn).await?;
+        if !self.access.is_admin(&caller) {
+            return Err(ck(
+                CkRv::FUNCTION_REJECTED,
+                format!("only root may {what} handsets"),
+            ));
         }
-        let specific = self
-            .token_allowed
-            .iter()
-            .find(|(h, t, _)| t == token && h.as_deref() == Some(handset))
-            .or_else(|| {
-                self.token_allowed
-                    .iter()
-                    .find(|(h, t, _)| t == token && h.is_none())
-            });
-        match specific {
-            Some((_, _, a)) => a.permits(c),
-            None => self.default_allowed.permits(c),
-        }
+        Ok((caller, self.link(handset)?))
     }
 
-    /// The link to `handset`, if the caller may use `token` on it. A token
-    /// the caller may not use looks like one that is not there.
-    fn token_link(&self, c: &Caller, handset: &str, token: &str) -> Result<&LinkHandle> {
+    /// The prologue of every method about a token: who calls (from the
+    /// bus), and the token's link if the caller may use it.
+    async fn begin<'a>(
+        &'a self,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        handset: &'a str,
+        token: &'a str,
+    ) -> Result<Call<'a>> {
+        let caller = self.caller(hdr, conn).await?;
+        self.call_as(caller, handset, token)
+    }
+
+    /// [`Inner::begin`] for a caller already known. A token the caller may
+    /// not use looks like one that is not there.
+    fn call_as<'a>(&'a self, caller: Caller, handset: &'a str, token: &'a str) -> Result<Call<'a>> {
         check_name("handset", handset)?;
         check_name("token", token)?;
         let link = self.link(handset)?;
-        if !self.allowed(c, handset, token) {
-            log::info!("uid {} refused token {handset}/{token}", c.uid);
+        if !self.access.allowed(&caller, handset, token) {
+            log::info!("uid {} refused token {handset}/{token}", caller.uid);
             return Err(ck(
                 CkRv::TOKEN_NOT_PRESENT,
-                format!("token '{token}' is not available to uid {}", c.uid),
+                format!("token '{token}' is not available to uid {}", caller.uid),
             ));
         }
-        Ok(link)
+        Ok(Call {
+            inner: self,
+            caller,
+            link,
+            handset,
+            token,
+        })
+    }
+}
+
+/// One method's call about one token, past the prologue: what is left for
+/// the method is what is particular to it.
+struct Call<'a> {
+    inner: &'a Inner,
+    caller: Caller,
+    link: &'a LinkHandle,
+    handset: &'a str,
+    token: &'a str,
+}
+
+impl Call<'_> {
+    /// The typed requests, as this caller, about this token.
+    fn handset(&self) -> CallerLink {
+        self.inner
+            .caller_link(self.link, &self.caller, Some(self.token))
     }
 
-    fn is_admin(&self, c: &Caller) -> bool {
-        c.uid == 0 || c.uid == self.own_uid
+    fn session(&self) -> Result<u64> {
+        self.link.generation().ok_or_else(|| away(self.handset))
     }
 
-    fn logged_in(&self, c: &Caller, link: &LinkHandle, token: &str) -> bool {
-        let key = (c.name.clone(), link.name().to_owned(), token.to_owned());
-        let current = Self::generation(link);
-        lock(&self.logins)
-            .get(&key)
-            .is_some_and(|g| Some(*g) == current)
+    fn logged_in(&self) -> bool {
+        self.link.generation().is_some_and(|g| {
+            self.inner
+                .logins
+                .logged_in(&self.caller.name, self.handset, self.token, g)
+        })
     }
 
-    fn require_login(&self, c: &Caller, link: &LinkHandle, token: &str) -> Result<()> {
-        if Self::generation(link).is_none() {
-            // Say why plainly rather than "not logged in".
-            return Err(ck(
-                CkRv::DEVICE_REMOVED,
-                format!("handset '{}' is away", link.name()),
-            ));
-        }
-        if !self.logged_in(c, link, token) {
+    fn require_login(&self) -> Result<()> {
+        // Say why plainly rather than "not logged in".
+        self.session()?;
+        if !self.logged_in() {
             return Err(ck(
                 CkRv::USER_NOT_LOGGED_IN,
-                format!("log in to '{token}' first"),
+                format!("log in to '{}' first", self.token),
             ));
         }
         Ok(())
     }
 
-    async fn call(&self, c: &Caller, link: &LinkHandle, request: Request) -> Result<Reply> {
-        link.call(&c.name, request).await
-    }
-
-    fn invalidate(&self, handset: &str, token: &str) {
-        lock(&self.cache).remove(&(handset.to_owned(), token.to_owned()));
+    /// The token's objects changed: read them again next time, and say so.
+    async fn changed(&self, emitter: &SignalEmitter<'_>) {
+        lock(&self.inner.cache).remove(&(self.handset.to_owned(), self.token.to_owned()));
+        let _ = Provider::tokens_changed(emitter, self.handset).await;
     }
 
     /// The token's objects and public keys, read once per session.
-    async fn token_cache(&self, c: &Caller, link: &LinkHandle, token: &str) -> Result<TokenCache> {
-        let generation = Self::generation(link).ok_or_else(|| {
-            ck(
-                CkRv::DEVICE_REMOVED,
-                format!("handset '{}' is away", link.name()),
-            )
-        })?;
-        let key = (link.name().to_owned(), token.to_owned());
-        if let Some(tc) = lock(&self.cache).get(&key)
+    async fn objects(&self) -> Result<TokenCache> {
+        let generation = self.session()?;
+        let key = (self.handset.to_owned(), self.token.to_owned());
+        if let Some(tc) = lock(&self.inner.cache).get(&key)
             && tc.generation == generation
         {
             return Ok(tc.clone());
         }
-        let reply = self
-            .call(
-                c,
-                link,
-                Request::FindObjects {
-                    container: token.to_owned(),
-                    class: None,
-                    id: None,
-                    label: None,
-                },
-            )
-            .await?;
-        let Reply::Objects(list) = reply else {
-            return Err(ck(CkRv::DEVICE_ERROR, "unexpected reply to +CKFIND"));
-        };
+        let mut handset = self.handset();
+        let list = handset.find_objects(self.token, None, None, None).await?;
         let mut keys = Vec::new();
         for o in list.iter().filter(|o| o.class == ObjectClass::PublicKey) {
-            let reply = self
-                .call(
-                    c,
-                    link,
-                    Request::GetAttributes {
-                        container: token.to_owned(),
-                        class: ObjectClass::PublicKey,
-                        id: o.id.clone(),
-                    },
-                )
+            let attrs = handset
+                .attributes(self.token, ObjectClass::PublicKey, &o.id)
                 .await?;
-            let Reply::Attributes(attrs) = reply else {
-                return Err(ck(CkRv::DEVICE_ERROR, "unexpected reply to +CKATTR"));
-            };
-            let get = |t| {
-                attrs
-                    .iter()
-                    .find(|(a, _)| *a == t)
-                    .map(|(_, v)| v.as_slice())
-            };
-            if let (Some(n), Some(e)) = (get(cka::MODULUS), get(cka::PUBLIC_EXPONENT)) {
-                keys.push(KeyInfo {
+            // A public key that is not RSA is listed, but cannot be used here.
+            match local::public_key_from_attributes(attrs.iter().map(|(t, v)| (t, v))) {
+                Ok(public) => keys.push(KeyInfo {
                     id: o.id.clone(),
-                    public: local::public_key(n, e)?,
-                });
+                    public,
+                }),
+                Err(rv) => log::debug!("key {:02x?} in '{}': {rv:?}", o.id, self.token),
             }
         }
         let tc = TokenCache {
@@ -417,42 +373,74 @@ impl Inner {
                 .collect(),
             keys,
         };
-        lock(&self.cache).insert(key, tc.clone());
+        lock(&self.inner.cache).insert(key, tc.clone());
         Ok(tc)
     }
 
-    async fn key(
-        &self,
-        c: &Caller,
-        link: &LinkHandle,
-        token: &str,
-        id: &[u8],
-    ) -> Result<RsaPublicKey> {
+    async fn key(&self, id: &[u8]) -> Result<RsaPublicKey> {
         check_id(id)?;
-        let tc = self.token_cache(c, link, token).await?;
-        tc.keys
+        self.objects()
+            .await?
+            .keys
             .into_iter()
             .find(|k| k.id == id)
             .map(|k| k.public)
             .ok_or_else(|| {
                 ck(
                     CkRv::KEY_HANDLE_INVALID,
-                    format!("no key with that id in '{token}'"),
+                    format!("no key with that id in '{}'", self.token),
                 )
             })
     }
-}
 
-fn groups_of(uid: u32) -> Vec<u32> {
-    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
-        return Vec::new();
-    };
-    let Ok(name) = std::ffi::CString::new(user.name) else {
-        return vec![user.gid.as_raw()];
-    };
-    nix::unistd::getgrouplist(&name, user.gid)
-        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_else(|_| vec![user.gid.as_raw()])
+    async fn details(&self) -> Result<TokenDetails> {
+        let t = self.handset().token_info(self.token).await?;
+        Ok(TokenDetails {
+            handset: self.handset.to_owned(),
+            token: self.token.to_owned(),
+            serial: t.serial,
+            flags: t.flags,
+            retries_left: t.retries_left,
+            min_pin: t.min_pin,
+            max_pin: t.max_pin,
+            logged_in: self.logged_in(),
+        })
+    }
+
+    /// An empty PIN asks the owner to type it on the phone, where the
+    /// token has a protected authentication path; the handset decides.
+    async fn login(&self, pin: &[u8]) -> Result<()> {
+        check_pin(pin, 0)?;
+        // The caller's login is recorded by the link as the handset accepts it.
+        self.handset().login(self.token, pin).await
+    }
+
+    async fn logout(&self) -> Result<()> {
+        let generation = self
+            .inner
+            .logins
+            .remove(&self.caller.name, self.handset, self.token)
+            .ok_or_else(|| ck(CkRv::USER_NOT_LOGGED_IN, "not logged in"))?;
+        self.inner
+            .logout_if_unused(self.handset, self.token, generation)
+            .await;
+        Ok(())
+    }
+
+    async fn sign(
+        &self,
+        key_id: &[u8],
+        mechanism: u32,
+        params: &MechanismParams,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
+        let signing = Signing::from_ckm(mechanism, params)?;
+        check_hashed_input(data)?;
+        self.require_login()?;
+        let key = self.key(key_id).await?;
+        let input = SignInput::once(signing, key.size(), data)?;
+        self.handset().sign(self.token, key_id, input).await
+    }
 }
 
 impl Provider {
@@ -493,27 +481,25 @@ impl Provider {
         let c = i.caller(&hdr, conn).await?;
         let mut out = Vec::new();
         for link in i.links.values() {
-            if Inner::generation(link).is_none() {
+            if link.generation().is_none() {
                 continue;
             }
-            let reply = match i.call(&c, link, Request::ListContainers).await {
-                Ok(r) => r,
+            let list = match i.caller_link(link, &c, None).list_containers().await {
+                Ok(list) => list,
                 Err(e) => {
                     log::debug!("listing tokens of '{}': {e}", link.name());
                     continue;
                 }
             };
-            if let Reply::Containers(list) = reply {
-                for t in list {
-                    if i.allowed(&c, link.name(), &t.name) {
-                        out.push(TokenEntry {
-                            handset: link.name().to_owned(),
-                            token: t.name,
-                            flags: t.flags,
-                        });
-                    }
-                }
-            }
+            out.extend(
+                list.into_iter()
+                    .filter(|t| i.access.allowed(&c, link.name(), &t.name))
+                    .map(|t| TokenEntry {
+                        handset: link.name().to_owned(),
+                        token: t.name,
+                        flags: t.flags,
+                    }),
+            );
         }
         Ok(out)
     }
@@ -526,31 +512,8 @@ impl Provider {
         handset: String,
         token: String,
     ) -> Result<TokenDetails> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
-        match i
-            .call(
-                &c,
-                link,
-                Request::TokenInfo {
-                    container: token.clone(),
-                },
-            )
-            .await?
-        {
-            Reply::TokenInfo(t) => Ok(TokenDetails {
-                handset,
-                token,
-                serial: t.serial,
-                flags: t.flags,
-                retries_left: t.retries_left,
-                min_pin: t.min_pin,
-                max_pin: t.max_pin,
-                logged_in: i.logged_in(&c, link, &t.name),
-            }),
-            _ => Err(ck(CkRv::DEVICE_ERROR, "unexpected reply to +CKTINFO")),
-        }
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        call.details().await
     }
 
     async fn login(
@@ -562,30 +525,8 @@ impl Provider {
         pin: Vec<u8>,
     ) -> Result<()> {
         let pin = Zeroizing::new(pin);
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
-        // An empty PIN asks the owner to type it on the phone, where the
-        // token has a protected authentication path; the handset decides.
-        if pin.len() > MAX_PIN_LEN {
-            return Err(ck(
-                CkRv::PIN_LEN_RANGE,
-                format!("a PIN has at most {MAX_PIN_LEN} bytes"),
-            ));
-        }
-        let generation = Inner::generation(link)
-            .ok_or_else(|| ck(CkRv::DEVICE_REMOVED, format!("handset '{handset}' is away")))?;
-        i.call(
-            &c,
-            link,
-            Request::Login {
-                container: token.clone(),
-                pin: Zeroizing::new(pin.to_vec()),
-            },
-        )
-        .await?;
-        lock(&i.logins).insert((c.name.clone(), handset, token), generation);
-        Ok(())
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        call.login(&pin).await
     }
 
     async fn logout(
@@ -595,17 +536,8 @@ impl Provider {
         handset: String,
         token: String,
     ) -> Result<()> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        i.token_link(&c, &handset, &token)?;
-        let removed = lock(&i.logins).remove(&(c.name.clone(), handset.clone(), token.clone()));
-        match removed {
-            Some(generation) => {
-                i.logout_if_unused(&handset, &token, generation).await;
-                Ok(())
-            }
-            None => Err(ck(CkRv::USER_NOT_LOGGED_IN, "not logged in")),
-        }
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        call.logout().await
     }
 
     async fn change_pin(
@@ -618,27 +550,16 @@ impl Provider {
         new_pin: Vec<u8>,
     ) -> Result<()> {
         let (old_pin, new_pin) = (Zeroizing::new(old_pin), Zeroizing::new(new_pin));
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
-        if old_pin.len() > MAX_PIN_LEN || new_pin.is_empty() || new_pin.len() > MAX_PIN_LEN {
-            return Err(ck(
-                CkRv::PIN_LEN_RANGE,
-                format!("a PIN has 1 to {MAX_PIN_LEN} bytes"),
-            ));
-        }
-        i.call(
-            &c,
-            link,
-            Request::ChangePin {
-                container: token.clone(),
-                old: Zeroizing::new(old_pin.to_vec()),
-                new: Zeroizing::new(new_pin.to_vec()),
-            },
-        )
-        .await?;
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        check_pin(&old_pin, 0)?;
+        check_pin(&new_pin, 1)?;
+        let logins = &self.inner.logins;
+        let before = logins.stamp(&handset, &token);
+        call.handset()
+            .change_pin(&token, &old_pin, &new_pin)
+            .await?;
         // The handset dropped every session's login to the token.
-        lock(&i.logins).retain(|k, _| !(k.1 == handset && k.2 == token));
+        logins.forget_until(&handset, &token, before);
         Ok(())
     }
 
@@ -650,10 +571,8 @@ impl Provider {
         handset: String,
         token: String,
     ) -> Result<Vec<ObjectInfo>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
-        Ok(i.token_cache(&c, link, &token).await?.objects)
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        Ok(call.objects().await?.objects)
     }
 
     #[zbus(out_args("attributes"))]
@@ -666,27 +585,11 @@ impl Provider {
         class: u32,
         id: Vec<u8>,
     ) -> Result<HashMap<u32, Vec<u8>>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         check_id(&id)?;
-        let class = ObjectClass::from_value(u64::from(class))
-            .ok_or_else(|| ck(CkRv::ARGUMENTS_BAD, "unknown object class"))?;
-        match i
-            .call(
-                &c,
-                link,
-                Request::GetAttributes {
-                    container: token,
-                    class,
-                    id,
-                },
-            )
-            .await?
-        {
-            Reply::Attributes(a) => Ok(a.into_iter().collect()),
-            _ => Err(ck(CkRv::DEVICE_ERROR, "unexpected reply to +CKATTR")),
-        }
+        let class = object_class(class)?;
+        let attributes = call.handset().attributes(&token, class, &id).await?;
+        Ok(attributes.into_iter().collect())
     }
 
     #[zbus(out_args("signature"))]
@@ -702,32 +605,8 @@ impl Provider {
         params: MechanismParams,
         data: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
-        let signing = Signing::from_ckm(mechanism, &params)?;
-        if data.len() > MAX_HASHED_INPUT {
-            return Err(ck(CkRv::DATA_LEN_RANGE, "data too long"));
-        }
-        i.require_login(&c, link, &token)?;
-        let key = i.key(&c, link, &token, &key_id).await?;
-        let input = SignInput::once(signing, key.size(), &data)?;
-        match i
-            .call(
-                &c,
-                link,
-                Request::Sign {
-                    container: token,
-                    id: key_id,
-                    mechanism: input.mechanism,
-                    data: input.data,
-                },
-            )
-            .await?
-        {
-            Reply::Signature(s) => Ok(s),
-            _ => Err(ck(CkRv::DEVICE_ERROR, "unexpected reply to +CKSIGN")),
-        }
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        call.sign(&key_id, mechanism, &params, &data).await
     }
 
     #[zbus(out_args("valid"))]
@@ -744,14 +623,10 @@ impl Provider {
         data: Vec<u8>,
         signature: Vec<u8>,
     ) -> Result<bool> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let signing = Signing::from_ckm(mechanism, &params)?;
-        if data.len() > MAX_HASHED_INPUT {
-            return Err(ck(CkRv::DATA_LEN_RANGE, "data too long"));
-        }
-        let key = i.key(&c, link, &token, &key_id).await?;
+        check_hashed_input(&data)?;
+        let key = call.key(&key_id).await?;
         Ok(local::verify(&key, &signing, &data, &signature)?)
     }
 
@@ -768,30 +643,17 @@ impl Provider {
         params: MechanismParams,
         ciphertext: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let enc = Encryption::from_ckm(mechanism, &params)?;
-        i.require_login(&c, link, &token)?;
-        let key = i.key(&c, link, &token, &key_id).await?;
+        call.require_login()?;
+        let key = call.key(&key_id).await?;
         enc.check_ciphertext(ciphertext.len(), key.size())?;
-        match i
-            .call(
-                &c,
-                link,
-                Request::Decrypt {
-                    container: token,
-                    id: key_id,
-                    mechanism: enc.for_handset(),
-                    data: ciphertext,
-                },
-            )
-            .await?
-        {
-            // zbus needs an owned Vec to send; it is the caller's plaintext.
-            Reply::Plaintext(p) => Ok(p.to_vec()),
-            _ => Err(ck(CkRv::DEVICE_ERROR, "unexpected reply to +CKDEC")),
-        }
+        let mut handset = call.handset();
+        let plaintext = handset
+            .decrypt(&token, &key_id, enc.for_handset(), &ciphertext)
+            .await?;
+        // zbus needs an owned Vec to send; it is the caller's plaintext.
+        Ok(plaintext.to_vec())
     }
 
     #[zbus(out_args("ciphertext"))]
@@ -808,11 +670,9 @@ impl Provider {
         plaintext: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let plaintext = Zeroizing::new(plaintext);
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let enc = Encryption::from_ckm(mechanism, &params)?;
-        let key = i.key(&c, link, &token, &key_id).await?;
+        let key = call.key(&key_id).await?;
         Ok(local::encrypt(&key, &enc, &plaintext)?)
     }
 
@@ -820,9 +680,7 @@ impl Provider {
     async fn digest(&self, mechanism: u32, data: Vec<u8>) -> Result<Vec<u8>> {
         let hash = mechanism::digest_alg(mechanism)
             .ok_or_else(|| ck(CkRv::MECHANISM_INVALID, "not a digest mechanism"))?;
-        if data.len() > MAX_HASHED_INPUT {
-            return Err(ck(CkRv::DATA_LEN_RANGE, "data too long"));
-        }
+        check_hashed_input(&data)?;
         Ok(phonecsp::hash::digest(hash, &data))
     }
 
@@ -839,50 +697,24 @@ impl Provider {
         id: Vec<u8>,
         label: String,
     ) -> Result<KeyPairInfo> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
-        if !KEY_SIZES.contains(&bits) {
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        if !RSA_KEY_BITS.contains(&bits) {
             return Err(ck(
                 CkRv::KEY_SIZE_RANGE,
-                "RSA keys are 2048, 3072 or 4096 bits",
+                format!("RSA keys are {RSA_KEY_BITS:?} bits"),
             ));
         }
         check_id(&id)?;
-        if label.len() > MAX_NAME_LEN
-            || label
-                .chars()
-                .any(|c| c == '"' || c == '\\' || c.is_control())
-        {
-            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "invalid label"));
-        }
-        i.require_login(&c, link, &token)?;
-        let r = i
-            .call(
-                &c,
-                link,
-                Request::GenerateKeyPair {
-                    container: token.clone(),
-                    bits,
-                    id,
-                    label,
-                },
-            )
-            .await?;
-        i.invalidate(&handset, &token);
-        let _ = Self::tokens_changed(&emitter, &handset).await;
-        match r {
-            Reply::KeyPair {
-                id,
-                modulus,
-                exponent,
-            } => Ok(KeyPairInfo {
-                id,
-                modulus,
-                exponent,
-            }),
-            _ => Err(ck(CkRv::DEVICE_ERROR, "unexpected reply to +CKGEN")),
-        }
+        check_label(&label)?;
+        call.require_login()?;
+        let mut link = call.handset();
+        let key = link.generate_key_pair(&token, bits, &id, &label).await?;
+        call.changed(&emitter).await;
+        Ok(KeyPairInfo {
+            id: key.id,
+            modulus: key.modulus,
+            exponent: key.exponent,
+        })
     }
 
     #[zbus(out_args("random"))]
@@ -895,7 +727,6 @@ impl Provider {
     ) -> Result<Vec<u8>> {
         let i = &self.inner;
         let c = i.caller(&hdr, conn).await?;
-        check_name("handset", &handset)?;
         let link = i.link(&handset)?;
         if length == 0 || length > MAX_RANDOM {
             return Err(ck(
@@ -903,13 +734,18 @@ impl Provider {
                 format!("length must be 1 to {MAX_RANDOM}"),
             ));
         }
+        let mut handset = i.caller_link(link, &c, None);
         let mut out = Vec::with_capacity(length as usize);
         while out.len() < length as usize {
             let len = (length - out.len() as u32).min(MAX_RANDOM_LEN);
-            match i.call(&c, link, Request::GenerateRandom { len }).await? {
-                Reply::Random(r) if r.len() == len as usize => out.extend(r),
-                _ => return Err(ck(CkRv::DEVICE_ERROR, "unexpected reply to +CKRAND")),
+            let piece = handset.random(len).await?;
+            if piece.len() != len as usize {
+                return Err(ck(
+                    CkRv::DEVICE_ERROR,
+                    format!("asked for {len} random bytes, got {}", piece.len()),
+                ));
             }
+            out.extend(piece);
         }
         Ok(out)
     }
@@ -926,34 +762,18 @@ impl Provider {
         label: String,
         certificate: Vec<u8>,
     ) -> Result<()> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         check_id(&id)?;
-        if label.len() > MAX_NAME_LEN
-            || label
-                .chars()
-                .any(|c| c == '"' || c == '\\' || c.is_control())
-        {
-            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "invalid label"));
-        }
-        if certificate.is_empty() || certificate.len() > MAX_DER_LEN || certificate[0] != 0x30 {
+        check_label(&label)?;
+        // DER of a certificate is a SEQUENCE (tag 0x30).
+        if certificate.len() > MAX_DER_LEN || certificate.first() != Some(&0x30) {
             return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "not a DER certificate"));
         }
-        i.require_login(&c, link, &token)?;
-        i.call(
-            &c,
-            link,
-            Request::PutCertificate {
-                container: token.clone(),
-                id,
-                label,
-                der: certificate,
-            },
-        )
-        .await?;
-        i.invalidate(&handset, &token);
-        let _ = Self::tokens_changed(&emitter, &handset).await;
+        call.require_login()?;
+        let mut link = call.handset();
+        link.put_certificate(&token, &id, &label, &certificate)
+            .await?;
+        call.changed(&emitter).await;
         Ok(())
     }
 
@@ -968,25 +788,18 @@ impl Provider {
         class: u32,
         id: Vec<u8>,
     ) -> Result<()> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         check_id(&id)?;
-        let request = match ObjectClass::from_value(u64::from(class)) {
-            Some(ObjectClass::Certificate) => Request::DeleteCertificate {
-                container: token.clone(),
-                id,
-            },
-            Some(ObjectClass::PrivateKey | ObjectClass::PublicKey) => Request::DestroyKey {
-                container: token.clone(),
-                id,
-            },
-            None => return Err(ck(CkRv::ARGUMENTS_BAD, "unknown object class")),
-        };
-        i.require_login(&c, link, &token)?;
-        i.call(&c, link, request).await?;
-        i.invalidate(&handset, &token);
-        let _ = Self::tokens_changed(&emitter, &handset).await;
+        let class = object_class(class)?;
+        call.require_login()?;
+        let mut link = call.handset();
+        match class {
+            ObjectClass::Certificate => link.delete_certificate(&token, &id).await?,
+            ObjectClass::PrivateKey | ObjectClass::PublicKey => {
+                link.destroy_key(&token, &id).await?
+            }
+        }
+        call.changed(&emitter).await;
         Ok(())
     }
 
@@ -1004,9 +817,7 @@ impl Provider {
         out_hash: u32,
         public_key: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.token_link(&c, &handset, &token)?;
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let hash = |v: u32| {
             HashAlg::from_mechanism(u64::from(v))
                 .ok_or_else(|| ck(CkRv::MECHANISM_PARAM_INVALID, "unknown OAEP hash"))
@@ -1018,31 +829,16 @@ impl Provider {
                 "public key must be a DER SubjectPublicKeyInfo",
             ));
         }
-        i.require_login(&c, link, &token)?;
-        let key = i.key(&c, link, &token, &key_id).await?;
+        call.require_login()?;
+        let key = call.key(&key_id).await?;
         let oaep_in = Encryption::Oaep {
             hash: in_hash,
             label: Vec::new(),
         };
         oaep_in.check_ciphertext(ciphertext.len(), key.size())?;
-        match i
-            .call(
-                &c,
-                link,
-                Request::Rewrap {
-                    container: token,
-                    id: key_id,
-                    in_hash,
-                    data: ciphertext,
-                    out_hash,
-                    spki: public_key,
-                },
-            )
-            .await?
-        {
-            Reply::Rewrapped(r) => Ok(r),
-            _ => Err(ck(CkRv::DEVICE_ERROR, "unexpected reply to +CKREWRAP")),
-        }
+        let mut link = call.handset();
+        link.rewrap(&token, &key_id, in_hash, &ciphertext, out_hash, &public_key)
+            .await
     }
 
     #[zbus(out_args("fingerprint"))]
@@ -1055,12 +851,7 @@ impl Provider {
         code: String,
     ) -> Result<String> {
         let code = Zeroizing::new(code);
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        if !i.is_admin(&c) {
-            return Err(ck(CkRv::FUNCTION_REJECTED, "only root may pair handsets"));
-        }
-        let link = i.link(&handset)?;
+        let (c, link) = self.inner.admin(&hdr, conn, &handset, "pair").await?;
         let code = PairingCode::parse(&code).map_err(|e| ck(CkRv::ARGUMENTS_BAD, e))?;
         let key = link.pair(&c.name, code).await?;
         let _ = Self::tokens_changed(&emitter, &handset).await;
@@ -1073,12 +864,8 @@ impl Provider {
         #[zbus(connection)] conn: &Connection,
         handset: String,
     ) -> Result<()> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        if !i.is_admin(&c) {
-            return Err(ck(CkRv::FUNCTION_REJECTED, "only root may unpair handsets"));
-        }
-        i.link(&handset)?.unpair(&c.name).await
+        let (c, link) = self.inner.admin(&hdr, conn, &handset, "unpair").await?;
+        link.unpair(&c.name).await
     }
 
     #[zbus(signal)]
@@ -1105,8 +892,100 @@ impl Provider {
     }
 }
 
-impl Inner {
-    pub fn config(&self) -> &Config {
-        &self.config
+/// An object class number (`CKO_*`) from the bus.
+fn object_class(class: u32) -> Result<ObjectClass> {
+    ObjectClass::from_value(u64::from(class))
+        .ok_or_else(|| ck(CkRv::ARGUMENTS_BAD, "unknown object class"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{KEY_ID, PIN, PhoneTasks, Rig, TOKEN, wait_for_state};
+    use phonecsp::mechanism::ckm;
+    use phonecsp_protocol::message::token_flags::LOGGED_IN;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// A daemon without a bus, its one handset "phone" connected to the
+    /// unit phone. Requests wait long: the machine may be loaded.
+    async fn daemon() -> (Rig, Arc<Inner>) {
+        let rig = Rig::new(&["phone"], Duration::from_secs(30));
+        let (link, _thread) = rig.spawn(
+            "phone",
+            Duration::from_secs(600),
+            rig.connector(PhoneTasks::default()),
+        );
+        wait_for_state(&link, "connected", |s| {
+            matches!(s, LinkState::Connected { .. })
+        })
+        .await;
+        let config = Config::parse("", Path::new("unit.toml")).expect("config");
+        let links = BTreeMap::from([("phone".to_owned(), link)]);
+        let inner = Arc::new(Inner::new(config, links, rig.state.clone()));
+        (rig, inner)
+    }
+
+    fn caller(name: &str) -> Caller {
+        Caller {
+            name: name.into(),
+            uid: 0,
+            gids: Vec::new(),
+        }
+    }
+
+    async fn sign(call: &Call<'_>) -> Result<Vec<u8>> {
+        let none = MechanismParams::default();
+        call.sign(KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x").await
+    }
+
+    /// One caller's Logout must never end another's login, whatever the
+    /// order in which their requests reach the handset.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_callers_logging_in_and_out_of_one_token_always_sign() {
+        const ROUNDS: usize = 2000;
+        let (_rig, inner) = daemon().await;
+        let run = |name: &'static str| {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let call = inner.call_as(caller(name), "phone", TOKEN)?;
+                for round in 0..ROUNDS {
+                    call.login(PIN).await?;
+                    sign(&call)
+                        .await
+                        .map_err(|e| ck(e.rv(), format!("{name}, round {round}: {e}")))?;
+                    call.logout().await?;
+                }
+                Result::Ok(())
+            })
+        };
+        let (a, b) = (run(":1.1"), run(":1.2"));
+        a.await.expect("caller a").expect("caller a signs");
+        b.await.expect("caller b").expect("caller b signs");
+        // Both gone: the handset is logged out.
+        let call = inner.call_as(caller(":1.3"), "phone", TOKEN).unwrap();
+        assert_eq!(call.details().await.unwrap().flags & LOGGED_IN, 0);
+    }
+
+    /// When the handset says it has no login, the daemon's record goes too.
+    #[tokio::test]
+    async fn a_login_the_handset_forgot_is_not_reported() {
+        let (rig, inner) = daemon().await;
+        let call = inner.call_as(caller(":1.1"), "phone", TOKEN).unwrap();
+        call.login(PIN).await.unwrap();
+        sign(&call).await.unwrap();
+        assert!(call.details().await.unwrap().logged_in);
+        // The login ends on the phone (its owner logged out there).
+        rig.token.lock().unwrap().logged_in = false;
+        assert_eq!(
+            sign(&call).await.unwrap_err().rv(),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        assert!(!call.details().await.unwrap().logged_in);
+        // And the daemon says so itself from now on.
+        assert_eq!(
+            sign(&call).await.unwrap_err().to_string(),
+            ck(CkRv::USER_NOT_LOGGED_IN, "log in to 'ssh' first").to_string()
+        );
     }
 }

@@ -5,7 +5,11 @@
 use phonecsp::mechanism::ckm;
 use phonecsp::{Bus, Client, ClientOptions, MechanismParams};
 use phonecsp_protocol::CkRv;
-use phonecsp_tests::{Daemon, Handset, KEY_ID, PIN, TestBus, is_root, phonecsp, wait_until};
+use phonecsp_protocol::ck::{cka, cko};
+use phonecsp_protocol::message::token_flags::LOGGED_IN;
+use phonecsp_tests::{
+    Daemon, Handset, KEY_ID, PIN, TestBus, is_root, phonecsp, shared_root, wait_until,
+};
 use rsa::pkcs8::EncodePublicKey;
 use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPublicKey};
 use sha2::{Digest, Sha256};
@@ -54,12 +58,7 @@ async fn fixture(extra_config: &str, serve_args: &[&str]) -> Fixture {
 
 /// Like [`fixture`], with `daemon_extra` in the daemon's `[daemon]` table.
 async fn fixture_with(daemon_extra: &str, extra_config: &str, serve_args: &[&str]) -> Fixture {
-    let root = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(
-        root.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let root = shared_root();
     let bus = TestBus::start();
     let mut handset = Handset::create(root.path());
     let code = handset.offer_pairing(&["ssh"]);
@@ -82,6 +81,39 @@ async fn fixture_with(daemon_extra: &str, extra_config: &str, serve_args: &[&str
     }
 }
 
+/// A `SHA256_RSA_PKCS` signature of `data` by the key `id` of phone/ssh.
+async fn sign_sha256(c: &Client, id: &[u8], data: &[u8]) -> phonecsp::Result<Vec<u8>> {
+    let none = MechanismParams::default();
+    c.sign("phone", "ssh", id, ckm::SHA256_RSA_PKCS, &none, data)
+        .await
+}
+
+/// Whether phone/ssh's key [`KEY_ID`] signed `data` as `signature`.
+async fn verifies(
+    c: &Client,
+    mechanism: u32,
+    params: &MechanismParams,
+    data: &[u8],
+    signature: &[u8],
+) -> bool {
+    c.verify("phone", "ssh", KEY_ID, mechanism, params, data, signature)
+        .await
+        .expect("verify")
+}
+
+/// `ciphertext`, decrypted by phone/ssh's key [`KEY_ID`].
+async fn decrypts(
+    c: &Client,
+    mechanism: u32,
+    params: &MechanismParams,
+    ciphertext: &[u8],
+) -> Vec<u8> {
+    c.decrypt("phone", "ssh", KEY_ID, mechanism, params, ciphertext)
+        .await
+        .expect("decrypt")
+        .to_vec()
+}
+
 fn rv<T: std::fmt::Debug>(r: phonecsp::Result<T>) -> CkRv {
     match r {
         Ok(v) => panic!("expected an error, got {v:?}"),
@@ -91,31 +123,21 @@ fn rv<T: std::fmt::Debug>(r: phonecsp::Result<T>) -> CkRv {
 
 async fn public_key(c: &Client, id: &[u8]) -> RsaPublicKey {
     let a = c
-        .get_attributes("phone", "ssh", 2, id)
+        .get_attributes("phone", "ssh", cko::PUBLIC_KEY, id)
         .await
         .expect("attributes");
     RsaPublicKey::new(
-        BigUint::from_bytes_be(&a[&0x120]),
-        BigUint::from_bytes_be(&a[&0x122]),
+        BigUint::from_bytes_be(&a[&cka::MODULUS]),
+        BigUint::from_bytes_be(&a[&cka::PUBLIC_EXPONENT]),
     )
     .expect("key")
 }
 
 fn self_signed_cert(dir: &std::path::Path) -> Vec<u8> {
+    const REQUEST: &str = "req -x509 -newkey rsa:2048 -nodes -subj /CN=phonecsp-e2e -days 1";
     let o = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=phonecsp e2e",
-            "-days",
-            "1",
-            "-outform",
-            "DER",
-        ])
+        .args(REQUEST.split(' '))
+        .args(["-outform", "DER"])
         .arg("-keyout")
         .arg(dir.join("cert.key"))
         .arg("-out")
@@ -164,10 +186,7 @@ async fn every_method_end_to_end() {
 
     // Private-key work needs a login; the wrong PIN counts.
     assert_eq!(
-        rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"hi")
-                .await
-        ),
+        rv(sign_sha256(c, KEY_ID, b"hi").await),
         CkRv::USER_NOT_LOGGED_IN
     );
     assert_eq!(
@@ -183,38 +202,11 @@ async fn every_method_end_to_end() {
 
     // Signatures verify with the public key, outside the daemon.
     let msg = b"hello phonecsp";
-    let sig = c
-        .sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, msg)
-        .await
-        .unwrap();
+    let sig = sign_sha256(c, KEY_ID, msg).await.unwrap();
     pk.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), &sig)
         .unwrap();
-    assert!(
-        c.verify(
-            "phone",
-            "ssh",
-            KEY_ID,
-            ckm::SHA256_RSA_PKCS,
-            &none,
-            msg,
-            &sig
-        )
-        .await
-        .unwrap()
-    );
-    assert!(
-        !c.verify(
-            "phone",
-            "ssh",
-            KEY_ID,
-            ckm::SHA256_RSA_PKCS,
-            &none,
-            b"forged",
-            &sig
-        )
-        .await
-        .unwrap()
-    );
+    assert!(verifies(c, ckm::SHA256_RSA_PKCS, &none, msg, &sig).await);
+    assert!(!verifies(c, ckm::SHA256_RSA_PKCS, &none, b"forged", &sig).await);
     let di = [
         phonecsp_protocol::HashAlg::Sha256.digest_info_prefix(),
         &Sha256::digest(msg)[..],
@@ -237,19 +229,7 @@ async fn every_method_end_to_end() {
         .unwrap();
     pk.verify(Pss::new_with_salt::<Sha256>(32), &Sha256::digest(msg), &sig)
         .unwrap();
-    assert!(
-        c.verify(
-            "phone",
-            "ssh",
-            KEY_ID,
-            ckm::SHA256_RSA_PKCS_PSS,
-            &pss,
-            msg,
-            &sig
-        )
-        .await
-        .unwrap()
-    );
+    assert!(verifies(c, ckm::SHA256_RSA_PKCS_PSS, &pss, msg, &sig).await);
 
     // Decryption: encrypted outside, decrypted on the phone; and the daemon's encrypt.
     let mut rng = rand::rngs::OsRng;
@@ -262,20 +242,14 @@ async fn every_method_end_to_end() {
         .encrypt(&mut rng, Oaep::new::<Sha256>(), b"oaep secret")
         .unwrap();
     assert_eq!(
-        c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS_OAEP, &oaep, &ct)
-            .await
-            .unwrap()
-            .as_slice(),
+        decrypts(c, ckm::RSA_PKCS_OAEP, &oaep, &ct).await.as_slice(),
         b"oaep secret"
     );
     let ct = pk
         .encrypt(&mut rng, Pkcs1v15Encrypt, b"pkcs1 secret")
         .unwrap();
     assert_eq!(
-        c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS, &none, &ct)
-            .await
-            .unwrap()
-            .as_slice(),
+        decrypts(c, ckm::RSA_PKCS, &none, &ct).await.as_slice(),
         b"pkcs1 secret"
     );
     let ct = c
@@ -291,10 +265,7 @@ async fn every_method_end_to_end() {
         .unwrap();
     assert_eq!(ct.len(), 256);
     assert_eq!(
-        c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS_OAEP, &oaep, &ct)
-            .await
-            .unwrap()
-            .as_slice(),
+        decrypts(c, ckm::RSA_PKCS_OAEP, &oaep, &ct).await.as_slice(),
         b"round trip"
     );
 
@@ -326,10 +297,7 @@ async fn every_method_end_to_end() {
         BigUint::from_bytes_be(&kp.exponent),
     )
     .unwrap();
-    let sig = c
-        .sign("phone", "ssh", &[2], ckm::SHA256_RSA_PKCS, &none, msg)
-        .await
-        .unwrap();
+    let sig = sign_sha256(c, &[2], msg).await.unwrap();
     pk2.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(msg), &sig)
         .unwrap();
 
@@ -339,31 +307,36 @@ async fn every_method_end_to_end() {
         .await
         .unwrap();
     let objects = c.list_objects("phone", "ssh").await.unwrap();
-    assert!(objects.iter().any(|o| o.class == 1 && o.id == [2]));
-    let a = c.get_attributes("phone", "ssh", 1, &[2]).await.unwrap();
-    assert_eq!(a[&0x011], der);
-    c.delete_object("phone", "ssh", 1, &[2]).await.unwrap();
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.class == cko::CERTIFICATE && o.id == [2])
+    );
+    let a = c
+        .get_attributes("phone", "ssh", cko::CERTIFICATE, &[2])
+        .await
+        .unwrap();
+    assert_eq!(a[&cka::VALUE], der);
+    c.delete_object("phone", "ssh", cko::CERTIFICATE, &[2])
+        .await
+        .unwrap();
     assert_eq!(
-        rv(c.get_attributes("phone", "ssh", 1, &[2]).await),
+        rv(c.get_attributes("phone", "ssh", cko::CERTIFICATE, &[2])
+            .await),
         CkRv::OBJECT_HANDLE_INVALID
     );
-    c.delete_object("phone", "ssh", 3, &[2]).await.unwrap();
+    c.delete_object("phone", "ssh", cko::PRIVATE_KEY, &[2])
+        .await
+        .unwrap();
     assert_eq!(
-        rv(
-            c.sign("phone", "ssh", &[2], ckm::SHA256_RSA_PKCS, &none, msg)
-                .await
-        ),
+        rv(sign_sha256(c, &[2], msg).await),
         CkRv::KEY_HANDLE_INVALID
     );
 
     // Re-wrap a secret to a recovery key: only the recovery key opens it.
     let recovery = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
-    let spki = recovery
-        .to_public_key()
-        .to_public_key_der()
-        .unwrap()
-        .as_bytes()
-        .to_vec();
+    let spki = recovery.to_public_key().to_public_key_der();
+    let spki = spki.expect("SubjectPublicKeyInfo").into_vec();
     let ct = pk
         .encrypt(&mut rng, Oaep::new::<Sha256>(), b"disk key")
         .unwrap();
@@ -387,10 +360,7 @@ async fn every_method_end_to_end() {
     c.login("phone", "ssh", b"654321").await.unwrap();
     c.logout("phone", "ssh").await.unwrap();
     assert_eq!(
-        rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, msg)
-                .await
-        ),
+        rv(sign_sha256(c, KEY_ID, msg).await),
         CkRv::USER_NOT_LOGGED_IN
     );
 
@@ -452,115 +422,90 @@ async fn malformed_arguments_get_clear_errors_and_never_reach_the_link() {
     let requests = || async { c.statistics().await.unwrap()["phone"].requests };
     let before = requests().await;
 
-    assert_eq!(
-        rv(c.sign("phone", "ssh", KEY_ID, 0x9999, &none, b"x").await),
-        CkRv::MECHANISM_INVALID
-    );
-    assert_eq!(
+    let sign = |id: &'static [u8], mechanism: u32, params: MechanismParams, data: &'static [u8]| async move {
+        rv(c.sign("phone", "ssh", id, mechanism, &params, data).await)
+    };
+    let none = &none;
+    let decrypt = |mechanism: u32, ciphertext: &'static [u8]| async move {
         rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::RSA_PKCS, &none, &[1; 300])
-                .await
-        ),
-        CkRv::DATA_LEN_RANGE
-    );
-    assert_eq!(
-        rv(
-            c.sign("phone", "ssh", &[9], ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
-        CkRv::KEY_HANDLE_INVALID
-    );
-    assert_eq!(
-        rv(
-            c.sign("phone", "ssh", &[1; 100], ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
-        CkRv::ARGUMENTS_BAD
-    );
-    let wrong = MechanismParams {
-        hash: ckm::SHA_1,
-        salt_len: 20,
+            c.decrypt("phone", "ssh", KEY_ID, mechanism, none, ciphertext)
+                .await,
+        )
+    };
+    let params = |hash, salt_len| MechanismParams {
+        hash,
+        salt_len,
         label: vec![],
     };
-    assert_eq!(
-        rv(c.sign(
-            "phone",
-            "ssh",
-            KEY_ID,
-            ckm::SHA256_RSA_PKCS_PSS,
-            &wrong,
-            b"x"
-        )
-        .await),
-        CkRv::MECHANISM_PARAM_INVALID
-    );
-    assert_eq!(
-        rv(c.sign(
-            "phone",
-            "ssh",
-            KEY_ID,
-            ckm::RSA_PKCS_PSS,
-            &MechanismParams {
-                hash: ckm::SHA256,
-                salt_len: 32,
-                label: vec![]
-            },
-            &[0; 31]
-        )
-        .await),
-        CkRv::DATA_LEN_RANGE
-    );
-    assert_eq!(
-        rv(
-            c.decrypt("phone", "ssh", KEY_ID, ckm::RSA_PKCS, &none, &[1; 10])
-                .await
+    use ckm::{RSA_PKCS, RSA_PKCS_PSS, SHA_1, SHA256, SHA256_RSA_PKCS, SHA256_RSA_PKCS_PSS};
+    let refusals = [
+        (
+            sign(KEY_ID, 0x9999, params(0, 0), b"x").await,
+            CkRv::MECHANISM_INVALID,
         ),
-        CkRv::ENCRYPTED_DATA_LEN_RANGE
-    );
-    assert_eq!(
-        rv(
-            c.decrypt("phone", "ssh", KEY_ID, ckm::SHA256, &none, &[1; 256])
-                .await
+        (
+            sign(KEY_ID, RSA_PKCS, params(0, 0), &[1; 300]).await,
+            CkRv::DATA_LEN_RANGE,
         ),
-        CkRv::MECHANISM_INVALID
-    );
-    assert_eq!(
-        rv(c.get_token_info("phone", "s\"sh").await),
-        CkRv::ARGUMENTS_BAD
-    );
-    assert_eq!(
-        rv(c.get_token_info("nope", "ssh").await),
-        CkRv::TOKEN_NOT_PRESENT
-    );
-    assert_eq!(rv(c.generate_random("phone", 0).await), CkRv::ARGUMENTS_BAD);
-    assert_eq!(
-        rv(c.generate_random("phone", 10_000_000).await),
-        CkRv::ARGUMENTS_BAD
-    );
-    assert_eq!(
-        rv(c.generate_key_pair("phone", "ssh", 1024, &[5], "x").await),
-        CkRv::KEY_SIZE_RANGE
-    );
-    assert_eq!(
-        rv(c.login("phone", "ssh", &[b'1'; 100]).await),
-        CkRv::PIN_LEN_RANGE
-    );
-    assert_eq!(
-        rv(c.import_certificate("phone", "ssh", &[1], "x", b"not DER")
-            .await),
-        CkRv::ATTRIBUTE_VALUE_INVALID
-    );
-    assert_eq!(
-        rv(c.digest(ckm::RSA_PKCS, b"x").await),
-        CkRv::MECHANISM_INVALID
-    );
-    assert_eq!(
-        rv(
-            c.rewrap("phone", "ssh", KEY_ID, 7, &[0; 256], ckm::SHA256, b"\x30")
-                .await
+        (
+            sign(&[9], SHA256_RSA_PKCS, params(0, 0), b"x").await,
+            CkRv::KEY_HANDLE_INVALID,
         ),
-        CkRv::MECHANISM_PARAM_INVALID
-    );
+        (
+            sign(&[1; 100], SHA256_RSA_PKCS, params(0, 0), b"x").await,
+            CkRv::ARGUMENTS_BAD,
+        ),
+        (
+            sign(KEY_ID, SHA256_RSA_PKCS_PSS, params(SHA_1, 20), b"x").await,
+            CkRv::MECHANISM_PARAM_INVALID,
+        ),
+        (
+            sign(KEY_ID, RSA_PKCS_PSS, params(SHA256, 32), &[0; 31]).await,
+            CkRv::DATA_LEN_RANGE,
+        ),
+        (
+            decrypt(RSA_PKCS, &[1; 10]).await,
+            CkRv::ENCRYPTED_DATA_LEN_RANGE,
+        ),
+        (decrypt(SHA256, &[1; 256]).await, CkRv::MECHANISM_INVALID),
+        (
+            rv(c.get_token_info("phone", "s\"sh").await),
+            CkRv::ARGUMENTS_BAD,
+        ),
+        (
+            rv(c.get_token_info("nope", "ssh").await),
+            CkRv::TOKEN_NOT_PRESENT,
+        ),
+        (rv(c.generate_random("phone", 0).await), CkRv::ARGUMENTS_BAD),
+        (
+            rv(c.generate_random("phone", 10_000_000).await),
+            CkRv::ARGUMENTS_BAD,
+        ),
+        (
+            rv(c.generate_key_pair("phone", "ssh", 1024, &[5], "x").await),
+            CkRv::KEY_SIZE_RANGE,
+        ),
+        (
+            rv(c.login("phone", "ssh", &[b'1'; 100]).await),
+            CkRv::PIN_LEN_RANGE,
+        ),
+        (
+            rv(c.import_certificate("phone", "ssh", &[1], "x", b"not DER")
+                .await),
+            CkRv::ATTRIBUTE_VALUE_INVALID,
+        ),
+        (rv(c.digest(RSA_PKCS, b"x").await), CkRv::MECHANISM_INVALID),
+        (
+            rv(
+                c.rewrap("phone", "ssh", KEY_ID, 7, &[0; 256], SHA256, b"\x30")
+                    .await,
+            ),
+            CkRv::MECHANISM_PARAM_INVALID,
+        ),
+    ];
+    for (i, (got, want)) in refusals.into_iter().enumerate() {
+        assert_eq!(got, want, "refusal #{i}");
+    }
 
     // A call whose arguments do not match the signature is refused by the bus layer.
     let raw = c
@@ -581,24 +526,19 @@ async fn malformed_arguments_get_clear_errors_and_never_reach_the_link() {
         "a malformed call reached the link"
     );
     // And the daemon is still serving.
-    c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-        .await
-        .unwrap();
+    sign_sha256(c, KEY_ID, b"x").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_caller_that_leaves_the_bus_loses_its_login() {
     let f = fixture("", &[]).await;
-    let none = MechanismParams::default();
     {
         let a = client(&f.bus).await;
         a.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
-        a.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-            .await
-            .unwrap();
+        sign_sha256(&a, KEY_ID, b"x").await.unwrap();
         // The handset sees the session logged in.
         assert_ne!(
-            f.client.get_token_info("phone", "ssh").await.unwrap().flags & 0x20,
+            f.client.get_token_info("phone", "ssh").await.unwrap().flags & LOGGED_IN,
             0
         );
         a.connection().clone().close().await.unwrap();
@@ -606,20 +546,44 @@ async fn a_caller_that_leaves_the_bus_loses_its_login() {
     // Same uid, another connection: not logged in.
     let b = client(&f.bus).await;
     assert_eq!(
-        rv(
-            b.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
+        rv(sign_sha256(&b, KEY_ID, b"x").await),
         CkRv::USER_NOT_LOGGED_IN
     );
     // And the daemon logged the handset out, since nobody else was logged in.
     for _ in 0..250 {
-        if f.client.get_token_info("phone", "ssh").await.unwrap().flags & 0x20 == 0 {
+        if f.client.get_token_info("phone", "ssh").await.unwrap().flags & LOGGED_IN == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the handset session stayed logged in");
+}
+
+/// Two connections log in to one token, sign and log out, over and over:
+/// one's logout never ends the other's login, whatever order their requests
+/// reach the handset in, and the handset is logged out once both are done.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_callers_logging_in_and_out_of_one_token_always_sign() {
+    const ROUNDS: usize = 200;
+    let f = fixture("", &[]).await;
+    let run = |c: Client, who: &'static str| {
+        tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
+                if let Err(e) = sign_sha256(&c, KEY_ID, b"x").await {
+                    panic!("{who}, round {round}: {e}");
+                }
+                c.logout("phone", "ssh").await.unwrap();
+            }
+        })
+    };
+    let a = run(client(&f.bus).await, "a");
+    let b = run(client(&f.bus).await, "b");
+    a.await.expect("caller a");
+    b.await.expect("caller b");
+    let info = f.client.get_token_info("phone", "ssh").await.unwrap();
+    assert_eq!(info.flags & LOGGED_IN, 0);
+    assert!(!info.logged_in);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -651,25 +615,16 @@ async fn callers_are_told_apart_by_uid() {
     let msg = msg.to_str().unwrap();
     let sig = f.root.path().join("sig");
     let sig = sig.to_str().unwrap();
-    let ok = phonecsp(
-        &f.bus,
-        Some(65534),
-        &["sign", "ssh", "--key", "01", "--in", msg, "--out", "-"],
-        &pin,
-    );
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let sign_as = |uid| {
+        let args = ["sign", "ssh", "--key", "01", "--in", msg, "--out", "-"];
+        phonecsp(&f.bus, Some(uid), &args, &pin)
+    };
+    let ok = sign_as(65534);
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stderr}");
     assert_eq!(ok.stdout.len(), 256);
     std::fs::write(sig, &ok.stdout).unwrap();
-    let no = phonecsp(
-        &f.bus,
-        Some(1),
-        &["sign", "ssh", "--key", "01", "--in", msg, "--out", "-"],
-        &pin,
-    );
+    let no = sign_as(1);
     assert_eq!(
         no.status.code(),
         Some(4),
@@ -719,7 +674,6 @@ async fn handset_killed_mid_request_then_back() {
     let c = f.client.clone();
     c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
     c.list_objects("phone", "ssh").await.unwrap();
-    let none = MechanismParams::default();
     let pending = {
         let c = c.clone();
         tokio::spawn(async move {
@@ -746,10 +700,7 @@ async fn handset_killed_mid_request_then_back() {
     // While it is away, calls fail at once.
     let t = std::time::Instant::now();
     assert_eq!(
-        rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
+        rv(sign_sha256(&c, KEY_ID, b"x").await),
         CkRv::DEVICE_REMOVED
     );
     assert!(t.elapsed() < Duration::from_secs(5));
@@ -767,18 +718,12 @@ async fn handset_killed_mid_request_then_back() {
 /// After a reconnection: a new session, so the handset forgot the login
 /// and so did the daemon; a new login signs.
 async fn signs_in_a_new_session(c: &Client) {
-    let none = MechanismParams::default();
     assert_eq!(
-        rv(
-            c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-                .await
-        ),
+        rv(sign_sha256(c, KEY_ID, b"x").await),
         CkRv::USER_NOT_LOGGED_IN
     );
     c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
-    c.sign("phone", "ssh", KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x")
-        .await
-        .unwrap();
+    sign_sha256(c, KEY_ID, b"x").await.unwrap();
 }
 
 /// `phonecsp --json handsets`: whether `phone` is connected.
@@ -863,27 +808,20 @@ async fn sigterm_ends_the_daemon_cleanly() {
 fn a_bad_configuration_is_refused_with_file_line_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("phonecspd.toml");
-    std::fs::write(
-        &cfg,
-        "[daemon]\nstate_dir = \"/tmp/x\"\nrequest_timeout = 5\n",
-    )
-    .unwrap();
-    let o = std::process::Command::new(phonecsp_tests::bin("phonecspd"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--check")
-        .output()
-        .unwrap();
+    let check = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        std::process::Command::new(phonecsp_tests::bin("phonecspd"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--check")
+            .output()
+            .unwrap()
+    };
+    let o = check("[daemon]\nstate_dir = \"/tmp/x\"\nrequest_timeout = 5\n");
     assert_eq!(o.status.code(), Some(78));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("phonecspd.toml:3:"), "{err}");
     assert!(err.contains("request_timeout"), "{err}");
-    std::fs::write(&cfg, "[[handset]]\nname = \"p\"\nserial = \"/dev/null\"\n").unwrap();
-    let o = std::process::Command::new(phonecsp_tests::bin("phonecspd"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--check")
-        .output()
-        .unwrap();
+    let o = check("[[handset]]\nname = \"p\"\nserial = \"/dev/null\"\n");
     assert!(o.status.success());
 }
