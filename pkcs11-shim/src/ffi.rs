@@ -19,7 +19,9 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result, fail};
 use crate::mechanisms::{Mechanism, Param};
-use crate::module::{self, Cap, InitArgs, KeyUse, Out, pad};
+use crate::module::{
+    self, Cap, DecryptOp, DigestOp, EncryptOp, InitArgs, KeyUse, Out, SignOp, VerifyOp, pad,
+};
 use crate::objects::{AttrMap, Template, Value};
 
 /// Runs an entry's body: its `Result` or its panic becomes the `CK_RV`.
@@ -649,7 +651,10 @@ entries! {
         ulDataLen: CK_ULONG,
         pSignature: *mut CK_BYTE,
         ulSignatureLen: CK_ULONG,
-    ) |m| m.verify(hSession, Some(bytes(pData, ulDataLen)?), bytes(pSignature, ulSignatureLen)?);
+    ) |m| m.step::<VerifyOp, _>(hSession, |s| {
+        let data = bytes(pData, ulDataLen)?;
+        m.verify(s, Some(data), bytes(pSignature, ulSignatureLen)?)
+    });
 
     // ---- key management and random numbers --------------------------------------
 
@@ -716,9 +721,10 @@ macro_rules! key_inits {
 }
 
 /// A single-part call: bytes in, bytes out the standard's way
-/// ([`write_out`]).
+/// ([`write_out`]). It runs as one step of its operation (`$kind`), so
+/// that a bad argument ends the operation as any other failure does.
 macro_rules! single_parts {
-    ($($name:ident => |$m:ident, $h:ident, $data:ident, $cap:ident| $call:expr;)*) => {
+    ($($name:ident: $kind:ident => |$m:ident, $s:ident, $data:ident, $cap:ident| $call:expr;)*) => {
         entries! {$(
             /// # Safety
             /// `pData` valid for `ulDataLen` bytes; `pOut` NULL or valid for
@@ -729,27 +735,25 @@ macro_rules! single_parts {
                 ulDataLen: CK_ULONG,
                 pOut: *mut CK_BYTE,
                 pulOutLen: *mut CK_ULONG,
-            ) |$m| {
-                let $h = hSession;
+            ) |$m| $m.step::<$kind, _>(hSession, |$s| {
                 let $data = bytes(pData, ulDataLen)?;
                 write_out(pOut, pulOutLen, |$cap| $call)
-            };
+            });
         )*}
     };
 }
 
 /// A step with one buffer of the caller's: an update's input, or a final
-/// call's input or output.
+/// call's input or output; like a single-part call, one step of its
+/// operation (`$kind`).
 macro_rules! steps {
-    ($($name:ident($buf:ident: $bt:ty, $len:ident: $lt:ty) |$m:ident, $h:ident| $call:expr;)*) => {
+    ($($name:ident: $kind:ident ($buf:ident: $bt:ty, $len:ident: $lt:ty) |$m:ident, $s:ident| $call:expr;)*) => {
         entries! {$(
             /// # Safety
             /// An input buffer valid for its length; an output buffer NULL
             /// or valid for `*pulOutLen` bytes, and `pulOutLen` valid.
-            unsafe fn $name(hSession: CK_SESSION_HANDLE, $buf: $bt, $len: $lt) |$m| {
-                let $h = hSession;
-                $call
-            };
+            unsafe fn $name(hSession: CK_SESSION_HANDLE, $buf: $bt, $len: $lt) |$m|
+                $m.step::<$kind, _>(hSession, |$s| $call);
         )*}
     };
 }
@@ -773,20 +777,25 @@ key_inits! {
 }
 
 single_parts! {
-    C_Encrypt => |m, h, data, cap| m.encrypt(h, data, cap);
-    C_Decrypt => |m, h, data, cap| m.decrypt(h, data, cap);
-    C_Digest => |m, h, data, cap| m.digest(h, Some(data), cap);
-    C_Sign => |m, h, data, cap| m.sign(h, Some(data), cap);
+    C_Encrypt: EncryptOp => |m, s, data, cap| m.encrypt(s, data, cap);
+    C_Decrypt: DecryptOp => |m, s, data, cap| m.decrypt(s, data, cap);
+    C_Digest: DigestOp => |m, s, data, cap| m.digest(s, Some(data), cap);
+    C_Sign: SignOp => |m, s, data, cap| m.sign(s, Some(data), cap);
 }
 
 steps! {
-    C_DigestUpdate(pPart: B, ulPartLen: L) |m, h| m.digest_update(h, bytes(pPart, ulPartLen)?);
-    C_SignUpdate(pPart: B, ulPartLen: L) |m, h| m.sign_update(h, bytes(pPart, ulPartLen)?);
-    C_VerifyUpdate(pPart: B, ulPartLen: L) |m, h| m.verify_update(h, bytes(pPart, ulPartLen)?);
-    C_DigestFinal(pOut: B, pulOutLen: LP) |m, h|
-        write_out(pOut, pulOutLen, |c| m.digest(h, None, c));
-    C_SignFinal(pOut: B, pulOutLen: LP) |m, h| write_out(pOut, pulOutLen, |c| m.sign(h, None, c));
-    C_VerifyFinal(pSig: B, ulSigLen: L) |m, h| m.verify(h, None, bytes(pSig, ulSigLen)?);
+    C_DigestUpdate: DigestOp(pPart: B, ulPartLen: L) |m, s|
+        m.digest_update(s, bytes(pPart, ulPartLen)?);
+    C_SignUpdate: SignOp(pPart: B, ulPartLen: L) |m, s|
+        m.sign_update(s, bytes(pPart, ulPartLen)?);
+    C_VerifyUpdate: VerifyOp(pPart: B, ulPartLen: L) |m, s|
+        m.verify_update(s, bytes(pPart, ulPartLen)?);
+    C_DigestFinal: DigestOp(pOut: B, pulOutLen: LP) |m, s|
+        write_out(pOut, pulOutLen, |c| m.digest(s, None, c));
+    C_SignFinal: SignOp(pOut: B, pulOutLen: LP) |m, s|
+        write_out(pOut, pulOutLen, |c| m.sign(s, None, c));
+    C_VerifyFinal: VerifyOp(pSig: B, ulSigLen: L) |m, s|
+        m.verify(s, None, bytes(pSig, ulSigLen)?);
 }
 
 single_part_only! {
@@ -1016,6 +1025,9 @@ static INTERFACES: Interfaces = Interfaces([
 ]);
 
 #[cfg(test)]
+mod conformance;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1042,6 +1054,7 @@ mod tests {
 
     #[test]
     fn function_lists_and_interfaces() {
+        let _g = module::GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
         let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
         // SAFETY: a valid out-pointer.
         assert_eq!(unsafe { C_GetFunctionList(&mut list) }, CKR_OK);

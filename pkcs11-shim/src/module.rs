@@ -36,11 +36,9 @@ use crate::backend::{Backend, Dbus, TokenName};
 use crate::error::{Error, Result, fail};
 use crate::mechanisms::{self, Mechanism};
 use crate::objects::{self, AttrMap, Template, Value};
-pub use crate::operations::KeyUse;
-pub use crate::operations::{Cap, Out};
-use crate::operations::{
-    DecryptOp, DigestOp, EncryptOp, FindOp, Kind, Operations, SignOp, VerifyOp, take_input,
-};
+pub use crate::operations::{Cap, KeyUse, Out};
+pub use crate::operations::{DecryptOp, DigestOp, EncryptOp, SignOp, VerifyOp};
+use crate::operations::{FindOp, Kind, Operations, take_input};
 use crate::registry::{ObjKey, Registry};
 
 /// How often a blocking `C_WaitForSlotEvent` asks the daemon.
@@ -89,6 +87,11 @@ pub struct InitArgs {
 pub fn initialize(args: InitArgs, register_atfork: impl FnOnce()) -> Result<()> {
     let _ = args.cant_create_threads;
     ATFORK.call_once(register_atfork);
+    install(Box::new(Dbus::default()))
+}
+
+/// Makes a module on `backend` this process's initialised one.
+fn install(backend: Box<dyn Backend>) -> Result<()> {
     let mut g = STATE.write().unwrap_or_else(|p| p.into_inner());
     if let Some(m) = g.as_ref() {
         if m.pid == pid() {
@@ -100,8 +103,20 @@ pub fn initialize(args: InitArgs, register_atfork: impl FnOnce()) -> Result<()> 
             std::mem::forget(old);
         }
     }
-    *g = Some(Arc::new(Module::new(Box::new(Dbus::default()))));
+    *g = Some(Arc::new(Module::new(backend)));
     Ok(())
+}
+
+/// The tests that initialise this process's module, or check that it is
+/// not, take this lock, so that they hold under `cargo test`'s threads.
+#[cfg(test)]
+pub static GLOBAL: Mutex<()> = Mutex::new(());
+
+/// `C_Initialize` on the fake handset, for the tests of the C boundary;
+/// the caller holds [`GLOBAL`].
+#[cfg(test)]
+pub fn initialize_fake(backend: Box<dyn Backend>) -> Result<()> {
+    install(backend)
 }
 
 pub fn finalize() -> Result<()> {
@@ -145,7 +160,9 @@ struct Slots {
     listed_once: bool,
 }
 
-struct Session {
+/// One session: its slot, its mode and its operations. The operations'
+/// calls take it locked (see [`Module::step`]).
+pub struct Session {
     slot: usize,
     rw: bool,
     ops: Operations,
@@ -956,13 +973,20 @@ impl Module {
         })
     }
 
-    /// An `*Update` call (see [`Operations::update`]).
-    fn update<T: Kind>(
+    /// One call of the operation of kind `T` in session `h` (an update, a
+    /// single-part or a final call): `f` reads the caller's arguments and
+    /// does the work, with the session locked throughout; whatever fails
+    /// in it, a too-small buffer apart, ends the operation (PKCS#11 2.40
+    /// section 5.2, see [`Operations::settle`]).
+    pub fn step<T: Kind, R>(
         &self,
         h: CK_SESSION_HANDLE,
-        f: impl FnOnce(&mut T) -> Result<()>,
-    ) -> Result<()> {
-        self.with_session(h, |s| s.ops.update(f))
+        f: impl FnOnce(&mut Session) -> Result<R>,
+    ) -> Result<R> {
+        self.with_session(h, |s| {
+            let r = f(s);
+            s.ops.settle::<T, R>(r)
+        })
     }
 
     /// `C_SignInit`, `C_VerifyInit`, `C_EncryptInit` and `C_DecryptInit`:
@@ -1006,76 +1030,65 @@ impl Module {
         }
     }
 
+    // The calls below run inside [`Module::step`], on the locked session.
+
     /// `data`: `Some` for `C_Sign`, `None` for `C_SignFinal`.
-    pub fn sign(&self, h: CK_SESSION_HANDLE, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
-        self.with_session(h, |s| {
-            s.ops.produce(data.is_some(), cap, |op: &mut SignOp| {
-                if let Some(d) = data {
-                    op.input.update(d)?;
-                }
-                let input = take_input(&mut op.input).finish()?;
-                let t = self.names(op.key.slot)?;
-                let sig = self.check(op.key.slot, self.backend.sign(&t, &op.key.id, &input))?;
-                Ok(Zeroizing::new(sig))
-            })
-        })
-    }
-
-    pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.update(h, |op: &mut SignOp| Ok(op.input.update(data)?))
-    }
-
-    /// `data`: `Some` for `C_Verify`, `None` for `C_VerifyFinal`.
-    pub fn verify(
-        &self,
-        h: CK_SESSION_HANDLE,
-        data: Option<&[u8]>,
-        signature: &[u8],
-    ) -> Result<()> {
-        self.with_session(h, |s| {
-            let mut op = s.ops.finish::<VerifyOp>(data.is_some())?;
+    pub fn sign(&self, s: &mut Session, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
+        s.ops.produce(data.is_some(), cap, |op: &mut SignOp| {
             if let Some(d) = data {
                 op.input.update(d)?;
             }
-            if signature.len() != op.key.size() {
-                return fail(CKR_SIGNATURE_LEN_RANGE);
-            }
-            if local::verify_prepared(&op.key, &op.input.finish()?, signature) {
-                Ok(())
-            } else {
-                fail(CKR_SIGNATURE_INVALID)
-            }
+            let input = take_input(&mut op.input).finish()?;
+            let t = self.names(op.key.slot)?;
+            let sig = self.check(op.key.slot, self.backend.sign(&t, &op.key.id, &input))?;
+            Ok(Zeroizing::new(sig))
         })
     }
 
-    pub fn verify_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.update(h, |op: &mut VerifyOp| Ok(op.input.update(data)?))
+    pub fn sign_update(&self, s: &mut Session, data: &[u8]) -> Result<()> {
+        s.ops.update(|op: &mut SignOp| Ok(op.input.update(data)?))
     }
 
-    pub fn encrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Cap) -> Result<Out> {
-        self.with_session(h, |s| {
-            s.ops.produce(true, cap, |op: &mut EncryptOp| {
-                Ok(Zeroizing::new(local::encrypt(&op.key, &op.enc, data)?))
-            })
+    /// `data`: `Some` for `C_Verify`, `None` for `C_VerifyFinal`.
+    pub fn verify(&self, s: &mut Session, data: Option<&[u8]>, signature: &[u8]) -> Result<()> {
+        let mut op = s.ops.finish::<VerifyOp>(data.is_some())?;
+        if let Some(d) = data {
+            op.input.update(d)?;
+        }
+        if signature.len() != op.key.size() {
+            return fail(CKR_SIGNATURE_LEN_RANGE);
+        }
+        if local::verify_prepared(&op.key, &op.input.finish()?, signature) {
+            Ok(())
+        } else {
+            fail(CKR_SIGNATURE_INVALID)
+        }
+    }
+
+    pub fn verify_update(&self, s: &mut Session, data: &[u8]) -> Result<()> {
+        s.ops.update(|op: &mut VerifyOp| Ok(op.input.update(data)?))
+    }
+
+    pub fn encrypt(&self, s: &mut Session, data: &[u8], cap: Cap) -> Result<Out> {
+        s.ops.produce(true, cap, |op: &mut EncryptOp| {
+            Ok(Zeroizing::new(local::encrypt(&op.key, &op.enc, data)?))
         })
     }
 
-    pub fn decrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], cap: Cap) -> Result<Out> {
-        self.with_session(h, |s| {
-            s.ops.produce(true, cap, |op: &mut DecryptOp| {
-                // The retry after a too-small buffer gets what was decrypted.
-                if let Some(plain) = op.result.take() {
-                    return Ok(plain);
-                }
-                if data.len() != op.len {
-                    return fail(CKR_ENCRYPTED_DATA_LEN_RANGE);
-                }
-                let t = self.names(op.key.slot)?;
-                self.check(
-                    op.key.slot,
-                    self.backend.decrypt(&t, &op.key.id, &op.enc, data),
-                )
-            })
+    pub fn decrypt(&self, s: &mut Session, data: &[u8], cap: Cap) -> Result<Out> {
+        s.ops.produce(true, cap, |op: &mut DecryptOp| {
+            // The retry after a too-small buffer gets what was decrypted.
+            if let Some(plain) = op.result.take() {
+                return Ok(plain);
+            }
+            if data.len() != op.len {
+                return fail(CKR_ENCRYPTED_DATA_LEN_RANGE);
+            }
+            let t = self.names(op.key.slot)?;
+            self.check(
+                op.key.slot,
+                self.backend.decrypt(&t, &op.key.id, &op.enc, data),
+            )
         })
     }
 
@@ -1096,20 +1109,18 @@ impl Module {
     }
 
     /// `data`: `Some` for `C_Digest`, `None` for `C_DigestFinal`.
-    pub fn digest(&self, h: CK_SESSION_HANDLE, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
-        self.with_session(h, |s| {
-            s.ops.produce(data.is_some(), cap, |op: &mut DigestOp| {
-                let mut hasher = std::mem::replace(&mut op.hasher, Hasher::new(op.hash));
-                if let Some(d) = data {
-                    hasher.update(d);
-                }
-                Ok(Zeroizing::new(hasher.finish()))
-            })
+    pub fn digest(&self, s: &mut Session, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
+        s.ops.produce(data.is_some(), cap, |op: &mut DigestOp| {
+            let mut hasher = std::mem::replace(&mut op.hasher, Hasher::new(op.hash));
+            if let Some(d) = data {
+                hasher.update(d);
+            }
+            Ok(Zeroizing::new(hasher.finish()))
         })
     }
 
-    pub fn digest_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        self.update(h, |op: &mut DigestOp| {
+    pub fn digest_update(&self, s: &mut Session, data: &[u8]) -> Result<()> {
+        s.ops.update(|op: &mut DigestOp| {
             op.hasher.update(data);
             Ok(())
         })

@@ -2,9 +2,11 @@
 //! kind (find, sign, verify, encrypt, decrypt, digest) active at a time,
 //! each kind independent of the others. The rules every kind shares are
 //! written once here: a second init is `CKR_OPERATION_ACTIVE`, a call
-//! without init `CKR_OPERATION_NOT_INITIALIZED`, a single-part call after
-//! an update `CKR_OPERATION_ACTIVE`, a failed update ends the operation,
-//! and a length query or a too-small buffer leaves it active for the retry.
+//! without init `CKR_OPERATION_NOT_INITIALIZED`, and, as PKCS#11 2.40
+//! section 5.2 says, every call of an operation that fails ends it (a
+//! single-part call after an update, a bad argument, a NULL length pointer
+//! included), while a length query or a too-small buffer leaves it active
+//! for the retry.
 
 use std::collections::VecDeque;
 
@@ -244,36 +246,39 @@ impl Operations {
             .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))
     }
 
-    /// An `*Update` call: the operation becomes multi-part; a failed
-    /// update ends it.
-    pub fn update<T: Kind>(&mut self, f: impl FnOnce(&mut T) -> Result<()>) -> Result<()> {
-        let slot = T::slot(self);
-        let a = slot
-            .as_mut()
-            .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
-        a.multipart = true;
-        let r = f(&mut a.op);
-        if r.is_err() {
-            *slot = None;
+    /// Settles one call of an operation of kind `T` (an update, a
+    /// single-part or a final call): a failure other than a too-small
+    /// buffer ends the operation, whatever failed, the reading of the
+    /// caller's arguments included.
+    pub fn settle<T: Kind, R>(&mut self, r: Result<R>) -> Result<R> {
+        if matches!(&r, Err(e) if !matches!(e, Error::BufferTooSmall { .. })) {
+            *T::slot(self) = None;
         }
         r
     }
 
+    /// An `*Update` call: the operation becomes multi-part (a failure ends
+    /// it, see [`Self::settle`]).
+    pub fn update<T: Kind>(&mut self, f: impl FnOnce(&mut T) -> Result<()>) -> Result<()> {
+        let a = T::slot(self)
+            .as_mut()
+            .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        a.multipart = true;
+        let r = f(&mut a.op);
+        self.settle::<T, ()>(r)
+    }
+
     /// The final call of a kind that writes nothing back (verify): ends
-    /// the operation, unless a single-part call (`single`) comes after an
-    /// update, which is refused and leaves it as it was.
+    /// the operation. A single-part call (`single`) after an update is
+    /// refused with `CKR_OPERATION_ACTIVE`, and, failing, ends it too.
     pub fn finish<T: Kind>(&mut self, single: bool) -> Result<T> {
         self.take_final(single).map(|a| a.op)
     }
 
     fn take_final<T: Kind>(&mut self, single: bool) -> Result<Active<T>> {
-        let slot = T::slot(self);
-        match slot.take() {
+        match T::slot(self).take() {
             None => fail(CKR_OPERATION_NOT_INITIALIZED),
-            Some(a) if single && a.multipart => {
-                *slot = Some(a);
-                fail(CKR_OPERATION_ACTIVE)
-            }
+            Some(a) if single && a.multipart => fail(CKR_OPERATION_ACTIVE),
             Some(a) => Ok(a),
         }
     }

@@ -983,7 +983,10 @@ fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
     let mut len: CK_ULONG = 0;
     check!(r, C_Sign(h, data.as_mut_ptr(), 4, null(), &mut len) => CKR_OK);
     assert_eq!(len, 256);
+    // A NULL length pointer is a failure, and ends the operation.
     check!(r, C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), null()) => CKR_ARGUMENTS_BAD);
+    check!(r, C_Sign(h, data.as_mut_ptr(), 4, null(), &mut len) => CKR_OPERATION_NOT_INITIALIZED);
+    check!(r, C_SignInit(h, &mut mech, key) => CKR_OK);
     let mut len: CK_ULONG = 10;
     check!(r, C_Sign(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len) => CKR_BUFFER_TOO_SMALL);
     assert_eq!(len, 256);

@@ -65,6 +65,41 @@ fn len(o: Result<Out>) -> usize {
     }
 }
 
+// The operations' calls, each as one step on a session handle, as the
+// C entry points make them.
+
+fn sign(m: &Module, h: CK_SESSION_HANDLE, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
+    m.step::<SignOp, _>(h, |s| m.sign(s, data, cap))
+}
+
+fn sign_update(m: &Module, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    m.step::<SignOp, _>(h, |s| m.sign_update(s, data))
+}
+
+fn verify(m: &Module, h: CK_SESSION_HANDLE, data: Option<&[u8]>, sig: &[u8]) -> Result<()> {
+    m.step::<VerifyOp, _>(h, |s| m.verify(s, data, sig))
+}
+
+fn verify_update(m: &Module, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    m.step::<VerifyOp, _>(h, |s| m.verify_update(s, data))
+}
+
+fn encrypt(m: &Module, h: CK_SESSION_HANDLE, data: &[u8], cap: Cap) -> Result<Out> {
+    m.step::<EncryptOp, _>(h, |s| m.encrypt(s, data, cap))
+}
+
+fn decrypt(m: &Module, h: CK_SESSION_HANDLE, data: &[u8], cap: Cap) -> Result<Out> {
+    m.step::<DecryptOp, _>(h, |s| m.decrypt(s, data, cap))
+}
+
+fn digest(m: &Module, h: CK_SESSION_HANDLE, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
+    m.step::<DigestOp, _>(h, |s| m.digest(s, data, cap))
+}
+
+fn digest_update(m: &Module, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+    m.step::<DigestOp, _>(h, |s| m.digest_update(s, data))
+}
+
 /// A logged-in session and the token's private key.
 fn signer() -> (Module, Fake, CK_SESSION_HANDLE, CK_OBJECT_HANDLE) {
     let (m, fake) = setup();
@@ -91,6 +126,7 @@ fn padding() {
 
 #[test]
 fn calls_before_initialize_are_refused() {
+    let _g = lock(&GLOBAL);
     assert_eq!(
         module().err().map(|e| e.rv()),
         Some(CKR_CRYPTOKI_NOT_INITIALIZED)
@@ -207,30 +243,33 @@ fn sign_single_and_multi_part_and_verify() {
     let (m, fake, h, key) = signer();
     let sha256 = mech(CKM_SHA256_RSA_PKCS);
     m.key_init(h, KeyUse::Sign, Some(&sha256), key).unwrap();
-    let one = data(m.sign(h, Some(b"hello world"), Some(256)));
+    let one = data(sign(&m, h, Some(b"hello world"), Some(256)));
     assert!(verifies(b"hello world", &one));
     m.key_init(h, KeyUse::Sign, Some(&sha256), key).unwrap();
-    m.sign_update(h, b"hello ").unwrap();
-    m.sign_update(h, b"world").unwrap();
+    sign_update(&m, h, b"hello ").unwrap();
+    sign_update(&m, h, b"world").unwrap();
     // PKCS#1 v1.5 is deterministic: both paths sign the same input.
-    assert_eq!(data(m.sign(h, None, Some(256))), one);
+    assert_eq!(data(sign(&m, h, None, Some(256))), one);
     assert_eq!(fake.count("sign"), 2);
 
     m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
-    m.verify(h, Some(b"hello world"), &one).unwrap();
+    verify(&m, h, Some(b"hello world"), &one).unwrap();
     m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
-    m.verify_update(h, b"hello ").unwrap();
-    m.verify_update(h, b"world").unwrap();
-    m.verify(h, None, &one).unwrap();
-    m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
-    assert_eq!(rv(m.verify(h, Some(b"hello"), &one)), CKR_SIGNATURE_INVALID);
+    verify_update(&m, h, b"hello ").unwrap();
+    verify_update(&m, h, b"world").unwrap();
+    verify(&m, h, None, &one).unwrap();
     m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
     assert_eq!(
-        rv(m.verify(h, Some(b"x"), &one[1..])),
+        rv(verify(&m, h, Some(b"hello"), &one)),
+        CKR_SIGNATURE_INVALID
+    );
+    m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
+    assert_eq!(
+        rv(verify(&m, h, Some(b"x"), &one[1..])),
         CKR_SIGNATURE_LEN_RANGE
     );
     // Each final call ended its operation.
-    assert_eq!(rv(m.verify(h, None, &one)), CKR_OPERATION_NOT_INITIALIZED);
+    assert_eq!(rv(verify(&m, h, None, &one)), CKR_OPERATION_NOT_INITIALIZED);
 }
 
 #[test]
@@ -238,16 +277,19 @@ fn length_query_and_short_buffer_keep_the_operation() {
     let (m, fake, h, key) = signer();
     m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
         .unwrap();
-    assert_eq!(len(m.sign(h, Some(b"msg"), None)), 256);
-    match m.sign(h, Some(b"msg"), Some(10)) {
+    assert_eq!(len(sign(&m, h, Some(b"msg"), None)), 256);
+    match sign(&m, h, Some(b"msg"), Some(10)) {
         Err(Error::BufferTooSmall { needed }) => assert_eq!(needed, 256),
         r => panic!("not BUFFER_TOO_SMALL: {:?}", r.err()),
     }
     // Neither reached the handset.
     assert_eq!(fake.count("sign"), 0);
-    assert!(verifies(b"msg", &data(m.sign(h, Some(b"msg"), Some(300)))));
+    assert!(verifies(
+        b"msg",
+        &data(sign(&m, h, Some(b"msg"), Some(300)))
+    ));
     assert_eq!(
-        rv(m.sign(h, Some(b"msg"), Some(256))),
+        rv(sign(&m, h, Some(b"msg"), Some(256))),
         CKR_OPERATION_NOT_INITIALIZED
     );
 
@@ -255,15 +297,18 @@ fn length_query_and_short_buffer_keep_the_operation() {
     // operation single-part.
     m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
         .unwrap();
-    assert_eq!(len(m.sign(h, None, None)), 256);
-    assert!(verifies(b"msg", &data(m.sign(h, Some(b"msg"), Some(256)))));
+    assert_eq!(len(sign(&m, h, None, None)), 256);
+    assert!(verifies(
+        b"msg",
+        &data(sign(&m, h, Some(b"msg"), Some(256)))
+    ));
 
     m.digest_init(h, Some(&mech(CKM_SHA256))).unwrap();
-    m.digest_update(h, b"abc").unwrap();
-    assert_eq!(len(m.digest(h, None, None)), 32);
-    assert_eq!(rv(m.digest(h, None, Some(31))), CKR_BUFFER_TOO_SMALL);
+    digest_update(&m, h, b"abc").unwrap();
+    assert_eq!(len(digest(&m, h, None, None)), 32);
+    assert_eq!(rv(digest(&m, h, None, Some(31))), CKR_BUFFER_TOO_SMALL);
     assert_eq!(
-        data(m.digest(h, None, Some(32))),
+        data(digest(&m, h, None, Some(32))),
         Sha256::digest(b"abc").to_vec()
     );
 }
@@ -273,10 +318,10 @@ fn operation_active_and_not_initialized() {
     let (m, _, h, key) = signer();
     let sha256 = mech(CKM_SHA256_RSA_PKCS);
     assert_eq!(
-        rv(m.sign(h, Some(b"x"), Some(256))),
+        rv(sign(&m, h, Some(b"x"), Some(256))),
         CKR_OPERATION_NOT_INITIALIZED
     );
-    assert_eq!(rv(m.sign_update(h, b"x")), CKR_OPERATION_NOT_INITIALIZED);
+    assert_eq!(rv(sign_update(&m, h, b"x")), CKR_OPERATION_NOT_INITIALIZED);
     m.key_init(h, KeyUse::Sign, Some(&sha256), key).unwrap();
     assert_eq!(
         rv(m.key_init(h, KeyUse::Sign, Some(&sha256), key)),
@@ -285,18 +330,21 @@ fn operation_active_and_not_initialized() {
     // The kinds are independent of each other.
     m.key_init(h, KeyUse::Verify, Some(&sha256), key).unwrap();
     m.digest_init(h, Some(&mech(CKM_SHA256))).unwrap();
-    // A single-part call after an update is refused, and the multi-part
-    // operation goes on.
-    m.sign_update(h, b"hello").unwrap();
+    // A single-part call after an update is refused, and, as every failed
+    // call of an operation, ends it.
+    sign_update(&m, h, b"hello").unwrap();
     assert_eq!(
-        rv(m.sign(h, Some(b"hello"), Some(256))),
+        rv(sign(&m, h, Some(b"hello"), Some(256))),
         CKR_OPERATION_ACTIVE
     );
-    assert!(verifies(b"hello", &data(m.sign(h, None, Some(256)))));
+    assert_eq!(
+        rv(sign(&m, h, None, Some(256))),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
     // A NULL mechanism cancels.
     m.key_init(h, KeyUse::Verify, None, key).unwrap();
     assert_eq!(
-        rv(m.verify(h, None, &[0; 256])),
+        rv(verify(&m, h, None, &[0; 256])),
         CKR_OPERATION_NOT_INITIALIZED
     );
     // A key of the wrong class, or no key, starts nothing.
@@ -310,7 +358,7 @@ fn operation_active_and_not_initialized() {
         CKR_KEY_HANDLE_INVALID
     );
     assert_eq!(
-        rv(m.sign(h, None, Some(256))),
+        rv(sign(&m, h, None, Some(256))),
         CKR_OPERATION_NOT_INITIALIZED
     );
     // Digest keys are never digestible; the operation ends.
@@ -324,9 +372,9 @@ fn a_failed_update_ends_the_operation() {
     // Raw PKCS#1 input is at most a modulus long.
     m.key_init(h, KeyUse::Sign, Some(&mech(CKM_RSA_PKCS)), key)
         .unwrap();
-    assert_eq!(rv(m.sign_update(h, &[0; 600])), CKR_DATA_LEN_RANGE);
+    assert_eq!(rv(sign_update(&m, h, &[0; 600])), CKR_DATA_LEN_RANGE);
     assert_eq!(
-        rv(m.sign(h, None, Some(256))),
+        rv(sign(&m, h, None, Some(256))),
         CKR_OPERATION_NOT_INITIALIZED
     );
 }
@@ -341,11 +389,14 @@ fn encrypt_and_decrypt() {
         rv(m.key_init(h, KeyUse::Encrypt, Some(&pkcs), public)),
         CKR_OPERATION_ACTIVE
     );
-    assert_eq!(len(m.encrypt(h, b"secret", None)), 256);
-    assert_eq!(rv(m.encrypt(h, b"secret", Some(255))), CKR_BUFFER_TOO_SMALL);
-    let ct = data(m.encrypt(h, b"secret", Some(256)));
+    assert_eq!(len(encrypt(&m, h, b"secret", None)), 256);
     assert_eq!(
-        rv(m.encrypt(h, b"secret", Some(256))),
+        rv(encrypt(&m, h, b"secret", Some(255))),
+        CKR_BUFFER_TOO_SMALL
+    );
+    let ct = data(encrypt(&m, h, b"secret", Some(256)));
+    assert_eq!(
+        rv(encrypt(&m, h, b"secret", Some(256))),
         CKR_OPERATION_NOT_INITIALIZED
     );
 
@@ -353,21 +404,21 @@ fn encrypt_and_decrypt() {
         .unwrap();
     // The length query answers the largest plaintext; a buffer of the
     // plaintext's own size is enough.
-    assert_eq!(len(m.decrypt(h, &ct, None)), 256);
-    assert_eq!(rv(m.decrypt(h, &ct, Some(3))), CKR_BUFFER_TOO_SMALL);
+    assert_eq!(len(decrypt(&m, h, &ct, None)), 256);
+    assert_eq!(rv(decrypt(&m, h, &ct, Some(3))), CKR_BUFFER_TOO_SMALL);
     // The plaintext is kept for the retry: the handset decrypted once.
-    assert_eq!(len(m.decrypt(h, &ct, None)), 6);
-    assert_eq!(data(m.decrypt(h, &ct, Some(6))), b"secret");
+    assert_eq!(len(decrypt(&m, h, &ct, None)), 6);
+    assert_eq!(data(decrypt(&m, h, &ct, Some(6))), b"secret");
     assert_eq!(fake.count("decrypt"), 1);
 
     m.key_init(h, KeyUse::Decrypt, Some(&pkcs), private)
         .unwrap();
     assert_eq!(
-        rv(m.decrypt(h, &ct[1..], Some(256))),
+        rv(decrypt(&m, h, &ct[1..], Some(256))),
         CKR_ENCRYPTED_DATA_LEN_RANGE
     );
     assert_eq!(
-        rv(m.decrypt(h, &ct, Some(256))),
+        rv(decrypt(&m, h, &ct, Some(256))),
         CKR_OPERATION_NOT_INITIALIZED
     );
 
@@ -393,12 +444,11 @@ fn digest_single_and_multi_part() {
     let h = open(&m, false);
     let want = Sha256::digest(b"abcdef").to_vec();
     m.digest_init(h, Some(&mech(CKM_SHA256))).unwrap();
-    assert_eq!(data(m.digest(h, Some(b"abcdef"), Some(32))), want);
+    assert_eq!(data(digest(&m, h, Some(b"abcdef"), Some(32))), want);
     m.digest_init(h, Some(&mech(CKM_SHA256))).unwrap();
-    m.digest_update(h, b"abc").unwrap();
-    m.digest_update(h, b"def").unwrap();
-    assert_eq!(rv(m.digest(h, Some(b"x"), Some(32))), CKR_OPERATION_ACTIVE);
-    assert_eq!(data(m.digest(h, None, Some(32))), want);
+    digest_update(&m, h, b"abc").unwrap();
+    digest_update(&m, h, b"def").unwrap();
+    assert_eq!(data(digest(&m, h, None, Some(32))), want);
     assert_eq!(
         rv(m.digest_init(h, Some(&mech(CKM_RSA_PKCS)))),
         CKR_MECHANISM_INVALID
@@ -414,11 +464,11 @@ fn session_cancel_ends_only_the_named_operations() {
     m.find_init(h, Vec::new()).unwrap();
     m.cancel(h, CKF_SIGN | CKF_FIND_OBJECTS).unwrap();
     assert_eq!(
-        rv(m.sign(h, None, Some(256))),
+        rv(sign(&m, h, None, Some(256))),
         CKR_OPERATION_NOT_INITIALIZED
     );
     assert_eq!(rv(m.find(h, 1)), CKR_OPERATION_NOT_INITIALIZED);
-    assert_eq!(data(m.digest(h, Some(b"abc"), Some(32))).len(), 32);
+    assert_eq!(data(digest(&m, h, Some(b"abc"), Some(32))).len(), 32);
     assert_eq!(rv(m.cancel(999, CKF_SIGN)), CKR_SESSION_HANDLE_INVALID);
 }
 
@@ -429,7 +479,7 @@ fn the_token_going_away_closes_its_sessions() {
     m.key_init(h, KeyUse::Sign, Some(&mech(CKM_SHA256_RSA_PKCS)), key)
         .unwrap();
     fake.state().present = false;
-    assert_eq!(rv(m.sign(h, Some(b"x"), Some(256))), CKR_DEVICE_REMOVED);
+    assert_eq!(rv(sign(&m, h, Some(b"x"), Some(256))), CKR_DEVICE_REMOVED);
     assert_eq!(rv(m.session_info(h)), CKR_SESSION_HANDLE_INVALID);
     assert_eq!(rv(m.session_info(other)), CKR_SESSION_HANDLE_INVALID);
     assert_eq!(
@@ -459,10 +509,10 @@ fn handset_errors_keep_their_ck_rv() {
         fake.fail("sign", failure);
         let sha256 = mech(CKM_SHA256_RSA_PKCS);
         m.key_init(h, KeyUse::Sign, Some(&sha256), key).unwrap();
-        assert_eq!(rv(m.sign(h, Some(b"x"), Some(256))), failure.0 as CK_RV);
+        assert_eq!(rv(sign(&m, h, Some(b"x"), Some(256))), failure.0 as CK_RV);
         // The failed final call ended the operation; the session stays.
         assert_eq!(
-            rv(m.sign(h, None, Some(256))),
+            rv(sign(&m, h, None, Some(256))),
             CKR_OPERATION_NOT_INITIALIZED
         );
         let want = if still_logged_in {

@@ -1,0 +1,727 @@
+//! The module at its C boundary, on the in-memory fake handset, checked
+//! against PKCS#11 2.40 section by section (docs/pkcs11-conformance.md
+//! follows the same order). Every test initialises the process's module,
+//! so each holds `module::GLOBAL` for its length. The wrappers below make
+//! each C call once, with NULL where a test passes `None`, so that the
+//! tests themselves are safe code.
+
+use std::sync::MutexGuard;
+
+use rsa::Pkcs1v15Encrypt;
+
+use super::*;
+use crate::backend::fake::{self, Fake};
+
+type H = CK_SESSION_HANDLE;
+
+// ---- the fixture ------------------------------------------------------------
+
+/// An initialised module on a fake token, with a read/write session
+/// logged in and the key pair's handles. Finalises when dropped.
+struct Fx {
+    fake: Fake,
+    h: H,
+    private: CK_OBJECT_HANDLE,
+    public: CK_OBJECT_HANDLE,
+    _global: MutexGuard<'static, ()>,
+}
+
+impl Drop for Fx {
+    fn drop(&mut self) {
+        // SAFETY: NULL is the reserved argument's only value.
+        unsafe { C_Finalize(std::ptr::null_mut()) };
+    }
+}
+
+fn null<T>() -> *mut T {
+    std::ptr::null_mut()
+}
+
+/// A fresh module on a fresh fake token, no session open.
+fn module_on(fake: &Fake) -> MutexGuard<'static, ()> {
+    let g = module::GLOBAL.lock().unwrap_or_else(|p| p.into_inner());
+    // A test that failed half-way may have left one behind.
+    // SAFETY: NULL is the reserved argument's only value.
+    unsafe { C_Finalize(null()) };
+    module::initialize_fake(Box::new(fake.clone())).expect("initialised");
+    g
+}
+
+fn fx() -> Fx {
+    let fake = Fake::new();
+    let g = module_on(&fake);
+    let slot = slots()[0];
+    let h = open_session(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION).expect("a session");
+    assert_eq!(login(h, Some(fake::PIN)), CKR_OK);
+    let private = find(h, CKO_PRIVATE_KEY)[0];
+    let public = find(h, CKO_PUBLIC_KEY)[0];
+    Fx {
+        fake,
+        h,
+        private,
+        public,
+        _global: g,
+    }
+}
+
+// ---- one wrapper per C signature ---------------------------------------------
+
+fn slots() -> Vec<CK_SLOT_ID> {
+    let mut list = [0; 8];
+    let mut n = 8;
+    // SAFETY: a buffer of `n` slot IDs.
+    assert_eq!(
+        unsafe { C_GetSlotList(CK_FALSE, list.as_mut_ptr(), &mut n) },
+        CKR_OK
+    );
+    list[..n as usize].to_vec()
+}
+
+fn open_session(slot: CK_SLOT_ID, flags: CK_FLAGS) -> std::result::Result<H, CK_RV> {
+    let mut h = 0;
+    // SAFETY: a valid out-pointer; the application pointer and callback
+    // may be NULL.
+    match unsafe { C_OpenSession(slot, flags, null(), None, &mut h) } {
+        CKR_OK => Ok(h),
+        rv => Err(rv),
+    }
+}
+
+fn login(h: H, pin: Option<&[u8]>) -> CK_RV {
+    let mut pin = pin.map(<[u8]>::to_vec);
+    let (p, n) = match pin.as_mut() {
+        Some(v) => (v.as_mut_ptr(), v.len() as CK_ULONG),
+        None => (null(), 0),
+    };
+    // SAFETY: `p` is NULL with length 0, or valid for `n` bytes.
+    unsafe { C_Login(h, CKU_USER, p, n) }
+}
+
+fn attr(t: CK_ATTRIBUTE_TYPE, v: &mut [u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: t,
+        pValue: v.as_mut_ptr() as *mut c_void,
+        ulValueLen: v.len() as CK_ULONG,
+    }
+}
+
+fn find(h: H, class: CK_OBJECT_CLASS) -> Vec<CK_OBJECT_HANDLE> {
+    let mut c = class.to_ne_bytes();
+    let mut t = [attr(CKA_CLASS, &mut c)];
+    let mut found = [0; 16];
+    let mut n = 0;
+    // SAFETY: a template of one attribute, buffers of their stated sizes.
+    unsafe {
+        assert_eq!(C_FindObjectsInit(h, t.as_mut_ptr(), 1), CKR_OK);
+        assert_eq!(C_FindObjects(h, found.as_mut_ptr(), 16, &mut n), CKR_OK);
+        assert_eq!(C_FindObjectsFinal(h), CKR_OK);
+    }
+    found[..n as usize].to_vec()
+}
+
+fn mechanism_of(m: CK_MECHANISM_TYPE) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: m,
+        pParameter: null(),
+        ulParameterLen: 0,
+    }
+}
+
+type KeyInit = unsafe extern "C" fn(H, *mut CK_MECHANISM, CK_OBJECT_HANDLE) -> CK_RV;
+type SinglePart = unsafe extern "C" fn(H, *mut u8, CK_ULONG, *mut u8, *mut CK_ULONG) -> CK_RV;
+type Final = unsafe extern "C" fn(H, *mut u8, *mut CK_ULONG) -> CK_RV;
+type Input = unsafe extern "C" fn(H, *mut u8, CK_ULONG) -> CK_RV;
+
+fn key_init(f: KeyInit, h: H, m: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE) -> CK_RV {
+    let mut m = mechanism_of(m);
+    // SAFETY: a valid mechanism without a parameter.
+    unsafe { f(h, &mut m, key) }
+}
+
+fn digest_init(h: H, m: CK_MECHANISM_TYPE) -> CK_RV {
+    let mut m = mechanism_of(m);
+    // SAFETY: a valid mechanism without a parameter.
+    unsafe { C_DigestInit(h, &mut m) }
+}
+
+/// How a call is given its output.
+#[derive(Clone, Copy, Debug)]
+enum Out {
+    /// A NULL length pointer.
+    NullLen,
+    /// A NULL buffer: a length query.
+    Query,
+    /// A buffer of this many bytes.
+    Cap(usize),
+}
+
+/// Makes `call` with a buffer as `out` says; the `CK_RV`, the length
+/// written back and the bytes.
+fn with_out(
+    out: Out,
+    call: impl FnOnce(*mut u8, *mut CK_ULONG) -> CK_RV,
+) -> (CK_RV, usize, Vec<u8>) {
+    let mut buf = vec![0u8; if let Out::Cap(n) = out { n } else { 0 }];
+    let mut len = buf.len() as CK_ULONG;
+    let rv = match out {
+        Out::NullLen => call(buf.as_mut_ptr(), null()),
+        Out::Query => call(null(), &mut len),
+        Out::Cap(_) => call(buf.as_mut_ptr(), &mut len),
+    };
+    let n = len as usize;
+    buf.truncate(n);
+    (rv, n, buf)
+}
+
+/// Input bytes, or NULL with a length of 4.
+fn input(data: Option<&[u8]>) -> (*mut u8, CK_ULONG) {
+    match data {
+        Some(d) => (d.as_ptr() as *mut u8, d.len() as CK_ULONG),
+        None => (null(), 4),
+    }
+}
+
+fn single(f: SinglePart, h: H, data: Option<&[u8]>, out: Out) -> (CK_RV, usize, Vec<u8>) {
+    let (p, n) = input(data);
+    // SAFETY: `p` NULL or valid for `n` bytes, only read; the output as
+    // `with_out` makes it.
+    with_out(out, |b, l| unsafe { f(h, p, n, b, l) })
+}
+
+fn last(f: Final, h: H, out: Out) -> (CK_RV, usize, Vec<u8>) {
+    // SAFETY: the output as `with_out` makes it.
+    with_out(out, |b, l| unsafe { f(h, b, l) })
+}
+
+fn feed(f: Input, h: H, data: Option<&[u8]>) -> CK_RV {
+    let (p, n) = input(data);
+    // SAFETY: `p` NULL or valid for `n` bytes, only read.
+    unsafe { f(h, p, n) }
+}
+
+fn verify(h: H, data: Option<&[u8]>, sig: Option<&[u8]>) -> CK_RV {
+    let (d, dn) = input(data);
+    let (s, sn) = input(sig);
+    // SAFETY: each pointer NULL or valid for its length, only read.
+    unsafe { C_Verify(h, d, dn, s, sn) }
+}
+
+fn rv(r: (CK_RV, usize, Vec<u8>)) -> CK_RV {
+    r.0
+}
+
+// ---- operations end as the standard says (section 5, each function's
+// rule on ending its operation; section 5.2's output convention) ---------
+
+/// The operation a path runs in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Sign,
+    Verify,
+    Encrypt,
+    Decrypt,
+    Digest,
+}
+
+/// One way a call of an operation can go.
+struct Path {
+    what: &'static str,
+    kind: Kind,
+    /// After the operation's init.
+    before: fn(&Fx),
+    call: fn(&Fx) -> CK_RV,
+    want: CK_RV,
+    /// Whether the call ends the operation.
+    ends: bool,
+}
+
+fn start(fx: &Fx, kind: Kind) {
+    let h = fx.h;
+    let r = match kind {
+        Kind::Sign => key_init(C_SignInit, h, CKM_SHA256_RSA_PKCS, fx.private),
+        Kind::Verify => key_init(C_VerifyInit, h, CKM_SHA256_RSA_PKCS, fx.public),
+        Kind::Encrypt => key_init(C_EncryptInit, h, CKM_RSA_PKCS, fx.public),
+        Kind::Decrypt => key_init(C_DecryptInit, h, CKM_RSA_PKCS, fx.private),
+        Kind::Digest => digest_init(h, CKM_SHA256),
+    };
+    assert_eq!(r, CKR_OK, "{kind:?} init");
+}
+
+/// Whether the operation of `kind` is still active: a call that leaves
+/// it as it is when it is.
+fn active(fx: &Fx, kind: Kind) -> bool {
+    let h = fx.h;
+    let r = match kind {
+        Kind::Sign => rv(last(C_SignFinal, h, Out::Query)),
+        Kind::Digest => rv(last(C_DigestFinal, h, Out::Query)),
+        Kind::Encrypt => rv(single(C_Encrypt, h, Some(b"x"), Out::Query)),
+        Kind::Decrypt => rv(single(C_Decrypt, h, Some(&[0; 256]), Out::Query)),
+        Kind::Verify => feed(C_VerifyUpdate, h, Some(b"x")),
+    };
+    match r {
+        CKR_OK => true,
+        CKR_OPERATION_NOT_INITIALIZED => false,
+        r => panic!("{kind:?}: probing answered 0x{r:X}"),
+    }
+}
+
+fn ciphertext() -> Vec<u8> {
+    fake::public_key()
+        .encrypt(&mut rand::rngs::OsRng, Pkcs1v15Encrypt, b"secret")
+        .expect("encrypted")
+}
+
+fn signature() -> Vec<u8> {
+    let fake = Fake::new();
+    fake.state().logged_in = true;
+    let input = phonecsp::input::SignInput::once(
+        phonecsp::mechanism::Signing::from_ckm(CKM_SHA256_RSA_PKCS as u32, &Default::default())
+            .expect("a mechanism"),
+        256,
+        b"msg",
+    )
+    .expect("an input");
+    use crate::backend::Backend;
+    let t = crate::backend::TokenName {
+        handset: fake::HANDSET.into(),
+        token: fake::TOKEN.into(),
+    };
+    fake.sign(&t, fake::KEY_ID, &input).expect("signed")
+}
+
+fn nothing(_: &Fx) {}
+
+const PATHS: &[Path] = &[
+    // C_Sign, C_SignUpdate, C_SignFinal.
+    Path {
+        what: "C_Sign with a NULL length pointer",
+        kind: Kind::Sign,
+        before: nothing,
+        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::NullLen)),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_Sign with NULL data",
+        kind: Kind::Sign,
+        before: nothing,
+        call: |fx| rv(single(C_Sign, fx.h, None, Out::Cap(256))),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_Sign after C_SignUpdate",
+        kind: Kind::Sign,
+        before: |fx| assert_eq!(feed(C_SignUpdate, fx.h, Some(b"m")), CKR_OK),
+        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))),
+        want: CKR_OPERATION_ACTIVE,
+        ends: true,
+    },
+    Path {
+        what: "C_Sign the handset refuses",
+        kind: Kind::Sign,
+        before: |fx| {
+            fx.fake
+                .fail("sign", phonecsp_protocol::CkRv::FUNCTION_CANCELED)
+        },
+        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))),
+        want: CKR_FUNCTION_CANCELED,
+        ends: true,
+    },
+    Path {
+        what: "C_Sign length query",
+        kind: Kind::Sign,
+        before: nothing,
+        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Query)),
+        want: CKR_OK,
+        ends: false,
+    },
+    Path {
+        what: "C_Sign into a short buffer",
+        kind: Kind::Sign,
+        before: nothing,
+        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(10))),
+        want: CKR_BUFFER_TOO_SMALL,
+        ends: false,
+    },
+    Path {
+        what: "C_Sign that succeeds",
+        kind: Kind::Sign,
+        before: nothing,
+        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))),
+        want: CKR_OK,
+        ends: true,
+    },
+    Path {
+        what: "C_SignUpdate with NULL data",
+        kind: Kind::Sign,
+        before: nothing,
+        call: |fx| feed(C_SignUpdate, fx.h, None),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_SignFinal with a NULL length pointer",
+        kind: Kind::Sign,
+        before: |fx| assert_eq!(feed(C_SignUpdate, fx.h, Some(b"m")), CKR_OK),
+        call: |fx| rv(last(C_SignFinal, fx.h, Out::NullLen)),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_SignFinal the handset refuses",
+        kind: Kind::Sign,
+        before: |fx| fx.fake.fail("sign", phonecsp_protocol::CkRv::DEVICE_ERROR),
+        call: |fx| rv(last(C_SignFinal, fx.h, Out::Cap(256))),
+        want: CKR_DEVICE_ERROR,
+        ends: true,
+    },
+    Path {
+        what: "C_SignFinal into a short buffer",
+        kind: Kind::Sign,
+        before: nothing,
+        call: |fx| rv(last(C_SignFinal, fx.h, Out::Cap(1))),
+        want: CKR_BUFFER_TOO_SMALL,
+        ends: false,
+    },
+    Path {
+        what: "C_SignInit while signing",
+        kind: Kind::Sign,
+        before: nothing,
+        call: |fx| key_init(C_SignInit, fx.h, CKM_SHA1_RSA_PKCS, fx.private),
+        want: CKR_OPERATION_ACTIVE,
+        ends: false,
+    },
+    // C_Verify, C_VerifyUpdate, C_VerifyFinal.
+    Path {
+        what: "C_Verify with a NULL signature",
+        kind: Kind::Verify,
+        before: nothing,
+        call: |fx| verify(fx.h, Some(b"msg"), None),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_Verify with NULL data",
+        kind: Kind::Verify,
+        before: nothing,
+        call: |fx| verify(fx.h, None, Some(&[0; 256])),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_Verify of a wrong signature",
+        kind: Kind::Verify,
+        before: nothing,
+        call: |fx| verify(fx.h, Some(b"msg"), Some(&[1; 256])),
+        want: CKR_SIGNATURE_INVALID,
+        ends: true,
+    },
+    Path {
+        what: "C_Verify of a signature of the wrong length",
+        kind: Kind::Verify,
+        before: nothing,
+        call: |fx| verify(fx.h, Some(b"msg"), Some(&[1; 255])),
+        want: CKR_SIGNATURE_LEN_RANGE,
+        ends: true,
+    },
+    Path {
+        what: "C_Verify after C_VerifyUpdate",
+        kind: Kind::Verify,
+        before: |fx| assert_eq!(feed(C_VerifyUpdate, fx.h, Some(b"m")), CKR_OK),
+        call: |fx| verify(fx.h, Some(b"msg"), Some(&signature())),
+        want: CKR_OPERATION_ACTIVE,
+        ends: true,
+    },
+    Path {
+        what: "C_Verify that succeeds",
+        kind: Kind::Verify,
+        before: nothing,
+        call: |fx| verify(fx.h, Some(b"msg"), Some(&signature())),
+        want: CKR_OK,
+        ends: true,
+    },
+    Path {
+        what: "C_VerifyUpdate with NULL data",
+        kind: Kind::Verify,
+        before: nothing,
+        call: |fx| feed(C_VerifyUpdate, fx.h, None),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_VerifyFinal with a NULL signature",
+        kind: Kind::Verify,
+        before: nothing,
+        call: |fx| feed(C_VerifyFinal, fx.h, None),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_VerifyFinal of a wrong signature",
+        kind: Kind::Verify,
+        before: nothing,
+        call: |fx| feed(C_VerifyFinal, fx.h, Some(&[1; 256])),
+        want: CKR_SIGNATURE_INVALID,
+        ends: true,
+    },
+    Path {
+        what: "C_VerifyInit while verifying",
+        kind: Kind::Verify,
+        before: nothing,
+        call: |fx| key_init(C_VerifyInit, fx.h, CKM_SHA256_RSA_PKCS, fx.public),
+        want: CKR_OPERATION_ACTIVE,
+        ends: false,
+    },
+    // C_Encrypt (and its multi-part forms, which RSA does not have).
+    Path {
+        what: "C_Encrypt with a NULL length pointer",
+        kind: Kind::Encrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::NullLen)),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_Encrypt with NULL data",
+        kind: Kind::Encrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Encrypt, fx.h, None, Out::Cap(256))),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_Encrypt of too much data",
+        kind: Kind::Encrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Encrypt, fx.h, Some(&[7; 300]), Out::Cap(256))),
+        want: CKR_DATA_LEN_RANGE,
+        ends: true,
+    },
+    Path {
+        what: "C_Encrypt length query",
+        kind: Kind::Encrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::Query)),
+        want: CKR_OK,
+        ends: false,
+    },
+    Path {
+        what: "C_Encrypt into a short buffer",
+        kind: Kind::Encrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::Cap(255))),
+        want: CKR_BUFFER_TOO_SMALL,
+        ends: false,
+    },
+    Path {
+        what: "C_EncryptUpdate of a single-part mechanism",
+        kind: Kind::Encrypt,
+        before: nothing,
+        call: |fx| rv(single(C_EncryptUpdate, fx.h, Some(b"x"), Out::Cap(256))),
+        want: CKR_FUNCTION_NOT_SUPPORTED,
+        ends: true,
+    },
+    Path {
+        what: "C_EncryptInit while encrypting",
+        kind: Kind::Encrypt,
+        before: nothing,
+        call: |fx| key_init(C_EncryptInit, fx.h, CKM_RSA_PKCS, fx.public),
+        want: CKR_OPERATION_ACTIVE,
+        ends: false,
+    },
+    // C_Decrypt.
+    Path {
+        what: "C_Decrypt with a NULL length pointer",
+        kind: Kind::Decrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::NullLen)),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_Decrypt with NULL data",
+        kind: Kind::Decrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Decrypt, fx.h, None, Out::Cap(256))),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_Decrypt of a ciphertext of the wrong length",
+        kind: Kind::Decrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Decrypt, fx.h, Some(&[1; 255]), Out::Cap(256))),
+        want: CKR_ENCRYPTED_DATA_LEN_RANGE,
+        ends: true,
+    },
+    Path {
+        what: "C_Decrypt of a ciphertext the handset rejects",
+        kind: Kind::Decrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Decrypt, fx.h, Some(&[1; 256]), Out::Cap(256))),
+        want: CKR_ENCRYPTED_DATA_INVALID,
+        ends: true,
+    },
+    Path {
+        what: "C_Decrypt length query",
+        kind: Kind::Decrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::Query)),
+        want: CKR_OK,
+        ends: false,
+    },
+    Path {
+        what: "C_Decrypt into a short buffer",
+        kind: Kind::Decrypt,
+        before: nothing,
+        call: |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::Cap(2))),
+        want: CKR_BUFFER_TOO_SMALL,
+        ends: false,
+    },
+    Path {
+        what: "C_DecryptFinal of a single-part mechanism",
+        kind: Kind::Decrypt,
+        before: nothing,
+        call: |fx| rv(last(C_DecryptFinal, fx.h, Out::Cap(256))),
+        want: CKR_FUNCTION_NOT_SUPPORTED,
+        ends: true,
+    },
+    Path {
+        what: "C_DecryptInit while decrypting",
+        kind: Kind::Decrypt,
+        before: nothing,
+        call: |fx| key_init(C_DecryptInit, fx.h, CKM_RSA_PKCS, fx.private),
+        want: CKR_OPERATION_ACTIVE,
+        ends: false,
+    },
+    // C_Digest, C_DigestUpdate, C_DigestKey, C_DigestFinal.
+    Path {
+        what: "C_Digest with a NULL length pointer",
+        kind: Kind::Digest,
+        before: nothing,
+        call: |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::NullLen)),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_Digest with NULL data",
+        kind: Kind::Digest,
+        before: nothing,
+        call: |fx| rv(single(C_Digest, fx.h, None, Out::Cap(32))),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_Digest after C_DigestUpdate",
+        kind: Kind::Digest,
+        before: |fx| assert_eq!(feed(C_DigestUpdate, fx.h, Some(b"a")), CKR_OK),
+        call: |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Cap(32))),
+        want: CKR_OPERATION_ACTIVE,
+        ends: true,
+    },
+    Path {
+        what: "C_Digest length query",
+        kind: Kind::Digest,
+        before: nothing,
+        call: |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Query)),
+        want: CKR_OK,
+        ends: false,
+    },
+    Path {
+        what: "C_Digest into a short buffer",
+        kind: Kind::Digest,
+        before: nothing,
+        call: |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Cap(31))),
+        want: CKR_BUFFER_TOO_SMALL,
+        ends: false,
+    },
+    Path {
+        what: "C_DigestUpdate with NULL data",
+        kind: Kind::Digest,
+        before: nothing,
+        call: |fx| feed(C_DigestUpdate, fx.h, None),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_DigestKey",
+        kind: Kind::Digest,
+        before: nothing,
+        call: |fx| C_DigestKey(fx.h, fx.public),
+        want: CKR_KEY_INDIGESTIBLE,
+        ends: true,
+    },
+    Path {
+        what: "C_DigestFinal with a NULL length pointer",
+        kind: Kind::Digest,
+        before: nothing,
+        call: |fx| rv(last(C_DigestFinal, fx.h, Out::NullLen)),
+        want: CKR_ARGUMENTS_BAD,
+        ends: true,
+    },
+    Path {
+        what: "C_DigestFinal into a short buffer",
+        kind: Kind::Digest,
+        before: nothing,
+        call: |fx| rv(last(C_DigestFinal, fx.h, Out::Cap(1))),
+        want: CKR_BUFFER_TOO_SMALL,
+        ends: false,
+    },
+    Path {
+        what: "C_DigestInit while digesting",
+        kind: Kind::Digest,
+        before: nothing,
+        call: |fx| digest_init(fx.h, CKM_SHA_1),
+        want: CKR_OPERATION_ACTIVE,
+        ends: false,
+    },
+];
+
+#[test]
+fn s5_operations_end_on_failure_and_stay_for_a_length_query() {
+    for p in PATHS {
+        let fx = fx();
+        start(&fx, p.kind);
+        (p.before)(&fx);
+        let got = (p.call)(&fx);
+        assert_eq!(got, p.want, "{}: 0x{got:X}", p.what);
+        assert_eq!(active(&fx, p.kind), !p.ends, "{}: ended?", p.what);
+    }
+}
+
+#[test]
+fn s5_an_init_while_active_leaves_the_active_operation_alone() {
+    let fx = fx();
+    start(&fx, Kind::Sign);
+    // A SHA-1 init is refused; the SHA-256 operation signs.
+    assert_eq!(
+        key_init(C_SignInit, fx.h, CKM_SHA1_RSA_PKCS, fx.private),
+        CKR_OPERATION_ACTIVE
+    );
+    let (r, n, sig) = single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256));
+    assert_eq!((r, n), (CKR_OK, 256));
+    assert_eq!(sig, signature());
+    start(&fx, Kind::Digest);
+    assert_eq!(feed(C_DigestUpdate, fx.h, Some(b"ab")), CKR_OK);
+    assert_eq!(digest_init(fx.h, CKM_SHA_1), CKR_OPERATION_ACTIVE);
+    assert_eq!(feed(C_DigestUpdate, fx.h, Some(b"c")), CKR_OK);
+    let (r, _, d) = last(C_DigestFinal, fx.h, Out::Cap(64));
+    assert_eq!(r, CKR_OK);
+    use sha2::Digest;
+    assert_eq!(d, sha2::Sha256::digest(b"abc").to_vec());
+}
+
+#[test]
+fn s5_a_too_small_buffer_is_told_the_length_and_the_retry_succeeds() {
+    let fx = fx();
+    start(&fx, Kind::Decrypt);
+    let ct = ciphertext();
+    let (r, n, _) = single(C_Decrypt, fx.h, Some(&ct), Out::Cap(2));
+    assert_eq!((r, n), (CKR_BUFFER_TOO_SMALL, 6));
+    let (r, n, plain) = single(C_Decrypt, fx.h, Some(&ct), Out::Cap(n));
+    assert_eq!((r, n), (CKR_OK, 6));
+    assert_eq!(plain, b"secret");
+    // The handset decrypted once.
+    assert_eq!(fx.fake.count("decrypt"), 1);
+}
