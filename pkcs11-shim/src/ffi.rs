@@ -18,7 +18,7 @@ use cryptoki_sys::*;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result, fail};
-use crate::mechanisms::{Mechanism, Param};
+use crate::mechanisms::{self, Mechanism, Param, Takes};
 use crate::module::{
     self, Cap, DecryptOp, DigestOp, EncryptOp, InitArgs, KeyUse, Out, SignOp, VerifyOp, pad,
 };
@@ -143,7 +143,13 @@ unsafe fn write_list<T: Copy>(buf: *mut T, count: *mut CK_ULONG, items: &[T]) ->
     Ok(())
 }
 
-/// The caller's mechanism; `None` for NULL.
+/// The caller's mechanism; `None` for NULL. Its parameter is read as the
+/// structure the mechanism takes (never guessed from its size): a PSS
+/// mechanism needs a `CK_RSA_PKCS_PSS_PARAMS`, OAEP a
+/// `CK_RSA_PKCS_OAEP_PARAMS` whose source is `CKZ_DATA_SPECIFIED`, each of
+/// exactly its size, or `CKR_MECHANISM_PARAM_INVALID`. A parameter given
+/// to a mechanism that takes none is kept as [`Param::Other`], which every
+/// mechanism refuses.
 ///
 /// # Safety
 /// A non-NULL `p` must point to a valid `CK_MECHANISM` whose parameter, if
@@ -154,44 +160,65 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
         return Ok(None);
     };
     let len = len_usize(m.ulParameterLen)?;
-    let param = if m.pParameter.is_null() || len == 0 {
-        Param::None
-    } else if len == std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>()
-        && m.mechanism != CKM_RSA_PKCS_OAEP
-    {
-        // SAFETY: non-NULL and `len` bytes long, the struct's size; read
-        // unaligned since C callers need not align it.
-        let p = unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS) };
-        Param::Pss {
-            hash: p.hashAlg,
-            mgf: p.mgf,
-            salt_len: p.sLen,
-        }
-    } else if len == std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>()
-        && m.mechanism == CKM_RSA_PKCS_OAEP
-    {
-        // SAFETY: as above, for the OAEP parameter struct.
-        let p = unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS) };
-        let label = if p.source == CKZ_DATA_SPECIFIED {
-            // SAFETY: the label is the caller's buffer of ulSourceDataLen bytes.
-            unsafe { bytes(p.pSourceData as *const u8, p.ulSourceDataLen) }?.to_vec()
-        } else if p.source == 0 {
-            Vec::new()
+    let given = !m.pParameter.is_null();
+    if !given && len != 0 {
+        return fail(CKR_MECHANISM_PARAM_INVALID);
+    }
+    let sized = |size: usize| {
+        if given && len == size {
+            Ok(())
         } else {
-            return fail(CKR_MECHANISM_PARAM_INVALID);
-        };
-        Param::Oaep {
-            hash: p.hashAlg,
-            mgf: p.mgf,
-            label,
+            fail(CKR_MECHANISM_PARAM_INVALID)
         }
-    } else {
-        Param::Other
+    };
+    let param = match mechanisms::takes(m.mechanism) {
+        Takes::Nothing if given && len != 0 => Param::Other,
+        Takes::Nothing => Param::None,
+        Takes::Pss => {
+            sized(std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>())?;
+            // SAFETY: non-NULL and exactly the struct's size; read
+            // unaligned since C callers need not align it.
+            let p =
+                unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS) };
+            Param::Pss {
+                hash: p.hashAlg,
+                mgf: p.mgf,
+                salt_len: p.sLen,
+            }
+        }
+        Takes::Oaep => {
+            sized(std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>())?;
+            // SAFETY: as above, for the OAEP parameter struct.
+            let p =
+                unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS) };
+            Param::Oaep {
+                hash: p.hashAlg,
+                mgf: p.mgf,
+                // SAFETY: the label is the caller's buffer of
+                // ulSourceDataLen bytes.
+                label: oaep_label(p.source, unsafe {
+                    bytes(p.pSourceData as *const u8, p.ulSourceDataLen)
+                })?,
+            }
+        }
     };
     Ok(Some(Mechanism {
         mechanism: m.mechanism,
         param,
     }))
+}
+
+/// An OAEP label: `CKZ_DATA_SPECIFIED` is the standard's only source. A
+/// source of 0 with no label is taken as the empty label, because
+/// OpenSC's pkcs11-tool up to 0.23 (Debian 12's) sends exactly that;
+/// anything else is refused.
+fn oaep_label(source: CK_ULONG, data: Result<&[u8]>) -> Result<Vec<u8>> {
+    let data = data.or_else(|_| fail(CKR_MECHANISM_PARAM_INVALID))?;
+    match source {
+        CKZ_DATA_SPECIFIED => Ok(data.to_vec()),
+        0 if data.is_empty() => Ok(Vec::new()),
+        _ => fail(CKR_MECHANISM_PARAM_INVALID),
+    }
 }
 
 /// The caller's template, copied.

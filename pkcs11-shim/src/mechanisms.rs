@@ -85,7 +85,7 @@ pub enum Param {
         mgf: CK_ULONG,
         label: Vec<u8>,
     },
-    /// A parameter of a size no mechanism here takes.
+    /// A parameter given to a mechanism that takes none.
     Other,
 }
 
@@ -143,6 +143,26 @@ pub fn signing(m: &Mechanism) -> Result<Signing> {
         _ => return fail(CKR_MECHANISM_INVALID),
     };
     Ok(Signing::from_ckm(small(m.mechanism)?, &params)?)
+}
+
+/// The parameter structure a mechanism takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takes {
+    Nothing,
+    Pss,
+    Oaep,
+}
+
+/// Which parameter `m` takes: decided by the mechanism, so that a
+/// parameter's size never decides what it is.
+pub fn takes(m: CK_MECHANISM_TYPE) -> Takes {
+    if is_pss(m) {
+        Takes::Pss
+    } else if m == CKM_RSA_PKCS_OAEP {
+        Takes::Oaep
+    } else {
+        Takes::Nothing
+    }
 }
 
 fn is_pss(m: CK_MECHANISM_TYPE) -> bool {

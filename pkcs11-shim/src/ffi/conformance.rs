@@ -725,3 +725,289 @@ fn s5_a_too_small_buffer_is_told_the_length_and_the_retry_succeeds() {
     // The handset decrypted once.
     assert_eq!(fx.fake.count("decrypt"), 1);
 }
+
+// ---- mechanisms (section 5.5: C_GetMechanismList and C_GetMechanismInfo;
+// the mechanisms document, 2.1: RSA) -------------------------------------
+
+/// The bytes of a C structure, as a caller passes it.
+fn raw<T: Copy>(v: T) -> Vec<u8> {
+    let mut out = vec![0u8; std::mem::size_of::<T>()];
+    // SAFETY: `out` is exactly `T`'s size; an unaligned write of a plain
+    // C struct.
+    unsafe { std::ptr::write_unaligned(out.as_mut_ptr() as *mut T, v) };
+    out
+}
+
+fn pss(hash: CK_MECHANISM_TYPE, mgf: CK_ULONG) -> Vec<u8> {
+    raw(CK_RSA_PKCS_PSS_PARAMS {
+        hashAlg: hash,
+        mgf,
+        sLen: 32,
+    })
+}
+
+fn oaep(source: CK_ULONG, label: &mut [u8], label_len: CK_ULONG) -> Vec<u8> {
+    raw(CK_RSA_PKCS_OAEP_PARAMS {
+        hashAlg: CKM_SHA256,
+        mgf: CKG_MGF1_SHA256,
+        source,
+        pSourceData: if label.is_empty() {
+            null()
+        } else {
+            label.as_mut_ptr() as *mut c_void
+        },
+        ulSourceDataLen: label_len,
+    })
+}
+
+/// `C_*Init` of a key operation with a raw parameter; the key is given
+/// through the fixture.
+fn init_param(
+    fx: &Fx,
+    what: KeyUse,
+    m: CK_MECHANISM_TYPE,
+    mut param: Vec<u8>,
+    len: usize,
+) -> CK_RV {
+    let (f, key): (KeyInit, _) = match what {
+        KeyUse::Sign => (C_SignInit, fx.private),
+        KeyUse::Verify => (C_VerifyInit, fx.public),
+        KeyUse::Encrypt => (C_EncryptInit, fx.public),
+        KeyUse::Decrypt => (C_DecryptInit, fx.private),
+    };
+    let mut mech = CK_MECHANISM {
+        mechanism: m,
+        pParameter: if param.is_empty() {
+            null()
+        } else {
+            param.as_mut_ptr() as *mut c_void
+        },
+        ulParameterLen: len as CK_ULONG,
+    };
+    // SAFETY: the parameter is NULL or a buffer of `param.len()` bytes,
+    // and `len` is at most that unless the parameter is NULL, which the
+    // module refuses before reading.
+    assert!(param.is_empty() || len <= param.len());
+    let rv = unsafe { f(fx.h, &mut mech, key) };
+    // SAFETY: a NULL mechanism ends whatever started.
+    unsafe { f(fx.h, null(), key) };
+    rv
+}
+
+#[test]
+fn rsa_parameters_are_read_as_the_mechanism_says() {
+    let fx = fx();
+    let sha256_pss = pss(CKM_SHA256, CKG_MGF1_SHA256);
+    for (what, m, param, len, want) in [
+        // PSS: its own structure, of its own size.
+        (
+            KeyUse::Sign,
+            CKM_SHA256_RSA_PKCS_PSS,
+            sha256_pss.clone(),
+            24,
+            CKR_OK,
+        ),
+        (
+            KeyUse::Verify,
+            CKM_RSA_PKCS_PSS,
+            sha256_pss.clone(),
+            24,
+            CKR_OK,
+        ),
+        (
+            KeyUse::Sign,
+            CKM_SHA256_RSA_PKCS_PSS,
+            sha256_pss.clone(),
+            16,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        (
+            KeyUse::Sign,
+            CKM_SHA256_RSA_PKCS_PSS,
+            vec![],
+            0,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        // An OAEP structure is no PSS parameter, whatever its size.
+        (
+            KeyUse::Sign,
+            CKM_SHA256_RSA_PKCS_PSS,
+            oaep(CKZ_DATA_SPECIFIED, &mut [], 0),
+            40,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        // The hash and MGF must agree with the mechanism.
+        (
+            KeyUse::Sign,
+            CKM_SHA256_RSA_PKCS_PSS,
+            pss(CKM_SHA_1, CKG_MGF1_SHA1),
+            24,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        (
+            KeyUse::Sign,
+            CKM_RSA_PKCS_PSS,
+            pss(CKM_SHA256, CKG_MGF1_SHA1),
+            24,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        // Mechanisms without a parameter take none, and a NULL parameter
+        // has no length.
+        (
+            KeyUse::Sign,
+            CKM_SHA256_RSA_PKCS,
+            sha256_pss.clone(),
+            24,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        (
+            KeyUse::Sign,
+            CKM_SHA256_RSA_PKCS,
+            vec![],
+            24,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        (
+            KeyUse::Encrypt,
+            CKM_RSA_PKCS,
+            vec![],
+            8,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        // OAEP: CKZ_DATA_SPECIFIED, with or without a label.
+        (
+            KeyUse::Encrypt,
+            CKM_RSA_PKCS_OAEP,
+            oaep(CKZ_DATA_SPECIFIED, &mut [], 0),
+            40,
+            CKR_OK,
+        ),
+        (
+            KeyUse::Decrypt,
+            CKM_RSA_PKCS_OAEP,
+            oaep(CKZ_DATA_SPECIFIED, &mut [], 0),
+            40,
+            CKR_OK,
+        ),
+        (
+            KeyUse::Encrypt,
+            CKM_RSA_PKCS_OAEP,
+            oaep(2, &mut [], 0),
+            40,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        (
+            KeyUse::Encrypt,
+            CKM_RSA_PKCS_OAEP,
+            oaep(0, &mut [], 3),
+            40,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        (
+            KeyUse::Encrypt,
+            CKM_RSA_PKCS_OAEP,
+            sha256_pss.clone(),
+            24,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+        (
+            KeyUse::Decrypt,
+            CKM_RSA_PKCS_OAEP,
+            vec![],
+            0,
+            CKR_MECHANISM_PARAM_INVALID,
+        ),
+    ] {
+        let got = init_param(&fx, what, m, param, len);
+        assert_eq!(got, want, "{what:?} 0x{m:X} with {len} bytes: 0x{got:X}");
+    }
+}
+
+#[test]
+fn an_oaep_label_is_used_only_when_specified() {
+    let fx = fx();
+    let mut label = *b"label";
+    // A label of a source that is not CKZ_DATA_SPECIFIED is refused,
+    // not dropped.
+    let with_source_0 = oaep(0, &mut label, 5);
+    assert_eq!(
+        init_param(&fx, KeyUse::Encrypt, CKM_RSA_PKCS_OAEP, with_source_0, 40),
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    let specified = oaep(CKZ_DATA_SPECIFIED, &mut label, 5);
+    assert_eq!(
+        init_param(&fx, KeyUse::Encrypt, CKM_RSA_PKCS_OAEP, specified, 40),
+        CKR_OK
+    );
+}
+
+#[test]
+fn the_mechanism_list_is_what_the_module_does() {
+    let fx = fx();
+    let slot = slots()[0];
+    let mut n = 0;
+    // SAFETY: a length query.
+    assert_eq!(unsafe { C_GetMechanismList(slot, null(), &mut n) }, CKR_OK);
+    let mut list = vec![0; n as usize];
+    // SAFETY: a buffer of `n` mechanisms.
+    assert_eq!(
+        unsafe { C_GetMechanismList(slot, list.as_mut_ptr(), &mut n) },
+        CKR_OK
+    );
+    for m in list {
+        let mut info = CK_MECHANISM_INFO::default();
+        // SAFETY: a valid out-pointer.
+        assert_eq!(unsafe { C_GetMechanismInfo(slot, m, &mut info) }, CKR_OK);
+        let param = match mechanisms::takes(m) {
+            Takes::Pss => pss(CKM_SHA256, CKG_MGF1_SHA256),
+            Takes::Oaep => oaep(CKZ_DATA_SPECIFIED, &mut [], 0),
+            Takes::Nothing => vec![],
+        };
+        let len = param.len();
+        // Each flag the module states, it honours on the phone's key.
+        for (flag, what) in [
+            (CKF_SIGN, KeyUse::Sign),
+            (CKF_VERIFY, KeyUse::Verify),
+            (CKF_ENCRYPT, KeyUse::Encrypt),
+            (CKF_DECRYPT, KeyUse::Decrypt),
+        ] {
+            let mut param = param.clone();
+            if let Takes::Pss = mechanisms::takes(m) {
+                // The SHA-n PSS mechanisms take their own hash.
+                let hash = match m {
+                    CKM_SHA1_RSA_PKCS_PSS => (CKM_SHA_1, CKG_MGF1_SHA1),
+                    CKM_SHA224_RSA_PKCS_PSS => (CKM_SHA224, CKG_MGF1_SHA224),
+                    CKM_SHA384_RSA_PKCS_PSS => (CKM_SHA384, CKG_MGF1_SHA384),
+                    CKM_SHA512_RSA_PKCS_PSS => (CKM_SHA512, CKG_MGF1_SHA512),
+                    _ => (CKM_SHA256, CKG_MGF1_SHA256),
+                };
+                param = pss(hash.0, hash.1);
+            }
+            let got = init_param(&fx, what, m, param, len);
+            let want = if info.flags & flag != 0 {
+                CKR_OK
+            } else {
+                CKR_MECHANISM_INVALID
+            };
+            assert_eq!(got, want, "0x{m:X} {what:?}: 0x{got:X}");
+        }
+        if info.flags & CKF_DIGEST != 0 {
+            assert_eq!(digest_init(fx.h, m), CKR_OK, "0x{m:X}");
+            // SAFETY: a NULL mechanism ends the digest.
+            unsafe { C_DigestInit(fx.h, null()) };
+        }
+        // The phone's keys are 2048 bits, within every RSA range given.
+        if info.flags & (CKF_SIGN | CKF_DECRYPT | CKF_GENERATE_KEY_PAIR) != 0 {
+            assert!(
+                info.ulMinKeySize <= 2048 && 2048 <= info.ulMaxKeySize,
+                "0x{m:X}"
+            );
+        }
+    }
+    let mut info = CK_MECHANISM_INFO::default();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(
+        unsafe { C_GetMechanismInfo(slot, CKM_AES_ECB, &mut info) },
+        CKR_MECHANISM_INVALID
+    );
+}
