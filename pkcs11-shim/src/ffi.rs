@@ -625,12 +625,28 @@ entries! {
         fill_template(tmpl, &attrs)
     };
 
-    fn C_SetAttributeValue(
+    /// # Safety
+    /// `pTemplate` valid for `ulCount` attributes.
+    unsafe fn C_SetAttributeValue(
         hSession: CK_SESSION_HANDLE,
         hObject: CK_OBJECT_HANDLE,
-        _pTemplate: *mut CK_ATTRIBUTE,
-        _ulCount: CK_ULONG,
-    ) |m| m.set_attributes(hSession, hObject);
+        pTemplate: *mut CK_ATTRIBUTE,
+        ulCount: CK_ULONG,
+    ) |m| m.set_attributes(hSession, hObject, template(pTemplate, ulCount)?);
+
+    /// # Safety
+    /// `pTemplate` valid for `ulCount` attributes; `phNewObject` NULL or
+    /// valid.
+    unsafe fn C_CopyObject(
+        hSession: CK_SESSION_HANDLE,
+        hObject: CK_OBJECT_HANDLE,
+        pTemplate: *mut CK_ATTRIBUTE,
+        ulCount: CK_ULONG,
+        phNewObject: *mut CK_OBJECT_HANDLE,
+    ) |m| {
+        let t = template(pTemplate, ulCount)?;
+        put(phNewObject, || m.copy_object(hSession, hObject, t))
+    };
 
     /// # Safety
     /// `pTemplate` NULL (with count 0) or valid for `ulCount` attributes.
@@ -847,8 +863,8 @@ pub extern "C" fn C_CancelFunction(_hSession: CK_SESSION_HANDLE) -> CK_RV {
 // ---- what the handset does not do ------------------------------------------------------------
 
 /// Entry points that answer `CKR_FUNCTION_NOT_SUPPORTED`: token and PIN
-/// initialisation (done on the phone), saved operation state, object
-/// copies, recovery signatures, dual-function updates, secret keys and
+/// initialisation (done on the phone), saved operation state, recovery
+/// signatures, dual-function updates, secret keys and
 /// wrapping, and the 3.0 message-based functions.
 macro_rules! not_supported {
     ($($name:ident($($arg:ty),*);)*) => {$(
@@ -875,7 +891,6 @@ not_supported! {
     C_InitPIN(H, U, L);
     C_GetOperationState(H, B, LP);
     C_SetOperationState(H, B, L, O, O);
-    C_CopyObject(H, O, A, L, OP);
     C_SignRecoverInit(H, M, O);
     C_SignRecover(H, B, L, B, LP);
     C_VerifyRecoverInit(H, M, O);

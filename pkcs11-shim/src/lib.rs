@@ -7,7 +7,8 @@
 //! Layout: [`ffi`] is the C boundary (all `unsafe` code); `module` the
 //! slots, sessions, logins and operations, run against a `backend` (the
 //! daemon over D-Bus, or a fake in the unit tests); `operations` one
-//! session's operation state; `registry` the object handles; `objects` the
+//! session's operation state; `registry` the object handles;
+//! `session_objects` the objects kept for the application; `objects` the
 //! attributes; `mechanisms` the mechanism table; `error` the module's own
 //! failures, whose `CK_RV` mapping defers to the client library's.
 
@@ -19,5 +20,6 @@ mod module;
 mod objects;
 mod operations;
 mod registry;
+mod session_objects;
 
 pub use error::Error;

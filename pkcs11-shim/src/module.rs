@@ -40,6 +40,7 @@ pub use crate::operations::{Cap, KeyUse, Out};
 pub use crate::operations::{DecryptOp, DigestOp, EncryptOp, SignOp, VerifyOp};
 use crate::operations::{FindOp, Kind, Operations, take_input};
 use crate::registry::{ObjKey, Registry};
+use crate::session_objects::{PhonePair, SessionObject, SessionObjects};
 
 /// How often a blocking `C_WaitForSlotEvent` asks the daemon.
 const POLL: Duration = Duration::from_millis(500);
@@ -129,6 +130,7 @@ pub fn finalize() -> Result<()> {
     };
     if let Some(m) = old {
         m.finalized.store(true, Ordering::SeqCst);
+        m.closed(|_| true);
         // Dropped outside the lock; the client's runtime stops with the
         // last reference.
         drop(m);
@@ -186,6 +188,18 @@ pub struct Module {
     sessions: Mutex<HashMap<CK_SESSION_HANDLE, SessionEntry>>,
     next_session: AtomicU64,
     objects: Mutex<Registry>,
+    session_objects: Mutex<SessionObjects>,
+    /// Session key pairs whose deletion on the phone failed (it was away):
+    /// tried again whenever the slots are read, and at `C_Finalize`.
+    orphans: Mutex<Vec<PhonePair>>,
+}
+
+/// An object a handle names.
+enum Found {
+    /// On the phone.
+    Token(ObjKey),
+    /// Kept here.
+    Session(Arc<AttrMap>),
 }
 
 /// Whether an error means the token went away.
@@ -220,6 +234,8 @@ impl Module {
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             objects: Mutex::new(Registry::default()),
+            session_objects: Mutex::new(SessionObjects::default()),
+            orphans: Mutex::new(Vec::new()),
         }
     }
 
@@ -258,7 +274,60 @@ impl Module {
             s.logged_in = false;
             s.attrs.clear();
         }
-        lock(&self.sessions).retain(|_, e| e.slot != slot);
+        let gone = self.remove_sessions(|_, e| e.slot == slot);
+        self.closed(|h| gone.contains(&h));
+    }
+
+    /// Removes the sessions `which` names; their handles.
+    fn remove_sessions(
+        &self,
+        which: impl Fn(&CK_SESSION_HANDLE, &SessionEntry) -> bool,
+    ) -> Vec<CK_SESSION_HANDLE> {
+        let mut gone = Vec::new();
+        lock(&self.sessions).retain(|h, e| {
+            let drop = which(h, e);
+            if drop {
+                gone.push(*h);
+            }
+            !drop
+        });
+        gone
+    }
+
+    /// The sessions `closed` names have closed: their session objects go,
+    /// and the key pairs they made as session objects are deleted on the
+    /// phone (or noted, to be, once it is back).
+    fn closed(&self, closed: impl Fn(CK_SESSION_HANDLE) -> bool) {
+        let pairs = lock(&self.session_objects).close(closed);
+        let mut orphans = lock(&self.orphans);
+        orphans.extend(pairs);
+        let pending = std::mem::take(&mut *orphans);
+        drop(orphans);
+        for p in pending {
+            if self.delete_pair(&p).is_err() {
+                lock(&self.orphans).push(p);
+            }
+        }
+    }
+
+    fn delete_pair(&self, p: &PhonePair) -> Result<()> {
+        let t = self.names(p.slot)?;
+        match self.backend.delete_object(&t, cko::PRIVATE_KEY, &p.id) {
+            // Already gone is gone.
+            Err(e) if e.rv() == phonecsp_protocol::CkRv::KEY_HANDLE_INVALID => {}
+            r => r?,
+        }
+        let mut reg = lock(&self.objects);
+        for class in [CKO_PUBLIC_KEY, CKO_PRIVATE_KEY] {
+            reg.remove(&ObjKey {
+                slot: p.slot,
+                class,
+                id: p.id.clone(),
+            });
+        }
+        drop(reg);
+        self.forget_attrs(p.slot);
+        Ok(())
     }
 
     /// Watches a daemon result for the token going away or a lost login.
@@ -313,6 +382,9 @@ impl Module {
         }
         for slot in gone {
             self.token_gone(slot);
+        }
+        if !lock(&self.orphans).is_empty() {
+            self.closed(|_| false);
         }
     }
 
@@ -511,13 +583,15 @@ impl Module {
         let e = lock(&self.sessions)
             .remove(&h)
             .ok_or(Error::Rv(CKR_SESSION_HANDLE_INVALID))?;
+        self.closed(|o| o == h);
         self.logout_if_unused(e.slot);
         Ok(())
     }
 
     pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
         let i = self.slot_index(slot)?;
-        lock(&self.sessions).retain(|_, e| e.slot != i);
+        let gone = self.remove_sessions(|_, e| e.slot == i);
+        self.closed(|h| gone.contains(&h));
         self.logout_if_unused(i);
         Ok(())
     }
@@ -622,7 +696,13 @@ impl Module {
         class != CKO_PRIVATE_KEY || self.logged_in(slot)
     }
 
-    /// The object behind a handle, if the session may see it.
+    /// Whether a session object may be seen now: a private one only while
+    /// the user is logged in.
+    fn visible_session(&self, slot: usize, a: &AttrMap) -> bool {
+        !objects::is_true(a, CKA_PRIVATE) || self.logged_in(slot)
+    }
+
+    /// The phone object behind a handle, if the session may see it.
     fn object(&self, slot: usize, h: CK_OBJECT_HANDLE) -> Result<ObjKey> {
         let key = lock(&self.objects)
             .get(h)
@@ -632,6 +712,34 @@ impl Module {
             return fail(CKR_OBJECT_HANDLE_INVALID);
         }
         Ok(key)
+    }
+
+    /// The object behind a handle, on the phone or kept here, if the
+    /// session may see it.
+    fn found(&self, slot: usize, h: CK_OBJECT_HANDLE) -> Result<Found> {
+        let kept = lock(&self.session_objects)
+            .get(h)
+            .map(|o| (o.slot, Arc::clone(&o.attrs)));
+        match kept {
+            Some((s, a)) if s == slot && self.visible_session(slot, &a) => Ok(Found::Session(a)),
+            Some(_) => fail(CKR_OBJECT_HANDLE_INVALID),
+            None => self.object(slot, h).map(Found::Token),
+        }
+    }
+
+    /// A phone object's attributes as the caller sees them: a key pair
+    /// made as session objects says `CKA_TOKEN` false.
+    fn as_seen(&self, key: &ObjKey, a: Arc<AttrMap>) -> Arc<AttrMap> {
+        if key.class == CKO_CERTIFICATE
+            || lock(&self.session_objects)
+                .pair_owner(key.slot, &key.id)
+                .is_none()
+        {
+            return a;
+        }
+        let mut m = (*a).clone();
+        m.insert(CKA_TOKEN, Value::Bytes(objects::bbool(false)));
+        Arc::new(m)
     }
 
     fn attrs(&self, key: &ObjKey) -> Result<Arc<AttrMap>> {
@@ -660,8 +768,10 @@ impl Module {
     ) -> Result<Arc<AttrMap>> {
         let s = self.session(h)?;
         let slot = lock(&s).slot;
-        let key = self.object(slot, obj)?;
-        self.attrs(&key)
+        match self.found(slot, obj)? {
+            Found::Token(key) => Ok(self.as_seen(&key, self.attrs(&key)?)),
+            Found::Session(a) => Ok(Arc::new(objects::readable(&a))),
+        }
     }
 
     pub fn object_size(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<CK_ULONG> {
@@ -669,10 +779,27 @@ impl Module {
         Ok(CK_UNAVAILABLE_INFORMATION)
     }
 
-    /// Objects are the handset's and read-only here.
-    pub fn set_attributes(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
-        self.get_attributes(h, obj)?;
-        fail(CKR_ACTION_PROHIBITED)
+    /// The phone's objects are read-only here; a session object may have
+    /// its label, id and the like changed while `CKA_MODIFIABLE`.
+    pub fn set_attributes(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        template: Template,
+    ) -> Result<()> {
+        let s = self.session(h)?;
+        let slot = lock(&s).slot;
+        let Found::Session(a) = self.found(slot, obj)? else {
+            return fail(CKR_ACTION_PROHIBITED);
+        };
+        if !objects::is_true(&a, CKA_MODIFIABLE) {
+            return fail(CKR_ACTION_PROHIBITED);
+        }
+        let new = Arc::new(objects::changed(&a, &template, false)?);
+        if let Some(o) = lock(&self.session_objects).get_mut(obj) {
+            o.attrs = new;
+        }
+        Ok(())
     }
 
     pub fn find_init(&self, h: CK_SESSION_HANDLE, template: Template) -> Result<()> {
@@ -696,17 +823,17 @@ impl Module {
             if !self.visible(slot, class) {
                 continue;
             }
-            let quick = objects::quick(class, &o.id, &o.label);
-            if !objects::matches(&quick, template) && !full {
-                continue;
-            }
             let key = ObjKey {
                 slot,
                 class,
                 id: o.id,
             };
+            let quick = self.as_seen(&key, Arc::new(objects::quick(class, &key.id, &o.label)));
+            if !objects::matches(&quick, template) && !full {
+                continue;
+            }
             if full {
-                match self.attrs(&key) {
+                match self.attrs(&key).map(|a| self.as_seen(&key, a)) {
                     Ok(a) if objects::matches(&a, template) => {}
                     Ok(_) => continue,
                     // Deleted in between.
@@ -715,6 +842,13 @@ impl Module {
                 }
             }
             found.push_back(lock(&self.objects).handle(key));
+        }
+        let kept = lock(&self.session_objects).on_slot(slot);
+        for (h, a) in kept {
+            if self.visible_session(slot, &a) && objects::matches(&objects::readable(&a), template)
+            {
+                found.push_back(h);
+            }
         }
         Ok(found)
     }
@@ -740,18 +874,77 @@ impl Module {
         Ok(g.slot)
     }
 
-    fn check_token_object(template: &Template) -> Result<()> {
-        if let Some(v) = objects::find(template, CKA_TOKEN)
-            && !objects::as_bool(v)?
-        {
-            // Only the handset stores objects; there are no session objects.
+    /// The slot and mode of a session.
+    fn slot_and_mode(&self, h: CK_SESSION_HANDLE) -> Result<(usize, bool)> {
+        lock(&self.sessions)
+            .get(&h)
+            .map(|e| (e.slot, e.rw))
+            .ok_or(Error::Rv(CKR_SESSION_HANDLE_INVALID))
+    }
+
+    /// Keeps a session object made by session `h`; its handle.
+    fn keep(&self, h: CK_SESSION_HANDLE, slot: usize, attrs: AttrMap) -> CK_OBJECT_HANDLE {
+        let handle = lock(&self.objects).fresh();
+        lock(&self.session_objects).insert(
+            handle,
+            SessionObject {
+                slot,
+                owner: h,
+                attrs: Arc::new(attrs),
+            },
+        );
+        handle
+    }
+
+    /// `C_CreateObject`: a session object unless the template says
+    /// `CKA_TOKEN=TRUE`, as the standard's default is. A read-only session
+    /// may make session objects; private ones need the user logged in.
+    /// Token objects are X.509 certificates, stored on the handset.
+    pub fn create_object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        template: Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        objects::check_shape(&template)?;
+        if objects::is_token(&template)? {
+            return self.create_token_object(h, template);
+        }
+        let (slot, _) = self.slot_and_mode(h)?;
+        let attrs = objects::from_template(&template)?;
+        if objects::is_true(&attrs, CKA_PRIVATE) && !self.logged_in(slot) {
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        }
+        Ok(self.keep(h, slot, attrs))
+    }
+
+    /// `C_CopyObject`: a copy of a session object, changed as the template
+    /// says. The phone's objects are not copyable (`CKA_COPYABLE` false),
+    /// and a copy is never written to the phone.
+    pub fn copy_object(
+        &self,
+        h: CK_SESSION_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        template: Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let (slot, _) = self.slot_and_mode(h)?;
+        let Found::Session(a) = self.found(slot, obj)? else {
+            return fail(CKR_ACTION_PROHIBITED);
+        };
+        if !objects::is_true(&a, CKA_COPYABLE) {
+            return fail(CKR_ACTION_PROHIBITED);
+        }
+        let copy = objects::changed(&a, &template, true)?;
+        if objects::is_true(&copy, CKA_TOKEN) {
             return fail(CKR_TEMPLATE_INCONSISTENT);
         }
-        Ok(())
+        if objects::is_true(&copy, CKA_PRIVATE) && !self.logged_in(slot) {
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        }
+        Ok(self.keep(h, slot, copy))
     }
 
     /// Stores an X.509 certificate on the handset.
-    pub fn create_object(
+    fn create_token_object(
         &self,
         h: CK_SESSION_HANDLE,
         template: Template,
@@ -768,7 +961,6 @@ impl Module {
         {
             return fail(CKR_ATTRIBUTE_VALUE_INVALID);
         }
-        Self::check_token_object(&template)?;
         let der = objects::find(&template, CKA_VALUE).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
         let id = objects::find(&template, CKA_ID).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
         let label = match objects::find(&template, CKA_LABEL) {
@@ -787,16 +979,30 @@ impl Module {
         }))
     }
 
-    /// Deletes a certificate, or a key pair (through either of its keys).
+    /// Destroys a session object; on the phone, deletes a certificate or
+    /// a key pair (through either of its keys). A read-only session may
+    /// destroy session objects only.
     pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
-        let s = self.session(h)?;
-        let (slot, rw) = {
-            let g = lock(&s);
-            (g.slot, g.rw)
+        let (slot, rw) = self.slot_and_mode(h)?;
+        let key = match self.found(slot, obj)? {
+            Found::Session(a) => {
+                if !objects::is_true(&a, CKA_DESTROYABLE) {
+                    return fail(CKR_ACTION_PROHIBITED);
+                }
+                lock(&self.session_objects).remove(obj);
+                return Ok(());
+            }
+            Found::Token(key) => key,
         };
-        let key = self.object(slot, obj)?;
-        if !rw {
+        let pair = key.class != CKO_CERTIFICATE
+            && lock(&self.session_objects)
+                .pair_owner(slot, &key.id)
+                .is_some();
+        if !rw && !pair {
             return fail(CKR_SESSION_READ_ONLY);
+        }
+        if pair {
+            lock(&self.session_objects).forget_pair(slot, &key.id);
         }
         let t = self.names(slot)?;
         // A key pair is deleted through its private key.
@@ -835,9 +1041,19 @@ impl Module {
         if mech.param != mechanisms::Param::None {
             return fail(CKR_MECHANISM_PARAM_INVALID);
         }
-        let slot = self.writable_session(h)?;
+        // The pair lives as long as its private key says: a session pair
+        // (the default) is made on the phone, whose private keys never
+        // leave it, and deleted there when the session closes.
+        for t in [&public, &private] {
+            objects::check_shape(t)?;
+        }
+        let token = objects::is_token(&private)?;
+        let slot = if token {
+            self.writable_session(h)?
+        } else {
+            self.slot_and_mode(h)?.0
+        };
         for (t, class) in [(&public, CKO_PUBLIC_KEY), (&private, CKO_PRIVATE_KEY)] {
-            Self::check_token_object(t)?;
             if let Some(c) = objects::find(t, CKA_CLASS)
                 && objects::as_ulong(c)? != class
             {
@@ -887,6 +1103,13 @@ impl Module {
         let bits = u32::try_from(bits).or_else(|_| fail(CKR_KEY_SIZE_RANGE))?;
         let kp = self.check(slot, self.backend.generate(&t, bits, &id, &label))?;
         self.forget_attrs(slot);
+        if !token {
+            lock(&self.session_objects).add_pair(PhonePair {
+                slot,
+                id: kp.id.clone(),
+                owner: h,
+            });
+        }
         let mut reg = lock(&self.objects);
         let public = reg.handle(ObjKey {
             slot,
@@ -949,6 +1172,36 @@ impl Module {
         }
     }
 
+    /// The public key for a verification or an encryption: a session
+    /// public key, or the phone's.
+    fn public_for(
+        &self,
+        slot: usize,
+        obj: CK_OBJECT_HANDLE,
+        classes: &[CK_OBJECT_CLASS],
+        usage: Option<CK_ATTRIBUTE_TYPE>,
+    ) -> Result<RsaPublicKey> {
+        let kept = lock(&self.session_objects)
+            .get(obj)
+            .map(|o| (o.slot, Arc::clone(&o.attrs)));
+        let Some((s, a)) = kept else {
+            return Ok(self.key_for(slot, obj, classes, usage)?.1);
+        };
+        let public = Value::Bytes(objects::ulong(CKO_PUBLIC_KEY));
+        if s != slot || !self.visible_session(slot, &a) || a.get(&CKA_CLASS) != Some(&public) {
+            return fail(CKR_KEY_HANDLE_INVALID);
+        }
+        if let Some(usage) = usage
+            && !objects::is_true(&a, usage)
+        {
+            return fail(CKR_KEY_FUNCTION_NOT_PERMITTED);
+        }
+        match (a.get(&CKA_MODULUS), a.get(&CKA_PUBLIC_EXPONENT)) {
+            (Some(Value::Bytes(n)), Some(Value::Bytes(e))) => Ok(local::public_key(n, e)?),
+            _ => fail(CKR_KEY_HANDLE_INVALID),
+        }
+    }
+
     fn with_session<T>(
         &self,
         h: CK_SESSION_HANDLE,
@@ -1007,6 +1260,7 @@ impl Module {
             KeyUse::Decrypt => (&[CKO_PRIVATE_KEY], Some(CKA_DECRYPT)),
         };
         let key = |slot| self.key_for(slot, obj, classes, usage);
+        let public = |slot| self.public_for(slot, obj, classes, usage);
         match what {
             KeyUse::Sign => self.start(h, mech, |slot, m| {
                 let signing = mechanisms::signing(m)?;
@@ -1014,12 +1268,12 @@ impl Module {
             }),
             KeyUse::Verify => self.start(h, mech, |slot, m| {
                 let signing = mechanisms::signing(m)?;
-                Ok(VerifyOp::new(key(slot)?.1, signing))
+                Ok(VerifyOp::new(public(slot)?, signing))
             }),
             KeyUse::Encrypt => self.start(h, mech, |slot, m| {
                 let enc = mechanisms::encryption(m)?;
                 Ok(EncryptOp {
-                    key: key(slot)?.1,
+                    key: public(slot)?,
                     enc,
                 })
             }),

@@ -2,14 +2,16 @@
 //! key, public key and certificate, built from what the daemon reports
 //! (numbers there are 8-byte big-endian; here they are native `CK_ULONG`s)
 //! plus the fixed facts of a handset key (sensitive, never extractable,
-//! generated on the token). Also the templates callers give.
+//! generated on the token). Also the templates callers give: their shape,
+//! and the session objects made from them, checked as the standard
+//! assigns its errors.
 
 use std::collections::{BTreeMap, HashMap};
 
 use cryptoki_sys::*;
 use sha1::Digest;
 
-use crate::error::{Result, fail};
+use crate::error::{Error, Result, fail};
 use crate::mechanisms;
 
 /// One attribute's value, or the fact that it is sensitive.
@@ -218,6 +220,346 @@ pub fn quick_suffices(template: &Template) -> bool {
             CKA_CLASS | CKA_ID | CKA_LABEL | CKA_TOKEN | CKA_PRIVATE | CKA_KEY_TYPE
         )
     })
+}
+
+// ---- objects made from a caller's template ----------------------------------
+
+/// Attributes no caller sets: the module or the standard decides them.
+const READ_ONLY: [CK_ATTRIBUTE_TYPE; 8] = [
+    CKA_LOCAL,
+    CKA_KEY_GEN_MECHANISM,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_MODULUS_BITS,
+    CKA_CHECK_VALUE,
+    CKA_VALUE_LEN,
+    CKA_PUBLIC_KEY_INFO,
+];
+
+/// Attributes every object has, with their defaults.
+fn common(class: CK_OBJECT_CLASS) -> Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> {
+    vec![
+        (CKA_CLASS, ulong(class)),
+        (CKA_TOKEN, bbool(false)),
+        (CKA_PRIVATE, bbool(class == CKO_SECRET_KEY)),
+        (CKA_MODIFIABLE, bbool(true)),
+        (CKA_COPYABLE, bbool(true)),
+        (CKA_DESTROYABLE, bbool(true)),
+        (CKA_LABEL, Vec::new()),
+    ]
+}
+
+/// The attributes an object of `class` may be given, with their defaults
+/// (`None`: required).
+fn settable(class: CK_OBJECT_CLASS) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Option<Vec<u8>>)>> {
+    let b = |v: bool| Some(bbool(v));
+    let e = || Some(Vec::new());
+    Ok(match class {
+        CKO_DATA => vec![
+            (CKA_APPLICATION, e()),
+            (CKA_OBJECT_ID, e()),
+            (CKA_VALUE, e()),
+        ],
+        CKO_CERTIFICATE => vec![
+            (CKA_CERTIFICATE_TYPE, Some(ulong(CKC_X_509))),
+            (CKA_TRUSTED, b(false)),
+            (CKA_CERTIFICATE_CATEGORY, Some(ulong(0))),
+            (CKA_START_DATE, e()),
+            (CKA_END_DATE, e()),
+            (CKA_SUBJECT, e()),
+            (CKA_ID, e()),
+            (CKA_ISSUER, e()),
+            (CKA_SERIAL_NUMBER, e()),
+            (CKA_URL, e()),
+            (CKA_HASH_OF_SUBJECT_PUBLIC_KEY, e()),
+            (CKA_HASH_OF_ISSUER_PUBLIC_KEY, e()),
+            (CKA_JAVA_MIDP_SECURITY_DOMAIN, Some(ulong(0))),
+            (CKA_VALUE, None),
+        ],
+        CKO_PUBLIC_KEY => {
+            let mut v = key_common();
+            v.extend([
+                (CKA_SUBJECT, e()),
+                (CKA_ENCRYPT, b(true)),
+                (CKA_VERIFY, b(true)),
+                (CKA_VERIFY_RECOVER, b(false)),
+                (CKA_WRAP, b(true)),
+                (CKA_TRUSTED, b(false)),
+                (CKA_MODULUS, None),
+                (CKA_PUBLIC_EXPONENT, None),
+            ]);
+            v
+        }
+        CKO_SECRET_KEY => {
+            let mut v = key_common();
+            v.extend([
+                (CKA_SENSITIVE, b(true)),
+                (CKA_ENCRYPT, b(true)),
+                (CKA_DECRYPT, b(true)),
+                (CKA_SIGN, b(false)),
+                (CKA_VERIFY, b(false)),
+                (CKA_WRAP, b(false)),
+                (CKA_UNWRAP, b(false)),
+                (CKA_EXTRACTABLE, b(false)),
+                (CKA_WRAP_WITH_TRUSTED, b(false)),
+                (CKA_TRUSTED, b(false)),
+                (CKA_VALUE, None),
+            ]);
+            v
+        }
+        // The phone holds the private keys; none is made from a template.
+        _ => return fail(CKR_ATTRIBUTE_VALUE_INVALID),
+    })
+}
+
+fn key_common() -> Vec<(CK_ATTRIBUTE_TYPE, Option<Vec<u8>>)> {
+    vec![
+        (CKA_KEY_TYPE, None),
+        (CKA_ID, Some(Vec::new())),
+        (CKA_START_DATE, Some(Vec::new())),
+        (CKA_END_DATE, Some(Vec::new())),
+        (CKA_DERIVE, Some(bbool(false))),
+        (CKA_ALLOWED_MECHANISMS, Some(Vec::new())),
+    ]
+}
+
+/// Attributes whose value is a `CK_BBOOL`.
+const BOOLS: [CK_ATTRIBUTE_TYPE; 20] = [
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_MODIFIABLE,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+    CKA_TRUSTED,
+    CKA_DERIVE,
+    CKA_SENSITIVE,
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_VERIFY,
+    CKA_VERIFY_RECOVER,
+    CKA_WRAP,
+    CKA_UNWRAP,
+    CKA_EXTRACTABLE,
+    CKA_WRAP_WITH_TRUSTED,
+    CKA_LOCAL,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+];
+
+/// Attributes whose value is a `CK_ULONG`.
+const ULONGS: [CK_ATTRIBUTE_TYPE; 5] = [
+    CKA_CLASS,
+    CKA_KEY_TYPE,
+    CKA_CERTIFICATE_TYPE,
+    CKA_CERTIFICATE_CATEGORY,
+    CKA_JAVA_MIDP_SECURITY_DOMAIN,
+];
+
+/// The largest value of any attribute the module keeps for a caller.
+pub const MAX_VALUE_LEN: usize = phonecsp_protocol::limits::MAX_DER_LEN;
+
+/// Checks a template's shape: no attribute twice with different values
+/// (`CKR_TEMPLATE_INCONSISTENT`), booleans and numbers of their sizes and
+/// no value beyond [`MAX_VALUE_LEN`] (`CKR_ATTRIBUTE_VALUE_INVALID`).
+pub fn check_shape(template: &Template) -> Result<()> {
+    for (i, (t, v)) in template.iter().enumerate() {
+        if template[..i].iter().any(|(u, w)| u == t && w != v) {
+            return fail(CKR_TEMPLATE_INCONSISTENT);
+        }
+        if BOOLS.contains(t) {
+            as_bool(v)?;
+        }
+        if ULONGS.contains(t) {
+            as_ulong(v)?;
+        }
+        if v.len() > MAX_VALUE_LEN {
+            return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+        }
+    }
+    Ok(())
+}
+
+/// A template's `CKA_TOKEN`, false unless given true, as the standard's
+/// default is.
+pub fn is_token(template: &Template) -> Result<bool> {
+    find(template, CKA_TOKEN).map_or(Ok(false), as_bool)
+}
+
+/// The attributes of a session object made by `C_CreateObject` from a
+/// caller's template, checked as the standard says: `CKA_CLASS` and each
+/// class's required attributes must be there (`CKR_TEMPLATE_INCOMPLETE`),
+/// an attribute the class does not have is `CKR_ATTRIBUTE_TYPE_INVALID`,
+/// one the module decides `CKR_ATTRIBUTE_READ_ONLY`, and values must be
+/// valid (`CKR_ATTRIBUTE_VALUE_INVALID`).
+pub fn from_template(template: &Template) -> Result<AttrMap> {
+    check_shape(template)?;
+    let class = find(template, CKA_CLASS)
+        .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
+        .and_then(as_ulong)?;
+    let fields = settable(class)?;
+    let mut m = AttrMap::new();
+    for (t, v) in common(class).into_iter() {
+        m.insert(t, Value::Bytes(find(template, t).map_or(v, <[u8]>::to_vec)));
+    }
+    for (t, default) in &fields {
+        let v = match (find(template, *t), default) {
+            (Some(v), _) => v.to_vec(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => return fail(CKR_TEMPLATE_INCOMPLETE),
+        };
+        m.insert(*t, Value::Bytes(v));
+    }
+    for (t, _) in template {
+        if READ_ONLY.contains(t) {
+            return fail(CKR_ATTRIBUTE_READ_ONLY);
+        }
+        if !m.contains_key(t) {
+            return fail(CKR_ATTRIBUTE_TYPE_INVALID);
+        }
+    }
+    match class {
+        CKO_CERTIFICATE if get_ulong(&m, CKA_CERTIFICATE_TYPE) != Some(CKC_X_509) => {
+            return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+        }
+        CKO_PUBLIC_KEY => public_key_facts(&mut m)?,
+        CKO_SECRET_KEY => secret_key_facts(&mut m, false)?,
+        _ => {}
+    }
+    Ok(m)
+}
+
+fn get_ulong(m: &AttrMap, t: CK_ATTRIBUTE_TYPE) -> Option<CK_ULONG> {
+    match m.get(&t) {
+        Some(Value::Bytes(v)) => as_ulong(v).ok(),
+        _ => None,
+    }
+}
+
+/// Whether a boolean attribute is true.
+pub fn is_true(m: &AttrMap, t: CK_ATTRIBUTE_TYPE) -> bool {
+    m.get(&t) == Some(&Value::Bytes(bbool(true)))
+}
+
+/// An RSA public key's derived attributes: its size and SPKI.
+fn public_key_facts(m: &mut AttrMap) -> Result<()> {
+    if get_ulong(m, CKA_KEY_TYPE) != Some(CKK_RSA) {
+        return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    let key = match (m.get(&CKA_MODULUS), m.get(&CKA_PUBLIC_EXPONENT)) {
+        (Some(Value::Bytes(n)), Some(Value::Bytes(e))) => {
+            phonecsp::local::public_key(n, e).or_else(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?
+        }
+        _ => return fail(CKR_TEMPLATE_INCOMPLETE),
+    };
+    use rsa::traits::PublicKeyParts;
+    m.insert(
+        CKA_MODULUS_BITS,
+        Value::Bytes(ulong((key.size() * 8) as CK_ULONG)),
+    );
+    let spki = phonecsp::local::spki_der(&key).unwrap_or_default();
+    m.insert(CKA_PUBLIC_KEY_INFO, Value::Bytes(spki));
+    m.insert(CKA_LOCAL, Value::Bytes(bbool(false)));
+    m.insert(
+        CKA_KEY_GEN_MECHANISM,
+        Value::Bytes(ulong(CK_UNAVAILABLE_INFORMATION)),
+    );
+    Ok(())
+}
+
+/// The key types a secret key may have, and the value lengths each takes.
+pub fn secret_key_lengths(key_type: CK_KEY_TYPE) -> Option<&'static [usize]> {
+    match key_type {
+        CKK_AES => Some(&[16, 24, 32]),
+        CKK_DES3 => Some(&[24]),
+        CKK_GENERIC_SECRET => Some(&[]),
+        _ => None,
+    }
+}
+
+/// A secret key's derived attributes; `local`: made here (generated or
+/// unwrapped) rather than given by the caller.
+pub fn secret_key_facts(m: &mut AttrMap, local: bool) -> Result<()> {
+    let lengths = get_ulong(m, CKA_KEY_TYPE)
+        .and_then(secret_key_lengths)
+        .ok_or(Error::Rv(CKR_ATTRIBUTE_VALUE_INVALID))?;
+    let Some(Value::Bytes(v)) = m.get(&CKA_VALUE) else {
+        return fail(CKR_TEMPLATE_INCOMPLETE);
+    };
+    let len = v.len();
+    if (lengths.is_empty() && (len == 0 || len > 512))
+        || (!lengths.is_empty() && !lengths.contains(&len))
+    {
+        return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    m.insert(CKA_VALUE_LEN, Value::Bytes(ulong(len as CK_ULONG)));
+    let sensitive = is_true(m, CKA_SENSITIVE);
+    let extractable = is_true(m, CKA_EXTRACTABLE);
+    m.insert(CKA_LOCAL, Value::Bytes(bbool(local)));
+    m.insert(
+        CKA_ALWAYS_SENSITIVE,
+        Value::Bytes(bbool(local && sensitive)),
+    );
+    m.insert(
+        CKA_NEVER_EXTRACTABLE,
+        Value::Bytes(bbool(local && !extractable)),
+    );
+    m.insert(
+        CKA_KEY_GEN_MECHANISM,
+        Value::Bytes(ulong(CK_UNAVAILABLE_INFORMATION)),
+    );
+    Ok(())
+}
+
+/// The attributes a caller reads: a secret key's value is sensitive
+/// when the key is sensitive or not extractable.
+pub fn readable(m: &AttrMap) -> AttrMap {
+    let mut out = m.clone();
+    if get_ulong(m, CKA_CLASS) == Some(CKO_SECRET_KEY)
+        && (is_true(m, CKA_SENSITIVE) || !is_true(m, CKA_EXTRACTABLE))
+    {
+        out.insert(CKA_VALUE, Value::Sensitive);
+    }
+    out
+}
+
+/// The attributes `C_CopyObject` and `C_SetAttributeValue` may change.
+pub const CHANGEABLE: [CK_ATTRIBUTE_TYPE; 6] = [
+    CKA_LABEL,
+    CKA_ID,
+    CKA_APPLICATION,
+    CKA_SUBJECT,
+    CKA_START_DATE,
+    CKA_END_DATE,
+];
+
+/// `template` applied over `m`, for `C_CopyObject` (`copy`, which may also
+/// change `CKA_TOKEN`, `CKA_PRIVATE` and `CKA_MODIFIABLE`) or
+/// `C_SetAttributeValue`. Attributes the object lacks are
+/// `CKR_ATTRIBUTE_TYPE_INVALID`, others not to be changed
+/// `CKR_ATTRIBUTE_READ_ONLY`.
+pub fn changed(m: &AttrMap, template: &Template, copy: bool) -> Result<AttrMap> {
+    check_shape(template)?;
+    let mut out = m.clone();
+    for (t, v) in template {
+        let Some(Value::Bytes(old)) = m.get(t) else {
+            return fail(match m.get(t) {
+                Some(Value::Sensitive) => CKR_ATTRIBUTE_READ_ONLY,
+                _ => CKR_ATTRIBUTE_TYPE_INVALID,
+            });
+        };
+        let may = CHANGEABLE.contains(t)
+            || (copy && matches!(*t, CKA_TOKEN | CKA_PRIVATE | CKA_MODIFIABLE))
+            // Sensitivity only grows; extractability only ends.
+            || (*t == CKA_SENSITIVE && as_bool(v)?)
+            || (*t == CKA_EXTRACTABLE && !as_bool(v)?)
+            || old == v;
+        if !may {
+            return fail(CKR_ATTRIBUTE_READ_ONLY);
+        }
+        out.insert(*t, Value::Bytes(v.clone()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -34,6 +34,13 @@ impl Registry {
         h
     }
 
+    /// A handle for an object the module keeps itself (a session object):
+    /// from the same sequence, so that no two objects share one.
+    pub fn fresh(&mut self) -> CK_OBJECT_HANDLE {
+        self.next += 1;
+        self.next
+    }
+
     pub fn get(&self, h: CK_OBJECT_HANDLE) -> Option<&ObjKey> {
         self.by_handle.get(&h)
     }

@@ -11,6 +11,7 @@ use rsa::Pkcs1v15Encrypt;
 
 use super::*;
 use crate::backend::fake::{self, Fake};
+use crate::objects;
 
 type H = CK_SESSION_HANDLE;
 
@@ -1010,4 +1011,503 @@ fn the_mechanism_list_is_what_the_module_does() {
         unsafe { C_GetMechanismInfo(slot, CKM_AES_ECB, &mut info) },
         CKR_MECHANISM_INVALID
     );
+}
+
+// ---- object management (section 5.7), and session objects (section 4.4:
+// CKA_TOKEN false, kept for the application) ---------------------------------
+
+/// A template as a caller builds it: attributes pointing into `values`.
+struct Tmpl {
+    values: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>,
+}
+
+impl Tmpl {
+    fn new(values: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Tmpl {
+        Tmpl {
+            values: values.to_vec(),
+        }
+    }
+
+    fn attrs(&mut self) -> Vec<CK_ATTRIBUTE> {
+        self.values.iter_mut().map(|(t, v)| attr(*t, v)).collect()
+    }
+}
+
+fn class(c: CK_OBJECT_CLASS) -> (CK_ATTRIBUTE_TYPE, Vec<u8>) {
+    (CKA_CLASS, objects::ulong(c))
+}
+
+fn flag(t: CK_ATTRIBUTE_TYPE, v: bool) -> (CK_ATTRIBUTE_TYPE, Vec<u8>) {
+    (t, objects::bbool(v))
+}
+
+fn create(
+    h: H,
+    t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> std::result::Result<CK_OBJECT_HANDLE, CK_RV> {
+    let mut t = Tmpl::new(t);
+    let mut a = t.attrs();
+    let mut o = 0;
+    // SAFETY: a template of `a.len()` attributes whose values live in `t`.
+    match unsafe { C_CreateObject(h, a.as_mut_ptr(), a.len() as CK_ULONG, &mut o) } {
+        CKR_OK => Ok(o),
+        rv => Err(rv),
+    }
+}
+
+fn copy(
+    h: H,
+    obj: CK_OBJECT_HANDLE,
+    t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> std::result::Result<CK_OBJECT_HANDLE, CK_RV> {
+    let mut t = Tmpl::new(t);
+    let mut a = t.attrs();
+    let mut o = 0;
+    // SAFETY: as in `create`.
+    match unsafe { C_CopyObject(h, obj, a.as_mut_ptr(), a.len() as CK_ULONG, &mut o) } {
+        CKR_OK => Ok(o),
+        rv => Err(rv),
+    }
+}
+
+fn set(h: H, obj: CK_OBJECT_HANDLE, t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> CK_RV {
+    let mut t = Tmpl::new(t);
+    let mut a = t.attrs();
+    // SAFETY: as in `create`.
+    unsafe { C_SetAttributeValue(h, obj, a.as_mut_ptr(), a.len() as CK_ULONG) }
+}
+
+/// One attribute's value, or the `CK_RV` that refused it.
+fn get(h: H, obj: CK_OBJECT_HANDLE, t: CK_ATTRIBUTE_TYPE) -> std::result::Result<Vec<u8>, CK_RV> {
+    let mut a = CK_ATTRIBUTE {
+        type_: t,
+        pValue: null(),
+        ulValueLen: 0,
+    };
+    // SAFETY: a length query of one attribute.
+    let rv = unsafe { C_GetAttributeValue(h, obj, &mut a, 1) };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    let mut v = vec![0u8; a.ulValueLen as usize];
+    a.pValue = v.as_mut_ptr() as *mut c_void;
+    // SAFETY: a buffer of the length just given.
+    match unsafe { C_GetAttributeValue(h, obj, &mut a, 1) } {
+        CKR_OK => Ok(v),
+        rv => Err(rv),
+    }
+}
+
+fn find_by(h: H, t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> Vec<CK_OBJECT_HANDLE> {
+    let mut t = Tmpl::new(t);
+    let mut a = t.attrs();
+    let mut found = [0; 32];
+    let mut n = 0;
+    // SAFETY: a template as in `create`, a buffer of 32 handles.
+    unsafe {
+        assert_eq!(
+            C_FindObjectsInit(h, a.as_mut_ptr(), a.len() as CK_ULONG),
+            CKR_OK
+        );
+        assert_eq!(C_FindObjects(h, found.as_mut_ptr(), 32, &mut n), CKR_OK);
+        assert_eq!(C_FindObjectsFinal(h), CKR_OK);
+    }
+    found[..n as usize].to_vec()
+}
+
+fn data_object(value: &[u8]) -> Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> {
+    vec![
+        class(CKO_DATA),
+        (CKA_APPLICATION, b"conformance".to_vec()),
+        (CKA_VALUE, value.to_vec()),
+    ]
+}
+
+#[test]
+fn s5_7_objects_are_session_objects_unless_cka_token_is_true() {
+    let fx = fx();
+    let slot = slots()[0];
+    let ro = open_session(slot, CKF_SERIAL_SESSION).expect("a read-only session");
+    // A read-only session makes session objects; the same template gives
+    // the same answer in a read/write one.
+    let d = create(ro, &data_object(b"v1")).expect("a data object");
+    let d2 = create(fx.h, &data_object(b"v1")).expect("the same in read/write");
+    assert_ne!(d, d2);
+    assert_eq!(get(fx.h, d, CKA_TOKEN), Ok(vec![CK_FALSE]));
+    assert_eq!(get(fx.h, d, CKA_VALUE), Ok(b"v1".to_vec()));
+    // Every session of the application sees it.
+    let app = (CKA_APPLICATION, b"conformance".to_vec());
+    assert_eq!(find_by(fx.h, &[class(CKO_DATA), app.clone()]), vec![d, d2]);
+    // Nothing reached the phone.
+    assert_eq!(
+        fx.fake
+            .state()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("put"))
+            .count(),
+        0
+    );
+    // Its session closing destroys it, and only it.
+    assert_eq!(C_CloseSession(ro), CKR_OK);
+    assert_eq!(get(fx.h, d, CKA_VALUE), Err(CKR_OBJECT_HANDLE_INVALID));
+    assert_eq!(find_by(fx.h, &[app]), vec![d2]);
+
+    // A token object needs a read/write session: a certificate goes to
+    // the phone.
+    let ro = open_session(slot, CKF_SERIAL_SESSION).expect("a read-only session");
+    let cert = [
+        class(CKO_CERTIFICATE),
+        flag(CKA_TOKEN, true),
+        (CKA_ID, vec![9]),
+        (CKA_VALUE, vec![0x30, 0]),
+    ];
+    assert_eq!(create(ro, &cert), Err(CKR_SESSION_READ_ONLY));
+    let c = create(fx.h, &cert).expect("a certificate on the phone");
+    assert_eq!(get(fx.h, c, CKA_TOKEN), Ok(vec![CK_TRUE]));
+    assert_eq!(fx.fake.state().certs.len(), 1);
+    // The same certificate as a session object stays here.
+    let session_cert = create(
+        ro,
+        &cert[..1]
+            .iter()
+            .chain(&cert[2..])
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
+    .expect("a session certificate");
+    assert_eq!(get(ro, session_cert, CKA_TOKEN), Ok(vec![CK_FALSE]));
+    assert_eq!(fx.fake.state().certs.len(), 1);
+    // A read-only session destroys session objects, not token objects.
+    assert_eq!(C_DestroyObject(ro, c), CKR_SESSION_READ_ONLY);
+    assert_eq!(C_DestroyObject(ro, session_cert), CKR_OK);
+    assert_eq!(C_DestroyObject(ro, session_cert), CKR_OBJECT_HANDLE_INVALID);
+    assert_eq!(C_DestroyObject(fx.h, c), CKR_OK);
+    assert!(fx.fake.state().certs.is_empty());
+    // C_Finalize destroys the rest.
+    drop(fx);
+    let fake = Fake::new();
+    let _g = module_on(&fake);
+    let h = open_session(slots()[0], CKF_SERIAL_SESSION).expect("a session");
+    assert_eq!(get(h, d2, CKA_VALUE), Err(CKR_OBJECT_HANDLE_INVALID));
+    // SAFETY: NULL is the reserved argument's only value.
+    unsafe { C_Finalize(null()) };
+}
+
+#[test]
+fn s5_7_private_session_objects_need_the_user() {
+    let fake = Fake::new();
+    let _g = module_on(&fake);
+    let h = open_session(slots()[0], CKF_SERIAL_SESSION).expect("a session");
+    let private = [&data_object(b"x")[..], &[flag(CKA_PRIVATE, true)]].concat();
+    assert_eq!(create(h, &private), Err(CKR_USER_NOT_LOGGED_IN));
+    assert_eq!(login(h, Some(fake::PIN)), CKR_OK);
+    let o = create(h, &private).expect("made while logged in");
+    assert_eq!(find_by(h, &[class(CKO_DATA)]), vec![o]);
+    assert_eq!(C_Logout(h), CKR_OK);
+    assert!(find_by(h, &[class(CKO_DATA)]).is_empty());
+    assert_eq!(get(h, o, CKA_VALUE), Err(CKR_OBJECT_HANDLE_INVALID));
+    // SAFETY: NULL is the reserved argument's only value.
+    unsafe { C_Finalize(null()) };
+}
+
+#[test]
+fn s5_7_templates_get_the_errors_the_standard_assigns() {
+    let fx = fx();
+    let key = fake::public_key();
+    use rsa::traits::PublicKeyParts;
+    let public = vec![
+        class(CKO_PUBLIC_KEY),
+        (CKA_KEY_TYPE, objects::ulong(CKK_RSA)),
+        (CKA_MODULUS, key.n().to_bytes_be()),
+        (CKA_PUBLIC_EXPONENT, key.e().to_bytes_be()),
+    ];
+    let with = |extra: (CK_ATTRIBUTE_TYPE, Vec<u8>)| [&public[..], &[extra]].concat();
+    for (what, template, want) in [
+        (
+            "no class",
+            vec![(CKA_VALUE, vec![1])],
+            CKR_TEMPLATE_INCOMPLETE,
+        ),
+        (
+            "a certificate without a value",
+            vec![class(CKO_CERTIFICATE)],
+            CKR_TEMPLATE_INCOMPLETE,
+        ),
+        (
+            "a public key without a modulus",
+            public[..2].to_vec(),
+            CKR_TEMPLATE_INCOMPLETE,
+        ),
+        (
+            "an attribute the class lacks",
+            with((CKA_APPLICATION, vec![1])),
+            CKR_ATTRIBUTE_TYPE_INVALID,
+        ),
+        (
+            "an unknown attribute",
+            with((0x7fff_0000, vec![1])),
+            CKR_ATTRIBUTE_TYPE_INVALID,
+        ),
+        (
+            "the modulus size, which is derived",
+            with((CKA_MODULUS_BITS, objects::ulong(2048))),
+            CKR_ATTRIBUTE_READ_ONLY,
+        ),
+        (
+            "CKA_LOCAL",
+            with(flag(CKA_LOCAL, true)),
+            CKR_ATTRIBUTE_READ_ONLY,
+        ),
+        (
+            "one attribute twice, differently",
+            with(flag(CKA_TOKEN, true))
+                .into_iter()
+                .chain([flag(CKA_TOKEN, false)])
+                .collect(),
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            "a boolean of two bytes",
+            with((CKA_ENCRYPT, vec![1, 1])),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            "a key type that is not RSA",
+            [
+                &[
+                    class(CKO_PUBLIC_KEY),
+                    (CKA_KEY_TYPE, objects::ulong(CKK_EC)),
+                ],
+                &public[2..],
+            ]
+            .concat(),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            "a modulus that is no key",
+            [&public[..2], &[(CKA_MODULUS, vec![0]), public[3].clone()]].concat(),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            "a private key",
+            vec![
+                class(CKO_PRIVATE_KEY),
+                (CKA_KEY_TYPE, objects::ulong(CKK_RSA)),
+            ],
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            "an unknown class",
+            vec![class(0x7fff_0000)],
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            "an oversized value",
+            data_object(&vec![0; objects::MAX_VALUE_LEN + 1]),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            "an AES key of 15 bytes",
+            vec![
+                class(CKO_SECRET_KEY),
+                (CKA_KEY_TYPE, objects::ulong(CKK_AES)),
+                (CKA_VALUE, vec![0; 15]),
+            ],
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+    ] {
+        assert_eq!(create(fx.h, &template), Err(want), "{what}");
+    }
+    // NULL pointers.
+    // SAFETY: NULL where a template or an out-pointer belongs is what is
+    // tested; nothing is read through them.
+    unsafe {
+        assert_eq!(C_CreateObject(fx.h, null(), 2, &mut 0), CKR_ARGUMENTS_BAD);
+        let mut t = Tmpl::new(&data_object(b"x"));
+        let mut a = t.attrs();
+        assert_eq!(
+            C_CreateObject(fx.h, a.as_mut_ptr(), 3, null()),
+            CKR_ARGUMENTS_BAD
+        );
+        assert_eq!(
+            C_CreateObject(999, a.as_mut_ptr(), 3, &mut 0),
+            CKR_SESSION_HANDLE_INVALID
+        );
+    }
+    // A session public key encrypts, and the phone decrypts.
+    let k = create(fx.h, &public).expect("a session public key");
+    assert_eq!(get(fx.h, k, CKA_MODULUS_BITS), Ok(objects::ulong(2048)));
+    assert_eq!(key_init(C_EncryptInit, fx.h, CKM_RSA_PKCS, k), CKR_OK);
+    let (r, _, ct) = single(C_Encrypt, fx.h, Some(b"to the phone"), Out::Cap(256));
+    assert_eq!(r, CKR_OK);
+    assert_eq!(
+        key_init(C_DecryptInit, fx.h, CKM_RSA_PKCS, fx.private),
+        CKR_OK
+    );
+    let (r, _, plain) = single(C_Decrypt, fx.h, Some(&ct), Out::Cap(256));
+    assert_eq!((r, plain.as_slice()), (CKR_OK, &b"to the phone"[..]));
+    // A secret key's value is sensitive unless made extractable and not
+    // sensitive.
+    let aes = vec![
+        class(CKO_SECRET_KEY),
+        (CKA_KEY_TYPE, objects::ulong(CKK_AES)),
+        (CKA_VALUE, vec![7; 16]),
+    ];
+    let sealed = create(fx.h, &aes).expect("an AES key");
+    assert_eq!(get(fx.h, sealed, CKA_VALUE), Err(CKR_ATTRIBUTE_SENSITIVE));
+    assert_eq!(get(fx.h, sealed, CKA_VALUE_LEN), Ok(objects::ulong(16)));
+    let open = create(
+        fx.h,
+        &[
+            &aes[..],
+            &[flag(CKA_SENSITIVE, false), flag(CKA_EXTRACTABLE, true)],
+        ]
+        .concat(),
+    )
+    .expect("an extractable AES key");
+    assert_eq!(get(fx.h, open, CKA_VALUE), Ok(vec![7; 16]));
+    // A search never matches on a value it may not show.
+    assert_eq!(find_by(fx.h, &[(CKA_VALUE, vec![7; 16])]), vec![open]);
+}
+
+#[test]
+fn s5_7_copy_and_set_attributes_of_session_objects() {
+    let fx = fx();
+    let o = create(fx.h, &data_object(b"v")).expect("a data object");
+    let c = copy(fx.h, o, &[(CKA_LABEL, b"copy".to_vec())]).expect("a copy");
+    assert_ne!(c, o);
+    assert_eq!(get(fx.h, c, CKA_LABEL), Ok(b"copy".to_vec()));
+    assert_eq!(get(fx.h, c, CKA_VALUE), Ok(b"v".to_vec()));
+    assert_eq!(get(fx.h, o, CKA_LABEL), Ok(Vec::new()));
+    assert_eq!(
+        copy(fx.h, o, &[(CKA_VALUE, b"w".to_vec())]),
+        Err(CKR_ATTRIBUTE_READ_ONLY)
+    );
+    assert_eq!(
+        copy(fx.h, o, &[flag(CKA_TOKEN, true)]),
+        Err(CKR_TEMPLATE_INCONSISTENT)
+    );
+    assert_eq!(
+        copy(fx.h, o, &[(CKA_MODULUS, vec![1])]),
+        Err(CKR_ATTRIBUTE_TYPE_INVALID)
+    );
+    // The phone's objects are not copyable and not modifiable here.
+    assert_eq!(copy(fx.h, fx.public, &[]), Err(CKR_ACTION_PROHIBITED));
+    assert_eq!(
+        set(fx.h, fx.public, &[(CKA_LABEL, b"x".to_vec())]),
+        CKR_ACTION_PROHIBITED
+    );
+    // A session object's label changes; its value does not.
+    assert_eq!(set(fx.h, o, &[(CKA_LABEL, b"new".to_vec())]), CKR_OK);
+    assert_eq!(get(fx.h, o, CKA_LABEL), Ok(b"new".to_vec()));
+    assert_eq!(
+        set(fx.h, o, &[(CKA_VALUE, b"w".to_vec())]),
+        CKR_ATTRIBUTE_READ_ONLY
+    );
+    // Not modifiable, not copyable, not destroyable: as they say.
+    let fixed = create(
+        fx.h,
+        &[
+            &data_object(b"f")[..],
+            &[
+                flag(CKA_MODIFIABLE, false),
+                flag(CKA_COPYABLE, false),
+                flag(CKA_DESTROYABLE, false),
+            ],
+        ]
+        .concat(),
+    )
+    .expect("a fixed object");
+    assert_eq!(
+        set(fx.h, fixed, &[(CKA_LABEL, b"x".to_vec())]),
+        CKR_ACTION_PROHIBITED
+    );
+    assert_eq!(copy(fx.h, fixed, &[]), Err(CKR_ACTION_PROHIBITED));
+    assert_eq!(C_DestroyObject(fx.h, fixed), CKR_ACTION_PROHIBITED);
+}
+
+fn generate(
+    h: H,
+    private_token: Option<bool>,
+) -> std::result::Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE), CK_RV> {
+    let mut public = Tmpl::new(&[(CKA_MODULUS_BITS, objects::ulong(2048))]);
+    let mut private = Tmpl::new(
+        &private_token
+            .map(|t| vec![flag(CKA_TOKEN, t)])
+            .unwrap_or_default(),
+    );
+    let (mut pa, mut pr) = (public.attrs(), private.attrs());
+    let mut m = mechanism_of(CKM_RSA_PKCS_KEY_PAIR_GEN);
+    let (mut pu_h, mut pr_h) = (0, 0);
+    // SAFETY: templates as in `create`, valid out-pointers.
+    let rv = unsafe {
+        C_GenerateKeyPair(
+            h,
+            &mut m,
+            pa.as_mut_ptr(),
+            pa.len() as CK_ULONG,
+            if pr.is_empty() {
+                null()
+            } else {
+                pr.as_mut_ptr()
+            },
+            pr.len() as CK_ULONG,
+            &mut pu_h,
+            &mut pr_h,
+        )
+    };
+    match rv {
+        CKR_OK => Ok((pu_h, pr_h)),
+        rv => Err(rv),
+    }
+}
+
+#[test]
+fn s5_14_a_session_key_pair_lives_on_the_phone_until_its_session_closes() {
+    let fx = fx();
+    let slot = slots()[0];
+    let ro = open_session(slot, CKF_SERIAL_SESSION).expect("a read-only session");
+    // A token pair needs a read/write session; a session pair does not.
+    assert_eq!(generate(ro, Some(true)), Err(CKR_SESSION_READ_ONLY));
+    let (pu, pr) = generate(ro, None).expect("a session pair");
+    assert_eq!(fx.fake.state().keys.len(), 2);
+    assert_eq!(get(fx.h, pr, CKA_TOKEN), Ok(vec![CK_FALSE]));
+    assert_eq!(get(fx.h, pu, CKA_TOKEN), Ok(vec![CK_FALSE]));
+    // Searches see it as a session object.
+    let session = find_by(fx.h, &[class(CKO_PRIVATE_KEY), flag(CKA_TOKEN, false)]);
+    assert_eq!(session, vec![pr]);
+    // It signs like any key.
+    assert_eq!(key_init(C_SignInit, fx.h, CKM_SHA256_RSA_PKCS, pr), CKR_OK);
+    assert_eq!(
+        rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))),
+        CKR_OK
+    );
+    // Its session closing deletes it on the phone.
+    assert_eq!(C_CloseSession(ro), CKR_OK);
+    assert_eq!(fx.fake.state().keys.len(), 1);
+    assert_eq!(get(fx.h, pr, CKA_TOKEN), Err(CKR_OBJECT_HANDLE_INVALID));
+    // A token pair stays; a session pair of a session still open goes at
+    // C_Finalize.
+    let (_, kept) = generate(fx.h, Some(true)).expect("a token pair");
+    assert_eq!(get(fx.h, kept, CKA_TOKEN), Ok(vec![CK_TRUE]));
+    generate(fx.h, Some(false)).expect("a session pair");
+    assert_eq!(fx.fake.state().keys.len(), 3);
+    let fake = fx.fake.clone();
+    drop(fx);
+    assert_eq!(fake.state().keys.len(), 2);
+}
+
+#[test]
+fn s5_14_a_session_pair_left_while_the_phone_was_away_is_deleted_when_it_is_back() {
+    let fx = fx();
+    generate(fx.h, None).expect("a session pair");
+    fx.fake.state().present = false;
+    assert_eq!(C_CloseSession(fx.h), CKR_OK);
+    assert_eq!(fx.fake.state().keys.len(), 2);
+    fx.fake.state().present = true;
+    let mut n = 0;
+    // SAFETY: a length query, which reads the slots afresh.
+    assert_eq!(unsafe { C_GetSlotList(CK_FALSE, null(), &mut n) }, CKR_OK);
+    assert_eq!(fx.fake.state().keys.len(), 1);
 }

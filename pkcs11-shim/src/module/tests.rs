@@ -531,6 +531,7 @@ fn objects_are_written_through_rw_sessions() {
     let h = open(&m, true);
     let cert = vec![
         (CKA_CLASS, objects::ulong(CKO_CERTIFICATE)),
+        (CKA_TOKEN, objects::bbool(true)),
         (CKA_ID, fake::CERT_ID.to_vec()),
         (CKA_VALUE, vec![0x30, 0x00]),
     ];
@@ -552,9 +553,8 @@ fn objects_are_written_through_rw_sessions() {
         rv(m.generate_key_pair(h, &gen_mech, small, Vec::new())),
         CKR_KEY_SIZE_RANGE
     );
-    let (pu, pr) = m
-        .generate_key_pair(h, &gen_mech, public, Vec::new())
-        .unwrap();
+    let token = vec![(CKA_TOKEN, objects::bbool(true))];
+    let (pu, pr) = m.generate_key_pair(h, &gen_mech, public, token).unwrap();
     assert_ne!(pu, pr);
     assert_eq!(find(&m, h, CKO_PRIVATE_KEY).len(), 2);
     assert_eq!(m.generate_random(h, 70_000).unwrap().len(), 70_000);
