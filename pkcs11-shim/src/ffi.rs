@@ -201,6 +201,28 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
                 })?,
             }
         }
+        Takes::Iv(n) => {
+            sized(n)?;
+            // SAFETY: non-NULL and `n` bytes long, checked just above.
+            Param::Iv(unsafe { bytes(m.pParameter as *const u8, m.ulParameterLen) }?.to_vec())
+        }
+        Takes::Gcm => {
+            sized(std::mem::size_of::<CK_GCM_PARAMS>())?;
+            // SAFETY: as for PSS, for the GCM parameter struct.
+            let p = unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS) };
+            let invalid = |_| Error::Rv(CKR_MECHANISM_PARAM_INVALID);
+            Param::Gcm {
+                // SAFETY: the caller's buffers of the lengths it gives.
+                iv: unsafe { bytes(p.pIv, p.ulIvLen) }
+                    .map_err(invalid)?
+                    .to_vec(),
+                // SAFETY: as above.
+                aad: unsafe { bytes(p.pAAD, p.ulAADLen) }
+                    .map_err(invalid)?
+                    .to_vec(),
+                tag_bits: p.ulTagBits,
+            }
+        }
     };
     Ok(Some(Mechanism {
         mechanism: m.mechanism,
@@ -724,6 +746,58 @@ entries! {
     };
 
     /// # Safety
+    /// `pMechanism` a valid mechanism; `pTemplate` valid for `ulCount`
+    /// attributes; `phKey` NULL or valid.
+    unsafe fn C_GenerateKey(
+        hSession: CK_SESSION_HANDLE,
+        pMechanism: *mut CK_MECHANISM,
+        pTemplate: *mut CK_ATTRIBUTE,
+        ulCount: CK_ULONG,
+        phKey: *mut CK_OBJECT_HANDLE,
+    ) |m| {
+        let mech = mechanism(pMechanism)?.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
+        let t = template(pTemplate, ulCount)?;
+        put(phKey, || m.generate_key(hSession, &mech, t))
+    };
+
+    /// # Safety
+    /// `pMechanism` a valid mechanism; `pWrappedKey` NULL or valid for
+    /// `*pulWrappedKeyLen` bytes; `pulWrappedKeyLen` valid.
+    unsafe fn C_WrapKey(
+        hSession: CK_SESSION_HANDLE,
+        pMechanism: *mut CK_MECHANISM,
+        hWrappingKey: CK_OBJECT_HANDLE,
+        hKey: CK_OBJECT_HANDLE,
+        pWrappedKey: *mut CK_BYTE,
+        pulWrappedKeyLen: *mut CK_ULONG,
+    ) |m| {
+        let mech = mechanism(pMechanism)?.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
+        write_out(pWrappedKey, pulWrappedKeyLen, |cap| {
+            m.wrap_key(hSession, &mech, hWrappingKey, hKey, cap)
+        })
+    };
+
+    /// # Safety
+    /// `pMechanism` a valid mechanism; `pWrappedKey` valid for
+    /// `ulWrappedKeyLen` bytes; `pTemplate` valid for `ulAttributeCount`
+    /// attributes; `phKey` NULL or valid.
+    unsafe fn C_UnwrapKey(
+        hSession: CK_SESSION_HANDLE,
+        pMechanism: *mut CK_MECHANISM,
+        hUnwrappingKey: CK_OBJECT_HANDLE,
+        pWrappedKey: *mut CK_BYTE,
+        ulWrappedKeyLen: CK_ULONG,
+        pTemplate: *mut CK_ATTRIBUTE,
+        ulAttributeCount: CK_ULONG,
+        phKey: *mut CK_OBJECT_HANDLE,
+    ) |m| {
+        let mech = mechanism(pMechanism)?.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
+        let wrapped = bytes(pWrappedKey, ulWrappedKeyLen)?;
+        let t = template(pTemplate, ulAttributeCount)?;
+        put(phKey, || m.unwrap_key(hSession, &mech, hUnwrappingKey, wrapped, t))
+    };
+
+    /// # Safety
     /// `RandomData` valid for `ulRandomLen` bytes.
     unsafe fn C_GenerateRandom(
         hSession: CK_SESSION_HANDLE,
@@ -801,17 +875,6 @@ macro_rules! steps {
     };
 }
 
-/// RSA encryption and decryption are single-part: their update and final
-/// calls end the operation (see `Module::no_multipart_crypt`).
-macro_rules! single_part_only {
-    ($($name:ident($($arg:ty),*) => $encrypt:expr;)*) => {$(
-        #[unsafe(no_mangle)]
-        pub extern "C" fn $name(hSession: CK_SESSION_HANDLE, $(_: $arg),*) -> CK_RV {
-            entry(|| module::module()?.no_multipart_crypt(hSession, $encrypt))
-        }
-    )*};
-}
-
 key_inits! {
     C_EncryptInit => KeyUse::Encrypt;
     C_DecryptInit => KeyUse::Decrypt;
@@ -821,7 +884,9 @@ key_inits! {
 
 single_parts! {
     C_Encrypt: EncryptOp => |m, s, data, cap| m.encrypt(s, data, cap);
+    C_EncryptUpdate: EncryptOp => |m, s, data, cap| m.encrypt_update(s, data, cap);
     C_Decrypt: DecryptOp => |m, s, data, cap| m.decrypt(s, data, cap);
+    C_DecryptUpdate: DecryptOp => |m, s, data, cap| m.decrypt_update(s, data, cap);
     C_Digest: DigestOp => |m, s, data, cap| m.digest(s, Some(data), cap);
     C_Sign: SignOp => |m, s, data, cap| m.sign(s, Some(data), cap);
 }
@@ -837,15 +902,12 @@ steps! {
         write_out(pOut, pulOutLen, |c| m.digest(s, None, c));
     C_SignFinal: SignOp(pOut: B, pulOutLen: LP) |m, s|
         write_out(pOut, pulOutLen, |c| m.sign(s, None, c));
+    C_EncryptFinal: EncryptOp(pOut: B, pulOutLen: LP) |m, s|
+        write_out(pOut, pulOutLen, |c| m.encrypt_final(s, c));
+    C_DecryptFinal: DecryptOp(pOut: B, pulOutLen: LP) |m, s|
+        write_out(pOut, pulOutLen, |c| m.decrypt_final(s, c));
     C_VerifyFinal: VerifyOp(pSig: B, ulSigLen: L) |m, s|
         m.verify(s, None, bytes(pSig, ulSigLen)?);
-}
-
-single_part_only! {
-    C_EncryptUpdate(B, L, B, LP) => true;
-    C_EncryptFinal(B, LP) => true;
-    C_DecryptUpdate(B, L, B, LP) => false;
-    C_DecryptFinal(B, LP) => false;
 }
 
 /// Functions run one at a time per session: there is nothing to ask about
@@ -864,8 +926,8 @@ pub extern "C" fn C_CancelFunction(_hSession: CK_SESSION_HANDLE) -> CK_RV {
 
 /// Entry points that answer `CKR_FUNCTION_NOT_SUPPORTED`: token and PIN
 /// initialisation (done on the phone), saved operation state, recovery
-/// signatures, dual-function updates, secret keys and
-/// wrapping, and the 3.0 message-based functions.
+/// signatures, dual-function updates, key derivation, and the 3.0
+/// message-based functions.
 macro_rules! not_supported {
     ($($name:ident($($arg:ty),*);)*) => {$(
         #[unsafe(no_mangle)]
@@ -899,9 +961,6 @@ not_supported! {
     C_DecryptDigestUpdate(H, B, L, B, LP);
     C_SignEncryptUpdate(H, B, L, B, LP);
     C_DecryptVerifyUpdate(H, B, L, B, LP);
-    C_GenerateKey(H, M, A, L, OP);
-    C_WrapKey(H, M, O, O, B, LP);
-    C_UnwrapKey(H, M, O, B, L, A, L, OP);
     C_DeriveKey(H, M, O, A, L, OP);
     C_LoginUser(H, CK_USER_TYPE, U, L, U, L);
     C_MessageEncryptInit(H, M, O);
@@ -1158,12 +1217,12 @@ mod tests {
         );
         assert_eq!(C_CloseSession(1), CKR_CRYPTOKI_NOT_INITIALIZED);
         assert_eq!(
-            C_WrapKey(
+            C_DeriveKey(
                 0,
                 std::ptr::null_mut(),
                 0,
-                0,
                 std::ptr::null_mut(),
+                0,
                 std::ptr::null_mut()
             ),
             CKR_FUNCTION_NOT_SUPPORTED

@@ -8,8 +8,8 @@
 //! slots, sessions, logins and operations, run against a `backend` (the
 //! daemon over D-Bus, or a fake in the unit tests); `operations` one
 //! session's operation state; `registry` the object handles;
-//! `session_objects` the objects kept for the application; `objects` the
-//! attributes; `mechanisms` the mechanism table; `error` the module's own
+//! `session_objects` the objects kept for the application; `symmetric`
+//! the bulk ciphers of session secret keys; `objects` the attributes; `mechanisms` the mechanism table; `error` the module's own
 //! failures, whose `CK_RV` mapping defers to the client library's.
 
 mod backend;
@@ -21,5 +21,6 @@ mod objects;
 mod operations;
 mod registry;
 mod session_objects;
+mod symmetric;
 
 pub use error::Error;

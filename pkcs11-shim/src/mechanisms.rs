@@ -1,7 +1,9 @@
 //! The mechanisms every token offers, with honest `CK_MECHANISM_INFO`:
 //! `CKF_HW` marks the mechanisms whose private-key step runs on the
 //! handset; hashing, verifying and encrypting run here, in the calling
-//! process, and digests are plain software. Also the conversion of a
+//! process, and digests and the secret-key ciphers are plain software.
+//! RSA key sizes are in bits, AES and DES3 key sizes in bytes, as the
+//! standard has them. Also the conversion of a
 //! caller's mechanism parameters into the client library's terms.
 
 use cryptoki_sys::*;
@@ -16,21 +18,20 @@ pub const MIN_BITS: CK_ULONG = MIN_RSA_BITS as CK_ULONG;
 pub const MAX_BITS: CK_ULONG = MAX_RSA_BITS as CK_ULONG;
 
 const SIGN: CK_FLAGS = CKF_HW | CKF_SIGN | CKF_VERIFY;
+/// RSA encryption's flags: unwrapping is the phone's decryption, wrapping
+/// encryption here.
+const CRYPT: CK_FLAGS = CKF_HW | CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP;
+const CIPHER: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT;
 
-/// `(mechanism, min bits, max bits, flags)`.
-pub const MECHANISMS: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 19] = [
+/// `(mechanism, min key size, max key size, flags)`.
+pub const MECHANISMS: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 25] = [
     (
         CKM_RSA_PKCS_KEY_PAIR_GEN,
         MIN_BITS,
         MAX_BITS,
         CKF_HW | CKF_GENERATE_KEY_PAIR,
     ),
-    (
-        CKM_RSA_PKCS,
-        MIN_BITS,
-        MAX_BITS,
-        SIGN | CKF_DECRYPT | CKF_ENCRYPT,
-    ),
+    (CKM_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN | CRYPT),
     (CKM_SHA1_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
     (CKM_SHA224_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
     (CKM_SHA256_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
@@ -42,18 +43,26 @@ pub const MECHANISMS: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 19] = 
     (CKM_SHA256_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
     (CKM_SHA384_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
     (CKM_SHA512_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
-    (
-        CKM_RSA_PKCS_OAEP,
-        MIN_BITS,
-        MAX_BITS,
-        CKF_HW | CKF_ENCRYPT | CKF_DECRYPT,
-    ),
+    (CKM_RSA_PKCS_OAEP, MIN_BITS, MAX_BITS, CRYPT),
     (CKM_SHA_1, 0, 0, CKF_DIGEST),
     (CKM_SHA224, 0, 0, CKF_DIGEST),
     (CKM_SHA256, 0, 0, CKF_DIGEST),
     (CKM_SHA384, 0, 0, CKF_DIGEST),
     (CKM_SHA512, 0, 0, CKF_DIGEST),
+    (CKM_AES_KEY_GEN, 16, 32, CKF_GENERATE),
+    (CKM_AES_CBC, 16, 32, CIPHER),
+    (CKM_AES_CBC_PAD, 16, 32, CIPHER),
+    (CKM_AES_GCM, 16, 32, CIPHER),
+    (CKM_DES3_CBC, 24, 24, CIPHER),
+    (CKM_DES3_CBC_PAD, 24, 24, CIPHER),
 ];
+
+/// Whether `m` works with the RSA keys (rather than secret keys).
+pub fn is_rsa(m: CK_MECHANISM_TYPE) -> bool {
+    MECHANISMS
+        .iter()
+        .any(|(x, min, ..)| *x == m && *min == MIN_BITS)
+}
 
 /// The mechanisms, in table order.
 pub fn list() -> Vec<CK_MECHANISM_TYPE> {
@@ -84,6 +93,13 @@ pub enum Param {
         hash: CK_MECHANISM_TYPE,
         mgf: CK_ULONG,
         label: Vec<u8>,
+    },
+    /// An initialisation vector (the CBC mechanisms).
+    Iv(Vec<u8>),
+    Gcm {
+        iv: Vec<u8>,
+        aad: Vec<u8>,
+        tag_bits: CK_ULONG,
     },
     /// A parameter given to a mechanism that takes none.
     Other,
@@ -151,6 +167,9 @@ pub enum Takes {
     Nothing,
     Pss,
     Oaep,
+    /// An IV of this many bytes.
+    Iv(usize),
+    Gcm,
 }
 
 /// Which parameter `m` takes: decided by the mechanism, so that a
@@ -160,6 +179,12 @@ pub fn takes(m: CK_MECHANISM_TYPE) -> Takes {
         Takes::Pss
     } else if m == CKM_RSA_PKCS_OAEP {
         Takes::Oaep
+    } else if matches!(m, CKM_AES_CBC | CKM_AES_CBC_PAD) {
+        Takes::Iv(16)
+    } else if matches!(m, CKM_DES3_CBC | CKM_DES3_CBC_PAD) {
+        Takes::Iv(8)
+    } else if m == CKM_AES_GCM {
+        Takes::Gcm
     } else {
         Takes::Nothing
     }
@@ -175,6 +200,11 @@ fn is_pss(m: CK_MECHANISM_TYPE) -> bool {
             | CKM_SHA384_RSA_PKCS_PSS
             | CKM_SHA512_RSA_PKCS_PSS
     )
+}
+
+/// Whether `m` is one of the mechanisms the module lists.
+pub fn is_known(m: CK_MECHANISM_TYPE) -> bool {
+    MECHANISMS.iter().any(|(x, ..)| *x == m)
 }
 
 fn is_sign(m: CK_MECHANISM_TYPE) -> bool {
@@ -212,7 +242,7 @@ mod tests {
     #[test]
     fn every_listed_mechanism_has_info() {
         let l = list();
-        assert_eq!(l.len(), 19);
+        assert_eq!(l.len(), 25);
         for m in l {
             let i = info(m).unwrap();
             assert!(i.flags != 0);

@@ -41,6 +41,7 @@ pub use crate::operations::{DecryptOp, DigestOp, EncryptOp, SignOp, VerifyOp};
 use crate::operations::{FindOp, Kind, Operations, take_input};
 use crate::registry::{ObjKey, Registry};
 use crate::session_objects::{PhonePair, SessionObject, SessionObjects};
+use crate::symmetric::{self, Direction, SymOp};
 
 /// How often a blocking `C_WaitForSlotEvent` asks the daemon.
 const POLL: Duration = Duration::from_millis(500);
@@ -1124,6 +1125,186 @@ impl Module {
         Ok((public, private))
     }
 
+    /// `C_UnwrapKey`: the phone decrypts the wrapped key with its private
+    /// key (RSA PKCS#1 v1.5 or OAEP, as `C_Decrypt` does), and the module
+    /// keeps the result as a session secret key, never sent anywhere. It
+    /// is not a token object: the phone stores no secret keys.
+    pub fn unwrap_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        template: Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let (slot, _) = self.slot_and_mode(h)?;
+        let enc = mechanisms::encryption(mech)?;
+        objects::check_shape(&template)?;
+        let (key, public) = self
+            .key_for(slot, unwrapping, &[CKO_PRIVATE_KEY], Some(CKA_UNWRAP))
+            .map_err(|e| {
+                if e.rv() == CKR_KEY_HANDLE_INVALID {
+                    Error::Rv(CKR_UNWRAPPING_KEY_HANDLE_INVALID)
+                } else {
+                    e
+                }
+            })?;
+        let secret = Self::secret_template(&template)?;
+        if wrapped.len() != public.size() {
+            return fail(CKR_WRAPPED_KEY_LEN_RANGE);
+        }
+        let t = self.names(slot)?;
+        let value = self
+            .check(slot, self.backend.decrypt(&t, &key.id, &enc, wrapped))
+            .map_err(|e| match e.rv() {
+                CKR_ENCRYPTED_DATA_INVALID | CKR_ENCRYPTED_DATA_LEN_RANGE => {
+                    Error::Rv(CKR_WRAPPED_KEY_INVALID)
+                }
+                _ => e,
+            })?;
+        if let Some(len) = objects::find(&template, CKA_VALUE_LEN)
+            && objects::as_ulong(len)? != value.len() as CK_ULONG
+        {
+            return fail(CKR_WRAPPED_KEY_INVALID);
+        }
+        let mut full = secret;
+        full.push((CKA_VALUE, value.to_vec()));
+        let attrs = objects::from_template(&full).map_err(|e| match e.rv() {
+            // The unwrapped value does not fit the key type.
+            CKR_ATTRIBUTE_VALUE_INVALID if objects::find(&template, CKA_KEY_TYPE).is_some() => {
+                Error::Rv(CKR_WRAPPED_KEY_INVALID)
+            }
+            _ => e,
+        })?;
+        drop(full);
+        Ok(self.keep(h, slot, attrs))
+    }
+
+    /// The template of a secret key the module makes (unwrapped or
+    /// generated), without the attributes it decides itself: a session
+    /// object of class `CKO_SECRET_KEY` (given or not), with a key type.
+    fn secret_template(template: &Template) -> Result<Template> {
+        if objects::is_token(template)? {
+            // The phone stores no secret keys.
+            return fail(CKR_TEMPLATE_INCONSISTENT);
+        }
+        if let Some(c) = objects::find(template, CKA_CLASS)
+            && objects::as_ulong(c)? != CKO_SECRET_KEY
+        {
+            return fail(CKR_TEMPLATE_INCONSISTENT);
+        }
+        if objects::find(template, CKA_KEY_TYPE).is_none() {
+            return fail(CKR_TEMPLATE_INCOMPLETE);
+        }
+        if objects::find(template, CKA_VALUE).is_some() {
+            return fail(CKR_TEMPLATE_INCONSISTENT);
+        }
+        let mut t: Template = template
+            .iter()
+            .filter(|(a, _)| !matches!(*a, CKA_CLASS | CKA_VALUE_LEN))
+            .cloned()
+            .collect();
+        t.push((CKA_CLASS, objects::ulong(CKO_SECRET_KEY)));
+        Ok(t)
+    }
+
+    /// `C_GenerateKey`: a session AES key of `CKA_VALUE_LEN` bytes, from
+    /// the phone's random number generator (the token's RNG).
+    pub fn generate_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        template: Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let (slot, _) = self.slot_and_mode(h)?;
+        if mech.mechanism != CKM_AES_KEY_GEN {
+            return fail(CKR_MECHANISM_INVALID);
+        }
+        if mech.param != mechanisms::Param::None {
+            return fail(CKR_MECHANISM_PARAM_INVALID);
+        }
+        objects::check_shape(&template)?;
+        let mut template = template;
+        match objects::find(&template, CKA_KEY_TYPE) {
+            None => template.push((CKA_KEY_TYPE, objects::ulong(CKK_AES))),
+            Some(k) if objects::as_ulong(k)? == CKK_AES => {}
+            Some(_) => return fail(CKR_TEMPLATE_INCONSISTENT),
+        }
+        let secret = Self::secret_template(&template)?;
+        let len = objects::find(&template, CKA_VALUE_LEN)
+            .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
+            .and_then(objects::as_ulong)?;
+        let len = match len {
+            16 | 24 | 32 => len as usize,
+            _ => return fail(CKR_ATTRIBUTE_VALUE_INVALID),
+        };
+        if objects::is_private(&secret)? && !self.logged_in(slot) {
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        }
+        let t = self.names(slot)?;
+        let value = Zeroizing::new(self.check(slot, self.backend.random(&t.handset, len as u32))?);
+        let mut full = secret;
+        full.push((CKA_VALUE, value.to_vec()));
+        let mut attrs = objects::from_template(&full)?;
+        drop(full);
+        objects::secret_key_facts(&mut attrs, true)?;
+        attrs.insert(
+            CKA_KEY_GEN_MECHANISM,
+            Value::Bytes(objects::ulong(CKM_AES_KEY_GEN)),
+        );
+        Ok(self.keep(h, slot, attrs))
+    }
+
+    /// `C_WrapKey`: a session secret key, extractable, encrypted here to
+    /// a public key (RSA PKCS#1 v1.5 or OAEP).
+    pub fn wrap_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        wrapping: CK_OBJECT_HANDLE,
+        obj: CK_OBJECT_HANDLE,
+        cap: Cap,
+    ) -> Result<Out> {
+        let (slot, _) = self.slot_and_mode(h)?;
+        let enc = mechanisms::encryption(mech)?;
+        let public = self
+            .public_for(slot, wrapping, &[CKO_PUBLIC_KEY], Some(CKA_WRAP))
+            .map_err(|e| match e.rv() {
+                CKR_KEY_HANDLE_INVALID => Error::Rv(CKR_WRAPPING_KEY_HANDLE_INVALID),
+                _ => e,
+            })?;
+        let kept = lock(&self.session_objects)
+            .get(obj)
+            .filter(|o| o.slot == slot)
+            .map(|o| Arc::clone(&o.attrs));
+        let a = match kept {
+            Some(a) if self.visible_session(slot, &a) => a,
+            _ => return fail(CKR_KEY_HANDLE_INVALID),
+        };
+        if a.get(&CKA_CLASS) != Some(&Value::Bytes(objects::ulong(CKO_SECRET_KEY))) {
+            return fail(CKR_KEY_NOT_WRAPPABLE);
+        }
+        if !objects::is_true(&a, CKA_EXTRACTABLE) {
+            return fail(CKR_KEY_UNEXTRACTABLE);
+        }
+        let n = public.size();
+        match cap {
+            None => Ok(Out::Len(n)),
+            Some(c) if c < n => Err(Error::BufferTooSmall { needed: n }),
+            Some(_) => {
+                let Some(Value::Bytes(v)) = a.get(&CKA_VALUE) else {
+                    return fail(CKR_KEY_NOT_WRAPPABLE);
+                };
+                let wrapped =
+                    local::encrypt(&public, &enc, v).map_err(|e| match Error::from(e).rv() {
+                        CKR_DATA_LEN_RANGE => Error::Rv(CKR_KEY_SIZE_RANGE),
+                        rv => Error::Rv(rv),
+                    })?;
+                Ok(Out::Data(Zeroizing::new(wrapped)))
+            }
+        }
+    }
+
     pub fn generate_random(&self, h: CK_SESSION_HANDLE, len: usize) -> Result<Vec<u8>> {
         let s = self.session(h)?;
         let slot = lock(&s).slot;
@@ -1202,6 +1383,66 @@ impl Module {
         }
     }
 
+    /// A session secret key `obj`'s type and value, if it is one the
+    /// session may use for `usage`.
+    fn secret(
+        &self,
+        slot: usize,
+        obj: CK_OBJECT_HANDLE,
+        usage: CK_ATTRIBUTE_TYPE,
+    ) -> Result<Option<(CK_KEY_TYPE, Zeroizing<Vec<u8>>)>> {
+        let kept = lock(&self.session_objects)
+            .get(obj)
+            .map(|o| (o.slot, Arc::clone(&o.attrs)));
+        let Some((s, a)) = kept else {
+            return Ok(None);
+        };
+        if a.get(&CKA_CLASS) != Some(&Value::Bytes(objects::ulong(CKO_SECRET_KEY))) {
+            return Ok(None);
+        }
+        if s != slot || !self.visible_session(slot, &a) {
+            return fail(CKR_KEY_HANDLE_INVALID);
+        }
+        if !objects::is_true(&a, usage) {
+            return fail(CKR_KEY_FUNCTION_NOT_PERMITTED);
+        }
+        match (a.get(&CKA_KEY_TYPE), a.get(&CKA_VALUE)) {
+            (Some(Value::Bytes(t)), Some(Value::Bytes(v))) => {
+                Ok(Some((objects::as_ulong(t)?, Zeroizing::new(v.clone()))))
+            }
+            _ => fail(CKR_KEY_HANDLE_INVALID),
+        }
+    }
+
+    /// A secret key's cipher for `mech`, when `obj` is a session secret
+    /// key; `None` for the phone's keys. A cipher mechanism with another
+    /// key is `CKR_KEY_TYPE_INCONSISTENT`.
+    fn cipher(
+        &self,
+        slot: usize,
+        obj: CK_OBJECT_HANDLE,
+        mech: &Mechanism,
+        dir: Direction,
+    ) -> Result<Option<SymOp>> {
+        let usage = match dir {
+            Direction::Encrypt => CKA_ENCRYPT,
+            Direction::Decrypt => CKA_DECRYPT,
+        };
+        let symmetric = symmetric::key_type_for(mech.mechanism).is_some();
+        match self.secret(slot, obj, usage)? {
+            Some((kt, value)) if symmetric => Ok(Some(SymOp::new(mech, kt, &value, dir)?)),
+            Some(_) if mechanisms::is_known(mech.mechanism) => fail(CKR_KEY_TYPE_INCONSISTENT),
+            Some(_) => fail(CKR_MECHANISM_INVALID),
+            None if symmetric => {
+                // The phone's keys are RSA; a missing key is as invalid.
+                self.object(slot, obj)
+                    .map_err(|_| Error::Rv(CKR_KEY_HANDLE_INVALID))?;
+                fail(CKR_KEY_TYPE_INCONSISTENT)
+            }
+            None => Ok(None),
+        }
+    }
+
     fn with_session<T>(
         &self,
         h: CK_SESSION_HANDLE,
@@ -1271,15 +1512,21 @@ impl Module {
                 Ok(VerifyOp::new(public(slot)?, signing))
             }),
             KeyUse::Encrypt => self.start(h, mech, |slot, m| {
+                if let Some(sym) = self.cipher(slot, obj, m, Direction::Encrypt)? {
+                    return Ok(EncryptOp::Sym(sym));
+                }
                 let enc = mechanisms::encryption(m)?;
-                Ok(EncryptOp {
+                Ok(EncryptOp::Rsa {
                     key: public(slot)?,
                     enc,
                 })
             }),
             KeyUse::Decrypt => self.start(h, mech, |slot, m| {
+                if let Some(sym) = self.cipher(slot, obj, m, Direction::Decrypt)? {
+                    return Ok(DecryptOp::Sym(sym));
+                }
                 let enc = mechanisms::encryption(m)?;
-                Ok(DecryptOp::new(key(slot)?, enc))
+                Ok(DecryptOp::rsa(key(slot)?, enc))
             }),
         }
     }
@@ -1288,7 +1535,7 @@ impl Module {
 
     /// `data`: `Some` for `C_Sign`, `None` for `C_SignFinal`.
     pub fn sign(&self, s: &mut Session, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
-        s.ops.produce(data.is_some(), cap, |op: &mut SignOp| {
+        s.ops.produce(data.is_some(), (cap, 0), |op: &mut SignOp| {
             if let Some(d) = data {
                 op.input.update(d)?;
             }
@@ -1324,26 +1571,85 @@ impl Module {
     }
 
     pub fn encrypt(&self, s: &mut Session, data: &[u8], cap: Cap) -> Result<Out> {
-        s.ops.produce(true, cap, |op: &mut EncryptOp| {
-            Ok(Zeroizing::new(local::encrypt(&op.key, &op.enc, data)?))
-        })
+        s.ops
+            .produce(true, (cap, data.len()), |op: &mut EncryptOp| match op {
+                EncryptOp::Rsa { key, enc } => Ok(Zeroizing::new(local::encrypt(key, enc, data)?)),
+                EncryptOp::Sym(sym) => sym.complete(data),
+            })
+    }
+
+    /// `C_EncryptUpdate`: a secret key's cipher only; RSA is single-part.
+    pub fn encrypt_update(&self, s: &mut Session, data: &[u8], cap: Cap) -> Result<Out> {
+        s.ops.update_out(
+            cap,
+            |op: &EncryptOp| match op {
+                EncryptOp::Sym(sym) => Ok(sym.update_len(data.len())),
+                EncryptOp::Rsa { .. } => fail(CKR_FUNCTION_NOT_SUPPORTED),
+            },
+            |op| match op {
+                EncryptOp::Sym(sym) => sym.update(data),
+                EncryptOp::Rsa { .. } => fail(CKR_FUNCTION_NOT_SUPPORTED),
+            },
+        )
+    }
+
+    pub fn encrypt_final(&self, s: &mut Session, cap: Cap) -> Result<Out> {
+        if let EncryptOp::Rsa { .. } = s.ops.active::<EncryptOp>()? {
+            return fail(CKR_FUNCTION_NOT_SUPPORTED);
+        }
+        s.ops
+            .produce(false, (cap, 0), |op: &mut EncryptOp| match op {
+                EncryptOp::Sym(sym) => sym.complete(&[]),
+                EncryptOp::Rsa { .. } => fail(CKR_FUNCTION_NOT_SUPPORTED),
+            })
     }
 
     pub fn decrypt(&self, s: &mut Session, data: &[u8], cap: Cap) -> Result<Out> {
-        s.ops.produce(true, cap, |op: &mut DecryptOp| {
-            // The retry after a too-small buffer gets what was decrypted.
-            if let Some(plain) = op.result.take() {
-                return Ok(plain);
-            }
-            if data.len() != op.len {
-                return fail(CKR_ENCRYPTED_DATA_LEN_RANGE);
-            }
-            let t = self.names(op.key.slot)?;
-            self.check(
-                op.key.slot,
-                self.backend.decrypt(&t, &op.key.id, &op.enc, data),
-            )
-        })
+        s.ops
+            .produce(true, (cap, data.len()), |op: &mut DecryptOp| match op {
+                DecryptOp::Sym(sym) => sym.complete(data),
+                DecryptOp::Rsa(op) => {
+                    // The retry after a too-small buffer gets what was
+                    // decrypted.
+                    if let Some(plain) = op.result.take() {
+                        return Ok(plain);
+                    }
+                    if data.len() != op.len {
+                        return fail(CKR_ENCRYPTED_DATA_LEN_RANGE);
+                    }
+                    let t = self.names(op.key.slot)?;
+                    self.check(
+                        op.key.slot,
+                        self.backend.decrypt(&t, &op.key.id, &op.enc, data),
+                    )
+                }
+            })
+    }
+
+    /// `C_DecryptUpdate`: a secret key's cipher only; RSA is single-part.
+    pub fn decrypt_update(&self, s: &mut Session, data: &[u8], cap: Cap) -> Result<Out> {
+        s.ops.update_out(
+            cap,
+            |op: &DecryptOp| match op {
+                DecryptOp::Sym(sym) => Ok(sym.update_len(data.len())),
+                DecryptOp::Rsa(_) => fail(CKR_FUNCTION_NOT_SUPPORTED),
+            },
+            |op| match op {
+                DecryptOp::Sym(sym) => sym.update(data),
+                DecryptOp::Rsa(_) => fail(CKR_FUNCTION_NOT_SUPPORTED),
+            },
+        )
+    }
+
+    pub fn decrypt_final(&self, s: &mut Session, cap: Cap) -> Result<Out> {
+        if let DecryptOp::Rsa(_) = s.ops.active::<DecryptOp>()? {
+            return fail(CKR_FUNCTION_NOT_SUPPORTED);
+        }
+        s.ops
+            .produce(false, (cap, 0), |op: &mut DecryptOp| match op {
+                DecryptOp::Sym(sym) => sym.complete(&[]),
+                DecryptOp::Rsa(_) => fail(CKR_FUNCTION_NOT_SUPPORTED),
+            })
     }
 
     pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: Option<&Mechanism>) -> Result<()> {
@@ -1364,13 +1670,14 @@ impl Module {
 
     /// `data`: `Some` for `C_Digest`, `None` for `C_DigestFinal`.
     pub fn digest(&self, s: &mut Session, data: Option<&[u8]>, cap: Cap) -> Result<Out> {
-        s.ops.produce(data.is_some(), cap, |op: &mut DigestOp| {
-            let mut hasher = std::mem::replace(&mut op.hasher, Hasher::new(op.hash));
-            if let Some(d) = data {
-                hasher.update(d);
-            }
-            Ok(Zeroizing::new(hasher.finish()))
-        })
+        s.ops
+            .produce(data.is_some(), (cap, 0), |op: &mut DigestOp| {
+                let mut hasher = std::mem::replace(&mut op.hasher, Hasher::new(op.hash));
+                if let Some(d) = data {
+                    hasher.update(d);
+                }
+                Ok(Zeroizing::new(hasher.finish()))
+            })
     }
 
     pub fn digest_update(&self, s: &mut Session, data: &[u8]) -> Result<()> {
@@ -1385,18 +1692,6 @@ impl Module {
         self.with_session(h, |s| {
             s.ops.end::<DigestOp>()?;
             fail(CKR_KEY_INDIGESTIBLE)
-        })
-    }
-
-    /// RSA is single-part: `C_EncryptUpdate` and friends end the operation.
-    pub fn no_multipart_crypt(&self, h: CK_SESSION_HANDLE, encrypt: bool) -> Result<()> {
-        self.with_session(h, |s| {
-            if encrypt {
-                s.ops.end::<EncryptOp>()?;
-            } else {
-                s.ops.end::<DecryptOp>()?;
-            }
-            fail(CKR_FUNCTION_NOT_SUPPORTED)
         })
     }
 

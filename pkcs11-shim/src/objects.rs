@@ -91,7 +91,7 @@ fn allowed_mechanisms(class: CK_OBJECT_CLASS) -> Vec<u8> {
     };
     mechanisms::MECHANISMS
         .iter()
-        .filter(|(_, _, _, f)| f & want != 0)
+        .filter(|(m, _, _, f)| f & want != 0 && mechanisms::is_rsa(*m))
         .flat_map(|(m, ..)| m.to_ne_bytes())
         .collect()
 }
@@ -172,7 +172,8 @@ pub fn build(class: CK_OBJECT_CLASS, daemon: &HashMap<u32, Vec<u8>>) -> AttrMap 
         m.insert(CKA_DECRYPT, b(true));
         m.insert(CKA_SIGN, b(true));
         m.insert(CKA_SIGN_RECOVER, b(false));
-        m.insert(CKA_UNWRAP, b(false));
+        // Unwrapping is the phone's decryption, kept here as a secret key.
+        m.insert(CKA_UNWRAP, b(true));
         m.insert(CKA_WRAP_WITH_TRUSTED, b(false));
         m.insert(CKA_ALWAYS_AUTHENTICATE, b(false));
         for t in SENSITIVE {
@@ -182,7 +183,7 @@ pub fn build(class: CK_OBJECT_CLASS, daemon: &HashMap<u32, Vec<u8>>) -> AttrMap 
         m.insert(CKA_ENCRYPT, b(true));
         m.insert(CKA_VERIFY, b(true));
         m.insert(CKA_VERIFY_RECOVER, b(false));
-        m.insert(CKA_WRAP, b(false));
+        m.insert(CKA_WRAP, b(true));
         m.insert(CKA_TRUSTED, b(false));
     }
     m
@@ -384,6 +385,15 @@ pub fn check_shape(template: &Template) -> Result<()> {
 /// default is.
 pub fn is_token(template: &Template) -> Result<bool> {
     find(template, CKA_TOKEN).map_or(Ok(false), as_bool)
+}
+
+/// A template's `CKA_PRIVATE` as the object would have it: a secret key
+/// is private unless it says otherwise, other objects public.
+pub fn is_private(template: &Template) -> Result<bool> {
+    match find(template, CKA_PRIVATE) {
+        Some(v) => as_bool(v),
+        None => Ok(find(template, CKA_CLASS).map(as_ulong).transpose()? == Some(CKO_SECRET_KEY)),
+    }
 }
 
 /// The attributes of a session object made by `C_CreateObject` from a

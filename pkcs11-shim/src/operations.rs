@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result, fail};
 use crate::registry::ObjKey;
+use crate::symmetric::SymOp;
 
 /// The size of the caller's output buffer; `None` for a length query (a
 /// NULL buffer).
@@ -54,12 +55,21 @@ pub struct VerifyOp {
     pub input: SignInput,
 }
 
-pub struct EncryptOp {
-    pub key: RsaPublicKey,
-    pub enc: Encryption,
+/// An encryption: RSA to a public key (single-part), or a session secret
+/// key's cipher.
+pub enum EncryptOp {
+    Rsa { key: RsaPublicKey, enc: Encryption },
+    Sym(SymOp),
 }
 
-pub struct DecryptOp {
+/// A decryption: RSA on the phone (single-part), or a session secret
+/// key's cipher.
+pub enum DecryptOp {
+    Rsa(RsaDecrypt),
+    Sym(SymOp),
+}
+
+pub struct RsaDecrypt {
     pub key: ObjKey,
     pub enc: Encryption,
     /// The modulus length: the largest plaintext, and the ciphertext's size.
@@ -85,15 +95,15 @@ impl VerifyOp {
 }
 
 impl DecryptOp {
-    pub fn new((key, public): (ObjKey, RsaPublicKey), enc: Encryption) -> DecryptOp {
+    pub fn rsa((key, public): (ObjKey, RsaPublicKey), enc: Encryption) -> DecryptOp {
         let len = public.size();
         let result = None;
-        DecryptOp {
+        DecryptOp::Rsa(RsaDecrypt {
             key,
             enc,
             len,
             result,
-        }
+        })
     }
 }
 
@@ -123,43 +133,63 @@ pub trait Kind: Sized {
 
 /// A kind whose final call writes bytes to the caller.
 pub trait Produces: Kind {
-    /// The output's length for a length query: exact, or an upper bound
-    /// when [`Produces::EXACT`] is false.
-    fn output_len(&self) -> usize;
+    /// The output's length for a length query, with `input` bytes given
+    /// to the call: exact, or an upper bound when [`Produces::exact`] is
+    /// false.
+    fn output_len(&self, input: usize) -> usize;
     /// Whether a buffer shorter than [`Produces::output_len`] can be
     /// refused before the work is done.
-    const EXACT: bool = true;
+    fn exact(&self) -> bool {
+        true
+    }
     /// Keeps an output that did not fit, for the retry.
     fn keep(&mut self, _out: Zeroizing<Vec<u8>>) {}
 }
 
 impl Produces for SignOp {
-    fn output_len(&self) -> usize {
+    fn output_len(&self, _: usize) -> usize {
         self.input.signature_len()
     }
 }
 
-impl Produces for EncryptOp {
-    fn output_len(&self) -> usize {
-        self.key.size()
-    }
-}
-
 impl Produces for DigestOp {
-    fn output_len(&self) -> usize {
+    fn output_len(&self, _: usize) -> usize {
         self.hash.output_len()
     }
 }
 
-impl Produces for DecryptOp {
-    const EXACT: bool = false;
-
-    fn output_len(&self) -> usize {
-        self.result.as_ref().map_or(self.len, |r| r.len())
+impl Produces for EncryptOp {
+    fn output_len(&self, input: usize) -> usize {
+        match self {
+            EncryptOp::Rsa { key, .. } => key.size(),
+            EncryptOp::Sym(s) => s.result.as_ref().map_or(s.single_len(input), |r| r.len()),
+        }
     }
 
     fn keep(&mut self, out: Zeroizing<Vec<u8>>) {
-        self.result = Some(out);
+        if let EncryptOp::Sym(s) = self {
+            s.result = Some(out);
+        }
+    }
+}
+
+impl Produces for DecryptOp {
+    fn exact(&self) -> bool {
+        false
+    }
+
+    fn output_len(&self, input: usize) -> usize {
+        match self {
+            DecryptOp::Rsa(r) => r.result.as_ref().map_or(r.len, |r| r.len()),
+            DecryptOp::Sym(s) => s.result.as_ref().map_or(s.single_len(input), |r| r.len()),
+        }
+    }
+
+    fn keep(&mut self, out: Zeroizing<Vec<u8>>) {
+        match self {
+            DecryptOp::Rsa(r) => r.result = Some(out),
+            DecryptOp::Sym(s) => s.result = Some(out),
+        }
     }
 }
 
@@ -268,6 +298,30 @@ impl Operations {
         self.settle::<T, ()>(r)
     }
 
+    /// An update that writes bytes back (a secret key's encryption or
+    /// decryption): the operation becomes multi-part; `len` says how long
+    /// the output of this update is, and, as for a final call, a length
+    /// query or a too-small buffer leave the operation as it was.
+    pub fn update_out<T: Kind>(
+        &mut self,
+        cap: Cap,
+        len: impl FnOnce(&T) -> Result<usize>,
+        run: impl FnOnce(&mut T) -> Result<Zeroizing<Vec<u8>>>,
+    ) -> Result<Out> {
+        let a = T::slot(self)
+            .as_mut()
+            .ok_or(Error::Rv(CKR_OPERATION_NOT_INITIALIZED))?;
+        let n = len(&a.op)?;
+        match cap {
+            None => Ok(Out::Len(n)),
+            Some(c) if c < n => Err(Error::BufferTooSmall { needed: n }),
+            Some(_) => {
+                a.multipart = true;
+                run(&mut a.op).map(Out::Data)
+            }
+        }
+    }
+
     /// The final call of a kind that writes nothing back (verify): ends
     /// the operation. A single-part call (`single`) after an update is
     /// refused with `CKR_OPERATION_ACTIVE`, and, failing, ends it too.
@@ -290,15 +344,15 @@ impl Operations {
     pub fn produce<T: Produces>(
         &mut self,
         single: bool,
-        cap: Cap,
+        (cap, input): (Cap, usize),
         run: impl FnOnce(&mut T) -> Result<Zeroizing<Vec<u8>>>,
     ) -> Result<Out> {
         let mut active = self.take_final::<T>(single)?;
         let op = &mut active.op;
-        let n = op.output_len();
+        let n = op.output_len(input);
         let result = match cap {
             None => Ok(Out::Len(n)),
-            Some(c) if T::EXACT && c < n => Err(Error::BufferTooSmall { needed: n }),
+            Some(c) if op.exact() && c < n => Err(Error::BufferTooSmall { needed: n }),
             Some(c) => {
                 let out = run(op)?;
                 if out.len() <= c {

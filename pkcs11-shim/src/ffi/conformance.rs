@@ -761,20 +761,44 @@ fn oaep(source: CK_ULONG, label: &mut [u8], label_len: CK_ULONG) -> Vec<u8> {
     })
 }
 
-/// `C_*Init` of a key operation with a raw parameter; the key is given
-/// through the fixture.
-fn init_param(
+/// `C_*Init` of a key operation with a raw parameter; the key is the
+/// fixture's phone key of the class the operation takes.
+fn init_param(fx: &Fx, what: KeyUse, m: CK_MECHANISM_TYPE, param: Vec<u8>, len: usize) -> CK_RV {
+    let key = match what {
+        KeyUse::Sign | KeyUse::Decrypt => fx.private,
+        KeyUse::Verify | KeyUse::Encrypt => fx.public,
+    };
+    let rv = init_with(fx, what, m, param, len, key);
+    cancel(fx, what);
+    rv
+}
+
+/// Ends the operation of `what`, as a NULL mechanism does.
+fn cancel(fx: &Fx, what: KeyUse) {
+    let f: KeyInit = match what {
+        KeyUse::Sign => C_SignInit,
+        KeyUse::Verify => C_VerifyInit,
+        KeyUse::Encrypt => C_EncryptInit,
+        KeyUse::Decrypt => C_DecryptInit,
+    };
+    // SAFETY: a NULL mechanism ends whatever started.
+    unsafe { f(fx.h, null(), 0) };
+}
+
+/// `C_*Init` of a key operation with a raw parameter and a given key.
+fn init_with(
     fx: &Fx,
     what: KeyUse,
     m: CK_MECHANISM_TYPE,
     mut param: Vec<u8>,
     len: usize,
+    key: CK_OBJECT_HANDLE,
 ) -> CK_RV {
-    let (f, key): (KeyInit, _) = match what {
-        KeyUse::Sign => (C_SignInit, fx.private),
-        KeyUse::Verify => (C_VerifyInit, fx.public),
-        KeyUse::Encrypt => (C_EncryptInit, fx.public),
-        KeyUse::Decrypt => (C_DecryptInit, fx.private),
+    let f: KeyInit = match what {
+        KeyUse::Sign => C_SignInit,
+        KeyUse::Verify => C_VerifyInit,
+        KeyUse::Encrypt => C_EncryptInit,
+        KeyUse::Decrypt => C_DecryptInit,
     };
     let mut mech = CK_MECHANISM {
         mechanism: m,
@@ -789,10 +813,7 @@ fn init_param(
     // and `len` is at most that unless the parameter is NULL, which the
     // module refuses before reading.
     assert!(param.is_empty() || len <= param.len());
-    let rv = unsafe { f(fx.h, &mut mech, key) };
-    // SAFETY: a NULL mechanism ends whatever started.
-    unsafe { f(fx.h, null(), key) };
-    rv
+    unsafe { f(fx.h, &mut mech, key) }
 }
 
 #[test]
@@ -959,12 +980,24 @@ fn the_mechanism_list_is_what_the_module_does() {
         let mut info = CK_MECHANISM_INFO::default();
         // SAFETY: a valid out-pointer.
         assert_eq!(unsafe { C_GetMechanismInfo(slot, m, &mut info) }, CKR_OK);
+        let mut iv = [0u8; 12];
         let param = match mechanisms::takes(m) {
             Takes::Pss => pss(CKM_SHA256, CKG_MGF1_SHA256),
             Takes::Oaep => oaep(CKZ_DATA_SPECIFIED, &mut [], 0),
+            Takes::Iv(n) => vec![0; n],
+            Takes::Gcm => gcm(&mut iv),
             Takes::Nothing => vec![],
         };
         let len = param.len();
+        // A secret-key mechanism is tried with a session key of its type.
+        let secret = crate::symmetric::key_type_for(m).map(|kt| {
+            let n = if kt == CKK_DES3 {
+                24
+            } else {
+                info.ulMinKeySize as usize
+            };
+            create(fx.h, &secret_key(kt, &vec![1; n], true)).expect("a secret key")
+        });
         // Each flag the module states, it honours on the phone's key.
         for (flag, what) in [
             (CKF_SIGN, KeyUse::Sign),
@@ -984,7 +1017,18 @@ fn the_mechanism_list_is_what_the_module_does() {
                 };
                 param = pss(hash.0, hash.1);
             }
-            let got = init_param(&fx, what, m, param, len);
+            if secret.is_some() && matches!(what, KeyUse::Sign | KeyUse::Verify) {
+                assert_eq!(info.flags & flag, 0, "0x{m:X} {what:?}");
+                continue;
+            }
+            let got = match secret {
+                Some(k) => {
+                    let rv = init_with(&fx, what, m, param, len, k);
+                    cancel(&fx, what);
+                    rv
+                }
+                None => init_param(&fx, what, m, param, len),
+            };
             let want = if info.flags & flag != 0 {
                 CKR_OK
             } else {
@@ -998,7 +1042,9 @@ fn the_mechanism_list_is_what_the_module_does() {
             unsafe { C_DigestInit(fx.h, null()) };
         }
         // The phone's keys are 2048 bits, within every RSA range given.
-        if info.flags & (CKF_SIGN | CKF_DECRYPT | CKF_GENERATE_KEY_PAIR) != 0 {
+        if mechanisms::is_rsa(m)
+            && info.flags & (CKF_SIGN | CKF_DECRYPT | CKF_GENERATE_KEY_PAIR) != 0
+        {
             assert!(
                 info.ulMinKeySize <= 2048 && 2048 <= info.ulMaxKeySize,
                 "0x{m:X}"
@@ -1510,4 +1556,527 @@ fn s5_14_a_session_pair_left_while_the_phone_was_away_is_deleted_when_it_is_back
     // SAFETY: a length query, which reads the slots afresh.
     assert_eq!(unsafe { C_GetSlotList(CK_FALSE, null(), &mut n) }, CKR_OK);
     assert_eq!(fx.fake.state().keys.len(), 1);
+}
+
+fn secret_key(
+    kt: CK_KEY_TYPE,
+    value: &[u8],
+    extractable: bool,
+) -> Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> {
+    vec![
+        class(CKO_SECRET_KEY),
+        (CKA_KEY_TYPE, objects::ulong(kt)),
+        (CKA_VALUE, value.to_vec()),
+        flag(CKA_SENSITIVE, !extractable),
+        flag(CKA_EXTRACTABLE, extractable),
+    ]
+}
+
+/// A `CK_GCM_PARAMS` with a 12-byte IV, no AAD and a 128-bit tag; `iv`
+/// must outlive its use.
+fn gcm(iv: &mut [u8; 12]) -> Vec<u8> {
+    raw(CK_GCM_PARAMS {
+        pIv: iv.as_mut_ptr(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: null(),
+        ulAADLen: 0,
+        ulTagBits: 128,
+    })
+}
+
+// ---- key management (section 5.14): C_GenerateKey, C_WrapKey,
+// C_UnwrapKey; and the secret keys' ciphers (sections 5.8, 5.9) -----------
+
+fn unwrap(
+    h: H,
+    m: CK_MECHANISM_TYPE,
+    key: CK_OBJECT_HANDLE,
+    wrapped: Option<&[u8]>,
+    t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> std::result::Result<CK_OBJECT_HANDLE, CK_RV> {
+    let mut mech = mechanism_of(m);
+    let (w, wn) = input(wrapped);
+    let mut t = Tmpl::new(t);
+    let mut a = t.attrs();
+    let mut o = 0;
+    // SAFETY: a valid mechanism, `w` NULL or valid for `wn` bytes, a
+    // template as in `create`.
+    match unsafe {
+        C_UnwrapKey(
+            h,
+            &mut mech,
+            key,
+            w,
+            wn,
+            a.as_mut_ptr(),
+            a.len() as CK_ULONG,
+            &mut o,
+        )
+    } {
+        CKR_OK => Ok(o),
+        rv => Err(rv),
+    }
+}
+
+fn wrap(
+    h: H,
+    m: CK_MECHANISM_TYPE,
+    wrapping: CK_OBJECT_HANDLE,
+    key: CK_OBJECT_HANDLE,
+    out: Out,
+) -> (CK_RV, usize, Vec<u8>) {
+    let mut mech = mechanism_of(m);
+    // SAFETY: a valid mechanism; the output as `with_out` makes it.
+    with_out(out, |b, l| unsafe {
+        C_WrapKey(h, &mut mech, wrapping, key, b, l)
+    })
+}
+
+fn generate_key(
+    h: H,
+    t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> std::result::Result<CK_OBJECT_HANDLE, CK_RV> {
+    let mut mech = mechanism_of(CKM_AES_KEY_GEN);
+    let mut t = Tmpl::new(t);
+    let mut a = t.attrs();
+    let mut o = 0;
+    // SAFETY: a valid mechanism, a template as in `create`.
+    match unsafe { C_GenerateKey(h, &mut mech, a.as_mut_ptr(), a.len() as CK_ULONG, &mut o) } {
+        CKR_OK => Ok(o),
+        rv => Err(rv),
+    }
+}
+
+/// Starts a secret-key cipher with a raw IV.
+fn cipher_init(
+    fx: &Fx,
+    dir: KeyUse,
+    m: CK_MECHANISM_TYPE,
+    iv: &[u8],
+    key: CK_OBJECT_HANDLE,
+) -> CK_RV {
+    init_with(fx, dir, m, iv.to_vec(), iv.len(), key)
+}
+
+fn aes_template() -> Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)> {
+    vec![
+        class(CKO_SECRET_KEY),
+        (CKA_KEY_TYPE, objects::ulong(CKK_AES)),
+    ]
+}
+
+/// Encrypts `msg` with `key` in one call.
+fn encrypt_with(
+    fx: &Fx,
+    m: CK_MECHANISM_TYPE,
+    iv: &[u8],
+    key: CK_OBJECT_HANDLE,
+    msg: &[u8],
+) -> Vec<u8> {
+    assert_eq!(cipher_init(fx, KeyUse::Encrypt, m, iv, key), CKR_OK);
+    let (r, _, ct) = single(C_Encrypt, fx.h, Some(msg), Out::Cap(msg.len() + 32));
+    assert_eq!(r, CKR_OK);
+    ct
+}
+
+#[test]
+fn s5_14_unwrap_with_the_phone_key_then_decrypt_here() {
+    let fx = fx();
+    let value = [0x42u8; 16];
+    let wrapped = fake::public_key()
+        .encrypt(&mut rand::rngs::OsRng, Pkcs1v15Encrypt, &value)
+        .expect("wrapped");
+    let k = unwrap(
+        fx.h,
+        CKM_RSA_PKCS,
+        fx.private,
+        Some(&wrapped),
+        &aes_template(),
+    )
+    .expect("unwrapped");
+    assert_eq!(fx.fake.count("decrypt"), 1);
+    // A session secret key, sensitive, not local, never on the phone.
+    assert_eq!(get(fx.h, k, CKA_TOKEN), Ok(vec![CK_FALSE]));
+    assert_eq!(get(fx.h, k, CKA_VALUE), Err(CKR_ATTRIBUTE_SENSITIVE));
+    assert_eq!(get(fx.h, k, CKA_VALUE_LEN), Ok(objects::ulong(16)));
+    assert_eq!(get(fx.h, k, CKA_LOCAL), Ok(vec![CK_FALSE]));
+    assert_eq!(get(fx.h, k, CKA_ALWAYS_SENSITIVE), Ok(vec![CK_FALSE]));
+    // It decrypts what a key of the same value encrypted, in parts.
+    let same = create(fx.h, &secret_key(CKK_AES, &value, true)).expect("the same key");
+    let iv = [3u8; 16];
+    let msg = b"a message long enough for three AES blocks";
+    let ct = encrypt_with(&fx, CKM_AES_CBC_PAD, &iv, same, msg);
+    assert_eq!(
+        cipher_init(&fx, KeyUse::Decrypt, CKM_AES_CBC_PAD, &iv, k),
+        CKR_OK
+    );
+    let mut plain = Vec::new();
+    for part in ct.chunks(10) {
+        let (r, n) = {
+            let (r, n, _) = single(C_DecryptUpdate, fx.h, Some(part), Out::Query);
+            (r, n)
+        };
+        assert_eq!(r, CKR_OK);
+        let (r, m, out) = single(C_DecryptUpdate, fx.h, Some(part), Out::Cap(n));
+        assert_eq!((r, m), (CKR_OK, n));
+        plain.extend(out);
+    }
+    let (r, _, last) = last(C_DecryptFinal, fx.h, Out::Cap(16));
+    assert_eq!(r, CKR_OK);
+    plain.extend(last);
+    assert_eq!(plain, msg);
+    // The NIST SP 800-38A CBC-AES128 vector, through C_Encrypt.
+    let nist = create(
+        fx.h,
+        &secret_key(CKK_AES, &hex("2b7e151628aed2a6abf7158809cf4f3c"), false),
+    )
+    .expect("a key");
+    let ct = encrypt_with(
+        &fx,
+        CKM_AES_CBC,
+        &hex("000102030405060708090a0b0c0d0e0f"),
+        nist,
+        &hex("6bc1bee22e409f96e93d7e117393172a"),
+    );
+    assert_eq!(ct, hex("7649abac8119b246cee98e9b12e9197d"));
+    // GCM and DES3 round trips.
+    let mut giv = [9u8; 12];
+    let g = gcm(&mut giv);
+    assert_eq!(
+        init_with(&fx, KeyUse::Encrypt, CKM_AES_GCM, g.clone(), g.len(), same),
+        CKR_OK
+    );
+    let (r, n, gct) = single(C_Encrypt, fx.h, Some(b"gcm"), Out::Cap(64));
+    assert_eq!((r, n), (CKR_OK, 3 + 16));
+    assert_eq!(
+        init_with(&fx, KeyUse::Decrypt, CKM_AES_GCM, g.clone(), g.len(), k),
+        CKR_OK
+    );
+    assert_eq!(single(C_Decrypt, fx.h, Some(&gct), Out::Cap(64)).2, b"gcm");
+    let des = create(fx.h, &secret_key(CKK_DES3, &[5; 24], false)).expect("a DES3 key");
+    let dct = encrypt_with(&fx, CKM_DES3_CBC_PAD, &[1; 8], des, b"triple");
+    assert_eq!(dct.len(), 8);
+    assert_eq!(
+        cipher_init(&fx, KeyUse::Decrypt, CKM_DES3_CBC_PAD, &[1; 8], des),
+        CKR_OK
+    );
+    assert_eq!(
+        single(C_Decrypt, fx.h, Some(&dct), Out::Cap(8)).2,
+        b"triple"
+    );
+    // A cipher and a key of different types.
+    assert_eq!(
+        cipher_init(&fx, KeyUse::Encrypt, CKM_DES3_CBC, &[1; 8], k),
+        CKR_KEY_TYPE_INCONSISTENT
+    );
+    assert_eq!(
+        cipher_init(&fx, KeyUse::Encrypt, CKM_AES_CBC, &[1; 16], fx.public),
+        CKR_KEY_TYPE_INCONSISTENT
+    );
+    assert_eq!(
+        key_init(C_EncryptInit, fx.h, CKM_RSA_PKCS, k),
+        CKR_KEY_TYPE_INCONSISTENT
+    );
+}
+
+#[test]
+fn s5_14_unwrap_refuses_what_the_standard_says() {
+    let fx = fx();
+    let good = fake::public_key()
+        .encrypt(&mut rand::rngs::OsRng, Pkcs1v15Encrypt, &[1; 16])
+        .expect("wrapped");
+    let short = fake::public_key()
+        .encrypt(&mut rand::rngs::OsRng, Pkcs1v15Encrypt, &[1; 15])
+        .expect("wrapped");
+    let token = [&aes_template()[..], &[flag(CKA_TOKEN, true)]].concat();
+    let value = [&aes_template()[..], &[(CKA_VALUE, vec![1; 16])]].concat();
+    let len17 = [&aes_template()[..], &[(CKA_VALUE_LEN, objects::ulong(17))]].concat();
+    for (what, m, key, wrapped, t, want) in [
+        (
+            "a token secret key",
+            CKM_RSA_PKCS,
+            fx.private,
+            Some(&good[..]),
+            token,
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            "no key type",
+            CKM_RSA_PKCS,
+            fx.private,
+            Some(&good[..]),
+            vec![class(CKO_SECRET_KEY)],
+            CKR_TEMPLATE_INCOMPLETE,
+        ),
+        (
+            "a value given",
+            CKM_RSA_PKCS,
+            fx.private,
+            Some(&good[..]),
+            value,
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            "another class",
+            CKM_RSA_PKCS,
+            fx.private,
+            Some(&good[..]),
+            vec![class(CKO_DATA)],
+            CKR_TEMPLATE_INCONSISTENT,
+        ),
+        (
+            "a length that disagrees",
+            CKM_RSA_PKCS,
+            fx.private,
+            Some(&good[..]),
+            len17,
+            CKR_WRAPPED_KEY_INVALID,
+        ),
+        (
+            "an AES key of 15 bytes",
+            CKM_RSA_PKCS,
+            fx.private,
+            Some(&short[..]),
+            aes_template(),
+            CKR_WRAPPED_KEY_INVALID,
+        ),
+        (
+            "a wrapped key of the wrong size",
+            CKM_RSA_PKCS,
+            fx.private,
+            Some(&good[1..]),
+            aes_template(),
+            CKR_WRAPPED_KEY_LEN_RANGE,
+        ),
+        (
+            "garbage",
+            CKM_RSA_PKCS,
+            fx.private,
+            Some(&[1; 256][..]),
+            aes_template(),
+            CKR_WRAPPED_KEY_INVALID,
+        ),
+        (
+            "NULL wrapped key",
+            CKM_RSA_PKCS,
+            fx.private,
+            None,
+            aes_template(),
+            CKR_ARGUMENTS_BAD,
+        ),
+        (
+            "a public key",
+            CKM_RSA_PKCS,
+            fx.public,
+            Some(&good[..]),
+            aes_template(),
+            CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+        ),
+        (
+            "no key",
+            CKM_RSA_PKCS,
+            4242,
+            Some(&good[..]),
+            aes_template(),
+            CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+        ),
+        (
+            "a digest mechanism",
+            CKM_SHA256,
+            fx.private,
+            Some(&good[..]),
+            aes_template(),
+            CKR_MECHANISM_INVALID,
+        ),
+    ] {
+        assert_eq!(unwrap(fx.h, m, key, wrapped, &t), Err(want), "{what}");
+    }
+    // Nothing was kept for any of them.
+    assert!(find_by(fx.h, &[class(CKO_SECRET_KEY)]).is_empty());
+    // A phone that goes away mid-operation.
+    fx.fake.state().present = false;
+    assert_eq!(
+        unwrap(fx.h, CKM_RSA_PKCS, fx.private, Some(&good), &aes_template()),
+        Err(CKR_DEVICE_REMOVED)
+    );
+}
+
+#[test]
+fn s5_14_generate_and_wrap_session_keys() {
+    let fx = fx();
+    let len = |n: CK_ULONG| (CKA_VALUE_LEN, objects::ulong(n));
+    assert_eq!(generate_key(fx.h, &[]), Err(CKR_TEMPLATE_INCOMPLETE));
+    assert_eq!(
+        generate_key(fx.h, &[len(20)]),
+        Err(CKR_ATTRIBUTE_VALUE_INVALID)
+    );
+    assert_eq!(
+        generate_key(fx.h, &[len(16), flag(CKA_TOKEN, true)]),
+        Err(CKR_TEMPLATE_INCONSISTENT)
+    );
+    assert_eq!(
+        generate_key(fx.h, &[len(16), (CKA_KEY_TYPE, objects::ulong(CKK_DES3))]),
+        Err(CKR_TEMPLATE_INCONSISTENT)
+    );
+    let sealed = generate_key(fx.h, &[len(32)]).expect("an AES-256 key");
+    assert_eq!(get(fx.h, sealed, CKA_LOCAL), Ok(vec![CK_TRUE]));
+    assert_eq!(
+        get(fx.h, sealed, CKA_KEY_GEN_MECHANISM),
+        Ok(objects::ulong(CKM_AES_KEY_GEN))
+    );
+    assert_eq!(get(fx.h, sealed, CKA_ALWAYS_SENSITIVE), Ok(vec![CK_TRUE]));
+    assert_eq!(fx.fake.count("random"), 1);
+    // An unextractable key is not wrapped.
+    assert_eq!(
+        rv(wrap(fx.h, CKM_RSA_PKCS, fx.public, sealed, Out::Cap(256))),
+        CKR_KEY_UNEXTRACTABLE
+    );
+    let open =
+        generate_key(fx.h, &[len(16), flag(CKA_EXTRACTABLE, true)]).expect("an extractable key");
+    // The standard's length query and short buffer.
+    assert_eq!(wrap(fx.h, CKM_RSA_PKCS, fx.public, open, Out::Query).1, 256);
+    assert_eq!(
+        rv(wrap(fx.h, CKM_RSA_PKCS, fx.public, open, Out::Cap(10))),
+        CKR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(
+        rv(wrap(fx.h, CKM_RSA_PKCS, fx.public, open, Out::NullLen)),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        rv(wrap(fx.h, CKM_RSA_PKCS, fx.private, open, Out::Cap(256))),
+        CKR_WRAPPING_KEY_HANDLE_INVALID
+    );
+    assert_eq!(
+        rv(wrap(
+            fx.h,
+            CKM_RSA_PKCS,
+            fx.public,
+            fx.private,
+            Out::Cap(256)
+        )),
+        CKR_KEY_HANDLE_INVALID
+    );
+    let (r, _, wrapped) = wrap(fx.h, CKM_RSA_PKCS, fx.public, open, Out::Cap(256));
+    assert_eq!(r, CKR_OK);
+    // Unwrapped by the phone, it is the same key.
+    let back = unwrap(
+        fx.h,
+        CKM_RSA_PKCS,
+        fx.private,
+        Some(&wrapped),
+        &aes_template(),
+    )
+    .expect("unwrapped");
+    let iv = [0u8; 16];
+    assert_eq!(
+        encrypt_with(&fx, CKM_AES_CBC, &iv, open, &[7; 32]),
+        encrypt_with(&fx, CKM_AES_CBC, &iv, back, &[7; 32])
+    );
+}
+
+/// A call on a secret-key decryption: what it is, the call (given the
+/// key), the `CK_RV` it gives, whether it ends the operation.
+type SymPath = (
+    &'static str,
+    fn(&Fx, CK_OBJECT_HANDLE) -> CK_RV,
+    CK_RV,
+    bool,
+);
+
+const SYM_PATHS: &[SymPath] = &[
+    (
+        "C_DecryptUpdate with a NULL length pointer",
+        |fx, _| rv(single(C_DecryptUpdate, fx.h, Some(&[0; 16]), Out::NullLen)),
+        CKR_ARGUMENTS_BAD,
+        true,
+    ),
+    (
+        "C_DecryptUpdate length query",
+        |fx, _| rv(single(C_DecryptUpdate, fx.h, Some(&[0; 32]), Out::Query)),
+        CKR_OK,
+        false,
+    ),
+    (
+        "C_DecryptUpdate into a short buffer",
+        |fx, _| rv(single(C_DecryptUpdate, fx.h, Some(&[0; 48]), Out::Cap(16))),
+        CKR_BUFFER_TOO_SMALL,
+        false,
+    ),
+    (
+        "C_DecryptFinal of a bad padding",
+        |fx, _| {
+            assert_eq!(
+                rv(single(C_DecryptUpdate, fx.h, Some(&[0; 16]), Out::Cap(16))),
+                CKR_OK
+            );
+            rv(last(C_DecryptFinal, fx.h, Out::Cap(16)))
+        },
+        CKR_ENCRYPTED_DATA_INVALID,
+        true,
+    ),
+    (
+        "C_DecryptFinal of a partial block",
+        |fx, _| {
+            assert_eq!(
+                rv(single(C_DecryptUpdate, fx.h, Some(&[0; 5]), Out::Cap(16))),
+                CKR_OK
+            );
+            rv(last(C_DecryptFinal, fx.h, Out::Cap(16)))
+        },
+        CKR_ENCRYPTED_DATA_LEN_RANGE,
+        true,
+    ),
+    (
+        "C_DecryptFinal with a NULL length pointer",
+        |fx, _| rv(last(C_DecryptFinal, fx.h, Out::NullLen)),
+        CKR_ARGUMENTS_BAD,
+        true,
+    ),
+    (
+        "C_Decrypt after C_DecryptUpdate",
+        |fx, _| {
+            assert_eq!(
+                rv(single(C_DecryptUpdate, fx.h, Some(&[0; 5]), Out::Cap(16))),
+                CKR_OK
+            );
+            rv(single(C_Decrypt, fx.h, Some(&[0; 16]), Out::Cap(16)))
+        },
+        CKR_OPERATION_ACTIVE,
+        true,
+    ),
+    (
+        "C_DecryptInit while decrypting",
+        |fx, k| cipher_init(fx, KeyUse::Decrypt, CKM_AES_CBC_PAD, &[0; 16], k),
+        CKR_OPERATION_ACTIVE,
+        false,
+    ),
+];
+
+#[test]
+fn s5_9_secret_key_decryption_ends_as_the_standard_says() {
+    for (what, call, want, ends) in SYM_PATHS {
+        let fx = fx();
+        let k = create(fx.h, &secret_key(CKK_AES, &[1; 16], false)).expect("a key");
+        assert_eq!(
+            cipher_init(&fx, KeyUse::Decrypt, CKM_AES_CBC_PAD, &[0; 16], k),
+            CKR_OK
+        );
+        assert_eq!(call(&fx, k), *want, "{what}");
+        let probe = rv(single(C_DecryptUpdate, fx.h, Some(&[]), Out::Cap(0)));
+        let active = match probe {
+            CKR_OK => true,
+            CKR_OPERATION_NOT_INITIALIZED => false,
+            r => panic!("{what}: probing answered 0x{r:X}"),
+        };
+        assert_eq!(active, !ends, "{what}: ended?");
+    }
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }

@@ -424,18 +424,9 @@ fn encrypt_and_decrypt() {
 
     // RSA is single-part: an update ends the operation.
     m.key_init(h, KeyUse::Encrypt, Some(&pkcs), public).unwrap();
-    assert_eq!(
-        rv(m.no_multipart_crypt(h, true)),
-        CKR_FUNCTION_NOT_SUPPORTED
-    );
-    assert_eq!(
-        rv(m.no_multipart_crypt(h, true)),
-        CKR_OPERATION_NOT_INITIALIZED
-    );
-    assert_eq!(
-        rv(m.no_multipart_crypt(h, false)),
-        CKR_OPERATION_NOT_INITIALIZED
-    );
+    let update = |m: &Module| m.step::<EncryptOp, _>(h, |s| m.encrypt_update(s, b"x", Some(256)));
+    assert_eq!(rv(update(&m)), CKR_FUNCTION_NOT_SUPPORTED);
+    assert_eq!(rv(update(&m)), CKR_OPERATION_NOT_INITIALIZED);
 }
 
 #[test]
