@@ -5,28 +5,7 @@
 use crate::types::MechanismParams;
 use phonecsp_protocol::{CkRv, HashAlg};
 
-/// `CKM_*` values.
-pub mod ckm {
-    pub const RSA_PKCS_KEY_PAIR_GEN: u32 = 0x0000;
-    pub const RSA_PKCS: u32 = 0x0001;
-    pub const SHA1_RSA_PKCS: u32 = 0x0006;
-    pub const RSA_PKCS_OAEP: u32 = 0x0009;
-    pub const RSA_PKCS_PSS: u32 = 0x000D;
-    pub const SHA1_RSA_PKCS_PSS: u32 = 0x000E;
-    pub const SHA256_RSA_PKCS: u32 = 0x0040;
-    pub const SHA384_RSA_PKCS: u32 = 0x0041;
-    pub const SHA512_RSA_PKCS: u32 = 0x0042;
-    pub const SHA256_RSA_PKCS_PSS: u32 = 0x0043;
-    pub const SHA384_RSA_PKCS_PSS: u32 = 0x0044;
-    pub const SHA512_RSA_PKCS_PSS: u32 = 0x0045;
-    pub const SHA224_RSA_PKCS: u32 = 0x0046;
-    pub const SHA224_RSA_PKCS_PSS: u32 = 0x0047;
-    pub const SHA_1: u32 = 0x0220;
-    pub const SHA256: u32 = 0x0250;
-    pub const SHA224: u32 = 0x0255;
-    pub const SHA384: u32 = 0x0260;
-    pub const SHA512: u32 = 0x0270;
-}
+pub use phonecsp_protocol::ck::ckm;
 
 /// Names people type (`phonecsp sign --mechanism SHA256-RSA-PKCS`).
 pub const NAMES: [(&str, u32); 19] = [
