@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use phonecsp::handset::HandsetLink;
-use phonecsp::luks::{self, Cryptsetup, Device, LuksError, PinPrompt, PinSource, WrappedKey};
+use phonecsp_luks::{
+    self as luks, Cryptsetup, Device, LuksError, PinPrompt, PinSource, WrappedKey,
+};
 use phonecsp_protocol::{Reply, Request};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};

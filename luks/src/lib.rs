@@ -1,4 +1,4 @@
-//! LUKS disks unlocked by the handset (DESIGN.md section 5).
+//! LUKS disks unlocked by the handset.
 //!
 //! A disk gets a keyslot of its own whose passphrase is a fresh random
 //! secret made on this computer ([`new_secret`]). The secret is wrapped
@@ -22,6 +22,12 @@
 //! The secret is 48 random bytes written as 64 characters of base64, so
 //! that it survives every path a passphrase takes (shell variables, pipes,
 //! `askpass`), none of which all carry NUL or newline bytes.
+//!
+//! [`keyscript`] is crypttab's `keyscript=` contract and [`direct`] the
+//! handset's serial link opened without the daemon, for an initramfs.
+
+pub mod direct;
+pub mod keyscript;
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -39,9 +45,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::handset::Handset;
-use crate::mechanism::{Encryption, ckm};
-use crate::types::MechanismParams;
+use phonecsp::MechanismParams;
+use phonecsp::handset::{Handset, HandsetLink};
+use phonecsp::mechanism::{Encryption, ckm};
+use phonecsp_protocol::ck::cko;
 
 /// The LUKS2 token type.
 pub const TOKEN_TYPE: &str = "phonecsp";
@@ -54,8 +61,6 @@ pub const ENV_CRYPTSETUP: &str = "PHONECSP_CRYPTSETUP";
 /// Iterations of PBKDF2 for the new keyslot: the secret has 384 bits of
 /// entropy, so a slow KDF would add nothing but boot time.
 pub const KEYSLOT_PBKDF2_ITERATIONS: u32 = 1000;
-
-const CKO_PUBLIC_KEY: u32 = 2;
 
 /// Why a LUKS operation failed. Messages never contain a PIN or a secret.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +90,7 @@ pub enum LuksError {
     Usage(String),
     /// The daemon or the handset refused, or could not be reached.
     #[error("{0}")]
-    Client(#[from] crate::Error),
+    Client(#[from] phonecsp::Error),
     #[error(
         "handset '{handset}' does not offer container '{container}' to this computer: it is not authorised there, was revoked on the phone, or does not exist"
     )]
@@ -166,13 +171,13 @@ pub fn disk_oaep() -> Encryption {
 
 /// Wraps `secret` to `key` with RSA-OAEP-SHA256.
 pub fn wrap(key: &RsaPublicKey, secret: &[u8]) -> Result<Vec<u8>> {
-    crate::local::encrypt(key, &disk_oaep(), secret)
+    phonecsp::local::encrypt(key, &disk_oaep(), secret)
         .map_err(|rv| LuksError::PublicKey(format!("cannot wrap to it: {rv}")))
 }
 
 /// Hex SHA-256 of the key's DER SubjectPublicKeyInfo.
 pub fn public_key_sha256(key: &RsaPublicKey) -> Result<String> {
-    let der = crate::local::spki_der(key)
+    let der = phonecsp::local::spki_der(key)
         .map_err(|rv| LuksError::PublicKey(format!("cannot encode it: {rv}")))?;
     Ok(hex(&Sha256::digest(der)))
 }
@@ -762,7 +767,7 @@ pub struct Enrolled {
 /// The public key of `key_id` in the container (or of its only key pair)
 /// as the daemon reports it; returns the key's CKA_ID too.
 pub fn container_public_key(
-    client: &crate::blocking::Client,
+    client: &phonecsp::blocking::Client,
     handset: &str,
     container: &str,
     key_id: Option<&[u8]>,
@@ -773,7 +778,7 @@ pub fn container_public_key(
             let keys: Vec<Vec<u8>> = client
                 .list_objects(handset, container)?
                 .into_iter()
-                .filter(|o| o.class == CKO_PUBLIC_KEY)
+                .filter(|o| o.class == cko::PUBLIC_KEY)
                 .map(|o| o.id)
                 .collect();
             match keys.as_slice() {
@@ -793,7 +798,7 @@ pub fn container_public_key(
         }
     };
     let attrs = client
-        .get_attributes(handset, container, CKO_PUBLIC_KEY, &id)
+        .get_attributes(handset, container, cko::PUBLIC_KEY, &id)
         .map_err(|e| match e.rv() {
             CkRv::OBJECT_HANDLE_INVALID | CkRv::KEY_HANDLE_INVALID => LuksError::NoKey {
                 handset: handset.into(),
@@ -802,7 +807,7 @@ pub fn container_public_key(
             },
             _ => LuksError::Client(e),
         })?;
-    let key = crate::local::public_key_from_attributes(&attrs).map_err(|rv| {
+    let key = phonecsp::local::public_key_from_attributes(&attrs).map_err(|rv| {
         LuksError::PublicKey(format!(
             "{handset}/{container} key {} is not a usable RSA key: {rv}",
             hex(&id)
@@ -816,7 +821,7 @@ pub fn container_public_key(
 /// storing the wrapped secret fails, the new keyslot is removed again.
 pub fn enroll(
     cryptsetup: &Cryptsetup,
-    client: &crate::blocking::Client,
+    client: &phonecsp::blocking::Client,
     opts: &EnrollOptions,
 ) -> Result<Enrolled> {
     let dev = &opts.device;
@@ -900,24 +905,24 @@ pub trait KeyHolder {
     fn status(
         &mut self,
         container: &str,
-    ) -> impl Future<Output = crate::Result<ContainerStatus>> + Send;
+    ) -> impl Future<Output = phonecsp::Result<ContainerStatus>> + Send;
     fn public_key(
         &mut self,
         container: &str,
         id: &[u8],
-    ) -> impl Future<Output = crate::Result<RsaPublicKey>> + Send;
+    ) -> impl Future<Output = phonecsp::Result<RsaPublicKey>> + Send;
     fn login(
         &mut self,
         container: &str,
         pin: &[u8],
-    ) -> impl Future<Output = crate::Result<()>> + Send;
+    ) -> impl Future<Output = phonecsp::Result<()>> + Send;
     /// RSA-OAEP-SHA256 decryption with the key.
     fn decrypt(
         &mut self,
         container: &str,
         id: &[u8],
         ciphertext: &[u8],
-    ) -> impl Future<Output = crate::Result<Zeroizing<Vec<u8>>>> + Send;
+    ) -> impl Future<Output = phonecsp::Result<Zeroizing<Vec<u8>>>> + Send;
 }
 
 /// Where a PIN comes from.
@@ -928,7 +933,7 @@ pub trait PinSource {
     ) -> impl Future<Output = Result<Zeroizing<Vec<u8>>>> + Send;
 }
 
-fn holder_error(e: crate::Error, t: &Target) -> LuksError {
+fn holder_error(e: phonecsp::Error, t: &Target) -> LuksError {
     match e.rv() {
         CkRv::TOKEN_NOT_PRESENT => LuksError::ContainerAbsent {
             handset: t.handset.clone(),
@@ -1033,8 +1038,8 @@ pub async fn unwrap<H: KeyHolder, P: PinSource>(
 /// [`KeyHolder`] on the handset itself, over any link that carries its
 /// requests: the direct serial link of the keyscript, or the daemon's own
 /// link for systemd-cryptsetup's key sockets.
-impl<L: crate::handset::HandsetLink + Send> KeyHolder for L {
-    async fn status(&mut self, container: &str) -> crate::Result<ContainerStatus> {
+impl<L: HandsetLink + Send> KeyHolder for L {
+    async fn status(&mut self, container: &str) -> phonecsp::Result<ContainerStatus> {
         let i = Handset::token_info(self, container).await?;
         Ok(ContainerStatus {
             flags: i.flags,
@@ -1043,11 +1048,11 @@ impl<L: crate::handset::HandsetLink + Send> KeyHolder for L {
         })
     }
 
-    async fn public_key(&mut self, container: &str, id: &[u8]) -> crate::Result<RsaPublicKey> {
+    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<RsaPublicKey> {
         Handset::public_key(self, container, id).await
     }
 
-    async fn login(&mut self, container: &str, pin: &[u8]) -> crate::Result<()> {
+    async fn login(&mut self, container: &str, pin: &[u8]) -> phonecsp::Result<()> {
         Handset::login(self, container, pin).await
     }
 
@@ -1056,7 +1061,7 @@ impl<L: crate::handset::HandsetLink + Send> KeyHolder for L {
         container: &str,
         id: &[u8],
         ciphertext: &[u8],
-    ) -> crate::Result<Zeroizing<Vec<u8>>> {
+    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
         Handset::decrypt(self, container, id, disk_oaep().for_handset(), ciphertext).await
     }
 }
@@ -1064,12 +1069,12 @@ impl<L: crate::handset::HandsetLink + Send> KeyHolder for L {
 /// [`KeyHolder`] over D-Bus: the daemon, on a connection of its own (so
 /// the login ends with it).
 pub struct DaemonHolder {
-    pub client: crate::Client,
+    pub client: phonecsp::Client,
     pub handset: String,
 }
 
 impl KeyHolder for DaemonHolder {
-    async fn status(&mut self, container: &str) -> crate::Result<ContainerStatus> {
+    async fn status(&mut self, container: &str) -> phonecsp::Result<ContainerStatus> {
         let d = self.client.get_token_info(&self.handset, container).await?;
         Ok(ContainerStatus {
             flags: d.flags,
@@ -1078,16 +1083,16 @@ impl KeyHolder for DaemonHolder {
         })
     }
 
-    async fn public_key(&mut self, container: &str, id: &[u8]) -> crate::Result<RsaPublicKey> {
+    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<RsaPublicKey> {
         let a = self
             .client
-            .get_attributes(&self.handset, container, CKO_PUBLIC_KEY, id)
+            .get_attributes(&self.handset, container, cko::PUBLIC_KEY, id)
             .await?;
-        crate::local::public_key_from_attributes(&a)
-            .map_err(|rv| crate::Error::token(rv, "not an RSA public key"))
+        phonecsp::local::public_key_from_attributes(&a)
+            .map_err(|rv| phonecsp::Error::token(rv, "not an RSA public key"))
     }
 
-    async fn login(&mut self, container: &str, pin: &[u8]) -> crate::Result<()> {
+    async fn login(&mut self, container: &str, pin: &[u8]) -> phonecsp::Result<()> {
         self.client.login(&self.handset, container, pin).await
     }
 
@@ -1096,7 +1101,7 @@ impl KeyHolder for DaemonHolder {
         container: &str,
         id: &[u8],
         ciphertext: &[u8],
-    ) -> crate::Result<Zeroizing<Vec<u8>>> {
+    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
         self.client
             .decrypt(
                 &self.handset,
@@ -1130,7 +1135,7 @@ pub enum RewrapTo {
 /// connection must be logged in to `from`'s container. The result opens
 /// the same keyslots.
 pub fn rewrap(
-    client: &crate::blocking::Client,
+    client: &phonecsp::blocking::Client,
     from: &WrappedKey,
     to: &RewrapTo,
 ) -> Result<WrappedKey> {
@@ -1162,7 +1167,7 @@ pub fn rewrap(
             "the key is already wrapped to that container key".into(),
         ));
     }
-    let spki = crate::local::spki_der(&public)
+    let spki = phonecsp::local::spki_der(&public)
         .map_err(|rv| LuksError::PublicKey(format!("cannot encode it: {rv}")))?;
     let rewrapped = client
         .rewrap(
