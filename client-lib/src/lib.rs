@@ -23,6 +23,8 @@ pub const BUS_NAME: &str = "org.phonecsp.CryptoProvider1";
 pub const OBJECT_PATH: &str = "/org/phonecsp/CryptoProvider1";
 pub const INTERFACE: &str = "org.phonecsp.CryptoProvider1";
 
+mod calls;
+
 pub mod blocking;
 pub mod client;
 pub mod proxy;

@@ -1,0 +1,139 @@
+//! The daemon's methods as the clients offer them, listed once. The async
+//! client ([`crate::client`]) and the blocking client ([`crate::blocking`])
+//! each expand this list with a macro of their own, so a new D-Bus method
+//! is one line here (and one in [`crate::proxy`], the interface itself).
+//!
+//! Each entry says how it reaches the daemon: `plain` through the proxy to
+//! the well-known name, `trusted` only after the name's owner has been
+//! checked to be the daemon's user (it carries a PIN or a pairing code).
+
+use zeroize::Zeroizing;
+
+use crate::types::MechanismParams;
+
+/// Calls `$then!` with every method: `$(#[doc])* plain|trusted fn name(args) -> T;`.
+macro_rules! for_each_call {
+    ($then:ident) => {
+        $then! {
+            /// Configured handsets: (name, transport, pinned key fingerprint, connected).
+            plain fn list_handsets() -> Vec<HandsetStatus>;
+            /// Tokens the caller may use on connected handsets.
+            plain fn list_tokens() -> Vec<TokenEntry>;
+            plain fn get_token_info(handset: &str, token: &str) -> TokenDetails;
+            /// Checks the daemon's identity, then logs this connection in.
+            trusted fn login(handset: &str, token: &str, pin: &[u8]) -> ();
+            plain fn logout(handset: &str, token: &str) -> ();
+            /// Checks the daemon's identity, then changes the PIN.
+            trusted fn change_pin(handset: &str, token: &str, old_pin: &[u8], new_pin: &[u8]) -> ();
+            plain fn list_objects(handset: &str, token: &str) -> Vec<ObjectInfo>;
+            /// Attributes by `CKA_*` type; numbers are 8-byte big-endian.
+            plain fn get_attributes(handset: &str, token: &str, class: u32, id: &[u8])
+                -> HashMap<u32, Vec<u8>>;
+            plain fn sign(handset: &str, token: &str, key_id: &[u8], mechanism: u32,
+                params: &MechanismParams, data: &[u8]) -> Vec<u8>;
+            /// `Ok(false)`: the signature does not verify.
+            plain fn verify(handset: &str, token: &str, key_id: &[u8], mechanism: u32,
+                params: &MechanismParams, data: &[u8], signature: &[u8]) -> bool;
+            /// The plaintext, zeroized when dropped.
+            plain fn decrypt(handset: &str, token: &str, key_id: &[u8], mechanism: u32,
+                params: &MechanismParams, ciphertext: &[u8]) -> Zeroizing<Vec<u8>>;
+            plain fn encrypt(handset: &str, token: &str, key_id: &[u8], mechanism: u32,
+                params: &MechanismParams, plaintext: &[u8]) -> Vec<u8>;
+            plain fn digest(mechanism: u32, data: &[u8]) -> Vec<u8>;
+            /// An empty `id` lets the handset choose the CKA_ID.
+            plain fn generate_key_pair(handset: &str, token: &str, bits: u32, id: &[u8],
+                label: &str) -> KeyPairInfo;
+            plain fn generate_random(handset: &str, length: u32) -> Vec<u8>;
+            /// `certificate` is DER.
+            plain fn import_certificate(handset: &str, token: &str, id: &[u8], label: &str,
+                certificate: &[u8]) -> ();
+            /// `class`: `CKO_CERTIFICATE` (1) or `CKO_PRIVATE_KEY` (3, the key pair).
+            plain fn delete_object(handset: &str, token: &str, class: u32, id: &[u8]) -> ();
+            /// `public_key` is a DER SubjectPublicKeyInfo; hashes are `CKM_SHA*`.
+            plain fn rewrap(handset: &str, token: &str, key_id: &[u8], in_hash: u32,
+                ciphertext: &[u8], out_hash: u32, public_key: &[u8]) -> Vec<u8>;
+            /// Root only. Checks the daemon's identity, then pairs with the
+            /// one-time code; returns the handset key's fingerprint.
+            trusted fn pair(handset: &str, code: &str) -> String;
+            /// Root only.
+            plain fn unpair(handset: &str) -> ();
+            /// Per handset: requests, bytes sent to it, bytes received from it.
+            plain fn statistics() -> HashMap<String, LinkStatistics>;
+            /// The daemon's version.
+            plain fn version() -> String;
+        }
+    };
+}
+pub(crate) use for_each_call;
+
+/// An argument of a blocking call, taken over to the runtime's thread:
+/// owned there (bytes in [`Zeroizing`]: they may be a PIN or a plaintext),
+/// lent to the async call.
+pub(crate) trait Carry {
+    type Owned: Lend + Send + 'static;
+    fn carry(self) -> Self::Owned;
+}
+
+/// The owned form of an argument, lent back as the argument's type.
+pub(crate) trait Lend {
+    type Lent<'a>
+    where
+        Self: 'a;
+    fn lend(&self) -> Self::Lent<'_>;
+}
+
+impl Carry for &str {
+    type Owned = String;
+    fn carry(self) -> String {
+        self.to_owned()
+    }
+}
+
+impl Lend for String {
+    type Lent<'a> = &'a str;
+    fn lend(&self) -> &str {
+        self
+    }
+}
+
+impl Carry for &[u8] {
+    type Owned = Zeroizing<Vec<u8>>;
+    fn carry(self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.to_vec())
+    }
+}
+
+impl Lend for Zeroizing<Vec<u8>> {
+    type Lent<'a> = &'a [u8];
+    fn lend(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Carry for u32 {
+    type Owned = u32;
+    fn carry(self) -> u32 {
+        self
+    }
+}
+
+impl Lend for u32 {
+    type Lent<'a> = u32;
+    fn lend(&self) -> u32 {
+        *self
+    }
+}
+
+impl Carry for &MechanismParams {
+    type Owned = MechanismParams;
+    fn carry(self) -> MechanismParams {
+        self.clone()
+    }
+}
+
+impl Lend for MechanismParams {
+    type Lent<'a> = &'a MechanismParams;
+    fn lend(&self) -> &MechanismParams {
+        self
+    }
+}
