@@ -246,15 +246,19 @@ async fn wait_connected(
     }
 }
 
+/// The handset key a wrapped key names (a recovery key names none).
+fn handset_target(w: &WrappedKey) -> Result<crate::Target, LuksError> {
+    w.target()
+        .ok_or_else(|| LuksError::Usage("not a handset key".into()))
+}
+
 async fn unwrap_over_dbus(
     client: &phonecsp::Client,
     w: &WrappedKey,
     pins: &mut Askpass,
     deadline: Instant,
 ) -> Result<Zeroizing<Vec<u8>>, LuksError> {
-    let Some(t) = w.target() else {
-        return Err(LuksError::Usage("not a handset key".into()));
-    };
+    let t = handset_target(w)?;
     wait_connected(client, &t.handset, deadline).await?;
     let mut holder = DaemonHolder {
         client: client.clone(),
@@ -271,9 +275,7 @@ async fn unwrap_direct(
     pins: &mut Askpass,
     deadline: Instant,
 ) -> Result<Zeroizing<Vec<u8>>, LuksError> {
-    let Some(t) = w.target() else {
-        return Err(LuksError::Usage("not a handset key".into()));
-    };
+    let t = handset_target(w)?;
     let mut holder = DirectHolder::connect(config, &t.handset, deadline).await?;
     let r = crate::unwrap(&mut holder, w, pins).await;
     holder.close(&t.container).await;

@@ -29,6 +29,7 @@
 pub mod direct;
 pub mod keyscript;
 
+use std::ffi::OsStr;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -458,7 +459,7 @@ impl Cryptsetup {
     fn run(
         &self,
         action: &'static str,
-        args: &[&std::ffi::OsStr],
+        args: &[&OsStr],
         feed: Feed<'_>,
     ) -> Result<Zeroizing<Vec<u8>>> {
         let mut cmd = Command::new(&self.program);
@@ -502,11 +503,24 @@ impl Cryptsetup {
         }
     }
 
-    fn header_args<'a>(device: &'a Device, args: &mut Vec<&'a std::ffi::OsStr>) {
+    /// Runs `cryptsetup OPTIONS [--header H] DEVICE TRAILING`: every
+    /// action on a device names its detached header the same way.
+    fn on_device(
+        &self,
+        action: &'static str,
+        options: &[&OsStr],
+        device: &Device,
+        trailing: &[&OsStr],
+        feed: Feed<'_>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let mut args = options.to_vec();
         if let Some(h) = &device.header {
             args.push("--header".as_ref());
             args.push(h.as_os_str());
         }
+        args.push(device.path.as_os_str());
+        args.extend_from_slice(trailing);
+        self.run(action, &args, feed)
     }
 
     /// Whether the device is LUKS (1 or 2).
@@ -575,38 +589,49 @@ impl Cryptsetup {
                 (PathBuf::from(format!("/dev/fd/{}", r.as_raw_fd())), Some(r))
             }
         };
-        let mut args: Vec<&std::ffi::OsStr> = vec!["luksAddKey".as_ref(), "--batch-mode".as_ref()];
-        args.push("--key-file".as_ref());
-        args.push(existing_path.as_os_str());
-        args.push("--pbkdf".as_ref());
-        args.push("pbkdf2".as_ref());
         let iterations = KEYSLOT_PBKDF2_ITERATIONS.to_string();
-        args.push("--pbkdf-force-iterations".as_ref());
-        args.push(iterations.as_ref());
+        let mut options: Vec<&OsStr> = vec![
+            "luksAddKey".as_ref(),
+            "--batch-mode".as_ref(),
+            "--key-file".as_ref(),
+            existing_path.as_os_str(),
+            "--pbkdf".as_ref(),
+            "pbkdf2".as_ref(),
+            "--pbkdf-force-iterations".as_ref(),
+            iterations.as_ref(),
+        ];
         let slot_arg = slot.map(|s| s.to_string());
         if let Some(s) = &slot_arg {
-            args.push("--key-slot".as_ref());
-            args.push(s.as_ref());
+            options.push("--key-slot".as_ref());
+            options.push(s.as_ref());
         }
-        Self::header_args(device, &mut args);
-        args.push(device.path.as_os_str());
         // The new key: standard input.
-        args.push("-".as_ref());
-        self.run("luksAddKey", &args, Feed::Stdin(new_key))?;
+        let stdin: &OsStr = "-".as_ref();
+        self.on_device(
+            "luksAddKey",
+            &options,
+            device,
+            &[stdin],
+            Feed::Stdin(new_key),
+        )?;
         self.slot_of(device, new_key)
     }
 
     /// The keyslot `key` opens (and so a check that it opens one).
     pub fn slot_of(&self, device: &Device, key: &[u8]) -> Result<u32> {
-        let mut args: Vec<&std::ffi::OsStr> = vec![
+        let options: [&OsStr; 4] = [
             "open".as_ref(),
             "--test-passphrase".as_ref(),
             "--verbose".as_ref(),
             "--key-file=-".as_ref(),
         ];
-        Self::header_args(device, &mut args);
-        args.push(device.path.as_os_str());
-        let out = self.run("open --test-passphrase", &args, Feed::Stdin(key))?;
+        let out = self.on_device(
+            "open --test-passphrase",
+            &options,
+            device,
+            &[],
+            Feed::Stdin(key),
+        )?;
         let text = String::from_utf8_lossy(&out);
         text.lines()
             .find_map(|l| {
@@ -627,15 +652,19 @@ impl Cryptsetup {
     /// Removes a keyslot, proving the right to with that slot's own key.
     pub fn kill_keyslot(&self, device: &Device, slot: u32, key: &[u8]) -> Result<()> {
         let slot = slot.to_string();
-        let mut args: Vec<&std::ffi::OsStr> = vec![
+        let options: [&OsStr; 3] = [
             "luksKillSlot".as_ref(),
             "--batch-mode".as_ref(),
             "--key-file=-".as_ref(),
         ];
-        Self::header_args(device, &mut args);
-        args.push(device.path.as_os_str());
-        args.push(slot.as_ref());
-        self.run("luksKillSlot", &args, Feed::Stdin(key)).map(drop)
+        self.on_device(
+            "luksKillSlot",
+            &options,
+            device,
+            &[slot.as_ref()],
+            Feed::Stdin(key),
+        )
+        .map(drop)
     }
 
     /// Imports a token; returns its id.
@@ -645,34 +674,34 @@ impl Cryptsetup {
             .find(|i| meta["tokens"].get(i.to_string()).is_none())
             .ok_or_else(|| LuksError::Usage("the LUKS2 header has no free token slot".into()))?;
         let id_arg = id.to_string();
-        let mut args: Vec<&std::ffi::OsStr> = vec![
+        let options: [&OsStr; 5] = [
             "token".as_ref(),
             "import".as_ref(),
             "--json-file=-".as_ref(),
             "--token-id".as_ref(),
             id_arg.as_ref(),
         ];
-        Self::header_args(device, &mut args);
-        args.push(device.path.as_os_str());
-        self.run(
+        let json = token.to_json();
+        self.on_device(
             "token import",
-            &args,
-            Feed::Stdin(token.to_json().as_bytes()),
+            &options,
+            device,
+            &[],
+            Feed::Stdin(json.as_bytes()),
         )?;
         Ok(id)
     }
 
     pub fn remove_token(&self, device: &Device, id: u32) -> Result<()> {
         let id = id.to_string();
-        let mut args: Vec<&std::ffi::OsStr> = vec![
+        let options: [&OsStr; 4] = [
             "token".as_ref(),
             "remove".as_ref(),
             "--token-id".as_ref(),
             id.as_ref(),
         ];
-        Self::header_args(device, &mut args);
-        args.push(device.path.as_os_str());
-        self.run("token remove", &args, Feed::Nothing).map(drop)
+        self.on_device("token remove", &options, device, &[], Feed::Nothing)
+            .map(drop)
     }
 }
 

@@ -182,9 +182,14 @@ impl Fx {
     fn enroll(&self, extra: &[&str]) -> String {
         let image = self.image.to_str().unwrap();
         let key_file = self.old_key.to_str().unwrap();
-        let mut args = vec!["luks", "enroll", image, "--key-file", key_file];
+        ok(&self.try_enroll(image, key_file, extra), "luks enroll")
+    }
+
+    /// `phonecsp luks enroll DEVICE --key-file KEY_FILE EXTRA...`.
+    fn try_enroll(&self, device: &str, key_file: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["luks", "enroll", device, "--key-file", key_file];
         args.extend_from_slice(extra);
-        ok(&self.cli(&args, &[]), "luks enroll")
+        self.cli(&args, &[])
     }
 
     fn set_pin(&self, pin: &str) {
@@ -491,17 +496,10 @@ fn enrol_refuses_what_it_cannot_do_and_leaves_no_keyslot_behind() {
     let key_file = f.old_key.to_str().unwrap();
     // The wrong existing passphrase: cryptsetup refuses, nothing changes.
     std::fs::write(f.path("bad.key"), b"not it").unwrap();
-    let o = f.cli(
-        &[
-            "luks",
-            "enroll",
-            image,
-            "--token",
-            "disk",
-            "--key-file",
-            f.path("bad.key").to_str().unwrap(),
-        ],
-        &[],
+    let o = f.try_enroll(
+        image,
+        f.path("bad.key").to_str().unwrap(),
+        &["--token", "disk"],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     assert!(
@@ -511,33 +509,9 @@ fn enrol_refuses_what_it_cannot_do_and_leaves_no_keyslot_behind() {
     );
     assert_eq!(keyslots(&f.image), ["0"]);
     // A container the computer may not use, a key that is not there.
-    let o = f.cli(
-        &[
-            "luks",
-            "enroll",
-            image,
-            "--token",
-            "nope",
-            "--key-file",
-            key_file,
-        ],
-        &[],
-    );
+    let o = f.try_enroll(image, key_file, &["--token", "nope"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
-    let o = f.cli(
-        &[
-            "luks",
-            "enroll",
-            image,
-            "--token",
-            "disk",
-            "--key",
-            "09",
-            "--key-file",
-            key_file,
-        ],
-        &[],
-    );
+    let o = f.try_enroll(image, key_file, &["--token", "disk", "--key", "09"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     assert!(
         text(&o.stderr).contains("no key with id 09"),
@@ -549,18 +523,7 @@ fn enrol_refuses_what_it_cannot_do_and_leaves_no_keyslot_behind() {
     let luks1 = f.path("luks1.img");
     luks_format(&luks1, &f.old_key, "luks1");
     let l1 = luks1.to_str().unwrap();
-    let o = f.cli(
-        &[
-            "luks",
-            "enroll",
-            l1,
-            "--token",
-            "disk",
-            "--key-file",
-            key_file,
-        ],
-        &[],
-    );
+    let o = f.try_enroll(l1, key_file, &["--token", "disk"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         text(&o.stderr).contains("not a LUKS2 device"),
@@ -568,19 +531,10 @@ fn enrol_refuses_what_it_cannot_do_and_leaves_no_keyslot_behind() {
         text(&o.stderr)
     );
     let w = f.path("luks1.json");
-    let o = f.cli(
-        &[
-            "luks",
-            "enroll",
-            l1,
-            "--token",
-            "disk",
-            "--key-file",
-            key_file,
-            "--wrapped-file",
-            w.to_str().unwrap(),
-        ],
-        &[],
+    let o = f.try_enroll(
+        l1,
+        key_file,
+        &["--token", "disk", "--wrapped-file", w.to_str().unwrap()],
     );
     ok(&o, "enroll luks1");
     let key = f
