@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::args::Id;
 use crate::failure::Failure;
-use crate::output::{hex, print_json, print_text, read_input, write_output};
+use crate::output::{hex, print_json, read_input, say, write_output};
 use crate::selfsign;
 use crate::session::{Context, ensure_login, handset};
 
@@ -56,16 +56,15 @@ pub(crate) fn cert_import(
     ensure_login(cx, &h, token)?;
     cx.client
         .import_certificate(&h, token, &id.0, label, &der)?;
-    if cx.json {
-        return print_json(
-            &json!({ "handset": h, "token": token, "id": hex(&id.0), "length": der.len() }),
-        );
-    }
-    print_text(&format!(
-        "imported the certificate ({} bytes) into {h}/{token} as id {}\n",
-        der.len(),
-        hex(&id.0)
-    ))
+    say(
+        cx,
+        json!({ "handset": h, "token": token, "id": hex(&id.0), "length": der.len() }),
+        format!(
+            "imported the certificate ({} bytes) into {h}/{token} as id {}\n",
+            der.len(),
+            hex(&id.0)
+        ),
+    )
 }
 
 pub(crate) fn cert_self_sign(
@@ -85,16 +84,15 @@ pub(crate) fn cert_self_sign(
         days,
     };
     let der = selfsign::self_sign(&cx.client, &req)?;
-    if cx.json {
-        return print_json(
-            &json!({ "handset": h, "token": token, "id": hex(&id.0), "length": der.len() }),
-        );
-    }
-    print_text(&format!(
-        "the handset signed a certificate ({} bytes) for key {} in {h}/{token}\n",
-        der.len(),
-        hex(&id.0)
-    ))
+    say(
+        cx,
+        json!({ "handset": h, "token": token, "id": hex(&id.0), "length": der.len() }),
+        format!(
+            "the handset signed a certificate ({} bytes) for key {} in {h}/{token}\n",
+            der.len(),
+            hex(&id.0)
+        ),
+    )
 }
 
 pub(crate) fn cert_export(
@@ -141,15 +139,11 @@ pub(crate) fn cert_delete(cx: &Context, token: &str, id: &Id) -> Result<(), Fail
     ensure_login(cx, &h, token)?;
     cx.client
         .delete_object(&h, token, cko::CERTIFICATE, &id.0)?;
-    if cx.json {
-        return print_json(
-            &json!({ "handset": h, "token": token, "id": hex(&id.0), "deleted": true }),
-        );
-    }
-    print_text(&format!(
-        "deleted the certificate {} from {h}/{token}\n",
-        hex(&id.0)
-    ))
+    say(
+        cx,
+        json!({ "handset": h, "token": token, "id": hex(&id.0), "deleted": true }),
+        format!("deleted the certificate {} from {h}/{token}\n", hex(&id.0)),
+    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::failure::Failure;
-use crate::output::{print_json, print_text, render_table};
+use crate::output::{print_json, print_text, render_table, say, say_list};
 use crate::secret::{ENV_PAIRING_CODE, get_secret};
 use crate::session::{Context, handset};
 
@@ -81,35 +81,27 @@ pub(crate) fn fingerprint(f: &str) -> String {
 
 pub(crate) fn handsets(cx: &Context) -> Result<(), Failure> {
     let list = cx.client.list_handsets()?;
-    if cx.json {
-        let v: Vec<Value> = list
-            .iter()
-            .map(|h| {
-                json!({
-                    "name": h.name,
-                    "transport": h.transport,
-                    "fingerprint": h.fingerprint,
-                    "connected": h.connected,
-                })
+    say_list(
+        cx,
+        &list,
+        &["NAME", "CONNECTED", "TRANSPORT", "FINGERPRINT"],
+        |h| {
+            json!({
+                "name": h.name,
+                "transport": h.transport,
+                "fingerprint": h.fingerprint,
+                "connected": h.connected,
             })
-            .collect();
-        return print_json(&Value::Array(v));
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|h| {
+        },
+        |h| {
             vec![
                 h.name.clone(),
                 yes_no(h.connected),
                 h.transport.clone(),
                 fingerprint(&h.fingerprint),
             ]
-        })
-        .collect();
-    print_text(&render_table(
-        &["NAME", "CONNECTED", "TRANSPORT", "FINGERPRINT"],
-        &rows,
-    ))
+        },
+    )
 }
 
 pub(crate) fn pair(cx: &Context, code: Option<String>) -> Result<(), Failure> {
@@ -126,17 +118,19 @@ pub(crate) fn pair(cx: &Context, code: Option<String>) -> Result<(), Failure> {
         return Err(Failure::Usage("the pairing code is empty".into()));
     }
     let fp = cx.client.pair(&h, code)?;
-    if cx.json {
-        return print_json(&json!({ "handset": h, "fingerprint": fp }));
-    }
-    print_text(&format!("paired with {h}\nfingerprint: {fp}\n"))
+    say(
+        cx,
+        json!({ "handset": h, "fingerprint": fp }),
+        format!("paired with {h}\nfingerprint: {fp}\n"),
+    )
 }
 
 pub(crate) fn unpair(cx: &Context) -> Result<(), Failure> {
     let h = handset(cx)?;
     cx.client.unpair(&h)?;
-    if cx.json {
-        return print_json(&json!({ "handset": h, "unpaired": true }));
-    }
-    print_text(&format!("forgot the pinned key of {h}\n"))
+    say(
+        cx,
+        json!({ "handset": h, "unpaired": true }),
+        format!("forgot the pinned key of {h}\n"),
+    )
 }

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::args::Id;
 use crate::failure::Failure;
-use crate::output::{hex, print_json, print_text};
+use crate::output::{hex, say};
 use crate::session::{Context, ensure_login, handset};
 
 pub(crate) fn keygen(
@@ -18,20 +18,19 @@ pub(crate) fn keygen(
     ensure_login(cx, &h, token)?;
     let id = id.map(|i| i.0).unwrap_or_default();
     let key = cx.client.generate_key_pair(&h, token, bits, &id, label)?;
-    if cx.json {
-        return print_json(&json!({
-            "handset": h,
-            "token": token,
-            "id": hex(&key.id),
-            "bits": bits,
-            "label": label,
-            "modulus": hex(&key.modulus),
-            "exponent": hex(&key.exponent),
-        }));
-    }
-    print_text(&format!(
+    let text = format!(
         "generated an RSA-{bits} key pair in {h}/{token}\nid:       {}\nexponent: {}\n",
         hex(&key.id),
         hex(&key.exponent)
-    ))
+    );
+    let json = json!({
+        "handset": h,
+        "token": token,
+        "id": hex(&key.id),
+        "bits": bits,
+        "label": label,
+        "modulus": hex(&key.modulus),
+        "exponent": hex(&key.exponent),
+    });
+    say(cx, json, text)
 }

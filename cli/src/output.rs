@@ -60,6 +60,31 @@ pub(crate) fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// One result: `json` with `--json`, else `text`.
+pub(crate) fn say(cx: &Context, json: Value, text: String) -> Result<(), Failure> {
+    if cx.json {
+        print_json(&json)
+    } else {
+        print_text(&text)
+    }
+}
+
+/// A list: with `--json` an array of `json(item)`, else a table of
+/// `row(item)` under `headers`.
+pub(crate) fn say_list<T>(
+    cx: &Context,
+    items: &[T],
+    headers: &[&str],
+    json: impl Fn(&T) -> Value,
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<(), Failure> {
+    if cx.json {
+        return print_json(&Value::Array(items.iter().map(json).collect()));
+    }
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    print_text(&render_table(headers, &rows))
+}
+
 pub(crate) fn print_text(s: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     out.write_all(s.as_bytes())

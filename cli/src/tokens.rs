@@ -1,10 +1,10 @@
 //! `phonecsp tokens`, `objects` and `pin change`: the containers on the
 //! handsets, what is in them, and their PINs.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::failure::Failure;
-use crate::output::{class_name, flag_names, hex, print_json, print_text, render_table};
+use crate::output::{class_name, flag_names, hex, say, say_list};
 use crate::secret::{ENV_NEW_PIN, ENV_PIN, get_secret, secret_from_env};
 use crate::session::{Context, handset};
 
@@ -15,54 +15,38 @@ pub(crate) fn tokens(cx: &Context) -> Result<(), Failure> {
         .into_iter()
         .filter(|t| cx.handset.as_ref().is_none_or(|h| *h == t.handset))
         .collect();
-    if cx.json {
-        let v: Vec<Value> = list
-            .iter()
-            .map(|t| {
-                json!({
-                    "handset": t.handset,
-                    "token": t.token,
-                    "flags": t.flags,
-                    "flag_names": flag_names(t.flags),
-                })
+    say_list(
+        cx,
+        &list,
+        &["HANDSET", "TOKEN", "FLAGS"],
+        |t| {
+            json!({
+                "handset": t.handset,
+                "token": t.token,
+                "flags": t.flags,
+                "flag_names": flag_names(t.flags),
             })
-            .collect();
-        return print_json(&Value::Array(v));
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|t| {
+        },
+        |t| {
             vec![
                 t.handset.clone(),
                 t.token.clone(),
                 flag_names(t.flags).join(","),
             ]
-        })
-        .collect();
-    print_text(&render_table(&["HANDSET", "TOKEN", "FLAGS"], &rows))
+        },
+    )
 }
 
 pub(crate) fn objects(cx: &Context, token: &str) -> Result<(), Failure> {
     let h = handset(cx)?;
     let list = cx.client.list_objects(&h, token)?;
-    if cx.json {
-        let v: Vec<Value> = list
-            .iter()
-            .map(|o| {
-                json!({
-                    "class": class_name(o.class),
-                    "id": hex(&o.id),
-                    "label": o.label,
-                })
-            })
-            .collect();
-        return print_json(&Value::Array(v));
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|o| vec![class_name(o.class), hex(&o.id), o.label.clone()])
-        .collect();
-    print_text(&render_table(&["CLASS", "ID", "LABEL"], &rows))
+    say_list(
+        cx,
+        &list,
+        &["CLASS", "ID", "LABEL"],
+        |o| json!({ "class": class_name(o.class), "id": hex(&o.id), "label": o.label }),
+        |o| vec![class_name(o.class), hex(&o.id), o.label.clone()],
+    )
 }
 
 pub(crate) fn pin_change(cx: &Context, token: &str) -> Result<(), Failure> {
@@ -83,8 +67,9 @@ pub(crate) fn pin_change(cx: &Context, token: &str) -> Result<(), Failure> {
         }
     };
     cx.client.change_pin(&h, token, &old, &new)?;
-    if cx.json {
-        return print_json(&json!({ "handset": h, "token": token, "changed": true }));
-    }
-    print_text(&format!("changed the PIN of {h}/{token}\n"))
+    say(
+        cx,
+        json!({ "handset": h, "token": token, "changed": true }),
+        format!("changed the PIN of {h}/{token}\n"),
+    )
 }

@@ -10,7 +10,6 @@ use rsa::RsaPublicKey;
 use zeroize::Zeroizing;
 
 use phonecsp::handset::{Handset, HandsetLink};
-use phonecsp::mechanism::ckm;
 use phonecsp_protocol::ck::cko;
 
 use crate::*;
@@ -237,17 +236,12 @@ impl KeyHolder for DaemonHolder {
         &mut self,
         container: &str,
         id: &[u8],
-        ciphertext: &[u8],
+        wrapped: &[u8],
     ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
+        let (mechanism, params) = disk_oaep().wire();
+        let handset = &self.handset;
         self.client
-            .decrypt(
-                &self.handset,
-                container,
-                id,
-                ckm::RSA_PKCS_OAEP,
-                &oaep_params(),
-                ciphertext,
-            )
+            .decrypt(handset, container, id, mechanism, &params, wrapped)
             .await
     }
 }

@@ -32,6 +32,13 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The command failed with exit status `code` and said `says` on stderr.
+fn fails_saying(o: &Output, code: i32, says: &str) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(err.contains(says), "{err}");
+}
+
 fn ok(o: &Output, what: &str) -> String {
     assert!(
         o.status.success(),
@@ -501,35 +508,20 @@ fn enrol_refuses_what_it_cannot_do_and_leaves_no_keyslot_behind() {
         f.path("bad.key").to_str().unwrap(),
         &["--token", "disk"],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("luksAddKey"),
-        "{}",
-        text(&o.stderr)
-    );
+    fails_saying(&o, 1, "luksAddKey");
     assert_eq!(keyslots(&f.image), ["0"]);
     // A container the computer may not use, a key that is not there.
     let o = f.try_enroll(image, key_file, &["--token", "nope"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
     let o = f.try_enroll(image, key_file, &["--token", "disk", "--key", "09"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("no key with id 09"),
-        "{}",
-        text(&o.stderr)
-    );
+    fails_saying(&o, 1, "no key with id 09");
     assert_eq!(keyslots(&f.image), ["0"]);
     // LUKS1 has no tokens: a wrapped file it is.
     let luks1 = f.path("luks1.img");
     luks_format(&luks1, &f.old_key, "luks1");
     let l1 = luks1.to_str().unwrap();
     let o = f.try_enroll(l1, key_file, &["--token", "disk"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o.stderr).contains("not a LUKS2 device"),
-        "{}",
-        text(&o.stderr)
-    );
+    fails_saying(&o, 1, "not a LUKS2 device");
     let w = f.path("luks1.json");
     let o = f.try_enroll(
         l1,
