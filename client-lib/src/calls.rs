@@ -137,3 +137,52 @@ impl Lend for MechanismParams {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    macro_rules! names {
+        ($($(#[$doc:meta])* $via:ident fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+            [$(stringify!($name)),*]
+        };
+    }
+
+    fn snake_case(camel: &str) -> String {
+        let mut out = String::new();
+        for c in camel.chars() {
+            if c.is_ascii_uppercase() {
+                if !out.is_empty() {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// The list is the clients' whole API: every method and property of
+    /// the interface's XML is in it, and nothing else.
+    #[test]
+    fn every_method_and_property_of_the_interface_is_listed() {
+        let xml = include_str!("../../dbus/org.phonecsp.CryptoProvider1.xml");
+        let mut want: Vec<String> = xml
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                let rest = l
+                    .strip_prefix("<method name=\"")
+                    .or_else(|| l.strip_prefix("<property name=\""))?;
+                rest.split('"').next().map(snake_case)
+            })
+            .collect();
+        let mut got: Vec<String> = for_each_call!(names)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 22);
+    }
+}

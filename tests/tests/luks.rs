@@ -28,6 +28,17 @@ struct Fx {
     old_key: PathBuf,
 }
 
+/// `openssl pkeyutl` options for the disk wrapping: RSA-OAEP, SHA-256 and
+/// MGF1 with SHA-256.
+const OPENSSL_DISK_OAEP: [&str; 6] = [
+    "-pkeyopt",
+    "rsa_padding_mode:oaep",
+    "-pkeyopt",
+    "rsa_oaep_md:sha256",
+    "-pkeyopt",
+    "rsa_mgf1_md:sha256",
+];
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -88,26 +99,25 @@ fn opens(image: &Path, key: &[u8]) -> bool {
     c.wait().unwrap().success()
 }
 
-fn keyslots(image: &Path) -> Vec<String> {
+/// The LUKS2 header's JSON metadata, as `cryptsetup` dumps it.
+fn metadata(image: &Path) -> serde_json::Value {
     let o = Command::new(CRYPTSETUP)
         .args(["luksDump", "--dump-json-metadata"])
         .arg(image)
         .output()
         .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn keyslots(image: &Path) -> Vec<String> {
+    let v = metadata(image);
     let mut k: Vec<String> = v["keyslots"].as_object().unwrap().keys().cloned().collect();
     k.sort();
     k
 }
 
 fn tokens(image: &Path) -> serde_json::Value {
-    let o = Command::new(CRYPTSETUP)
-        .args(["luksDump", "--dump-json-metadata"])
-        .arg(image)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["tokens"].clone()
+    metadata(image)["tokens"].clone()
 }
 
 impl Fx {
@@ -479,15 +489,8 @@ fn rewrap_moves_the_key_to_a_second_container_inside_the_handset() {
     let o = Command::new("openssl")
         .args(["pkeyutl", "-decrypt", "-inkey"])
         .arg(&rec)
-        .args([
-            "-pkeyopt",
-            "rsa_padding_mode:oaep",
-            "-pkeyopt",
-            "rsa_oaep_md:sha256",
-            "-pkeyopt",
-            "rsa_mgf1_md:sha256",
-            "-in",
-        ])
+        .args(OPENSSL_DISK_OAEP)
+        .arg("-in")
         .arg(f.path("recovery.bin"))
         .output()
         .unwrap();
