@@ -82,32 +82,30 @@ pub(crate) trait Lend {
     fn lend(&self) -> Self::Lent<'_>;
 }
 
-impl Carry for &str {
-    type Owned = String;
-    fn carry(self) -> String {
-        self.to_owned()
-    }
+/// Arguments passed by reference travel as their owned form and are lent
+/// back as a reference.
+macro_rules! carried_by_reference {
+    ($($t:ty => $owned:ty, $carry:expr;)*) => {$(
+        impl Carry for &$t {
+            type Owned = $owned;
+            fn carry(self) -> $owned {
+                $carry(self)
+            }
+        }
+
+        impl Lend for $owned {
+            type Lent<'a> = &'a $t;
+            fn lend(&self) -> &$t {
+                self
+            }
+        }
+    )*};
 }
 
-impl Lend for String {
-    type Lent<'a> = &'a str;
-    fn lend(&self) -> &str {
-        self
-    }
-}
-
-impl Carry for &[u8] {
-    type Owned = Zeroizing<Vec<u8>>;
-    fn carry(self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(self.to_vec())
-    }
-}
-
-impl Lend for Zeroizing<Vec<u8>> {
-    type Lent<'a> = &'a [u8];
-    fn lend(&self) -> &[u8] {
-        self
-    }
+carried_by_reference! {
+    str => String, str::to_owned;
+    [u8] => Zeroizing<Vec<u8>>, |b: &[u8]| Zeroizing::new(b.to_vec());
+    MechanismParams => MechanismParams, MechanismParams::clone;
 }
 
 impl Carry for u32 {
@@ -121,20 +119,6 @@ impl Lend for u32 {
     type Lent<'a> = u32;
     fn lend(&self) -> u32 {
         *self
-    }
-}
-
-impl Carry for &MechanismParams {
-    type Owned = MechanismParams;
-    fn carry(self) -> MechanismParams {
-        self.clone()
-    }
-}
-
-impl Lend for MechanismParams {
-    type Lent<'a> = &'a MechanismParams;
-    fn lend(&self) -> &MechanismParams {
-        self
     }
 }
 
