@@ -171,28 +171,15 @@ impl Client {
 /// Every method of the daemon, as the async client's: the arguments are
 /// taken over to the runtime's thread, the call waited for.
 macro_rules! blocking_calls {
-    (
-        methods { $($(#[$doc:meta])* $via:ident fn $name:ident($($arg:ident: $ty:ty),*)
-            -> $wire:ty $(as $ret:ty)?;)* }
-        properties { $($(#[$pdoc:meta])* fn $prop:ident() -> $pty:ty = $emits:literal;)* }
-    ) => {
-        impl Client {
-            $(
-                $(#[$doc])*
-                #[allow(clippy::too_many_arguments)]
-                pub fn $name(&self, $($arg: $ty),*)
-                    -> Result<crate::calls::returned!($wire $(, $ret)?)> {
-                    $(let $arg = Carry::carry($arg);)*
-                    self.run(move |c| async move { c.$name($($arg.lend()),*).await })
-                }
-            )*
-            $(
-                $(#[$pdoc])*
-                pub fn $prop(&self) -> Result<$pty> {
-                    self.run(|c| async move { c.$prop().await })
-                }
-            )*
-        }
+    ($({ [$(#[$doc:meta])*] $via:ident $name:ident($($arg:ident: $ty:ty),*) [$wire:ty] [$ret:ty] [$($emits:literal)?] })*) => {
+        impl Client {$(
+            $(#[$doc])*
+            #[allow(clippy::too_many_arguments)]
+            pub fn $name(&self, $($arg: $ty),*) -> Result<$ret> {
+                $(let $arg = Carry::carry($arg);)*
+                self.run(move |c| async move { c.$name($($arg.lend()),*).await })
+            }
+        )*}
     };
 }
 crate::calls::for_each_call!(blocking_calls);

@@ -14,10 +14,13 @@ use zeroize::Zeroizing;
 
 use crate::types::MechanismParams;
 
-/// Calls `$then!` with `methods { ... } properties { ... }`.
+/// Calls `$then!` with every method and property, each as
+/// `{ [DOCS] plain|trusted NAME(ARGS) [WIRE] [CLIENT] [EMITS?] }` (see
+/// [`each_call`]).
 macro_rules! for_each_call {
     ($then:ident) => {
-        $then! {
+        crate::calls::each_call! {
+            $then;
             methods {
                 /// Configured handsets: (name, transport, pinned key fingerprint, connected).
                 plain fn list_handsets() -> Vec<HandsetStatus>;
@@ -75,6 +78,25 @@ macro_rules! for_each_call {
     };
 }
 pub(crate) use for_each_call;
+
+/// The list, read once: a property is a `plain` call without arguments
+/// that names its `emits_changed_signal`; CLIENT is WIRE unless the entry
+/// says `as CLIENT`.
+macro_rules! each_call {
+    (
+        $then:ident;
+        methods { $($(#[$doc:meta])* $via:ident fn $name:ident($($arg:ident: $ty:ty),*)
+            -> $wire:ty $(as $ret:ty)?;)* }
+        properties { $($(#[$pdoc:meta])* fn $prop:ident() -> $pty:ty = $emits:literal;)* }
+    ) => {
+        $then! {
+            $({ [$(#[$doc])*] $via $name($($arg: $ty),*) [$wire]
+                [crate::calls::returned!($wire $(, $ret)?)] [] })*
+            $({ [$(#[$pdoc])*] plain $prop() [$pty] [$pty] [$emits] })*
+        }
+    };
+}
+pub(crate) use each_call;
 
 /// The type the clients return: `CLIENT` of `-> WIRE as CLIENT`, else `WIRE`.
 macro_rules! returned {
@@ -146,12 +168,8 @@ impl Lend for u32 {
 #[cfg(test)]
 mod tests {
     macro_rules! names {
-        (
-            methods { $($(#[$doc:meta])* $via:ident fn $name:ident($($arg:ident: $ty:ty),*)
-                -> $wire:ty $(as $ret:ty)?;)* }
-            properties { $($(#[$pdoc:meta])* fn $prop:ident() -> $pty:ty = $emits:literal;)* }
-        ) => {
-            [$(stringify!($name),)* $(stringify!($prop)),*]
+        ($({ [$(#[$d:meta])*] $v:ident $name:ident($($a:ident: $t:ty),*) [$w:ty] [$r:ty] [$($e:literal)?] })*) => {
+            [$(stringify!($name)),*]
         };
     }
 

@@ -364,27 +364,14 @@ handset_signal!(HandsetConnected, HandsetRemoved, TokensChanged);
 /// Every method of the daemon: its proxy call (checked first for the ones
 /// that carry a secret), with the reply in the client's type.
 macro_rules! async_calls {
-    (
-        methods { $($(#[$doc:meta])* $via:ident fn $name:ident($($arg:ident: $ty:ty),*)
-            -> $wire:ty $(as $ret:ty)?;)* }
-        properties { $($(#[$pdoc:meta])* fn $prop:ident() -> $pty:ty = $emits:literal;)* }
-    ) => {
-        impl Client {
-            $(
-                $(#[$doc])*
-                #[allow(clippy::too_many_arguments, clippy::useless_conversion)]
-                pub async fn $name(&self, $($arg: $ty),*)
-                    -> Result<crate::calls::returned!($wire $(, $ret)?)> {
-                    self.$via().await?.$name($($arg),*).await.map(Into::into)
-                }
-            )*
-            $(
-                $(#[$pdoc])*
-                pub async fn $prop(&self) -> Result<$pty> {
-                    self.proxy.$prop().await
-                }
-            )*
-        }
+    ($({ [$(#[$doc:meta])*] $via:ident $name:ident($($arg:ident: $ty:ty),*) [$wire:ty] [$ret:ty] [$($emits:literal)?] })*) => {
+        impl Client {$(
+            $(#[$doc])*
+            #[allow(clippy::too_many_arguments, clippy::useless_conversion)]
+            pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret> {
+                self.$via().await?.$name($($arg),*).await.map(Into::into)
+            }
+        )*}
     };
 }
 crate::calls::for_each_call!(async_calls);

@@ -18,11 +18,7 @@ use crate::types::{
 /// The interface's methods and properties from the list in `calls.rs`,
 /// its signals here.
 macro_rules! proxy_trait {
-    (
-        methods { $($(#[$doc:meta])* $via:ident fn $name:ident($($arg:ident: $ty:ty),*)
-            -> $wire:ty $(as $ret:ty)?;)* }
-        properties { $($(#[$pdoc:meta])* fn $prop:ident() -> $pty:ty = $emits:literal;)* }
-    ) => {
+    ($({ [$(#[$doc:meta])*] $via:ident $name:ident($($arg:ident: $ty:ty),*) [$wire:ty] [$ret:ty] [$($emits:literal)?] })*) => {
         #[zbus::proxy(
             interface = "org.phonecsp.CryptoProvider1",
             default_service = "org.phonecsp.CryptoProvider1",
@@ -31,6 +27,7 @@ macro_rules! proxy_trait {
         pub trait CryptoProvider {
             $(
                 $(#[$doc])*
+                $(#[zbus(property(emits_changed_signal = $emits))])?
                 #[allow(clippy::too_many_arguments)]
                 fn $name(&self, $($arg: $ty),*) -> Result<$wire>;
             )*
@@ -43,12 +40,6 @@ macro_rules! proxy_trait {
 
             #[zbus(signal)]
             fn tokens_changed(&self, handset: String) -> zbus::Result<()>;
-
-            $(
-                $(#[$pdoc])*
-                #[zbus(property(emits_changed_signal = $emits))]
-                fn $prop(&self) -> Result<$pty>;
-            )*
         }
     };
 }
