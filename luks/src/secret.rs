@@ -10,7 +10,6 @@ use rsa::RsaPublicKey;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use phonecsp::MechanismParams;
 use phonecsp::mechanism::Encryption;
 
 use crate::*;
@@ -27,12 +26,6 @@ pub fn new_secret() -> Zeroizing<Vec<u8>> {
         .unwrap_or_default();
     text.truncate(n);
     text
-}
-
-/// The mechanism parameters of the wrapping: OAEP, SHA-256, MGF1-SHA-256,
-/// no label.
-pub fn oaep_params() -> MechanismParams {
-    disk_oaep().wire().1
 }
 
 /// The disk secret's wrapping: RSA-OAEP with SHA-256 and no label.
