@@ -146,49 +146,51 @@ mod tests {
 
     #[test]
     fn resolves_mechanisms() {
-        let p = MechanismParams::default();
-        assert_eq!(
-            Signing::from_ckm(ckm::SHA256_RSA_PKCS, &p),
-            Ok(Signing::Pkcs1(HashAlg::Sha256))
-        );
-        assert_eq!(
-            Signing::from_ckm(ckm::RSA_PKCS_PSS, &p),
-            Err(CkRv::MECHANISM_PARAM_INVALID)
-        );
-        let pss = MechanismParams {
-            hash: ckm::SHA256,
+        let params = |hash, salt_len| MechanismParams {
+            hash,
+            salt_len,
+            label: vec![],
+        };
+        let pss_sha256 = Signing::Pss {
+            hash: HashAlg::Sha256,
             salt_len: 32,
-            label: vec![],
         };
-        assert_eq!(
-            Signing::from_ckm(ckm::SHA256_RSA_PKCS_PSS, &pss),
-            Ok(Signing::Pss {
-                hash: HashAlg::Sha256,
-                salt_len: 32
-            })
-        );
-        let wrong = MechanismParams {
-            hash: ckm::SHA_1,
-            salt_len: 20,
-            label: vec![],
-        };
-        assert_eq!(
-            Signing::from_ckm(ckm::SHA256_RSA_PKCS_PSS, &wrong),
-            Err(CkRv::MECHANISM_PARAM_INVALID)
-        );
-        assert_eq!(Signing::from_ckm(0x1234, &p), Err(CkRv::MECHANISM_INVALID));
-        assert_eq!(
-            Encryption::from_ckm(
-                ckm::RSA_PKCS_OAEP,
-                &MechanismParams {
-                    hash: ckm::SHA256,
-                    ..p.clone()
-                }
+        // (mechanism, parameters, what it resolves to)
+        let cases = [
+            (
+                ckm::SHA256_RSA_PKCS,
+                params(0, 0),
+                Ok(Signing::Pkcs1(HashAlg::Sha256)),
             ),
-            Ok(Encryption::Oaep {
-                hash: HashAlg::Sha256,
-                label: vec![]
-            })
+            // PSS over a given digest has no default hash.
+            (
+                ckm::RSA_PKCS_PSS,
+                params(0, 0),
+                Err(CkRv::MECHANISM_PARAM_INVALID),
+            ),
+            (
+                ckm::SHA256_RSA_PKCS_PSS,
+                params(ckm::SHA256, 32),
+                Ok(pss_sha256),
+            ),
+            // SHA-256 PSS with a SHA-1 parameter is inconsistent.
+            (
+                ckm::SHA256_RSA_PKCS_PSS,
+                params(ckm::SHA_1, 20),
+                Err(CkRv::MECHANISM_PARAM_INVALID),
+            ),
+            (0x1234, params(0, 0), Err(CkRv::MECHANISM_INVALID)),
+        ];
+        for (mech, p, want) in cases {
+            assert_eq!(Signing::from_ckm(mech, &p), want, "{mech:#x}");
+        }
+        let oaep = Encryption::Oaep {
+            hash: HashAlg::Sha256,
+            label: vec![],
+        };
+        assert_eq!(
+            Encryption::from_ckm(ckm::RSA_PKCS_OAEP, &params(ckm::SHA256, 0)),
+            Ok(oaep)
         );
         assert_eq!(by_name("sha256-rsa-pkcs"), Some(ckm::SHA256_RSA_PKCS));
         assert_eq!(name_of(ckm::RSA_PKCS_OAEP), Some("RSA-PKCS-OAEP"));

@@ -1,7 +1,6 @@
 //! The wrapped secret as it is kept: a LUKS2 token of type `phonecsp`
 //! (its JSON form) or a file, and the handset key it names.
 
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -159,26 +158,13 @@ pub fn read_wrapped_file(path: &Path) -> Result<WrappedKey> {
 /// Writes a wrapped-key file atomically (it holds no secret in the clear,
 /// but is still made readable by its owner only).
 pub fn write_wrapped_file(path: &Path, w: &WrappedKey) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let what = || path.display().to_string();
-    let name = path
-        .file_name()
-        .ok_or_else(|| LuksError::Usage(format!("{}: not a file name", what())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(LuksError::io(tmp.display().to_string()))?;
     let mut json = w.to_json();
     json.push('\n');
-    f.write_all(json.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(LuksError::io(tmp.display().to_string()))?;
-    std::fs::rename(&tmp, path).map_err(LuksError::io(what()))
+    phonecsp_host::state::write_private(path, json.as_bytes()).map_err(|e| match e {
+        phonecsp_host::state::StateError::Io { path, source } => LuksError::Io {
+            what: path.display().to_string(),
+            source,
+        },
+        other => LuksError::Host(other.to_string()),
+    })
 }

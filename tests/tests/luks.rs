@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use phonecsp_tests::{Daemon, Handset, PIN, TestBus, bin, phonecsp, wait_until};
+use phonecsp_tests::{
+    Daemon, Handset, OPENSSL_OAEP_SHA256, PIN, TestBus, bin, phonecsp, wait_until,
+};
 
 const CRYPTSETUP: &str = "/sbin/cryptsetup";
 const NO_BUS: &str = "unix:path=/nonexistent/phonecsp-no-bus";
@@ -27,17 +29,6 @@ struct Fx {
     image: PathBuf,
     old_key: PathBuf,
 }
-
-/// `openssl pkeyutl` options for the disk wrapping: RSA-OAEP, SHA-256 and
-/// MGF1 with SHA-256.
-const OPENSSL_DISK_OAEP: [&str; 6] = [
-    "-pkeyopt",
-    "rsa_padding_mode:oaep",
-    "-pkeyopt",
-    "rsa_oaep_md:sha256",
-    "-pkeyopt",
-    "rsa_mgf1_md:sha256",
-];
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -489,7 +480,7 @@ fn rewrap_moves_the_key_to_a_second_container_inside_the_handset() {
     let o = Command::new("openssl")
         .args(["pkeyutl", "-decrypt", "-inkey"])
         .arg(&rec)
-        .args(OPENSSL_DISK_OAEP)
+        .args(OPENSSL_OAEP_SHA256)
         .arg("-in")
         .arg(f.path("recovery.bin"))
         .output()
