@@ -129,6 +129,15 @@ fn digest_info() -> Vec<u8> {
     di
 }
 
+/// What a disk unlock decrypts: a short secret under RSA-OAEP (SHA-1).
+fn disk_key_ciphertext(public: &RsaPublicKey) -> Result<Vec<u8>, Error> {
+    Ok(public.encrypt(
+        &mut rand::rngs::OsRng,
+        Oaep::new::<sha1::Sha1>(),
+        b"a 32-byte disk key, more or less",
+    )?)
+}
+
 fn hex(s: &str) -> Result<Vec<u8>, Error> {
     if !s.len().is_multiple_of(2) {
         return Err("key id must be hex".into());
@@ -185,12 +194,7 @@ pub fn pkcs11(
         }
     }
     let public = RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e))?;
-    let ciphertext = public.encrypt(
-        &mut rand::rngs::OsRng,
-        Oaep::new::<sha1::Sha1>(),
-        b"a 32-byte disk key, more or less",
-    )?;
-    let di = digest_info();
+    let (di, ciphertext) = (digest_info(), disk_key_ciphertext(&public)?);
     let op = load.op;
     let what = format!("pkcs11:{module}");
     let result = run(what, load, || {
@@ -223,12 +227,7 @@ pub fn inprocess(load: &Load) -> Result<(), Error> {
     use phonecsp_protocol::{DecryptMechanism, HashAlg, SignMechanism};
     let key = Arc::new(crypto::generate(2048).map_err(|rv| rv.to_string())?);
     let public = key.to_public_key();
-    let ct = public.encrypt(
-        &mut rand::rngs::OsRng,
-        Oaep::new::<sha1::Sha1>(),
-        b"a 32-byte disk key, more or less",
-    )?;
-    let di = digest_info();
+    let (di, ct) = (digest_info(), disk_key_ciphertext(&public)?);
     let op = load.op;
     run("handset crypto module, in-process".into(), load, || {
         let (key, di, ct) = (key.clone(), di.clone(), ct.clone());

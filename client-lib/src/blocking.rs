@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use zbus::names::OwnedUniqueName;
 use zeroize::Zeroizing;
 
+use crate::calls::{Carry, Lend};
 use crate::client::{self, Bus, ClientOptions, Event};
 use crate::types::{
     HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo, TokenDetails,
@@ -143,214 +144,6 @@ impl Client {
         self.run(|c| async move { c.check_daemon().await })
     }
 
-    pub fn list_handsets(&self) -> Result<Vec<HandsetStatus>> {
-        self.run(|c| async move { c.list_handsets().await })
-    }
-
-    pub fn list_tokens(&self) -> Result<Vec<TokenEntry>> {
-        self.run(|c| async move { c.list_tokens().await })
-    }
-
-    pub fn get_token_info(&self, handset: &str, token: &str) -> Result<TokenDetails> {
-        let (h, t) = (handset.to_owned(), token.to_owned());
-        self.run(|c| async move { c.get_token_info(&h, &t).await })
-    }
-
-    /// Checks the daemon's identity, then logs this connection in.
-    pub fn login(&self, handset: &str, token: &str, pin: &[u8]) -> Result<()> {
-        let (h, t) = (handset.to_owned(), token.to_owned());
-        let pin = Zeroizing::new(pin.to_vec());
-        self.run(|c| async move { c.login(&h, &t, &pin).await })
-    }
-
-    pub fn logout(&self, handset: &str, token: &str) -> Result<()> {
-        let (h, t) = (handset.to_owned(), token.to_owned());
-        self.run(|c| async move { c.logout(&h, &t).await })
-    }
-
-    /// Checks the daemon's identity, then changes the PIN.
-    pub fn change_pin(
-        &self,
-        handset: &str,
-        token: &str,
-        old_pin: &[u8],
-        new_pin: &[u8],
-    ) -> Result<()> {
-        let (h, t) = (handset.to_owned(), token.to_owned());
-        let old_pin = Zeroizing::new(old_pin.to_vec());
-        let new_pin = Zeroizing::new(new_pin.to_vec());
-        self.run(|c| async move { c.change_pin(&h, &t, &old_pin, &new_pin).await })
-    }
-
-    pub fn list_objects(&self, handset: &str, token: &str) -> Result<Vec<ObjectInfo>> {
-        let (h, t) = (handset.to_owned(), token.to_owned());
-        self.run(|c| async move { c.list_objects(&h, &t).await })
-    }
-
-    /// Attributes by `CKA_*` type; numbers are 8-byte big-endian.
-    pub fn get_attributes(
-        &self,
-        handset: &str,
-        token: &str,
-        class: u32,
-        id: &[u8],
-    ) -> Result<HashMap<u32, Vec<u8>>> {
-        let (h, t, id) = (handset.to_owned(), token.to_owned(), id.to_vec());
-        self.run(|c| async move { c.get_attributes(&h, &t, class, &id).await })
-    }
-
-    pub fn sign(
-        &self,
-        handset: &str,
-        token: &str,
-        key_id: &[u8],
-        mechanism: u32,
-        params: &MechanismParams,
-        data: &[u8],
-    ) -> Result<Vec<u8>> {
-        let (h, t, k) = (handset.to_owned(), token.to_owned(), key_id.to_vec());
-        let (p, d) = (params.clone(), data.to_vec());
-        self.run(|c| async move { c.sign(&h, &t, &k, mechanism, &p, &d).await })
-    }
-
-    /// `Ok(false)`: the signature does not verify.
-    #[allow(clippy::too_many_arguments)]
-    pub fn verify(
-        &self,
-        handset: &str,
-        token: &str,
-        key_id: &[u8],
-        mechanism: u32,
-        params: &MechanismParams,
-        data: &[u8],
-        signature: &[u8],
-    ) -> Result<bool> {
-        let (h, t, k) = (handset.to_owned(), token.to_owned(), key_id.to_vec());
-        let (p, d, s) = (params.clone(), data.to_vec(), signature.to_vec());
-        self.run(|c| async move { c.verify(&h, &t, &k, mechanism, &p, &d, &s).await })
-    }
-
-    /// The plaintext, zeroized when dropped.
-    pub fn decrypt(
-        &self,
-        handset: &str,
-        token: &str,
-        key_id: &[u8],
-        mechanism: u32,
-        params: &MechanismParams,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
-        let (h, t, k) = (handset.to_owned(), token.to_owned(), key_id.to_vec());
-        let (p, d) = (params.clone(), ciphertext.to_vec());
-        self.run(|c| async move { c.decrypt(&h, &t, &k, mechanism, &p, &d).await })
-    }
-
-    pub fn encrypt(
-        &self,
-        handset: &str,
-        token: &str,
-        key_id: &[u8],
-        mechanism: u32,
-        params: &MechanismParams,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>> {
-        let (h, t, k) = (handset.to_owned(), token.to_owned(), key_id.to_vec());
-        let (p, d) = (params.clone(), Zeroizing::new(plaintext.to_vec()));
-        self.run(|c| async move { c.encrypt(&h, &t, &k, mechanism, &p, &d).await })
-    }
-
-    pub fn digest(&self, mechanism: u32, data: &[u8]) -> Result<Vec<u8>> {
-        let d = data.to_vec();
-        self.run(|c| async move { c.digest(mechanism, &d).await })
-    }
-
-    /// An empty `id` lets the handset choose the CKA_ID.
-    pub fn generate_key_pair(
-        &self,
-        handset: &str,
-        token: &str,
-        bits: u32,
-        id: &[u8],
-        label: &str,
-    ) -> Result<KeyPairInfo> {
-        let (h, t, id, l) = (
-            handset.to_owned(),
-            token.to_owned(),
-            id.to_vec(),
-            label.to_owned(),
-        );
-        self.run(|c| async move { c.generate_key_pair(&h, &t, bits, &id, &l).await })
-    }
-
-    pub fn generate_random(&self, handset: &str, length: u32) -> Result<Vec<u8>> {
-        let h = handset.to_owned();
-        self.run(|c| async move { c.generate_random(&h, length).await })
-    }
-
-    /// `certificate` is DER.
-    pub fn import_certificate(
-        &self,
-        handset: &str,
-        token: &str,
-        id: &[u8],
-        label: &str,
-        certificate: &[u8],
-    ) -> Result<()> {
-        let (h, t, id, l) = (
-            handset.to_owned(),
-            token.to_owned(),
-            id.to_vec(),
-            label.to_owned(),
-        );
-        let cert = certificate.to_vec();
-        self.run(|c| async move { c.import_certificate(&h, &t, &id, &l, &cert).await })
-    }
-
-    /// `class`: `CKO_CERTIFICATE` (1) or `CKO_PRIVATE_KEY` (3, the key pair).
-    pub fn delete_object(&self, handset: &str, token: &str, class: u32, id: &[u8]) -> Result<()> {
-        let (h, t, id) = (handset.to_owned(), token.to_owned(), id.to_vec());
-        self.run(|c| async move { c.delete_object(&h, &t, class, &id).await })
-    }
-
-    /// `public_key` is a DER SubjectPublicKeyInfo; hashes are `CKM_SHA*`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn rewrap(
-        &self,
-        handset: &str,
-        token: &str,
-        key_id: &[u8],
-        in_hash: u32,
-        ciphertext: &[u8],
-        out_hash: u32,
-        public_key: &[u8],
-    ) -> Result<Vec<u8>> {
-        let (h, t, k) = (handset.to_owned(), token.to_owned(), key_id.to_vec());
-        let (ct, pk) = (ciphertext.to_vec(), public_key.to_vec());
-        self.run(|c| async move { c.rewrap(&h, &t, &k, in_hash, &ct, out_hash, &pk).await })
-    }
-
-    /// Root only. Checks the daemon's identity, then pairs; returns the
-    /// handset key's fingerprint.
-    pub fn pair(&self, handset: &str, code: &str) -> Result<String> {
-        let h = handset.to_owned();
-        let code = Zeroizing::new(code.to_owned());
-        self.run(|c| async move { c.pair(&h, &code).await })
-    }
-
-    /// Root only.
-    pub fn unpair(&self, handset: &str) -> Result<()> {
-        let h = handset.to_owned();
-        self.run(|c| async move { c.unpair(&h).await })
-    }
-
-    pub fn statistics(&self) -> Result<HashMap<String, LinkStatistics>> {
-        self.run(|c| async move { c.statistics().await })
-    }
-
-    pub fn version(&self) -> Result<String> {
-        self.run(|c| async move { c.version().await })
-    }
-
     /// The daemon's signals, received from now on until the [`Events`] is
     /// dropped.
     pub fn receive_events(&self) -> Result<Events> {
@@ -374,6 +167,22 @@ impl Client {
         })
     }
 }
+
+/// Every method of the daemon, as the async client's: the arguments are
+/// taken over to the runtime's thread, the call waited for.
+macro_rules! blocking_calls {
+    ($({ [$(#[$doc:meta])*] $via:ident $name:ident($($arg:ident: $ty:ty),*) [$wire:ty] [$ret:ty] [$($emits:literal)?] })*) => {
+        impl Client {$(
+            $(#[$doc])*
+            #[allow(clippy::too_many_arguments)]
+            pub fn $name(&self, $($arg: $ty),*) -> Result<$ret> {
+                $(let $arg = Carry::carry($arg);)*
+                self.run(move |c| async move { c.$name($($arg.lend()),*).await })
+            }
+        )*}
+    };
+}
+crate::calls::for_each_call!(blocking_calls);
 
 /// The daemon's signals, as a blocking iterator. The iterator ends only if
 /// the connection does.

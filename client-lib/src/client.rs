@@ -1,11 +1,12 @@
 //! The async client of `org.phonecsp.CryptoProvider1`.
 //!
-//! Every D-Bus method has a method here with Rust types. Before a PIN
+//! Every D-Bus method has a method here with Rust types (the list is in
+//! `calls.rs`, shared with the blocking client). Before a PIN
 //! ([`Client::login`], [`Client::change_pin`]) or a pairing code
 //! ([`Client::pair`]) is sent, the client asks the bus which unix user owns
 //! [`BUS_NAME`] and refuses ([`Error::Untrusted`]) unless it is the
-//! configured daemon user (DESIGN.md section 4); the secret then goes to the
-//! unique name that was checked, not to the well-known name, so that the
+//! configured daemon user (a process of another user could have taken the
+//! name, see docs/threat-model.md); the secret then goes to the unique name that was checked, not to the well-known name, so that the
 //! name cannot change hands in between.
 //!
 //! A connection runs on the Tokio runtime current when [`Client::connect`]
@@ -284,7 +285,7 @@ impl Client {
     }
 
     /// A proxy addressed to the checked owner of [`BUS_NAME`].
-    async fn trusted_proxy(&self) -> Result<CryptoProviderProxy<'static>> {
+    async fn trusted(&self) -> Result<CryptoProviderProxy<'static>> {
         let owner = self.check_daemon().await?;
         Ok(CryptoProviderProxy::builder(&self.conn)
             .destination(owner)
@@ -293,230 +294,34 @@ impl Client {
             .await?)
     }
 
-    pub async fn list_handsets(&self) -> Result<Vec<HandsetStatus>> {
-        self.proxy.list_handsets().await
+    /// The proxy to the well-known name, for the calls that carry no secret.
+    async fn plain(&self) -> Result<CryptoProviderProxy<'static>> {
+        Ok(self.proxy.clone())
     }
 
-    pub async fn list_tokens(&self) -> Result<Vec<TokenEntry>> {
-        self.proxy.list_tokens().await
-    }
-
-    pub async fn get_token_info(&self, handset: &str, token: &str) -> Result<TokenDetails> {
-        self.proxy.get_token_info(handset, token).await
-    }
-
-    /// Checks the daemon's identity, then logs this connection in.
-    pub async fn login(&self, handset: &str, token: &str, pin: &[u8]) -> Result<()> {
-        let proxy = self.trusted_proxy().await?;
-        let pin = Zeroizing::new(pin.to_vec());
-        proxy.login(handset, token, &pin).await
-    }
-
-    pub async fn logout(&self, handset: &str, token: &str) -> Result<()> {
-        self.proxy.logout(handset, token).await
-    }
-
-    /// Checks the daemon's identity, then changes the PIN.
-    pub async fn change_pin(
-        &self,
-        handset: &str,
-        token: &str,
-        old_pin: &[u8],
-        new_pin: &[u8],
-    ) -> Result<()> {
-        let proxy = self.trusted_proxy().await?;
-        let old_pin = Zeroizing::new(old_pin.to_vec());
-        let new_pin = Zeroizing::new(new_pin.to_vec());
-        proxy.change_pin(handset, token, &old_pin, &new_pin).await
-    }
-
-    pub async fn list_objects(&self, handset: &str, token: &str) -> Result<Vec<ObjectInfo>> {
-        self.proxy.list_objects(handset, token).await
-    }
-
-    /// Attributes by `CKA_*` type; numbers are 8-byte big-endian.
-    pub async fn get_attributes(
-        &self,
-        handset: &str,
-        token: &str,
-        class: u32,
-        id: &[u8],
-    ) -> Result<HashMap<u32, Vec<u8>>> {
-        self.proxy.get_attributes(handset, token, class, id).await
-    }
-
-    pub async fn sign(
-        &self,
-        handset: &str,
-        token: &str,
-        key_id: &[u8],
-        mechanism: u32,
-        params: &MechanismParams,
-        data: &[u8],
-    ) -> Result<Vec<u8>> {
-        self.proxy
-            .sign(handset, token, key_id, mechanism, params, data)
-            .await
-    }
-
-    /// `Ok(false)`: the signature does not verify.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn verify(
-        &self,
-        handset: &str,
-        token: &str,
-        key_id: &[u8],
-        mechanism: u32,
-        params: &MechanismParams,
-        data: &[u8],
-        signature: &[u8],
-    ) -> Result<bool> {
-        self.proxy
-            .verify(handset, token, key_id, mechanism, params, data, signature)
-            .await
-    }
-
-    /// The plaintext, zeroized when dropped.
-    pub async fn decrypt(
-        &self,
-        handset: &str,
-        token: &str,
-        key_id: &[u8],
-        mechanism: u32,
-        params: &MechanismParams,
-        ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
-        self.proxy
-            .decrypt(handset, token, key_id, mechanism, params, ciphertext)
-            .await
-            .map(Zeroizing::new)
-    }
-
-    pub async fn encrypt(
-        &self,
-        handset: &str,
-        token: &str,
-        key_id: &[u8],
-        mechanism: u32,
-        params: &MechanismParams,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>> {
-        self.proxy
-            .encrypt(handset, token, key_id, mechanism, params, plaintext)
-            .await
-    }
-
-    pub async fn digest(&self, mechanism: u32, data: &[u8]) -> Result<Vec<u8>> {
-        self.proxy.digest(mechanism, data).await
-    }
-
-    /// An empty `id` lets the handset choose the CKA_ID.
-    pub async fn generate_key_pair(
-        &self,
-        handset: &str,
-        token: &str,
-        bits: u32,
-        id: &[u8],
-        label: &str,
-    ) -> Result<KeyPairInfo> {
-        self.proxy
-            .generate_key_pair(handset, token, bits, id, label)
-            .await
-    }
-
-    pub async fn generate_random(&self, handset: &str, length: u32) -> Result<Vec<u8>> {
-        self.proxy.generate_random(handset, length).await
-    }
-
-    /// `certificate` is DER.
-    pub async fn import_certificate(
-        &self,
-        handset: &str,
-        token: &str,
-        id: &[u8],
-        label: &str,
-        certificate: &[u8],
-    ) -> Result<()> {
-        self.proxy
-            .import_certificate(handset, token, id, label, certificate)
-            .await
-    }
-
-    /// `class`: `CKO_CERTIFICATE` (1) or `CKO_PRIVATE_KEY` (3, the key pair).
-    pub async fn delete_object(
-        &self,
-        handset: &str,
-        token: &str,
-        class: u32,
-        id: &[u8],
-    ) -> Result<()> {
-        self.proxy.delete_object(handset, token, class, id).await
-    }
-
-    /// `public_key` is a DER SubjectPublicKeyInfo; hashes are `CKM_SHA*`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn rewrap(
-        &self,
-        handset: &str,
-        token: &str,
-        key_id: &[u8],
-        in_hash: u32,
-        ciphertext: &[u8],
-        out_hash: u32,
-        public_key: &[u8],
-    ) -> Result<Vec<u8>> {
-        self.proxy
-            .rewrap(
-                handset, token, key_id, in_hash, ciphertext, out_hash, public_key,
-            )
-            .await
-    }
-
-    /// Root only. Checks the daemon's identity, then pairs with the one-time
-    /// code; returns the handset key's fingerprint.
-    pub async fn pair(&self, handset: &str, code: &str) -> Result<String> {
-        let proxy = self.trusted_proxy().await?;
-        let code = Zeroizing::new(code.to_owned());
-        proxy.pair(handset, &code).await
-    }
-
-    /// Root only.
-    pub async fn unpair(&self, handset: &str) -> Result<()> {
-        self.proxy.unpair(handset).await
-    }
-
-    /// Per handset: requests, bytes sent to it, bytes received from it.
-    pub async fn statistics(&self) -> Result<HashMap<String, LinkStatistics>> {
-        self.proxy.statistics().await
-    }
-
-    /// The daemon's version.
-    pub async fn version(&self) -> Result<String> {
-        self.proxy.version().await
+    async fn handsets_of<S, T>(signals: S) -> HandsetStream
+    where
+        S: futures_util::Stream<Item = T> + Send + 'static,
+        T: HandsetSignal,
+    {
+        signals
+            .filter_map(|sig| std::future::ready(sig.handset()))
+            .boxed()
     }
 
     pub async fn receive_handset_connected(&self) -> Result<HandsetStream> {
         let s = self.proxy.receive_handset_connected().await?;
-        Ok(
-            s.filter_map(|sig| std::future::ready(sig.args().ok().map(|a| a.handset)))
-                .boxed(),
-        )
+        Ok(Client::handsets_of(s).await)
     }
 
     pub async fn receive_handset_removed(&self) -> Result<HandsetStream> {
         let s = self.proxy.receive_handset_removed().await?;
-        Ok(
-            s.filter_map(|sig| std::future::ready(sig.args().ok().map(|a| a.handset)))
-                .boxed(),
-        )
+        Ok(Client::handsets_of(s).await)
     }
 
     pub async fn receive_tokens_changed(&self) -> Result<HandsetStream> {
         let s = self.proxy.receive_tokens_changed().await?;
-        Ok(
-            s.filter_map(|sig| std::future::ready(sig.args().ok().map(|a| a.handset)))
-                .boxed(),
-        )
+        Ok(Client::handsets_of(s).await)
     }
 
     /// The three signals in one stream, in the order they arrive.
@@ -539,6 +344,37 @@ impl Client {
         )
     }
 }
+
+/// The three signals of the daemon, each naming a handset.
+trait HandsetSignal {
+    fn handset(&self) -> Option<String>;
+}
+
+macro_rules! handset_signal {
+    ($($signal:ident),*) => {$(
+        impl HandsetSignal for crate::proxy::$signal {
+            fn handset(&self) -> Option<String> {
+                self.args().ok().map(|a| a.handset)
+            }
+        }
+    )*};
+}
+handset_signal!(HandsetConnected, HandsetRemoved, TokensChanged);
+
+/// Every method of the daemon: its proxy call (checked first for the ones
+/// that carry a secret), with the reply in the client's type.
+macro_rules! async_calls {
+    ($({ [$(#[$doc:meta])*] $via:ident $name:ident($($arg:ident: $ty:ty),*) [$wire:ty] [$ret:ty] [$($emits:literal)?] })*) => {
+        impl Client {$(
+            $(#[$doc])*
+            #[allow(clippy::too_many_arguments, clippy::useless_conversion)]
+            pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret> {
+                self.$via().await?.$name($($arg),*).await.map(Into::into)
+            }
+        )*}
+    };
+}
+crate::calls::for_each_call!(async_calls);
 
 #[cfg(test)]
 mod tests {

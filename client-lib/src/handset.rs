@@ -199,26 +199,20 @@ pub trait Handset: HandsetLink + Send {
         async move { expect!(self, request, Reply::Done => ()) }
     }
 
-    fn delete_certificate(
+    /// Deletes the certificate `id`, or the key pair `id` (a private or a
+    /// public key names the pair: the handset keeps both halves together).
+    fn delete_object(
         &mut self,
         container: &str,
+        class: ObjectClass,
         id: &[u8],
     ) -> impl Future<Output = Result<()>> + Send {
-        let request = Request::DeleteCertificate {
-            container: container.to_owned(),
-            id: id.to_vec(),
-        };
-        async move { expect!(self, request, Reply::Done => ()) }
-    }
-
-    fn destroy_key(
-        &mut self,
-        container: &str,
-        id: &[u8],
-    ) -> impl Future<Output = Result<()>> + Send {
-        let request = Request::DestroyKey {
-            container: container.to_owned(),
-            id: id.to_vec(),
+        let (container, id) = (container.to_owned(), id.to_vec());
+        let request = match class {
+            ObjectClass::Certificate => Request::DeleteCertificate { container, id },
+            ObjectClass::PrivateKey | ObjectClass::PublicKey => {
+                Request::DestroyKey { container, id }
+            }
         };
         async move { expect!(self, request, Reply::Done => ()) }
     }

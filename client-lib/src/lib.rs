@@ -1,7 +1,11 @@
-//! Client library of the phonecsp D-Bus CryptoProvider: the shared error
-//! type and wire structures, mechanism resolution and the computer-side
-//! crypto, and async and blocking clients; LUKS disk unlock ([`luks`],
-//! [`keyscript`], [`direct`]).
+//! Client library of the phonecsp D-Bus CryptoProvider: the D-Bus proxy,
+//! async and blocking clients, the shared error type and bus structures,
+//! mechanism resolution, the one "prepare the input" step and the
+//! computer-side crypto, and the typed call layer to a handset link.
+//!
+//! Everything that links this crate (the PKCS#11 module above all) gets
+//! only that: the command line and the LUKS disk unlock are crates of
+//! their own (`phonecsp-cli`, `phonecsp-luks`).
 
 pub mod error;
 pub mod handset;
@@ -19,12 +23,10 @@ pub const BUS_NAME: &str = "org.phonecsp.CryptoProvider1";
 pub const OBJECT_PATH: &str = "/org/phonecsp/CryptoProvider1";
 pub const INTERFACE: &str = "org.phonecsp.CryptoProvider1";
 
+mod calls;
+
 pub mod blocking;
 pub mod client;
-pub mod direct;
-pub mod keyscript;
-pub mod luks;
 pub mod proxy;
-pub mod selfsign;
 
 pub use client::{Bus, Client, ClientOptions};

@@ -5,28 +5,7 @@
 use crate::types::MechanismParams;
 use phonecsp_protocol::{CkRv, HashAlg};
 
-/// `CKM_*` values.
-pub mod ckm {
-    pub const RSA_PKCS_KEY_PAIR_GEN: u32 = 0x0000;
-    pub const RSA_PKCS: u32 = 0x0001;
-    pub const SHA1_RSA_PKCS: u32 = 0x0006;
-    pub const RSA_PKCS_OAEP: u32 = 0x0009;
-    pub const RSA_PKCS_PSS: u32 = 0x000D;
-    pub const SHA1_RSA_PKCS_PSS: u32 = 0x000E;
-    pub const SHA256_RSA_PKCS: u32 = 0x0040;
-    pub const SHA384_RSA_PKCS: u32 = 0x0041;
-    pub const SHA512_RSA_PKCS: u32 = 0x0042;
-    pub const SHA256_RSA_PKCS_PSS: u32 = 0x0043;
-    pub const SHA384_RSA_PKCS_PSS: u32 = 0x0044;
-    pub const SHA512_RSA_PKCS_PSS: u32 = 0x0045;
-    pub const SHA224_RSA_PKCS: u32 = 0x0046;
-    pub const SHA224_RSA_PKCS_PSS: u32 = 0x0047;
-    pub const SHA_1: u32 = 0x0220;
-    pub const SHA256: u32 = 0x0250;
-    pub const SHA224: u32 = 0x0255;
-    pub const SHA384: u32 = 0x0260;
-    pub const SHA512: u32 = 0x0270;
-}
+pub use phonecsp_protocol::ck::ckm;
 
 /// Names people type (`phonecsp sign --mechanism SHA256-RSA-PKCS`).
 pub const NAMES: [(&str, u32); 19] = [
@@ -167,49 +146,51 @@ mod tests {
 
     #[test]
     fn resolves_mechanisms() {
-        let p = MechanismParams::default();
-        assert_eq!(
-            Signing::from_ckm(ckm::SHA256_RSA_PKCS, &p),
-            Ok(Signing::Pkcs1(HashAlg::Sha256))
-        );
-        assert_eq!(
-            Signing::from_ckm(ckm::RSA_PKCS_PSS, &p),
-            Err(CkRv::MECHANISM_PARAM_INVALID)
-        );
-        let pss = MechanismParams {
-            hash: ckm::SHA256,
+        let params = |hash, salt_len| MechanismParams {
+            hash,
+            salt_len,
+            label: vec![],
+        };
+        let pss_sha256 = Signing::Pss {
+            hash: HashAlg::Sha256,
             salt_len: 32,
-            label: vec![],
         };
-        assert_eq!(
-            Signing::from_ckm(ckm::SHA256_RSA_PKCS_PSS, &pss),
-            Ok(Signing::Pss {
-                hash: HashAlg::Sha256,
-                salt_len: 32
-            })
-        );
-        let wrong = MechanismParams {
-            hash: ckm::SHA_1,
-            salt_len: 20,
-            label: vec![],
-        };
-        assert_eq!(
-            Signing::from_ckm(ckm::SHA256_RSA_PKCS_PSS, &wrong),
-            Err(CkRv::MECHANISM_PARAM_INVALID)
-        );
-        assert_eq!(Signing::from_ckm(0x1234, &p), Err(CkRv::MECHANISM_INVALID));
-        assert_eq!(
-            Encryption::from_ckm(
-                ckm::RSA_PKCS_OAEP,
-                &MechanismParams {
-                    hash: ckm::SHA256,
-                    ..p.clone()
-                }
+        // (mechanism, parameters, what it resolves to)
+        let cases = [
+            (
+                ckm::SHA256_RSA_PKCS,
+                params(0, 0),
+                Ok(Signing::Pkcs1(HashAlg::Sha256)),
             ),
-            Ok(Encryption::Oaep {
-                hash: HashAlg::Sha256,
-                label: vec![]
-            })
+            // PSS over a given digest has no default hash.
+            (
+                ckm::RSA_PKCS_PSS,
+                params(0, 0),
+                Err(CkRv::MECHANISM_PARAM_INVALID),
+            ),
+            (
+                ckm::SHA256_RSA_PKCS_PSS,
+                params(ckm::SHA256, 32),
+                Ok(pss_sha256),
+            ),
+            // SHA-256 PSS with a SHA-1 parameter is inconsistent.
+            (
+                ckm::SHA256_RSA_PKCS_PSS,
+                params(ckm::SHA_1, 20),
+                Err(CkRv::MECHANISM_PARAM_INVALID),
+            ),
+            (0x1234, params(0, 0), Err(CkRv::MECHANISM_INVALID)),
+        ];
+        for (mech, p, want) in cases {
+            assert_eq!(Signing::from_ckm(mech, &p), want, "{mech:#x}");
+        }
+        let oaep = Encryption::Oaep {
+            hash: HashAlg::Sha256,
+            label: vec![],
+        };
+        assert_eq!(
+            Encryption::from_ckm(ckm::RSA_PKCS_OAEP, &params(ckm::SHA256, 0)),
+            Ok(oaep)
         );
         assert_eq!(by_name("sha256-rsa-pkcs"), Some(ckm::SHA256_RSA_PKCS));
         assert_eq!(name_of(ckm::RSA_PKCS_OAEP), Some("RSA-PKCS-OAEP"));

@@ -16,7 +16,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use phonecsp::luks::{self, Cryptsetup, Device, LuksError, PinPrompt, PinSource, WrappedKey};
+use phonecsp_luks::{
+    self as luks, Cryptsetup, Device, LuksError, PinPrompt, PinSource, WrappedKey,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;

@@ -792,13 +792,7 @@ impl Provider {
         check_id(&id)?;
         let class = object_class(class)?;
         call.require_login()?;
-        let mut link = call.handset();
-        match class {
-            ObjectClass::Certificate => link.delete_certificate(&token, &id).await?,
-            ObjectClass::PrivateKey | ObjectClass::PublicKey => {
-                link.destroy_key(&token, &id).await?
-            }
-        }
+        call.handset().delete_object(&token, class, &id).await?;
         call.changed(&emitter).await;
         Ok(())
     }

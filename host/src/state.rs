@@ -34,8 +34,19 @@ pub struct State {
     identity: StaticKeypair,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let tmp = path.with_extension("tmp");
+/// Writes `bytes` to `path` readable by its owner only, atomically: a
+/// temporary file beside it, fsync, rename, fsync of the directory, so a
+/// crash leaves the old file or the new one. The error names the file
+/// that failed.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let name = path.file_name().ok_or_else(|| StateError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -75,7 +86,7 @@ impl State {
             Some(k) => StaticKeypair::from_private(&k),
             None => {
                 let k = StaticKeypair::generate();
-                write_atomic(&key_path, k.private())?;
+                write_private(&key_path, k.private())?;
                 log::info!("created the daemon's Noise key in {}", key_path.display());
                 k
             }
@@ -118,7 +129,7 @@ impl State {
     }
 
     pub fn pin(&self, handset: &str, key: &[u8; 32]) -> Result<(), StateError> {
-        write_atomic(&self.pin_path(handset), key)
+        write_private(&self.pin_path(handset), key)
     }
 
     pub fn unpin(&self, handset: &str) -> Result<(), StateError> {

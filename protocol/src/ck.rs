@@ -235,13 +235,13 @@ impl HashAlg {
 
     /// `CKM_SHA*` value.
     pub const fn mechanism(self) -> u64 {
-        match self {
-            HashAlg::Sha1 => 0x220,
-            HashAlg::Sha224 => 0x255,
-            HashAlg::Sha256 => 0x250,
-            HashAlg::Sha384 => 0x260,
-            HashAlg::Sha512 => 0x270,
-        }
+        (match self {
+            HashAlg::Sha1 => ckm::SHA_1,
+            HashAlg::Sha224 => ckm::SHA224,
+            HashAlg::Sha256 => ckm::SHA256,
+            HashAlg::Sha384 => ckm::SHA384,
+            HashAlg::Sha512 => ckm::SHA512,
+        }) as u64
     }
 
     pub fn from_mechanism(v: u64) -> Option<HashAlg> {
@@ -302,12 +302,29 @@ impl HashAlg {
     }
 }
 
-/// `CKM_RSA_PKCS`.
-pub const CKM_RSA_PKCS: u64 = 0x001;
-/// `CKM_RSA_PKCS_OAEP`.
-pub const CKM_RSA_PKCS_OAEP: u64 = 0x009;
-/// `CKM_RSA_PKCS_PSS`.
-pub const CKM_RSA_PKCS_PSS: u64 = 0x00D;
+/// Mechanism types (`CKM_*`) phonecsp speaks of, on the link, on D-Bus and
+/// in the PKCS#11 module.
+pub mod ckm {
+    pub const RSA_PKCS_KEY_PAIR_GEN: u32 = 0x0000;
+    pub const RSA_PKCS: u32 = 0x0001;
+    pub const SHA1_RSA_PKCS: u32 = 0x0006;
+    pub const RSA_PKCS_OAEP: u32 = 0x0009;
+    pub const RSA_PKCS_PSS: u32 = 0x000D;
+    pub const SHA1_RSA_PKCS_PSS: u32 = 0x000E;
+    pub const SHA256_RSA_PKCS: u32 = 0x0040;
+    pub const SHA384_RSA_PKCS: u32 = 0x0041;
+    pub const SHA512_RSA_PKCS: u32 = 0x0042;
+    pub const SHA256_RSA_PKCS_PSS: u32 = 0x0043;
+    pub const SHA384_RSA_PKCS_PSS: u32 = 0x0044;
+    pub const SHA512_RSA_PKCS_PSS: u32 = 0x0045;
+    pub const SHA224_RSA_PKCS: u32 = 0x0046;
+    pub const SHA224_RSA_PKCS_PSS: u32 = 0x0047;
+    pub const SHA_1: u32 = 0x0220;
+    pub const SHA256: u32 = 0x0250;
+    pub const SHA224: u32 = 0x0255;
+    pub const SHA384: u32 = 0x0260;
+    pub const SHA512: u32 = 0x0270;
+}
 
 /// A private-key signature as the handset performs it: over bytes the
 /// computer already hashed and, for PKCS#1 v1.5, wrapped in a DigestInfo.

@@ -7,10 +7,7 @@
 
 use crate::ParseError;
 use crate::at::{Params, check_text, decode_b64, quote, quote_b64, split_command, split_extended};
-use crate::ck::{
-    CKM_RSA_PKCS, CKM_RSA_PKCS_OAEP, CKM_RSA_PKCS_PSS, CkRv, DecryptMechanism, HashAlg,
-    ObjectClass, SignMechanism,
-};
+use crate::ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism, ckm};
 use zeroize::Zeroizing;
 
 /// Protocol version this crate speaks.
@@ -256,6 +253,23 @@ fn check_len(v: &[u8], max: usize, what: &'static str) -> Result<(), ParseError>
     Ok(())
 }
 
+/// The mechanism of `+CKSIGN` and `+CKDEC`, which share their layout:
+/// container, id, mechanism, data, then, for the mechanism that takes
+/// them, a hash and one more parameter. `None` for `plain` (four fields),
+/// the hash for `with_hash` (six).
+fn key_op_mechanism(p: &Params, plain: u32, with_hash: u32) -> Result<Option<HashAlg>, ParseError> {
+    let m = p.number(2)?;
+    if m == u64::from(plain) {
+        p.expect_count(4, 4)?;
+        Ok(None)
+    } else if m == u64::from(with_hash) {
+        p.expect_count(6, 6)?;
+        Ok(Some(hash_param(p, 4)?))
+    } else {
+        Err(ParseError::Mechanism)
+    }
+}
+
 fn hash_param(p: &Params, i: usize) -> Result<HashAlg, ParseError> {
     HashAlg::from_mechanism(p.number(i)?).ok_or(ParseError::Syntax("unknown hash mechanism"))
 }
@@ -345,9 +359,9 @@ impl Request {
                 data,
             } => {
                 let mech = match mechanism {
-                    SignMechanism::Pkcs1 => CKM_RSA_PKCS.to_string(),
+                    SignMechanism::Pkcs1 => ckm::RSA_PKCS.to_string(),
                     SignMechanism::Pss { hash, salt_len } => {
-                        format!("{CKM_RSA_PKCS_PSS},{},{salt_len}", hash.mechanism())
+                        format!("{},{},{salt_len}", ckm::RSA_PKCS_PSS, hash.mechanism())
                     }
                 };
                 // Mechanism parameters follow the data so the common case stays short.
@@ -373,11 +387,12 @@ impl Request {
                 let mut s = format!("+CKDEC={},{},", quote(container)?, quote_b64(id));
                 match mechanism {
                     DecryptMechanism::Pkcs1 => {
-                        s.push_str(&format!("{CKM_RSA_PKCS},{}", quote_b64(data)));
+                        s.push_str(&format!("{},{}", ckm::RSA_PKCS, quote_b64(data)));
                     }
                     DecryptMechanism::Oaep { hash, label } => {
                         s.push_str(&format!(
-                            "{CKM_RSA_PKCS_OAEP},{},{},{}",
+                            "{},{},{},{}",
+                            ckm::RSA_PKCS_OAEP,
                             quote_b64(data),
                             hash.mechanism(),
                             quote_b64(label)
@@ -608,48 +623,36 @@ impl Request {
             }
             "+CKSIGN" => {
                 p.expect_count(4, 6)?;
-                let mechanism = match p.number(2)? {
-                    CKM_RSA_PKCS => {
-                        p.expect_count(4, 4)?;
-                        SignMechanism::Pkcs1
-                    }
-                    CKM_RSA_PKCS_PSS => {
-                        p.expect_count(6, 6)?;
-                        SignMechanism::Pss {
-                            hash: hash_param(&p, 4)?,
-                            salt_len: p.u32(5)?,
-                        }
-                    }
-                    _ => return Err(ParseError::Mechanism),
+                let mechanism = match key_op_mechanism(&p, ckm::RSA_PKCS, ckm::RSA_PKCS_PSS)? {
+                    None => SignMechanism::Pkcs1,
+                    Some(hash) => SignMechanism::Pss {
+                        hash,
+                        salt_len: p.u32(5)?,
+                    },
                 };
+                let (container, id, data) = (container()?, p.bytes(1)?, p.bytes(3)?);
                 Request::Sign {
-                    container: container()?,
-                    id: p.bytes(1)?,
+                    container,
+                    id,
                     mechanism,
-                    data: p.bytes(3)?,
+                    data,
                 }
             }
             "+CKDEC" => {
                 p.expect_count(4, 6)?;
-                let mechanism = match p.number(2)? {
-                    CKM_RSA_PKCS => {
-                        p.expect_count(4, 4)?;
-                        DecryptMechanism::Pkcs1
-                    }
-                    CKM_RSA_PKCS_OAEP => {
-                        p.expect_count(6, 6)?;
-                        DecryptMechanism::Oaep {
-                            hash: hash_param(&p, 4)?,
-                            label: p.bytes(5)?,
-                        }
-                    }
-                    _ => return Err(ParseError::Mechanism),
+                let mechanism = match key_op_mechanism(&p, ckm::RSA_PKCS, ckm::RSA_PKCS_OAEP)? {
+                    None => DecryptMechanism::Pkcs1,
+                    Some(hash) => DecryptMechanism::Oaep {
+                        hash,
+                        label: p.bytes(5)?,
+                    },
                 };
+                let (container, id, data) = (container()?, p.bytes(1)?, p.bytes(3)?);
                 Request::Decrypt {
-                    container: container()?,
-                    id: p.bytes(1)?,
+                    container,
+                    id,
                     mechanism,
-                    data: p.bytes(3)?,
+                    data,
                 }
             }
             "+CKGEN" => {

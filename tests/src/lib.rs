@@ -483,3 +483,14 @@ impl Drop for Reaped {
         let _ = self.0.wait();
     }
 }
+
+/// `openssl pkeyutl` options for RSA-OAEP with SHA-256 and MGF1 with
+/// SHA-256, the disk wrapping's and the PKCS#11 tests' OAEP.
+pub const OPENSSL_OAEP_SHA256: [&str; 6] = [
+    "-pkeyopt",
+    "rsa_padding_mode:oaep",
+    "-pkeyopt",
+    "rsa_oaep_md:sha256",
+    "-pkeyopt",
+    "rsa_mgf1_md:sha256",
+];

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use phonecsp_tests::{Daemon, Handset, PIN, TestBus, bin, phonecsp, wait_until};
+use phonecsp_tests::{
+    Daemon, Handset, OPENSSL_OAEP_SHA256, PIN, TestBus, bin, phonecsp, wait_until,
+};
 
 const CRYPTSETUP: &str = "/sbin/cryptsetup";
 const NO_BUS: &str = "unix:path=/nonexistent/phonecsp-no-bus";
@@ -30,6 +32,13 @@ struct Fx {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// The command failed with exit status `code` and said `says` on stderr.
+fn fails_saying(o: &Output, code: i32, says: &str) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert!(err.contains(says), "{err}");
 }
 
 fn ok(o: &Output, what: &str) -> String {
@@ -81,26 +90,25 @@ fn opens(image: &Path, key: &[u8]) -> bool {
     c.wait().unwrap().success()
 }
 
-fn keyslots(image: &Path) -> Vec<String> {
+/// The LUKS2 header's JSON metadata, as `cryptsetup` dumps it.
+fn metadata(image: &Path) -> serde_json::Value {
     let o = Command::new(CRYPTSETUP)
         .args(["luksDump", "--dump-json-metadata"])
         .arg(image)
         .output()
         .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn keyslots(image: &Path) -> Vec<String> {
+    let v = metadata(image);
     let mut k: Vec<String> = v["keyslots"].as_object().unwrap().keys().cloned().collect();
     k.sort();
     k
 }
 
 fn tokens(image: &Path) -> serde_json::Value {
-    let o = Command::new(CRYPTSETUP)
-        .args(["luksDump", "--dump-json-metadata"])
-        .arg(image)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["tokens"].clone()
+    metadata(image)["tokens"].clone()
 }
 
 impl Fx {
@@ -182,9 +190,14 @@ impl Fx {
     fn enroll(&self, extra: &[&str]) -> String {
         let image = self.image.to_str().unwrap();
         let key_file = self.old_key.to_str().unwrap();
-        let mut args = vec!["luks", "enroll", image, "--key-file", key_file];
+        ok(&self.try_enroll(image, key_file, extra), "luks enroll")
+    }
+
+    /// `phonecsp luks enroll DEVICE --key-file KEY_FILE EXTRA...`.
+    fn try_enroll(&self, device: &str, key_file: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["luks", "enroll", device, "--key-file", key_file];
         args.extend_from_slice(extra);
-        ok(&self.cli(&args, &[]), "luks enroll")
+        self.cli(&args, &[])
     }
 
     fn set_pin(&self, pin: &str) {
@@ -467,15 +480,8 @@ fn rewrap_moves_the_key_to_a_second_container_inside_the_handset() {
     let o = Command::new("openssl")
         .args(["pkeyutl", "-decrypt", "-inkey"])
         .arg(&rec)
-        .args([
-            "-pkeyopt",
-            "rsa_padding_mode:oaep",
-            "-pkeyopt",
-            "rsa_oaep_md:sha256",
-            "-pkeyopt",
-            "rsa_mgf1_md:sha256",
-            "-in",
-        ])
+        .args(OPENSSL_OAEP_SHA256)
+        .arg("-in")
         .arg(f.path("recovery.bin"))
         .output()
         .unwrap();
@@ -491,96 +497,30 @@ fn enrol_refuses_what_it_cannot_do_and_leaves_no_keyslot_behind() {
     let key_file = f.old_key.to_str().unwrap();
     // The wrong existing passphrase: cryptsetup refuses, nothing changes.
     std::fs::write(f.path("bad.key"), b"not it").unwrap();
-    let o = f.cli(
-        &[
-            "luks",
-            "enroll",
-            image,
-            "--token",
-            "disk",
-            "--key-file",
-            f.path("bad.key").to_str().unwrap(),
-        ],
-        &[],
+    let o = f.try_enroll(
+        image,
+        f.path("bad.key").to_str().unwrap(),
+        &["--token", "disk"],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("luksAddKey"),
-        "{}",
-        text(&o.stderr)
-    );
+    fails_saying(&o, 1, "luksAddKey");
     assert_eq!(keyslots(&f.image), ["0"]);
     // A container the computer may not use, a key that is not there.
-    let o = f.cli(
-        &[
-            "luks",
-            "enroll",
-            image,
-            "--token",
-            "nope",
-            "--key-file",
-            key_file,
-        ],
-        &[],
-    );
+    let o = f.try_enroll(image, key_file, &["--token", "nope"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
-    let o = f.cli(
-        &[
-            "luks",
-            "enroll",
-            image,
-            "--token",
-            "disk",
-            "--key",
-            "09",
-            "--key-file",
-            key_file,
-        ],
-        &[],
-    );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("no key with id 09"),
-        "{}",
-        text(&o.stderr)
-    );
+    let o = f.try_enroll(image, key_file, &["--token", "disk", "--key", "09"]);
+    fails_saying(&o, 1, "no key with id 09");
     assert_eq!(keyslots(&f.image), ["0"]);
     // LUKS1 has no tokens: a wrapped file it is.
     let luks1 = f.path("luks1.img");
     luks_format(&luks1, &f.old_key, "luks1");
     let l1 = luks1.to_str().unwrap();
-    let o = f.cli(
-        &[
-            "luks",
-            "enroll",
-            l1,
-            "--token",
-            "disk",
-            "--key-file",
-            key_file,
-        ],
-        &[],
-    );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o.stderr).contains("not a LUKS2 device"),
-        "{}",
-        text(&o.stderr)
-    );
+    let o = f.try_enroll(l1, key_file, &["--token", "disk"]);
+    fails_saying(&o, 1, "not a LUKS2 device");
     let w = f.path("luks1.json");
-    let o = f.cli(
-        &[
-            "luks",
-            "enroll",
-            l1,
-            "--token",
-            "disk",
-            "--key-file",
-            key_file,
-            "--wrapped-file",
-            w.to_str().unwrap(),
-        ],
-        &[],
+    let o = f.try_enroll(
+        l1,
+        key_file,
+        &["--token", "disk", "--wrapped-file", w.to_str().unwrap()],
     );
     ok(&o, "enroll luks1");
     let key = f

@@ -16,7 +16,9 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use phonecsp::{Bus, ClientOptions};
-use phonecsp_tests::{Daemon, Handset, KEY_ID, PIN, TestBus, is_root, pkcs11_module, wait_until};
+use phonecsp_tests::{
+    Daemon, Handset, KEY_ID, OPENSSL_OAEP_SHA256, PIN, TestBus, is_root, pkcs11_module, wait_until,
+};
 
 struct Fixture {
     root: tempfile::TempDir,
@@ -234,17 +236,7 @@ fn pkcs11_tool_lists_signs_decrypts_generates_and_writes() {
     std::fs::write(&secret, b"a disk key, say").unwrap();
     for (mech, opts) in [
         ("RSA-PKCS", vec![]),
-        (
-            "RSA-PKCS-OAEP",
-            vec![
-                "-pkeyopt",
-                "rsa_padding_mode:oaep",
-                "-pkeyopt",
-                "rsa_oaep_md:sha256",
-                "-pkeyopt",
-                "rsa_mgf1_md:sha256",
-            ],
-        ),
+        ("RSA-PKCS-OAEP", OPENSSL_OAEP_SHA256.to_vec()),
     ] {
         let ct = f.path("secret.enc");
         ok(Command::new("openssl")

@@ -16,9 +16,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::client::{Bus, ClientOptions};
 use crate::direct::DirectHolder;
-use crate::luks::{Cryptsetup, DaemonHolder, Device, LuksError, PinPrompt, PinSource, WrappedKey};
+use crate::{Cryptsetup, DaemonHolder, Device, LuksError, PinPrompt, PinSource, WrappedKey};
+use phonecsp::client::{Bus, ClientOptions};
 
 /// The daemon's configuration file, for direct mode.
 pub const ENV_CONFIG: &str = "PHONECSP_CONFIG";
@@ -118,7 +118,7 @@ pub fn candidates(req: &Request) -> Result<Vec<(String, WrappedKey)>, LuksError>
             .transpose()?,
     };
     let Some(token_id) = token_id else {
-        let w = crate::luks::read_wrapped_file(Path::new(field))?;
+        let w = crate::read_wrapped_file(Path::new(field))?;
         return Ok(vec![(field.to_owned(), w)]);
     };
     let source = req.source.clone().ok_or_else(|| {
@@ -215,7 +215,7 @@ fn try_next(e: &LuksError) -> bool {
 }
 
 async fn wait_connected(
-    client: &crate::Client,
+    client: &phonecsp::Client,
     handset: &str,
     deadline: Instant,
 ) -> Result<(), LuksError> {
@@ -246,21 +246,25 @@ async fn wait_connected(
     }
 }
 
+/// The handset key a wrapped key names (a recovery key names none).
+fn handset_target(w: &WrappedKey) -> Result<crate::Target, LuksError> {
+    w.target()
+        .ok_or_else(|| LuksError::Usage("not a handset key".into()))
+}
+
 async fn unwrap_over_dbus(
-    client: &crate::Client,
+    client: &phonecsp::Client,
     w: &WrappedKey,
     pins: &mut Askpass,
     deadline: Instant,
 ) -> Result<Zeroizing<Vec<u8>>, LuksError> {
-    let Some(t) = w.target() else {
-        return Err(LuksError::Usage("not a handset key".into()));
-    };
+    let t = handset_target(w)?;
     wait_connected(client, &t.handset, deadline).await?;
     let mut holder = DaemonHolder {
         client: client.clone(),
         handset: t.handset.clone(),
     };
-    let r = crate::luks::unwrap(&mut holder, w, pins).await;
+    let r = crate::unwrap(&mut holder, w, pins).await;
     let _ = client.logout(&t.handset, &t.container).await;
     r
 }
@@ -271,22 +275,20 @@ async fn unwrap_direct(
     pins: &mut Askpass,
     deadline: Instant,
 ) -> Result<Zeroizing<Vec<u8>>, LuksError> {
-    let Some(t) = w.target() else {
-        return Err(LuksError::Usage("not a handset key".into()));
-    };
+    let t = handset_target(w)?;
     let mut holder = DirectHolder::connect(config, &t.handset, deadline).await?;
-    let r = crate::luks::unwrap(&mut holder, w, pins).await;
+    let r = crate::unwrap(&mut holder, w, pins).await;
     holder.close(&t.container).await;
     r
 }
 
 /// Connects to the daemon if the bus is up and the daemon (checked to run
 /// as its configured user) is on it; `None` means direct mode.
-async fn daemon(bus: &Bus) -> Result<Option<crate::Client>, LuksError> {
+async fn daemon(bus: &Bus) -> Result<Option<phonecsp::Client>, LuksError> {
     let options = ClientOptions::default();
-    let client = match crate::Client::connect_with(bus, options).await {
+    let client = match phonecsp::Client::connect_with(bus, options).await {
         Ok(c) => c,
-        Err(crate::Error::Bus(e)) => {
+        Err(phonecsp::Error::Bus(e)) => {
             eprintln!("phonecsp: no D-Bus ({e}): opening the handset's link directly");
             return Ok(None);
         }
@@ -294,7 +296,7 @@ async fn daemon(bus: &Bus) -> Result<Option<crate::Client>, LuksError> {
     };
     match client.check_daemon().await {
         Ok(_) => Ok(Some(client)),
-        Err(crate::Error::Bus(e)) => {
+        Err(phonecsp::Error::Bus(e)) => {
             eprintln!(
                 "phonecsp: phonecspd is not on the bus ({e}): opening the handset's link directly"
             );

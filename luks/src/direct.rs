@@ -16,8 +16,8 @@ use phonecsp_protocol::{CkRv, HostLink, LinkError, Reply, Request};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
-use crate::handset::{Handset, HandsetLink};
-use crate::luks::LuksError;
+use crate::LuksError;
+use phonecsp::handset::{Handset, HandsetLink};
 
 type Link = HostLink<ReadHalf<SerialStream>, WriteHalf<SerialStream>>;
 
@@ -138,19 +138,20 @@ impl DirectHolder {
 }
 
 impl HandsetLink for DirectHolder {
-    async fn call(&mut self, request: Request) -> crate::Result<Reply> {
+    async fn call(&mut self, request: Request) -> phonecsp::Result<Reply> {
         let what = request.name();
         match tokio::time::timeout(self.timeout, self.link.call(&request)).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(LinkError::Token(rv))) => {
-                Err(crate::Error::token(rv, format!("handset refused {what}")))
-            }
-            Ok(Err(LinkError::Request(e))) => Err(crate::Error::token(CkRv::ARGUMENTS_BAD, e)),
-            Ok(Err(e)) => Err(crate::Error::token(
+            Ok(Err(LinkError::Token(rv))) => Err(phonecsp::Error::token(
+                rv,
+                format!("handset refused {what}"),
+            )),
+            Ok(Err(LinkError::Request(e))) => Err(phonecsp::Error::token(CkRv::ARGUMENTS_BAD, e)),
+            Ok(Err(e)) => Err(phonecsp::Error::token(
                 CkRv::DEVICE_REMOVED,
                 format!("handset '{}': link failed during {what}: {e}", self.handset),
             )),
-            Err(_) => Err(crate::Error::token(
+            Err(_) => Err(phonecsp::Error::token(
                 CkRv::DEVICE_REMOVED,
                 format!("handset '{}': no answer to {what}", self.handset),
             )),

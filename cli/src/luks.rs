@@ -1,17 +1,20 @@
 //! `phonecsp luks`: enrol a LUKS disk with a key on the handset, move its
 //! key to another container or a recovery key, list its phonecsp tokens.
-//! Part of the `phonecsp` binary (included from `src/bin/phonecsp.rs`);
-//! the work is done by [`phonecsp::luks`].
+//! The work is done by the `phonecsp-luks` crate.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use phonecsp::luks::{
-    self, Cryptsetup, Device, EnrollOptions, ExistingKey, LuksError, RewrapTo, WrappedKey,
+use phonecsp_luks::{
+    self as luks, Cryptsetup, Device, EnrollOptions, ExistingKey, LuksError, RewrapTo, WrappedKey,
 };
 use serde_json::json;
 
-use super::{Context, Failure, Id, ensure_login, handset, print_json, print_text};
+use crate::args::Id;
+use crate::failure::Failure;
+use crate::output::{print_json, print_text, render_table};
+use crate::secret::get_secret;
+use crate::session::{Context, ensure_login, handset};
 
 /// The existing passphrase of the device, for `enroll` without --key-file.
 const ENV_LUKS_PASSPHRASE: &str = "PHONECSP_LUKS_PASSPHRASE";
@@ -138,7 +141,7 @@ fn existing_key(a: &EnrollArgs) -> Result<ExistingKey, Failure> {
     if let Some(f) = &a.key_file {
         return Ok(ExistingKey::File(f.clone()));
     }
-    let pass = super::get_secret(
+    let pass = get_secret(
         ENV_LUKS_PASSPHRASE,
         &format!("An existing passphrase of {}: ", a.device.to_string_lossy()),
     )?;
@@ -338,7 +341,7 @@ fn list(cx: &Context, dev: &Device) -> Result<(), Failure> {
             ],
         })
         .collect();
-    print_text(&super::render_table(
+    print_text(&render_table(
         &["TOKEN", "KEYSLOTS", "WRAPPED-TO", "KEY-SHA256"],
         &rows,
     ))

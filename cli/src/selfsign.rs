@@ -21,21 +21,16 @@ use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::Validity;
 use x509_cert::{Certificate, TbsCertificate, Version};
 
-use crate::blocking::Client;
-use crate::input::SignInput;
-use crate::mechanism::Signing;
-use crate::{Error, Result, local};
+use phonecsp::blocking::Client;
+use phonecsp::input::SignInput;
+use phonecsp::mechanism::Signing;
+use phonecsp::{Error, Result, local};
+use phonecsp_protocol::ck::{cka, cko};
 
 /// sha256WithRSAEncryption (RFC 4055).
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
-
-/// `CKA_*` the daemon reports for a public key.
-const CKA_LABEL: u32 = 0x003;
-const CKA_MODULUS: u32 = 0x120;
-const CKA_PUBLIC_EXPONENT: u32 = 0x122;
-const CKO_PUBLIC_KEY: u32 = 2;
 
 /// What to put in the certificate.
 #[derive(Debug, Clone)]
@@ -112,15 +107,15 @@ pub fn self_sign(client: &Client, req: &SelfSignRequest<'_>) -> Result<Vec<u8>> 
             "--days must be at least 1",
         ));
     }
-    let attrs = client.get_attributes(req.handset, req.token, CKO_PUBLIC_KEY, req.id)?;
-    let (Some(n), Some(e)) = (attrs.get(&CKA_MODULUS), attrs.get(&CKA_PUBLIC_EXPONENT)) else {
+    let attrs = client.get_attributes(req.handset, req.token, cko::PUBLIC_KEY, req.id)?;
+    let (Some(n), Some(e)) = (attrs.get(&cka::MODULUS), attrs.get(&cka::PUBLIC_EXPONENT)) else {
         return Err(Error::token(
             CkRv::KEY_HANDLE_INVALID,
             "the handset reported no RSA public key for that id",
         ));
     };
     let label = attrs
-        .get(&CKA_LABEL)
+        .get(&cka::LABEL)
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .unwrap_or_default();
     let public = local::public_key(n, e)?;

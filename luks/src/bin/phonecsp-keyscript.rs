@@ -1,5 +1,5 @@
 //! `phonecsp-keyscript`: a crypttab `keyscript=` that gets the disk key
-//! from the handset (see `phonecsp::keyscript` for the contract).
+//! from the handset (see `phonecsp_luks::keyscript` for the contract).
 //!
 //! ```text
 //! # /etc/crypttab
@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use phonecsp::keyscript::{self, Request};
+use phonecsp_luks::keyscript::{self, Request};
 
 const USAGE: &str = "\
 usage: phonecsp-keyscript KEY-FIELD
@@ -79,9 +79,9 @@ fn main() -> ExitCode {
             eprintln!("phonecsp-keyscript: {}: {e}", req.name);
             let usage = matches!(
                 e,
-                phonecsp::luks::LuksError::Usage(_)
-                    | phonecsp::luks::LuksError::Host(_)
-                    | phonecsp::luks::LuksError::HandsetNotConfigured(_)
+                phonecsp_luks::LuksError::Usage(_)
+                    | phonecsp_luks::LuksError::Host(_)
+                    | phonecsp_luks::LuksError::HandsetNotConfigured(_)
             );
             ExitCode::from(if usage { 2 } else { 1 })
         }

@@ -1,0 +1,418 @@
+//! What may be typed: the command line's options and subcommands (clap),
+//! with their help texts, and the parsers of ids and key sizes.
+
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+use phonecsp::Bus;
+
+pub(crate) const LONG_ABOUT: &str = "\
+Use the keys on your phone from the command line.
+
+phonecsp talks to the phonecsp daemon (phonecspd) over D-Bus. The private keys \
+stay on the handset; the computer hashes, and only digests and ciphertexts cross \
+the link. A TOKEN is a container on the handset (e.g. ssh, disk, web); keys and \
+certificates in it are named by their CKA_ID, given in hex (--key, --id).
+
+Commands that use a private key or change the token (sign, decrypt, keygen, \
+cert import, cert delete) log in first: the PIN comes from the environment \
+variable PHONECSP_PIN, else it is read from the terminal without echo. Before \
+any PIN or pairing code is sent, phonecsp checks that the daemon's bus name is \
+owned by the daemon's user (PHONECSP_DAEMON_USER: a user name or uid; default \
+the user phonecsp if it exists, else root).";
+
+pub(crate) const AFTER_HELP: &str = "\
+Environment:
+  PHONECSP_BUS           system, session or a D-Bus address (default: system)
+  PHONECSP_DAEMON_USER   user the daemon must run as (name or uid)
+  PHONECSP_PIN           the token's PIN (else asked on the terminal)
+  PHONECSP_NEW_PIN       the new PIN for `pin change`
+  PHONECSP_PAIRING_CODE  the one-time code for `pair`
+
+Exit codes:
+  0  success
+  1  the operation failed (verify: the signature is invalid)
+  2  usage error
+  3  the daemon is unreachable, or another D-Bus error
+  4  the token refused (its CK_RV is reported: wrong PIN, not allowed, ...)
+  5  the daemon is not running as its configured user: nothing was sent
+
+Examples:
+  phonecsp status
+  phonecsp --handset pixel sign ssh --key 01 --in message.txt --out message.sig
+  phonecsp --json tokens";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "phonecsp",
+    version,
+    about = "Use the keys on your phone: the phonecsp daemon's command line",
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub(crate) struct Cli {
+    /// The bus the daemon is on: system, session or a D-Bus address
+    /// [default: $PHONECSP_BUS, else system]
+    #[arg(long, global = true, value_name = "system|session|ADDRESS")]
+    pub(crate) bus: Option<Bus>,
+
+    /// Print one JSON document on stdout, for scripts
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// The handset to use [default: the only configured handset]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) handset: Option<String>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Show the daemon's version, the handsets and their link statistics
+    #[command(after_help = "Example:\n  phonecsp status")]
+    Status,
+
+    /// List the configured handsets: connected or not, pinned key fingerprint
+    #[command(after_help = "Example:\n  phonecsp handsets")]
+    Handsets,
+
+    /// List the tokens you may use on connected handsets
+    #[command(
+        after_help = "Examples:\n  phonecsp tokens\n  phonecsp --handset pixel --json tokens"
+    )]
+    Tokens,
+
+    /// List the keys and certificates in a token
+    #[command(after_help = "Example:\n  phonecsp objects ssh")]
+    Objects {
+        /// The token (container on the handset)
+        token: String,
+    },
+
+    /// Sign a file with a key on the handset (logs in first)
+    #[command(after_help = "\
+The input is hashed on the computer; only the digest goes to the handset. With \
+RSA-PKCS the input is the DigestInfo to sign, with RSA-PKCS-PSS the digest.
+
+Examples:
+  phonecsp sign ssh --key 01 --in message.txt --out message.sig
+  phonecsp sign web --key 02 --mechanism SHA384-RSA-PKCS-PSS --salt-len 48 < doc.pdf > doc.sig")]
+    Sign(SignArgs),
+
+    /// Check a signature with the public key of a key on the handset
+    #[command(after_help = "\
+Exit status 0 if the signature is valid, 1 if it is not.
+
+Example:
+  phonecsp verify ssh --key 01 --signature message.sig --in message.txt")]
+    Verify(VerifyArgs),
+
+    /// Decrypt with a key on the handset (logs in first)
+    #[command(
+        after_help = "Example:\n  phonecsp decrypt disk --key 01 --in secret.bin --out secret.txt"
+    )]
+    Decrypt(CryptArgs),
+
+    /// Encrypt to the public key of a key on the handset
+    #[command(
+        after_help = "Example:\n  phonecsp encrypt disk --key 01 --in secret.txt --out secret.bin"
+    )]
+    Encrypt(CryptArgs),
+
+    /// Get random bytes from the handset's generator
+    #[command(
+        after_help = "Examples:\n  phonecsp random 32 --hex\n  phonecsp random 64 > seed.bin"
+    )]
+    Random {
+        /// How many bytes
+        length: u32,
+        /// Print them in hex instead of raw
+        #[arg(long)]
+        hex: bool,
+    },
+
+    /// Generate an RSA key pair on the handset (logs in first)
+    #[command(
+        after_help = "Example:\n  phonecsp keygen ssh --bits 3072 --id 01 --label \"laptop ssh\""
+    )]
+    Keygen {
+        /// The token (container on the handset)
+        token: String,
+        /// Modulus size: 2048, 3072 or 4096
+        #[arg(long, default_value_t = 2048, value_parser = parse_bits)]
+        bits: u32,
+        /// The CKA_ID in hex [default: chosen by the handset]
+        #[arg(long, value_name = "HEX")]
+        id: Option<Id>,
+        /// The CKA_LABEL
+        #[arg(long, value_name = "LABEL", default_value = "")]
+        label: String,
+    },
+
+    /// Import, export or delete a certificate
+    #[command(subcommand)]
+    Cert(CertCommand),
+
+    /// Manage a token's PIN
+    #[command(subcommand)]
+    Pin(PinCommand),
+
+    /// Unlock LUKS disks with the handset: enrol, re-wrap, list
+    #[command(subcommand)]
+    Luks(crate::luks::LuksCommand),
+
+    /// Pair with a handset using the one-time code it shows (root only)
+    #[command(after_help = "\
+The code is taken from --code, else from PHONECSP_PAIRING_CODE, else asked on the \
+terminal without echo. Prefer the last two: a command line is visible to other users.
+
+Example:
+  sudo phonecsp --handset pixel pair")]
+    Pair {
+        /// The one-time pairing code shown on the phone
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
+
+    /// Forget a handset's pinned key (root only)
+    #[command(after_help = "Example:\n  sudo phonecsp --handset pixel unpair")]
+    Unpair,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum CertCommand {
+    /// Store a certificate (PEM or DER) in a token (logs in first)
+    #[command(after_help = "Example:\n  phonecsp cert import web --id 02 user.pem")]
+    Import {
+        /// The token (container on the handset)
+        token: String,
+        /// The CKA_ID in hex, usually that of the certificate's key
+        #[arg(long, value_name = "HEX")]
+        id: Id,
+        /// The CKA_LABEL
+        #[arg(long, value_name = "LABEL", default_value = "")]
+        label: String,
+        /// The certificate file, PEM or DER ("-" for stdin)
+        file: String,
+    },
+    /// Write a certificate out, DER unless --pem
+    #[command(after_help = "Example:\n  phonecsp cert export web --id 02 --pem --out user.pem")]
+    Export {
+        /// The token (container on the handset)
+        token: String,
+        /// The CKA_ID in hex
+        #[arg(long, value_name = "HEX")]
+        id: Id,
+        /// Where to write it ("-" for stdout)
+        #[arg(long, value_name = "FILE", default_value = "-")]
+        out: String,
+        /// PEM instead of DER
+        #[arg(long)]
+        pem: bool,
+    },
+    /// Have the handset sign a self-signed certificate for one of its keys,
+    /// and store it next to the key (logs in first)
+    #[command(
+        name = "self-sign",
+        after_help = "Example:\n  phonecsp cert self-sign ssh --id 01 --subject \"CN=alice's phone\" --days 365"
+    )]
+    SelfSign {
+        /// The token (container on the handset)
+        token: String,
+        /// The key's CKA_ID in hex; the certificate gets the same
+        #[arg(long, value_name = "HEX")]
+        id: Id,
+        /// The subject (and issuer), RFC 4514; default CN=<key label>
+        #[arg(long, value_name = "DN")]
+        subject: Option<String>,
+        /// Days of validity from now
+        #[arg(long, value_name = "N", default_value_t = 365)]
+        days: u32,
+    },
+    /// Delete a certificate from a token (logs in first)
+    #[command(after_help = "Example:\n  phonecsp cert delete web --id 02")]
+    Delete {
+        /// The token (container on the handset)
+        token: String,
+        /// The CKA_ID in hex
+        #[arg(long, value_name = "HEX")]
+        id: Id,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PinCommand {
+    /// Change a token's PIN
+    #[command(after_help = "\
+The current PIN comes from PHONECSP_PIN and the new one from PHONECSP_NEW_PIN, \
+else both are asked on the terminal (the new one twice).
+
+Example:
+  phonecsp pin change ssh")]
+    Change {
+        /// The token (container on the handset)
+        token: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SignArgs {
+    /// The token (container on the handset)
+    pub(crate) token: String,
+    #[command(flatten)]
+    pub(crate) key: KeyArg,
+    #[command(flatten)]
+    pub(crate) mech: SignMechanismArgs,
+    /// The data to sign ("-" for stdin)
+    #[arg(long = "in", value_name = "FILE", default_value = "-")]
+    pub(crate) input: String,
+    /// Where to write the signature ("-" for stdout)
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    pub(crate) out: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct VerifyArgs {
+    /// The token (container on the handset)
+    pub(crate) token: String,
+    #[command(flatten)]
+    pub(crate) key: KeyArg,
+    /// The signature file
+    #[arg(long, value_name = "FILE")]
+    pub(crate) signature: String,
+    #[command(flatten)]
+    pub(crate) mech: SignMechanismArgs,
+    /// The signed data ("-" for stdin)
+    #[arg(long = "in", value_name = "FILE", default_value = "-")]
+    pub(crate) input: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct KeyArg {
+    /// The key's CKA_ID in hex
+    #[arg(long, value_name = "ID_HEX")]
+    pub(crate) key: Id,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SignMechanismArgs {
+    /// SHA{1,224,256,384,512}-RSA-PKCS[-PSS], RSA-PKCS (input: a DigestInfo)
+    /// or RSA-PKCS-PSS (input: a digest)
+    #[arg(long, value_name = "NAME", default_value = "SHA256-RSA-PKCS")]
+    pub(crate) mechanism: String,
+    /// PSS salt length in bytes [default: the digest's length]
+    #[arg(long, value_name = "N")]
+    pub(crate) salt_len: Option<u32>,
+    /// PSS hash, for RSA-PKCS-PSS [default: from the digest's length]
+    #[arg(long, value_name = "HASH")]
+    pub(crate) hash: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CryptArgs {
+    /// The token (container on the handset)
+    pub(crate) token: String,
+    #[command(flatten)]
+    pub(crate) key: KeyArg,
+    /// RSA-PKCS-OAEP or RSA-PKCS
+    #[arg(long, value_name = "NAME", default_value = "RSA-PKCS-OAEP")]
+    pub(crate) mechanism: String,
+    /// OAEP hash (and MGF1 hash): SHA1, SHA224, SHA256, SHA384 or SHA512
+    #[arg(long, value_name = "HASH", default_value = "SHA256")]
+    pub(crate) hash: String,
+    /// The input ("-" for stdin)
+    #[arg(long = "in", value_name = "FILE", default_value = "-")]
+    pub(crate) input: String,
+    /// Where to write the output ("-" for stdout)
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    pub(crate) out: String,
+}
+
+/// A CKA_ID given in hex (`0a1b`, `0A:1B` and `0x0a1b` are all accepted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Id(pub(crate) Vec<u8>);
+
+impl FromStr for Id {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Id, String> {
+        let t = s.trim();
+        let t = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .unwrap_or(t);
+        let digits: Vec<u8> = t.bytes().filter(|b| *b != b':').collect();
+        if digits.is_empty() {
+            return Err("an empty id: give the CKA_ID in hex, e.g. 01".into());
+        }
+        let pairs = digits.chunks_exact(2);
+        if !pairs.remainder().is_empty() {
+            return Err(format!("'{s}' has an odd number of hex digits"));
+        }
+        pairs
+            .map(|pair| {
+                let hi = (pair[0] as char).to_digit(16);
+                let lo = (pair[1] as char).to_digit(16);
+                match (hi, lo) {
+                    (Some(hi), Some(lo)) => Ok((hi * 16 + lo) as u8),
+                    _ => Err(format!("'{s}' is not hex")),
+                }
+            })
+            .collect::<Result<Vec<u8>, String>>()
+            .map(Id)
+    }
+}
+
+pub(crate) fn parse_bits(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(b @ (2048 | 3072 | 4096)) => Ok(b),
+        _ => Err("the handset makes RSA keys of 2048, 3072 or 4096 bits".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ids_parse() {
+        assert_eq!("0a1B".parse::<Id>(), Ok(Id(vec![0x0a, 0x1b])));
+        assert_eq!("0a:1b".parse::<Id>(), Ok(Id(vec![0x0a, 0x1b])));
+        assert_eq!("0x01".parse::<Id>(), Ok(Id(vec![1])));
+        assert!("1".parse::<Id>().is_err());
+        assert!("zz".parse::<Id>().is_err());
+        assert!("".parse::<Id>().is_err());
+        assert!("é1".parse::<Id>().is_err());
+    }
+
+    #[test]
+    fn parses_global_options_and_subcommands() {
+        let cli = Cli::try_parse_from([
+            "phonecsp", "--bus", "session", "--json", "sign", "ssh", "--key", "01", "--in", "f",
+        ])
+        .expect("parses");
+        assert_eq!(cli.bus, Some(Bus::Session));
+        assert!(cli.json);
+        let Command::Sign(a) = cli.command else {
+            panic!("not sign")
+        };
+        assert_eq!(a.mech.mechanism, "SHA256-RSA-PKCS");
+        assert_eq!(a.out, "-");
+        assert_eq!(a.key.key, Id(vec![1]));
+        // Global options after the subcommand too.
+        let cli =
+            Cli::try_parse_from(["phonecsp", "tokens", "--handset", "pixel"]).expect("parses");
+        assert_eq!(cli.handset.as_deref(), Some("pixel"));
+        assert!(Cli::try_parse_from(["phonecsp", "keygen", "ssh", "--bits", "1024"]).is_err());
+        assert!(Cli::try_parse_from(["phonecsp", "--bus", "nowhere", "status"]).is_err());
+    }
+}

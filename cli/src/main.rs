@@ -1,0 +1,99 @@
+//! `phonecsp`: the command line of the phonecsp daemon. Tables for people,
+//! `--json` for scripts; errors on stderr, prefixed `phonecsp: `; the exit
+//! codes are listed in `--help`.
+//!
+//! [`args`] is what may be typed, [`session`] the connection and the login
+//! every command shares, [`secret`] where PINs come from, [`output`] how
+//! results leave, [`failure`] how errors become exit codes; each command
+//! group has a module of its own.
+
+mod args;
+mod cert;
+mod crypto;
+mod failure;
+mod handsets;
+mod keys;
+mod luks;
+mod output;
+mod random;
+mod secret;
+mod selfsign;
+mod session;
+mod tokens;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use phonecsp::blocking::Client;
+use phonecsp::{Bus, ClientOptions};
+
+use args::{CertCommand, Cli, Command, PinCommand};
+use failure::{Failure, report};
+use session::Context;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let bus = match cli.bus.clone().map(Ok).unwrap_or_else(Bus::from_env) {
+        Ok(b) => b,
+        Err(e) => return report(&Failure::Usage(format!("PHONECSP_BUS: {e}")), None),
+    };
+    match run(cli, &bus) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => report(&f, Some(&bus)),
+    }
+}
+
+fn run(cli: Cli, bus: &Bus) -> Result<(), Failure> {
+    let expected = phonecsp::client::default_daemon_uid().map_err(Failure::Usage)?;
+    let client = Client::connect_with(
+        bus,
+        ClientOptions {
+            expected_daemon_uid: Some(expected),
+        },
+    )?;
+    let cx = Context {
+        client,
+        json: cli.json,
+        handset: cli.handset,
+    };
+    match cli.command {
+        Command::Status => handsets::status(&cx),
+        Command::Handsets => handsets::handsets(&cx),
+        Command::Tokens => tokens::tokens(&cx),
+        Command::Objects { token } => tokens::objects(&cx, &token),
+        Command::Sign(a) => crypto::sign(&cx, &a),
+        Command::Verify(a) => crypto::verify(&cx, &a),
+        Command::Decrypt(a) => crypto::crypt(&cx, &a, true),
+        Command::Encrypt(a) => crypto::crypt(&cx, &a, false),
+        Command::Random { length, hex } => random::random(&cx, length, hex),
+        Command::Keygen {
+            token,
+            bits,
+            id,
+            label,
+        } => keys::keygen(&cx, &token, bits, id, &label),
+        Command::Cert(CertCommand::Import {
+            token,
+            id,
+            label,
+            file,
+        }) => cert::cert_import(&cx, &token, &id, &label, &file),
+        Command::Cert(CertCommand::Export {
+            token,
+            id,
+            out,
+            pem,
+        }) => cert::cert_export(&cx, &token, &id, &out, pem),
+        Command::Cert(CertCommand::Delete { token, id }) => cert::cert_delete(&cx, &token, &id),
+        Command::Cert(CertCommand::SelfSign {
+            token,
+            id,
+            subject,
+            days,
+        }) => cert::cert_self_sign(&cx, &token, &id, subject.as_deref(), days),
+        Command::Pin(PinCommand::Change { token }) => tokens::pin_change(&cx, &token),
+        Command::Luks(c) => luks::run(&cx, &c),
+        Command::Pair { code } => handsets::pair(&cx, code),
+        Command::Unpair => handsets::unpair(&cx),
+    }
+}

@@ -1,0 +1,66 @@
+//! What every command shares: the connection to the daemon, the handset
+//! chosen (`--handset`, else the only one), and logging in to a token
+//! before a private key is used.
+
+use phonecsp::Error;
+use phonecsp::blocking::Client;
+use phonecsp_protocol::CkRv;
+use phonecsp_protocol::message::token_flags;
+
+use crate::failure::Failure;
+use crate::secret::{ENV_PIN, get_secret};
+
+pub(crate) struct Context {
+    pub(crate) client: Client,
+    pub(crate) json: bool,
+    pub(crate) handset: Option<String>,
+}
+
+/// `--handset`, else the only configured handset.
+pub(crate) fn handset(cx: &Context) -> Result<String, Failure> {
+    if let Some(h) = &cx.handset {
+        return Ok(h.clone());
+    }
+    let list = cx.client.list_handsets()?;
+    match list.as_slice() {
+        [only] => Ok(only.name.clone()),
+        [] => Err(Failure::Failed(
+            "no handset is configured in the daemon (see /etc/phonecsp/phonecspd.toml)".into(),
+        )),
+        many => Err(Failure::Usage(format!(
+            "several handsets are configured ({}): choose one with --handset NAME",
+            many.iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Logs in to the token unless it needs no login.
+pub(crate) fn ensure_login(cx: &Context, handset: &str, token: &str) -> Result<(), Failure> {
+    let info = cx.client.get_token_info(handset, token)?;
+    if info.logged_in || info.flags & token_flags::LOGIN_REQUIRED == 0 {
+        return Ok(());
+    }
+    if info.flags & token_flags::PIN_LOCKED != 0 {
+        return Err(Error::token(
+            CkRv::PIN_LOCKED,
+            format!("{handset}/{token}: too many wrong PINs, the token is locked"),
+        )
+        .into());
+    }
+    // Refuse before asking for the PIN, not just before sending it.
+    cx.client.check_daemon()?;
+    if info.flags & token_flags::PROTECTED_PATH != 0 {
+        eprintln!("phonecsp: enter the PIN of {handset}/{token} on the phone");
+        cx.client.login(handset, token, &[])?;
+        return Ok(());
+    }
+    if info.flags & token_flags::PIN_FINAL_TRY != 0 && std::env::var_os(ENV_PIN).is_none() {
+        eprintln!("phonecsp: warning: one more wrong PIN locks {handset}/{token}");
+    }
+    let pin = get_secret(ENV_PIN, &format!("PIN for {handset}/{token}: "))?;
+    cx.client.login(handset, token, &pin)?;
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! `phonecsp tokens`, `objects` and `pin change`: the containers on the
+//! handsets, what is in them, and their PINs.
+
+use serde_json::json;
+
+use crate::failure::Failure;
+use crate::output::{class_name, flag_names, hex, say, say_list};
+use crate::secret::{ENV_NEW_PIN, ENV_PIN, get_secret, secret_from_env};
+use crate::session::{Context, handset};
+
+pub(crate) fn tokens(cx: &Context) -> Result<(), Failure> {
+    let list: Vec<_> = cx
+        .client
+        .list_tokens()?
+        .into_iter()
+        .filter(|t| cx.handset.as_ref().is_none_or(|h| *h == t.handset))
+        .collect();
+    say_list(
+        cx,
+        &list,
+        &["HANDSET", "TOKEN", "FLAGS"],
+        |t| {
+            json!({
+                "handset": t.handset,
+                "token": t.token,
+                "flags": t.flags,
+                "flag_names": flag_names(t.flags),
+            })
+        },
+        |t| {
+            vec![
+                t.handset.clone(),
+                t.token.clone(),
+                flag_names(t.flags).join(","),
+            ]
+        },
+    )
+}
+
+pub(crate) fn objects(cx: &Context, token: &str) -> Result<(), Failure> {
+    let h = handset(cx)?;
+    let list = cx.client.list_objects(&h, token)?;
+    say_list(
+        cx,
+        &list,
+        &["CLASS", "ID", "LABEL"],
+        |o| json!({ "class": class_name(o.class), "id": hex(&o.id), "label": o.label }),
+        |o| vec![class_name(o.class), hex(&o.id), o.label.clone()],
+    )
+}
+
+pub(crate) fn pin_change(cx: &Context, token: &str) -> Result<(), Failure> {
+    let h = handset(cx)?;
+    cx.client.check_daemon()?;
+    let old = get_secret(ENV_PIN, &format!("Current PIN for {h}/{token}: "))?;
+    let new = match secret_from_env(ENV_NEW_PIN) {
+        Some(p) => p,
+        None => {
+            let a = get_secret(ENV_NEW_PIN, "New PIN: ")?;
+            let b = get_secret(ENV_NEW_PIN, "Repeat the new PIN: ")?;
+            if a != b {
+                return Err(Failure::Usage(
+                    "the new PINs typed differ; nothing was changed".into(),
+                ));
+            }
+            a
+        }
+    };
+    cx.client.change_pin(&h, token, &old, &new)?;
+    say(
+        cx,
+        json!({ "handset": h, "token": token, "changed": true }),
+        format!("changed the PIN of {h}/{token}\n"),
+    )
+}

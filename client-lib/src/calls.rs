@@ -1,0 +1,215 @@
+//! The daemon's methods and properties, listed once. The D-Bus proxy
+//! ([`crate::proxy`]), the async client ([`crate::client`]) and the
+//! blocking client ([`crate::blocking`]) each expand this list with a
+//! macro of their own, so a new D-Bus method is one entry here.
+//!
+//! A method says how it reaches the daemon: `plain` through the proxy to
+//! the well-known name, `trusted` only after the name's owner has been
+//! checked to be the daemon's user (it carries a PIN or a pairing code).
+//! `-> WIRE as CLIENT` is a reply the clients hand on in another type
+//! (a plaintext, zeroized when dropped). A property names its
+//! `emits_changed_signal`.
+
+use zeroize::Zeroizing;
+
+use crate::types::MechanismParams;
+
+/// Calls `$then!` with every method and property, each as
+/// `{ [DOCS] plain|trusted NAME(ARGS) [WIRE] [CLIENT] [EMITS?] }` (see
+/// [`each_call`]).
+macro_rules! for_each_call {
+    ($then:ident) => {
+        crate::calls::each_call! {
+            $then;
+            methods {
+                /// Configured handsets: (name, transport, pinned key fingerprint, connected).
+                plain fn list_handsets() -> Vec<HandsetStatus>;
+                /// Tokens the caller may use on connected handsets.
+                plain fn list_tokens() -> Vec<TokenEntry>;
+                plain fn get_token_info(handset: &str, token: &str) -> TokenDetails;
+                /// Checks the daemon's identity, then logs this connection in.
+                trusted fn login(handset: &str, token: &str, pin: &[u8]) -> ();
+                plain fn logout(handset: &str, token: &str) -> ();
+                /// Checks the daemon's identity, then changes the PIN.
+                trusted fn change_pin(handset: &str, token: &str, old_pin: &[u8], new_pin: &[u8])
+                    -> ();
+                /// Objects: (CKO_* class, CKA_ID, CKA_LABEL).
+                plain fn list_objects(handset: &str, token: &str) -> Vec<ObjectInfo>;
+                /// Attributes by `CKA_*` type; numbers are 8-byte big-endian.
+                plain fn get_attributes(handset: &str, token: &str, class: u32, id: &[u8])
+                    -> HashMap<u32, Vec<u8>>;
+                plain fn sign(handset: &str, token: &str, key_id: &[u8], mechanism: u32,
+                    params: &MechanismParams, data: &[u8]) -> Vec<u8>;
+                /// `Ok(false)`: the signature does not verify.
+                plain fn verify(handset: &str, token: &str, key_id: &[u8], mechanism: u32,
+                    params: &MechanismParams, data: &[u8], signature: &[u8]) -> bool;
+                /// The plaintext, zeroized when dropped.
+                plain fn decrypt(handset: &str, token: &str, key_id: &[u8], mechanism: u32,
+                    params: &MechanismParams, ciphertext: &[u8]) -> Vec<u8> as Zeroizing<Vec<u8>>;
+                plain fn encrypt(handset: &str, token: &str, key_id: &[u8], mechanism: u32,
+                    params: &MechanismParams, plaintext: &[u8]) -> Vec<u8>;
+                plain fn digest(mechanism: u32, data: &[u8]) -> Vec<u8>;
+                /// An empty `id` lets the handset choose the CKA_ID.
+                plain fn generate_key_pair(handset: &str, token: &str, bits: u32, id: &[u8],
+                    label: &str) -> KeyPairInfo;
+                plain fn generate_random(handset: &str, length: u32) -> Vec<u8>;
+                /// `certificate` is DER.
+                plain fn import_certificate(handset: &str, token: &str, id: &[u8], label: &str,
+                    certificate: &[u8]) -> ();
+                /// `class`: `CKO_CERTIFICATE` (1) or `CKO_PRIVATE_KEY` (3, the key pair).
+                plain fn delete_object(handset: &str, token: &str, class: u32, id: &[u8]) -> ();
+                /// `public_key` is a DER SubjectPublicKeyInfo; hashes are `CKM_SHA*`.
+                plain fn rewrap(handset: &str, token: &str, key_id: &[u8], in_hash: u32,
+                    ciphertext: &[u8], out_hash: u32, public_key: &[u8]) -> Vec<u8>;
+                /// Root only. Checks the daemon's identity, then pairs with the
+                /// one-time code; returns the handset key's fingerprint.
+                trusted fn pair(handset: &str, code: &str) -> String;
+                /// Root only.
+                plain fn unpair(handset: &str) -> ();
+            }
+            properties {
+                /// Per handset: requests, bytes sent to it, bytes received from
+                /// it. Read afresh on every call: the counters change all the time.
+                fn statistics() -> HashMap<String, LinkStatistics> = "false";
+                /// The daemon's version.
+                fn version() -> String = "const";
+            }
+        }
+    };
+}
+pub(crate) use for_each_call;
+
+/// The list, read once: a property is a `plain` call without arguments
+/// that names its `emits_changed_signal`; CLIENT is WIRE unless the entry
+/// says `as CLIENT`.
+macro_rules! each_call {
+    (
+        $then:ident;
+        methods { $($(#[$doc:meta])* $via:ident fn $name:ident($($arg:ident: $ty:ty),*)
+            -> $wire:ty $(as $ret:ty)?;)* }
+        properties { $($(#[$pdoc:meta])* fn $prop:ident() -> $pty:ty = $emits:literal;)* }
+    ) => {
+        $then! {
+            $({ [$(#[$doc])*] $via $name($($arg: $ty),*) [$wire]
+                [crate::calls::returned!($wire $(, $ret)?)] [] })*
+            $({ [$(#[$pdoc])*] plain $prop() [$pty] [$pty] [$emits] })*
+        }
+    };
+}
+pub(crate) use each_call;
+
+/// The type the clients return: `CLIENT` of `-> WIRE as CLIENT`, else `WIRE`.
+macro_rules! returned {
+    ($wire:ty) => {
+        $wire
+    };
+    ($wire:ty, $client:ty) => {
+        $client
+    };
+}
+pub(crate) use returned;
+
+/// An argument of a blocking call, taken over to the runtime's thread:
+/// owned there (bytes in [`Zeroizing`]: they may be a PIN or a plaintext),
+/// lent to the async call.
+pub(crate) trait Carry {
+    type Owned: Lend + Send + 'static;
+    fn carry(self) -> Self::Owned;
+}
+
+/// The owned form of an argument, lent back as the argument's type.
+pub(crate) trait Lend {
+    type Lent<'a>
+    where
+        Self: 'a;
+    fn lend(&self) -> Self::Lent<'_>;
+}
+
+/// Arguments passed by reference travel as their owned form and are lent
+/// back as a reference.
+macro_rules! carried_by_reference {
+    ($($t:ty => $owned:ty, $carry:expr;)*) => {$(
+        impl Carry for &$t {
+            type Owned = $owned;
+            fn carry(self) -> $owned {
+                $carry(self)
+            }
+        }
+
+        impl Lend for $owned {
+            type Lent<'a> = &'a $t;
+            fn lend(&self) -> &$t {
+                self
+            }
+        }
+    )*};
+}
+
+carried_by_reference! {
+    str => String, str::to_owned;
+    [u8] => Zeroizing<Vec<u8>>, |b: &[u8]| Zeroizing::new(b.to_vec());
+    MechanismParams => MechanismParams, MechanismParams::clone;
+}
+
+impl Carry for u32 {
+    type Owned = u32;
+    fn carry(self) -> u32 {
+        self
+    }
+}
+
+impl Lend for u32 {
+    type Lent<'a> = u32;
+    fn lend(&self) -> u32 {
+        *self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    macro_rules! names {
+        ($({ [$(#[$d:meta])*] $v:ident $name:ident($($a:ident: $t:ty),*) [$w:ty] [$r:ty] [$($e:literal)?] })*) => {
+            [$(stringify!($name)),*]
+        };
+    }
+
+    fn snake_case(camel: &str) -> String {
+        let mut out = String::new();
+        for c in camel.chars() {
+            if c.is_ascii_uppercase() {
+                if !out.is_empty() {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// The list is the clients' whole API: every method and property of
+    /// the interface's XML is in it, and nothing else.
+    #[test]
+    fn every_method_and_property_of_the_interface_is_listed() {
+        let xml = include_str!("../../dbus/org.phonecsp.CryptoProvider1.xml");
+        let mut want: Vec<String> = xml
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                let rest = l
+                    .strip_prefix("<method name=\"")
+                    .or_else(|| l.strip_prefix("<property name=\""))?;
+                rest.split('"').next().map(snake_case)
+            })
+            .collect();
+        let mut got: Vec<String> = for_each_call!(names)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 22);
+    }
+}

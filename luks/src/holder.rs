@@ -1,0 +1,247 @@
+//! Unwrapping: whoever holds the key ([`KeyHolder`]: the daemon over
+//! D-Bus or a link to the handset) checks it is the key the disk was
+//! enrolled with, logs in with a PIN from a [`PinSource`], and decrypts.
+
+use std::future::Future;
+
+use phonecsp_protocol::CkRv;
+use phonecsp_protocol::message::token_flags;
+use rsa::RsaPublicKey;
+use zeroize::Zeroizing;
+
+use phonecsp::handset::{Handset, HandsetLink};
+use phonecsp_protocol::ck::cko;
+
+use crate::*;
+
+/// What a container says about itself before a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerStatus {
+    /// `phonecsp_protocol::message::token_flags`.
+    pub flags: u32,
+    pub retries_left: u32,
+    /// This session (or D-Bus connection) is already logged in.
+    pub logged_in: bool,
+}
+
+/// What the PIN is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinPrompt {
+    pub handset: String,
+    pub container: String,
+    pub retries_left: u32,
+    /// Set when one more wrong PIN locks the container.
+    pub final_try: bool,
+}
+
+/// A handset's containers as the unlock needs them, reached over D-Bus,
+/// over a direct link, or through the daemon's own link. Errors carry the
+/// CK_RV the handset or daemon answered.
+pub trait KeyHolder {
+    fn status(
+        &mut self,
+        container: &str,
+    ) -> impl Future<Output = phonecsp::Result<ContainerStatus>> + Send;
+    fn public_key(
+        &mut self,
+        container: &str,
+        id: &[u8],
+    ) -> impl Future<Output = phonecsp::Result<RsaPublicKey>> + Send;
+    fn login(
+        &mut self,
+        container: &str,
+        pin: &[u8],
+    ) -> impl Future<Output = phonecsp::Result<()>> + Send;
+    /// RSA-OAEP-SHA256 decryption with the key.
+    fn decrypt(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        ciphertext: &[u8],
+    ) -> impl Future<Output = phonecsp::Result<Zeroizing<Vec<u8>>>> + Send;
+}
+
+/// Where a PIN comes from.
+pub trait PinSource {
+    fn pin(
+        &mut self,
+        prompt: &PinPrompt,
+    ) -> impl Future<Output = Result<Zeroizing<Vec<u8>>>> + Send;
+}
+
+pub(crate) fn holder_error(e: phonecsp::Error, t: &Target) -> LuksError {
+    match e.rv() {
+        CkRv::TOKEN_NOT_PRESENT => LuksError::ContainerAbsent {
+            handset: t.handset.clone(),
+            container: t.container.clone(),
+        },
+        CkRv::DEVICE_REMOVED => LuksError::HandsetAway {
+            handset: t.handset.clone(),
+            reason: e.to_string(),
+        },
+        CkRv::PIN_LOCKED => LuksError::PinLocked {
+            handset: t.handset.clone(),
+            container: t.container.clone(),
+        },
+        CkRv::OBJECT_HANDLE_INVALID | CkRv::KEY_HANDLE_INVALID => LuksError::NoKey {
+            handset: t.handset.clone(),
+            container: t.container.clone(),
+            key_id: t.key_id_hex(),
+        },
+        _ => LuksError::Client(e),
+    }
+}
+
+/// Unwraps the disk secret with the handset: checks that the holder's key
+/// is the one the secret was wrapped to (so a wrong container costs no PIN
+/// try), logs in if the container needs it, and decrypts.
+pub async fn unwrap<H: KeyHolder, P: PinSource>(
+    holder: &mut H,
+    wrapped: &WrappedKey,
+    pins: &mut P,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let t = wrapped.target().ok_or_else(|| {
+        LuksError::Usage(format!(
+            "the key is wrapped to {}, not to a handset: open it with the recovery private key",
+            wrapped.describe()
+        ))
+    })?;
+    let ciphertext = wrapped.wrapped()?;
+    let status = holder
+        .status(&t.container)
+        .await
+        .map_err(|e| holder_error(e, &t))?;
+    let public = holder
+        .public_key(&t.container, &t.key_id)
+        .await
+        .map_err(|e| holder_error(e, &t))?;
+    if public_key_sha256(&public)? != wrapped.public_key_sha256.to_ascii_lowercase() {
+        return Err(LuksError::WrongKey {
+            handset: t.handset.clone(),
+            container: t.container.clone(),
+            key_id: t.key_id_hex(),
+        });
+    }
+    if status.flags & token_flags::PIN_LOCKED != 0 {
+        return Err(LuksError::PinLocked {
+            handset: t.handset.clone(),
+            container: t.container.clone(),
+        });
+    }
+    if status.flags & token_flags::LOGIN_REQUIRED != 0 && !status.logged_in {
+        let pin = if status.flags & token_flags::PROTECTED_PATH != 0 {
+            Zeroizing::new(Vec::new())
+        } else {
+            pins.pin(&PinPrompt {
+                handset: t.handset.clone(),
+                container: t.container.clone(),
+                retries_left: status.retries_left,
+                final_try: status.flags & token_flags::PIN_FINAL_TRY != 0,
+            })
+            .await?
+        };
+        if let Err(e) = holder.login(&t.container, &pin).await {
+            return Err(match e.rv() {
+                CkRv::PIN_INCORRECT => {
+                    let retries_left = holder
+                        .status(&t.container)
+                        .await
+                        .map(|s| s.retries_left)
+                        .unwrap_or(0);
+                    LuksError::WrongPin {
+                        handset: t.handset.clone(),
+                        container: t.container.clone(),
+                        retries_left,
+                    }
+                }
+                _ => holder_error(e, &t),
+            });
+        }
+    }
+    holder
+        .decrypt(&t.container, &t.key_id, &ciphertext)
+        .await
+        .map_err(|e| match e.rv() {
+            CkRv::ENCRYPTED_DATA_INVALID | CkRv::ENCRYPTED_DATA_LEN_RANGE => LuksError::WrongKey {
+                handset: t.handset.clone(),
+                container: t.container.clone(),
+                key_id: t.key_id_hex(),
+            },
+            _ => holder_error(e, &t),
+        })
+}
+
+/// [`KeyHolder`] on the handset itself, over any link that carries its
+/// requests: the direct serial link of the keyscript, or the daemon's own
+/// link for systemd-cryptsetup's key sockets.
+impl<L: HandsetLink + Send> KeyHolder for L {
+    async fn status(&mut self, container: &str) -> phonecsp::Result<ContainerStatus> {
+        let i = Handset::token_info(self, container).await?;
+        Ok(ContainerStatus {
+            flags: i.flags,
+            retries_left: i.retries_left,
+            logged_in: i.flags & token_flags::LOGGED_IN != 0,
+        })
+    }
+
+    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<RsaPublicKey> {
+        Handset::public_key(self, container, id).await
+    }
+
+    async fn login(&mut self, container: &str, pin: &[u8]) -> phonecsp::Result<()> {
+        Handset::login(self, container, pin).await
+    }
+
+    async fn decrypt(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        ciphertext: &[u8],
+    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
+        Handset::decrypt(self, container, id, disk_oaep().for_handset(), ciphertext).await
+    }
+}
+
+/// [`KeyHolder`] over D-Bus: the daemon, on a connection of its own (so
+/// the login ends with it).
+pub struct DaemonHolder {
+    pub client: phonecsp::Client,
+    pub handset: String,
+}
+
+impl KeyHolder for DaemonHolder {
+    async fn status(&mut self, container: &str) -> phonecsp::Result<ContainerStatus> {
+        let d = self.client.get_token_info(&self.handset, container).await?;
+        Ok(ContainerStatus {
+            flags: d.flags,
+            retries_left: d.retries_left,
+            logged_in: d.logged_in,
+        })
+    }
+
+    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<RsaPublicKey> {
+        let a = self
+            .client
+            .get_attributes(&self.handset, container, cko::PUBLIC_KEY, id)
+            .await?;
+        phonecsp::local::public_key_from_attributes(&a)
+            .map_err(|rv| phonecsp::Error::token(rv, "not an RSA public key"))
+    }
+
+    async fn login(&mut self, container: &str, pin: &[u8]) -> phonecsp::Result<()> {
+        self.client.login(&self.handset, container, pin).await
+    }
+
+    async fn decrypt(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        wrapped: &[u8],
+    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
+        let (mechanism, params) = disk_oaep().wire();
+        let handset = &self.handset;
+        self.client
+            .decrypt(handset, container, id, mechanism, &params, wrapped)
+            .await
+    }
+}

@@ -1,0 +1,84 @@
+//! Re-wrapping inside the handset: the secret moves to another container
+//! or a recovery key without ever being in the clear on this computer.
+
+use phonecsp_protocol::CkRv;
+use rsa::RsaPublicKey;
+
+use phonecsp::mechanism::ckm;
+
+use crate::*;
+
+/// Where [`rewrap`] moves the secret.
+#[derive(Debug, Clone)]
+pub enum RewrapTo {
+    /// Another container (on the same or another handset).
+    Container {
+        handset: String,
+        container: String,
+        key_id: Option<Vec<u8>>,
+    },
+    /// A recovery public key kept away from the computer.
+    PublicKey(RsaPublicKey),
+}
+
+/// Re-wraps `from` to `to` inside the handset that holds `from`'s key: the
+/// secret never exists in the clear on this computer. The caller's D-Bus
+/// connection must be logged in to `from`'s container. The result opens
+/// the same keyslots.
+pub fn rewrap(
+    client: &phonecsp::blocking::Client,
+    from: &WrappedKey,
+    to: &RewrapTo,
+) -> Result<WrappedKey> {
+    let source = from.target().ok_or_else(|| {
+        LuksError::Usage(
+            "this key is wrapped to a recovery key: only its private key can re-wrap it".into(),
+        )
+    })?;
+    let (target, public) = match to {
+        RewrapTo::Container {
+            handset,
+            container,
+            key_id,
+        } => {
+            let (id, key) = container_public_key(client, handset, container, key_id.as_deref())?;
+            (
+                Some(Target {
+                    handset: handset.clone(),
+                    container: container.clone(),
+                    key_id: id,
+                }),
+                key,
+            )
+        }
+        RewrapTo::PublicKey(key) => (None, key.clone()),
+    };
+    if target.as_ref() == Some(&source) {
+        return Err(LuksError::Usage(
+            "the key is already wrapped to that container key".into(),
+        ));
+    }
+    let spki = phonecsp::local::spki_der(&public)
+        .map_err(|rv| LuksError::PublicKey(format!("cannot encode it: {rv}")))?;
+    let rewrapped = client
+        .rewrap(
+            &source.handset,
+            &source.container,
+            &source.key_id,
+            ckm::SHA256,
+            &from.wrapped()?,
+            ckm::SHA256,
+            &spki,
+        )
+        .map_err(|e| match e.rv() {
+            CkRv::ENCRYPTED_DATA_INVALID => LuksError::WrongKey {
+                handset: source.handset.clone(),
+                container: source.container.clone(),
+                key_id: source.key_id_hex(),
+            },
+            _ => holder_error(e, &source),
+        })?;
+    let mut out = WrappedKey::new(target.as_ref(), 0, &public, &rewrapped)?;
+    out.keyslots = from.keyslots.clone();
+    Ok(out)
+}

@@ -1,0 +1,101 @@
+//! The disk unlock's unit tests, across its modules.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sha2::Sha256;
+
+use crate::*;
+use rsa::{Oaep, RsaPrivateKey};
+
+#[test]
+fn secrets_are_fresh_printable_and_long() {
+    let a = new_secret();
+    let b = new_secret();
+    assert_eq!(a.len(), 64);
+    assert_ne!(*a, *b);
+    assert!(a.iter().all(|c| c.is_ascii_graphic()));
+    assert_eq!(BASE64.decode(&a[..]).unwrap().len(), SECRET_RANDOM_BYTES);
+}
+
+#[test]
+fn wrapped_keys_roundtrip_and_unwrap_with_the_private_key() {
+    let sk = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let pk = sk.to_public_key();
+    let secret = new_secret();
+    let ct = wrap(&pk, &secret).unwrap();
+    let t = Target {
+        handset: "phone".into(),
+        container: "disk".into(),
+        key_id: vec![2],
+    };
+    let w = WrappedKey::new(Some(&t), 1, &pk, &ct).unwrap();
+    let json = w.to_json();
+    assert!(json.contains("\"type\": \"phonecsp\""), "{json}");
+    assert!(json.contains("\"keyslots\": [\n    \"1\"\n  ]"), "{json}");
+    let back = WrappedKey::parse(&json).unwrap();
+    assert_eq!(back, w);
+    assert_eq!(back.target(), Some(t));
+    assert_eq!(back.keyslot_numbers(), vec![1]);
+    assert_eq!(
+        sk.decrypt(Oaep::new::<Sha256>(), &back.wrapped().unwrap())
+            .unwrap(),
+        secret.to_vec()
+    );
+    // Recovery keys name no handset.
+    let r = WrappedKey::new(None, 1, &pk, &ct).unwrap();
+    assert_eq!(WrappedKey::parse(&r.to_json()).unwrap().target(), None);
+    assert!(r.describe().starts_with("a recovery public key"));
+}
+
+#[test]
+fn malformed_tokens_are_refused() {
+    let ok = r#"{"type":"phonecsp","keyslots":["1"],"handset":"p","container":"c","key_id":"01","algorithm":"RSA-OAEP-SHA256","public_key_sha256":"00","wrapped_key":"AAAA"}"#;
+    assert!(WrappedKey::parse(ok).is_ok());
+    for bad in [
+        ok.replace("\"phonecsp\"", "\"systemd-pkcs11\""),
+        ok.replace("RSA-OAEP-SHA256", "RSA-PKCS"),
+        ok.replace("\"AAAA\"", "\"!!\""),
+        ok.replace("\"01\"", "\"0x\""),
+        ok.replace("\"1\"", "\"one\""),
+        ok.replace(",\"container\":\"c\"", ""),
+        ok.replace("}", ",\"extra\":1}"),
+        "{".into(),
+        "[]".into(),
+    ] {
+        assert!(WrappedKey::parse(&bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn tokens_are_found_in_metadata() {
+    let ok = serde_json::json!({"type":"phonecsp","keyslots":["1"],"handset":"p","container":"c","key_id":"01","algorithm":"RSA-OAEP-SHA256","public_key_sha256":"00","wrapped_key":"AAAA"});
+    let meta = serde_json::json!({"tokens": {
+        "3": ok,
+        "0": {"type": "systemd-tpm2", "keyslots": ["2"]},
+        "1": {"type": "phonecsp", "keyslots": ["1"]},
+    }});
+    let t = phonecsp_tokens(&meta);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].0, 1);
+    assert!(t[0].1.is_err());
+    assert_eq!(t[1].0, 3);
+    assert!(t[1].1.is_ok());
+}
+
+#[test]
+fn public_keys_parse_from_pem_and_der() {
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    let sk = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let pk = sk.to_public_key();
+    let pem = pk.to_public_key_pem(LineEnding::LF).unwrap();
+    assert_eq!(parse_public_key(pem.as_bytes()).unwrap(), pk);
+    let der = pk.to_public_key_der().unwrap();
+    assert_eq!(parse_public_key(der.as_bytes()).unwrap(), pk);
+    let pkcs1 = pk.to_pkcs1_pem(LineEnding::LF).unwrap();
+    assert_eq!(parse_public_key(pkcs1.as_bytes()).unwrap(), pk);
+    assert!(parse_public_key(b"nonsense").is_err());
+    assert_eq!(unhex("0a1B"), Some(vec![0x0a, 0x1b]));
+    assert_eq!(unhex("0"), None);
+    assert_eq!(unhex("zz"), None);
+}
