@@ -8,7 +8,8 @@
 //! slots, sessions, logins and operations, run against a `backend` (the
 //! daemon over D-Bus, or a fake in the unit tests); `operations` one
 //! session's operation state; `registry` the object handles;
-//! `session_objects` the objects kept for the application; `symmetric`
+//! `slot_id` the slot IDs; `session_objects` the objects kept for the
+//! application; `symmetric`
 //! the bulk ciphers of session secret keys; `objects` the attributes; `mechanisms` the mechanism table; `error` the module's own
 //! failures, whose `CK_RV` mapping defers to the client library's.
 
@@ -21,6 +22,7 @@ mod objects;
 mod operations;
 mod registry;
 mod session_objects;
+mod slot_id;
 mod symmetric;
 
 pub use error::Error;

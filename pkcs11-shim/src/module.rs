@@ -1,6 +1,7 @@
 //! The module's state and every PKCS#11 operation, in safe Rust: slots
-//! (one per (handset, token) the daemon lets this user see, append-only so
-//! slot IDs stay stable for the life of the process), sessions, object
+//! (one per (handset, token) the daemon lets this user see, kept for the
+//! life of the process, with IDs derived from the names so they are the
+//! same in every process, see `slot_id.rs`), sessions, object
 //! handles, login state and the sign/verify/encrypt/decrypt/digest
 //! operations. `ffi.rs` calls these and only converts pointers. Tokens,
 //! objects and private-key operations are asked of a [`Backend`]: the
@@ -41,6 +42,7 @@ pub use crate::operations::{DecryptOp, DigestOp, EncryptOp, SignOp, VerifyOp};
 use crate::operations::{FindOp, Kind, Operations, take_input};
 use crate::registry::{ObjKey, Registry};
 use crate::session_objects::{PhonePair, SessionObject, SessionObjects};
+use crate::slot_id;
 use crate::symmetric::{self, Direction, SymOp};
 
 /// How often a blocking `C_WaitForSlotEvent` asks the daemon.
@@ -149,6 +151,7 @@ pub fn module() -> Result<Arc<Module>> {
 }
 
 struct SlotState {
+    id: CK_SLOT_ID,
     handset: String,
     token: String,
     present: bool,
@@ -370,7 +373,9 @@ impl Module {
                     .iter()
                     .any(|st| st.handset == t.handset && st.token == t.token)
                 {
+                    let taken: Vec<CK_SLOT_ID> = s.list.iter().map(|st| st.id).collect();
                     s.list.push(SlotState {
+                        id: slot_id::assign(&t.handset, &t.token, &taken),
                         handset: t.handset,
                         token: t.token,
                         present: true,
@@ -400,17 +405,28 @@ impl Module {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.present || !present_only)
-            .map(|(i, _)| i as CK_SLOT_ID)
+            .map(|(_, s)| s.id)
             .collect()
     }
 
-    fn slot_index(&self, slot: CK_SLOT_ID) -> Result<usize> {
-        let i = usize::try_from(slot).or_else(|_| fail(CKR_SLOT_ID_INVALID))?;
-        if i < lock(&self.slots).list.len() {
-            Ok(i)
-        } else {
-            fail(CKR_SLOT_ID_INVALID)
+    /// Where the slot `id` is kept. An ID not seen yet in this process is
+    /// looked for among the daemon's tokens first: a program may use a
+    /// slot ID it remembers right after `C_Initialize`, without listing.
+    fn slot_index(&self, id: CK_SLOT_ID) -> Result<usize> {
+        let find = || lock(&self.slots).list.iter().position(|s| s.id == id);
+        if let Some(i) = find() {
+            return Ok(i);
         }
+        self.refresh();
+        find().ok_or(Error::Rv(CKR_SLOT_ID_INVALID))
+    }
+
+    /// The ID of the slot kept at `i`.
+    fn slot_id(&self, i: usize) -> CK_SLOT_ID {
+        lock(&self.slots)
+            .list
+            .get(i)
+            .map_or(CK_UNAVAILABLE_INFORMATION, |s| s.id)
     }
 
     fn require_present(&self, slot: usize) -> Result<()> {
@@ -521,14 +537,9 @@ impl Module {
             self.refresh();
             {
                 let mut s = lock(&self.slots);
-                if let Some((i, st)) = s
-                    .list
-                    .iter_mut()
-                    .enumerate()
-                    .find(|(_, st)| st.present != st.reported)
-                {
+                if let Some(st) = s.list.iter_mut().find(|st| st.present != st.reported) {
                     st.reported = st.present;
-                    return Ok(i as CK_SLOT_ID);
+                    return Ok(st.id);
                 }
             }
             if flags & CKF_DONT_BLOCK != 0 {
@@ -611,7 +622,7 @@ impl Module {
             (true, true) => CKS_RW_USER_FUNCTIONS,
         };
         Ok(CK_SESSION_INFO {
-            slotID: slot as CK_SLOT_ID,
+            slotID: self.slot_id(slot),
             state,
             flags: CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 },
             ulDeviceError: 0,

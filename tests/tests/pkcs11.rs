@@ -1155,3 +1155,37 @@ fn protected_authentication_path_logs_in_with_a_null_pin() {
         .unwrap();
     assert_eq!(sig.len(), 256);
 }
+
+/// A program that keeps a slot ID (in its configuration, or in a
+/// `slot-id=` URI) opens a session on it right after `C_Initialize`,
+/// without listing the slots first; the ID is derived from the handset's
+/// and the container's names, so it is the same in every process and
+/// after restarts.
+#[test]
+fn a_remembered_slot_id_opens_right_after_c_initialize() {
+    if own_process("a_remembered_slot_id_opens_right_after_c_initialize") {
+        return;
+    }
+    use cryptoki_sys::*;
+    let fx = fixture();
+    let r = raw(&fx);
+    check!(r, C_Initialize(null()) => CKR_OK);
+    let mut n: CK_ULONG = 1;
+    let mut slot: CK_SLOT_ID = 0;
+    check!(r, C_GetSlotList(CK_TRUE, &mut slot, &mut n) => CKR_OK);
+    // FNV-1a of "phone\0ssh", cut to 31 bits: the names', not the order's.
+    assert_eq!(slot, 0x6530_7349);
+    check!(r, C_Finalize(null()) => CKR_OK);
+    // As a new process would: initialise and go straight to the slot.
+    check!(r, C_Initialize(null()) => CKR_OK);
+    let mut info = CK_SLOT_INFO::default();
+    check!(r, C_GetSlotInfo(slot, &mut info) => CKR_OK);
+    assert_ne!(info.flags & CKF_TOKEN_PRESENT, 0);
+    let mut h: CK_SESSION_HANDLE = 0;
+    check!(r, C_OpenSession(slot, CKF_SERIAL_SESSION, null(), None, &mut h) => CKR_OK);
+    let mut pin = PIN.as_bytes().to_vec();
+    check!(r, C_Login(h, CKU_USER, pin.as_mut_ptr(), pin.len() as CK_ULONG) => CKR_OK);
+    check!(r, C_CloseSession(h) => CKR_OK);
+    check!(r, C_GetSlotInfo(slot + 1, &mut info) => CKR_SLOT_ID_INVALID);
+    check!(r, C_Finalize(null()) => CKR_OK);
+}

@@ -2080,3 +2080,62 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
         .collect()
 }
+
+// ---- slots and tokens (section 5.5) ------------------------------------------
+
+/// The fake token's slot ID: derived from its names, the same in every
+/// process.
+const SLOT: CK_SLOT_ID = 0x6530_7349;
+
+#[test]
+fn s5_5_a_remembered_slot_id_works_right_after_c_initialize() {
+    let fake = Fake::new();
+    let _g = module_on(&fake);
+    // No C_GetSlotList first.
+    let mut info = CK_SLOT_INFO::default();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { C_GetSlotInfo(SLOT, &mut info) }, CKR_OK);
+    assert_ne!(info.flags & CKF_TOKEN_PRESENT, 0);
+    let h = open_session(SLOT, CKF_SERIAL_SESSION).expect("a session on the remembered slot");
+    let mut si = CK_SESSION_INFO::default();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { C_GetSessionInfo(h, &mut si) }, CKR_OK);
+    assert_eq!(si.slotID, SLOT);
+    assert_eq!(slots(), vec![SLOT]);
+    // An ID no token has.
+    // SAFETY: a valid out-pointer.
+    assert_eq!(
+        unsafe { C_GetSlotInfo(SLOT + 1, &mut info) },
+        CKR_SLOT_ID_INVALID
+    );
+    assert_eq!(
+        open_session(SLOT + 1, CKF_SERIAL_SESSION),
+        Err(CKR_SLOT_ID_INVALID)
+    );
+    // The same after C_Finalize and C_Initialize, as in another process.
+    // SAFETY: NULL is the reserved argument's only value.
+    unsafe { C_Finalize(null()) };
+    module::initialize_fake(Box::new(fake.clone())).expect("initialised again");
+    let mut token = CK_TOKEN_INFO::default();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { C_GetTokenInfo(SLOT, &mut token) }, CKR_OK);
+    // A phone that goes away leaves its slot, without a token.
+    fake.state().present = false;
+    assert_eq!(slots(), vec![SLOT]);
+    let mut n = 0;
+    // SAFETY: a length query, which asks the daemon afresh.
+    assert_eq!(unsafe { C_GetSlotList(CK_TRUE, null(), &mut n) }, CKR_OK);
+    assert_eq!(n, 0);
+    // SAFETY: valid out-pointers.
+    unsafe {
+        assert_eq!(C_GetSlotInfo(SLOT, &mut info), CKR_OK);
+        assert_eq!(info.flags & CKF_TOKEN_PRESENT, 0);
+        assert_eq!(C_GetTokenInfo(SLOT, &mut token), CKR_TOKEN_NOT_PRESENT);
+    }
+    assert_eq!(
+        open_session(SLOT, CKF_SERIAL_SESSION),
+        Err(CKR_TOKEN_NOT_PRESENT)
+    );
+    // SAFETY: NULL is the reserved argument's only value.
+    unsafe { C_Finalize(null()) };
+}

@@ -12,15 +12,18 @@ use crate::backend::fake::{self, Fake};
 use crate::mechanisms::Param;
 use phonecsp_protocol::CkRv;
 
+/// The fake token's slot ID, derived from its names.
+const SLOT: CK_SLOT_ID = 0x6530_7349;
+
 fn setup() -> (Module, Fake) {
     let fake = Fake::new();
     (Module::new(Box::new(fake.clone())), fake)
 }
 
 fn open(m: &Module, rw: bool) -> CK_SESSION_HANDLE {
-    assert_eq!(m.slot_list(true, true), vec![0]);
+    assert_eq!(m.slot_list(true, true), vec![SLOT]);
     let flags = CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 };
-    m.open_session(0, flags).unwrap()
+    m.open_session(SLOT, flags).unwrap()
 }
 
 fn rv<T>(r: Result<T>) -> CK_RV {
@@ -137,28 +140,27 @@ fn calls_before_initialize_are_refused() {
 #[test]
 fn sessions_open_and_close() {
     let (m, _) = setup();
-    // Slots exist once listed.
-    assert_eq!(
-        rv(m.open_session(0, CKF_SERIAL_SESSION)),
-        CKR_SLOT_ID_INVALID
-    );
-    assert_eq!(m.slot_list(false, false), vec![0]);
-    assert_eq!(rv(m.open_session(0, CKF_SERIAL_SESSION)), CKR_OK);
+    // A slot ID is valid before any listing, and is the names'.
+    assert_eq!(rv(m.open_session(SLOT, CKF_SERIAL_SESSION)), CKR_OK);
+    assert_eq!(m.slot_list(false, false), vec![SLOT]);
     assert_eq!(
         rv(m.open_session(7, CKF_SERIAL_SESSION)),
         CKR_SLOT_ID_INVALID
     );
-    assert_eq!(rv(m.open_session(0, 0)), CKR_SESSION_PARALLEL_NOT_SUPPORTED);
+    assert_eq!(
+        rv(m.open_session(SLOT, 0)),
+        CKR_SESSION_PARALLEL_NOT_SUPPORTED
+    );
     let ro = open(&m, false);
     let rw = open(&m, true);
     assert_eq!(state(&m, ro), CKS_RO_PUBLIC_SESSION);
     assert_eq!(state(&m, rw), CKS_RW_PUBLIC_SESSION);
-    let info = m.token_info(0).unwrap();
+    let info = m.token_info(SLOT).unwrap();
     assert_eq!((info.ulSessionCount, info.ulRwSessionCount), (3, 1));
     m.close_session(ro).unwrap();
     assert_eq!(rv(m.close_session(ro)), CKR_SESSION_HANDLE_INVALID);
     assert_eq!(rv(m.session_info(ro)), CKR_SESSION_HANDLE_INVALID);
-    m.close_all_sessions(0).unwrap();
+    m.close_all_sessions(SLOT).unwrap();
     assert_eq!(rv(m.session_info(rw)), CKR_SESSION_HANDLE_INVALID);
 }
 
@@ -474,17 +476,17 @@ fn the_token_going_away_closes_its_sessions() {
     assert_eq!(rv(m.session_info(h)), CKR_SESSION_HANDLE_INVALID);
     assert_eq!(rv(m.session_info(other)), CKR_SESSION_HANDLE_INVALID);
     assert_eq!(
-        rv(m.open_session(0, CKF_SERIAL_SESSION)),
+        rv(m.open_session(SLOT, CKF_SERIAL_SESSION)),
         CKR_TOKEN_NOT_PRESENT
     );
-    assert_eq!(rv(m.token_info(0)), CKR_TOKEN_NOT_PRESENT);
+    assert_eq!(rv(m.token_info(SLOT)), CKR_TOKEN_NOT_PRESENT);
     assert!(m.slot_list(true, true).is_empty());
-    assert_eq!(m.slot_list(false, false), vec![0]);
-    assert_eq!(m.wait_for_slot_event(CKF_DONT_BLOCK).ok(), Some(0));
+    assert_eq!(m.slot_list(false, false), vec![SLOT]);
+    assert_eq!(m.wait_for_slot_event(CKF_DONT_BLOCK).ok(), Some(SLOT));
     assert_eq!(rv(m.wait_for_slot_event(CKF_DONT_BLOCK)), CKR_NO_EVENT);
     // Back again: the same slot, logged out.
     fake.state().present = true;
-    assert_eq!(m.wait_for_slot_event(CKF_DONT_BLOCK).ok(), Some(0));
+    assert_eq!(m.wait_for_slot_event(CKF_DONT_BLOCK).ok(), Some(SLOT));
     let h = open(&m, false);
     assert_eq!(state(&m, h), CKS_RO_PUBLIC_SESSION);
 }
