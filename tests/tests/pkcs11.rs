@@ -509,9 +509,8 @@ fn p11tool_lists_and_test_signs() {
     );
 }
 
-#[test]
-fn openssl_engine_signs_with_a_pkcs11_uri() {
-    let f = fixture();
+/// An OpenSSL configuration that loads the pkcs11 engine on the module.
+fn openssl_engine_conf(f: &Fixture) -> PathBuf {
     let engine = [
         "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so",
         "/usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so",
@@ -530,14 +529,32 @@ fn openssl_engine_signs_with_a_pkcs11_uri() {
         ),
     )
     .unwrap();
+    conf
+}
+
+/// The phone key's URI, PIN included.
+fn key_uri() -> String {
+    format!("pkcs11:token=ssh;object=ssh%20key;type=private;pin-value={PIN}")
+}
+
+#[test]
+fn openssl_engine_signs_with_a_pkcs11_uri() {
+    let f = fixture();
+    let conf = openssl_engine_conf(&f);
     let msg = f.path("msg");
     std::fs::write(&msg, b"signed by openssl through the engine").unwrap();
     let sig = f.path("msg.sig");
-    let uri = format!("pkcs11:token=ssh;object=ssh%20key;type=private;pin-value={PIN}");
     ok(f.cmd("openssl")
         .env("OPENSSL_CONF", &conf)
         .args([
-            "dgst", "-sha256", "-engine", "pkcs11", "-keyform", "engine", "-sign", &uri,
+            "dgst",
+            "-sha256",
+            "-engine",
+            "pkcs11",
+            "-keyform",
+            "engine",
+            "-sign",
+            &key_uri(),
         ])
         .args(["-out", s(&sig), s(&msg)])
         .output()
@@ -545,9 +562,9 @@ fn openssl_engine_signs_with_a_pkcs11_uri() {
     openssl_verifies(&f, &msg, &sig);
 }
 
-#[test]
-fn self_signed_certificate_shows_in_nss() {
-    let f = fixture();
+/// A self-signed certificate for key 01, made on the phone and stored
+/// there; its PEM file.
+fn phone_certificate(f: &Fixture, subject: &str) -> PathBuf {
     let o = phonecsp_tests::phonecsp(
         &f.bus,
         None,
@@ -558,14 +575,13 @@ fn self_signed_certificate_shows_in_nss() {
             "--id",
             "01",
             "--subject",
-            "CN=phonecsp nss test",
+            subject,
             "--days",
             "30",
         ],
         &[("PHONECSP_PIN", PIN)],
     );
     ok(o);
-    // The handset's signature on it verifies.
     let cert = f.path("cert.der");
     ok(f.pkcs11_tool(&[
         "--read-object",
@@ -581,12 +597,11 @@ fn self_signed_certificate_shows_in_nss() {
         .args(["x509", "-inform", "DER", "-in", s(&cert), "-out", s(&pem)])
         .output()
         .unwrap());
-    let v = ok(Command::new("openssl")
-        .args(["verify", "-CAfile", s(&pem), s(&pem)])
-        .output()
-        .unwrap());
-    assert!(v.contains("OK"), "{v}");
+    pem
+}
 
+/// An NSS database with the module added; its `sql:` name.
+fn nss_db(f: &Fixture) -> String {
     let db = format!("sql:{}", s(&f.path("nssdb")));
     std::fs::create_dir_all(f.path("nssdb")).unwrap();
     ok(f.cmd("certutil")
@@ -605,12 +620,229 @@ fn self_signed_certificate_shows_in_nss() {
         ])
         .output()
         .expect("modutil"));
+    db
+}
+
+#[test]
+fn self_signed_certificate_shows_in_nss() {
+    let f = fixture();
+    let pem = phone_certificate(&f, "CN=phonecsp nss test");
+    // The handset's signature on it verifies.
+    let v = ok(Command::new("openssl")
+        .args(["verify", "-CAfile", s(&pem), s(&pem)])
+        .output()
+        .unwrap());
+    assert!(v.contains("OK"), "{v}");
+    let db = nss_db(&f);
     let list = ok(f
         .cmd("certutil")
         .args(["-L", "-h", "all", "-d", &db])
         .output()
         .unwrap());
     assert!(list.contains("ssh:ssh key"), "{list}");
+}
+
+// ---- the consumers that need the standard by the letter ---------------------
+
+/// `openssl cms -encrypt` to the phone key's certificate, with `cipher`;
+/// the message and the DER file.
+fn encrypt_to_phone(f: &Fixture, pem: &Path, cipher: &str) -> (Vec<u8>, PathBuf) {
+    let msg = format!("mail for the phone, sealed with {cipher}\n").into_bytes();
+    let plain = f.path("mail.txt");
+    std::fs::write(&plain, &msg).unwrap();
+    let sealed = f.path(&format!("mail{cipher}.p7m"));
+    ok(Command::new("openssl")
+        .args(["cms", "-encrypt", "-binary", cipher, "-outform", "DER"])
+        .args(["-in", s(&plain), "-out", s(&sealed), s(pem)])
+        .output()
+        .unwrap());
+    (msg, sealed)
+}
+
+/// NSS decrypts S/MIME mail with the phone key: the phone unwraps the
+/// content key (C_UnwrapKey), the module decrypts the content with it;
+/// and NSS signs with the phone key, for OpenSSL to verify.
+#[test]
+fn nss_cmsutil_decrypts_and_signs_smime_with_the_phone_key() {
+    let f = fixture();
+    let pem = phone_certificate(&f, "CN=phonecsp smime test");
+    let db = nss_db(&f);
+    for cipher in ["-aes256", "-aes128", "-des3"] {
+        let (msg, sealed) = encrypt_to_phone(&f, &pem, cipher);
+        let out = f.path("mail.out");
+        ok(f.cmd("cmsutil")
+            .args(["-D", "-d", &db, "-p", PIN, "-i", s(&sealed), "-o", s(&out)])
+            .output()
+            .expect("cmsutil (install libnss3-tools)"));
+        assert_eq!(std::fs::read(&out).unwrap(), msg, "{cipher}");
+    }
+    // NSS signs only with a certificate it trusts: a self-signed one, as
+    // its own authority, for mail.
+    ok(f.cmd("certutil")
+        .args([
+            "-A",
+            "-d",
+            &db,
+            "-n",
+            "phone",
+            "-t",
+            ",,CTu",
+            "-a",
+            "-i",
+            s(&pem),
+        ])
+        .output()
+        .unwrap());
+    let plain = f.path("signed.txt");
+    std::fs::write(&plain, b"signed by NSS with the phone key\n").unwrap();
+    let signed = f.path("signed.p7m");
+    ok(f.cmd("cmsutil")
+        .args([
+            "-S",
+            "-Y",
+            "NONE",
+            "-d",
+            &db,
+            "-p",
+            PIN,
+            "-N",
+            "ssh:ssh key",
+            "-H",
+            "SHA256",
+        ])
+        .args(["-i", s(&plain), "-o", s(&signed)])
+        .output()
+        .unwrap());
+    let verified = f.path("verified.txt");
+    ok(Command::new("openssl")
+        .args([
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-CAfile",
+            s(&pem),
+        ])
+        .args(["-in", s(&signed), "-out", s(&verified)])
+        .output()
+        .unwrap());
+    assert_eq!(
+        std::fs::read(&verified).unwrap(),
+        std::fs::read(&plain).unwrap()
+    );
+}
+
+/// `openssl cms -decrypt` with the key through the pkcs11 engine.
+#[test]
+fn openssl_cms_decrypts_through_the_engine() {
+    let f = fixture();
+    let pem = phone_certificate(&f, "CN=phonecsp cms test");
+    let conf = openssl_engine_conf(&f);
+    let (msg, sealed) = encrypt_to_phone(&f, &pem, "-aes256");
+    let out = f.path("mail.out");
+    ok(f.cmd("openssl")
+        .env("OPENSSL_CONF", &conf)
+        .args([
+            "cms",
+            "-decrypt",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            s(&sealed),
+        ])
+        .args(["-recip", s(&pem), "-engine", "pkcs11", "-keyform", "engine"])
+        .args(["-inkey", &key_uri(), "-out", s(&out)])
+        .output()
+        .unwrap());
+    assert_eq!(std::fs::read(&out).unwrap(), msg);
+}
+
+/// TLS client authentication with the phone key: a local `openssl
+/// s_server` that requires a client certificate (the phone's, which it
+/// trusts) accepts `gnutls-cli` authenticating with `pkcs11:` URIs.
+#[test]
+fn tls_client_authentication_with_the_phone_key() {
+    let f = fixture();
+    let client = phone_certificate(&f, "CN=phonecsp tls client");
+    let server_key = f.path("server.key");
+    let server_cert = f.path("server.pem");
+    ok(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            s(&server_key),
+            "-out",
+            s(&server_cert),
+        ])
+        .output()
+        .unwrap());
+    let port = free_port();
+    let _server = Killed(
+        Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                &port.to_string(),
+                "-www",
+                "-Verify",
+                "1",
+            ])
+            .args(["-verify_return_error", "-CAfile", s(&client)])
+            .args(["-cert", s(&server_cert), "-key", s(&server_key)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(f.path("s_server.log")).unwrap())
+            .spawn()
+            .expect("openssl s_server"),
+    );
+    wait_until("s_server listening", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let get = |with_key: bool| {
+        let mut c = f.cmd("gnutls-cli");
+        c.arg("--provider").arg(&f.module);
+        if with_key {
+            c.args([
+                "--x509certfile",
+                "pkcs11:token=ssh;object=ssh%20key;type=cert",
+                "--x509keyfile",
+                "pkcs11:token=ssh;object=ssh%20key;type=private",
+            ]);
+        }
+        c.args(["--insecure", "-p", &port.to_string(), "127.0.0.1"])
+            .env("GNUTLS_PIN", PIN)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("gnutls-cli (install gnutls-bin)");
+        use std::io::Write;
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"GET / HTTP/1.0\r\n\r\n");
+        child.wait_with_output().expect("gnutls-cli")
+    };
+    let out = get(true);
+    let text = format!(
+        "{}\n{}\n--- s_server\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(f.path("s_server.log")).unwrap_or_default()
+    );
+    assert!(text.contains("HTTP/1.0 200 ok"), "{text}");
+    // Without the phone key the server refuses.
+    let refused = get(false);
+    assert!(
+        !String::from_utf8_lossy(&refused.stdout).contains("HTTP/1.0 200 ok"),
+        "the server took no client certificate"
+    );
 }
 
 // ---- through the cryptoki crate and the raw function list -------------------
