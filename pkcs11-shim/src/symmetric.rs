@@ -74,15 +74,19 @@ cbc_states! {
     Des3: TdesEde3;
 }
 
-/// Both halves of a chain for cipher `C`; an IV of the wrong size is the
-/// caller's parameter's fault.
-fn halves<C>(key: &[u8], iv: &[u8]) -> Result<(cbc::Encryptor<C>, cbc::Decryptor<C>)>
+/// A chain for cipher `C`, made into the variant `make` names; an IV of
+/// the wrong size is the caller's parameter's fault.
+fn build<C>(
+    key: &[u8],
+    iv: &[u8],
+    make: fn(cbc::Encryptor<C>, cbc::Decryptor<C>) -> Chain,
+) -> Result<Chain>
 where
     C: cbc::cipher::BlockCipher + cbc::cipher::BlockEncryptMut + cbc::cipher::BlockDecryptMut,
     C: cbc::cipher::KeyInit,
 {
     let bad = |_| Error::Rv(CKR_MECHANISM_PARAM_INVALID);
-    Ok((
+    Ok(make(
         cbc::Encryptor::new_from_slices(key, iv).map_err(bad)?,
         cbc::Decryptor::new_from_slices(key, iv).map_err(bad)?,
     ))
@@ -91,25 +95,13 @@ where
 /// A chain for a DES3 key, or an AES key of whichever size it is (the key
 /// type tells the two 24-byte kinds apart).
 fn chain(des: bool, key: &[u8], iv: &[u8]) -> Result<Chain> {
-    Ok(match (des, key.len()) {
-        (true, 24) => {
-            let (e, d) = halves::<TdesEde3>(key, iv)?;
-            Chain::Des3(e, d)
-        }
-        (false, 16) => {
-            let (e, d) = halves::<Aes128>(key, iv)?;
-            Chain::Aes128(e, d)
-        }
-        (false, 24) => {
-            let (e, d) = halves::<Aes192>(key, iv)?;
-            Chain::Aes192(e, d)
-        }
-        (false, 32) => {
-            let (e, d) = halves::<Aes256>(key, iv)?;
-            Chain::Aes256(e, d)
-        }
-        _ => return fail(CKR_KEY_SIZE_RANGE),
-    })
+    match (des, key.len()) {
+        (true, 24) => build(key, iv, Chain::Des3),
+        (false, 16) => build(key, iv, Chain::Aes128),
+        (false, 24) => build(key, iv, Chain::Aes192),
+        (false, 32) => build(key, iv, Chain::Aes256),
+        _ => fail(CKR_KEY_SIZE_RANGE),
+    }
 }
 
 enum Mode {

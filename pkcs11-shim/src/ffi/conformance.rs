@@ -1792,53 +1792,34 @@ fn s5_14_unwrap_refuses_what_the_standard_says() {
     let token = [&aes_template()[..], &[flag(CKA_TOKEN, true)]].concat();
     let value = [&aes_template()[..], &[(CKA_VALUE, vec![1; 16])]].concat();
     let len17 = [&aes_template()[..], &[(CKA_VALUE_LEN, objects::ulong(17))]].concat();
-    for (what, m, key, wrapped, t, want) in [
-        (
-            "a token secret key",
-            CKM_RSA_PKCS,
-            fx.private,
-            Some(&good[..]),
-            token,
-            CKR_TEMPLATE_INCONSISTENT,
-        ),
+    // Templates the standard refuses.
+    for (what, t, want) in [
+        ("a token secret key", token, CKR_TEMPLATE_INCONSISTENT),
         (
             "no key type",
-            CKM_RSA_PKCS,
-            fx.private,
-            Some(&good[..]),
             vec![class(CKO_SECRET_KEY)],
             CKR_TEMPLATE_INCOMPLETE,
         ),
-        (
-            "a value given",
-            CKM_RSA_PKCS,
-            fx.private,
-            Some(&good[..]),
-            value,
-            CKR_TEMPLATE_INCONSISTENT,
-        ),
+        ("a value given", value, CKR_TEMPLATE_INCONSISTENT),
         (
             "another class",
-            CKM_RSA_PKCS,
-            fx.private,
-            Some(&good[..]),
             vec![class(CKO_DATA)],
             CKR_TEMPLATE_INCONSISTENT,
         ),
-        (
-            "a length that disagrees",
-            CKM_RSA_PKCS,
-            fx.private,
-            Some(&good[..]),
-            len17,
-            CKR_WRAPPED_KEY_INVALID,
-        ),
+        ("a length that disagrees", len17, CKR_WRAPPED_KEY_INVALID),
+    ] {
+        let got = unwrap(fx.h, CKM_RSA_PKCS, fx.private, Some(&good), &t);
+        assert_eq!(got, Err(want), "{what}");
+    }
+    // Wrapped keys, unwrapping keys and mechanisms it refuses.
+    let aes = aes_template();
+    let garbage = [1u8; 256];
+    for (what, m, key, wrapped, want) in [
         (
             "an AES key of 15 bytes",
             CKM_RSA_PKCS,
             fx.private,
             Some(&short[..]),
-            aes_template(),
             CKR_WRAPPED_KEY_INVALID,
         ),
         (
@@ -1846,15 +1827,13 @@ fn s5_14_unwrap_refuses_what_the_standard_says() {
             CKM_RSA_PKCS,
             fx.private,
             Some(&good[1..]),
-            aes_template(),
             CKR_WRAPPED_KEY_LEN_RANGE,
         ),
         (
             "garbage",
             CKM_RSA_PKCS,
             fx.private,
-            Some(&[1; 256][..]),
-            aes_template(),
+            Some(&garbage[..]),
             CKR_WRAPPED_KEY_INVALID,
         ),
         (
@@ -1862,7 +1841,6 @@ fn s5_14_unwrap_refuses_what_the_standard_says() {
             CKM_RSA_PKCS,
             fx.private,
             None,
-            aes_template(),
             CKR_ARGUMENTS_BAD,
         ),
         (
@@ -1870,7 +1848,6 @@ fn s5_14_unwrap_refuses_what_the_standard_says() {
             CKM_RSA_PKCS,
             fx.public,
             Some(&good[..]),
-            aes_template(),
             CKR_UNWRAPPING_KEY_HANDLE_INVALID,
         ),
         (
@@ -1878,7 +1855,6 @@ fn s5_14_unwrap_refuses_what_the_standard_says() {
             CKM_RSA_PKCS,
             4242,
             Some(&good[..]),
-            aes_template(),
             CKR_UNWRAPPING_KEY_HANDLE_INVALID,
         ),
         (
@@ -1886,11 +1862,10 @@ fn s5_14_unwrap_refuses_what_the_standard_says() {
             CKM_SHA256,
             fx.private,
             Some(&good[..]),
-            aes_template(),
             CKR_MECHANISM_INVALID,
         ),
     ] {
-        assert_eq!(unwrap(fx.h, m, key, wrapped, &t), Err(want), "{what}");
+        assert_eq!(unwrap(fx.h, m, key, wrapped, &aes), Err(want), "{what}");
     }
     // Nothing was kept for any of them.
     assert!(find_by(fx.h, &[class(CKO_SECRET_KEY)]).is_empty());
@@ -1976,6 +1951,12 @@ fn s5_14_generate_and_wrap_session_keys() {
     );
 }
 
+/// Feeds `n` bytes to the active decryption.
+fn feed_decrypt(fx: &Fx, n: usize) {
+    let r = single(C_DecryptUpdate, fx.h, Some(&vec![0; n]), Out::Cap(16));
+    assert_eq!(rv(r), CKR_OK);
+}
+
 /// A call on a secret-key decryption: what it is, the call (given the
 /// key), the `CK_RV` it gives, whether it ends the operation.
 type SymPath = (
@@ -2007,10 +1988,7 @@ const SYM_PATHS: &[SymPath] = &[
     (
         "C_DecryptFinal of a bad padding",
         |fx, _| {
-            assert_eq!(
-                rv(single(C_DecryptUpdate, fx.h, Some(&[0; 16]), Out::Cap(16))),
-                CKR_OK
-            );
+            feed_decrypt(fx, 16);
             rv(last(C_DecryptFinal, fx.h, Out::Cap(16)))
         },
         CKR_ENCRYPTED_DATA_INVALID,
@@ -2019,10 +1997,7 @@ const SYM_PATHS: &[SymPath] = &[
     (
         "C_DecryptFinal of a partial block",
         |fx, _| {
-            assert_eq!(
-                rv(single(C_DecryptUpdate, fx.h, Some(&[0; 5]), Out::Cap(16))),
-                CKR_OK
-            );
+            feed_decrypt(fx, 5);
             rv(last(C_DecryptFinal, fx.h, Out::Cap(16)))
         },
         CKR_ENCRYPTED_DATA_LEN_RANGE,
@@ -2037,10 +2012,7 @@ const SYM_PATHS: &[SymPath] = &[
     (
         "C_Decrypt after C_DecryptUpdate",
         |fx, _| {
-            assert_eq!(
-                rv(single(C_DecryptUpdate, fx.h, Some(&[0; 5]), Out::Cap(16))),
-                CKR_OK
-            );
+            feed_decrypt(fx, 5);
             rv(single(C_Decrypt, fx.h, Some(&[0; 16]), Out::Cap(16)))
         },
         CKR_OPERATION_ACTIVE,
