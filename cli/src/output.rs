@@ -157,6 +157,7 @@ pub(crate) fn flag_names(flags: u32) -> Vec<&'static str> {
         (token_flags::CONFIRM, "confirm-on-phone"),
         (token_flags::LOGGED_IN, "logged-in"),
         (token_flags::PROTECTED_PATH, "pin-on-phone"),
+        (token_flags::AWAY, "away"),
     ]
     .into_iter()
     .filter(|(bit, _)| flags & bit != 0)

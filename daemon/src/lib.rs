@@ -3,13 +3,15 @@
 //! [`config`], and serves the `org.phonecsp.CryptoProvider1` D-Bus API
 //! ([`service`]) to the callers its allow lists admit ([`access`]),
 //! sending typed requests as each caller ([`caller_link`]) and keeping
-//! who is logged in to which token ([`logins`]); and it serves disk keys to `systemd-cryptsetup` on AF_UNIX
+//! who is logged in to which token ([`logins`]) and which containers each
+//! handset was last seen with ([`known`]); and it serves disk keys to `systemd-cryptsetup` on AF_UNIX
 //! sockets ([`keysocket`]). [`run`] puts it together for the binary and
 //! the tests.
 
 pub mod access;
 pub mod caller_link;
 pub mod keysocket;
+pub mod known;
 pub mod link;
 pub mod logins;
 pub mod run;

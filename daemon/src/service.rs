@@ -13,6 +13,7 @@
 use crate::access::{Access, Caller, groups_of};
 use crate::caller_link::{CallerLink, log_out_if_unused};
 use crate::config::Config;
+use crate::known::Known;
 use crate::link::{LinkHandle, LinkState};
 use crate::logins::Logins;
 use crate::state::State;
@@ -73,6 +74,7 @@ pub struct Inner {
     callers: Mutex<HashMap<String, Caller>>,
     logins: Arc<Logins>,
     cache: Mutex<HashMap<(String, String), TokenCache>>,
+    known: Known,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,7 +152,9 @@ impl Inner {
                 (h.name.clone(), t)
             })
             .collect();
+        let known = Known::load(state.dir(), links.keys().map(String::as_str));
         Inner {
+            known,
             access: Access::new(&config),
             config,
             links,
@@ -481,23 +485,29 @@ impl Provider {
         let c = i.caller(&hdr, conn).await?;
         let mut out = Vec::new();
         for link in i.links.values() {
-            if link.generation().is_none() {
-                continue;
-            }
-            let list = match i.caller_link(link, &c, None).list_containers().await {
-                Ok(list) => list,
-                Err(e) => {
-                    log::debug!("listing tokens of '{}': {e}", link.name());
-                    continue;
+            // A handset that is away: its containers as last seen.
+            let seen = if link.generation().is_none() {
+                i.known.away(link.name())
+            } else {
+                match i.caller_link(link, &c, None).list_containers().await {
+                    Ok(list) => {
+                        let seen: Vec<_> = list.into_iter().map(|t| (t.name, t.flags)).collect();
+                        i.known.remember(link.name(), seen.clone());
+                        seen
+                    }
+                    Err(e) => {
+                        log::debug!("listing tokens of '{}': {e}", link.name());
+                        continue;
+                    }
                 }
             };
             out.extend(
-                list.into_iter()
-                    .filter(|t| i.access.allowed(&c, link.name(), &t.name))
-                    .map(|t| TokenEntry {
+                seen.into_iter()
+                    .filter(|(name, _)| i.access.allowed(&c, link.name(), name))
+                    .map(|(token, flags)| TokenEntry {
                         handset: link.name().to_owned(),
-                        token: t.name,
-                        flags: t.flags,
+                        token,
+                        flags,
                     }),
             );
         }
@@ -859,7 +869,9 @@ impl Provider {
         handset: String,
     ) -> Result<()> {
         let (c, link) = self.inner.admin(&hdr, conn, &handset, "unpair").await?;
-        link.unpair(&c.name).await
+        link.unpair(&c.name).await?;
+        self.inner.known.forget(&handset);
+        Ok(())
     }
 
     #[zbus(signal)]

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use cryptoki_sys::*;
+use phonecsp::TokenEntry;
 use phonecsp::hash::Hasher;
 use phonecsp::local;
 use phonecsp_protocol::ck::cko;
@@ -349,7 +350,9 @@ impl Module {
         })
     }
 
-    /// Asks the daemon which tokens are there and updates the slots.
+    /// Asks the daemon which tokens are there and updates the slots. A
+    /// token the daemon lists as away (it remembers the container of a
+    /// handset that is not connected) is a slot without a token.
     fn refresh(&self) {
         let listed = self.backend.list_tokens();
         let mut gone = Vec::new();
@@ -358,10 +361,11 @@ impl Module {
             let first = !s.listed_once;
             s.listed_once = true;
             let tokens = listed.unwrap_or_default();
+            let away = |t: &TokenEntry| t.flags & token_flags::AWAY != 0;
             for (i, st) in s.list.iter_mut().enumerate() {
                 let now = tokens
                     .iter()
-                    .any(|t| t.handset == st.handset && t.token == st.token);
+                    .any(|t| t.handset == st.handset && t.token == st.token && !away(t));
                 if st.present && !now {
                     gone.push(i);
                 }
@@ -374,12 +378,13 @@ impl Module {
                     .any(|st| st.handset == t.handset && st.token == t.token)
                 {
                     let taken: Vec<CK_SLOT_ID> = s.list.iter().map(|st| st.id).collect();
+                    let present = !away(&t);
                     s.list.push(SlotState {
                         id: slot_id::assign(&t.handset, &t.token, &taken),
                         handset: t.handset,
                         token: t.token,
-                        present: true,
-                        reported: first,
+                        present,
+                        reported: first && present,
                         logged_in: false,
                         attrs: HashMap::new(),
                     });

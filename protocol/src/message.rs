@@ -725,6 +725,9 @@ pub mod token_flags {
     pub const LOGGED_IN: u32 = 0x20;
     /// The PIN is entered on the phone (protected authentication path).
     pub const PROTECTED_PATH: u32 = 0x40;
+    /// Set by the daemon, never by a handset: the handset is away, and the
+    /// daemon lists the container as it last saw it.
+    pub const AWAY: u32 = 0x80;
 }
 
 /// One container, as `+CKLIST` lists it: `+CKLIST: "<name>",<flags>`.

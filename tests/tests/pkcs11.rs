@@ -1420,4 +1420,21 @@ fn a_remembered_slot_id_opens_right_after_c_initialize() {
     check!(r, C_CloseSession(h) => CKR_OK);
     check!(r, C_GetSlotInfo(slot + 1, &mut info) => CKR_SLOT_ID_INVALID);
     check!(r, C_Finalize(null()) => CKR_OK);
+
+    // A program that starts while the phone is away finds the slot too,
+    // without a token: the daemon remembers the phone's containers.
+    let mut fx = fx;
+    fx.handset.kill();
+    check!(r, C_Initialize(null()) => CKR_OK);
+    wait_until("the token to go", Duration::from_secs(20), || {
+        let mut n: CK_ULONG = 0;
+        call!(r, C_GetSlotList(CK_TRUE, null(), &mut n)) == CKR_OK && n == 0
+    });
+    check!(r, C_Finalize(null()) => CKR_OK);
+    check!(r, C_Initialize(null()) => CKR_OK);
+    check!(r, C_GetSlotInfo(slot, &mut info) => CKR_OK);
+    assert_eq!(info.flags & CKF_TOKEN_PRESENT, 0);
+    check!(r, C_OpenSession(slot, CKF_SERIAL_SESSION, null(), None, &mut h)
+        => CKR_TOKEN_NOT_PRESENT);
+    check!(r, C_Finalize(null()) => CKR_OK);
 }

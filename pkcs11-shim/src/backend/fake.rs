@@ -130,15 +130,13 @@ fn failed(_: rsa::Error) -> phonecsp::Error {
 impl Backend for Fake {
     fn list_tokens(&self) -> Result<Vec<TokenEntry>> {
         let s = self.enter("list_tokens")?;
-        Ok(if s.present {
-            vec![TokenEntry {
-                handset: HANDSET.into(),
-                token: TOKEN.into(),
-                flags: token_flags::LOGIN_REQUIRED,
-            }]
-        } else {
-            Vec::new()
-        })
+        // Away, the token is listed as the daemon remembers it.
+        let away = if s.present { 0 } else { token_flags::AWAY };
+        Ok(vec![TokenEntry {
+            handset: HANDSET.into(),
+            token: TOKEN.into(),
+            flags: token_flags::LOGIN_REQUIRED | away,
+        }])
     }
 
     fn token_info(&self, t: &TokenName) -> Result<TokenDetails> {

@@ -2108,6 +2108,30 @@ fn s5_5_a_remembered_slot_id_works_right_after_c_initialize() {
         open_session(SLOT, CKF_SERIAL_SESSION),
         Err(CKR_TOKEN_NOT_PRESENT)
     );
+    // A process that starts while the phone is away finds the slot, as
+    // the daemon remembers the token, without a token.
+    // SAFETY: NULL is the reserved argument's only value.
+    unsafe { C_Finalize(null()) };
+    module::initialize_fake(Box::new(fake.clone())).expect("initialised while away");
+    // SAFETY: valid out-pointers.
+    unsafe {
+        assert_eq!(C_GetSlotInfo(SLOT, &mut info), CKR_OK);
+        assert_eq!(info.flags & CKF_TOKEN_PRESENT, 0);
+        assert_eq!(
+            C_WaitForSlotEvent(CKF_DONT_BLOCK, &mut 0, null()),
+            CKR_NO_EVENT
+        );
+    }
+    // It comes back: the same slot has its token, and that is an event.
+    fake.state().present = true;
+    let mut event = 0;
+    // SAFETY: a valid out-pointer.
+    assert_eq!(
+        unsafe { C_WaitForSlotEvent(CKF_DONT_BLOCK, &mut event, null()) },
+        CKR_OK
+    );
+    assert_eq!(event, SLOT);
+    assert!(open_session(SLOT, CKF_SERIAL_SESSION).is_ok());
     // SAFETY: NULL is the reserved argument's only value.
     unsafe { C_Finalize(null()) };
 }
