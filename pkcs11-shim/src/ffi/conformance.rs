@@ -2135,3 +2135,69 @@ fn s5_5_a_remembered_slot_id_works_right_after_c_initialize() {
     // SAFETY: NULL is the reserved argument's only value.
     unsafe { C_Finalize(null()) };
 }
+
+// ---- session management (section 5.6) -----------------------------------------
+
+#[test]
+fn s5_6_sessions_are_serial_and_logins_are_the_tokens() {
+    let fake = Fake::new();
+    let _g = module_on(&fake);
+    assert_eq!(
+        open_session(SLOT, 0),
+        Err(CKR_SESSION_PARALLEL_NOT_SUPPORTED)
+    );
+    let ro = open_session(SLOT, CKF_SERIAL_SESSION).expect("read-only");
+    let rw = open_session(SLOT, CKF_SERIAL_SESSION | CKF_RW_SESSION).expect("read/write");
+    let state = |h| {
+        let mut si = CK_SESSION_INFO::default();
+        // SAFETY: a valid out-pointer.
+        assert_eq!(unsafe { C_GetSessionInfo(h, &mut si) }, CKR_OK);
+        si.state
+    };
+    assert_eq!(
+        (state(ro), state(rw)),
+        (CKS_RO_PUBLIC_SESSION, CKS_RW_PUBLIC_SESSION)
+    );
+    // SAFETY: a NULL out-pointer is what is tested.
+    assert_eq!(unsafe { C_GetSessionInfo(ro, null()) }, CKR_ARGUMENTS_BAD);
+    let mut pin = fake::PIN.to_vec();
+    // SAFETY: a PIN buffer of its length.
+    unsafe {
+        assert_eq!(
+            C_Login(ro, CKU_SO, pin.as_mut_ptr(), 4),
+            CKR_USER_TYPE_INVALID
+        );
+        assert_eq!(
+            C_Login(ro, CKU_CONTEXT_SPECIFIC, pin.as_mut_ptr(), 4),
+            CKR_OPERATION_NOT_INITIALIZED
+        );
+        assert_eq!(
+            C_LoginUser(ro, CKU_USER, pin.as_mut_ptr(), 4, null(), 0),
+            CKR_FUNCTION_NOT_SUPPORTED
+        );
+    }
+    assert_eq!(login(ro, Some(b"0000")), CKR_PIN_INCORRECT);
+    // No PIN is for a PIN typed on the phone only.
+    assert_eq!(login(ro, None), CKR_ARGUMENTS_BAD);
+    assert_eq!(login(ro, Some(fake::PIN)), CKR_OK);
+    // The login is the token's: every session sees it.
+    assert_eq!(
+        (state(ro), state(rw)),
+        (CKS_RO_USER_FUNCTIONS, CKS_RW_USER_FUNCTIONS)
+    );
+    assert_eq!(login(rw, Some(fake::PIN)), CKR_USER_ALREADY_LOGGED_IN);
+    // Saved operation state is not offered.
+    assert_eq!(
+        C_GetOperationState(ro, null(), &mut 0),
+        CKR_FUNCTION_NOT_SUPPORTED
+    );
+    // Closing the last session logs out on the phone.
+    assert_eq!(C_CloseSession(ro), CKR_OK);
+    assert_eq!(C_CloseSession(ro), CKR_SESSION_HANDLE_INVALID);
+    assert!(fake.state().logged_in);
+    assert_eq!(C_CloseAllSessions(SLOT), CKR_OK);
+    assert!(!fake.state().logged_in);
+    assert_eq!(C_CloseAllSessions(SLOT + 1), CKR_SLOT_ID_INVALID);
+    // SAFETY: NULL is the reserved argument's only value.
+    unsafe { C_Finalize(null()) };
+}
