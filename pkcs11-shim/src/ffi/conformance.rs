@@ -292,392 +292,124 @@ fn signature() -> Vec<u8> {
 
 fn nothing(_: &Fx) {}
 
-const PATHS: &[Path] = &[
+/// One way a call of an operation can go, as a row: the operation, what
+/// the call is, what runs after the operation's init, the call, the
+/// `CK_RV` it gives, and whether it ends the operation.
+macro_rules! paths {
+    ($($kind:ident $what:literal [$before:expr] $call:expr => $want:expr, $ends:expr;)*) => {
+        &[$(Path {
+            what: $what,
+            kind: Kind::$kind,
+            before: $before,
+            call: $call,
+            want: $want,
+            ends: $ends,
+        },)*]
+    };
+}
+
+#[rustfmt::skip]
+const PATHS: &[Path] = paths! {
     // C_Sign, C_SignUpdate, C_SignFinal.
-    Path {
-        what: "C_Sign with a NULL length pointer",
-        kind: Kind::Sign,
-        before: nothing,
-        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::NullLen)),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_Sign with NULL data",
-        kind: Kind::Sign,
-        before: nothing,
-        call: |fx| rv(single(C_Sign, fx.h, None, Out::Cap(256))),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_Sign after C_SignUpdate",
-        kind: Kind::Sign,
-        before: |fx| assert_eq!(feed(C_SignUpdate, fx.h, Some(b"m")), CKR_OK),
-        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))),
-        want: CKR_OPERATION_ACTIVE,
-        ends: true,
-    },
-    Path {
-        what: "C_Sign the handset refuses",
-        kind: Kind::Sign,
-        before: |fx| {
-            fx.fake
-                .fail("sign", phonecsp_protocol::CkRv::FUNCTION_CANCELED)
-        },
-        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))),
-        want: CKR_FUNCTION_CANCELED,
-        ends: true,
-    },
-    Path {
-        what: "C_Sign length query",
-        kind: Kind::Sign,
-        before: nothing,
-        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Query)),
-        want: CKR_OK,
-        ends: false,
-    },
-    Path {
-        what: "C_Sign into a short buffer",
-        kind: Kind::Sign,
-        before: nothing,
-        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(10))),
-        want: CKR_BUFFER_TOO_SMALL,
-        ends: false,
-    },
-    Path {
-        what: "C_Sign that succeeds",
-        kind: Kind::Sign,
-        before: nothing,
-        call: |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))),
-        want: CKR_OK,
-        ends: true,
-    },
-    Path {
-        what: "C_SignUpdate with NULL data",
-        kind: Kind::Sign,
-        before: nothing,
-        call: |fx| feed(C_SignUpdate, fx.h, None),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_SignFinal with a NULL length pointer",
-        kind: Kind::Sign,
-        before: |fx| assert_eq!(feed(C_SignUpdate, fx.h, Some(b"m")), CKR_OK),
-        call: |fx| rv(last(C_SignFinal, fx.h, Out::NullLen)),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_SignFinal the handset refuses",
-        kind: Kind::Sign,
-        before: |fx| fx.fake.fail("sign", phonecsp_protocol::CkRv::DEVICE_ERROR),
-        call: |fx| rv(last(C_SignFinal, fx.h, Out::Cap(256))),
-        want: CKR_DEVICE_ERROR,
-        ends: true,
-    },
-    Path {
-        what: "C_SignFinal into a short buffer",
-        kind: Kind::Sign,
-        before: nothing,
-        call: |fx| rv(last(C_SignFinal, fx.h, Out::Cap(1))),
-        want: CKR_BUFFER_TOO_SMALL,
-        ends: false,
-    },
-    Path {
-        what: "C_SignInit while signing",
-        kind: Kind::Sign,
-        before: nothing,
-        call: |fx| key_init(C_SignInit, fx.h, CKM_SHA1_RSA_PKCS, fx.private),
-        want: CKR_OPERATION_ACTIVE,
-        ends: false,
-    },
+    Sign "C_Sign with a NULL length pointer" [nothing]
+        |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
+    Sign "C_Sign with NULL data" [nothing]
+        |fx| rv(single(C_Sign, fx.h, None, Out::Cap(256))) => CKR_ARGUMENTS_BAD, true;
+    Sign "C_Sign after C_SignUpdate" [|fx| assert_eq!(feed(C_SignUpdate, fx.h, Some(b"m")), CKR_OK)]
+        |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))) => CKR_OPERATION_ACTIVE, true;
+    Sign "C_Sign the handset refuses" [|fx| fx.fake.fail("sign", phonecsp_protocol::CkRv::FUNCTION_CANCELED)]
+        |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))) => CKR_FUNCTION_CANCELED, true;
+    Sign "C_Sign length query" [nothing]
+        |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Query)) => CKR_OK, false;
+    Sign "C_Sign into a short buffer" [nothing]
+        |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(10))) => CKR_BUFFER_TOO_SMALL, false;
+    Sign "C_Sign that succeeds" [nothing]
+        |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))) => CKR_OK, true;
+    Sign "C_SignUpdate with NULL data" [nothing]
+        |fx| feed(C_SignUpdate, fx.h, None) => CKR_ARGUMENTS_BAD, true;
+    Sign "C_SignFinal with a NULL length pointer" [|fx| assert_eq!(feed(C_SignUpdate, fx.h, Some(b"m")), CKR_OK)]
+        |fx| rv(last(C_SignFinal, fx.h, Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
+    Sign "C_SignFinal the handset refuses" [|fx| fx.fake.fail("sign", phonecsp_protocol::CkRv::DEVICE_ERROR)]
+        |fx| rv(last(C_SignFinal, fx.h, Out::Cap(256))) => CKR_DEVICE_ERROR, true;
+    Sign "C_SignFinal into a short buffer" [nothing]
+        |fx| rv(last(C_SignFinal, fx.h, Out::Cap(1))) => CKR_BUFFER_TOO_SMALL, false;
+    Sign "C_SignInit while signing" [nothing]
+        |fx| key_init(C_SignInit, fx.h, CKM_SHA1_RSA_PKCS, fx.private) => CKR_OPERATION_ACTIVE, false;
     // C_Verify, C_VerifyUpdate, C_VerifyFinal.
-    Path {
-        what: "C_Verify with a NULL signature",
-        kind: Kind::Verify,
-        before: nothing,
-        call: |fx| verify(fx.h, Some(b"msg"), None),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_Verify with NULL data",
-        kind: Kind::Verify,
-        before: nothing,
-        call: |fx| verify(fx.h, None, Some(&[0; 256])),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_Verify of a wrong signature",
-        kind: Kind::Verify,
-        before: nothing,
-        call: |fx| verify(fx.h, Some(b"msg"), Some(&[1; 256])),
-        want: CKR_SIGNATURE_INVALID,
-        ends: true,
-    },
-    Path {
-        what: "C_Verify of a signature of the wrong length",
-        kind: Kind::Verify,
-        before: nothing,
-        call: |fx| verify(fx.h, Some(b"msg"), Some(&[1; 255])),
-        want: CKR_SIGNATURE_LEN_RANGE,
-        ends: true,
-    },
-    Path {
-        what: "C_Verify after C_VerifyUpdate",
-        kind: Kind::Verify,
-        before: |fx| assert_eq!(feed(C_VerifyUpdate, fx.h, Some(b"m")), CKR_OK),
-        call: |fx| verify(fx.h, Some(b"msg"), Some(&signature())),
-        want: CKR_OPERATION_ACTIVE,
-        ends: true,
-    },
-    Path {
-        what: "C_Verify that succeeds",
-        kind: Kind::Verify,
-        before: nothing,
-        call: |fx| verify(fx.h, Some(b"msg"), Some(&signature())),
-        want: CKR_OK,
-        ends: true,
-    },
-    Path {
-        what: "C_VerifyUpdate with NULL data",
-        kind: Kind::Verify,
-        before: nothing,
-        call: |fx| feed(C_VerifyUpdate, fx.h, None),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_VerifyFinal with a NULL signature",
-        kind: Kind::Verify,
-        before: nothing,
-        call: |fx| feed(C_VerifyFinal, fx.h, None),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_VerifyFinal of a wrong signature",
-        kind: Kind::Verify,
-        before: nothing,
-        call: |fx| feed(C_VerifyFinal, fx.h, Some(&[1; 256])),
-        want: CKR_SIGNATURE_INVALID,
-        ends: true,
-    },
-    Path {
-        what: "C_VerifyInit while verifying",
-        kind: Kind::Verify,
-        before: nothing,
-        call: |fx| key_init(C_VerifyInit, fx.h, CKM_SHA256_RSA_PKCS, fx.public),
-        want: CKR_OPERATION_ACTIVE,
-        ends: false,
-    },
+    Verify "C_Verify with a NULL signature" [nothing]
+        |fx| verify(fx.h, Some(b"msg"), None) => CKR_ARGUMENTS_BAD, true;
+    Verify "C_Verify with NULL data" [nothing]
+        |fx| verify(fx.h, None, Some(&[0; 256])) => CKR_ARGUMENTS_BAD, true;
+    Verify "C_Verify of a wrong signature" [nothing]
+        |fx| verify(fx.h, Some(b"msg"), Some(&[1; 256])) => CKR_SIGNATURE_INVALID, true;
+    Verify "C_Verify of a signature of the wrong length" [nothing]
+        |fx| verify(fx.h, Some(b"msg"), Some(&[1; 255])) => CKR_SIGNATURE_LEN_RANGE, true;
+    Verify "C_Verify after C_VerifyUpdate" [|fx| assert_eq!(feed(C_VerifyUpdate, fx.h, Some(b"m")), CKR_OK)]
+        |fx| verify(fx.h, Some(b"msg"), Some(&signature())) => CKR_OPERATION_ACTIVE, true;
+    Verify "C_Verify that succeeds" [nothing]
+        |fx| verify(fx.h, Some(b"msg"), Some(&signature())) => CKR_OK, true;
+    Verify "C_VerifyUpdate with NULL data" [nothing]
+        |fx| feed(C_VerifyUpdate, fx.h, None) => CKR_ARGUMENTS_BAD, true;
+    Verify "C_VerifyFinal with a NULL signature" [nothing]
+        |fx| feed(C_VerifyFinal, fx.h, None) => CKR_ARGUMENTS_BAD, true;
+    Verify "C_VerifyFinal of a wrong signature" [nothing]
+        |fx| feed(C_VerifyFinal, fx.h, Some(&[1; 256])) => CKR_SIGNATURE_INVALID, true;
+    Verify "C_VerifyInit while verifying" [nothing]
+        |fx| key_init(C_VerifyInit, fx.h, CKM_SHA256_RSA_PKCS, fx.public) => CKR_OPERATION_ACTIVE, false;
     // C_Encrypt (and its multi-part forms, which RSA does not have).
-    Path {
-        what: "C_Encrypt with a NULL length pointer",
-        kind: Kind::Encrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::NullLen)),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_Encrypt with NULL data",
-        kind: Kind::Encrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Encrypt, fx.h, None, Out::Cap(256))),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_Encrypt of too much data",
-        kind: Kind::Encrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Encrypt, fx.h, Some(&[7; 300]), Out::Cap(256))),
-        want: CKR_DATA_LEN_RANGE,
-        ends: true,
-    },
-    Path {
-        what: "C_Encrypt length query",
-        kind: Kind::Encrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::Query)),
-        want: CKR_OK,
-        ends: false,
-    },
-    Path {
-        what: "C_Encrypt into a short buffer",
-        kind: Kind::Encrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::Cap(255))),
-        want: CKR_BUFFER_TOO_SMALL,
-        ends: false,
-    },
-    Path {
-        what: "C_EncryptUpdate of a single-part mechanism",
-        kind: Kind::Encrypt,
-        before: nothing,
-        call: |fx| rv(single(C_EncryptUpdate, fx.h, Some(b"x"), Out::Cap(256))),
-        want: CKR_FUNCTION_NOT_SUPPORTED,
-        ends: true,
-    },
-    Path {
-        what: "C_EncryptInit while encrypting",
-        kind: Kind::Encrypt,
-        before: nothing,
-        call: |fx| key_init(C_EncryptInit, fx.h, CKM_RSA_PKCS, fx.public),
-        want: CKR_OPERATION_ACTIVE,
-        ends: false,
-    },
+    Encrypt "C_Encrypt with a NULL length pointer" [nothing]
+        |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
+    Encrypt "C_Encrypt with NULL data" [nothing]
+        |fx| rv(single(C_Encrypt, fx.h, None, Out::Cap(256))) => CKR_ARGUMENTS_BAD, true;
+    Encrypt "C_Encrypt of too much data" [nothing]
+        |fx| rv(single(C_Encrypt, fx.h, Some(&[7; 300]), Out::Cap(256))) => CKR_DATA_LEN_RANGE, true;
+    Encrypt "C_Encrypt length query" [nothing]
+        |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::Query)) => CKR_OK, false;
+    Encrypt "C_Encrypt into a short buffer" [nothing]
+        |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::Cap(255))) => CKR_BUFFER_TOO_SMALL, false;
+    Encrypt "C_EncryptUpdate of a single-part mechanism" [nothing]
+        |fx| rv(single(C_EncryptUpdate, fx.h, Some(b"x"), Out::Cap(256))) => CKR_FUNCTION_NOT_SUPPORTED, true;
+    Encrypt "C_EncryptInit while encrypting" [nothing]
+        |fx| key_init(C_EncryptInit, fx.h, CKM_RSA_PKCS, fx.public) => CKR_OPERATION_ACTIVE, false;
     // C_Decrypt.
-    Path {
-        what: "C_Decrypt with a NULL length pointer",
-        kind: Kind::Decrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::NullLen)),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_Decrypt with NULL data",
-        kind: Kind::Decrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Decrypt, fx.h, None, Out::Cap(256))),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_Decrypt of a ciphertext of the wrong length",
-        kind: Kind::Decrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Decrypt, fx.h, Some(&[1; 255]), Out::Cap(256))),
-        want: CKR_ENCRYPTED_DATA_LEN_RANGE,
-        ends: true,
-    },
-    Path {
-        what: "C_Decrypt of a ciphertext the handset rejects",
-        kind: Kind::Decrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Decrypt, fx.h, Some(&[1; 256]), Out::Cap(256))),
-        want: CKR_ENCRYPTED_DATA_INVALID,
-        ends: true,
-    },
-    Path {
-        what: "C_Decrypt length query",
-        kind: Kind::Decrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::Query)),
-        want: CKR_OK,
-        ends: false,
-    },
-    Path {
-        what: "C_Decrypt into a short buffer",
-        kind: Kind::Decrypt,
-        before: nothing,
-        call: |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::Cap(2))),
-        want: CKR_BUFFER_TOO_SMALL,
-        ends: false,
-    },
-    Path {
-        what: "C_DecryptFinal of a single-part mechanism",
-        kind: Kind::Decrypt,
-        before: nothing,
-        call: |fx| rv(last(C_DecryptFinal, fx.h, Out::Cap(256))),
-        want: CKR_FUNCTION_NOT_SUPPORTED,
-        ends: true,
-    },
-    Path {
-        what: "C_DecryptInit while decrypting",
-        kind: Kind::Decrypt,
-        before: nothing,
-        call: |fx| key_init(C_DecryptInit, fx.h, CKM_RSA_PKCS, fx.private),
-        want: CKR_OPERATION_ACTIVE,
-        ends: false,
-    },
+    Decrypt "C_Decrypt with a NULL length pointer" [nothing]
+        |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
+    Decrypt "C_Decrypt with NULL data" [nothing]
+        |fx| rv(single(C_Decrypt, fx.h, None, Out::Cap(256))) => CKR_ARGUMENTS_BAD, true;
+    Decrypt "C_Decrypt of a ciphertext of the wrong length" [nothing]
+        |fx| rv(single(C_Decrypt, fx.h, Some(&[1; 255]), Out::Cap(256))) => CKR_ENCRYPTED_DATA_LEN_RANGE, true;
+    Decrypt "C_Decrypt of a ciphertext the handset rejects" [nothing]
+        |fx| rv(single(C_Decrypt, fx.h, Some(&[1; 256]), Out::Cap(256))) => CKR_ENCRYPTED_DATA_INVALID, true;
+    Decrypt "C_Decrypt length query" [nothing]
+        |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::Query)) => CKR_OK, false;
+    Decrypt "C_Decrypt into a short buffer" [nothing]
+        |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::Cap(2))) => CKR_BUFFER_TOO_SMALL, false;
+    Decrypt "C_DecryptFinal of a single-part mechanism" [nothing]
+        |fx| rv(last(C_DecryptFinal, fx.h, Out::Cap(256))) => CKR_FUNCTION_NOT_SUPPORTED, true;
+    Decrypt "C_DecryptInit while decrypting" [nothing]
+        |fx| key_init(C_DecryptInit, fx.h, CKM_RSA_PKCS, fx.private) => CKR_OPERATION_ACTIVE, false;
     // C_Digest, C_DigestUpdate, C_DigestKey, C_DigestFinal.
-    Path {
-        what: "C_Digest with a NULL length pointer",
-        kind: Kind::Digest,
-        before: nothing,
-        call: |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::NullLen)),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_Digest with NULL data",
-        kind: Kind::Digest,
-        before: nothing,
-        call: |fx| rv(single(C_Digest, fx.h, None, Out::Cap(32))),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_Digest after C_DigestUpdate",
-        kind: Kind::Digest,
-        before: |fx| assert_eq!(feed(C_DigestUpdate, fx.h, Some(b"a")), CKR_OK),
-        call: |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Cap(32))),
-        want: CKR_OPERATION_ACTIVE,
-        ends: true,
-    },
-    Path {
-        what: "C_Digest length query",
-        kind: Kind::Digest,
-        before: nothing,
-        call: |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Query)),
-        want: CKR_OK,
-        ends: false,
-    },
-    Path {
-        what: "C_Digest into a short buffer",
-        kind: Kind::Digest,
-        before: nothing,
-        call: |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Cap(31))),
-        want: CKR_BUFFER_TOO_SMALL,
-        ends: false,
-    },
-    Path {
-        what: "C_DigestUpdate with NULL data",
-        kind: Kind::Digest,
-        before: nothing,
-        call: |fx| feed(C_DigestUpdate, fx.h, None),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_DigestKey",
-        kind: Kind::Digest,
-        before: nothing,
-        call: |fx| C_DigestKey(fx.h, fx.public),
-        want: CKR_KEY_INDIGESTIBLE,
-        ends: true,
-    },
-    Path {
-        what: "C_DigestFinal with a NULL length pointer",
-        kind: Kind::Digest,
-        before: nothing,
-        call: |fx| rv(last(C_DigestFinal, fx.h, Out::NullLen)),
-        want: CKR_ARGUMENTS_BAD,
-        ends: true,
-    },
-    Path {
-        what: "C_DigestFinal into a short buffer",
-        kind: Kind::Digest,
-        before: nothing,
-        call: |fx| rv(last(C_DigestFinal, fx.h, Out::Cap(1))),
-        want: CKR_BUFFER_TOO_SMALL,
-        ends: false,
-    },
-    Path {
-        what: "C_DigestInit while digesting",
-        kind: Kind::Digest,
-        before: nothing,
-        call: |fx| digest_init(fx.h, CKM_SHA_1),
-        want: CKR_OPERATION_ACTIVE,
-        ends: false,
-    },
-];
+    Digest "C_Digest with a NULL length pointer" [nothing]
+        |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
+    Digest "C_Digest with NULL data" [nothing]
+        |fx| rv(single(C_Digest, fx.h, None, Out::Cap(32))) => CKR_ARGUMENTS_BAD, true;
+    Digest "C_Digest after C_DigestUpdate" [|fx| assert_eq!(feed(C_DigestUpdate, fx.h, Some(b"a")), CKR_OK)]
+        |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Cap(32))) => CKR_OPERATION_ACTIVE, true;
+    Digest "C_Digest length query" [nothing]
+        |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Query)) => CKR_OK, false;
+    Digest "C_Digest into a short buffer" [nothing]
+        |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Cap(31))) => CKR_BUFFER_TOO_SMALL, false;
+    Digest "C_DigestUpdate with NULL data" [nothing]
+        |fx| feed(C_DigestUpdate, fx.h, None) => CKR_ARGUMENTS_BAD, true;
+    Digest "C_DigestKey" [nothing]
+        |fx| C_DigestKey(fx.h, fx.public) => CKR_KEY_INDIGESTIBLE, true;
+    Digest "C_DigestFinal with a NULL length pointer" [nothing]
+        |fx| rv(last(C_DigestFinal, fx.h, Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
+    Digest "C_DigestFinal into a short buffer" [nothing]
+        |fx| rv(last(C_DigestFinal, fx.h, Out::Cap(1))) => CKR_BUFFER_TOO_SMALL, false;
+    Digest "C_DigestInit while digesting" [nothing]
+        |fx| digest_init(fx.h, CKM_SHA_1) => CKR_OPERATION_ACTIVE, false;
+};
 
 #[test]
 fn s5_operations_end_on_failure_and_stay_for_a_length_query() {
