@@ -922,9 +922,10 @@ impl Module {
         h: CK_SESSION_HANDLE,
         template: Template,
     ) -> Result<CK_OBJECT_HANDLE> {
+        let template = objects::Wiped(template);
         objects::check_shape(&template)?;
         if objects::is_token(&template)? {
-            return self.create_token_object(h, template);
+            return self.create_token_object(h, &template);
         }
         let (slot, _) = self.slot_and_mode(h)?;
         let attrs = objects::from_template(&template)?;
@@ -964,23 +965,23 @@ impl Module {
     fn create_token_object(
         &self,
         h: CK_SESSION_HANDLE,
-        template: Template,
+        template: &Template,
     ) -> Result<CK_OBJECT_HANDLE> {
         let slot = self.writable_session(h)?;
-        let class = objects::find(&template, CKA_CLASS)
+        let class = objects::find(template, CKA_CLASS)
             .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
             .and_then(objects::as_ulong)?;
         if class != CKO_CERTIFICATE {
             return fail(CKR_ATTRIBUTE_VALUE_INVALID);
         }
-        if let Some(t) = objects::find(&template, CKA_CERTIFICATE_TYPE)
+        if let Some(t) = objects::find(template, CKA_CERTIFICATE_TYPE)
             && objects::as_ulong(t)? != CKC_X_509
         {
             return fail(CKR_ATTRIBUTE_VALUE_INVALID);
         }
-        let der = objects::find(&template, CKA_VALUE).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
-        let id = objects::find(&template, CKA_ID).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
-        let label = match objects::find(&template, CKA_LABEL) {
+        let der = objects::find(template, CKA_VALUE).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
+        let id = objects::find(template, CKA_ID).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
+        let label = match objects::find(template, CKA_LABEL) {
             Some(l) => {
                 String::from_utf8(l.to_vec()).or_else(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?
             }
@@ -1183,8 +1184,8 @@ impl Module {
         {
             return fail(CKR_WRAPPED_KEY_INVALID);
         }
-        let mut full = secret;
-        full.push((CKA_VALUE, value.to_vec()));
+        let mut full = objects::Wiped(secret);
+        full.0.push((CKA_VALUE, value.to_vec()));
         let attrs = objects::from_template(&full).map_err(|e| match e.rv() {
             // The unwrapped value does not fit the key type.
             CKR_ATTRIBUTE_VALUE_INVALID if objects::find(&template, CKA_KEY_TYPE).is_some() => {
@@ -1259,8 +1260,8 @@ impl Module {
         }
         let t = self.names(slot)?;
         let value = Zeroizing::new(self.check(slot, self.backend.random(&t.handset, len as u32))?);
-        let mut full = secret;
-        full.push((CKA_VALUE, value.to_vec()));
+        let mut full = objects::Wiped(secret);
+        full.0.push((CKA_VALUE, value.to_vec()));
         let mut attrs = objects::from_template(&full)?;
         drop(full);
         objects::secret_key_facts(&mut attrs, true)?;

@@ -10,15 +10,45 @@ use std::collections::{BTreeMap, HashMap};
 
 use cryptoki_sys::*;
 use sha1::Digest;
+use zeroize::Zeroize;
 
 use crate::error::{Error, Result, fail};
 use crate::mechanisms;
 
-/// One attribute's value, or the fact that it is sensitive.
+/// One attribute's value, or the fact that it is sensitive. Wiped when
+/// dropped: a session secret key's value is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     Bytes(Vec<u8>),
     Sensitive,
+}
+
+impl Drop for Value {
+    fn drop(&mut self) {
+        if let Value::Bytes(v) = self {
+            v.zeroize();
+        }
+    }
+}
+
+/// A caller's template that may hold a secret key's value, wiped when
+/// dropped.
+pub struct Wiped(pub Template);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        for (_, v) in self.0.iter_mut() {
+            v.zeroize();
+        }
+    }
+}
+
+impl std::ops::Deref for Wiped {
+    type Target = Template;
+
+    fn deref(&self) -> &Template {
+        &self.0
+    }
 }
 
 pub type AttrMap = BTreeMap<CK_ATTRIBUTE_TYPE, Value>;
