@@ -232,21 +232,20 @@ pub(crate) fn crypt(cx: &Context, a: &CryptArgs, decrypt: bool) -> Result<(), Fa
             a.mechanism
         ))
     })?;
-    let params = if mech == ckm::RSA_PKCS_OAEP {
-        MechanismParams {
-            hash: parse_hash(&a.hash)?.mechanism() as u32,
-            salt_len: 0,
+    let enc = match mech {
+        ckm::RSA_PKCS_OAEP => Encryption::Oaep {
+            hash: parse_hash(&a.hash)?,
             label: vec![],
+        },
+        ckm::RSA_PKCS => Encryption::Pkcs1,
+        _ => {
+            return Err(Failure::Usage(format!(
+                "{} is not an encryption mechanism: give RSA-PKCS-OAEP or RSA-PKCS",
+                a.mechanism
+            )));
         }
-    } else {
-        MechanismParams::default()
     };
-    if Encryption::from_ckm(mech, &params).is_err() {
-        return Err(Failure::Usage(format!(
-            "{} is not an encryption mechanism: give RSA-PKCS-OAEP or RSA-PKCS",
-            a.mechanism
-        )));
-    }
+    let (mech, params) = enc.wire();
     let input = Zeroizing::new(read_input(&a.input)?);
     if decrypt {
         ensure_login(cx, &h, &a.token)?;

@@ -123,7 +123,16 @@ pub(crate) fn write_output(path: &str, data: &[u8], secret: bool) -> Result<(), 
         opts.mode(0o600);
     }
     opts.open(path)
-        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+        .and_then(|mut f| {
+            f.write_all(data)?;
+            // A regular file is made durable; a pipe or a character device
+            // (`--out /dev/null`, a terminal) has nothing to sync and
+            // answers fsync with EINVAL.
+            if f.metadata()?.is_file() {
+                f.sync_all()?;
+            }
+            Ok(())
+        })
         .map_err(|e| io_failure(&format!("writing {path}"), e))
 }
 
@@ -193,5 +202,19 @@ mod tests {
             flag_names(token_flags::LOGIN_REQUIRED | token_flags::CONFIRM),
             vec!["login-required", "confirm-on-phone"]
         );
+    }
+
+    #[test]
+    fn output_goes_to_files_and_to_character_devices() {
+        // /dev/null is a character device: no fsync there (EINVAL before).
+        write_output("/dev/null", b"signature", false).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.out");
+        let path = path.to_str().unwrap();
+        write_output(path, b"plaintext", true).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), b"plaintext");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

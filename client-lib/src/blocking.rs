@@ -20,11 +20,11 @@ use zeroize::Zeroizing;
 
 use crate::calls::{Carry, Lend};
 use crate::client::{self, Bus, ClientOptions, Event};
+use crate::error::{Error, Result};
 use crate::types::{
     HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo, TokenDetails,
     TokenEntry,
 };
-use crate::{Error, Result};
 
 struct Inner {
     // Both are `Some` until `drop`.

@@ -23,12 +23,13 @@ use zbus::names::{BusName, OwnedUniqueName, WellKnownName};
 use zbus::proxy::CacheProperties;
 use zeroize::Zeroizing;
 
+use crate::error::{Error, Result};
 use crate::proxy::CryptoProviderProxy;
+use crate::types::BUS_NAME;
 use crate::types::{
     HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo, TokenDetails,
     TokenEntry,
 };
-use crate::{BUS_NAME, Error, Result};
 
 /// Environment variable choosing the bus: `system`, `session` or a D-Bus address.
 pub const ENV_BUS: &str = "PHONECSP_BUS";

@@ -18,10 +18,7 @@ pub mod types;
 pub use error::{Error, Result};
 pub use types::*;
 
-/// Well-known bus name, object path and interface.
-pub const BUS_NAME: &str = "org.phonecsp.CryptoProvider1";
-pub const OBJECT_PATH: &str = "/org/phonecsp/CryptoProvider1";
-pub const INTERFACE: &str = "org.phonecsp.CryptoProvider1";
+pub use types::{BUS_NAME, INTERFACE, OBJECT_PATH};
 
 mod calls;
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::Result;
+use crate::error::Result;
 use crate::types::{
     HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo, TokenDetails,
     TokenEntry,

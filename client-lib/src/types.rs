@@ -4,6 +4,11 @@
 use serde::{Deserialize, Serialize};
 use zbus::Type;
 
+/// Well-known bus name, object path and interface.
+pub const BUS_NAME: &str = "org.phonecsp.CryptoProvider1";
+pub const OBJECT_PATH: &str = "/org/phonecsp/CryptoProvider1";
+pub const INTERFACE: &str = "org.phonecsp.CryptoProvider1";
+
 /// `(sssb)`: a configured handset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct HandsetStatus {

@@ -98,7 +98,20 @@ impl Access {
         }
     }
 
-    /// Root, or the daemon's own user: may pair and unpair handsets.
+    /// Whether `c` may use some token of `handset`: root, the default list,
+    /// or a token entry (for that handset or for any) that lets it in.
+    /// Random numbers from the handset and its listing need this.
+    pub fn may_use_handset(&self, c: &Caller, handset: &str) -> bool {
+        c.uid == 0
+            || self.default.permits(c)
+            || self
+                .tokens
+                .iter()
+                .any(|(h, _, a)| h.as_deref().is_none_or(|h| h == handset) && a.permits(c))
+    }
+
+    /// Root, or the daemon's own user: may pair and unpair handsets, and
+    /// see their device paths and key fingerprints.
     pub fn is_admin(&self, c: &Caller) -> bool {
         c.uid == 0 || c.uid == self.own_uid
     }

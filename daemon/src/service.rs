@@ -123,9 +123,33 @@ fn check_id(id: &[u8]) -> Result<()> {
 
 fn check_hashed_input(data: &[u8]) -> Result<()> {
     if data.len() > MAX_HASHED_INPUT {
-        return Err(ck(CkRv::DATA_LEN_RANGE, "data too long"));
+        return Err(ck(
+            CkRv::DATA_LEN_RANGE,
+            format!(
+                "data longer than {} MiB: hash it and sign the digest",
+                MAX_HASHED_INPUT >> 20
+            ),
+        ));
     }
     Ok(())
+}
+
+/// Inputs up to this size are hashed where the call runs.
+const INLINE_HASH_LIMIT: usize = 64 * 1024;
+
+/// Runs `work` (hashing, above all) over `data`: inline when `data` is
+/// small, else on tokio's blocking pool, so that one caller's megabytes
+/// never hold up the executor that serves every other caller's calls.
+async fn cpu_work<T: Send + 'static>(
+    data: Vec<u8>,
+    work: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<T> {
+    if data.len() <= INLINE_HASH_LIMIT {
+        return Ok(work(&data));
+    }
+    tokio::task::spawn_blocking(move || work(&data))
+        .await
+        .map_err(|e| ck(CkRv::GENERAL_ERROR, format!("hashing stopped: {e}")))
 }
 
 fn check_pin(pin: &[u8], min: usize) -> Result<()> {
@@ -436,13 +460,13 @@ impl Call<'_> {
         key_id: &[u8],
         mechanism: u32,
         params: &MechanismParams,
-        data: &[u8],
+        data: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let signing = Signing::from_ckm(mechanism, params)?;
-        check_hashed_input(data)?;
+        check_hashed_input(&data)?;
         self.require_login()?;
-        let key = self.key(key_id).await?;
-        let input = SignInput::once(signing, key.size(), data)?;
+        let key_len = self.key(key_id).await?.size();
+        let input = cpu_work(data, move |d| SignInput::once(signing, key_len, d)).await??;
         self.handset().sign(self.token, key_id, input).await
     }
 }
@@ -456,20 +480,35 @@ impl Provider {
 #[interface(name = "org.phonecsp.CryptoProvider1")]
 impl Provider {
     #[zbus(out_args("handsets"))]
-    async fn list_handsets(&self) -> Result<Vec<HandsetStatus>> {
+    async fn list_handsets(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<HandsetStatus>> {
         let i = &self.inner;
+        let c = i.caller(&hdr, conn).await?;
+        let admin = i.access.is_admin(&c);
         Ok(i.links
             .values()
+            .filter(|l| i.access.may_use_handset(&c, l.name()))
             .map(|l| HandsetStatus {
                 name: l.name().to_owned(),
-                transport: i.transports.get(l.name()).cloned().unwrap_or_default(),
-                fingerprint: i
-                    .state
-                    .pinned(l.name())
-                    .ok()
-                    .flatten()
-                    .map(|k| fingerprint(&k))
-                    .unwrap_or_default(),
+                // Where the phone is plugged in and which key it has are
+                // the administrator's business.
+                transport: match admin {
+                    true => i.transports.get(l.name()).cloned().unwrap_or_default(),
+                    false => String::new(),
+                },
+                fingerprint: match admin {
+                    true => i
+                        .state
+                        .pinned(l.name())
+                        .ok()
+                        .flatten()
+                        .map(|k| fingerprint(&k))
+                        .unwrap_or_default(),
+                    false => String::new(),
+                },
                 connected: matches!(l.state(), LinkState::Connected { .. }),
             })
             .collect())
@@ -616,7 +655,7 @@ impl Provider {
         data: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.sign(&key_id, mechanism, &params, &data).await
+        call.sign(&key_id, mechanism, &params, data).await
     }
 
     #[zbus(out_args("valid"))]
@@ -637,7 +676,7 @@ impl Provider {
         let signing = Signing::from_ckm(mechanism, &params)?;
         check_hashed_input(&data)?;
         let key = call.key(&key_id).await?;
-        Ok(local::verify(&key, &signing, &data, &signature)?)
+        Ok(cpu_work(data, move |d| local::verify(&key, &signing, d, &signature)).await??)
     }
 
     #[zbus(out_args("plaintext"))]
@@ -691,7 +730,7 @@ impl Provider {
         let hash = mechanism::digest_alg(mechanism)
             .ok_or_else(|| ck(CkRv::MECHANISM_INVALID, "not a digest mechanism"))?;
         check_hashed_input(&data)?;
-        Ok(phonecsp::hash::digest(hash, &data))
+        cpu_work(data, move |d| phonecsp::hash::digest(hash, d)).await
     }
 
     #[zbus(out_args("key"))]
@@ -738,6 +777,12 @@ impl Provider {
         let i = &self.inner;
         let c = i.caller(&hdr, conn).await?;
         let link = i.link(&handset)?;
+        if !i.access.may_use_handset(&c, &handset) {
+            return Err(ck(
+                CkRv::TOKEN_NOT_PRESENT,
+                format!("handset '{handset}' is not available to uid {}", c.uid),
+            ));
+        }
         if length == 0 || length > MAX_RANDOM {
             return Err(ck(
                 CkRv::ARGUMENTS_BAD,
@@ -942,7 +987,8 @@ mod tests {
 
     async fn sign(call: &Call<'_>) -> Result<Vec<u8>> {
         let none = MechanismParams::default();
-        call.sign(KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x").await
+        call.sign(KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x".to_vec())
+            .await
     }
 
     /// One caller's Logout must never end another's login, whatever the
@@ -971,6 +1017,41 @@ mod tests {
         // Both gone: the handset is logged out.
         let call = inner.call_as(caller(":1.3"), "phone", TOKEN).unwrap();
         assert_eq!(call.details().await.unwrap().flags & LOGGED_IN, 0);
+    }
+
+    /// Hashing a large input must not hold up other callers. The runtime
+    /// has one thread, as a loaded one effectively does: two signs of the
+    /// largest input start first, a small one after them, and the small
+    /// one is answered first (before the fix it came last, behind two
+    /// inline hashes of 64 MiB).
+    #[tokio::test]
+    async fn a_small_sign_is_not_held_up_by_large_ones() {
+        let (_rig, inner) = daemon().await;
+        let call = inner.call_as(caller(":1.1"), "phone", TOKEN).unwrap();
+        call.login(PIN).await.unwrap();
+        // The key's public half is cached from here on.
+        call.key(KEY_ID).await.unwrap();
+        let answered = Arc::new(Mutex::new(Vec::new()));
+        let run = |what: &'static str, len: usize| {
+            let (inner, answered) = (inner.clone(), answered.clone());
+            tokio::spawn(async move {
+                let call = inner.call_as(caller(":1.1"), "phone", TOKEN)?;
+                let none = MechanismParams::default();
+                call.sign(KEY_ID, ckm::SHA256_RSA_PKCS, &none, vec![7; len])
+                    .await?;
+                answered.lock().unwrap().push(what);
+                Result::Ok(())
+            })
+        };
+        let large = [
+            run("large", MAX_HASHED_INPUT),
+            run("large", MAX_HASHED_INPUT),
+        ];
+        let small = run("small", 32);
+        for t in large.into_iter().chain([small]) {
+            t.await.expect("task").expect("signed");
+        }
+        assert_eq!(*answered.lock().unwrap(), ["small", "large", "large"]);
     }
 
     /// When the handset says it has no login, the daemon's record goes too.

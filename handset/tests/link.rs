@@ -381,37 +381,24 @@ async fn exercise<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(l: &mut HostLink<
     );
 }
 
-/// A self-signed certificate made by openssl-free means: x509-cert's builder.
+/// A self-signed certificate, made by `openssl req` (on every machine
+/// that runs these tests: Debian's base has it).
 fn test_cert() -> Vec<u8> {
-    use std::process::Command;
-    // `openssl` is on every machine that runs these tests (Debian base).
     let dir = tempfile::tempdir().unwrap();
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=phonecsp test",
-            "-days",
-            "1",
-            "-outform",
-            "DER",
-        ])
+    let (key, cert) = (dir.path().join("k.pem"), dir.path().join("c.der"));
+    let made = std::process::Command::new("openssl")
+        .args(
+            "req -x509 -newkey rsa:2048 -nodes -subj /CN=handset-test -days 1 -outform DER"
+                .split(' '),
+        )
         .arg("-keyout")
-        .arg(dir.path().join("k.pem"))
+        .arg(&key)
         .arg("-out")
-        .arg(dir.path().join("c.der"))
+        .arg(&cert)
         .output()
         .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    std::fs::read(dir.path().join("c.der")).unwrap()
+    assert!(made.status.success(), "{made:?}");
+    std::fs::read(cert).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,9 +7,15 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::error::{LuksError, Result};
+use crate::token::{TOKEN_TYPE, WrappedKey};
 use zeroize::Zeroizing;
 
-use crate::*;
+/// The `cryptsetup` program; `PHONECSP_CRYPTSETUP` overrides it.
+pub const ENV_CRYPTSETUP: &str = "PHONECSP_CRYPTSETUP";
+/// Iterations of PBKDF2 for the new keyslot: the secret has 384 bits of
+/// entropy, so a slow KDF would add nothing but boot time.
+pub const KEYSLOT_PBKDF2_ITERATIONS: u32 = 1000;
 
 /// A device (or image file) and, for a detached header, its header file.
 #[derive(Debug, Clone, PartialEq, Eq)]

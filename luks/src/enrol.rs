@@ -7,9 +7,11 @@ use phonecsp_protocol::CkRv;
 use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
 
+use crate::cryptsetup::{Cryptsetup, Device, ExistingKey};
+use crate::error::{LuksError, Result};
+use crate::secret::{hex, new_secret, wrap};
+use crate::token::{Target, WrappedKey, write_wrapped_file};
 use phonecsp_protocol::ck::cko;
-
-use crate::*;
 
 /// What [`enroll`] is to do.
 #[derive(Debug)]

@@ -9,10 +9,11 @@ use phonecsp_protocol::message::token_flags;
 use rsa::RsaPublicKey;
 use zeroize::Zeroizing;
 
+use crate::error::{LuksError, Result};
+use crate::secret::{disk_oaep, public_key_sha256};
+use crate::token::{Target, WrappedKey};
 use phonecsp::handset::{Handset, HandsetLink};
 use phonecsp_protocol::ck::cko;
-
-use crate::*;
 
 /// What a container says about itself before a login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

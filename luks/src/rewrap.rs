@@ -4,9 +4,11 @@
 use phonecsp_protocol::CkRv;
 use rsa::RsaPublicKey;
 
+use crate::enrol::container_public_key;
+use crate::error::{LuksError, Result};
+use crate::holder::holder_error;
+use crate::token::{Target, WrappedKey};
 use phonecsp::mechanism::ckm;
-
-use crate::*;
 
 /// Where [`rewrap`] moves the secret.
 #[derive(Debug, Clone)]

@@ -10,9 +10,11 @@ use rsa::RsaPublicKey;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::error::{LuksError, Result};
 use phonecsp::mechanism::Encryption;
 
-use crate::*;
+/// Random bytes in a disk secret (384 bits), before base64.
+pub const SECRET_RANDOM_BYTES: usize = 48;
 
 /// A fresh disk secret: [`SECRET_RANDOM_BYTES`] from the OS's generator,
 /// as base64 text (64 bytes of passphrase).

@@ -4,8 +4,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha2::Sha256;
 
-use crate::*;
 use rsa::{Oaep, RsaPrivateKey};
+
+// The tests use the crate as its callers do, through its flat re-exports.
+use crate::*;
 
 #[test]
 fn secrets_are_fresh_printable_and_long() {

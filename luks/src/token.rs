@@ -3,12 +3,17 @@
 
 use std::path::Path;
 
+use crate::error::{LuksError, Result};
+use crate::secret::{hex, public_key_sha256, unhex};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rsa::RsaPublicKey;
 use serde::{Deserialize, Serialize};
 
-use crate::*;
+/// The LUKS2 token type.
+pub const TOKEN_TYPE: &str = "phonecsp";
+/// The only wrapping this version makes and reads.
+pub const ALGORITHM: &str = "RSA-OAEP-SHA256";
 
 /// The wrapped secret and what it is wrapped to: the JSON of a LUKS2 token
 /// of type `phonecsp`, and of a wrapped-key file.

@@ -4,9 +4,19 @@
 //! Everything here is sans-I/O and total: any byte sequence yields either a
 //! value or a [`ParseError`], never a panic.
 
-use crate::ParseError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+
+/// Why a line or command could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("syntax: {0}")]
+    Syntax(&'static str),
+    #[error("unknown command")]
+    UnknownCommand,
+    #[error("unknown mechanism")]
+    Mechanism,
+}
 
 /// Longest line (without its terminator) a handset accepts unless it
 /// advertises otherwise in `+CKVER`.

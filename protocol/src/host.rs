@@ -2,7 +2,7 @@
 //! (serial line, pty, RFCOMM socket, in-memory pipe). One call at a time,
 //! as a modem handles AT; the daemon serialises callers onto it.
 
-use crate::ParseError;
+use crate::at::ParseError;
 use crate::at::{self, FinalResult, Line, LineSplitter};
 use crate::ck::CkRv;
 use crate::message::{

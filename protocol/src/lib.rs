@@ -16,19 +16,9 @@ pub mod responder;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use at::ParseError;
 pub use ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
 pub use host::{HostLink, LinkError, LinkStats};
 pub use message::{Command, InnerOutcome, Reply, Request, VersionInfo};
 pub use noise::{PairingCode, Session, StaticKeypair};
 pub use responder::{Handler, Responder};
-
-/// Why a line or command could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    #[error("syntax: {0}")]
-    Syntax(&'static str),
-    #[error("unknown command")]
-    UnknownCommand,
-    #[error("unknown mechanism")]
-    Mechanism,
-}

@@ -5,7 +5,7 @@
 //! answer (information lines plus `OK` or `+CKR: <CK_RV>`). Every decoder is
 //! total: malformed text is a [`ParseError`].
 
-use crate::ParseError;
+use crate::at::ParseError;
 use crate::at::{Params, check_text, decode_b64, quote, quote_b64, split_command, split_extended};
 use crate::ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism, ckm};
 use zeroize::Zeroizing;

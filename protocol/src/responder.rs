@@ -3,7 +3,7 @@
 //! `AT+CKVER?` and `AT+CKHS` are answered, reassembles chunked frames, and
 //! hands each decrypted `+CK` request to a [`Handler`] (the security manager).
 
-use crate::ParseError;
+use crate::at::ParseError;
 use crate::at::{self, FinalResult, Line, LineSplitter, cme};
 use crate::ck::CkRv;
 use crate::message::{

@@ -49,6 +49,20 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The first line a child prints (its address, its pty), read from its
+/// piped stdout.
+fn first_line(child: &mut Child, what: &str) -> String {
+    let mut line = String::new();
+    let stdout = child
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("{what}: no stdout"));
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    line
+}
+
 fn kill(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
@@ -99,10 +113,8 @@ impl TestBus {
             .stderr(Stdio::null())
             .spawn()
             .expect("dbus-daemon (install the dbus package)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("bus address");
+        // It prints its address once it listens.
+        first_line(&mut child, "the bus address");
         let _ = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777));
         TestBus {
             _dir: dir,
@@ -203,10 +215,7 @@ impl Handset {
             .stdin(Stdio::null())
             .spawn()
             .expect("phonecsp-handset serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("PTY line");
+        let line = first_line(&mut child, "the PTY line");
         assert!(line.starts_with("PTY /dev/"), "unexpected: {line}");
         self.child = Some(child);
     }

@@ -1,6 +1,6 @@
 //! The system-bus policy in dbus/: on a bus configured like Debian's
 //! system bus, only the daemon's user may own the name, and any user may
-//! call it. (The policy names the user `phonecsp`; the test substitutes
+//! call it; what a caller then sees is the daemon's access scope. (The policy names the user `phonecsp`; the test substitutes
 //! `nobody`, a user every Debian machine has.)
 
 use phonecsp_tests::{Reaped, bin, is_root};
@@ -69,7 +69,8 @@ fn only_the_daemon_user_owns_the_name_and_anyone_may_call() {
     std::fs::write(
         &cfg,
         format!(
-            "[daemon]\nstate_dir = \"{}\"\n[[handset]]\nname = \"phone\"\nserial = \"/nonexistent/tty\"\n",
+            "[daemon]\nstate_dir = \"{}\"\n[access]\nusers = [\"2\"]\n\
+             [[handset]]\nname = \"phone\"\nserial = \"/nonexistent/tty\"\n",
             dir.path().join("state").display()
         ),
     )
@@ -103,20 +104,36 @@ fn only_the_daemon_user_owns_the_name_and_anyone_may_call() {
             .spawn()
             .unwrap(),
     );
+    let phonecsp = |uid: u32, args: &[&str]| {
+        as_uid(uid, &bin("phonecsp"))
+            .args(["--bus", &address, "--json"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
     let mut listed = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let o = as_uid(1, &bin("phonecsp"))
-            .args(["--bus", &address, "--json", "handsets"])
-            .output()
-            .unwrap();
+        let o = phonecsp(2, &["handsets"]);
         if o.status.success() {
             listed = Some(String::from_utf8_lossy(&o.stdout).into_owned());
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    drop(daemon);
-    let listed = listed.expect("uid 1 could not call the daemon");
+    // Access scope (docs/architecture.md, "Who may call what"): uid 2 is
+    // in [access] and sees the handset, but not where it is plugged in
+    // nor its key; uid 1 is not, and sees no handset and gets no random
+    // numbers from it.
+    let listed = listed.expect("uid 2 could not call the daemon");
     assert!(listed.contains("\"phone\""), "{listed}");
+    assert!(!listed.contains("nonexistent"), "{listed}");
+    let outsider = phonecsp(1, &["handsets"]);
+    assert!(outsider.status.success(), "{outsider:?}");
+    assert!(!String::from_utf8_lossy(&outsider.stdout).contains("phone"));
+    let random = phonecsp(1, &["--handset", "phone", "random", "8"]);
+    assert!(!random.status.success());
+    let err = String::from_utf8_lossy(&random.stderr);
+    assert!(err.contains("not available to uid 1"), "{err}");
+    drop(daemon);
 }
