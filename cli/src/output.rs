@@ -176,6 +176,7 @@ pub(crate) fn flag_names(flags: u32) -> Vec<&'static str> {
 
 pub(crate) fn class_name(class: u32) -> String {
     match class {
+        cko::DATA => "data".into(),
         cko::CERTIFICATE => "certificate".into(),
         cko::PUBLIC_KEY => "public-key".into(),
         cko::PRIVATE_KEY => "private-key".into(),

@@ -24,7 +24,8 @@ macro_rules! for_each_call {
             methods {
                 /// Configured handsets: (name, transport, pinned key fingerprint, connected).
                 plain fn list_handsets() -> Vec<HandsetStatus>;
-                /// Tokens the caller may use on connected handsets.
+                /// Tokens the caller may use: on connected handsets, and as last
+                /// seen on handsets that are away (flagged `token_flags::AWAY`).
                 plain fn list_tokens() -> Vec<TokenEntry>;
                 plain fn get_token_info(handset: &str, token: &str) -> TokenDetails;
                 /// Checks the daemon's identity, then logs this connection in.
@@ -56,7 +57,12 @@ macro_rules! for_each_call {
                 /// `certificate` is DER.
                 plain fn import_certificate(handset: &str, token: &str, id: &[u8], label: &str,
                     certificate: &[u8]) -> ();
-                /// `class`: `CKO_CERTIFICATE` (1) or `CKO_PRIVATE_KEY` (3, the key pair).
+                /// A data object (`CKO_DATA`), replacing one with the same id;
+                /// `object_id` is `CKA_OBJECT_ID` (DER), `value` `CKA_VALUE`.
+                plain fn import_data(handset: &str, token: &str, id: &[u8], label: &str,
+                    application: &str, object_id: &[u8], value: &[u8]) -> ();
+                /// `class`: `CKO_DATA` (0), `CKO_CERTIFICATE` (1) or `CKO_PRIVATE_KEY`
+                /// (3, the key pair).
                 plain fn delete_object(handset: &str, token: &str, class: u32, id: &[u8]) -> ();
                 /// `public_key` is a DER SubjectPublicKeyInfo; hashes are `CKM_SHA*`.
                 plain fn rewrap(handset: &str, token: &str, key_id: &[u8], in_hash: u32,
@@ -210,6 +216,6 @@ mod tests {
         want.sort();
         got.sort();
         assert_eq!(got, want);
-        assert_eq!(got.len(), 22);
+        assert_eq!(got.len(), 23);
     }
 }

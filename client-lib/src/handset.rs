@@ -199,8 +199,31 @@ pub trait Handset: HandsetLink + Send {
         async move { expect!(self, request, Reply::Done => ()) }
     }
 
-    /// Deletes the certificate `id`, or the key pair `id` (a private or a
-    /// public key names the pair: the handset keeps both halves together).
+    /// Stores a data object, replacing one with the same id.
+    #[allow(clippy::too_many_arguments)]
+    fn put_data(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        label: &str,
+        application: &str,
+        oid: &[u8],
+        value: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send {
+        let request = Request::PutData {
+            container: container.to_owned(),
+            id: id.to_vec(),
+            label: label.to_owned(),
+            application: application.to_owned(),
+            oid: oid.to_vec(),
+            value: value.to_vec(),
+        };
+        async move { expect!(self, request, Reply::Done => ()) }
+    }
+
+    /// Deletes the certificate or data object `id`, or the key pair `id`
+    /// (a private or a public key names the pair: the handset keeps both
+    /// halves together).
     fn delete_object(
         &mut self,
         container: &str,
@@ -210,6 +233,7 @@ pub trait Handset: HandsetLink + Send {
         let (container, id) = (container.to_owned(), id.to_vec());
         let request = match class {
             ObjectClass::Certificate => Request::DeleteCertificate { container, id },
+            ObjectClass::Data => Request::DeleteData { container, id },
             ObjectClass::PrivateKey | ObjectClass::PublicKey => {
                 Request::DestroyKey { container, id }
             }

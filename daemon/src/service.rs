@@ -27,7 +27,8 @@ use phonecsp::{
 };
 use phonecsp_protocol::at::check_text;
 use phonecsp_protocol::limits::{
-    MAX_DER_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_PIN_LEN, MAX_RANDOM_LEN, RSA_KEY_BITS,
+    MAX_DATA_OBJECT_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECT_ID_LEN,
+    MAX_PIN_LEN, MAX_RANDOM_LEN, RSA_KEY_BITS,
 };
 use phonecsp_protocol::noise::fingerprint;
 use phonecsp_protocol::{CkRv, HashAlg, ObjectClass, PairingCode};
@@ -827,6 +828,35 @@ impl Provider {
         call.require_login()?;
         let mut link = call.handset();
         link.put_certificate(&token, &id, &label, &certificate)
+            .await?;
+        call.changed(&emitter).await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn import_data(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        handset: String,
+        token: String,
+        id: Vec<u8>,
+        label: String,
+        application: String,
+        object_id: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<()> {
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        check_id(&id)?;
+        check_label(&label)?;
+        check_label(&application)?;
+        if object_id.len() > MAX_OBJECT_ID_LEN || value.len() > MAX_DATA_OBJECT_LEN {
+            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "data object too long"));
+        }
+        call.require_login()?;
+        let mut link = call.handset();
+        link.put_data(&token, &id, &label, &application, &object_id, &value)
             .await?;
         call.changed(&emitter).await;
         Ok(())

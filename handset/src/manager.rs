@@ -7,7 +7,7 @@
 //! owner's revocations and PIN counters take effect at once.
 
 use crate::crypto;
-use crate::store::{Container, Hosts, Kek, PinEntry, Policy, Store, StoreError};
+use crate::store::{Container, DataEntry, Hosts, Kek, PinEntry, Policy, Store, StoreError};
 use phonecsp_protocol::ck::cka;
 use phonecsp_protocol::message::{ContainerEntry, ObjectEntry, TokenInfo, token_flags};
 use phonecsp_protocol::noise::fingerprint;
@@ -329,6 +329,13 @@ impl Manager {
                         label: cert.label.clone(),
                     });
                 }
+                for d in c.data() {
+                    out.push(ObjectEntry {
+                        class: ObjectClass::Data,
+                        id: d.id.clone(),
+                        label: d.label.clone(),
+                    });
+                }
                 out.retain(|o| {
                     class.is_none_or(|cl| cl == o.class)
                         && id.as_ref().is_none_or(|i| *i == o.id)
@@ -386,6 +393,33 @@ impl Manager {
                 self.save(&c)?;
                 Ok(Reply::Done)
             }
+            Request::PutData {
+                id,
+                label,
+                application,
+                oid,
+                value,
+                ..
+            } => {
+                self.kek(host, &name)?;
+                let entry = DataEntry {
+                    id,
+                    label,
+                    application,
+                    oid,
+                    value,
+                };
+                c.put_data(entry).map_err(store_rv)?;
+                self.save(&c)?;
+                Ok(Reply::Done)
+            }
+            Request::DeleteData { id, .. } => {
+                self.kek(host, &name)?;
+                c.remove_data(&id)
+                    .map_err(|_| CkRv::OBJECT_HANDLE_INVALID)?;
+                self.save(&c)?;
+                Ok(Reply::Done)
+            }
         }
     }
 }
@@ -404,6 +438,8 @@ fn container_of(r: &Request) -> Option<&str> {
         | Request::GenerateKeyPair { container, .. }
         | Request::PutCertificate { container, .. }
         | Request::DeleteCertificate { container, .. }
+        | Request::PutData { container, .. }
+        | Request::DeleteData { container, .. }
         | Request::DestroyKey { container, .. }
         | Request::Rewrap { container, .. } => container,
     })
@@ -466,6 +502,20 @@ fn attributes(c: &Container, class: ObjectClass, id: &[u8]) -> Result<Reply, CkR
                 (cka::SUBJECT, f.subject),
                 (cka::ISSUER, f.issuer),
                 (cka::SERIAL_NUMBER, f.serial),
+            ]);
+        }
+        ObjectClass::Data => {
+            let d = c
+                .data()
+                .iter()
+                .find(|x| x.id == id)
+                .ok_or(CkRv::OBJECT_HANDLE_INVALID)?;
+            out.extend([
+                (cka::ID, d.id.clone()),
+                (cka::LABEL, d.label.clone().into_bytes()),
+                (cka::APPLICATION, d.application.clone().into_bytes()),
+                (cka::OBJECT_ID, d.oid.clone()),
+                (cka::VALUE, d.value.clone()),
             ]);
         }
     }

@@ -40,8 +40,9 @@ pub use crypto::RsaPrivateKey;
 /// Wrong PINs after which a container locks for good.
 pub const MAX_PIN_TRIES: u32 = 5;
 pub use phonecsp_protocol::limits::{
-    MAX_CONTAINER_NAME_LEN as MAX_CONTAINER_NAME, MAX_DER_LEN as MAX_CERT_LEN, MAX_ID_LEN,
-    MAX_LABEL_LEN, MAX_NAME_LEN as MAX_NAME_CHARS, MAX_PIN_LEN, MIN_PIN_LEN,
+    MAX_CONTAINER_NAME_LEN as MAX_CONTAINER_NAME, MAX_DATA_OBJECT_LEN, MAX_DATA_OBJECTS,
+    MAX_DER_LEN as MAX_CERT_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN as MAX_NAME_CHARS,
+    MAX_OBJECT_ID_LEN, MAX_PIN_LEN, MIN_PIN_LEN,
 };
 /// Largest store file read.
 const MAX_FILE_LEN: u64 = 16 * 1024 * 1024;
@@ -588,6 +589,7 @@ impl Store {
             pin_entry: PinEntry::Host,
             keys: Vec::new(),
             certs: Vec::new(),
+            data: Vec::new(),
         };
         self.save_container(&c)?;
         Ok(c)
@@ -792,6 +794,20 @@ pub struct CertEntry {
     pub der: Vec<u8>,
 }
 
+/// A data object (`CKO_DATA`) in a container: an application's bytes,
+/// public like a certificate (readable without the PIN).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DataEntry {
+    #[serde(with = "b64")]
+    pub id: Vec<u8>,
+    pub label: String,
+    pub application: String,
+    #[serde(with = "b64")]
+    pub oid: Vec<u8>,
+    #[serde(with = "b64")]
+    pub value: Vec<u8>,
+}
+
 /// A container: what one PIN protects.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Container {
@@ -809,6 +825,9 @@ pub struct Container {
     pin_entry: PinEntry,
     keys: Vec<KeyEntry>,
     certs: Vec<CertEntry>,
+    /// Absent in files written before data objects existed.
+    #[serde(default)]
+    data: Vec<DataEntry>,
 }
 
 fn key_aad(container: &str, id: &[u8]) -> Vec<u8> {
@@ -882,6 +901,10 @@ impl Container {
         &self.certs
     }
 
+    pub fn data(&self) -> &[DataEntry] {
+        &self.data
+    }
+
     pub fn key(&self, id: &[u8]) -> Option<&KeyEntry> {
         self.keys.iter().find(|k| k.id == id)
     }
@@ -942,6 +965,23 @@ impl Container {
             }
             if c.der.is_empty() || c.der.len() > MAX_CERT_LEN {
                 return Err(format!("certificate {i}: invalid length"));
+            }
+        }
+        if self.data.len() > MAX_DATA_OBJECTS {
+            return Err("too many data objects".into());
+        }
+        for (i, d) in self.data.iter().enumerate() {
+            if d.id.is_empty() || d.id.len() > MAX_ID_LEN {
+                return Err(format!("data object {i}: invalid id"));
+            }
+            if self.data[..i].iter().any(|o| o.id == d.id) {
+                return Err(format!("data object {i}: id used twice"));
+            }
+            if d.value.len() > MAX_DATA_OBJECT_LEN
+                || d.oid.len() > MAX_OBJECT_ID_LEN
+                || d.application.len() > MAX_LABEL_LEN
+            {
+                return Err(format!("data object {i}: invalid length"));
             }
         }
         Ok(())
@@ -1093,6 +1133,36 @@ impl Container {
     /// Removes a certificate (in memory; save the container).
     pub fn remove_cert(&mut self, id: &[u8]) -> Result<(), StoreError> {
         remove_by_id(&mut self.certs, id, "certificate", |c| &c.id)
+    }
+
+    /// Stores a data object, replacing one with the same id (in memory;
+    /// save the container), within the limits `protocol::limits` sets.
+    pub fn put_data(&mut self, entry: DataEntry) -> Result<(), StoreError> {
+        check_id_label(&entry.id, &entry.label)?;
+        if entry.application.len() > MAX_LABEL_LEN
+            || entry.oid.len() > MAX_OBJECT_ID_LEN
+            || entry.value.len() > MAX_DATA_OBJECT_LEN
+        {
+            return Err(StoreError::Invalid(format!(
+                "a data object's value is at most {MAX_DATA_OBJECT_LEN} bytes"
+            )));
+        }
+        let full = self.data.len() >= MAX_DATA_OBJECTS;
+        match self.data.iter_mut().find(|d| d.id == entry.id) {
+            Some(d) => *d = entry,
+            None if full => {
+                return Err(StoreError::Invalid(format!(
+                    "a container holds at most {MAX_DATA_OBJECTS} data objects"
+                )));
+            }
+            None => self.data.push(entry),
+        }
+        Ok(())
+    }
+
+    /// Removes a data object (in memory; save the container).
+    pub fn remove_data(&mut self, id: &[u8]) -> Result<(), StoreError> {
+        remove_by_id(&mut self.data, id, "data object", |d| &d.id)
     }
 }
 
@@ -1513,5 +1583,37 @@ mod tests {
         assert_eq!(c.cert(&[1]).unwrap().der, der);
         c.remove_cert(&[1]).unwrap();
         assert!(matches!(c.remove_cert(&[1]), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn data_objects_are_kept_within_the_limits() {
+        let (_tmp, store, mut c) = store_with("web");
+        let entry = |id: u8, value: Vec<u8>| DataEntry {
+            id: vec![id],
+            label: "prefs".into(),
+            application: "mail".into(),
+            oid: vec![6, 1, 1],
+            value,
+        };
+        assert!(matches!(
+            c.put_data(entry(1, vec![0; MAX_DATA_OBJECT_LEN + 1])),
+            Err(StoreError::Invalid(_))
+        ));
+        c.put_data(entry(1, b"first".to_vec())).unwrap();
+        c.put_data(entry(1, b"second".to_vec())).unwrap();
+        assert_eq!(c.data().len(), 1);
+        for id in 2..=MAX_DATA_OBJECTS as u8 {
+            c.put_data(entry(id, vec![])).unwrap();
+        }
+        assert!(matches!(
+            c.put_data(entry(200, vec![])),
+            Err(StoreError::Invalid(_))
+        ));
+        store.save_container(&c).unwrap();
+        let mut c = store.load_container("web").unwrap();
+        assert_eq!(c.data()[0].value, b"second");
+        assert_eq!(c.data().len(), MAX_DATA_OBJECTS);
+        c.remove_data(&[1]).unwrap();
+        assert!(matches!(c.remove_data(&[1]), Err(StoreError::NotFound(_))));
     }
 }

@@ -28,6 +28,17 @@ pub struct TokenName {
     pub token: String,
 }
 
+/// A data object (`CKO_DATA`) to keep on the phone.
+pub struct DataObject<'a> {
+    /// The phone's name for it (not a PKCS#11 attribute of data objects).
+    pub id: &'a [u8],
+    pub label: &'a str,
+    pub application: &'a str,
+    /// `CKA_OBJECT_ID`, DER.
+    pub oid: &'a [u8],
+    pub value: &'a [u8],
+}
+
 /// What the module needs from the keys' side. Errors carry the `CK_RV`
 /// they mean ([`phonecsp::Error::rv`]); the module maps them no further.
 pub trait Backend: Send + Sync {
@@ -47,7 +58,9 @@ pub trait Backend: Send + Sync {
     /// At most `protocol::limits`' largest random request per call.
     fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>>;
     fn put_certificate(&self, t: &TokenName, id: &[u8], label: &str, der: &[u8]) -> Result<()>;
-    /// `class`: a certificate, or a private key (which takes its pair along).
+    fn put_data(&self, t: &TokenName, d: &DataObject) -> Result<()>;
+    /// `class`: a data object, a certificate, or a private key (which takes
+    /// its pair along).
     fn delete_object(&self, t: &TokenName, class: u32, id: &[u8]) -> Result<()>;
 }
 
@@ -125,6 +138,18 @@ impl Backend for Dbus {
     fn put_certificate(&self, t: &TokenName, id: &[u8], label: &str, der: &[u8]) -> Result<()> {
         self.client()?
             .import_certificate(&t.handset, &t.token, id, label, der)
+    }
+
+    fn put_data(&self, t: &TokenName, d: &DataObject) -> Result<()> {
+        self.client()?.import_data(
+            &t.handset,
+            &t.token,
+            d.id,
+            d.label,
+            d.application,
+            d.oid,
+            d.value,
+        )
     }
 
     fn delete_object(&self, t: &TokenName, class: u32, id: &[u8]) -> Result<()> {

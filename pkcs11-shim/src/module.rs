@@ -28,13 +28,15 @@ use phonecsp::TokenEntry;
 use phonecsp::hash::Hasher;
 use phonecsp::local;
 use phonecsp_protocol::ck::cko;
-use phonecsp_protocol::limits::RSA_KEY_BITS;
+use phonecsp_protocol::limits::{
+    MAX_DATA_OBJECT_LEN, MAX_LABEL_LEN, MAX_OBJECT_ID_LEN, RSA_KEY_BITS,
+};
 use phonecsp_protocol::message::token_flags;
 use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use zeroize::Zeroizing;
 
-use crate::backend::{Backend, Dbus, TokenName};
+use crate::backend::{Backend, DataObject, Dbus, TokenName};
 use crate::error::{Error, Result, fail};
 use crate::mechanisms::{self, Mechanism};
 use crate::objects::{self, AttrMap, Template, Value};
@@ -971,8 +973,10 @@ impl Module {
         let class = objects::find(template, CKA_CLASS)
             .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
             .and_then(objects::as_ulong)?;
-        if class != CKO_CERTIFICATE {
-            return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+        match class {
+            CKO_CERTIFICATE => {}
+            CKO_DATA => return self.create_token_data(slot, template),
+            _ => return fail(CKR_ATTRIBUTE_VALUE_INVALID),
         }
         if let Some(t) = objects::find(template, CKA_CERTIFICATE_TYPE)
             && objects::as_ulong(t)? != CKC_X_509
@@ -997,9 +1001,51 @@ impl Module {
         }))
     }
 
-    /// Destroys a session object; on the phone, deletes a certificate or
-    /// a key pair (through either of its keys). A read-only session may
-    /// destroy session objects only.
+    /// Stores a data object on the handset: checked as a session object's
+    /// template is, public (a private one: `CKR_ATTRIBUTE_VALUE_INVALID`),
+    /// within the phone's limits, under an id the phone's RNG picks.
+    fn create_token_data(&self, slot: usize, template: &Template) -> Result<CK_OBJECT_HANDLE> {
+        let a = objects::from_template(template)?;
+        if objects::is_true(&a, CKA_PRIVATE) {
+            return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+        }
+        let bytes = |t| match a.get(&t) {
+            Some(Value::Bytes(v)) => Ok(v.clone()),
+            _ => fail(CKR_TEMPLATE_INCOMPLETE),
+        };
+        let text = |t| {
+            let v = bytes(t)?;
+            if v.len() > MAX_LABEL_LEN {
+                return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+            }
+            String::from_utf8(v).or_else(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))
+        };
+        let (label, application) = (text(CKA_LABEL)?, text(CKA_APPLICATION)?);
+        let (oid, value) = (bytes(CKA_OBJECT_ID)?, bytes(CKA_VALUE)?);
+        if oid.len() > MAX_OBJECT_ID_LEN || value.len() > MAX_DATA_OBJECT_LEN {
+            return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+        }
+        let t = self.names(slot)?;
+        let id = self.check(slot, self.backend.random(&t.handset, 8))?;
+        let d = DataObject {
+            id: &id,
+            label: &label,
+            application: &application,
+            oid: &oid,
+            value: &value,
+        };
+        self.check(slot, self.backend.put_data(&t, &d))?;
+        self.forget_attrs(slot);
+        Ok(lock(&self.objects).handle(ObjKey {
+            slot,
+            class: CKO_DATA,
+            id,
+        }))
+    }
+
+    /// Destroys a session object; on the phone, deletes a data object, a
+    /// certificate or a key pair (through either of its keys). A
+    /// read-only session may destroy session objects only.
     pub fn destroy_object(&self, h: CK_SESSION_HANDLE, obj: CK_OBJECT_HANDLE) -> Result<()> {
         let (slot, rw) = self.slot_and_mode(h)?;
         let key = match self.found(slot, obj)? {
@@ -1024,15 +1070,15 @@ impl Module {
         }
         let t = self.names(slot)?;
         // A key pair is deleted through its private key.
-        let class = if key.class == CKO_CERTIFICATE {
-            cko::CERTIFICATE
-        } else {
-            cko::PRIVATE_KEY
+        let class = match key.class {
+            CKO_CERTIFICATE => cko::CERTIFICATE,
+            CKO_DATA => cko::DATA,
+            _ => cko::PRIVATE_KEY,
         };
         self.check(slot, self.backend.delete_object(&t, class, &key.id))?;
         self.forget_attrs(slot);
         let mut reg = lock(&self.objects);
-        if key.class == CKO_CERTIFICATE {
+        if matches!(key.class, CKO_CERTIFICATE | CKO_DATA) {
             reg.remove(&key);
         } else {
             for class in [CKO_PUBLIC_KEY, CKO_PRIVATE_KEY] {

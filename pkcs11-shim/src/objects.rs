@@ -148,6 +148,15 @@ pub fn build(class: CK_OBJECT_CLASS, daemon: &HashMap<u32, Vec<u8>>) -> AttrMap 
     m.insert(CKA_MODIFIABLE, b(false));
     m.insert(CKA_COPYABLE, b(false));
     m.insert(CKA_DESTROYABLE, b(true));
+    if class == CKO_DATA {
+        // The phone's id names the object on the link; a data object has
+        // no CKA_ID.
+        m.remove(&CKA_ID);
+        for t in [CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE] {
+            m.entry(t).or_insert(Value::Bytes(Vec::new()));
+        }
+        return m;
+    }
     if class == CKO_CERTIFICATE {
         m.insert(CKA_CERTIFICATE_TYPE, Value::Bytes(ulong(CKC_X_509)));
         m.insert(CKA_TRUSTED, b(false));
@@ -231,14 +240,19 @@ pub fn matches(attrs: &AttrMap, template: &Template) -> bool {
 pub fn quick(class: CK_OBJECT_CLASS, id: &[u8], label: &str) -> AttrMap {
     let mut m = AttrMap::new();
     m.insert(CKA_CLASS, Value::Bytes(ulong(class)));
-    m.insert(CKA_ID, Value::Bytes(id.to_vec()));
     m.insert(CKA_LABEL, Value::Bytes(label.as_bytes().to_vec()));
     m.insert(CKA_TOKEN, Value::Bytes(bbool(true)));
     m.insert(CKA_PRIVATE, Value::Bytes(bbool(class == CKO_PRIVATE_KEY)));
-    if class != CKO_CERTIFICATE {
-        m.insert(CKA_KEY_TYPE, Value::Bytes(ulong(CKK_RSA)));
-    } else {
-        m.insert(CKA_CERTIFICATE_TYPE, Value::Bytes(ulong(CKC_X_509)));
+    match class {
+        CKO_DATA => {}
+        CKO_CERTIFICATE => {
+            m.insert(CKA_ID, Value::Bytes(id.to_vec()));
+            m.insert(CKA_CERTIFICATE_TYPE, Value::Bytes(ulong(CKC_X_509)));
+        }
+        _ => {
+            m.insert(CKA_ID, Value::Bytes(id.to_vec()));
+            m.insert(CKA_KEY_TYPE, Value::Bytes(ulong(CKK_RSA)));
+        }
     }
     m
 }

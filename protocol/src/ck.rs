@@ -169,10 +169,13 @@ pub enum ObjectClass {
     Certificate,
     PublicKey,
     PrivateKey,
+    /// `CKO_DATA`: an application's bytes, kept in the container.
+    Data,
 }
 
 /// Object classes (`CKO_*`) the handset holds.
 pub mod cko {
+    pub const DATA: u32 = 0x000;
     pub const CERTIFICATE: u32 = 0x001;
     pub const PUBLIC_KEY: u32 = 0x002;
     pub const PRIVATE_KEY: u32 = 0x003;
@@ -184,6 +187,7 @@ impl ObjectClass {
             ObjectClass::Certificate => cko::CERTIFICATE,
             ObjectClass::PublicKey => cko::PUBLIC_KEY,
             ObjectClass::PrivateKey => cko::PRIVATE_KEY,
+            ObjectClass::Data => cko::DATA,
         }) as u64
     }
 
@@ -192,6 +196,7 @@ impl ObjectClass {
             cko::CERTIFICATE => Some(ObjectClass::Certificate),
             cko::PUBLIC_KEY => Some(ObjectClass::PublicKey),
             cko::PRIVATE_KEY => Some(ObjectClass::PrivateKey),
+            cko::DATA => Some(ObjectClass::Data),
             _ => None,
         }
     }
@@ -201,7 +206,9 @@ impl ObjectClass {
 pub mod cka {
     pub const CLASS: u32 = 0x000;
     pub const LABEL: u32 = 0x003;
+    pub const APPLICATION: u32 = 0x010;
     pub const VALUE: u32 = 0x011;
+    pub const OBJECT_ID: u32 = 0x012;
     pub const CERTIFICATE_TYPE: u32 = 0x080;
     pub const ISSUER: u32 = 0x081;
     pub const SERIAL_NUMBER: u32 = 0x082;

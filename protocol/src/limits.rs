@@ -20,6 +20,12 @@ pub const MAX_PIN_LEN: usize = 64;
 pub const MAX_DATA_LEN: usize = 512;
 /// Longest certificate or SubjectPublicKeyInfo, DER.
 pub const MAX_DER_LEN: usize = 16 * 1024;
+/// Longest value of a data object (`CKO_DATA`) kept on the handset.
+pub const MAX_DATA_OBJECT_LEN: usize = 4 * 1024;
+/// Longest `CKA_OBJECT_ID` of a data object (a DER object identifier).
+pub const MAX_OBJECT_ID_LEN: usize = 64;
+/// Most data objects one container holds.
+pub const MAX_DATA_OBJECTS: usize = 32;
 /// Largest random request the handset serves in one call.
 pub const MAX_RANDOM_LEN: u32 = 1024;
 /// RSA modulus sizes the handset generates and accepts.

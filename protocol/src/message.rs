@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 /// Protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u64 = 1;
 pub use crate::limits::{
-    MAX_DATA_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_NAME_LEN, MAX_PIN_LEN, MAX_RANDOM_LEN,
+    MAX_DATA_LEN, MAX_DATA_OBJECT_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_NAME_LEN, MAX_OBJECT_ID_LEN,
+    MAX_PIN_LEN, MAX_RANDOM_LEN,
 };
 
 /// Which Noise handshake an `AT+CKHS` message belongs to.
@@ -217,6 +218,18 @@ pub enum Request {
     },
     /// `+CKDELCERT="<container>","<id>"`
     DeleteCertificate { container: String, id: Vec<u8> },
+    /// `+CKPUTDATA="<container>","<id>","<label>","<application>","<object id>","<value>"`:
+    /// a data object (`CKO_DATA`), replacing one with the same id.
+    PutData {
+        container: String,
+        id: Vec<u8>,
+        label: String,
+        application: String,
+        oid: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// `+CKDELDATA="<container>","<id>"`
+    DeleteData { container: String, id: Vec<u8> },
     /// `+CKDELKEY="<container>","<id>"`: the key pair (private and public).
     DestroyKey { container: String, id: Vec<u8> },
     /// `+CKREWRAP="<container>","<id>",<in hash>,"<data>",<out hash>,"<SPKI>"`:
@@ -295,6 +308,8 @@ impl Request {
             Request::GenerateRandom { .. } => "+CKRAND",
             Request::PutCertificate { .. } => "+CKPUTCERT",
             Request::DeleteCertificate { .. } => "+CKDELCERT",
+            Request::PutData { .. } => "+CKPUTDATA",
+            Request::DeleteData { .. } => "+CKDELDATA",
             Request::DestroyKey { .. } => "+CKDELKEY",
             Request::Rewrap { .. } => "+CKREWRAP",
         }
@@ -428,6 +443,25 @@ impl Request {
             Request::DeleteCertificate { container, id } => {
                 format!("+CKDELCERT={},{}", quote(container)?, quote_b64(id))
             }
+            Request::PutData {
+                container,
+                id,
+                label,
+                application,
+                oid,
+                value,
+            } => format!(
+                "+CKPUTDATA={},{},{},{},{},{}",
+                quote(container)?,
+                quote_b64(id),
+                quote(label)?,
+                quote(application)?,
+                quote_b64(oid),
+                quote_b64(value)
+            ),
+            Request::DeleteData { container, id } => {
+                format!("+CKDELDATA={},{}", quote(container)?, quote_b64(id))
+            }
             Request::DestroyKey { container, id } => {
                 format!("+CKDELKEY={},{}", quote(container)?, quote_b64(id))
             }
@@ -492,6 +526,7 @@ impl Request {
             }
             Request::GetAttributes { container, id, .. }
             | Request::DeleteCertificate { container, id }
+            | Request::DeleteData { container, id }
             | Request::DestroyKey { container, id } => {
                 check_name(container)?;
                 check_len(id, MAX_ID_LEN, "id too long")?;
@@ -542,6 +577,21 @@ impl Request {
                 if let Request::PutCertificate { der, .. } = self {
                     check_len(der, MAX_DER_LEN, "certificate too long")?;
                 }
+            }
+            Request::PutData {
+                container,
+                id,
+                label,
+                application,
+                oid,
+                value,
+            } => {
+                check_name(container)?;
+                check_len(id, MAX_ID_LEN, "id too long")?;
+                check_label(label)?;
+                check_label(application)?;
+                check_len(oid, MAX_OBJECT_ID_LEN, "object id too long")?;
+                check_len(value, MAX_DATA_OBJECT_LEN, "data object too long")?;
             }
             Request::Rewrap {
                 container,
@@ -680,6 +730,24 @@ impl Request {
             "+CKDELCERT" => {
                 p.expect_count(2, 2)?;
                 Request::DeleteCertificate {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                }
+            }
+            "+CKPUTDATA" => {
+                p.expect_count(6, 6)?;
+                Request::PutData {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                    label: p.text(2)?.to_owned(),
+                    application: p.text(3)?.to_owned(),
+                    oid: p.bytes(4)?,
+                    value: p.bytes(5)?,
+                }
+            }
+            "+CKDELDATA" => {
+                p.expect_count(2, 2)?;
+                Request::DeleteData {
                     container: container()?,
                     id: p.bytes(1)?,
                 }
@@ -888,6 +956,8 @@ impl Reply {
             | Request::ChangePin { .. }
             | Request::PutCertificate { .. }
             | Request::DeleteCertificate { .. }
+            | Request::PutData { .. }
+            | Request::DeleteData { .. }
             | Request::DestroyKey { .. } => {
                 if !lines.is_empty() {
                     return Err(ParseError::Syntax("unexpected information line"));
@@ -1091,6 +1161,18 @@ mod tests {
         roundtrip(Request::DeleteCertificate {
             container: c.clone(),
             id: vec![3],
+        });
+        roundtrip(Request::PutData {
+            container: c.clone(),
+            id: vec![4],
+            label: "settings".into(),
+            application: "mail client".into(),
+            oid: vec![0x06, 0x03, 0x2a, 0x03, 0x04],
+            value: b"a value".to_vec(),
+        });
+        roundtrip(Request::DeleteData {
+            container: c.clone(),
+            id: vec![4],
         });
         roundtrip(Request::DestroyKey {
             container: c.clone(),

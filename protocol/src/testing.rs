@@ -159,6 +159,18 @@ pub fn one_request_of_every_kind() -> Vec<Request> {
             container: c(),
             id: vec![1],
         },
+        Request::PutData {
+            container: c(),
+            id: vec![1],
+            label: String::new(),
+            application: String::new(),
+            oid: vec![],
+            value: vec![0],
+        },
+        Request::DeleteData {
+            container: c(),
+            id: vec![1],
+        },
         Request::Rewrap {
             container: c(),
             id: vec![1],

@@ -11,8 +11,9 @@
 use phonecsp_protocol::at::{FinalResult, Line, LineSplitter, Params};
 use phonecsp_protocol::ck::{DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
 use phonecsp_protocol::message::{
-    ContainerEntry, HandshakeKind, InnerOutcome, MAX_DATA_LEN, MAX_DER_LEN, MAX_ID_LEN,
-    MAX_PIN_LEN, MAX_RANDOM_LEN, ObjectEntry, TokenInfo, VersionInfo,
+    ContainerEntry, HandshakeKind, InnerOutcome, MAX_DATA_LEN, MAX_DATA_OBJECT_LEN, MAX_DER_LEN,
+    MAX_ID_LEN, MAX_OBJECT_ID_LEN, MAX_PIN_LEN, MAX_RANDOM_LEN, ObjectEntry, TokenInfo,
+    VersionInfo,
 };
 use phonecsp_protocol::noise::PairingCode;
 use phonecsp_protocol::testing::{TestHandset, one_request_of_every_kind};
@@ -152,6 +153,26 @@ fn request() -> impl Strategy<Value = Request> {
         (
             name(),
             bytes(MAX_ID_LEN),
+            label(),
+            label(),
+            bytes(MAX_OBJECT_ID_LEN),
+            bytes(MAX_DATA_OBJECT_LEN)
+        )
+            .prop_map(
+                |(container, id, label, application, oid, value)| Request::PutData {
+                    container,
+                    id,
+                    label,
+                    application,
+                    oid,
+                    value
+                }
+            ),
+        (name(), bytes(MAX_ID_LEN))
+            .prop_map(|(container, id)| Request::DeleteData { container, id }),
+        (
+            name(),
+            bytes(MAX_ID_LEN),
             hash(),
             bytes(MAX_DATA_LEN),
             hash(),
@@ -233,6 +254,8 @@ fn reply_for(request: &Request, size: usize, seed: u8) -> Reply {
         | Request::ChangePin { .. }
         | Request::PutCertificate { .. }
         | Request::DeleteCertificate { .. }
+        | Request::PutData { .. }
+        | Request::DeleteData { .. }
         | Request::DestroyKey { .. } => Reply::Done,
     }
 }

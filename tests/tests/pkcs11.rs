@@ -1438,3 +1438,51 @@ fn a_remembered_slot_id_opens_right_after_c_initialize() {
         => CKR_TOKEN_NOT_PRESENT);
     check!(r, C_Finalize(null()) => CKR_OK);
 }
+
+/// A data object (`CKO_DATA`) written to the phone by pkcs11-tool is
+/// listed, read back and deleted, through the daemon and the handset.
+#[test]
+fn pkcs11_tool_keeps_a_data_object_on_the_phone() {
+    let f = fixture();
+    let value = f.path("prefs.bin");
+    std::fs::write(&value, b"settings kept on the phone").unwrap();
+    ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--write-object",
+        s(&value),
+        "--type",
+        "data",
+        "--label",
+        "prefs",
+        "--application-label",
+        "phonecsp test",
+    ]));
+    let objects = ok(f.pkcs11_tool(&["--list-objects"]));
+    assert!(objects.contains("Data object"), "{objects}");
+    assert!(objects.contains("phonecsp test"), "{objects}");
+    let back = f.path("prefs.back");
+    ok(f.pkcs11_tool(&[
+        "--read-object",
+        "--type",
+        "data",
+        "--label",
+        "prefs",
+        "-o",
+        s(&back),
+    ]));
+    assert_eq!(std::fs::read(&back).unwrap(), b"settings kept on the phone");
+    ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--delete-object",
+        "--type",
+        "data",
+        "--label",
+        "prefs",
+    ]));
+    let objects = ok(f.pkcs11_tool(&["--list-objects"]));
+    assert!(!objects.contains("Data object"), "{objects}");
+}

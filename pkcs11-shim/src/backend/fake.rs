@@ -17,7 +17,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::{Pkcs1v15Encrypt, Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 use zeroize::Zeroizing;
 
-use super::{Backend, Secret, TokenName};
+use super::{Backend, DataObject, Secret, TokenName};
 
 pub const HANDSET: &str = "phone";
 pub const TOKEN: &str = "ssh";
@@ -32,6 +32,8 @@ const CKA_MODULUS: u32 = cryptoki_sys::CKA_MODULUS as u32;
 const CKA_MODULUS_BITS: u32 = cryptoki_sys::CKA_MODULUS_BITS as u32;
 const CKA_PUBLIC_EXPONENT: u32 = cryptoki_sys::CKA_PUBLIC_EXPONENT as u32;
 const CKA_VALUE: u32 = cryptoki_sys::CKA_VALUE as u32;
+const CKA_APPLICATION: u32 = cryptoki_sys::CKA_APPLICATION as u32;
+const CKA_OBJECT_ID: u32 = cryptoki_sys::CKA_OBJECT_ID as u32;
 
 /// The one key every fake token holds; made once, as RSA generation is slow.
 pub fn private_key() -> &'static RsaPrivateKey {
@@ -45,6 +47,9 @@ pub fn public_key() -> RsaPublicKey {
     private_key().to_public_key()
 }
 
+/// A data object on the fake: id, label, application, object id, value.
+pub type FakeData = (Vec<u8>, String, String, Vec<u8>, Vec<u8>);
+
 #[derive(Default)]
 pub struct State {
     pub present: bool,
@@ -54,6 +59,8 @@ pub struct State {
     /// Key pair ids, and certificates by id, with their labels.
     pub keys: Vec<(Vec<u8>, String)>,
     pub certs: Vec<(Vec<u8>, String, Vec<u8>)>,
+    /// Data objects.
+    pub data: Vec<FakeData>,
     /// Calls that fail, by name, until cleared.
     pub failing: HashMap<&'static str, CkRv>,
     /// Every call that reached the fake, in order.
@@ -195,13 +202,30 @@ impl Backend for Fake {
             id: id.clone(),
             label: label.clone(),
         });
-        Ok(keys.chain(certs).collect())
+        let data = s.data.iter().map(|(id, label, ..)| ObjectInfo {
+            class: cko::DATA,
+            id: id.clone(),
+            label: label.clone(),
+        });
+        Ok(keys.chain(certs).chain(data).collect())
     }
 
     fn attributes(&self, _: &TokenName, class: u32, id: &[u8]) -> Result<HashMap<u32, Vec<u8>>> {
         let s = self.enter("attributes")?;
         let mut a = HashMap::new();
         a.insert(CKA_ID, id.to_vec());
+        if class == cko::DATA {
+            let (_, label, app, oid, value) = s
+                .data
+                .iter()
+                .find(|(d, ..)| d == id)
+                .ok_or(phonecsp::Error::from(CkRv::OBJECT_HANDLE_INVALID))?;
+            a.insert(CKA_LABEL, label.as_bytes().to_vec());
+            a.insert(CKA_APPLICATION, app.as_bytes().to_vec());
+            a.insert(CKA_OBJECT_ID, oid.clone());
+            a.insert(CKA_VALUE, value.clone());
+            return Ok(a);
+        }
         if class == cko::CERTIFICATE {
             let (_, label, der) = s
                 .certs
@@ -277,9 +301,24 @@ impl Backend for Fake {
         Ok(())
     }
 
+    fn put_data(&self, _: &TokenName, d: &DataObject) -> Result<()> {
+        let mut s = self.logged_in("put_data")?;
+        s.data.retain(|(i, ..)| i != d.id);
+        s.data.push((
+            d.id.to_vec(),
+            d.label.into(),
+            d.application.into(),
+            d.oid.to_vec(),
+            d.value.to_vec(),
+        ));
+        Ok(())
+    }
+
     fn delete_object(&self, _: &TokenName, class: u32, id: &[u8]) -> Result<()> {
         let mut s = self.enter("delete_object")?;
-        if class == cko::CERTIFICATE {
+        if class == cko::DATA {
+            s.data.retain(|(d, ..)| d != id);
+        } else if class == cko::CERTIFICATE {
             s.certs.retain(|(c, ..)| c != id);
         } else {
             s.keys.retain(|(k, _)| k != id);

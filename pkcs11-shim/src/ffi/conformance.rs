@@ -1933,3 +1933,56 @@ fn s5_6_sessions_are_serial_and_logins_are_the_tokens() {
     // SAFETY: NULL is the reserved argument's only value.
     unsafe { C_Finalize(null()) };
 }
+
+#[test]
+fn s5_7_data_objects_live_on_the_phone_when_asked() {
+    let fx = fx();
+    let token_data = |value: &[u8]| {
+        let mut t = data_object(value);
+        t.push(flag(CKA_TOKEN, true));
+        t.push((CKA_LABEL, b"prefs".to_vec()));
+        t.push((CKA_OBJECT_ID, vec![0x06, 0x03, 0x2a, 0x03, 0x04]));
+        t
+    };
+    let ro = open_session(SLOT, CKF_SERIAL_SESSION).expect("read-only");
+    assert_eq!(create(ro, &token_data(b"v")), Err(CKR_SESSION_READ_ONLY));
+    let d = create(fx.h, &token_data(b"kept on the phone")).expect("a token data object");
+    assert_eq!(fx.fake.state().data.len(), 1);
+    assert_eq!(get(fx.h, d, CKA_TOKEN), Ok(vec![CK_TRUE]));
+    assert_eq!(get(fx.h, d, CKA_VALUE), Ok(b"kept on the phone".to_vec()));
+    assert_eq!(get(fx.h, d, CKA_APPLICATION), Ok(b"conformance".to_vec()));
+    assert_eq!(
+        get(fx.h, d, CKA_OBJECT_ID),
+        Ok(vec![0x06, 0x03, 0x2a, 0x03, 0x04])
+    );
+    assert_eq!(get(fx.h, d, CKA_LABEL), Ok(b"prefs".to_vec()));
+    // A data object has no CKA_ID.
+    assert_eq!(get(fx.h, d, CKA_ID), Err(CKR_ATTRIBUTE_TYPE_INVALID));
+    // Found by its application, from any session, without a login.
+    let app = (CKA_APPLICATION, b"conformance".to_vec());
+    assert_eq!(
+        find_by(ro, &[class(CKO_DATA), flag(CKA_TOKEN, true), app.clone()]),
+        vec![d]
+    );
+    // Limits and refusals.
+    let long = token_data(&vec![0; phonecsp_protocol::limits::MAX_DATA_OBJECT_LEN + 1]);
+    assert_eq!(create(fx.h, &long), Err(CKR_ATTRIBUTE_VALUE_INVALID));
+    let private = [&token_data(b"x")[..], &[flag(CKA_PRIVATE, true)]].concat();
+    assert_eq!(create(fx.h, &private), Err(CKR_ATTRIBUTE_VALUE_INVALID));
+    assert_eq!(
+        create(
+            fx.h,
+            &[&token_data(b"x")[..], &[(CKA_ID, vec![1])]].concat()
+        ),
+        Err(CKR_ATTRIBUTE_TYPE_INVALID)
+    );
+    assert_eq!(fx.fake.state().data.len(), 1);
+    // Destroyed from a read/write session.
+    assert_eq!(C_DestroyObject(ro, d), CKR_SESSION_READ_ONLY);
+    assert_eq!(C_DestroyObject(fx.h, d), CKR_OK);
+    assert!(fx.fake.state().data.is_empty());
+    assert_eq!(get(fx.h, d, CKA_VALUE), Err(CKR_OBJECT_HANDLE_INVALID));
+    // Writing to the phone needs the user.
+    assert_eq!(C_Logout(fx.h), CKR_OK);
+    assert_eq!(create(fx.h, &token_data(b"v")), Err(CKR_USER_NOT_LOGGED_IN));
+}
