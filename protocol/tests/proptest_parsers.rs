@@ -249,14 +249,9 @@ fn reply_for(request: &Request, size: usize, seed: u8) -> Reply {
         },
         Request::GenerateRandom { len } => Reply::Random(vec![seed; *len as usize]),
         Request::Rewrap { .. } => Reply::Rewrapped(blob),
-        Request::Login { .. }
-        | Request::Logout { .. }
-        | Request::ChangePin { .. }
-        | Request::PutCertificate { .. }
-        | Request::DeleteCertificate { .. }
-        | Request::PutData { .. }
-        | Request::DeleteData { .. }
-        | Request::DestroyKey { .. } => Reply::Done,
+        // Every other request is answered with a bare OK (the decoder
+        // says which, and refuses any other reply to them).
+        _ => Reply::Done,
     }
 }
 

@@ -307,46 +307,32 @@ fn pkcs11_tool_lists_signs_decrypts_generates_and_writes() {
         .args(["-outform", "DER", "-keyout", s(&key), "-out", s(&cert)])
         .output()
         .unwrap());
-    ok(f.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--write-object",
-        s(&cert),
-        "--type",
-        "cert",
-        "--id",
-        "02",
-        "--label",
-        "generated",
-    ]));
-    let objects = ok(f.pkcs11_tool(&["--list-objects"]));
+    let objects = write_read_delete(&f, &cert, &["cert", "--id", "02", "--label", "generated"]);
     assert!(objects.contains("Certificate Object"), "{objects}");
     assert!(objects.contains("pkcs11 write"), "{objects}");
-    let back = f.path("cert.back");
-    ok(f.pkcs11_tool(&[
-        "--read-object",
-        "--type",
-        "cert",
-        "--id",
-        "02",
-        "-o",
-        s(&back),
-    ]));
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&cert).unwrap());
-    // And deleted again.
-    ok(f.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--delete-object",
-        "--type",
-        "cert",
-        "--id",
-        "02",
-    ]));
+}
+
+/// pkcs11-tool writes `file` to the phone as the object `what` (its
+/// `--type` and how to name it), reads it back, deletes it and checks it
+/// is gone; the object list while it was there.
+fn write_read_delete(f: &Fixture, file: &Path, what: &[&str]) -> String {
+    let login = ["--login", "--pin", PIN];
+    let with = |action: &[&str], extra: &[&str]| {
+        let mut args = action.to_vec();
+        args.push("--type");
+        args.extend(what);
+        args.extend(extra);
+        ok(f.pkcs11_tool(&args))
+    };
+    with(&[&login[..], &["--write-object", s(file)]].concat(), &[]);
     let objects = ok(f.pkcs11_tool(&["--list-objects"]));
-    assert!(!objects.contains("Certificate Object"), "{objects}");
+    let back = f.path("object.back");
+    with(&["--read-object"], &["-o", s(&back)]);
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(file).unwrap());
+    with(&[&login[..], &["--delete-object"]].concat(), &[]);
+    let after = ok(f.pkcs11_tool(&["--list-objects"]));
+    assert_ne!(after, objects, "the object is still there");
+    objects
 }
 
 #[test]
@@ -1446,43 +1432,14 @@ fn pkcs11_tool_keeps_a_data_object_on_the_phone() {
     let f = fixture();
     let value = f.path("prefs.bin");
     std::fs::write(&value, b"settings kept on the phone").unwrap();
-    ok(f.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--write-object",
-        s(&value),
-        "--type",
+    let what = [
         "data",
         "--label",
         "prefs",
         "--application-label",
         "phonecsp test",
-    ]));
-    let objects = ok(f.pkcs11_tool(&["--list-objects"]));
+    ];
+    let objects = write_read_delete(&f, &value, &what);
     assert!(objects.contains("Data object"), "{objects}");
     assert!(objects.contains("phonecsp test"), "{objects}");
-    let back = f.path("prefs.back");
-    ok(f.pkcs11_tool(&[
-        "--read-object",
-        "--type",
-        "data",
-        "--label",
-        "prefs",
-        "-o",
-        s(&back),
-    ]));
-    assert_eq!(std::fs::read(&back).unwrap(), b"settings kept on the phone");
-    ok(f.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--delete-object",
-        "--type",
-        "data",
-        "--label",
-        "prefs",
-    ]));
-    let objects = ok(f.pkcs11_tool(&["--list-objects"]));
-    assert!(!objects.contains("Data object"), "{objects}");
 }
