@@ -24,9 +24,13 @@ pub(crate) fn handset(cx: &Context) -> Result<String, Failure> {
     let list = cx.client.list_handsets()?;
     match list.as_slice() {
         [only] => Ok(only.name.clone()),
-        [] => Err(Failure::Failed(
-            "no handset is configured in the daemon (see /etc/phonecsp/phonecspd.toml)".into(),
-        )),
+        // The daemon lists only the handsets this user may use: the same
+        // refusal, and exit code, as a token that is not available.
+        [] => Err(Failure::Client(phonecsp::Error::token(
+            CkRv::TOKEN_NOT_PRESENT,
+            "no handset: none is configured, or they are not available to you \
+             (the access lists in /etc/phonecsp/phonecspd.toml do not name you)",
+        ))),
         many => Err(Failure::Usage(format!(
             "several handsets are configured ({}): choose one with --handset NAME",
             many.iter()
