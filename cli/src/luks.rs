@@ -4,12 +4,13 @@
 
 use std::path::PathBuf;
 
+use clap::{Args, Subcommand};
 use phonecsp_luks::{
     self as luks, Cryptsetup, Device, EnrollOptions, ExistingKey, LuksError, RewrapTo, WrappedKey,
 };
 use serde_json::json;
 
-use crate::args::{EnrollArgs, LuksCommand, RewrapArgs};
+use crate::args::Id;
 use crate::failure::Failure;
 use crate::output::{print_json, print_text, render_table};
 use crate::secret::get_secret;
@@ -17,6 +18,109 @@ use crate::session::{Context, ensure_login, handset};
 
 /// The existing passphrase of the device, for `enroll` without --key-file.
 const ENV_LUKS_PASSPHRASE: &str = "PHONECSP_LUKS_PASSPHRASE";
+
+#[derive(Subcommand, Debug)]
+pub enum LuksCommand {
+    /// Add a keyslot to a LUKS disk that the handset unlocks
+    #[command(after_help = "\
+A fresh random secret is made on this computer, wrapped (RSA-OAEP-SHA256) to the \
+public key of a key pair in the container, and added as a new keyslot with \
+cryptsetup (cheap PBKDF2: the secret has 384 bits of entropy). The wrapped secret \
+goes into a LUKS2 token of type phonecsp, or with --wrapped-file into a file (LUKS1, \
+detached headers). Existing keyslots are never touched. Needs root (cryptsetup) \
+and an existing passphrase: --key-file, else PHONECSP_LUKS_PASSPHRASE, else asked \
+on the terminal.
+
+Then, in /etc/crypttab:
+  NAME  DEVICE  luks-token  luks,keyscript=/usr/lib/phonecsp/phonecsp-keyscript
+
+Examples:
+  sudo phonecsp luks enroll /dev/sda3 --token disk
+  sudo phonecsp luks enroll /dev/sdb --token disk --key 02 --key-file /root/old.key
+  sudo phonecsp luks enroll /dev/sdc --token disk --wrapped-file /etc/phonecsp/sdc.json")]
+    Enroll(EnrollArgs),
+
+    /// Move a disk's key to another container or a recovery key, inside the handset
+    #[command(after_help = "\
+The handset decrypts the wrapped secret with the current container's key and \
+encrypts it to the new key itself: the secret never exists in the clear on this \
+computer. The new wrapped key opens the same keyslot; it is stored as a new LUKS2 \
+token (or with --wrapped-file in a file). --replace removes the old token after. \
+Logs in to the current container first (PHONECSP_PIN, else the terminal).
+
+Examples:
+  sudo phonecsp luks rewrap /dev/sda3 --to-token disk2
+  sudo phonecsp luks rewrap /dev/sda3 --to-handset newphone --to-token disk --replace
+  sudo phonecsp luks rewrap /dev/sda3 --to-public-key recovery.pem --wrapped-file recovery.json")]
+    Rewrap(RewrapArgs),
+
+    /// Show the phonecsp tokens of a LUKS2 disk
+    #[command(after_help = "Example:\n  sudo phonecsp luks list /dev/sda3")]
+    List {
+        /// The LUKS device or image file
+        device: PathBuf,
+        /// A detached LUKS header
+        #[arg(long, value_name = "FILE")]
+        header: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct EnrollArgs {
+    /// The LUKS device or image file
+    device: PathBuf,
+    /// The container whose key wraps the disk's secret
+    #[arg(long, value_name = "TOKEN")]
+    token: String,
+    /// The key's CKA_ID in hex [default: the container's only key pair]
+    #[arg(long, value_name = "ID_HEX")]
+    key: Option<Id>,
+    /// A file with an existing passphrase or key of the device
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// A detached LUKS header
+    #[arg(long, value_name = "FILE")]
+    header: Option<PathBuf>,
+    /// Write the wrapped key to this file instead of a LUKS2 token
+    #[arg(long, value_name = "PATH")]
+    wrapped_file: Option<PathBuf>,
+    /// The keyslot to add [default: the first free one]
+    #[arg(long, value_name = "N")]
+    key_slot: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct RewrapArgs {
+    /// The LUKS device or image file
+    device: PathBuf,
+    /// A detached LUKS header
+    #[arg(long, value_name = "FILE")]
+    header: Option<PathBuf>,
+    /// The token to re-wrap [default: the only handset token]
+    #[arg(long, value_name = "ID", conflicts_with = "from_file")]
+    token_id: Option<u32>,
+    /// Re-wrap the key in this wrapped-key file instead of a token
+    #[arg(long, value_name = "PATH")]
+    from_file: Option<PathBuf>,
+    /// The container to move the key to
+    #[arg(long, value_name = "TOKEN", required_unless_present = "to_public_key")]
+    to_token: Option<String>,
+    /// The key in --to-token, CKA_ID in hex [default: its only key pair]
+    #[arg(long, value_name = "ID_HEX", requires = "to_token")]
+    to_key: Option<Id>,
+    /// The handset of --to-token [default: the current key's handset]
+    #[arg(long, value_name = "NAME", requires = "to_token")]
+    to_handset: Option<String>,
+    /// A recovery RSA public key (PEM or DER) to move the key to
+    #[arg(long, value_name = "FILE", conflicts_with = "to_token")]
+    to_public_key: Option<PathBuf>,
+    /// Write the new wrapped key to this file instead of a LUKS2 token
+    #[arg(long, value_name = "PATH")]
+    wrapped_file: Option<PathBuf>,
+    /// Remove the old token once the new one is stored
+    #[arg(long, conflicts_with = "from_file")]
+    replace: bool,
+}
 
 fn failure(e: LuksError) -> Failure {
     match e {
