@@ -1,7 +1,7 @@
 //! What may be typed: the command line's options and subcommands (clap),
 //! with their help texts, and the parsers of ids and key sizes.
 
-use std::str::FromStr;
+pub(crate) use crate::id::Id;
 
 use clap::{Args, Parser, Subcommand};
 use phonecsp::Bus;
@@ -329,41 +329,6 @@ pub(crate) struct CryptArgs {
     /// Where to write the output ("-" for stdout)
     #[arg(long, value_name = "FILE", default_value = "-")]
     pub(crate) out: String,
-}
-
-/// A CKA_ID given in hex (`0a1b`, `0A:1B` and `0x0a1b` are all accepted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Id(pub(crate) Vec<u8>);
-
-impl FromStr for Id {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Id, String> {
-        let t = s.trim();
-        let t = t
-            .strip_prefix("0x")
-            .or_else(|| t.strip_prefix("0X"))
-            .unwrap_or(t);
-        let digits: Vec<u8> = t.bytes().filter(|b| *b != b':').collect();
-        if digits.is_empty() {
-            return Err("an empty id: give the CKA_ID in hex, e.g. 01".into());
-        }
-        let pairs = digits.chunks_exact(2);
-        if !pairs.remainder().is_empty() {
-            return Err(format!("'{s}' has an odd number of hex digits"));
-        }
-        pairs
-            .map(|pair| {
-                let hi = (pair[0] as char).to_digit(16);
-                let lo = (pair[1] as char).to_digit(16);
-                match (hi, lo) {
-                    (Some(hi), Some(lo)) => Ok((hi * 16 + lo) as u8),
-                    _ => Err(format!("'{s}' is not hex")),
-                }
-            })
-            .collect::<Result<Vec<u8>, String>>()
-            .map(Id)
-    }
 }
 
 pub(crate) fn parse_bits(s: &str) -> Result<u32, String> {

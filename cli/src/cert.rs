@@ -6,8 +6,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use phonecsp_protocol::ck::{cka, cko};
 use serde_json::json;
 
-use crate::args::Id;
 use crate::failure::Failure;
+use crate::id::Id;
 use crate::output::{hex, print_json, read_input, say, write_output};
 use crate::selfsign;
 use crate::session::{Context, ensure_login, handset};

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use crate::args::Id;
 use crate::failure::Failure;
+use crate::id::Id;
 use crate::output::{hex, say};
 use crate::session::{Context, ensure_login, handset};
 

@@ -10,8 +10,8 @@ use phonecsp_luks::{
 };
 use serde_json::json;
 
-use crate::args::Id;
 use crate::failure::Failure;
+use crate::id::Id;
 use crate::output::{print_json, print_text, render_table};
 use crate::secret::get_secret;
 use crate::session::{Context, ensure_login, handset};

@@ -12,6 +12,7 @@ mod cert;
 mod crypto;
 mod failure;
 mod handsets;
+mod id;
 mod keys;
 mod luks;
 mod output;
