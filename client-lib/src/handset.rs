@@ -6,7 +6,7 @@
 
 use std::future::Future;
 
-use phonecsp_protocol::message::{ContainerEntry, ObjectEntry, TokenInfo};
+use phonecsp_protocol::message::{ContainerEntry, DataObject, ObjectEntry, TokenInfo};
 use phonecsp_protocol::{CkRv, DecryptMechanism, HashAlg, ObjectClass, Reply, Request};
 use rsa::RsaPublicKey;
 use zeroize::Zeroizing;
@@ -200,25 +200,13 @@ pub trait Handset: HandsetLink + Send {
     }
 
     /// Stores a data object, replacing one with the same id.
-    #[allow(clippy::too_many_arguments)]
     fn put_data(
         &mut self,
         container: &str,
-        id: &[u8],
-        label: &str,
-        application: &str,
-        oid: &[u8],
-        value: &[u8],
+        object: DataObject,
     ) -> impl Future<Output = Result<()>> + Send {
-        let request = Request::PutData {
-            container: container.to_owned(),
-            id: id.to_vec(),
-            label: label.to_owned(),
-            application: application.to_owned(),
-            oid: oid.to_vec(),
-            value: value.to_vec(),
-        };
-        async move { expect!(self, request, Reply::Done => ()) }
+        let container = container.to_owned();
+        async move { expect!(self, Request::PutData { container, object }, Reply::Done => ()) }
     }
 
     /// Deletes the certificate or data object `id`, or the key pair `id`

@@ -30,6 +30,7 @@ use phonecsp_protocol::limits::{
     MAX_DATA_OBJECT_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECT_ID_LEN,
     MAX_PIN_LEN, MAX_RANDOM_LEN, RSA_KEY_BITS,
 };
+use phonecsp_protocol::message::DataObject;
 use phonecsp_protocol::noise::fingerprint;
 use phonecsp_protocol::{CkRv, HashAlg, ObjectClass, PairingCode};
 use rsa::RsaPublicKey;
@@ -855,9 +856,14 @@ impl Provider {
             return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "data object too long"));
         }
         call.require_login()?;
-        let mut link = call.handset();
-        link.put_data(&token, &id, &label, &application, &object_id, &value)
-            .await?;
+        let object = DataObject {
+            id,
+            label,
+            application,
+            oid: object_id,
+            value,
+        };
+        call.handset().put_data(&token, object).await?;
         call.changed(&emitter).await;
         Ok(())
     }

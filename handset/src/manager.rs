@@ -110,6 +110,22 @@ impl Approver {
     }
 }
 
+/// The requests that add or remove an object of the container (in memory;
+/// the caller saves it). A missing object is an invalid handle.
+fn change_objects(c: &mut Container, request: Request) -> Result<(), CkRv> {
+    let missing = |_| CkRv::OBJECT_HANDLE_INVALID;
+    match request {
+        Request::PutCertificate { id, label, der, .. } => {
+            c.put_cert(id, label, der).map_err(store_rv)
+        }
+        Request::DeleteCertificate { id, .. } => c.remove_cert(&id).map_err(missing),
+        Request::DestroyKey { id, .. } => c.remove_key(&id).map_err(missing),
+        Request::PutData { object, .. } => c.put_data(DataEntry::from(object)).map_err(store_rv),
+        Request::DeleteData { id, .. } => c.remove_data(&id).map_err(missing),
+        _ => Err(CkRv::GENERAL_ERROR),
+    }
+}
+
 /// The operations that use a private key, with the key unwrapped.
 fn private_key_operation(
     key: &crate::store::RsaPrivateKey,
@@ -375,48 +391,13 @@ impl Manager {
                     exponent,
                 })
             }
-            Request::PutCertificate { id, label, der, .. } => {
+            Request::PutCertificate { .. }
+            | Request::DeleteCertificate { .. }
+            | Request::DestroyKey { .. }
+            | Request::PutData { .. }
+            | Request::DeleteData { .. } => {
                 self.kek(host, &name)?;
-                c.put_cert(id, label, der).map_err(store_rv)?;
-                self.save(&c)?;
-                Ok(Reply::Done)
-            }
-            Request::DeleteCertificate { id, .. } => {
-                self.kek(host, &name)?;
-                c.remove_cert(&id)
-                    .map_err(|_| CkRv::OBJECT_HANDLE_INVALID)?;
-                self.save(&c)?;
-                Ok(Reply::Done)
-            }
-            Request::DestroyKey { id, .. } => {
-                c.remove_key(&id).map_err(|_| CkRv::OBJECT_HANDLE_INVALID)?;
-                self.save(&c)?;
-                Ok(Reply::Done)
-            }
-            Request::PutData {
-                id,
-                label,
-                application,
-                oid,
-                value,
-                ..
-            } => {
-                self.kek(host, &name)?;
-                let entry = DataEntry {
-                    id,
-                    label,
-                    application,
-                    oid,
-                    value,
-                };
-                c.put_data(entry).map_err(store_rv)?;
-                self.save(&c)?;
-                Ok(Reply::Done)
-            }
-            Request::DeleteData { id, .. } => {
-                self.kek(host, &name)?;
-                c.remove_data(&id)
-                    .map_err(|_| CkRv::OBJECT_HANDLE_INVALID)?;
+                change_objects(&mut c, request)?;
                 self.save(&c)?;
                 Ok(Reply::Done)
             }

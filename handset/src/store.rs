@@ -808,6 +808,25 @@ pub struct DataEntry {
     pub value: Vec<u8>,
 }
 
+impl From<phonecsp_protocol::message::DataObject> for DataEntry {
+    fn from(o: phonecsp_protocol::message::DataObject) -> DataEntry {
+        let phonecsp_protocol::message::DataObject {
+            id,
+            label,
+            application,
+            oid,
+            value,
+        } = o;
+        DataEntry {
+            id,
+            label,
+            application,
+            oid,
+            value,
+        }
+    }
+}
+
 /// A container: what one PIN protects.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Container {

@@ -156,6 +156,20 @@ pub fn info_params(line: &str, want: &str) -> Result<Params, ParseError> {
 /// A PIN on its way across the link; wiped when dropped.
 pub type Pin = Zeroizing<Vec<u8>>;
 
+/// A data object (`CKO_DATA`) as `+CKPUTDATA` carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataObject {
+    /// Its `CKA_ID`, the handset's name for it.
+    pub id: Vec<u8>,
+    pub label: String,
+    /// `CKA_APPLICATION`.
+    pub application: String,
+    /// `CKA_OBJECT_ID`, DER (may be empty).
+    pub oid: Vec<u8>,
+    /// `CKA_VALUE`.
+    pub value: Vec<u8>,
+}
+
 /// A `+CK...` command carried inside the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -222,11 +236,7 @@ pub enum Request {
     /// a data object (`CKO_DATA`), replacing one with the same id.
     PutData {
         container: String,
-        id: Vec<u8>,
-        label: String,
-        application: String,
-        oid: Vec<u8>,
-        value: Vec<u8>,
+        object: DataObject,
     },
     /// `+CKDELDATA="<container>","<id>"`
     DeleteData { container: String, id: Vec<u8> },
@@ -443,21 +453,14 @@ impl Request {
             Request::DeleteCertificate { container, id } => {
                 format!("+CKDELCERT={},{}", quote(container)?, quote_b64(id))
             }
-            Request::PutData {
-                container,
-                id,
-                label,
-                application,
-                oid,
-                value,
-            } => format!(
+            Request::PutData { container, object } => format!(
                 "+CKPUTDATA={},{},{},{},{},{}",
                 quote(container)?,
-                quote_b64(id),
-                quote(label)?,
-                quote(application)?,
-                quote_b64(oid),
-                quote_b64(value)
+                quote_b64(&object.id),
+                quote(&object.label)?,
+                quote(&object.application)?,
+                quote_b64(&object.oid),
+                quote_b64(&object.value)
             ),
             Request::DeleteData { container, id } => {
                 format!("+CKDELDATA={},{}", quote(container)?, quote_b64(id))
@@ -578,20 +581,13 @@ impl Request {
                     check_len(der, MAX_DER_LEN, "certificate too long")?;
                 }
             }
-            Request::PutData {
-                container,
-                id,
-                label,
-                application,
-                oid,
-                value,
-            } => {
+            Request::PutData { container, object } => {
                 check_name(container)?;
-                check_len(id, MAX_ID_LEN, "id too long")?;
-                check_label(label)?;
-                check_label(application)?;
-                check_len(oid, MAX_OBJECT_ID_LEN, "object id too long")?;
-                check_len(value, MAX_DATA_OBJECT_LEN, "data object too long")?;
+                check_len(&object.id, MAX_ID_LEN, "id too long")?;
+                check_label(&object.label)?;
+                check_label(&object.application)?;
+                check_len(&object.oid, MAX_OBJECT_ID_LEN, "object id too long")?;
+                check_len(&object.value, MAX_DATA_OBJECT_LEN, "data object too long")?;
             }
             Request::Rewrap {
                 container,
@@ -736,13 +732,16 @@ impl Request {
             }
             "+CKPUTDATA" => {
                 p.expect_count(6, 6)?;
-                Request::PutData {
-                    container: container()?,
+                let object = DataObject {
                     id: p.bytes(1)?,
                     label: p.text(2)?.to_owned(),
                     application: p.text(3)?.to_owned(),
                     oid: p.bytes(4)?,
                     value: p.bytes(5)?,
+                };
+                Request::PutData {
+                    container: container()?,
+                    object,
                 }
             }
             "+CKDELDATA" => {
@@ -1164,11 +1163,13 @@ mod tests {
         });
         roundtrip(Request::PutData {
             container: c.clone(),
-            id: vec![4],
-            label: "settings".into(),
-            application: "mail client".into(),
-            oid: vec![0x06, 0x03, 0x2a, 0x03, 0x04],
-            value: b"a value".to_vec(),
+            object: DataObject {
+                id: vec![4],
+                label: "settings".into(),
+                application: "mail client".into(),
+                oid: vec![0x06, 0x03, 0x2a, 0x03, 0x04],
+                value: b"a value".to_vec(),
+            },
         });
         roundtrip(Request::DeleteData {
             container: c.clone(),

@@ -6,7 +6,7 @@
 use zeroize::Zeroizing;
 
 use crate::ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
-use crate::message::{Reply, Request};
+use crate::message::{DataObject, Reply, Request};
 use crate::noise::{PairingCode, StaticKeypair};
 use crate::responder::Handler;
 
@@ -161,11 +161,13 @@ pub fn one_request_of_every_kind() -> Vec<Request> {
         },
         Request::PutData {
             container: c(),
-            id: vec![1],
-            label: String::new(),
-            application: String::new(),
-            oid: vec![],
-            value: vec![0],
+            object: DataObject {
+                id: vec![1],
+                label: String::new(),
+                application: String::new(),
+                oid: vec![],
+                value: vec![0],
+            },
         },
         Request::DeleteData {
             container: c(),

@@ -11,9 +11,9 @@
 use phonecsp_protocol::at::{FinalResult, Line, LineSplitter, Params};
 use phonecsp_protocol::ck::{DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
 use phonecsp_protocol::message::{
-    ContainerEntry, HandshakeKind, InnerOutcome, MAX_DATA_LEN, MAX_DATA_OBJECT_LEN, MAX_DER_LEN,
-    MAX_ID_LEN, MAX_OBJECT_ID_LEN, MAX_PIN_LEN, MAX_RANDOM_LEN, ObjectEntry, TokenInfo,
-    VersionInfo,
+    ContainerEntry, DataObject, HandshakeKind, InnerOutcome, MAX_DATA_LEN, MAX_DATA_OBJECT_LEN,
+    MAX_DER_LEN, MAX_ID_LEN, MAX_OBJECT_ID_LEN, MAX_PIN_LEN, MAX_RANDOM_LEN, ObjectEntry,
+    TokenInfo, VersionInfo,
 };
 use phonecsp_protocol::noise::PairingCode;
 use phonecsp_protocol::testing::{TestHandset, one_request_of_every_kind};
@@ -158,16 +158,16 @@ fn request() -> impl Strategy<Value = Request> {
             bytes(MAX_OBJECT_ID_LEN),
             bytes(MAX_DATA_OBJECT_LEN)
         )
-            .prop_map(
-                |(container, id, label, application, oid, value)| Request::PutData {
-                    container,
+            .prop_map(|(container, id, label, application, oid, value)| {
+                let object = DataObject {
                     id,
                     label,
                     application,
                     oid,
-                    value
-                }
-            ),
+                    value,
+                };
+                Request::PutData { container, object }
+            }),
         (name(), bytes(MAX_ID_LEN))
             .prop_map(|(container, id)| Request::DeleteData { container, id }),
         (
