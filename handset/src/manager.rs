@@ -451,55 +451,52 @@ const CKK_RSA: u64 = 0;
 const CKC_X_509: u64 = 0;
 
 fn attributes(c: &Container, class: ObjectClass, id: &[u8]) -> Result<Reply, CkRv> {
-    let mut out = vec![(cka::CLASS, ulong(class.value()))];
-    match class {
+    /// The object with this id in one of the container's lists.
+    fn find<'a, T>(list: &'a [T], id: &[u8], id_of: impl Fn(&T) -> &[u8]) -> Result<&'a T, CkRv> {
+        list.iter()
+            .find(|x| id_of(x) == id)
+            .ok_or(CkRv::OBJECT_HANDLE_INVALID)
+    }
+    // Every object reports its class, id and label; then what its class has.
+    let (label, own) = match class {
         ObjectClass::PrivateKey | ObjectClass::PublicKey => {
-            let k = c
-                .keys()
-                .iter()
-                .find(|k| k.id == id)
-                .ok_or(CkRv::OBJECT_HANDLE_INVALID)?;
-            out.extend([
-                (cka::ID, k.id.clone()),
-                (cka::LABEL, k.label.clone().into_bytes()),
+            let k = find(c.keys(), id, |k| &k.id)?;
+            let own = vec![
                 (cka::KEY_TYPE, ulong(CKK_RSA)),
                 (cka::MODULUS, k.modulus.clone()),
                 (cka::MODULUS_BITS, ulong(u64::from(k.bits))),
                 (cka::PUBLIC_EXPONENT, k.exponent.clone()),
-            ]);
+            ];
+            (&k.label, own)
         }
         ObjectClass::Certificate => {
-            let cert = c
-                .certs()
-                .iter()
-                .find(|x| x.id == id)
-                .ok_or(CkRv::OBJECT_HANDLE_INVALID)?;
+            let cert = find(c.certs(), id, |x| &x.id)?;
             let f = crypto::cert_fields(&cert.der)?;
-            out.extend([
-                (cka::ID, cert.id.clone()),
-                (cka::LABEL, cert.label.clone().into_bytes()),
+            let own = vec![
                 (cka::CERTIFICATE_TYPE, ulong(CKC_X_509)),
                 (cka::VALUE, cert.der.clone()),
                 (cka::SUBJECT, f.subject),
                 (cka::ISSUER, f.issuer),
                 (cka::SERIAL_NUMBER, f.serial),
-            ]);
+            ];
+            (&cert.label, own)
         }
         ObjectClass::Data => {
-            let d = c
-                .data()
-                .iter()
-                .find(|x| x.id == id)
-                .ok_or(CkRv::OBJECT_HANDLE_INVALID)?;
-            out.extend([
-                (cka::ID, d.id.clone()),
-                (cka::LABEL, d.label.clone().into_bytes()),
+            let d = find(c.data(), id, |x| &x.id)?;
+            let own = vec![
                 (cka::APPLICATION, d.application.clone().into_bytes()),
                 (cka::OBJECT_ID, d.oid.clone()),
                 (cka::VALUE, d.value.clone()),
-            ]);
+            ];
+            (&d.label, own)
         }
-    }
+    };
+    let mut out = vec![
+        (cka::CLASS, ulong(class.value())),
+        (cka::ID, id.to_vec()),
+        (cka::LABEL, label.clone().into_bytes()),
+    ];
+    out.extend(own);
     Ok(Reply::Attributes(out))
 }
 
