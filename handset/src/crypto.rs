@@ -622,28 +622,17 @@ mod tests {
 
     #[test]
     fn pss_checks_lengths() {
-        let mech = SignMechanism::Pss {
+        let pss = |salt_len| SignMechanism::Pss {
             hash: HashAlg::Sha256,
-            salt_len: 32,
+            salt_len,
         };
-        assert_eq!(
-            sign(test_key(), &mech, &[0u8; 31]).err(),
-            Some(CkRv::DATA_LEN_RANGE)
-        );
+        // The digest has the hash's length.
+        let short_digest = sign(test_key(), &pss(32), &[0u8; 31]).err();
+        assert_eq!(short_digest, Some(CkRv::DATA_LEN_RANGE));
         // emLen 256: hLen 32 + salt + 2 must fit.
-        let max = SignMechanism::Pss {
-            hash: HashAlg::Sha256,
-            salt_len: 222,
-        };
-        assert!(sign(test_key(), &max, &[1u8; 32]).is_ok());
-        let too_big = SignMechanism::Pss {
-            hash: HashAlg::Sha256,
-            salt_len: 223,
-        };
-        assert_eq!(
-            sign(test_key(), &too_big, &[1u8; 32]).err(),
-            Some(CkRv::MECHANISM_PARAM_INVALID)
-        );
+        assert!(sign(test_key(), &pss(222), &[1u8; 32]).is_ok());
+        let too_big = sign(test_key(), &pss(223), &[1u8; 32]).err();
+        assert_eq!(too_big, Some(CkRv::MECHANISM_PARAM_INVALID));
     }
 
     #[test]
@@ -661,38 +650,32 @@ mod tests {
         let ct = pubkey()
             .encrypt(&mut OsRng, Oaep::new_with_label::<Sha256, _>("lbl"), msg)
             .unwrap();
-        let right = DecryptMechanism::Oaep {
-            hash: HashAlg::Sha256,
-            label: b"lbl".to_vec(),
+        let oaep = |hash, label: &[u8]| DecryptMechanism::Oaep {
+            hash,
+            label: label.to_vec(),
         };
+        let right = oaep(HashAlg::Sha256, b"lbl");
         assert_eq!(decrypt(test_key(), &right, &ct).unwrap().as_slice(), msg);
-        let wrong = DecryptMechanism::Oaep {
-            hash: HashAlg::Sha256,
-            label: b"other".to_vec(),
-        };
-        assert_eq!(
-            decrypt(test_key(), &wrong, &ct).err(),
-            Some(CkRv::ENCRYPTED_DATA_INVALID)
-        );
-        // Wrong hash, altered ciphertext, wrong length.
-        let sha1 = DecryptMechanism::Oaep {
-            hash: HashAlg::Sha1,
-            label: b"lbl".to_vec(),
-        };
-        assert_eq!(
-            decrypt(test_key(), &sha1, &ct).err(),
-            Some(CkRv::ENCRYPTED_DATA_INVALID)
-        );
-        let mut bad = ct.clone();
-        bad[100] ^= 1;
-        assert_eq!(
-            decrypt(test_key(), &right, &bad).err(),
-            Some(CkRv::ENCRYPTED_DATA_INVALID)
-        );
-        assert_eq!(
-            decrypt(test_key(), &right, &ct[1..]).err(),
-            Some(CkRv::ENCRYPTED_DATA_LEN_RANGE)
-        );
+        let mut altered = ct.clone();
+        altered[100] ^= 1;
+        // (mechanism, ciphertext, what the handset answers)
+        let refused = [
+            (
+                oaep(HashAlg::Sha256, b"other"),
+                &ct[..],
+                CkRv::ENCRYPTED_DATA_INVALID,
+            ),
+            (
+                oaep(HashAlg::Sha1, b"lbl"),
+                &ct[..],
+                CkRv::ENCRYPTED_DATA_INVALID,
+            ),
+            (right.clone(), &altered[..], CkRv::ENCRYPTED_DATA_INVALID),
+            (right, &ct[1..], CkRv::ENCRYPTED_DATA_LEN_RANGE),
+        ];
+        for (mech, ct, rv) in refused {
+            assert_eq!(decrypt(test_key(), &mech, ct).err(), Some(rv), "{mech:?}");
+        }
     }
 
     #[test]

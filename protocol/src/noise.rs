@@ -267,16 +267,22 @@ impl Session {
         }
         let t = self.transport.as_mut().ok_or(NoiseError::SessionEnded)?;
         let mut out = vec![0u8; plaintext.len() + 16];
-        match t.write_message(plaintext, &mut out) {
-            Ok(n) => {
-                out.truncate(n);
-                Ok(out)
-            }
-            Err(_) => {
-                self.transport = None;
-                Err(NoiseError::SessionEnded)
-            }
-        }
+        let written = t.write_message(plaintext, &mut out);
+        out.truncate(self.ended_on_error(written, NoiseError::SessionEnded)?);
+        Ok(out)
+    }
+
+    /// A transport step that failed ends the session: the two ends'
+    /// nonces are out of step from then on.
+    fn ended_on_error<T, E>(
+        &mut self,
+        r: Result<T, E>,
+        error: NoiseError,
+    ) -> Result<T, NoiseError> {
+        r.map_err(|_| {
+            self.transport = None;
+            error
+        })
     }
 
     pub fn decrypt(&mut self, frame: &[u8]) -> Result<Zeroizing<Vec<u8>>, NoiseError> {
@@ -286,16 +292,9 @@ impl Session {
             return Err(NoiseError::FrameRejected);
         }
         let mut out = Zeroizing::new(vec![0u8; frame.len()]);
-        match t.read_message(frame, &mut out) {
-            Ok(n) => {
-                out.truncate(n);
-                Ok(out)
-            }
-            Err(_) => {
-                self.transport = None;
-                Err(NoiseError::FrameRejected)
-            }
-        }
+        let read = t.read_message(frame, &mut out);
+        out.truncate(self.ended_on_error(read, NoiseError::FrameRejected)?);
+        Ok(out)
     }
 }
 
@@ -303,25 +302,25 @@ fn hs_buf() -> Vec<u8> {
     vec![0u8; MAX_NOISE_MESSAGE]
 }
 
-fn write(hs: &mut snow::HandshakeState, payload: &[u8]) -> Result<Vec<u8>, NoiseError> {
+/// One handshake message in or out, through a buffer of the largest size.
+fn handshake_step(
+    step: impl FnOnce(&mut [u8]) -> Result<usize, snow::Error>,
+) -> Result<Vec<u8>, NoiseError> {
     let mut buf = hs_buf();
-    let n = hs
-        .write_message(payload, &mut buf)
-        .map_err(|_| NoiseError::Handshake)?;
+    let n = step(&mut buf).map_err(|_| NoiseError::Handshake)?;
     buf.truncate(n);
     Ok(buf)
+}
+
+fn write(hs: &mut snow::HandshakeState, payload: &[u8]) -> Result<Vec<u8>, NoiseError> {
+    handshake_step(|buf| hs.write_message(payload, buf))
 }
 
 fn read(hs: &mut snow::HandshakeState, msg: &[u8]) -> Result<Vec<u8>, NoiseError> {
     if msg.len() > MAX_NOISE_MESSAGE {
         return Err(NoiseError::Handshake);
     }
-    let mut buf = hs_buf();
-    let n = hs
-        .read_message(msg, &mut buf)
-        .map_err(|_| NoiseError::Handshake)?;
-    buf.truncate(n);
-    Ok(buf)
+    handshake_step(|buf| hs.read_message(msg, buf))
 }
 
 /// Host side of pairing (initiator of XXpsk3).

@@ -99,6 +99,7 @@ impl Handler for TestHandset {
 /// One request of every kind, with small valid arguments.
 pub fn one_request_of_every_kind() -> Vec<Request> {
     let c = || "c".to_string();
+    let by_id = |make: fn(String, Vec<u8>) -> Request| make(c(), vec![1]);
     vec![
         Request::ListContainers,
         Request::TokenInfo { container: c() },
@@ -151,14 +152,8 @@ pub fn one_request_of_every_kind() -> Vec<Request> {
             label: String::new(),
             der: vec![0x30, 0],
         },
-        Request::DeleteCertificate {
-            container: c(),
-            id: vec![1],
-        },
-        Request::DestroyKey {
-            container: c(),
-            id: vec![1],
-        },
+        by_id(|container, id| Request::DeleteCertificate { container, id }),
+        by_id(|container, id| Request::DestroyKey { container, id }),
         Request::PutData {
             container: c(),
             object: DataObject {
@@ -169,10 +164,7 @@ pub fn one_request_of_every_kind() -> Vec<Request> {
                 value: vec![0],
             },
         },
-        Request::DeleteData {
-            container: c(),
-            id: vec![1],
-        },
+        by_id(|container, id| Request::DeleteData { container, id }),
         Request::Rewrap {
             container: c(),
             id: vec![1],
