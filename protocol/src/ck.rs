@@ -289,25 +289,43 @@ impl HashAlg {
                 0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
                 0x14,
             ],
-            HashAlg::Sha224 => &[
-                0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                0x04, 0x05, 0x00, 0x04, 0x1c,
-            ],
-            HashAlg::Sha256 => &[
-                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                0x01, 0x05, 0x00, 0x04, 0x20,
-            ],
-            HashAlg::Sha384 => &[
-                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                0x02, 0x05, 0x00, 0x04, 0x30,
-            ],
-            HashAlg::Sha512 => &[
-                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
-                0x03, 0x05, 0x00, 0x04, 0x40,
-            ],
+            HashAlg::Sha224 => &SHA224_DIGEST_INFO,
+            HashAlg::Sha256 => &SHA256_DIGEST_INFO,
+            HashAlg::Sha384 => &SHA384_DIGEST_INFO,
+            HashAlg::Sha512 => &SHA512_DIGEST_INFO,
         }
     }
 }
+
+/// The DigestInfo prefix of a SHA-2 hash: SEQUENCE { SEQUENCE { OID
+/// 2.16.840.1.101.3.4.2.`n`, NULL }, OCTET STRING of `len` bytes }.
+const fn sha2_digest_info(n: u8, len: u8) -> [u8; 19] {
+    [
+        0x30,
+        0x11 + len,
+        0x30,
+        0x0d,
+        0x06,
+        0x09,
+        0x60,
+        0x86,
+        0x48,
+        0x01,
+        0x65,
+        0x03,
+        0x04,
+        0x02,
+        n,
+        0x05,
+        0x00,
+        0x04,
+        len,
+    ]
+}
+const SHA224_DIGEST_INFO: [u8; 19] = sha2_digest_info(4, 28);
+const SHA256_DIGEST_INFO: [u8; 19] = sha2_digest_info(1, 32);
+const SHA384_DIGEST_INFO: [u8; 19] = sha2_digest_info(2, 48);
+const SHA512_DIGEST_INFO: [u8; 19] = sha2_digest_info(3, 64);
 
 /// Mechanism types (`CKM_*`) phonecsp speaks of, on the link, on D-Bus and
 /// in the PKCS#11 module.
@@ -353,3 +371,36 @@ pub enum DecryptMechanism {
 }
 
 pub use crate::limits::RSA_KEY_BITS;
+
+#[cfg(test)]
+mod digest_info_tests {
+    use super::*;
+
+    /// The prefixes as RFC 8017 section 9.2 (note 1) writes them.
+    #[test]
+    fn digest_info_prefixes_are_the_rfcs() {
+        let hex = |h: HashAlg| -> String {
+            h.digest_info_prefix()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        assert_eq!(hex(HashAlg::Sha1), "3021300906052b0e03021a05000414");
+        assert_eq!(
+            hex(HashAlg::Sha224),
+            "302d300d06096086480165030402040500041c"
+        );
+        assert_eq!(
+            hex(HashAlg::Sha256),
+            "3031300d060960864801650304020105000420"
+        );
+        assert_eq!(
+            hex(HashAlg::Sha384),
+            "3041300d060960864801650304020205000430"
+        );
+        assert_eq!(
+            hex(HashAlg::Sha512),
+            "3051300d060960864801650304020305000440"
+        );
+    }
+}
