@@ -486,6 +486,27 @@ pub fn pkcs11_module() -> PathBuf {
 /// checking that with scripts/leak-check).
 pub struct Reaped(pub Child);
 
+impl Reaped {
+    /// Starts a local server (sshd, `openssl s_server`) with its stderr in
+    /// `log`, and waits until it accepts connections on 127.0.0.1:`port`.
+    pub fn listening(what: &str, cmd: &mut Command, log: &Path, port: u16) -> Reaped {
+        let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("{what} log: {e}"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let server = Reaped(child);
+        wait_until(
+            &format!("{what} listening"),
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        server
+    }
+}
+
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();

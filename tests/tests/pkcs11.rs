@@ -17,7 +17,8 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use phonecsp::{Bus, ClientOptions};
 use phonecsp_tests::{
-    Daemon, Handset, KEY_ID, OPENSSL_OAEP_SHA256, PIN, TestBus, is_root, pkcs11_module, wait_until,
+    Daemon, Handset, KEY_ID, OPENSSL_OAEP_SHA256, PIN, Reaped, TestBus, is_root, pkcs11_module,
+    wait_until,
 };
 
 struct Fixture {
@@ -355,15 +356,6 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn ssh_logs_in_with_the_phone_key() {
     let f = fixture();
@@ -408,18 +400,12 @@ fn ssh_logs_in_with_the_phone_key() {
         ),
     )
     .unwrap();
-    let _sshd = Killed(
-        Command::new(sshd_bin)
-            .args(["-D", "-e", "-f", s(&config)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(f.path("sshd.log")).unwrap())
-            .spawn()
-            .expect("sshd"),
+    let _sshd = Reaped::listening(
+        "sshd",
+        Command::new(sshd_bin).args(["-D", "-e", "-f", s(&config)]),
+        &f.path("sshd.log"),
+        port,
     );
-    wait_until("sshd listening", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
     // ssh asks for the PIN through SSH_ASKPASS when it has no terminal.
     let askpass = f.path("askpass");
     std::fs::write(&askpass, format!("#!/bin/sh\necho {PIN}\n")).unwrap();
@@ -769,7 +755,8 @@ fn tls_client_authentication_with_the_phone_key() {
         .output()
         .unwrap());
     let port = free_port();
-    let _server = Killed(
+    let _server = Reaped::listening(
+        "openssl s_server",
         Command::new("openssl")
             .args([
                 "s_server",
@@ -780,16 +767,10 @@ fn tls_client_authentication_with_the_phone_key() {
                 "1",
             ])
             .args(["-verify_return_error", "-CAfile", s(&client)])
-            .args(["-cert", s(&server_cert), "-key", s(&server_key)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(f.path("s_server.log")).unwrap())
-            .spawn()
-            .expect("openssl s_server"),
+            .args(["-cert", s(&server_cert), "-key", s(&server_key)]),
+        &f.path("s_server.log"),
+        port,
     );
-    wait_until("s_server listening", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
     let get = |with_key: bool| {
         let mut c = f.cmd("gnutls-cli");
         c.arg("--provider").arg(&f.module);
