@@ -82,110 +82,92 @@ fn pubkey(attrs: &[(u32, Vec<u8>)]) -> RsaPublicKey {
     .unwrap()
 }
 
+/// The `ssh` container's name, as the requests below name it.
+fn ssh() -> String {
+    "ssh".to_string()
+}
+
+fn attributes(class: ObjectClass, id: &[u8]) -> Request {
+    let id = id.to_vec();
+    Request::GetAttributes {
+        container: ssh(),
+        class,
+        id,
+    }
+}
+
+fn sign(id: &[u8], mechanism: SignMechanism, data: Vec<u8>) -> Request {
+    let id = id.to_vec();
+    Request::Sign {
+        container: ssh(),
+        id,
+        mechanism,
+        data,
+    }
+}
+
+fn decrypt(mechanism: DecryptMechanism, data: Vec<u8>) -> Request {
+    let id = KEY_ID.to_vec();
+    Request::Decrypt {
+        container: ssh(),
+        id,
+        mechanism,
+        data,
+    }
+}
+
+/// Sends `$request` and takes the reply of the kind `$pat`.
+macro_rules! answer {
+    ($l:expr, $request:expr, $pat:pat => $out:expr) => {
+        match call($l, $request).await {
+            Ok($pat) => $out,
+            other => panic!("unexpected answer: {other:?}"),
+        }
+    };
+}
+
 /// Runs every command's happy path and checks each result independently.
 async fn exercise<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(l: &mut HostLink<R, W>) {
-    let ssh = || "ssh".to_string();
     // Only the authorised container is listed.
-    let Reply::Containers(list) = call(l, Request::ListContainers).await.unwrap() else {
-        panic!()
-    };
+    let list = answer!(l, Request::ListContainers, Reply::Containers(c) => c);
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].name, "ssh");
     assert_ne!(list[0].flags & token_flags::LOGIN_REQUIRED, 0);
-    let Reply::TokenInfo(info) = call(l, Request::TokenInfo { container: ssh() })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let info = answer!(l, Request::TokenInfo { container: ssh() }, Reply::TokenInfo(i) => i);
     assert_eq!(info.retries_left, 5);
     assert_eq!(info.serial.len(), 16);
 
     // Objects: private + public key.
-    let Reply::Objects(objs) = call(
-        l,
-        Request::FindObjects {
-            container: ssh(),
-            class: None,
-            id: None,
-            label: None,
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
+    let find = |class, id: Option<&[u8]>, label: Option<&str>| Request::FindObjects {
+        container: ssh(),
+        class,
+        id: id.map(<[u8]>::to_vec),
+        label: label.map(str::to_owned),
     };
-    assert_eq!(objs.len(), 2);
-    let Reply::Objects(objs) = call(
-        l,
-        Request::FindObjects {
-            container: ssh(),
-            class: Some(ObjectClass::PrivateKey),
-            id: Some(KEY_ID.to_vec()),
-            label: Some("ssh key".into()),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
-    assert_eq!(objs.len(), 1);
-    let Reply::Attributes(attrs) = call(
-        l,
-        Request::GetAttributes {
-            container: ssh(),
-            class: ObjectClass::PublicKey,
-            id: KEY_ID.to_vec(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
-    let pk = pubkey(&attrs);
+    let all = answer!(l, find(None, None, None), Reply::Objects(o) => o);
+    assert_eq!(all.len(), 2);
+    let private = find(Some(ObjectClass::PrivateKey), Some(KEY_ID), Some("ssh key"));
+    assert_eq!(answer!(l, private, Reply::Objects(o) => o).len(), 1);
+    let public = attributes(ObjectClass::PublicKey, KEY_ID);
+    let pk = pubkey(&answer!(l, public, Reply::Attributes(a) => a));
 
     // Private-key operations need a login.
     let digest = Sha256::digest(b"message");
     let mut di = HashAlg::Sha256.digest_info_prefix().to_vec();
     di.extend_from_slice(&digest);
-    let sign = Request::Sign {
-        container: ssh(),
-        id: KEY_ID.to_vec(),
-        mechanism: SignMechanism::Pkcs1,
-        data: di.clone(),
-    };
-    assert_eq!(call(l, sign.clone()).await, Err(CkRv::USER_NOT_LOGGED_IN));
-    call(
-        l,
-        Request::Login {
-            container: ssh(),
-            pin: Zeroizing::new(PIN.to_vec()),
-        },
-    )
-    .await
-    .unwrap();
+    let pkcs1 = sign(KEY_ID, SignMechanism::Pkcs1, di.clone());
+    assert_eq!(call(l, pkcs1.clone()).await, Err(CkRv::USER_NOT_LOGGED_IN));
+    let pin = Zeroizing::new(PIN.to_vec());
+    answer!(l, Request::Login { container: ssh(), pin }, Reply::Done => ());
 
-    let Reply::Signature(sig) = call(l, sign).await.unwrap() else {
-        panic!()
-    };
+    let sig = answer!(l, pkcs1, Reply::Signature(s) => s);
     pk.verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &sig)
         .unwrap();
-    let Reply::Signature(sig) = call(
-        l,
-        Request::Sign {
-            container: ssh(),
-            id: KEY_ID.to_vec(),
-            mechanism: SignMechanism::Pss {
-                hash: HashAlg::Sha256,
-                salt_len: 32,
-            },
-            data: digest.to_vec(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
+    let pss = SignMechanism::Pss {
+        hash: HashAlg::Sha256,
+        salt_len: 32,
     };
+    let sig = answer!(l, sign(KEY_ID, pss, digest.to_vec()), Reply::Signature(s) => s);
     pk.verify(Pss::new_with_salt::<Sha256>(32), &digest, &sig)
         .unwrap();
 
@@ -193,192 +175,78 @@ async fn exercise<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(l: &mut HostLink<
     let ct = pk
         .encrypt(&mut rng, Pkcs1v15Encrypt, b"pkcs1 secret")
         .unwrap();
-    let Reply::Plaintext(p) = call(
-        l,
-        Request::Decrypt {
-            container: ssh(),
-            id: KEY_ID.to_vec(),
-            mechanism: DecryptMechanism::Pkcs1,
-            data: ct,
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
+    let p = answer!(l, decrypt(DecryptMechanism::Pkcs1, ct), Reply::Plaintext(p) => p);
     assert_eq!(&p[..], b"pkcs1 secret");
     let ct = pk
         .encrypt(&mut rng, Oaep::new::<Sha256>(), b"oaep secret")
         .unwrap();
-    let Reply::Plaintext(p) = call(
-        l,
-        Request::Decrypt {
-            container: ssh(),
-            id: KEY_ID.to_vec(),
-            mechanism: DecryptMechanism::Oaep {
-                hash: HashAlg::Sha256,
-                label: vec![],
-            },
-            data: ct.clone(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
+    let oaep = DecryptMechanism::Oaep {
+        hash: HashAlg::Sha256,
+        label: vec![],
     };
+    let p = answer!(l, decrypt(oaep, ct.clone()), Reply::Plaintext(p) => p);
     assert_eq!(&p[..], b"oaep secret");
 
     // Re-wrap to a new key: only that key's owner can read the secret now.
     let recovery = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
-    let spki = recovery
-        .to_public_key()
-        .to_public_key_der()
-        .unwrap()
-        .as_bytes()
-        .to_vec();
-    let Reply::Rewrapped(re) = call(
-        l,
-        Request::Rewrap {
-            container: ssh(),
-            id: KEY_ID.to_vec(),
-            in_hash: HashAlg::Sha256,
-            data: ct,
-            out_hash: HashAlg::Sha256,
-            spki,
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
+    let spki = recovery.to_public_key().to_public_key_der().unwrap();
+    let rewrap = Request::Rewrap {
+        container: ssh(),
+        id: KEY_ID.to_vec(),
+        in_hash: HashAlg::Sha256,
+        data: ct,
+        out_hash: HashAlg::Sha256,
+        spki: spki.as_bytes().to_vec(),
     };
-    assert_eq!(
-        recovery.decrypt(Oaep::new::<Sha256>(), &re).unwrap(),
-        b"oaep secret"
-    );
+    let re = answer!(l, rewrap, Reply::Rewrapped(r) => r);
+    let secret = recovery.decrypt(Oaep::new::<Sha256>(), &re).unwrap();
+    assert_eq!(secret, b"oaep secret");
 
     // Random.
-    let Reply::Random(r) = call(l, Request::GenerateRandom { len: 64 }).await.unwrap() else {
-        panic!()
-    };
+    let r = answer!(l, Request::GenerateRandom { len: 64 }, Reply::Random(r) => r);
     assert_eq!(r.len(), 64);
     assert_ne!(r, vec![0u8; 64]);
 
     // Key generation on the handset; its key signs.
-    let Reply::KeyPair {
-        id,
-        modulus,
-        exponent,
-    } = call(
-        l,
-        Request::GenerateKeyPair {
-            container: ssh(),
-            bits: 2048,
-            id: vec![2],
-            label: "new".into(),
-        },
-    )
-    .await
-    .unwrap()
-    else {
-        panic!()
+    let generate = Request::GenerateKeyPair {
+        container: ssh(),
+        bits: 2048,
+        id: vec![2],
+        label: "new".into(),
     };
+    let (id, n, e) =
+        answer!(l, generate, Reply::KeyPair { id, modulus, exponent } => (id, modulus, exponent));
     assert_eq!(id, vec![2]);
-    let pk2 = RsaPublicKey::new(
-        BigUint::from_bytes_be(&modulus),
-        BigUint::from_bytes_be(&exponent),
-    )
-    .unwrap();
-    let Reply::Signature(sig) = call(
-        l,
-        Request::Sign {
-            container: ssh(),
-            id: vec![2],
-            mechanism: SignMechanism::Pkcs1,
-            data: di,
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
+    let pk2 = RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e)).unwrap();
+    let sig = answer!(l, sign(&[2], SignMechanism::Pkcs1, di), Reply::Signature(s) => s);
     pk2.verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &sig)
         .unwrap();
 
     // A certificate for the new key: stored, reported, deleted.
     let der = test_cert();
-    call(
-        l,
-        Request::PutCertificate {
-            container: ssh(),
-            id: vec![2],
-            label: "new".into(),
-            der: der.clone(),
-        },
-    )
-    .await
-    .unwrap();
-    let Reply::Attributes(a) = call(
-        l,
-        Request::GetAttributes {
-            container: ssh(),
-            class: ObjectClass::Certificate,
-            id: vec![2],
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
+    let put = Request::PutCertificate {
+        container: ssh(),
+        id: vec![2],
+        label: "new".into(),
+        der: der.clone(),
     };
+    answer!(l, put, Reply::Done => ());
+    let a = answer!(l, attributes(ObjectClass::Certificate, &[2]), Reply::Attributes(a) => a);
     assert!(a.iter().any(|(t, v)| *t == cka::VALUE && *v == der));
     assert!(a.iter().any(|(t, v)| *t == cka::SUBJECT && !v.is_empty()));
-    call(
-        l,
-        Request::DeleteCertificate {
-            container: ssh(),
-            id: vec![2],
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        call(
-            l,
-            Request::GetAttributes {
-                container: ssh(),
-                class: ObjectClass::Certificate,
-                id: vec![2]
-            }
-        )
-        .await,
-        Err(CkRv::OBJECT_HANDLE_INVALID)
-    );
-    call(
-        l,
-        Request::DestroyKey {
-            container: ssh(),
-            id: vec![2],
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        call(
-            l,
-            Request::GetAttributes {
-                container: ssh(),
-                class: ObjectClass::PublicKey,
-                id: vec![2]
-            }
-        )
-        .await,
-        Err(CkRv::OBJECT_HANDLE_INVALID)
-    );
+    let by_id = |make: fn(String, Vec<u8>) -> Request| make(ssh(), vec![2]);
+    let delete = by_id(|container, id| Request::DeleteCertificate { container, id });
+    answer!(l, delete, Reply::Done => ());
+    let cert = call(l, attributes(ObjectClass::Certificate, &[2])).await;
+    assert_eq!(cert, Err(CkRv::OBJECT_HANDLE_INVALID));
+    let destroy = by_id(|container, id| Request::DestroyKey { container, id });
+    answer!(l, destroy, Reply::Done => ());
+    let key = call(l, attributes(ObjectClass::PublicKey, &[2])).await;
+    assert_eq!(key, Err(CkRv::OBJECT_HANDLE_INVALID));
 
-    call(l, Request::Logout { container: ssh() }).await.unwrap();
-    assert_eq!(
-        call(l, Request::Logout { container: ssh() }).await,
-        Err(CkRv::USER_NOT_LOGGED_IN)
-    );
+    let logout = || Request::Logout { container: ssh() };
+    answer!(l, logout(), Reply::Done => ());
+    assert_eq!(call(l, logout()).await, Err(CkRv::USER_NOT_LOGGED_IN));
 }
 
 /// A self-signed certificate, made by `openssl req` (on every machine
@@ -496,17 +364,9 @@ async fn wrong_pin_lockout_survives_restart_and_pin_change_rewraps() {
     assert_eq!(call(&mut l, login(PIN)).await, Err(CkRv::PIN_INCORRECT));
     call(&mut l, login(b"654321")).await.unwrap();
     let di = [HashAlg::Sha256.digest_info_prefix(), &[7u8; 32][..]].concat();
-    call(
-        &mut l,
-        Request::Sign {
-            container: "ssh".into(),
-            id: KEY_ID.to_vec(),
-            mechanism: SignMechanism::Pkcs1,
-            data: di,
-        },
-    )
-    .await
-    .unwrap();
+    call(&mut l, sign(KEY_ID, SignMechanism::Pkcs1, di))
+        .await
+        .unwrap();
 
     // Five wrong PINs lock it.
     for _ in 0..5 {
@@ -622,12 +482,7 @@ async fn approval_policy_asks_the_owner() {
     )
     .await
     .unwrap();
-    let sign = Request::Sign {
-        container: "ssh".into(),
-        id: KEY_ID.to_vec(),
-        mechanism: SignMechanism::Pkcs1,
-        data: vec![1; 51],
-    };
+    let sign = sign(KEY_ID, SignMechanism::Pkcs1, vec![1; 51]);
     assert_eq!(
         call(&mut l, sign.clone()).await,
         Err(CkRv::FUNCTION_REJECTED)
@@ -655,17 +510,9 @@ async fn bytes_on_the_link_for_one_rsa2048_signature() {
     ]
     .concat();
     let before = l.stats();
-    call(
-        &mut l,
-        Request::Sign {
-            container: "ssh".into(),
-            id: KEY_ID.to_vec(),
-            mechanism: SignMechanism::Pkcs1,
-            data: di,
-        },
-    )
-    .await
-    .unwrap();
+    call(&mut l, sign(KEY_ID, SignMechanism::Pkcs1, di))
+        .await
+        .unwrap();
     let after = l.stats();
     let (out, inb) = (
         after.bytes_out - before.bytes_out,
@@ -803,17 +650,9 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
     std::fs::write(&answer, [PIN, b"\n"].concat()).unwrap();
     call(&mut l, empty()).await.unwrap();
     let di = [HashAlg::Sha256.digest_info_prefix(), &[1u8; 32][..]].concat();
-    call(
-        &mut l,
-        Request::Sign {
-            container: "ssh".into(),
-            id: KEY_ID.to_vec(),
-            mechanism: SignMechanism::Pkcs1,
-            data: di,
-        },
-    )
-    .await
-    .unwrap();
+    call(&mut l, sign(KEY_ID, SignMechanism::Pkcs1, di))
+        .await
+        .unwrap();
     // A PIN from the computer still works too.
     call(
         &mut l,

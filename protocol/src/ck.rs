@@ -385,22 +385,15 @@ mod digest_info_tests {
                 .map(|b| format!("{b:02x}"))
                 .collect()
         };
-        assert_eq!(hex(HashAlg::Sha1), "3021300906052b0e03021a05000414");
-        assert_eq!(
-            hex(HashAlg::Sha224),
-            "302d300d06096086480165030402040500041c"
-        );
-        assert_eq!(
-            hex(HashAlg::Sha256),
-            "3031300d060960864801650304020105000420"
-        );
-        assert_eq!(
-            hex(HashAlg::Sha384),
-            "3041300d060960864801650304020205000430"
-        );
-        assert_eq!(
-            hex(HashAlg::Sha512),
-            "3051300d060960864801650304020305000440"
-        );
+        let rfc = [
+            (HashAlg::Sha1, "3021300906052b0e03021a05000414"),
+            (HashAlg::Sha224, "302d300d06096086480165030402040500041c"),
+            (HashAlg::Sha256, "3031300d060960864801650304020105000420"),
+            (HashAlg::Sha384, "3041300d060960864801650304020205000430"),
+            (HashAlg::Sha512, "3051300d060960864801650304020305000440"),
+        ];
+        for (h, prefix) in rfc {
+            assert_eq!(hex(h), prefix, "{h:?}");
+        }
     }
 }
