@@ -1043,6 +1043,18 @@ macro_rules! call {
     };
 }
 
+/// The start of a test that drives the module through its raw function
+/// list in this process: alone in a process of its own ([`own_process`];
+/// `None` when it ran there), a fixture, and the module's functions.
+fn raw_fixture(test: &str) -> Option<(Fixture, Raw)> {
+    if own_process(test) {
+        return None;
+    }
+    let fx = fixture();
+    let r = raw(&fx);
+    Some((fx, r))
+}
+
 /// Calls a function of the raw list and checks the `CK_RV` it answers.
 macro_rules! check {
     ($raw:expr, $name:ident($($arg:expr),*) => $rv:expr) => {
@@ -1052,12 +1064,12 @@ macro_rules! check {
 
 #[test]
 fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
-    if own_process("raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers") {
+    let Some((_fx, r)) =
+        raw_fixture("raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers")
+    else {
         return;
-    }
+    };
     use cryptoki_sys::*;
-    let fx = fixture();
-    let r = raw(&fx);
     check!(r, C_GetSlotList(CK_TRUE, null(), null()) => CKR_CRYPTOKI_NOT_INITIALIZED);
     check!(r, C_Initialize(null()) => CKR_OK);
     check!(r, C_Initialize(null()) => CKR_CRYPTOKI_ALREADY_INITIALIZED);
@@ -1362,12 +1374,10 @@ fn protected_authentication_path_logs_in_with_a_null_pin() {
 /// after restarts.
 #[test]
 fn a_remembered_slot_id_opens_right_after_c_initialize() {
-    if own_process("a_remembered_slot_id_opens_right_after_c_initialize") {
+    let Some((fx, r)) = raw_fixture("a_remembered_slot_id_opens_right_after_c_initialize") else {
         return;
-    }
+    };
     use cryptoki_sys::*;
-    let fx = fixture();
-    let r = raw(&fx);
     check!(r, C_Initialize(null()) => CKR_OK);
     let mut n: CK_ULONG = 1;
     let mut slot: CK_SLOT_ID = 0;
