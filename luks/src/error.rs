@@ -52,6 +52,14 @@ pub enum LuksError {
         container: String,
         key_id: String,
     },
+    #[error(
+        "the wrapped disk secret does not decrypt with {handset}/{container} key {key_id}, though that is the key it was wrapped to: the LUKS token or wrapped-key file is damaged; open the disk with another keyslot and re-enrol"
+    )]
+    Undecryptable {
+        handset: String,
+        container: String,
+        key_id: String,
+    },
     #[error("wrong PIN for {handset}/{container} ({retries_left} tries left before it locks)")]
     WrongPin {
         handset: String,

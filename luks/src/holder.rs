@@ -163,11 +163,15 @@ pub async fn unwrap<H: KeyHolder, P: PinSource>(
         .decrypt(&t.container, &t.key_id, &ciphertext)
         .await
         .map_err(|e| match e.rv() {
-            CkRv::ENCRYPTED_DATA_INVALID | CkRv::ENCRYPTED_DATA_LEN_RANGE => LuksError::WrongKey {
-                handset: t.handset.clone(),
-                container: t.container.clone(),
-                key_id: t.key_id_hex(),
-            },
+            // The key was checked to be the one the secret was wrapped to
+            // (above), so a ciphertext it refuses is a damaged one.
+            CkRv::ENCRYPTED_DATA_INVALID | CkRv::ENCRYPTED_DATA_LEN_RANGE => {
+                LuksError::Undecryptable {
+                    handset: t.handset.clone(),
+                    container: t.container.clone(),
+                    key_id: t.key_id_hex(),
+                }
+            }
             _ => holder_error(e, &t),
         })
 }

@@ -210,6 +210,7 @@ fn try_next(e: &LuksError) -> bool {
             | LuksError::ContainerAbsent { .. }
             | LuksError::HandsetNotConfigured(_)
             | LuksError::WrongKey { .. }
+            | LuksError::Undecryptable { .. }
             | LuksError::NoKey { .. }
     )
 }

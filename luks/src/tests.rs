@@ -101,3 +101,80 @@ fn public_keys_parse_from_pem_and_der() {
     assert_eq!(unhex("0"), None);
     assert_eq!(unhex("zz"), None);
 }
+
+/// A handset for [`unwrap`]: a container "disk" that needs no login and
+/// holds `key`, and a decryption that answers `decrypt`.
+struct Scripted {
+    key: rsa::RsaPublicKey,
+    decrypt: phonecsp_protocol::CkRv,
+}
+
+impl phonecsp::handset::HandsetLink for Scripted {
+    async fn call(
+        &mut self,
+        request: phonecsp_protocol::Request,
+    ) -> phonecsp::Result<phonecsp_protocol::Reply> {
+        use phonecsp_protocol::ck::cka;
+        use phonecsp_protocol::message::TokenInfo;
+        use phonecsp_protocol::{Reply, Request};
+        use rsa::traits::PublicKeyParts;
+        match request {
+            Request::TokenInfo { container } => Ok(Reply::TokenInfo(TokenInfo {
+                name: container,
+                flags: 0,
+                retries_left: 5,
+                min_pin: 4,
+                max_pin: 64,
+                serial: "0".repeat(16),
+            })),
+            Request::GetAttributes { .. } => Ok(Reply::Attributes(vec![
+                (cka::MODULUS, self.key.n().to_bytes_be()),
+                (cka::PUBLIC_EXPONENT, self.key.e().to_bytes_be()),
+            ])),
+            Request::Decrypt { .. } => Err(phonecsp::Error::from(self.decrypt)),
+            other => panic!("unexpected {}", other.name()),
+        }
+    }
+}
+
+struct NoPin;
+
+impl PinSource for NoPin {
+    async fn pin(&mut self, _: &PinPrompt) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        Err(LuksError::NoPin("not asked in this test".into()))
+    }
+}
+
+/// The handset refuses to decrypt with the key the secret was wrapped to:
+/// the wrapped secret is damaged, and the error says so, not that the key
+/// differs (which it does not). Another key is still "not the key".
+#[test]
+fn a_damaged_secret_is_told_apart_from_a_wrong_key() {
+    let sk = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let pk = sk.to_public_key();
+    let t = Target {
+        handset: "phone".into(),
+        container: "disk".into(),
+        key_id: vec![2],
+    };
+    let w = WrappedKey::new(Some(&t), 1, &pk, &wrap(&pk, &new_secret()).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut damaged = Scripted {
+        key: pk,
+        decrypt: phonecsp_protocol::CkRv::ENCRYPTED_DATA_INVALID,
+    };
+    let e = rt
+        .block_on(unwrap(&mut damaged, &w, &mut NoPin))
+        .unwrap_err();
+    assert!(matches!(e, LuksError::Undecryptable { .. }), "{e}");
+    assert!(e.to_string().contains("damaged"), "{e}");
+    let other = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let mut wrong = Scripted {
+        key: other.to_public_key(),
+        decrypt: phonecsp_protocol::CkRv::ENCRYPTED_DATA_INVALID,
+    };
+    let e = rt.block_on(unwrap(&mut wrong, &w, &mut NoPin)).unwrap_err();
+    assert!(matches!(e, LuksError::WrongKey { .. }), "{e}");
+}
