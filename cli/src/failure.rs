@@ -54,10 +54,13 @@ pub(crate) fn report(f: &Failure, bus: Option<&Bus>) -> ExitCode {
             };
             eprintln!("phonecsp: cannot use the phonecsp daemon{on}: {e}");
         }
-        Failure::Client(e @ Error::Token { rv, .. }) => match hint(*rv) {
-            Some(h) => eprintln!("phonecsp: {e}\nphonecsp: {h}"),
-            None => eprintln!("phonecsp: {e}"),
-        },
+        Failure::Client(e @ Error::Token { rv, .. }) => {
+            let pin_given = std::env::var_os(crate::secret::ENV_PIN).is_some();
+            match hint(*rv, pin_given) {
+                Some(h) => eprintln!("phonecsp: {e}\nphonecsp: {h}"),
+                None => eprintln!("phonecsp: {e}"),
+            }
+        }
         Failure::Client(e @ Error::Untrusted { .. }) => {
             eprintln!("phonecsp: {e}");
             eprintln!(
@@ -69,7 +72,9 @@ pub(crate) fn report(f: &Failure, bus: Option<&Bus>) -> ExitCode {
 }
 
 /// What a person can do about the CK_RVs people meet most.
-pub(crate) fn hint(rv: CkRv) -> Option<&'static str> {
+/// What to do about `rv`. `pin_given`: `PHONECSP_PIN` was set, so a
+/// "not logged in" means a login that was lost, not one never made.
+pub(crate) fn hint(rv: CkRv, pin_given: bool) -> Option<&'static str> {
     Some(match rv {
         CkRv::PIN_INCORRECT => {
             "wrong PIN: the token counts the failures and locks itself at its limit"
@@ -83,6 +88,9 @@ pub(crate) fn hint(rv: CkRv) -> Option<&'static str> {
             "no object with that id: see `phonecsp objects TOKEN`"
         }
         CkRv::FUNCTION_REJECTED | CkRv::FUNCTION_CANCELED => "refused or cancelled on the phone",
+        CkRv::USER_NOT_LOGGED_IN if pin_given => {
+            "the login was lost before the operation ran (the token was logged out on the phone or by another program): try again"
+        }
         CkRv::USER_NOT_LOGGED_IN => "log in first: set PHONECSP_PIN or run on a terminal",
         _ => return None,
     })
@@ -113,5 +121,14 @@ mod tests {
             .exit_code(),
             5
         );
+    }
+
+    #[test]
+    fn a_lost_login_is_not_told_to_set_the_pin_it_had() {
+        let never = hint(CkRv::USER_NOT_LOGGED_IN, false).unwrap();
+        assert!(never.contains("set PHONECSP_PIN"), "{never}");
+        let lost = hint(CkRv::USER_NOT_LOGGED_IN, true).unwrap();
+        assert!(!lost.contains("set PHONECSP_PIN"), "{lost}");
+        assert!(lost.contains("try again"), "{lost}");
     }
 }
