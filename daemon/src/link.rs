@@ -541,6 +541,17 @@ impl LinkTask {
                 break;
             }
             if self.link.is_none() {
+                // While this attempt runs (a silent peer can hold it for a
+                // whole timeout), callers hear that it runs, and why the
+                // last one failed, not an old reason as if it were current.
+                let last = self.state_tx.borrow().clone();
+                if let LinkState::Away { reason } = last
+                    && !reason.starts_with("connecting")
+                {
+                    // Not logged: the attempt's own outcome is.
+                    let reason = format!("connecting (the last attempt: {reason})");
+                    self.state_tx.send_replace(LinkState::Away { reason });
+                }
                 let connected = self.connect().await;
                 self.progress.mark();
                 match connected {
@@ -786,6 +797,55 @@ mod tests {
 
     async fn random(h: &LinkHandle, len: u32) -> Result<Reply, Error> {
         h.call("unit", Request::GenerateRandom { len }).await
+    }
+
+    /// A silent peer holds a connection attempt for a whole request
+    /// timeout; meanwhile callers must not be told the previous attempt's
+    /// failure as if it were the current state.
+    #[tokio::test]
+    async fn a_running_attempt_is_not_told_as_the_last_failure() {
+        let rig = Rig::new(&["phone"], Duration::from_secs(30));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        // Held open and never written: the peer that does not answer.
+        let silent = Arc::new(Mutex::new(Vec::new()));
+        let connector: Connector = {
+            let (attempts, silent) = (attempts.clone(), silent.clone());
+            Arc::new(move || {
+                let n = attempts.fetch_add(1, Ordering::SeqCst);
+                let (host_end, device_end) = tokio::io::duplex(64);
+                if let Ok(mut s) = silent.lock() {
+                    s.push(device_end);
+                }
+                Box::pin(async move {
+                    if n == 0 {
+                        return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+                    }
+                    Ok(Box::new(host_end) as BoxStream)
+                })
+            })
+        };
+        let (link, _thread) = rig.spawn("phone", Duration::from_secs(600), connector);
+        wait_for_state(
+            &link,
+            "away after the first attempt",
+            |s| matches!(s, LinkState::Away { reason } if reason.contains("not found")),
+        )
+        .await;
+        wait_for_state(
+            &link,
+            "connecting again",
+            |s| matches!(s, LinkState::Away { reason } if reason.starts_with("connecting")),
+        )
+        .await;
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        let e = link
+            .call("caller", Request::ListContainers)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("connecting (the last attempt"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
