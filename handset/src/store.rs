@@ -590,6 +590,7 @@ impl Store {
             keys: Vec::new(),
             certs: Vec::new(),
             data: Vec::new(),
+            integrity: None,
         };
         self.save_container(&c)?;
         Ok(c)
@@ -603,13 +604,42 @@ impl Store {
             read_file(&path)?.ok_or_else(|| StoreError::NotFound(format!("container '{name}'")))?;
         let c: Container = parse(&path, &bytes)?;
         c.validate(name).map_err(|r| corrupt(&path, r))?;
+        // Checked before any PIN is: a damaged salt or KDF setting would
+        // otherwise make the right PIN read as wrong and spend a try.
+        if let Some(mac) = &c.integrity
+            && !bool::from(
+                mac.as_bytes()
+                    .ct_eq(c.settings_mac(&*self.integrity_key()?)?.as_bytes()),
+            )
+        {
+            return Err(corrupt(
+                &path,
+                format!(
+                    "container '{name}' is damaged: its PIN settings (KDF, salt, PIN check, \
+                     retry counter) fail their integrity check; no PIN was tried"
+                ),
+            ));
+        }
         Ok(c)
     }
 
-    /// Saves a container (atomically).
+    /// Saves a container (atomically), with its integrity check.
     pub fn save_container(&self, c: &Container) -> Result<(), StoreError> {
         check_container_name(&c.name)?;
-        write_atomic(&self.container_path(&c.name), &to_json(c)?)
+        let mut sealed = c.clone();
+        sealed.integrity = Some(c.settings_mac(&*self.integrity_key()?)?);
+        write_atomic(&self.container_path(&c.name), &to_json(&sealed)?)
+    }
+
+    /// The key of the containers' integrity checks, derived from the
+    /// handset's private identity key: a file copied from elsewhere, or
+    /// damaged, does not pass.
+    fn integrity_key(&self) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.identity.private())
+            .map_err(|_| StoreError::Invalid("integrity key".into()))?;
+        mac.update(b"phonecsp container integrity v1");
+        Ok(Zeroizing::new(mac.finalize().into_bytes().into()))
     }
 
     /// Deletes a container and every host's authorisation for it. The
@@ -847,6 +877,38 @@ pub struct Container {
     /// Absent in files written before data objects existed.
     #[serde(default)]
     data: Vec<DataEntry>,
+    /// HMAC-SHA256 of the fields that decide how a PIN is checked
+    /// ([`Container::settings_mac`]), under a key only this handset has.
+    /// Absent in files written before it existed; set at the next save.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    integrity: Option<String>,
+}
+
+impl Container {
+    /// HMAC-SHA256 (hex) of everything that decides how a PIN is checked:
+    /// the name, the KDF and its salt, the PIN check, the retry counter,
+    /// the policy and where the PIN is entered. Keys are not covered: each
+    /// is sealed under the PIN-derived key with its own AEAD tag.
+    fn settings_mac(&self, key: &[u8; 32]) -> Result<String, StoreError> {
+        use hmac::{Hmac, Mac};
+        let covered = (
+            self.version,
+            &self.name,
+            &self.serial,
+            &self.policy,
+            self.retries_left,
+            &self.kdf,
+            hex(&self.salt),
+            &self.pin_check,
+            &self.pin_entry,
+        );
+        let bytes = serde_json::to_vec(&covered)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode: {e}")))?;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+            .map_err(|_| StoreError::Invalid("integrity key".into()))?;
+        mac.update(&bytes);
+        Ok(hex(&mac.finalize().into_bytes()))
+    }
 }
 
 fn key_aad(container: &str, id: &[u8]) -> Vec<u8> {
@@ -1342,6 +1404,47 @@ mod tests {
         // Moving the sealed key to another id breaks its AAD.
         a.keys[0].id = b"other".to_vec();
         assert_eq!(refused(a.private_key(&kek_a, b"other")), CkRv::DEVICE_ERROR);
+    }
+
+    /// A damaged salt made the right PIN read as wrong and spent a try
+    /// each time (issue 18). The PIN settings are checked first now: the
+    /// container is reported damaged, and no try is spent.
+    #[test]
+    fn damaged_pin_settings_are_reported_and_spend_no_try() {
+        let (_tmp, store, c) = store_with("disk");
+        store.save_container(&c).unwrap();
+        let path = store.dir().join("containers").join("disk.json");
+        let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+            f(&mut v);
+            fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        };
+        let salt = |v: &serde_json::Value| B64.decode(v["salt"].as_str().unwrap()).unwrap();
+        let sealed = fs::read(&path).unwrap();
+        edit(&|v| {
+            let mut flipped = salt(v);
+            flipped[0] ^= 1;
+            v["salt"] = B64.encode(flipped).into();
+        });
+        for _ in 0..MAX_PIN_TRIES + 1 {
+            let e = store.load_container("disk").unwrap_err();
+            assert!(e.to_string().contains("is damaged"), "{e}");
+        }
+        // Put back, the file is whole, and not one try was spent.
+        fs::write(&path, &sealed).unwrap();
+        let mut c = store.load_container("disk").unwrap();
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES);
+        c.unlock(&store, PIN).unwrap();
+        // A file written before the check existed loads, and gets the check
+        // at its next save.
+        edit(&|v| {
+            v.as_object_mut().unwrap().remove("integrity");
+        });
+        let c = store.load_container("disk").unwrap();
+        store.save_container(&c).unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert!(written["integrity"].is_string());
     }
 
     #[test]
