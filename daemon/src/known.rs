@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use phonecsp_protocol::message::token_flags;
 
+use crate::lock;
 use crate::state::write_private;
 
 /// A container as last listed: its name and the handset's flags for it.
@@ -20,10 +21,6 @@ pub type Seen = (String, u32);
 pub struct Known {
     dir: PathBuf,
     seen: Mutex<BTreeMap<String, Vec<Seen>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn file(dir: &Path, handset: &str) -> PathBuf {

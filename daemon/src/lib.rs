@@ -4,8 +4,8 @@
 //! ([`service`]) to the callers its allow lists admit ([`access`]),
 //! sending typed requests as each caller ([`caller_link`]) and keeping
 //! who is logged in to which token ([`logins`]) and which containers each
-//! handset was last seen with ([`known`]); and it serves disk keys to `systemd-cryptsetup` on AF_UNIX
-//! sockets ([`keysocket`]). [`run`] puts it together for the binary and
+//! handset was last seen with ([`known`]); and it serves disk keys to
+//! `systemd-cryptsetup` on AF_UNIX sockets ([`keysocket`]). [`run`] puts it together for the binary and
 //! the tests.
 
 pub mod access;
@@ -24,3 +24,10 @@ pub mod transport;
 // The configuration and state files are shared with the disk keyscript,
 // which opens the link itself in an initramfs: see `phonecsp-host`.
 pub use phonecsp_host::{config, state};
+
+/// Locks `m`, poisoned or not. The daemon's tables are changed by single
+/// inserts and removes, which a panic cannot leave half done, so a
+/// poisoned lock is still consistent and the daemon goes on serving.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

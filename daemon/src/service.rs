@@ -15,6 +15,7 @@ use crate::caller_link::{CallerLink, log_out_if_unused};
 use crate::config::Config;
 use crate::known::Known;
 use crate::link::{LinkHandle, LinkState};
+use crate::lock;
 use crate::logins::Logins;
 use crate::state::State;
 use phonecsp::handset::Handset;
@@ -77,12 +78,6 @@ pub struct Inner {
     logins: Arc<Logins>,
     cache: Mutex<HashMap<(String, String), TokenCache>>,
     known: Known,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave them inconsistent
-    // (single inserts and removes), so poisoning is not fatal.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn ck(rv: CkRv, detail: impl std::fmt::Display) -> Error {
