@@ -13,6 +13,7 @@ pub mod hash;
 pub mod input;
 pub mod local;
 pub mod mechanism;
+pub mod named;
 pub mod types;
 
 pub use error::{Error, Result};
