@@ -176,7 +176,7 @@ pub fn resolve_daemon_uid(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     HandsetConnected(String),
-    HandsetRemoved(String),
+    HandsetDisconnected(String),
     TokensChanged(String),
 }
 
@@ -184,7 +184,9 @@ impl Event {
     /// The handset the event is about.
     pub fn handset(&self) -> &str {
         match self {
-            Event::HandsetConnected(h) | Event::HandsetRemoved(h) | Event::TokensChanged(h) => h,
+            Event::HandsetConnected(h)
+            | Event::HandsetDisconnected(h)
+            | Event::TokensChanged(h) => h,
         }
     }
 }
@@ -315,8 +317,8 @@ impl Client {
         Ok(Client::handsets_of(s).await)
     }
 
-    pub async fn receive_handset_removed(&self) -> Result<HandsetStream> {
-        let s = self.proxy.receive_handset_removed().await?;
+    pub async fn receive_handset_disconnected(&self) -> Result<HandsetStream> {
+        let s = self.proxy.receive_handset_disconnected().await?;
         Ok(Client::handsets_of(s).await)
     }
 
@@ -332,9 +334,9 @@ impl Client {
             .await?
             .map(Event::HandsetConnected);
         let removed = self
-            .receive_handset_removed()
+            .receive_handset_disconnected()
             .await?
-            .map(Event::HandsetRemoved);
+            .map(Event::HandsetDisconnected);
         let changed = self
             .receive_tokens_changed()
             .await?
@@ -360,7 +362,7 @@ macro_rules! handset_signal {
         }
     )*};
 }
-handset_signal!(HandsetConnected, HandsetRemoved, TokensChanged);
+handset_signal!(HandsetConnected, HandsetDisconnected, TokensChanged);
 
 /// Every method of the daemon: its proxy call (checked first for the ones
 /// that carry a secret), with the reply in the client's type.

@@ -36,7 +36,7 @@ macro_rules! proxy_trait {
             fn handset_connected(&self, handset: String) -> zbus::Result<()>;
 
             #[zbus(signal)]
-            fn handset_removed(&self, handset: String) -> zbus::Result<()>;
+            fn handset_disconnected(&self, handset: String) -> zbus::Result<()>;
 
             #[zbus(signal)]
             fn tokens_changed(&self, handset: String) -> zbus::Result<()>;

@@ -9,11 +9,13 @@
 //! the tests.
 
 pub mod access;
+pub mod agent;
 pub mod caller_link;
 pub mod keysocket;
 pub mod known;
 pub mod link;
 pub mod logins;
+pub mod objects;
 pub mod run;
 pub mod sdp;
 pub mod service;

@@ -90,6 +90,8 @@ pub async fn run(
         .build()
         .await?;
     log::info!("serving {} on the {bus:?} bus", phonecsp::BUS_NAME);
+    // The object API: one object per handset, token and key.
+    crate::objects::Tree::start(&conn, inner.clone()).await?;
 
     // Callers that leave the bus lose their logins.
     let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
@@ -106,7 +108,7 @@ pub async fn run(
         })
     };
 
-    // Link state changes become signals.
+    // Link state changes become signals, and the object tree follows them.
     let iface = conn
         .object_server()
         .interface::<_, Provider>(phonecsp::OBJECT_PATH)
@@ -114,6 +116,7 @@ pub async fn run(
     let mut watchers = Vec::new();
     for (name, handle) in links {
         let iface = iface.clone();
+        let inner = inner.clone();
         let mut rx = handle.subscribe();
         watchers.push(tokio::spawn(async move {
             let mut was_connected = false;
@@ -123,11 +126,12 @@ pub async fn run(
                     let r = if now {
                         iface.handset_connected(&name).await
                     } else {
-                        iface.handset_removed(&name).await
+                        iface.handset_disconnected(&name).await
                     };
                     if let Err(e) = r {
                         log::debug!("signal: {e}");
                     }
+                    inner.link_changed(&name);
                     was_connected = now;
                 }
                 if rx.changed().await.is_err() {

@@ -11,12 +11,14 @@
 //! session ends, or the handset says it has no login.
 
 use crate::access::{Access, Caller, groups_of};
+use crate::agent::Agents;
 use crate::caller_link::{CallerLink, log_out_if_unused};
 use crate::config::Config;
 use crate::known::Known;
 use crate::link::{LinkHandle, LinkState};
 use crate::lock;
 use crate::logins::Logins;
+use crate::objects::Resync;
 use crate::state::State;
 use phonecsp::handset::Handset;
 use phonecsp::input::SignInput;
@@ -38,6 +40,7 @@ use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc::UnboundedSender;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, interface};
@@ -51,17 +54,17 @@ pub const MAX_RANDOM: u32 = 64 * 1024;
 type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Debug, Clone)]
-struct KeyInfo {
-    id: Vec<u8>,
-    public: RsaPublicKey,
+pub(crate) struct KeyInfo {
+    pub(crate) id: Vec<u8>,
+    pub(crate) public: RsaPublicKey,
 }
 
 /// What the daemon knows of a token's objects, for the session it was read in.
 #[derive(Debug, Clone)]
-struct TokenCache {
+pub(crate) struct TokenCache {
     generation: u64,
-    objects: Vec<ObjectInfo>,
-    keys: Vec<KeyInfo>,
+    pub(crate) objects: Vec<ObjectInfo>,
+    pub(crate) keys: Vec<KeyInfo>,
 }
 
 pub struct Provider {
@@ -78,6 +81,10 @@ pub struct Inner {
     logins: Arc<Logins>,
     cache: Mutex<HashMap<(String, String), TokenCache>>,
     known: Known,
+    agents: Agents,
+    /// Asks the object tree to look at a handset again (see
+    /// [`crate::objects::Tree`]); unset where no tree is served.
+    resync: Mutex<Option<UnboundedSender<(String, Resync)>>>,
 }
 
 fn ck(rv: CkRv, detail: impl std::fmt::Display) -> Error {
@@ -184,7 +191,148 @@ impl Inner {
             callers: Mutex::new(HashMap::new()),
             logins: Arc::new(Logins::default()),
             cache: Mutex::new(HashMap::new()),
+            agents: Agents::default(),
+            resync: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn agents(&self) -> &Agents {
+        &self.agents
+    }
+
+    pub(crate) fn set_resync(&self, tx: UnboundedSender<(String, Resync)>) {
+        *lock(&self.resync) = Some(tx);
+    }
+
+    fn ask_tree(&self, handset: &str, why: Resync) {
+        if let Some(tx) = &*lock(&self.resync) {
+            let _ = tx.send((handset.to_owned(), why));
+        }
+    }
+
+    /// Asks the object tree to read `handset`'s tokens and keys again:
+    /// something on it changed.
+    pub(crate) fn resync(&self, handset: &str) {
+        self.ask_tree(handset, Resync::Objects);
+    }
+
+    /// Tells the object tree that `handset`'s link or pairing changed; it
+    /// reads the handset again only in a link session it has not read.
+    pub fn link_changed(&self, handset: &str) {
+        self.ask_tree(handset, Resync::Link);
+    }
+
+    /// The link session `handset` is in, if connected.
+    pub(crate) fn generation_of(&self, handset: &str) -> Option<u64> {
+        self.links.get(handset).and_then(|l| l.generation())
+    }
+
+    pub(crate) fn is_connected(&self, handset: &str) -> bool {
+        self.links
+            .get(handset)
+            .is_some_and(|l| matches!(l.state(), LinkState::Connected { .. }))
+    }
+
+    pub(crate) fn is_paired(&self, handset: &str) -> bool {
+        self.state.pinned(handset).ok().flatten().is_some()
+    }
+
+    pub(crate) fn transport_of(&self, handset: &str) -> String {
+        self.transports.get(handset).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn fingerprint_of(&self, handset: &str) -> String {
+        self.state
+            .pinned(handset)
+            .ok()
+            .flatten()
+            .map(|k| fingerprint(&k))
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn statistics_of(&self, handset: &str) -> LinkStatistics {
+        self.links
+            .get(handset)
+            .map(|l| l.stats())
+            .unwrap_or_default()
+    }
+
+    /// The containers of a handset that is away, as last seen.
+    pub(crate) fn known_away(&self, handset: &str) -> Vec<String> {
+        self.known
+            .away(handset)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Whether the sender of `hdr` administers the daemon.
+    pub(crate) async fn is_admin_caller(&self, hdr: &Header<'_>, conn: &Connection) -> bool {
+        match self.caller(hdr, conn).await {
+            Ok(c) => self.access.is_admin(&c),
+            Err(_) => false,
+        }
+    }
+
+    /// The containers on a connected handset (remembered for when it is
+    /// away), read as the daemon itself; `None` while it is away.
+    pub(crate) async fn containers(&self, handset: &str) -> Result<Option<Vec<(String, u32)>>> {
+        let link = self.link(handset)?;
+        if link.generation().is_none() {
+            return Ok(None);
+        }
+        let daemon = internal_caller();
+        let list = self
+            .caller_link(link, &daemon, None)
+            .list_containers()
+            .await?;
+        let seen: Vec<_> = list.into_iter().map(|t| (t.name, t.flags)).collect();
+        self.known.remember(handset, seen.clone());
+        Ok(Some(seen))
+    }
+
+    /// A call as the daemon itself, which needs no allow list: it reads
+    /// what it publishes, and never logs in.
+    pub(crate) fn call_internal<'a>(
+        &'a self,
+        handset: &'a str,
+        token: &'a str,
+    ) -> Result<Call<'a>> {
+        Ok(Call {
+            inner: self,
+            caller: internal_caller(),
+            link: self.link(handset)?,
+            handset,
+            token,
+        })
+    }
+
+    /// Pairs `handset` with the one-time `code`; returns the pinned key's
+    /// fingerprint.
+    pub(crate) async fn pair(
+        &self,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        handset: &str,
+        code: &str,
+    ) -> Result<String> {
+        let (c, link) = self.admin(hdr, conn, handset, "pair").await?;
+        let code = PairingCode::parse(code).map_err(|e| ck(CkRv::ARGUMENTS_BAD, e))?;
+        let key = link.pair(&c.name, code).await?;
+        emit_tokens_changed(conn, handset).await;
+        Ok(fingerprint(&key))
+    }
+
+    pub(crate) async fn unpair(
+        &self,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        handset: &str,
+    ) -> Result<()> {
+        let (c, link) = self.admin(hdr, conn, handset, "unpair").await?;
+        link.unpair(&c.name).await?;
+        self.known.forget(handset);
+        Ok(())
     }
 
     pub fn links(&self) -> &BTreeMap<String, LinkHandle> {
@@ -199,7 +347,7 @@ impl Inner {
         &self.logins
     }
 
-    async fn caller(&self, hdr: &Header<'_>, conn: &Connection) -> Result<Caller> {
+    pub(crate) async fn caller(&self, hdr: &Header<'_>, conn: &Connection) -> Result<Caller> {
         let sender = hdr
             .sender()
             .ok_or_else(|| ck(CkRv::ARGUMENTS_BAD, "message without sender"))?
@@ -230,6 +378,7 @@ impl Inner {
     /// the handset where nobody else is logged in.
     pub async fn caller_left(&self, name: &str) {
         lock(&self.callers).remove(name);
+        self.agents.caller_left(name);
         for (handset, token, generation) in self.logins.remove_caller(name) {
             log::debug!("caller {name} left; its login to {handset}/{token} is dropped");
             self.logout_if_unused(&handset, &token, generation).await;
@@ -280,7 +429,7 @@ impl Inner {
 
     /// The prologue of every method about a token: who calls (from the
     /// bus), and the token's link if the caller may use it.
-    async fn begin<'a>(
+    pub(crate) async fn begin<'a>(
         &'a self,
         hdr: &Header<'_>,
         conn: &Connection,
@@ -314,9 +463,26 @@ impl Inner {
     }
 }
 
+/// The daemon itself, as the caller of its own reads.
+fn internal_caller() -> Caller {
+    Caller {
+        name: "(phonecspd)".to_owned(),
+        uid: 0,
+        gids: Vec::new(),
+    }
+}
+
+/// Says on the low-level interface that a handset's tokens or objects
+/// changed (for the PKCS#11 module's caches).
+async fn emit_tokens_changed(conn: &Connection, handset: &str) {
+    if let Ok(emitter) = SignalEmitter::new(conn, phonecsp::OBJECT_PATH) {
+        let _ = Provider::tokens_changed(&emitter, handset).await;
+    }
+}
+
 /// One method's call about one token, past the prologue: what is left for
 /// the method is what is particular to it.
-struct Call<'a> {
+pub(crate) struct Call<'a> {
     inner: &'a Inner,
     caller: Caller,
     link: &'a LinkHandle,
@@ -331,11 +497,23 @@ impl Call<'_> {
             .caller_link(self.link, &self.caller, Some(self.token))
     }
 
-    fn session(&self) -> Result<u64> {
+    pub(crate) fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    pub(crate) fn handset_name(&self) -> &str {
+        self.handset
+    }
+
+    pub(crate) fn token_name(&self) -> &str {
+        self.token
+    }
+
+    pub(crate) fn session(&self) -> Result<u64> {
         self.link.generation().ok_or_else(|| away(self.handset))
     }
 
-    fn logged_in(&self) -> bool {
+    pub(crate) fn logged_in(&self) -> bool {
         self.link.generation().is_some_and(|g| {
             self.inner
                 .logins
@@ -355,14 +533,16 @@ impl Call<'_> {
         Ok(())
     }
 
-    /// The token's objects changed: read them again next time, and say so.
-    async fn changed(&self, emitter: &SignalEmitter<'_>) {
+    /// The token's objects changed: read them again next time, and say so
+    /// (on the low-level interface and in the object tree).
+    async fn changed(&self, conn: &Connection) {
         lock(&self.inner.cache).remove(&(self.handset.to_owned(), self.token.to_owned()));
-        let _ = Provider::tokens_changed(emitter, self.handset).await;
+        emit_tokens_changed(conn, self.handset).await;
+        self.inner.resync(self.handset);
     }
 
     /// The token's objects and public keys, read once per session.
-    async fn objects(&self) -> Result<TokenCache> {
+    pub(crate) async fn objects(&self) -> Result<TokenCache> {
         let generation = self.session()?;
         let key = (self.handset.to_owned(), self.token.to_owned());
         if let Some(tc) = lock(&self.inner.cache).get(&key)
@@ -418,7 +598,18 @@ impl Call<'_> {
             })
     }
 
-    async fn details(&self) -> Result<TokenDetails> {
+    /// An object's attributes, from the handset.
+    pub(crate) async fn attributes(
+        &self,
+        class: ObjectClass,
+        id: &[u8],
+    ) -> Result<HashMap<u32, Vec<u8>>> {
+        check_id(id)?;
+        let attributes = self.handset().attributes(self.token, class, id).await?;
+        Ok(attributes.into_iter().collect())
+    }
+
+    pub(crate) async fn details(&self) -> Result<TokenDetails> {
         let t = self.handset().token_info(self.token).await?;
         Ok(TokenDetails {
             handset: self.handset.to_owned(),
@@ -434,13 +625,13 @@ impl Call<'_> {
 
     /// An empty PIN asks the owner to type it on the phone, where the
     /// token has a protected authentication path; the handset decides.
-    async fn login(&self, pin: &[u8]) -> Result<()> {
+    pub(crate) async fn login(&self, pin: &[u8]) -> Result<()> {
         check_pin(pin, 0)?;
         // The caller's login is recorded by the link as the handset accepts it.
         self.handset().login(self.token, pin).await
     }
 
-    async fn logout(&self) -> Result<()> {
+    pub(crate) async fn logout(&self) -> Result<()> {
         let generation = self
             .inner
             .logins
@@ -452,19 +643,113 @@ impl Call<'_> {
         Ok(())
     }
 
-    async fn sign(
+    /// Changes the token's PIN; the handset ends every session's login.
+    pub(crate) async fn change_pin(&self, old_pin: &[u8], new_pin: &[u8]) -> Result<()> {
+        check_pin(old_pin, 0)?;
+        check_pin(new_pin, 1)?;
+        let logins = &self.inner.logins;
+        let before = logins.stamp(self.handset, self.token);
+        self.handset()
+            .change_pin(self.token, old_pin, new_pin)
+            .await?;
+        logins.forget_until(self.handset, self.token, before);
+        Ok(())
+    }
+
+    /// Generates an RSA key pair of `bits` on the handset.
+    pub(crate) async fn generate_key_pair(
+        &self,
+        conn: &Connection,
+        bits: u32,
+        id: &[u8],
+        label: &str,
+    ) -> Result<KeyPairInfo> {
+        if !RSA_KEY_BITS.contains(&bits) {
+            return Err(ck(
+                CkRv::KEY_SIZE_RANGE,
+                format!("RSA keys are {RSA_KEY_BITS:?} bits"),
+            ));
+        }
+        check_id(id)?;
+        check_label(label)?;
+        self.require_login()?;
+        let key = self
+            .handset()
+            .generate_key_pair(self.token, bits, id, label)
+            .await?;
+        self.changed(conn).await;
+        Ok(KeyPairInfo {
+            id: key.id,
+            modulus: key.modulus,
+            exponent: key.exponent,
+        })
+    }
+
+    /// Deletes an object (a key pair for `CKO_PRIVATE_KEY`).
+    pub(crate) async fn delete(
+        &self,
+        conn: &Connection,
+        class: ObjectClass,
+        id: &[u8],
+    ) -> Result<()> {
+        check_id(id)?;
+        self.require_login()?;
+        self.handset().delete_object(self.token, class, id).await?;
+        self.changed(conn).await;
+        Ok(())
+    }
+
+    /// Signs `data` (hashed here first where the mechanism says so).
+    pub(crate) async fn sign(
         &self,
         key_id: &[u8],
-        mechanism: u32,
-        params: &MechanismParams,
+        signing: Signing,
         data: Vec<u8>,
     ) -> Result<Vec<u8>> {
-        let signing = Signing::from_ckm(mechanism, params)?;
         check_hashed_input(&data)?;
         self.require_login()?;
         let key_len = self.key(key_id).await?.size();
         let input = cpu_work(data, move |d| SignInput::once(signing, key_len, d)).await??;
         self.handset().sign(self.token, key_id, input).await
+    }
+
+    /// Verified here with the public key; never reaches the link.
+    pub(crate) async fn verify(
+        &self,
+        key_id: &[u8],
+        signing: Signing,
+        data: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<bool> {
+        check_hashed_input(&data)?;
+        let key = self.key(key_id).await?;
+        Ok(cpu_work(data, move |d| local::verify(&key, &signing, d, &signature)).await??)
+    }
+
+    /// Decrypted on the handset, after the length is checked here.
+    pub(crate) async fn decrypt(
+        &self,
+        key_id: &[u8],
+        enc: &Encryption,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        self.require_login()?;
+        let key = self.key(key_id).await?;
+        enc.check_ciphertext(ciphertext.len(), key.size())?;
+        self.handset()
+            .decrypt(self.token, key_id, enc.for_handset(), ciphertext)
+            .await
+    }
+
+    /// Encrypted here with the public key; never reaches the link.
+    pub(crate) async fn encrypt(
+        &self,
+        key_id: &[u8],
+        enc: &Encryption,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let key = self.key(key_id).await?;
+        Ok(local::encrypt(&key, enc, plaintext)?)
     }
 }
 
@@ -476,6 +761,15 @@ impl Provider {
 
 #[interface(name = "org.phonecsp.CryptoProvider1")]
 impl Provider {
+    #[zbus(signal)]
+    async fn handset_connected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn handset_disconnected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn tokens_changed(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
     #[zbus(out_args("handsets"))]
     async fn list_handsets(
         &self,
@@ -485,28 +779,17 @@ impl Provider {
         let i = &self.inner;
         let c = i.caller(&hdr, conn).await?;
         let admin = i.access.is_admin(&c);
+        // Where the phone is plugged in and which key it has are the
+        // administrator's business.
+        let only_admin = |v: String| if admin { v } else { String::new() };
         Ok(i.links
             .values()
             .filter(|l| i.access.may_use_handset(&c, l.name()))
             .map(|l| HandsetStatus {
                 name: l.name().to_owned(),
-                // Where the phone is plugged in and which key it has are
-                // the administrator's business.
-                transport: match admin {
-                    true => i.transports.get(l.name()).cloned().unwrap_or_default(),
-                    false => String::new(),
-                },
-                fingerprint: match admin {
-                    true => i
-                        .state
-                        .pinned(l.name())
-                        .ok()
-                        .flatten()
-                        .map(|k| fingerprint(&k))
-                        .unwrap_or_default(),
-                    false => String::new(),
-                },
-                connected: matches!(l.state(), LinkState::Connected { .. }),
+                transport: only_admin(i.transport_of(l.name())),
+                fingerprint: only_admin(i.fingerprint_of(l.name())),
+                connected: i.is_connected(l.name()),
             })
             .collect())
     }
@@ -597,16 +880,7 @@ impl Provider {
     ) -> Result<()> {
         let (old_pin, new_pin) = (Zeroizing::new(old_pin), Zeroizing::new(new_pin));
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        check_pin(&old_pin, 0)?;
-        check_pin(&new_pin, 1)?;
-        let logins = &self.inner.logins;
-        let before = logins.stamp(&handset, &token);
-        call.handset()
-            .change_pin(&token, &old_pin, &new_pin)
-            .await?;
-        // The handset dropped every session's login to the token.
-        logins.forget_until(&handset, &token, before);
-        Ok(())
+        call.change_pin(&old_pin, &new_pin).await
     }
 
     #[zbus(out_args("objects"))]
@@ -632,10 +906,7 @@ impl Provider {
         id: Vec<u8>,
     ) -> Result<HashMap<u32, Vec<u8>>> {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        check_id(&id)?;
-        let class = object_class(class)?;
-        let attributes = call.handset().attributes(&token, class, &id).await?;
-        Ok(attributes.into_iter().collect())
+        call.attributes(object_class(class)?, &id).await
     }
 
     #[zbus(out_args("signature"))]
@@ -652,7 +923,8 @@ impl Provider {
         data: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.sign(&key_id, mechanism, &params, data).await
+        call.sign(&key_id, Signing::from_ckm(mechanism, &params)?, data)
+            .await
     }
 
     #[zbus(out_args("valid"))]
@@ -671,9 +943,7 @@ impl Provider {
     ) -> Result<bool> {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let signing = Signing::from_ckm(mechanism, &params)?;
-        check_hashed_input(&data)?;
-        let key = call.key(&key_id).await?;
-        Ok(cpu_work(data, move |d| local::verify(&key, &signing, d, &signature)).await??)
+        call.verify(&key_id, signing, data, signature).await
     }
 
     #[zbus(out_args("plaintext"))]
@@ -691,13 +961,7 @@ impl Provider {
     ) -> Result<Vec<u8>> {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let enc = Encryption::from_ckm(mechanism, &params)?;
-        call.require_login()?;
-        let key = call.key(&key_id).await?;
-        enc.check_ciphertext(ciphertext.len(), key.size())?;
-        let mut handset = call.handset();
-        let plaintext = handset
-            .decrypt(&token, &key_id, enc.for_handset(), &ciphertext)
-            .await?;
+        let plaintext = call.decrypt(&key_id, &enc, &ciphertext).await?;
         // zbus needs an owned Vec to send; it is the caller's plaintext.
         Ok(plaintext.to_vec())
     }
@@ -718,8 +982,7 @@ impl Provider {
         let plaintext = Zeroizing::new(plaintext);
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let enc = Encryption::from_ckm(mechanism, &params)?;
-        let key = call.key(&key_id).await?;
-        Ok(local::encrypt(&key, &enc, &plaintext)?)
+        call.encrypt(&key_id, &enc, &plaintext).await
     }
 
     #[zbus(out_args("digest"))]
@@ -736,7 +999,6 @@ impl Provider {
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         handset: String,
         token: String,
         bits: u32,
@@ -744,23 +1006,7 @@ impl Provider {
         label: String,
     ) -> Result<KeyPairInfo> {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        if !RSA_KEY_BITS.contains(&bits) {
-            return Err(ck(
-                CkRv::KEY_SIZE_RANGE,
-                format!("RSA keys are {RSA_KEY_BITS:?} bits"),
-            ));
-        }
-        check_id(&id)?;
-        check_label(&label)?;
-        call.require_login()?;
-        let mut link = call.handset();
-        let key = link.generate_key_pair(&token, bits, &id, &label).await?;
-        call.changed(&emitter).await;
-        Ok(KeyPairInfo {
-            id: key.id,
-            modulus: key.modulus,
-            exponent: key.exponent,
-        })
+        call.generate_key_pair(conn, bits, &id, &label).await
     }
 
     #[zbus(out_args("random"))]
@@ -807,7 +1053,6 @@ impl Provider {
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         handset: String,
         token: String,
         id: Vec<u8>,
@@ -825,7 +1070,7 @@ impl Provider {
         let mut link = call.handset();
         link.put_certificate(&token, &id, &label, &certificate)
             .await?;
-        call.changed(&emitter).await;
+        call.changed(conn).await;
         Ok(())
     }
 
@@ -834,7 +1079,6 @@ impl Provider {
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         handset: String,
         token: String,
         id: Vec<u8>,
@@ -859,7 +1103,7 @@ impl Provider {
             value,
         };
         call.handset().put_data(&token, object).await?;
-        call.changed(&emitter).await;
+        call.changed(conn).await;
         Ok(())
     }
 
@@ -868,19 +1112,13 @@ impl Provider {
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         handset: String,
         token: String,
         class: u32,
         id: Vec<u8>,
     ) -> Result<()> {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        check_id(&id)?;
-        let class = object_class(class)?;
-        call.require_login()?;
-        call.handset().delete_object(&token, class, &id).await?;
-        call.changed(&emitter).await;
-        Ok(())
+        call.delete(conn, object_class(class)?, &id).await
     }
 
     #[zbus(out_args("rewrapped"))]
@@ -921,43 +1159,33 @@ impl Provider {
             .await
     }
 
-    #[zbus(out_args("fingerprint"))]
-    async fn pair(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-        handset: String,
-        code: String,
-    ) -> Result<String> {
-        let code = Zeroizing::new(code);
-        let (c, link) = self.inner.admin(&hdr, conn, &handset, "pair").await?;
-        let code = PairingCode::parse(&code).map_err(|e| ck(CkRv::ARGUMENTS_BAD, e))?;
-        let key = link.pair(&c.name, code).await?;
-        let _ = Self::tokens_changed(&emitter, &handset).await;
-        Ok(fingerprint(&key))
-    }
-
     async fn unpair(
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
         handset: String,
     ) -> Result<()> {
-        let (c, link) = self.inner.admin(&hdr, conn, &handset, "unpair").await?;
-        link.unpair(&c.name).await?;
-        self.inner.known.forget(&handset);
+        self.inner.unpair(&hdr, conn, &handset).await?;
+        self.inner.link_changed(&handset);
         Ok(())
     }
 
-    #[zbus(signal)]
-    async fn handset_connected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    async fn handset_removed(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    async fn tokens_changed(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+    // Pair stays the last method: introspection lists the signals after
+    // the methods, and busctl (systemd 252) takes a signal's argument that
+    // follows a method's input argument in a nested node for an input.
+    #[zbus(out_args("fingerprint"))]
+    async fn pair(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        code: String,
+    ) -> Result<String> {
+        let code = Zeroizing::new(code);
+        let fingerprint = self.inner.pair(&hdr, conn, &handset, &code).await?;
+        self.inner.link_changed(&handset);
+        Ok(fingerprint)
+    }
 
     #[zbus(property(emits_changed_signal = "false"))]
     async fn statistics(&self) -> HashMap<String, LinkStatistics> {
@@ -1018,8 +1246,8 @@ mod tests {
 
     async fn sign(call: &Call<'_>) -> Result<Vec<u8>> {
         let none = MechanismParams::default();
-        call.sign(KEY_ID, ckm::SHA256_RSA_PKCS, &none, b"x".to_vec())
-            .await
+        let signing = Signing::from_ckm(ckm::SHA256_RSA_PKCS, &none)?;
+        call.sign(KEY_ID, signing, b"x".to_vec()).await
     }
 
     /// One caller's Logout must never end another's login, whatever the
@@ -1068,8 +1296,8 @@ mod tests {
             tokio::spawn(async move {
                 let call = inner.call_as(caller(":1.1"), "phone", TOKEN)?;
                 let none = MechanismParams::default();
-                call.sign(KEY_ID, ckm::SHA256_RSA_PKCS, &none, vec![7; len])
-                    .await?;
+                let signing = Signing::from_ckm(ckm::SHA256_RSA_PKCS, &none)?;
+                call.sign(KEY_ID, signing, vec![7; len]).await?;
                 answered.lock().unwrap().push(what);
                 Result::Ok(())
             })

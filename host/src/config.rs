@@ -78,6 +78,8 @@ pub struct DaemonSection {
     pub max_backoff_secs: u64,
     /// Where the `[[volume]]` key sockets are made.
     pub key_socket_dir: PathBuf,
+    /// How long a PIN agent's prompt may stay unanswered.
+    pub prompt_timeout_secs: u64,
 }
 
 impl Default for DaemonSection {
@@ -89,6 +91,7 @@ impl Default for DaemonSection {
             health_interval_secs: 30,
             max_backoff_secs: 5,
             key_socket_dir: DEFAULT_KEY_SOCKET_DIR.into(),
+            prompt_timeout_secs: 120,
         }
     }
 }
@@ -96,6 +99,10 @@ impl Default for DaemonSection {
 impl DaemonSection {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn prompt_timeout(&self) -> Duration {
+        Duration::from_secs(self.prompt_timeout_secs.max(1))
     }
 }
 

@@ -291,8 +291,8 @@ power_off_handset() {
   btmgmt --index 1 power off >>"$logs/btmgmt.log" 2>&1 &&
     wait_for 10 not_powered 1 || return 1
   # The daemon reports the handset gone: its signal and its answer.
-  wait_for 90 grep -q 'member=HandsetRemoved' "$logs/signals.log" || {
-    echo "no HandsetRemoved signal" >>"$logs/signals.log"; return 1; }
+  wait_for 90 grep -q 'member=HandsetDisconnected' "$logs/signals.log" || {
+    echo "no HandsetDisconnected signal" >>"$logs/signals.log"; return 1; }
   wait_for 30 connected false || {
     echo "phonecsp handsets still says connected, or did not answer:" >&2
     timeout 20 phonecsp --json handsets >&2; return 1; }

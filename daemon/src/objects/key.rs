@@ -1,0 +1,231 @@
+//! `org.phonecsp.Key1`: one key pair on a token, its public half as
+//! properties, and the operations with named mechanisms. Sign and Decrypt
+//! need the caller logged in; if it is not, the caller's PIN agent is
+//! asked ([`crate::agent`]).
+
+use super::token_path;
+use crate::agent;
+use crate::service::Inner;
+use phonecsp::Error;
+use phonecsp::named::{self, Options};
+use phonecsp_protocol::ObjectClass;
+use rsa::RsaPublicKey;
+use rsa::pkcs8::EncodePublicKey;
+use rsa::traits::PublicKeyParts;
+use std::sync::{Arc, Mutex};
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, OwnedObjectPath, interface};
+
+/// A key as the handset last listed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySnapshot {
+    pub id: Vec<u8>,
+    pub label: String,
+    pub bits: u32,
+    /// DER SubjectPublicKeyInfo.
+    pub public_key: Vec<u8>,
+    /// DER X.509 certificate with the key's id; empty if none.
+    pub certificate: Vec<u8>,
+}
+
+impl KeySnapshot {
+    pub fn new(id: &[u8], label: String, public: &RsaPublicKey, certificate: Vec<u8>) -> Self {
+        KeySnapshot {
+            id: id.to_vec(),
+            label,
+            bits: (public.size() * 8) as u32,
+            public_key: public
+                .to_public_key_der()
+                .map(|d| d.as_bytes().to_vec())
+                .unwrap_or_default(),
+            certificate,
+        }
+    }
+}
+
+pub struct KeyObject {
+    inner: Arc<Inner>,
+    handset: String,
+    token: String,
+    now: Mutex<KeySnapshot>,
+}
+
+impl KeyObject {
+    pub fn new(inner: Arc<Inner>, handset: &str, token: &str, now: KeySnapshot) -> KeyObject {
+        KeyObject {
+            inner,
+            handset: handset.to_owned(),
+            token: token.to_owned(),
+            now: Mutex::new(now),
+        }
+    }
+
+    fn now(&self) -> KeySnapshot {
+        crate::lock(&self.now).clone()
+    }
+
+    pub async fn update(&self, now: KeySnapshot, e: &SignalEmitter<'_>) -> zbus::Result<()> {
+        let was = std::mem::replace(&mut *crate::lock(&self.now), now.clone());
+        if was.label != now.label {
+            self.label_changed(e).await?;
+        }
+        if was.certificate != now.certificate {
+            self.certificate_changed(e).await?;
+        }
+        Ok(())
+    }
+}
+
+#[interface(name = "org.phonecsp.Key1")]
+impl KeyObject {
+    /// Signs `data` with a named mechanism ("rsa-pkcs1-sha256",
+    /// "rsa-pss-sha256", ...; see the interface description). Only a
+    /// digest crosses the link.
+    #[zbus(out_args("signature"))]
+    async fn sign(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        mechanism: String,
+        options: Options,
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        let signing = named::signing(&mechanism, &options)?;
+        let call = self
+            .inner
+            .begin(&hdr, conn, &self.handset, &self.token)
+            .await?;
+        let id = self.now().id;
+        agent::log_in_if_needed(&self.inner, &call, conn, "sign", &self.now().label).await?;
+        call.sign(&id, signing, data).await
+    }
+
+    /// Whether `signature` is the key's signature of `data`; checked on
+    /// the computer.
+    #[zbus(out_args("valid"))]
+    async fn verify(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        mechanism: String,
+        options: Options,
+        data: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<bool, Error> {
+        let signing = named::signing(&mechanism, &options)?;
+        let call = self
+            .inner
+            .begin(&hdr, conn, &self.handset, &self.token)
+            .await?;
+        call.verify(&self.now().id, signing, data, signature).await
+    }
+
+    /// Decrypts on the phone ("rsa-pkcs1", "rsa-oaep-sha256", ...).
+    #[zbus(out_args("plaintext"))]
+    async fn decrypt(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        mechanism: String,
+        options: Options,
+        ciphertext: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        let enc = named::encryption(&mechanism, &options)?;
+        let call = self
+            .inner
+            .begin(&hdr, conn, &self.handset, &self.token)
+            .await?;
+        agent::log_in_if_needed(&self.inner, &call, conn, "decrypt", &self.now().label).await?;
+        // zbus needs an owned Vec to send; it is the caller's plaintext.
+        Ok(call
+            .decrypt(&self.now().id, &enc, &ciphertext)
+            .await?
+            .to_vec())
+    }
+
+    /// Encrypts to the key on the computer.
+    #[zbus(out_args("ciphertext"))]
+    async fn encrypt(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        mechanism: String,
+        options: Options,
+        plaintext: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        let plaintext = zeroize::Zeroizing::new(plaintext);
+        let enc = named::encryption(&mechanism, &options)?;
+        let call = self
+            .inner
+            .begin(&hdr, conn, &self.handset, &self.token)
+            .await?;
+        call.encrypt(&self.now().id, &enc, &plaintext).await
+    }
+
+    /// Deletes the key pair (and its certificate) from the phone; the
+    /// caller must be logged in.
+    async fn delete(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let call = self
+            .inner
+            .begin(&hdr, conn, &self.handset, &self.token)
+            .await?;
+        call.delete(conn, ObjectClass::PrivateKey, &self.now().id)
+            .await
+    }
+
+    /// The token the key is on.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn token(&self) -> OwnedObjectPath {
+        token_path(&self.handset, &self.token)
+    }
+
+    /// The key's CKA_ID.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn id(&self) -> Vec<u8> {
+        self.now().id
+    }
+
+    /// The key's label.
+    #[zbus(property)]
+    fn label(&self) -> String {
+        self.now().label
+    }
+
+    /// "rsa".
+    #[zbus(property(emits_changed_signal = "const"), name = "Type")]
+    fn key_type(&self) -> String {
+        "rsa".to_owned()
+    }
+
+    /// The modulus's length in bits.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn bits(&self) -> u32 {
+        self.now().bits
+    }
+
+    /// DER SubjectPublicKeyInfo.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn public_key(&self) -> Vec<u8> {
+        self.now().public_key
+    }
+
+    /// What the key may do: an RSA key on the phone signs and decrypts
+    /// there; its public half verifies and encrypts here.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn usages(&self) -> Vec<String> {
+        ["sign", "decrypt", "verify", "encrypt"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    /// The DER X.509 certificate stored with the key's id; empty if none.
+    #[zbus(property)]
+    fn certificate(&self) -> Vec<u8> {
+        self.now().certificate
+    }
+}
