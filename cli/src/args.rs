@@ -71,6 +71,16 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
+    /// Answer PIN prompts for this user's programs (a PIN agent), until Ctrl-C
+    #[command(after_help = "A program that signs or decrypts with a key object \
+(org.phonecsp.Key1) without having logged in gets its PIN through the agent.\n\n\
+Examples:\n  phonecsp agent\n  phonecsp agent --askpass /usr/bin/ssh-askpass")]
+    Agent {
+        /// Ask with this program (as SSH_ASKPASS: it gets the prompt as its
+        /// argument and prints the PIN; a non-zero exit dismisses the prompt)
+        #[arg(long, value_name = "PROGRAM")]
+        askpass: Option<std::path::PathBuf>,
+    },
     /// Show the daemon's version, the handsets and their link statistics
     #[command(after_help = "Example:\n  phonecsp status")]
     Status,

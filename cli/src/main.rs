@@ -7,6 +7,7 @@
 //! results leave, [`failure`] how errors become exit codes; each command
 //! group has a module of its own.
 
+mod agent;
 mod args;
 mod cert;
 mod crypto;
@@ -45,6 +46,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, bus: &Bus) -> Result<(), Failure> {
+    // The agent serves on a connection of its own, with its own runtime.
+    if let Command::Agent { askpass } = cli.command {
+        return agent::run(bus, askpass);
+    }
     let expected = phonecsp::client::default_daemon_uid().map_err(Failure::Usage)?;
     let client = Client::connect_with(
         bus,
@@ -58,6 +63,7 @@ fn run(cli: Cli, bus: &Bus) -> Result<(), Failure> {
         handset: cli.handset,
     };
     match cli.command {
+        Command::Agent { .. } => Ok(()),
         Command::Status => handsets::status(&cx),
         Command::Handsets => handsets::handsets(&cx),
         Command::Tokens => tokens::tokens(&cx),
