@@ -3,6 +3,7 @@
 //! (`phonecspd`) as real processes, and tears them down on drop. The
 //! binaries are the workspace's own, built by `cargo build --workspace --bins`.
 
+use phonecsp::{Bus, Client, ClientOptions};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -386,6 +387,110 @@ pub fn phonecsp(bus: &TestBus, as_uid: Option<u32>, args: &[&str], env: &[(&str,
 
 pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
     wait_for(what, timeout, f)
+}
+
+/// The daemon on a private bus with the emulated handset, paired: the
+/// fixture most end-to-end tests start from.
+pub struct Fixture {
+    pub root: tempfile::TempDir,
+    pub bus: TestBus,
+    pub handset: Handset,
+    pub daemon: Daemon,
+    pub client: Client,
+}
+
+pub async fn client(bus: &TestBus) -> Client {
+    Client::connect_with(
+        &Bus::Address(bus.address.clone()),
+        ClientOptions {
+            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+        },
+    )
+    .await
+    .expect("client")
+}
+
+pub async fn connected(c: &Client) -> bool {
+    c.list_handsets()
+        .await
+        .map(|h| h.iter().all(|h| h.connected))
+        .unwrap_or(false)
+}
+
+pub async fn wait_connected(c: &Client, want: bool) {
+    for _ in 0..500 {
+        if connected(c).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("handset never became connected={want}");
+}
+
+/// The object tree's paths (`org.phonecsp.*` objects under the
+/// ObjectManager at `/org/phonecsp`).
+pub async fn tree_paths(c: &zbus::Connection) -> Vec<String> {
+    let Ok(om) = zbus::fdo::ObjectManagerProxy::builder(c)
+        .destination(phonecsp::BUS_NAME)
+        .path("/org/phonecsp")
+        .build()
+        .await
+    else {
+        return Vec::new();
+    };
+    match om.get_managed_objects().await {
+        Ok(objects) => objects.into_keys().map(|p| p.as_str().to_owned()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Waits until the object tree has `path` (or has not, for `want` false).
+/// The tree is read from the handset once per connection, in the
+/// background: a test that counts link requests starts after it.
+pub async fn wait_for_object(c: &zbus::Connection, path: &str, want: bool) {
+    for _ in 0..1000 {
+        if tree_paths(c).await.iter().any(|p| p == path) == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{path} never became present={want}");
+}
+
+/// Handset with `ssh` authorised, daemon started and paired.
+pub async fn fixture(extra_config: &str, serve_args: &[&str]) -> Fixture {
+    fixture_with("", extra_config, serve_args).await
+}
+
+/// Like [`fixture`], with `daemon_extra` in the daemon's `[daemon]` table.
+pub async fn fixture_with(daemon_extra: &str, extra_config: &str, serve_args: &[&str]) -> Fixture {
+    let root = shared_root();
+    let bus = TestBus::start();
+    let mut handset = Handset::create(root.path());
+    let code = handset.offer_pairing(&["ssh"]);
+    handset.set_serve_args(serve_args);
+    handset.start();
+    let daemon = Daemon::start_with(&bus, root.path(), &handset, daemon_extra, extra_config);
+    let client = client(&bus).await;
+    // Before pairing the handset answers but no session is possible.
+    let tokens = client.list_tokens().await.expect("tokens");
+    assert!(tokens.is_empty());
+    let fp = client.pair("phone", &code).await.expect("pair");
+    assert!(!fp.is_empty());
+    wait_connected(&client, true).await;
+    wait_for_object(
+        client.connection(),
+        "/org/phonecsp/handset/phone/ssh/key_01",
+        true,
+    )
+    .await;
+    Fixture {
+        root,
+        bus,
+        handset,
+        daemon,
+        client,
+    }
 }
 
 /// Just enough of the introspection format to compare an interface's

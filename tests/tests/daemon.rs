@@ -3,83 +3,18 @@
 //! command. Every result is checked independently of the daemon.
 
 use phonecsp::mechanism::ckm;
-use phonecsp::{Bus, Client, ClientOptions, MechanismParams};
+use phonecsp::{Client, MechanismParams};
 use phonecsp_protocol::CkRv;
 use phonecsp_protocol::ck::{cka, cko};
 use phonecsp_protocol::message::token_flags::LOGGED_IN;
 use phonecsp_tests::{
-    Daemon, Handset, KEY_ID, PIN, TestBus, is_root, phonecsp, shared_root, wait_until,
+    KEY_ID, PIN, TestBus, client, fixture, fixture_with, is_root, phonecsp, wait_connected,
+    wait_until,
 };
 use rsa::pkcs8::EncodePublicKey;
 use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPublicKey};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-
-struct Fixture {
-    root: tempfile::TempDir,
-    bus: TestBus,
-    handset: Handset,
-    daemon: Daemon,
-    client: Client,
-}
-
-async fn client(bus: &TestBus) -> Client {
-    Client::connect_with(
-        &Bus::Address(bus.address.clone()),
-        ClientOptions {
-            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
-        },
-    )
-    .await
-    .expect("client")
-}
-
-async fn connected(c: &Client) -> bool {
-    c.list_handsets()
-        .await
-        .map(|h| h.iter().all(|h| h.connected))
-        .unwrap_or(false)
-}
-
-async fn wait_connected(c: &Client, want: bool) {
-    for _ in 0..500 {
-        if connected(c).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("handset never became connected={want}");
-}
-
-/// Handset with `ssh` authorised, daemon started and paired.
-async fn fixture(extra_config: &str, serve_args: &[&str]) -> Fixture {
-    fixture_with("", extra_config, serve_args).await
-}
-
-/// Like [`fixture`], with `daemon_extra` in the daemon's `[daemon]` table.
-async fn fixture_with(daemon_extra: &str, extra_config: &str, serve_args: &[&str]) -> Fixture {
-    let root = shared_root();
-    let bus = TestBus::start();
-    let mut handset = Handset::create(root.path());
-    let code = handset.offer_pairing(&["ssh"]);
-    handset.set_serve_args(serve_args);
-    handset.start();
-    let daemon = Daemon::start_with(&bus, root.path(), &handset, daemon_extra, extra_config);
-    let client = client(&bus).await;
-    // Before pairing the handset answers but no session is possible.
-    let tokens = client.list_tokens().await.expect("tokens");
-    assert!(tokens.is_empty());
-    let fp = client.pair("phone", &code).await.expect("pair");
-    assert!(!fp.is_empty());
-    wait_connected(&client, true).await;
-    Fixture {
-        root,
-        bus,
-        handset,
-        daemon,
-        client,
-    }
-}
 
 /// A `SHA256_RSA_PKCS` signature of `data` by the key `id` of phone/ssh.
 async fn sign_sha256(c: &Client, id: &[u8], data: &[u8]) -> phonecsp::Result<Vec<u8>> {
@@ -751,7 +686,7 @@ async fn handset_gone_while_idle_is_noticed_at_once() {
     c.login("phone", "ssh", PIN.as_bytes()).await.unwrap();
     assert!(cli_says_connected(&f.bus));
     use futures_util::StreamExt;
-    let mut removed = c.receive_handset_removed().await.unwrap();
+    let mut removed = c.receive_handset_disconnected().await.unwrap();
     // Let the link settle into idleness.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -759,7 +694,7 @@ async fn handset_gone_while_idle_is_noticed_at_once() {
     f.handset.kill();
     let signalled = tokio::time::timeout(Duration::from_secs(20), removed.next())
         .await
-        .expect("no HandsetRemoved signal within 20 s");
+        .expect("no HandsetDisconnected signal within 20 s");
     assert_eq!(signalled.as_deref(), Some("phone"));
     assert!(!cli_says_connected(&f.bus));
     eprintln!("handset gone noticed after {:?}", t.elapsed());

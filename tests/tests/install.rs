@@ -102,6 +102,14 @@ fn install_lays_out_the_whole_tree() {
             "usr/share/dbus-1/interfaces/org.phonecsp.CryptoProvider1.xml".into(),
             0o644,
         ),
+        (
+            "usr/share/dbus-1/interfaces/org.phonecsp.Key1.xml".into(),
+            0o644,
+        ),
+        (
+            "usr/share/dbus-1/interfaces/org.phonecsp.Agent1.xml".into(),
+            0o644,
+        ),
         ("usr/share/initramfs-tools/hooks/phonecsp".into(), 0o755),
         (
             "usr/share/initramfs-tools/scripts/init-premount/phonecsp".into(),
