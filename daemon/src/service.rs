@@ -17,6 +17,7 @@ use crate::known::Known;
 use crate::link::{LinkHandle, LinkState};
 use crate::lock;
 use crate::logins::Logins;
+use crate::polkit;
 use crate::state::State;
 use phonecsp::handset::Handset;
 use phonecsp::input::SignInput;
@@ -260,21 +261,17 @@ impl Inner {
     }
 
     /// The prologue of the methods that change which handsets are paired:
-    /// who calls, if they may, and the handset's link.
+    /// who calls, if they may do the polkit `action` ([`polkit::authorize`]),
+    /// and the handset's link.
     async fn admin(
         &self,
         hdr: &Header<'_>,
         conn: &Connection,
         handset: &str,
-        what: &str,
+        action: &str,
     ) -> Result<(Caller, &LinkHandle)> {
         let caller = self.caller(hdr, conn).await?;
-        if !self.access.is_admin(&caller) {
-            return Err(ck(
-                CkRv::FUNCTION_REJECTED,
-                format!("only root may {what} handsets"),
-            ));
-        }
+        polkit::authorize(conn, &caller, action).await?;
         Ok((caller, self.link(handset)?))
     }
 
@@ -931,7 +928,7 @@ impl Provider {
         code: String,
     ) -> Result<String> {
         let code = Zeroizing::new(code);
-        let (c, link) = self.inner.admin(&hdr, conn, &handset, "pair").await?;
+        let (c, link) = self.inner.admin(&hdr, conn, &handset, polkit::PAIR).await?;
         let code = PairingCode::parse(&code).map_err(|e| ck(CkRv::ARGUMENTS_BAD, e))?;
         let key = link.pair(&c.name, code).await?;
         let _ = Self::tokens_changed(&emitter, &handset).await;
@@ -944,7 +941,10 @@ impl Provider {
         #[zbus(connection)] conn: &Connection,
         handset: String,
     ) -> Result<()> {
-        let (c, link) = self.inner.admin(&hdr, conn, &handset, "unpair").await?;
+        let (c, link) = self
+            .inner
+            .admin(&hdr, conn, &handset, polkit::UNPAIR)
+            .await?;
         link.unpair(&c.name).await?;
         self.inner.known.forget(&handset);
         Ok(())
