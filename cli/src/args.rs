@@ -174,7 +174,7 @@ Example:
     #[command(subcommand)]
     Luks(crate::luks::LuksCommand),
 
-    /// Pair with a handset using the one-time code it shows (root only)
+    /// Pair with a handset by the one-time code it shows (root, or as polkit allows)
     #[command(after_help = "\
 The code is taken from --code, else from PHONECSP_PAIRING_CODE, else asked on the \
 terminal without echo. Prefer the last two: a command line is visible to other users.
@@ -187,7 +187,7 @@ Example:
         code: Option<String>,
     },
 
-    /// Forget a handset's pinned key (root only)
+    /// Forget a handset's pinned key (root, or as polkit allows)
     #[command(after_help = "Example:\n  sudo phonecsp --handset pixel unpair")]
     Unpair,
 }

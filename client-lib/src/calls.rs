@@ -67,10 +67,11 @@ macro_rules! for_each_call {
                 /// `public_key` is a DER SubjectPublicKeyInfo; hashes are `CKM_SHA*`.
                 plain fn rewrap(handset: &str, token: &str, key_id: &[u8], in_hash: u32,
                     ciphertext: &[u8], out_hash: u32, public_key: &[u8]) -> Vec<u8>;
-                /// Root only. Checks the daemon's identity, then pairs with the
-                /// one-time code; returns the handset key's fingerprint.
+                /// Root, or a caller polkit allows `org.phonecsp.pair`. Checks the
+                /// daemon's identity, then pairs with the one-time code; returns
+                /// the handset key's fingerprint.
                 trusted fn pair(handset: &str, code: &str) -> String;
-                /// Root only.
+                /// Root, or a caller polkit allows `org.phonecsp.unpair`.
                 plain fn unpair(handset: &str) -> ();
             }
             properties {

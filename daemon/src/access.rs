@@ -110,8 +110,9 @@ impl Access {
                 .any(|(h, _, a)| h.as_deref().is_none_or(|h| h == handset) && a.permits(c))
     }
 
-    /// Root, or the daemon's own user: may pair and unpair handsets, and
-    /// see their device paths and key fingerprints.
+    /// Root, or the daemon's own user: may see handsets' device paths and
+    /// key fingerprints (and pair and unpair without asking polkit, which
+    /// `polkit::authorize` decides for itself).
     pub fn is_admin(&self, c: &Caller) -> bool {
         c.uid == 0 || c.uid == self.own_uid
     }

@@ -1,7 +1,8 @@
 //! phonecspd: owns each handset link ([`link`], over a [`transport`]),
 //! keeps its own key and the pinned handset keys ([`state`]), reads its
 //! [`config`], and serves the `org.phonecsp.CryptoProvider1` D-Bus API
-//! ([`service`]) to the callers its allow lists admit ([`access`]),
+//! ([`service`]) to the callers its allow lists admit ([`access`]) and,
+//! for pairing, to those polkit allows ([`polkit`]),
 //! sending typed requests as each caller ([`caller_link`]) and keeping
 //! who is logged in to which token ([`logins`]) and which containers each
 //! handset was last seen with ([`known`]); and it serves disk keys to
@@ -16,6 +17,7 @@ pub mod known;
 pub mod link;
 pub mod logins;
 pub mod objects;
+pub mod polkit;
 pub mod run;
 pub mod sdp;
 pub mod service;

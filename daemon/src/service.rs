@@ -19,6 +19,7 @@ use crate::link::{LinkHandle, LinkState};
 use crate::lock;
 use crate::logins::Logins;
 use crate::objects::Resync;
+use crate::polkit;
 use crate::state::State;
 use phonecsp::handset::Handset;
 use phonecsp::input::SignInput;
@@ -316,7 +317,7 @@ impl Inner {
         handset: &str,
         code: &str,
     ) -> Result<String> {
-        let (c, link) = self.admin(hdr, conn, handset, "pair").await?;
+        let (c, link) = self.admin(hdr, conn, handset, polkit::PAIR).await?;
         let code = PairingCode::parse(code).map_err(|e| ck(CkRv::ARGUMENTS_BAD, e))?;
         let key = link.pair(&c.name, code).await?;
         emit_tokens_changed(conn, handset).await;
@@ -329,7 +330,7 @@ impl Inner {
         conn: &Connection,
         handset: &str,
     ) -> Result<()> {
-        let (c, link) = self.admin(hdr, conn, handset, "unpair").await?;
+        let (c, link) = self.admin(hdr, conn, handset, polkit::UNPAIR).await?;
         link.unpair(&c.name).await?;
         self.known.forget(handset);
         Ok(())
@@ -409,21 +410,17 @@ impl Inner {
     }
 
     /// The prologue of the methods that change which handsets are paired:
-    /// who calls, if they may, and the handset's link.
+    /// who calls, if they may do the polkit `action` ([`polkit::authorize`]),
+    /// and the handset's link.
     async fn admin(
         &self,
         hdr: &Header<'_>,
         conn: &Connection,
         handset: &str,
-        what: &str,
+        action: &str,
     ) -> Result<(Caller, &LinkHandle)> {
         let caller = self.caller(hdr, conn).await?;
-        if !self.access.is_admin(&caller) {
-            return Err(ck(
-                CkRv::FUNCTION_REJECTED,
-                format!("only root may {what} handsets"),
-            ));
-        }
+        polkit::authorize(conn, &caller, action).await?;
         Ok((caller, self.link(handset)?))
     }
 

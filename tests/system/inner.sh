@@ -6,7 +6,7 @@
 # the directory with the built binaries.
 #
 # Each step is timed; on failure every inner log (daemon, bluetoothd,
-# handset, btvirt, dbus, kernel) is printed.
+# handset, btvirt, dbus, polkitd, kernel) is printed.
 set -uo pipefail
 
 work=${1:?work directory}
@@ -100,6 +100,26 @@ system_bus() {
   dbus-daemon --system --nofork --nopidfile >"$logs/dbus.log" 2>&1 &
   pids+=($!)
   wait_for 20 test -S /run/dbus/system_bus_socket
+}
+
+polkit_daemon() {
+  # The user a rule lets unpair (the install step made /etc/shadow
+  # writable; /etc stays in the VM).
+  getent passwd pcadmin >/dev/null ||
+    useradd --system --user-group --no-create-home --shell /usr/sbin/nologin pcadmin || return 1
+  # What an administrator writes: yes for that one user, nothing (so the
+  # action's defaults) for anyone else.
+  cat >/etc/polkit-1/rules.d/50-phonecsp-test.rules <<'JS' || return 1
+polkit.addRule(function (action, subject) {
+    if (action.id == "org.phonecsp.unpair" && subject.user == "pcadmin") {
+        return polkit.Result.YES;
+    }
+});
+JS
+  # As polkit.service runs it; it reads the installed actions and the rules.
+  /usr/lib/polkit-1/polkitd --no-debug >"$logs/polkitd.log" 2>&1 &
+  pids+=($!)
+  wait_for 30 name_owned org.freedesktop.PolicyKit1
 }
 
 controllers() {
@@ -326,6 +346,27 @@ sign_again() {
     pkcs11_sign after
 }
 
+# --- polkit: a user other than root unpairs as a rule allows -----------------
+
+polkit_unpair() {
+  # Another user: polkit's defaults (an administrator's password) and no
+  # authentication agent, so polkit says no and the daemon refuses.
+  setpriv --reuid=nobody --regid=nogroup --clear-groups \
+    timeout 120 dbus-send --system --print-reply --dest=org.phonecsp.CryptoProvider1 \
+    /org/phonecsp/CryptoProvider1 org.phonecsp.CryptoProvider1.Unpair string:phone \
+    >>"$logs/polkit.log" 2>&1 && { echo "nobody unpaired" >&2; return 1; }
+  grep "org.phonecsp.Error.FunctionRejected" "$logs/polkit.log" &&
+    grep -q "polkit refused org.phonecsp.unpair" "$logs/polkit.log" || {
+    echo "nobody's unpair was not refused by polkit:" >&2; cat "$logs/polkit.log" >&2; return 1; }
+  connected true || { echo "refused, yet no longer connected" >&2; return 1; }
+  # The rule's user, through the real command.
+  setpriv --reuid=pcadmin --regid=pcadmin --clear-groups \
+    timeout 120 phonecsp --handset phone unpair >>"$logs/polkit.log" 2>&1 || {
+    echo "pcadmin could not unpair:" >&2; cat "$logs/polkit.log" >&2; return 1; }
+  grep "forgot the pinned key of phone" "$logs/polkit.log" &&
+    timeout 20 phonecsp --json handsets | grep '"fingerprint": ""'
+}
+
 # --- a LUKS2 disk on a loop device, unlocked through the keyscript ----------
 
 loopdev=
@@ -372,6 +413,7 @@ echo "system: kernel $(uname -r), $(nproc) cpus"
 setup "load hci_vhci, rfcomm" modules
 step "scripts/install (real, in the VM)" install_phonecsp
 setup "system bus with the installed policy" system_bus
+setup "polkitd, with a rule for pcadmin" polkit_daemon
 setup "btvirt -l2: two controllers" controllers
 setup "bluetoothd" bluetooth_daemon
 setup "power both controllers" power_on
@@ -386,6 +428,8 @@ step "handset controller on: reconnected" power_on_handset
 step "sign again (phonecsp, pkcs11-tool)" sign_again
 step "LUKS2 on a loop device: format, enrol, write" disk_enroll
 step "cryptdisks_start via the keyscript, mount" disk_unlock
+# Last: it unpairs the handset the steps above use.
+step "polkit: pcadmin unpairs, nobody is refused" polkit_unpair
 echo "total in the VM: $(elapsed "$t0" "$(date +%s.%N)")s" | tee -a "$work/timings"
 echo ok >"$work/result"
 if [ -n "${SYSTEM_VERBOSE:-}" ]; then dump_logs; fi

@@ -1,8 +1,8 @@
 //! The install layout: `scripts/install` into a temporary `DESTDIR`, the
 //! tree it lays out, the files in it agreeing with each other (unit, D-Bus
-//! policy and activation, sysusers, tmpfiles, p11-kit), the default
-//! configuration accepted by the daemon, and systemd's own checks of the
-//! installed unit (`systemd-analyze verify` and `security`).
+//! policy and activation, polkit actions, sysusers, tmpfiles, p11-kit),
+//! the default configuration accepted by the daemon, and systemd's own
+//! checks of the installed unit (`systemd-analyze verify` and `security`).
 
 use phonecsp_tests::{bin, pkcs11_module};
 use std::os::unix::fs::PermissionsExt;
@@ -110,6 +110,10 @@ fn install_lays_out_the_whole_tree() {
             "usr/share/dbus-1/interfaces/org.phonecsp.Agent1.xml".into(),
             0o644,
         ),
+        (
+            "usr/share/polkit-1/actions/org.phonecsp.policy".into(),
+            0o644,
+        ),
         ("usr/share/initramfs-tools/hooks/phonecsp".into(), 0o755),
         (
             "usr/share/initramfs-tools/scripts/init-premount/phonecsp".into(),
@@ -197,6 +201,29 @@ fn install_lays_out_the_whole_tree() {
         "tmpfiles gives the key-socket directory to the daemon's group"
     );
     assert!(unit.contains("ReadWritePaths=-/run/cryptsetup-keys.d"));
+    // polkit answers the daemon, which is not root, about its callers only
+    // for actions that name the daemon's user as their owner.
+    let actions = read(&root.join("usr/share/polkit-1/actions/org.phonecsp.policy"));
+    for action in ["org.phonecsp.pair", "org.phonecsp.unpair"] {
+        let start = actions
+            .find(&format!("<action id=\"{action}\">"))
+            .unwrap_or_else(|| panic!("{action} is not in the polkit policy"));
+        let end = start + actions[start..].find("</action>").expect("</action>");
+        let body = &actions[start..end];
+        assert!(
+            body.contains(&format!(
+                "<annotate key=\"org.freedesktop.policykit.owner\">unix-user:{user}</annotate>"
+            )),
+            "{action} names the unit's user as its owner: {body}"
+        );
+        for default in [
+            "<allow_any>auth_admin</allow_any>",
+            "<allow_inactive>auth_admin</allow_inactive>",
+            "<allow_active>auth_admin_keep</allow_active>",
+        ] {
+            assert!(body.contains(default), "{action}: {default}");
+        }
+    }
 
     // p11-kit finds the module by its file name in its module directory.
     let module = read(&root.join("usr/share/p11-kit/modules/phonecsp.module"));
