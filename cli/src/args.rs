@@ -182,6 +182,33 @@ Example:
     Unpair,
 }
 
+impl Command {
+    /// The token the command is about, if it names one on the command line.
+    pub(crate) fn token(&self) -> Option<&str> {
+        match self {
+            Command::Objects { token }
+            | Command::Keygen { token, .. }
+            | Command::Pin(PinCommand::Change { token })
+            | Command::Cert(
+                CertCommand::Import { token, .. }
+                | CertCommand::Export { token, .. }
+                | CertCommand::SelfSign { token, .. }
+                | CertCommand::Delete { token, .. },
+            ) => Some(token),
+            Command::Sign(a) => Some(&a.token),
+            Command::Verify(a) => Some(&a.token),
+            Command::Decrypt(a) | Command::Encrypt(a) => Some(&a.token),
+            Command::Luks(l) => l.token(),
+            Command::Status
+            | Command::Handsets
+            | Command::Tokens
+            | Command::Random { .. }
+            | Command::Pair { .. }
+            | Command::Unpair => None,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum CertCommand {
     /// Store a certificate (PEM or DER) in a token (logs in first)

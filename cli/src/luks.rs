@@ -122,6 +122,16 @@ pub struct RewrapArgs {
     replace: bool,
 }
 
+impl LuksCommand {
+    /// The token (container) the command names, if it names one.
+    pub(crate) fn token(&self) -> Option<&str> {
+        match self {
+            LuksCommand::Enroll(a) => Some(&a.token),
+            LuksCommand::Rewrap(_) | LuksCommand::List { .. } => None,
+        }
+    }
+}
+
 fn failure(e: LuksError) -> Failure {
     match e {
         LuksError::Client(e) => Failure::Client(e),
