@@ -178,8 +178,24 @@ Example:
     },
 
     /// Forget a handset's pinned key (root only)
-    #[command(after_help = "Example:\n  sudo phonecsp --handset pixel unpair")]
-    Unpair,
+    #[command(after_help = "\
+The handset can be used again only after a new pairing, with a new code from the \
+phone. At a terminal you are asked to type the handset's name; elsewhere give --yes.
+
+Example:
+  sudo phonecsp --handset pixel unpair")]
+    Unpair {
+        #[command(flatten)]
+        yes: Yes,
+    },
+}
+
+/// `--yes`, for the steps that cannot be undone.
+#[derive(Args, Debug, Clone, Copy)]
+pub(crate) struct Yes {
+    /// Do it without asking (needed where there is no terminal to ask on)
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
 }
 
 impl Command {
@@ -204,7 +220,7 @@ impl Command {
             | Command::Tokens
             | Command::Random { .. }
             | Command::Pair { .. }
-            | Command::Unpair => None,
+            | Command::Unpair { .. } => None,
         }
     }
 }
@@ -260,13 +276,20 @@ pub(crate) enum CertCommand {
         days: u32,
     },
     /// Delete a certificate from a token (logs in first)
-    #[command(after_help = "Example:\n  phonecsp cert delete web --id 02")]
+    #[command(after_help = "\
+The certificate is gone for good. At a terminal you are asked first; elsewhere \
+give --yes.
+
+Example:
+  phonecsp cert delete web --id 02")]
     Delete {
         /// The token (container on the handset)
         token: String,
         /// The CKA_ID in hex
         #[arg(long, value_name = "HEX")]
         id: Id,
+        #[command(flatten)]
+        yes: Yes,
     },
 }
 

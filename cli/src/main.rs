@@ -9,6 +9,7 @@
 
 mod args;
 mod cert;
+mod confirm;
 mod crypto;
 mod explain;
 mod failure;
@@ -91,7 +92,9 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
             out,
             pem,
         }) => cert::cert_export(cx, &token, &id, &out, pem),
-        Command::Cert(CertCommand::Delete { token, id }) => cert::cert_delete(cx, &token, &id),
+        Command::Cert(CertCommand::Delete { token, id, yes }) => {
+            cert::cert_delete(cx, &token, &id, yes.yes)
+        }
         Command::Cert(CertCommand::SelfSign {
             token,
             id,
@@ -101,6 +104,6 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
         Command::Pin(PinCommand::Change { token }) => tokens::pin_change(cx, &token),
         Command::Luks(c) => luks::run(cx, &c),
         Command::Pair { code } => handsets::pair(cx, code),
-        Command::Unpair => handsets::unpair(cx),
+        Command::Unpair { yes } => handsets::unpair(cx, yes.yes),
     }
 }
