@@ -188,6 +188,10 @@ Example:
         #[command(flatten)]
         yes: Yes,
     },
+
+    /// Write shell completions or man pages, made from these definitions
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
 }
 
 /// `--yes`, for the steps that cannot be undone.
@@ -196,6 +200,24 @@ pub(crate) struct Yes {
     /// Do it without asking (needed where there is no terminal to ask on)
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum GenerateCommand {
+    /// Print the completion script for a shell
+    #[command(
+        after_help = "Example:\n  phonecsp generate completions bash > /usr/share/bash-completion/completions/phonecsp"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (phonecsp.1, phonecsp-sign.1, ...) into a directory
+    #[command(after_help = "Example:\n  phonecsp generate man /usr/share/man/man1")]
+    Man {
+        /// The directory (made if missing)
+        dir: std::path::PathBuf,
+    },
 }
 
 impl Command {
@@ -220,7 +242,8 @@ impl Command {
             | Command::Tokens
             | Command::Random { .. }
             | Command::Pair { .. }
-            | Command::Unpair { .. } => None,
+            | Command::Unpair { .. }
+            | Command::Generate(_) => None,
         }
     }
 }

@@ -13,6 +13,7 @@ mod confirm;
 mod crypto;
 mod explain;
 mod failure;
+mod generate;
 mod handsets;
 mod id;
 mod keys;
@@ -36,6 +37,13 @@ use session::Context;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Made from the definitions alone: no daemon needed.
+    if let Command::Generate(g) = &cli.command {
+        return match generate::run(g) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => report(&f, None),
+        };
+    }
     let bus = match cli.bus.clone().map(Ok).unwrap_or_else(Bus::from_env) {
         Ok(b) => b,
         Err(e) => return report(&Failure::Usage(format!("PHONECSP_BUS: {e}")), None),
@@ -105,5 +113,6 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
         Command::Luks(c) => luks::run(cx, &c),
         Command::Pair { code } => handsets::pair(cx, code),
         Command::Unpair { yes } => handsets::unpair(cx, yes.yes),
+        Command::Generate(g) => generate::run(&g),
     }
 }
