@@ -328,7 +328,13 @@ pub(crate) fn message(f: &Failure, bus: Option<&Bus>) -> Vec<String> {
         }
         Failure::Advised(e, advice) => {
             let (what, fix) = advice.lines();
-            vec![format!("{what} ({})", e.rv().name()), fix]
+            let what = match advice.as_ref() {
+                // Only the daemon can tell a handset not configured from
+                // one this caller may not use: its words, then the fix.
+                Advice::NoSuchHandset { .. } => e.to_string(),
+                _ => format!("{what} ({})", e.rv().name()),
+            };
+            vec![what, fix]
         }
         Failure::Client(e @ Error::Token { rv, .. }) => {
             let pin_given = std::env::var_os(crate::secret::ENV_PIN).is_some();
@@ -471,6 +477,21 @@ mod tests {
         let other = zbus::Error::Unsupported;
         assert_eq!(bus_trouble(&other), BusTrouble::Other);
         assert!(said(&other, &Bus::System).starts_with("cannot use the phonecsp daemon"));
+    }
+
+    #[test]
+    fn a_handset_refused_keeps_the_daemons_words() {
+        let e = Error::token(
+            CkRv::TOKEN_NOT_PRESENT,
+            "handset 'phone' is not available to uid 1",
+        );
+        let advice = Advice::NoSuchHandset {
+            handset: "phone".into(),
+            known: Vec::new(),
+        };
+        let said = message(&Failure::advised(e, advice), None);
+        assert!(said[0].contains("not available to uid 1"), "{said:?}");
+        assert!(said[1].contains("access lists"), "{said:?}");
     }
 
     #[test]
