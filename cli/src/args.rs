@@ -188,8 +188,75 @@ Example:
     },
 
     /// Forget a handset's pinned key (root, or as polkit allows)
-    #[command(after_help = "Example:\n  sudo phonecsp --handset pixel unpair")]
-    Unpair,
+    #[command(after_help = "\
+The handset can be used again only after a new pairing, with a new code from the \
+phone. At a terminal you are asked to type the handset's name; elsewhere give --yes.
+
+Example:
+  sudo phonecsp --handset pixel unpair")]
+    Unpair {
+        #[command(flatten)]
+        yes: Yes,
+    },
+
+    /// Write shell completions or man pages, made from these definitions
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+/// `--yes`, for the steps that cannot be undone.
+#[derive(Args, Debug, Clone, Copy)]
+pub(crate) struct Yes {
+    /// Do it without asking (needed where there is no terminal to ask on)
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum GenerateCommand {
+    /// Print the completion script for a shell
+    #[command(
+        after_help = "Example:\n  phonecsp generate completions bash > /usr/share/bash-completion/completions/phonecsp"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (phonecsp.1, phonecsp-sign.1, ...) into a directory
+    #[command(after_help = "Example:\n  phonecsp generate man /usr/share/man/man1")]
+    Man {
+        /// The directory (made if missing)
+        dir: std::path::PathBuf,
+    },
+}
+
+impl Command {
+    /// The token the command is about, if it names one on the command line.
+    pub(crate) fn token(&self) -> Option<&str> {
+        match self {
+            Command::Objects { token }
+            | Command::Keygen { token, .. }
+            | Command::Pin(PinCommand::Change { token })
+            | Command::Cert(
+                CertCommand::Import { token, .. }
+                | CertCommand::Export { token, .. }
+                | CertCommand::SelfSign { token, .. }
+                | CertCommand::Delete { token, .. },
+            ) => Some(token),
+            Command::Sign(a) => Some(&a.token),
+            Command::Verify(a) => Some(&a.token),
+            Command::Decrypt(a) | Command::Encrypt(a) => Some(&a.token),
+            Command::Luks(l) => l.token(),
+            Command::Agent { .. }
+            | Command::Status
+            | Command::Handsets
+            | Command::Tokens
+            | Command::Random { .. }
+            | Command::Pair { .. }
+            | Command::Unpair { .. }
+            | Command::Generate(_) => None,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,13 +310,20 @@ pub(crate) enum CertCommand {
         days: u32,
     },
     /// Delete a certificate from a token (logs in first)
-    #[command(after_help = "Example:\n  phonecsp cert delete web --id 02")]
+    #[command(after_help = "\
+The certificate is gone for good. At a terminal you are asked first; elsewhere \
+give --yes.
+
+Example:
+  phonecsp cert delete web --id 02")]
     Delete {
         /// The token (container on the handset)
         token: String,
         /// The CKA_ID in hex
         #[arg(long, value_name = "HEX")]
         id: Id,
+        #[command(flatten)]
+        yes: Yes,
     },
 }
 

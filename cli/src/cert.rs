@@ -3,9 +3,12 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use phonecsp::Error;
+use phonecsp_protocol::CkRv;
 use phonecsp_protocol::ck::{cka, cko};
 use serde_json::json;
 
+use crate::confirm::{Confirm, confirm};
 use crate::failure::Failure;
 use crate::id::Id;
 use crate::output::{hex, print_json, read_input, say, write_output};
@@ -134,8 +137,32 @@ pub(crate) fn cert_export(
     write_output(out, &data, false)
 }
 
-pub(crate) fn cert_delete(cx: &Context, token: &str, id: &Id) -> Result<(), Failure> {
+pub(crate) fn cert_delete(cx: &Context, token: &str, id: &Id, yes: bool) -> Result<(), Failure> {
     let h = handset(cx)?;
+    // Ask about a certificate that is there, with its label.
+    let cert = cx
+        .client
+        .list_objects(&h, token)?
+        .into_iter()
+        .find(|o| o.class == cko::CERTIFICATE && o.id == id.0)
+        .ok_or_else(|| {
+            Error::token(
+                CkRv::OBJECT_HANDLE_INVALID,
+                format!("no certificate with id {} in {h}/{token}", hex(&id.0)),
+            )
+        })?;
+    let label = match cert.label.as_str() {
+        "" => String::new(),
+        l => format!(" ('{l}')"),
+    };
+    confirm(
+        &format!(
+            "delete the certificate {}{label} from {h}/{token}",
+            hex(&id.0)
+        ),
+        Confirm::YesNo,
+        yes,
+    )?;
     ensure_login(cx, &h, token)?;
     cx.client
         .delete_object(&h, token, cko::CERTIFICATE, &id.0)?;

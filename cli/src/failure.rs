@@ -1,5 +1,8 @@
 //! Why a command did not succeed, its exit code, and what is said about
-//! it on stderr (with a hint for the token errors people meet most).
+//! it on stderr: what happened, and on a second line what to do about it.
+//! The advice comes from the error's kind ([`hint`], [`bus_trouble`]) or
+//! from what the daemon told after the failure ([`Advice`], gathered by
+//! `explain.rs`). Exit codes are decided here and nowhere else.
 
 use std::io;
 use std::process::ExitCode;
@@ -18,6 +21,9 @@ pub(crate) enum Failure {
     Usage(String),
     /// Exit 3, 4 or 5 by kind.
     Client(Error),
+    /// A client error and what the daemon told after it: the exit code
+    /// of the error, with a message that names the fix.
+    Advised(Error, Box<Advice>),
 }
 
 impl From<Error> for Failure {
@@ -27,14 +33,283 @@ impl From<Error> for Failure {
 }
 
 impl Failure {
+    pub(crate) fn advised(e: Error, advice: Advice) -> Failure {
+        Failure::Advised(e, Box::new(advice))
+    }
+
     fn exit_code(&self) -> u8 {
         match self {
             Failure::Failed(_) | Failure::No => 1,
             Failure::Usage(_) => 2,
-            Failure::Client(Error::Bus(_)) => 3,
-            Failure::Client(Error::Token { .. }) => 4,
-            Failure::Client(Error::Untrusted { .. }) => 5,
+            Failure::Client(e) | Failure::Advised(e, _) => match e {
+                Error::Bus(_) => 3,
+                Error::Token { .. } => 4,
+                Error::Untrusted { .. } => 5,
+            },
         }
+    }
+}
+
+/// What is true after a failure, found by asking the daemon, each with
+/// its fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Advice {
+    /// No handset of that name is configured (or the caller may use none
+    /// of its tokens: the daemon does not tell the two apart).
+    NoSuchHandset { handset: String, known: Vec<String> },
+    /// The handset has no such token that the caller may use.
+    NoSuchToken {
+        handset: String,
+        token: String,
+        /// The tokens the caller can see on that handset.
+        known: Vec<String>,
+        connected: bool,
+    },
+    /// The handset is not connected. `maybe_unpaired`: the caller cannot
+    /// tell away from unpaired (only root sees the pinned keys).
+    Away {
+        handset: String,
+        maybe_unpaired: bool,
+    },
+    /// The handset has no pinned key: it must be paired.
+    Unpaired { handset: String },
+    /// A wrong PIN, and what the token says now.
+    WrongPin {
+        handset: String,
+        token: String,
+        retries_left: u32,
+        locked: bool,
+    },
+    /// A PIN of a length the token does not take.
+    PinLength {
+        handset: String,
+        token: String,
+        min: u32,
+        max: u32,
+    },
+}
+
+/// "a, b, c".
+fn list(names: &[String]) -> String {
+    names.join(", ")
+}
+
+const PAIRING: &str = "on the phone run `phonecsp-handset pair --authorise CONTAINER`, \
+     then here `sudo phonecsp --handset {h} pair` and type the code it shows";
+
+const BRING_IT: &str = "bring the phone near (in Bluetooth range, or its cable plugged in), \
+     start `phonecsp-handset serve --rfcomm` (or `--serial`) on it, and check that \
+     `phonecsp handsets` shows it connected";
+
+impl Advice {
+    /// What happened, and what to do.
+    pub(crate) fn lines(&self) -> (String, String) {
+        match self {
+            Advice::NoSuchHandset { handset, known } => (
+                format!("no handset '{handset}' is configured (or none of its tokens is yours)"),
+                match known.as_slice() {
+                    [] => "no handset is available to you: see the [[handset]] tables and the \
+                           access lists in /etc/phonecsp/phonecspd.toml"
+                        .into(),
+                    k => format!(
+                        "the handsets you can use: {} (choose with --handset NAME)",
+                        list(k)
+                    ),
+                },
+            ),
+            Advice::NoSuchToken {
+                handset,
+                token,
+                known,
+                connected,
+            } => (
+                format!("{handset} has no token '{token}' that you may use"),
+                match (known.as_slice(), connected) {
+                    ([], true) => format!(
+                        "you may use no token on {handset}: the phone's owner authorises \
+                         this computer for a container with `phonecsp-handset hosts authorise`"
+                    ),
+                    ([], false) => format!(
+                        "{handset} is not connected, and no token of it is known here: \
+                         see `phonecsp handsets`"
+                    ),
+                    (k, _) => format!(
+                        "the tokens you can use on {handset}: {} (`phonecsp tokens`)",
+                        list(k)
+                    ),
+                },
+            ),
+            Advice::Away {
+                handset,
+                maybe_unpaired,
+            } => {
+                let mut fix = BRING_IT.to_owned();
+                if *maybe_unpaired {
+                    fix.push_str(&format!(
+                        "; if it never connects it may not be paired: {}",
+                        PAIRING.replace("{h}", handset)
+                    ));
+                }
+                (format!("handset '{handset}' is away (not connected)"), fix)
+            }
+            Advice::Unpaired { handset } => (
+                format!("handset '{handset}' is not paired with this computer"),
+                format!("pair it: {}", PAIRING.replace("{h}", handset)),
+            ),
+            Advice::WrongPin {
+                handset,
+                token,
+                retries_left,
+                locked,
+            } => match (locked, retries_left) {
+                (true, _) | (_, 0) => (
+                    format!("wrong PIN for {handset}/{token}: the token is now locked"),
+                    LOCKED.into(),
+                ),
+                (false, n) => (
+                    format!(
+                        "wrong PIN for {handset}/{token}: {n} {} left before it locks",
+                        if *n == 1 { "try" } else { "tries" }
+                    ),
+                    "type it again carefully; PHONECSP_PIN, if set, holds the wrong one".into(),
+                ),
+            },
+            Advice::PinLength {
+                handset,
+                token,
+                min,
+                max,
+            } => (
+                format!("a PIN of {handset}/{token} has {min} to {max} bytes"),
+                format!("choose a new PIN of {min} to {max} characters (bytes, for non-ASCII)"),
+            ),
+        }
+    }
+}
+
+/// A locked container today: its keys are sealed under the PIN, and
+/// nothing resets the counter.
+const LOCKED: &str = "nothing unlocks a locked container: its keys cannot be used again. \
+    The phone's owner deletes it and makes a new one (`phonecsp-handset container delete`, \
+    `container create`, new keys); a disk enrolled to it opens with another keyslot";
+
+/// Why the daemon could not be reached: each kind has its own fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BusTrouble {
+    /// The bus answers, but nobody owns the daemon's name and the bus
+    /// cannot start it (`ServiceUnknown`, `NameHasNoOwner`).
+    NotRunning,
+    /// The bus tried to start the daemon (D-Bus activation) and failed.
+    FailedToStart,
+    /// The bus itself cannot be reached.
+    NoBus,
+    /// Anything else: said as it is.
+    Other,
+}
+
+/// The kind of a bus failure.
+pub(crate) fn bus_trouble(e: &zbus::Error) -> BusTrouble {
+    use zbus::fdo::Error as Fdo;
+    match e {
+        zbus::Error::FDO(f) => match f.as_ref() {
+            Fdo::ServiceUnknown(_) | Fdo::NameHasNoOwner(_) => BusTrouble::NotRunning,
+            Fdo::SpawnExecFailed(_)
+            | Fdo::SpawnForkFailed(_)
+            | Fdo::SpawnChildExited(_)
+            | Fdo::SpawnChildSignaled(_)
+            | Fdo::SpawnFailed(_)
+            | Fdo::SpawnFailedToSetup(_)
+            | Fdo::SpawnConfigInvalid(_)
+            | Fdo::SpawnServiceNotValid(_)
+            | Fdo::SpawnServiceNotFound(_)
+            | Fdo::SpawnPermissionsInvalid(_)
+            | Fdo::SpawnFileInvalid(_)
+            | Fdo::SpawnNoMemory(_) => BusTrouble::FailedToStart,
+            _ => BusTrouble::Other,
+        },
+        // Activation through systemd (SystemdService=) that failed.
+        zbus::Error::MethodError(name, ..)
+            if name.as_str().starts_with("org.freedesktop.systemd1.") =>
+        {
+            BusTrouble::FailedToStart
+        }
+        zbus::Error::Connection(..) | zbus::Error::Address(_) => BusTrouble::NoBus,
+        _ => BusTrouble::Other,
+    }
+}
+
+/// The D-Bus error name of `e`, to say along with the advice.
+fn bus_error_name(e: &zbus::Error) -> Option<String> {
+    use zbus::DBusError;
+    match e {
+        zbus::Error::FDO(f) => Some(f.name().to_string()),
+        zbus::Error::MethodError(name, ..) => Some(name.to_string()),
+        _ => None,
+    }
+}
+
+/// What to say about a bus failure on `bus`: what happened, and what to do.
+pub(crate) fn bus_lines(e: &zbus::Error, bus: Option<&Bus>) -> (String, Option<String>) {
+    let on = match bus {
+        Some(Bus::Address(a)) => format!("on the bus at {a}"),
+        Some(b) => format!("on the {b} bus"),
+        None => "on its bus".into(),
+    };
+    let name = bus_error_name(e)
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    match (bus_trouble(e), bus) {
+        (BusTrouble::NotRunning, Some(Bus::System)) => (
+            format!("phonecspd is not running {on}{name}"),
+            Some(
+                "start it with `sudo systemctl start phonecspd` (`systemctl status phonecspd` \
+                 says why it stopped; if the unit is unknown, install phonecsp first: \
+                 `sudo scripts/install`); a daemon on another bus is chosen with --bus or \
+                 PHONECSP_BUS"
+                    .into(),
+            ),
+        ),
+        (BusTrouble::NotRunning, Some(Bus::Session)) => (
+            format!("phonecspd is not running {on}{name}"),
+            Some(
+                "the installed phonecspd serves the system bus: leave out --bus session (and \
+                 unset PHONECSP_BUS) to use it, or run one on this bus: \
+                 `phonecspd --bus session --config FILE`"
+                    .into(),
+            ),
+        ),
+        (BusTrouble::NotRunning, Some(Bus::Address(a))) => (
+            format!("phonecspd is not running {on}{name}"),
+            Some(format!(
+                "start one there with `phonecspd --bus {a} --config FILE`, or leave out --bus \
+                 (and unset PHONECSP_BUS) to use the system bus, where the installed phonecspd runs"
+            )),
+        ),
+        (BusTrouble::FailedToStart, _) => (
+            format!("the bus could not start phonecspd {on}{name}: {e}"),
+            Some(
+                "see why with `journalctl -u phonecspd`; `phonecspd --check` checks \
+                 /etc/phonecsp/phonecspd.toml"
+                    .into(),
+            ),
+        ),
+        (BusTrouble::NoBus, Some(Bus::System)) => (
+            format!("cannot reach the system bus: {e}"),
+            Some("is D-Bus running? `systemctl status dbus`".into()),
+        ),
+        (BusTrouble::NoBus, Some(Bus::Session)) => (
+            format!("cannot reach a session bus: {e}"),
+            Some(
+                "the installed phonecspd serves the system bus: leave out --bus session (and \
+                 unset PHONECSP_BUS)"
+                    .into(),
+            ),
+        ),
+        (BusTrouble::NoBus, Some(Bus::Address(a))) => (
+            format!("cannot reach the bus at {a}: {e}"),
+            Some("check --bus or PHONECSP_BUS: nothing answers at that address".into()),
+        ),
+        _ => (format!("cannot use the phonecsp daemon {on}: {e}"), None),
     }
 }
 
@@ -42,47 +317,58 @@ pub(crate) fn io_failure(what: &str, e: io::Error) -> Failure {
     Failure::Failed(format!("{what}: {e}"))
 }
 
-pub(crate) fn report(f: &Failure, bus: Option<&Bus>) -> ExitCode {
+/// The lines said about `f` on stderr, without the `phonecsp: ` prefix.
+pub(crate) fn message(f: &Failure, bus: Option<&Bus>) -> Vec<String> {
     match f {
-        Failure::No => {}
-        Failure::Failed(m) | Failure::Usage(m) => eprintln!("phonecsp: {m}"),
-        Failure::Client(Error::Bus(e)) => {
-            let on = match bus {
-                Some(Bus::Address(a)) => format!(" at {a}"),
-                Some(b) => format!(" on the {b} bus"),
-                None => String::new(),
+        Failure::No => Vec::new(),
+        Failure::Failed(m) | Failure::Usage(m) => vec![m.clone()],
+        Failure::Client(Error::Bus(e)) | Failure::Advised(Error::Bus(e), _) => {
+            let (what, fix) = bus_lines(e, bus);
+            std::iter::once(what).chain(fix).collect()
+        }
+        Failure::Advised(e, advice) => {
+            let (what, fix) = advice.lines();
+            let what = match advice.as_ref() {
+                // Only the daemon can tell a handset not configured from
+                // one this caller may not use: its words, then the fix.
+                Advice::NoSuchHandset { .. } => e.to_string(),
+                _ => format!("{what} ({})", e.rv().name()),
             };
-            eprintln!("phonecsp: cannot use the phonecsp daemon{on}: {e}");
+            vec![what, fix]
         }
         Failure::Client(e @ Error::Token { rv, .. }) => {
             let pin_given = std::env::var_os(crate::secret::ENV_PIN).is_some();
-            match hint(*rv, pin_given) {
-                Some(h) => eprintln!("phonecsp: {e}\nphonecsp: {h}"),
-                None => eprintln!("phonecsp: {e}"),
-            }
+            std::iter::once(e.to_string())
+                .chain(hint(*rv, pin_given).map(str::to_owned))
+                .collect()
         }
-        Failure::Client(e @ Error::Untrusted { .. }) => {
-            eprintln!("phonecsp: {e}");
-            eprintln!(
-                "phonecsp: if the daemon really runs as that user, set PHONECSP_DAEMON_USER to it"
-            );
-        }
+        Failure::Client(e @ Error::Untrusted { .. }) => vec![
+            e.to_string(),
+            "if the daemon really runs as that user, set PHONECSP_DAEMON_USER to it".into(),
+        ],
+    }
+}
+
+pub(crate) fn report(f: &Failure, bus: Option<&Bus>) -> ExitCode {
+    for line in message(f, bus) {
+        eprintln!("phonecsp: {line}");
     }
     ExitCode::from(f.exit_code())
 }
 
-/// What a person can do about the CK_RVs people meet most.
-/// What to do about `rv`. `pin_given`: `PHONECSP_PIN` was set, so a
-/// "not logged in" means a login that was lost, not one never made.
+/// What to do about the CK_RVs people meet most, when nothing more was
+/// found out. `pin_given`: `PHONECSP_PIN` was set, so a "not logged in"
+/// means a login that was lost, not one never made.
 pub(crate) fn hint(rv: CkRv, pin_given: bool) -> Option<&'static str> {
     Some(match rv {
         CkRv::PIN_INCORRECT => {
             "wrong PIN: the token counts the failures and locks itself at its limit"
         }
-        CkRv::PIN_LOCKED => "the token is locked after too many wrong PINs: unlock it on the phone",
-        CkRv::PIN_LEN_RANGE => "the new PIN is too short or too long for this token",
-        CkRv::TOKEN_NOT_PRESENT | CkRv::DEVICE_REMOVED => {
-            "the handset or the token is not there: see `phonecsp status` and `phonecsp tokens`"
+        CkRv::PIN_LOCKED => LOCKED,
+        CkRv::PIN_LEN_RANGE => "the PIN is too short or too long for this token",
+        CkRv::DEVICE_REMOVED => BRING_IT,
+        CkRv::TOKEN_NOT_PRESENT => {
+            "the handset or the token is not there: see `phonecsp handsets` and `phonecsp tokens`"
         }
         CkRv::KEY_HANDLE_INVALID | CkRv::OBJECT_HANDLE_INVALID => {
             "no object with that id: see `phonecsp objects TOKEN`"
@@ -121,6 +407,15 @@ mod tests {
             .exit_code(),
             5
         );
+        // Advice changes the message, never the exit code.
+        let away = Advice::Away {
+            handset: "phone".into(),
+            maybe_unpaired: false,
+        };
+        assert_eq!(
+            Failure::advised(Error::from(CkRv::DEVICE_REMOVED), away).exit_code(),
+            4
+        );
     }
 
     #[test]
@@ -130,5 +425,139 @@ mod tests {
         let lost = hint(CkRv::USER_NOT_LOGGED_IN, true).unwrap();
         assert!(!lost.contains("set PHONECSP_PIN"), "{lost}");
         assert!(lost.contains("try again"), "{lost}");
+    }
+
+    fn unknown() -> zbus::Error {
+        zbus::Error::FDO(Box::new(zbus::fdo::Error::ServiceUnknown(
+            "The name org.phonecsp.CryptoProvider1 was not provided by any .service files".into(),
+        )))
+    }
+
+    fn said(e: &zbus::Error, bus: &Bus) -> String {
+        message(&Failure::Client(Error::Bus(e.clone())), Some(bus)).join("\n")
+    }
+
+    /// The system bus is where the installed daemon runs (its unit); the
+    /// others are where someone started one by hand.
+    #[test]
+    fn a_daemon_not_running_is_told_how_to_start_it_on_its_bus() {
+        let owner = zbus::Error::FDO(Box::new(zbus::fdo::Error::NameHasNoOwner(
+            "Could not get owner of name 'org.phonecsp.CryptoProvider1': no such name".into(),
+        )));
+        for e in [unknown(), owner] {
+            assert_eq!(bus_trouble(&e), BusTrouble::NotRunning);
+            let system = said(&e, &Bus::System);
+            assert!(
+                system.contains("phonecspd is not running on the system bus"),
+                "{system}"
+            );
+            assert!(system.contains("systemctl start phonecspd"), "{system}");
+            let session = said(&e, &Bus::Session);
+            assert!(
+                session.contains("not running on the session bus"),
+                "{session}"
+            );
+            assert!(
+                session.contains("phonecspd --bus session --config"),
+                "{session}"
+            );
+            assert!(session.contains("system bus"), "{session}");
+            let private = said(&e, &Bus::Address("unix:path=/tmp/b".into()));
+            assert!(
+                private.contains("phonecspd --bus unix:path=/tmp/b --config FILE"),
+                "{private}"
+            );
+            assert!(!private.contains("ServiceUnknown: The name"), "{private}");
+        }
+        let spawn = zbus::Error::FDO(Box::new(zbus::fdo::Error::SpawnChildExited(
+            "exited with status 78".into(),
+        )));
+        assert_eq!(bus_trouble(&spawn), BusTrouble::FailedToStart);
+        assert!(said(&spawn, &Bus::System).contains("journalctl -u phonecspd"));
+        let other = zbus::Error::Unsupported;
+        assert_eq!(bus_trouble(&other), BusTrouble::Other);
+        assert!(said(&other, &Bus::System).starts_with("cannot use the phonecsp daemon"));
+    }
+
+    #[test]
+    fn a_handset_refused_keeps_the_daemons_words() {
+        let e = Error::token(
+            CkRv::TOKEN_NOT_PRESENT,
+            "handset 'phone' is not available to uid 1",
+        );
+        let advice = Advice::NoSuchHandset {
+            handset: "phone".into(),
+            known: Vec::new(),
+        };
+        let said = message(&Failure::advised(e, advice), None);
+        assert!(said[0].contains("not available to uid 1"), "{said:?}");
+        assert!(said[1].contains("access lists"), "{said:?}");
+    }
+
+    #[test]
+    fn advice_names_the_fix() {
+        let text = |a: Advice| {
+            let (what, fix) = a.lines();
+            format!("{what}\n{fix}")
+        };
+        let t = text(Advice::NoSuchToken {
+            handset: "phone".into(),
+            token: "shh".into(),
+            known: vec!["ssh".into(), "disk".into()],
+            connected: true,
+        });
+        assert!(
+            t.contains("no token 'shh'") && t.contains("ssh, disk"),
+            "{t}"
+        );
+        let t = text(Advice::NoSuchHandset {
+            handset: "pixel".into(),
+            known: vec!["phone".into()],
+        });
+        assert!(
+            t.contains("no handset 'pixel'") && t.contains(": phone"),
+            "{t}"
+        );
+        let t = text(Advice::WrongPin {
+            handset: "phone".into(),
+            token: "ssh".into(),
+            retries_left: 1,
+            locked: false,
+        });
+        assert!(t.contains("1 try left"), "{t}");
+        let t = text(Advice::WrongPin {
+            handset: "phone".into(),
+            token: "ssh".into(),
+            retries_left: 0,
+            locked: true,
+        });
+        assert!(
+            t.contains("now locked") && t.contains("container delete"),
+            "{t}"
+        );
+        let t = text(Advice::PinLength {
+            handset: "phone".into(),
+            token: "ssh".into(),
+            min: 4,
+            max: 64,
+        });
+        assert!(t.contains("4 to 64"), "{t}");
+        let t = text(Advice::Unpaired {
+            handset: "phone".into(),
+        });
+        assert!(t.contains("sudo phonecsp --handset phone pair"), "{t}");
+        assert!(
+            !t.contains("--code"),
+            "the code is not put on a command line: {t}"
+        );
+        let t = text(Advice::Away {
+            handset: "phone".into(),
+            maybe_unpaired: true,
+        });
+        assert!(
+            t.contains("phonecsp-handset serve") && t.contains("phonecsp handsets"),
+            "{t}"
+        );
+        assert!(t.contains("pair"), "{t}");
     }
 }

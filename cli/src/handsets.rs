@@ -4,6 +4,8 @@
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use crate::confirm::{Confirm, confirm};
+use crate::explain;
 use crate::failure::Failure;
 use crate::output::{print_json, print_text, render_table, say, say_list};
 use crate::secret::{ENV_PAIRING_CODE, get_secret};
@@ -125,8 +127,18 @@ pub(crate) fn pair(cx: &Context, code: Option<String>) -> Result<(), Failure> {
     )
 }
 
-pub(crate) fn unpair(cx: &Context) -> Result<(), Failure> {
+pub(crate) fn unpair(cx: &Context, yes: bool) -> Result<(), Failure> {
     let h = handset(cx)?;
+    // Only a handset there can be unpaired: no question about a typo.
+    let handsets = cx.client.list_handsets()?;
+    if !handsets.iter().any(|s| s.name == h) {
+        return Err(explain::no_such_handset(&h, &handsets));
+    }
+    confirm(
+        &format!("unpair {h} (pairing again needs a new code from the phone)"),
+        Confirm::TypeName(&h),
+        yes,
+    )?;
     cx.client.unpair(&h)?;
     say(
         cx,

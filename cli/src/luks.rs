@@ -10,6 +10,8 @@ use phonecsp_luks::{
 };
 use serde_json::json;
 
+use crate::args::Yes;
+use crate::confirm::{Confirm, confirm};
 use crate::failure::Failure;
 use crate::id::Id;
 use crate::output::{print_json, print_text, render_table};
@@ -117,9 +119,22 @@ pub struct RewrapArgs {
     /// Write the new wrapped key to this file instead of a LUKS2 token
     #[arg(long, value_name = "PATH")]
     wrapped_file: Option<PathBuf>,
-    /// Remove the old token once the new one is stored
+    /// Remove the old token once the new one is stored (asks first at a
+    /// terminal; elsewhere give --yes)
     #[arg(long, conflicts_with = "from_file")]
     replace: bool,
+    #[command(flatten)]
+    yes: Yes,
+}
+
+impl LuksCommand {
+    /// The token (container) the command names, if it names one.
+    pub(crate) fn token(&self) -> Option<&str> {
+        match self {
+            LuksCommand::Enroll(a) => Some(&a.token),
+            LuksCommand::Rewrap(_) | LuksCommand::List { .. } => None,
+        }
+    }
 }
 
 fn failure(e: LuksError) -> Failure {
@@ -261,6 +276,20 @@ fn rewrap(cx: &Context, a: &RewrapArgs) -> Result<(), Failure> {
             return Err(Failure::Usage("give --to-token or --to-public-key".into()));
         }
     };
+    if a.replace
+        && let Some(old) = old_id
+    {
+        // Asked before anything is done, so that a "no" changes nothing.
+        confirm(
+            &format!(
+                "remove the token {old} of {} (the key wrapped to {}) once its key is re-wrapped",
+                a.device.display(),
+                from.describe()
+            ),
+            Confirm::YesNo,
+            a.yes.yes,
+        )?;
+    }
     ensure_login(cx, &src.handset, &src.container)?;
     let new = luks::rewrap(&cx.client, &from, &to).map_err(failure)?;
     let cs = Cryptsetup::from_env();

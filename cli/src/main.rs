@@ -10,8 +10,11 @@
 mod agent;
 mod args;
 mod cert;
+mod confirm;
 mod crypto;
+mod explain;
 mod failure;
+mod generate;
 mod handsets;
 mod id;
 mod keys;
@@ -35,6 +38,13 @@ use session::Context;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Made from the definitions alone: no daemon needed.
+    if let Command::Generate(g) = &cli.command {
+        return match generate::run(g) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => report(&f, None),
+        };
+    }
     let bus = match cli.bus.clone().map(Ok).unwrap_or_else(Bus::from_env) {
         Ok(b) => b,
         Err(e) => return report(&Failure::Usage(format!("PHONECSP_BUS: {e}")), None),
@@ -62,45 +72,53 @@ fn run(cli: Cli, bus: &Bus) -> Result<(), Failure> {
         json: cli.json,
         handset: cli.handset,
     };
-    match cli.command {
+    let token = cli.command.token().map(str::to_owned);
+    dispatch(&cx, cli.command).map_err(|f| explain::after(&cx, token.as_deref(), f))
+}
+
+fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
+    match command {
         Command::Agent { .. } => Ok(()),
-        Command::Status => handsets::status(&cx),
-        Command::Handsets => handsets::handsets(&cx),
-        Command::Tokens => tokens::tokens(&cx),
-        Command::Objects { token } => tokens::objects(&cx, &token),
-        Command::Sign(a) => crypto::sign(&cx, &a),
-        Command::Verify(a) => crypto::verify(&cx, &a),
-        Command::Decrypt(a) => crypto::crypt(&cx, &a, true),
-        Command::Encrypt(a) => crypto::crypt(&cx, &a, false),
-        Command::Random { length, hex } => random::random(&cx, length, hex),
+        Command::Status => handsets::status(cx),
+        Command::Handsets => handsets::handsets(cx),
+        Command::Tokens => tokens::tokens(cx),
+        Command::Objects { token } => tokens::objects(cx, &token),
+        Command::Sign(a) => crypto::sign(cx, &a),
+        Command::Verify(a) => crypto::verify(cx, &a),
+        Command::Decrypt(a) => crypto::crypt(cx, &a, true),
+        Command::Encrypt(a) => crypto::crypt(cx, &a, false),
+        Command::Random { length, hex } => random::random(cx, length, hex),
         Command::Keygen {
             token,
             bits,
             id,
             label,
-        } => keys::keygen(&cx, &token, bits, id, &label),
+        } => keys::keygen(cx, &token, bits, id, &label),
         Command::Cert(CertCommand::Import {
             token,
             id,
             label,
             file,
-        }) => cert::cert_import(&cx, &token, &id, &label, &file),
+        }) => cert::cert_import(cx, &token, &id, &label, &file),
         Command::Cert(CertCommand::Export {
             token,
             id,
             out,
             pem,
-        }) => cert::cert_export(&cx, &token, &id, &out, pem),
-        Command::Cert(CertCommand::Delete { token, id }) => cert::cert_delete(&cx, &token, &id),
+        }) => cert::cert_export(cx, &token, &id, &out, pem),
+        Command::Cert(CertCommand::Delete { token, id, yes }) => {
+            cert::cert_delete(cx, &token, &id, yes.yes)
+        }
         Command::Cert(CertCommand::SelfSign {
             token,
             id,
             subject,
             days,
-        }) => cert::cert_self_sign(&cx, &token, &id, subject.as_deref(), days),
-        Command::Pin(PinCommand::Change { token }) => tokens::pin_change(&cx, &token),
-        Command::Luks(c) => luks::run(&cx, &c),
-        Command::Pair { code } => handsets::pair(&cx, code),
-        Command::Unpair => handsets::unpair(&cx),
+        }) => cert::cert_self_sign(cx, &token, &id, subject.as_deref(), days),
+        Command::Pin(PinCommand::Change { token }) => tokens::pin_change(cx, &token),
+        Command::Luks(c) => luks::run(cx, &c),
+        Command::Pair { code } => handsets::pair(cx, code),
+        Command::Unpair { yes } => handsets::unpair(cx, yes.yes),
+        Command::Generate(g) => generate::run(&g),
     }
 }

@@ -7,6 +7,7 @@ use phonecsp::blocking::Client;
 use phonecsp_protocol::CkRv;
 use phonecsp_protocol::message::token_flags;
 
+use crate::explain::pin_failure;
 use crate::failure::Failure;
 use crate::secret::{ENV_PIN, get_secret};
 
@@ -58,13 +59,16 @@ pub(crate) fn ensure_login(cx: &Context, handset: &str, token: &str) -> Result<(
     cx.client.check_daemon()?;
     if info.flags & token_flags::PROTECTED_PATH != 0 {
         eprintln!("phonecsp: enter the PIN of {handset}/{token} on the phone");
-        cx.client.login(handset, token, &[])?;
-        return Ok(());
+        return cx
+            .client
+            .login(handset, token, &[])
+            .map_err(|e| pin_failure(cx, handset, token, e));
     }
     if info.flags & token_flags::PIN_FINAL_TRY != 0 && std::env::var_os(ENV_PIN).is_none() {
         eprintln!("phonecsp: warning: one more wrong PIN locks {handset}/{token}");
     }
     let pin = get_secret(ENV_PIN, &format!("PIN for {handset}/{token}: "))?;
-    cx.client.login(handset, token, &pin)?;
-    Ok(())
+    cx.client
+        .login(handset, token, &pin)
+        .map_err(|e| pin_failure(cx, handset, token, e))
 }

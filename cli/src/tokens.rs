@@ -1,13 +1,18 @@
 //! `phonecsp tokens`, `objects` and `pin change`: the containers on the
 //! handsets, what is in them, and their PINs.
 
+use phonecsp::TokenEntry;
 use serde_json::json;
 
+use crate::explain::{self, pin_failure};
 use crate::failure::Failure;
 use crate::output::{class_name, flag_names, hex, say, say_list};
 use crate::secret::{ENV_NEW_PIN, ENV_PIN, get_secret, secret_from_env};
 use crate::session::{Context, handset};
 
+/// `phonecsp tokens`. With `--handset`, a handset that is not there, not
+/// connected or not paired is a failure with its reason, not an empty
+/// table (the tokens remembered of a handset that is away are shown first).
 pub(crate) fn tokens(cx: &Context) -> Result<(), Failure> {
     let list: Vec<_> = cx
         .client
@@ -15,9 +20,39 @@ pub(crate) fn tokens(cx: &Context) -> Result<(), Failure> {
         .into_iter()
         .filter(|t| cx.handset.as_ref().is_none_or(|h| *h == t.handset))
         .collect();
+    let absent = match &cx.handset {
+        Some(h) => {
+            let handsets = cx.client.list_handsets()?;
+            match handsets.iter().find(|s| s.name == *h) {
+                None => return Err(explain::no_such_handset(h, &handsets)),
+                Some(s) if !s.connected => Some(explain::not_connected(s)),
+                Some(_) => None,
+            }
+        }
+        None => None,
+    };
+    if let Some((e, advice)) = absent {
+        if !list.is_empty() {
+            table(cx, &list)?;
+        }
+        return Err(Failure::advised(e, advice));
+    }
+    if list.is_empty() && !cx.json {
+        eprintln!(
+            "phonecsp: no token is available to you{}: see `phonecsp handsets`",
+            cx.handset
+                .as_ref()
+                .map(|h| format!(" on {h}"))
+                .unwrap_or_default()
+        );
+    }
+    table(cx, &list)
+}
+
+fn table(cx: &Context, list: &[TokenEntry]) -> Result<(), Failure> {
     say_list(
         cx,
-        &list,
+        list,
         &["HANDSET", "TOKEN", "FLAGS"],
         |t| {
             json!({
@@ -66,7 +101,9 @@ pub(crate) fn pin_change(cx: &Context, token: &str) -> Result<(), Failure> {
             a
         }
     };
-    cx.client.change_pin(&h, token, &old, &new)?;
+    cx.client
+        .change_pin(&h, token, &old, &new)
+        .map_err(|e| pin_failure(cx, &h, token, e))?;
     say(
         cx,
         json!({ "handset": h, "token": token, "changed": true }),

@@ -809,7 +809,19 @@ impl Provider {
                     Ok(list) => {
                         let seen: Vec<_> = list.into_iter().map(|t| (t.name, t.flags)).collect();
                         i.known.remember(link.name(), seen.clone());
-                        seen
+                        // The handset's LOGGED_IN is its session's, shared by
+                        // every caller: say it only to a caller logged in.
+                        use phonecsp_protocol::message::token_flags::LOGGED_IN;
+                        let generation = link.generation();
+                        seen.into_iter()
+                            .map(|(name, flags)| {
+                                let mine = generation.is_some_and(|g| {
+                                    i.logins.logged_in(&c.name, link.name(), &name, g)
+                                });
+                                let flags = flags & !LOGGED_IN | if mine { LOGGED_IN } else { 0 };
+                                (name, flags)
+                            })
+                            .collect()
                     }
                     Err(e) => {
                         log::debug!("listing tokens of '{}': {e}", link.name());

@@ -76,8 +76,14 @@ enum ContainerCmd {
     },
     /// List containers.
     List,
-    /// Delete a container and all its keys.
-    Delete { name: String },
+    /// Delete a container and all its keys, for good. At a terminal you are
+    /// asked to type its name; elsewhere give --yes.
+    Delete {
+        name: String,
+        /// Delete without asking (needed where there is no terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Set the approval policy.
     Policy { name: String, policy: PolicyArg },
     /// Where the PIN is typed: on the computer (`host`), or here on the
@@ -133,10 +139,14 @@ enum HostsCmd {
     List,
     /// Authorise a computer (name or fingerprint) for a container.
     Authorise { host: String, container: String },
-    /// Revoke a computer's access to one container, or unpair it entirely.
+    /// Revoke a computer's access to one container, or unpair it entirely
+    /// (without CONTAINER: asked first at a terminal; elsewhere give --yes).
     Revoke {
         host: String,
         container: Option<String>,
+        /// Unpair without asking (needed where there is no terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -242,6 +252,49 @@ fn state_dir(cli: &Option<PathBuf>) -> PathBuf {
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
     Path::new(&home).join(".local/share/phonecsp-handset")
+}
+
+/// Asks before `what`, which cannot be undone: at a terminal `name` must be
+/// typed back; `yes` skips the question; without a terminal (stdin) and
+/// without `yes` it is refused.
+fn confirm(what: &str, name: &str, yes: bool) -> Res {
+    use std::io::{BufRead, IsTerminal};
+    if yes {
+        return Ok(());
+    }
+    // An empty name would be confirmed by a bare Enter.
+    let name = if name.trim().is_empty() { "yes" } else { name };
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "refusing to {what} without confirmation: it cannot be undone, and stdin is not a \
+             terminal to ask on; pass --yes to go ahead"
+        )
+        .into());
+    }
+    eprint!("about to {what}; this cannot be undone.\nType '{name}' to confirm: ");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() == name {
+        Ok(())
+    } else {
+        Err(format!("not confirmed: did not {what}").into())
+    }
+}
+
+/// A new PIN: from `var`, else typed twice at the terminal, the two the same.
+fn read_new_secret(
+    var: &str,
+    prompt: &str,
+) -> Result<Zeroizing<Vec<u8>>, Box<dyn std::error::Error>> {
+    if std::env::var_os(var).is_some() {
+        return read_secret(var, prompt);
+    }
+    let first = read_secret(var, prompt)?;
+    let again = read_secret(var, &format!("{prompt} again"))?;
+    if first != again {
+        return Err("the two PINs typed differ; nothing was changed".into());
+    }
+    Ok(first)
 }
 
 /// Reads a secret from `var` or, failing that, the terminal without echo.
@@ -354,7 +407,7 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
             kdf_memory,
             kdf_time,
         } => {
-            let pin = read_secret("PHONECSP_PIN", "PIN for the new container")?;
+            let pin = read_new_secret("PHONECSP_PIN", "PIN for the new container")?;
             let mut kdf = KdfParams::DEFAULT;
             if let Some(m) = kdf_memory {
                 kdf.m_kib = m;
@@ -386,7 +439,18 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
                 );
             }
         }
-        ContainerCmd::Delete { name } => {
+        ContainerCmd::Delete { name, yes } => {
+            // A name that is not there is said as such, not asked about.
+            let c = store.load_container(&name)?;
+            confirm(
+                &format!(
+                    "delete the container '{name}' and its {} keys and {} certificates",
+                    c.keys().len(),
+                    c.certs().len()
+                ),
+                &name,
+                yes,
+            )?;
             store.delete_container(&name)?;
             println!("deleted container '{name}'");
         }
@@ -405,7 +469,7 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
         }
         ContainerCmd::ChangePin { name } => {
             let old = read_secret("PHONECSP_PIN", "Current PIN")?;
-            let new = read_secret("PHONECSP_NEW_PIN", "New PIN")?;
+            let new = read_new_secret("PHONECSP_NEW_PIN", "New PIN")?;
             let mut c = store.load_container(&name)?;
             c.change_pin(store, &old, &new)?;
             println!("PIN changed for '{name}'");
@@ -495,13 +559,25 @@ fn hosts(store: &Store, h: HostsCmd) -> Res {
                 hosts.hosts[i].containers.push(container);
             }
         }
-        HostsCmd::Revoke { host, container } => {
+        HostsCmd::Revoke {
+            host,
+            container,
+            yes,
+        } => {
             let i = hosts
                 .find_by_name_or_fingerprint(&host)
                 .ok_or_else(|| format!("no paired host '{host}'"))?;
             match container {
                 Some(c) => hosts.hosts[i].containers.retain(|x| *x != c),
                 None => {
+                    let name = hosts.hosts[i].name.clone();
+                    confirm(
+                        &format!(
+                            "unpair the computer '{name}' (it needs a new pairing code to come back)"
+                        ),
+                        &name,
+                        yes,
+                    )?;
                     hosts.hosts.remove(i);
                 }
             }

@@ -77,7 +77,9 @@ impl Dbus {
         if let Some(c) = g.as_ref() {
             return Ok(c.clone());
         }
-        let bus = Bus::from_env().map_err(|_| phonecsp::Error::from(CkRv::GENERAL_ERROR))?;
+        let bus = Bus::from_env().map_err(|e| {
+            phonecsp::Error::token(CkRv::GENERAL_ERROR, format!("PHONECSP_BUS: {e}"))
+        })?;
         let c = Client::connect_with(&bus, ClientOptions::default())?;
         *g = Some(c.clone());
         Ok(c)

@@ -11,11 +11,13 @@
 //! `slot_id` the slot IDs; `session_objects` the objects kept for the
 //! application; `symmetric`
 //! the bulk ciphers of session secret keys; `objects` the attributes; `mechanisms` the mechanism table; `error` the module's own
-//! failures, whose `CK_RV` mapping defers to the client library's.
+//! failures, whose `CK_RV` mapping defers to the client library's;
+//! `journal` why there are no slots, told to the system journal.
 
 mod backend;
 mod error;
 pub mod ffi;
+mod journal;
 mod mechanisms;
 mod module;
 mod objects;

@@ -357,6 +357,11 @@ impl Module {
     /// handset that is not connected) is a slot without a token.
     fn refresh(&self) {
         let listed = self.backend.list_tokens();
+        // The program will show no slots: the reason goes to the journal.
+        match &listed {
+            Ok(_) => crate::journal::listing_worked(),
+            Err(e) => crate::journal::listing_failed(e),
+        }
         let mut gone = Vec::new();
         {
             let mut s = lock(&self.slots);

@@ -125,6 +125,18 @@ fn install_lays_out_the_whole_tree() {
         ),
         ("usr/share/doc/phonecsp/README.md".into(), 0o644),
         ("etc/phonecsp/phonecspd.toml".into(), 0o644),
+        (
+            "usr/share/bash-completion/completions/phonecsp".into(),
+            0o644,
+        ),
+        ("usr/share/zsh/vendor-completions/_phonecsp".into(), 0o644),
+        (
+            "usr/share/fish/vendor_completions.d/phonecsp.fish".into(),
+            0o644,
+        ),
+        ("usr/share/man/man1/phonecsp.1".into(), 0o644),
+        ("usr/share/man/man1/phonecsp-sign.1".into(), 0o644),
+        ("usr/share/man/man1/phonecsp-luks-enroll.1".into(), 0o644),
     ];
     for (path, m) in &expected {
         let p = root.join(path);
@@ -237,6 +249,8 @@ fn install_lays_out_the_whole_tree() {
             .is_file()
     );
 
+    completions_and_man_pages_work(root);
+
     // The keyscript is where the initramfs hook copies it from.
     let hook = read(&root.join("usr/share/initramfs-tools/hooks/phonecsp"));
     assert!(hook.contains("KEYSCRIPT=/usr/lib/phonecsp/phonecsp-keyscript"));
@@ -277,6 +291,96 @@ fn install_lays_out_the_whole_tree() {
     let again = install(root);
     assert!(String::from_utf8_lossy(&again.stderr).contains("keeping the existing"));
     assert_eq!(read(&conf), "[access]\nusers = [\"alice\"]\n");
+}
+
+/// The completions and man pages are the command's, and usable: bash
+/// loads its completion, the others have their shell's header, and every
+/// page is a man page of its command (read with `man -l` where man-db is).
+fn completions_and_man_pages_work(root: &Path) {
+    let bash = root.join("usr/share/bash-completion/completions/phonecsp");
+    let text = read(&bash);
+    for word in ["sign", "luks", "enroll", "--handset", "--yes"] {
+        assert!(text.contains(word), "the bash completion lacks {word}");
+    }
+    let loaded = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{}' && complete -p phonecsp",
+            bash.display()
+        ))
+        .output()
+        .expect("bash");
+    let said = String::from_utf8_lossy(&loaded.stdout);
+    assert!(
+        loaded.status.success()
+            && said.contains("_phonecsp")
+            && said.trim_end().ends_with(" phonecsp"),
+        "bash does not load the completion: {said}{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let zsh = read(&root.join("usr/share/zsh/vendor-completions/_phonecsp"));
+    assert!(
+        zsh.starts_with("#compdef phonecsp"),
+        "{}",
+        &zsh[..zsh.len().min(80)]
+    );
+    assert!(zsh.contains("'sign:"), "zsh lacks sign");
+    let fish = read(&root.join("usr/share/fish/vendor_completions.d/phonecsp.fish"));
+    assert!(fish.contains("complete -c phonecsp"));
+    assert!(fish.contains("-a \"sign\""), "fish lacks sign");
+
+    let man1 = root.join("usr/share/man/man1");
+    let pages: Vec<String> = std::fs::read_dir(&man1)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(pages.len() > 20, "a page per command: {pages:?}");
+    assert!(
+        !pages.iter().any(|p| p.contains("generate")),
+        "the hidden command has no page"
+    );
+    let man = ["/usr/bin/man", "/bin/man"]
+        .into_iter()
+        .find(|m| Path::new(m).exists());
+    for page in &pages {
+        let name = page.strip_suffix(".1").expect("section 1");
+        assert!(name.starts_with("phonecsp"), "{page}");
+        let roff = read(&man1.join(page));
+        assert!(
+            roff.contains(&format!(".TH {name} 1")),
+            "{page}: no title line"
+        );
+        if let Some(man) = man {
+            let o = Command::new(man)
+                .arg("-l")
+                .arg(man1.join(page))
+                .env("MANPAGER", "cat")
+                .env("MANWIDTH", "80")
+                .output()
+                .expect("man");
+            let shown = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "man -l {page}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(
+                shown.contains("NAME") && shown.contains("SYNOPSIS"),
+                "{page}: {shown}"
+            );
+            // man justifies the lines: compare words.
+            let words = shown.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                words.contains(&format!("NAME {name} - ")),
+                "{page}: {shown}"
+            );
+        }
+    }
+    if man.is_none() {
+        eprintln!(
+            "man-db is not installed: the pages' roff headers were checked, not their rendering"
+        );
+    }
 }
 
 fn systemd_tool(name: &str) -> PathBuf {

@@ -407,7 +407,15 @@ fn rewrap_moves_the_key_to_a_second_container_inside_the_handset() {
 
     let image = f.image.to_str().unwrap();
     let o = f.cli(
-        &["luks", "rewrap", image, "--to-token", "disk2", "--replace"],
+        &[
+            "luks",
+            "rewrap",
+            image,
+            "--to-token",
+            "disk2",
+            "--replace",
+            "--yes",
+        ],
         &[("PHONECSP_PIN", PIN)],
     );
     let out = ok(&o, "luks rewrap");
