@@ -419,9 +419,12 @@ impl Inner {
         handset: &str,
         action: &str,
     ) -> Result<(Caller, &LinkHandle)> {
+        // A name that is not configured is said so before anyone is asked
+        // for an administrator's password.
+        let link = self.link(handset)?;
         let caller = self.caller(hdr, conn).await?;
         polkit::authorize(conn, &caller, action).await?;
-        Ok((caller, self.link(handset)?))
+        Ok((caller, link))
     }
 
     /// The prologue of every method about a token: who calls (from the

@@ -361,7 +361,7 @@ polkit_unpair() {
   connected true || { echo "refused, yet no longer connected" >&2; return 1; }
   # The rule's user, through the real command.
   setpriv --reuid=pcadmin --regid=pcadmin --clear-groups \
-    timeout 120 phonecsp --handset phone unpair >>"$logs/polkit.log" 2>&1 || {
+    timeout 120 phonecsp --handset phone unpair --yes >>"$logs/polkit.log" 2>&1 || {
     echo "pcadmin could not unpair:" >&2; cat "$logs/polkit.log" >&2; return 1; }
   grep "forgot the pinned key of phone" "$logs/polkit.log" &&
     timeout 20 phonecsp --json handsets | grep '"fingerprint": ""'
@@ -390,6 +390,28 @@ disk_enroll() {
     printf 'written at enrolment, %s\n' "$(date -u)" >/tmp/mnt-enrolment/hello.txt &&
     cp /tmp/mnt-enrolment/hello.txt /tmp/hello.expected &&
     umount /tmp/mnt-enrolment && cryptsetup close enrolment
+}
+
+object_api() {
+  # Anyone reads the object tree: the installed policy lets them.
+  setpriv --reuid=nobody --regid=nogroup --clear-groups \
+    timeout 60 busctl --system tree org.phonecsp.CryptoProvider1 >>"$logs/objects.log" 2>&1
+  grep -q "/org/phonecsp/handset/phone/ssh/key_01" "$logs/objects.log" || {
+    echo "no key object in the tree:" >&2; cat "$logs/objects.log" >&2; return 1; }
+  # A Sign without a login: the daemon (as its own user) asks root's agent.
+  printf '#!/bin/sh\necho 123456\n' >/tmp/agent-askpass
+  chmod 0755 /tmp/agent-askpass
+  phonecsp agent --askpass /tmp/agent-askpass >>"$logs/objects.log" 2>&1 &
+  local agent=$!
+  pids+=("$agent")
+  sleep 5
+  timeout 120 busctl --system call org.phonecsp.CryptoProvider1 \
+    /org/phonecsp/handset/phone/ssh/key_01 org.phonecsp.Key1 Sign 'sa{sv}ay' \
+    rsa-pkcs1-sha256 0 3 1 2 3 >>"$logs/objects.log" 2>&1
+  local rc=$?
+  kill "$agent"
+  [ "$rc" -eq 0 ] && grep -q '^ay 256 ' "$logs/objects.log" || {
+    echo "no signature through the agent:" >&2; cat "$logs/objects.log" >&2; return 1; }
 }
 
 disk_unlock() {
@@ -426,6 +448,7 @@ step "sign with pkcs11-tool, verify with openssl" pkcs11_first
 step "handset controller off: reported gone" power_off_handset
 step "handset controller on: reconnected" power_on_handset
 step "sign again (phonecsp, pkcs11-tool)" sign_again
+step "object tree; Key1.Sign through a PIN agent" object_api
 step "LUKS2 on a loop device: format, enrol, write" disk_enroll
 step "cryptdisks_start via the keyscript, mount" disk_unlock
 # Last: it unpairs the handset the steps above use.

@@ -620,6 +620,29 @@ async fn the_readme_examples_list_keys_sign_with_a_prompt_and_watch_the_phone() 
             }),
         ),
     ];
+    // The README's own snippet, as it stands there.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let snippet = readme
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a Python block in the README");
+    let snippet_file = f.root.path().join("readme.py");
+    std::fs::write(&snippet_file, snippet).unwrap();
+    let out = example(
+        &bus,
+        std::path::Path::new("/usr/bin/python3"),
+        &[snippet_file.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("signature: 256 bytes"),
+        "README: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (name, run) in &runs {
         let out = run(&[]).output().expect(name);
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -167,7 +167,7 @@ async fn polkit_decides_for_users_other_than_root() {
     assert_refused(&o, "polkit refused org.phonecsp.pair to uid 65534");
     assert_asked(&asked_once(&authority, 0), "org.phonecsp.pair");
     assert_eq!(fingerprint(&client).await, "", "refused, yet paired");
-    let o = outsider(&bus, &["unpair"]);
+    let o = outsider(&bus, &["unpair", "--yes"]);
     assert_refused(&o, "polkit refused org.phonecsp.unpair to uid 65534");
     assert_asked(&asked_once(&authority, 1), "org.phonecsp.unpair");
 
@@ -199,7 +199,7 @@ async fn polkit_decides_for_users_other_than_root() {
     assert_asked(&asked_once(&authority, 4), "org.phonecsp.pair");
     assert!(!fingerprint(&client).await.is_empty());
     // And unpairing forgets the key.
-    let o = outsider(&bus, &["unpair"]);
+    let o = outsider(&bus, &["unpair", "--yes"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_asked(&asked_once(&authority, 5), "org.phonecsp.unpair");
     assert_eq!(fingerprint(&client).await, "");
@@ -210,7 +210,7 @@ async fn polkit_decides_for_users_other_than_root() {
         .release_name(AUTHORITY)
         .await
         .expect("release polkit's name");
-    let o = outsider(&bus, &["unpair"]);
+    let o = outsider(&bus, &["unpair", "--yes"]);
     assert_refused(
         &o,
         "polkit is not running, so only root may do org.phonecsp.unpair",
