@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use phonecsp::objects::AgentManager1Proxy;
 use phonecsp::{Bus, Client};
 use zbus::{OwnedObjectPath, OwnedVariant, interface};
 use zeroize::Zeroizing;
@@ -130,23 +131,13 @@ pub(crate) fn run(bus: &Bus, askpass: Option<PathBuf>) -> Result<(), Failure> {
             .at(AGENT_PATH, Agent { askpass })
             .await
             .map_err(phonecsp::Error::Bus)?;
-        let path = OwnedObjectPath::try_from(AGENT_PATH).map_err(phonecsp::Error::Bus)?;
-        let manager = "org.phonecsp.AgentManager1";
-        let call = |method: &'static str| {
-            let path = path.clone();
-            async move {
-                conn.call_method(
-                    Some(phonecsp::BUS_NAME),
-                    "/org/phonecsp",
-                    Some(manager),
-                    method,
-                    &(path,),
-                )
-                .await
-                .map_err(phonecsp::Error::from)
-            }
-        };
-        call("RegisterAgent").await?;
+        let path = zbus::ObjectPath::from_static_str_unchecked(AGENT_PATH);
+        let manager = AgentManager1Proxy::builder(conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(phonecsp::Error::Bus)?;
+        manager.register_agent(&path).await?;
         eprintln!("phonecsp: PIN agent ready; Ctrl-C stops it");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| io_failure("waiting for SIGTERM", e))?;
@@ -154,7 +145,7 @@ pub(crate) fn run(bus: &Bus, askpass: Option<PathBuf>) -> Result<(), Failure> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        let _ = call("UnregisterAgent").await;
+        let _ = manager.unregister_agent(&path).await;
         Ok(())
     })
 }

@@ -144,6 +144,12 @@ Example:
         hex: bool,
     },
 
+    /// List the keys on the phones that are here, from the daemon's object tree
+    #[command(
+        after_help = "Each key is a D-Bus object (org.phonecsp.Key1) a desktop program can use \
+directly; OBJECT is its path.\n\nExamples:\n  phonecsp keys\n  phonecsp --json keys"
+    )]
+    Keys,
     /// Generate an RSA key pair on the handset (logs in first)
     #[command(
         after_help = "Example:\n  phonecsp keygen ssh --bits 3072 --id 01 --label \"laptop ssh\""
@@ -248,6 +254,7 @@ impl Command {
             Command::Decrypt(a) | Command::Encrypt(a) => Some(&a.token),
             Command::Luks(l) => l.token(),
             Command::Agent { .. }
+            | Command::Keys
             | Command::Status
             | Command::Handsets
             | Command::Tokens

@@ -1,10 +1,11 @@
-//! `phonecsp keygen`: a new RSA key pair made on the handset.
+//! `phonecsp keys` and `keygen`: the keys on the phones, as the daemon's
+//! object tree shows them, and a new RSA key pair made on the handset.
 
 use serde_json::json;
 
 use crate::failure::Failure;
 use crate::id::Id;
-use crate::output::{hex, say};
+use crate::output::{hex, say, say_list};
 use crate::session::{Context, ensure_login, handset};
 
 pub(crate) fn keygen(
@@ -33,4 +34,51 @@ pub(crate) fn keygen(
         "exponent": hex(&key.exponent),
     });
     say(cx, json, text)
+}
+
+/// `phonecsp keys`: every key object, on the handset `--handset` names if
+/// it does.
+pub(crate) fn list(cx: &Context) -> Result<(), Failure> {
+    let keys: Vec<_> = cx
+        .client
+        .keys()?
+        .into_iter()
+        .filter(|k| cx.handset.as_ref().is_none_or(|h| *h == k.handset))
+        .collect();
+    if keys.is_empty() && !cx.json {
+        eprintln!("phonecsp: no key on a phone that is here: see `phonecsp tokens`");
+    }
+    say_list(
+        cx,
+        &keys,
+        &["HANDSET", "TOKEN", "ID", "LABEL", "TYPE", "CERT", "OBJECT"],
+        |k| {
+            json!({
+                "handset": k.handset,
+                "token": k.token_name,
+                "id": hex(&k.id),
+                "label": k.label,
+                "type": k.kind,
+                "bits": k.bits,
+                "certificate": !k.certificate.is_empty(),
+                "object": k.path.as_str(),
+            })
+        },
+        |k| {
+            vec![
+                k.handset.clone(),
+                k.token_name.clone(),
+                hex(&k.id),
+                k.label.clone(),
+                format!("{}-{}", k.kind, k.bits),
+                if k.certificate.is_empty() {
+                    "no"
+                } else {
+                    "yes"
+                }
+                .to_owned(),
+                k.path.as_str().to_owned(),
+            ]
+        },
+    )
 }

@@ -82,6 +82,7 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
         Command::Status => handsets::status(cx),
         Command::Handsets => handsets::handsets(cx),
         Command::Tokens => tokens::tokens(cx),
+        Command::Keys => keys::list(cx),
         Command::Objects { token } => tokens::objects(cx, &token),
         Command::Sign(a) => crypto::sign(cx, &a),
         Command::Verify(a) => crypto::verify(cx, &a),

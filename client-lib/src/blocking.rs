@@ -139,6 +139,18 @@ impl Client {
             .unwrap_or(0)
     }
 
+    /// Every configured handset, from the object tree
+    /// ([`crate::objects::handsets`]).
+    pub fn handset_objects(&self) -> Result<Vec<crate::objects::HandsetInfo>> {
+        self.run(|c| async move { crate::objects::handsets(c.connection()).await })
+    }
+
+    /// Every key on the phones that are here, from the object tree
+    /// ([`crate::objects::keys`]).
+    pub fn keys(&self) -> Result<Vec<crate::objects::KeyInfo>> {
+        self.run(|c| async move { crate::objects::keys(c.connection()).await })
+    }
+
     /// See [`client::Client::check_daemon`].
     pub fn check_daemon(&self) -> Result<OwnedUniqueName> {
         self.run(|c| async move { c.check_daemon().await })

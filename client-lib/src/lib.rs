@@ -14,6 +14,7 @@ pub mod input;
 pub mod local;
 pub mod mechanism;
 pub mod named;
+pub mod objects;
 pub mod types;
 
 pub use error::{Error, Result};

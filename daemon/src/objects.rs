@@ -26,55 +26,10 @@ use phonecsp_protocol::ck::cka;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use zbus::{Connection, OwnedObjectPath, fdo};
+use zbus::{Connection, fdo};
 
-/// The object tree's root, which serves the ObjectManager and the agent
-/// manager.
-pub const ROOT: &str = "/org/phonecsp";
-
-/// A name as one element of an object path: ASCII letters and digits
-/// stay, every other byte becomes `_xx` (as systemd's bus paths do), so
-/// distinct names give distinct paths.
-pub fn path_element(name: &str) -> String {
-    if name.is_empty() {
-        return "_".to_owned();
-    }
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("_{b:02x}"));
-        }
-    }
-    out
-}
-
-fn owned(path: String) -> OwnedObjectPath {
-    // Every element comes from `path_element` or hex: always a valid path.
-    OwnedObjectPath::try_from(path).unwrap_or_else(|_| OwnedObjectPath::from(fdo_root()))
-}
-
-fn fdo_root() -> zbus::ObjectPath<'static> {
-    zbus::ObjectPath::from_static_str_unchecked(ROOT)
-}
-
-pub fn handset_path(handset: &str) -> OwnedObjectPath {
-    owned(format!("{ROOT}/handset/{}", path_element(handset)))
-}
-
-pub fn token_path(handset: &str, token: &str) -> OwnedObjectPath {
-    owned(format!(
-        "{}/{}",
-        handset_path(handset).as_str(),
-        path_element(token)
-    ))
-}
-
-pub fn key_path(handset: &str, token: &str, id: &[u8]) -> OwnedObjectPath {
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    owned(format!("{}/key_{hex}", token_path(handset, token).as_str()))
-}
+// The paths are the client library's, so that both always agree.
+pub use phonecsp::objects::{ROOT, handset_path, key_path, token_path};
 
 /// Why the tree looks at a handset again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,28 +289,5 @@ impl Tree {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_become_distinct_valid_path_elements() {
-        let names = ["ssh", "disk-2", "disk_2", "", "é", "a b", "_2d"];
-        let paths: BTreeSet<String> = names
-            .iter()
-            .map(|n| token_path("phone", n).as_str().to_owned())
-            .collect();
-        assert_eq!(paths.len(), names.len());
-        assert_eq!(
-            token_path("phone", "disk-2").as_str(),
-            "/org/phonecsp/handset/phone/disk_2d2"
-        );
-        assert_eq!(
-            key_path("phone", "ssh", &[0x01, 0xab]).as_str(),
-            "/org/phonecsp/handset/phone/ssh/key_01ab"
-        );
     }
 }

@@ -693,3 +693,73 @@ async fn the_readme_examples_list_keys_sign_with_a_prompt_and_watch_the_phone() 
     let _ = a.kill();
     let _ = a.wait();
 }
+
+/// The client library's typed object API and `phonecsp keys` read the
+/// same tree the daemon publishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_library_and_the_command_list_keys_from_the_tree() {
+    let f = fixture("", &[]).await;
+    let c = ready(&f).await;
+    let handsets = phonecsp::objects::handsets(&c).await.unwrap();
+    assert_eq!(handsets.len(), 1);
+    assert_eq!(handsets[0].name, "phone");
+    assert!(handsets[0].connected && handsets[0].paired);
+    let keys = phonecsp::objects::keys(&c).await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let k = &keys[0];
+    assert_eq!(
+        (k.path.as_str(), k.handset.as_str(), k.token_name.as_str()),
+        (KEY, "phone", "ssh")
+    );
+    assert_eq!(
+        (k.label.as_str(), k.kind.as_str(), k.bits),
+        ("ssh key", "rsa", 2048)
+    );
+    let public = RsaPublicKey::from_public_key_der(&k.public_key).unwrap();
+    assert_eq!(public, key_public(&c).await);
+
+    // The typed proxies: log in on the token, sign with the key.
+    let token = phonecsp::objects::Token1Proxy::builder(&c)
+        .path(k.token.clone())
+        .build()
+        .await
+        .unwrap();
+    token.login(PIN.as_bytes()).await.unwrap();
+    assert!(token.logged_in().await.unwrap());
+    let key = phonecsp::objects::Key1Proxy::builder(&c)
+        .path(k.path.clone())
+        .build()
+        .await
+        .unwrap();
+    let data = b"through the typed proxy";
+    let sig = key
+        .sign("rsa-pkcs1-sha256", &Default::default(), data)
+        .await
+        .unwrap();
+    public
+        .verify(
+            rsa::Pkcs1v15Sign::new::<Sha256>(),
+            &Sha256::digest(data),
+            &sig,
+        )
+        .unwrap();
+    // An error keeps its CK_RV through the typed proxy.
+    let e = key
+        .sign("rsa-pkcs1-md5", &Default::default(), data)
+        .await
+        .unwrap_err();
+    assert_eq!(e.rv(), phonecsp_protocol::CkRv::MECHANISM_INVALID);
+
+    let out = phonecsp_tests::phonecsp(&f.bus, None, &["--json", "keys"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = serde_json::json!([{
+        "handset": "phone", "token": "ssh", "id": "01", "label": "ssh key",
+        "type": "rsa", "bits": 2048, "certificate": false, "object": KEY,
+    }]);
+    assert_eq!(listed, want);
+}
