@@ -385,6 +385,11 @@ async fn connected_becomes(changes: &mut zbus::fdo::PropertiesChangedStream, wan
 
 /// `phonecsp agent` for the test bus, asking `askpass`.
 fn agent(f: &Fixture, askpass: &std::path::Path) -> Child {
+    agent_to(f, askpass, Stdio::null())
+}
+
+/// [`agent`], its messages to `stderr`.
+fn agent_to(f: &Fixture, askpass: &std::path::Path, stderr: Stdio) -> Child {
     Command::new(bin("phonecsp"))
         .arg("--bus")
         .arg(&f.bus.address)
@@ -393,7 +398,7 @@ fn agent(f: &Fixture, askpass: &std::path::Path) -> Child {
         .arg(askpass)
         .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
         .stdin(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("phonecsp agent")
 }
@@ -762,4 +767,52 @@ async fn the_client_library_and_the_command_list_keys_from_the_tree() {
         "type": "rsa", "bits": 2048, "certificate": false, "object": KEY,
     }]);
     assert_eq!(listed, want);
+}
+
+/// Where the token takes its PIN on the phone, the agent is not asked for
+/// it: it is told to say "type it on your phone", and the phone asks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_that_takes_its_pin_on_the_phone_has_the_agent_say_so() {
+    let mut f = fixture(
+        "",
+        &[
+            "--prompt-command",
+            &format!("test \"$PHONECSP_OPERATION\" = pin && echo {PIN}"),
+        ],
+    )
+    .await;
+    let c = ready(&f).await;
+    f.handset.kill();
+    wait_for_object(&c, KEY, false).await;
+    f.handset
+        .cli_ok(&["container", "pin-entry", "ssh", "handset"]);
+    f.handset.start();
+    wait_for_object(&c, KEY, true).await;
+    let flags: Vec<String> = property(&c, TOKEN, "org.phonecsp.Token1", "PinFlags")
+        .await
+        .try_into()
+        .unwrap();
+    assert!(flags.contains(&"pin-on-phone".to_owned()), "{flags:?}");
+
+    // An askpass that would fail the test if it were asked.
+    let never = script(&f, "never", "echo asked >&2; exit 1");
+    let said = f.root.path().join("agent.log");
+    let mut a = agent_to(
+        &f,
+        &never,
+        Stdio::from(std::fs::File::create(&said).unwrap()),
+    );
+    agent_registered(&f).await;
+    let sig = sign(&c, "rsa-pkcs1-sha256", Options::new(), b"pin on the phone")
+        .await
+        .unwrap();
+    assert_eq!(sig.len(), 256);
+    let _ = a.kill();
+    let _ = a.wait();
+    let said = std::fs::read_to_string(&said).unwrap();
+    assert!(
+        said.contains("Type the PIN of 'ssh' on your phone 'phone' to let"),
+        "{said}"
+    );
+    assert!(!said.contains("asked"), "{said}");
 }
