@@ -39,12 +39,8 @@ pub(crate) fn keygen(
 /// `phonecsp keys`: every key object, on the handset `--handset` names if
 /// it does.
 pub(crate) fn list(cx: &Context) -> Result<(), Failure> {
-    let keys: Vec<_> = cx
-        .client
-        .keys()?
-        .into_iter()
-        .filter(|k| cx.handset.as_ref().is_none_or(|h| *h == k.handset))
-        .collect();
+    let mut keys = cx.client.keys()?;
+    keys.retain(|k| cx.chose(&k.handset));
     if keys.is_empty() && !cx.json {
         eprintln!("phonecsp: no key on a phone that is here: see `phonecsp tokens`");
     }

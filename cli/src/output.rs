@@ -158,20 +158,7 @@ pub(crate) fn emit_bytes(
 }
 
 pub(crate) fn flag_names(flags: u32) -> Vec<&'static str> {
-    [
-        (token_flags::LOGIN_REQUIRED, "login-required"),
-        (token_flags::PIN_LOCKED, "pin-locked"),
-        (token_flags::PIN_COUNT_LOW, "pin-count-low"),
-        (token_flags::PIN_FINAL_TRY, "pin-final-try"),
-        (token_flags::CONFIRM, "confirm-on-phone"),
-        (token_flags::LOGGED_IN, "logged-in"),
-        (token_flags::PROTECTED_PATH, "pin-on-phone"),
-        (token_flags::AWAY, "away"),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| flags & bit != 0)
-    .map(|(_, n)| n)
-    .collect()
+    token_flags::names(flags)
 }
 
 pub(crate) fn class_name(class: u32) -> String {

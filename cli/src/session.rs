@@ -18,6 +18,13 @@ pub(crate) struct Context {
 }
 
 /// `--handset`, else the only configured handset.
+impl Context {
+    /// Whether `handset` is the one `--handset` chose (any, without it).
+    pub(crate) fn chose(&self, handset: &str) -> bool {
+        self.handset.as_ref().is_none_or(|h| h == handset)
+    }
+}
+
 pub(crate) fn handset(cx: &Context) -> Result<String, Failure> {
     if let Some(h) = &cx.handset {
         return Ok(h.clone());

@@ -18,7 +18,7 @@ pub(crate) fn tokens(cx: &Context) -> Result<(), Failure> {
         .client
         .list_tokens()?
         .into_iter()
-        .filter(|t| cx.handset.as_ref().is_none_or(|h| *h == t.handset))
+        .filter(|t| cx.chose(&t.handset))
         .collect();
     let absent = match &cx.handset {
         Some(h) => {

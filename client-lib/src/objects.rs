@@ -231,21 +231,24 @@ fn name_at(tree: &Tree, path: &OwnedObjectPath, interface: &str) -> Result<Strin
     get(props, "Name")
 }
 
+fn handset_info(path: OwnedObjectPath, p: &HashMap<String, OwnedVariant>) -> Result<HandsetInfo> {
+    Ok(HandsetInfo {
+        name: get(p, "Name")?,
+        connected: get(p, "Connected")?,
+        paired: get(p, "Paired")?,
+        transport: get(p, "Transport")?,
+        fingerprint: get(p, "Fingerprint")?,
+        path,
+    })
+}
+
 /// Every configured handset.
 pub async fn handsets(conn: &zbus::Connection) -> Result<Vec<HandsetInfo>> {
     let tree = tree(conn).await?;
-    objects_of(&tree, HANDSET_INTERFACE)
+    let found = objects_of(&tree, HANDSET_INTERFACE);
+    found
         .into_iter()
-        .map(|(path, p)| {
-            Ok(HandsetInfo {
-                name: get(&p, "Name")?,
-                connected: get(&p, "Connected")?,
-                paired: get(&p, "Paired")?,
-                transport: get(&p, "Transport")?,
-                fingerprint: get(&p, "Fingerprint")?,
-                path,
-            })
-        })
+        .map(|(path, p)| handset_info(path, &p))
         .collect()
 }
 

@@ -147,8 +147,8 @@ impl AgentManager {
         #[zbus(connection)] conn: &Connection,
         agent: OwnedObjectPath,
     ) -> Result<(), Error> {
-        let caller = self.inner.caller(&hdr, conn).await?;
-        self.inner.agents().unregister(&caller.name, &agent)
+        let owner = self.inner.caller(&hdr, conn).await?.name;
+        self.inner.agents().unregister(&owner, &agent)
     }
 }
 

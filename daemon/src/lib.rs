@@ -35,3 +35,8 @@ pub use phonecsp_host::{config, state};
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Puts `now` in `m`; returns what was there.
+pub(crate) fn replace<T>(m: &std::sync::Mutex<T>, now: T) -> T {
+    std::mem::replace(&mut *lock(m), now)
+}

@@ -16,7 +16,7 @@ mod key;
 mod token;
 
 pub use handset::HandsetObject;
-pub use key::{KeyObject, KeySnapshot};
+pub use key::{KeyObject, KeySnapshot, snapshot};
 pub use token::{TokenObject, TokenSnapshot};
 
 use crate::agent::AgentManager;
@@ -147,7 +147,13 @@ impl Tree {
                         .unwrap_or_default(),
                     false => Vec::new(),
                 };
-                keys.push(KeySnapshot::new(&k.id, label, &k.public, certificate));
+                keys.push(snapshot(
+                    (handset, &token),
+                    &k.id,
+                    label,
+                    &k.public,
+                    certificate,
+                ));
             }
             out.push((TokenSnapshot::from_details(&details, true), keys));
         }

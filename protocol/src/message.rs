@@ -795,6 +795,27 @@ pub mod token_flags {
     /// Set by the daemon, never by a handset: the handset is away, and the
     /// daemon lists the container as it last saw it.
     pub const AWAY: u32 = 0x80;
+
+    /// Each flag's name, as the command and the D-Bus object API show it.
+    pub const NAMES: [(u32, &str); 8] = [
+        (LOGIN_REQUIRED, "login-required"),
+        (PIN_LOCKED, "pin-locked"),
+        (PIN_COUNT_LOW, "pin-count-low"),
+        (PIN_FINAL_TRY, "pin-final-try"),
+        (CONFIRM, "confirm-on-phone"),
+        (LOGGED_IN, "logged-in"),
+        (PROTECTED_PATH, "pin-on-phone"),
+        (AWAY, "away"),
+    ];
+
+    /// The names of the flags set in `flags`.
+    pub fn names(flags: u32) -> Vec<&'static str> {
+        NAMES
+            .into_iter()
+            .filter(|(bit, _)| flags & bit != 0)
+            .map(|(_, n)| n)
+            .collect()
+    }
 }
 
 /// One container, as `+CKLIST` lists it: `+CKLIST: "<name>",<flags>`.

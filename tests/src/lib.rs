@@ -385,6 +385,14 @@ pub fn phonecsp(bus: &TestBus, as_uid: Option<u32>, args: &[&str], env: &[(&str,
     cmd.output().expect("phonecsp")
 }
 
+/// The output of a program that must have succeeded (else its stderr
+/// fails the test, under `what`).
+pub fn succeeded(o: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{what}: {}: {stderr}", o.status);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
     wait_for(what, timeout, f)
 }
@@ -497,6 +505,22 @@ pub async fn fixture_with(daemon_extra: &str, extra_config: &str, serve_args: &[
 /// methods, signals and properties with their argument names, types and
 /// directions.
 pub mod introspect {
+    /// The running service's introspection of `path`.
+    pub async fn live(c: &zbus::Connection, path: &str) -> String {
+        let iface = Some("org.freedesktop.DBus.Introspectable");
+        let reply = c
+            .call_method(Some(phonecsp::BUS_NAME), path, iface, "Introspect", &())
+            .await
+            .expect("Introspect");
+        reply.body().deserialize().expect("an XML string")
+    }
+
+    /// An interface description of dbus/.
+    pub fn file(name: &str) -> String {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../dbus/");
+        std::fs::read_to_string(format!("{dir}{name}")).expect("the interface's XML")
+    }
+
     fn attr(tag: &str, name: &str) -> Option<String> {
         let key = format!("{name}=\"");
         let start = tag.find(&key)? + key.len();

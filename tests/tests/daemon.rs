@@ -713,24 +713,8 @@ async fn handset_gone_while_idle_is_noticed_at_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn introspection_matches_the_xml() {
     let f = fixture("", &[]).await;
-    let reply = f
-        .client
-        .connection()
-        .call_method(
-            Some(phonecsp::BUS_NAME),
-            phonecsp::OBJECT_PATH,
-            Some("org.freedesktop.DBus.Introspectable"),
-            "Introspect",
-            &(),
-        )
-        .await
-        .unwrap();
-    let live: String = reply.body().deserialize().unwrap();
-    let file = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../dbus/org.phonecsp.CryptoProvider1.xml"
-    ))
-    .unwrap();
+    let live = phonecsp_tests::introspect::live(f.client.connection(), phonecsp::OBJECT_PATH).await;
+    let file = phonecsp_tests::introspect::file("org.phonecsp.CryptoProvider1.xml");
     let a = phonecsp_tests::introspect::interface(&live, phonecsp::INTERFACE);
     let b = phonecsp_tests::introspect::interface(&file, phonecsp::INTERFACE);
     assert!(!b.is_empty());

@@ -26,14 +26,31 @@ const KEY: &str = "/org/phonecsp/handset/phone/ssh/key_01";
 
 type Options = HashMap<&'static str, Variant<'static>>;
 
+async fn manager(c: &Connection) -> ObjectManagerProxy<'static> {
+    let builder = ObjectManagerProxy::builder(c).destination(BUS_NAME);
+    builder.path(ROOT).build().await.unwrap()
+}
+
+async fn properties_of(c: &Connection, path: &str) -> PropertiesProxy<'static> {
+    let builder = PropertiesProxy::builder(c).destination(BUS_NAME);
+    builder.path(path.to_owned()).build().await.unwrap()
+}
+
 async fn property(c: &Connection, path: &str, iface: &str, name: &str) -> OwnedVariant {
-    let p = PropertiesProxy::builder(c)
-        .destination(BUS_NAME)
-        .path(path)
-        .build()
-        .await
-        .unwrap();
+    let p = properties_of(c, path).await;
     p.get(iface.try_into().unwrap(), name).await.unwrap()
+}
+
+/// Logs `c` in to phone/ssh through its Token1 object.
+async fn login(c: &Connection) {
+    let pin = PIN.as_bytes();
+    let r: Result<(), String> = call(c, TOKEN, "org.phonecsp.Token1", "Login", &(pin,)).await;
+    r.unwrap();
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Calls `method` of `iface` on `path`; a D-Bus error comes back as its name.
@@ -94,12 +111,7 @@ async fn ready(f: &Fixture) -> Connection {
 async fn the_tree_shows_handsets_tokens_and_keys_with_their_properties() {
     let f = fixture("", &[]).await;
     let c = ready(&f).await;
-    let om = ObjectManagerProxy::builder(&c)
-        .destination(BUS_NAME)
-        .path(ROOT)
-        .build()
-        .await
-        .unwrap();
+    let om = manager(&c).await;
     let tree: HashMap<String, Vec<String>> = om
         .get_managed_objects()
         .await
@@ -154,15 +166,7 @@ async fn the_tree_shows_handsets_tokens_and_keys_with_their_properties() {
     assert_eq!(&key_public(&c).await.n().to_bytes_be(), modulus);
 
     // Logged in: this caller reads true, another connection false.
-    call::<_, ()>(
-        &c,
-        TOKEN,
-        "org.phonecsp.Token1",
-        "Login",
-        &(PIN.as_bytes(),),
-    )
-    .await
-    .unwrap();
+    login(&c).await;
     assert!(bool::try_from(t("LoggedIn").await).unwrap());
     let other = phonecsp_tests::client(&f.bus).await;
     let other = other.connection();
@@ -184,15 +188,7 @@ async fn keys_sign_verify_decrypt_and_encrypt_with_named_mechanisms() {
     assert!(e.starts_with("org.phonecsp.Error.UserNotLoggedIn"), "{e}");
     assert!(e.contains("phonecsp agent"), "{e}");
 
-    call::<_, ()>(
-        &c,
-        TOKEN,
-        "org.phonecsp.Token1",
-        "Login",
-        &(PIN.as_bytes(),),
-    )
-    .await
-    .unwrap();
+    login(&c).await;
     let salt = Options::from([("salt-length", Variant::U32(20))]);
     let sig = sign(&c, "rsa-pss-sha256", salt, data).await.unwrap();
     public
@@ -224,30 +220,23 @@ async fn keys_sign_verify_decrypt_and_encrypt_with_named_mechanisms() {
     )
     .await
     .unwrap();
-    let plaintext: Vec<u8> = call(
-        &c,
-        KEY,
-        "org.phonecsp.Key1",
-        "Decrypt",
-        &("rsa-oaep-sha256", label(), &ciphertext),
-    )
-    .await
-    .unwrap();
+    let decrypt = |ciphertext: Vec<u8>| {
+        let c = c.clone();
+        async move {
+            let body = ("rsa-oaep-sha256", label(), ciphertext);
+            let r: Result<Vec<u8>, String> =
+                call(&c, KEY, "org.phonecsp.Key1", "Decrypt", &body).await;
+            r.unwrap()
+        }
+    };
+    let plaintext = decrypt(ciphertext).await;
     assert_eq!(plaintext, b"secret");
     // Encrypted independently of the daemon, decrypted by the phone.
     let mut rng = rand::thread_rng();
     let ours = public
         .encrypt(&mut rng, Oaep::new_with_label::<Sha256, _>("disk"), b"two")
         .unwrap();
-    let back: Vec<u8> = call(
-        &c,
-        KEY,
-        "org.phonecsp.Key1",
-        "Decrypt",
-        &("rsa-oaep-sha256", label(), &ours),
-    )
-    .await
-    .unwrap();
+    let back = decrypt(ours).await;
     assert_eq!(back, b"two");
 
     // Bad names and options: the standard's values, by name.
@@ -271,23 +260,10 @@ async fn keys_sign_verify_decrypt_and_encrypt_with_named_mechanisms() {
 async fn keys_made_and_deleted_appear_and_vanish() {
     let f = fixture("", &[]).await;
     let c = ready(&f).await;
-    let om = ObjectManagerProxy::builder(&c)
-        .destination(BUS_NAME)
-        .path(ROOT)
-        .build()
-        .await
-        .unwrap();
+    let om = manager(&c).await;
     let mut added = om.receive_interfaces_added().await.unwrap();
     let mut removed = om.receive_interfaces_removed().await.unwrap();
-    call::<_, ()>(
-        &c,
-        TOKEN,
-        "org.phonecsp.Token1",
-        "Login",
-        &(PIN.as_bytes(),),
-    )
-    .await
-    .unwrap();
+    login(&c).await;
     let options = Options::from([
         ("id", Variant::from(&[0x42u8][..])),
         ("label", Variant::from("made on the desktop")),
@@ -341,12 +317,7 @@ async fn keys_made_and_deleted_appear_and_vanish() {
 async fn the_tree_follows_the_phone_as_it_goes_and_comes_back() {
     let mut f = fixture("", &[]).await;
     let c = ready(&f).await;
-    let handset = PropertiesProxy::builder(&c)
-        .destination(BUS_NAME)
-        .path(HANDSET)
-        .build()
-        .await
-        .unwrap();
+    let handset = properties_of(&c, HANDSET).await;
     let mut changes = handset.receive_properties_changed().await.unwrap();
 
     f.handset.kill();
@@ -440,7 +411,7 @@ async fn a_sign_without_login_asks_the_users_agent() {
         "answer",
         &format!("echo \"$1\" > {}\necho {PIN}", asked.display()),
     );
-    let mut a = agent(&f, &answer);
+    let a = agent(&f, &answer);
     agent_registered(&f).await;
     let sig = sign(&c, "rsa-pkcs1-sha256", Options::new(), data)
         .await
@@ -457,8 +428,7 @@ async fn a_sign_without_login_asks_the_users_agent() {
     assert!(prompt.contains("on phone 'phone'"), "{prompt}");
     let logged_in = property(&c, TOKEN, "org.phonecsp.Token1", "LoggedIn").await;
     assert!(bool::try_from(logged_in).unwrap());
-    let _ = a.kill();
-    let _ = a.wait();
+    stop(a);
 
     // Another program, not logged in: dismissed, unanswered, vanished.
     let other = phonecsp_tests::client(&f.bus).await;
@@ -473,7 +443,7 @@ async fn a_sign_without_login_asks_the_users_agent() {
         ("vanish", "kill -9 $PPID; sleep 5", "went away"),
     ];
     for (name, body, says) in cases {
-        let mut a = agent(&f, &script(&f, name, body));
+        let a = agent(&f, &script(&f, name, body));
         // Each agent registers anew; wait until the newest is in place.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let e = sign(other, "rsa-pkcs1-sha256", Options::new(), data)
@@ -486,8 +456,7 @@ async fn a_sign_without_login_asks_the_users_agent() {
         assert!(e.contains(says), "{name}: {e}");
         let logged_in = property(other, TOKEN, "org.phonecsp.Token1", "LoggedIn").await;
         assert!(!bool::try_from(logged_in).unwrap(), "{name}");
-        let _ = a.kill();
-        let _ = a.wait();
+        stop(a);
     }
 }
 
@@ -503,22 +472,8 @@ async fn introspection_matches_the_xml_for_every_object() {
         ("AgentManager1", ROOT),
     ];
     for (name, path) in cases {
-        let reply = c
-            .call_method(
-                Some(BUS_NAME),
-                path,
-                Some("org.freedesktop.DBus.Introspectable"),
-                "Introspect",
-                &(),
-            )
-            .await
-            .unwrap();
-        let live: String = reply.body().deserialize().unwrap();
-        let file = std::fs::read_to_string(format!(
-            "{}/../dbus/org.phonecsp.{name}.xml",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
+        let live = phonecsp_tests::introspect::live(&c, path).await;
+        let file = phonecsp_tests::introspect::file(&format!("org.phonecsp.{name}.xml"));
         let iface = format!("org.phonecsp.{name}");
         let a = phonecsp_tests::introspect::interface(&live, &iface);
         let b = phonecsp_tests::introspect::interface(&file, &iface);
@@ -599,7 +554,7 @@ async fn the_readme_examples_list_keys_sign_with_a_prompt_and_watch_the_phone() 
     use std::io::{BufRead, BufReader, Read};
     let mut f = fixture("", &[]).await;
     let _c = ready(&f).await;
-    let mut a = agent(&f, &script(&f, "answer", &format!("echo {PIN}")));
+    let a = agent(&f, &script(&f, "answer", &format!("echo {PIN}")));
     agent_registered(&f).await;
     // target/debug/deps/desktop-HASH -> target/debug/examples/desktop
     let exe = std::env::current_exe().unwrap();
@@ -649,23 +604,16 @@ async fn the_readme_examples_list_keys_sign_with_a_prompt_and_watch_the_phone() 
         String::from_utf8_lossy(&out.stderr)
     );
     for (name, run) in &runs {
-        let out = run(&[]).output().expect(name);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = phonecsp_tests::succeeded(&run(&[]).output().expect(name), name);
         assert!(
             stdout.contains(&format!("key {KEY} 'ssh key' rsa-2048")),
             "{name}: {stdout}"
         );
         assert!(stdout.contains("signature: 256 bytes"), "{name}: {stdout}");
     }
-    let _ = a.kill();
-    let _ = a.wait();
+    stop(a);
     // Each watcher signs first too, through a new agent.
-    let mut a = agent(&f, &script(&f, "answer2", &format!("echo {PIN}")));
+    let a = agent(&f, &script(&f, "answer2", &format!("echo {PIN}")));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut watchers = Vec::new();
     for (name, run) in &runs {
@@ -695,8 +643,7 @@ async fn the_readme_examples_list_keys_sign_with_a_prompt_and_watch_the_phone() 
             "{name}"
         );
     }
-    let _ = a.kill();
-    let _ = a.wait();
+    stop(a);
 }
 
 /// The client library's typed object API and `phonecsp keys` read the
@@ -797,7 +744,7 @@ async fn a_token_that_takes_its_pin_on_the_phone_has_the_agent_say_so() {
     // An askpass that would fail the test if it were asked.
     let never = script(&f, "never", "echo asked >&2; exit 1");
     let said = f.root.path().join("agent.log");
-    let mut a = agent_to(
+    let a = agent_to(
         &f,
         &never,
         Stdio::from(std::fs::File::create(&said).unwrap()),
@@ -807,8 +754,7 @@ async fn a_token_that_takes_its_pin_on_the_phone_has_the_agent_say_so() {
         .await
         .unwrap();
     assert_eq!(sig.len(), 256);
-    let _ = a.kill();
-    let _ = a.wait();
+    stop(a);
     let said = std::fs::read_to_string(&said).unwrap();
     assert!(
         said.contains("Type the PIN of 'ssh' on your phone 'phone' to let"),

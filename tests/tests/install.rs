@@ -358,12 +358,7 @@ fn completions_and_man_pages_work(root: &Path) {
                 .env("MANWIDTH", "80")
                 .output()
                 .expect("man");
-            let shown = String::from_utf8_lossy(&o.stdout);
-            assert!(
-                o.status.success(),
-                "man -l {page}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
+            let shown = phonecsp_tests::succeeded(&o, &format!("man -l {page}"));
             assert!(
                 shown.contains("NAME") && shown.contains("SYNOPSIS"),
                 "{page}: {shown}"

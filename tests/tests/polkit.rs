@@ -5,7 +5,7 @@
 //! `setpriv`, so as root only: as anyone else the test would be the
 //! daemon's own user, whom polkit is never asked about).
 
-use phonecsp::{Bus, Client, ClientOptions};
+use phonecsp::Client;
 use phonecsp_tests::{Daemon, Handset, TestBus, is_root, phonecsp, shared_root};
 use std::collections::HashMap;
 use std::process::Output;
@@ -118,17 +118,6 @@ fn assert_asked(a: &Asked, action: &str) {
     assert_eq!(a.cancellation_id, "", "{a:?}");
 }
 
-async fn root_client(bus: &TestBus) -> Client {
-    Client::connect_with(
-        &Bus::Address(bus.address.clone()),
-        ClientOptions {
-            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
-        },
-    )
-    .await
-    .expect("client")
-}
-
 /// The pinned key's fingerprint, as root sees it ("" when not paired).
 async fn fingerprint(c: &Client) -> String {
     let handsets = c.list_handsets().await.expect("handsets");
@@ -151,7 +140,7 @@ async fn polkit_decides_for_users_other_than_root() {
     let code = handset.offer_pairing(&["ssh"]);
     handset.start();
     let daemon = Daemon::start(&bus, root.path(), &handset, "");
-    let client = root_client(&bus).await;
+    let client = phonecsp_tests::client(&bus).await;
 
     let authority = StandIn::default();
     let authority_conn = zbus::connection::Builder::address(bus.address.as_str())

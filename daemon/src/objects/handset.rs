@@ -20,12 +20,17 @@ impl HandsetObject {
         HandsetObject { inner, name }
     }
 
-    /// Whether the caller of a property read administers the daemon; reads
-    /// made for signals (no caller) are not.
-    async fn by_admin(&self, hdr: Option<Header<'_>>, conn: &Connection) -> bool {
+    /// `value` if the caller of a property read administers the daemon,
+    /// else empty; reads made for signals (no caller) get it empty.
+    async fn for_admin(
+        &self,
+        hdr: Option<Header<'_>>,
+        conn: &Connection,
+        value: impl FnOnce(&Inner, &str) -> String,
+    ) -> String {
         match hdr {
-            Some(h) => self.inner.is_admin_caller(&h, conn).await,
-            None => false,
+            Some(h) if self.inner.is_admin_caller(&h, conn).await => value(&self.inner, &self.name),
+            _ => String::new(),
         }
     }
 }
@@ -73,10 +78,7 @@ impl HandsetObject {
         #[zbus(header)] hdr: Option<Header<'_>>,
         #[zbus(connection)] conn: &Connection,
     ) -> String {
-        match self.by_admin(hdr, conn).await {
-            true => self.inner.transport_of(&self.name),
-            false => String::new(),
-        }
+        self.for_admin(hdr, conn, Inner::transport_of).await
     }
 
     /// The pinned key's fingerprint; empty before pairing, and unless the
@@ -87,10 +89,7 @@ impl HandsetObject {
         #[zbus(header)] hdr: Option<Header<'_>>,
         #[zbus(connection)] conn: &Connection,
     ) -> String {
-        match self.by_admin(hdr, conn).await {
-            true => self.inner.fingerprint_of(&self.name),
-            false => String::new(),
-        }
+        self.for_admin(hdr, conn, Inner::fingerprint_of).await
     }
 
     /// Whether a secure session with the phone is up.

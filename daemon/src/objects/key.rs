@@ -3,11 +3,12 @@
 //! need the caller logged in; if it is not, the caller's PIN agent is
 //! asked ([`crate::agent`]).
 
-use super::token_path;
+use super::{key_path, token_path};
 use crate::agent;
 use crate::service::Inner;
 use phonecsp::Error;
 use phonecsp::named::{self, Options};
+use phonecsp::objects::KeyInfo;
 use phonecsp_protocol::ObjectClass;
 use rsa::RsaPublicKey;
 use rsa::pkcs8::EncodePublicKey;
@@ -17,30 +18,33 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, interface};
 
-/// A key as the handset last listed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySnapshot {
-    pub id: Vec<u8>,
-    pub label: String,
-    pub bits: u32,
-    /// DER SubjectPublicKeyInfo.
-    pub public_key: Vec<u8>,
-    /// DER X.509 certificate with the key's id; empty if none.
-    pub certificate: Vec<u8>,
-}
+/// A key as the handset last listed it: what the object shows, in the
+/// form the client library reads it back in.
+pub type KeySnapshot = KeyInfo;
 
-impl KeySnapshot {
-    pub fn new(id: &[u8], label: String, public: &RsaPublicKey, certificate: Vec<u8>) -> Self {
-        KeySnapshot {
-            id: id.to_vec(),
-            label,
-            bits: (public.size() * 8) as u32,
-            public_key: public
-                .to_public_key_der()
-                .map(|d| d.as_bytes().to_vec())
-                .unwrap_or_default(),
-            certificate,
-        }
+/// The key `id` of `handset`/`token`, with its public half and its
+/// certificate (DER; empty if none).
+pub fn snapshot(
+    (handset, token): (&str, &str),
+    id: &[u8],
+    label: String,
+    public: &RsaPublicKey,
+    certificate: Vec<u8>,
+) -> KeySnapshot {
+    KeyInfo {
+        path: key_path(handset, token, id),
+        handset: handset.to_owned(),
+        token_name: token.to_owned(),
+        token: token_path(handset, token),
+        id: id.to_vec(),
+        label,
+        kind: "rsa".to_owned(),
+        bits: (public.size() * 8) as u32,
+        public_key: public
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default(),
+        certificate,
     }
 }
 
@@ -66,14 +70,14 @@ impl KeyObject {
     }
 
     pub async fn update(&self, now: KeySnapshot, e: &SignalEmitter<'_>) -> zbus::Result<()> {
-        let was = std::mem::replace(&mut *crate::lock(&self.now), now.clone());
-        if was.label != now.label {
-            self.label_changed(e).await?;
+        let was = crate::replace(&self.now, now.clone());
+        // Rare (a certificate stored, a label changed on the phone): both
+        // are said when either changed.
+        if (&was.label, &was.certificate) == (&now.label, &now.certificate) {
+            return Ok(());
         }
-        if was.certificate != now.certificate {
-            self.certificate_changed(e).await?;
-        }
-        Ok(())
+        self.label_changed(e).await?;
+        self.certificate_changed(e).await
     }
 }
 
@@ -181,7 +185,7 @@ impl KeyObject {
     /// The token the key is on.
     #[zbus(property(emits_changed_signal = "const"))]
     fn token(&self) -> OwnedObjectPath {
-        token_path(&self.handset, &self.token)
+        self.now().token
     }
 
     /// The key's CKA_ID.
@@ -199,7 +203,7 @@ impl KeyObject {
     /// "rsa".
     #[zbus(property(emits_changed_signal = "const"), name = "Type")]
     fn key_type(&self) -> String {
-        "rsa".to_owned()
+        self.now().kind
     }
 
     /// The modulus's length in bits.

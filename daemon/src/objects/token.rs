@@ -46,15 +46,14 @@ impl TokenSnapshot {
     }
 }
 
-/// The PIN flags as names: the documented set of `PinFlags`.
-pub const PIN_FLAGS: [(u32, &str); 6] = [
-    (tf::LOGIN_REQUIRED, "login-required"),
-    (tf::PIN_LOCKED, "locked"),
-    (tf::PIN_COUNT_LOW, "count-low"),
-    (tf::PIN_FINAL_TRY, "final-try"),
-    (tf::CONFIRM, "confirm-each-use"),
-    (tf::PROTECTED_PATH, "pin-on-phone"),
-];
+/// The flags `PinFlags` shows: the PIN's and the container's own, not the
+/// per-caller login nor the daemon's "away" (which `Present` says).
+const PIN_FLAGS: u32 = tf::LOGIN_REQUIRED
+    | tf::PIN_LOCKED
+    | tf::PIN_COUNT_LOW
+    | tf::PIN_FINAL_TRY
+    | tf::CONFIRM
+    | tf::PROTECTED_PATH;
 
 pub struct TokenObject {
     inner: Arc<Inner>,
@@ -81,7 +80,7 @@ impl TokenObject {
 
     /// Takes the handset's latest word, saying what changed.
     pub async fn update(&self, now: TokenSnapshot, e: &SignalEmitter<'_>) -> zbus::Result<()> {
-        let was = std::mem::replace(&mut *crate::lock(&self.now), now.clone());
+        let was = crate::replace(&self.now, now.clone());
         if was.serial != now.serial {
             self.serial_changed(e).await?;
         }
@@ -222,17 +221,15 @@ impl TokenObject {
         }
     }
 
-    /// The PIN's state, from this set: "login-required", "locked",
-    /// "count-low" (a wrong PIN since the last right one), "final-try",
-    /// "confirm-each-use" (the owner approves each use on the phone),
-    /// "pin-on-phone" (the PIN is typed on the phone).
+    /// The PIN's state, from this set: "login-required", "pin-locked",
+    /// "pin-count-low" (a wrong PIN since the last right one),
+    /// "pin-final-try", "confirm-on-phone" (the owner approves each use on
+    /// the phone), "pin-on-phone" (the PIN is typed on the phone).
     #[zbus(property)]
     fn pin_flags(&self) -> Vec<String> {
-        let flags = self.now().flags;
-        PIN_FLAGS
-            .iter()
-            .filter(|(bit, _)| flags & bit != 0)
-            .map(|(_, name)| (*name).to_owned())
+        tf::names(self.now().flags & PIN_FLAGS)
+            .into_iter()
+            .map(str::to_owned)
             .collect()
     }
 
