@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use crate::args::{CryptArgs, SignArgs, SignMechanismArgs, VerifyArgs};
 use crate::failure::{Failure, io_failure};
 use crate::output::{emit_bytes, print_json, print_text, read_input};
-use crate::session::{Context, ensure_login, handset};
+use crate::session::{ApprovalNotice, Context, ensure_login, handset};
 
 /// The longest modulus the handset makes. A signature is prepared before
 /// its key is known, so here the size checks refuse only what no key could
@@ -195,9 +195,12 @@ pub(crate) fn sign(cx: &Context, a: &SignArgs) -> Result<(), Failure> {
     let input = prepare(resolve(&a.mech)?, &a.input, ANY_KEY_LEN)?;
     ensure_login(cx, &h, &a.token)?;
     let (mech, params) = input.wire();
+    let notice = ApprovalNotice::start(cx);
     let sig = cx
         .client
-        .sign(&h, &a.token, &a.key.key.0, mech, &params, &input.data)?;
+        .sign(&h, &a.token, &a.key.key.0, mech, &params, &input.data);
+    drop(notice);
+    let sig = sig?;
     emit_bytes(cx, "signature", &a.out, &sig, false)
 }
 
@@ -249,9 +252,12 @@ pub(crate) fn crypt(cx: &Context, a: &CryptArgs, decrypt: bool) -> Result<(), Fa
     let input = Zeroizing::new(read_input(&a.input)?);
     if decrypt {
         ensure_login(cx, &h, &a.token)?;
+        let notice = ApprovalNotice::start(cx);
         let pt = cx
             .client
-            .decrypt(&h, &a.token, &a.key.key.0, mech, &params, &input)?;
+            .decrypt(&h, &a.token, &a.key.key.0, mech, &params, &input);
+        drop(notice);
+        let pt = pt?;
         emit_bytes(cx, "plaintext", &a.out, &pt, true)
     } else {
         let ct = cx

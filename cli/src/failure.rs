@@ -373,7 +373,12 @@ pub(crate) fn hint(rv: CkRv, pin_given: bool) -> Option<&'static str> {
         CkRv::KEY_HANDLE_INVALID | CkRv::OBJECT_HANDLE_INVALID => {
             "no object with that id: see `phonecsp objects TOKEN`"
         }
-        CkRv::FUNCTION_REJECTED | CkRv::FUNCTION_CANCELED => "refused or cancelled on the phone",
+        CkRv::FUNCTION_REJECTED => {
+            "refused: by the phone's owner, or (pairing) by polkit or the phone; nothing was done"
+        }
+        CkRv::FUNCTION_CANCELED => {
+            "nobody answered on the phone in time (or a PIN prompt was dismissed): try again and answer there"
+        }
         CkRv::USER_NOT_LOGGED_IN if pin_given => {
             "the login was lost before the operation ran (the token was logged out on the phone or by another program): try again"
         }

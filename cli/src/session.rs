@@ -79,3 +79,61 @@ pub(crate) fn ensure_login(cx: &Context, handset: &str, token: &str) -> Result<(
         .login(handset, token, &pin)
         .map_err(|e| pin_failure(cx, handset, token, e))
 }
+
+/// While alive, says on stderr when this connection's call waits for the
+/// phone's owner (the daemon's `ApprovalPending` signal), so that a
+/// person is not left looking at a silent terminal for up to a minute.
+pub(crate) struct ApprovalNotice {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApprovalNotice {
+    /// Listens from now on (before the call is sent, so that nothing is
+    /// missed). Without signals, says nothing: the call still runs.
+    pub(crate) fn start(cx: &Context) -> ApprovalNotice {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let me = cx
+            .client
+            .as_async()
+            .and_then(|c| c.connection().unique_name().map(|n| n.to_string()));
+        let thread = match (cx.client.receive_events(), me) {
+            (Ok(events), Some(me)) => {
+                let stop = stop.clone();
+                Some(std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(event) =
+                            events.next_timeout(std::time::Duration::from_millis(100))
+                        else {
+                            continue;
+                        };
+                        if let phonecsp::client::Event::ApprovalPending {
+                            handset,
+                            token,
+                            operation,
+                            caller,
+                        } = event
+                            && caller == me
+                        {
+                            eprintln!(
+                                "phonecsp: confirm on your phone '{handset}': {operation} with a key of '{token}'..."
+                            );
+                        }
+                    }
+                }))
+            }
+            _ => None,
+        };
+        ApprovalNotice { stop, thread }
+    }
+}
+
+impl Drop for ApprovalNotice {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -178,6 +178,15 @@ pub enum Event {
     HandsetConnected(String),
     HandsetDisconnected(String),
     TokensChanged(String),
+    /// A call waits for the phone's owner (see `ApprovalPending` in
+    /// dbus/org.phonecsp.CryptoProvider1.xml).
+    ApprovalPending {
+        handset: String,
+        token: String,
+        operation: String,
+        /// The waiting connection's unique name.
+        caller: String,
+    },
 }
 
 impl Event {
@@ -186,7 +195,8 @@ impl Event {
         match self {
             Event::HandsetConnected(h)
             | Event::HandsetDisconnected(h)
-            | Event::TokensChanged(h) => h,
+            | Event::TokensChanged(h)
+            | Event::ApprovalPending { handset: h, .. } => h,
         }
     }
 }
@@ -327,7 +337,7 @@ impl Client {
         Ok(Client::handsets_of(s).await)
     }
 
-    /// The three signals in one stream, in the order they arrive.
+    /// The signals in one stream, in the order they arrive.
     pub async fn receive_events(&self) -> Result<EventStream> {
         let connected = self
             .receive_handset_connected()
@@ -341,10 +351,22 @@ impl Client {
             .receive_tokens_changed()
             .await?
             .map(Event::TokensChanged);
-        Ok(
-            futures_util::stream::select(futures_util::stream::select(connected, removed), changed)
-                .boxed(),
-        )
+        let pending = self
+            .proxy
+            .receive_approval_pending()
+            .await?
+            .filter_map(|sig| {
+                let event = sig.args().ok().map(|a| Event::ApprovalPending {
+                    handset: a.handset,
+                    token: a.token,
+                    operation: a.operation,
+                    caller: a.caller,
+                });
+                std::future::ready(event)
+            });
+        let handsets = futures_util::stream::select(connected, removed);
+        let all = futures_util::stream::select(handsets, changed);
+        Ok(futures_util::stream::select(all, pending).boxed())
     }
 }
 

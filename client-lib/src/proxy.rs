@@ -40,6 +40,15 @@ macro_rules! proxy_trait {
 
             #[zbus(signal)]
             fn tokens_changed(&self, handset: String) -> zbus::Result<()>;
+
+            #[zbus(signal)]
+            fn approval_pending(
+                &self,
+                handset: String,
+                token: String,
+                operation: String,
+                caller: String,
+            ) -> zbus::Result<()>;
         }
     };
 }

@@ -52,6 +52,13 @@ impl Known {
         }
     }
 
+    /// The flags `token` of `handset` was last listed with.
+    pub fn flags(&self, handset: &str, token: &str) -> Option<u32> {
+        let seen = lock(&self.seen);
+        let containers = seen.get(handset)?;
+        containers.iter().find(|(n, _)| n == token).map(|(_, f)| *f)
+    }
+
     /// `handset`'s containers as just listed; written down when they
     /// changed. A failed write is logged: the memory is a convenience.
     pub fn remember(&self, handset: &str, now: Vec<Seen>) {

@@ -90,6 +90,7 @@ pub async fn run(
         .build()
         .await?;
     log::info!("serving {} on the {bus:?} bus", phonecsp::BUS_NAME);
+    inner.set_connection(conn.clone());
     // The object API: one object per handset, token and key.
     crate::objects::Tree::start(&conn, inner.clone()).await?;
 

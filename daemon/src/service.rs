@@ -34,7 +34,7 @@ use phonecsp_protocol::limits::{
     MAX_DATA_OBJECT_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECT_ID_LEN,
     MAX_PIN_LEN, MAX_RANDOM_LEN, RSA_KEY_BITS,
 };
-use phonecsp_protocol::message::DataObject;
+use phonecsp_protocol::message::{DataObject, token_flags};
 use phonecsp_protocol::noise::fingerprint;
 use phonecsp_protocol::{CkRv, HashAlg, ObjectClass, PairingCode};
 use rsa::RsaPublicKey;
@@ -83,6 +83,9 @@ pub struct Inner {
     cache: Mutex<HashMap<(String, String), TokenCache>>,
     known: Known,
     agents: Agents,
+    /// The bus connection the service runs on, for signals sent from
+    /// outside an interface method; unset where no bus is served.
+    conn: std::sync::OnceLock<Connection>,
     /// Asks the object tree to look at a handset again (see
     /// [`crate::objects::Tree`]); unset where no tree is served.
     resync: Mutex<Option<UnboundedSender<(String, Resync)>>>,
@@ -193,12 +196,42 @@ impl Inner {
             logins: Arc::new(Logins::default()),
             cache: Mutex::new(HashMap::new()),
             agents: Agents::default(),
+            conn: std::sync::OnceLock::new(),
             resync: Mutex::new(None),
         }
     }
 
     pub(crate) fn agents(&self) -> &Agents {
         &self.agents
+    }
+
+    pub fn set_connection(&self, conn: Connection) {
+        let _ = self.conn.set(conn);
+    }
+
+    /// Says (`ApprovalPending`, and in the log) that `call`'s `operation`
+    /// waits for the phone's owner, where the token asks them: each use on
+    /// a confirm-on-phone token, a login on one that takes its PIN there.
+    async fn announce(&self, call: &Call<'_>, operation: &str) {
+        let flags = self.known.flags(call.handset, call.token).unwrap_or(0);
+        let asks = match operation {
+            "login" => flags & token_flags::PROTECTED_PATH != 0,
+            _ => flags & token_flags::CONFIRM != 0,
+        };
+        if !asks {
+            return;
+        }
+        log::info!(
+            "{} waits for the owner of '{}' to approve {operation} on '{}'",
+            call.caller.name,
+            call.handset,
+            call.token
+        );
+        let Some(conn) = self.conn.get() else { return };
+        if let Ok(emitter) = SignalEmitter::new(conn, phonecsp::OBJECT_PATH) {
+            let (h, t, c) = (call.handset, call.token, call.caller.name.as_str());
+            let _ = Provider::approval_pending(&emitter, h, t, operation, c).await;
+        }
     }
 
     pub(crate) fn set_resync(&self, tx: UnboundedSender<(String, Resync)>) {
@@ -627,6 +660,9 @@ impl Call<'_> {
     /// token has a protected authentication path; the handset decides.
     pub(crate) async fn login(&self, pin: &[u8]) -> Result<()> {
         check_pin(pin, 0)?;
+        if pin.is_empty() {
+            self.inner.announce(self, "login").await;
+        }
         // The caller's login is recorded by the link as the handset accepts it.
         self.handset().login(self.token, pin).await
     }
@@ -710,6 +746,7 @@ impl Call<'_> {
         self.require_login()?;
         let key_len = self.key(key_id).await?.size();
         let input = cpu_work(data, move |d| SignInput::once(signing, key_len, d)).await??;
+        self.inner.announce(self, "sign").await;
         self.handset().sign(self.token, key_id, input).await
     }
 
@@ -736,6 +773,7 @@ impl Call<'_> {
         self.require_login()?;
         let key = self.key(key_id).await?;
         enc.check_ciphertext(ciphertext.len(), key.size())?;
+        self.inner.announce(self, "decrypt").await;
         self.handset()
             .decrypt(self.token, key_id, enc.for_handset(), ciphertext)
             .await
@@ -769,6 +807,15 @@ impl Provider {
 
     #[zbus(signal)]
     async fn tokens_changed(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn approval_pending(
+        emitter: &SignalEmitter<'_>,
+        handset: &str,
+        token: &str,
+        operation: &str,
+        caller: &str,
+    ) -> zbus::Result<()>;
 
     #[zbus(out_args("handsets"))]
     async fn list_handsets(
@@ -1167,6 +1214,7 @@ impl Provider {
         };
         oaep_in.check_ciphertext(ciphertext.len(), key.size())?;
         let mut link = call.handset();
+        self.inner.announce(&call, "re-wrap a secret").await;
         link.rewrap(&token, &key_id, in_hash, &ciphertext, out_hash, &public_key)
             .await
     }

@@ -177,6 +177,9 @@ struct ServeArgs {
     /// Command that asks the owner to approve an operation (exit 0 = yes).
     #[arg(long)]
     prompt_command: Option<String>,
+    /// Seconds the owner has to answer an approval or PIN prompt.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    approval_timeout: u64,
     /// Longest line accepted (advertised in +CKVER).
     #[arg(long, default_value_t = serve::DEFAULT_LINE)]
     max_line: usize,
@@ -591,7 +594,7 @@ fn serve_cmd(store: Store, args: ServeArgs) -> Res {
     let approver = Approver {
         command: args.prompt_command.clone(),
         terminal: args.prompt_command.is_none() && !args.stdio,
-        timeout: None,
+        timeout: Some(std::time::Duration::from_secs(args.approval_timeout.max(1))),
     };
     let mut manager = Manager::new(store, approver);
     let rt = tokio::runtime::Builder::new_multi_thread()

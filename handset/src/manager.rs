@@ -18,12 +18,23 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
+/// What the owner said when asked to approve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    Yes,
+    /// The owner refused.
+    No,
+    /// Nobody answered in time, or nobody could be asked.
+    NoAnswer,
+}
+
 /// How the owner is asked to approve an operation on a `confirm` container.
 #[derive(Debug, Clone, Default)]
 pub struct Approver {
     /// Run through `sh -c`; exit status 0 approves. The request is described
     /// in `PHONECSP_PROMPT`, `PHONECSP_HOST`, `PHONECSP_CONTAINER`,
-    /// `PHONECSP_OPERATION`.
+    /// `PHONECSP_OPERATION` and, for an operation with a key,
+    /// `PHONECSP_KEY` (the key's label).
     pub command: Option<String>,
     /// Without a command, ask on the controlling terminal (`/dev/tty`).
     pub terminal: bool,
@@ -34,14 +45,30 @@ pub struct Approver {
 const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Approver {
-    fn approve(&self, host: &str, container: &str, operation: &str) -> bool {
-        let prompt = format!("{host} asks to {operation} with a key of container '{container}'");
+    fn approve(&self, host: &str, container: &str, operation: &str, key: Option<&str>) -> Approval {
+        let with = match key {
+            Some(label) => format!("the key '{label}'"),
+            None => "a key".to_owned(),
+        };
+        let prompt = format!("{host} asks to {operation} with {with} of container '{container}'");
+        let asked = Asked {
+            prompt: &prompt,
+            host,
+            container,
+            operation,
+            key,
+        };
         if let Some(cmd) = &self.command {
-            return self
-                .run_command(cmd, &prompt, host, container, operation, Stdio::inherit())
-                .is_some();
+            return match self.run_command(cmd, &asked, Stdio::inherit()) {
+                Ok(_) => Approval::Yes,
+                Err(answer) => answer,
+            };
         }
-        self.terminal && crate::tty::approve(&prompt)
+        match self.terminal && crate::tty::approve(&prompt) {
+            true => Approval::Yes,
+            false if self.terminal => Approval::No,
+            false => Approval::NoAnswer,
+        }
     }
 
     /// Asks the owner to type the container's PIN on the phone: the prompt
@@ -51,8 +78,14 @@ impl Approver {
     pub fn ask_pin(&self, host: &str, container: &str) -> Option<Zeroizing<Vec<u8>>> {
         let prompt = format!("{host} asks to log in to container '{container}': enter its PIN");
         if let Some(cmd) = &self.command {
-            let mut child =
-                self.run_command(cmd, &prompt, host, container, "pin", Stdio::piped())?;
+            let asked = Asked {
+                prompt: &prompt,
+                host,
+                container,
+                operation: "pin",
+                key: None,
+            };
+            let mut child = self.run_command(cmd, &asked, Stdio::piped()).ok()?;
             let mut out = Zeroizing::new(Vec::new());
             use std::io::Read;
             child.stdout.take()?.read_to_end(&mut out).ok()?;
@@ -66,44 +99,48 @@ impl Approver {
         None
     }
 
-    /// Runs the prompt command for `operation` and waits for it, at most
-    /// the approval timeout. The finished child if it said yes (exit 0);
-    /// `None` if it said no, could not start or did not answer in time
-    /// (then it is killed).
+    /// Runs the prompt command for `asked` and waits for it, at most the
+    /// approval timeout. The finished child if it said yes (exit 0);
+    /// [`Approval::No`] if it said no; [`Approval::NoAnswer`] if it could
+    /// not start or did not answer in time (then it is killed).
     fn run_command(
         &self,
         cmd: &str,
-        prompt: &str,
-        host: &str,
-        container: &str,
-        operation: &str,
+        asked: &Asked<'_>,
         stdout: Stdio,
-    ) -> Option<std::process::Child> {
-        let child = Command::new("/bin/sh")
+    ) -> Result<std::process::Child, Approval> {
+        let mut command = Command::new("/bin/sh");
+        command
             .arg("-c")
             .arg(cmd)
-            .env("PHONECSP_PROMPT", prompt)
-            .env("PHONECSP_HOST", host)
-            .env("PHONECSP_CONTAINER", container)
-            .env("PHONECSP_OPERATION", operation)
+            .env("PHONECSP_PROMPT", asked.prompt)
+            .env("PHONECSP_HOST", asked.host)
+            .env("PHONECSP_CONTAINER", asked.container)
+            .env("PHONECSP_OPERATION", asked.operation)
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .spawn();
-        let Ok(mut child) = child else {
-            log::warn!("the prompt command could not be started for {operation}");
-            return None;
+            .stdout(stdout);
+        if let Some(key) = asked.key {
+            command.env("PHONECSP_KEY", key);
+        }
+        let Ok(mut child) = command.spawn() else {
+            log::warn!(
+                "the prompt command could not be started for {}",
+                asked.operation
+            );
+            return Err(Approval::NoAnswer);
         };
         let deadline = Instant::now() + self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
         loop {
             match child.try_wait() {
-                Ok(Some(status)) => return status.success().then_some(child),
+                Ok(Some(status)) if status.success() => return Ok(child),
+                Ok(Some(_)) => return Err(Approval::No),
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return None;
+                    return Err(Approval::NoAnswer);
                 }
             }
         }
@@ -146,6 +183,26 @@ fn private_key_operation(
             ..
         } => crypto::rewrap(key, in_hash, &data, out_hash, &spki).map(Reply::Rewrapped),
         _ => Err(CkRv::GENERAL_ERROR),
+    }
+}
+
+/// What a prompt describes.
+struct Asked<'a> {
+    prompt: &'a str,
+    host: &'a str,
+    container: &'a str,
+    operation: &'a str,
+    key: Option<&'a str>,
+}
+
+/// The key a request uses, if it names one.
+fn key_id_of(r: &Request) -> Option<&[u8]> {
+    match r {
+        Request::Sign { id, .. } | Request::Decrypt { id, .. } | Request::DestroyKey { id, .. } => {
+            Some(id)
+        }
+        Request::Rewrap { id, .. } => Some(id),
+        _ => None,
     }
 }
 
@@ -282,9 +339,22 @@ impl Manager {
         if let Some(op) = operation_name(&request) {
             // Check login before bothering a person.
             self.kek(host, &name)?;
-            if c.policy() == Policy::Confirm && !self.approver.approve(&host_name, &name, op) {
-                log::info!("{op} on '{name}' for {host_name}: refused by the owner");
-                return Err(CkRv::FUNCTION_REJECTED);
+            if c.policy() == Policy::Confirm {
+                let key = key_id_of(&request)
+                    .and_then(|id| c.key(id))
+                    .map(|k| k.label.as_str());
+                match self.approver.approve(&host_name, &name, op, key) {
+                    Approval::Yes => {}
+                    // The standard's value for "rejected by the user".
+                    Approval::No => {
+                        log::info!("{op} on '{name}' for {host_name}: refused by the owner");
+                        return Err(CkRv::FUNCTION_REJECTED);
+                    }
+                    Approval::NoAnswer => {
+                        log::info!("{op} on '{name}' for {host_name}: nobody answered in time");
+                        return Err(CkRv::FUNCTION_CANCELED);
+                    }
+                }
             }
         }
         match request {

@@ -1,0 +1,93 @@
+//! Waiting that speaks: on a token whose owner approves each use on the
+//! phone, the daemon says a call is waiting (`ApprovalPending`) and the
+//! command says so at once; the phone's prompt names the key; a refusal
+//! and an unanswered prompt come back as distinct errors that say which.
+
+use phonecsp_tests::{Fixture, KEY_ID_HEX, PIN, fixture, phonecsp, wait_for_object};
+use std::process::Output;
+
+const KEY: &str = "/org/phonecsp/handset/phone/ssh/key_01";
+
+/// The handset again, `ssh` asking its owner to approve each use, with
+/// `args` for `serve`.
+async fn restart_confirming(f: &mut Fixture, args: &[&str]) {
+    let c = f.client.connection().clone();
+    f.handset.kill();
+    wait_for_object(&c, KEY, false).await;
+    f.handset.cli_ok(&["container", "policy", "ssh", "confirm"]);
+    f.handset.set_serve_args(args);
+    f.handset.start();
+    wait_for_object(&c, KEY, true).await;
+}
+
+fn sign(f: &Fixture) -> Output {
+    let data = f.root.path().join("data");
+    std::fs::write(&data, b"approve me").unwrap();
+    let (input, out) = (data.to_str().unwrap(), f.root.path().join("sig"));
+    let args = [
+        "sign",
+        "ssh",
+        "--key",
+        KEY_ID_HEX,
+        "--in",
+        input,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    tokio::task::block_in_place(|| phonecsp(&f.bus, None, &args, &[("PHONECSP_PIN", PIN)]))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_waiting_for_the_owner_is_said_and_refusal_and_silence_told_apart() {
+    let mut f = fixture("", &[]).await;
+    let asked = f.root.path().join("asked");
+    let approve = format!(
+        "echo \"$PHONECSP_PROMPT|$PHONECSP_KEY\" > {}; sleep 1; exit 0",
+        asked.display()
+    );
+    restart_confirming(&mut f, &["--prompt-command", &approve]).await;
+    let o = sign(&f);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("confirm on your phone 'phone': sign with a key of 'ssh'"),
+        "{}",
+        stderr(&o)
+    );
+    let prompt = std::fs::read_to_string(&asked).unwrap();
+    assert!(
+        prompt.contains("to sign with the key 'ssh key'"),
+        "{prompt}"
+    );
+    assert!(prompt.trim_end().ends_with("|ssh key"), "{prompt}");
+
+    // The owner says no: rejected, by the standard's value for it.
+    restart_confirming(&mut f, &["--prompt-command", "exit 1"]).await;
+    let o = sign(&f);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("CKR_FUNCTION_REJECTED"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
+
+    // Nobody answers: cancelled, and the command says so.
+    let silent = ["--prompt-command", "sleep 30", "--approval-timeout", "1"];
+    restart_confirming(&mut f, &silent).await;
+    let o = sign(&f);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("CKR_FUNCTION_CANCELED"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("nobody answered on the phone"),
+        "{}",
+        stderr(&o)
+    );
+}
