@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use phonecsp_handset::crypto;
 use phonecsp_handset::manager::{self, Approver, Manager};
 use phonecsp_handset::serve::{self, DEFAULT_RFCOMM_CHANNEL};
-use phonecsp_handset::store::{KdfParams, PinEntry, Policy, Store};
+use phonecsp_handset::store::{KdfParams, KeyHealth, PinEntry, Policy, Store};
 use phonecsp_protocol::PairingCode;
 use phonecsp_protocol::noise::fingerprint;
 use std::io::Write;
@@ -423,13 +423,21 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
         }
         ContainerCmd::List => {
             println!(
-                "{:<20} {:<8} {:>5} {:>6} {:>7}",
+                "{:<20} {:<8} {:>5} {:>6} {:>7}  DAMAGED",
                 "CONTAINER", "POLICY", "KEYS", "CERTS", "TRIES"
             );
+            let mut notes = Vec::new();
             for name in store.container_names()? {
                 let c = store.load_container(&name)?;
+                let mut damaged = Vec::new();
+                for k in c.keys() {
+                    if let Err(e) = c.check_key(&k.id) {
+                        damaged.push(hex(&k.id));
+                        notes.push(e.to_string());
+                    }
+                }
                 println!(
-                    "{:<20} {:<8} {:>5} {:>6} {:>7}",
+                    "{:<20} {:<8} {:>5} {:>6} {:>7}  {}",
                     name,
                     format!("{:?}", c.policy()).to_lowercase(),
                     c.keys().len(),
@@ -438,8 +446,16 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
                         "locked".to_string()
                     } else {
                         c.retries_left().to_string()
+                    },
+                    if damaged.is_empty() {
+                        "-".to_string()
+                    } else {
+                        format!("keys {}", damaged.join(","))
                     }
                 );
+            }
+            for n in notes {
+                println!("{n}");
             }
         }
         ContainerCmd::Delete { name, yes } => {
@@ -519,16 +535,39 @@ fn key(store: &Store, k: KeyCmd) -> Res {
         }
         KeyCmd::List { container } => {
             let c = store.load_container(&container)?;
-            println!("{:<18} {:>5} {:<6} LABEL", "ID", "BITS", "CERT");
+            println!(
+                "{:<18} {:>5} {:<6} {:<9} LABEL",
+                "ID", "BITS", "CERT", "STATE"
+            );
+            let mut notes = Vec::new();
             for k in c.keys() {
                 let has_cert = c.certs().iter().any(|x| x.id == k.id);
+                let state = match k.health() {
+                    KeyHealth::Sound => "ok",
+                    KeyHealth::Unchecked => "unchecked",
+                    KeyHealth::Damaged(_) => "damaged",
+                };
+                if let Err(e) = c.check_key(&k.id) {
+                    notes.push(e.to_string());
+                }
                 println!(
-                    "{:<18} {:>5} {:<6} {}",
+                    "{:<18} {:>5} {:<6} {:<9} {}",
                     hex(&k.id),
                     k.bits,
                     if has_cert { "yes" } else { "no" },
+                    state,
                     k.label
                 );
+            }
+            if c.keys().iter().any(|k| k.health() == KeyHealth::Unchecked) {
+                notes.push(
+                    "unchecked: written before keys had integrity checks; checked at the next \
+                     right PIN"
+                        .into(),
+                );
+            }
+            for n in notes {
+                println!("{n}");
             }
         }
     }

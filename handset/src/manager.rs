@@ -337,8 +337,15 @@ impl Manager {
             .to_owned();
         let mut c = self.container(&hosts, host, &name)?;
         if let Some(op) = operation_name(&request) {
-            // Check login before bothering a person.
+            // Check login before bothering a person, and a key known to be
+            // damaged too.
             self.kek(host, &name)?;
+            // A damaged key can still be destroyed.
+            if let Some(id) = key_id_of(&request)
+                && !matches!(request, Request::DestroyKey { .. })
+            {
+                c.check_key(id).map_err(store_rv)?;
+            }
             if c.policy() == Policy::Confirm {
                 let key = key_id_of(&request)
                     .and_then(|id| c.key(id))
@@ -499,11 +506,21 @@ fn container_of(r: &Request) -> Option<&str> {
 /// Maps a store error to what the host may see: PIN results as they are,
 /// a missing object as an invalid handle, anything else as a device error
 /// (logged here, never sent).
+///
+/// A damaged key is `CKR_DEVICE_ERROR`, PKCS#11 2.40's "some problem has
+/// occurred with the token": neither `CKR_DEVICE_MEMORY` (the token lacks
+/// memory) nor `CKR_DATA_INVALID` (the caller's plaintext is invalid) says
+/// what happened, and `CKR_KEY_HANDLE_INVALID` would say the key is not
+/// there (docs/protocol.md section 7.1). The log names the key.
 fn store_rv(e: StoreError) -> CkRv {
     match e {
         StoreError::Token(rv) => rv,
         StoreError::NotFound(_) => CkRv::KEY_HANDLE_INVALID,
         StoreError::Exists(_) | StoreError::Invalid(_) => CkRv::ATTRIBUTE_VALUE_INVALID,
+        e @ StoreError::KeyDamaged { .. } => {
+            log::error!("{e}");
+            CkRv::DEVICE_ERROR
+        }
         e => {
             log::error!("{e}");
             CkRv::DEVICE_ERROR
@@ -674,4 +691,178 @@ pub fn offer_pairing(
         failures: 0,
     });
     store.save_hosts(&hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::test_key;
+    use crate::store::{HostEntry, KdfParams};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use phonecsp_protocol::SignMechanism;
+    use std::sync::Mutex;
+
+    const PIN: &[u8] = b"123456";
+    const HOST: [u8; 32] = [7; 32];
+
+    /// Every line logged by this test process.
+    static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record) {
+            if let Ok(mut lines) = LOGGED.lock() {
+                lines.push(r.args().to_string());
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    fn logged() -> Vec<String> {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if log::set_logger(&Capture).is_ok() {
+                log::set_max_level(log::LevelFilter::Trace);
+            }
+        });
+        LOGGED.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// A store with `ssh` (keys 01 "ssh key" and 02, policy `confirm`) and
+    /// `web` (key 01), both authorised for [`HOST`].
+    fn store(dir: &std::path::Path) -> Store {
+        let store = Store::init(dir, "test phone").unwrap();
+        for (name, ids) in [("ssh", &[1u8, 2][..]), ("web", &[1u8][..])] {
+            let mut c = store
+                .create_container(name, PIN, Policy::Auto, KdfParams::FAST_FOR_TESTS)
+                .unwrap();
+            let kek = c.unlock(&store, PIN).unwrap();
+            for id in ids {
+                let label = if *id == 1 { "ssh key" } else { "other" };
+                c.add_key(&kek, vec![*id], label.into(), test_key())
+                    .unwrap();
+            }
+            if name == "ssh" {
+                c.set_policy(Policy::Confirm);
+            }
+            store.save_container(&c).unwrap();
+        }
+        store
+            .save_hosts(&Hosts {
+                hosts: vec![HostEntry {
+                    name: "laptop".into(),
+                    public: HOST,
+                    containers: vec!["ssh".into(), "web".into()],
+                }],
+                pairing: None,
+            })
+            .unwrap();
+        store
+    }
+
+    fn sign(container: &str, id: u8) -> Request {
+        Request::Sign {
+            container: container.into(),
+            id: vec![id],
+            mechanism: SignMechanism::Pkcs1,
+            data: vec![1; 51],
+        }
+    }
+
+    fn login(container: &str) -> Request {
+        Request::Login {
+            container: container.into(),
+            pin: Zeroizing::new(PIN.to_vec()),
+        }
+    }
+
+    fn retries(m: &mut Manager, container: &str) -> u32 {
+        let request = Request::TokenInfo {
+            container: container.into(),
+        };
+        match m.execute(&HOST, request) {
+            Ok(Reply::TokenInfo(t)) => t.retries_left,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 18, item 1: a key whose wrapped form is damaged answers
+    /// CKR_DEVICE_ERROR and the handset's log names it; the owner is not
+    /// asked about it; the login spends no try; the container's other key
+    /// and the other container sign; the objects are all still listed.
+    #[test]
+    fn a_damaged_key_is_refused_and_logged_by_name_and_the_others_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let path = dir.path().join("containers/ssh.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let ct = v["keys"][0]["wrapped"]["ct"].as_str().unwrap().to_owned();
+        let mut bytes = B64.decode(&ct).unwrap();
+        bytes[40] ^= 1;
+        let damaged_ct = B64.encode(&bytes);
+        v["keys"][0]["wrapped"]["ct"] = damaged_ct.clone().into();
+        std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+
+        let asked = dir.path().join("asked");
+        let approver = Approver {
+            command: Some(format!(
+                "echo \"$PHONECSP_OPERATION\" >> {}",
+                asked.display()
+            )),
+            terminal: false,
+            timeout: None,
+        };
+        let mut m = Manager::new(store, approver);
+        logged();
+        assert_eq!(
+            m.execute(&HOST, sign("ssh", 1)).unwrap_err(),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        assert!(matches!(m.execute(&HOST, login("ssh")), Ok(Reply::Done)));
+        assert_eq!(retries(&mut m, "ssh"), crate::store::MAX_PIN_TRIES);
+
+        assert_eq!(
+            m.execute(&HOST, sign("ssh", 1)).unwrap_err(),
+            CkRv::DEVICE_ERROR
+        );
+        assert!(!asked.exists(), "the owner was asked about a damaged key");
+        let lines = logged();
+        assert!(
+            lines.iter().any(|l| l
+                .starts_with("container 'ssh': key 01 ('ssh key') is damaged: its stored entry")),
+            "{lines:?}"
+        );
+        for l in &lines {
+            assert!(!l.contains("123456") && !l.contains(&damaged_ct), "{l}");
+        }
+
+        assert!(matches!(
+            m.execute(&HOST, sign("ssh", 2)),
+            Ok(Reply::Signature(_))
+        ));
+        assert!(asked.exists());
+        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        assert!(matches!(
+            m.execute(&HOST, sign("web", 1)),
+            Ok(Reply::Signature(_))
+        ));
+        assert_eq!(retries(&mut m, "ssh"), crate::store::MAX_PIN_TRIES);
+
+        let list = Request::FindObjects {
+            container: "ssh".into(),
+            class: Some(ObjectClass::PrivateKey),
+            id: None,
+            label: None,
+        };
+        match m.execute(&HOST, list) {
+            Ok(Reply::Objects(o)) => assert_eq!(o.len(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
 }

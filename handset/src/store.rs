@@ -7,6 +7,13 @@
 //!   its RSA keys (PKCS#8 DER sealed with XChaCha20-Poly1305 under a key
 //!   derived from the PIN with Argon2id) and certificates.
 //!
+//! A container's PIN settings, and each of its keys, carry an HMAC-SHA256
+//! under a key derived from the handset's identity key, checked at every
+//! load: damaged settings make the container fail to load before any PIN
+//! is tried; a damaged key is marked ([`KeyHealth`]) and refused by name
+//! ([`StoreError::KeyDamaged`]) while the container's other keys work.
+//! docs/store.md describes the format and what each check covers.
+//!
 //! Every write is atomic (temporary file, fsync, rename, fsync of the
 //! directory), so a crash leaves either the old or the new file. A file
 //! that fails to load (truncated, not JSON, inconsistent) is reported as
@@ -72,6 +79,17 @@ pub enum StoreError {
     /// PIN incorrect or locked, and other answers for the token.
     #[error("{0}")]
     Token(CkRv),
+    /// One key of a container is damaged; the container and its other keys
+    /// are not. Names the key by its id and label, which are public.
+    #[error("container '{container}': key {id} ('{label}') is damaged: {damage}")]
+    KeyDamaged {
+        container: String,
+        /// The key's CKA_ID in hex.
+        id: String,
+        /// The key's label, control characters escaped.
+        label: String,
+        damage: Damage,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -602,15 +620,13 @@ impl Store {
         let path = self.container_path(name);
         let bytes =
             read_file(&path)?.ok_or_else(|| StoreError::NotFound(format!("container '{name}'")))?;
-        let c: Container = parse(&path, &bytes)?;
+        let mut c: Container = parse(&path, &bytes)?;
         c.validate(name).map_err(|r| corrupt(&path, r))?;
+        let key = self.integrity_key()?;
         // Checked before any PIN is: a damaged salt or KDF setting would
         // otherwise make the right PIN read as wrong and spend a try.
         if let Some(mac) = &c.integrity
-            && !bool::from(
-                mac.as_bytes()
-                    .ct_eq(c.settings_mac(&*self.integrity_key()?)?.as_bytes()),
-            )
+            && !macs_match(mac, &c.settings_mac(&key)?)
         {
             return Err(corrupt(
                 &path,
@@ -620,14 +636,43 @@ impl Store {
                 ),
             ));
         }
+        // Each key on its own: a damaged one is marked, and the container
+        // and its other keys load. A key without a check is not damaged for
+        // that; it is checked at the next right PIN (Container::unlock).
+        for k in &mut c.keys {
+            k.health = match (&k.damaged, &k.integrity) {
+                (Some(d), _) => KeyHealth::Damaged(*d),
+                (None, None) => KeyHealth::Unchecked,
+                (None, Some(mac)) if macs_match(mac, &k.mac(name, &key)?) => KeyHealth::Sound,
+                (None, Some(_)) => KeyHealth::Damaged(Damage::Integrity),
+            };
+            if k.health != KeyHealth::Damaged(Damage::Integrity) && k.wrapped.decode().is_none() {
+                k.health = KeyHealth::Damaged(Damage::Malformed);
+            }
+        }
         Ok(c)
     }
 
-    /// Saves a container (atomically), with its integrity check.
+    /// Saves a container (atomically), with its integrity checks: one over
+    /// the PIN settings, and one over each key this handset sealed or
+    /// opened, or found whole. A key not checked yet is written without
+    /// one, and a damaged key as it was read.
     pub fn save_container(&self, c: &Container) -> Result<(), StoreError> {
         check_container_name(&c.name)?;
+        let key = self.integrity_key()?;
         let mut sealed = c.clone();
-        sealed.integrity = Some(c.settings_mac(&*self.integrity_key()?)?);
+        sealed.integrity = Some(c.settings_mac(&key)?);
+        for k in &mut sealed.keys {
+            match k.health {
+                KeyHealth::Sound => {
+                    k.integrity = Some(k.mac(&c.name, &key)?);
+                    k.damaged = None;
+                }
+                KeyHealth::Unchecked
+                | KeyHealth::Damaged(Damage::Integrity | Damage::Malformed) => {}
+                KeyHealth::Damaged(d @ (Damage::Unwrap | Damage::Mismatch)) => k.damaged = Some(d),
+            }
+        }
         write_atomic(&self.container_path(&c.name), &to_json(&sealed)?)
     }
 
@@ -799,6 +844,80 @@ impl Sealed {
     }
 }
 
+/// A wrapped private key as the file holds it: the base64 text of its
+/// nonce and ciphertext, kept as read. Decoded when used, so that a
+/// damaged one makes that key damaged, not the whole container unreadable,
+/// and is written back unchanged.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredSealed {
+    nonce: String,
+    ct: String,
+}
+
+impl StoredSealed {
+    fn new(s: &Sealed) -> StoredSealed {
+        use base64::Engine as _;
+        StoredSealed {
+            nonce: B64.encode(&s.nonce),
+            ct: B64.encode(&s.ct),
+        }
+    }
+
+    /// The nonce and ciphertext, if they decode and have the lengths a
+    /// wrapped key has.
+    fn decode(&self) -> Option<Sealed> {
+        use base64::Engine as _;
+        let nonce = B64.decode(self.nonce.as_bytes()).ok()?;
+        let ct = B64.decode(self.ct.as_bytes()).ok()?;
+        (nonce.len() == NONCE_LEN && ct.len() > TAG_LEN).then_some(Sealed { nonce, ct })
+    }
+}
+
+/// What is wrong with a damaged key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Damage {
+    /// Its entry fails its integrity check (found without the PIN).
+    Integrity,
+    /// Its wrapped private key is not base64 of a nonce and a ciphertext
+    /// (found without the PIN).
+    Malformed,
+    /// Its wrapped private key fails its AEAD check under the right PIN.
+    Unwrap,
+    /// Unwrapped, it is not an RSA private key, or not the one whose
+    /// public key is stored with it.
+    Mismatch,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Damage::Integrity => {
+                "its stored entry (public key, label or wrapped private key) fails its integrity check"
+            }
+            Damage::Malformed => "its wrapped private key is malformed in the store file",
+            Damage::Unwrap => {
+                "its wrapped private key fails its authentication check under the right PIN"
+            }
+            Damage::Mismatch => {
+                "its unwrapped private key does not match the public key stored with it"
+            }
+        })
+    }
+}
+
+/// What this handset knows of a key's stored form.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyHealth {
+    /// Its integrity check passed, or this handset sealed or opened it.
+    Sound,
+    /// Written before keys had integrity checks: it gets one at the next
+    /// right PIN, once its wrapped private key has opened.
+    #[default]
+    Unchecked,
+    Damaged(Damage),
+}
+
 /// An RSA key pair in a container: public parts in the clear, the private
 /// key sealed under the container's key-encrypting key.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -811,7 +930,80 @@ pub struct KeyEntry {
     pub modulus: Vec<u8>,
     #[serde(with = "b64")]
     pub exponent: Vec<u8>,
-    wrapped: Sealed,
+    wrapped: StoredSealed,
+    /// HMAC-SHA256 of the entry ([`KeyEntry::mac`]) under the handset's
+    /// integrity key. Absent in files written before it existed, and for a
+    /// key not yet opened with the right PIN since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    integrity: Option<String>,
+    /// Set when the right PIN found the key damaged (it had no integrity
+    /// check then), so that it is still reported without the PIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    damaged: Option<Damage>,
+    #[serde(skip)]
+    health: KeyHealth,
+}
+
+impl KeyEntry {
+    pub fn health(&self) -> KeyHealth {
+        self.health
+    }
+
+    /// HMAC-SHA256 (hex) of everything the file holds of this key, as the
+    /// file holds it, bound to its container's name. The tuple starts with
+    /// a string, [`Container::settings_mac`]'s with a number: the two never
+    /// cover the same bytes.
+    fn mac(&self, container: &str, key: &[u8; 32]) -> Result<String, StoreError> {
+        let covered = (
+            "phonecsp key integrity v1",
+            container,
+            hex(&self.id),
+            &self.label,
+            self.bits,
+            hex(&self.modulus),
+            hex(&self.exponent),
+            &self.wrapped,
+        );
+        hmac_hex(key, &covered)
+    }
+
+    /// Opens the wrapped private key and checks it against the public parts.
+    fn open(&self, container: &str, kek: &Kek) -> Result<RsaPrivateKey, Damage> {
+        let sealed = self.wrapped.decode().ok_or(Damage::Malformed)?;
+        let der = sealed
+            .open(kek, &key_aad(container, &self.id))
+            .ok_or(Damage::Unwrap)?;
+        let key = crypto::from_pkcs8_der(&der).map_err(|_| Damage::Mismatch)?;
+        // The public parts are stored in the clear: they must be this key's.
+        if key.n().to_bytes_be() != self.modulus || key.e().to_bytes_be() != self.exponent {
+            return Err(Damage::Mismatch);
+        }
+        Ok(key)
+    }
+
+    fn damaged(&self, container: &str, damage: Damage) -> StoreError {
+        StoreError::KeyDamaged {
+            container: container.to_owned(),
+            id: hex(&self.id),
+            label: self.label.escape_debug().to_string(),
+            damage,
+        }
+    }
+}
+
+/// HMAC-SHA256, in hex, of `covered` encoded as JSON.
+fn hmac_hex<T: Serialize>(key: &[u8; 32], covered: &T) -> Result<String, StoreError> {
+    use hmac::{Hmac, Mac};
+    let bytes = serde_json::to_vec(covered)
+        .map_err(|e| StoreError::Invalid(format!("cannot encode: {e}")))?;
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .map_err(|_| StoreError::Invalid("integrity key".into()))?;
+    mac.update(&bytes);
+    Ok(hex(&mac.finalize().into_bytes()))
+}
+
+fn macs_match(stored: &str, computed: &str) -> bool {
+    bool::from(stored.as_bytes().ct_eq(computed.as_bytes()))
 }
 
 /// An X.509 certificate in a container.
@@ -888,9 +1080,9 @@ impl Container {
     /// HMAC-SHA256 (hex) of everything that decides how a PIN is checked:
     /// the name, the KDF and its salt, the PIN check, the retry counter,
     /// the policy and where the PIN is entered. Keys are not covered: each
-    /// is sealed under the PIN-derived key with its own AEAD tag.
+    /// has its own ([`KeyEntry::mac`]), so that a damaged key leaves the
+    /// container and its other keys usable.
     fn settings_mac(&self, key: &[u8; 32]) -> Result<String, StoreError> {
-        use hmac::{Hmac, Mac};
         let covered = (
             self.version,
             &self.name,
@@ -902,12 +1094,7 @@ impl Container {
             &self.pin_check,
             &self.pin_entry,
         );
-        let bytes = serde_json::to_vec(&covered)
-            .map_err(|e| StoreError::Invalid(format!("cannot encode: {e}")))?;
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
-            .map_err(|_| StoreError::Invalid("integrity key".into()))?;
-        mac.update(&bytes);
-        Ok(hex(&mac.finalize().into_bytes()))
+        hmac_hex(key, &covered)
     }
 }
 
@@ -1033,9 +1220,6 @@ impl Container {
             if k.exponent.is_empty() || k.exponent.len() > 8 {
                 return Err(format!("key {i}: invalid exponent"));
             }
-            if k.wrapped.nonce.len() != NONCE_LEN || k.wrapped.ct.len() <= TAG_LEN {
-                return Err(format!("key {i}: invalid wrapped key"));
-            }
         }
         for (i, c) in self.certs.iter().enumerate() {
             if c.id.is_empty() || c.id.len() > MAX_ID_LEN {
@@ -1093,6 +1277,7 @@ impl Container {
         }
         let kek = derive_kek(pin, &self.salt, &self.kdf)?;
         if self.kek_matches(&kek) {
+            self.check_unchecked_keys(&kek);
             self.retries_left = MAX_PIN_TRIES;
             store.save_container(self)?;
             Ok(kek)
@@ -1109,9 +1294,40 @@ impl Container {
         }
     }
 
+    /// Opens, with the right PIN's key, each key written before keys had
+    /// integrity checks: one that opens is sound (and gets its check at
+    /// the next save), one that does not is damaged (and is saved so). The
+    /// PIN was right either way.
+    fn check_unchecked_keys(&mut self, kek: &Kek) {
+        let mut checked = 0;
+        for k in &mut self.keys {
+            if k.health != KeyHealth::Unchecked {
+                continue;
+            }
+            match k.open(&self.name, kek) {
+                Ok(_) => {
+                    k.health = KeyHealth::Sound;
+                    checked += 1;
+                }
+                Err(d) => {
+                    k.health = KeyHealth::Damaged(d);
+                    log::error!("{}", k.damaged(&self.name, d));
+                }
+            }
+        }
+        if checked > 0 {
+            log::info!(
+                "container '{}': {checked} key(s) written before integrity checks opened with \
+                 the right PIN and now carry one",
+                self.name
+            );
+        }
+    }
+
     /// Changes the PIN: every key is re-wrapped under a key derived from
     /// the new PIN with a new salt, and the container saved in one atomic
     /// write. A wrong old PIN counts as a try, as in [`Container::unlock`].
+    /// A damaged key is kept as it is (it stays damaged, and reported).
     pub fn change_pin(&mut self, store: &Store, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
         check_pin_len(new)?;
         let old_kek = self.unlock(store, old)?;
@@ -1120,12 +1336,21 @@ impl Container {
         let new_kek = derive_kek(new, &next.salt, &next.kdf)?;
         next.pin_check = Sealed::seal(&new_kek, PIN_CHECK, next.name.as_bytes())?;
         for k in &mut next.keys {
+            if let KeyHealth::Damaged(d) = k.health {
+                log::warn!(
+                    "{}; it is kept as it is under the new PIN",
+                    k.damaged(&self.name, d)
+                );
+                continue;
+            }
             let aad = key_aad(&self.name, &k.id);
-            let der = k
-                .wrapped
-                .open(&old_kek, &aad)
-                .ok_or(StoreError::Token(CkRv::DEVICE_ERROR))?;
-            k.wrapped = Sealed::seal(&new_kek, &der, &aad)?;
+            let Some(der) = k.wrapped.decode().and_then(|s| s.open(&old_kek, &aad)) else {
+                k.health = KeyHealth::Damaged(Damage::Unwrap);
+                log::error!("{}", k.damaged(&self.name, Damage::Unwrap));
+                continue;
+            };
+            k.wrapped = StoredSealed::new(&Sealed::seal(&new_kek, &der, &aad)?);
+            k.health = KeyHealth::Sound;
         }
         next.retries_left = MAX_PIN_TRIES;
         store.save_container(&next)?;
@@ -1162,12 +1387,30 @@ impl Container {
             bits,
             modulus,
             exponent,
-            wrapped,
+            wrapped: StoredSealed::new(&wrapped),
+            integrity: None,
+            damaged: None,
+            health: KeyHealth::Sound,
         });
         Ok(())
     }
 
-    /// Unseals the private key with this id.
+    /// `KeyDamaged` if the key with this id is known to be damaged without
+    /// a PIN (its entry failed its integrity check at load, or an earlier
+    /// right PIN found it damaged); `Ok` for any other id.
+    pub fn check_key(&self, id: &[u8]) -> Result<(), StoreError> {
+        match self.key(id) {
+            Some(k) => match k.health {
+                KeyHealth::Damaged(d) => Err(k.damaged(&self.name, d)),
+                KeyHealth::Sound | KeyHealth::Unchecked => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Unseals the private key with this id. A stale `kek` is
+    /// `USER_NOT_LOGGED_IN`; a key that is damaged, or that does not open
+    /// under the right key, is `KeyDamaged`, naming it.
     pub fn private_key(&self, kek: &Kek, id: &[u8]) -> Result<RsaPrivateKey, StoreError> {
         let entry = self
             .key(id)
@@ -1175,17 +1418,10 @@ impl Container {
         if !self.kek_matches(kek) {
             return Err(StoreError::Token(CkRv::USER_NOT_LOGGED_IN));
         }
-        let der = entry
-            .wrapped
-            .open(kek, &key_aad(&self.name, id))
-            .ok_or(StoreError::Token(CkRv::DEVICE_ERROR))?;
-        let key =
-            crypto::from_pkcs8_der(&der).map_err(|_| StoreError::Token(CkRv::DEVICE_ERROR))?;
-        // The public parts are stored in the clear: they must be this key's.
-        if key.n().to_bytes_be() != entry.modulus || key.e().to_bytes_be() != entry.exponent {
-            return Err(StoreError::Token(CkRv::DEVICE_ERROR));
-        }
-        Ok(key)
+        self.check_key(id)?;
+        entry
+            .open(&self.name, kek)
+            .map_err(|d| entry.damaged(&self.name, d))
     }
 
     /// Removes a key pair (in memory; save the container).
@@ -1403,7 +1639,13 @@ mod tests {
         );
         // Moving the sealed key to another id breaks its AAD.
         a.keys[0].id = b"other".to_vec();
-        assert_eq!(refused(a.private_key(&kek_a, b"other")), CkRv::DEVICE_ERROR);
+        assert!(matches!(
+            a.private_key(&kek_a, b"other"),
+            Err(StoreError::KeyDamaged {
+                damage: Damage::Unwrap,
+                ..
+            })
+        ));
     }
 
     /// A damaged salt made the right PIN read as wrong and spent a try
@@ -1737,5 +1979,215 @@ mod tests {
         assert_eq!(c.data().len(), MAX_DATA_OBJECTS);
         c.remove_data(&[1]).unwrap();
         assert!(matches!(c.remove_data(&[1]), Err(StoreError::NotFound(_))));
+    }
+
+    /// A container `ssh` with keys 01 ("ssh key") and 02 ("other"), saved,
+    /// and a container `web` with key 01, saved.
+    fn two_keys() -> (tempfile::TempDir, Store) {
+        let (tmp, store) = new_store();
+        for (name, ids) in [("ssh", &[1u8, 2][..]), ("web", &[1u8][..])] {
+            let mut c = store
+                .create_container(name, PIN, Policy::Auto, FAST)
+                .unwrap();
+            let kek = c.unlock(&store, PIN).unwrap();
+            for id in ids {
+                let label = if *id == 1 { "ssh key" } else { "other" };
+                c.add_key(&kek, vec![*id], label.into(), test_key())
+                    .unwrap();
+            }
+            store.save_container(&c).unwrap();
+        }
+        (tmp, store)
+    }
+
+    /// Edits the JSON of container `name`'s file.
+    fn edit(store: &Store, name: &str, f: impl FnOnce(&mut serde_json::Value)) {
+        let path = store.dir().join("containers").join(format!("{name}.json"));
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        f(&mut v);
+        fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    }
+
+    /// Flips one bit of the decoded `field` ("ct" or "nonce") of the first
+    /// key's wrapped private key.
+    fn flip_wrapped(v: &mut serde_json::Value, field: &str) {
+        let text = v["keys"][0]["wrapped"][field].as_str().unwrap();
+        let mut bytes = B64.decode(text).unwrap();
+        let i = bytes.len() / 2;
+        bytes[i] ^= 0x10;
+        v["keys"][0]["wrapped"][field] = B64.encode(bytes).into();
+    }
+
+    fn damage_of(r: Result<impl std::fmt::Debug, StoreError>) -> (Damage, String) {
+        match r {
+            Err(e @ StoreError::KeyDamaged { damage, .. }) => (damage, e.to_string()),
+            other => panic!("expected a damaged key, got {other:?}"),
+        }
+    }
+
+    /// Issue 18, item 1: a flipped byte in a wrapped key (ciphertext, nonce,
+    /// or the file's text of it) is found without the PIN, by its integrity
+    /// check, and reported naming the key; the right PIN still counts as
+    /// right, and the other key and the other container work.
+    #[test]
+    fn a_damaged_wrapped_key_is_found_without_the_pin_and_named() {
+        for how in ["ct", "nonce", "text"] {
+            let (_tmp, store) = two_keys();
+            let path = store.dir().join("containers/ssh.json");
+            edit(&store, "ssh", |v| match how {
+                "text" => {
+                    let ct = v["keys"][0]["wrapped"]["ct"].as_str().unwrap();
+                    v["keys"][0]["wrapped"]["ct"] = format!("!{}", &ct[1..]).into();
+                }
+                field => flip_wrapped(v, field),
+            });
+            let damaged = fs::read(&path).unwrap();
+            let mut c = store.load_container("ssh").unwrap();
+            // The check covers the file's text, so all three are found by it.
+            let want = Damage::Integrity;
+            assert_eq!(c.keys()[0].health(), KeyHealth::Damaged(want), "{how}");
+            assert_eq!(c.keys()[1].health(), KeyHealth::Sound, "{how}");
+            let (_, msg) = damage_of(c.check_key(&[1]));
+            assert!(
+                msg.starts_with("container 'ssh': key 01 ('ssh key') is damaged: "),
+                "{msg}"
+            );
+            assert!(msg.contains("integrity check"), "{msg}");
+            c.check_key(&[2]).unwrap();
+            c.check_key(&[9]).unwrap();
+
+            // The right PIN is right, and spends no try.
+            let kek = c.unlock(&store, PIN).unwrap();
+            assert_eq!(c.retries_left(), MAX_PIN_TRIES);
+            assert_eq!(damage_of(c.private_key(&kek, &[1])).0, Damage::Integrity);
+            assert_eq!(c.private_key(&kek, &[2]).unwrap().d(), test_key().d());
+            let mut web = store.load_container("web").unwrap();
+            let kek = web.unlock(&store, PIN).unwrap();
+            web.private_key(&kek, &[1]).unwrap();
+
+            // Saved again (the login saved it), the damaged key is written
+            // back as it was read, and still found.
+            let after: serde_json::Value =
+                serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+            let before: serde_json::Value = serde_json::from_slice(&damaged).unwrap();
+            assert_eq!(after["keys"][0], before["keys"][0], "{how}");
+            let c = store.load_container("ssh").unwrap();
+            assert_eq!(c.keys()[0].health(), KeyHealth::Damaged(want));
+        }
+    }
+
+    /// Without its integrity check (as a file from before it existed), a
+    /// wrapped key whose text no longer decodes is damaged, and the
+    /// container still loads.
+    #[test]
+    fn a_malformed_wrapped_key_damages_that_key_only() {
+        let (_tmp, store) = two_keys();
+        edit(&store, "ssh", |v| {
+            let k = v["keys"][0].as_object_mut().unwrap();
+            k.remove("integrity");
+            let ct = k["wrapped"]["ct"].as_str().unwrap().to_owned();
+            k["wrapped"]["ct"] = format!("!{}", &ct[1..]).into();
+            v["keys"][1]["wrapped"]["nonce"] = "AAAA".into();
+            v["keys"][1].as_object_mut().unwrap().remove("integrity");
+        });
+        let c = store.load_container("ssh").unwrap();
+        assert_eq!(c.keys()[0].health(), KeyHealth::Damaged(Damage::Malformed));
+        assert_eq!(c.keys()[1].health(), KeyHealth::Damaged(Damage::Malformed));
+        let (_, msg) = damage_of(c.check_key(&[1]));
+        assert!(
+            msg.contains("key 01 ('ssh key') is damaged: its wrapped private key is malformed"),
+            "{msg}"
+        );
+    }
+
+    /// A key written before keys had integrity checks is not damaged for
+    /// lacking one. With the right PIN its unwrapping is what tells: a
+    /// damaged one fails its AEAD check and is reported naming it, with
+    /// the PIN counted as right; a whole one gets its check. A wrong PIN
+    /// checks nothing and writes no check.
+    #[test]
+    fn keys_from_before_integrity_checks_are_checked_at_the_right_pin() {
+        let (_tmp, store) = two_keys();
+        let path = store.dir().join("containers/ssh.json");
+        edit(&store, "ssh", |v| {
+            v.as_object_mut().unwrap().remove("integrity");
+            for k in v["keys"].as_array_mut().unwrap() {
+                k.as_object_mut().unwrap().remove("integrity");
+            }
+            flip_wrapped(v, "ct");
+        });
+        let stored = |i: usize| -> serde_json::Value {
+            serde_json::from_slice::<serde_json::Value>(&fs::read(&path).unwrap()).unwrap()["keys"]
+                [i]
+                .clone()
+        };
+        let c = store.load_container("ssh").unwrap();
+        for k in c.keys() {
+            assert_eq!(k.health(), KeyHealth::Unchecked);
+        }
+        c.check_key(&[1]).unwrap();
+
+        // A session that logged in before the damage: the AEAD check fails
+        // under the right key, and names the key.
+        let mut other = store.load_container("ssh").unwrap();
+        assert_eq!(refused(other.unlock(&store, b"9999")), CkRv::PIN_INCORRECT);
+        assert!(stored(1).get("integrity").is_none());
+        assert_eq!(
+            store.load_container("ssh").unwrap().keys()[1].health(),
+            KeyHealth::Unchecked
+        );
+        let kek = other.unlock(&store, PIN).unwrap();
+        let (damage, msg) = damage_of(c.private_key(&kek, &[1]));
+        assert_eq!(damage, Damage::Unwrap);
+        assert_eq!(
+            msg,
+            "container 'ssh': key 01 ('ssh key') is damaged: its wrapped private key fails its \
+             authentication check under the right PIN"
+        );
+        c.private_key(&kek, &[2]).unwrap();
+
+        // The right PIN counted as right, found the damage and kept it; the
+        // whole key got its check.
+        assert_eq!(other.retries_left(), MAX_PIN_TRIES);
+        assert_eq!(other.keys()[0].health(), KeyHealth::Damaged(Damage::Unwrap));
+        assert_eq!(other.keys()[1].health(), KeyHealth::Sound);
+        assert_eq!(stored(0)["damaged"], "unwrap");
+        assert!(stored(0).get("integrity").is_none());
+        assert!(stored(1)["integrity"].is_string());
+        let c = store.load_container("ssh").unwrap();
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES);
+        assert_eq!(c.keys()[0].health(), KeyHealth::Damaged(Damage::Unwrap));
+        assert_eq!(c.keys()[1].health(), KeyHealth::Sound);
+        assert_eq!(damage_of(c.check_key(&[1])).0, Damage::Unwrap);
+    }
+
+    /// Changing the PIN re-wraps the whole keys and keeps a damaged one as
+    /// it is, still reported.
+    #[test]
+    fn change_pin_keeps_a_damaged_key_damaged_and_rewraps_the_others() {
+        let (_tmp, store) = two_keys();
+        edit(&store, "ssh", |v| flip_wrapped(v, "ct"));
+        let mut c = store.load_container("ssh").unwrap();
+        c.change_pin(&store, PIN, b"new pin").unwrap();
+        let mut c = store.load_container("ssh").unwrap();
+        assert_eq!(c.keys()[0].health(), KeyHealth::Damaged(Damage::Integrity));
+        let kek = c.unlock(&store, b"new pin").unwrap();
+        assert_eq!(damage_of(c.private_key(&kek, &[1])).0, Damage::Integrity);
+        c.private_key(&kek, &[2]).unwrap();
+    }
+
+    /// The checks are under a key only this handset has: an entry copied
+    /// from another handset's store, whole, is damaged here.
+    #[test]
+    fn a_key_entry_from_another_handset_fails_its_check() {
+        let (_tmp, store) = two_keys();
+        let (_tmp2, elsewhere) = two_keys();
+        let theirs: serde_json::Value =
+            serde_json::from_slice(&fs::read(elsewhere.dir().join("containers/ssh.json")).unwrap())
+                .unwrap();
+        edit(&store, "ssh", |v| v["keys"][1] = theirs["keys"][1].clone());
+        let c = store.load_container("ssh").unwrap();
+        assert_eq!(c.keys()[0].health(), KeyHealth::Sound);
+        assert_eq!(c.keys()[1].health(), KeyHealth::Damaged(Damage::Integrity));
     }
 }

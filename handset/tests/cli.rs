@@ -128,3 +128,66 @@ fn owner_commands_and_a_truncated_store_file() {
         );
     }
 }
+
+/// A damaged wrapped key is marked in `container list` and `key list`
+/// without a PIN, by name; the container's PIN still works (and spends no
+/// try), and so does adding a key.
+#[test]
+fn a_damaged_key_is_listed_as_damaged() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("state");
+    ok(&s, &["init"]);
+    ok(
+        &s,
+        &[
+            "container",
+            "create",
+            "ssh",
+            "--kdf-memory",
+            "64",
+            "--kdf-time",
+            "1",
+        ],
+    );
+    for (id, label) in [("01", "ssh key"), ("02", "other")] {
+        ok(
+            &s,
+            &["key", "generate", "ssh", "--id", id, "--label", label],
+        );
+    }
+    let list = ok(&s, &["container", "list"]);
+    assert!(!list.contains("damaged") && list.contains(" -"), "{list}");
+
+    let file = s.join("containers").join("ssh.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let nonce = v["keys"][0]["wrapped"]["nonce"].as_str().unwrap();
+    let mut bytes = B64.decode(nonce).unwrap();
+    bytes[3] ^= 0x80;
+    v["keys"][0]["wrapped"]["nonce"] = B64.encode(bytes).into();
+    std::fs::write(&file, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+
+    let list = ok(&s, &["container", "list"]);
+    assert!(list.contains("keys 01"), "{list}");
+    assert!(
+        list.contains("container 'ssh': key 01 ('ssh key') is damaged"),
+        "{list}"
+    );
+    let keys = ok(&s, &["key", "list", "ssh"]);
+    let line = |id: &str| {
+        keys.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("01").contains("damaged"), "{keys}");
+    assert!(line("02").contains(" ok "), "{keys}");
+
+    ok(&s, &["key", "generate", "ssh", "--id", "03"]);
+    let list = ok(&s, &["container", "list"]);
+    assert!(
+        list.contains("keys 01") && list.contains("     5 "),
+        "{list}"
+    );
+}

@@ -60,6 +60,19 @@ pub enum LuksError {
         container: String,
         key_id: String,
     },
+    /// The handset could not use the key the secret was wrapped to (it
+    /// answered CKR_DEVICE_ERROR once logged in): its copy of the key is
+    /// damaged (the phone's log names it) or its store failed. The disk's
+    /// own token is not at fault, and the key did not change.
+    #[error(
+        "{handset}/{container} key {key_id} could not be used on the handset ({detail}): the handset's copy of that key is damaged, or its store failed; `phonecsp-handset container list` on the phone names damaged keys. Open the disk with another keyslot, and re-enrol with a sound key"
+    )]
+    HandsetKeyDamaged {
+        handset: String,
+        container: String,
+        key_id: String,
+        detail: String,
+    },
     #[error("wrong PIN for {handset}/{container} ({retries_left} tries left before it locks)")]
     WrongPin {
         handset: String,

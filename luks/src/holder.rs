@@ -93,6 +93,26 @@ pub(crate) fn holder_error(e: phonecsp::Error, t: &Target) -> LuksError {
     }
 }
 
+/// A failure of the private-key operation itself, once logged in to the
+/// container and with the key checked to be the one the secret was
+/// wrapped to: the handset's device error there is its report of a
+/// damaged key (its store names the key in its log), told apart from a
+/// different key and from a damaged disk token.
+pub(crate) fn key_use_error(e: phonecsp::Error, t: &Target) -> LuksError {
+    match e {
+        phonecsp::Error::Token {
+            rv: CkRv::DEVICE_ERROR,
+            ..
+        } => LuksError::HandsetKeyDamaged {
+            handset: t.handset.clone(),
+            container: t.container.clone(),
+            key_id: t.key_id_hex(),
+            detail: e.to_string(),
+        },
+        e => holder_error(e, t),
+    }
+}
+
 /// Unwraps the disk secret with the handset: checks that the holder's key
 /// is the one the secret was wrapped to (so a wrong container costs no PIN
 /// try), logs in if the container needs it, and decrypts.
@@ -172,7 +192,7 @@ pub async fn unwrap<H: KeyHolder, P: PinSource>(
                     key_id: t.key_id_hex(),
                 }
             }
-            _ => holder_error(e, &t),
+            _ => key_use_error(e, &t),
         })
 }
 

@@ -203,7 +203,7 @@ impl PinSource for Askpass {
 
 /// Whether another wrapped key may succeed where this one failed: the
 /// handset or container is not there. A wrong PIN is final.
-fn try_next(e: &LuksError) -> bool {
+pub(crate) fn try_next(e: &LuksError) -> bool {
     matches!(
         e,
         LuksError::HandsetAway { .. }
@@ -211,6 +211,7 @@ fn try_next(e: &LuksError) -> bool {
             | LuksError::HandsetNotConfigured(_)
             | LuksError::WrongKey { .. }
             | LuksError::Undecryptable { .. }
+            | LuksError::HandsetKeyDamaged { .. }
             | LuksError::NoKey { .. }
     )
 }

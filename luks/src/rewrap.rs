@@ -6,7 +6,7 @@ use rsa::RsaPublicKey;
 
 use crate::enrol::container_public_key;
 use crate::error::{LuksError, Result};
-use crate::holder::holder_error;
+use crate::holder::key_use_error;
 use crate::token::{Target, WrappedKey};
 use phonecsp::mechanism::ckm;
 
@@ -78,7 +78,7 @@ pub fn rewrap(
                 container: source.container.clone(),
                 key_id: source.key_id_hex(),
             },
-            _ => holder_error(e, &source),
+            _ => key_use_error(e, &source),
         })?;
     let mut out = WrappedKey::new(target.as_ref(), 0, &public, &rewrapped)?;
     out.keyslots = from.keyslots.clone();

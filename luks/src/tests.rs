@@ -178,3 +178,39 @@ fn a_damaged_secret_is_told_apart_from_a_wrong_key() {
     let e = rt.block_on(unwrap(&mut wrong, &w, &mut NoPin)).unwrap_err();
     assert!(matches!(e, LuksError::WrongKey { .. }), "{e}");
 }
+
+/// The handset answers CKR_DEVICE_ERROR for the key the secret was
+/// wrapped to, after the login: its copy of the key is damaged (issue 18).
+/// The error says so and names the key; it is neither "the key differs,
+/// re-enrol" nor "the wrapped secret is damaged", and the keyscript goes
+/// on to the disk's next token.
+#[test]
+fn a_key_damaged_on_the_handset_is_told_apart() {
+    let sk = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let pk = sk.to_public_key();
+    let t = Target {
+        handset: "phone".into(),
+        container: "disk".into(),
+        key_id: vec![2],
+    };
+    let w = WrappedKey::new(Some(&t), 1, &pk, &wrap(&pk, &new_secret()).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut damaged = Scripted {
+        key: pk,
+        decrypt: phonecsp_protocol::CkRv::DEVICE_ERROR,
+    };
+    let e = rt
+        .block_on(unwrap(&mut damaged, &w, &mut NoPin))
+        .unwrap_err();
+    assert!(matches!(e, LuksError::HandsetKeyDamaged { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("phone/disk key 02 could not be used on the handset (CKR_DEVICE_ERROR"),
+        "{msg}"
+    );
+    assert!(msg.contains("copy of that key is damaged"), "{msg}");
+    assert!(!msg.contains("differs"), "{msg}");
+    assert!(crate::keyscript::try_next(&e));
+}

@@ -772,3 +772,47 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
     let o = Command::new("sh").arg("-n").arg(premount).output().unwrap();
     ok(&o, "init-premount syntax");
 }
+
+/// The handset's copy of the disk's key is damaged (a byte of its wrapped
+/// private key flipped in the phone's store, issue 18): the keyscript says
+/// that, naming the key, not that the key differs or the disk's token is
+/// damaged; the right PIN spends no try; put back, the disk opens.
+#[test]
+fn a_key_damaged_on_the_handset_is_reported_as_such() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let mut f = Fx::new("", "");
+    f.enroll(&["--token", "disk"]);
+    let bus = f.bus_address();
+    f.unlocks("luks-token", &bus);
+
+    let file = f.handset.state.join("containers").join("disk.json");
+    let whole = std::fs::read(&file).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+    let mut ct = B64
+        .decode(v["keys"][0]["wrapped"]["ct"].as_str().unwrap())
+        .unwrap();
+    ct[64] ^= 0x01;
+    v["keys"][0]["wrapped"]["ct"] = B64.encode(ct).into();
+    std::fs::write(&file, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+
+    let says = "phone/disk key 02 could not be used on the handset (CKR_DEVICE_ERROR";
+    for bus in [bus.as_str(), NO_BUS] {
+        if bus == NO_BUS {
+            f.stop_daemon();
+        }
+        let err = f.refused("luks-token", bus, says);
+        assert!(err.contains("copy of that key is damaged"), "{err}");
+        assert!(!err.contains("is not the key this disk"), "{err}");
+        assert!(
+            !err.contains("token or wrapped-key file is damaged"),
+            "{err}"
+        );
+        let list = f.handset.cli_ok(&["container", "list"]);
+        let disk = list.lines().find(|l| l.starts_with("disk ")).unwrap();
+        assert!(disk.contains("     5  keys 02"), "{list}");
+    }
+
+    std::fs::write(&file, &whole).unwrap();
+    f.unlocks("luks-token", NO_BUS);
+}
