@@ -735,6 +735,23 @@ impl Call<'_> {
         Ok(())
     }
 
+    /// A handset's CKR_DEVICE_ERROR for a private-key operation is a key
+    /// it can no longer read (docs/store.md): say which, and where to look.
+    fn key_failure(&self, e: Error, key_id: &[u8]) -> Error {
+        if e.rv() != CkRv::DEVICE_ERROR {
+            return e;
+        }
+        let id: String = key_id.iter().map(|b| format!("{b:02x}")).collect();
+        ck(
+            CkRv::DEVICE_ERROR,
+            format!(
+                "the phone could not use key {id} of '{}': it may be damaged \
+                 (`phonecsp-handset container list` on the phone says)",
+                self.token
+            ),
+        )
+    }
+
     /// Signs `data` (hashed here first where the mechanism says so).
     pub(crate) async fn sign(
         &self,
@@ -747,7 +764,8 @@ impl Call<'_> {
         let key_len = self.key(key_id).await?.size();
         let input = cpu_work(data, move |d| SignInput::once(signing, key_len, d)).await??;
         self.inner.announce(self, "sign").await;
-        self.handset().sign(self.token, key_id, input).await
+        let signed = self.handset().sign(self.token, key_id, input).await;
+        signed.map_err(|e| self.key_failure(e, key_id))
     }
 
     /// Verified here with the public key; never reaches the link.
@@ -774,9 +792,9 @@ impl Call<'_> {
         let key = self.key(key_id).await?;
         enc.check_ciphertext(ciphertext.len(), key.size())?;
         self.inner.announce(self, "decrypt").await;
-        self.handset()
-            .decrypt(self.token, key_id, enc.for_handset(), ciphertext)
-            .await
+        let mut handset = self.handset();
+        let decrypted = handset.decrypt(self.token, key_id, enc.for_handset(), ciphertext);
+        decrypted.await.map_err(|e| self.key_failure(e, key_id))
     }
 
     /// Encrypted here with the public key; never reaches the link.

@@ -121,6 +121,12 @@ async fn a_damaged_key_is_refused_and_named_on_the_phone_while_the_rest_work() {
         .await
         .expect_err("a damaged key signed");
     assert_eq!(e.rv(), CkRv::DEVICE_ERROR, "{e}");
+    // The computer is told which key, and where to look.
+    assert!(
+        e.to_string()
+            .contains("could not use key 01 of 'ssh': it may be damaged"),
+        "{e}"
+    );
     let none = MechanismParams::default();
     let e = c
         .decrypt("phone", "ssh", &[1], ckm::RSA_PKCS, &none, &[1; 256])
