@@ -14,7 +14,7 @@ use crate::args::Yes;
 use crate::confirm::{Confirm, confirm};
 use crate::failure::Failure;
 use crate::id::Id;
-use crate::output::{print_json, print_text, render_table};
+use crate::output::{print_json, print_text, render_table, say};
 use crate::secret::get_secret;
 use crate::session::{Context, ensure_login, handset};
 
@@ -55,6 +55,26 @@ Examples:
   sudo phonecsp luks rewrap /dev/sda3 --to-handset newphone --to-token disk --replace
   sudo phonecsp luks rewrap /dev/sda3 --to-public-key recovery.pem --wrapped-file recovery.json")]
     Rewrap(RewrapArgs),
+
+    /// Mark a token as holding a disk's key (enroll does), or unmark it
+    #[command(after_help = "\
+A disk token is flagged `disk` in listings, and the PKCS#11 module does not offer it \
+to programs (ssh-agent logs in to every token it is offered with the one PIN it \
+asked for, and a wrong PIN spends one of the disk container's tries). A person who \
+wants it offered names it in PHONECSP_PKCS11_TOKENS or ~/.config/phonecsp/pkcs11-tokens. \
+Root or the daemon's user.
+
+Examples:
+  sudo phonecsp luks mark disk
+  sudo phonecsp luks mark disk --unmark")]
+    Mark {
+        /// The container
+        #[arg(value_name = "TOKEN")]
+        token: String,
+        /// Take the mark away
+        #[arg(long)]
+        unmark: bool,
+    },
 
     /// Show the phonecsp tokens of a LUKS2 disk
     #[command(after_help = "Example:\n  sudo phonecsp luks list /dev/sda3")]
@@ -132,6 +152,7 @@ impl LuksCommand {
     pub(crate) fn token(&self) -> Option<&str> {
         match self {
             LuksCommand::Enroll(a) => Some(&a.token),
+            LuksCommand::Mark { token, .. } => Some(token),
             LuksCommand::Rewrap(_) | LuksCommand::List { .. } => None,
         }
     }
@@ -166,6 +187,7 @@ fn existing_key(a: &EnrollArgs) -> Result<ExistingKey, Failure> {
 pub fn run(cx: &Context, cmd: &LuksCommand) -> Result<(), Failure> {
     match cmd {
         LuksCommand::Enroll(a) => enroll(cx, a),
+        LuksCommand::Mark { token, unmark } => mark(cx, token, !unmark),
         LuksCommand::Rewrap(a) => rewrap(cx, a),
         LuksCommand::List { device: d, header } => list(cx, &device(d, header)),
     }
@@ -184,6 +206,15 @@ fn enroll(cx: &Context, a: &EnrollArgs) -> Result<(), Failure> {
         keyslot: a.key_slot,
     };
     let done = luks::enroll(&Cryptsetup::from_env(), &cx.client, &opts).map_err(failure)?;
+    // The token now holds a disk's key: not offered to ssh-agent and the
+    // like from now on. Only an administrator may mark; say so otherwise.
+    if let Err(e) = cx.client.mark_disk_token(&h, &a.token, true) {
+        eprintln!(
+            "phonecsp: note: {h}/{} was not marked as a disk token ({e}); \
+             run `sudo phonecsp luks mark {}` so that ssh-agent is not offered it",
+            a.token, a.token
+        );
+    }
     let stored = match (&done.token_id, &a.wrapped_file) {
         (Some(id), _) => format!("LUKS2 token {id}"),
         (None, Some(f)) => f.display().to_string(),
@@ -213,6 +244,21 @@ fn enroll(cx: &Context, a: &EnrollArgs) -> Result<(), Failure> {
         done.wrapped.describe(),
         a.device.display(),
     ))
+}
+
+/// `phonecsp luks mark`.
+fn mark(cx: &Context, token: &str, disk: bool) -> Result<(), Failure> {
+    let h = handset(cx)?;
+    cx.client.mark_disk_token(&h, token, disk)?;
+    let text = match disk {
+        true => format!("{h}/{token} is a disk token: the PKCS#11 module does not offer it\n"),
+        false => format!("{h}/{token} is no longer a disk token\n"),
+    };
+    say(
+        cx,
+        json!({ "handset": h, "token": token, "disk": disk }),
+        text,
+    )
 }
 
 /// The token to re-wrap: the one asked for, else the only handset token.

@@ -73,6 +73,9 @@ macro_rules! for_each_call {
                 trusted fn pair(handset: &str, code: &str) -> String;
                 /// Root, or a caller polkit allows `org.phonecsp.unpair`.
                 plain fn unpair(handset: &str) -> ();
+                /// Root and the daemon's user: marks (or unmarks) a token that
+                /// a disk volume was enrolled to (`token_flags::DISK`).
+                plain fn mark_disk_token(handset: &str, token: &str, disk: bool) -> ();
             }
             properties {
                 /// Per handset: requests, bytes sent to it, bytes received from
@@ -158,19 +161,26 @@ carried_by_reference! {
     MechanismParams => MechanismParams, MechanismParams::clone;
 }
 
-impl Carry for u32 {
-    type Owned = u32;
-    fn carry(self) -> u32 {
-        self
-    }
+/// Numbers and flags are copied over as they are.
+macro_rules! carried_by_copy {
+    ($($t:ty),*) => {$(
+        impl Carry for $t {
+            type Owned = $t;
+            fn carry(self) -> $t {
+                self
+            }
+        }
+
+        impl Lend for $t {
+            type Lent<'a> = $t;
+            fn lend(&self) -> $t {
+                *self
+            }
+        }
+    )*};
 }
 
-impl Lend for u32 {
-    type Lent<'a> = u32;
-    fn lend(&self) -> u32 {
-        *self
-    }
-}
+carried_by_copy!(u32, bool);
 
 #[cfg(test)]
 mod tests {
@@ -217,6 +227,6 @@ mod tests {
         want.sort();
         got.sort();
         assert_eq!(got, want);
-        assert_eq!(got.len(), 23);
+        assert_eq!(got.len(), 24);
     }
 }

@@ -12,6 +12,7 @@
 pub mod access;
 pub mod agent;
 pub mod caller_link;
+pub mod disk_tokens;
 pub mod keysocket;
 pub mod known;
 pub mod link;

@@ -14,6 +14,7 @@ use crate::access::{Access, Caller, groups_of};
 use crate::agent::Agents;
 use crate::caller_link::{CallerLink, log_out_if_unused};
 use crate::config::Config;
+use crate::disk_tokens::DiskTokens;
 use crate::known::Known;
 use crate::link::{LinkHandle, LinkState};
 use crate::lock;
@@ -82,6 +83,7 @@ pub struct Inner {
     logins: Arc<Logins>,
     cache: Mutex<HashMap<(String, String), TokenCache>>,
     known: Known,
+    disk: DiskTokens,
     agents: Agents,
     /// The bus connection the service runs on, for signals sent from
     /// outside an interface method; unset where no bus is served.
@@ -187,6 +189,7 @@ impl Inner {
         let known = Known::load(state.dir(), links.keys().map(String::as_str));
         Inner {
             known,
+            disk: DiskTokens::load(state.dir()),
             access: Access::new(&config),
             config,
             links,
@@ -198,6 +201,14 @@ impl Inner {
             agents: Agents::default(),
             conn: std::sync::OnceLock::new(),
             resync: Mutex::new(None),
+        }
+    }
+
+    /// `token_flags::DISK` if a disk volume was enrolled to the token.
+    fn disk_flag(&self, handset: &str, token: &str) -> u32 {
+        match self.disk.contains(handset, token) {
+            true => token_flags::DISK,
+            false => 0,
         }
     }
 
@@ -648,7 +659,7 @@ impl Call<'_> {
             handset: self.handset.to_owned(),
             token: self.token.to_owned(),
             serial: t.serial,
-            flags: t.flags,
+            flags: t.flags | self.inner.disk_flag(self.handset, self.token),
             retries_left: t.retries_left,
             min_pin: t.min_pin,
             max_pin: t.max_pin,
@@ -901,9 +912,9 @@ impl Provider {
                 seen.into_iter()
                     .filter(|(name, _)| i.access.allowed(&c, link.name(), name))
                     .map(|(token, flags)| TokenEntry {
+                        flags: flags | i.disk_flag(link.name(), &token),
                         handset: link.name().to_owned(),
                         token,
-                        flags,
                     }),
             );
         }
@@ -1235,6 +1246,32 @@ impl Provider {
         self.inner.announce(&call, "re-wrap a secret").await;
         link.rewrap(&token, &key_id, in_hash, &ciphertext, out_hash, &public_key)
             .await
+    }
+
+    async fn mark_disk_token(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        token: String,
+        disk: bool,
+    ) -> Result<()> {
+        let i = &self.inner;
+        let c = i.caller(&hdr, conn).await?;
+        check_name("handset", &handset)?;
+        check_name("token", &token)?;
+        i.link(&handset)?;
+        if !i.access.is_admin(&c) {
+            return Err(ck(
+                CkRv::FUNCTION_REJECTED,
+                "only root and the daemon's user mark disk tokens",
+            ));
+        }
+        i.disk
+            .set(&handset, &token, disk)
+            .map_err(|e| ck(CkRv::GENERAL_ERROR, format!("writing the disk tokens: {e}")))?;
+        emit_tokens_changed(conn, &handset).await;
+        Ok(())
     }
 
     async fn unpair(

@@ -26,5 +26,6 @@ mod registry;
 mod session_objects;
 mod slot_id;
 mod symmetric;
+mod token_filter;
 
 pub use error::Error;

@@ -17,6 +17,7 @@
 //! there forgets (never drops) the parent's state, whose runtime threads do
 //! not exist in the child.
 
+use crate::token_filter::TokenFilter;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -199,6 +200,8 @@ pub struct Module {
     /// Session key pairs whose deletion on the phone failed (it was away):
     /// tried again whenever the slots are read, and at `C_Finalize`.
     orphans: Mutex<Vec<PhonePair>>,
+    /// Which tokens are offered as slots (read at `C_Initialize`).
+    filter: TokenFilter,
 }
 
 /// An object a handle names.
@@ -243,6 +246,7 @@ impl Module {
             objects: Mutex::new(Registry::default()),
             session_objects: Mutex::new(SessionObjects::default()),
             orphans: Mutex::new(Vec::new()),
+            filter: TokenFilter::from_environment(),
         }
     }
 
@@ -367,7 +371,8 @@ impl Module {
             let mut s = lock(&self.slots);
             let first = !s.listed_once;
             s.listed_once = true;
-            let tokens = listed.unwrap_or_default();
+            let mut tokens = listed.unwrap_or_default();
+            tokens.retain(|t| self.filter.offers(t));
             let away = |t: &TokenEntry| t.flags & token_flags::AWAY != 0;
             for (i, st) in s.list.iter_mut().enumerate() {
                 let now = tokens

@@ -795,9 +795,14 @@ pub mod token_flags {
     /// Set by the daemon, never by a handset: the handset is away, and the
     /// daemon lists the container as it last saw it.
     pub const AWAY: u32 = 0x80;
+    /// Set by the daemon, never by a handset: a disk volume was enrolled
+    /// to the container (`phonecsp luks enroll`), so the PKCS#11 module
+    /// does not offer it to programs unless asked to (an ssh-agent's PIN
+    /// would otherwise spend the disk container's tries).
+    pub const DISK: u32 = 0x100;
 
     /// Each flag's name, as the command and the D-Bus object API show it.
-    pub const NAMES: [(u32, &str); 8] = [
+    pub const NAMES: [(u32, &str); 9] = [
         (LOGIN_REQUIRED, "login-required"),
         (PIN_LOCKED, "pin-locked"),
         (PIN_COUNT_LOW, "pin-count-low"),
@@ -806,6 +811,7 @@ pub mod token_flags {
         (LOGGED_IN, "logged-in"),
         (PROTECTED_PATH, "pin-on-phone"),
         (AWAY, "away"),
+        (DISK, "disk"),
     ];
 
     /// The names of the flags set in `flags`.

@@ -294,6 +294,20 @@ fn enrol_then_unlock_with_debians_crypttab_code_over_dbus_and_directly() {
     assert_eq!(t["0"]["key_id"], "02");
     assert_eq!(t["0"]["algorithm"], "RSA-OAEP-SHA256");
     assert!(t["0"]["wrapped_key"].as_str().unwrap().len() > 300);
+    // The token now holds a disk's key: flagged, so that the PKCS#11
+    // module does not offer it to ssh-agent and the like.
+    let listed = ok(&f.cli(&["--json", "tokens"], &[]), "phonecsp tokens");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let disk = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["token"] == "disk")
+        .expect("the disk token");
+    assert!(
+        disk["flag_names"].as_array().unwrap().contains(&"disk".into()),
+        "{disk}"
+    );
 
     // Through the daemon, the PIN asked with askpass.
     let bus = f.bus_address();
