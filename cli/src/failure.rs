@@ -374,7 +374,7 @@ pub(crate) fn hint(rv: CkRv, pin_given: bool) -> Option<&'static str> {
             "no object with that id: see `phonecsp objects TOKEN`"
         }
         CkRv::FUNCTION_REJECTED => {
-            "refused: by the phone's owner, or (pairing) by polkit or the phone; nothing was done"
+            "refused (by the phone's owner, the phone, or the system's policy): nothing was done"
         }
         CkRv::FUNCTION_CANCELED => {
             "nobody answered on the phone in time (or a PIN prompt was dismissed): try again and answer there"

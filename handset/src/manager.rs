@@ -696,8 +696,7 @@ pub fn offer_pairing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::test_key;
-    use crate::store::{HostEntry, KdfParams};
+    use crate::store::HostEntry;
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as B64;
     use phonecsp_protocol::SignMechanism;
@@ -737,21 +736,7 @@ mod tests {
     /// `web` (key 01), both authorised for [`HOST`].
     fn store(dir: &std::path::Path) -> Store {
         let store = Store::init(dir, "test phone").unwrap();
-        for (name, ids) in [("ssh", &[1u8, 2][..]), ("web", &[1u8][..])] {
-            let mut c = store
-                .create_container(name, PIN, Policy::Auto, KdfParams::FAST_FOR_TESTS)
-                .unwrap();
-            let kek = c.unlock(&store, PIN).unwrap();
-            for id in ids {
-                let label = if *id == 1 { "ssh key" } else { "other" };
-                c.add_key(&kek, vec![*id], label.into(), test_key())
-                    .unwrap();
-            }
-            if name == "ssh" {
-                c.set_policy(Policy::Confirm);
-            }
-            store.save_container(&c).unwrap();
-        }
+        crate::store::test_containers(&store, PIN, Policy::Confirm);
         store
             .save_hosts(&Hosts {
                 hosts: vec![HostEntry {

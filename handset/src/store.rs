@@ -1497,6 +1497,27 @@ fn remove_by_id<T>(
     Ok(())
 }
 
+/// Containers for tests: `ssh` with keys 01 ("ssh key") and 02
+/// ("other"), and `web` with key 01, both saved; `ssh` gets `ssh_policy`.
+#[cfg(test)]
+pub(crate) fn test_containers(store: &Store, pin: &[u8], ssh_policy: Policy) {
+    for (name, ids) in [("ssh", &[1u8, 2][..]), ("web", &[1u8][..])] {
+        let mut c = store
+            .create_container(name, pin, Policy::Auto, KdfParams::FAST_FOR_TESTS)
+            .unwrap();
+        let kek = c.unlock(store, pin).unwrap();
+        for id in ids {
+            let label = if *id == 1 { "ssh key" } else { "other" };
+            c.add_key(&kek, vec![*id], label.into(), crate::crypto::test_key())
+                .unwrap();
+        }
+        if name == "ssh" {
+            c.set_policy(ssh_policy);
+        }
+        store.save_container(&c).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1985,18 +2006,7 @@ mod tests {
     /// and a container `web` with key 01, saved.
     fn two_keys() -> (tempfile::TempDir, Store) {
         let (tmp, store) = new_store();
-        for (name, ids) in [("ssh", &[1u8, 2][..]), ("web", &[1u8][..])] {
-            let mut c = store
-                .create_container(name, PIN, Policy::Auto, FAST)
-                .unwrap();
-            let kek = c.unlock(&store, PIN).unwrap();
-            for id in ids {
-                let label = if *id == 1 { "ssh key" } else { "other" };
-                c.add_key(&kek, vec![*id], label.into(), test_key())
-                    .unwrap();
-            }
-            store.save_container(&c).unwrap();
-        }
+        super::test_containers(&store, PIN, Policy::Auto);
         (tmp, store)
     }
 

@@ -14,6 +14,12 @@ fn run(state: &Path, args: &[&str]) -> Output {
         .expect("run phonecsp-handset")
 }
 
+/// `container create NAME` with a KDF cheap enough for tests.
+fn create_cheap(state: &Path, name: &str) {
+    let kdf = ["--kdf-memory", "64", "--kdf-time", "1"];
+    ok(state, &[&["container", "create", name][..], &kdf].concat());
+}
+
 fn ok(state: &Path, args: &[&str]) -> String {
     let o = run(state, args);
     assert!(
@@ -33,18 +39,7 @@ fn owner_commands_and_a_truncated_store_file() {
         !run(&s, &["init"]).status.success(),
         "init twice must refuse"
     );
-    ok(
-        &s,
-        &[
-            "container",
-            "create",
-            "ssh",
-            "--kdf-memory",
-            "64",
-            "--kdf-time",
-            "1",
-        ],
-    );
+    create_cheap(&s, "ssh");
     ok(
         &s,
         &["key", "generate", "ssh", "--id", "0a0b", "--label", "k"],
@@ -139,18 +134,7 @@ fn a_damaged_key_is_listed_as_damaged() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().join("state");
     ok(&s, &["init"]);
-    ok(
-        &s,
-        &[
-            "container",
-            "create",
-            "ssh",
-            "--kdf-memory",
-            "64",
-            "--kdf-time",
-            "1",
-        ],
-    );
+    create_cheap(&s, "ssh");
     for (id, label) in [("01", "ssh key"), ("02", "other")] {
         ok(
             &s,

@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha2::Sha256;
 
-use rsa::{Oaep, RsaPrivateKey};
+use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 
 // The tests use the crate as its callers do, through its flat re-exports.
 use crate::*;
@@ -145,11 +145,8 @@ impl PinSource for NoPin {
     }
 }
 
-/// The handset refuses to decrypt with the key the secret was wrapped to:
-/// the wrapped secret is damaged, and the error says so, not that the key
-/// differs (which it does not). Another key is still "not the key".
-#[test]
-fn a_damaged_secret_is_told_apart_from_a_wrong_key() {
+/// A secret wrapped to a fresh key of phone/disk (id 02), and that key.
+fn wrapped_to_disk() -> (RsaPublicKey, WrappedKey) {
     let sk = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
     let pk = sk.to_public_key();
     let t = Target {
@@ -158,24 +155,32 @@ fn a_damaged_secret_is_told_apart_from_a_wrong_key() {
         key_id: vec![2],
     };
     let w = WrappedKey::new(Some(&t), 1, &pk, &wrap(&pk, &new_secret()).unwrap()).unwrap();
+    (pk, w)
+}
+
+/// Unwrapping `w` with a handset whose key is `key` and whose decryption
+/// answers `rv`: the error.
+fn unwrap_failing(key: RsaPublicKey, rv: phonecsp_protocol::CkRv, w: &WrappedKey) -> LuksError {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let mut damaged = Scripted {
-        key: pk,
-        decrypt: phonecsp_protocol::CkRv::ENCRYPTED_DATA_INVALID,
-    };
-    let e = rt
-        .block_on(unwrap(&mut damaged, &w, &mut NoPin))
-        .unwrap_err();
+    let mut handset = Scripted { key, decrypt: rv };
+    rt.block_on(unwrap(&mut handset, w, &mut NoPin))
+        .unwrap_err()
+}
+
+/// The handset refuses to decrypt with the key the secret was wrapped to:
+/// the wrapped secret is damaged, and the error says so, not that the key
+/// differs (which it does not). Another key is still "not the key".
+#[test]
+fn a_damaged_secret_is_told_apart_from_a_wrong_key() {
+    let (pk, w) = wrapped_to_disk();
+    let invalid = phonecsp_protocol::CkRv::ENCRYPTED_DATA_INVALID;
+    let e = unwrap_failing(pk, invalid, &w);
     assert!(matches!(e, LuksError::Undecryptable { .. }), "{e}");
     assert!(e.to_string().contains("damaged"), "{e}");
     let other = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-    let mut wrong = Scripted {
-        key: other.to_public_key(),
-        decrypt: phonecsp_protocol::CkRv::ENCRYPTED_DATA_INVALID,
-    };
-    let e = rt.block_on(unwrap(&mut wrong, &w, &mut NoPin)).unwrap_err();
+    let e = unwrap_failing(other.to_public_key(), invalid, &w);
     assert!(matches!(e, LuksError::WrongKey { .. }), "{e}");
 }
 
@@ -186,24 +191,8 @@ fn a_damaged_secret_is_told_apart_from_a_wrong_key() {
 /// on to the disk's next token.
 #[test]
 fn a_key_damaged_on_the_handset_is_told_apart() {
-    let sk = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-    let pk = sk.to_public_key();
-    let t = Target {
-        handset: "phone".into(),
-        container: "disk".into(),
-        key_id: vec![2],
-    };
-    let w = WrappedKey::new(Some(&t), 1, &pk, &wrap(&pk, &new_secret()).unwrap()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let mut damaged = Scripted {
-        key: pk,
-        decrypt: phonecsp_protocol::CkRv::DEVICE_ERROR,
-    };
-    let e = rt
-        .block_on(unwrap(&mut damaged, &w, &mut NoPin))
-        .unwrap_err();
+    let (pk, w) = wrapped_to_disk();
+    let e = unwrap_failing(pk, phonecsp_protocol::CkRv::DEVICE_ERROR, &w);
     assert!(matches!(e, LuksError::HandsetKeyDamaged { .. }), "{e}");
     let msg = e.to_string();
     assert!(

@@ -385,6 +385,13 @@ pub fn phonecsp(bus: &TestBus, as_uid: Option<u32>, args: &[&str], env: &[(&str,
     cmd.output().expect("phonecsp")
 }
 
+/// Writes an executable `sh` script at `path` (an askpass, a prompt).
+pub fn script_at(path: &Path, body: &str) -> PathBuf {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).expect("script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.to_owned()
+}
+
 /// The output of a program that must have succeeded (else its stderr
 /// fails the test, under `what`).
 pub fn succeeded(o: &Output, what: &str) -> String {
@@ -435,6 +442,16 @@ pub async fn wait_connected(c: &Client, want: bool) {
     panic!("handset never became connected={want}");
 }
 
+/// Pairs "phone" with `code`, then waits until it is connected and the
+/// object tree shows `key` (the tree is read in the background: a test
+/// that counts link requests starts after it).
+pub async fn paired(client: &Client, code: &str, key: &str) {
+    let fp = client.pair("phone", code).await.expect("pair");
+    assert!(!fp.is_empty());
+    wait_connected(client, true).await;
+    wait_for_object(client.connection(), key, true).await;
+}
+
 /// The object tree's paths (`org.phonecsp.*` objects under the
 /// ObjectManager at `/org/phonecsp`).
 pub async fn tree_paths(c: &zbus::Connection) -> Vec<String> {
@@ -483,15 +500,7 @@ pub async fn fixture_with(daemon_extra: &str, extra_config: &str, serve_args: &[
     // Before pairing the handset answers but no session is possible.
     let tokens = client.list_tokens().await.expect("tokens");
     assert!(tokens.is_empty());
-    let fp = client.pair("phone", &code).await.expect("pair");
-    assert!(!fp.is_empty());
-    wait_connected(&client, true).await;
-    wait_for_object(
-        client.connection(),
-        "/org/phonecsp/handset/phone/ssh/key_01",
-        true,
-    )
-    .await;
+    paired(&client, &code, "/org/phonecsp/handset/phone/ssh/key_01").await;
     Fixture {
         root,
         bus,

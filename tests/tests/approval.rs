@@ -41,6 +41,14 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The command failed, and its error says each of `words`.
+fn fails_saying(o: &Output, words: &[&str]) {
+    assert!(!o.status.success());
+    for w in words {
+        assert!(stderr(o).contains(w), "{w}: {}", stderr(o));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_waiting_for_the_owner_is_said_and_refusal_and_silence_told_apart() {
     let mut f = fixture("", &[]).await;
@@ -66,28 +74,13 @@ async fn a_call_waiting_for_the_owner_is_said_and_refusal_and_silence_told_apart
 
     // The owner says no: rejected, by the standard's value for it.
     restart_confirming(&mut f, &["--prompt-command", "exit 1"]).await;
-    let o = sign(&f);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("CKR_FUNCTION_REJECTED"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
+    fails_saying(&sign(&f), &["CKR_FUNCTION_REJECTED", "refused"]);
 
     // Nobody answers: cancelled, and the command says so.
     let silent = ["--prompt-command", "sleep 30", "--approval-timeout", "1"];
     restart_confirming(&mut f, &silent).await;
-    let o = sign(&f);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("CKR_FUNCTION_CANCELED"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(
-        stderr(&o).contains("nobody answered on the phone"),
-        "{}",
-        stderr(&o)
+    fails_saying(
+        &sign(&f),
+        &["CKR_FUNCTION_CANCELED", "nobody answered on the phone"],
     );
 }

@@ -375,11 +375,7 @@ fn agent_to(f: &Fixture, askpass: &std::path::Path, stderr: Stdio) -> Child {
 }
 
 fn script(f: &Fixture, name: &str, body: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = f.root.path().join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
+    phonecsp_tests::script_at(&f.root.path().join(name), body)
 }
 
 /// Waits until the agent has registered: a Sign then reaches it.
@@ -416,13 +412,7 @@ async fn a_sign_without_login_asks_the_users_agent() {
     let sig = sign(&c, "rsa-pkcs1-sha256", Options::new(), data)
         .await
         .unwrap();
-    public
-        .verify(
-            rsa::Pkcs1v15Sign::new::<Sha256>(),
-            &Sha256::digest(data),
-            &sig,
-        )
-        .unwrap();
+    verify_sha256(&public, data, &sig);
     let prompt = std::fs::read_to_string(&asked).unwrap();
     assert!(prompt.contains("wants to sign with 'ssh key'"), "{prompt}");
     assert!(prompt.contains("on phone 'phone'"), "{prompt}");
@@ -531,6 +521,12 @@ fn every_method_and_property_in_the_xml_has_a_doc_annotation() {
 
 /// Builds the command that runs one README example with some arguments.
 type RunExample<'a> = dyn Fn(&[&str]) -> Command + 'a;
+
+/// Checks an RSA PKCS#1 v1.5 SHA-256 signature independently of the daemon.
+fn verify_sha256(public: &RsaPublicKey, data: &[u8], sig: &[u8]) {
+    let scheme = rsa::Pkcs1v15Sign::new::<Sha256>();
+    public.verify(scheme, &Sha256::digest(data), sig).unwrap();
+}
 
 /// A README example: `program` with `args` on the test bus, stopped if
 /// it runs for more than a minute.
@@ -688,13 +684,7 @@ async fn the_client_library_and_the_command_list_keys_from_the_tree() {
         .sign("rsa-pkcs1-sha256", &Default::default(), data)
         .await
         .unwrap();
-    public
-        .verify(
-            rsa::Pkcs1v15Sign::new::<Sha256>(),
-            &Sha256::digest(data),
-            &sig,
-        )
-        .unwrap();
+    verify_sha256(&public, data, &sig);
     // An error keeps its CK_RV through the typed proxy.
     let e = key
         .sign("rsa-pkcs1-md5", &Default::default(), data)

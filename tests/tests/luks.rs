@@ -305,7 +305,10 @@ fn enrol_then_unlock_with_debians_crypttab_code_over_dbus_and_directly() {
         .find(|t| t["token"] == "disk")
         .expect("the disk token");
     assert!(
-        disk["flag_names"].as_array().unwrap().contains(&"disk".into()),
+        disk["flag_names"]
+            .as_array()
+            .unwrap()
+            .contains(&"disk".into()),
         "{disk}"
     );
 

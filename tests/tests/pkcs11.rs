@@ -407,13 +407,7 @@ fn ssh_logs_in_with_the_phone_key() {
         port,
     );
     // ssh asks for the PIN through SSH_ASKPASS when it has no terminal.
-    let askpass = f.path("askpass");
-    std::fs::write(&askpass, format!("#!/bin/sh\necho {PIN}\n")).unwrap();
-    std::fs::set_permissions(
-        &askpass,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let askpass = phonecsp_tests::script_at(&f.path("askpass"), &format!("echo {PIN}"));
     let out = f
         .cmd("ssh")
         .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o"])

@@ -8,7 +8,7 @@
 
 use phonecsp::{Bus, ClientOptions};
 use phonecsp_tests::{
-    Daemon, Handset, PIN, TestBus, bin, phonecsp, pkcs11_module, succeeded, wait_until,
+    Daemon, Handset, PIN, TestBus, bin, phonecsp, pkcs11_module, shared_root, succeeded, wait_until,
 };
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -50,13 +50,7 @@ fn start_agent(dir: &Path, bus: &TestBus, name: &str, env: &[(&str, &str)]) -> A
 
 /// `ssh-add ARGS` against `agent`, the PIN answered by an askpass script.
 fn ssh_add(dir: &Path, agent: &Agent, args: &[&str]) -> Output {
-    let askpass = dir.join("askpass");
-    std::fs::write(&askpass, format!("#!/bin/sh\necho {PIN}\n")).unwrap();
-    std::fs::set_permissions(
-        &askpass,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let askpass = phonecsp_tests::script_at(&dir.join("askpass"), &format!("echo {PIN}"));
     Command::new("ssh-add")
         .args(args)
         .env("SSH_AUTH_SOCK", &agent.socket)
@@ -74,12 +68,7 @@ fn disk_tries(client: &phonecsp::blocking::Client) -> u32 {
 
 #[test]
 fn reloading_the_agent_ten_times_spends_no_try_of_a_disk_container() {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        root.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let root = shared_root();
     let dir = root.path();
     let bus = TestBus::start();
     let mut handset = Handset::create(dir);

@@ -8,10 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use phonecsp::mechanism::ckm;
 use phonecsp::{Client, MechanismParams};
 use phonecsp_protocol::CkRv;
-use phonecsp_tests::{
-    Daemon, Handset, PIN, Reaped, TestBus, bin, client, shared_root, wait_connected,
-    wait_for_object,
-};
+use phonecsp_tests::{Daemon, Handset, PIN, Reaped, TestBus, bin, client, shared_root};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -95,14 +92,7 @@ async fn a_damaged_key_is_refused_and_named_on_the_phone_while_the_rest_work() {
     let _served = serve(&handset, &log);
     let _daemon = Daemon::start(&bus, root.path(), &handset, "");
     let c = client(&bus).await;
-    c.pair("phone", &code).await.expect("pair");
-    wait_connected(&c, true).await;
-    wait_for_object(
-        c.connection(),
-        "/org/phonecsp/handset/phone/ssh/key_02",
-        true,
-    )
-    .await;
+    phonecsp_tests::paired(&c, &code, "/org/phonecsp/handset/phone/ssh/key_02").await;
 
     c.login("phone", "ssh", PIN.as_bytes())
         .await
