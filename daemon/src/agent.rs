@@ -152,6 +152,37 @@ impl AgentManager {
     }
 }
 
+async fn proxy_of(conn: &Connection, agent: &Registered) -> Result<AgentProxy<'static>, Error> {
+    let owner = zbus::names::BusName::try_from(agent.owner.clone()).map_err(Error::Bus)?;
+    let builder = AgentProxy::builder(conn).destination(owner.to_owned());
+    let builder = builder.path(agent.path.clone());
+    Ok(builder
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await?)
+}
+
+/// Shows `message` through the agent of `caller`'s user, if there is one;
+/// best effort, and never in the way of the call it is about.
+pub(crate) fn tell(
+    inner: &Inner,
+    conn: &Connection,
+    caller: &Caller,
+    token: &OwnedObjectPath,
+    message: String,
+) {
+    let Some(agent) = inner.agents().for_uid(caller.uid) else {
+        return;
+    };
+    let (conn, token) = (conn.clone(), token.clone());
+    tokio::spawn(async move {
+        if let Ok(proxy) = proxy_of(&conn, &agent).await {
+            let said = proxy.display_message(&token, &message);
+            let _ = tokio::time::timeout(CANCEL_TIMEOUT, said).await;
+        }
+    });
+}
+
 fn canceled(detail: impl std::fmt::Display) -> Error {
     Error::token(CkRv::FUNCTION_CANCELED, detail)
 }
@@ -220,13 +251,7 @@ pub(crate) async fn log_in_if_needed(
     };
     let info = call.details().await?;
     let program = program_of(conn, caller).await;
-    let owner = zbus::names::BusName::try_from(agent.owner.clone()).map_err(Error::Bus)?;
-    let proxy = AgentProxy::builder(conn)
-        .destination(owner)
-        .path(agent.path.clone())
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await?;
+    let proxy = proxy_of(conn, &agent).await?;
     let token = token_path(call.handset_name(), call.token_name());
     let timeout = inner.config().daemon.prompt_timeout();
     let result = if info.flags & token_flags::PROTECTED_PATH != 0 {

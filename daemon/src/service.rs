@@ -243,6 +243,16 @@ impl Inner {
             let (h, t, c) = (call.handset, call.token, call.caller.name.as_str());
             let _ = Provider::approval_pending(&emitter, h, t, operation, c).await;
         }
+        // A desktop's agent shows it too, where the user runs one (a
+        // login through the agent has already been told, with more).
+        if operation != "login" {
+            let message = format!(
+                "Approve on your phone '{}': {operation} with a key of '{}'",
+                call.handset, call.token
+            );
+            let token = crate::objects::token_path(call.handset, call.token);
+            crate::agent::tell(self, conn, &call.caller, &token, message);
+        }
     }
 
     pub(crate) fn set_resync(&self, tx: UnboundedSender<(String, Resync)>) {

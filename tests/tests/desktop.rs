@@ -752,3 +752,34 @@ async fn a_token_that_takes_its_pin_on_the_phone_has_the_agent_say_so() {
     );
     assert!(!said.contains("asked"), "{said}");
 }
+
+/// On a token whose owner approves each use, the caller's agent is told
+/// to say "approve on your phone" while the call waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_that_asks_its_owner_has_the_agent_say_approve_on_the_phone() {
+    let mut f = fixture("", &["--prompt-command", "sleep 1"]).await;
+    let c = ready(&f).await;
+    f.handset.kill();
+    wait_for_object(&c, KEY, false).await;
+    f.handset.cli_ok(&["container", "policy", "ssh", "confirm"]);
+    f.handset.start();
+    wait_for_object(&c, KEY, true).await;
+    let said = f.root.path().join("agent.log");
+    let answer = script(&f, "answer", &format!("echo {PIN}"));
+    let a = agent_to(
+        &f,
+        &answer,
+        Stdio::from(std::fs::File::create(&said).unwrap()),
+    );
+    agent_registered(&f).await;
+    let sig = sign(&c, "rsa-pkcs1-sha256", Options::new(), b"approved")
+        .await
+        .unwrap();
+    assert_eq!(sig.len(), 256);
+    stop(a);
+    let said = std::fs::read_to_string(&said).unwrap();
+    assert!(
+        said.contains("Approve on your phone 'phone': sign with a key of 'ssh'"),
+        "{said}"
+    );
+}
