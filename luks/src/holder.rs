@@ -68,6 +68,12 @@ pub trait PinSource {
         &mut self,
         prompt: &PinPrompt,
     ) -> impl Future<Output = Result<Zeroizing<Vec<u8>>>> + Send;
+
+    /// Tells the person something while the unlock waits for them (on the
+    /// keyscript's stderr, which the boot console shows).
+    fn tell(&mut self, message: &str) {
+        eprintln!("phonecsp: {message}");
+    }
 }
 
 pub(crate) fn holder_error(e: phonecsp::Error, t: &Target) -> LuksError {
@@ -151,6 +157,10 @@ pub async fn unwrap<H: KeyHolder, P: PinSource>(
     }
     if status.flags & token_flags::LOGIN_REQUIRED != 0 && !status.logged_in {
         let pin = if status.flags & token_flags::PROTECTED_PATH != 0 {
+            pins.tell(&format!(
+                "type the PIN of '{}' on your phone '{}'",
+                t.container, t.handset
+            ));
             Zeroizing::new(Vec::new())
         } else {
             pins.pin(&PinPrompt {
@@ -178,6 +188,12 @@ pub async fn unwrap<H: KeyHolder, P: PinSource>(
                 _ => holder_error(e, &t),
             });
         }
+    }
+    if status.flags & token_flags::CONFIRM != 0 {
+        pins.tell(&format!(
+            "confirm on your phone '{}': unlock the disk with a key of '{}'...",
+            t.handset, t.container
+        ));
     }
     holder
         .decrypt(&t.container, &t.key_id, &ciphertext)

@@ -107,6 +107,8 @@ fn public_keys_parse_from_pem_and_der() {
 struct Scripted {
     key: rsa::RsaPublicKey,
     decrypt: phonecsp_protocol::CkRv,
+    /// The container's flags (`token_flags`).
+    flags: u32,
 }
 
 impl phonecsp::handset::HandsetLink for Scripted {
@@ -121,7 +123,7 @@ impl phonecsp::handset::HandsetLink for Scripted {
         match request {
             Request::TokenInfo { container } => Ok(Reply::TokenInfo(TokenInfo {
                 name: container,
-                flags: 0,
+                flags: self.flags,
                 retries_left: 5,
                 min_pin: 4,
                 max_pin: 64,
@@ -145,6 +147,44 @@ impl PinSource for NoPin {
     }
 }
 
+/// Keeps what the unlock told the person.
+#[derive(Default)]
+struct Told(Vec<String>);
+
+impl PinSource for Told {
+    async fn pin(&mut self, _: &PinPrompt) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        Err(LuksError::NoPin("not asked in this test".into()))
+    }
+
+    fn tell(&mut self, message: &str) {
+        self.0.push(message.to_owned());
+    }
+}
+
+/// On a container whose owner approves each use, the unlock says so
+/// before it waits (the keyscript's stderr is the boot console).
+#[test]
+fn an_unlock_that_waits_for_the_owner_says_so() {
+    let (pk, w) = wrapped_to_disk();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut handset = Scripted {
+        key: pk,
+        decrypt: phonecsp_protocol::CkRv::FUNCTION_REJECTED,
+        flags: phonecsp_protocol::message::token_flags::CONFIRM,
+    };
+    let mut told = Told::default();
+    let e = rt
+        .block_on(unwrap(&mut handset, &w, &mut told))
+        .unwrap_err();
+    assert_eq!(
+        told.0,
+        ["confirm on your phone 'phone': unlock the disk with a key of 'disk'..."]
+    );
+    assert!(!matches!(e, LuksError::WrongKey { .. }), "{e}");
+}
+
 /// A secret wrapped to a fresh key of phone/disk (id 02), and that key.
 fn wrapped_to_disk() -> (RsaPublicKey, WrappedKey) {
     let sk = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
@@ -164,7 +204,11 @@ fn unwrap_failing(key: RsaPublicKey, rv: phonecsp_protocol::CkRv, w: &WrappedKey
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let mut handset = Scripted { key, decrypt: rv };
+    let mut handset = Scripted {
+        key,
+        decrypt: rv,
+        flags: 0,
+    };
     rt.block_on(unwrap(&mut handset, w, &mut NoPin))
         .unwrap_err()
 }
