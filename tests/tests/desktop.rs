@@ -706,6 +706,28 @@ async fn the_client_library_and_the_command_list_keys_from_the_tree() {
     assert_eq!(listed, want);
 }
 
+/// The handset again with `setting` (a `phonecsp-handset container ...`
+/// command) applied, and the tree read again.
+async fn restart_with(f: &mut Fixture, c: &Connection, setting: &[&str]) {
+    f.handset.kill();
+    wait_for_object(c, KEY, false).await;
+    f.handset.cli_ok(setting);
+    f.handset.start();
+    wait_for_object(c, KEY, true).await;
+}
+
+/// Signs with an agent asking `askpass` registered; what the agent said.
+async fn sign_through_agent(f: &Fixture, c: &Connection, askpass: &std::path::Path) -> String {
+    let said = f.root.path().join("agent.log");
+    let log = Stdio::from(std::fs::File::create(&said).unwrap());
+    let a = agent_to(f, askpass, log);
+    agent_registered(f).await;
+    let sig = sign(c, "rsa-pkcs1-sha256", Options::new(), b"through the agent");
+    assert_eq!(sig.await.unwrap().len(), 256);
+    stop(a);
+    std::fs::read_to_string(&said).unwrap()
+}
+
 /// Where the token takes its PIN on the phone, the agent is not asked for
 /// it: it is told to say "type it on your phone", and the phone asks.
 #[tokio::test(flavor = "multi_thread")]
@@ -719,12 +741,7 @@ async fn a_token_that_takes_its_pin_on_the_phone_has_the_agent_say_so() {
     )
     .await;
     let c = ready(&f).await;
-    f.handset.kill();
-    wait_for_object(&c, KEY, false).await;
-    f.handset
-        .cli_ok(&["container", "pin-entry", "ssh", "handset"]);
-    f.handset.start();
-    wait_for_object(&c, KEY, true).await;
+    restart_with(&mut f, &c, &["container", "pin-entry", "ssh", "handset"]).await;
     let flags: Vec<String> = property(&c, TOKEN, "org.phonecsp.Token1", "PinFlags")
         .await
         .try_into()
@@ -733,19 +750,7 @@ async fn a_token_that_takes_its_pin_on_the_phone_has_the_agent_say_so() {
 
     // An askpass that would fail the test if it were asked.
     let never = script(&f, "never", "echo asked >&2; exit 1");
-    let said = f.root.path().join("agent.log");
-    let a = agent_to(
-        &f,
-        &never,
-        Stdio::from(std::fs::File::create(&said).unwrap()),
-    );
-    agent_registered(&f).await;
-    let sig = sign(&c, "rsa-pkcs1-sha256", Options::new(), b"pin on the phone")
-        .await
-        .unwrap();
-    assert_eq!(sig.len(), 256);
-    stop(a);
-    let said = std::fs::read_to_string(&said).unwrap();
+    let said = sign_through_agent(&f, &c, &never).await;
     assert!(
         said.contains("Type the PIN of 'ssh' on your phone 'phone' to let"),
         "{said}"
@@ -759,25 +764,9 @@ async fn a_token_that_takes_its_pin_on_the_phone_has_the_agent_say_so() {
 async fn a_token_that_asks_its_owner_has_the_agent_say_approve_on_the_phone() {
     let mut f = fixture("", &["--prompt-command", "sleep 1"]).await;
     let c = ready(&f).await;
-    f.handset.kill();
-    wait_for_object(&c, KEY, false).await;
-    f.handset.cli_ok(&["container", "policy", "ssh", "confirm"]);
-    f.handset.start();
-    wait_for_object(&c, KEY, true).await;
-    let said = f.root.path().join("agent.log");
+    restart_with(&mut f, &c, &["container", "policy", "ssh", "confirm"]).await;
     let answer = script(&f, "answer", &format!("echo {PIN}"));
-    let a = agent_to(
-        &f,
-        &answer,
-        Stdio::from(std::fs::File::create(&said).unwrap()),
-    );
-    agent_registered(&f).await;
-    let sig = sign(&c, "rsa-pkcs1-sha256", Options::new(), b"approved")
-        .await
-        .unwrap();
-    assert_eq!(sig.len(), 256);
-    stop(a);
-    let said = std::fs::read_to_string(&said).unwrap();
+    let said = sign_through_agent(&f, &c, &answer).await;
     assert!(
         said.contains("Approve on your phone 'phone': sign with a key of 'ssh'"),
         "{said}"
