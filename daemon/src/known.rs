@@ -27,13 +27,21 @@ fn file(dir: &Path, handset: &str) -> PathBuf {
     dir.join("handsets").join(format!("{handset}.tokens"))
 }
 
-fn parse(text: &str) -> Vec<Seen> {
+/// The containers in a `handsets/<name>.tokens` file's text, as
+/// [`Known::load`] reads them. Public for the `daemon_state` fuzz target.
+pub fn parse(text: &str) -> Vec<Seen> {
     text.lines()
         .filter_map(|l| {
             let (flags, name) = l.split_once(' ')?;
             Some((name.to_owned(), flags.parse().ok()?))
         })
         .collect()
+}
+
+/// The text of a `handsets/<name>.tokens` file: one `flags name` line per
+/// container. Public for the `daemon_state` fuzz target's round trip.
+pub fn encode(seen: &[Seen]) -> String {
+    seen.iter().map(|(n, f)| format!("{f} {n}\n")).collect()
 }
 
 impl Known {
@@ -71,7 +79,7 @@ impl Known {
         if seen.get(handset) == Some(&now) {
             return;
         }
-        let text: String = now.iter().map(|(n, f)| format!("{f} {n}\n")).collect();
+        let text = encode(&now);
         if let Err(e) = write_private(&file(&self.dir, handset), text.as_bytes()) {
             log::warn!("remembering the tokens of '{handset}': {e}");
         }

@@ -330,6 +330,28 @@ impl PartialEq for PendingPairing {
 }
 
 impl Hosts {
+    /// Parses the contents of a hosts file (`path` only names it in
+    /// errors): what [`Store::load_hosts`] does once it has read the file.
+    /// Public for the `handset_store` fuzz target.
+    pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Hosts, StoreError> {
+        let file: HostsFile = parse(path, bytes)?;
+        if file.version != FILE_VERSION {
+            return Err(corrupt(path, format!("unknown version {}", file.version)));
+        }
+        file.hosts.validate().map_err(|r| corrupt(path, r))?;
+        Ok(file.hosts)
+    }
+
+    /// The contents [`Store::save_hosts`] writes. Public for the
+    /// `handset_store` fuzz target's round trip.
+    pub fn to_file(&self) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        self.validate().map_err(StoreError::Invalid)?;
+        to_json(&HostsFileRef {
+            version: FILE_VERSION,
+            hosts: self,
+        })
+    }
+
     /// The host with this static public key.
     pub fn find(&self, public: &[u8; 32]) -> Option<&HostEntry> {
         self.hosts.iter().find(|h| &h.public == public)
@@ -483,7 +505,15 @@ impl Store {
                 path.display()
             ))
         })?;
-        let file: IdentityFile = parse(&path, &bytes)?;
+        Self::from_identity_file(dir, &bytes)
+    }
+
+    /// The store in `dir` whose `identity.json` holds `bytes`: what
+    /// [`Store::open`] does once it has read the file. Public for the
+    /// `handset_store` fuzz target, which feeds it arbitrary bytes.
+    pub fn from_identity_file(dir: &Path, bytes: &[u8]) -> Result<Store, StoreError> {
+        let path = dir.join(Self::IDENTITY);
+        let file: IdentityFile = parse(&path, bytes)?;
         if file.version != FILE_VERSION {
             return Err(corrupt(&path, format!("unknown version {}", file.version)));
         }
@@ -529,23 +559,11 @@ impl Store {
         let Some(bytes) = read_file(&path)? else {
             return Ok(Hosts::default());
         };
-        let file: HostsFile = parse(&path, &bytes)?;
-        if file.version != FILE_VERSION {
-            return Err(corrupt(&path, format!("unknown version {}", file.version)));
-        }
-        file.hosts.validate().map_err(|r| corrupt(&path, r))?;
-        Ok(file.hosts)
+        Hosts::parse_file(&path, &bytes)
     }
 
     pub fn save_hosts(&self, hosts: &Hosts) -> Result<(), StoreError> {
-        hosts.validate().map_err(StoreError::Invalid)?;
-        write_atomic(
-            &self.hosts_path(),
-            &to_json(&HostsFileRef {
-                version: FILE_VERSION,
-                hosts,
-            })?,
-        )
+        write_atomic(&self.hosts_path(), &hosts.to_file()?)
     }
 
     /// The containers' names, sorted (from the directory listing; none is
@@ -620,7 +638,16 @@ impl Store {
         let path = self.container_path(name);
         let bytes =
             read_file(&path)?.ok_or_else(|| StoreError::NotFound(format!("container '{name}'")))?;
-        let mut c: Container = parse(&path, &bytes)?;
+        self.parse_container_file(name, &bytes)
+    }
+
+    /// Parses the contents of container `name`'s file: what
+    /// [`Store::load_container`] does once it has read it. Public for the
+    /// `handset_store` fuzz target, which feeds it arbitrary bytes.
+    pub fn parse_container_file(&self, name: &str, bytes: &[u8]) -> Result<Container, StoreError> {
+        check_container_name(name)?;
+        let path = self.container_path(name);
+        let mut c: Container = parse(&path, bytes)?;
         c.validate(name).map_err(|r| corrupt(&path, r))?;
         let key = self.integrity_key()?;
         // Checked before any PIN is: a damaged salt or KDF setting would
@@ -658,6 +685,12 @@ impl Store {
     /// opened, or found whole. A key not checked yet is written without
     /// one, and a damaged key as it was read.
     pub fn save_container(&self, c: &Container) -> Result<(), StoreError> {
+        write_atomic(&self.container_path(&c.name), &self.container_file(c)?)
+    }
+
+    /// The contents [`Store::save_container`] writes, with the integrity
+    /// check. Public for the `handset_store` fuzz target's round trip.
+    pub fn container_file(&self, c: &Container) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         check_container_name(&c.name)?;
         let key = self.integrity_key()?;
         let mut sealed = c.clone();
@@ -673,7 +706,7 @@ impl Store {
                 KeyHealth::Damaged(d @ (Damage::Unwrap | Damage::Mismatch)) => k.damaged = Some(d),
             }
         }
-        write_atomic(&self.container_path(&c.name), &to_json(&sealed)?)
+        to_json(&sealed)
     }
 
     /// The key of the containers' integrity checks, derived from the

@@ -65,12 +65,19 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     Ok(())
 }
 
+/// The key in a key file's contents (`host.key`, `handsets/<name>.pub`):
+/// exactly 32 bytes; `path` only names the file in the error. Public for
+/// the `daemon_state` fuzz target.
+pub fn parse_key(path: &Path, bytes: &[u8]) -> Result<[u8; 32], StateError> {
+    bytes.try_into().map_err(|_| StateError::Corrupt {
+        path: path.to_owned(),
+        reason: "not 32 bytes",
+    })
+}
+
 fn read_key(path: &Path) -> Result<Option<[u8; 32]>, StateError> {
     match std::fs::read(path) {
-        Ok(b) => b.try_into().map(Some).map_err(|_| StateError::Corrupt {
-            path: path.to_owned(),
-            reason: "not 32 bytes",
-        }),
+        Ok(b) => parse_key(path, &b).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(path)(e)),
     }

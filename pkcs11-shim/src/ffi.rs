@@ -492,6 +492,63 @@ unsafe fn fill_template(tmpl: &mut [CK_ATTRIBUTE], attrs: &AttrMap) -> Result<()
     result
 }
 
+/// Template decoding without a module, a session or a daemon, for the
+/// `pkcs11_template` fuzz target, which builds the arrays from its input.
+/// `create` is read from its `CK_ATTRIBUTE` array and checked as
+/// `C_CreateObject` checks a session object's template; if it fails, the
+/// object is built instead from `daemon`, the daemon's attributes of a
+/// handset object of class `daemon_class`. `change` is then read, matched
+/// against the object as `C_FindObjects` matches a search template, and
+/// applied over it as `C_CopyObject` (`copy`) or `C_SetAttributeValue`
+/// would. Last the object is answered into `get` as `C_GetAttributeValue`
+/// answers. Returns the three steps' `CK_RV`s.
+///
+/// # Safety
+/// `create` and `change` as `C_CreateObject`'s template (NULL with count
+/// 0, or valid for `n` and `m` attributes whose values are valid for their
+/// lengths); `get` as `C_GetAttributeValue`'s (each value NULL or valid
+/// for writes of its length).
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn decode_templates(
+    create: *const CK_ATTRIBUTE,
+    n: CK_ULONG,
+    change: *const CK_ATTRIBUTE,
+    m: CK_ULONG,
+    copy: bool,
+    daemon_class: CK_OBJECT_CLASS,
+    daemon: &std::collections::HashMap<u32, Vec<u8>>,
+    get: *mut CK_ATTRIBUTE,
+    k: CK_ULONG,
+) -> [CK_RV; 3] {
+    use crate::objects;
+    fn rv<T>(r: &Result<T>) -> CK_RV {
+        r.as_ref().map_or_else(Error::rv, |_| CKR_OK)
+    }
+    // SAFETY: the caller's contract.
+    let made = unsafe { template(create, n) }.and_then(|t| {
+        let t = objects::Wiped(t);
+        objects::check_shape(&t)?;
+        objects::is_token(&t)?;
+        objects::is_private(&t)?;
+        objects::from_template(&t)
+    });
+    let created = rv(&made);
+    let attrs = made.unwrap_or_else(|_| objects::build(daemon_class, daemon));
+    // SAFETY: the caller's contract.
+    let new = unsafe { template(change, m) }.and_then(|t| {
+        let t = objects::Wiped(t);
+        objects::quick_suffices(&t);
+        objects::matches(&objects::readable(&attrs), &t);
+        objects::changed(&attrs, &t, copy)
+    });
+    let changed = rv(&new);
+    let shown = objects::readable(new.as_ref().unwrap_or(&attrs));
+    // SAFETY: the caller's contract.
+    let got = unsafe { slice_mut(get, k) }.and_then(|tmpl| unsafe { fill_template(tmpl, &shown) });
+    [created, changed, rv(&got)]
+}
+
 entries! {
     // ---- general and slots ----------------------------------------------
 
