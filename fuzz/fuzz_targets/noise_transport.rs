@@ -305,6 +305,20 @@ fn connect(responder: &mut Responder, handset: &mut TestHandset) -> Session {
     hs.finish(&m2).expect("finish")
 }
 
+/// A new session after the handset dropped or refused the last, or `None`
+/// once an input has used its handshakes (they bound the speed).
+fn reconnect(
+    responder: &mut Responder,
+    handset: &mut TestHandset,
+    handshakes: &mut u32,
+) -> Option<Session> {
+    if *handshakes == MAX_HANDSHAKES {
+        return None;
+    }
+    *handshakes += 1;
+    Some(connect(responder, handset))
+}
+
 fn frames(max_line: usize, mut input: Input) {
     let mut handset = handset();
     let mut responder = Responder::new(max_line, "fuzz");
@@ -359,11 +373,11 @@ fn frames(max_line: usize, mut input: Input) {
                 }
                 if fin != Some(FinalResult::Ok) || info.is_empty() {
                     if !responder.in_session() {
-                        if handshakes == MAX_HANDSHAKES {
+                        let Some(s) = reconnect(&mut responder, &mut handset, &mut handshakes)
+                        else {
                             return;
-                        }
-                        handshakes += 1;
-                        session = connect(&mut responder, &mut handset);
+                        };
+                        session = s;
                         dirty = false;
                     }
                     continue;
@@ -375,11 +389,10 @@ fn frames(max_line: usize, mut input: Input) {
                 }
                 let Ok(text) = session.decrypt(&reply) else {
                     assert!(dirty, "the handset's answer does not decrypt");
-                    if handshakes == MAX_HANDSHAKES {
+                    let Some(s) = reconnect(&mut responder, &mut handset, &mut handshakes) else {
                         return;
-                    }
-                    handshakes += 1;
-                    session = connect(&mut responder, &mut handset);
+                    };
+                    session = s;
                     dirty = false;
                     continue;
                 };
@@ -401,21 +414,19 @@ fn frames(max_line: usize, mut input: Input) {
                 dirty = true;
                 if fin == Some(FinalResult::CmeError(cme::SESSION_ENDED)) || !responder.in_session()
                 {
-                    if handshakes == MAX_HANDSHAKES {
+                    let Some(s) = reconnect(&mut responder, &mut handset, &mut handshakes) else {
                         return;
-                    }
-                    handshakes += 1;
-                    session = connect(&mut responder, &mut handset);
+                    };
+                    session = s;
                     dirty = false;
                 }
             }
             _ => {
                 responder.disconnected(&mut handset);
-                if handshakes == MAX_HANDSHAKES {
+                let Some(s) = reconnect(&mut responder, &mut handset, &mut handshakes) else {
                     return;
-                }
-                handshakes += 1;
-                session = connect(&mut responder, &mut handset);
+                };
+                session = s;
                 dirty = false;
             }
         }
