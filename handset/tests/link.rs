@@ -8,7 +8,7 @@ use phonecsp_handset::serve::{open_pty, serve_stream};
 use phonecsp_handset::store::{KdfParams, Policy, Store};
 use phonecsp_protocol::at::cme;
 use phonecsp_protocol::ck::cka;
-use phonecsp_protocol::message::token_flags;
+use phonecsp_protocol::message::{TokenInfo, token_flags};
 use phonecsp_protocol::{
     CkRv, DecryptMechanism, HashAlg, HostLink, LinkError, ObjectClass, PairingCode, Reply, Request,
     SignMechanism, StaticKeypair,
@@ -70,6 +70,24 @@ async fn call<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         Ok(reply) => Ok(reply),
         Err(LinkError::Token(rv)) => Err(rv),
         Err(e) => panic!("link failed: {e}"),
+    }
+}
+
+/// Logs in to the `ssh` container with the right PIN.
+async fn log_in<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(l: &mut HostLink<R, W>) {
+    let container = "ssh".into();
+    let pin = Zeroizing::new(PIN.to_vec());
+    call(l, Request::Login { container, pin }).await.unwrap();
+}
+
+/// The `ssh` container's token information.
+async fn ssh_info<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    l: &mut HostLink<R, W>,
+) -> TokenInfo {
+    let container = "ssh".into();
+    match call(l, Request::TokenInfo { container }).await {
+        Ok(Reply::TokenInfo(t)) => t,
+        other => panic!("token info: {other:?}"),
     }
 }
 
@@ -337,16 +355,7 @@ async fn wrong_pin_lockout_survives_restart_and_pin_change_rewraps() {
         pin: Zeroizing::new(pin.to_vec()),
     };
     assert_eq!(call(&mut l, login(b"0000")).await, Err(CkRv::PIN_INCORRECT));
-    let Reply::TokenInfo(t) = call(
-        &mut l,
-        Request::TokenInfo {
-            container: "ssh".into(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
+    let t = ssh_info(&mut l).await;
     assert_eq!(t.retries_left, 4);
     assert_ne!(t.flags & token_flags::PIN_COUNT_LOW, 0);
 
@@ -383,16 +392,7 @@ async fn wrong_pin_lockout_survives_restart_and_pin_change_rewraps() {
     let mut l = duplex(manager(dir.path(), Approver::default())).await;
     l.connect(&host, &key).await.unwrap();
     assert_eq!(call(&mut l, login(b"654321")).await, Err(CkRv::PIN_LOCKED));
-    let Reply::TokenInfo(t) = call(
-        &mut l,
-        Request::TokenInfo {
-            container: "ssh".into(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
+    let t = ssh_info(&mut l).await;
     assert_ne!(t.flags & token_flags::PIN_LOCKED, 0);
 }
 
@@ -473,15 +473,7 @@ async fn approval_policy_asks_the_owner() {
     };
     let mut l = duplex(manager(dir.path(), approver)).await;
     l.pair(&host, &code, "laptop").await.unwrap();
-    call(
-        &mut l,
-        Request::Login {
-            container: "ssh".into(),
-            pin: Zeroizing::new(PIN.to_vec()),
-        },
-    )
-    .await
-    .unwrap();
+    log_in(&mut l).await;
     let sign = sign(KEY_ID, SignMechanism::Pkcs1, vec![1; 51]);
     assert_eq!(
         call(&mut l, sign.clone()).await,
@@ -495,15 +487,7 @@ async fn approval_policy_asks_the_owner() {
 async fn bytes_on_the_link_for_one_rsa2048_signature() {
     let dir = tempfile::tempdir().unwrap();
     let (mut l, _, _) = paired(dir.path()).await;
-    call(
-        &mut l,
-        Request::Login {
-            container: "ssh".into(),
-            pin: Zeroizing::new(PIN.to_vec()),
-        },
-    )
-    .await
-    .unwrap();
+    log_in(&mut l).await;
     let di = [
         HashAlg::Sha256.digest_info_prefix(),
         &Sha256::digest(b"x")[..],
@@ -612,31 +596,13 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
 
     // Not allowed while the container takes its PIN from the computer.
     assert_eq!(call(&mut l, empty()).await, Err(CkRv::PIN_LEN_RANGE));
-    let Reply::TokenInfo(t) = call(
-        &mut l,
-        Request::TokenInfo {
-            container: "ssh".into(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
+    let t = ssh_info(&mut l).await;
     assert_eq!(t.flags & token_flags::PROTECTED_PATH, 0);
 
     let mut c = store.load_container("ssh").unwrap();
     c.set_pin_entry(PinEntry::Handset);
     store.save_container(&c).unwrap();
-    let Reply::TokenInfo(t) = call(
-        &mut l,
-        Request::TokenInfo {
-            container: "ssh".into(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
+    let t = ssh_info(&mut l).await;
     assert_ne!(t.flags & token_flags::PROTECTED_PATH, 0);
 
     // Nobody answers: cancelled, and no try is used up.
@@ -654,13 +620,5 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
         .await
         .unwrap();
     // A PIN from the computer still works too.
-    call(
-        &mut l,
-        Request::Login {
-            container: "ssh".into(),
-            pin: Zeroizing::new(PIN.to_vec()),
-        },
-    )
-    .await
-    .unwrap();
+    log_in(&mut l).await;
 }
