@@ -341,6 +341,12 @@ pub fn expand(data: &[u8], dir: Direction) -> Result<Zeroizing<String>, ParseErr
             if line.contains(['\r', '\n']) {
                 return Err(syntax("line break in a raw line"));
             }
+            // Each message has one compact form: a line the table can
+            // carry may not come raw.
+            let mut probe = Vec::new();
+            if compact_line(line, dir, &mut probe).is_err() || probe.first() != Some(&RAW_LINE) {
+                return Err(syntax("a raw line that has a compact form"));
+            }
             out.push_str(line);
             continue;
         }
@@ -483,6 +489,10 @@ mod tests {
             (&[NAME_BASE + 1, BYTES | 1, 0][..], Direction::ToHandset),
             (&[RAW_LINE, 2, b'\r', b'\n'][..], Direction::ToHandset),
             (&[NAME_BASE, FINAL_OK][..], Direction::ToHost),
+            (
+                &[RAW_LINE, TEXT | 7, b'+', b'C', b'K', b'L', b'I', b'S', b'T'][..],
+                Direction::ToHandset,
+            ),
         ] {
             assert!(expand(data, dir).is_err(), "{data:02x?}");
         }
