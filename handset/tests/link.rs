@@ -486,29 +486,63 @@ async fn approval_policy_asks_the_owner() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bytes_on_the_link_for_one_rsa2048_signature() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut l, _, _) = paired(dir.path()).await;
-    log_in(&mut l).await;
+    let (mut l, host, handset_key) = paired(dir.path()).await;
     let di = [
         HashAlg::Sha256.digest_info_prefix(),
         &Sha256::digest(b"x")[..],
     ]
     .concat();
-    let before = l.stats();
-    call(&mut l, sign(KEY_ID, SignMechanism::Pkcs1, di))
-        .await
+    let attrs = match call(&mut l, attributes(ObjectClass::PublicKey, KEY_ID)).await {
+        Ok(Reply::Attributes(a)) => a,
+        other => panic!("public key: {other:?}"),
+    };
+    let ct = pubkey(&attrs)
+        .encrypt(&mut rand::rngs::OsRng, Oaep::new::<Sha256>(), &[7; 32])
         .unwrap();
-    let after = l.stats();
-    let (out, inb) = (
-        after.bytes_out - before.bytes_out,
-        after.bytes_in - before.bytes_in,
+    let decrypt = decrypt(
+        DecryptMechanism::Oaep {
+            hash: HashAlg::Sha256,
+            label: Vec::new(),
+        },
+        ct,
     );
-    println!(
-        "RSA-2048 PKCS#1 v1.5 signature of a SHA-256 DigestInfo: {out} bytes to the handset, {inb} bytes back, {} in all",
-        out + inb
-    );
-    // The payload alone is 51 + 256 bytes; base64 and the Noise tags add a
-    // fixed amount. Catch regressions in the framing.
-    assert!(out + inb <= 700, "{out} + {inb}");
+    // The pairing session stays in text; a KK session offers binary frames.
+    let mut measured = Vec::new();
+    for binary in [false, true] {
+        if binary {
+            l.connect(&host, &handset_key).await.unwrap();
+        }
+        assert_eq!(l.is_binary(), binary);
+        log_in(&mut l).await;
+        for req in [
+            sign(KEY_ID, SignMechanism::Pkcs1, di.clone()),
+            decrypt.clone(),
+        ] {
+            let before = l.stats();
+            call(&mut l, req.clone()).await.unwrap();
+            let after = l.stats();
+            let (out, inb) = (
+                after.bytes_out - before.bytes_out,
+                after.bytes_in - before.bytes_in,
+            );
+            println!(
+                "{} {}: {out} bytes to the handset, {inb} back, {} in all",
+                if binary { "binary" } else { "text" },
+                req.name(),
+                out + inb
+            );
+            measured.push(out + inb);
+        }
+    }
+    // The payload alone is 51 + 256 bytes for the signature, 256 + 32 for
+    // the decryption. Text adds base64 twice and the command text; binary
+    // frames (docs/protocol.md section 6.7) the Noise tags and a few bytes.
+    let [text_sign, text_dec, bin_sign, bin_dec] = measured[..] else {
+        panic!("{measured:?}")
+    };
+    assert!(text_sign <= 700 && text_dec <= 700, "{measured:?}");
+    assert!(bin_sign <= 360, "binary signature: {bin_sign} bytes");
+    assert!(bin_dec <= 350, "binary decryption: {bin_dec} bytes");
 }
 
 /// Drives the handset's responder line by line, as an attacker on the
