@@ -3,6 +3,7 @@
 //! puts the handset on a link.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use phonecsp_handset::audit::{AuditLog, Entry};
 use phonecsp_handset::crypto;
 use phonecsp_handset::manager::{self, Approver, Manager};
 use phonecsp_handset::serve::{self, DEFAULT_RFCOMM_CHANNEL};
@@ -56,6 +57,16 @@ enum Cmd {
     /// Manage paired computers.
     #[command(subcommand)]
     Hosts(HostsCmd),
+    /// Show the audit log: every private-key operation, login, pairing,
+    /// revocation and policy change, oldest first.
+    Log {
+        /// One JSON object per line, as the log keeps them.
+        #[arg(long)]
+        json: bool,
+        /// Only the last N entries.
+        #[arg(short = 'n', long)]
+        lines: Option<usize>,
+    },
     /// Serve the link.
     Serve(ServeArgs),
 }
@@ -348,8 +359,91 @@ fn run(cli: Cli) -> Res {
         return Ok(());
     }
     let store = Store::open(&dir)?;
-    match cli.command {
+    let audited = owner_event(&cli.command);
+    let audit = AuditLog::new(store.dir());
+    let result = dispatch(store, cli.command);
+    if let Some(mut e) = audited {
+        e.result = match &result {
+            Ok(()) => "ok".to_owned(),
+            Err(err) => err.to_string(),
+        };
+        audit.record(e);
+    }
+    result
+}
+
+/// What the audit log records of an owner's command: changes to
+/// containers, keys, pairing and access; not reads, and not `serve`.
+fn owner_event(cmd: &Cmd) -> Option<Entry> {
+    let (event, container, key, host) = match cmd {
+        Cmd::Container(c) => match c {
+            ContainerCmd::Create { name, .. } => ("create-container", Some(name), None, None),
+            ContainerCmd::Delete { name, .. } => ("delete-container", Some(name), None, None),
+            ContainerCmd::Policy { name, policy } => {
+                let e = match policy {
+                    PolicyArg::Auto => "policy auto",
+                    PolicyArg::Confirm => "policy confirm",
+                };
+                (e, Some(name), None, None)
+            }
+            ContainerCmd::PinEntry { name, .. } => ("pin-entry", Some(name), None, None),
+            ContainerCmd::ChangePin { name } => ("change-pin", Some(name), None, None),
+            ContainerCmd::List => return None,
+        },
+        Cmd::Key(k) => match k {
+            KeyCmd::Generate { container, id, .. } => {
+                ("generate-key", Some(container), id.as_ref(), None)
+            }
+            KeyCmd::Import { container, id, .. } => {
+                ("import-key", Some(container), id.as_ref(), None)
+            }
+            KeyCmd::List { .. } => return None,
+        },
+        Cmd::Cert(CertCmd::Import { container, id, .. }) => {
+            ("store-certificate", Some(container), Some(id), None)
+        }
+        Cmd::Pair { .. } => ("offer-pairing", None, None, None),
+        Cmd::Hosts(h) => match h {
+            HostsCmd::Authorise { host, container } => {
+                ("authorise", Some(container), None, Some(host))
+            }
+            HostsCmd::Revoke {
+                host,
+                container: Some(c),
+                ..
+            } => ("revoke", Some(c), None, Some(host)),
+            HostsCmd::Revoke { host, .. } => ("unpair", None, None, Some(host)),
+            HostsCmd::List => return None,
+        },
+        Cmd::Init { .. } | Cmd::Log { .. } | Cmd::Serve(_) => return None,
+    };
+    let mut e = Entry::new(&format!("owner: {event}"), "");
+    e.container = container.cloned();
+    e.key = key.cloned();
+    e.host = host.cloned();
+    Some(e)
+}
+
+fn dispatch(store: Store, command: Cmd) -> Res {
+    match command {
         Cmd::Init { .. } => unreachable!("handled above"),
+        Cmd::Log { json, lines } => {
+            let (entries, unreadable) = AuditLog::new(store.dir()).read()?;
+            if unreadable > 0 {
+                eprintln!(
+                    "phonecsp-handset: {unreadable} line(s) of the audit log could not be read"
+                );
+            }
+            let skip = entries.len().saturating_sub(lines.unwrap_or(usize::MAX));
+            for e in &entries[skip..] {
+                if json {
+                    println!("{}", serde_json::to_string(e)?);
+                } else {
+                    println!("{}", e.display());
+                }
+            }
+            Ok(())
+        }
         Cmd::Container(c) => container(&store, c),
         Cmd::Key(k) => key(&store, k),
         Cmd::Cert(CertCmd::Import {

@@ -6,6 +6,7 @@
 //! Hosts and containers are read from the store on every request, so the
 //! owner's revocations and PIN counters take effect at once.
 
+use crate::audit::{AuditLog, Entry};
 use crate::crypto;
 use crate::store::{Container, DataEntry, Hosts, Kek, PinEntry, Policy, Store, StoreError};
 use phonecsp_protocol::ck::cka;
@@ -206,6 +207,47 @@ fn key_id_of(r: &Request) -> Option<&[u8]> {
     }
 }
 
+/// What the audit log keeps of a request.
+struct AuditedRequest {
+    container: Option<String>,
+    key: Option<String>,
+}
+
+/// The audit log's name for a request it records: operations with a
+/// private key, logins and PIN changes, and changes to a container's
+/// objects. Reads (lists, token information, attributes, random bytes)
+/// are not recorded.
+fn audit_event(r: &Request) -> Option<&'static str> {
+    Some(match r {
+        Request::Login { .. } => "login",
+        Request::Logout { .. } => "logout",
+        Request::ChangePin { .. } => "change-pin",
+        Request::Sign { .. } => "sign",
+        Request::Decrypt { .. } => "decrypt",
+        Request::Rewrap { .. } => "rewrap",
+        Request::GenerateKeyPair { .. } => "generate-key",
+        Request::DestroyKey { .. } => "delete-key",
+        Request::PutCertificate { .. } => "store-certificate",
+        Request::DeleteCertificate { .. } => "delete-certificate",
+        Request::PutData { .. } => "store-data",
+        Request::DeleteData { .. } => "delete-data",
+        _ => return None,
+    })
+}
+
+/// The key or object a request names, as the log shows it: its id in hex.
+fn audited_key(r: &Request) -> Option<String> {
+    let id = match r {
+        Request::GenerateKeyPair { id, .. }
+        | Request::PutCertificate { id, .. }
+        | Request::DeleteCertificate { id, .. }
+        | Request::DeleteData { id, .. } => id.as_slice(),
+        Request::PutData { object, .. } => object.id.as_slice(),
+        other => key_id_of(other)?,
+    };
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Operations whose approval the owner is asked for.
 fn operation_name(r: &Request) -> Option<&'static str> {
     match r {
@@ -221,6 +263,7 @@ fn operation_name(r: &Request) -> Option<&'static str> {
 pub struct Manager {
     store: Store,
     approver: Approver,
+    audit: AuditLog,
     /// Key-encrypting keys of the containers each host's session logged in to.
     logins: HashMap<([u8; 32], String), Kek>,
 }
@@ -228,9 +271,79 @@ pub struct Manager {
 impl Manager {
     pub fn new(store: Store, approver: Approver) -> Manager {
         Manager {
+            audit: AuditLog::new(store.dir()),
             store,
             approver,
             logins: HashMap::new(),
+        }
+    }
+
+    /// Records what a computer asked for in the audit log (only the
+    /// requests the owner would want to account for; reads are not).
+    fn audit(
+        &self,
+        host: &[u8; 32],
+        event: &str,
+        request: &AuditedRequest,
+        result: &Result<Reply, CkRv>,
+    ) {
+        let mut e = Entry::new(
+            event,
+            &match result {
+                Ok(_) => "ok".to_owned(),
+                Err(rv) => rv.name().to_owned(),
+            },
+        );
+        e.fingerprint = Some(fingerprint(host));
+        e.host = self.hosts().ok().and_then(|h| {
+            h.hosts
+                .into_iter()
+                .find(|e| &e.public == host)
+                .map(|e| e.name)
+        });
+        e.container = request.container.clone();
+        e.key = request.key.clone();
+        self.audit.record(e);
+    }
+
+    /// Pins a newly paired computer under `host_name` and authorises it
+    /// for what the pairing offer named.
+    fn pin_host(&mut self, host: [u8; 32], host_name: &str) -> bool {
+        let Ok(mut hosts) = self.hosts() else {
+            return false;
+        };
+        let Some(pairing) = hosts.pairing.take() else {
+            return false;
+        };
+        let name: String = host_name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        match hosts.hosts.iter_mut().find(|h| h.public == host) {
+            Some(h) => {
+                h.name = name.clone();
+                for c in pairing.authorise {
+                    if !h.containers.contains(&c) {
+                        h.containers.push(c);
+                    }
+                }
+            }
+            None => hosts.hosts.push(crate::store::HostEntry {
+                name: name.clone(),
+                public: host,
+                containers: pairing.authorise,
+            }),
+        }
+        match self.store.save_hosts(&hosts) {
+            Ok(()) => {
+                log::info!("paired with host '{name}' ({})", fingerprint(&host));
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
         }
     }
 
@@ -608,45 +721,15 @@ impl Handler for Manager {
     }
 
     fn pairing_completed(&mut self, host: [u8; 32], host_name: &str) -> bool {
-        let Ok(mut hosts) = self.hosts() else {
-            return false;
-        };
-        let Some(pairing) = hosts.pairing.take() else {
-            return false;
-        };
-        let name: String = host_name
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
-        match hosts.hosts.iter_mut().find(|h| h.public == host) {
-            Some(h) => {
-                h.name = name.clone();
-                for c in pairing.authorise {
-                    if !h.containers.contains(&c) {
-                        h.containers.push(c);
-                    }
-                }
-            }
-            None => hosts.hosts.push(crate::store::HostEntry {
-                name: name.clone(),
-                public: host,
-                containers: pairing.authorise,
-            }),
-        }
-        match self.store.save_hosts(&hosts) {
-            Ok(()) => {
-                log::info!("paired with host '{name}' ({})", fingerprint(&host));
-                true
-            }
-            Err(e) => {
-                log::error!("{e}");
-                false
-            }
-        }
+        let paired = self.pin_host(host, host_name);
+        let mut e = Entry::new("pair", if paired { "ok" } else { "refused" });
+        e.host = Some(host_name.to_owned());
+        e.fingerprint = Some(fingerprint(&host));
+        self.audit.record(e);
+        paired
     }
-
     fn pairing_failed(&mut self) {
+        self.audit.record(Entry::new("pair", "wrong pairing code"));
         let Ok(mut hosts) = self.hosts() else { return };
         if let Some(p) = hosts.pairing.as_mut() {
             p.failures += 1;
@@ -662,9 +745,19 @@ impl Handler for Manager {
 
     fn execute(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
         let what = request.name();
+        let audited = audit_event(&request).map(|event| {
+            let of = AuditedRequest {
+                container: container_of(&request).map(str::to_owned),
+                key: audited_key(&request),
+            };
+            (event, of)
+        });
         let r = self.run(host, request);
         if let Err(rv) = &r {
             log::debug!("{what} from {}: {rv}", fingerprint(host));
+        }
+        if let Some((event, of)) = audited {
+            self.audit(host, event, &of, &r);
         }
         r
     }

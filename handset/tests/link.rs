@@ -656,3 +656,75 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
     // A PIN from the computer still works too.
     log_in(&mut l).await;
 }
+
+/// The owner's audit log after a scripted session: the pairing, a wrong
+/// and a right login, a signature and a refused decryption, and the
+/// owner's revocation, each with its computer, container, key and result,
+/// read back through `phonecsp-handset log --json`; no PIN in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_records_a_session_and_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut l, _, _) = paired(dir.path()).await;
+    let wrong = Request::Login {
+        container: ssh(),
+        pin: Zeroizing::new(b"999999".to_vec()),
+    };
+    assert_eq!(call(&mut l, wrong).await, Err(CkRv::PIN_INCORRECT));
+    log_in(&mut l).await;
+    let di = [HashAlg::Sha256.digest_info_prefix(), &[3; 32][..]].concat();
+    call(&mut l, sign(KEY_ID, SignMechanism::Pkcs1, di))
+        .await
+        .unwrap();
+    let bad = decrypt(DecryptMechanism::Pkcs1, vec![1; 3]);
+    assert!(call(&mut l, bad).await.is_err());
+    // Reads are not recorded.
+    ssh_info(&mut l).await;
+    drop(l);
+    let handset = env!("CARGO_BIN_EXE_phonecsp-handset");
+    let state = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(handset)
+            .args(["--state", state])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    run(&["hosts", "revoke", "laptop", "ssh"]);
+    let log = run(&["log", "--json"]);
+    let entries: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let brief: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            ("pair", "ok"),
+            ("login", "CKR_PIN_INCORRECT"),
+            ("login", "ok"),
+            ("sign", "ok"),
+            ("decrypt", "CKR_ENCRYPTED_DATA_LEN_RANGE"),
+            ("owner: revoke", "ok"),
+        ],
+        "{log}"
+    );
+    let sign = &entries[3];
+    assert_eq!(sign["host"], "laptop");
+    assert_eq!(sign["container"], "ssh");
+    assert_eq!(sign["key"], "01");
+    assert!(sign["fingerprint"].as_str().unwrap().contains(':'));
+    assert_eq!(entries[5]["host"], "laptop");
+    assert!(!log.contains("999999") && !log.contains("123456"), "{log}");
+    // The person's view, and the last entries only.
+    let shown = run(&["log", "-n", "1"]);
+    assert!(
+        shown.contains("owner: revoke") && shown.contains("container 'ssh'"),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 1);
+}
