@@ -3,11 +3,13 @@
 //! private-key work; [`manager`] is the security manager that answers the
 //! link's `+CK` requests; [`serve`] runs it on a serial line, pty, stdio or
 //! an RFCOMM Serial Port Profile; [`tty`] asks the owner at a terminal;
-//! [`audit`] keeps the owner's record of what was done with the keys.
+//! [`audit`] keeps the owner's record of what was done with the keys;
+//! [`pinentry`] asks for a PIN typed on the phone through a pinentry program.
 
 pub mod audit;
 pub mod crypto;
 pub mod manager;
+pub mod pinentry;
 pub mod serve;
 pub mod store;
 pub mod tty;

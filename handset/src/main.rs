@@ -191,6 +191,14 @@ struct ServeArgs {
     /// Seconds the owner has to answer an approval or PIN prompt.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     approval_timeout: u64,
+    /// Ask for PINs typed on the phone (containers with `pin-entry
+    /// handset`) through this pinentry program, e.g. pinentry-gnome3.
+    #[arg(long, value_name = "PROGRAM")]
+    pinentry: Option<PathBuf>,
+    /// The terminal a terminal pinentry (pinentry-tty, pinentry-curses)
+    /// asks on [default: $GPG_TTY, else this program's terminal].
+    #[arg(long, value_name = "TTY")]
+    pinentry_tty: Option<String>,
     /// Longest line accepted (advertised in +CKVER).
     #[arg(long, default_value_t = serve::DEFAULT_LINE)]
     max_line: usize,
@@ -340,6 +348,18 @@ fn parse_id(hex: Option<&str>) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
                 .collect()
         }
     }
+}
+
+/// The terminal a terminal pinentry should use when none is given:
+/// `$GPG_TTY`, as GnuPG's agent has it, else this program's standard input
+/// if that is a terminal.
+fn own_tty() -> Option<String> {
+    if let Ok(t) = std::env::var("GPG_TTY") {
+        return Some(t);
+    }
+    nix::unistd::ttyname(std::io::stdin())
+        .ok()
+        .map(|p| p.display().to_string())
 }
 
 fn hex(b: &[u8]) -> String {
@@ -728,6 +748,8 @@ fn serve_cmd(store: Store, args: ServeArgs) -> Res {
         command: args.prompt_command.clone(),
         terminal: args.prompt_command.is_none() && !args.stdio,
         timeout: Some(std::time::Duration::from_secs(args.approval_timeout.max(1))),
+        pinentry: args.pinentry.clone(),
+        pinentry_tty: args.pinentry_tty.clone().or_else(own_tty),
     };
     let mut manager = Manager::new(store, approver);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -41,6 +41,11 @@ pub struct Approver {
     pub terminal: bool,
     /// How long a person has to answer before the request is refused.
     pub timeout: Option<Duration>,
+    /// Ask for PINs typed on the phone through this pinentry program
+    /// (before the prompt command and the terminal).
+    pub pinentry: Option<std::path::PathBuf>,
+    /// The terminal a terminal pinentry (`pinentry-tty`, `-curses`) uses.
+    pub pinentry_tty: Option<String>,
 }
 
 const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -78,6 +83,25 @@ impl Approver {
     /// person cancels, does not answer in time, or nobody can be asked.
     pub fn ask_pin(&self, host: &str, container: &str) -> Option<Zeroizing<Vec<u8>>> {
         let prompt = format!("{host} asks to log in to container '{container}': enter its PIN");
+        if let Some(program) = &self.pinentry {
+            let req = crate::pinentry::Request {
+                title: "phonecsp",
+                description: &format!(
+                    "The computer '{host}' asks to use container '{container}'.\n\
+                     Enter the container's PIN to allow it."
+                ),
+                prompt: "PIN:",
+                timeout: self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT),
+                tty: self.pinentry_tty.as_deref(),
+            };
+            return match crate::pinentry::get_pin(program, &req) {
+                Ok(pin) => pin,
+                Err(e) => {
+                    log::warn!("no PIN for container '{container}': {e}");
+                    None
+                }
+            };
+        }
         if let Some(cmd) = &self.command {
             let asked = Asked {
                 prompt: &prompt,
@@ -895,6 +919,7 @@ mod tests {
             )),
             terminal: false,
             timeout: None,
+            ..Approver::default()
         };
         let mut m = Manager::new(store, approver);
         logged();

@@ -470,6 +470,7 @@ async fn approval_policy_asks_the_owner() {
         )),
         terminal: false,
         timeout: None,
+        ..Approver::default()
     };
     let mut l = duplex(manager(dir.path(), approver)).await;
     l.pair(&host, &code, "laptop").await.unwrap();
@@ -619,6 +620,7 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
         )),
         terminal: false,
         timeout: None,
+        ..Approver::default()
     };
     let host = StaticKeypair::generate();
     let mut l = duplex(manager(dir.path(), approver)).await;
@@ -727,4 +729,75 @@ async fn the_audit_log_records_a_session_and_the_owner() {
         "{shown}"
     );
     assert_eq!(shown.lines().count(), 1);
+}
+
+/// A PIN typed on the phone through Debian's real `pinentry-tty`, on a pty
+/// where the test plays the person: the right PIN logs in, a wrong one
+/// costs a try, and cancelling (Ctrl-D) costs none.
+#[tokio::test(flavor = "multi_thread")]
+async fn pin_typed_through_the_real_pinentry_tty() {
+    use phonecsp_handset::store::PinEntry;
+    use std::io::{Read, Write};
+    let program = std::path::Path::new("/usr/bin/pinentry-tty");
+    assert!(
+        program.exists(),
+        "pinentry-tty (scripts/install-deps installs it)"
+    );
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let tty = nix::unistd::ttyname(&pty.slave).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let code = handset(dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = store.load_container("ssh").unwrap();
+    c.set_pin_entry(PinEntry::Handset);
+    store.save_container(&c).unwrap();
+    let approver = Approver {
+        pinentry: Some(program.to_owned()),
+        pinentry_tty: Some(tty.display().to_string()),
+        timeout: Some(std::time::Duration::from_secs(20)),
+        ..Approver::default()
+    };
+    let mut l = duplex(manager(dir.path(), approver)).await;
+    l.pair(&StaticKeypair::generate(), &code, "laptop")
+        .await
+        .unwrap();
+    // The person: waits for the prompt on the terminal, then types.
+    let master = std::fs::File::from(pty.master);
+    let person = |typed: &'static [u8]| {
+        let mut m = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 256];
+            while !String::from_utf8_lossy(&seen).contains("PIN:") {
+                let n = m.read(&mut buf).unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            m.write_all(typed).unwrap();
+            String::from_utf8_lossy(&seen).into_owned()
+        })
+    };
+    let empty = || Request::Login {
+        container: "ssh".into(),
+        pin: Zeroizing::new(Vec::new()),
+    };
+    let typing = person(b"999999\r");
+    assert_eq!(call(&mut l, empty()).await, Err(CkRv::PIN_INCORRECT));
+    let shown = typing.join().unwrap();
+    assert!(
+        shown.contains("laptop") && shown.contains("'ssh'"),
+        "{shown}"
+    );
+    assert_eq!(store.load_container("ssh").unwrap().retries_left(), 4);
+    let typing = person(b"\x04");
+    assert_eq!(call(&mut l, empty()).await, Err(CkRv::FUNCTION_CANCELED));
+    typing.join().unwrap();
+    assert_eq!(store.load_container("ssh").unwrap().retries_left(), 4);
+    let typing = person(b"123456\r");
+    call(&mut l, empty()).await.unwrap();
+    typing.join().unwrap();
+    let di = [HashAlg::Sha256.digest_info_prefix(), &[1u8; 32][..]].concat();
+    call(&mut l, sign(KEY_ID, SignMechanism::Pkcs1, di))
+        .await
+        .unwrap();
+    drop(pty.slave);
 }
