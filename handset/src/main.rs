@@ -199,6 +199,18 @@ struct ServeArgs {
     /// asks on [default: $GPG_TTY, else this program's terminal].
     #[arg(long, value_name = "TTY")]
     pinentry_tty: Option<String>,
+    /// Ask for approvals through the desktop's notifications
+    /// (org.freedesktop.Notifications on the session bus), with Allow and
+    /// Deny; closing or ignoring one denies.
+    #[arg(long)]
+    notify: bool,
+    /// The bus the notification service is on [default: the session bus].
+    #[arg(long, value_name = "ADDRESS", requires = "notify")]
+    notify_bus: Option<String>,
+    /// Also offer "Allow for N minutes": the same computer's operations on
+    /// the same container need no approval for that long.
+    #[arg(long, value_name = "MINUTES", requires = "notify")]
+    allow_for: Option<u64>,
     /// Longest line accepted (advertised in +CKVER).
     #[arg(long, default_value_t = serve::DEFAULT_LINE)]
     max_line: usize,
@@ -750,6 +762,12 @@ fn serve_cmd(store: Store, args: ServeArgs) -> Res {
         timeout: Some(std::time::Duration::from_secs(args.approval_timeout.max(1))),
         pinentry: args.pinentry.clone(),
         pinentry_tty: args.pinentry_tty.clone().or_else(own_tty),
+        notifier: args.notify.then(|| phonecsp_handset::notify::Notifier {
+            address: args.notify_bus.clone(),
+            allow_for: args
+                .allow_for
+                .map(|m| std::time::Duration::from_secs(m.max(1) * 60)),
+        }),
     };
     let mut manager = Manager::new(store, approver);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -23,6 +23,9 @@ use zeroize::Zeroizing;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Approval {
     Yes,
+    /// Yes, and to the same computer's operations on the same container
+    /// for this long (the owner's "allow for a while").
+    YesFor(Duration),
     /// The owner refused.
     No,
     /// Nobody answered in time, or nobody could be asked.
@@ -46,6 +49,10 @@ pub struct Approver {
     pub pinentry: Option<std::path::PathBuf>,
     /// The terminal a terminal pinentry (`pinentry-tty`, `-curses`) uses.
     pub pinentry_tty: Option<String>,
+    /// Ask through the desktop's notifications (before the prompt command
+    /// and the terminal, which are asked if no notification service
+    /// answers).
+    pub notifier: Option<crate::notify::Notifier>,
 }
 
 const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,6 +64,20 @@ impl Approver {
             None => "a key".to_owned(),
         };
         let prompt = format!("{host} asks to {operation} with {with} of container '{container}'");
+        if let Some(n) = &self.notifier {
+            use crate::notify::Answer;
+            let timeout = self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+            let summary = format!("Allow '{host}' to {operation}?");
+            match n.ask(&summary, &prompt, timeout) {
+                Ok(Answer::Allow) => return Approval::Yes,
+                Ok(Answer::AllowForAWhile) => {
+                    return Approval::YesFor(n.allow_for.unwrap_or_default());
+                }
+                Ok(Answer::Deny) => return Approval::No,
+                Ok(Answer::NoAnswer) => return Approval::NoAnswer,
+                Err(e) => log::warn!("could not ask through a notification: {e}"),
+            }
+        }
         let asked = Asked {
             prompt: &prompt,
             host,
@@ -290,6 +311,9 @@ pub struct Manager {
     audit: AuditLog,
     /// Key-encrypting keys of the containers each host's session logged in to.
     logins: HashMap<([u8; 32], String), Kek>,
+    /// (computer, container) whose operations the owner allowed for a
+    /// while, and until when. In memory only.
+    allowed: HashMap<([u8; 32], String), Instant>,
 }
 
 impl Manager {
@@ -299,6 +323,7 @@ impl Manager {
             store,
             approver,
             logins: HashMap::new(),
+            allowed: HashMap::new(),
         }
     }
 
@@ -483,12 +508,21 @@ impl Manager {
             {
                 c.check_key(id).map_err(store_rv)?;
             }
-            if c.policy() == Policy::Confirm {
+            let allowed = (*host, name.clone());
+            let still_allowed = self
+                .allowed
+                .get(&allowed)
+                .is_some_and(|until| Instant::now() < *until);
+            if c.policy() == Policy::Confirm && !still_allowed {
                 let key = key_id_of(&request)
                     .and_then(|id| c.key(id))
                     .map(|k| k.label.as_str());
                 match self.approver.approve(&host_name, &name, op, key) {
                     Approval::Yes => {}
+                    Approval::YesFor(period) => {
+                        log::info!("'{name}' allowed to {host_name} for {} s", period.as_secs());
+                        self.allowed.insert(allowed, Instant::now() + period);
+                    }
                     // The standard's value for "rejected by the user".
                     Approval::No => {
                         log::info!("{op} on '{name}' for {host_name}: refused by the owner");

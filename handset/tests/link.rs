@@ -801,3 +801,179 @@ async fn pin_typed_through_the_real_pinentry_tty() {
         .unwrap();
     drop(pty.slave);
 }
+
+/// A notification server as the Desktop Notifications specification has
+/// it, on a private session bus; it answers each notification as the
+/// test scripts: an action, or a close with a reason.
+mod notifications {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::{Arc, Mutex};
+    use zbus::OwnedVariant;
+    use zbus::object_server::SignalEmitter;
+
+    #[derive(Debug, Clone)]
+    pub enum Then {
+        Action(&'static str),
+        Closed(u32),
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Shown {
+        pub summary: String,
+        pub body: String,
+        pub actions: Vec<String>,
+        pub urgency: Option<u8>,
+    }
+
+    #[derive(Default)]
+    pub struct State {
+        pub script: VecDeque<Then>,
+        pub shown: Vec<Shown>,
+    }
+
+    pub struct Server(pub Arc<Mutex<State>>);
+
+    #[zbus::interface(name = "org.freedesktop.Notifications")]
+    impl Server {
+        #[allow(clippy::too_many_arguments)]
+        async fn notify(
+            &self,
+            #[zbus(signal_emitter)] e: SignalEmitter<'_>,
+            _app_name: String,
+            _replaces_id: u32,
+            _app_icon: String,
+            summary: String,
+            body: String,
+            actions: Vec<String>,
+            hints: HashMap<String, OwnedVariant>,
+            _expire_timeout: i32,
+        ) -> u32 {
+            let urgency = hints.get("urgency").and_then(|v| u8::try_from(v).ok());
+            let (id, then) = {
+                let mut s = self.0.lock().unwrap();
+                s.shown.push(Shown {
+                    summary,
+                    body,
+                    actions,
+                    urgency,
+                });
+                (s.shown.len() as u32, s.script.pop_front())
+            };
+            match then {
+                Some(Then::Action(key)) => Self::action_invoked(&e, id, key).await.unwrap(),
+                Some(Then::Closed(reason)) => {
+                    Self::notification_closed(&e, id, reason).await.unwrap()
+                }
+                None => {}
+            }
+            id
+        }
+
+        fn close_notification(&self, _id: u32) {}
+
+        fn get_capabilities(&self) -> Vec<String> {
+            vec!["actions".into(), "body".into()]
+        }
+
+        fn get_server_information(&self) -> (String, String, String, String) {
+            ("test".into(), "phonecsp".into(), "1".into(), "1.2".into())
+        }
+
+        #[zbus(signal)]
+        async fn action_invoked(
+            e: &SignalEmitter<'_>,
+            id: u32,
+            action_key: &str,
+        ) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn notification_closed(
+            e: &SignalEmitter<'_>,
+            id: u32,
+            reason: u32,
+        ) -> zbus::Result<()>;
+    }
+}
+
+/// Approvals through the desktop's notifications: a critical notification
+/// naming the computer, the operation and the key with Allow, Deny and
+/// "Allow for a while"; Deny and a dismissal refuse, an expiry cancels,
+/// Allow allows once, and "Allow for" spares the next question.
+#[tokio::test(flavor = "multi_thread")]
+async fn approvals_through_desktop_notifications() {
+    use notifications::{Server, State, Then};
+    use phonecsp_handset::notify::Notifier;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let mut daemon = std::process::Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--nopidfile"])
+        .arg(format!("--address=unix:path={}", bus.display()))
+        .spawn()
+        .expect("dbus-daemon");
+    while !bus.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let address = format!("unix:path={}", bus.display());
+    let state = Arc::new(Mutex::new(State::default()));
+    let _server = zbus::connection::Builder::address(address.as_str())
+        .serve_at("/org/freedesktop/Notifications", Server(state.clone()))
+        .name("org.freedesktop.Notifications")
+        .build()
+        .await
+        .unwrap();
+
+    let code = handset(dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = store.load_container("ssh").unwrap();
+    c.set_policy(Policy::Confirm);
+    store.save_container(&c).unwrap();
+    let approver = Approver {
+        notifier: Some(Notifier {
+            address: Some(address),
+            allow_for: Some(std::time::Duration::from_secs(3600)),
+        }),
+        timeout: Some(std::time::Duration::from_secs(20)),
+        ..Approver::default()
+    };
+    let mut l = duplex(manager(dir.path(), approver)).await;
+    l.pair(&StaticKeypair::generate(), &code, "laptop")
+        .await
+        .unwrap();
+    log_in(&mut l).await;
+    let di = [HashAlg::Sha256.digest_info_prefix(), &[5u8; 32][..]].concat();
+    let sign = || sign(KEY_ID, SignMechanism::Pkcs1, di.clone());
+    state.lock().unwrap().script = [
+        Then::Action("deny"),
+        Then::Closed(2),
+        Then::Closed(1),
+        Then::Action("allow"),
+        Then::Action("allow-for"),
+    ]
+    .into();
+    assert_eq!(call(&mut l, sign()).await, Err(CkRv::FUNCTION_REJECTED));
+    assert_eq!(call(&mut l, sign()).await, Err(CkRv::FUNCTION_REJECTED));
+    assert_eq!(call(&mut l, sign()).await, Err(CkRv::FUNCTION_CANCELED));
+    call(&mut l, sign()).await.unwrap();
+    call(&mut l, sign()).await.unwrap();
+    // Allowed for an hour: no more questions for this computer and container.
+    call(&mut l, sign()).await.unwrap();
+    call(&mut l, sign()).await.unwrap();
+    let shown = state.lock().unwrap().shown.clone();
+    assert_eq!(shown.len(), 5, "{shown:?}");
+    let n = &shown[0];
+    assert!(
+        n.summary.contains("laptop") && n.summary.contains("sign"),
+        "{n:?}"
+    );
+    assert!(
+        n.body.contains("'ssh key'") && n.body.contains("'ssh'"),
+        "{n:?}"
+    );
+    assert_eq!(n.urgency, Some(2));
+    let keys: Vec<&str> = n.actions.iter().step_by(2).map(String::as_str).collect();
+    assert_eq!(keys, ["allow", "allow-for", "deny"]);
+    assert_eq!(n.actions[3], "Allow for 60 min");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
