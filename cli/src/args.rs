@@ -183,14 +183,21 @@ directly; OBJECT is its path.\n\nExamples:\n  phonecsp keys\n  phonecsp --json k
     /// Pair with a handset by the one-time code it shows (root, or as polkit allows)
     #[command(after_help = "\
 The code is taken from --code, else from PHONECSP_PAIRING_CODE, else asked on the \
-terminal without echo. Prefer the last two: a command line is visible to other users.
+terminal without echo. Prefer the last two: a command line is visible to other users. \
+With --qr the code is made here and shown as a QR code for the phone to scan.
 
 Example:
   sudo phonecsp --handset pixel pair")]
     Pair {
-        /// The one-time pairing code shown on the phone
-        #[arg(long, value_name = "CODE")]
+        /// The one-time pairing code shown on the phone: its eight digits
+        /// (`phonecsp-handset pair --short`), or the long code
+        #[arg(long, value_name = "CODE", conflicts_with = "qr")]
         code: Option<String>,
+        /// Make the code here and show it as a QR code, for a phone that
+        /// scans: the phone takes it with `phonecsp-handset pair --code`;
+        /// then press Enter here
+        #[arg(long)]
+        qr: bool,
     },
 
     /// Forget a handset's pinned key (root, or as polkit allows)

@@ -37,7 +37,8 @@ use phonecsp_protocol::limits::{
 };
 use phonecsp_protocol::message::{DataObject, token_flags};
 use phonecsp_protocol::noise::fingerprint;
-use phonecsp_protocol::{CkRv, HashAlg, ObjectClass, PairingCode};
+use phonecsp_protocol::pake::AnyPairingCode;
+use phonecsp_protocol::{CkRv, HashAlg, ObjectClass};
 use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use std::collections::{BTreeMap, HashMap};
@@ -372,7 +373,7 @@ impl Inner {
         code: &str,
     ) -> Result<String> {
         let (c, link) = self.admin(hdr, conn, handset, polkit::PAIR).await?;
-        let code = PairingCode::parse(code).map_err(|e| ck(CkRv::ARGUMENTS_BAD, e))?;
+        let code = AnyPairingCode::parse(code).map_err(|e| ck(CkRv::ARGUMENTS_BAD, e))?;
         let key = link.pair(&c.name, code).await?;
         emit_tokens_changed(conn, handset).await;
         Ok(fingerprint(&key))

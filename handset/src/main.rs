@@ -53,6 +53,10 @@ enum Cmd {
         /// Authorise the host that pairs for this container (repeatable).
         #[arg(long = "authorise", alias = "authorize")]
         authorise: Vec<String>,
+        /// Also offer an eight-digit code, easier to type; the phone stops
+        /// pairing after three wrong ones (the long code stays the fallback).
+        #[arg(long, conflicts_with = "code")]
+        short: bool,
     },
     /// Manage paired computers.
     #[command(subcommand)]
@@ -492,7 +496,11 @@ fn dispatch(store: Store, command: Cmd) -> Res {
             println!("certificate stored in '{container}' with id {id}");
             Ok(())
         }
-        Cmd::Pair { code, authorise } => {
+        Cmd::Pair {
+            code,
+            authorise,
+            short,
+        } => {
             for c in &authorise {
                 store.load_container(c)?;
             }
@@ -500,10 +508,16 @@ fn dispatch(store: Store, command: Cmd) -> Res {
                 Some(s) => (PairingCode::parse(&s)?, false),
                 None => (PairingCode::generate(), true),
             };
-            manager::offer_pairing(&store, &code, authorise)?;
-            if shown {
+            if short {
+                let short = phonecsp_protocol::pake::ShortCode::generate();
+                manager::offer_short_pairing(&store, &code, &short, authorise)?;
+                println!("{}", short.display().as_str());
+                println!("(or the long code: {})", code.display().as_str());
+            } else if shown {
+                manager::offer_pairing(&store, &code, authorise)?;
                 println!("{}", code.display().as_str());
             } else {
+                manager::offer_pairing(&store, &code, authorise)?;
                 println!("pairing code accepted; waiting for the computer to pair");
             }
             Ok(())

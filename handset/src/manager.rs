@@ -778,6 +778,12 @@ impl Handler for Manager {
         hosts.pairing.map(|p| p.psk)
     }
 
+    fn pairing_short_code(&mut self) -> Option<Zeroizing<Vec<u8>>> {
+        let hosts = self.hosts().ok()?;
+        let digits = hosts.pairing?.short_code?;
+        Some(Zeroizing::new(digits.0.as_bytes().to_vec()))
+    }
+
     fn pairing_completed(&mut self, host: [u8; 32], host_name: &str) -> bool {
         let paired = self.pin_host(host, host_name);
         let mut e = Entry::new("pair", if paired { "ok" } else { "refused" });
@@ -840,7 +846,25 @@ pub fn offer_pairing(
         psk: code.psk(),
         authorise,
         failures: 0,
+        short_code: None,
     });
+    store.save_hosts(&hosts)
+}
+
+/// [`offer_pairing`], with a short code on offer too (the long one stays
+/// the fallback): either pairs, and the first to do so uses up both.
+pub fn offer_short_pairing(
+    store: &Store,
+    code: &phonecsp_protocol::PairingCode,
+    short: &phonecsp_protocol::pake::ShortCode,
+    authorise: Vec<String>,
+) -> Result<(), StoreError> {
+    offer_pairing(store, code, authorise)?;
+    let mut hosts = store.load_hosts()?;
+    if let Some(p) = &mut hosts.pairing {
+        let digits = String::from_utf8_lossy(short.digits()).into_owned();
+        p.short_code = Some(crate::store::ShortDigits(Zeroizing::new(digits)));
+    }
     store.save_hosts(&hosts)
 }
 

@@ -34,7 +34,7 @@ use phonecsp_protocol::{CkRv, StaticKeypair};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use rsa::traits::PublicKeyParts;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -310,6 +310,27 @@ pub struct PendingPairing {
     pub psk: Zeroizing<[u8; 32]>,
     pub authorise: Vec<String>,
     pub failures: u32,
+    /// The digits of a short code on offer too (docs/protocol.md section
+    /// 5.7): kept as they are, since the PAKE needs them; the file is the
+    /// owner's alone (0600) and the offer is used up by the pairing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_code: Option<ShortDigits>,
+}
+
+/// A short code's digits, wiped when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ShortDigits(pub Zeroizing<String>);
+
+impl Serialize for ShortDigits {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ShortDigits {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ShortDigits, D::Error> {
+        Ok(ShortDigits(Zeroizing::new(String::deserialize(d)?)))
+    }
 }
 
 impl std::fmt::Debug for PendingPairing {
@@ -326,6 +347,7 @@ impl PartialEq for PendingPairing {
         bool::from(self.psk.ct_eq(&*other.psk))
             && self.authorise == other.authorise
             && self.failures == other.failures
+            && self.short_code == other.short_code
     }
 }
 
@@ -392,6 +414,10 @@ impl Hosts {
         let mut pairing_names = self.pairing.iter().flat_map(|p| &p.authorise);
         if pairing_names.any(|c| !valid_container_name(c)) {
             return Err("pairing: invalid container name".into());
+        }
+        let short = self.pairing.as_ref().and_then(|p| p.short_code.as_ref());
+        if short.is_some_and(|d| phonecsp_protocol::pake::ShortCode::parse(&d.0).is_err()) {
+            return Err("pairing: a short code is eight digits".into());
         }
         Ok(())
     }
@@ -1942,6 +1968,7 @@ mod tests {
                 psk: Zeroizing::new([0xa7u8; 32]),
                 authorise: vec!["disk".into(), "ssh".into()],
                 failures: 1,
+                short_code: Some(ShortDigits(Zeroizing::new("12345678".into()))),
             }),
         };
         store.save_hosts(&hosts).unwrap();

@@ -977,3 +977,55 @@ async fn approvals_through_desktop_notifications() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+/// Pairing with an eight-digit code through the PAKE: the right code
+/// pairs and opens a session; a wrong one fails at the handshake's last
+/// message and counts, and after three the phone withdraws the offer, so
+/// even the right code no longer pairs. The long code stays a fallback.
+#[tokio::test(flavor = "multi_thread")]
+async fn pairing_with_a_short_code() {
+    use phonecsp_handset::manager::offer_short_pairing;
+    use phonecsp_protocol::pake::ShortCode;
+    let dir = tempfile::tempdir().unwrap();
+    let long = handset(dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let short = ShortCode::parse("2718-2818").unwrap();
+    offer_short_pairing(&store, &long, &short, vec!["ssh".into()]).unwrap();
+    let mut l = duplex(manager(dir.path(), Approver::default())).await;
+    let host = StaticKeypair::generate();
+    let (handset_key, name) = l.pair_short(&host, &short, "laptop").await.unwrap();
+    assert_eq!(name, "test phone");
+    log_in(&mut l).await;
+    // Used up: the long code of the same offer is gone too.
+    assert!(
+        l.pair(&StaticKeypair::generate(), &long, "other")
+            .await
+            .is_err()
+    );
+    l.connect(&host, &handset_key).await.unwrap();
+    log_in(&mut l).await;
+
+    offer_short_pairing(&store, &long, &short, vec!["ssh".into()]).unwrap();
+    for guess in ["0000-0001", "0000-0002", "0000-0003"] {
+        let wrong = ShortCode::parse(guess).unwrap();
+        let e = l
+            .pair_short(&StaticKeypair::generate(), &wrong, "mallory")
+            .await;
+        assert!(
+            matches!(e, Err(LinkError::Cme(cme::HANDSHAKE_FAILED))),
+            "{e:?}"
+        );
+    }
+    let e = l
+        .pair_short(&StaticKeypair::generate(), &short, "late")
+        .await;
+    assert!(matches!(e, Err(LinkError::Cme(cme::NOT_ALLOWED))), "{e:?}");
+    let names: Vec<String> = store
+        .load_hosts()
+        .unwrap()
+        .hosts
+        .iter()
+        .map(|h| h.name.clone())
+        .collect();
+    assert_eq!(names, ["laptop"]);
+}

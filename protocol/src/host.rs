@@ -147,9 +147,55 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         code: &PairingCode,
         host_name: &str,
     ) -> Result<([u8; 32], String), LinkError> {
+        self.pair_with_psk(local, &code.psk(), host_name).await
+    }
+
+    /// Pairs with whichever kind of code the person typed.
+    pub async fn pair_any(
+        &mut self,
+        local: &StaticKeypair,
+        code: &crate::pake::AnyPairingCode,
+        host_name: &str,
+    ) -> Result<([u8; 32], String), LinkError> {
+        match code {
+            crate::pake::AnyPairingCode::Short(c) => self.pair_short(local, c, host_name).await,
+            crate::pake::AnyPairingCode::Long(c) => self.pair(local, c, host_name).await,
+        }
+    }
+
+    /// Pairs with a short code (docs/protocol.md section 5.8): `AT+CKPAKE`
+    /// makes the PSK, then the pairing handshake proves both ends used the
+    /// same code.
+    pub async fn pair_short(
+        &mut self,
+        local: &StaticKeypair,
+        code: &crate::pake::ShortCode,
+        host_name: &str,
+    ) -> Result<([u8; 32], String), LinkError> {
         self.session = None;
         self.binary = None;
-        let (hp, m1) = HostPairing::start(local, code)?;
+        let (pake, mine) = crate::pake::Pake::host(code);
+        let lines = self
+            .exchange(&Command::Pake { message: mine }.encode())
+            .await?;
+        let [line] = lines.as_slice() else {
+            return Err(LinkError::Protocol("+CKPAKE: expected one line".into()));
+        };
+        let p = info_params(line, "+CKPAKE")?;
+        p.expect_count(1, 1)?;
+        let psk = pake.finish(&p.bytes(0)?)?;
+        self.pair_with_psk(local, &psk, host_name).await
+    }
+
+    async fn pair_with_psk(
+        &mut self,
+        local: &StaticKeypair,
+        psk: &[u8; 32],
+        host_name: &str,
+    ) -> Result<([u8; 32], String), LinkError> {
+        self.session = None;
+        self.binary = None;
+        let (hp, m1) = HostPairing::start_with_psk(local, psk)?;
         let m2 = self.handshake(HandshakeKind::Pair, &m1).await?;
         let (finish, m3) = hp.respond(&m2, host_name)?;
         let confirm = self.handshake(HandshakeKind::Pair, &m3).await?;

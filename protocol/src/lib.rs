@@ -13,6 +13,7 @@ pub mod host;
 pub mod limits;
 pub mod message;
 pub mod noise;
+pub mod pake;
 pub mod responder;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

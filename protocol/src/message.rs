@@ -42,6 +42,9 @@ pub enum Command {
     },
     /// `AT+CKX="<frame part>"[,1]`; `more` says further parts follow.
     Frame { part: Vec<u8>, more: bool },
+    /// `AT+CKPAKE="<message>"`: the host's SPAKE2 message for pairing with
+    /// a short code (docs/protocol.md section 5.8).
+    Pake { message: Vec<u8> },
 }
 
 impl Command {
@@ -76,6 +79,13 @@ impl Command {
                     message: p.bytes(1)?,
                 })
             }
+            ("+CKPAKE", Some(p)) => {
+                let p = Params::parse(p)?;
+                p.expect_count(1, 1)?;
+                Ok(Command::Pake {
+                    message: p.bytes(0)?,
+                })
+            }
             ("+CKX", Some(p)) => {
                 let p = Params::parse(p)?;
                 p.expect_count(1, 2)?;
@@ -102,6 +112,7 @@ impl Command {
             Command::Handshake { kind, message } => {
                 format!("AT+CKHS={},{}", *kind as u8, quote_b64(message))
             }
+            Command::Pake { message } => format!("AT+CKPAKE={}", quote_b64(message)),
             Command::Frame { part, more } => {
                 if *more {
                     format!("AT+CKX={},1", quote_b64(part))

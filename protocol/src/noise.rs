@@ -334,10 +334,18 @@ impl HostPairing {
         local: &StaticKeypair,
         code: &PairingCode,
     ) -> Result<(HostPairing, Vec<u8>), NoiseError> {
-        let psk = code.psk();
+        Self::start_with_psk(local, &code.psk())
+    }
+
+    /// [`Self::start`] with the PSK given: a short code's, from the PAKE
+    /// (`crate::pake`).
+    pub fn start_with_psk(
+        local: &StaticKeypair,
+        psk: &[u8; 32],
+    ) -> Result<(HostPairing, Vec<u8>), NoiseError> {
         let mut hs = snow::Builder::new(params(PAIRING_PATTERN))
             .local_private_key(local.private())
-            .and_then(|b| b.psk(3, &psk))
+            .and_then(|b| b.psk(3, psk))
             .and_then(|b| b.prologue(PROLOGUE))
             .and_then(|b| b.build_initiator())
             .map_err(|_| NoiseError::Handshake)?;

@@ -26,6 +26,10 @@ pub trait Handler {
     fn known_hosts(&self) -> Vec<[u8; 32]>;
     /// The PSK of the one-time pairing code on offer, if any.
     fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>>;
+    /// The digits of the short pairing code on offer, if any (section 5.8).
+    fn pairing_short_code(&mut self) -> Option<Zeroizing<Vec<u8>>> {
+        None
+    }
     /// Pins a newly paired host and uses up the code; `false` refuses.
     fn pairing_completed(&mut self, host: [u8; 32], host_name: &str) -> bool;
     /// A pairing attempt failed (likely a wrong code).
@@ -54,6 +58,9 @@ pub struct Responder {
     /// In binary mode (section 6.7) after a KK handshake in which both
     /// ends offered it: the bytes of the frame being received.
     binary: Option<Vec<u8>>,
+    /// The PSK an `AT+CKPAKE` exchange produced, for the next pairing
+    /// handshake only.
+    pake_psk: Option<Zeroizing<[u8; 32]>>,
 }
 
 /// XX message 1 is the host's ephemeral key (32 bytes) and its empty payload,
@@ -73,6 +80,7 @@ impl Responder {
             state: State::Idle,
             frame: Vec::new(),
             binary: None,
+            pake_psk: None,
         }
     }
 
@@ -216,6 +224,7 @@ impl Responder {
     }
 
     fn end_session<H: Handler>(&mut self, handler: &mut H) {
+        self.pake_psk = None;
         if let State::Session(s) = std::mem::replace(&mut self.state, State::Idle) {
             handler.session_ended(s.remote_static());
         }
@@ -275,7 +284,40 @@ impl Responder {
                 }
             }
             Command::Handshake { kind, message } => self.handshake(handler, kind, &message, out),
+            Command::Pake { message } => self.pake(handler, &message, out),
             Command::Frame { part, more } => self.frame(handler, part, more, out),
+        }
+    }
+
+    /// `AT+CKPAKE`: the handset's SPAKE2 answer for the short code on
+    /// offer; the PSK waits for the pairing handshake that follows. It
+    /// proves nothing yet: a wrong code shows at the handshake's message 3,
+    /// which counts as a failed attempt.
+    fn pake<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        message: &[u8],
+        out: &mut Vec<u8>,
+    ) -> FinalResult {
+        self.pake_psk = None;
+        if matches!(self.state, State::Session(_)) {
+            self.end_session(handler);
+        }
+        self.state = State::Idle;
+        let Some(digits) = handler.pairing_short_code() else {
+            return FinalResult::CmeError(cme::NOT_ALLOWED);
+        };
+        let (pake, answer) = crate::pake::Pake::handset(&digits);
+        match pake.finish(message) {
+            Ok(psk) => {
+                self.pake_psk = Some(psk);
+                out.extend(at::info_line(&format!(
+                    "+CKPAKE: {}",
+                    at::quote_b64(&answer)
+                )));
+                FinalResult::Ok
+            }
+            Err(_) => FinalResult::CmeError(cme::HANDSHAKE_FAILED),
         }
     }
 
@@ -318,7 +360,9 @@ impl Responder {
                 }
             },
             (HandshakeKind::Pair, None) => {
-                let Some(psk) = handler.pairing_psk() else {
+                // A short code's PSK if AT+CKPAKE came first, else the
+                // long code's.
+                let Some(psk) = self.pake_psk.take().or_else(|| handler.pairing_psk()) else {
                     return FinalResult::CmeError(cme::NOT_ALLOWED);
                 };
                 match HandsetPairing::accept(&identity, &psk, message, &handler.handset_name()) {

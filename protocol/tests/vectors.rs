@@ -175,6 +175,9 @@ fn command(variant: &str, mut f: Fields) -> Command {
             part: f.bytes("part"),
             more: f.flag("more"),
         },
+        "Pake" => Command::Pake {
+            message: f.bytes("message"),
+        },
         _ => panic!("unknown command {variant}"),
     };
     f.done();
