@@ -223,6 +223,9 @@ pub struct Manager {
     approver: Approver,
     /// Key-encrypting keys of the containers each host's session logged in to.
     logins: HashMap<([u8; 32], String), Kek>,
+    /// Security officers' logins (with the PUK), kept apart from the user's
+    /// so that neither replaces the other: they only set a new PIN or PUK.
+    so_logins: HashMap<([u8; 32], String), Kek>,
 }
 
 impl Manager {
@@ -231,6 +234,7 @@ impl Manager {
             store,
             approver,
             logins: HashMap::new(),
+            so_logins: HashMap::new(),
         }
     }
 
@@ -280,6 +284,22 @@ impl Manager {
         }
         if self.logins.contains_key(&(*host, c.name().to_owned())) {
             f |= token_flags::LOGGED_IN;
+        }
+        // The SO's flags as PKCS#11 defines them for the SO PIN.
+        if let Some(left) = c.puk_retries_left() {
+            f |= token_flags::PUK_SET;
+            if left == 0 {
+                f |= token_flags::SO_PIN_LOCKED;
+            }
+            if left < crate::store::MAX_PUK_TRIES {
+                f |= token_flags::SO_PIN_COUNT_LOW;
+            }
+            if left == 1 {
+                f |= token_flags::SO_PIN_FINAL_TRY;
+            }
+        }
+        if self.so_logins.contains_key(&(*host, c.name().to_owned())) {
+            f |= token_flags::SO_LOGGED_IN;
         }
         f
     }
@@ -373,6 +393,7 @@ impl Manager {
                 min_pin: crate::store::MIN_PIN_LEN as u32,
                 max_pin: crate::store::MAX_PIN_LEN as u32,
                 serial: c.serial().to_owned(),
+                so_retries_left: c.puk_retries_left().unwrap_or(0),
             })),
             Request::Login { pin, .. } => {
                 // An empty PIN asks the owner to type it here, where the
@@ -400,6 +421,33 @@ impl Manager {
                 c.change_pin(&self.store, &old, &new).map_err(store_rv)?;
                 // Every session's key-encrypting key for it is now stale.
                 self.logins.retain(|(_, n), _| *n != name);
+                Ok(Reply::Done)
+            }
+            Request::SoLogin { puk, .. } => {
+                let so = c.so_unlock(&self.store, &puk).map_err(store_rv)?;
+                log::info!("{host_name} logged in to '{name}' with its PUK");
+                self.so_logins.insert((*host, name), so);
+                Ok(Reply::Done)
+            }
+            Request::SoLogout { .. } => self
+                .so_logins
+                .remove(&(*host, name))
+                .map(|_| Reply::Done)
+                .ok_or(CkRv::USER_NOT_LOGGED_IN),
+            Request::InitPin { pin, .. } => {
+                let so = self
+                    .so_logins
+                    .get(&(*host, name.clone()))
+                    .ok_or(CkRv::USER_NOT_LOGGED_IN)?;
+                c.init_pin(&self.store, so, &pin).map_err(store_rv)?;
+                log::info!("{host_name} set a new PIN for '{name}' with its PUK");
+                // Logins made under the old PIN are stale.
+                self.logins.retain(|(_, n), _| *n != name);
+                Ok(Reply::Done)
+            }
+            Request::ChangePuk { old, new, .. } => {
+                c.change_puk(&self.store, &old, &new).map_err(store_rv)?;
+                self.so_logins.retain(|(_, n), _| *n != name);
                 Ok(Reply::Done)
             }
             Request::FindObjects {
@@ -489,6 +537,10 @@ fn container_of(r: &Request) -> Option<&str> {
         | Request::Login { container, .. }
         | Request::Logout { container }
         | Request::ChangePin { container, .. }
+        | Request::SoLogin { container, .. }
+        | Request::SoLogout { container }
+        | Request::InitPin { container, .. }
+        | Request::ChangePuk { container, .. }
         | Request::FindObjects { container, .. }
         | Request::GetAttributes { container, .. }
         | Request::Sign { container, .. }
