@@ -134,6 +134,22 @@ fn not_present(cx: &Context, token: Option<&str>, e: &Error) -> Option<Advice> {
         .then_some(Advice::Unpaired { handset: name })
 }
 
+/// A token found locked before any PIN was tried: what unlocks it.
+pub(crate) fn locked(handset: &str, token: &str, info: &phonecsp::TokenDetails) -> Failure {
+    Failure::advised(
+        Error::token(
+            CkRv::PIN_LOCKED,
+            format!("{handset}/{token}: too many wrong PINs, the token is locked"),
+        ),
+        Advice::Locked {
+            handset: handset.to_owned(),
+            token: token.to_owned(),
+            puk: info.flags & token_flags::PUK_SET != 0
+                && info.flags & token_flags::SO_PIN_LOCKED == 0,
+        },
+    )
+}
+
 /// Why the PUK of a token cannot be used, if it cannot: none set, or
 /// locked for good.
 pub(crate) fn puk_unusable(
@@ -185,19 +201,19 @@ pub(crate) fn puk_failure(cx: &Context, handset: &str, token: &str, e: Error) ->
 /// the lengths the token takes.
 pub(crate) fn pin_failure(cx: &Context, handset: &str, token: &str, e: Error) -> Failure {
     let rv = e.rv();
-    if rv != CkRv::PIN_INCORRECT && rv != CkRv::PIN_LEN_RANGE {
+    if rv != CkRv::PIN_INCORRECT && rv != CkRv::PIN_LEN_RANGE && rv != CkRv::PIN_LOCKED {
         return Failure::Client(e);
     }
     let Ok(info) = cx.client.get_token_info(handset, token) else {
         return Failure::Client(e);
     };
     let (handset, token) = (handset.to_owned(), token.to_owned());
-    let advice = if rv == CkRv::PIN_INCORRECT {
+    let advice = if rv == CkRv::PIN_INCORRECT || rv == CkRv::PIN_LOCKED {
         Advice::WrongPin {
             handset,
             token,
             retries_left: info.retries_left,
-            locked: info.flags & token_flags::PIN_LOCKED != 0,
+            locked: rv == CkRv::PIN_LOCKED || info.flags & token_flags::PIN_LOCKED != 0,
             puk: info.flags & token_flags::PUK_SET != 0
                 && info.flags & token_flags::SO_PIN_LOCKED == 0,
         }

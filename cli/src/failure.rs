@@ -82,6 +82,13 @@ pub(crate) enum Advice {
         /// The token has a PUK that is not locked, which can unblock it.
         puk: bool,
     },
+    /// The token was locked already: no PIN was tried.
+    Locked {
+        handset: String,
+        token: String,
+        /// As in `WrongPin`.
+        puk: bool,
+    },
     /// A wrong PUK, and its tries left.
     WrongPuk {
         handset: String,
@@ -201,6 +208,21 @@ impl Advice {
                     "type it again carefully; PHONECSP_PIN, if set, holds the wrong one".into(),
                 ),
             },
+            Advice::Locked {
+                handset,
+                token,
+                puk,
+            } => (
+                format!("{handset}/{token} is locked after too many wrong PINs"),
+                if *puk {
+                    format!(
+                        "set a new PIN with its PUK: `phonecsp unblock {token}` (it asks for \
+                         the PUK and the new PIN; ten wrong PUKs lock it for good)"
+                    )
+                } else {
+                    LOCKED.into()
+                },
+            ),
             Advice::WrongPuk {
                 handset,
                 token,
@@ -438,7 +460,10 @@ pub(crate) fn hint(rv: CkRv, pin_given: bool) -> Option<&'static str> {
         CkRv::PIN_INCORRECT => {
             "wrong PIN: the token counts the failures and locks itself at its limit"
         }
-        CkRv::PIN_LOCKED => LOCKED,
+        CkRv::PIN_LOCKED => {
+            "the token is locked: a PUK sets a new PIN (`phonecsp unblock TOKEN`); a container \
+             made before PUKs cannot be unlocked"
+        }
         CkRv::PIN_LEN_RANGE => "the PIN is too short or too long for this token",
         CkRv::DEVICE_REMOVED => BRING_IT,
         CkRv::TOKEN_NOT_PRESENT => {
