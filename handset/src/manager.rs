@@ -828,6 +828,105 @@ mod tests {
         }
     }
 
+    fn info(m: &mut Manager, container: &str) -> TokenInfo {
+        let request = Request::TokenInfo {
+            container: container.into(),
+        };
+        match m.execute(&HOST, request) {
+            Ok(Reply::TokenInfo(t)) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 13: the SO's commands. `+CKINITPIN` needs this session's SO
+    /// login; a wrong PUK spends one of its tries and the flags say so;
+    /// the right one sets a new PIN on a locked container, drops the user
+    /// logins made with the old one, and leaves the SO login until
+    /// `+CKSOLOGOUT`; `+CKPUK` changes the PUK.
+    #[test]
+    fn the_so_unblocks_with_the_puk_and_the_flags_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut web = store.load_container("web").unwrap();
+        web.set_puk(&store, PIN, b"12345678").unwrap();
+        let mut m = Manager::new(store, Approver::default());
+        let puk = |p: &[u8]| Request::SoLogin {
+            container: "web".into(),
+            puk: Zeroizing::new(p.to_vec()),
+        };
+        let init = || Request::InitPin {
+            container: "web".into(),
+            pin: Zeroizing::new(b"4321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        let t = info(&mut m, "web");
+        assert_eq!(t.so_retries_left, crate::store::MAX_PUK_TRIES);
+        assert_eq!(t.flags & token_flags::PUK_SET, token_flags::PUK_SET);
+        assert_eq!(info(&mut m, "ssh").flags & token_flags::PUK_SET, 0);
+        assert_eq!(
+            m.execute(&HOST, init()).unwrap_err(),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        for _ in 0..crate::store::MAX_PIN_TRIES {
+            let wrong = Request::Login {
+                container: "web".into(),
+                pin: Zeroizing::new(b"0000".to_vec()),
+            };
+            let _ = m.execute(&HOST, wrong);
+        }
+        assert_ne!(info(&mut m, "web").flags & token_flags::PIN_LOCKED, 0);
+        assert_eq!(
+            m.execute(&HOST, puk(b"99999999")).unwrap_err(),
+            CkRv::PIN_INCORRECT
+        );
+        let t = info(&mut m, "web");
+        assert_eq!(t.so_retries_left, crate::store::MAX_PUK_TRIES - 1);
+        assert_ne!(t.flags & token_flags::SO_PIN_COUNT_LOW, 0);
+        assert!(matches!(
+            m.execute(&HOST, puk(b"12345678")),
+            Ok(Reply::Done)
+        ));
+        assert_ne!(info(&mut m, "web").flags & token_flags::SO_LOGGED_IN, 0);
+        assert!(matches!(m.execute(&HOST, init()), Ok(Reply::Done)));
+        let t = info(&mut m, "web");
+        assert_eq!(
+            t.flags & (token_flags::PIN_LOCKED | token_flags::LOGGED_IN),
+            0
+        );
+        assert_eq!(t.retries_left, crate::store::MAX_PIN_TRIES);
+        let logout = || Request::SoLogout {
+            container: "web".into(),
+        };
+        assert!(matches!(m.execute(&HOST, logout()), Ok(Reply::Done)));
+        assert_eq!(
+            m.execute(&HOST, logout()).unwrap_err(),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        let new_login = Request::Login {
+            container: "web".into(),
+            pin: Zeroizing::new(b"4321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, new_login), Ok(Reply::Done)));
+        assert!(matches!(
+            m.execute(&HOST, sign("web", 1)),
+            Ok(Reply::Signature(_))
+        ));
+        let change = Request::ChangePuk {
+            container: "web".into(),
+            old: Zeroizing::new(b"12345678".to_vec()),
+            new: Zeroizing::new(b"87654321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, change), Ok(Reply::Done)));
+        assert_eq!(
+            m.execute(&HOST, puk(b"12345678")).unwrap_err(),
+            CkRv::PIN_INCORRECT
+        );
+        assert!(matches!(
+            m.execute(&HOST, puk(b"87654321")),
+            Ok(Reply::Done)
+        ));
+    }
+
     /// Issue 18, item 1: a key whose wrapped form is damaged answers
     /// CKR_DEVICE_ERROR and the handset's log names it; the owner is not
     /// asked about it; the login spends no try; the container's other key
