@@ -176,6 +176,31 @@ directly; OBJECT is its path.\n\nExamples:\n  phonecsp keys\n  phonecsp --json k
     #[command(subcommand)]
     Pin(PinCommand),
 
+    /// Set a new PIN with the token's PUK, also when wrong PINs locked it
+    #[command(after_help = "\
+The PUK comes from PHONECSP_PUK and the new PIN from PHONECSP_NEW_PIN, else both are \
+asked on the terminal (the new PIN twice). The PIN gets every try again. Ten wrong \
+PUKs lock the PUK for good: nothing in the container can be used again.
+
+Example:
+  phonecsp unblock ssh")]
+    Unblock {
+        /// The token (container on the handset)
+        token: String,
+    },
+
+    /// Change a token's PUK (the old one is the proof)
+    #[command(after_help = "\
+The current PUK comes from PHONECSP_PUK and the new one from PHONECSP_NEW_PUK, else \
+both are asked on the terminal (the new one twice). A PUK is 8 or more digits.
+
+Example:
+  phonecsp change-puk ssh")]
+    ChangePuk {
+        /// The token (container on the handset)
+        token: String,
+    },
+
     /// Unlock LUKS disks with the handset: enrol, re-wrap, list
     #[command(subcommand)]
     Luks(crate::luks::LuksCommand),
@@ -250,6 +275,8 @@ impl Command {
             Command::Objects { token }
             | Command::Keygen { token, .. }
             | Command::Pin(PinCommand::Change { token })
+            | Command::Unblock { token }
+            | Command::ChangePuk { token }
             | Command::Cert(
                 CertCommand::Import { token, .. }
                 | CertCommand::Export { token, .. }

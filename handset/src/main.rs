@@ -7,7 +7,8 @@ use phonecsp_handset::audit::{AuditLog, Entry};
 use phonecsp_handset::crypto;
 use phonecsp_handset::manager::{self, Approver, Manager};
 use phonecsp_handset::serve::{self, DEFAULT_RFCOMM_CHANNEL};
-use phonecsp_handset::store::{KdfParams, KeyHealth, PinEntry, Policy, Store};
+use phonecsp_handset::store::{self, KdfParams, KeyHealth, PinEntry, Policy, Store, StoreError};
+use phonecsp_protocol::CkRv;
 use phonecsp_protocol::PairingCode;
 use phonecsp_protocol::noise::fingerprint;
 use std::io::Write;
@@ -77,7 +78,9 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ContainerCmd {
-    /// Create a container; its PIN is read from $PHONECSP_PIN or the terminal.
+    /// Create a container; its PIN is read from $PHONECSP_PIN or the terminal
+    /// (twice). Its PUK, which sets a new PIN after five wrong ones, is
+    /// $PHONECSP_PUK (8 or more digits), else made up and shown once.
     Create {
         name: String,
         #[arg(long, value_enum, default_value_t = PolicyArg::Auto)]
@@ -107,6 +110,19 @@ enum ContainerCmd {
     PinEntry { name: String, entry: PinEntryArg },
     /// Change the PIN ($PHONECSP_PIN then $PHONECSP_NEW_PIN, or the terminal).
     ChangePin { name: String },
+    /// Set a new PIN with the PUK, also when five wrong PINs locked the
+    /// container ($PHONECSP_PUK then $PHONECSP_NEW_PIN, or the terminal).
+    /// Ten wrong PUKs lock the PUK for good.
+    Unblock { name: String },
+    /// Give the container a new PUK, with its PIN ($PHONECSP_PIN, then
+    /// $PHONECSP_NEW_PUK, or the terminal): how a container made before
+    /// PUKs gets one.
+    SetPuk {
+        name: String,
+        /// Make up a PUK of 12 digits and show it, rather than asking.
+        #[arg(long)]
+        generate: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -424,6 +440,8 @@ fn owner_event(cmd: &Cmd) -> Option<Entry> {
             }
             ContainerCmd::PinEntry { name, .. } => ("pin-entry", Some(name), None, None),
             ContainerCmd::ChangePin { name } => ("change-pin", Some(name), None, None),
+            ContainerCmd::Unblock { name } => ("unblock", Some(name), None, None),
+            ContainerCmd::SetPuk { name, .. } => ("set-puk", Some(name), None, None),
             ContainerCmd::List => return None,
         },
         Cmd::Key(k) => match k {
@@ -558,13 +576,20 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
             if let Some(t) = kdf_time {
                 kdf.t = t;
             }
-            let c = store.create_container(&name, &pin, policy.into(), kdf)?;
+            let (puk, made_up) = match std::env::var_os("PHONECSP_PUK") {
+                Some(_) => (read_secret("PHONECSP_PUK", "PUK")?, false),
+                None => (store::generate_puk(), true),
+            };
+            let c = store.create_container_with_puk(&name, &pin, Some(&puk), policy.into(), kdf)?;
             println!("created container '{}' (serial {})", c.name(), c.serial());
+            if made_up {
+                show_puk(&name, &puk);
+            }
         }
         ContainerCmd::List => {
             println!(
-                "{:<20} {:<8} {:>5} {:>6} {:>7}  DAMAGED",
-                "CONTAINER", "POLICY", "KEYS", "CERTS", "TRIES"
+                "{:<20} {:<8} {:>5} {:>6} {:>7} {:>6}  DAMAGED",
+                "CONTAINER", "POLICY", "KEYS", "CERTS", "TRIES", "PUK"
             );
             let mut notes = Vec::new();
             for name in store.container_names()? {
@@ -577,7 +602,7 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
                     }
                 }
                 println!(
-                    "{:<20} {:<8} {:>5} {:>6} {:>7}  {}",
+                    "{:<20} {:<8} {:>5} {:>6} {:>7} {:>6}  {}",
                     name,
                     format!("{:?}", c.policy()).to_lowercase(),
                     c.keys().len(),
@@ -586,6 +611,11 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
                         "locked".to_string()
                     } else {
                         c.retries_left().to_string()
+                    },
+                    match c.puk_retries_left() {
+                        None => "none".to_string(),
+                        Some(0) => "locked".to_string(),
+                        Some(n) => n.to_string(),
                     },
                     if damaged.is_empty() {
                         "-".to_string()
@@ -633,8 +663,81 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
             c.change_pin(store, &old, &new)?;
             println!("PIN changed for '{name}'");
         }
+        ContainerCmd::Unblock { name } => {
+            let mut c = store.load_container(&name)?;
+            if !c.has_puk() {
+                return Err(no_puk(&name).into());
+            }
+            if c.puk_retries_left() == Some(0) {
+                return Err(puk_locked(&name).into());
+            }
+            let puk = read_secret("PHONECSP_PUK", "PUK")?;
+            let new = read_new_secret("PHONECSP_NEW_PIN", "New PIN")?;
+            match c.unblock(store, &puk, &new) {
+                Ok(()) => println!("new PIN set for '{name}'; it has every try again"),
+                Err(StoreError::Token(rv)) if rv == CkRv::PIN_INCORRECT => {
+                    let left = c.puk_retries_left().unwrap_or(0);
+                    return Err(format!(
+                        "wrong PUK for '{name}': {left} {} left before the PUK locks for good",
+                        if left == 1 { "try" } else { "tries" }
+                    )
+                    .into());
+                }
+                Err(StoreError::Token(rv)) if rv == CkRv::PIN_LOCKED => {
+                    return Err(puk_locked(&name).into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ContainerCmd::SetPuk { name, generate } => {
+            let pin = read_secret("PHONECSP_PIN", "PIN")?;
+            let puk = if generate {
+                store::generate_puk()
+            } else {
+                read_new_secret("PHONECSP_NEW_PUK", "New PUK (8 or more digits)")?
+            };
+            let mut c = store.load_container(&name)?;
+            c.set_puk(store, &pin, &puk)?;
+            println!("new PUK set for '{name}'");
+            if generate {
+                show_puk(&name, &puk);
+            }
+        }
     }
     Ok(())
+}
+
+/// Shows a PUK the handset made up, once, with what it is for.
+fn show_puk(name: &str, puk: &[u8]) {
+    let digits = String::from_utf8_lossy(puk);
+    let grouped: Vec<&str> = digits
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    println!(
+        "PUK of '{name}': {}\n  Write it down and keep it away from the phone: it is shown only \
+         now. After five wrong PINs it sets a new one (`phonecsp unblock`, or \
+         `phonecsp-handset container unblock {name}`); ten wrong PUKs lock the container for good.",
+        grouped.join(" ")
+    );
+}
+
+fn no_puk(name: &str) -> String {
+    format!(
+        "container '{name}' has no PUK (it was made before PUKs): nothing can unblock it once \
+         locked. While its PIN still works, give it one: phonecsp-handset container set-puk {name}"
+    )
+}
+
+/// What a locked PUK leaves: nothing in the container; what is outside it.
+fn puk_locked(name: &str) -> String {
+    format!(
+        "the PUK of container '{name}' is locked for good after ten wrong PUKs: nothing in this \
+         container can be used again. What survives is outside it: a disk's other LUKS keyslots \
+         (its passphrase or recovery key) and any recovery key you re-wrapped to another \
+         container. Delete this one (phonecsp-handset container delete {name}) and make a new one"
+    )
 }
 
 fn key(store: &Store, k: KeyCmd) -> Res {

@@ -267,6 +267,10 @@ fn audit_event(r: &Request) -> Option<&'static str> {
         Request::Login { .. } => "login",
         Request::Logout { .. } => "logout",
         Request::ChangePin { .. } => "change-pin",
+        Request::SoLogin { .. } => "puk-login",
+        Request::SoLogout { .. } => "puk-logout",
+        Request::InitPin { .. } => "unblock",
+        Request::ChangePuk { .. } => "change-puk",
         Request::Sign { .. } => "sign",
         Request::Decrypt { .. } => "decrypt",
         Request::Rewrap { .. } => "rewrap",
@@ -314,6 +318,9 @@ pub struct Manager {
     /// (computer, container) whose operations the owner allowed for a
     /// while, and until when. In memory only.
     allowed: HashMap<([u8; 32], String), Instant>,
+    /// Security officers' logins (with the PUK), kept apart from the user's
+    /// so that neither replaces the other: they only set a new PIN or PUK.
+    so_logins: HashMap<([u8; 32], String), Kek>,
 }
 
 impl Manager {
@@ -324,6 +331,7 @@ impl Manager {
             approver,
             logins: HashMap::new(),
             allowed: HashMap::new(),
+            so_logins: HashMap::new(),
         }
     }
 
@@ -443,6 +451,22 @@ impl Manager {
         if self.logins.contains_key(&(*host, c.name().to_owned())) {
             f |= token_flags::LOGGED_IN;
         }
+        // The SO's flags as PKCS#11 defines them for the SO PIN.
+        if let Some(left) = c.puk_retries_left() {
+            f |= token_flags::PUK_SET;
+            if left == 0 {
+                f |= token_flags::SO_PIN_LOCKED;
+            }
+            if left < crate::store::MAX_PUK_TRIES {
+                f |= token_flags::SO_PIN_COUNT_LOW;
+            }
+            if left == 1 {
+                f |= token_flags::SO_PIN_FINAL_TRY;
+            }
+        }
+        if self.so_logins.contains_key(&(*host, c.name().to_owned())) {
+            f |= token_flags::SO_LOGGED_IN;
+        }
         f
     }
 
@@ -544,6 +568,7 @@ impl Manager {
                 min_pin: crate::store::MIN_PIN_LEN as u32,
                 max_pin: crate::store::MAX_PIN_LEN as u32,
                 serial: c.serial().to_owned(),
+                so_retries_left: c.puk_retries_left().unwrap_or(0),
             })),
             Request::Login { pin, .. } => {
                 // An empty PIN asks the owner to type it here, where the
@@ -571,6 +596,33 @@ impl Manager {
                 c.change_pin(&self.store, &old, &new).map_err(store_rv)?;
                 // Every session's key-encrypting key for it is now stale.
                 self.logins.retain(|(_, n), _| *n != name);
+                Ok(Reply::Done)
+            }
+            Request::SoLogin { puk, .. } => {
+                let so = c.so_unlock(&self.store, &puk).map_err(store_rv)?;
+                log::info!("{host_name} logged in to '{name}' with its PUK");
+                self.so_logins.insert((*host, name), so);
+                Ok(Reply::Done)
+            }
+            Request::SoLogout { .. } => self
+                .so_logins
+                .remove(&(*host, name))
+                .map(|_| Reply::Done)
+                .ok_or(CkRv::USER_NOT_LOGGED_IN),
+            Request::InitPin { pin, .. } => {
+                let so = self
+                    .so_logins
+                    .get(&(*host, name.clone()))
+                    .ok_or(CkRv::USER_NOT_LOGGED_IN)?;
+                c.init_pin(&self.store, so, &pin).map_err(store_rv)?;
+                log::info!("{host_name} set a new PIN for '{name}' with its PUK");
+                // Logins made under the old PIN are stale.
+                self.logins.retain(|(_, n), _| *n != name);
+                Ok(Reply::Done)
+            }
+            Request::ChangePuk { old, new, .. } => {
+                c.change_puk(&self.store, &old, &new).map_err(store_rv)?;
+                self.so_logins.retain(|(_, n), _| *n != name);
                 Ok(Reply::Done)
             }
             Request::FindObjects {
@@ -660,6 +712,10 @@ fn container_of(r: &Request) -> Option<&str> {
         | Request::Login { container, .. }
         | Request::Logout { container }
         | Request::ChangePin { container, .. }
+        | Request::SoLogin { container, .. }
+        | Request::SoLogout { container }
+        | Request::InitPin { container, .. }
+        | Request::ChangePuk { container, .. }
         | Request::FindObjects { container, .. }
         | Request::GetAttributes { container, .. }
         | Request::Sign { container, .. }
@@ -949,6 +1005,105 @@ mod tests {
             Ok(Reply::TokenInfo(t)) => t.retries_left,
             other => panic!("{other:?}"),
         }
+    }
+
+    fn info(m: &mut Manager, container: &str) -> TokenInfo {
+        let request = Request::TokenInfo {
+            container: container.into(),
+        };
+        match m.execute(&HOST, request) {
+            Ok(Reply::TokenInfo(t)) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 13: the SO's commands. `+CKINITPIN` needs this session's SO
+    /// login; a wrong PUK spends one of its tries and the flags say so;
+    /// the right one sets a new PIN on a locked container, drops the user
+    /// logins made with the old one, and leaves the SO login until
+    /// `+CKSOLOGOUT`; `+CKPUK` changes the PUK.
+    #[test]
+    fn the_so_unblocks_with_the_puk_and_the_flags_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut web = store.load_container("web").unwrap();
+        web.set_puk(&store, PIN, b"12345678").unwrap();
+        let mut m = Manager::new(store, Approver::default());
+        let puk = |p: &[u8]| Request::SoLogin {
+            container: "web".into(),
+            puk: Zeroizing::new(p.to_vec()),
+        };
+        let init = || Request::InitPin {
+            container: "web".into(),
+            pin: Zeroizing::new(b"4321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        let t = info(&mut m, "web");
+        assert_eq!(t.so_retries_left, crate::store::MAX_PUK_TRIES);
+        assert_eq!(t.flags & token_flags::PUK_SET, token_flags::PUK_SET);
+        assert_eq!(info(&mut m, "ssh").flags & token_flags::PUK_SET, 0);
+        assert_eq!(
+            m.execute(&HOST, init()).unwrap_err(),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        for _ in 0..crate::store::MAX_PIN_TRIES {
+            let wrong = Request::Login {
+                container: "web".into(),
+                pin: Zeroizing::new(b"0000".to_vec()),
+            };
+            let _ = m.execute(&HOST, wrong);
+        }
+        assert_ne!(info(&mut m, "web").flags & token_flags::PIN_LOCKED, 0);
+        assert_eq!(
+            m.execute(&HOST, puk(b"99999999")).unwrap_err(),
+            CkRv::PIN_INCORRECT
+        );
+        let t = info(&mut m, "web");
+        assert_eq!(t.so_retries_left, crate::store::MAX_PUK_TRIES - 1);
+        assert_ne!(t.flags & token_flags::SO_PIN_COUNT_LOW, 0);
+        assert!(matches!(
+            m.execute(&HOST, puk(b"12345678")),
+            Ok(Reply::Done)
+        ));
+        assert_ne!(info(&mut m, "web").flags & token_flags::SO_LOGGED_IN, 0);
+        assert!(matches!(m.execute(&HOST, init()), Ok(Reply::Done)));
+        let t = info(&mut m, "web");
+        assert_eq!(
+            t.flags & (token_flags::PIN_LOCKED | token_flags::LOGGED_IN),
+            0
+        );
+        assert_eq!(t.retries_left, crate::store::MAX_PIN_TRIES);
+        let logout = || Request::SoLogout {
+            container: "web".into(),
+        };
+        assert!(matches!(m.execute(&HOST, logout()), Ok(Reply::Done)));
+        assert_eq!(
+            m.execute(&HOST, logout()).unwrap_err(),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        let new_login = Request::Login {
+            container: "web".into(),
+            pin: Zeroizing::new(b"4321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, new_login), Ok(Reply::Done)));
+        assert!(matches!(
+            m.execute(&HOST, sign("web", 1)),
+            Ok(Reply::Signature(_))
+        ));
+        let change = Request::ChangePuk {
+            container: "web".into(),
+            old: Zeroizing::new(b"12345678".to_vec()),
+            new: Zeroizing::new(b"87654321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, change), Ok(Reply::Done)));
+        assert_eq!(
+            m.execute(&HOST, puk(b"12345678")).unwrap_err(),
+            CkRv::PIN_INCORRECT
+        );
+        assert!(matches!(
+            m.execute(&HOST, puk(b"87654321")),
+            Ok(Reply::Done)
+        ));
     }
 
     /// Issue 18, item 1: a key whose wrapped form is damaged answers

@@ -114,6 +114,10 @@ const NAMES: &[(&str, u32, u32)] = &[
     ("+CKDELKEY", 0b10, 0),
     ("+CKREWRAP", 0b10_1010, 0b1),
     ("+CKOBJ", 0, 0b10),
+    ("+CKSOLOGIN", 0b10, 0),
+    ("+CKSOLOGOUT", 0, 0),
+    ("+CKINITPIN", 0b10, 0),
+    ("+CKPUK", 0b110, 0),
 ];
 
 // Leading bytes. Parameters: the top two bits are the kind, the low six a

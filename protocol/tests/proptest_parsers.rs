@@ -82,6 +82,14 @@ fn request() -> impl Strategy<Value = Request> {
             old,
             new
         }),
+        (name(), pin()).prop_map(|(container, puk)| Request::SoLogin { container, puk }),
+        name().prop_map(|container| Request::SoLogout { container }),
+        (name(), pin()).prop_map(|(container, pin)| Request::InitPin { container, pin }),
+        (name(), pin(), pin()).prop_map(|(container, old, new)| Request::ChangePuk {
+            container,
+            old,
+            new
+        }),
         (
             name(),
             prop::option::of(class()),
@@ -227,6 +235,7 @@ fn reply_for(request: &Request, size: usize, seed: u8) -> Reply {
             min_pin: 4,
             max_pin: 64,
             serial: format!("{size:016x}"),
+            so_retries_left: 10,
         }),
         Request::FindObjects { .. } => Reply::Objects(
             (0..size % 5)

@@ -202,6 +202,22 @@ fn request(variant: &str, mut f: Fields) -> Request {
             old: pin(f.bytes("old")),
             new: pin(f.bytes("new")),
         },
+        "SoLogin" => Request::SoLogin {
+            container: f.str("container"),
+            puk: pin(f.bytes("puk")),
+        },
+        "SoLogout" => Request::SoLogout {
+            container: f.str("container"),
+        },
+        "InitPin" => Request::InitPin {
+            container: f.str("container"),
+            pin: pin(f.bytes("pin")),
+        },
+        "ChangePuk" => Request::ChangePuk {
+            container: f.str("container"),
+            old: pin(f.bytes("old")),
+            new: pin(f.bytes("new")),
+        },
         "FindObjects" => Request::FindObjects {
             container: f.str("container"),
             class: f.opt("class").map(|v| match v {
@@ -298,9 +314,10 @@ fn request_of_kind(kind: &str) -> Request {
     let c = "container=\"c\"";
     let fields = match kind {
         "ListContainers" => String::new(),
-        "TokenInfo" | "Logout" => c.to_owned(),
-        "Login" => format!("{c} pin=hex:"),
-        "ChangePin" => format!("{c} old=hex: new=hex:"),
+        "TokenInfo" | "Logout" | "SoLogout" => c.to_owned(),
+        "Login" | "InitPin" => format!("{c} pin=hex:"),
+        "SoLogin" => format!("{c} puk=hex:"),
+        "ChangePin" | "ChangePuk" => format!("{c} old=hex: new=hex:"),
         "FindObjects" => c.to_owned(),
         "GetAttributes" => format!("{c} class=privkey id=hex:01"),
         "Sign" => format!("{c} id=hex:01 mechanism=pkcs1 data=hex:00"),
@@ -337,6 +354,7 @@ fn reply(variant: &str, mut f: Fields) -> Reply {
             min_pin: f.u32("min_pin"),
             max_pin: f.u32("max_pin"),
             serial: f.str("serial"),
+            so_retries_left: f.u32("puk_retries"),
         }),
         "Objects" => {
             let mut v = Vec::new();
