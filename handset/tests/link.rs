@@ -338,6 +338,16 @@ async fn pairing_session_and_every_command_over_a_raw_pty() {
     exercise(&mut l).await;
 }
 
+/// A link to the handset in `dir`, served with `approver`, paired with
+/// `code` by a new computer named "laptop".
+async fn paired_by(dir: &Path, approver: Approver, code: &PairingCode) -> Duplex {
+    let mut l = duplex(manager(dir, approver)).await;
+    l.pair(&StaticKeypair::generate(), code, "laptop")
+        .await
+        .unwrap();
+    l
+}
+
 async fn paired(dir: &Path) -> (Duplex, StaticKeypair, [u8; 32]) {
     let code = handset(dir);
     let host = StaticKeypair::generate();
@@ -757,10 +767,7 @@ async fn pin_typed_through_the_real_pinentry_tty() {
         timeout: Some(std::time::Duration::from_secs(20)),
         ..Approver::default()
     };
-    let mut l = duplex(manager(dir.path(), approver)).await;
-    l.pair(&StaticKeypair::generate(), &code, "laptop")
-        .await
-        .unwrap();
+    let mut l = paired_by(dir.path(), approver, &code).await;
     // The person: waits for the prompt on the terminal, then types.
     let master = std::fs::File::from(pty.master);
     let person = |typed: &'static [u8]| {
@@ -936,10 +943,7 @@ async fn approvals_through_desktop_notifications() {
         timeout: Some(std::time::Duration::from_secs(20)),
         ..Approver::default()
     };
-    let mut l = duplex(manager(dir.path(), approver)).await;
-    l.pair(&StaticKeypair::generate(), &code, "laptop")
-        .await
-        .unwrap();
+    let mut l = paired_by(dir.path(), approver, &code).await;
     log_in(&mut l).await;
     let di = [HashAlg::Sha256.digest_info_prefix(), &[5u8; 32][..]].concat();
     let sign = || sign(KEY_ID, SignMechanism::Pkcs1, di.clone());

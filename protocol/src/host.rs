@@ -401,15 +401,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
                     return Err(self.text_after_binary().await);
                 }
                 Framed::Partial => {
-                    let mut chunk = [0u8; 4096];
-                    let n = self.reader.read(&mut chunk).await?;
-                    if n == 0 {
-                        self.session = None;
-                        return Err(LinkError::Closed);
-                    }
-                    self.stats.bytes_in += n as u64;
+                    let chunk = self.read_some().await?;
                     if let Some(buf) = &mut self.binary {
-                        buf.extend_from_slice(&chunk[..n]);
+                        buf.extend_from_slice(&chunk);
                     }
                 }
             }
@@ -475,15 +469,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
             if let Some(l) = self.pending.pop_front() {
                 return Ok(l);
             }
-            let mut buf = [0u8; 4096];
-            let n = self.reader.read(&mut buf).await?;
-            if n == 0 {
-                self.session = None;
-                return Err(LinkError::Closed);
-            }
-            self.stats.bytes_in += n as u64;
-            self.pending.extend(self.splitter.push(&buf[..n]));
+            let chunk = self.read_some().await?;
+            self.pending.extend(self.splitter.push(&chunk));
         }
+    }
+
+    /// The next bytes the handset sent, counted; the end of the stream
+    /// ends the session.
+    async fn read_some(&mut self) -> Result<Vec<u8>, LinkError> {
+        let mut buf = [0u8; 4096];
+        let n = self.reader.read(&mut buf).await?;
+        if n == 0 {
+            self.session = None;
+            return Err(LinkError::Closed);
+        }
+        self.stats.bytes_in += n as u64;
+        Ok(buf[..n].to_vec())
     }
 }
 

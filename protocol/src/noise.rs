@@ -323,6 +323,19 @@ fn read(hs: &mut snow::HandshakeState, msg: &[u8]) -> Result<Vec<u8>, NoiseError
     handshake_step(|buf| hs.read_message(msg, buf))
 }
 
+/// XXpsk3 with our static key, the PSK in position 3 and the prologue,
+/// for either side.
+fn pairing_builder<'a>(
+    local: &'a StaticKeypair,
+    psk: &'a [u8; 32],
+) -> Result<snow::Builder<'a>, NoiseError> {
+    snow::Builder::new(params(PAIRING_PATTERN))
+        .local_private_key(local.private())
+        .and_then(|b| b.psk(3, psk))
+        .and_then(|b| b.prologue(PROLOGUE))
+        .map_err(|_| NoiseError::Handshake)
+}
+
 /// Host side of pairing (initiator of XXpsk3).
 pub struct HostPairing {
     hs: snow::HandshakeState,
@@ -343,11 +356,8 @@ impl HostPairing {
         local: &StaticKeypair,
         psk: &[u8; 32],
     ) -> Result<(HostPairing, Vec<u8>), NoiseError> {
-        let mut hs = snow::Builder::new(params(PAIRING_PATTERN))
-            .local_private_key(local.private())
-            .and_then(|b| b.psk(3, psk))
-            .and_then(|b| b.prologue(PROLOGUE))
-            .and_then(|b| b.build_initiator())
+        let mut hs = pairing_builder(local, psk)?
+            .build_initiator()
             .map_err(|_| NoiseError::Handshake)?;
         let m1 = write(&mut hs, &[])?;
         Ok((HostPairing { hs }, m1))
@@ -412,11 +422,8 @@ impl HandsetPairing {
         m1: &[u8],
         handset_name: &str,
     ) -> Result<(HandsetPairing, Vec<u8>), NoiseError> {
-        let mut hs = snow::Builder::new(params(PAIRING_PATTERN))
-            .local_private_key(local.private())
-            .and_then(|b| b.psk(3, psk))
-            .and_then(|b| b.prologue(PROLOGUE))
-            .and_then(|b| b.build_responder())
+        let mut hs = pairing_builder(local, psk)?
+            .build_responder()
             .map_err(|_| NoiseError::Handshake)?;
         read(&mut hs, m1)?;
         let m2 = write(&mut hs, handset_name.as_bytes())?;
