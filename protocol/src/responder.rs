@@ -31,8 +31,27 @@ pub trait Handler {
     fn pairing_failed(&mut self);
     /// Executes one request for the authenticated `host`.
     fn execute(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv>;
-    /// The session with `host` ended: drop its logins.
+    /// Executes one request that names the program on the host it is for
+    /// (untrusted display text, section 7.19 of docs/protocol.md). A
+    /// handler that shows no prompt has no use for it.
+    fn execute_for(
+        &mut self,
+        host: &[u8; 32],
+        request: Request,
+        program: Option<&str>,
+    ) -> Result<Reply, CkRv> {
+        let _ = program;
+        self.execute(host, request)
+    }
+    /// The session with `host` ended: drop its logins (or keep them for a
+    /// grace period, section 5.7).
     fn session_ended(&mut self, host: &[u8; 32]);
+    /// A line arrived while a session with `host` is up: the host was
+    /// there then. A serial line stays open when the computer goes, so
+    /// this, not [`Handler::session_ended`], tells when it was last seen.
+    fn session_heard(&mut self, host: &[u8; 32]) {
+        let _ = host;
+    }
 }
 
 enum State {
@@ -127,6 +146,13 @@ impl Responder {
         cmd: Command,
         out: &mut Vec<u8>,
     ) -> FinalResult {
+        // The session's host is still there, unless this line starts a new
+        // session (of whichever host): then the old one ends unheard.
+        if let State::Session(s) = &self.state
+            && !matches!(cmd, Command::Handshake { .. })
+        {
+            handler.session_heard(s.remote_static());
+        }
         match cmd {
             Command::Attention => FinalResult::Ok,
             Command::Echo(on) => {
@@ -249,10 +275,11 @@ impl Responder {
         let host = *session.remote_static();
         let response: Zeroizing<String> = match std::str::from_utf8(&plain)
             .map_err(|_| ())
-            .and_then(|s| Request::parse(s).map_err(|_| ()))
+            .and_then(|s| Request::parse_for(s).map_err(|_| ()))
         {
             Err(()) => Zeroizing::new("ERROR".to_owned()),
-            Ok(request) => match handler.execute(&host, request) {
+            Ok((request, program)) => match handler.execute_for(&host, request, program.as_deref())
+            {
                 Ok(reply) => reply
                     .encode()
                     .unwrap_or_else(|_| Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR))),
