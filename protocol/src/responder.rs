@@ -146,10 +146,12 @@ impl Responder {
         cmd: Command,
         out: &mut Vec<u8>,
     ) -> FinalResult {
-        // The session's host is still there, unless this line starts a new
-        // session (of whichever host): then the old one ends unheard.
+        // The session's host is still there when it sends a frame or the
+        // host's idle probe (`AT`). Not when a line opens a link (`ATE0`,
+        // `AT+CKVER?`) or starts a session: that may be the host coming
+        // back, or another one, and the old session ends unheard.
         if let State::Session(s) = &self.state
-            && !matches!(cmd, Command::Handshake { .. })
+            && matches!(cmd, Command::Attention | Command::Frame { .. })
         {
             handler.session_heard(s.remote_static());
         }
