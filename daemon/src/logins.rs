@@ -44,6 +44,10 @@ struct Table {
     /// (caller, handset, token) -> its login.
     records: HashMap<(String, String, String), Record>,
     tokens: HashMap<Token, TokenState>,
+    /// (caller, handset, token) whose login the handset did not keep
+    /// across a reconnect, until the caller logs in again or leaves: so
+    /// that its refusal can say why.
+    lapsed: std::collections::HashSet<(String, String, String)>,
 }
 
 /// The login records of every caller, behind one lock that is never held
@@ -94,8 +98,9 @@ impl Logins {
 
     /// Drops `caller`'s login; the session it was made in, if it had one.
     pub fn remove(&self, caller: &str, handset: &str, token: &str) -> Option<u64> {
-        self.lock()
-            .records
+        let mut t = self.lock();
+        t.lapsed.remove(&key(caller, handset, token));
+        t.records
             .remove(&key(caller, handset, token))
             .map(|r| r.generation)
     }
@@ -103,6 +108,7 @@ impl Logins {
     /// Drops every login of `caller`: (handset, token, generation) of each.
     pub fn remove_caller(&self, caller: &str) -> Vec<(String, String, u64)> {
         let mut t = self.lock();
+        t.lapsed.retain(|k| k.0 != caller);
         let mine: Vec<_> = t
             .records
             .keys()
@@ -134,6 +140,12 @@ impl Logins {
             .collect()
     }
 
+    /// Whether `caller`'s login to the token lapsed because the handset did
+    /// not keep it across a reconnect (see [`Logins::observe`]).
+    pub fn lapsed(&self, caller: &str, handset: &str, token: &str) -> bool {
+        self.lock().lapsed.contains(&key(caller, handset, token))
+    }
+
     /// Whether `caller` logged in to the token in a session before
     /// `generation`: a login the handset may have kept for this one.
     pub fn carried(&self, caller: &str, handset: &str, token: &str, generation: u64) -> bool {
@@ -154,8 +166,16 @@ impl Logins {
         let mut t = self.lock();
         let of_token = |k: &(String, String, String)| k.1 == handset && k.2 == tok;
         if !logged_in {
-            t.records
-                .retain(|k, r| !(of_token(k) && r.generation < generation));
+            let lapsed: Vec<_> = t
+                .records
+                .iter()
+                .filter(|(k, r)| of_token(k) && r.generation < generation)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in lapsed {
+                t.records.remove(&k);
+                t.lapsed.insert(k);
+            }
             return;
         }
         let quiet = t
@@ -227,6 +247,7 @@ impl Hold<'_> {
         s.stamp += 1;
         s.logout_owed = false;
         let stamp = s.stamp;
+        t.lapsed.remove(&key(caller, &self.handset, &self.token));
         t.records.insert(
             key(caller, &self.handset, &self.token),
             Record { generation, stamp },
@@ -313,6 +334,8 @@ mod tests {
         assert!(l.logged_in("a", "phone", "ssh", 2));
         assert!(!l.carried("a", "phone", "web", 2));
         assert!(!l.logged_in("a", "phone", "web", 2));
+        // The lapsed login is told as such until the caller logs in again.
+        assert!(l.lapsed("a", "phone", "web") && !l.lapsed("a", "phone", "ssh"));
 
         // A Login recorded in the new session (or on its way) makes the
         // handset's "logged in" its own: nothing earlier is carried.

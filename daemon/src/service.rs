@@ -618,6 +618,19 @@ impl Call<'_> {
         // Say why plainly rather than "not logged in".
         self.session()?;
         self.recheck_login().await;
+        let logins = &self.inner.logins;
+        if !self.logged_in() && logins.lapsed(&self.caller.name, self.handset, self.token) {
+            // The person's program sees CKR_USER_NOT_LOGGED_IN only; this
+            // log line says why, and what brings it back.
+            let why = format!(
+                "the phone '{}' ended the login to '{}' while it was away (for longer \
+                 than the container's grace period, or it restarted): log in again \
+                 (an ssh-agent: ssh-add -e and ssh-add -s)",
+                self.handset, self.token
+            );
+            log::info!("{why}");
+            return Err(ck(CkRv::USER_NOT_LOGGED_IN, why));
+        }
         if !self.logged_in() {
             return Err(ck(
                 CkRv::USER_NOT_LOGGED_IN,
