@@ -179,7 +179,8 @@ fn wait_connected(client: &phonecsp::blocking::Client, want: bool) {
 /// period: the agent loaded before signs again with no new PIN, through
 /// the same module sessions. Past the grace period the agent's key is
 /// refused, the daemon's log says why and what to do, and one `ssh-add -e`
-/// and `ssh-add -s` bring it back.
+/// and `ssh-add -s` bring it back. A restart of the handset ends the login
+/// whatever the grace period: it was never written down.
 #[test]
 fn the_agent_signs_after_the_phone_was_away_for_less_than_its_grace_period() {
     let root = shared_root();
@@ -269,4 +270,21 @@ fn the_agent_signs_after_the_phone_was_away_for_less_than_its_grace_period() {
     succeeded(&add(&["-s", module]), "ssh-add -s again");
     succeeded(&agent_sign(dir, &agent, &public), "the agent signs again");
     assert_eq!(pins(), 2);
+
+    // The handset restarted, however quickly: its logins were in its
+    // memory only, and none is given back (docs/store.md).
+    handset.cli_ok(&["container", "set-grace", "ssh", "300"]);
+    _relay.cut();
+    handset.kill();
+    wait_connected(&client, false);
+    handset.start();
+    let _relay = phonecsp_tests::LinkRelay::start(&line, &handset.tty);
+    wait_connected(&client, true);
+    let refused = agent_sign(dir, &agent, &public);
+    assert!(!refused.status.success(), "signed after a restart");
+    let told = daemon
+        .log()
+        .matches("ended the login to 'ssh' while it was away")
+        .count();
+    assert_eq!(told, 2, "{}", daemon.log());
 }
