@@ -392,6 +392,36 @@ mod tests {
         assert!(r.in_session());
     }
 
+    /// Sections 5.7 and 7.19: a frame and `AT` are the session's host
+    /// heard, the lines that open a link or a session are not; a request's
+    /// program reaches the handler.
+    #[test]
+    fn a_host_is_heard_by_frames_and_probes_and_its_program_is_passed_on() {
+        let (mut h, code) = handset();
+        let mut r = Responder::new(4096, "test");
+        exchange(&mut r, &mut h, &Command::Echo(false));
+        let mut session = pair(&mut r, &mut h, &code);
+        assert_eq!(h.heard, 0);
+        exchange(&mut r, &mut h, &Command::Attention);
+        assert_eq!(h.heard, 1);
+        let sign = Request::DestroyKey {
+            container: "ssh".into(),
+            id: vec![1],
+        };
+        let line = sign.encode_for(Some("ssh-agent (pid 7)")).unwrap();
+        let part = session.encrypt(line.as_bytes()).unwrap();
+        let lines = exchange(&mut r, &mut h, &Command::Frame { part, more: false });
+        assert_eq!(lines.last().map(String::as_str), Some("OK"), "{lines:?}");
+        assert_eq!(
+            (h.heard, h.program.as_deref()),
+            (2, Some("ssh-agent (pid 7)"))
+        );
+        // Opening a link again (echo, version) is not the old host heard.
+        exchange(&mut r, &mut h, &Command::Echo(false));
+        exchange(&mut r, &mut h, &Command::Version);
+        assert_eq!(h.heard, 2);
+    }
+
     /// A reply too large for one Noise message is answered with
     /// `+CKR: CKR_GENERAL_ERROR`; the session survives.
     #[test]
