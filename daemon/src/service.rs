@@ -467,8 +467,17 @@ impl Inner {
 
     /// Requests as `caller` on `link`, about `token` if given.
     fn caller_link(&self, link: &LinkHandle, caller: &Caller, token: Option<&str>) -> CallerLink {
+        // The program is for the owner's prompt: told only where the
+        // container asks its owner, as last listed (a policy changed on the
+        // phone since is seen at the next listing; until then the prompt
+        // goes without it).
+        let asks = token.is_some_and(|t| {
+            self.known
+                .flags(link.name(), t)
+                .is_some_and(|f| f & token_flags::CONFIRM != 0)
+        });
         CallerLink::new(link.clone(), &caller.name, token, self.logins.clone())
-            .for_program(caller.program.clone())
+            .for_program(caller.program.clone().filter(|_| asks))
     }
 
     /// The prologue of the methods that change which handsets are paired:
