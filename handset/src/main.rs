@@ -3,6 +3,7 @@
 //! puts the handset on a link.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use phonecsp_handset::audit::{AuditLog, Entry};
 use phonecsp_handset::crypto;
 use phonecsp_handset::manager::{self, Approver, Manager};
 use phonecsp_handset::serve::{self, DEFAULT_RFCOMM_CHANNEL};
@@ -56,6 +57,16 @@ enum Cmd {
     /// Manage paired computers.
     #[command(subcommand)]
     Hosts(HostsCmd),
+    /// Show the audit log: every private-key operation, login, pairing,
+    /// revocation and policy change, oldest first.
+    Log {
+        /// One JSON object per line, as the log keeps them.
+        #[arg(long)]
+        json: bool,
+        /// Only the last N entries.
+        #[arg(short = 'n', long)]
+        lines: Option<usize>,
+    },
     /// Serve the link.
     Serve(ServeArgs),
 }
@@ -185,6 +196,26 @@ struct ServeArgs {
     /// Seconds the owner has to answer an approval or PIN prompt.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     approval_timeout: u64,
+    /// Ask for PINs typed on the phone (containers with `pin-entry
+    /// handset`) through this pinentry program, e.g. pinentry-gnome3.
+    #[arg(long, value_name = "PROGRAM")]
+    pinentry: Option<PathBuf>,
+    /// The terminal a terminal pinentry (pinentry-tty, pinentry-curses)
+    /// asks on [default: $GPG_TTY, else this program's terminal].
+    #[arg(long, value_name = "TTY")]
+    pinentry_tty: Option<String>,
+    /// Ask for approvals through the desktop's notifications
+    /// (org.freedesktop.Notifications on the session bus), with Allow and
+    /// Deny; closing or ignoring one denies.
+    #[arg(long)]
+    notify: bool,
+    /// The bus the notification service is on [default: the session bus].
+    #[arg(long, value_name = "ADDRESS", requires = "notify")]
+    notify_bus: Option<String>,
+    /// Also offer "Allow for N minutes": the same computer's operations on
+    /// the same container need no approval for that long.
+    #[arg(long, value_name = "MINUTES", requires = "notify")]
+    allow_for: Option<u64>,
     /// Longest line accepted (advertised in +CKVER).
     #[arg(long, default_value_t = serve::DEFAULT_LINE)]
     max_line: usize,
@@ -336,6 +367,18 @@ fn parse_id(hex: Option<&str>) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     }
 }
 
+/// The terminal a terminal pinentry should use when none is given:
+/// `$GPG_TTY`, as GnuPG's agent has it, else this program's standard input
+/// if that is a terminal.
+fn own_tty() -> Option<String> {
+    if let Ok(t) = std::env::var("GPG_TTY") {
+        return Some(t);
+    }
+    nix::unistd::ttyname(std::io::stdin())
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -353,8 +396,92 @@ fn run(cli: Cli) -> Res {
         return Ok(());
     }
     let store = Store::open(&dir)?;
-    match cli.command {
+    let audited = owner_event(&cli.command);
+    let audit = AuditLog::new(store.dir());
+    let result = dispatch(store, cli.command);
+    if let Some(mut e) = audited {
+        e.result = match &result {
+            Ok(()) => "ok".to_owned(),
+            Err(err) => err.to_string(),
+        };
+        audit.record(e);
+    }
+    result
+}
+
+/// What the audit log records of an owner's command: changes to
+/// containers, keys, pairing and access; not reads, and not `serve`.
+fn owner_event(cmd: &Cmd) -> Option<Entry> {
+    let (event, container, key, host) = match cmd {
+        Cmd::Container(c) => match c {
+            ContainerCmd::Create { name, .. } => ("create-container", Some(name), None, None),
+            ContainerCmd::Delete { name, .. } => ("delete-container", Some(name), None, None),
+            ContainerCmd::Policy { name, policy } => {
+                let e = match policy {
+                    PolicyArg::Auto => "policy auto",
+                    PolicyArg::Confirm => "policy confirm",
+                };
+                (e, Some(name), None, None)
+            }
+            ContainerCmd::PinEntry { name, .. } => ("pin-entry", Some(name), None, None),
+            ContainerCmd::ChangePin { name } => ("change-pin", Some(name), None, None),
+            ContainerCmd::SetGrace { name, .. } => ("set-grace", Some(name), None, None),
+            ContainerCmd::List => return None,
+        },
+        Cmd::Key(k) => match k {
+            KeyCmd::Generate { container, id, .. } => {
+                ("generate-key", Some(container), id.as_ref(), None)
+            }
+            KeyCmd::Import { container, id, .. } => {
+                ("import-key", Some(container), id.as_ref(), None)
+            }
+            KeyCmd::List { .. } => return None,
+        },
+        Cmd::Cert(CertCmd::Import { container, id, .. }) => {
+            ("store-certificate", Some(container), Some(id), None)
+        }
+        Cmd::Pair { .. } => ("offer-pairing", None, None, None),
+        Cmd::Hosts(h) => match h {
+            HostsCmd::Authorise { host, container } => {
+                ("authorise", Some(container), None, Some(host))
+            }
+            HostsCmd::Revoke {
+                host,
+                container: Some(c),
+                ..
+            } => ("revoke", Some(c), None, Some(host)),
+            HostsCmd::Revoke { host, .. } => ("unpair", None, None, Some(host)),
+            HostsCmd::List => return None,
+        },
+        Cmd::Init { .. } | Cmd::Log { .. } | Cmd::Serve(_) => return None,
+    };
+    let mut e = Entry::new(&format!("owner: {event}"), "");
+    e.container = container.cloned();
+    e.key = key.cloned();
+    e.host = host.cloned();
+    Some(e)
+}
+
+fn dispatch(store: Store, command: Cmd) -> Res {
+    match command {
         Cmd::Init { .. } => unreachable!("handled above"),
+        Cmd::Log { json, lines } => {
+            let (entries, unreadable) = AuditLog::new(store.dir()).read()?;
+            if unreadable > 0 {
+                eprintln!(
+                    "phonecsp-handset: {unreadable} line(s) of the audit log could not be read"
+                );
+            }
+            let skip = entries.len().saturating_sub(lines.unwrap_or(usize::MAX));
+            for e in &entries[skip..] {
+                if json {
+                    println!("{}", serde_json::to_string(e)?);
+                } else {
+                    println!("{}", e.display());
+                }
+            }
+            Ok(())
+        }
         Cmd::Container(c) => container(&store, c),
         Cmd::Key(k) => key(&store, k),
         Cmd::Cert(CertCmd::Import {
@@ -645,6 +772,14 @@ fn serve_cmd(store: Store, args: ServeArgs) -> Res {
         command: args.prompt_command.clone(),
         terminal: args.prompt_command.is_none() && !args.stdio,
         timeout: Some(std::time::Duration::from_secs(args.approval_timeout.max(1))),
+        pinentry: args.pinentry.clone(),
+        pinentry_tty: args.pinentry_tty.clone().or_else(own_tty),
+        notifier: args.notify.then(|| phonecsp_handset::notify::Notifier {
+            address: args.notify_bus.clone(),
+            allow_for: args
+                .allow_for
+                .map(|m| std::time::Duration::from_secs(m.max(1) * 60)),
+        }),
     };
     let mut manager = Manager::new(store, approver);
     let rt = tokio::runtime::Builder::new_multi_thread()

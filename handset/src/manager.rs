@@ -11,6 +11,7 @@
 //! and given back to that computer's next session, so a link that drops
 //! and comes back does not cost the person their PIN again.
 
+use crate::audit::{AuditLog, Entry};
 use crate::crypto;
 use crate::store::{Container, DataEntry, Hosts, Kek, PinEntry, Policy, Store, StoreError};
 use phonecsp_protocol::ck::cka;
@@ -28,6 +29,9 @@ use zeroize::Zeroizing;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Approval {
     Yes,
+    /// Yes, and to the same computer's operations on the same container
+    /// for this long (the owner's "allow for a while").
+    YesFor(Duration),
     /// The owner refused.
     No,
     /// Nobody answered in time, or nobody could be asked.
@@ -48,6 +52,15 @@ pub struct Approver {
     pub terminal: bool,
     /// How long a person has to answer before the request is refused.
     pub timeout: Option<Duration>,
+    /// Ask for PINs typed on the phone through this pinentry program
+    /// (before the prompt command and the terminal).
+    pub pinentry: Option<std::path::PathBuf>,
+    /// The terminal a terminal pinentry (`pinentry-tty`, `-curses`) uses.
+    pub pinentry_tty: Option<String>,
+    /// Ask through the desktop's notifications (before the prompt command
+    /// and the terminal, which are asked if no notification service
+    /// answers).
+    pub notifier: Option<crate::notify::Notifier>,
 }
 
 const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -96,6 +109,20 @@ impl Approver {
         };
         let prompt =
             format!("{host} asks to {operation} with {with} of container '{container}'{by}");
+        if let Some(n) = &self.notifier {
+            use crate::notify::Answer;
+            let timeout = self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+            let summary = format!("Allow '{host}' to {operation}?");
+            match n.ask(&summary, &prompt, timeout) {
+                Ok(Answer::Allow) => return Approval::Yes,
+                Ok(Answer::AllowForAWhile) => {
+                    return Approval::YesFor(n.allow_for.unwrap_or_default());
+                }
+                Ok(Answer::Deny) => return Approval::No,
+                Ok(Answer::NoAnswer) => return Approval::NoAnswer,
+                Err(e) => log::warn!("could not ask through a notification: {e}"),
+            }
+        }
         let asked = Asked {
             prompt: &prompt,
             host,
@@ -123,6 +150,25 @@ impl Approver {
     /// person cancels, does not answer in time, or nobody can be asked.
     pub fn ask_pin(&self, host: &str, container: &str) -> Option<Zeroizing<Vec<u8>>> {
         let prompt = format!("{host} asks to log in to container '{container}': enter its PIN");
+        if let Some(program) = &self.pinentry {
+            let req = crate::pinentry::Request {
+                title: "phonecsp",
+                description: &format!(
+                    "The computer '{host}' asks to use container '{container}'.\n\
+                     Enter the container's PIN to allow it."
+                ),
+                prompt: "PIN:",
+                timeout: self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT),
+                tty: self.pinentry_tty.as_deref(),
+            };
+            return match crate::pinentry::get_pin(program, &req) {
+                Ok(pin) => pin,
+                Err(e) => {
+                    log::warn!("no PIN for container '{container}': {e}");
+                    None
+                }
+            };
+        }
         if let Some(cmd) = &self.command {
             let asked = Asked {
                 prompt: &prompt,
@@ -258,6 +304,47 @@ fn key_id_of(r: &Request) -> Option<&[u8]> {
     }
 }
 
+/// What the audit log keeps of a request.
+struct AuditedRequest {
+    container: Option<String>,
+    key: Option<String>,
+}
+
+/// The audit log's name for a request it records: operations with a
+/// private key, logins and PIN changes, and changes to a container's
+/// objects. Reads (lists, token information, attributes, random bytes)
+/// are not recorded.
+fn audit_event(r: &Request) -> Option<&'static str> {
+    Some(match r {
+        Request::Login { .. } => "login",
+        Request::Logout { .. } => "logout",
+        Request::ChangePin { .. } => "change-pin",
+        Request::Sign { .. } => "sign",
+        Request::Decrypt { .. } => "decrypt",
+        Request::Rewrap { .. } => "rewrap",
+        Request::GenerateKeyPair { .. } => "generate-key",
+        Request::DestroyKey { .. } => "delete-key",
+        Request::PutCertificate { .. } => "store-certificate",
+        Request::DeleteCertificate { .. } => "delete-certificate",
+        Request::PutData { .. } => "store-data",
+        Request::DeleteData { .. } => "delete-data",
+        _ => return None,
+    })
+}
+
+/// The key or object a request names, as the log shows it: its id in hex.
+fn audited_key(r: &Request) -> Option<String> {
+    let id = match r {
+        Request::GenerateKeyPair { id, .. }
+        | Request::PutCertificate { id, .. }
+        | Request::DeleteCertificate { id, .. }
+        | Request::DeleteData { id, .. } => id.as_slice(),
+        Request::PutData { object, .. } => object.id.as_slice(),
+        other => key_id_of(other)?,
+    };
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Operations whose approval the owner is asked for.
 fn operation_name(r: &Request) -> Option<&'static str> {
     match r {
@@ -282,22 +369,28 @@ struct Kept {
 pub struct Manager {
     store: Store,
     approver: Approver,
+    audit: AuditLog,
     /// Key-encrypting keys of the containers each host's session logged in to.
     logins: HashMap<([u8; 32], String), Kek>,
     /// Logins of sessions that ended, within their grace period.
     kept: HashMap<([u8; 32], String), Kept>,
     /// When each host with a session up was last heard from.
     heard: HashMap<[u8; 32], Instant>,
+    /// (computer, container) whose operations the owner allowed for a
+    /// while, and until when. In memory only.
+    allowed: HashMap<([u8; 32], String), Instant>,
 }
 
 impl Manager {
     pub fn new(store: Store, approver: Approver) -> Manager {
         Manager {
+            audit: AuditLog::new(store.dir()),
             store,
             approver,
             logins: HashMap::new(),
             kept: HashMap::new(),
             heard: HashMap::new(),
+            allowed: HashMap::new(),
         }
     }
 
@@ -327,6 +420,75 @@ impl Manager {
                     "restored the login of {host_name} to '{name}' (within its grace period)"
                 );
                 self.logins.insert(key, kept.kek);
+            }
+        }
+    }
+
+    /// Records what a computer asked for in the audit log (only the
+    /// requests the owner would want to account for; reads are not).
+    fn audit(
+        &self,
+        host: &[u8; 32],
+        event: &str,
+        request: &AuditedRequest,
+        result: &Result<Reply, CkRv>,
+    ) {
+        let mut e = Entry::new(
+            event,
+            &match result {
+                Ok(_) => "ok".to_owned(),
+                Err(rv) => rv.name().to_owned(),
+            },
+        );
+        e.fingerprint = Some(fingerprint(host));
+        e.host = self.hosts().ok().and_then(|h| {
+            h.hosts
+                .into_iter()
+                .find(|e| &e.public == host)
+                .map(|e| e.name)
+        });
+        e.container = request.container.clone();
+        e.key = request.key.clone();
+        self.audit.record(e);
+    }
+
+    /// Pins a newly paired computer under `host_name` and authorises it
+    /// for what the pairing offer named.
+    fn pin_host(&mut self, host: [u8; 32], host_name: &str) -> bool {
+        let Ok(mut hosts) = self.hosts() else {
+            return false;
+        };
+        let Some(pairing) = hosts.pairing.take() else {
+            return false;
+        };
+        let name: String = host_name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        match hosts.hosts.iter_mut().find(|h| h.public == host) {
+            Some(h) => {
+                h.name = name.clone();
+                for c in pairing.authorise {
+                    if !h.containers.contains(&c) {
+                        h.containers.push(c);
+                    }
+                }
+            }
+            None => hosts.hosts.push(crate::store::HostEntry {
+                name: name.clone(),
+                public: host,
+                containers: pairing.authorise,
+            }),
+        }
+        match self.store.save_hosts(&hosts) {
+            Ok(()) => {
+                log::info!("paired with host '{name}' ({})", fingerprint(&host));
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
             }
         }
     }
@@ -451,7 +613,12 @@ impl Manager {
             {
                 c.check_key(id).map_err(store_rv)?;
             }
-            if c.policy() == Policy::Confirm {
+            let allowed = (*host, name.clone());
+            let still_allowed = self
+                .allowed
+                .get(&allowed)
+                .is_some_and(|until| Instant::now() < *until);
+            if c.policy() == Policy::Confirm && !still_allowed {
                 let key = key_id_of(&request)
                     .and_then(|id| c.key(id))
                     .map(|k| k.label.as_str());
@@ -461,6 +628,10 @@ impl Manager {
                         .approve(&host_name, &name, op, key, program.as_deref());
                 match approval {
                     Approval::Yes => {}
+                    Approval::YesFor(period) => {
+                        log::info!("'{name}' allowed to {host_name} for {} s", period.as_secs());
+                        self.allowed.insert(allowed, Instant::now() + period);
+                    }
                     // The standard's value for "rejected by the user".
                     Approval::No => {
                         log::info!("{op} on '{name}' for {host_name}: refused by the owner");
@@ -719,45 +890,15 @@ impl Handler for Manager {
     }
 
     fn pairing_completed(&mut self, host: [u8; 32], host_name: &str) -> bool {
-        let Ok(mut hosts) = self.hosts() else {
-            return false;
-        };
-        let Some(pairing) = hosts.pairing.take() else {
-            return false;
-        };
-        let name: String = host_name
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
-        match hosts.hosts.iter_mut().find(|h| h.public == host) {
-            Some(h) => {
-                h.name = name.clone();
-                for c in pairing.authorise {
-                    if !h.containers.contains(&c) {
-                        h.containers.push(c);
-                    }
-                }
-            }
-            None => hosts.hosts.push(crate::store::HostEntry {
-                name: name.clone(),
-                public: host,
-                containers: pairing.authorise,
-            }),
-        }
-        match self.store.save_hosts(&hosts) {
-            Ok(()) => {
-                log::info!("paired with host '{name}' ({})", fingerprint(&host));
-                true
-            }
-            Err(e) => {
-                log::error!("{e}");
-                false
-            }
-        }
+        let paired = self.pin_host(host, host_name);
+        let mut e = Entry::new("pair", if paired { "ok" } else { "refused" });
+        e.host = Some(host_name.to_owned());
+        e.fingerprint = Some(fingerprint(&host));
+        self.audit.record(e);
+        paired
     }
-
     fn pairing_failed(&mut self) {
+        self.audit.record(Entry::new("pair", "wrong pairing code"));
         let Ok(mut hosts) = self.hosts() else { return };
         if let Some(p) = hosts.pairing.as_mut() {
             p.failures += 1;
@@ -782,9 +923,19 @@ impl Handler for Manager {
         program: Option<&str>,
     ) -> Result<Reply, CkRv> {
         let what = request.name();
+        let audited = audit_event(&request).map(|event| {
+            let of = AuditedRequest {
+                container: container_of(&request).map(str::to_owned),
+                key: audited_key(&request),
+            };
+            (event, of)
+        });
         let r = self.run(host, request, program);
         if let Err(rv) = &r {
             log::debug!("{what} from {}: {rv}", fingerprint(host));
+        }
+        if let Some((event, of)) = audited {
+            self.audit(host, event, &of, &r);
         }
         r
     }
@@ -1000,8 +1151,7 @@ mod tests {
                 "printf '%s|%s' \"$PHONECSP_PROMPT\" \"$PHONECSP_PROGRAM\" > {}",
                 asked.display()
             )),
-            terminal: false,
-            timeout: None,
+            ..Approver::default()
         };
         let mut m = Manager::new(store, approver);
         assert!(matches!(m.execute(&HOST, login("ssh")), Ok(Reply::Done)));
@@ -1047,6 +1197,7 @@ mod tests {
             )),
             terminal: false,
             timeout: None,
+            ..Approver::default()
         };
         let mut m = Manager::new(store, approver);
         logged();

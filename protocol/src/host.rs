@@ -5,6 +5,7 @@
 use crate::at::ParseError;
 use crate::at::{self, FinalResult, Line, LineSplitter};
 use crate::ck::CkRv;
+use crate::compact::{self, Direction, Framed};
 use crate::message::{
     Command, HandshakeKind, InnerOutcome, Reply, Request, VersionInfo, info_params,
 };
@@ -14,6 +15,7 @@ use crate::noise::{
 use std::collections::VecDeque;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 /// Longest response line the host accepts; well above any handset's limit.
 const HOST_MAX_LINE: usize = 128 * 1024;
@@ -75,6 +77,9 @@ pub struct HostLink<R, W> {
     pending: VecDeque<Line>,
     version: VersionInfo,
     session: Option<Session>,
+    /// Binary mode (docs/protocol.md section 6.7), with the bytes read
+    /// past the last frame.
+    binary: Option<Vec<u8>>,
     stats: LinkStats,
     /// Bytes [`HostLink::closed`] has discarded since the last command.
     idle_bytes: usize,
@@ -94,6 +99,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
                 max_line: at::MIN_MAX_LINE,
             },
             session: None,
+            binary: None,
             stats: LinkStats::default(),
             idle_bytes: 0,
         };
@@ -142,6 +148,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         host_name: &str,
     ) -> Result<([u8; 32], String), LinkError> {
         self.session = None;
+        self.binary = None;
         let (hp, m1) = HostPairing::start(local, code)?;
         let m2 = self.handshake(HandshakeKind::Pair, &m1).await?;
         let (finish, m3) = hp.respond(&m2, host_name)?;
@@ -159,15 +166,33 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         handset: &[u8; 32],
     ) -> Result<(), LinkError> {
         self.session = None;
-        let (h, m1) = HostSessionHandshake::start(local, handset)?;
+        self.binary = None;
+        let offer = compact::capabilities_line();
+        let (h, m1) = HostSessionHandshake::start_with_payload(local, handset, offer.as_bytes())?;
         let m2 = self.handshake(HandshakeKind::Session, &m1).await?;
-        self.session = Some(h.finish(&m2)?);
+        let (session, payload) = h.finish_with_payload(&m2)?;
+        self.session = Some(session);
+        if compact::offers_binary(&payload) {
+            self.binary = Some(Vec::new());
+        }
         Ok(())
+    }
+
+    /// Whether the session is in binary mode.
+    pub fn is_binary(&self) -> bool {
+        self.binary.is_some()
     }
 
     /// `AT` -> `OK`: proves the line and the handset are alive, in or out
     /// of a session.
     pub async fn ping(&mut self) -> Result<(), LinkError> {
+        if self.binary.is_some() {
+            // In binary mode a ping is an empty frame, answered by one.
+            return match self.binary_exchange(&[]).await?.is_empty() {
+                true => Ok(()),
+                false => Err(LinkError::Protocol("a ping answered with data".into())),
+            };
+        }
         self.exchange(&Command::Attention.encode())
             .await
             .map(|_| ())
@@ -191,6 +216,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         let line = request
             .encode_for(program.filter(|_| request.takes_program()))
             .map_err(LinkError::Request)?;
+        if self.binary.is_some() {
+            let compact =
+                compact::compact(&line, Direction::ToHandset).map_err(LinkError::Request)?;
+            self.stats.requests += 1;
+            let answer = self.binary_exchange(&compact).await?;
+            let text = compact::expand(&answer, Direction::ToHost)?;
+            return Self::outcome(request, &text);
+        }
         let session = self.session.as_mut().ok_or(LinkError::NoSession)?;
         let ct = session.encrypt(line.as_bytes())?;
         self.stats.requests += 1;
@@ -228,6 +261,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         let plain = session.decrypt(&frame)?;
         let text = std::str::from_utf8(&plain)
             .map_err(|_| LinkError::Protocol("inner response is not text".into()))?;
+        Self::outcome(request, text)
+    }
+
+    fn outcome(request: &Request, text: &str) -> Result<Reply, LinkError> {
         match Reply::decode(request, text)? {
             InnerOutcome::Done(r) => Ok(r),
             InnerOutcome::Failed(rv) => Err(LinkError::Token(rv)),
@@ -297,6 +334,67 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
     fn discard_unread(&mut self) {
         self.pending.clear();
         self.splitter = LineSplitter::new(HOST_MAX_LINE);
+        if let Some(buf) = &mut self.binary {
+            buf.clear();
+        }
+    }
+
+    /// Sends `plain` encrypted in one binary frame and returns the
+    /// decrypted answer. Text where the answer's frame should start means
+    /// the handset has left binary mode and ended the session: its final
+    /// result is read and returned as the error.
+    async fn binary_exchange(&mut self, plain: &[u8]) -> Result<Zeroizing<Vec<u8>>, LinkError> {
+        let session = self.session.as_mut().ok_or(LinkError::NoSession)?;
+        let ct = session.encrypt(plain)?;
+        let frame =
+            compact::frame(&ct).ok_or(LinkError::Request(ParseError::Syntax("frame too long")))?;
+        self.idle_bytes = 0;
+        self.writer.write_all(&frame).await?;
+        self.writer.flush().await?;
+        self.stats.bytes_out += frame.len() as u64;
+        loop {
+            let buf = self.binary.as_mut().ok_or(LinkError::NoSession)?;
+            match compact::next_frame(buf) {
+                Framed::Frame { end } => {
+                    let answer: Vec<u8> = buf.drain(..end).skip(3).collect();
+                    let session = self.session.as_mut().ok_or(LinkError::NoSession)?;
+                    return Ok(session.decrypt(&answer)?);
+                }
+                Framed::NotAFrame => {
+                    let rest = std::mem::take(buf);
+                    self.binary = None;
+                    self.session = None;
+                    self.pending.extend(self.splitter.push(&rest));
+                    return Err(self.text_after_binary().await);
+                }
+                Framed::Partial => {
+                    let mut chunk = [0u8; 4096];
+                    let n = self.reader.read(&mut chunk).await?;
+                    if n == 0 {
+                        self.session = None;
+                        return Err(LinkError::Closed);
+                    }
+                    self.stats.bytes_in += n as u64;
+                    if let Some(buf) = &mut self.binary {
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The final result a handset gave in text on leaving binary mode.
+    async fn text_after_binary(&mut self) -> LinkError {
+        let unexpected = || LinkError::Protocol("text where a binary frame was due".into());
+        match self.next_line().await {
+            Err(e) => e,
+            Ok(Line::Text(t)) => match FinalResult::parse(&t) {
+                Some(FinalResult::CmeError(n)) => LinkError::Cme(n),
+                Some(FinalResult::Error) => LinkError::Error,
+                Some(FinalResult::Ok) | None => unexpected(),
+            },
+            Ok(_) => unexpected(),
+        }
     }
 
     /// Writes one command line and collects information lines up to the

@@ -8,6 +8,7 @@
 
 pub mod at;
 pub mod ck;
+pub mod compact;
 pub mod host;
 pub mod limits;
 pub mod message;

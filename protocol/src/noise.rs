@@ -437,23 +437,38 @@ pub struct HostSessionHandshake {
 
 impl HostSessionHandshake {
     pub fn start(local: &StaticKeypair, handset: &[u8; 32]) -> Result<(Self, Vec<u8>), NoiseError> {
+        Self::start_with_payload(local, handset, &[])
+    }
+
+    /// [`Self::start`] with a payload in message 1 (the host's
+    /// capabilities, docs/protocol.md section 5.5).
+    pub fn start_with_payload(
+        local: &StaticKeypair,
+        handset: &[u8; 32],
+        payload: &[u8],
+    ) -> Result<(Self, Vec<u8>), NoiseError> {
         let mut hs = snow::Builder::new(params(SESSION_PATTERN))
             .local_private_key(local.private())
             .and_then(|b| b.remote_public_key(handset))
             .and_then(|b| b.prologue(PROLOGUE))
             .and_then(|b| b.build_initiator())
             .map_err(|_| NoiseError::Handshake)?;
-        let m1 = write(&mut hs, &[])?;
+        let m1 = write(&mut hs, payload)?;
         Ok((HostSessionHandshake { hs }, m1))
     }
 
-    pub fn finish(mut self, m2: &[u8]) -> Result<Session, NoiseError> {
-        read(&mut self.hs, m2)?;
+    pub fn finish(self, m2: &[u8]) -> Result<Session, NoiseError> {
+        self.finish_with_payload(m2).map(|(s, _)| s)
+    }
+
+    /// [`Self::finish`], also giving the payload of message 2.
+    pub fn finish_with_payload(mut self, m2: &[u8]) -> Result<(Session, Vec<u8>), NoiseError> {
+        let payload = read(&mut self.hs, m2)?;
         let t = self
             .hs
             .into_transport_mode()
             .map_err(|_| NoiseError::Handshake)?;
-        Session::new(t)
+        Ok((Session::new(t)?, payload))
     }
 }
 
@@ -465,6 +480,17 @@ pub fn handset_accept_session(
     known_hosts: &[[u8; 32]],
     m1: &[u8],
 ) -> Result<(Session, Vec<u8>), NoiseError> {
+    handset_accept_session_with(local, known_hosts, m1, |_| Vec::new())
+}
+
+/// [`handset_accept_session`], with message 2's payload made by `reply`
+/// from message 1's.
+pub fn handset_accept_session_with(
+    local: &StaticKeypair,
+    known_hosts: &[[u8; 32]],
+    m1: &[u8],
+    reply: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Result<(Session, Vec<u8>), NoiseError> {
     for host in known_hosts {
         let Ok(mut hs) = snow::Builder::new(params(SESSION_PATTERN))
             .local_private_key(local.private())
@@ -474,10 +500,10 @@ pub fn handset_accept_session(
         else {
             continue;
         };
-        if read(&mut hs, m1).is_err() {
+        let Ok(payload) = read(&mut hs, m1) else {
             continue;
-        }
-        let m2 = write(&mut hs, &[])?;
+        };
+        let m2 = write(&mut hs, &reply(&payload))?;
         let t = hs
             .into_transport_mode()
             .map_err(|_| NoiseError::Handshake)?;

@@ -673,3 +673,33 @@ fn presession_bytes_replay() {
         assert!(!r.in_session());
     }
 }
+
+/// `vectors/compact.txt`: the compact form of every inner request and
+/// reply in the transcript, made by an implementation of the spec written
+/// apart from this crate's (`vectors/make_compact.py`).
+#[test]
+fn compact_vectors_both_ways() {
+    use phonecsp_protocol::compact::{Direction, compact, expand};
+    let text = include_str!("vectors/compact.txt");
+    let (mut lines, mut dir, mut checked) = (Vec::new(), Direction::ToHandset, 0);
+    for l in text.lines() {
+        if let Some(t) = l.strip_prefix("> ") {
+            (dir, lines) = (Direction::ToHandset, vec![t]);
+        } else if let Some(t) = l.strip_prefix("< ") {
+            dir = Direction::ToHost;
+            lines.push(t);
+        } else if let Some(h) = l.strip_prefix("= ") {
+            let want = hex(h);
+            let text = lines.join("\r\n");
+            assert_eq!(hex_of(&compact(&text, dir).unwrap()), h, "{text}");
+            assert_eq!(expand(&want, dir).unwrap().as_str(), text, "{h}");
+            lines.clear();
+            checked += 1;
+        }
+    }
+    assert!(checked >= 50, "{checked}");
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

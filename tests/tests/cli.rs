@@ -366,22 +366,16 @@ fn at_a_terminal_the_name_is_typed_to_confirm() {
     let uid = nix::unistd::getuid().to_string();
     let env = [("PHONECSP_DAEMON_USER", uid.as_str())];
     let unpair = [&bus[..], &["unpair"]].concat();
+    let confirm = |answer| {
+        let prompt = [("Type 'phone' to confirm", answer)];
+        on_terminal(&bin("phonecsp"), &unpair, &env, &prompt)
+    };
     // "y" is not the name: nothing happens.
-    let (code, shown) = on_terminal(
-        &bin("phonecsp"),
-        &unpair,
-        &env,
-        &[("Type 'phone' to confirm", "y")],
-    );
+    let (code, shown) = confirm("y");
     assert_eq!(code, Some(1), "{shown}");
     assert!(shown.contains("not confirmed"), "{shown}");
     assert!(f.connected(), "still paired");
-    let (code, shown) = on_terminal(
-        &bin("phonecsp"),
-        &unpair,
-        &env,
-        &[("Type 'phone' to confirm", "phone")],
-    );
+    let (code, shown) = confirm("phone");
     assert_eq!(code, Some(0), "{shown}");
     assert!(shown.contains("forgot the pinned key of phone"), "{shown}");
     let o = f.cli(&["--json", "handsets"], &[]);
