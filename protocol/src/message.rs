@@ -1353,6 +1353,38 @@ mod tests {
         assert!(sign.encode_for(Some(&"x".repeat(MAX_PROGRAM_LEN))).is_ok());
     }
 
+    /// The compact form (section 6.7) carries the program as it carries
+    /// any string: expanded, the line is the text form again.
+    #[test]
+    fn the_compact_form_carries_the_program() {
+        use crate::compact::{Direction, compact, expand};
+        let dec = Request::Decrypt {
+            container: "disk".into(),
+            id: vec![2],
+            mechanism: DecryptMechanism::Oaep {
+                hash: HashAlg::Sha256,
+                label: b"label".to_vec(),
+            },
+            data: vec![9; 256],
+        };
+        for r in [
+            dec,
+            Request::DestroyKey {
+                container: "web".into(),
+                id: vec![1],
+            },
+        ] {
+            let line = r.encode_for(Some("ssh-agent (pid 7)")).unwrap();
+            let packed = compact(&line, Direction::ToHandset).unwrap();
+            let text = expand(&packed, Direction::ToHandset).unwrap();
+            assert_eq!(*text, *line);
+            assert_eq!(
+                Request::parse_for(&text).unwrap(),
+                (r, Some("ssh-agent (pid 7)".to_owned()))
+            );
+        }
+    }
+
     #[test]
     fn program_text_is_printable_and_bounded() {
         assert_eq!(program_text("ssh-agent", Some(42)), "ssh-agent (pid 42)");
