@@ -14,6 +14,11 @@ pub struct Caller {
     pub name: String,
     pub uid: u32,
     pub gids: Vec<u32>,
+    /// The program behind the connection, to show the phone's owner when
+    /// asked to approve (`name (pid N)`, from the bus's process id and
+    /// `/proc/PID/comm`). Display text the caller controls: never a
+    /// basis for a decision.
+    pub program: Option<String>,
 }
 
 /// An allow list with names resolved to ids.

@@ -234,6 +234,7 @@ pub(crate) async fn log_in_if_needed(
     operation: &str,
     key: &str,
 ) -> Result<(), Error> {
+    call.recheck_login().await;
     if call.logged_in() {
         return Ok(());
     }

@@ -1,9 +1,11 @@
 //! The daemon's end of the typed call layer ([`phonecsp::handset`]): a
 //! [`CallerLink`] carries one caller's requests about one token on a
 //! handset's link, and keeps the login records ([`Logins`]) true to what
-//! the handset answers: a Login it carried is recorded for its caller, and
-//! a "not logged in" from the handset clears the token's records. Logging
-//! the handset out when nobody needs its login any more is here too.
+//! the handset answers: a Login it carried is recorded for its caller, a
+//! "not logged in" from the handset clears the token's records, and the
+//! logged-in flag of a listing or token info says whether the handset kept
+//! an earlier session's login (its grace period). Logging the handset out
+//! when nobody needs its login any more is here too.
 
 use std::sync::Arc;
 
@@ -12,7 +14,8 @@ use phonecsp::handset::HandsetLink;
 use phonecsp_protocol::{CkRv, Reply, Request};
 
 use crate::link::LinkHandle;
-use crate::logins::Logins;
+use crate::logins::{Logins, Stamps};
+use phonecsp_protocol::message::token_flags::LOGGED_IN;
 
 /// The name under which the daemon sends requests of its own.
 const DAEMON: &str = "phonecspd";
@@ -25,6 +28,9 @@ pub struct CallerLink {
     caller: String,
     token: Option<String>,
     logins: Arc<Logins>,
+    /// The caller's program, named to the handset with the requests its
+    /// owner may be asked to approve.
+    program: Option<String>,
 }
 
 impl CallerLink {
@@ -39,6 +45,43 @@ impl CallerLink {
             caller: caller.to_owned(),
             token: token.map(str::to_owned),
             logins,
+            program: None,
+        }
+    }
+
+    /// Names `program` to the handset with the requests its owner may be
+    /// asked to approve.
+    pub fn for_program(mut self, program: Option<String>) -> CallerLink {
+        self.program = program;
+        self
+    }
+
+    /// Sends a request, with the caller's program where it takes one.
+    async fn send(&self, request: Request) -> Result<Reply, Error> {
+        let program = self.program.clone().filter(|_| request.takes_program());
+        self.link.call_for(&self.caller, request, program).await
+    }
+
+    /// Records what a reply says of the handset's logins in session
+    /// `generation` (see [`Logins::observe`]); `stamps` were taken before
+    /// the request went.
+    fn observe(&self, reply: &Reply, generation: u64, stamps: &Stamps) {
+        let handset = self.link.name();
+        let stamp = |token: &str| stamps.iter().find(|(t, _)| t == token).map_or(0, |s| s.1);
+        match reply {
+            Reply::TokenInfo(t) => {
+                let on = t.flags & LOGGED_IN != 0;
+                self.logins
+                    .observe(handset, &t.name, generation, stamp(&t.name), on);
+            }
+            Reply::Containers(list) => {
+                for t in list {
+                    let on = t.flags & LOGGED_IN != 0;
+                    self.logins
+                        .observe(handset, &t.name, generation, stamp(&t.name), on);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -72,13 +115,19 @@ impl CallerLink {
 
 impl HandsetLink for CallerLink {
     async fn call(&mut self, request: Request) -> phonecsp::Result<Reply> {
+        let handset = self.link.name();
+        let generation = self.link.generation();
+        let stamps = self.logins.stamps(handset);
         let Some(token) = self.token.as_deref() else {
-            return self.link.call(&self.caller, request).await;
+            let r = self.send(request).await;
+            if let (Ok(reply), Some(g)) = (&r, generation) {
+                self.observe(reply, g, &stamps);
+            }
+            return r;
         };
         if matches!(&request, Request::Login { container, .. } if container == token) {
             return self.login(token, request).await;
         }
-        let handset = self.link.name();
         let before = self.logins.stamp(handset, token);
         // A security officer's login is not the user's: its absence says
         // nothing about theirs.
@@ -89,7 +138,10 @@ impl HandsetLink for CallerLink {
                 | Request::InitPin { .. }
                 | Request::ChangePuk { .. }
         );
-        let r = self.link.call(&self.caller, request).await;
+        let r = self.send(request).await;
+        if let (Ok(reply), Some(g)) = (&r, generation) {
+            self.observe(reply, g, &stamps);
+        }
         if let Err(e) = &r
             && e.rv() == CkRv::USER_NOT_LOGGED_IN
             && !so

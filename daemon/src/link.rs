@@ -62,7 +62,8 @@ pub struct LinkSettings {
 pub type StillWanted = Box<dyn FnOnce(u64) -> bool + Send>;
 
 enum Op {
-    Call(Request, Option<StillWanted>),
+    /// A request, whether it is still wanted, and the program it is for.
+    Call(Request, Option<StillWanted>, Option<String>),
     Pair(AnyPairingCode),
     Unpair,
 }
@@ -240,7 +241,18 @@ impl LinkHandle {
 
     /// Sends one request. Fails at once unless a session is up.
     pub async fn call(&self, caller: &str, request: Request) -> Result<Reply, Error> {
-        match self.send(caller, request, None).await? {
+        self.call_for(caller, request, None).await
+    }
+
+    /// Like [`LinkHandle::call`], naming the program the request is for
+    /// (shown on the phone if its owner is asked; in the same frame).
+    pub async fn call_for(
+        &self,
+        caller: &str,
+        request: Request,
+        program: Option<String>,
+    ) -> Result<Reply, Error> {
+        match self.send(caller, request, None, program).await? {
             Some(r) => Ok(r),
             None => Err(Error::from(CkRv::GENERAL_ERROR)),
         }
@@ -256,7 +268,8 @@ impl LinkHandle {
         request: Request,
         wanted: impl FnOnce(u64) -> bool + Send + 'static,
     ) -> Result<Option<Reply>, Error> {
-        self.send(caller, request, Some(Box::new(wanted))).await
+        self.send(caller, request, Some(Box::new(wanted)), None)
+            .await
     }
 
     async fn send(
@@ -264,6 +277,7 @@ impl LinkHandle {
         caller: &str,
         request: Request,
         wanted: Option<StillWanted>,
+        program: Option<String>,
     ) -> Result<Option<Reply>, Error> {
         match self.state() {
             LinkState::Connected { .. } => {}
@@ -277,7 +291,10 @@ impl LinkHandle {
                 return Err(removed(&self.name, &format!("is away: {reason}")));
             }
         }
-        match self.submit(caller, Op::Call(request, wanted)).await? {
+        match self
+            .submit(caller, Op::Call(request, wanted, program))
+            .await?
+        {
             Outcome::Reply(r) => Ok(Some(r)),
             Outcome::Dropped => Ok(None),
             _ => Err(Error::from(CkRv::GENERAL_ERROR)),
@@ -660,11 +677,12 @@ impl LinkTask {
     async fn execute(&mut self, job: Job) {
         let name = self.settings.name.clone();
         let result = match job.op {
-            Op::Call(request, wanted) => {
+            Op::Call(request, wanted, program) => {
                 if wanted.is_some_and(|w| !w(self.generation)) {
                     Ok(Outcome::Dropped)
                 } else {
-                    self.call(request).await.map(Outcome::Reply)
+                    let program = program.as_deref();
+                    self.call(request, program).await.map(Outcome::Reply)
                 }
             }
             Op::Pair(code) => self.pair(code).await.map(Outcome::Paired),
@@ -683,7 +701,7 @@ impl LinkTask {
         let _ = job.reply.send(result);
     }
 
-    async fn call(&mut self, request: Request) -> Result<Reply, Error> {
+    async fn call(&mut self, request: Request, program: Option<&str>) -> Result<Reply, Error> {
         let name = self.settings.name.clone();
         if !matches!(*self.state_tx.borrow(), LinkState::Connected { .. }) {
             return Err(removed(&name, "has no session"));
@@ -692,7 +710,8 @@ impl LinkTask {
             return Err(removed(&name, "is away"));
         };
         let what = request.name();
-        match tokio::time::timeout(self.settings.request_timeout, link.call(&request)).await {
+        let call = link.call_for(&request, program);
+        match tokio::time::timeout(self.settings.request_timeout, call).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(LinkError::Token(rv))) => {
                 Err(Error::token(rv, format!("handset refused {what}")))

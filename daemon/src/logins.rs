@@ -4,12 +4,22 @@
 //! handset is logged out of a token only when nobody holds such a record
 //! and nobody's Login is on its way (see [`Logins::may_log_out`]), judged
 //! by the link task when the Logout's turn comes, not when it was queued.
+//!
+//! A handset keeps a session's login for the container's grace period
+//! after the link drops (docs/store.md), and gives it to the same
+//! computer's next session. A record of an earlier session is therefore
+//! not dead at once: it is carried into the new session when the handset
+//! says it is logged in there, and dropped when it says it is not
+//! ([`Logins::observe`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 /// (handset, token).
 type Token = (String, String);
+
+/// Each token's stamp (see [`Logins::stamp`]) on one handset.
+pub type Stamps = Vec<(String, u64)>;
 
 #[derive(Debug, Clone, Copy)]
 struct Record {
@@ -34,6 +44,10 @@ struct Table {
     /// (caller, handset, token) -> its login.
     records: HashMap<(String, String, String), Record>,
     tokens: HashMap<Token, TokenState>,
+    /// (caller, handset, token) whose login the handset did not keep
+    /// across a reconnect, until the caller logs in again or leaves: so
+    /// that its refusal can say why.
+    lapsed: std::collections::HashSet<(String, String, String)>,
 }
 
 /// The login records of every caller, behind one lock that is never held
@@ -84,8 +98,9 @@ impl Logins {
 
     /// Drops `caller`'s login; the session it was made in, if it had one.
     pub fn remove(&self, caller: &str, handset: &str, token: &str) -> Option<u64> {
-        self.lock()
-            .records
+        let mut t = self.lock();
+        t.lapsed.remove(&key(caller, handset, token));
+        t.records
             .remove(&key(caller, handset, token))
             .map(|r| r.generation)
     }
@@ -93,6 +108,7 @@ impl Logins {
     /// Drops every login of `caller`: (handset, token, generation) of each.
     pub fn remove_caller(&self, caller: &str) -> Vec<(String, String, u64)> {
         let mut t = self.lock();
+        t.lapsed.retain(|k| k.0 != caller);
         let mine: Vec<_> = t
             .records
             .keys()
@@ -112,6 +128,72 @@ impl Logins {
             .tokens
             .get(&token(handset, tok))
             .map_or(0, |s| s.stamp)
+    }
+
+    /// Every token's stamp on `handset`, for [`Logins::observe`].
+    pub fn stamps(&self, handset: &str) -> Stamps {
+        self.lock()
+            .tokens
+            .iter()
+            .filter(|((h, _), _)| h == handset)
+            .map(|((_, t), s)| (t.clone(), s.stamp))
+            .collect()
+    }
+
+    /// Whether `caller`'s login to the token lapsed because the handset did
+    /// not keep it across a reconnect (see [`Logins::observe`]).
+    pub fn lapsed(&self, caller: &str, handset: &str, token: &str) -> bool {
+        self.lock().lapsed.contains(&key(caller, handset, token))
+    }
+
+    /// Whether `caller` logged in to the token in a session before
+    /// `generation`: a login the handset may have kept for this one.
+    pub fn carried(&self, caller: &str, handset: &str, token: &str, generation: u64) -> bool {
+        self.lock()
+            .records
+            .get(&key(caller, handset, token))
+            .is_some_and(|r| r.generation < generation)
+    }
+
+    /// What the handset said of its login to the token in session
+    /// `generation`, answering a request sent when the token's stamp was
+    /// `stamp`. Logged in, with no login of this session recorded, on its
+    /// way, or recorded since the request: it kept the earlier session's
+    /// login, whose records are this session's now. Any of those would
+    /// make "logged in" that login's, and then nothing is carried (those
+    /// callers log in again). Not logged in: the earlier records are dead.
+    pub fn observe(&self, handset: &str, tok: &str, generation: u64, stamp: u64, logged_in: bool) {
+        let mut t = self.lock();
+        let of_token = |k: &(String, String, String)| k.1 == handset && k.2 == tok;
+        if !logged_in {
+            let lapsed: Vec<_> = t
+                .records
+                .iter()
+                .filter(|(k, r)| of_token(k) && r.generation < generation)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in lapsed {
+                t.records.remove(&k);
+                t.lapsed.insert(k);
+            }
+            return;
+        }
+        let quiet = t
+            .tokens
+            .get(&token(handset, tok))
+            .is_none_or(|s| s.held == 0 && s.stamp == stamp);
+        let fresh = t
+            .records
+            .iter()
+            .any(|(k, r)| of_token(k) && r.generation >= generation);
+        if !quiet || fresh {
+            return;
+        }
+        for (k, r) in t.records.iter_mut() {
+            if of_token(k) && r.generation < generation {
+                r.generation = generation;
+            }
+        }
     }
 
     /// The handset has no login to the token (it said so, or dropped them
@@ -165,6 +247,7 @@ impl Hold<'_> {
         s.stamp += 1;
         s.logout_owed = false;
         let stamp = s.stamp;
+        t.lapsed.remove(&key(caller, &self.handset, &self.token));
         t.records.insert(
             key(caller, &self.handset, &self.token),
             Record { generation, stamp },
@@ -227,6 +310,46 @@ mod tests {
         assert!(l.may_log_out("phone", "ssh", 1));
         // Nothing is owed where nothing was left out.
         assert!(!l.hold("phone", "ssh").release());
+    }
+
+    /// Issue 13, item 4: a login of an earlier session is carried into
+    /// the new one when the handset says it kept it, dropped when it says
+    /// it did not, and not carried where the handset's login may be one
+    /// made in the new session.
+    #[test]
+    fn a_kept_login_is_carried_into_the_new_session() {
+        let l = Logins::default();
+        l.hold("phone", "ssh").succeeded("a", 1);
+        l.hold("phone", "web").succeeded("a", 1);
+        assert!(l.carried("a", "phone", "ssh", 2));
+        assert!(!l.logged_in("a", "phone", "ssh", 2));
+        let stamps = |t: &str| {
+            l.stamps("phone")
+                .into_iter()
+                .find(|(n, _)| n == t)
+                .map_or(0, |s| s.1)
+        };
+        l.observe("phone", "ssh", 2, stamps("ssh"), true);
+        l.observe("phone", "web", 2, stamps("web"), false);
+        assert!(l.logged_in("a", "phone", "ssh", 2));
+        assert!(!l.carried("a", "phone", "web", 2));
+        assert!(!l.logged_in("a", "phone", "web", 2));
+        // The lapsed login is told as such until the caller logs in again.
+        assert!(l.lapsed("a", "phone", "web") && !l.lapsed("a", "phone", "ssh"));
+
+        // A Login recorded in the new session (or on its way) makes the
+        // handset's "logged in" its own: nothing earlier is carried.
+        l.hold("phone", "web").succeeded("a", 1);
+        let before = stamps("web");
+        l.hold("phone", "web").succeeded("b", 3);
+        l.observe("phone", "web", 3, before, true);
+        assert!(!l.logged_in("a", "phone", "web", 3));
+        let hold = l.hold("phone", "ssh");
+        l.observe("phone", "ssh", 3, stamps("ssh"), true);
+        assert!(!l.logged_in("a", "phone", "ssh", 3));
+        drop(hold);
+        l.observe("phone", "ssh", 3, stamps("ssh"), true);
+        assert!(l.logged_in("a", "phone", "ssh", 3));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use phonecsp_protocol::limits::{
     MAX_DATA_OBJECT_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECT_ID_LEN,
     MAX_PIN_LEN, MAX_RANDOM_LEN, RSA_KEY_BITS,
 };
-use phonecsp_protocol::message::{DataObject, token_flags};
+use phonecsp_protocol::message::{DataObject, program_text, token_flags};
 use phonecsp_protocol::noise::fingerprint;
 use phonecsp_protocol::pake::AnyPairingCode;
 use phonecsp_protocol::{CkRv, HashAlg, ObjectClass};
@@ -239,9 +239,14 @@ impl Inner {
         if !asks {
             return;
         }
+        // The module cannot speak to its program's user: this line is
+        // where a person finds what a PKCS#11 program waits for.
+        let who = match &call.caller.program {
+            Some(p) => format!("{p}, bus name {}", call.caller.name),
+            None => call.caller.name.clone(),
+        };
         log::info!(
-            "{} waits for the owner of '{}' to approve {operation} on '{}'",
-            call.caller.name,
+            "{who} waits for the owner of '{}' to approve {operation} on '{}'",
             call.handset,
             call.token
         );
@@ -427,10 +432,12 @@ impl Inner {
             Some(g) => g.clone(),
             None => groups_of(uid),
         };
+        let program = creds.process_id().map(program_of);
         let c = Caller {
             name: sender.clone(),
             uid,
             gids,
+            program,
         };
         lock(&self.callers).insert(sender, c.clone());
         Ok(c)
@@ -467,7 +474,17 @@ impl Inner {
 
     /// Requests as `caller` on `link`, about `token` if given.
     fn caller_link(&self, link: &LinkHandle, caller: &Caller, token: Option<&str>) -> CallerLink {
+        // The program is for the owner's prompt: told only where the
+        // container asks its owner, as last listed (a policy changed on the
+        // phone since is seen at the next listing; until then the prompt
+        // goes without it).
+        let asks = token.is_some_and(|t| {
+            self.known
+                .flags(link.name(), t)
+                .is_some_and(|f| f & token_flags::CONFIRM != 0)
+        });
         CallerLink::new(link.clone(), &caller.name, token, self.logins.clone())
+            .for_program(caller.program.clone().filter(|_| asks))
     }
 
     /// The prologue of the methods that change which handsets are paired:
@@ -530,7 +547,18 @@ fn internal_caller() -> Caller {
         name: "(phonecspd)".to_owned(),
         uid: 0,
         gids: Vec::new(),
+        program: None,
     }
+}
+
+/// The program with process id `pid`, as the phone's prompt shows it:
+/// its command name (`/proc/PID/comm`, readable for any process, unlike
+/// its executable's path) and pid, made printable and short
+/// ([`program_text`]). The process sets its own name, so this describes
+/// and never proves.
+fn program_of(pid: u32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    program_text(comm.trim_end_matches('\n'), Some(pid))
 }
 
 /// Says on the low-level interface that a handset's tokens or objects
@@ -582,9 +610,43 @@ impl Call<'_> {
         })
     }
 
-    fn require_login(&self) -> Result<()> {
+    /// Once after the link came back, asks the handset whether it kept
+    /// this caller's login (the container's grace period, docs/store.md):
+    /// a `+CKTINFO`, whose answer [`CallerLink`] records in [`Logins`].
+    pub(crate) async fn recheck_login(&self) {
+        let Ok(generation) = self.session() else {
+            return;
+        };
+        let logins = &self.inner.logins;
+        if !self.logged_in()
+            && logins.carried(&self.caller.name, self.handset, self.token, generation)
+            && let Err(e) = self.handset().token_info(self.token).await
+        {
+            log::debug!(
+                "asking '{}' about its login to '{}': {e}",
+                self.handset,
+                self.token
+            );
+        }
+    }
+
+    pub(crate) async fn require_login(&self) -> Result<()> {
         // Say why plainly rather than "not logged in".
         self.session()?;
+        self.recheck_login().await;
+        let logins = &self.inner.logins;
+        if !self.logged_in() && logins.lapsed(&self.caller.name, self.handset, self.token) {
+            // The person's program sees CKR_USER_NOT_LOGGED_IN only; this
+            // log line says why, and what brings it back.
+            let why = format!(
+                "the phone '{}' ended the login to '{}' while it was away (for longer \
+                 than the container's grace period, or it restarted): log in again \
+                 (an ssh-agent: ssh-add -e and ssh-add -s)",
+                self.handset, self.token
+            );
+            log::info!("{why}");
+            return Err(ck(CkRv::USER_NOT_LOGGED_IN, why));
+        }
         if !self.logged_in() {
             return Err(ck(
                 CkRv::USER_NOT_LOGGED_IN,
@@ -833,7 +895,7 @@ impl Call<'_> {
         }
         check_id(id)?;
         check_label(label)?;
-        self.require_login()?;
+        self.require_login().await?;
         let key = self
             .handset()
             .generate_key_pair(self.token, bits, id, label)
@@ -854,7 +916,7 @@ impl Call<'_> {
         id: &[u8],
     ) -> Result<()> {
         check_id(id)?;
-        self.require_login()?;
+        self.require_login().await?;
         self.handset().delete_object(self.token, class, id).await?;
         self.changed(conn).await;
         Ok(())
@@ -885,7 +947,7 @@ impl Call<'_> {
         data: Vec<u8>,
     ) -> Result<Vec<u8>> {
         check_hashed_input(&data)?;
-        self.require_login()?;
+        self.require_login().await?;
         let key_len = self.key(key_id).await?.size();
         let input = cpu_work(data, move |d| SignInput::once(signing, key_len, d)).await??;
         self.inner.announce(self, "sign").await;
@@ -913,7 +975,7 @@ impl Call<'_> {
         enc: &Encryption,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        self.require_login()?;
+        self.require_login().await?;
         let key = self.key(key_id).await?;
         enc.check_ciphertext(ciphertext.len(), key.size())?;
         self.inner.announce(self, "decrypt").await;
@@ -1318,7 +1380,7 @@ impl Provider {
         if certificate.len() > MAX_DER_LEN || certificate.first() != Some(&0x30) {
             return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "not a DER certificate"));
         }
-        call.require_login()?;
+        call.require_login().await?;
         let mut link = call.handset();
         link.put_certificate(&token, &id, &label, &certificate)
             .await?;
@@ -1346,7 +1408,7 @@ impl Provider {
         if object_id.len() > MAX_OBJECT_ID_LEN || value.len() > MAX_DATA_OBJECT_LEN {
             return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "data object too long"));
         }
-        call.require_login()?;
+        call.require_login().await?;
         let object = DataObject {
             id,
             label,
@@ -1399,7 +1461,7 @@ impl Provider {
                 "public key must be a DER SubjectPublicKeyInfo",
             ));
         }
-        call.require_login()?;
+        call.require_login().await?;
         let key = call.key(&key_id).await?;
         let oaep_in = Encryption::Oaep {
             hash: in_hash,
@@ -1520,6 +1582,7 @@ mod tests {
             name: name.into(),
             uid: 0,
             gids: Vec::new(),
+            program: None,
         }
     }
 

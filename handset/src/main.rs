@@ -123,6 +123,11 @@ enum ContainerCmd {
         #[arg(long)]
         generate: bool,
     },
+    /// How long a computer's login outlives its link, in seconds (default
+    /// 300; 0: the login ends with the link). The phone keeps it in memory
+    /// only, for the same computer's next connection: the person is not
+    /// asked for the PIN again after stepping out of range for a moment.
+    SetGrace { name: String, seconds: u32 },
 }
 
 #[derive(Subcommand)]
@@ -442,6 +447,7 @@ fn owner_event(cmd: &Cmd) -> Option<Entry> {
             ContainerCmd::ChangePin { name } => ("change-pin", Some(name), None, None),
             ContainerCmd::Unblock { name } => ("unblock", Some(name), None, None),
             ContainerCmd::SetPuk { name, .. } => ("set-puk", Some(name), None, None),
+            ContainerCmd::SetGrace { name, .. } => ("set-grace", Some(name), None, None),
             ContainerCmd::List => return None,
         },
         Cmd::Key(k) => match k {
@@ -655,6 +661,12 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
                 PinEntryArg::Handset => PinEntry::Handset,
             });
             store.save_container(&c)?;
+        }
+        ContainerCmd::SetGrace { name, seconds } => {
+            let mut c = store.load_container(&name)?;
+            c.set_grace(seconds)?;
+            store.save_container(&c)?;
+            println!("a login to '{name}' now outlives its link by {seconds} s");
         }
         ContainerCmd::ChangePin { name } => {
             let old = read_secret("PHONECSP_PIN", "Current PIN")?;

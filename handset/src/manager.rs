@@ -5,11 +5,17 @@
 //!
 //! Hosts and containers are read from the store on every request, so the
 //! owner's revocations and PIN counters take effect at once.
+//!
+//! A login outlives its session for the container's grace period
+//! (docs/store.md): kept in memory only, keyed by the computer's Noise key,
+//! and given back to that computer's next session, so a link that drops
+//! and comes back does not cost the person their PIN again.
 
 use crate::audit::{AuditLog, Entry};
 use crate::crypto;
 use crate::store::{Container, DataEntry, Hosts, Kek, PinEntry, Policy, Store, StoreError};
 use phonecsp_protocol::ck::cka;
+use phonecsp_protocol::limits::MAX_PROGRAM_LEN;
 use phonecsp_protocol::message::{ContainerEntry, ObjectEntry, TokenInfo, token_flags};
 use phonecsp_protocol::noise::fingerprint;
 use phonecsp_protocol::{CkRv, Handler, ObjectClass, Reply, Request, StaticKeypair};
@@ -37,8 +43,10 @@ pub enum Approval {
 pub struct Approver {
     /// Run through `sh -c`; exit status 0 approves. The request is described
     /// in `PHONECSP_PROMPT`, `PHONECSP_HOST`, `PHONECSP_CONTAINER`,
-    /// `PHONECSP_OPERATION` and, for an operation with a key,
-    /// `PHONECSP_KEY` (the key's label).
+    /// `PHONECSP_OPERATION`, for an operation with a key `PHONECSP_KEY`
+    /// (the key's label), and where the computer named it
+    /// `PHONECSP_PROGRAM` (the program there that asks, as the computer
+    /// says: text to show, not to trust).
     pub command: Option<String>,
     /// Without a command, ask on the controlling terminal (`/dev/tty`).
     pub terminal: bool,
@@ -57,13 +65,50 @@ pub struct Approver {
 
 const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Characters that change how the text around them is shown (direction
+/// overrides, invisible joiners) without being seen themselves: a name
+/// from the computer could use them to read as something it is not.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// A program's description from the computer as the owner is shown it:
+/// no control or invisible formatting characters, at most
+/// [`MAX_PROGRAM_LEN`] characters; `None` if nothing is left. The link's
+/// parser has already refused quotes, backslashes and controls; this is
+/// the phone's own check of text it did not write.
+fn shown_program(program: Option<&str>) -> Option<String> {
+    let s: String = program?
+        .chars()
+        .filter(|c| !c.is_control() && !is_invisible_format(*c))
+        .take(MAX_PROGRAM_LEN)
+        .collect();
+    let s = s.trim().to_owned();
+    (!s.is_empty()).then_some(s)
+}
+
 impl Approver {
-    fn approve(&self, host: &str, container: &str, operation: &str, key: Option<&str>) -> Approval {
+    fn approve(
+        &self,
+        host: &str,
+        container: &str,
+        operation: &str,
+        key: Option<&str>,
+        program: Option<&str>,
+    ) -> Approval {
         let with = match key {
             Some(label) => format!("the key '{label}'"),
             None => "a key".to_owned(),
         };
-        let prompt = format!("{host} asks to {operation} with {with} of container '{container}'");
+        let by = match program {
+            Some(p) => format!(" for {p}"),
+            None => String::new(),
+        };
+        let prompt =
+            format!("{host} asks to {operation} with {with} of container '{container}'{by}");
         if let Some(n) = &self.notifier {
             use crate::notify::Answer;
             let timeout = self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
@@ -84,6 +129,7 @@ impl Approver {
             container,
             operation,
             key,
+            program,
         };
         if let Some(cmd) = &self.command {
             return match self.run_command(cmd, &asked, Stdio::inherit()) {
@@ -130,6 +176,7 @@ impl Approver {
                 container,
                 operation: "pin",
                 key: None,
+                program: None,
             };
             let mut child = self.run_command(cmd, &asked, Stdio::piped()).ok()?;
             let mut out = Zeroizing::new(Vec::new());
@@ -167,6 +214,9 @@ impl Approver {
             .stdout(stdout);
         if let Some(key) = asked.key {
             command.env("PHONECSP_KEY", key);
+        }
+        if let Some(program) = asked.program {
+            command.env("PHONECSP_PROGRAM", program);
         }
         let Ok(mut child) = command.spawn() else {
             log::warn!(
@@ -239,6 +289,8 @@ struct Asked<'a> {
     container: &'a str,
     operation: &'a str,
     key: Option<&'a str>,
+    /// The program on the computer that asks, as the computer named it.
+    program: Option<&'a str>,
 }
 
 /// The key a request uses, if it names one.
@@ -309,12 +361,25 @@ fn operation_name(r: &Request) -> Option<&'static str> {
     }
 }
 
+/// A login whose session ended, kept for the same computer's next session
+/// until `until` (its container's grace period after the computer was last
+/// heard from). In memory only: a restart of the handset ends it.
+struct Kept {
+    kek: Kek,
+    heard: Instant,
+    until: Instant,
+}
+
 pub struct Manager {
     store: Store,
     approver: Approver,
     audit: AuditLog,
     /// Key-encrypting keys of the containers each host's session logged in to.
     logins: HashMap<([u8; 32], String), Kek>,
+    /// Logins of sessions that ended, within their grace period.
+    kept: HashMap<([u8; 32], String), Kept>,
+    /// When each host with a session up was last heard from.
+    heard: HashMap<[u8; 32], Instant>,
     /// (computer, container) whose operations the owner allowed for a
     /// while, and until when. In memory only.
     allowed: HashMap<([u8; 32], String), Instant>,
@@ -330,8 +395,40 @@ impl Manager {
             store,
             approver,
             logins: HashMap::new(),
+            kept: HashMap::new(),
+            heard: HashMap::new(),
             allowed: HashMap::new(),
             so_logins: HashMap::new(),
+        }
+    }
+
+    /// Gives `host`'s kept logins back to its session, where the container
+    /// still allows: the host is still authorised for it, it is not
+    /// locked, and its grace period (as it is now) has not run out since
+    /// the host was last heard from. Every kept login past its time goes.
+    fn restore(&mut self, host: &[u8; 32], hosts: &Hosts, host_name: &str) {
+        let now = Instant::now();
+        self.kept.retain(|_, k| k.until > now);
+        let mine: Vec<_> = self
+            .kept
+            .keys()
+            .filter(|(h, _)| h == host)
+            .cloned()
+            .collect();
+        for key in mine {
+            let Some(kept) = self.kept.remove(&key) else {
+                continue;
+            };
+            let name = &key.1;
+            let still = self.container(hosts, host, name).is_ok_and(|c| {
+                !c.is_locked() && !c.grace().is_zero() && kept.heard + c.grace() > now
+            });
+            if still && !self.logins.contains_key(&key) {
+                log::info!(
+                    "restored the login of {host_name} to '{name}' (within its grace period)"
+                );
+                self.logins.insert(key, kept.kek);
+            }
         }
     }
 
@@ -492,7 +589,12 @@ impl Manager {
         self.store.save_container(c).map_err(store_rv)
     }
 
-    fn run(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
+    fn run(
+        &mut self,
+        host: &[u8; 32],
+        request: Request,
+        program: Option<&str>,
+    ) -> Result<Reply, CkRv> {
         if let Request::GenerateRandom { len } = request {
             let mut out = vec![0u8; len as usize];
             rand::rngs::OsRng.fill_bytes(&mut out);
@@ -503,6 +605,9 @@ impl Manager {
             .find(host)
             .map(|h| h.name.clone())
             .ok_or(CkRv::TOKEN_NOT_PRESENT)?;
+        if !self.kept.is_empty() {
+            self.restore(host, &hosts, &host_name);
+        }
         if let Request::ListContainers = request {
             let entry = hosts.find(host).ok_or(CkRv::TOKEN_NOT_PRESENT)?;
             let mut out = Vec::new();
@@ -541,7 +646,11 @@ impl Manager {
                 let key = key_id_of(&request)
                     .and_then(|id| c.key(id))
                     .map(|k| k.label.as_str());
-                match self.approver.approve(&host_name, &name, op, key) {
+                let program = shown_program(program);
+                let approval =
+                    self.approver
+                        .approve(&host_name, &name, op, key, program.as_deref());
+                match approval {
                     Approval::Yes => {}
                     Approval::YesFor(period) => {
                         log::info!("'{name}' allowed to {host_name} for {} s", period.as_secs());
@@ -594,8 +703,10 @@ impl Manager {
                 .ok_or(CkRv::USER_NOT_LOGGED_IN),
             Request::ChangePin { old, new, .. } => {
                 c.change_pin(&self.store, &old, &new).map_err(store_rv)?;
-                // Every session's key-encrypting key for it is now stale.
+                // Every session's key-encrypting key for it is now stale,
+                // and so is every kept one.
                 self.logins.retain(|(_, n), _| *n != name);
+                self.kept.retain(|(_, n), _| *n != name);
                 Ok(Reply::Done)
             }
             Request::SoLogin { puk, .. } => {
@@ -864,6 +975,15 @@ impl Handler for Manager {
     }
 
     fn execute(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
+        self.execute_for(host, request, None)
+    }
+
+    fn execute_for(
+        &mut self,
+        host: &[u8; 32],
+        request: Request,
+        program: Option<&str>,
+    ) -> Result<Reply, CkRv> {
         let what = request.name();
         let audited = audit_event(&request).map(|event| {
             let of = AuditedRequest {
@@ -872,7 +992,7 @@ impl Handler for Manager {
             };
             (event, of)
         });
-        let r = self.run(host, request);
+        let r = self.run(host, request, program);
         if let Err(rv) = &r {
             log::debug!("{what} from {}: {rv}", fingerprint(host));
         }
@@ -882,8 +1002,42 @@ impl Handler for Manager {
         r
     }
 
+    /// The session's logins are kept for their containers' grace periods,
+    /// counted from when the host was last heard from: a serial line stays
+    /// open when the computer goes, and its session ends only when the
+    /// computer's next handshake arrives.
     fn session_ended(&mut self, host: &[u8; 32]) {
-        self.logins.retain(|(h, _), _| h != host);
+        let now = Instant::now();
+        let heard = self.heard.remove(host).unwrap_or(now);
+        let mine: Vec<_> = self
+            .logins
+            .keys()
+            .filter(|(h, _)| h == host)
+            .cloned()
+            .collect();
+        for key in mine {
+            let Some(kek) = self.logins.remove(&key) else {
+                continue;
+            };
+            let grace = match self.store.load_container(&key.1) {
+                Ok(c) => c.grace(),
+                Err(_) => continue,
+            };
+            let until = heard + grace;
+            if until > now {
+                log::debug!(
+                    "keeping the login to '{}' of {} for {}s",
+                    key.1,
+                    fingerprint(host),
+                    (until - now).as_secs()
+                );
+                self.kept.insert(key, Kept { kek, heard, until });
+            }
+        }
+    }
+
+    fn session_heard(&mut self, host: &[u8; 32]) {
+        self.heard.insert(*host, Instant::now());
     }
 }
 
@@ -1017,6 +1171,10 @@ mod tests {
         }
     }
 
+    fn logged_in(m: &mut Manager, container: &str) -> bool {
+        info(m, container).flags & token_flags::LOGGED_IN != 0
+    }
+
     /// Issue 13: the SO's commands. `+CKINITPIN` needs this session's SO
     /// login; a wrong PUK spends one of its tries and the flags say so;
     /// the right one sets a new PIN on a locked container, drops the user
@@ -1104,6 +1262,86 @@ mod tests {
             m.execute(&HOST, puk(b"87654321")),
             Ok(Reply::Done)
         ));
+    }
+
+    fn set_grace(store: &Store, container: &str, secs: u32) {
+        let mut c = store.load_container(container).unwrap();
+        c.set_grace(secs).unwrap();
+        store.save_container(&c).unwrap();
+    }
+
+    /// Issue 13, item 4: a session's login comes back to the same host's
+    /// next session within the container's grace period, counted from when
+    /// the host was last heard from; not past the period, not where the
+    /// owner set none, not after a PIN change.
+    #[test]
+    fn a_login_outlives_its_session_for_the_grace_period_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        set_grace(&store, "web", 0);
+        let mut m = Manager::new(Store::open(dir.path()).unwrap(), Approver::default());
+        for c in ["ssh", "web"] {
+            assert!(matches!(m.execute(&HOST, login(c)), Ok(Reply::Done)));
+        }
+        m.session_heard(&HOST);
+        m.session_ended(&HOST);
+        assert!(logged_in(&mut m, "ssh"), "kept within the grace period");
+        assert!(!logged_in(&mut m, "web"), "grace 0: the login ended");
+
+        // Another host's session ending takes nothing of this one's.
+        m.session_ended(&[9; 32]);
+        assert!(logged_in(&mut m, "ssh"));
+
+        // Past the period (set short here), the login is gone.
+        set_grace(&store, "ssh", 1);
+        m.session_heard(&HOST);
+        m.session_ended(&HOST);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(!logged_in(&mut m, "ssh"), "past the grace period");
+
+        // A PIN change ends kept logins too.
+        set_grace(&store, "ssh", 300);
+        assert!(matches!(m.execute(&HOST, login("ssh")), Ok(Reply::Done)));
+        m.session_ended(&HOST);
+        let change = Request::ChangePin {
+            container: "ssh".into(),
+            old: Zeroizing::new(PIN.to_vec()),
+            new: Zeroizing::new(b"654321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, change), Ok(Reply::Done)));
+        assert!(!logged_in(&mut m, "ssh"));
+    }
+
+    /// Issue 13, item 5: the prompt names the program the computer named,
+    /// cleaned of characters that would change how it reads.
+    #[test]
+    fn the_prompt_names_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let asked = dir.path().join("asked");
+        let approver = Approver {
+            command: Some(format!(
+                "printf '%s|%s' \"$PHONECSP_PROMPT\" \"$PHONECSP_PROGRAM\" > {}",
+                asked.display()
+            )),
+            ..Approver::default()
+        };
+        let mut m = Manager::new(store, approver);
+        assert!(matches!(m.execute(&HOST, login("ssh")), Ok(Reply::Done)));
+        let r = m.execute_for(&HOST, sign("ssh", 1), Some("ssh-\u{202e}agent (pid 7)"));
+        assert!(matches!(r, Ok(Reply::Signature(_))), "{r:?}");
+        assert_eq!(
+            std::fs::read_to_string(&asked).unwrap(),
+            "laptop asks to sign with the key 'ssh key' of container 'ssh' \
+             for ssh-agent (pid 7)|ssh-agent (pid 7)"
+        );
+        // Without a program, the prompt is as before and the variable unset.
+        let r = m.execute(&HOST, sign("ssh", 1));
+        assert!(matches!(r, Ok(Reply::Signature(_))), "{r:?}");
+        assert_eq!(
+            std::fs::read_to_string(&asked).unwrap(),
+            "laptop asks to sign with the key 'ssh key' of container 'ssh'|"
+        );
     }
 
     /// Issue 18, item 1: a key whose wrapped form is damaged answers

@@ -56,6 +56,11 @@ pub const MAX_PUK_TRIES: u32 = 10;
 pub const MIN_PUK_LEN: usize = 8;
 /// Digits in a PUK the handset makes up.
 const GENERATED_PUK_LEN: usize = 12;
+/// How long a computer's login to a container outlives its link, unless
+/// the owner sets otherwise (`container set-grace`; docs/store.md).
+pub const DEFAULT_GRACE_SECS: u32 = 300;
+/// The longest grace period the owner may set: a day.
+pub const MAX_GRACE_SECS: u32 = 24 * 60 * 60;
 pub use phonecsp_protocol::limits::{
     MAX_CONTAINER_NAME_LEN as MAX_CONTAINER_NAME, MAX_DATA_OBJECT_LEN, MAX_DATA_OBJECTS,
     MAX_DER_LEN as MAX_CERT_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN as MAX_NAME_CHARS,
@@ -687,6 +692,7 @@ impl Store {
             keys: Vec::new(),
             certs: Vec::new(),
             data: Vec::new(),
+            grace_secs: None,
             integrity: None,
         };
         if let Some(puk) = puk {
@@ -1320,6 +1326,12 @@ pub struct Container {
     /// Absent in files written before data objects existed.
     #[serde(default)]
     data: Vec<DataEntry>,
+    /// Seconds a computer's login outlives its link (0: not at all);
+    /// absent until the owner sets it, for [`DEFAULT_GRACE_SECS`]. Covered
+    /// by the settings check when present, so a file without it keeps its
+    /// old check and one with it cannot lose it unnoticed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grace_secs: Option<u32>,
     /// HMAC-SHA256 of the fields that decide how a PIN is checked
     /// ([`Container::settings_mac`]), under a key only this handset has.
     /// Absent in files written before it existed; set at the next save.
@@ -1349,7 +1361,12 @@ impl Container {
                 &self.pin_check,
                 &self.pin_entry,
             );
-            return hmac_hex(key, &covered);
+            // A grace period set before the file moved to version 2 is
+            // covered too (as in version 2, only where the file has it).
+            return match self.grace_secs {
+                None => hmac_hex(key, &covered),
+                Some(grace) => hmac_hex(key, &(covered, grace)),
+            };
         }
         let covered = (
             self.version,
@@ -1363,7 +1380,10 @@ impl Container {
             &self.pin_entry,
             &self.puk,
         );
-        hmac_hex(key, &covered)
+        match self.grace_secs {
+            None => hmac_hex(key, &covered),
+            Some(grace) => hmac_hex(key, &(covered, grace)),
+        }
     }
 }
 
@@ -1416,6 +1436,25 @@ impl Container {
     /// Changes where the PIN is typed (in memory; save the container).
     pub fn set_pin_entry(&mut self, p: PinEntry) {
         self.pin_entry = p;
+    }
+
+    /// How long a computer's login outlives its link: the phone keeps it,
+    /// in memory only, for that long after it last heard from the
+    /// computer, and gives it back to the same computer's next session.
+    pub fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.grace_secs.unwrap_or(DEFAULT_GRACE_SECS)))
+    }
+
+    /// Sets the grace period in seconds, 0 for none (in memory; save the
+    /// container).
+    pub fn set_grace(&mut self, secs: u32) -> Result<(), StoreError> {
+        if secs > MAX_GRACE_SECS {
+            return Err(StoreError::Invalid(format!(
+                "a grace period is at most {MAX_GRACE_SECS} seconds"
+            )));
+        }
+        self.grace_secs = Some(secs);
+        Ok(())
     }
 
     pub fn kdf(&self) -> KdfParams {
@@ -1478,6 +1517,9 @@ impl Container {
         }
         if self.retries_left > MAX_PIN_TRIES {
             return Err("invalid PIN retry counter".into());
+        }
+        if self.grace_secs.is_some_and(|g| g > MAX_GRACE_SECS) {
+            return Err("invalid grace period".into());
         }
         self.kdf.validate()?;
         if self.salt.len() != SALT_LEN {
@@ -2208,6 +2250,44 @@ mod tests {
         store.save_container(&c).unwrap();
         let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         assert!(written["integrity"].is_string());
+    }
+
+    /// Issue 13, item 4: the grace period is the default in a file that
+    /// has none (old files load as they are), is kept once set, and is
+    /// covered by the settings check: changed or removed, the container is
+    /// reported damaged.
+    #[test]
+    fn the_grace_period_is_kept_and_checked() {
+        let (_tmp, store, mut c) = store_with("ssh");
+        assert_eq!(c.grace().as_secs(), u64::from(DEFAULT_GRACE_SECS));
+        store.save_container(&c).unwrap();
+        let path = store.dir().join("containers").join("ssh.json");
+        let read =
+            || -> serde_json::Value { serde_json::from_slice(&fs::read(&path).unwrap()).unwrap() };
+        assert!(
+            read().get("grace_secs").is_none(),
+            "an unset grace is not written"
+        );
+        assert!(c.set_grace(MAX_GRACE_SECS + 1).is_err());
+        c.set_grace(0).unwrap();
+        store.save_container(&c).unwrap();
+        assert_eq!(store.load_container("ssh").unwrap().grace().as_secs(), 0);
+        let sealed = fs::read(&path).unwrap();
+        for edit in [
+            &(|v: &mut serde_json::Value| v["grace_secs"] = 3600.into())
+                as &dyn Fn(&mut serde_json::Value),
+            &|v: &mut serde_json::Value| {
+                v.as_object_mut().unwrap().remove("grace_secs");
+            },
+        ] {
+            let mut v = read();
+            edit(&mut v);
+            fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+            let e = store.load_container("ssh").unwrap_err();
+            assert!(e.to_string().contains("is damaged"), "{e}");
+            fs::write(&path, &sealed).unwrap();
+        }
+        store.load_container("ssh").unwrap();
     }
 
     #[test]

@@ -248,7 +248,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
     /// `+CKR` answer is [`LinkError::Token`]; other errors leave the link
     /// unusable (see [`LinkError::is_fatal`]).
     pub async fn call(&mut self, request: &Request) -> Result<Reply, LinkError> {
-        let line = request.encode().map_err(LinkError::Request)?;
+        self.call_for(request, None).await
+    }
+
+    /// Like [`HostLink::call`], naming the program on this computer that
+    /// the request is for (section 7.23): the phone's owner sees it when
+    /// asked to approve. In the same frame: no round trip of its own.
+    pub async fn call_for(
+        &mut self,
+        request: &Request,
+        program: Option<&str>,
+    ) -> Result<Reply, LinkError> {
+        let line = request
+            .encode_for(program.filter(|_| request.takes_program()))
+            .map_err(LinkError::Request)?;
         if self.binary.is_some() {
             let compact =
                 compact::compact(&line, Direction::ToHandset).map_err(LinkError::Request)?;

@@ -8,6 +8,9 @@
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest container name the handset creates (a file name on the phone).
 pub const MAX_CONTAINER_NAME_LEN: usize = 32;
+/// Longest program description a host attaches to a request the phone's
+/// owner may be asked to approve (docs/protocol.md section 7.23), in bytes.
+pub const MAX_PROGRAM_LEN: usize = 64;
 /// Longest object label (`CKA_LABEL`), in bytes.
 pub const MAX_LABEL_LEN: usize = MAX_NAME_LEN;
 /// Longest object id (`CKA_ID`), in bytes.

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 pub const PROTOCOL_VERSION: u64 = 1;
 pub use crate::limits::{
     MAX_DATA_LEN, MAX_DATA_OBJECT_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_NAME_LEN, MAX_OBJECT_ID_LEN,
-    MAX_PIN_LEN, MAX_RANDOM_LEN,
+    MAX_PIN_LEN, MAX_PROGRAM_LEN, MAX_RANDOM_LEN,
 };
 
 /// Which Noise handshake an `AT+CKHS` message belongs to.
@@ -666,14 +666,51 @@ impl Request {
         Ok(())
     }
 
-    /// Parses an inner command line.
+    /// Whether the request may name the program it is for: the operations
+    /// the phone's owner may be asked to approve (section 7.23).
+    pub fn takes_program(&self) -> bool {
+        matches!(
+            self,
+            Request::Sign { .. }
+                | Request::Decrypt { .. }
+                | Request::Rewrap { .. }
+                | Request::GenerateKeyPair { .. }
+                | Request::DestroyKey { .. }
+        )
+    }
+
+    /// Encodes the command line with the program it is for as its last
+    /// parameter (section 7.23); `None` encodes as [`Request::encode`].
+    /// Fails for a request that takes no program, or a description the
+    /// grammar cannot carry (see [`program_text`] to make one that fits).
+    pub fn encode_for(&self, program: Option<&str>) -> Result<Zeroizing<String>, ParseError> {
+        let mut s = self.encode()?;
+        if let Some(program) = program {
+            if !self.takes_program() {
+                return Err(ParseError::Syntax("this command names no program"));
+            }
+            check_program(program)?;
+            s.push(',');
+            s.push_str(&quote(program)?);
+        }
+        Ok(s)
+    }
+
+    /// Parses an inner command line; a program it names is left out (see
+    /// [`Request::parse_for`]).
     pub fn parse(line: &str) -> Result<Request, ParseError> {
+        Request::parse_for(line).map(|(r, _)| r)
+    }
+
+    /// Parses an inner command line, with the program it names, if any.
+    pub fn parse_for(line: &str) -> Result<(Request, Option<String>), ParseError> {
         let (name, params) = split_command(line).ok_or(ParseError::UnknownCommand)?;
-        let p = match params {
+        let mut p = match params {
             None => Params(Vec::new()),
             Some("?") => return Err(ParseError::UnknownCommand),
             Some(p) => Params::parse(p)?,
         };
+        let program = take_program(name, &mut p)?;
         let container = || p.text(0).map(str::to_owned);
         let req = match name {
             "+CKLIST" => {
@@ -861,8 +898,73 @@ impl Request {
             _ => return Err(ParseError::UnknownCommand),
         };
         req.validate()?;
-        Ok(req)
+        Ok((req, program))
     }
+}
+
+/// Checks a program description: text the grammar carries, at most
+/// [`MAX_PROGRAM_LEN`] bytes.
+fn check_program(s: &str) -> Result<(), ParseError> {
+    if s.len() > MAX_PROGRAM_LEN {
+        return Err(ParseError::Syntax("program description too long"));
+    }
+    check_text(s)
+}
+
+/// The parameter count of a command that may name a program, without it:
+/// `+CKSIGN` and `+CKDEC` by their mechanism (the number in third place).
+fn base_count(name: &str, p: &Params) -> Option<usize> {
+    match name {
+        "+CKDELKEY" => Some(2),
+        "+CKGEN" => Some(4),
+        "+CKREWRAP" => Some(6),
+        "+CKSIGN" | "+CKDEC" => match p.number(2).ok()? {
+            n if n == u64::from(ckm::RSA_PKCS) => Some(4),
+            n if n == u64::from(ckm::RSA_PKCS_PSS) && name == "+CKSIGN" => Some(6),
+            n if n == u64::from(ckm::RSA_PKCS_OAEP) && name == "+CKDEC" => Some(6),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Removes the program a command names as its one extra, last parameter
+/// (section 7.23), and returns it. Any other count is left for the
+/// command's own check to refuse.
+fn take_program(name: &str, p: &mut Params) -> Result<Option<String>, ParseError> {
+    let Some(base) = base_count(name, p) else {
+        return Ok(None);
+    };
+    if p.len() != base + 1 {
+        return Ok(None);
+    }
+    let program = p.text(base)?.to_owned();
+    check_program(&program)?;
+    p.0.truncate(base);
+    Ok(Some(program))
+}
+
+/// A program's name and process id as a description the link carries
+/// (section 7.23): `NAME (pid N)`, with every character that is not
+/// printable ASCII (and `"` and `\`, which a string cannot hold) as `?`,
+/// and the name cut so that the whole fits [`MAX_PROGRAM_LEN`]. The name
+/// comes from the caller's process and is not to be trusted.
+pub fn program_text(name: &str, pid: Option<u32>) -> String {
+    let suffix = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    let room = MAX_PROGRAM_LEN.saturating_sub(suffix.len());
+    let mut out: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '?',
+        })
+        .take(room)
+        .collect();
+    if out.is_empty() {
+        out.push('?');
+    }
+    out.push_str(&suffix);
+    out
 }
 
 /// Token flags reported by `+CKTINFO`.
@@ -1345,6 +1447,84 @@ mod tests {
             out_hash: HashAlg::Sha1,
             spki: vec![0x30, 1, 2],
         });
+    }
+
+    /// Issue 13, item 5: the key operations carry the program they are
+    /// for; nothing else does, and the description is bounded text.
+    #[test]
+    fn key_operations_name_their_program() {
+        let sign = Request::Sign {
+            container: "ssh".into(),
+            id: vec![1],
+            mechanism: SignMechanism::Pss {
+                hash: HashAlg::Sha256,
+                salt_len: 32,
+            },
+            data: vec![0; 32],
+        };
+        let line = sign.encode_for(Some("ssh-agent (pid 7)")).unwrap();
+        assert!(line.ends_with(",592,32,\"ssh-agent (pid 7)\""), "{}", *line);
+        assert_eq!(
+            Request::parse_for(&line).unwrap(),
+            (sign.clone(), Some("ssh-agent (pid 7)".to_owned()))
+        );
+        // Without one, the line is as before, and parse leaves it out.
+        assert_eq!(sign.encode_for(None).unwrap(), sign.encode().unwrap());
+        assert_eq!(Request::parse(&line).unwrap(), sign);
+        let login = Request::Login {
+            container: "ssh".into(),
+            pin: Zeroizing::new(b"1234".to_vec()),
+        };
+        assert!(login.encode_for(Some("x")).is_err());
+        assert!(sign.encode_for(Some("a\"b")).is_err());
+        assert!(
+            sign.encode_for(Some(&"x".repeat(MAX_PROGRAM_LEN + 1)))
+                .is_err()
+        );
+        assert!(sign.encode_for(Some(&"x".repeat(MAX_PROGRAM_LEN))).is_ok());
+    }
+
+    /// The compact form (section 6.7) carries the program as it carries
+    /// any string: expanded, the line is the text form again.
+    #[test]
+    fn the_compact_form_carries_the_program() {
+        use crate::compact::{Direction, compact, expand};
+        let dec = Request::Decrypt {
+            container: "disk".into(),
+            id: vec![2],
+            mechanism: DecryptMechanism::Oaep {
+                hash: HashAlg::Sha256,
+                label: b"label".to_vec(),
+            },
+            data: vec![9; 256],
+        };
+        for r in [
+            dec,
+            Request::DestroyKey {
+                container: "web".into(),
+                id: vec![1],
+            },
+        ] {
+            let line = r.encode_for(Some("ssh-agent (pid 7)")).unwrap();
+            let packed = compact(&line, Direction::ToHandset).unwrap();
+            let text = expand(&packed, Direction::ToHandset).unwrap();
+            assert_eq!(*text, *line);
+            assert_eq!(
+                Request::parse_for(&text).unwrap(),
+                (r, Some("ssh-agent (pid 7)".to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn program_text_is_printable_and_bounded() {
+        assert_eq!(program_text("ssh-agent", Some(42)), "ssh-agent (pid 42)");
+        assert_eq!(program_text("a\"b\\c\u{7}\u{202e}é", None), "a?b?c???");
+        assert_eq!(program_text("", Some(1)), "? (pid 1)");
+        let long = program_text(&"x".repeat(200), Some(4_294_967_295));
+        assert_eq!(long.len(), MAX_PROGRAM_LEN);
+        assert!(long.ends_with(" (pid 4294967295)"));
+        check_program(&long).unwrap();
     }
 
     #[test]

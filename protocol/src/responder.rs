@@ -36,8 +36,27 @@ pub trait Handler {
     fn pairing_failed(&mut self);
     /// Executes one request for the authenticated `host`.
     fn execute(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv>;
-    /// The session with `host` ended: drop its logins.
+    /// Executes one request that names the program on the host it is for
+    /// (untrusted display text, section 7.23 of docs/protocol.md). A
+    /// handler that shows no prompt has no use for it.
+    fn execute_for(
+        &mut self,
+        host: &[u8; 32],
+        request: Request,
+        program: Option<&str>,
+    ) -> Result<Reply, CkRv> {
+        let _ = program;
+        self.execute(host, request)
+    }
+    /// The session with `host` ended: drop its logins (or keep them for a
+    /// grace period, section 5.7).
     fn session_ended(&mut self, host: &[u8; 32]);
+    /// A line arrived while a session with `host` is up: the host was
+    /// there then. A serial line stays open when the computer goes, so
+    /// this, not [`Handler::session_ended`], tells when it was last seen.
+    fn session_heard(&mut self, host: &[u8; 32]) {
+        let _ = host;
+    }
 }
 
 enum State {
@@ -169,6 +188,9 @@ impl Responder {
                 return;
             }
         };
+        // A frame, or the empty one that is the host's idle probe: the
+        // session's host is there (section 5.7).
+        handler.session_heard(session.remote_static());
         let response = if plain.is_empty() {
             Zeroizing::new(Vec::new())
         } else {
@@ -200,14 +222,16 @@ impl Responder {
             return Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR));
         };
         let host = *session.remote_static();
-        let response = match request.map(Request::parse) {
+        let response = match request.map(Request::parse_for) {
             None | Some(Err(_)) => Zeroizing::new("ERROR".to_owned()),
-            Some(Ok(request)) => match handler.execute(&host, request) {
-                Ok(reply) => reply
-                    .encode()
-                    .unwrap_or_else(|_| Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR))),
-                Err(rv) => Zeroizing::new(ckr_line(rv)),
-            },
+            Some(Ok((request, program))) => {
+                match handler.execute_for(&host, request, program.as_deref()) {
+                    Ok(reply) => reply
+                        .encode()
+                        .unwrap_or_else(|_| Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR))),
+                    Err(rv) => Zeroizing::new(ckr_line(rv)),
+                }
+            }
         };
         // A reply too big for one Noise message is the module's failure, not
         // the channel's: answer it as such and keep the session.
@@ -263,6 +287,15 @@ impl Responder {
         cmd: Command,
         out: &mut Vec<u8>,
     ) -> FinalResult {
+        // The session's host is still there when it sends a frame or the
+        // host's idle probe (`AT`). Not when a line opens a link (`ATE0`,
+        // `AT+CKVER?`) or starts a session: that may be the host coming
+        // back, or another one, and the old session ends unheard.
+        if let State::Session(s) = &self.state
+            && matches!(cmd, Command::Attention | Command::Frame { .. })
+        {
+            handler.session_heard(s.remote_static());
+        }
         match cmd {
             Command::Attention => FinalResult::Ok,
             Command::Echo(on) => {
@@ -531,6 +564,36 @@ mod tests {
         let _session = pair(&mut r, &mut h, &code);
         assert_eq!((h.paired, h.failed_pairings), (1, 0));
         assert!(r.in_session());
+    }
+
+    /// Sections 5.7 and 7.19: a frame and `AT` are the session's host
+    /// heard, the lines that open a link or a session are not; a request's
+    /// program reaches the handler.
+    #[test]
+    fn a_host_is_heard_by_frames_and_probes_and_its_program_is_passed_on() {
+        let (mut h, code) = handset();
+        let mut r = Responder::new(4096, "test");
+        exchange(&mut r, &mut h, &Command::Echo(false));
+        let mut session = pair(&mut r, &mut h, &code);
+        assert_eq!(h.heard, 0);
+        exchange(&mut r, &mut h, &Command::Attention);
+        assert_eq!(h.heard, 1);
+        let sign = Request::DestroyKey {
+            container: "ssh".into(),
+            id: vec![1],
+        };
+        let line = sign.encode_for(Some("ssh-agent (pid 7)")).unwrap();
+        let part = session.encrypt(line.as_bytes()).unwrap();
+        let lines = exchange(&mut r, &mut h, &Command::Frame { part, more: false });
+        assert_eq!(lines.last().map(String::as_str), Some("OK"), "{lines:?}");
+        assert_eq!(
+            (h.heard, h.program.as_deref()),
+            (2, Some("ssh-agent (pid 7)"))
+        );
+        // Opening a link again (echo, version) is not the old host heard.
+        exchange(&mut r, &mut h, &Command::Echo(false));
+        exchange(&mut r, &mut h, &Command::Version);
+        assert_eq!(h.heard, 2);
     }
 
     /// A reply too large for one Noise message is answered with

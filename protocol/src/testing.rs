@@ -26,6 +26,10 @@ pub struct TestHandset {
     pub failed_pairings: u32,
     pub executed: usize,
     pub sessions_ended: u32,
+    /// Lines by which a session's host was heard (`session_heard`).
+    pub heard: u32,
+    /// The program the last request named (section 7.23).
+    pub program: Option<String>,
 }
 
 impl TestHandset {
@@ -42,6 +46,8 @@ impl TestHandset {
             failed_pairings: 0,
             executed: 0,
             sessions_ended: 0,
+            heard: 0,
+            program: None,
         }
     }
 
@@ -91,8 +97,20 @@ impl Handler for TestHandset {
         self.executed += 1;
         (self.answer)(&request)
     }
+    fn execute_for(
+        &mut self,
+        host: &[u8; 32],
+        request: Request,
+        program: Option<&str>,
+    ) -> Result<Reply, CkRv> {
+        self.program = program.map(str::to_owned);
+        self.execute(host, request)
+    }
     fn session_ended(&mut self, _host: &[u8; 32]) {
         self.sessions_ended += 1;
+    }
+    fn session_heard(&mut self, _host: &[u8; 32]) {
+        self.heard += 1;
     }
 }
 

@@ -395,6 +395,22 @@ proptest! {
         prop_assert_eq!(Request::parse(&line), Ok(r));
     }
 
+    /// Section 7.19: a key operation with the program it is for reads
+    /// back as itself and that program; any other request refuses one.
+    #[test]
+    fn request_with_a_program_encodes_then_parses_as_itself(
+        r in request(),
+        program in "[ -~&&[^\"\\\\]]{0,64}",
+    ) {
+        match r.encode_for(Some(&program)) {
+            Ok(line) => {
+                prop_assert!(r.takes_program());
+                prop_assert_eq!(Request::parse_for(&line), Ok((r, Some(program))));
+            }
+            Err(_) => prop_assert!(!r.takes_program()),
+        }
+    }
+
     #[test]
     fn reply_encode_then_decode_is_identity(
         r in request(),

@@ -446,10 +446,21 @@ fn check(v: &Vector) -> String {
             format!("command {variant}")
         }
         "request" => {
-            let typed = request(variant, Fields::parse(fields));
+            // A program the request is for (section 7.23) comes first.
+            let mut f = Fields::parse(fields);
+            let program = f.opt("program").map(|v| match v {
+                Value::Str(s) => s,
+                v => panic!("{at}: program: expected a string, found {v:?}"),
+            });
+            let typed = request(variant, f);
             let line = single();
-            assert_eq!(typed.encode().unwrap().as_str(), line, "{at}: encode");
-            assert_eq!(Request::parse(line), Ok(typed), "{at}: parse");
+            let encoded = typed.encode_for(program.as_deref()).unwrap();
+            assert_eq!(encoded.as_str(), line, "{at}: encode");
+            assert_eq!(
+                Request::parse_for(line),
+                Ok((typed, program)),
+                "{at}: parse"
+            );
             format!("request {variant}")
         }
         "reply" => {

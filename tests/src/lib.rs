@@ -270,6 +270,24 @@ impl Daemon {
                 timings.push_str(&format!("{key} = {value}\n"));
             }
         }
+        Daemon::start_on(bus, root, &handset.tty, &timings, daemon_extra, extra)
+    }
+
+    /// Like [`Daemon::start`], reaching the handset at `serial` (a relay
+    /// in front of its pty, [`LinkRelay`]).
+    pub fn start_relayed(bus: &TestBus, root: &Path, serial: &Path, extra: &str) -> Daemon {
+        let timings = "request_timeout_secs = 5\nhealth_interval_secs = 1\nmax_backoff_secs = 1\n";
+        Daemon::start_on(bus, root, serial, timings, "", extra)
+    }
+
+    fn start_on(
+        bus: &TestBus,
+        root: &Path,
+        serial: &Path,
+        timings: &str,
+        daemon_extra: &str,
+        extra: &str,
+    ) -> Daemon {
         let config = root.join("phonecspd.toml");
         std::fs::write(
             &config,
@@ -277,7 +295,7 @@ impl Daemon {
                 "[daemon]\nstate_dir = \"{}\"\nhost_name = \"test host\"\n{timings}{daemon_extra}\n[access]\nusers = [\"root\", \"{}\"]\n\n[[handset]]\nname = \"phone\"\nserial = \"{}\"\n{extra}",
                 root.join("daemon-state").display(),
                 nix::unistd::getuid(),
-                handset.tty.display()
+                serial.display()
             ),
         )
         .expect("config");
@@ -620,6 +638,117 @@ pub fn pkcs11_module() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// The line between the computer and the handset, as a test can cut it:
+/// a pty of its own at `link` (the path the daemon opens), relaying bytes
+/// to and from the handset's pty. Cut, the computer's end hangs up and
+/// the handset hears nothing more, as when a phone steps out of Bluetooth
+/// range; the handset's process runs on. Started again, the line is back.
+pub struct LinkRelay {
+    link: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn raw_tty<Fd: std::os::fd::AsFd>(fd: Fd) {
+    use nix::sys::termios;
+    let mut t = termios::tcgetattr(&fd).expect("tcgetattr");
+    termios::cfmakeraw(&mut t);
+    termios::tcsetattr(&fd, termios::SetArg::TCSANOW, &t).expect("tcsetattr");
+}
+
+/// Copies what one end has to the other; `false` once either end is gone.
+fn pass(from: &std::fs::File, to: &std::fs::File) -> bool {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 4096];
+    match (&mut &*from).read(&mut buf) {
+        Ok(0) => false,
+        Ok(n) => (&mut &*to).write_all(&buf[..n]).is_ok(),
+        // No computer has the line open yet (a pty master reads EIO).
+        Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => {
+            std::thread::sleep(Duration::from_millis(20));
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+impl LinkRelay {
+    /// A new line at `link` to the handset's pty at `target`.
+    pub fn start(link: &Path, target: &Path) -> LinkRelay {
+        use std::sync::atomic::Ordering;
+        let pair = nix::pty::openpty(None, None).expect("openpty");
+        raw_tty(&pair.master);
+        raw_tty(&pair.slave);
+        let slave_path = nix::unistd::ttyname(&pair.slave).expect("ttyname");
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(&slave_path, link).expect("the link's symlink");
+        let handset = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(target)
+            .expect("the handset's pty");
+        raw_tty(&handset);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+                use std::os::fd::AsFd;
+                let master = std::fs::File::from(pair.master);
+                // Held so that the master does not read EIO between two
+                // opens by the computer; closed with the line.
+                let _slave = pair.slave;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut fds = [
+                        PollFd::new(master.as_fd(), PollFlags::POLLIN),
+                        PollFd::new(handset.as_fd(), PollFlags::POLLIN),
+                    ];
+                    match poll(&mut fds, PollTimeout::from(50u16)) {
+                        Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                    let ready = |f: &PollFd| {
+                        f.revents()
+                            .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
+                    };
+                    let (computer, phone) = (ready(&fds[0]), ready(&fds[1]));
+                    if computer && !pass(&master, &handset) {
+                        return;
+                    }
+                    if phone && !pass(&handset, &master) {
+                        return;
+                    }
+                }
+            }
+        });
+        LinkRelay {
+            link: link.to_owned(),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Cuts the line: the pty the computer opened is closed and gone.
+    pub fn cut(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.link);
+    }
+}
+
+impl Drop for LinkRelay {
+    fn drop(&mut self) {
+        self.end();
+    }
 }
 
 /// A child process that is killed and reaped when the guard goes, so a

@@ -1,10 +1,11 @@
 //! Waiting that speaks: on a token whose owner approves each use on the
 //! phone, the daemon says a call is waiting (`ApprovalPending`) and the
-//! command says so at once; the phone's prompt names the key; a refusal
-//! and an unanswered prompt come back as distinct errors that say which.
+//! command says so at once; the phone's prompt names the key and the
+//! program that asks; a refusal and an unanswered prompt come back as
+//! distinct errors that say which.
 
-use phonecsp_tests::{Fixture, KEY_ID_HEX, PIN, fixture, phonecsp, wait_for_object};
-use std::process::Output;
+use phonecsp_tests::{Fixture, KEY_ID_HEX, PIN, fixture, phonecsp, pkcs11_module, wait_for_object};
+use std::process::{Command, Output, Stdio};
 
 const KEY: &str = "/org/phonecsp/handset/phone/ssh/key_01";
 
@@ -37,6 +38,33 @@ fn sign(f: &Fixture) -> Output {
     tokio::task::block_in_place(|| phonecsp(&f.bus, None, &args, &[("PHONECSP_PIN", PIN)]))
 }
 
+/// Key 01 signs through the PKCS#11 module, as the real `pkcs11-tool`.
+fn sign_with_pkcs11_tool(f: &Fixture) -> Output {
+    let data = f.root.path().join("data");
+    std::fs::write(&data, b"approve me too").unwrap();
+    let out = f.root.path().join("tool-sig");
+    let cmd = Command::new("pkcs11-tool")
+        .arg("--module")
+        .arg(pkcs11_module())
+        .args([
+            "--login",
+            "--pin",
+            PIN,
+            "--sign",
+            "--mechanism",
+            "SHA256-RSA-PKCS",
+        ])
+        .args(["--id", KEY_ID_HEX, "-i"])
+        .arg(&data)
+        .arg("-o")
+        .arg(&out)
+        .env("PHONECSP_BUS", &f.bus.address)
+        .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
+        .stdin(Stdio::null())
+        .output();
+    tokio::task::block_in_place(|| cmd).expect("pkcs11-tool (install opensc)")
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -54,7 +82,7 @@ async fn a_call_waiting_for_the_owner_is_said_and_refusal_and_silence_told_apart
     let mut f = fixture("", &[]).await;
     let asked = f.root.path().join("asked");
     let approve = format!(
-        "echo \"$PHONECSP_PROMPT|$PHONECSP_KEY\" > {}; sleep 1; exit 0",
+        "echo \"$PHONECSP_PROMPT|$PHONECSP_KEY|$PHONECSP_PROGRAM\" > {}; sleep 1; exit 0",
         asked.display()
     );
     restart_confirming(&mut f, &["--prompt-command", &approve]).await;
@@ -65,12 +93,36 @@ async fn a_call_waiting_for_the_owner_is_said_and_refusal_and_silence_told_apart
         "{}",
         stderr(&o)
     );
+    // The prompt names the computer, the operation, the key and the
+    // program that asks (its name as the computer's kernel has it, and
+    // its pid); PHONECSP_KEY and PHONECSP_PROGRAM carry them for a
+    // prompt of the owner's own.
     let prompt = std::fs::read_to_string(&asked).unwrap();
+    let fields: Vec<&str> = prompt.trim_end().split('|').collect();
+    assert_eq!(fields.len(), 3, "{prompt}");
     assert!(
-        prompt.contains("to sign with the key 'ssh key'"),
+        fields[0].starts_with(
+            "test host asks to sign with the key 'ssh key' of container 'ssh' for phonecsp (pid "
+        ),
         "{prompt}"
     );
-    assert!(prompt.trim_end().ends_with("|ssh key"), "{prompt}");
+    assert_eq!(fields[1], "ssh key", "{prompt}");
+    assert!(fields[2].starts_with("phonecsp (pid "), "{prompt}");
+
+    // Through the PKCS#11 module, the program is the one that loaded it.
+    let o = sign_with_pkcs11_tool(&f);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let prompt = std::fs::read_to_string(&asked).unwrap();
+    assert!(
+        prompt.contains("with the key 'ssh key' of container 'ssh' for pkcs11-tool (pid "),
+        "{prompt}"
+    );
+    assert!(prompt.contains("|ssh key|pkcs11-tool (pid "), "{prompt}");
+    assert!(
+        f.daemon.log().contains("pkcs11-tool (pid "),
+        "the daemon's log names the waiting program: {}",
+        f.daemon.log()
+    );
 
     // The owner says no: rejected, by the standard's value for it.
     restart_confirming(&mut f, &["--prompt-command", "exit 1"]).await;

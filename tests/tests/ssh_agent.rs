@@ -144,3 +144,147 @@ fn reloading_the_agent_ten_times_spends_no_try_of_a_disk_container() {
         "offered when named: the wrong PIN costs a try"
     );
 }
+
+/// Signs `data` with the agent's key (`ssh-keygen -Y sign`, which asks the
+/// agent when given only the public key).
+fn agent_sign(dir: &Path, agent: &Agent, public: &Path) -> Output {
+    let data = dir.join("to-sign");
+    std::fs::write(&data, b"the agent signs this").unwrap();
+    let _ = std::fs::remove_file(dir.join("to-sign.sig"));
+    Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "file", "-f"])
+        .arg(public)
+        .arg(&data)
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh-keygen")
+}
+
+/// The daemon's view of the phone: connected or not.
+fn wait_connected(client: &phonecsp::blocking::Client, want: bool) {
+    wait_until(
+        &format!("the phone connected={want}"),
+        Duration::from_secs(20),
+        || {
+            client
+                .list_handsets()
+                .is_ok_and(|h| h.iter().all(|h| h.connected == want))
+        },
+    );
+}
+
+/// Issue 13, item 4: the phone steps out of range (its link is cut while
+/// its handset runs on) and comes back within the container's grace
+/// period: the agent loaded before signs again with no new PIN, through
+/// the same module sessions. Past the grace period the agent's key is
+/// refused, the daemon's log says why and what to do, and one `ssh-add -e`
+/// and `ssh-add -s` bring it back. A restart of the handset ends the login
+/// whatever the grace period: it was never written down.
+#[test]
+fn the_agent_signs_after_the_phone_was_away_for_less_than_its_grace_period() {
+    let root = shared_root();
+    let dir = root.path();
+    let bus = TestBus::start();
+    let mut handset = Handset::create(dir);
+    let code = handset.offer_pairing(&["ssh"]);
+    // The handset's own pty, and the line to it that the test can cut.
+    let line = handset.tty.clone();
+    handset.tty = dir.join("phone.pty");
+    handset.start();
+    let relay = phonecsp_tests::LinkRelay::start(&line, &handset.tty);
+    let daemon = Daemon::start_relayed(&bus, dir, &line, "");
+    let options = ClientOptions {
+        expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+    };
+    let client =
+        phonecsp::blocking::Client::connect_with(&Bus::Address(bus.address.clone()), options)
+            .unwrap();
+    client.pair("phone", &code).unwrap();
+    wait_until("the ssh token", Duration::from_secs(20), || {
+        client.list_tokens().is_ok_and(|t| t.len() == 1)
+    });
+    let module = pkcs11_module();
+    let module = module.to_str().unwrap();
+    let agent = start_agent(dir, &bus, "agent.sock", &[]);
+    // Every PIN the agent asks for is counted.
+    let asked = dir.join("pins-asked");
+    let askpass = phonecsp_tests::script_at(
+        &dir.join("askpass"),
+        &format!("echo asked >> {}; echo {PIN}", asked.display()),
+    );
+    let add = |args: &[&str]| {
+        Command::new("ssh-add")
+            .args(args)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0")
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh-add")
+    };
+    let pins = || {
+        std::fs::read_to_string(&asked)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    succeeded(&add(&["-s", module]), "ssh-add -s");
+    let keys = succeeded(&add(&["-L"]), "ssh-add -L");
+    let public = dir.join("agent-key.pub");
+    std::fs::write(&public, keys.lines().next().expect("a key")).unwrap();
+    succeeded(&agent_sign(dir, &agent, &public), "the agent signs");
+    assert_eq!(pins(), 1);
+
+    // Away for a moment (the default grace period is 300 s), and back.
+    relay.cut();
+    wait_connected(&client, false);
+    std::thread::sleep(Duration::from_millis(1500));
+    let relay = phonecsp_tests::LinkRelay::start(&line, &handset.tty);
+    wait_connected(&client, true);
+    succeeded(
+        &agent_sign(dir, &agent, &public),
+        "the agent signs after the phone came back within its grace period",
+    );
+    assert_eq!(pins(), 1, "no new PIN");
+
+    // Away for longer than a grace period of 1 s, set on the phone.
+    handset.cli_ok(&["container", "set-grace", "ssh", "1"]);
+    relay.cut();
+    wait_connected(&client, false);
+    std::thread::sleep(Duration::from_millis(2500));
+    let _relay = phonecsp_tests::LinkRelay::start(&line, &handset.tty);
+    wait_connected(&client, true);
+    let refused = agent_sign(dir, &agent, &public);
+    assert!(!refused.status.success(), "signed past the grace period");
+    assert!(
+        daemon
+            .log()
+            .contains("ended the login to 'ssh' while it was away (for longer than the container's grace period, or it restarted): log in again (an ssh-agent: ssh-add -e and ssh-add -s)"),
+        "{}",
+        daemon.log()
+    );
+    // One reload brings it back, with one PIN.
+    succeeded(&add(&["-e", module]), "ssh-add -e");
+    succeeded(&add(&["-s", module]), "ssh-add -s again");
+    succeeded(&agent_sign(dir, &agent, &public), "the agent signs again");
+    assert_eq!(pins(), 2);
+
+    // The handset restarted, however quickly: its logins were in its
+    // memory only, and none is given back (docs/store.md).
+    handset.cli_ok(&["container", "set-grace", "ssh", "300"]);
+    _relay.cut();
+    handset.kill();
+    wait_connected(&client, false);
+    handset.start();
+    let _relay = phonecsp_tests::LinkRelay::start(&line, &handset.tty);
+    wait_connected(&client, true);
+    let refused = agent_sign(dir, &agent, &public);
+    assert!(!refused.status.success(), "signed after a restart");
+    let told = daemon
+        .log()
+        .matches("ended the login to 'ssh' while it was away")
+        .count();
+    assert_eq!(told, 2, "{}", daemon.log());
+}
