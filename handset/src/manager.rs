@@ -308,6 +308,8 @@ fn key_id_of(r: &Request) -> Option<&[u8]> {
 struct AuditedRequest {
     container: Option<String>,
     key: Option<String>,
+    /// The program the computer named, cleaned as the prompt shows it.
+    program: Option<String>,
 }
 
 /// The audit log's name for a request it records: operations with a
@@ -457,6 +459,7 @@ impl Manager {
         });
         e.container = request.container.clone();
         e.key = request.key.clone();
+        e.program = request.program.clone();
         self.audit.record(e);
     }
 
@@ -989,6 +992,7 @@ impl Handler for Manager {
             let of = AuditedRequest {
                 container: container_of(&request).map(str::to_owned),
                 key: audited_key(&request),
+                program: shown_program(program),
             };
             (event, of)
         });

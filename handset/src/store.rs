@@ -3009,6 +3009,7 @@ mod tests {
             wrapped_key: None,
             puk: None,
             pin_entry: PinEntry::Host,
+            grace_secs: None,
             keys,
             certs: Vec::new(),
             data: Vec::new(),
