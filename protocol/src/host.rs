@@ -75,6 +75,9 @@ pub struct HostLink<R, W> {
     pending: VecDeque<Line>,
     version: VersionInfo,
     session: Option<Session>,
+    /// The handset's payload of KK message 2 in the session that is up:
+    /// its session announcement, or empty (docs/protocol.md section 5.7).
+    announcement: Vec<u8>,
     stats: LinkStats,
     /// Bytes [`HostLink::closed`] has discarded since the last command.
     idle_bytes: usize,
@@ -94,6 +97,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
                 max_line: at::MIN_MAX_LINE,
             },
             session: None,
+            announcement: Vec::new(),
             stats: LinkStats::default(),
             idle_bytes: 0,
         };
@@ -142,6 +146,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         host_name: &str,
     ) -> Result<([u8; 32], String), LinkError> {
         self.session = None;
+        self.announcement.clear();
         let (hp, m1) = HostPairing::start(local, code)?;
         let m2 = self.handshake(HandshakeKind::Pair, &m1).await?;
         let (finish, m3) = hp.respond(&m2, host_name)?;
@@ -159,10 +164,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         handset: &[u8; 32],
     ) -> Result<(), LinkError> {
         self.session = None;
+        self.announcement.clear();
         let (h, m1) = HostSessionHandshake::start(local, handset)?;
         let m2 = self.handshake(HandshakeKind::Session, &m1).await?;
-        self.session = Some(h.finish(&m2)?);
+        let (session, payload) = h.finish_with_payload(&m2)?;
+        self.session = Some(session);
+        self.announcement = payload;
         Ok(())
+    }
+
+    /// The handset's session announcement for the session [`Self::connect`]
+    /// opened, as it came (empty: none); read with
+    /// [`crate::announce::Announcement::parse`].
+    pub fn announcement(&self) -> &[u8] {
+        &self.announcement
     }
 
     /// `AT` -> `OK`: proves the line and the handset are alive, in or out

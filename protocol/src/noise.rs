@@ -447,13 +447,20 @@ impl HostSessionHandshake {
         Ok((HostSessionHandshake { hs }, m1))
     }
 
-    pub fn finish(mut self, m2: &[u8]) -> Result<Session, NoiseError> {
-        read(&mut self.hs, m2)?;
+    pub fn finish(self, m2: &[u8]) -> Result<Session, NoiseError> {
+        self.finish_with_payload(m2).map(|(s, _)| s)
+    }
+
+    /// [`HostSessionHandshake::finish`], with the handset's payload of
+    /// message 2: its session announcement (docs/protocol.md section 5.7),
+    /// empty from a handset that makes none.
+    pub fn finish_with_payload(mut self, m2: &[u8]) -> Result<(Session, Vec<u8>), NoiseError> {
+        let payload = read(&mut self.hs, m2)?;
         let t = self
             .hs
             .into_transport_mode()
             .map_err(|_| NoiseError::Handshake)?;
-        Session::new(t)
+        Ok((Session::new(t)?, payload))
     }
 }
 
@@ -464,6 +471,19 @@ pub fn handset_accept_session(
     local: &StaticKeypair,
     known_hosts: &[[u8; 32]],
     m1: &[u8],
+) -> Result<(Session, Vec<u8>), NoiseError> {
+    handset_accept_session_with(local, known_hosts, m1, |_| Vec::new())
+}
+
+/// [`handset_accept_session`], with `payload(host)` as the payload of
+/// message 2 once the host is known: the session announcement
+/// (docs/protocol.md section 5.7). Message 2 is encrypted to that host's
+/// keys, so only the host that proved its key reads it.
+pub fn handset_accept_session_with(
+    local: &StaticKeypair,
+    known_hosts: &[[u8; 32]],
+    m1: &[u8],
+    payload: impl FnOnce(&[u8; 32]) -> Vec<u8>,
 ) -> Result<(Session, Vec<u8>), NoiseError> {
     for host in known_hosts {
         let Ok(mut hs) = snow::Builder::new(params(SESSION_PATTERN))
@@ -477,7 +497,7 @@ pub fn handset_accept_session(
         if read(&mut hs, m1).is_err() {
             continue;
         }
-        let m2 = write(&mut hs, &[])?;
+        let m2 = write(&mut hs, &payload(host))?;
         let t = hs
             .into_transport_mode()
             .map_err(|_| NoiseError::Handshake)?;

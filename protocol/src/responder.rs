@@ -11,7 +11,7 @@ use crate::message::{
 };
 use crate::noise::{
     HandsetPairing, MAX_FRAME_PLAINTEXT, MAX_NOISE_MESSAGE, Session, StaticKeypair,
-    handset_accept_session,
+    handset_accept_session_with,
 };
 use zeroize::Zeroizing;
 
@@ -33,6 +33,13 @@ pub trait Handler {
     fn execute(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv>;
     /// The session with `host` ended: drop its logins.
     fn session_ended(&mut self, host: &[u8; 32]);
+    /// The session announcement for `host` (docs/protocol.md section 5.7),
+    /// at most `max` bytes, for the payload of KK message 2; empty for
+    /// none. A handler that makes none keeps this default.
+    fn session_announcement(&mut self, host: &[u8; 32], max: usize) -> Vec<u8> {
+        let _ = (host, max);
+        Vec::new()
+    }
 }
 
 enum State {
@@ -203,7 +210,14 @@ impl Responder {
                 }
             }
             (HandshakeKind::Session, _) => {
-                match handset_accept_session(&identity, &handler.known_hosts(), message) {
+                let max = crate::announce::max_payload(self.max_line);
+                let hosts = handler.known_hosts();
+                let payload = |host: &[u8; 32]| {
+                    let p = handler.session_announcement(host, max);
+                    // One that would break the line limit is left out.
+                    if p.len() > max { Vec::new() } else { p }
+                };
+                match handset_accept_session_with(&identity, &hosts, message, payload) {
                     Ok((session, m2)) => {
                         self.state = State::Session(session);
                         m2
