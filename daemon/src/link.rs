@@ -14,6 +14,7 @@
 
 use crate::state::State;
 use phonecsp::{Error, LinkStatistics};
+use phonecsp_protocol::announce::Announcement;
 use phonecsp_protocol::at::cme;
 use phonecsp_protocol::{CkRv, HostLink, LinkError, PairingCode, Reply, Request};
 use std::collections::{HashMap, VecDeque};
@@ -141,12 +142,17 @@ impl Progress {
     }
 }
 
+/// The session announcement of the session of a generation (see
+/// [`LinkHandle::announcement`]).
+type Announced = Arc<Mutex<(u64, Option<Arc<Announcement>>)>>;
+
 /// The callers' side of a link.
 #[derive(Clone)]
 pub struct LinkHandle {
     name: String,
     tx: mpsc::Sender<Job>,
     state: watch::Receiver<LinkState>,
+    announced: Announced,
     stats: Arc<Mutex<LinkStatistics>>,
     progress: Arc<Progress>,
     stuck_after: Duration,
@@ -185,6 +191,17 @@ impl LinkHandle {
     pub fn generation(&self) -> Option<u64> {
         match self.state() {
             LinkState::Connected { generation } => Some(generation),
+            _ => None,
+        }
+    }
+
+    /// What the handset announced when session `generation` opened
+    /// (docs/protocol.md section 5.7): `None` if it announced nothing, or
+    /// that session is not the one up.
+    pub fn announcement(&self, generation: u64) -> Option<Arc<Announcement>> {
+        let a = self.announced.lock().ok()?;
+        match &*a {
+            (g, Some(a)) if *g == generation => Some(a.clone()),
             _ => None,
         }
     }
@@ -283,6 +300,43 @@ impl LinkHandle {
         }
     }
 
+    /// Queues `request` as `caller`'s next request, to be sent if
+    /// `wanted(generation)` holds at its turn (as [`Self::call_if`]), and
+    /// returns without waiting for the handset: the request still goes
+    /// before any later request of `caller`, since each caller's requests
+    /// are served in the order queued. Its outcome is only logged.
+    pub async fn queue_if(
+        &self,
+        caller: &str,
+        request: Request,
+        wanted: impl FnOnce(u64) -> bool + Send + 'static,
+    ) -> Result<(), Error> {
+        if self.generation().is_none() {
+            return Err(removed(&self.name, "has no session"));
+        }
+        let what = request.name();
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            caller: caller.to_owned(),
+            op: Op::Call(request, Some(Box::new(wanted))),
+            reply: tx,
+        };
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| removed(&self.name, "is shutting down"))?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            match rx.await {
+                Ok(Ok(Outcome::Dropped)) => log::debug!("{what} to '{name}' no longer wanted"),
+                Ok(Ok(_)) => log::debug!("{what} to '{name}' done"),
+                Ok(Err(e)) => log::debug!("{what} to '{name}': {e}"),
+                Err(_) => log::debug!("{what} to '{name}': the link stopped"),
+            }
+        });
+        Ok(())
+    }
+
     /// Pairs with a one-time code; returns the handset's key, now pinned.
     pub async fn pair(&self, caller: &str, code: PairingCode) -> Result<[u8; 32], Error> {
         match self.submit(caller, Op::Pair(code)).await? {
@@ -370,11 +424,13 @@ pub fn spawn(
     });
     let stats = Arc::new(Mutex::new(LinkStatistics::default()));
     let progress = Arc::new(Progress::new());
+    let announced: Announced = Arc::new(Mutex::new((0, None)));
     let name = settings.name.clone();
     let handle = LinkHandle {
         name: name.clone(),
         tx,
         state: state_rx,
+        announced: announced.clone(),
         stats: stats.clone(),
         progress: progress.clone(),
         stuck_after: stuck_after(settings.request_timeout),
@@ -386,6 +442,7 @@ pub fn spawn(
         rx,
         state_tx,
         stats,
+        announced,
         base: LinkStatistics::default(),
         link: None,
         generation: 0,
@@ -415,6 +472,7 @@ struct LinkTask {
     rx: mpsc::Receiver<Job>,
     state_tx: watch::Sender<LinkState>,
     stats: Arc<Mutex<LinkStatistics>>,
+    announced: Announced,
     /// Traffic of links already closed.
     base: LinkStatistics,
     link: Option<Link>,
@@ -451,6 +509,14 @@ impl LinkTask {
                 }
             }
             self.state_tx.send_replace(s);
+        }
+    }
+
+    /// Records the announcement of the session of the current generation,
+    /// before the state says it is up.
+    fn announce(&self, a: Option<Arc<Announcement>>) {
+        if let Ok(mut g) = self.announced.lock() {
+            *g = (self.generation, a);
         }
     }
 
@@ -521,8 +587,21 @@ impl LinkTask {
                     Ok(Err(e)) => return Err(e.to_string()),
                     Err(_) => return Err("no answer to the handshake".into()),
                 }
+                let announced = match Announcement::parse(link.announcement()) {
+                    Ok(a) => a.map(Arc::new),
+                    Err(e) => {
+                        // Nothing is kept then: every read asks the phone.
+                        log::warn!(
+                            "handset '{}' announced its session in a form that does not \
+                             parse ({e}); reading everything from it",
+                            self.settings.name
+                        );
+                        None
+                    }
+                };
                 self.link = Some(link);
                 self.generation += 1;
+                self.announce(announced);
                 self.set_state(LinkState::Connected {
                     generation: self.generation,
                 });
@@ -741,6 +820,8 @@ impl LinkTask {
                     phonecsp_protocol::noise::fingerprint(&key)
                 );
                 self.generation += 1;
+                // A pairing session announces nothing.
+                self.announce(None);
                 self.set_state(LinkState::Connected {
                     generation: self.generation,
                 });
