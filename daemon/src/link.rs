@@ -742,6 +742,13 @@ impl LinkTask {
                 if wanted.is_some_and(|w| !w(self.generation)) {
                     Ok(Outcome::Dropped)
                 } else {
+                    // One line per round trip, for counting them by kind
+                    // (never a parameter).
+                    log::debug!(
+                        "handset '{name}' request {} for {}",
+                        request.name(),
+                        job.caller
+                    );
                     self.call(request).await.map(Outcome::Reply)
                 }
             }
