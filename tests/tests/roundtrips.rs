@@ -394,3 +394,101 @@ fn the_real_programs_stay_at_their_round_trip_floor() {
         over.join("\n")
     );
 }
+
+fn pkcs11_tool(rig: &Rig, args: &[&str]) -> Output {
+    rig.cmd("pkcs11-tool")
+        .arg("--module")
+        .arg(&rig.module)
+        .args(args)
+        .output()
+        .expect("pkcs11-tool (install opensc)")
+}
+
+/// What `pkcs11-tool -L` says (it fails when there is no slot at all).
+fn listing(rig: &Rig) -> String {
+    let o = pkcs11_tool(rig, &["-L"]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The one cache file of the `ssh` token.
+fn cache_file(rig: &Rig) -> PathBuf {
+    let hex: String = "ssh".bytes().map(|b| format!("{b:02x}")).collect();
+    rig.path("daemon-state")
+        .join("cache")
+        .join("phone")
+        .join(format!("{hex}.json"))
+}
+
+/// Issue 14, bad input: a cache file that is truncated, of a future
+/// format or of another handset is not trusted: the daemon reads the
+/// token from the phone again, the program works, and the file is
+/// rewritten.
+#[test]
+fn a_cache_file_that_cannot_be_trusted_is_read_again_and_rewritten() {
+    let mut rig = Rig::new();
+    // One restart to keep the token (the pairing session announces
+    // nothing), then the file is there.
+    rig.stop_daemon();
+    rig.start_daemon();
+    rig.settle();
+    let path = cache_file(&rig);
+    let good = std::fs::read_to_string(&path).expect("the cache file");
+    assert!(good.contains("\"format\":1"), "{good}");
+    let other_key = {
+        let v: serde_json::Value = serde_json::from_str(&good).expect("json");
+        let key = v["handset"].as_str().expect("handset key").to_owned();
+        let other = if key.starts_with('A') { "B" } else { "A" };
+        good.replacen(&key, &format!("{other}{}", &key[1..]), 1)
+    };
+    for (what, bad) in [
+        ("truncated", good[..good.len() / 2].to_owned()),
+        (
+            "of a future format",
+            good.replacen("\"format\":1", "\"format\":2", 1),
+        ),
+        ("of another handset", other_key),
+    ] {
+        rig.stop_daemon();
+        std::fs::write(&path, &bad).expect("write");
+        rig.start_daemon();
+        rig.settle();
+        let read = rig.requests();
+        assert_eq!(
+            read, 3,
+            "{what}: the token was not read again ({read} requests)"
+        );
+        ok(pkcs11_tool(&rig, &["-O"]));
+        let now = std::fs::read_to_string(&path).expect("the cache file");
+        assert_eq!(now, good, "{what}: not rewritten as it was");
+    }
+}
+
+/// Issue 14, item 1: a computer whose authorisation the owner revokes on
+/// the phone is refused at once by the phone, and what the daemon kept
+/// of the token goes at the first refusal, and is never served again.
+#[test]
+fn a_revocation_on_the_phone_takes_effect_at_once() {
+    let mut rig = Rig::new();
+    rig.stop_daemon();
+    rig.start_daemon();
+    rig.settle();
+    assert!(ok(pkcs11_tool(&rig, &["-L"])).contains("token label"));
+    rig.handset.cli_ok(&["hosts", "revoke", "test host", "ssh"]);
+    // The phone refuses the login at once.
+    let login = pkcs11_tool(&rig, &["--login", "--pin", PIN, "-O"]);
+    assert!(!login.status.success(), "logged in after the revocation");
+    // And the token is no longer listed.
+    let listed = listing(&rig);
+    assert!(!listed.contains("token label"), "{listed}");
+    assert!(!cache_file(&rig).exists(), "the kept copy is still there");
+    // Nor by a restarted daemon (the phone no longer announces it).
+    rig.stop_daemon();
+    rig.start_daemon();
+    rig.settle();
+    let listed = listing(&rig);
+    assert!(!listed.contains("token label"), "{listed}");
+}
