@@ -1863,6 +1863,32 @@ mod tests {
         assert_eq!(seen(&rig), ["+CKLIST", "+CKTINFO", "+CKFIND", "+CKATTR"]);
     }
 
+    /// Issue 14, bad input: an announcement that does not parse, or of a
+    /// later format, is no announcement: the session works, and reads
+    /// from the phone (nothing kept is trusted).
+    #[tokio::test]
+    async fn a_malformed_or_future_announcement_is_none() {
+        for raw in [
+            &b"+CKANN: 1\r\n+CKANC: \"ssh\",1"[..],
+            b"+CKANN: 2\r\n+CKANZ: whatever",
+            b"\xff\xfe",
+        ] {
+            let (rig, inner, link, calls) = announcing(Some(1)).await;
+            read_public(&inner).await.unwrap();
+            seen(&rig);
+            rig.token.lock().unwrap().raw_announcement = Some(raw.to_vec());
+            reconnect(&link, &calls).await;
+            let g = link.generation().unwrap();
+            assert!(link.announcement(g).is_none(), "{raw:?}");
+            read_public(&inner).await.unwrap();
+            assert_eq!(
+                seen(&rig),
+                ["+CKLIST", "+CKTINFO", "+CKFIND", "+CKATTR"],
+                "{raw:?}"
+            );
+        }
+    }
+
     /// Issue 14, bad input: a token no longer announced (this computer's
     /// authorisation was revoked) is not served from what was kept.
     #[tokio::test]

@@ -41,6 +41,8 @@ pub struct Token {
     pub key_id: Option<Vec<u8>>,
     /// The token is not there any more for this host (revoked).
     pub revoked: bool,
+    /// Sent as the announcement instead of a well-formed one.
+    pub raw_announcement: Option<Vec<u8>>,
     /// The name of every request about the token, in order.
     pub seen: Vec<&'static str>,
 }
@@ -143,6 +145,9 @@ impl Handler for Phone {
         let Ok(t) = self.token.lock() else {
             return Vec::new();
         };
+        if let Some(raw) = &t.raw_announcement {
+            return raw.clone();
+        }
         let Some(version) = t.version else {
             return Vec::new();
         };
