@@ -176,6 +176,31 @@ directly; OBJECT is its path.\n\nExamples:\n  phonecsp keys\n  phonecsp --json k
     #[command(subcommand)]
     Pin(PinCommand),
 
+    /// Set a new PIN with the token's PUK, also when wrong PINs locked it
+    #[command(after_help = "\
+The PUK comes from PHONECSP_PUK and the new PIN from PHONECSP_NEW_PIN, else both are \
+asked on the terminal (the new PIN twice). The PIN gets every try again. Ten wrong \
+PUKs lock the PUK for good: nothing in the container can be used again.
+
+Example:
+  phonecsp unblock ssh")]
+    Unblock {
+        /// The token (container on the handset)
+        token: String,
+    },
+
+    /// Change a token's PUK (the old one is the proof)
+    #[command(after_help = "\
+The current PUK comes from PHONECSP_PUK and the new one from PHONECSP_NEW_PUK, else \
+both are asked on the terminal (the new one twice). A PUK is 8 or more digits.
+
+Example:
+  phonecsp change-puk ssh")]
+    ChangePuk {
+        /// The token (container on the handset)
+        token: String,
+    },
+
     /// Unlock LUKS disks with the handset: enrol, re-wrap, list
     #[command(subcommand)]
     Luks(crate::luks::LuksCommand),
@@ -183,14 +208,21 @@ directly; OBJECT is its path.\n\nExamples:\n  phonecsp keys\n  phonecsp --json k
     /// Pair with a handset by the one-time code it shows (root, or as polkit allows)
     #[command(after_help = "\
 The code is taken from --code, else from PHONECSP_PAIRING_CODE, else asked on the \
-terminal without echo. Prefer the last two: a command line is visible to other users.
+terminal without echo. Prefer the last two: a command line is visible to other users. \
+With --qr the code is made here and shown as a QR code for the phone to scan.
 
 Example:
   sudo phonecsp --handset pixel pair")]
     Pair {
-        /// The one-time pairing code shown on the phone
-        #[arg(long, value_name = "CODE")]
+        /// The one-time pairing code shown on the phone: its eight digits
+        /// (`phonecsp-handset pair --short`), or the long code
+        #[arg(long, value_name = "CODE", conflicts_with = "qr")]
         code: Option<String>,
+        /// Make the code here and show it as a QR code, for a phone that
+        /// scans: the phone takes it with `phonecsp-handset pair --code`;
+        /// then press Enter here
+        #[arg(long)]
+        qr: bool,
     },
 
     /// Forget a handset's pinned key (root, or as polkit allows)
@@ -243,6 +275,8 @@ impl Command {
             Command::Objects { token }
             | Command::Keygen { token, .. }
             | Command::Pin(PinCommand::Change { token })
+            | Command::Unblock { token }
+            | Command::ChangePuk { token }
             | Command::Cert(
                 CertCommand::Import { token, .. }
                 | CertCommand::Export { token, .. }

@@ -134,24 +134,88 @@ fn not_present(cx: &Context, token: Option<&str>, e: &Error) -> Option<Advice> {
         .then_some(Advice::Unpaired { handset: name })
 }
 
+/// A token found locked before any PIN was tried: what unlocks it.
+pub(crate) fn locked(handset: &str, token: &str, info: &phonecsp::TokenDetails) -> Failure {
+    Failure::advised(
+        Error::token(
+            CkRv::PIN_LOCKED,
+            format!("{handset}/{token}: too many wrong PINs, the token is locked"),
+        ),
+        Advice::Locked {
+            handset: handset.to_owned(),
+            token: token.to_owned(),
+            puk: info.flags & token_flags::PUK_SET != 0
+                && info.flags & token_flags::SO_PIN_LOCKED == 0,
+        },
+    )
+}
+
+/// Why the PUK of a token cannot be used, if it cannot: none set, or
+/// locked for good.
+pub(crate) fn puk_unusable(
+    handset: &str,
+    token: &str,
+    info: &phonecsp::TokenDetails,
+) -> Option<Advice> {
+    let (handset, token) = (handset.to_owned(), token.to_owned());
+    if info.flags & token_flags::PUK_SET == 0 {
+        // A handset from before PUKs says nothing of one: no advice then.
+        return (info.flags & token_flags::LOGIN_REQUIRED != 0)
+            .then_some(Advice::NoPuk { handset, token });
+    }
+    (info.flags & token_flags::SO_PIN_LOCKED != 0).then_some(Advice::PukLocked { handset, token })
+}
+
+/// An unblock or PUK change on `handset`/`token` failed with `e`: a wrong
+/// PUK says the tries left; a locked one what survives; a new PIN or PUK
+/// of the wrong form what it must be.
+pub(crate) fn puk_failure(cx: &Context, handset: &str, token: &str, e: Error) -> Failure {
+    let rv = e.rv();
+    let Ok(info) = cx.client.get_token_info(handset, token) else {
+        return Failure::Client(e);
+    };
+    let (h, t) = (handset.to_owned(), token.to_owned());
+    let advice = match rv {
+        CkRv::PIN_INCORRECT => Advice::WrongPuk {
+            handset: h,
+            token: t,
+            retries_left: info.puk_retries_left,
+        },
+        CkRv::PIN_LOCKED | CkRv::USER_TYPE_INVALID => match puk_unusable(handset, token, &info) {
+            Some(a) => a,
+            None => return Failure::Client(e),
+        },
+        CkRv::PIN_LEN_RANGE | CkRv::PIN_INVALID => Advice::PukForm {
+            handset: h,
+            token: t,
+            min_pin: info.min_pin,
+            max_pin: info.max_pin,
+        },
+        _ => return Failure::Client(e),
+    };
+    Failure::advised(e, advice)
+}
+
 /// A login or PIN change on `handset`/`token` failed with `e`: for a
 /// wrong PIN, say how many tries are left; for a PIN of the wrong length,
 /// the lengths the token takes.
 pub(crate) fn pin_failure(cx: &Context, handset: &str, token: &str, e: Error) -> Failure {
     let rv = e.rv();
-    if rv != CkRv::PIN_INCORRECT && rv != CkRv::PIN_LEN_RANGE {
+    if rv != CkRv::PIN_INCORRECT && rv != CkRv::PIN_LEN_RANGE && rv != CkRv::PIN_LOCKED {
         return Failure::Client(e);
     }
     let Ok(info) = cx.client.get_token_info(handset, token) else {
         return Failure::Client(e);
     };
     let (handset, token) = (handset.to_owned(), token.to_owned());
-    let advice = if rv == CkRv::PIN_INCORRECT {
+    let advice = if rv == CkRv::PIN_INCORRECT || rv == CkRv::PIN_LOCKED {
         Advice::WrongPin {
             handset,
             token,
             retries_left: info.retries_left,
-            locked: info.flags & token_flags::PIN_LOCKED != 0,
+            locked: rv == CkRv::PIN_LOCKED || info.flags & token_flags::PIN_LOCKED != 0,
+            puk: info.flags & token_flags::PUK_SET != 0
+                && info.flags & token_flags::SO_PIN_LOCKED == 0,
         }
     } else {
         Advice::PinLength {

@@ -79,6 +79,32 @@ pub(crate) enum Advice {
         token: String,
         retries_left: u32,
         locked: bool,
+        /// The token has a PUK that is not locked, which can unblock it.
+        puk: bool,
+    },
+    /// The token was locked already: no PIN was tried.
+    Locked {
+        handset: String,
+        token: String,
+        /// As in `WrongPin`.
+        puk: bool,
+    },
+    /// A wrong PUK, and its tries left.
+    WrongPuk {
+        handset: String,
+        token: String,
+        retries_left: u32,
+    },
+    /// The PUK is locked, for good.
+    PukLocked { handset: String, token: String },
+    /// The token has no PUK (made before PUKs).
+    NoPuk { handset: String, token: String },
+    /// A new PIN (or PUK) of a form the token does not take.
+    PukForm {
+        handset: String,
+        token: String,
+        min_pin: u32,
+        max_pin: u32,
     },
     /// A PIN of a length the token does not take.
     PinLength {
@@ -161,7 +187,15 @@ impl Advice {
                 token,
                 retries_left,
                 locked,
+                puk,
             } => match (locked, retries_left) {
+                (true, _) | (_, 0) if *puk => (
+                    format!("wrong PIN for {handset}/{token}: the token is now locked"),
+                    format!(
+                        "set a new PIN with its PUK: `phonecsp unblock {token}` (it asks for \
+                         the PUK and the new PIN; ten wrong PUKs lock it for good)"
+                    ),
+                ),
                 (true, _) | (_, 0) => (
                     format!("wrong PIN for {handset}/{token}: the token is now locked"),
                     LOCKED.into(),
@@ -174,6 +208,62 @@ impl Advice {
                     "type it again carefully; PHONECSP_PIN, if set, holds the wrong one".into(),
                 ),
             },
+            Advice::Locked {
+                handset,
+                token,
+                puk,
+            } => (
+                format!("{handset}/{token} is locked after too many wrong PINs"),
+                if *puk {
+                    format!(
+                        "set a new PIN with its PUK: `phonecsp unblock {token}` (it asks for \
+                         the PUK and the new PIN; ten wrong PUKs lock it for good)"
+                    )
+                } else {
+                    LOCKED.into()
+                },
+            ),
+            Advice::WrongPuk {
+                handset,
+                token,
+                retries_left: 0,
+            } => (
+                format!("wrong PUK for {handset}/{token}: the PUK is now locked for good"),
+                PUK_LOCKED.into(),
+            ),
+            Advice::WrongPuk {
+                handset,
+                token,
+                retries_left: n,
+            } => (
+                format!(
+                    "wrong PUK for {handset}/{token}: {n} {} left before the PUK locks for good",
+                    if *n == 1 { "try" } else { "tries" }
+                ),
+                "type it again carefully (8 or more digits, as given when the container was \
+                 made); PHONECSP_PUK, if set, holds the wrong one"
+                    .into(),
+            ),
+            Advice::PukLocked { handset, token } => (
+                format!("the PUK of {handset}/{token} is locked for good"),
+                PUK_LOCKED.into(),
+            ),
+            Advice::NoPuk { handset, token } => (
+                format!("{handset}/{token} has no PUK (it was made before PUKs)"),
+                format!(
+                    "while its PIN works, the phone's owner gives it one: \
+                     `phonecsp-handset container set-puk {token}`; once locked, {LOCKED}"
+                ),
+            ),
+            Advice::PukForm {
+                handset,
+                token,
+                min_pin,
+                max_pin,
+            } => (
+                format!("a new PIN or PUK that {handset}/{token} does not take"),
+                format!("a PIN has {min_pin} to {max_pin} bytes; a PUK has 8 to {max_pin} digits"),
+            ),
             Advice::PinLength {
                 handset,
                 token,
@@ -187,11 +277,17 @@ impl Advice {
     }
 }
 
-/// A locked container today: its keys are sealed under the PIN, and
-/// nothing resets the counter.
-const LOCKED: &str = "nothing unlocks a locked container: its keys cannot be used again. \
-    The phone's owner deletes it and makes a new one (`phonecsp-handset container delete`, \
+/// A locked container without a PUK that works: nothing opens its
+/// container key again.
+const LOCKED: &str = "nothing unlocks a locked container without a PUK: its keys cannot be used \
+    again. The phone's owner deletes it and makes a new one (`phonecsp-handset container delete`, \
     `container create`, new keys); a disk enrolled to it opens with another keyslot";
+
+/// A PUK locked for good: what survives is outside the container.
+const PUK_LOCKED: &str = "that is final: nothing in the container can be used again. What \
+    survives is outside it: a disk's other LUKS keyslots (its passphrase or recovery key) and \
+    any recovery key re-wrapped to another container. The phone's owner deletes the container \
+    (`phonecsp-handset container delete`) and makes a new one";
 
 /// Why the daemon could not be reached: each kind has its own fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,7 +460,10 @@ pub(crate) fn hint(rv: CkRv, pin_given: bool) -> Option<&'static str> {
         CkRv::PIN_INCORRECT => {
             "wrong PIN: the token counts the failures and locks itself at its limit"
         }
-        CkRv::PIN_LOCKED => LOCKED,
+        CkRv::PIN_LOCKED => {
+            "the token is locked: a PUK sets a new PIN (`phonecsp unblock TOKEN`); a container \
+             made before PUKs cannot be unlocked"
+        }
         CkRv::PIN_LEN_RANGE => "the PIN is too short or too long for this token",
         CkRv::DEVICE_REMOVED => BRING_IT,
         CkRv::TOKEN_NOT_PRESENT => {
@@ -528,6 +627,7 @@ mod tests {
             token: "ssh".into(),
             retries_left: 1,
             locked: false,
+            puk: true,
         });
         assert!(t.contains("1 try left"), "{t}");
         let t = text(Advice::WrongPin {
@@ -535,11 +635,38 @@ mod tests {
             token: "ssh".into(),
             retries_left: 0,
             locked: true,
+            puk: false,
         });
         assert!(
             t.contains("now locked") && t.contains("container delete"),
             "{t}"
         );
+        let t = text(Advice::WrongPin {
+            handset: "phone".into(),
+            token: "ssh".into(),
+            retries_left: 0,
+            locked: true,
+            puk: true,
+        });
+        assert!(
+            t.contains("now locked") && t.contains("phonecsp unblock ssh"),
+            "{t}"
+        );
+        let t = text(Advice::WrongPuk {
+            handset: "phone".into(),
+            token: "ssh".into(),
+            retries_left: 9,
+        });
+        assert!(t.contains("9 tries left"), "{t}");
+        let t = text(Advice::PukLocked {
+            handset: "phone".into(),
+            token: "ssh".into(),
+        });
+        assert!(
+            t.contains("locked for good") && t.contains("nothing in the container"),
+            "{t}"
+        );
+        assert!(t.contains("other LUKS keyslots"), "{t}");
         let t = text(Advice::PinLength {
             handset: "phone".into(),
             token: "ssh".into(),

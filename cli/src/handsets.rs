@@ -105,11 +105,12 @@ pub(crate) fn handsets(cx: &Context) -> Result<(), Failure> {
     )
 }
 
-pub(crate) fn pair(cx: &Context, code: Option<String>) -> Result<(), Failure> {
+pub(crate) fn pair(cx: &Context, code: Option<String>, qr: bool) -> Result<(), Failure> {
     let h = handset(cx)?;
     cx.client.check_daemon()?;
     let code = match code {
         Some(c) => Zeroizing::new(c.into_bytes()),
+        None if qr => show_qr(&h)?,
         None => get_secret(ENV_PAIRING_CODE, &format!("Pairing code shown on {h}: "))?,
     };
     let code = std::str::from_utf8(&code)
@@ -124,6 +125,37 @@ pub(crate) fn pair(cx: &Context, code: Option<String>) -> Result<(), Failure> {
         json!({ "handset": h, "fingerprint": fp }),
         format!("paired with {h}\nfingerprint: {fp}\n"),
     )
+}
+
+/// Makes a one-time code and shows it as a QR code (and as text) for the
+/// phone to scan, then waits for Enter. The long code: a QR code carries
+/// its 128 bits as easily as eight digits.
+fn show_qr(h: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    use std::io::{BufRead, IsTerminal};
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::Usage(
+            "--qr needs a terminal: it waits for Enter once the phone has the code".into(),
+        ));
+    }
+    let code = phonecsp_protocol::PairingCode::generate();
+    let text = code.display();
+    let qr = qrcode::QrCode::new(text.as_bytes())
+        .map_err(|e| Failure::Usage(format!("the QR code: {e}")))?;
+    let drawn = qr
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .quiet_zone(true)
+        .build();
+    eprintln!(
+        "{drawn}\nScan this on {h}, or type `phonecsp-handset pair --code {}` there.\n\
+         Press Enter here once the phone has it.",
+        text.as_str()
+    );
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::Usage(format!("reading Enter: {e}")))?;
+    Ok(Zeroizing::new(text.as_bytes().to_vec()))
 }
 
 pub(crate) fn unpair(cx: &Context, yes: bool) -> Result<(), Failure> {

@@ -117,8 +117,10 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
             days,
         }) => cert::cert_self_sign(cx, &token, &id, subject.as_deref(), days),
         Command::Pin(PinCommand::Change { token }) => tokens::pin_change(cx, &token),
+        Command::Unblock { token } => tokens::unblock(cx, &token),
+        Command::ChangePuk { token } => tokens::change_puk(cx, &token),
         Command::Luks(c) => luks::run(cx, &c),
-        Command::Pair { code } => handsets::pair(cx, code),
+        Command::Pair { code, qr } => handsets::pair(cx, code, qr),
         Command::Unpair { yes } => handsets::unpair(cx, yes.yes),
         Command::Generate(g) => generate::run(&g),
     }

@@ -12,6 +12,8 @@ use crate::failure::{Failure, io_failure};
 
 pub(crate) const ENV_PIN: &str = "PHONECSP_PIN";
 pub(crate) const ENV_NEW_PIN: &str = "PHONECSP_NEW_PIN";
+pub(crate) const ENV_PUK: &str = "PHONECSP_PUK";
+pub(crate) const ENV_NEW_PUK: &str = "PHONECSP_NEW_PUK";
 pub(crate) const ENV_PAIRING_CODE: &str = "PHONECSP_PAIRING_CODE";
 
 /// Restores the terminal's modes when dropped.
@@ -79,6 +81,22 @@ pub(crate) fn read_secret_from_tty(prompt: &str) -> Result<Option<Zeroizing<Vec<
 
 pub(crate) fn secret_from_env(var: &str) -> Option<Zeroizing<Vec<u8>>> {
     std::env::var_os(var).map(|v| Zeroizing::new(v.as_bytes().to_vec()))
+}
+
+/// A new secret from `var`, else typed twice at the terminal, the two the
+/// same (`what` names it: "PIN", "PUK").
+pub(crate) fn get_new_secret(var: &str, what: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    if let Some(s) = secret_from_env(var) {
+        return Ok(s);
+    }
+    let a = get_secret(var, &format!("New {what}: "))?;
+    let b = get_secret(var, &format!("Repeat the new {what}: "))?;
+    if a != b {
+        return Err(Failure::Usage(format!(
+            "the new {what}s typed differ; nothing was changed"
+        )));
+    }
+    Ok(a)
 }
 
 /// A secret from `var`, else the terminal, else a clear failure.

@@ -2,7 +2,6 @@
 //! chosen (`--handset`, else the only one), and logging in to a token
 //! before a private key is used.
 
-use phonecsp::Error;
 use phonecsp::blocking::Client;
 use phonecsp_protocol::CkRv;
 use phonecsp_protocol::message::token_flags;
@@ -56,11 +55,7 @@ pub(crate) fn ensure_login(cx: &Context, handset: &str, token: &str) -> Result<(
         return Ok(());
     }
     if info.flags & token_flags::PIN_LOCKED != 0 {
-        return Err(Error::token(
-            CkRv::PIN_LOCKED,
-            format!("{handset}/{token}: too many wrong PINs, the token is locked"),
-        )
-        .into());
+        return Err(crate::explain::locked(handset, token, &info));
     }
     // Refuse before asking for the PIN, not just before sending it.
     cx.client.check_daemon()?;

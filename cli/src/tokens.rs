@@ -7,7 +7,9 @@ use serde_json::json;
 use crate::explain::{self, pin_failure};
 use crate::failure::Failure;
 use crate::output::{class_name, flag_names, hex, say, say_list};
-use crate::secret::{ENV_NEW_PIN, ENV_PIN, get_secret, secret_from_env};
+use crate::secret::{
+    ENV_NEW_PIN, ENV_NEW_PUK, ENV_PIN, ENV_PUK, get_new_secret, get_secret, secret_from_env,
+};
 use crate::session::{Context, handset};
 
 /// `phonecsp tokens`. With `--handset`, a handset that is not there, not
@@ -81,6 +83,51 @@ pub(crate) fn objects(cx: &Context, token: &str) -> Result<(), Failure> {
         &["CLASS", "ID", "LABEL"],
         |o| json!({ "class": class_name(o.class), "id": hex(&o.id), "label": o.label }),
         |o| vec![class_name(o.class), hex(&o.id), o.label.clone()],
+    )
+}
+
+/// Sets a new PIN with the PUK. A wrong PUK says the tries left; a locked
+/// one says what survives.
+pub(crate) fn unblock(cx: &Context, token: &str) -> Result<(), Failure> {
+    let h = handset(cx)?;
+    cx.client.check_daemon()?;
+    // Said before the PUK is typed: nothing can be done with a locked one.
+    if let Ok(info) = cx.client.get_token_info(&h, token)
+        && let Some(advice) = explain::puk_unusable(&h, token, &info)
+    {
+        return Err(Failure::advised(
+            phonecsp::Error::token(
+                phonecsp_protocol::CkRv::PIN_LOCKED,
+                format!("the PUK of {h}/{token} cannot be used"),
+            ),
+            advice,
+        ));
+    }
+    let puk = get_secret(ENV_PUK, &format!("PUK of {h}/{token}: "))?;
+    let new = get_new_secret(ENV_NEW_PIN, "PIN")?;
+    cx.client
+        .unblock(&h, token, &puk, &new)
+        .map_err(|e| explain::puk_failure(cx, &h, token, e))?;
+    say(
+        cx,
+        json!({ "handset": h, "token": token, "unblocked": true }),
+        format!("set a new PIN for {h}/{token}; it has every try again\n"),
+    )
+}
+
+/// Changes the PUK; the old one is the proof.
+pub(crate) fn change_puk(cx: &Context, token: &str) -> Result<(), Failure> {
+    let h = handset(cx)?;
+    cx.client.check_daemon()?;
+    let old = get_secret(ENV_PUK, &format!("Current PUK of {h}/{token}: "))?;
+    let new = get_new_secret(ENV_NEW_PUK, "PUK")?;
+    cx.client
+        .change_puk(&h, token, &old, &new)
+        .map_err(|e| explain::puk_failure(cx, &h, token, e))?;
+    say(
+        cx,
+        json!({ "handset": h, "token": token, "changed": true }),
+        format!("changed the PUK of {h}/{token}\n"),
     )
 }
 

@@ -34,6 +34,17 @@ macro_rules! for_each_call {
                 /// Checks the daemon's identity, then changes the PIN.
                 trusted fn change_pin(handset: &str, token: &str, old_pin: &[u8], new_pin: &[u8])
                     -> ();
+                /// Checks the daemon's identity, then checks the token's PUK (the
+                /// PKCS#11 security officer's login): a wrong one spends one of
+                /// its tries. No login is kept.
+                trusted fn check_puk(handset: &str, token: &str, puk: &[u8]) -> ();
+                /// Checks the daemon's identity, then sets a new PIN with the PUK,
+                /// also on a locked token: the PIN gets every try again.
+                trusted fn unblock(handset: &str, token: &str, puk: &[u8], new_pin: &[u8])
+                    -> ();
+                /// Checks the daemon's identity, then changes the PUK.
+                trusted fn change_puk(handset: &str, token: &str, old_puk: &[u8],
+                    new_puk: &[u8]) -> ();
                 /// Objects: (CKO_* class, CKA_ID, CKA_LABEL).
                 plain fn list_objects(handset: &str, token: &str) -> Vec<ObjectInfo>;
                 /// Attributes by `CKA_*` type; numbers are 8-byte big-endian.
@@ -227,6 +238,6 @@ mod tests {
         want.sort();
         got.sort();
         assert_eq!(got, want);
-        assert_eq!(got.len(), 24);
+        assert_eq!(got.len(), 27);
     }
 }

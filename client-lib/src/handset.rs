@@ -183,6 +183,43 @@ pub trait Handset: HandsetLink + Send {
         async move { expect!(self, request, Reply::Done => ()) }
     }
 
+    /// `+CKSOLOGIN`: the security officer's login, with the PUK.
+    fn so_login(&mut self, container: &str, puk: &[u8]) -> impl Future<Output = Result<()>> + Send {
+        let request = Request::SoLogin {
+            container: container.to_owned(),
+            puk: Zeroizing::new(puk.to_vec()),
+        };
+        async move { expect!(self, request, Reply::Done => ()) }
+    }
+
+    fn so_logout(&mut self, container: &str) -> impl Future<Output = Result<()>> + Send {
+        let container = container.to_owned();
+        async move { expect!(self, Request::SoLogout { container }, Reply::Done => ()) }
+    }
+
+    /// `+CKINITPIN`: in a security officer's login, a new PIN.
+    fn init_pin(&mut self, container: &str, pin: &[u8]) -> impl Future<Output = Result<()>> + Send {
+        let request = Request::InitPin {
+            container: container.to_owned(),
+            pin: Zeroizing::new(pin.to_vec()),
+        };
+        async move { expect!(self, request, Reply::Done => ()) }
+    }
+
+    fn change_puk(
+        &mut self,
+        container: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send {
+        let request = Request::ChangePuk {
+            container: container.to_owned(),
+            old: Zeroizing::new(old.to_vec()),
+            new: Zeroizing::new(new.to_vec()),
+        };
+        async move { expect!(self, request, Reply::Done => ()) }
+    }
+
     fn put_certificate(
         &mut self,
         container: &str,

@@ -88,6 +88,8 @@ pub trait Token1 {
     fn login(&self, pin: &[u8]) -> Result<()>;
     fn logout(&self) -> Result<()>;
     fn change_pin(&self, old_pin: &[u8], new_pin: &[u8]) -> Result<()>;
+    fn unblock(&self, puk: &[u8], new_pin: &[u8]) -> Result<()>;
+    fn change_puk(&self, old_puk: &[u8], new_puk: &[u8]) -> Result<()>;
     fn generate_key(&self, kind: &str, options: &Options) -> Result<OwnedObjectPath>;
     #[zbus(property(emits_changed_signal = "const"))]
     fn handset(&self) -> zbus::Result<OwnedObjectPath>;
@@ -101,6 +103,8 @@ pub trait Token1 {
     fn pin_flags(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn retries_left(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn puk_retries_left(&self) -> zbus::Result<u32>;
 }
 
 #[zbus::proxy(

@@ -29,7 +29,7 @@ pub struct TokenEntry {
     pub flags: u32,
 }
 
-/// `(sssuuuub)`
+/// `(sssuuuubu)`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct TokenDetails {
     pub handset: String,
@@ -41,6 +41,9 @@ pub struct TokenDetails {
     pub max_pin: u32,
     /// Whether this caller is logged in.
     pub logged_in: bool,
+    /// Wrong PUKs left before the PUK locks for good; 0 without a PUK
+    /// (`token_flags::PUK_SET` clear).
+    pub puk_retries_left: u32,
 }
 
 /// `(uays)`

@@ -80,9 +80,19 @@ impl HandsetLink for CallerLink {
         }
         let handset = self.link.name();
         let before = self.logins.stamp(handset, token);
+        // A security officer's login is not the user's: its absence says
+        // nothing about theirs.
+        let so = matches!(
+            request,
+            Request::SoLogin { .. }
+                | Request::SoLogout { .. }
+                | Request::InitPin { .. }
+                | Request::ChangePuk { .. }
+        );
         let r = self.link.call(&self.caller, request).await;
         if let Err(e) = &r
             && e.rv() == CkRv::USER_NOT_LOGGED_IN
+            && !so
         {
             // The handset has no login to the token (it timed out, or was
             // ended on the phone): nobody's record of one is true any more.

@@ -16,7 +16,8 @@ use crate::state::State;
 use phonecsp::{Error, LinkStatistics};
 use phonecsp_protocol::announce::Announcement;
 use phonecsp_protocol::at::cme;
-use phonecsp_protocol::{CkRv, HostLink, LinkError, PairingCode, Reply, Request};
+use phonecsp_protocol::pake::AnyPairingCode;
+use phonecsp_protocol::{CkRv, HostLink, LinkError, Reply, Request};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -63,7 +64,7 @@ pub type StillWanted = Box<dyn FnOnce(u64) -> bool + Send>;
 
 enum Op {
     Call(Request, Option<StillWanted>),
-    Pair(PairingCode),
+    Pair(AnyPairingCode),
     Unpair,
 }
 
@@ -338,7 +339,7 @@ impl LinkHandle {
     }
 
     /// Pairs with a one-time code; returns the handset's key, now pinned.
-    pub async fn pair(&self, caller: &str, code: PairingCode) -> Result<[u8; 32], Error> {
+    pub async fn pair(&self, caller: &str, code: AnyPairingCode) -> Result<[u8; 32], Error> {
         match self.submit(caller, Op::Pair(code)).await? {
             Outcome::Paired(k) => Ok(k),
             _ => Err(Error::from(CkRv::GENERAL_ERROR)),
@@ -799,7 +800,7 @@ impl LinkTask {
         }
     }
 
-    async fn pair(&mut self, code: PairingCode) -> Result<[u8; 32], Error> {
+    async fn pair(&mut self, code: AnyPairingCode) -> Result<[u8; 32], Error> {
         let name = self.settings.name.clone();
         if self.link.is_none() {
             match self.open().await {
@@ -814,7 +815,7 @@ impl LinkTask {
         };
         let r = tokio::time::timeout(
             self.settings.request_timeout,
-            link.pair(&identity, &code, &host_name),
+            link.pair_any(&identity, &code, &host_name),
         )
         .await;
         match r {

@@ -48,6 +48,9 @@ pub struct Info {
     pub min_pin: u32,
     pub max_pin: u32,
     pub serial: String,
+    /// The PUK's tries left (0: no PUK).
+    #[serde(default)]
+    pub so_retries_left: u32,
 }
 
 /// An object's attributes as the phone answered `+CKATTR`.
@@ -353,6 +356,7 @@ mod tests {
                 min_pin: 4,
                 max_pin: 64,
                 serial: "9f3a61c2e0d4b857".into(),
+                so_retries_left: 0,
             }),
             objects: Some(vec![ObjectInfo {
                 class: 2,

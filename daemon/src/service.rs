@@ -38,7 +38,8 @@ use phonecsp_protocol::limits::{
 };
 use phonecsp_protocol::message::{DataObject, token_flags};
 use phonecsp_protocol::noise::fingerprint;
-use phonecsp_protocol::{CkRv, HashAlg, ObjectClass, PairingCode};
+use phonecsp_protocol::pake::AnyPairingCode;
+use phonecsp_protocol::{CkRv, HashAlg, ObjectClass};
 use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use std::collections::{BTreeMap, HashMap};
@@ -116,6 +117,11 @@ pub struct Inner {
     /// Asks the object tree to look at a handset again (see
     /// [`crate::objects::Tree`]); unset where no tree is served.
     resync: Mutex<Option<UnboundedSender<(String, Resync)>>>,
+    /// Held across a PUK login and what it is for (its `+CKSOLOGIN`, the
+    /// command, `+CKSOLOGOUT`): the handset keeps one security officer's
+    /// login per token for the daemon's session, which two callers'
+    /// unblocks must not share.
+    so_turn: tokio::sync::Mutex<()>,
 }
 
 fn ck(rv: CkRv, detail: impl std::fmt::Display) -> Error {
@@ -229,6 +235,7 @@ impl Inner {
             agents: Agents::default(),
             conn: std::sync::OnceLock::new(),
             resync: Mutex::new(None),
+            so_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -541,7 +548,7 @@ impl Inner {
         code: &str,
     ) -> Result<String> {
         let (c, link) = self.admin(hdr, conn, handset, polkit::PAIR).await?;
-        let code = PairingCode::parse(code).map_err(|e| ck(CkRv::ARGUMENTS_BAD, e))?;
+        let code = AnyPairingCode::parse(code).map_err(|e| ck(CkRv::ARGUMENTS_BAD, e))?;
         let key = link.pair(&c.name, code).await?;
         emit_tokens_changed(conn, handset).await;
         Ok(fingerprint(&key))
@@ -922,6 +929,7 @@ impl Call<'_> {
                     min_pin: t.min_pin,
                     max_pin: t.max_pin,
                     serial: t.serial,
+                    so_retries_left: t.so_retries_left,
                 };
                 self.inner
                     .remember(self.handset, self.token, generation, epoch, |p| {
@@ -947,6 +955,7 @@ impl Call<'_> {
             min_pin: t.min_pin,
             max_pin: t.max_pin,
             logged_in: self.logged_in(),
+            puk_retries_left: t.so_retries_left,
         })
     }
 
@@ -1014,6 +1023,108 @@ impl Call<'_> {
         self.watch(r, None)?;
         logins.forget_until(self.handset, self.token, before);
         Ok(())
+    }
+
+    /// Logs the daemon's session in to the token with the PUK as its
+    /// security officer, runs `then` in that login, and logs it out again
+    /// whatever `then` gave: the login is never left behind for another
+    /// caller. A wrong PUK's error says the tries left.
+    async fn with_puk<T>(
+        &self,
+        puk: &[u8],
+        then: impl AsyncFnOnce(&mut CallerLink) -> Result<T>,
+    ) -> Result<T> {
+        let _turn = self.inner.so_turn.lock().await;
+        let mut handset = self.handset();
+        let login = handset.so_login(self.token, puk).await;
+        // Right or wrong, the PUK's counter moved, and what `then` does
+        // (a new PIN) changes the token: what is kept of it is stale.
+        self.inner.public_changed(self.handset, self.token, false);
+        if let Err(e) = self.watch(login, None) {
+            return Err(self.puk_failure(e).await);
+        }
+        let r = then(&mut handset).await;
+        self.inner.public_changed(self.handset, self.token, false);
+        if let Err(e) = handset.so_logout(self.token).await {
+            log::debug!("PUK logout of {}/{}: {e}", self.handset, self.token);
+        }
+        r
+    }
+
+    /// A PUK's error, with what is left of its tries (which the caller
+    /// would otherwise have to ask for).
+    async fn puk_failure(&self, e: Error) -> Error {
+        let rv = e.rv();
+        let (handset, token) = (self.handset, self.token);
+        match rv {
+            CkRv::PIN_INCORRECT => match self.handset().token_info(token).await {
+                Ok(t) => ck(
+                    rv,
+                    format!(
+                        "wrong PUK for {handset}/{token}: {} {} left before the PUK locks for good",
+                        t.so_retries_left,
+                        if t.so_retries_left == 1 {
+                            "try"
+                        } else {
+                            "tries"
+                        }
+                    ),
+                ),
+                Err(_) => ck(rv, format!("wrong PUK for {handset}/{token}")),
+            },
+            CkRv::PIN_LOCKED => ck(
+                rv,
+                format!(
+                    "the PUK of {handset}/{token} is locked for good: nothing in the container \
+                     can be used again"
+                ),
+            ),
+            CkRv::USER_TYPE_INVALID => ck(
+                rv,
+                format!("{handset}/{token} has no PUK (the phone's owner can set one)"),
+            ),
+            _ => e,
+        }
+    }
+
+    /// Checks the PUK: a PKCS#11 security officer's `C_Login`. A wrong one
+    /// spends a try; no login is kept.
+    pub(crate) async fn check_puk(&self, puk: &[u8]) -> Result<()> {
+        check_pin(puk, 1)?;
+        self.session()?;
+        self.with_puk(puk, async |_| Ok(())).await
+    }
+
+    /// Sets a new PIN with the PUK, also on a locked token; every login
+    /// to it made with the old PIN ends.
+    pub(crate) async fn unblock(&self, puk: &[u8], new_pin: &[u8]) -> Result<()> {
+        check_pin(puk, 1)?;
+        check_pin(new_pin, 1)?;
+        self.session()?;
+        let logins = &self.inner.logins;
+        let before = logins.stamp(self.handset, self.token);
+        let token = self.token;
+        self.with_puk(puk, async |h| Ok(h.init_pin(token, new_pin).await?))
+            .await?;
+        logins.forget_until(self.handset, self.token, before);
+        log::info!("{}/{}: a new PIN was set with the PUK", self.handset, token);
+        Ok(())
+    }
+
+    /// Changes the PUK; the old one is the proof.
+    pub(crate) async fn change_puk(&self, old_puk: &[u8], new_puk: &[u8]) -> Result<()> {
+        check_pin(old_puk, 1)?;
+        check_pin(new_puk, 1)?;
+        self.session()?;
+        let r = self
+            .handset()
+            .change_puk(self.token, old_puk, new_puk)
+            .await;
+        self.inner.public_changed(self.handset, self.token, false);
+        match self.watch(r, None) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.puk_failure(e).await),
+        }
     }
 
     /// Generates an RSA key pair of `bits` on the handset.
@@ -1286,6 +1397,56 @@ impl Provider {
         let (old_pin, new_pin) = (Zeroizing::new(old_pin), Zeroizing::new(new_pin));
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         call.change_pin(&old_pin, &new_pin).await
+    }
+
+    /// Checks the token's PUK (the PKCS#11 security officer's login): a
+    /// wrong one spends one of its tries. No login is kept.
+    async fn check_puk(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        token: String,
+        puk: Vec<u8>,
+    ) -> Result<()> {
+        let puk = Zeroizing::new(puk);
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        call.check_puk(&puk).await
+    }
+
+    /// Sets a new PIN with the PUK, also on a locked token: the PIN gets
+    /// every try again, and every login made with the old PIN ends.
+    async fn unblock(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        token: String,
+        puk: Vec<u8>,
+        new_pin: Vec<u8>,
+    ) -> Result<()> {
+        let (puk, new_pin) = (Zeroizing::new(puk), Zeroizing::new(new_pin));
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        let r = call.unblock(&puk, &new_pin).await;
+        self.inner.resync(&handset);
+        r
+    }
+
+    /// Changes the token's PUK; the old one is the proof.
+    async fn change_puk(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        token: String,
+        old_puk: Vec<u8>,
+        new_puk: Vec<u8>,
+    ) -> Result<()> {
+        let (old_puk, new_puk) = (Zeroizing::new(old_puk), Zeroizing::new(new_puk));
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        let r = call.change_puk(&old_puk, &new_puk).await;
+        self.inner.resync(&handset);
+        r
     }
 
     #[zbus(out_args("objects"))]

@@ -95,6 +95,7 @@ impl Phone {
                 min_pin: 4,
                 max_pin: 64,
                 serial: "unit".into(),
+                so_retries_left: 0,
             })),
             Request::Login { pin, .. } if pin.as_slice() == PIN => {
                 self.set_logged_in(true);

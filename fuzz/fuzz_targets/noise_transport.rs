@@ -4,7 +4,7 @@
 //! then lets the input choose what travels in the frames.
 //!
 //! The input is a script. Its first byte picks the handset's line limit
-//! (256 to 1276) and the mode; the rest is a list of steps.
+//! (256 to 1272) and the mode; the rest is a list of steps.
 //!
 //! * Mode "host link": a real `HostLink` (the daemon's side) talks to a
 //!   real `Responder` (the handset's side) over an in-memory pipe. Steps
@@ -19,6 +19,9 @@
 //!   are reassembled and decrypted with the host's session; a frame the
 //!   handset accepted must give an answer that decrypts to text, and if the
 //!   plaintext was a request, that text must decode as its reply.
+//! * Mode "binary frames": as "frames", in the binary frames a KK session
+//!   offering them switches to (docs/protocol.md section 6.7), with the
+//!   plaintext in compact form; see [`binary_frames`].
 #![no_main]
 
 use std::cell::RefCell;
@@ -32,6 +35,7 @@ use std::task::{Context, Poll, Waker};
 
 use libfuzzer_sys::fuzz_target;
 use phonecsp_protocol::at::{FinalResult, Line, LineSplitter, cme};
+use phonecsp_protocol::compact::{self, Direction, Framed};
 use phonecsp_protocol::message::{HandshakeKind, InnerOutcome, info_params};
 use phonecsp_protocol::noise::HostSessionHandshake;
 use phonecsp_protocol::testing::TestHandset;
@@ -287,8 +291,21 @@ fn exchange(
 }
 
 fn connect(responder: &mut Responder, handset: &mut TestHandset) -> Session {
+    connect_offering(responder, handset, false)
+}
+
+/// A KK session; `binary`: the host offers binary frames, and the
+/// handset must take them up.
+fn connect_offering(responder: &mut Responder, handset: &mut TestHandset, binary: bool) -> Session {
     let (_, host) = keys();
-    let (hs, m1) = HostSessionHandshake::start(host, handset.identity.public()).expect("m1");
+    let offer = if binary {
+        compact::capabilities_line()
+    } else {
+        String::new()
+    };
+    let (hs, m1) =
+        HostSessionHandshake::start_with_payload(host, handset.identity.public(), offer.as_bytes())
+            .expect("m1");
     let cmd = Command::Handshake {
         kind: HandshakeKind::Session,
         message: m1,
@@ -302,7 +319,24 @@ fn connect(responder: &mut Responder, handset: &mut TestHandset) -> Session {
     let m2 = info_params(line, "+CKHS")
         .and_then(|p| p.bytes(0))
         .expect("m2");
-    hs.finish(&m2).expect("finish")
+    let (session, answer) = hs.finish_with_payload(&m2).expect("finish");
+    assert_eq!(compact::offers_binary(&answer), binary);
+    assert_eq!(responder.is_binary(), binary);
+    session
+}
+
+/// A new session after the handset dropped or refused the last, or `None`
+/// once an input has used its handshakes (they bound the speed).
+fn reconnect(
+    responder: &mut Responder,
+    handset: &mut TestHandset,
+    handshakes: &mut u32,
+) -> Option<Session> {
+    if *handshakes == MAX_HANDSHAKES {
+        return None;
+    }
+    *handshakes += 1;
+    Some(connect(responder, handset))
 }
 
 fn frames(max_line: usize, mut input: Input) {
@@ -359,11 +393,11 @@ fn frames(max_line: usize, mut input: Input) {
                 }
                 if fin != Some(FinalResult::Ok) || info.is_empty() {
                     if !responder.in_session() {
-                        if handshakes == MAX_HANDSHAKES {
+                        let Some(s) = reconnect(&mut responder, &mut handset, &mut handshakes)
+                        else {
                             return;
-                        }
-                        handshakes += 1;
-                        session = connect(&mut responder, &mut handset);
+                        };
+                        session = s;
                         dirty = false;
                     }
                     continue;
@@ -375,11 +409,10 @@ fn frames(max_line: usize, mut input: Input) {
                 }
                 let Ok(text) = session.decrypt(&reply) else {
                     assert!(dirty, "the handset's answer does not decrypt");
-                    if handshakes == MAX_HANDSHAKES {
+                    let Some(s) = reconnect(&mut responder, &mut handset, &mut handshakes) else {
                         return;
-                    }
-                    handshakes += 1;
-                    session = connect(&mut responder, &mut handset);
+                    };
+                    session = s;
                     dirty = false;
                     continue;
                 };
@@ -401,23 +434,140 @@ fn frames(max_line: usize, mut input: Input) {
                 dirty = true;
                 if fin == Some(FinalResult::CmeError(cme::SESSION_ENDED)) || !responder.in_session()
                 {
-                    if handshakes == MAX_HANDSHAKES {
+                    let Some(s) = reconnect(&mut responder, &mut handset, &mut handshakes) else {
                         return;
-                    }
-                    handshakes += 1;
-                    session = connect(&mut responder, &mut handset);
+                    };
+                    session = s;
                     dirty = false;
                 }
             }
             _ => {
                 responder.disconnected(&mut handset);
-                if handshakes == MAX_HANDSHAKES {
+                let Some(s) = reconnect(&mut responder, &mut handset, &mut handshakes) else {
                     return;
-                }
-                handshakes += 1;
-                session = connect(&mut responder, &mut handset);
+                };
+                session = s;
                 dirty = false;
             }
+        }
+    }
+    responder.disconnected(&mut handset);
+}
+
+// ---- mode "binary frames" ---------------------------------------------------
+
+/// Steps in binary mode (docs/protocol.md section 6.7): frames of
+/// arbitrary compact plaintext (the handset's expander meets the input),
+/// or of a request compacted from text, sent whole or in pieces, with a
+/// ciphertext byte flipped or the frame cut short and the line gone
+/// quiet; raw text where a frame should start; the link dropped.
+fn binary_frames(max_line: usize, mut input: Input) {
+    let mut handset = handset();
+    let mut responder = Responder::new(max_line, "fuzz");
+    let (_, fin) = exchange(&mut responder, &mut handset, b"ATE0");
+    assert_eq!(fin, Some(FinalResult::Ok));
+    let mut session = connect_offering(&mut responder, &mut handset, true);
+    let mut handshakes = 1;
+    while let Some(op) = input.byte() {
+        let restart = match op % 8 {
+            0..=5 => {
+                let Some(chunk) = input.chunk() else { break };
+                let Some(how) = input.byte() else { break };
+                // Bit 0: the chunk is text to compact, else compact bytes.
+                let text = std::str::from_utf8(chunk).ok().filter(|_| how & 1 != 0);
+                let plain = match text.map(|t| compact::compact(t, Direction::ToHandset)) {
+                    Some(Ok(c)) => c.to_vec(),
+                    Some(Err(_)) => continue,
+                    None => chunk.to_vec(),
+                };
+                let Ok(ct) = session.encrypt(&plain) else {
+                    continue;
+                };
+                let Some(mut frame) = compact::frame(&ct) else {
+                    continue;
+                };
+                let (flip, cut) = (how & 0x40 != 0, how & 0x80 != 0);
+                if flip {
+                    let i = 3 + usize::from(how) % ct.len();
+                    frame[i] ^= 0x01;
+                }
+                if cut {
+                    frame.pop();
+                }
+                let piece = usize::from((how >> 1) & 0x1f) + 1;
+                let mut out = Vec::new();
+                for p in frame.chunks(piece) {
+                    out.extend(responder.receive(&mut handset, p));
+                }
+                if cut {
+                    assert!(
+                        out.is_empty() && responder.frame_pending(),
+                        "a cut frame was answered"
+                    );
+                    responder.quiet(&mut handset);
+                    assert!(!responder.in_session() && !responder.is_binary());
+                    true
+                } else if flip {
+                    assert_eq!(out, b"\r\n+CME ERROR: 702\r\n", "a flipped frame");
+                    assert!(!responder.in_session() && !responder.is_binary());
+                    true
+                } else {
+                    let Framed::Frame { end } = compact::next_frame(&out) else {
+                        panic!("no frame in answer to a whole frame: {out:02x?}");
+                    };
+                    assert_eq!(end, out.len(), "bytes after the answer's frame");
+                    let answer = session.decrypt(&out[3..]).expect("the answer decrypts");
+                    if plain.is_empty() {
+                        assert!(answer.is_empty(), "a ping answered with data");
+                    } else {
+                        let reply = compact::expand(&answer, Direction::ToHost)
+                            .expect("the answer expands");
+                        let request = compact::expand(&plain, Direction::ToHandset)
+                            .ok()
+                            .and_then(|t| Request::parse(&t).ok());
+                        if let Some(req) = request {
+                            let outcome = Reply::decode(&req, &reply);
+                            assert!(
+                                matches!(
+                                    outcome,
+                                    Ok(InnerOutcome::Done(_) | InnerOutcome::Failed(_))
+                                ),
+                                "the reply to {req:?} does not decode: {outcome:?}"
+                            );
+                        } else {
+                            assert_eq!(reply.as_str(), "ERROR", "an unreadable request");
+                        }
+                    }
+                    false
+                }
+            }
+            6 => {
+                // Text where a frame should start.
+                let Some(line) = input.chunk() else { break };
+                let mut bytes = line.to_vec();
+                bytes.push(b'\r');
+                let _ = responder.receive(&mut handset, &bytes);
+                match bytes.first() {
+                    Some(&compact::FRAME_MARK) => {
+                        responder.quiet(&mut handset);
+                    }
+                    _ => assert!(!responder.is_binary(), "text left binary mode on"),
+                }
+                !responder.is_binary()
+            }
+            _ => {
+                responder.disconnected(&mut handset);
+                true
+            }
+        };
+        if restart {
+            responder.disconnected(&mut handset);
+            let _ = exchange(&mut responder, &mut handset, b"ATE0");
+            if handshakes == MAX_HANDSHAKES {
+                return;
+            }
+            handshakes += 1;
+            session = connect_offering(&mut responder, &mut handset, true);
         }
     }
     responder.disconnected(&mut handset);
@@ -427,9 +577,9 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let Some(head) = input.byte() else { return };
     let max_line = 256 + usize::from(head >> 1) * 8;
-    if head & 1 == 0 {
-        host_link(max_line, input);
-    } else {
-        frames(max_line, input);
+    match head & 3 {
+        0 | 2 => host_link(max_line, input),
+        1 => frames(max_line, input),
+        _ => binary_frames(max_line, input),
     }
 });

@@ -3,10 +3,14 @@
 //! puts the handset on a link.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use phonecsp_handset::audit::{AuditLog, Entry};
 use phonecsp_handset::crypto;
 use phonecsp_handset::manager::{self, Approver, Manager};
 use phonecsp_handset::serve::{self, DEFAULT_RFCOMM_CHANNEL};
-use phonecsp_handset::store::{Hosts, KdfParams, KeyHealth, PinEntry, Policy, Store, StoreError};
+use phonecsp_handset::store::{
+    self, Hosts, KdfParams, KeyHealth, PinEntry, Policy, Store, StoreError,
+};
+use phonecsp_protocol::CkRv;
 use phonecsp_protocol::PairingCode;
 use phonecsp_protocol::noise::fingerprint;
 use std::io::Write;
@@ -52,17 +56,33 @@ enum Cmd {
         /// Authorise the host that pairs for this container (repeatable).
         #[arg(long = "authorise", alias = "authorize")]
         authorise: Vec<String>,
+        /// Also offer an eight-digit code, easier to type; the phone stops
+        /// pairing after three wrong ones (the long code stays the fallback).
+        #[arg(long, conflicts_with = "code")]
+        short: bool,
     },
     /// Manage paired computers.
     #[command(subcommand)]
     Hosts(HostsCmd),
+    /// Show the audit log: every private-key operation, login, pairing,
+    /// revocation and policy change, oldest first.
+    Log {
+        /// One JSON object per line, as the log keeps them.
+        #[arg(long)]
+        json: bool,
+        /// Only the last N entries.
+        #[arg(short = 'n', long)]
+        lines: Option<usize>,
+    },
     /// Serve the link.
     Serve(ServeArgs),
 }
 
 #[derive(Subcommand)]
 enum ContainerCmd {
-    /// Create a container; its PIN is read from $PHONECSP_PIN or the terminal.
+    /// Create a container; its PIN is read from $PHONECSP_PIN or the terminal
+    /// (twice). Its PUK, which sets a new PIN after five wrong ones, is
+    /// $PHONECSP_PUK (8 or more digits), else made up and shown once.
     Create {
         name: String,
         #[arg(long, value_enum, default_value_t = PolicyArg::Auto)]
@@ -92,6 +112,19 @@ enum ContainerCmd {
     PinEntry { name: String, entry: PinEntryArg },
     /// Change the PIN ($PHONECSP_PIN then $PHONECSP_NEW_PIN, or the terminal).
     ChangePin { name: String },
+    /// Set a new PIN with the PUK, also when five wrong PINs locked the
+    /// container ($PHONECSP_PUK then $PHONECSP_NEW_PIN, or the terminal).
+    /// Ten wrong PUKs lock the PUK for good.
+    Unblock { name: String },
+    /// Give the container a new PUK, with its PIN ($PHONECSP_PIN, then
+    /// $PHONECSP_NEW_PUK, or the terminal): how a container made before
+    /// PUKs gets one.
+    SetPuk {
+        name: String,
+        /// Make up a PUK of 12 digits and show it, rather than asking.
+        #[arg(long)]
+        generate: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +213,26 @@ struct ServeArgs {
     /// Seconds the owner has to answer an approval or PIN prompt.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     approval_timeout: u64,
+    /// Ask for PINs typed on the phone (containers with `pin-entry
+    /// handset`) through this pinentry program, e.g. pinentry-gnome3.
+    #[arg(long, value_name = "PROGRAM")]
+    pinentry: Option<PathBuf>,
+    /// The terminal a terminal pinentry (pinentry-tty, pinentry-curses)
+    /// asks on [default: $GPG_TTY, else this program's terminal].
+    #[arg(long, value_name = "TTY")]
+    pinentry_tty: Option<String>,
+    /// Ask for approvals through the desktop's notifications
+    /// (org.freedesktop.Notifications on the session bus), with Allow and
+    /// Deny; closing or ignoring one denies.
+    #[arg(long)]
+    notify: bool,
+    /// The bus the notification service is on [default: the session bus].
+    #[arg(long, value_name = "ADDRESS", requires = "notify")]
+    notify_bus: Option<String>,
+    /// Also offer "Allow for N minutes": the same computer's operations on
+    /// the same container need no approval for that long.
+    #[arg(long, value_name = "MINUTES", requires = "notify")]
+    allow_for: Option<u64>,
     /// Longest line accepted (advertised in +CKVER).
     #[arg(long, default_value_t = serve::DEFAULT_LINE)]
     max_line: usize,
@@ -331,6 +384,18 @@ fn parse_id(hex: Option<&str>) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     }
 }
 
+/// The terminal a terminal pinentry should use when none is given:
+/// `$GPG_TTY`, as GnuPG's agent has it, else this program's standard input
+/// if that is a terminal.
+fn own_tty() -> Option<String> {
+    if let Ok(t) = std::env::var("GPG_TTY") {
+        return Some(t);
+    }
+    nix::unistd::ttyname(std::io::stdin())
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -348,8 +413,93 @@ fn run(cli: Cli) -> Res {
         return Ok(());
     }
     let store = Store::open(&dir)?;
-    match cli.command {
+    let audited = owner_event(&cli.command);
+    let audit = AuditLog::new(store.dir());
+    let result = dispatch(store, cli.command);
+    if let Some(mut e) = audited {
+        e.result = match &result {
+            Ok(()) => "ok".to_owned(),
+            Err(err) => err.to_string(),
+        };
+        audit.record(e);
+    }
+    result
+}
+
+/// What the audit log records of an owner's command: changes to
+/// containers, keys, pairing and access; not reads, and not `serve`.
+fn owner_event(cmd: &Cmd) -> Option<Entry> {
+    let (event, container, key, host) = match cmd {
+        Cmd::Container(c) => match c {
+            ContainerCmd::Create { name, .. } => ("create-container", Some(name), None, None),
+            ContainerCmd::Delete { name, .. } => ("delete-container", Some(name), None, None),
+            ContainerCmd::Policy { name, policy } => {
+                let e = match policy {
+                    PolicyArg::Auto => "policy auto",
+                    PolicyArg::Confirm => "policy confirm",
+                };
+                (e, Some(name), None, None)
+            }
+            ContainerCmd::PinEntry { name, .. } => ("pin-entry", Some(name), None, None),
+            ContainerCmd::ChangePin { name } => ("change-pin", Some(name), None, None),
+            ContainerCmd::Unblock { name } => ("unblock", Some(name), None, None),
+            ContainerCmd::SetPuk { name, .. } => ("set-puk", Some(name), None, None),
+            ContainerCmd::List => return None,
+        },
+        Cmd::Key(k) => match k {
+            KeyCmd::Generate { container, id, .. } => {
+                ("generate-key", Some(container), id.as_ref(), None)
+            }
+            KeyCmd::Import { container, id, .. } => {
+                ("import-key", Some(container), id.as_ref(), None)
+            }
+            KeyCmd::List { .. } => return None,
+        },
+        Cmd::Cert(CertCmd::Import { container, id, .. }) => {
+            ("store-certificate", Some(container), Some(id), None)
+        }
+        Cmd::Pair { .. } => ("offer-pairing", None, None, None),
+        Cmd::Hosts(h) => match h {
+            HostsCmd::Authorise { host, container } => {
+                ("authorise", Some(container), None, Some(host))
+            }
+            HostsCmd::Revoke {
+                host,
+                container: Some(c),
+                ..
+            } => ("revoke", Some(c), None, Some(host)),
+            HostsCmd::Revoke { host, .. } => ("unpair", None, None, Some(host)),
+            HostsCmd::List => return None,
+        },
+        Cmd::Init { .. } | Cmd::Log { .. } | Cmd::Serve(_) => return None,
+    };
+    let mut e = Entry::new(&format!("owner: {event}"), "");
+    e.container = container.cloned();
+    e.key = key.cloned();
+    e.host = host.cloned();
+    Some(e)
+}
+
+fn dispatch(store: Store, command: Cmd) -> Res {
+    match command {
         Cmd::Init { .. } => unreachable!("handled above"),
+        Cmd::Log { json, lines } => {
+            let (entries, unreadable) = AuditLog::new(store.dir()).read()?;
+            if unreadable > 0 {
+                eprintln!(
+                    "phonecsp-handset: {unreadable} line(s) of the audit log could not be read"
+                );
+            }
+            let skip = entries.len().saturating_sub(lines.unwrap_or(usize::MAX));
+            for e in &entries[skip..] {
+                if json {
+                    println!("{}", serde_json::to_string(e)?);
+                } else {
+                    println!("{}", e.display());
+                }
+            }
+            Ok(())
+        }
         Cmd::Container(c) => container(&store, c),
         Cmd::Key(k) => key(&store, k),
         Cmd::Cert(CertCmd::Import {
@@ -366,7 +516,11 @@ fn run(cli: Cli) -> Res {
             println!("certificate stored in '{container}' with id {id}");
             Ok(())
         }
-        Cmd::Pair { code, authorise } => {
+        Cmd::Pair {
+            code,
+            authorise,
+            short,
+        } => {
             for c in &authorise {
                 store.load_container(c)?;
             }
@@ -374,10 +528,16 @@ fn run(cli: Cli) -> Res {
                 Some(s) => (PairingCode::parse(&s)?, false),
                 None => (PairingCode::generate(), true),
             };
-            manager::offer_pairing(&store, &code, authorise)?;
-            if shown {
+            if short {
+                let short = phonecsp_protocol::pake::ShortCode::generate();
+                manager::offer_short_pairing(&store, &code, &short, authorise)?;
+                println!("{}", short.display().as_str());
+                println!("(or the long code: {})", code.display().as_str());
+            } else if shown {
+                manager::offer_pairing(&store, &code, authorise)?;
                 println!("{}", code.display().as_str());
             } else {
+                manager::offer_pairing(&store, &code, authorise)?;
                 println!("pairing code accepted; waiting for the computer to pair");
             }
             Ok(())
@@ -418,13 +578,20 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
             if let Some(t) = kdf_time {
                 kdf.t = t;
             }
-            let c = store.create_container(&name, &pin, policy.into(), kdf)?;
+            let (puk, made_up) = match std::env::var_os("PHONECSP_PUK") {
+                Some(_) => (read_secret("PHONECSP_PUK", "PUK")?, false),
+                None => (store::generate_puk(), true),
+            };
+            let c = store.create_container_with_puk(&name, &pin, Some(&puk), policy.into(), kdf)?;
             println!("created container '{}' (serial {})", c.name(), c.serial());
+            if made_up {
+                show_puk(&name, &puk);
+            }
         }
         ContainerCmd::List => {
             println!(
-                "{:<20} {:<8} {:>5} {:>6} {:>7}  DAMAGED",
-                "CONTAINER", "POLICY", "KEYS", "CERTS", "TRIES"
+                "{:<20} {:<8} {:>5} {:>6} {:>7} {:>6}  DAMAGED",
+                "CONTAINER", "POLICY", "KEYS", "CERTS", "TRIES", "PUK"
             );
             let mut notes = Vec::new();
             for name in store.container_names()? {
@@ -437,7 +604,7 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
                     }
                 }
                 println!(
-                    "{:<20} {:<8} {:>5} {:>6} {:>7}  {}",
+                    "{:<20} {:<8} {:>5} {:>6} {:>7} {:>6}  {}",
                     name,
                     format!("{:?}", c.policy()).to_lowercase(),
                     c.keys().len(),
@@ -446,6 +613,11 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
                         "locked".to_string()
                     } else {
                         c.retries_left().to_string()
+                    },
+                    match c.puk_retries_left() {
+                        None => "none".to_string(),
+                        Some(0) => "locked".to_string(),
+                        Some(n) => n.to_string(),
                     },
                     if damaged.is_empty() {
                         "-".to_string()
@@ -493,8 +665,81 @@ fn container(store: &Store, c: ContainerCmd) -> Res {
             c.change_pin(store, &old, &new)?;
             println!("PIN changed for '{name}'");
         }
+        ContainerCmd::Unblock { name } => {
+            let mut c = store.load_container(&name)?;
+            if !c.has_puk() {
+                return Err(no_puk(&name).into());
+            }
+            if c.puk_retries_left() == Some(0) {
+                return Err(puk_locked(&name).into());
+            }
+            let puk = read_secret("PHONECSP_PUK", "PUK")?;
+            let new = read_new_secret("PHONECSP_NEW_PIN", "New PIN")?;
+            match c.unblock(store, &puk, &new) {
+                Ok(()) => println!("new PIN set for '{name}'; it has every try again"),
+                Err(StoreError::Token(rv)) if rv == CkRv::PIN_INCORRECT => {
+                    let left = c.puk_retries_left().unwrap_or(0);
+                    return Err(format!(
+                        "wrong PUK for '{name}': {left} {} left before the PUK locks for good",
+                        if left == 1 { "try" } else { "tries" }
+                    )
+                    .into());
+                }
+                Err(StoreError::Token(rv)) if rv == CkRv::PIN_LOCKED => {
+                    return Err(puk_locked(&name).into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ContainerCmd::SetPuk { name, generate } => {
+            let pin = read_secret("PHONECSP_PIN", "PIN")?;
+            let puk = if generate {
+                store::generate_puk()
+            } else {
+                read_new_secret("PHONECSP_NEW_PUK", "New PUK (8 or more digits)")?
+            };
+            let mut c = store.load_container(&name)?;
+            c.set_puk(store, &pin, &puk)?;
+            println!("new PUK set for '{name}'");
+            if generate {
+                show_puk(&name, &puk);
+            }
+        }
     }
     Ok(())
+}
+
+/// Shows a PUK the handset made up, once, with what it is for.
+fn show_puk(name: &str, puk: &[u8]) {
+    let digits = String::from_utf8_lossy(puk);
+    let grouped: Vec<&str> = digits
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    println!(
+        "PUK of '{name}': {}\n  Write it down and keep it away from the phone: it is shown only \
+         now. After five wrong PINs it sets a new one (`phonecsp unblock`, or \
+         `phonecsp-handset container unblock {name}`); ten wrong PUKs lock the container for good.",
+        grouped.join(" ")
+    );
+}
+
+fn no_puk(name: &str) -> String {
+    format!(
+        "container '{name}' has no PUK (it was made before PUKs): nothing can unblock it once \
+         locked. While its PIN still works, give it one: phonecsp-handset container set-puk {name}"
+    )
+}
+
+/// What a locked PUK leaves: nothing in the container; what is outside it.
+fn puk_locked(name: &str) -> String {
+    format!(
+        "the PUK of container '{name}' is locked for good after ten wrong PUKs: nothing in this \
+         container can be used again. What survives is outside it: a disk's other LUKS keyslots \
+         (its passphrase or recovery key) and any recovery key you re-wrapped to another \
+         container. Delete this one (phonecsp-handset container delete {name}) and make a new one"
+    )
 }
 
 fn key(store: &Store, k: KeyCmd) -> Res {
@@ -649,6 +894,14 @@ fn serve_cmd(store: Store, args: ServeArgs) -> Res {
         command: args.prompt_command.clone(),
         terminal: args.prompt_command.is_none() && !args.stdio,
         timeout: Some(std::time::Duration::from_secs(args.approval_timeout.max(1))),
+        pinentry: args.pinentry.clone(),
+        pinentry_tty: args.pinentry_tty.clone().or_else(own_tty),
+        notifier: args.notify.then(|| phonecsp_handset::notify::Notifier {
+            address: args.notify_bus.clone(),
+            allow_for: args
+                .allow_for
+                .map(|m| std::time::Duration::from_secs(m.max(1) * 60)),
+        }),
     };
     let mut manager = Manager::new(store, approver);
     let rt = tokio::runtime::Builder::new_multi_thread()

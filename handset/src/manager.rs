@@ -8,6 +8,7 @@
 //! and parsed again only when `stat` says it changed ([`FileStamp`]),
 //! since that costs more than the request itself.
 
+use crate::audit::{AuditLog, Entry};
 use crate::crypto;
 use crate::store::{
     Container, DataEntry, FileStamp, Hosts, Kek, PinEntry, Policy, Store, StoreError,
@@ -28,6 +29,9 @@ use zeroize::Zeroizing;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Approval {
     Yes,
+    /// Yes, and to the same computer's operations on the same container
+    /// for this long (the owner's "allow for a while").
+    YesFor(Duration),
     /// The owner refused.
     No,
     /// Nobody answered in time, or nobody could be asked.
@@ -46,6 +50,15 @@ pub struct Approver {
     pub terminal: bool,
     /// How long a person has to answer before the request is refused.
     pub timeout: Option<Duration>,
+    /// Ask for PINs typed on the phone through this pinentry program
+    /// (before the prompt command and the terminal).
+    pub pinentry: Option<std::path::PathBuf>,
+    /// The terminal a terminal pinentry (`pinentry-tty`, `-curses`) uses.
+    pub pinentry_tty: Option<String>,
+    /// Ask through the desktop's notifications (before the prompt command
+    /// and the terminal, which are asked if no notification service
+    /// answers).
+    pub notifier: Option<crate::notify::Notifier>,
 }
 
 const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,6 +70,20 @@ impl Approver {
             None => "a key".to_owned(),
         };
         let prompt = format!("{host} asks to {operation} with {with} of container '{container}'");
+        if let Some(n) = &self.notifier {
+            use crate::notify::Answer;
+            let timeout = self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
+            let summary = format!("Allow '{host}' to {operation}?");
+            match n.ask(&summary, &prompt, timeout) {
+                Ok(Answer::Allow) => return Approval::Yes,
+                Ok(Answer::AllowForAWhile) => {
+                    return Approval::YesFor(n.allow_for.unwrap_or_default());
+                }
+                Ok(Answer::Deny) => return Approval::No,
+                Ok(Answer::NoAnswer) => return Approval::NoAnswer,
+                Err(e) => log::warn!("could not ask through a notification: {e}"),
+            }
+        }
         let asked = Asked {
             prompt: &prompt,
             host,
@@ -83,6 +110,25 @@ impl Approver {
     /// person cancels, does not answer in time, or nobody can be asked.
     pub fn ask_pin(&self, host: &str, container: &str) -> Option<Zeroizing<Vec<u8>>> {
         let prompt = format!("{host} asks to log in to container '{container}': enter its PIN");
+        if let Some(program) = &self.pinentry {
+            let req = crate::pinentry::Request {
+                title: "phonecsp",
+                description: &format!(
+                    "The computer '{host}' asks to use container '{container}'.\n\
+                     Enter the container's PIN to allow it."
+                ),
+                prompt: "PIN:",
+                timeout: self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT),
+                tty: self.pinentry_tty.as_deref(),
+            };
+            return match crate::pinentry::get_pin(program, &req) {
+                Ok(pin) => pin,
+                Err(e) => {
+                    log::warn!("no PIN for container '{container}': {e}");
+                    None
+                }
+            };
+        }
         if let Some(cmd) = &self.command {
             let asked = Asked {
                 prompt: &prompt,
@@ -212,6 +258,51 @@ fn key_id_of(r: &Request) -> Option<&[u8]> {
     }
 }
 
+/// What the audit log keeps of a request.
+struct AuditedRequest {
+    container: Option<String>,
+    key: Option<String>,
+}
+
+/// The audit log's name for a request it records: operations with a
+/// private key, logins and PIN changes, and changes to a container's
+/// objects. Reads (lists, token information, attributes, random bytes)
+/// are not recorded.
+fn audit_event(r: &Request) -> Option<&'static str> {
+    Some(match r {
+        Request::Login { .. } => "login",
+        Request::Logout { .. } => "logout",
+        Request::ChangePin { .. } => "change-pin",
+        Request::SoLogin { .. } => "puk-login",
+        Request::SoLogout { .. } => "puk-logout",
+        Request::InitPin { .. } => "unblock",
+        Request::ChangePuk { .. } => "change-puk",
+        Request::Sign { .. } => "sign",
+        Request::Decrypt { .. } => "decrypt",
+        Request::Rewrap { .. } => "rewrap",
+        Request::GenerateKeyPair { .. } => "generate-key",
+        Request::DestroyKey { .. } => "delete-key",
+        Request::PutCertificate { .. } => "store-certificate",
+        Request::DeleteCertificate { .. } => "delete-certificate",
+        Request::PutData { .. } => "store-data",
+        Request::DeleteData { .. } => "delete-data",
+        _ => return None,
+    })
+}
+
+/// The key or object a request names, as the log shows it: its id in hex.
+fn audited_key(r: &Request) -> Option<String> {
+    let id = match r {
+        Request::GenerateKeyPair { id, .. }
+        | Request::PutCertificate { id, .. }
+        | Request::DeleteCertificate { id, .. }
+        | Request::DeleteData { id, .. } => id.as_slice(),
+        Request::PutData { object, .. } => object.id.as_slice(),
+        other => key_id_of(other)?,
+    };
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Operations whose approval the owner is asked for.
 fn operation_name(r: &Request) -> Option<&'static str> {
     match r {
@@ -227,8 +318,15 @@ fn operation_name(r: &Request) -> Option<&'static str> {
 pub struct Manager {
     store: Store,
     approver: Approver,
+    audit: AuditLog,
     /// Key-encrypting keys of the containers each host's session logged in to.
     logins: HashMap<([u8; 32], String), Kek>,
+    /// (computer, container) whose operations the owner allowed for a
+    /// while, and until when. In memory only.
+    allowed: HashMap<([u8; 32], String), Instant>,
+    /// Security officers' logins (with the PUK), kept apart from the user's
+    /// so that neither replaces the other: they only set a new PIN or PUK.
+    so_logins: HashMap<([u8; 32], String), Kek>,
     /// `hosts.json` as last read, under its stamp then (`None`: missing).
     hosts: Mutex<Option<(Option<FileStamp>, Hosts)>>,
     /// Each container as last read, with its version, under its stamp then.
@@ -248,13 +346,86 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Manager {
     pub fn new(store: Store, approver: Approver) -> Manager {
         Manager {
+            audit: AuditLog::new(store.dir()),
             store,
             approver,
             logins: HashMap::new(),
+            allowed: HashMap::new(),
+            so_logins: HashMap::new(),
             hosts: Mutex::new(None),
             containers: Mutex::new(HashMap::new()),
             #[cfg(test)]
             reads: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Records what a computer asked for in the audit log (only the
+    /// requests the owner would want to account for; reads are not).
+    fn audit(
+        &self,
+        host: &[u8; 32],
+        event: &str,
+        request: &AuditedRequest,
+        result: &Result<Reply, CkRv>,
+    ) {
+        let mut e = Entry::new(
+            event,
+            &match result {
+                Ok(_) => "ok".to_owned(),
+                Err(rv) => rv.name().to_owned(),
+            },
+        );
+        e.fingerprint = Some(fingerprint(host));
+        e.host = self.hosts().ok().and_then(|h| {
+            h.hosts
+                .into_iter()
+                .find(|e| &e.public == host)
+                .map(|e| e.name)
+        });
+        e.container = request.container.clone();
+        e.key = request.key.clone();
+        self.audit.record(e);
+    }
+
+    /// Pins a newly paired computer under `host_name` and authorises it
+    /// for what the pairing offer named.
+    fn pin_host(&mut self, host: [u8; 32], host_name: &str) -> bool {
+        let name: String = host_name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        let pinned = self.store.update_hosts(|hosts| {
+            let Some(pairing) = hosts.pairing.take() else {
+                return Ok(false);
+            };
+            match hosts.hosts.iter_mut().find(|h| h.public == host) {
+                Some(h) => {
+                    h.name = name.clone();
+                    for c in pairing.authorise {
+                        if !h.containers.contains(&c) {
+                            h.containers.push(c);
+                        }
+                    }
+                }
+                None => hosts.hosts.push(crate::store::HostEntry {
+                    name: name.clone(),
+                    public: host,
+                    containers: pairing.authorise,
+                }),
+            }
+            Ok(true)
+        });
+        match pinned {
+            Ok(true) => {
+                log::info!("paired with host '{name}' ({})", fingerprint(&host));
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
         }
     }
 
@@ -341,6 +512,22 @@ impl Manager {
         if self.logins.contains_key(&(*host, c.name().to_owned())) {
             f |= token_flags::LOGGED_IN;
         }
+        // The SO's flags as PKCS#11 defines them for the SO PIN.
+        if let Some(left) = c.puk_retries_left() {
+            f |= token_flags::PUK_SET;
+            if left == 0 {
+                f |= token_flags::SO_PIN_LOCKED;
+            }
+            if left < crate::store::MAX_PUK_TRIES {
+                f |= token_flags::SO_PIN_COUNT_LOW;
+            }
+            if left == 1 {
+                f |= token_flags::SO_PIN_FINAL_TRY;
+            }
+        }
+        if self.so_logins.contains_key(&(*host, c.name().to_owned())) {
+            f |= token_flags::SO_LOGGED_IN;
+        }
         f
     }
 
@@ -406,12 +593,21 @@ impl Manager {
             {
                 c.check_key(id).map_err(store_rv)?;
             }
-            if c.policy() == Policy::Confirm {
+            let allowed = (*host, name.clone());
+            let still_allowed = self
+                .allowed
+                .get(&allowed)
+                .is_some_and(|until| Instant::now() < *until);
+            if c.policy() == Policy::Confirm && !still_allowed {
                 let key = key_id_of(&request)
                     .and_then(|id| c.key(id))
                     .map(|k| k.label.as_str());
                 match self.approver.approve(&host_name, &name, op, key) {
                     Approval::Yes => {}
+                    Approval::YesFor(period) => {
+                        log::info!("'{name}' allowed to {host_name} for {} s", period.as_secs());
+                        self.allowed.insert(allowed, Instant::now() + period);
+                    }
                     // The standard's value for "rejected by the user".
                     Approval::No => {
                         log::info!("{op} on '{name}' for {host_name}: refused by the owner");
@@ -433,6 +629,7 @@ impl Manager {
                 min_pin: crate::store::MIN_PIN_LEN as u32,
                 max_pin: crate::store::MAX_PIN_LEN as u32,
                 serial: c.serial().to_owned(),
+                so_retries_left: c.puk_retries_left().unwrap_or(0),
             })),
             Request::Login { pin, .. } => {
                 // An empty PIN asks the owner to type it here, where the
@@ -460,6 +657,33 @@ impl Manager {
                 c.change_pin(&self.store, &old, &new).map_err(store_rv)?;
                 // Every session's key-encrypting key for it is now stale.
                 self.logins.retain(|(_, n), _| *n != name);
+                Ok(Reply::Done)
+            }
+            Request::SoLogin { puk, .. } => {
+                let so = c.so_unlock(&self.store, &puk).map_err(store_rv)?;
+                log::info!("{host_name} logged in to '{name}' with its PUK");
+                self.so_logins.insert((*host, name), so);
+                Ok(Reply::Done)
+            }
+            Request::SoLogout { .. } => self
+                .so_logins
+                .remove(&(*host, name))
+                .map(|_| Reply::Done)
+                .ok_or(CkRv::USER_NOT_LOGGED_IN),
+            Request::InitPin { pin, .. } => {
+                let so = self
+                    .so_logins
+                    .get(&(*host, name.clone()))
+                    .ok_or(CkRv::USER_NOT_LOGGED_IN)?;
+                c.init_pin(&self.store, so, &pin).map_err(store_rv)?;
+                log::info!("{host_name} set a new PIN for '{name}' with its PUK");
+                // Logins made under the old PIN are stale.
+                self.logins.retain(|(_, n), _| *n != name);
+                Ok(Reply::Done)
+            }
+            Request::ChangePuk { old, new, .. } => {
+                c.change_puk(&self.store, &old, &new).map_err(store_rv)?;
+                self.so_logins.retain(|(_, n), _| *n != name);
                 Ok(Reply::Done)
             }
             Request::FindObjects {
@@ -549,6 +773,10 @@ fn container_of(r: &Request) -> Option<&str> {
         | Request::Login { container, .. }
         | Request::Logout { container }
         | Request::ChangePin { container, .. }
+        | Request::SoLogin { container, .. }
+        | Request::SoLogout { container }
+        | Request::InitPin { container, .. }
+        | Request::ChangePuk { container, .. }
         | Request::FindObjects { container, .. }
         | Request::GetAttributes { container, .. }
         | Request::Sign { container, .. }
@@ -667,47 +895,22 @@ impl Handler for Manager {
         hosts.pairing.map(|p| p.psk)
     }
 
-    fn pairing_completed(&mut self, host: [u8; 32], host_name: &str) -> bool {
-        let name: String = host_name
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
-        let pinned = self.store.update_hosts(|hosts| {
-            let Some(pairing) = hosts.pairing.take() else {
-                return Ok(false);
-            };
-            match hosts.hosts.iter_mut().find(|h| h.public == host) {
-                Some(h) => {
-                    h.name = name.clone();
-                    for c in pairing.authorise {
-                        if !h.containers.contains(&c) {
-                            h.containers.push(c);
-                        }
-                    }
-                }
-                None => hosts.hosts.push(crate::store::HostEntry {
-                    name: name.clone(),
-                    public: host,
-                    containers: pairing.authorise,
-                }),
-            }
-            Ok(true)
-        });
-        match pinned {
-            Ok(true) => {
-                log::info!("paired with host '{name}' ({})", fingerprint(&host));
-                true
-            }
-            Ok(false) => false,
-            Err(e) => {
-                log::error!("{e}");
-                false
-            }
-        }
+    fn pairing_short_code(&mut self) -> Option<Zeroizing<Vec<u8>>> {
+        let hosts = self.hosts().ok()?;
+        let digits = hosts.pairing?.short_code?;
+        Some(Zeroizing::new(digits.0.as_bytes().to_vec()))
     }
 
+    fn pairing_completed(&mut self, host: [u8; 32], host_name: &str) -> bool {
+        let paired = self.pin_host(host, host_name);
+        let mut e = Entry::new("pair", if paired { "ok" } else { "refused" });
+        e.host = Some(host_name.to_owned());
+        e.fingerprint = Some(fingerprint(&host));
+        self.audit.record(e);
+        paired
+    }
     fn pairing_failed(&mut self) {
+        self.audit.record(Entry::new("pair", "wrong pairing code"));
         let r = self.store.update_hosts(|hosts| {
             if let Some(p) = hosts.pairing.as_mut() {
                 p.failures += 1;
@@ -727,9 +930,19 @@ impl Handler for Manager {
 
     fn execute(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
         let what = request.name();
+        let audited = audit_event(&request).map(|event| {
+            let of = AuditedRequest {
+                container: container_of(&request).map(str::to_owned),
+                key: audited_key(&request),
+            };
+            (event, of)
+        });
         let r = self.run(host, request);
         if let Err(rv) = &r {
             log::debug!("{what} from {}: {rv}", fingerprint(host));
+        }
+        if let Some((event, of)) = audited {
+            self.audit(host, event, &of, &r);
         }
         r
     }
@@ -791,6 +1004,27 @@ pub fn offer_pairing(
             psk: code.psk(),
             authorise,
             failures: 0,
+            short_code: None,
+        });
+        Ok(())
+    })
+}
+
+/// [`offer_pairing`], with a short code on offer too (the long one stays
+/// the fallback): either pairs, and the first to do so uses up both.
+pub fn offer_short_pairing(
+    store: &Store,
+    code: &phonecsp_protocol::PairingCode,
+    short: &phonecsp_protocol::pake::ShortCode,
+    authorise: Vec<String>,
+) -> Result<(), StoreError> {
+    let digits = String::from_utf8_lossy(short.digits()).into_owned();
+    store.update_hosts(|hosts| {
+        hosts.pairing = Some(crate::store::PendingPairing {
+            psk: code.psk(),
+            authorise,
+            failures: 0,
+            short_code: Some(crate::store::ShortDigits(Zeroizing::new(digits))),
         });
         Ok(())
     })
@@ -879,6 +1113,105 @@ mod tests {
         }
     }
 
+    fn info(m: &mut Manager, container: &str) -> TokenInfo {
+        let request = Request::TokenInfo {
+            container: container.into(),
+        };
+        match m.execute(&HOST, request) {
+            Ok(Reply::TokenInfo(t)) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 13: the SO's commands. `+CKINITPIN` needs this session's SO
+    /// login; a wrong PUK spends one of its tries and the flags say so;
+    /// the right one sets a new PIN on a locked container, drops the user
+    /// logins made with the old one, and leaves the SO login until
+    /// `+CKSOLOGOUT`; `+CKPUK` changes the PUK.
+    #[test]
+    fn the_so_unblocks_with_the_puk_and_the_flags_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut web = store.load_container("web").unwrap();
+        web.set_puk(&store, PIN, b"12345678").unwrap();
+        let mut m = Manager::new(store, Approver::default());
+        let puk = |p: &[u8]| Request::SoLogin {
+            container: "web".into(),
+            puk: Zeroizing::new(p.to_vec()),
+        };
+        let init = || Request::InitPin {
+            container: "web".into(),
+            pin: Zeroizing::new(b"4321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        let t = info(&mut m, "web");
+        assert_eq!(t.so_retries_left, crate::store::MAX_PUK_TRIES);
+        assert_eq!(t.flags & token_flags::PUK_SET, token_flags::PUK_SET);
+        assert_eq!(info(&mut m, "ssh").flags & token_flags::PUK_SET, 0);
+        assert_eq!(
+            m.execute(&HOST, init()).unwrap_err(),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        for _ in 0..crate::store::MAX_PIN_TRIES {
+            let wrong = Request::Login {
+                container: "web".into(),
+                pin: Zeroizing::new(b"0000".to_vec()),
+            };
+            let _ = m.execute(&HOST, wrong);
+        }
+        assert_ne!(info(&mut m, "web").flags & token_flags::PIN_LOCKED, 0);
+        assert_eq!(
+            m.execute(&HOST, puk(b"99999999")).unwrap_err(),
+            CkRv::PIN_INCORRECT
+        );
+        let t = info(&mut m, "web");
+        assert_eq!(t.so_retries_left, crate::store::MAX_PUK_TRIES - 1);
+        assert_ne!(t.flags & token_flags::SO_PIN_COUNT_LOW, 0);
+        assert!(matches!(
+            m.execute(&HOST, puk(b"12345678")),
+            Ok(Reply::Done)
+        ));
+        assert_ne!(info(&mut m, "web").flags & token_flags::SO_LOGGED_IN, 0);
+        assert!(matches!(m.execute(&HOST, init()), Ok(Reply::Done)));
+        let t = info(&mut m, "web");
+        assert_eq!(
+            t.flags & (token_flags::PIN_LOCKED | token_flags::LOGGED_IN),
+            0
+        );
+        assert_eq!(t.retries_left, crate::store::MAX_PIN_TRIES);
+        let logout = || Request::SoLogout {
+            container: "web".into(),
+        };
+        assert!(matches!(m.execute(&HOST, logout()), Ok(Reply::Done)));
+        assert_eq!(
+            m.execute(&HOST, logout()).unwrap_err(),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        let new_login = Request::Login {
+            container: "web".into(),
+            pin: Zeroizing::new(b"4321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, new_login), Ok(Reply::Done)));
+        assert!(matches!(
+            m.execute(&HOST, sign("web", 1)),
+            Ok(Reply::Signature(_))
+        ));
+        let change = Request::ChangePuk {
+            container: "web".into(),
+            old: Zeroizing::new(b"12345678".to_vec()),
+            new: Zeroizing::new(b"87654321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, change), Ok(Reply::Done)));
+        assert_eq!(
+            m.execute(&HOST, puk(b"12345678")).unwrap_err(),
+            CkRv::PIN_INCORRECT
+        );
+        assert!(matches!(
+            m.execute(&HOST, puk(b"87654321")),
+            Ok(Reply::Done)
+        ));
+    }
+
     /// Issue 18, item 1: a key whose wrapped form is damaged answers
     /// CKR_DEVICE_ERROR and the handset's log names it; the owner is not
     /// asked about it; the login spends no try; the container's other key
@@ -905,6 +1238,7 @@ mod tests {
             )),
             terminal: false,
             timeout: None,
+            ..Approver::default()
         };
         let mut m = Manager::new(store, approver);
         logged();

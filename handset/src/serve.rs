@@ -38,6 +38,9 @@ pub fn implementation() -> String {
     format!("phonecsp-handset/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// How long the line may be silent in the middle of a binary frame.
+const FRAME_SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves one byte stream until it closes. The session (and its logins)
 /// ends with it.
 pub async fn serve_stream<S>(
@@ -52,7 +55,21 @@ where
     let mut responder = Responder::new(max_line, &implementation());
     let mut buf = vec![0u8; 4096];
     let result = loop {
-        let n = match rd.read(&mut buf).await {
+        let read = rd.read(&mut buf);
+        let read = if responder.frame_pending() {
+            // A binary frame cut short is dropped after a silence
+            // (docs/protocol.md section 6.7).
+            match tokio::time::timeout(FRAME_SILENCE, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    responder.quiet(manager);
+                    continue;
+                }
+            }
+        } else {
+            read.await
+        };
+        let n = match read {
             Ok(0) => break Ok(()),
             Ok(n) => n,
             // A pty master reads EIO once every slave has closed.

@@ -4,8 +4,11 @@
 //! - `hosts.json`: the paired computers, the containers each may use, and a
 //!   pairing code on offer;
 //! - `containers/<name>.json`: one container: PIN retry counter, policy,
-//!   its RSA keys (PKCS#8 DER sealed with XChaCha20-Poly1305 under a key
-//!   derived from the PIN with Argon2id) and certificates.
+//!   its RSA keys (PKCS#8 DER sealed with XChaCha20-Poly1305 under a random
+//!   container key, itself sealed under a key derived from the PIN with
+//!   Argon2id and, separately, under one derived from the PUK) and
+//!   certificates. A file of version 1 (keys sealed under the PIN's key
+//!   itself) loads, and is moved to the container key at the next right PIN.
 //!
 //! A container's PIN settings, and each of its keys, carry an HMAC-SHA256
 //! under a key derived from the handset's identity key, checked at every
@@ -34,7 +37,7 @@ use phonecsp_protocol::{CkRv, StaticKeypair};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use rsa::traits::PublicKeyParts;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -44,8 +47,15 @@ use zeroize::Zeroizing;
 
 pub use crypto::RsaPrivateKey;
 
-/// Wrong PINs after which a container locks for good.
+/// Wrong PINs after which a container locks (until its PUK unblocks it).
 pub const MAX_PIN_TRIES: u32 = 5;
+/// Wrong PUKs after which a container's PUK locks, for good.
+pub const MAX_PUK_TRIES: u32 = 10;
+/// The shortest PUK: it is all that stands between a stolen phone's
+/// locked container and its keys once the PIN's tries are spent.
+pub const MIN_PUK_LEN: usize = 8;
+/// Digits in a PUK the handset makes up.
+const GENERATED_PUK_LEN: usize = 12;
 pub use phonecsp_protocol::limits::{
     MAX_CONTAINER_NAME_LEN as MAX_CONTAINER_NAME, MAX_DATA_OBJECT_LEN, MAX_DATA_OBJECTS,
     MAX_DER_LEN as MAX_CERT_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN as MAX_NAME_CHARS,
@@ -55,6 +65,10 @@ pub use phonecsp_protocol::limits::{
 const MAX_FILE_LEN: u64 = 16 * 1024 * 1024;
 
 const FILE_VERSION: u32 = 1;
+/// A container whose keys are sealed under a container key (version 1:
+/// under the PIN's key itself).
+const CONTAINER_VERSION: u32 = 2;
+const CONTAINER_KEY_AAD_PREFIX: &[u8] = b"phonecsp container key v2\0";
 const SALT_LEN: usize = 16;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
@@ -358,6 +372,27 @@ pub struct PendingPairing {
     pub psk: Zeroizing<[u8; 32]>,
     pub authorise: Vec<String>,
     pub failures: u32,
+    /// The digits of a short code on offer too (docs/protocol.md section
+    /// 5.7): kept as they are, since the PAKE needs them; the file is the
+    /// owner's alone (0600) and the offer is used up by the pairing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_code: Option<ShortDigits>,
+}
+
+/// A short code's digits, wiped when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ShortDigits(pub Zeroizing<String>);
+
+impl Serialize for ShortDigits {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ShortDigits {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ShortDigits, D::Error> {
+        Ok(ShortDigits(Zeroizing::new(String::deserialize(d)?)))
+    }
 }
 
 impl std::fmt::Debug for PendingPairing {
@@ -374,6 +409,7 @@ impl PartialEq for PendingPairing {
         bool::from(self.psk.ct_eq(&*other.psk))
             && self.authorise == other.authorise
             && self.failures == other.failures
+            && self.short_code == other.short_code
     }
 }
 
@@ -440,6 +476,10 @@ impl Hosts {
         let mut pairing_names = self.pairing.iter().flat_map(|p| &p.authorise);
         if pairing_names.any(|c| !valid_container_name(c)) {
             return Err("pairing: invalid container name".into());
+        }
+        let short = self.pairing.as_ref().and_then(|p| p.short_code.as_ref());
+        if short.is_some_and(|d| phonecsp_protocol::pake::ShortCode::parse(&d.0).is_err()) {
+            return Err("pairing: a short code is eight digits".into());
         }
         Ok(())
     }
@@ -678,7 +718,8 @@ impl Store {
         Ok(names)
     }
 
-    /// Creates and saves an empty container protected by `pin`.
+    /// Creates and saves an empty container protected by `pin`, without a
+    /// PUK (see [`Store::create_container_with_puk`]).
     pub fn create_container(
         &self,
         name: &str,
@@ -686,8 +727,25 @@ impl Store {
         policy: Policy,
         kdf: KdfParams,
     ) -> Result<Container, StoreError> {
+        self.create_container_with_puk(name, pin, None, policy, kdf)
+    }
+
+    /// Creates and saves an empty container: a fresh random container key,
+    /// sealed under the key derived from `pin` and, if given, under the one
+    /// derived from `puk` (both with the container's Argon2id cost).
+    pub fn create_container_with_puk(
+        &self,
+        name: &str,
+        pin: &[u8],
+        puk: Option<&[u8]>,
+        policy: Policy,
+        kdf: KdfParams,
+    ) -> Result<Container, StoreError> {
         check_container_name(name)?;
         check_pin_len(pin)?;
+        if let Some(puk) = puk {
+            check_puk(puk)?;
+        }
         kdf.validate().map_err(StoreError::Invalid)?;
         let path = self.container_path(name);
         if path.exists() {
@@ -698,23 +756,29 @@ impl Store {
         OsRng.fill_bytes(&mut serial);
         let mut salt = vec![0u8; SALT_LEN];
         OsRng.fill_bytes(&mut salt);
-        let kek = derive_kek(pin, &salt, &kdf)?;
-        let pin_check = Sealed::seal(&kek, PIN_CHECK, name.as_bytes())?;
-        let c = Container {
-            version: FILE_VERSION,
+        let pin_kek = derive_kek(pin, &salt, &kdf)?;
+        let ck = Key32::random();
+        let wrapped_key = Sealed::seal(&pin_kek, ck.bytes(), &container_key_aad("pin", name))?;
+        let mut c = Container {
+            version: CONTAINER_VERSION,
             name: name.to_owned(),
             serial: hex(&serial),
             policy,
             retries_left: MAX_PIN_TRIES,
             kdf,
             salt,
-            pin_check,
+            pin_check: None,
+            wrapped_key: Some(wrapped_key),
+            puk: None,
             pin_entry: PinEntry::Host,
             keys: Vec::new(),
             certs: Vec::new(),
             data: Vec::new(),
             integrity: None,
         };
+        if let Some(puk) = puk {
+            c.puk = Some(PukSettings::seal(&c.name, &c.kdf, &ck, puk)?);
+        }
         self.save_container(&c)?;
         Ok(c)
     }
@@ -823,17 +887,15 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::NotFound(format!("container '{name}'")));
         }
-        let mut hosts = self.load_hosts()?;
-        let before = hosts.clone();
-        for h in &mut hosts.hosts {
-            h.containers.retain(|c| c != name);
-        }
-        if let Some(p) = &mut hosts.pairing {
-            p.authorise.retain(|c| c != name);
-        }
-        if hosts != before {
-            self.save_hosts(&hosts)?;
-        }
+        self.update_hosts(|hosts| {
+            for h in &mut hosts.hosts {
+                h.containers.retain(|c| c != name);
+            }
+            if let Some(p) = &mut hosts.pairing {
+                p.authorise.retain(|c| c != name);
+            }
+            Ok(())
+        })?;
         fs::remove_file(&path).map_err(io_err(&path))?;
         sync_dir(&self.containers_dir())
     }
@@ -914,8 +976,76 @@ fn check_pin_len(pin: &[u8]) -> Result<(), StoreError> {
     }
 }
 
-/// A container's key-encrypting key, derived from its PIN. Wiped on drop.
-pub struct Kek(Zeroizing<[u8; 32]>);
+/// Whether `puk` can be a PUK: digits only (`PIN_INVALID` otherwise), at
+/// least [`MIN_PUK_LEN`] and at most [`MAX_PIN_LEN`] of them
+/// (`PIN_LEN_RANGE`). Checked before a try is spent.
+pub fn check_puk(puk: &[u8]) -> Result<(), StoreError> {
+    if !(MIN_PUK_LEN..=MAX_PIN_LEN).contains(&puk.len()) {
+        return Err(StoreError::Token(CkRv::PIN_LEN_RANGE));
+    }
+    if !puk.iter().all(u8::is_ascii_digit) {
+        return Err(StoreError::Token(CkRv::PIN_INVALID));
+    }
+    Ok(())
+}
+
+/// A fresh PUK of [`GENERATED_PUK_LEN`] random digits (about 40 bits:
+/// with Argon2id and ten tries, far out of a thief's reach).
+pub fn generate_puk() -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(GENERATED_PUK_LEN));
+    while out.len() < GENERATED_PUK_LEN {
+        let mut b = Zeroizing::new([0u8; 1]);
+        OsRng.fill_bytes(b.as_mut());
+        // 250 is a multiple of 10: no digit is likelier than another.
+        if b[0] < 250 {
+            out.push(b'0' + b[0] % 10);
+        }
+    }
+    out
+}
+
+/// A 32-byte symmetric key (a PIN's or PUK's derived key, or a container
+/// key). Wiped on drop.
+struct Key32(Zeroizing<[u8; 32]>);
+
+impl Key32 {
+    fn random() -> Key32 {
+        let mut k = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(k.as_mut());
+        Key32(k)
+    }
+
+    fn from_slice(b: &[u8]) -> Option<Key32> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        (b.len() == 32).then(|| {
+            k.copy_from_slice(b);
+            Key32(k)
+        })
+    }
+
+    fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// Which secret opened a session's container key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The PIN: the user, who uses the keys.
+    User,
+    /// The PUK: the security officer, who may set a new PIN or PUK.
+    So,
+}
+
+/// What a login holds: the container's key, opened with the PIN (a user's
+/// login) or the PUK (a security officer's), and the nonce of the sealed
+/// copy it was opened from, so that a new PIN or PUK (sealed afresh, with a
+/// new nonce) makes the logins made before it stale. Wiped on drop.
+pub struct Kek {
+    key: Key32,
+    from: [u8; NONCE_LEN],
+    role: Role,
+}
 
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -923,7 +1053,22 @@ impl std::fmt::Debug for Kek {
     }
 }
 
-fn derive_kek(pin: &[u8], salt: &[u8], kdf: &KdfParams) -> Result<Kek, StoreError> {
+impl Kek {
+    fn opened(key: Key32, from: &Sealed, role: Role) -> Option<Kek> {
+        Some(Kek {
+            key,
+            from: from.nonce.as_slice().try_into().ok()?,
+            role,
+        })
+    }
+
+    /// Whether this is a security officer's login (opened with the PUK).
+    pub fn is_so(&self) -> bool {
+        self.role == Role::So
+    }
+}
+
+fn derive_kek(pin: &[u8], salt: &[u8], kdf: &KdfParams) -> Result<Key32, StoreError> {
     let params = argon2::Params::new(kdf.m_kib, kdf.t, kdf.p, Some(32))
         .map_err(|_| StoreError::Token(CkRv::DEVICE_ERROR))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -931,7 +1076,59 @@ fn derive_kek(pin: &[u8], salt: &[u8], kdf: &KdfParams) -> Result<Kek, StoreErro
     argon
         .hash_password_into(pin, salt, out.as_mut())
         .map_err(|_| StoreError::Token(CkRv::DEVICE_ERROR))?;
-    Ok(Kek(out))
+    Ok(Key32(out))
+}
+
+/// The associated data of the container key sealed under `what` ("pin" or
+/// "puk"): neither copy can stand in for the other, nor for another
+/// container's.
+fn container_key_aad(what: &str, container: &str) -> Vec<u8> {
+    let mut aad = CONTAINER_KEY_AAD_PREFIX.to_vec();
+    aad.extend_from_slice(what.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(container.as_bytes());
+    aad
+}
+
+/// A container's PUK: its own retry counter and salt, and the container
+/// key sealed under the key Argon2id derives from the PUK.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PukSettings {
+    retries_left: u32,
+    kdf: KdfParams,
+    #[serde(with = "b64")]
+    salt: Vec<u8>,
+    wrapped_key: Sealed,
+}
+
+impl PukSettings {
+    /// `ck` sealed under `puk`'s key, with a fresh salt and every try left.
+    fn seal(container: &str, kdf: &KdfParams, ck: &Key32, puk: &[u8]) -> Result<Self, StoreError> {
+        check_puk(puk)?;
+        let mut salt = vec![0u8; SALT_LEN];
+        OsRng.fill_bytes(&mut salt);
+        let kek = derive_kek(puk, &salt, kdf)?;
+        Ok(PukSettings {
+            retries_left: MAX_PUK_TRIES,
+            kdf: *kdf,
+            wrapped_key: Sealed::seal(&kek, ck.bytes(), &container_key_aad("puk", container))?,
+            salt,
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.retries_left > MAX_PUK_TRIES {
+            return Err("invalid PUK retry counter".into());
+        }
+        self.kdf.validate()?;
+        if self.salt.len() != SALT_LEN {
+            return Err("invalid PUK salt".into());
+        }
+        if !self.wrapped_key.is_sealed_key() {
+            return Err("invalid PUK-sealed container key".into());
+        }
+        Ok(())
+    }
 }
 
 /// An XChaCha20-Poly1305 ciphertext and its nonce.
@@ -944,7 +1141,7 @@ struct Sealed {
 }
 
 impl Sealed {
-    fn seal(kek: &Kek, msg: &[u8], aad: &[u8]) -> Result<Sealed, StoreError> {
+    fn seal(kek: &Key32, msg: &[u8], aad: &[u8]) -> Result<Sealed, StoreError> {
         let mut nonce = vec![0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
         let cipher = XChaCha20Poly1305::new(kek.0.as_ref().into());
@@ -955,7 +1152,7 @@ impl Sealed {
     }
 
     /// The plaintext, or `None` if the key or the data is wrong.
-    fn open(&self, kek: &Kek, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    fn open(&self, kek: &Key32, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         if self.nonce.len() != NONCE_LEN {
             return None;
         }
@@ -967,6 +1164,16 @@ impl Sealed {
             )
             .ok()
             .map(Zeroizing::new)
+    }
+
+    /// Whether this has the lengths of a sealed 32-byte key.
+    fn is_sealed_key(&self) -> bool {
+        self.nonce.len() == NONCE_LEN && self.ct.len() == 32 + TAG_LEN
+    }
+
+    /// Opens a sealed 32-byte key.
+    fn open_key(&self, kek: &Key32, aad: &[u8]) -> Option<Key32> {
+        Key32::from_slice(&self.open(kek, aad)?)
     }
 }
 
@@ -1094,7 +1301,7 @@ impl KeyEntry {
     }
 
     /// Opens the wrapped private key and checks it against the public parts.
-    fn open(&self, container: &str, kek: &Kek) -> Result<RsaPrivateKey, Damage> {
+    fn open(&self, container: &str, kek: &Key32) -> Result<RsaPrivateKey, Damage> {
         let sealed = self.wrapped.decode().ok_or(Damage::Malformed)?;
         let der = sealed
             .open(kek, &key_aad(container, &self.id))
@@ -1186,7 +1393,16 @@ pub struct Container {
     kdf: KdfParams,
     #[serde(with = "b64")]
     salt: Vec<u8>,
-    pin_check: Sealed,
+    /// Version 1 only: a known text sealed under the PIN's key, which
+    /// sealed the keys itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pin_check: Option<Sealed>,
+    /// Version 2: the container key, sealed under the PIN's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wrapped_key: Option<Sealed>,
+    /// Version 2: the PUK, if the container has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    puk: Option<PukSettings>,
     /// Absent in files written before it existed: the PIN came from the host.
     #[serde(default)]
     pin_entry: PinEntry,
@@ -1203,12 +1419,29 @@ pub struct Container {
 }
 
 impl Container {
-    /// HMAC-SHA256 (hex) of everything that decides how a PIN is checked:
-    /// the name, the KDF and its salt, the PIN check, the retry counter,
-    /// the policy and where the PIN is entered. Keys are not covered: each
-    /// has its own ([`KeyEntry::mac`]), so that a damaged key leaves the
-    /// container and its other keys usable.
+    /// HMAC-SHA256 (hex) of everything that decides how a PIN or PUK is
+    /// checked: the name, the KDF and its salt, the PIN check (version 1) or
+    /// the sealed container key (version 2), the retry counter, the policy,
+    /// where the PIN is entered, and (version 2) the PUK's counter, KDF,
+    /// salt and sealed container key. A version 1 file's check covers what
+    /// it covered when it was written, so that such files keep loading.
+    /// Keys are not covered: each has its own ([`KeyEntry::mac`]), so that
+    /// a damaged key leaves the container and its other keys usable.
     fn settings_mac(&self, key: &[u8; 32]) -> Result<String, StoreError> {
+        if self.version == FILE_VERSION {
+            let covered = (
+                self.version,
+                &self.name,
+                &self.serial,
+                &self.policy,
+                self.retries_left,
+                &self.kdf,
+                hex(&self.salt),
+                &self.pin_check,
+                &self.pin_entry,
+            );
+            return hmac_hex(key, &covered);
+        }
         let covered = (
             self.version,
             &self.name,
@@ -1217,8 +1450,9 @@ impl Container {
             self.retries_left,
             &self.kdf,
             hex(&self.salt),
-            &self.pin_check,
+            &self.wrapped_key,
             &self.pin_entry,
+            &self.puk,
         );
         hmac_hex(key, &covered)
     }
@@ -1308,8 +1542,24 @@ impl Container {
     }
 
     fn validate(&self, file_name: &str) -> Result<(), String> {
-        if self.version != FILE_VERSION {
-            return Err(format!("unknown version {}", self.version));
+        match (self.version, &self.pin_check, &self.wrapped_key, &self.puk) {
+            (FILE_VERSION, Some(check), None, None) => {
+                if check.nonce.len() != NONCE_LEN || check.ct.len() != PIN_CHECK.len() + TAG_LEN {
+                    return Err("invalid PIN check".into());
+                }
+            }
+            (CONTAINER_VERSION, None, Some(wrapped), puk) => {
+                if !wrapped.is_sealed_key() {
+                    return Err("invalid PIN-sealed container key".into());
+                }
+                if let Some(puk) = puk {
+                    puk.validate()?;
+                }
+            }
+            (FILE_VERSION | CONTAINER_VERSION, ..) => {
+                return Err("PIN check or sealed container key missing or misplaced".into());
+            }
+            (v, ..) => return Err(format!("unknown version {v}")),
         }
         if self.name != file_name {
             return Err("container name does not match the file name".into());
@@ -1323,11 +1573,6 @@ impl Container {
         self.kdf.validate()?;
         if self.salt.len() != SALT_LEN {
             return Err("invalid salt".into());
-        }
-        if self.pin_check.nonce.len() != NONCE_LEN
-            || self.pin_check.ct.len() != PIN_CHECK.len() + TAG_LEN
-        {
-            return Err("invalid PIN check".into());
         }
         for (i, k) in self.keys.iter().enumerate() {
             if k.id.is_empty() || k.id.len() > MAX_ID_LEN {
@@ -1378,19 +1623,49 @@ impl Container {
         Ok(())
     }
 
-    /// Whether `kek` is this container's current key-encrypting key.
+    /// Whether `kek` is a user's login to this container under its
+    /// current PIN: it was opened from the container key's PIN-sealed copy
+    /// as it is now (a new PIN seals it afresh).
     fn kek_matches(&self, kek: &Kek) -> bool {
-        self.pin_check
-            .open(kek, self.name.as_bytes())
-            .is_some_and(|p| bool::from(p.as_slice().ct_eq(PIN_CHECK)))
+        kek.role == Role::User
+            && self
+                .wrapped_key
+                .as_ref()
+                .is_some_and(|w| bool::from(w.nonce.as_slice().ct_eq(&kek.from)))
     }
 
-    /// Checks the PIN and returns the key-encrypting key.
+    /// Whether `kek` is a security officer's login to this container under
+    /// its current PUK.
+    fn so_kek_matches(&self, kek: &Kek) -> bool {
+        kek.role == Role::So
+            && self
+                .puk
+                .as_ref()
+                .is_some_and(|p| bool::from(p.wrapped_key.nonce.as_slice().ct_eq(&kek.from)))
+    }
+
+    /// Whether the container has a PUK.
+    pub fn has_puk(&self) -> bool {
+        self.puk.is_some()
+    }
+
+    /// Wrong PUKs left, 0 (locked for good) to [`MAX_PUK_TRIES`]; `None`
+    /// without a PUK.
+    pub fn puk_retries_left(&self) -> Option<u32> {
+        self.puk.as_ref().map(|p| p.retries_left)
+    }
+
+    /// Checks the PIN and returns the user's login: the container key.
     ///
     /// The retry counter is decremented and saved before the check, and
     /// reset to [`MAX_PIN_TRIES`] (and saved) after a right PIN. A wrong PIN
     /// gives `Token(PIN_INCORRECT)`, or `Token(PIN_LOCKED)` once no try is
     /// left; a locked container answers `PIN_LOCKED` without a check.
+    ///
+    /// A version 1 container (keys sealed under the PIN's key itself) is
+    /// moved to a container key by the right PIN, in the same save that
+    /// resets the counter; it has no PUK until the owner sets one
+    /// ([`Container::set_puk`]).
     pub fn unlock(&mut self, store: &Store, pin: &[u8]) -> Result<Kek, StoreError> {
         if self.retries_left == 0 {
             return Err(StoreError::Token(CkRv::PIN_LOCKED));
@@ -1401,30 +1676,109 @@ impl Container {
             self.retries_left = before;
             return Err(e);
         }
-        let kek = derive_kek(pin, &self.salt, &self.kdf)?;
-        if self.kek_matches(&kek) {
-            self.check_unchecked_keys(&kek);
-            self.retries_left = MAX_PIN_TRIES;
-            store.save_container(self)?;
-            Ok(kek)
-        } else if self.retries_left == 0 {
-            log::warn!("container '{}': wrong PIN; now locked", self.name);
-            Err(StoreError::Token(CkRv::PIN_LOCKED))
-        } else {
-            log::info!(
-                "container '{}': wrong PIN; {} tries left",
-                self.name,
-                self.retries_left
-            );
-            Err(StoreError::Token(CkRv::PIN_INCORRECT))
+        let pin_kek = derive_kek(pin, &self.salt, &self.kdf)?;
+        let opened = match (&self.pin_check, &self.wrapped_key) {
+            (Some(check), _) => {
+                let right = check
+                    .open(&pin_kek, self.name.as_bytes())
+                    .is_some_and(|p| bool::from(p.as_slice().ct_eq(PIN_CHECK)));
+                if right {
+                    Some(self.migrate(&pin_kek)?)
+                } else {
+                    None
+                }
+            }
+            (None, Some(wrapped)) => wrapped
+                .open_key(&pin_kek, &container_key_aad("pin", &self.name))
+                .inspect(|ck| self.check_unchecked_keys(ck)),
+            // validate() allows no other shape.
+            (None, None) => return Err(StoreError::Token(CkRv::DEVICE_ERROR)),
+        };
+        match opened {
+            Some(ck) => {
+                self.retries_left = MAX_PIN_TRIES;
+                store.save_container(self)?;
+                self.user_login(ck)
+            }
+            None if self.retries_left == 0 => {
+                log::warn!(
+                    "container '{}': wrong PIN; now locked{}",
+                    self.name,
+                    if self.has_puk() {
+                        " (its PUK can unblock it)"
+                    } else {
+                        ""
+                    }
+                );
+                Err(StoreError::Token(CkRv::PIN_LOCKED))
+            }
+            None => {
+                log::info!(
+                    "container '{}': wrong PIN; {} tries left",
+                    self.name,
+                    self.retries_left
+                );
+                Err(StoreError::Token(CkRv::PIN_INCORRECT))
+            }
         }
+    }
+
+    fn user_login(&self, ck: Key32) -> Result<Kek, StoreError> {
+        self.wrapped_key
+            .as_ref()
+            .and_then(|w| Kek::opened(ck, w, Role::User))
+            .ok_or(StoreError::Token(CkRv::DEVICE_ERROR))
+    }
+
+    /// Moves a version 1 container, whose right PIN's key is `pin_kek`, to
+    /// a fresh container key (in memory; the caller saves): each key is
+    /// opened under the PIN's key and sealed under the container key, one
+    /// at a time, in memory only; a damaged one is kept as it is. Returns
+    /// the container key.
+    fn migrate(&mut self, pin_kek: &Key32) -> Result<Key32, StoreError> {
+        self.check_unchecked_keys(pin_kek);
+        let ck = Key32::random();
+        let mut next = self.clone();
+        for k in &mut next.keys {
+            if let KeyHealth::Damaged(d) = k.health {
+                log::warn!(
+                    "{}; it is kept as it is under the container key",
+                    k.damaged(&self.name, d)
+                );
+                continue;
+            }
+            let aad = key_aad(&self.name, &k.id);
+            let Some(der) = k.wrapped.decode().and_then(|s| s.open(pin_kek, &aad)) else {
+                k.health = KeyHealth::Damaged(Damage::Unwrap);
+                log::error!("{}", k.damaged(&self.name, Damage::Unwrap));
+                continue;
+            };
+            k.wrapped = StoredSealed::new(&Sealed::seal(&ck, &der, &aad)?);
+            k.health = KeyHealth::Sound;
+        }
+        next.version = CONTAINER_VERSION;
+        next.pin_check = None;
+        next.wrapped_key = Some(Sealed::seal(
+            pin_kek,
+            ck.bytes(),
+            &container_key_aad("pin", &self.name),
+        )?);
+        next.puk = None;
+        *self = next;
+        log::info!(
+            "container '{}': moved to a container key sealed under the PIN; it has no PUK \
+             until one is set (`phonecsp-handset container set-puk {}`)",
+            self.name,
+            self.name
+        );
+        Ok(ck)
     }
 
     /// Opens, with the right PIN's key, each key written before keys had
     /// integrity checks: one that opens is sound (and gets its check at
     /// the next save), one that does not is damaged (and is saved so). The
     /// PIN was right either way.
-    fn check_unchecked_keys(&mut self, kek: &Kek) {
+    fn check_unchecked_keys(&mut self, kek: &Key32) {
         let mut checked = 0;
         for k in &mut self.keys {
             if k.health != KeyHealth::Unchecked {
@@ -1450,35 +1804,146 @@ impl Container {
         }
     }
 
-    /// Changes the PIN: every key is re-wrapped under a key derived from
-    /// the new PIN with a new salt, and the container saved in one atomic
-    /// write. A wrong old PIN counts as a try, as in [`Container::unlock`].
-    /// A damaged key is kept as it is (it stays damaged, and reported).
+    /// Seals the container key (from `login`) under a key derived from
+    /// `pin` with a new salt, and gives the PIN every try (in memory; the
+    /// caller saves). The keys stay sealed under the container key.
+    fn seal_pin(&mut self, ck: &Key32, pin: &[u8]) -> Result<(), StoreError> {
+        check_pin_len(pin)?;
+        let mut salt = vec![0u8; SALT_LEN];
+        OsRng.fill_bytes(&mut salt);
+        let kek = derive_kek(pin, &salt, &self.kdf)?;
+        self.wrapped_key = Some(Sealed::seal(
+            &kek,
+            ck.bytes(),
+            &container_key_aad("pin", &self.name),
+        )?);
+        self.salt = salt;
+        self.retries_left = MAX_PIN_TRIES;
+        Ok(())
+    }
+
+    /// Changes the PIN: the container key is sealed under a key derived
+    /// from the new PIN with a new salt, and the container saved in one
+    /// atomic write; the keys, sealed under the container key, are not
+    /// touched. A wrong old PIN counts as a try, as in [`Container::unlock`]
+    /// (which also moves a version 1 container to a container key first).
+    /// Every login made under the old PIN is stale afterwards.
     pub fn change_pin(&mut self, store: &Store, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
         check_pin_len(new)?;
-        let old_kek = self.unlock(store, old)?;
+        let login = self.unlock(store, old)?;
         let mut next = self.clone();
-        OsRng.fill_bytes(&mut next.salt);
-        let new_kek = derive_kek(new, &next.salt, &next.kdf)?;
-        next.pin_check = Sealed::seal(&new_kek, PIN_CHECK, next.name.as_bytes())?;
-        for k in &mut next.keys {
-            if let KeyHealth::Damaged(d) = k.health {
-                log::warn!(
-                    "{}; it is kept as it is under the new PIN",
-                    k.damaged(&self.name, d)
-                );
-                continue;
-            }
-            let aad = key_aad(&self.name, &k.id);
-            let Some(der) = k.wrapped.decode().and_then(|s| s.open(&old_kek, &aad)) else {
-                k.health = KeyHealth::Damaged(Damage::Unwrap);
-                log::error!("{}", k.damaged(&self.name, Damage::Unwrap));
-                continue;
-            };
-            k.wrapped = StoredSealed::new(&Sealed::seal(&new_kek, &der, &aad)?);
-            k.health = KeyHealth::Sound;
+        next.seal_pin(&login.key, new)?;
+        store.save_container(&next)?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Checks the PUK and returns the security officer's login: the
+    /// container key, which lets [`Container::init_pin`] and
+    /// [`Container::change_puk`] seal it afresh, and opens no key for use.
+    ///
+    /// The PUK's own counter works as the PIN's in [`Container::unlock`],
+    /// from [`MAX_PUK_TRIES`]: a wrong PUK is `PIN_INCORRECT`, the last one
+    /// `PIN_LOCKED`, and a locked PUK answers `PIN_LOCKED` for good. A PUK
+    /// that cannot be one (length, non-digits) is refused before a try is
+    /// spent. A container without a PUK answers `USER_TYPE_INVALID`: it has
+    /// no security officer.
+    pub fn so_unlock(&mut self, store: &Store, puk: &[u8]) -> Result<Kek, StoreError> {
+        let Some(settings) = self.puk.as_ref() else {
+            return Err(StoreError::Token(CkRv::USER_TYPE_INVALID));
+        };
+        if settings.retries_left == 0 {
+            return Err(StoreError::Token(CkRv::PIN_LOCKED));
         }
-        next.retries_left = MAX_PIN_TRIES;
+        check_puk(puk)?;
+        let (before, kdf, salt, wrapped) = (
+            settings.retries_left,
+            settings.kdf,
+            settings.salt.clone(),
+            settings.wrapped_key.clone(),
+        );
+        self.set_puk_retries(before - 1);
+        if let Err(e) = store.save_container(self) {
+            self.set_puk_retries(before);
+            return Err(e);
+        }
+        let kek = derive_kek(puk, &salt, &kdf)?;
+        match wrapped.open_key(&kek, &container_key_aad("puk", &self.name)) {
+            Some(ck) => {
+                self.set_puk_retries(MAX_PUK_TRIES);
+                store.save_container(self)?;
+                Kek::opened(ck, &wrapped, Role::So).ok_or(StoreError::Token(CkRv::DEVICE_ERROR))
+            }
+            None if before == 1 => {
+                log::warn!(
+                    "container '{}': wrong PUK; the PUK is now locked for good",
+                    self.name
+                );
+                Err(StoreError::Token(CkRv::PIN_LOCKED))
+            }
+            None => {
+                log::info!(
+                    "container '{}': wrong PUK; {} tries left",
+                    self.name,
+                    before - 1
+                );
+                Err(StoreError::Token(CkRv::PIN_INCORRECT))
+            }
+        }
+    }
+
+    fn set_puk_retries(&mut self, n: u32) {
+        if let Some(p) = &mut self.puk {
+            p.retries_left = n;
+        }
+    }
+
+    /// In a security officer's login, sets a new PIN: the container key is
+    /// sealed under it, the PIN gets every try (a locked container is
+    /// unlocked), and the container is saved. The keys stay sealed under
+    /// the container key; every user login made before is stale.
+    pub fn init_pin(&mut self, store: &Store, so: &Kek, new_pin: &[u8]) -> Result<(), StoreError> {
+        if !self.so_kek_matches(so) {
+            return Err(StoreError::Token(CkRv::USER_NOT_LOGGED_IN));
+        }
+        let mut next = self.clone();
+        next.seal_pin(&so.key, new_pin)?;
+        store.save_container(&next)?;
+        *self = next;
+        log::info!("container '{}': a new PIN was set with the PUK", self.name);
+        Ok(())
+    }
+
+    /// Unblocks with the PUK: [`Container::so_unlock`], then
+    /// [`Container::init_pin`]. A new PIN of the wrong length is refused
+    /// before the PUK is tried.
+    pub fn unblock(&mut self, store: &Store, puk: &[u8], new_pin: &[u8]) -> Result<(), StoreError> {
+        check_pin_len(new_pin)?;
+        let so = self.so_unlock(store, puk)?;
+        self.init_pin(store, &so, new_pin)
+    }
+
+    /// Changes the PUK: the old one is checked as in
+    /// [`Container::so_unlock`], and the container key sealed under the new
+    /// one, with a new salt and every try.
+    pub fn change_puk(&mut self, store: &Store, old: &[u8], new: &[u8]) -> Result<(), StoreError> {
+        check_puk(new)?;
+        let so = self.so_unlock(store, old)?;
+        let mut next = self.clone();
+        next.puk = Some(PukSettings::seal(&self.name, &self.kdf, &so.key, new)?);
+        store.save_container(&next)?;
+        *self = next;
+        Ok(())
+    }
+
+    /// The owner sets (or replaces) the PUK with the PIN, on the phone:
+    /// how a container from before PUKs, or one made without one, gets
+    /// one. The PIN is checked as in [`Container::unlock`].
+    pub fn set_puk(&mut self, store: &Store, pin: &[u8], puk: &[u8]) -> Result<(), StoreError> {
+        check_puk(puk)?;
+        let login = self.unlock(store, pin)?;
+        let mut next = self.clone();
+        next.puk = Some(PukSettings::seal(&self.name, &self.kdf, &login.key, puk)?);
         store.save_container(&next)?;
         *self = next;
         Ok(())
@@ -1506,7 +1971,7 @@ impl Container {
             return Err(StoreError::Token(CkRv::KEY_SIZE_RANGE));
         }
         let der = crypto::to_pkcs8_der(key).map_err(StoreError::Token)?;
-        let wrapped = Sealed::seal(kek, &der, &key_aad(&self.name, &id))?;
+        let wrapped = Sealed::seal(&kek.key, &der, &key_aad(&self.name, &id))?;
         self.keys.push(KeyEntry {
             id,
             label,
@@ -1546,7 +2011,7 @@ impl Container {
         }
         self.check_key(id)?;
         entry
-            .open(&self.name, kek)
+            .open(&self.name, &kek.key)
             .map_err(|d| entry.damaged(&self.name, d))
     }
 
@@ -2035,6 +2500,7 @@ mod tests {
                 psk: Zeroizing::new([0xa7u8; 32]),
                 authorise: vec!["disk".into(), "ssh".into()],
                 failures: 1,
+                short_code: Some(ShortDigits(Zeroizing::new("12345678".into()))),
             }),
         };
         store.save_hosts(&hosts).unwrap();
@@ -2310,6 +2776,303 @@ mod tests {
         let kek = c.unlock(&store, b"new pin").unwrap();
         assert_eq!(damage_of(c.private_key(&kek, &[1])).0, Damage::Integrity);
         c.private_key(&kek, &[2]).unwrap();
+    }
+
+    const PUK: &[u8] = b"12345678";
+
+    /// A store with container `ssh` (PIN [`PIN`], PUK [`PUK`]) holding key 01.
+    fn with_puk() -> (tempfile::TempDir, Store, Container) {
+        let (tmp, store) = new_store();
+        let mut c = store
+            .create_container_with_puk("ssh", PIN, Some(PUK), Policy::Auto, FAST)
+            .unwrap();
+        let kek = c.unlock(&store, PIN).unwrap();
+        c.add_key(&kek, vec![1], "ssh key".into(), test_key())
+            .unwrap();
+        store.save_container(&c).unwrap();
+        (tmp, store, c)
+    }
+
+    fn file_json(store: &Store, name: &str) -> serde_json::Value {
+        let path = store.dir().join("containers").join(format!("{name}.json"));
+        serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+    }
+
+    /// Issue 13: the keys are sealed under a container key, which is sealed
+    /// under the PIN's key and the PUK's; the PUK's login opens no key for
+    /// use, and nothing in the file is a key in the clear.
+    #[test]
+    fn keys_are_sealed_under_a_container_key_that_pin_and_puk_both_open() {
+        let (_tmp, store, _) = with_puk();
+        let mut c = store.load_container("ssh").unwrap();
+        assert!(c.has_puk());
+        assert_eq!(c.puk_retries_left(), Some(MAX_PUK_TRIES));
+        let v = file_json(&store, "ssh");
+        assert_eq!(v["version"], 2);
+        assert!(v.get("pin_check").is_none());
+        assert!(v["wrapped_key"]["ct"].is_string());
+        assert_eq!(v["puk"]["retries_left"], MAX_PUK_TRIES);
+        let user = c.unlock(&store, PIN).unwrap();
+        assert_eq!(c.private_key(&user, &[1]).unwrap().d(), test_key().d());
+        let so = c.so_unlock(&store, PUK).unwrap();
+        assert!(so.is_so());
+        // The security officer uses no key, and a user sets no PIN.
+        assert_eq!(refused(c.private_key(&so, &[1])), CkRv::USER_NOT_LOGGED_IN);
+        assert_eq!(
+            refused(c.add_key(&so, vec![2], String::new(), test_key())),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        assert_eq!(
+            refused(c.init_pin(&store, &user, b"9999")),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        // No PUK of the wrong form spends a try.
+        assert_eq!(
+            refused(c.so_unlock(&store, b"1234567")),
+            CkRv::PIN_LEN_RANGE
+        );
+        assert_eq!(refused(c.so_unlock(&store, b"1234567x")), CkRv::PIN_INVALID);
+        assert_eq!(c.puk_retries_left(), Some(MAX_PUK_TRIES));
+        assert_eq!(
+            refused(store.create_container_with_puk("x", PIN, Some(b"1234"), Policy::Auto, FAST)),
+            CkRv::PIN_LEN_RANGE
+        );
+        let generated = generate_puk();
+        assert_eq!(generated.len(), 12);
+        check_puk(&generated).unwrap();
+        // A container without a PUK has no security officer.
+        let mut bare = store
+            .create_container("bare", PIN, Policy::Auto, FAST)
+            .unwrap();
+        assert!(!bare.has_puk());
+        assert_eq!(
+            refused(bare.so_unlock(&store, PUK)),
+            CkRv::USER_TYPE_INVALID
+        );
+    }
+
+    /// Issue 13: five wrong PINs lock; the PUK sets a new PIN, which opens
+    /// the same keys, sealed as they were: only the container key's
+    /// PIN-sealed copy changed. Logins made under the old PIN are stale.
+    #[test]
+    fn the_puk_unblocks_by_sealing_the_container_key_under_a_new_pin() {
+        let (_tmp, store, mut c) = with_puk();
+        let before = file_json(&store, "ssh");
+        let old_login = c.unlock(&store, PIN).unwrap();
+        for _ in 0..MAX_PIN_TRIES {
+            let _ = c.unlock(&store, b"0000");
+        }
+        assert!(c.is_locked());
+        assert_eq!(refused(c.unblock(&store, PUK, b"12")), CkRv::PIN_LEN_RANGE);
+        assert_eq!(c.puk_retries_left(), Some(MAX_PUK_TRIES));
+        c.unblock(&store, PUK, b"4321").unwrap();
+        let mut c = store.load_container("ssh").unwrap();
+        assert!(!c.is_locked());
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES);
+        assert_eq!(refused(c.unlock(&store, PIN)), CkRv::PIN_INCORRECT);
+        let login = c.unlock(&store, b"4321").unwrap();
+        assert_eq!(c.private_key(&login, &[1]).unwrap().d(), test_key().d());
+        assert_eq!(
+            refused(c.private_key(&old_login, &[1])),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        let after = file_json(&store, "ssh");
+        assert_eq!(after["keys"], before["keys"]);
+        assert_ne!(after["wrapped_key"], before["wrapped_key"]);
+        assert_ne!(after["salt"], before["salt"]);
+        assert_eq!(after["puk"]["wrapped_key"], before["puk"]["wrapped_key"]);
+        // A changed PIN seals the container key afresh, too.
+        c.change_pin(&store, b"4321", b"5555").unwrap();
+        assert_eq!(
+            refused(c.private_key(&login, &[1])),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        assert_eq!(file_json(&store, "ssh")["keys"], before["keys"]);
+        // Changing the PUK needs the old one; the new one then unblocks.
+        assert_eq!(
+            refused(c.change_puk(&store, b"99999999", b"87654321")),
+            CkRv::PIN_INCORRECT
+        );
+        c.change_puk(&store, PUK, b"87654321").unwrap();
+        assert_eq!(c.puk_retries_left(), Some(MAX_PUK_TRIES));
+        assert_eq!(refused(c.so_unlock(&store, PUK)), CkRv::PIN_INCORRECT);
+        c.unblock(&store, b"87654321", PIN).unwrap();
+        let login = c.unlock(&store, PIN).unwrap();
+        c.private_key(&login, &[1]).unwrap();
+    }
+
+    /// Issue 13: the PUK has its own counter, saved before the check and
+    /// reset by a right PUK; ten wrong lock it for good, the right one
+    /// included, and the PIN's counter is not touched.
+    #[test]
+    fn the_puk_counts_its_own_tries_and_ten_wrong_lock_it_for_good() {
+        let (_tmp, store, mut c) = with_puk();
+        assert_eq!(
+            refused(c.so_unlock(&store, b"00000000")),
+            CkRv::PIN_INCORRECT
+        );
+        assert_eq!(
+            store.load_container("ssh").unwrap().puk_retries_left(),
+            Some(MAX_PUK_TRIES - 1)
+        );
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES);
+        c.so_unlock(&store, PUK).unwrap();
+        assert_eq!(
+            store.load_container("ssh").unwrap().puk_retries_left(),
+            Some(MAX_PUK_TRIES)
+        );
+        for i in 1..MAX_PUK_TRIES {
+            assert_eq!(
+                refused(c.so_unlock(&store, b"00000000")),
+                CkRv::PIN_INCORRECT,
+                "try {i}"
+            );
+        }
+        assert_eq!(c.puk_retries_left(), Some(1));
+        assert_eq!(refused(c.so_unlock(&store, b"00000000")), CkRv::PIN_LOCKED);
+        let mut c = store.load_container("ssh").unwrap();
+        assert_eq!(c.puk_retries_left(), Some(0));
+        assert_eq!(refused(c.so_unlock(&store, PUK)), CkRv::PIN_LOCKED);
+        assert_eq!(refused(c.unblock(&store, PUK, b"4321")), CkRv::PIN_LOCKED);
+        assert_eq!(
+            refused(c.change_puk(&store, PUK, b"87654321")),
+            CkRv::PIN_LOCKED
+        );
+        // The PIN still works while it is not locked itself.
+        let login = c.unlock(&store, PIN).unwrap();
+        c.private_key(&login, &[1]).unwrap();
+    }
+
+    /// Issue 13: the PUK's counter, salt, cost and sealed container key
+    /// are covered by the settings' check: a change to any is found at
+    /// load, before any PIN or PUK is tried.
+    #[test]
+    fn tampered_puk_fields_are_found_at_load() {
+        let (_tmp, store, _) = with_puk();
+        let path = store.dir().join("containers/ssh.json");
+        let whole = fs::read(&path).unwrap();
+        type Edit = fn(&mut serde_json::Value);
+        let edits: [(&str, Edit); 5] = [
+            ("retries", |v| v["puk"]["retries_left"] = 9.into()),
+            ("salt", |v| {
+                let mut b = B64.decode(v["puk"]["salt"].as_str().unwrap()).unwrap();
+                b[0] ^= 1;
+                v["puk"]["salt"] = B64.encode(b).into();
+            }),
+            ("kdf", |v| v["puk"]["kdf"]["t"] = 2.into()),
+            ("wrapped", |v| {
+                let mut b = B64
+                    .decode(v["puk"]["wrapped_key"]["ct"].as_str().unwrap())
+                    .unwrap();
+                b[3] ^= 1;
+                v["puk"]["wrapped_key"]["ct"] = B64.encode(b).into();
+            }),
+            ("removed", |v| {
+                v.as_object_mut().unwrap().remove("puk");
+            }),
+        ];
+        for (what, f) in edits {
+            fs::write(&path, &whole).unwrap();
+            edit(&store, "ssh", f);
+            let e = store.load_container("ssh").unwrap_err();
+            assert!(e.to_string().contains("is damaged"), "{what}: {e}");
+        }
+        fs::write(&path, &whole).unwrap();
+        store.load_container("ssh").unwrap();
+    }
+
+    /// A container as the handset wrote it before container keys (version
+    /// 1): keys sealed under the PIN's key, a PIN check, the settings'
+    /// check over version 1's fields.
+    fn version_1_container(store: &Store) {
+        let mut salt = vec![0u8; SALT_LEN];
+        OsRng.fill_bytes(&mut salt);
+        let pin_kek = derive_kek(PIN, &salt, &FAST).unwrap();
+        let der = crypto::to_pkcs8_der(test_key()).unwrap();
+        let keys = [1u8, 2]
+            .iter()
+            .map(|id| {
+                let (modulus, exponent, bits) = crypto::public_parts(test_key());
+                KeyEntry {
+                    id: vec![*id],
+                    label: "old key".into(),
+                    bits,
+                    modulus,
+                    exponent,
+                    wrapped: StoredSealed::new(
+                        &Sealed::seal(&pin_kek, &der, &key_aad("old", &[*id])).unwrap(),
+                    ),
+                    integrity: None,
+                    damaged: None,
+                    health: KeyHealth::Sound,
+                }
+            })
+            .collect();
+        let c = Container {
+            version: 1,
+            name: "old".into(),
+            serial: "0011223344556677".into(),
+            policy: Policy::Auto,
+            retries_left: MAX_PIN_TRIES - 1,
+            kdf: FAST,
+            pin_check: Some(Sealed::seal(&pin_kek, PIN_CHECK, b"old").unwrap()),
+            salt,
+            wrapped_key: None,
+            puk: None,
+            pin_entry: PinEntry::Host,
+            keys,
+            certs: Vec::new(),
+            data: Vec::new(),
+            integrity: None,
+        };
+        store.save_container(&c).unwrap();
+    }
+
+    /// Issue 13: a version 1 file loads (its check as written), works with
+    /// a wrong PIN as before (and stays version 1), and the next right PIN
+    /// moves it to a container key: the same keys open, and the file holds
+    /// no PIN check and no PUK until the owner sets one with the PIN.
+    #[test]
+    fn a_version_1_container_moves_to_a_container_key_at_the_right_pin() {
+        let (_tmp, store) = new_store();
+        version_1_container(&store);
+        let v = file_json(&store, "old");
+        assert_eq!(v["version"], 1);
+        assert!(v["pin_check"]["ct"].is_string());
+        assert!(v.get("wrapped_key").is_none());
+        let mut c = store.load_container("old").unwrap();
+        assert!(!c.has_puk());
+        assert_eq!(refused(c.unlock(&store, b"0000")), CkRv::PIN_INCORRECT);
+        assert_eq!(file_json(&store, "old")["version"], 1);
+        let mut c = store.load_container("old").unwrap();
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES - 2);
+        let old_keys = file_json(&store, "old")["keys"].clone();
+
+        let login = c.unlock(&store, PIN).unwrap();
+        assert_eq!(c.private_key(&login, &[1]).unwrap().d(), test_key().d());
+        let v = file_json(&store, "old");
+        assert_eq!(v["version"], 2);
+        assert!(v.get("pin_check").is_none());
+        assert!(v.get("puk").is_none());
+        assert_eq!(v["retries_left"], MAX_PIN_TRIES);
+        assert_ne!(v["keys"][0]["wrapped"], old_keys[0]["wrapped"]);
+        assert!(v["keys"][0]["integrity"].is_string());
+        let mut c = store.load_container("old").unwrap();
+        let login = c.unlock(&store, PIN).unwrap();
+        c.private_key(&login, &[2]).unwrap();
+        assert_eq!(refused(c.so_unlock(&store, PUK)), CkRv::USER_TYPE_INVALID);
+        // The owner gives it a PUK with the PIN; then it unblocks.
+        assert_eq!(
+            refused(c.set_puk(&store, b"0000", PUK)),
+            CkRv::PIN_INCORRECT
+        );
+        c.set_puk(&store, PIN, PUK).unwrap();
+        for _ in 0..MAX_PIN_TRIES {
+            let _ = c.unlock(&store, b"0000");
+        }
+        c.unblock(&store, PUK, b"2468").unwrap();
+        let login = c.unlock(&store, b"2468").unwrap();
+        c.private_key(&login, &[1]).unwrap();
     }
 
     /// The checks are under a key only this handset has: an entry copied

@@ -175,3 +175,92 @@ fn a_damaged_key_is_listed_as_damaged() {
         "{list}"
     );
 }
+
+fn run_env(state: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_phonecsp-handset"));
+    c.arg("--state").arg(state).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.env_remove("PHONECSP_PUK")
+        .env_remove("PHONECSP_NEW_PIN")
+        .env_remove("PHONECSP_NEW_PUK");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdin(std::process::Stdio::null())
+        .output()
+        .expect("run phonecsp-handset")
+}
+
+/// Issue 13: `container create` shows a made-up PUK once; five wrong PINs
+/// lock; `container unblock` with the PUK sets a new PIN; a wrong PUK
+/// says the tries left, and a locked one says what survives.
+#[test]
+fn the_owner_unblocks_a_locked_container_with_its_puk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("state");
+    ok(&s, &["init"]);
+    let cheap = ["--kdf-memory", "64", "--kdf-time", "1"];
+    let made = run_env(
+        &s,
+        &[&["container", "create", "web"][..], &cheap].concat(),
+        &[("PHONECSP_PIN", "123456")],
+    );
+    let out = String::from_utf8_lossy(&made.stdout);
+    assert!(made.status.success(), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("PUK of 'web': "))
+        .unwrap();
+    let puk: String = line["PUK of 'web': ".len()..]
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    assert_eq!(puk.len(), 12, "{out}");
+
+    let gen_key = |pin: &str| {
+        run_env(
+            &s,
+            &["key", "generate", "web", "--id", "01"],
+            &[("PHONECSP_PIN", pin)],
+        )
+    };
+    for _ in 0..5 {
+        assert!(!gen_key("000000").status.success());
+    }
+    let locked = gen_key("123456");
+    assert!(!locked.status.success());
+    let list = ok(&s, &["container", "list"]);
+    assert!(list.contains("locked") && list.contains("PUK"), "{list}");
+
+    let unblock = |puk: &str| {
+        run_env(
+            &s,
+            &["container", "unblock", "web"],
+            &[("PHONECSP_PUK", puk), ("PHONECSP_NEW_PIN", "654321")],
+        )
+    };
+    let wrong = unblock("99999999");
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success());
+    assert!(
+        err.contains("wrong PUK") && err.contains("9 tries left"),
+        "{err}"
+    );
+    let o = unblock(&puk);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(gen_key("654321").status.success());
+
+    for _ in 0..10 {
+        assert!(!unblock("99999999").status.success());
+    }
+    let o = unblock(&puk);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("locked for good") && err.contains("nothing in this container"),
+        "{err}"
+    );
+    assert!(err.contains("other LUKS keyslots"), "{err}");
+}

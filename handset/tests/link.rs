@@ -8,7 +8,7 @@ use phonecsp_handset::serve::{open_pty, serve_stream};
 use phonecsp_handset::store::{KdfParams, Policy, Store};
 use phonecsp_protocol::at::cme;
 use phonecsp_protocol::ck::cka;
-use phonecsp_protocol::message::token_flags;
+use phonecsp_protocol::message::{TokenInfo, token_flags};
 use phonecsp_protocol::{
     CkRv, DecryptMechanism, HashAlg, HostLink, LinkError, ObjectClass, PairingCode, Reply, Request,
     SignMechanism, StaticKeypair,
@@ -70,6 +70,24 @@ async fn call<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         Ok(reply) => Ok(reply),
         Err(LinkError::Token(rv)) => Err(rv),
         Err(e) => panic!("link failed: {e}"),
+    }
+}
+
+/// Logs in to the `ssh` container with the right PIN.
+async fn log_in<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(l: &mut HostLink<R, W>) {
+    let container = "ssh".into();
+    let pin = Zeroizing::new(PIN.to_vec());
+    call(l, Request::Login { container, pin }).await.unwrap();
+}
+
+/// The `ssh` container's token information.
+async fn ssh_info<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    l: &mut HostLink<R, W>,
+) -> TokenInfo {
+    let container = "ssh".into();
+    match call(l, Request::TokenInfo { container }).await {
+        Ok(Reply::TokenInfo(t)) => t,
+        other => panic!("token info: {other:?}"),
     }
 }
 
@@ -337,16 +355,7 @@ async fn wrong_pin_lockout_survives_restart_and_pin_change_rewraps() {
         pin: Zeroizing::new(pin.to_vec()),
     };
     assert_eq!(call(&mut l, login(b"0000")).await, Err(CkRv::PIN_INCORRECT));
-    let Reply::TokenInfo(t) = call(
-        &mut l,
-        Request::TokenInfo {
-            container: "ssh".into(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
+    let t = ssh_info(&mut l).await;
     assert_eq!(t.retries_left, 4);
     assert_ne!(t.flags & token_flags::PIN_COUNT_LOW, 0);
 
@@ -383,16 +392,7 @@ async fn wrong_pin_lockout_survives_restart_and_pin_change_rewraps() {
     let mut l = duplex(manager(dir.path(), Approver::default())).await;
     l.connect(&host, &key).await.unwrap();
     assert_eq!(call(&mut l, login(b"654321")).await, Err(CkRv::PIN_LOCKED));
-    let Reply::TokenInfo(t) = call(
-        &mut l,
-        Request::TokenInfo {
-            container: "ssh".into(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
+    let t = ssh_info(&mut l).await;
     assert_ne!(t.flags & token_flags::PIN_LOCKED, 0);
 }
 
@@ -470,18 +470,11 @@ async fn approval_policy_asks_the_owner() {
         )),
         terminal: false,
         timeout: None,
+        ..Approver::default()
     };
     let mut l = duplex(manager(dir.path(), approver)).await;
     l.pair(&host, &code, "laptop").await.unwrap();
-    call(
-        &mut l,
-        Request::Login {
-            container: "ssh".into(),
-            pin: Zeroizing::new(PIN.to_vec()),
-        },
-    )
-    .await
-    .unwrap();
+    log_in(&mut l).await;
     let sign = sign(KEY_ID, SignMechanism::Pkcs1, vec![1; 51]);
     assert_eq!(
         call(&mut l, sign.clone()).await,
@@ -494,37 +487,63 @@ async fn approval_policy_asks_the_owner() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bytes_on_the_link_for_one_rsa2048_signature() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut l, _, _) = paired(dir.path()).await;
-    call(
-        &mut l,
-        Request::Login {
-            container: "ssh".into(),
-            pin: Zeroizing::new(PIN.to_vec()),
-        },
-    )
-    .await
-    .unwrap();
+    let (mut l, host, handset_key) = paired(dir.path()).await;
     let di = [
         HashAlg::Sha256.digest_info_prefix(),
         &Sha256::digest(b"x")[..],
     ]
     .concat();
-    let before = l.stats();
-    call(&mut l, sign(KEY_ID, SignMechanism::Pkcs1, di))
-        .await
+    let attrs = match call(&mut l, attributes(ObjectClass::PublicKey, KEY_ID)).await {
+        Ok(Reply::Attributes(a)) => a,
+        other => panic!("public key: {other:?}"),
+    };
+    let ct = pubkey(&attrs)
+        .encrypt(&mut rand::rngs::OsRng, Oaep::new::<Sha256>(), &[7; 32])
         .unwrap();
-    let after = l.stats();
-    let (out, inb) = (
-        after.bytes_out - before.bytes_out,
-        after.bytes_in - before.bytes_in,
+    let decrypt = decrypt(
+        DecryptMechanism::Oaep {
+            hash: HashAlg::Sha256,
+            label: Vec::new(),
+        },
+        ct,
     );
-    println!(
-        "RSA-2048 PKCS#1 v1.5 signature of a SHA-256 DigestInfo: {out} bytes to the handset, {inb} bytes back, {} in all",
-        out + inb
-    );
-    // The payload alone is 51 + 256 bytes; base64 and the Noise tags add a
-    // fixed amount. Catch regressions in the framing.
-    assert!(out + inb <= 700, "{out} + {inb}");
+    // The pairing session stays in text; a KK session offers binary frames.
+    let mut measured = Vec::new();
+    for binary in [false, true] {
+        if binary {
+            l.connect(&host, &handset_key).await.unwrap();
+        }
+        assert_eq!(l.is_binary(), binary);
+        log_in(&mut l).await;
+        for req in [
+            sign(KEY_ID, SignMechanism::Pkcs1, di.clone()),
+            decrypt.clone(),
+        ] {
+            let before = l.stats();
+            call(&mut l, req.clone()).await.unwrap();
+            let after = l.stats();
+            let (out, inb) = (
+                after.bytes_out - before.bytes_out,
+                after.bytes_in - before.bytes_in,
+            );
+            println!(
+                "{} {}: {out} bytes to the handset, {inb} back, {} in all",
+                if binary { "binary" } else { "text" },
+                req.name(),
+                out + inb
+            );
+            measured.push(out + inb);
+        }
+    }
+    // The payload alone is 51 + 256 bytes for the signature, 256 + 32 for
+    // the decryption. Text adds base64 twice and the command text; binary
+    // frames (docs/protocol.md section 6.7) the Noise tags and a few bytes.
+    let [text_sign, text_dec, bin_sign, bin_dec] = measured[..] else {
+        panic!("{measured:?}")
+    };
+    assert!(text_sign <= 700 && text_dec <= 700, "{measured:?}");
+    assert!(bin_sign <= 360, "binary signature: {bin_sign} bytes");
+    assert!(bin_dec <= 350, "binary decryption: {bin_dec} bytes");
 }
 
 /// Drives the handset's responder line by line, as an attacker on the
@@ -601,6 +620,7 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
         )),
         terminal: false,
         timeout: None,
+        ..Approver::default()
     };
     let host = StaticKeypair::generate();
     let mut l = duplex(manager(dir.path(), approver)).await;
@@ -612,31 +632,13 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
 
     // Not allowed while the container takes its PIN from the computer.
     assert_eq!(call(&mut l, empty()).await, Err(CkRv::PIN_LEN_RANGE));
-    let Reply::TokenInfo(t) = call(
-        &mut l,
-        Request::TokenInfo {
-            container: "ssh".into(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
+    let t = ssh_info(&mut l).await;
     assert_eq!(t.flags & token_flags::PROTECTED_PATH, 0);
 
     let mut c = store.load_container("ssh").unwrap();
     c.set_pin_entry(PinEntry::Handset);
     store.save_container(&c).unwrap();
-    let Reply::TokenInfo(t) = call(
-        &mut l,
-        Request::TokenInfo {
-            container: "ssh".into(),
-        },
-    )
-    .await
-    .unwrap() else {
-        panic!()
-    };
+    let t = ssh_info(&mut l).await;
     assert_ne!(t.flags & token_flags::PROTECTED_PATH, 0);
 
     // Nobody answers: cancelled, and no try is used up.
@@ -654,13 +656,376 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
         .await
         .unwrap();
     // A PIN from the computer still works too.
-    call(
-        &mut l,
-        Request::Login {
-            container: "ssh".into(),
-            pin: Zeroizing::new(PIN.to_vec()),
-        },
-    )
-    .await
-    .unwrap();
+    log_in(&mut l).await;
+}
+
+/// The owner's audit log after a scripted session: the pairing, a wrong
+/// and a right login, a signature and a refused decryption, and the
+/// owner's revocation, each with its computer, container, key and result,
+/// read back through `phonecsp-handset log --json`; no PIN in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_records_a_session_and_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut l, _, _) = paired(dir.path()).await;
+    let wrong = Request::Login {
+        container: ssh(),
+        pin: Zeroizing::new(b"999999".to_vec()),
+    };
+    assert_eq!(call(&mut l, wrong).await, Err(CkRv::PIN_INCORRECT));
+    log_in(&mut l).await;
+    let di = [HashAlg::Sha256.digest_info_prefix(), &[3; 32][..]].concat();
+    call(&mut l, sign(KEY_ID, SignMechanism::Pkcs1, di))
+        .await
+        .unwrap();
+    let bad = decrypt(DecryptMechanism::Pkcs1, vec![1; 3]);
+    assert!(call(&mut l, bad).await.is_err());
+    // Reads are not recorded.
+    ssh_info(&mut l).await;
+    drop(l);
+    let handset = env!("CARGO_BIN_EXE_phonecsp-handset");
+    let state = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(handset)
+            .args(["--state", state])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    run(&["hosts", "revoke", "laptop", "ssh"]);
+    let log = run(&["log", "--json"]);
+    let entries: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let brief: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            ("pair", "ok"),
+            ("login", "CKR_PIN_INCORRECT"),
+            ("login", "ok"),
+            ("sign", "ok"),
+            ("decrypt", "CKR_ENCRYPTED_DATA_LEN_RANGE"),
+            ("owner: revoke", "ok"),
+        ],
+        "{log}"
+    );
+    let sign = &entries[3];
+    assert_eq!(sign["host"], "laptop");
+    assert_eq!(sign["container"], "ssh");
+    assert_eq!(sign["key"], "01");
+    assert!(sign["fingerprint"].as_str().unwrap().contains(':'));
+    assert_eq!(entries[5]["host"], "laptop");
+    assert!(!log.contains("999999") && !log.contains("123456"), "{log}");
+    // The person's view, and the last entries only.
+    let shown = run(&["log", "-n", "1"]);
+    assert!(
+        shown.contains("owner: revoke") && shown.contains("container 'ssh'"),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 1);
+}
+
+/// A PIN typed on the phone through Debian's real `pinentry-tty`, on a pty
+/// where the test plays the person: the right PIN logs in, a wrong one
+/// costs a try, and cancelling (Ctrl-D) costs none.
+#[tokio::test(flavor = "multi_thread")]
+async fn pin_typed_through_the_real_pinentry_tty() {
+    use phonecsp_handset::store::PinEntry;
+    use std::io::{Read, Write};
+    let program = std::path::Path::new("/usr/bin/pinentry-tty");
+    assert!(
+        program.exists(),
+        "pinentry-tty (scripts/install-deps installs it)"
+    );
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let tty = nix::unistd::ttyname(&pty.slave).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let code = handset(dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = store.load_container("ssh").unwrap();
+    c.set_pin_entry(PinEntry::Handset);
+    store.save_container(&c).unwrap();
+    let approver = Approver {
+        pinentry: Some(program.to_owned()),
+        pinentry_tty: Some(tty.display().to_string()),
+        timeout: Some(std::time::Duration::from_secs(20)),
+        ..Approver::default()
+    };
+    let mut l = duplex(manager(dir.path(), approver)).await;
+    l.pair(&StaticKeypair::generate(), &code, "laptop")
+        .await
+        .unwrap();
+    // The person: waits for the prompt on the terminal, then types.
+    let master = std::fs::File::from(pty.master);
+    let person = |typed: &'static [u8]| {
+        let mut m = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 256];
+            while !String::from_utf8_lossy(&seen).contains("PIN:") {
+                let n = m.read(&mut buf).unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            m.write_all(typed).unwrap();
+            String::from_utf8_lossy(&seen).into_owned()
+        })
+    };
+    let empty = || Request::Login {
+        container: "ssh".into(),
+        pin: Zeroizing::new(Vec::new()),
+    };
+    let typing = person(b"999999\r");
+    assert_eq!(call(&mut l, empty()).await, Err(CkRv::PIN_INCORRECT));
+    let shown = typing.join().unwrap();
+    assert!(
+        shown.contains("laptop") && shown.contains("'ssh'"),
+        "{shown}"
+    );
+    assert_eq!(store.load_container("ssh").unwrap().retries_left(), 4);
+    let typing = person(b"\x04");
+    assert_eq!(call(&mut l, empty()).await, Err(CkRv::FUNCTION_CANCELED));
+    typing.join().unwrap();
+    assert_eq!(store.load_container("ssh").unwrap().retries_left(), 4);
+    let typing = person(b"123456\r");
+    call(&mut l, empty()).await.unwrap();
+    typing.join().unwrap();
+    let di = [HashAlg::Sha256.digest_info_prefix(), &[1u8; 32][..]].concat();
+    call(&mut l, sign(KEY_ID, SignMechanism::Pkcs1, di))
+        .await
+        .unwrap();
+    drop(pty.slave);
+}
+
+/// A notification server as the Desktop Notifications specification has
+/// it, on a private session bus; it answers each notification as the
+/// test scripts: an action, or a close with a reason.
+mod notifications {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::{Arc, Mutex};
+    use zbus::OwnedVariant;
+    use zbus::object_server::SignalEmitter;
+
+    #[derive(Debug, Clone)]
+    pub enum Then {
+        Action(&'static str),
+        Closed(u32),
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Shown {
+        pub summary: String,
+        pub body: String,
+        pub actions: Vec<String>,
+        pub urgency: Option<u8>,
+    }
+
+    #[derive(Default)]
+    pub struct State {
+        pub script: VecDeque<Then>,
+        pub shown: Vec<Shown>,
+    }
+
+    pub struct Server(pub Arc<Mutex<State>>);
+
+    #[zbus::interface(name = "org.freedesktop.Notifications")]
+    impl Server {
+        #[allow(clippy::too_many_arguments)]
+        async fn notify(
+            &self,
+            #[zbus(signal_emitter)] e: SignalEmitter<'_>,
+            _app_name: String,
+            _replaces_id: u32,
+            _app_icon: String,
+            summary: String,
+            body: String,
+            actions: Vec<String>,
+            hints: HashMap<String, OwnedVariant>,
+            _expire_timeout: i32,
+        ) -> u32 {
+            let urgency = hints.get("urgency").and_then(|v| u8::try_from(v).ok());
+            let (id, then) = {
+                let mut s = self.0.lock().unwrap();
+                s.shown.push(Shown {
+                    summary,
+                    body,
+                    actions,
+                    urgency,
+                });
+                (s.shown.len() as u32, s.script.pop_front())
+            };
+            match then {
+                Some(Then::Action(key)) => Self::action_invoked(&e, id, key).await.unwrap(),
+                Some(Then::Closed(reason)) => {
+                    Self::notification_closed(&e, id, reason).await.unwrap()
+                }
+                None => {}
+            }
+            id
+        }
+
+        fn close_notification(&self, _id: u32) {}
+
+        fn get_capabilities(&self) -> Vec<String> {
+            vec!["actions".into(), "body".into()]
+        }
+
+        fn get_server_information(&self) -> (String, String, String, String) {
+            ("test".into(), "phonecsp".into(), "1".into(), "1.2".into())
+        }
+
+        #[zbus(signal)]
+        async fn action_invoked(
+            e: &SignalEmitter<'_>,
+            id: u32,
+            action_key: &str,
+        ) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn notification_closed(
+            e: &SignalEmitter<'_>,
+            id: u32,
+            reason: u32,
+        ) -> zbus::Result<()>;
+    }
+}
+
+/// Approvals through the desktop's notifications: a critical notification
+/// naming the computer, the operation and the key with Allow, Deny and
+/// "Allow for a while"; Deny and a dismissal refuse, an expiry cancels,
+/// Allow allows once, and "Allow for" spares the next question.
+#[tokio::test(flavor = "multi_thread")]
+async fn approvals_through_desktop_notifications() {
+    use notifications::{Server, State, Then};
+    use phonecsp_handset::notify::Notifier;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let mut daemon = std::process::Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--nopidfile"])
+        .arg(format!("--address=unix:path={}", bus.display()))
+        .spawn()
+        .expect("dbus-daemon");
+    while !bus.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let address = format!("unix:path={}", bus.display());
+    let state = Arc::new(Mutex::new(State::default()));
+    let _server = zbus::connection::Builder::address(address.as_str())
+        .serve_at("/org/freedesktop/Notifications", Server(state.clone()))
+        .name("org.freedesktop.Notifications")
+        .build()
+        .await
+        .unwrap();
+
+    let code = handset(dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = store.load_container("ssh").unwrap();
+    c.set_policy(Policy::Confirm);
+    store.save_container(&c).unwrap();
+    let approver = Approver {
+        notifier: Some(Notifier {
+            address: Some(address),
+            allow_for: Some(std::time::Duration::from_secs(3600)),
+        }),
+        timeout: Some(std::time::Duration::from_secs(20)),
+        ..Approver::default()
+    };
+    let mut l = duplex(manager(dir.path(), approver)).await;
+    l.pair(&StaticKeypair::generate(), &code, "laptop")
+        .await
+        .unwrap();
+    log_in(&mut l).await;
+    let di = [HashAlg::Sha256.digest_info_prefix(), &[5u8; 32][..]].concat();
+    let sign = || sign(KEY_ID, SignMechanism::Pkcs1, di.clone());
+    state.lock().unwrap().script = [
+        Then::Action("deny"),
+        Then::Closed(2),
+        Then::Closed(1),
+        Then::Action("allow"),
+        Then::Action("allow-for"),
+    ]
+    .into();
+    assert_eq!(call(&mut l, sign()).await, Err(CkRv::FUNCTION_REJECTED));
+    assert_eq!(call(&mut l, sign()).await, Err(CkRv::FUNCTION_REJECTED));
+    assert_eq!(call(&mut l, sign()).await, Err(CkRv::FUNCTION_CANCELED));
+    call(&mut l, sign()).await.unwrap();
+    call(&mut l, sign()).await.unwrap();
+    // Allowed for an hour: no more questions for this computer and container.
+    call(&mut l, sign()).await.unwrap();
+    call(&mut l, sign()).await.unwrap();
+    let shown = state.lock().unwrap().shown.clone();
+    assert_eq!(shown.len(), 5, "{shown:?}");
+    let n = &shown[0];
+    assert!(
+        n.summary.contains("laptop") && n.summary.contains("sign"),
+        "{n:?}"
+    );
+    assert!(
+        n.body.contains("'ssh key'") && n.body.contains("'ssh'"),
+        "{n:?}"
+    );
+    assert_eq!(n.urgency, Some(2));
+    let keys: Vec<&str> = n.actions.iter().step_by(2).map(String::as_str).collect();
+    assert_eq!(keys, ["allow", "allow-for", "deny"]);
+    assert_eq!(n.actions[3], "Allow for 60 min");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+/// Pairing with an eight-digit code through the PAKE: the right code
+/// pairs and opens a session; a wrong one fails at the handshake's last
+/// message and counts, and after three the phone withdraws the offer, so
+/// even the right code no longer pairs. The long code stays a fallback.
+#[tokio::test(flavor = "multi_thread")]
+async fn pairing_with_a_short_code() {
+    use phonecsp_handset::manager::offer_short_pairing;
+    use phonecsp_protocol::pake::ShortCode;
+    let dir = tempfile::tempdir().unwrap();
+    let long = handset(dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let short = ShortCode::parse("2718-2818").unwrap();
+    offer_short_pairing(&store, &long, &short, vec!["ssh".into()]).unwrap();
+    let mut l = duplex(manager(dir.path(), Approver::default())).await;
+    let host = StaticKeypair::generate();
+    let (handset_key, name) = l.pair_short(&host, &short, "laptop").await.unwrap();
+    assert_eq!(name, "test phone");
+    log_in(&mut l).await;
+    // Used up: the long code of the same offer is gone too.
+    assert!(
+        l.pair(&StaticKeypair::generate(), &long, "other")
+            .await
+            .is_err()
+    );
+    l.connect(&host, &handset_key).await.unwrap();
+    log_in(&mut l).await;
+
+    offer_short_pairing(&store, &long, &short, vec!["ssh".into()]).unwrap();
+    for guess in ["0000-0001", "0000-0002", "0000-0003"] {
+        let wrong = ShortCode::parse(guess).unwrap();
+        let e = l
+            .pair_short(&StaticKeypair::generate(), &wrong, "mallory")
+            .await;
+        assert!(
+            matches!(e, Err(LinkError::Cme(cme::HANDSHAKE_FAILED))),
+            "{e:?}"
+        );
+    }
+    let e = l
+        .pair_short(&StaticKeypair::generate(), &short, "late")
+        .await;
+    assert!(matches!(e, Err(LinkError::Cme(cme::NOT_ALLOWED))), "{e:?}");
+    let names: Vec<String> = store
+        .load_hosts()
+        .unwrap()
+        .hosts
+        .iter()
+        .map(|h| h.name.clone())
+        .collect();
+    assert_eq!(names, ["laptop"]);
 }

@@ -79,7 +79,11 @@ pub enum LuksError {
         container: String,
         retries_left: u32,
     },
-    #[error("{handset}/{container} is locked after too many wrong PINs: unlock it on the phone")]
+    #[error(
+        "{handset}/{container} is locked after too many wrong PINs: set a new PIN with its PUK \
+         (`phonecsp unblock {container}`, or on the phone `phonecsp-handset container unblock \
+         {container}`); the disk's other keyslots (its passphrase or recovery key) open it meanwhile"
+    )]
     PinLocked { handset: String, container: String },
     #[error("no PIN: {0}")]
     NoPin(String),

@@ -128,6 +128,7 @@ impl phonecsp::handset::HandsetLink for Scripted {
                 min_pin: 4,
                 max_pin: 64,
                 serial: "0".repeat(16),
+                so_retries_left: 10,
             })),
             Request::GetAttributes { .. } => Ok(Reply::Attributes(vec![
                 (cka::MODULUS, self.key.n().to_bytes_be()),

@@ -47,6 +47,12 @@ pub trait Backend: Send + Sync {
     fn login(&self, t: &TokenName, pin: &[u8]) -> Result<()>;
     fn logout(&self, t: &TokenName) -> Result<()>;
     fn change_pin(&self, t: &TokenName, old: &[u8], new: &[u8]) -> Result<()>;
+    /// Checks the PUK (the security officer's `C_Login`); a wrong one
+    /// spends a try.
+    fn check_puk(&self, t: &TokenName, puk: &[u8]) -> Result<()>;
+    /// Sets a new PIN with the PUK (`C_InitPIN`), also on a locked token.
+    fn unblock(&self, t: &TokenName, puk: &[u8], new_pin: &[u8]) -> Result<()>;
+    fn change_puk(&self, t: &TokenName, old: &[u8], new: &[u8]) -> Result<()>;
     fn list_objects(&self, t: &TokenName) -> Result<Vec<ObjectInfo>>;
     /// Attributes by `CKA_*` type; numbers are 8-byte big-endian.
     fn attributes(&self, t: &TokenName, class: u32, id: &[u8]) -> Result<HashMap<u32, Vec<u8>>>;
@@ -105,6 +111,18 @@ impl Backend for Dbus {
 
     fn change_pin(&self, t: &TokenName, old: &[u8], new: &[u8]) -> Result<()> {
         self.client()?.change_pin(&t.handset, &t.token, old, new)
+    }
+
+    fn check_puk(&self, t: &TokenName, puk: &[u8]) -> Result<()> {
+        self.client()?.check_puk(&t.handset, &t.token, puk)
+    }
+
+    fn unblock(&self, t: &TokenName, puk: &[u8], new_pin: &[u8]) -> Result<()> {
+        self.client()?.unblock(&t.handset, &t.token, puk, new_pin)
+    }
+
+    fn change_puk(&self, t: &TokenName, old: &[u8], new: &[u8]) -> Result<()> {
+        self.client()?.change_puk(&t.handset, &t.token, old, new)
     }
 
     fn list_objects(&self, t: &TokenName) -> Result<Vec<ObjectInfo>> {

@@ -623,6 +623,21 @@ entries! {
         ulNewLen: CK_ULONG,
     ) |m| m.set_pin(hSession, &secret(pOldPin, ulOldLen)?, &secret(pNewPin, ulNewLen)?);
 
+    /// # Safety
+    /// `pPin` valid for `ulPinLen`, or NULL with 0.
+    unsafe fn C_InitPIN(
+        hSession: CK_SESSION_HANDLE,
+        pPin: *mut CK_UTF8CHAR,
+        ulPinLen: CK_ULONG,
+    ) |m| {
+        let pin = if pPin.is_null() && ulPinLen == 0 {
+            None
+        } else {
+            Some(secret(pPin, ulPinLen)?)
+        };
+        m.init_pin(hSession, pin)
+    };
+
     // ---- sessions ---------------------------------------------------------
 
     /// # Safety
@@ -1007,7 +1022,6 @@ type U = *mut CK_UTF8CHAR;
 
 not_supported! {
     C_InitToken(CK_SLOT_ID, U, L, U);
-    C_InitPIN(H, U, L);
     C_GetOperationState(H, B, LP);
     C_SetOperationState(H, B, L, O, O);
     C_SignRecoverInit(H, M, O);

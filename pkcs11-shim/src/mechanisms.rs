@@ -23,55 +23,66 @@ const SIGN: CK_FLAGS = CKF_HW | CKF_SIGN | CKF_VERIFY;
 const CRYPT: CK_FLAGS = CKF_HW | CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP;
 const CIPHER: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT;
 
-/// `(mechanism, min key size, max key size, flags)`.
-pub const MECHANISMS: [(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS); 25] = [
+/// The mechanisms by what they share: `(flags, min key size, max key
+/// size, mechanisms)`, in the order `C_GetMechanismList` gives them.
+const GROUPS: &[(CK_FLAGS, CK_ULONG, CK_ULONG, &[CK_MECHANISM_TYPE])] = &[
     (
-        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        CKF_HW | CKF_GENERATE_KEY_PAIR,
         MIN_BITS,
         MAX_BITS,
-        CKF_HW | CKF_GENERATE_KEY_PAIR,
+        &[CKM_RSA_PKCS_KEY_PAIR_GEN],
     ),
-    (CKM_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN | CRYPT),
-    (CKM_SHA1_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_SHA224_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_SHA256_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_SHA384_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_SHA512_RSA_PKCS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_SHA1_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_SHA224_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_SHA256_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_SHA384_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_SHA512_RSA_PKCS_PSS, MIN_BITS, MAX_BITS, SIGN),
-    (CKM_RSA_PKCS_OAEP, MIN_BITS, MAX_BITS, CRYPT),
-    (CKM_SHA_1, 0, 0, CKF_DIGEST),
-    (CKM_SHA224, 0, 0, CKF_DIGEST),
-    (CKM_SHA256, 0, 0, CKF_DIGEST),
-    (CKM_SHA384, 0, 0, CKF_DIGEST),
-    (CKM_SHA512, 0, 0, CKF_DIGEST),
-    (CKM_AES_KEY_GEN, 16, 32, CKF_GENERATE),
-    (CKM_AES_CBC, 16, 32, CIPHER),
-    (CKM_AES_CBC_PAD, 16, 32, CIPHER),
-    (CKM_AES_GCM, 16, 32, CIPHER),
-    (CKM_DES3_CBC, 24, 24, CIPHER),
-    (CKM_DES3_CBC_PAD, 24, 24, CIPHER),
+    (SIGN | CRYPT, MIN_BITS, MAX_BITS, &[CKM_RSA_PKCS]),
+    (
+        SIGN,
+        MIN_BITS,
+        MAX_BITS,
+        &[
+            CKM_SHA1_RSA_PKCS,
+            CKM_SHA224_RSA_PKCS,
+            CKM_SHA256_RSA_PKCS,
+            CKM_SHA384_RSA_PKCS,
+            CKM_SHA512_RSA_PKCS,
+            CKM_RSA_PKCS_PSS,
+            CKM_SHA1_RSA_PKCS_PSS,
+            CKM_SHA224_RSA_PKCS_PSS,
+            CKM_SHA256_RSA_PKCS_PSS,
+            CKM_SHA384_RSA_PKCS_PSS,
+            CKM_SHA512_RSA_PKCS_PSS,
+        ],
+    ),
+    (CRYPT, MIN_BITS, MAX_BITS, &[CKM_RSA_PKCS_OAEP]),
+    (
+        CKF_DIGEST,
+        0,
+        0,
+        &[CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512],
+    ),
+    (CKF_GENERATE, 16, 32, &[CKM_AES_KEY_GEN]),
+    (CIPHER, 16, 32, &[CKM_AES_CBC, CKM_AES_CBC_PAD, CKM_AES_GCM]),
+    (CIPHER, 24, 24, &[CKM_DES3_CBC, CKM_DES3_CBC_PAD]),
 ];
+
+/// Every mechanism as `(mechanism, min key size, max key size, flags)`.
+pub fn all() -> impl Iterator<Item = (CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_FLAGS)> {
+    GROUPS
+        .iter()
+        .flat_map(|&(flags, min, max, ms)| ms.iter().map(move |&m| (m, min, max, flags)))
+}
 
 /// Whether `m` works with the RSA keys (rather than secret keys).
 pub fn is_rsa(m: CK_MECHANISM_TYPE) -> bool {
-    MECHANISMS
-        .iter()
-        .any(|(x, min, ..)| *x == m && *min == MIN_BITS)
+    all().any(|(x, min, ..)| x == m && min == MIN_BITS)
 }
 
 /// The mechanisms, in table order.
 pub fn list() -> Vec<CK_MECHANISM_TYPE> {
-    MECHANISMS.iter().map(|(m, ..)| *m).collect()
+    all().map(|(m, ..)| m).collect()
 }
 
 pub fn info(mech: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
-    match MECHANISMS.iter().find(|(m, ..)| *m == mech) {
-        Some(&(_, min, max, flags)) => Ok(CK_MECHANISM_INFO {
+    match all().find(|(m, ..)| *m == mech) {
+        Some((_, min, max, flags)) => Ok(CK_MECHANISM_INFO {
             ulMinKeySize: min,
             ulMaxKeySize: max,
             flags,
@@ -204,13 +215,11 @@ fn is_pss(m: CK_MECHANISM_TYPE) -> bool {
 
 /// Whether `m` is one of the mechanisms the module lists.
 pub fn is_known(m: CK_MECHANISM_TYPE) -> bool {
-    MECHANISMS.iter().any(|(x, ..)| *x == m)
+    all().any(|(x, ..)| x == m)
 }
 
 fn is_sign(m: CK_MECHANISM_TYPE) -> bool {
-    MECHANISMS
-        .iter()
-        .any(|(x, _, _, f)| *x == m && f & CKF_SIGN != 0)
+    all().any(|(x, _, _, f)| x == m && f & CKF_SIGN != 0)
 }
 
 /// An encryption mechanism, resolved: PKCS#1 v1.5 or OAEP with MGF1 of the

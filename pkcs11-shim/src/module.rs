@@ -162,6 +162,10 @@ struct SlotState {
     /// Presence as last told by `C_WaitForSlotEvent`.
     reported: bool,
     logged_in: bool,
+    /// The security officer's login: the PUK it was made with, held (and
+    /// wiped at logout) because the daemon keeps no SO login between calls
+    /// and `C_InitPIN` and `C_SetPIN` need it again.
+    so_puk: Option<Zeroizing<Vec<u8>>>,
     attrs: HashMap<(CK_OBJECT_CLASS, Vec<u8>), Arc<AttrMap>>,
 }
 
@@ -272,6 +276,26 @@ impl Module {
         }
     }
 
+    fn so_logged_in(&self, slot: usize) -> bool {
+        lock(&self.slots)
+            .list
+            .get(slot)
+            .is_some_and(|s| s.so_puk.is_some())
+    }
+
+    fn set_so_puk(&self, slot: usize, puk: Option<Zeroizing<Vec<u8>>>) {
+        if let Some(s) = lock(&self.slots).list.get_mut(slot) {
+            s.so_puk = puk;
+        }
+    }
+
+    fn so_puk(&self, slot: usize) -> Option<Zeroizing<Vec<u8>>> {
+        lock(&self.slots)
+            .list
+            .get(slot)
+            .and_then(|s| s.so_puk.clone())
+    }
+
     fn forget_attrs(&self, slot: usize) {
         if let Some(s) = lock(&self.slots).list.get_mut(slot) {
             s.attrs.clear();
@@ -283,6 +307,7 @@ impl Module {
         if let Some(s) = lock(&self.slots).list.get_mut(slot) {
             s.present = false;
             s.logged_in = false;
+            s.so_puk = None;
             s.attrs.clear();
         }
         let gone = self.remove_sessions(|_, e| e.slot == slot);
@@ -398,6 +423,7 @@ impl Module {
                         present,
                         reported: first && present,
                         logged_in: false,
+                        so_puk: None,
                         attrs: HashMap::new(),
                     });
                 }
@@ -488,6 +514,9 @@ impl Module {
             (token_flags::PIN_LOCKED, CKF_USER_PIN_LOCKED),
             (token_flags::PIN_COUNT_LOW, CKF_USER_PIN_COUNT_LOW),
             (token_flags::PIN_FINAL_TRY, CKF_USER_PIN_FINAL_TRY),
+            (token_flags::SO_PIN_LOCKED, CKF_SO_PIN_LOCKED),
+            (token_flags::SO_PIN_COUNT_LOW, CKF_SO_PIN_COUNT_LOW),
+            (token_flags::SO_PIN_FINAL_TRY, CKF_SO_PIN_FINAL_TRY),
             (
                 token_flags::PROTECTED_PATH,
                 CKF_PROTECTED_AUTHENTICATION_PATH,
@@ -574,6 +603,10 @@ impl Module {
             return fail(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
         }
         self.require_present(i)?;
+        // PKCS#11 5.6: the SO has only read/write sessions.
+        if flags & CKF_RW_SESSION == 0 && self.so_logged_in(i) {
+            return fail(CKR_SESSION_READ_WRITE_SO_EXISTS);
+        }
         let h = self.next_session.fetch_add(1, Ordering::SeqCst) as CK_SESSION_HANDLE;
         let s = Session {
             slot: i,
@@ -600,6 +633,9 @@ impl Module {
     /// says login state ends then.
     fn logout_if_unused(&self, slot: usize) {
         let used = lock(&self.sessions).values().any(|e| e.slot == slot);
+        if !used {
+            self.set_so_puk(slot, None);
+        }
         if !used && self.logged_in(slot) {
             self.set_logged_in(slot, false);
             if let Ok(t) = self.names(slot) {
@@ -633,6 +669,8 @@ impl Module {
         };
         let user = self.logged_in(slot);
         let state = match (rw, user) {
+            // An SO session is always read/write (open_session sees to it).
+            (true, false) if self.so_logged_in(slot) => CKS_RW_SO_FUNCTIONS,
             (false, false) => CKS_RO_PUBLIC_SESSION,
             (false, true) => CKS_RO_USER_FUNCTIONS,
             (true, false) => CKS_RW_PUBLIC_SESSION,
@@ -647,7 +685,8 @@ impl Module {
     }
 
     /// `CKU_USER` with the PIN, or with no PIN on a token whose PIN is
-    /// entered on the phone (protected authentication path).
+    /// entered on the phone (protected authentication path); `CKU_SO`
+    /// with the token's PUK.
     pub fn login(
         &self,
         h: CK_SESSION_HANDLE,
@@ -658,15 +697,17 @@ impl Module {
         let slot = lock(&s).slot;
         match user {
             CKU_USER => {}
+            CKU_SO => return self.so_login(slot, pin),
             // Context-specific login belongs to CKA_ALWAYS_AUTHENTICATE
             // keys, and there are none.
             CKU_CONTEXT_SPECIFIC => return fail(CKR_OPERATION_NOT_INITIALIZED),
-            // A container has one PIN, its user's; the handset owner
-            // administers it on the phone.
             _ => return fail(CKR_USER_TYPE_INVALID),
         }
         if self.logged_in(slot) {
             return fail(CKR_USER_ALREADY_LOGGED_IN);
+        }
+        if self.so_logged_in(slot) {
+            return fail(CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
         }
         let t = self.names(slot)?;
         let pin = match pin {
@@ -687,9 +728,64 @@ impl Module {
         Ok(())
     }
 
+    /// The security officer's login with the PUK, as PKCS#11 5.6 orders
+    /// its refusals: no read-only session of the token may be open, nor
+    /// anyone logged in. The PUK is checked by the phone (a wrong one
+    /// spends a try) and kept for `C_InitPIN` and `C_SetPIN`.
+    fn so_login(&self, slot: usize, puk: Option<Zeroizing<Vec<u8>>>) -> Result<()> {
+        if self.so_logged_in(slot) {
+            return fail(CKR_USER_ALREADY_LOGGED_IN);
+        }
+        if self.logged_in(slot) {
+            return fail(CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+        }
+        if lock(&self.sessions)
+            .values()
+            .any(|e| e.slot == slot && !e.rw)
+        {
+            return fail(CKR_SESSION_READ_ONLY_EXISTS);
+        }
+        // The PUK is never typed on the phone.
+        let puk = puk.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
+        let t = self.names(slot)?;
+        self.check(slot, self.backend.check_puk(&t, &puk))?;
+        self.set_so_puk(slot, Some(puk));
+        Ok(())
+    }
+
+    /// `C_InitPIN`: in a read/write SO session, a new user PIN, which
+    /// also unlocks a token that wrong PINs locked.
+    pub fn init_pin(&self, h: CK_SESSION_HANDLE, pin: Option<Zeroizing<Vec<u8>>>) -> Result<()> {
+        let s = self.session(h)?;
+        let (slot, rw) = {
+            let g = lock(&s);
+            (g.slot, g.rw)
+        };
+        let Some(puk) = self.so_puk(slot).filter(|_| rw) else {
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        };
+        let pin = pin.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
+        let t = self.names(slot)?;
+        let r = self.check(slot, self.backend.unblock(&t, &puk, &pin));
+        // The PUK was right at C_Login: a refusal now means it changed
+        // since (elsewhere), and this SO login is stale.
+        if let Err(e) = &r
+            && matches!(e.rv(), CKR_PIN_INCORRECT | CKR_PIN_LOCKED)
+        {
+            self.set_so_puk(slot, None);
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        }
+        r
+    }
+
     pub fn logout(&self, h: CK_SESSION_HANDLE) -> Result<()> {
         let s = self.session(h)?;
         let slot = lock(&s).slot;
+        if self.so_logged_in(slot) {
+            // The daemon keeps no SO login: forgetting the PUK ends it.
+            self.set_so_puk(slot, None);
+            return Ok(());
+        }
         if !self.logged_in(slot) {
             return fail(CKR_USER_NOT_LOGGED_IN);
         }
@@ -713,6 +809,12 @@ impl Module {
             return fail(CKR_SESSION_READ_ONLY);
         }
         let t = self.names(slot)?;
+        // In an SO session, C_SetPIN changes the SO's PIN: the PUK.
+        if self.so_logged_in(slot) {
+            self.check(slot, self.backend.change_puk(&t, old, new))?;
+            self.set_so_puk(slot, Some(Zeroizing::new(new.to_vec())));
+            return Ok(());
+        }
         self.check(slot, self.backend.change_pin(&t, old, new))?;
         // The handset ended every login to the token; resume ours.
         if self.logged_in(slot) && self.backend.login(&t, new).is_err() {

@@ -119,8 +119,7 @@ fn allowed_mechanisms(class: CK_OBJECT_CLASS) -> Vec<u8> {
     } else {
         CKF_VERIFY | CKF_ENCRYPT
     };
-    mechanisms::MECHANISMS
-        .iter()
+    mechanisms::all()
         .filter(|(m, _, _, f)| f & want != 0 && mechanisms::is_rsa(*m))
         .flat_map(|(m, ..)| m.to_ne_bytes())
         .collect()

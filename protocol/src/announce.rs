@@ -6,10 +6,11 @@
 //! without asking; one that sees another version, or no entry, may not.
 //! It rides on a message that is sent anyway, so it costs no round trip.
 //!
-//! An empty payload is no announcement (a handset of before this section,
-//! or one whose announcement would not fit its line). A payload of a
-//! format this host does not know is no announcement either: the host
-//! falls back to asking, as it did before.
+//! The payload may carry other lines too (the capabilities of section
+//! 5.5), which are left alone. A payload without a `+CKANN` line is no
+//! announcement (a handset of before this section, or one whose
+//! announcement would not fit its line), and so is one of a format this
+//! host does not know: the host falls back to asking, as it did before.
 
 use crate::at::{Params, ParseError, check_text, quote};
 use crate::limits::MAX_NAME_LEN;
@@ -60,15 +61,29 @@ impl Announcement {
         }
         let text = std::str::from_utf8(payload)
             .map_err(|_| ParseError::Syntax("announcement is not text"))?;
-        let mut lines = text.split("\r\n");
-        let head = lines.next().unwrap_or_default();
-        let p = info_params(head, "+CKANN")?;
-        p.expect_count(1, 1)?;
-        if p.number(0)? != ANNOUNCEMENT_FORMAT {
-            return Ok(None);
-        }
+        // The payload may hold other lines (the capabilities of section
+        // 5.5), which are not the announcement's to judge.
+        let mut format = None;
         let mut containers: Vec<Announced> = Vec::new();
-        for line in lines {
+        for line in text.split("\r\n") {
+            if line.starts_with("+CKANN:") {
+                if format.is_some() {
+                    return Err(ParseError::Syntax("two announcements"));
+                }
+                let p = info_params(line, "+CKANN")?;
+                p.expect_count(1, 1)?;
+                format = Some(p.number(0)?);
+                continue;
+            }
+            if !line.starts_with("+CKANC:") {
+                continue;
+            }
+            match format {
+                None => return Err(ParseError::Syntax("+CKANC before +CKANN")),
+                Some(ANNOUNCEMENT_FORMAT) => {}
+                // A later format's lines are its own.
+                Some(_) => continue,
+            }
             let p: Params = info_params(line, "+CKANC")?;
             p.expect_count(3, 3)?;
             let name = p.text(0)?.to_owned();
@@ -85,7 +100,10 @@ impl Announcement {
                 version: p.number(2)?,
             });
         }
-        Ok(Some(Announcement { containers }))
+        match format {
+            Some(ANNOUNCEMENT_FORMAT) => Ok(Some(Announcement { containers })),
+            _ => Ok(None),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Announced> {
@@ -138,6 +156,15 @@ mod tests {
     }
 
     #[test]
+    fn other_lines_are_left_alone() {
+        let mut bytes = b"+CKCAP: \"bin1\"\r\n".to_vec();
+        bytes.extend(sample().encode().unwrap());
+        bytes.extend(b"\r\n+CKWHATEVER: 1");
+        assert_eq!(Announcement::parse(&bytes).unwrap(), Some(sample()));
+        assert_eq!(Announcement::parse(b"+CKCAP: \"bin1\"").unwrap(), None);
+    }
+
+    #[test]
     fn no_announcement_and_other_formats_are_none() {
         assert_eq!(Announcement::parse(b"").unwrap(), None);
         assert_eq!(
@@ -154,8 +181,8 @@ mod tests {
             b"+CKANN: 1\r\n+CKANC: \"\",1,2",
             b"+CKANN: 1\r\n+CKANC: \"ssh\",4294967296,2",
             b"+CKANN: 1\r\n+CKANC: \"ssh\",1,18446744073709551616",
-            b"+CKANN: 1\r\n",
-            b"+CKANN: 1\r\n+CKLIST: \"ssh\",1",
+            b"+CKANC: \"ssh\",1,2\r\n+CKANN: 1",
+            b"+CKANN: 1\r\n+CKANN: 1",
             b"\xff",
             b"+CKANN: x",
         ] {

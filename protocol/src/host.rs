@@ -5,6 +5,7 @@
 use crate::at::ParseError;
 use crate::at::{self, FinalResult, Line, LineSplitter};
 use crate::ck::CkRv;
+use crate::compact::{self, Direction, Framed};
 use crate::message::{
     Command, HandshakeKind, InnerOutcome, Reply, Request, VersionInfo, info_params,
 };
@@ -14,6 +15,7 @@ use crate::noise::{
 use std::collections::VecDeque;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 /// Longest response line the host accepts; well above any handset's limit.
 const HOST_MAX_LINE: usize = 128 * 1024;
@@ -76,8 +78,12 @@ pub struct HostLink<R, W> {
     version: VersionInfo,
     session: Option<Session>,
     /// The handset's payload of KK message 2 in the session that is up:
-    /// its session announcement, or empty (docs/protocol.md section 5.7).
+    /// its capabilities and session announcement, or empty
+    /// (docs/protocol.md sections 5.5 and 5.7).
     announcement: Vec<u8>,
+    /// Binary mode (docs/protocol.md section 6.7), with the bytes read
+    /// past the last frame.
+    binary: Option<Vec<u8>>,
     stats: LinkStats,
     /// Bytes [`HostLink::closed`] has discarded since the last command.
     idle_bytes: usize,
@@ -98,6 +104,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
             },
             session: None,
             announcement: Vec::new(),
+            binary: None,
             stats: LinkStats::default(),
             idle_bytes: 0,
         };
@@ -145,9 +152,56 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         code: &PairingCode,
         host_name: &str,
     ) -> Result<([u8; 32], String), LinkError> {
+        self.pair_with_psk(local, &code.psk(), host_name).await
+    }
+
+    /// Pairs with whichever kind of code the person typed.
+    pub async fn pair_any(
+        &mut self,
+        local: &StaticKeypair,
+        code: &crate::pake::AnyPairingCode,
+        host_name: &str,
+    ) -> Result<([u8; 32], String), LinkError> {
+        match code {
+            crate::pake::AnyPairingCode::Short(c) => self.pair_short(local, c, host_name).await,
+            crate::pake::AnyPairingCode::Long(c) => self.pair(local, c, host_name).await,
+        }
+    }
+
+    /// Pairs with a short code (docs/protocol.md section 5.8): `AT+CKPAKE`
+    /// makes the PSK, then the pairing handshake proves both ends used the
+    /// same code.
+    pub async fn pair_short(
+        &mut self,
+        local: &StaticKeypair,
+        code: &crate::pake::ShortCode,
+        host_name: &str,
+    ) -> Result<([u8; 32], String), LinkError> {
+        self.session = None;
+        self.binary = None;
+        let (pake, mine) = crate::pake::Pake::host(code);
+        let lines = self
+            .exchange(&Command::Pake { message: mine }.encode())
+            .await?;
+        let [line] = lines.as_slice() else {
+            return Err(LinkError::Protocol("+CKPAKE: expected one line".into()));
+        };
+        let p = info_params(line, "+CKPAKE")?;
+        p.expect_count(1, 1)?;
+        let psk = pake.finish(&p.bytes(0)?)?;
+        self.pair_with_psk(local, &psk, host_name).await
+    }
+
+    async fn pair_with_psk(
+        &mut self,
+        local: &StaticKeypair,
+        psk: &[u8; 32],
+        host_name: &str,
+    ) -> Result<([u8; 32], String), LinkError> {
         self.session = None;
         self.announcement.clear();
-        let (hp, m1) = HostPairing::start(local, code)?;
+        self.binary = None;
+        let (hp, m1) = HostPairing::start_with_psk(local, psk)?;
         let m2 = self.handshake(HandshakeKind::Pair, &m1).await?;
         let (finish, m3) = hp.respond(&m2, host_name)?;
         let confirm = self.handshake(HandshakeKind::Pair, &m3).await?;
@@ -165,16 +219,27 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
     ) -> Result<(), LinkError> {
         self.session = None;
         self.announcement.clear();
-        let (h, m1) = HostSessionHandshake::start(local, handset)?;
+        self.binary = None;
+        let offer = compact::capabilities_line();
+        let (h, m1) = HostSessionHandshake::start_with_payload(local, handset, offer.as_bytes())?;
         let m2 = self.handshake(HandshakeKind::Session, &m1).await?;
         let (session, payload) = h.finish_with_payload(&m2)?;
         self.session = Some(session);
+        if compact::offers_binary(&payload) {
+            self.binary = Some(Vec::new());
+        }
         self.announcement = payload;
         Ok(())
     }
 
-    /// The handset's session announcement for the session [`Self::connect`]
-    /// opened, as it came (empty: none); read with
+    /// Whether the session is in binary mode.
+    pub fn is_binary(&self) -> bool {
+        self.binary.is_some()
+    }
+
+    /// The handset's payload of KK message 2 for the session
+    /// [`Self::connect`] opened, as it came (empty: none): its session
+    /// announcement is read from it with
     /// [`crate::announce::Announcement::parse`].
     pub fn announcement(&self) -> &[u8] {
         &self.announcement
@@ -183,6 +248,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
     /// `AT` -> `OK`: proves the line and the handset are alive, in or out
     /// of a session.
     pub async fn ping(&mut self) -> Result<(), LinkError> {
+        if self.binary.is_some() {
+            // In binary mode a ping is an empty frame, answered by one.
+            return match self.binary_exchange(&[]).await?.is_empty() {
+                true => Ok(()),
+                false => Err(LinkError::Protocol("a ping answered with data".into())),
+            };
+        }
         self.exchange(&Command::Attention.encode())
             .await
             .map(|_| ())
@@ -193,6 +265,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
     /// unusable (see [`LinkError::is_fatal`]).
     pub async fn call(&mut self, request: &Request) -> Result<Reply, LinkError> {
         let line = request.encode().map_err(LinkError::Request)?;
+        if self.binary.is_some() {
+            let compact =
+                compact::compact(&line, Direction::ToHandset).map_err(LinkError::Request)?;
+            self.stats.requests += 1;
+            let answer = self.binary_exchange(&compact).await?;
+            let text = compact::expand(&answer, Direction::ToHost)?;
+            return Self::outcome(request, &text);
+        }
         let session = self.session.as_mut().ok_or(LinkError::NoSession)?;
         let ct = session.encrypt(line.as_bytes())?;
         self.stats.requests += 1;
@@ -230,6 +310,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         let plain = session.decrypt(&frame)?;
         let text = std::str::from_utf8(&plain)
             .map_err(|_| LinkError::Protocol("inner response is not text".into()))?;
+        Self::outcome(request, text)
+    }
+
+    fn outcome(request: &Request, text: &str) -> Result<Reply, LinkError> {
         match Reply::decode(request, text)? {
             InnerOutcome::Done(r) => Ok(r),
             InnerOutcome::Failed(rv) => Err(LinkError::Token(rv)),
@@ -299,6 +383,67 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
     fn discard_unread(&mut self) {
         self.pending.clear();
         self.splitter = LineSplitter::new(HOST_MAX_LINE);
+        if let Some(buf) = &mut self.binary {
+            buf.clear();
+        }
+    }
+
+    /// Sends `plain` encrypted in one binary frame and returns the
+    /// decrypted answer. Text where the answer's frame should start means
+    /// the handset has left binary mode and ended the session: its final
+    /// result is read and returned as the error.
+    async fn binary_exchange(&mut self, plain: &[u8]) -> Result<Zeroizing<Vec<u8>>, LinkError> {
+        let session = self.session.as_mut().ok_or(LinkError::NoSession)?;
+        let ct = session.encrypt(plain)?;
+        let frame =
+            compact::frame(&ct).ok_or(LinkError::Request(ParseError::Syntax("frame too long")))?;
+        self.idle_bytes = 0;
+        self.writer.write_all(&frame).await?;
+        self.writer.flush().await?;
+        self.stats.bytes_out += frame.len() as u64;
+        loop {
+            let buf = self.binary.as_mut().ok_or(LinkError::NoSession)?;
+            match compact::next_frame(buf) {
+                Framed::Frame { end } => {
+                    let answer: Vec<u8> = buf.drain(..end).skip(3).collect();
+                    let session = self.session.as_mut().ok_or(LinkError::NoSession)?;
+                    return Ok(session.decrypt(&answer)?);
+                }
+                Framed::NotAFrame => {
+                    let rest = std::mem::take(buf);
+                    self.binary = None;
+                    self.session = None;
+                    self.pending.extend(self.splitter.push(&rest));
+                    return Err(self.text_after_binary().await);
+                }
+                Framed::Partial => {
+                    let mut chunk = [0u8; 4096];
+                    let n = self.reader.read(&mut chunk).await?;
+                    if n == 0 {
+                        self.session = None;
+                        return Err(LinkError::Closed);
+                    }
+                    self.stats.bytes_in += n as u64;
+                    if let Some(buf) = &mut self.binary {
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The final result a handset gave in text on leaving binary mode.
+    async fn text_after_binary(&mut self) -> LinkError {
+        let unexpected = || LinkError::Protocol("text where a binary frame was due".into());
+        match self.next_line().await {
+            Err(e) => e,
+            Ok(Line::Text(t)) => match FinalResult::parse(&t) {
+                Some(FinalResult::CmeError(n)) => LinkError::Cme(n),
+                Some(FinalResult::Error) => LinkError::Error,
+                Some(FinalResult::Ok) | None => unexpected(),
+            },
+            Ok(_) => unexpected(),
+        }
     }
 
     /// Writes one command line and collects information lines up to the

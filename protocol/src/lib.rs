@@ -9,10 +9,12 @@
 pub mod announce;
 pub mod at;
 pub mod ck;
+pub mod compact;
 pub mod host;
 pub mod limits;
 pub mod message;
 pub mod noise;
+pub mod pake;
 pub mod responder;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -42,6 +42,9 @@ pub enum Command {
     },
     /// `AT+CKX="<frame part>"[,1]`; `more` says further parts follow.
     Frame { part: Vec<u8>, more: bool },
+    /// `AT+CKPAKE="<message>"`: the host's SPAKE2 message for pairing with
+    /// a short code (docs/protocol.md section 5.8).
+    Pake { message: Vec<u8> },
 }
 
 impl Command {
@@ -76,6 +79,13 @@ impl Command {
                     message: p.bytes(1)?,
                 })
             }
+            ("+CKPAKE", Some(p)) => {
+                let p = Params::parse(p)?;
+                p.expect_count(1, 1)?;
+                Ok(Command::Pake {
+                    message: p.bytes(0)?,
+                })
+            }
             ("+CKX", Some(p)) => {
                 let p = Params::parse(p)?;
                 p.expect_count(1, 2)?;
@@ -102,6 +112,7 @@ impl Command {
             Command::Handshake { kind, message } => {
                 format!("AT+CKHS={},{}", *kind as u8, quote_b64(message))
             }
+            Command::Pake { message } => format!("AT+CKPAKE={}", quote_b64(message)),
             Command::Frame { part, more } => {
                 if *more {
                     format!("AT+CKX={},1", quote_b64(part))
@@ -183,6 +194,18 @@ pub enum Request {
     Logout { container: String },
     /// `+CKPIN="<container>","<old>","<new>"`
     ChangePin {
+        container: String,
+        old: Pin,
+        new: Pin,
+    },
+    /// `+CKSOLOGIN="<container>","<puk>"`: the security officer's login.
+    SoLogin { container: String, puk: Pin },
+    /// `+CKSOLOGOUT="<container>"`
+    SoLogout { container: String },
+    /// `+CKINITPIN="<container>","<new PIN>"`: in an SO login, a new PIN.
+    InitPin { container: String, pin: Pin },
+    /// `+CKPUK="<container>","<old PUK>","<new PUK>"`
+    ChangePuk {
         container: String,
         old: Pin,
         new: Pin,
@@ -310,6 +333,10 @@ impl Request {
             Request::Login { .. } => "+CKLOGIN",
             Request::Logout { .. } => "+CKLOGOUT",
             Request::ChangePin { .. } => "+CKPIN",
+            Request::SoLogin { .. } => "+CKSOLOGIN",
+            Request::SoLogout { .. } => "+CKSOLOGOUT",
+            Request::InitPin { .. } => "+CKINITPIN",
+            Request::ChangePuk { .. } => "+CKPUK",
             Request::FindObjects { .. } => "+CKFIND",
             Request::GetAttributes { .. } => "+CKATTR",
             Request::Sign { .. } => "+CKSIGN",
@@ -342,6 +369,23 @@ impl Request {
                 new,
             } => format!(
                 "+CKPIN={},{},{}",
+                quote(container)?,
+                quote_b64(old),
+                quote_b64(new)
+            ),
+            Request::SoLogin { container, puk } => {
+                format!("+CKSOLOGIN={},{}", quote(container)?, quote_b64(puk))
+            }
+            Request::SoLogout { container } => format!("+CKSOLOGOUT={}", quote(container)?),
+            Request::InitPin { container, pin } => {
+                format!("+CKINITPIN={},{}", quote(container)?, quote_b64(pin))
+            }
+            Request::ChangePuk {
+                container,
+                old,
+                new,
+            } => format!(
+                "+CKPUK={},{},{}",
                 quote(container)?,
                 quote_b64(old),
                 quote_b64(new)
@@ -497,8 +541,25 @@ impl Request {
                     return Err(ParseError::Syntax("random length out of range"));
                 }
             }
-            Request::TokenInfo { container } | Request::Logout { container } => {
-                check_name(container)?
+            Request::TokenInfo { container }
+            | Request::Logout { container }
+            | Request::SoLogout { container } => check_name(container)?,
+            Request::SoLogin {
+                container,
+                puk: pin,
+            }
+            | Request::InitPin { container, pin } => {
+                check_name(container)?;
+                check_len(pin, MAX_PIN_LEN, "PIN too long")?;
+            }
+            Request::ChangePuk {
+                container,
+                old,
+                new,
+            } => {
+                check_name(container)?;
+                check_len(old, MAX_PIN_LEN, "PIN too long")?;
+                check_len(new, MAX_PIN_LEN, "PIN too long")?;
             }
             Request::Login { container, pin } => {
                 check_name(container)?;
@@ -641,6 +702,34 @@ impl Request {
             "+CKPIN" => {
                 p.expect_count(3, 3)?;
                 Request::ChangePin {
+                    container: container()?,
+                    old: Zeroizing::new(p.bytes(1)?),
+                    new: Zeroizing::new(p.bytes(2)?),
+                }
+            }
+            "+CKSOLOGIN" => {
+                p.expect_count(2, 2)?;
+                Request::SoLogin {
+                    container: container()?,
+                    puk: Zeroizing::new(p.bytes(1)?),
+                }
+            }
+            "+CKSOLOGOUT" => {
+                p.expect_count(1, 1)?;
+                Request::SoLogout {
+                    container: container()?,
+                }
+            }
+            "+CKINITPIN" => {
+                p.expect_count(2, 2)?;
+                Request::InitPin {
+                    container: container()?,
+                    pin: Zeroizing::new(p.bytes(1)?),
+                }
+            }
+            "+CKPUK" => {
+                p.expect_count(3, 3)?;
+                Request::ChangePuk {
                     container: container()?,
                     old: Zeroizing::new(p.bytes(1)?),
                     new: Zeroizing::new(p.bytes(2)?),
@@ -800,9 +889,20 @@ pub mod token_flags {
     /// does not offer it to programs unless asked to (an ssh-agent's PIN
     /// would otherwise spend the disk container's tries).
     pub const DISK: u32 = 0x100;
+    /// The container has a PUK (a security officer): `+CKSOLOGIN` can
+    /// unblock it.
+    pub const PUK_SET: u32 = 0x1000;
+    /// Too many wrong PUKs: the PUK is locked, for good.
+    pub const SO_PIN_LOCKED: u32 = 0x2000;
+    /// At least one wrong PUK since the last right one.
+    pub const SO_PIN_COUNT_LOW: u32 = 0x4000;
+    /// One more wrong PUK locks it for good.
+    pub const SO_PIN_FINAL_TRY: u32 = 0x8000;
+    /// This session is logged in to the container as its security officer.
+    pub const SO_LOGGED_IN: u32 = 0x10000;
 
     /// Each flag's name, as the command and the D-Bus object API show it.
-    pub const NAMES: [(u32, &str); 9] = [
+    pub const NAMES: [(u32, &str); 14] = [
         (LOGIN_REQUIRED, "login-required"),
         (PIN_LOCKED, "pin-locked"),
         (PIN_COUNT_LOW, "pin-count-low"),
@@ -812,6 +912,11 @@ pub mod token_flags {
         (PROTECTED_PATH, "pin-on-phone"),
         (AWAY, "away"),
         (DISK, "disk"),
+        (PUK_SET, "puk-set"),
+        (SO_PIN_LOCKED, "puk-locked"),
+        (SO_PIN_COUNT_LOW, "puk-count-low"),
+        (SO_PIN_FINAL_TRY, "puk-final-try"),
+        (SO_LOGGED_IN, "so-logged-in"),
     ];
 
     /// The names of the flags set in `flags`.
@@ -831,7 +936,7 @@ pub struct ContainerEntry {
     pub flags: u32,
 }
 
-/// `+CKTINFO: "<name>",<flags>,<retries left>,<min PIN>,<max PIN>,"<serial>"`.
+/// `+CKTINFO: "<name>",<flags>,<retries left>,<min PIN>,<max PIN>,"<serial>",<PUK retries left>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
     pub name: String,
@@ -840,6 +945,9 @@ pub struct TokenInfo {
     pub min_pin: u32,
     pub max_pin: u32,
     pub serial: String,
+    /// Wrong PUKs left before the PUK locks for good; 0 without a PUK
+    /// (flag `PUK_SET` clear), and from a handset that sends six fields.
+    pub so_retries_left: u32,
 }
 
 /// One object, as `+CKFIND` lists it: `+CKOBJ: <class>,"<id>","<label>"`.
@@ -898,13 +1006,14 @@ impl Reply {
                 }
             }
             Reply::TokenInfo(t) => lines.push(format!(
-                "+CKTINFO: {},{},{},{},{},{}",
+                "+CKTINFO: {},{},{},{},{},{},{}",
                 quote(&t.name)?,
                 t.flags,
                 t.retries_left,
                 t.min_pin,
                 t.max_pin,
-                quote(&t.serial)?
+                quote(&t.serial)?,
+                t.so_retries_left
             )),
             Reply::Objects(list) => {
                 for o in list {
@@ -980,6 +1089,10 @@ impl Reply {
             Request::Login { .. }
             | Request::Logout { .. }
             | Request::ChangePin { .. }
+            | Request::SoLogin { .. }
+            | Request::SoLogout { .. }
+            | Request::InitPin { .. }
+            | Request::ChangePuk { .. }
             | Request::PutCertificate { .. }
             | Request::DeleteCertificate { .. }
             | Request::PutData { .. }
@@ -1004,7 +1117,8 @@ impl Reply {
             }
             Request::TokenInfo { .. } => {
                 let p = one("+CKTINFO")?;
-                p.expect_count(6, 6)?;
+                // Six fields from a handset that predates PUKs.
+                p.expect_count(6, 7)?;
                 Reply::TokenInfo(TokenInfo {
                     name: p.text(0)?.to_owned(),
                     flags: p.u32(1)?,
@@ -1012,6 +1126,7 @@ impl Reply {
                     min_pin: p.u32(3)?,
                     max_pin: p.u32(4)?,
                     serial: p.text(5)?.to_owned(),
+                    so_retries_left: if p.len() > 6 { p.u32(6)? } else { 0 },
                 })
             }
             Request::FindObjects { .. } => {
@@ -1097,6 +1212,22 @@ mod tests {
     fn roundtrip(r: Request) {
         let line = r.encode().unwrap();
         assert_eq!(Request::parse(&line).unwrap(), r, "{}", line.as_str());
+    }
+
+    /// A handset from before PUKs sends six fields: the host reads them as
+    /// a container without a PUK.
+    #[test]
+    fn token_info_of_six_fields_reads_as_no_puk() {
+        let r = Request::TokenInfo {
+            container: "ssh".into(),
+        };
+        match Reply::decode(&r, "+CKTINFO: \"ssh\",33,3,4,64,\"9f3a61c2e0d4b857\"\r\nOK") {
+            Ok(InnerOutcome::Done(Reply::TokenInfo(t))) => {
+                assert_eq!((t.retries_left, t.so_retries_left), (3, 0));
+                assert_eq!(t.flags & token_flags::PUK_SET, 0);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -334,10 +334,18 @@ impl HostPairing {
         local: &StaticKeypair,
         code: &PairingCode,
     ) -> Result<(HostPairing, Vec<u8>), NoiseError> {
-        let psk = code.psk();
+        Self::start_with_psk(local, &code.psk())
+    }
+
+    /// [`Self::start`] with the PSK given: a short code's, from the PAKE
+    /// (`crate::pake`).
+    pub fn start_with_psk(
+        local: &StaticKeypair,
+        psk: &[u8; 32],
+    ) -> Result<(HostPairing, Vec<u8>), NoiseError> {
         let mut hs = snow::Builder::new(params(PAIRING_PATTERN))
             .local_private_key(local.private())
-            .and_then(|b| b.psk(3, &psk))
+            .and_then(|b| b.psk(3, psk))
             .and_then(|b| b.prologue(PROLOGUE))
             .and_then(|b| b.build_initiator())
             .map_err(|_| NoiseError::Handshake)?;
@@ -437,13 +445,23 @@ pub struct HostSessionHandshake {
 
 impl HostSessionHandshake {
     pub fn start(local: &StaticKeypair, handset: &[u8; 32]) -> Result<(Self, Vec<u8>), NoiseError> {
+        Self::start_with_payload(local, handset, &[])
+    }
+
+    /// [`Self::start`] with a payload in message 1 (the host's
+    /// capabilities, docs/protocol.md section 5.5).
+    pub fn start_with_payload(
+        local: &StaticKeypair,
+        handset: &[u8; 32],
+        payload: &[u8],
+    ) -> Result<(Self, Vec<u8>), NoiseError> {
         let mut hs = snow::Builder::new(params(SESSION_PATTERN))
             .local_private_key(local.private())
             .and_then(|b| b.remote_public_key(handset))
             .and_then(|b| b.prologue(PROLOGUE))
             .and_then(|b| b.build_initiator())
             .map_err(|_| NoiseError::Handshake)?;
-        let m1 = write(&mut hs, &[])?;
+        let m1 = write(&mut hs, payload)?;
         Ok((HostSessionHandshake { hs }, m1))
     }
 
@@ -451,9 +469,9 @@ impl HostSessionHandshake {
         self.finish_with_payload(m2).map(|(s, _)| s)
     }
 
-    /// [`HostSessionHandshake::finish`], with the handset's payload of
-    /// message 2: its session announcement (docs/protocol.md section 5.7),
-    /// empty from a handset that makes none.
+    /// [`Self::finish`], also giving the payload of message 2: the
+    /// handset's capabilities (section 5.5) and session announcement
+    /// (section 5.7), or nothing.
     pub fn finish_with_payload(mut self, m2: &[u8]) -> Result<(Session, Vec<u8>), NoiseError> {
         let payload = read(&mut self.hs, m2)?;
         let t = self
@@ -472,18 +490,19 @@ pub fn handset_accept_session(
     known_hosts: &[[u8; 32]],
     m1: &[u8],
 ) -> Result<(Session, Vec<u8>), NoiseError> {
-    handset_accept_session_with(local, known_hosts, m1, |_| Vec::new())
+    handset_accept_session_with(local, known_hosts, m1, |_, _| Vec::new())
 }
 
-/// [`handset_accept_session`], with `payload(host)` as the payload of
-/// message 2 once the host is known: the session announcement
-/// (docs/protocol.md section 5.7). Message 2 is encrypted to that host's
-/// keys, so only the host that proved its key reads it.
+/// [`handset_accept_session`], with message 2's payload made by `reply`
+/// from the host's key, once known, and message 1's payload: the
+/// capabilities (docs/protocol.md section 5.5) and the session
+/// announcement (section 5.7). Message 2 is encrypted to that host's keys,
+/// so only the host that proved its key reads it.
 pub fn handset_accept_session_with(
     local: &StaticKeypair,
     known_hosts: &[[u8; 32]],
     m1: &[u8],
-    payload: impl FnOnce(&[u8; 32]) -> Vec<u8>,
+    reply: impl FnOnce(&[u8; 32], &[u8]) -> Vec<u8>,
 ) -> Result<(Session, Vec<u8>), NoiseError> {
     for host in known_hosts {
         let Ok(mut hs) = snow::Builder::new(params(SESSION_PATTERN))
@@ -494,10 +513,10 @@ pub fn handset_accept_session_with(
         else {
             continue;
         };
-        if read(&mut hs, m1).is_err() {
+        let Ok(payload) = read(&mut hs, m1) else {
             continue;
-        }
-        let m2 = write(&mut hs, &payload(host))?;
+        };
+        let m2 = write(&mut hs, &reply(host, &payload))?;
         let t = hs
             .into_transport_mode()
             .map_err(|_| NoiseError::Handshake)?;

@@ -6,6 +6,7 @@
 use crate::at::ParseError;
 use crate::at::{self, FinalResult, Line, LineSplitter, cme};
 use crate::ck::CkRv;
+use crate::compact::{self, Direction, Framed};
 use crate::message::{
     Command, HandshakeKind, PROTOCOL_VERSION, Reply, Request, VersionInfo, ckr_line,
 };
@@ -25,6 +26,10 @@ pub trait Handler {
     fn known_hosts(&self) -> Vec<[u8; 32]>;
     /// The PSK of the one-time pairing code on offer, if any.
     fn pairing_psk(&mut self) -> Option<Zeroizing<[u8; 32]>>;
+    /// The digits of the short pairing code on offer, if any (section 5.8).
+    fn pairing_short_code(&mut self) -> Option<Zeroizing<Vec<u8>>> {
+        None
+    }
     /// Pins a newly paired host and uses up the code; `false` refuses.
     fn pairing_completed(&mut self, host: [u8; 32], host_name: &str) -> bool;
     /// A pairing attempt failed (likely a wrong code).
@@ -57,6 +62,12 @@ pub struct Responder {
     splitter: LineSplitter,
     state: State,
     frame: Vec<u8>,
+    /// In binary mode (section 6.7) after a KK handshake in which both
+    /// ends offered it: the bytes of the frame being received.
+    binary: Option<Vec<u8>>,
+    /// The PSK an `AT+CKPAKE` exchange produced, for the next pairing
+    /// handshake only.
+    pake_psk: Option<Zeroizing<[u8; 32]>>,
 }
 
 /// XX message 1 is the host's ephemeral key (32 bytes) and its empty payload,
@@ -75,6 +86,29 @@ impl Responder {
             splitter: LineSplitter::new(max_line),
             state: State::Idle,
             frame: Vec::new(),
+            binary: None,
+            pake_psk: None,
+        }
+    }
+
+    /// Whether the line is in binary mode.
+    pub fn is_binary(&self) -> bool {
+        self.binary.is_some()
+    }
+
+    /// Whether part of a binary frame is waiting for the rest: the caller
+    /// should then call [`Responder::quiet`] if the line stays silent.
+    pub fn frame_pending(&self) -> bool {
+        self.binary.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
+    /// The line has been silent for a while (section 6.7 gives 2 seconds)
+    /// in the middle of a binary frame: the host is gone or has started
+    /// over in text, and the frame's length cannot be trusted to find the
+    /// next one. The session ends and the line is back in text mode.
+    pub fn quiet<H: Handler>(&mut self, handler: &mut H) {
+        if self.frame_pending() {
+            self.end_session(handler);
         }
     }
 
@@ -85,10 +119,110 @@ impl Responder {
     /// Feeds received bytes; returns the bytes to send back.
     pub fn receive<H: Handler>(&mut self, handler: &mut H, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        for line in self.splitter.push(bytes) {
+        let mut text = bytes.to_vec();
+        if let Some(buf) = &mut self.binary {
+            buf.extend_from_slice(bytes);
+            text = self.frames(handler, &mut out);
+        }
+        for line in self.splitter.push(&text) {
+            if self.binary.is_some() {
+                // The host waits for the handshake's final result before
+                // its first frame; lines after it are not a frame.
+                break;
+            }
             self.line(handler, line, &mut out);
         }
         out
+    }
+
+    /// Answers every whole frame in the binary buffer. A byte that cannot
+    /// start a frame ends binary mode and the session (the host has
+    /// started over in text, section 6.7); what follows it is returned,
+    /// to be read as text.
+    fn frames<H: Handler>(&mut self, handler: &mut H, out: &mut Vec<u8>) -> Vec<u8> {
+        loop {
+            let Some(buf) = &mut self.binary else {
+                return Vec::new();
+            };
+            match compact::next_frame(buf) {
+                Framed::Partial => return Vec::new(),
+                Framed::NotAFrame => {
+                    let rest = std::mem::take(buf);
+                    self.end_session(handler);
+                    return rest;
+                }
+                Framed::Frame { end } => {
+                    let frame: Vec<u8> = buf.drain(..end).skip(3).collect();
+                    self.binary_frame(handler, &frame, out);
+                }
+            }
+        }
+    }
+
+    /// One binary frame: an empty plaintext is a ping, answered with an
+    /// empty one; anything else a compact request.
+    fn binary_frame<H: Handler>(&mut self, handler: &mut H, frame: &[u8], out: &mut Vec<u8>) {
+        let State::Session(session) = &mut self.state else {
+            self.end_session(handler);
+            return;
+        };
+        let plain = match session.decrypt(frame) {
+            Ok(p) => p,
+            Err(_) => {
+                // Said in text: a host in binary mode reads the CR as the
+                // end of binary mode and the session.
+                self.end_session(handler);
+                out.extend(at::final_line(FinalResult::CmeError(cme::SESSION_ENDED)));
+                return;
+            }
+        };
+        let response = if plain.is_empty() {
+            Zeroizing::new(Vec::new())
+        } else {
+            let text = compact::expand(&plain, Direction::ToHandset);
+            let reply = self.serve(handler, text.as_deref().map(String::as_str).ok());
+            compact::compact(&reply, Direction::ToHost)
+                .or_else(|_| compact::compact(&ckr_line(CkRv::GENERAL_ERROR), Direction::ToHost))
+                .unwrap_or_default()
+        };
+        let State::Session(session) = &mut self.state else {
+            return;
+        };
+        match session
+            .encrypt(&response)
+            .ok()
+            .and_then(|ct| compact::frame(&ct))
+        {
+            Some(f) => out.extend(f),
+            None => {
+                self.end_session(handler);
+                out.extend(at::final_line(FinalResult::CmeError(cme::SESSION_ENDED)));
+            }
+        }
+    }
+
+    /// The text answer to a request's text (`None`: not readable).
+    fn serve<H: Handler>(&mut self, handler: &mut H, request: Option<&str>) -> Zeroizing<String> {
+        let State::Session(session) = &self.state else {
+            return Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR));
+        };
+        let host = *session.remote_static();
+        let response = match request.map(Request::parse) {
+            None | Some(Err(_)) => Zeroizing::new("ERROR".to_owned()),
+            Some(Ok(request)) => match handler.execute(&host, request) {
+                Ok(reply) => reply
+                    .encode()
+                    .unwrap_or_else(|_| Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR))),
+                Err(rv) => Zeroizing::new(ckr_line(rv)),
+            },
+        };
+        // A reply too big for one Noise message is the module's failure, not
+        // the channel's: answer it as such and keep the session.
+        if response.len() > MAX_FRAME_PLAINTEXT {
+            Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR))
+        } else {
+            response
+        }
     }
 
     /// The link went away: end any session.
@@ -97,10 +231,12 @@ impl Responder {
     }
 
     fn end_session<H: Handler>(&mut self, handler: &mut H) {
+        self.pake_psk = None;
         if let State::Session(s) = std::mem::replace(&mut self.state, State::Idle) {
             handler.session_ended(s.remote_static());
         }
         self.frame.clear();
+        self.binary = None;
     }
 
     fn line<H: Handler>(&mut self, handler: &mut H, line: Line, out: &mut Vec<u8>) {
@@ -155,7 +291,40 @@ impl Responder {
                 }
             }
             Command::Handshake { kind, message } => self.handshake(handler, kind, &message, out),
+            Command::Pake { message } => self.pake(handler, &message, out),
             Command::Frame { part, more } => self.frame(handler, part, more, out),
+        }
+    }
+
+    /// `AT+CKPAKE`: the handset's SPAKE2 answer for the short code on
+    /// offer; the PSK waits for the pairing handshake that follows. It
+    /// proves nothing yet: a wrong code shows at the handshake's message 3,
+    /// which counts as a failed attempt.
+    fn pake<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        message: &[u8],
+        out: &mut Vec<u8>,
+    ) -> FinalResult {
+        self.pake_psk = None;
+        if matches!(self.state, State::Session(_)) {
+            self.end_session(handler);
+        }
+        self.state = State::Idle;
+        let Some(digits) = handler.pairing_short_code() else {
+            return FinalResult::CmeError(cme::NOT_ALLOWED);
+        };
+        let (pake, answer) = crate::pake::Pake::handset(&digits);
+        match pake.finish(message) {
+            Ok(psk) => {
+                self.pake_psk = Some(psk);
+                out.extend(at::info_line(&format!(
+                    "+CKPAKE: {}",
+                    at::quote_b64(&answer)
+                )));
+                FinalResult::Ok
+            }
+            Err(_) => FinalResult::CmeError(cme::HANDSHAKE_FAILED),
         }
     }
 
@@ -198,7 +367,9 @@ impl Responder {
                 }
             },
             (HandshakeKind::Pair, None) => {
-                let Some(psk) = handler.pairing_psk() else {
+                // A short code's PSK if AT+CKPAKE came first, else the
+                // long code's.
+                let Some(psk) = self.pake_psk.take().or_else(|| handler.pairing_psk()) else {
                     return FinalResult::CmeError(cme::NOT_ALLOWED);
                 };
                 match HandsetPairing::accept(&identity, &psk, message, &handler.handset_name()) {
@@ -210,16 +381,40 @@ impl Responder {
                 }
             }
             (HandshakeKind::Session, _) => {
+                // Binary frames if the host offers them (section 6.7), and
+                // the session announcement (section 5.7) in what room the
+                // line leaves.
+                let mut binary = false;
                 let max = crate::announce::max_payload(self.max_line);
                 let hosts = handler.known_hosts();
-                let payload = |host: &[u8; 32]| {
-                    let p = handler.session_announcement(host, max);
-                    // One that would break the line limit is left out.
-                    if p.len() > max { Vec::new() } else { p }
+                let answer = |host: &[u8; 32], payload: &[u8]| {
+                    binary = compact::offers_binary(payload);
+                    let mut out = match binary {
+                        true => compact::capabilities_line().into_bytes(),
+                        false => Vec::new(),
+                    };
+                    let room = match out.is_empty() {
+                        true => max,
+                        false => max.saturating_sub(out.len() + 2),
+                    };
+                    let a = handler.session_announcement(host, room);
+                    // One that would break the line limit is left out, and
+                    // so is one that is not text, which would hide the
+                    // capabilities line from the host.
+                    if !a.is_empty() && a.len() <= room && std::str::from_utf8(&a).is_ok() {
+                        if !out.is_empty() {
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        out.extend_from_slice(&a);
+                    }
+                    out
                 };
-                match handset_accept_session_with(&identity, &hosts, message, payload) {
+                match handset_accept_session_with(&identity, &hosts, message, answer) {
                     Ok((session, m2)) => {
                         self.state = State::Session(session);
+                        if binary {
+                            self.binary = Some(Vec::new());
+                        }
                         m2
                     }
                     Err(_) => return failed,
@@ -260,26 +455,7 @@ impl Responder {
                 return FinalResult::CmeError(cme::SESSION_ENDED);
             }
         };
-        let host = *session.remote_static();
-        let response: Zeroizing<String> = match std::str::from_utf8(&plain)
-            .map_err(|_| ())
-            .and_then(|s| Request::parse(s).map_err(|_| ()))
-        {
-            Err(()) => Zeroizing::new("ERROR".to_owned()),
-            Ok(request) => match handler.execute(&host, request) {
-                Ok(reply) => reply
-                    .encode()
-                    .unwrap_or_else(|_| Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR))),
-                Err(rv) => Zeroizing::new(ckr_line(rv)),
-            },
-        };
-        // A reply too big for one Noise message is the module's failure, not
-        // the channel's: answer it as such and keep the session.
-        let response = if response.len() > MAX_FRAME_PLAINTEXT {
-            Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR))
-        } else {
-            response
-        };
+        let response = self.serve(handler, std::str::from_utf8(&plain).ok());
         let State::Session(session) = &mut self.state else {
             return FinalResult::CmeError(cme::NOT_ALLOWED);
         };
@@ -399,6 +575,124 @@ mod tests {
         let p = crate::message::info_params(&lines[0], "+CKX").unwrap();
         let plain = session.decrypt(&p.bytes(0).unwrap()).unwrap();
         assert_eq!(&plain[..], ckr_line(CkRv::GENERAL_ERROR).as_bytes());
+        assert!(r.in_session());
+    }
+
+    /// A KK session; `offer`: the host offers binary frames.
+    fn kk(r: &mut Responder, h: &mut TestHandset, offer: bool) -> Session {
+        use crate::noise::HostSessionHandshake;
+        let host = StaticKeypair::generate();
+        h.hosts.push(*host.public());
+        let payload = if offer {
+            compact::capabilities_line()
+        } else {
+            String::new()
+        };
+        let (hs, m1) = HostSessionHandshake::start_with_payload(
+            &host,
+            h.identity.public(),
+            payload.as_bytes(),
+        )
+        .unwrap();
+        let m2 = hs_reply(&exchange(
+            r,
+            h,
+            &Command::Handshake {
+                kind: HandshakeKind::Session,
+                message: m1,
+            },
+        ));
+        let (session, answer) = hs.finish_with_payload(&m2).unwrap();
+        assert_eq!(compact::offers_binary(&answer), offer);
+        session
+    }
+
+    /// Sends `plain` as a binary frame in pieces of `piece` bytes; returns
+    /// the handset's answer, decrypted.
+    fn binary_call(
+        r: &mut Responder,
+        h: &mut TestHandset,
+        s: &mut Session,
+        plain: &[u8],
+        piece: usize,
+    ) -> Vec<u8> {
+        let f = compact::frame(&s.encrypt(plain).unwrap()).unwrap();
+        let mut out = Vec::new();
+        for p in f.chunks(piece) {
+            out.extend(r.receive(h, p));
+        }
+        let Framed::Frame { end } = compact::next_frame(&out) else {
+            panic!("not a frame: {out:02x?}");
+        };
+        assert_eq!(end, out.len());
+        s.decrypt(&out[3..]).unwrap().to_vec()
+    }
+
+    #[test]
+    fn binary_frames_only_when_the_host_offers_them() {
+        let (mut h, _) = handset();
+        let mut r = Responder::new(256, "test");
+        exchange(&mut r, &mut h, &Command::Echo(false));
+        let _text = kk(&mut r, &mut h, false);
+        assert!(r.in_session() && !r.is_binary());
+        let mut s = kk(&mut r, &mut h, true);
+        assert!(r.in_session() && r.is_binary());
+        let req = compact::compact("+CKRAND=4", Direction::ToHandset).unwrap();
+        // Whole, then split into single bytes: the same answer.
+        for piece in [usize::MAX, 1] {
+            let answer = binary_call(&mut r, &mut h, &mut s, &req, piece);
+            assert_eq!(
+                compact::expand(&answer, Direction::ToHost)
+                    .unwrap()
+                    .as_str(),
+                "OK"
+            );
+        }
+        // An empty frame is a ping.
+        assert!(binary_call(&mut r, &mut h, &mut s, &[], 7).is_empty());
+        assert_eq!(h.executed, 2);
+    }
+
+    #[test]
+    fn text_in_binary_mode_ends_the_session_and_is_read_as_text() {
+        let (mut h, _) = handset();
+        let mut r = Responder::new(256, "test");
+        exchange(&mut r, &mut h, &Command::Echo(false));
+        let _session = kk(&mut r, &mut h, true);
+        // Text where a frame should start: read as text.
+        let out = r.receive(&mut h, b"AT\r");
+        assert!(!r.in_session() && !r.is_binary());
+        assert_eq!(h.sessions_ended, 1);
+        assert_eq!(String::from_utf8_lossy(&out), "\r\nOK\r\n");
+        // Half a frame, then a host that started over: its text is taken
+        // for the frame's bytes until the line goes quiet.
+        let mut s = kk(&mut r, &mut h, true);
+        let f = compact::frame(&s.encrypt(b"x").unwrap()).unwrap();
+        assert!(r.receive(&mut h, &f[..1]).is_empty());
+        assert!(r.receive(&mut h, b"AT\r").is_empty());
+        assert!(r.frame_pending());
+        r.quiet(&mut h);
+        assert!(!r.in_session() && !r.is_binary());
+        assert_eq!(
+            String::from_utf8_lossy(&r.receive(&mut h, b"AT\r")),
+            "\r\nOK\r\n"
+        );
+        // A frame that does not decrypt: said in text, session over.
+        let mut s = kk(&mut r, &mut h, true);
+        let mut f = compact::frame(&s.encrypt(b"x").unwrap()).unwrap();
+        f[5] ^= 1;
+        let out = r.receive(&mut h, &f);
+        assert_eq!(String::from_utf8_lossy(&out), "\r\n+CME ERROR: 702\r\n");
+        assert!(!r.in_session() && !r.is_binary());
+        // A compact message that does not expand is answered ERROR.
+        let mut s = kk(&mut r, &mut h, true);
+        let answer = binary_call(&mut r, &mut h, &mut s, &[0xF0, 1, 2], 64);
+        assert_eq!(
+            compact::expand(&answer, Direction::ToHost)
+                .unwrap()
+                .as_str(),
+            "ERROR"
+        );
         assert!(r.in_session());
     }
 }

@@ -113,6 +113,20 @@ pub fn one_request_of_every_kind() -> Vec<Request> {
             old: Zeroizing::new(vec![]),
             new: Zeroizing::new(vec![]),
         },
+        Request::SoLogin {
+            container: c(),
+            puk: Zeroizing::new(vec![]),
+        },
+        Request::SoLogout { container: c() },
+        Request::InitPin {
+            container: c(),
+            pin: Zeroizing::new(vec![]),
+        },
+        Request::ChangePuk {
+            container: c(),
+            old: Zeroizing::new(vec![]),
+            new: Zeroizing::new(vec![]),
+        },
         Request::FindObjects {
             container: c(),
             class: None,

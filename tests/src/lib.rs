@@ -11,6 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const PIN: &str = "123456";
+/// Every test container's PUK (`container create` reads $PHONECSP_PUK).
+pub const PUK: &str = "12345678";
 pub const KEY_ID: &[u8] = &[0x01];
 pub const KEY_ID_HEX: &str = "01";
 
@@ -183,6 +185,7 @@ impl Handset {
             .arg(&self.state)
             .args(args)
             .env("PHONECSP_PIN", PIN)
+            .env("PHONECSP_PUK", PUK)
             .stdin(Stdio::null())
             .output()
             .expect("phonecsp-handset")

@@ -366,22 +366,16 @@ fn at_a_terminal_the_name_is_typed_to_confirm() {
     let uid = nix::unistd::getuid().to_string();
     let env = [("PHONECSP_DAEMON_USER", uid.as_str())];
     let unpair = [&bus[..], &["unpair"]].concat();
+    let confirm = |answer| {
+        let prompt = [("Type 'phone' to confirm", answer)];
+        on_terminal(&bin("phonecsp"), &unpair, &env, &prompt)
+    };
     // "y" is not the name: nothing happens.
-    let (code, shown) = on_terminal(
-        &bin("phonecsp"),
-        &unpair,
-        &env,
-        &[("Type 'phone' to confirm", "y")],
-    );
+    let (code, shown) = confirm("y");
     assert_eq!(code, Some(1), "{shown}");
     assert!(shown.contains("not confirmed"), "{shown}");
     assert!(f.connected(), "still paired");
-    let (code, shown) = on_terminal(
-        &bin("phonecsp"),
-        &unpair,
-        &env,
-        &[("Type 'phone' to confirm", "phone")],
-    );
+    let (code, shown) = confirm("phone");
     assert_eq!(code, Some(0), "{shown}");
     assert!(shown.contains("forgot the pinned key of phone"), "{shown}");
     let o = f.cli(&["--json", "handsets"], &[]);
@@ -454,4 +448,35 @@ fn on_the_phone_a_new_pin_is_typed_twice_and_a_deletion_confirmed() {
     assert!(!handset.cli_ok(&["container", "list"]).contains("web"));
     handset.cli_ok(&["container", "delete", "disk", "--yes"]);
     assert!(!handset.cli_ok(&["container", "list"]).contains("disk"));
+}
+
+/// `phonecsp pair` with the eight digits `phonecsp-handset pair --short`
+/// shows: the daemon runs the PAKE and pairs; a mistyped code is refused
+/// with the reason, and the phone's offer survives it.
+#[test]
+fn pairing_with_the_eight_digit_code() {
+    let root = shared_root();
+    let bus = TestBus::start();
+    let mut handset = Handset::create(root.path());
+    let shown = handset.cli_ok(&["pair", "--short", "--authorise", "ssh"]);
+    let short = shown.lines().next().unwrap().trim().to_owned();
+    assert_eq!(short.len(), 9, "{shown}");
+    assert!(shown.contains("or the long code"), "{shown}");
+    handset.start();
+    let _daemon = Daemon::start(&bus, root.path(), &handset, "");
+    let wrong = if short.starts_with('9') {
+        "1111-1111"
+    } else {
+        "9999-9999"
+    };
+    let o = phonecsp(&bus, None, &["pair"], &[("PHONECSP_PAIRING_CODE", wrong)]);
+    assert!(!o.status.success(), "a wrong code paired");
+    let o = phonecsp(&bus, None, &["pair"], &[("PHONECSP_PAIRING_CODE", &short)]);
+    assert!(o.status.success(), "pair: {}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("paired with"));
+    let log = handset.cli_ok(&["log", "--json"]);
+    assert!(
+        log.contains("wrong pairing code") && log.contains("\"pair\""),
+        "{log}"
+    );
 }

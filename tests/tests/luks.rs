@@ -895,7 +895,7 @@ fn a_key_damaged_on_the_handset_is_reported_as_such() {
         );
         let list = f.handset.cli_ok(&["container", "list"]);
         let disk = list.lines().find(|l| l.starts_with("disk ")).unwrap();
-        assert!(disk.contains("     5  keys 02"), "{list}");
+        assert!(disk.contains("     5     10  keys 02"), "{list}");
     }
 
     std::fs::write(&file, &whole).unwrap();

@@ -898,10 +898,10 @@ fn cryptoki_sessions_objects_and_eight_threads() {
         .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
         .unwrap();
     assert_eq!(public.len(), 1);
-    // Signing needs a login.
+    // Signing needs a login. The SO (the PUK) has no read-only session.
     assert_eq!(
         rv(session.login(UserType::So, Some(&AuthPin::new(PIN.into())))),
-        RvError::UserTypeInvalid
+        RvError::SessionReadOnlyExists
     );
     assert_eq!(
         rv(session.login(UserType::User, Some(&AuthPin::new("000000".into())))),

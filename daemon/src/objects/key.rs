@@ -5,7 +5,7 @@
 
 use super::{key_path, token_path};
 use crate::agent;
-use crate::service::Inner;
+use crate::service::{Call, Inner};
 use phonecsp::Error;
 use phonecsp::named::{self, Options};
 use phonecsp::objects::KeyInfo;
@@ -69,6 +69,13 @@ impl KeyObject {
         crate::lock(&self.now).clone()
     }
 
+    /// The caller's call on this key's token (see [`Inner::begin`]).
+    async fn begin(&self, hdr: &Header<'_>, conn: &Connection) -> Result<Call<'_>, Error> {
+        self.inner
+            .begin(hdr, conn, &self.handset, &self.token)
+            .await
+    }
+
     pub async fn update(&self, now: KeySnapshot, e: &SignalEmitter<'_>) -> zbus::Result<()> {
         let was = crate::replace(&self.now, now.clone());
         // Rare (a certificate stored, a label changed on the phone): both
@@ -96,10 +103,7 @@ impl KeyObject {
         data: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
         let signing = named::signing(&mechanism, &options)?;
-        let call = self
-            .inner
-            .begin(&hdr, conn, &self.handset, &self.token)
-            .await?;
+        let call = self.begin(&hdr, conn).await?;
         let id = self.now().id;
         agent::log_in_if_needed(&self.inner, &call, conn, "sign", &self.now().label).await?;
         call.sign(&id, signing, data).await
@@ -118,10 +122,7 @@ impl KeyObject {
         signature: Vec<u8>,
     ) -> Result<bool, Error> {
         let signing = named::signing(&mechanism, &options)?;
-        let call = self
-            .inner
-            .begin(&hdr, conn, &self.handset, &self.token)
-            .await?;
+        let call = self.begin(&hdr, conn).await?;
         call.verify(&self.now().id, signing, data, signature).await
     }
 
@@ -136,10 +137,7 @@ impl KeyObject {
         ciphertext: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
         let enc = named::encryption(&mechanism, &options)?;
-        let call = self
-            .inner
-            .begin(&hdr, conn, &self.handset, &self.token)
-            .await?;
+        let call = self.begin(&hdr, conn).await?;
         agent::log_in_if_needed(&self.inner, &call, conn, "decrypt", &self.now().label).await?;
         // zbus needs an owned Vec to send; it is the caller's plaintext.
         Ok(call
@@ -160,10 +158,7 @@ impl KeyObject {
     ) -> Result<Vec<u8>, Error> {
         let plaintext = zeroize::Zeroizing::new(plaintext);
         let enc = named::encryption(&mechanism, &options)?;
-        let call = self
-            .inner
-            .begin(&hdr, conn, &self.handset, &self.token)
-            .await?;
+        let call = self.begin(&hdr, conn).await?;
         call.encrypt(&self.now().id, &enc, &plaintext).await
     }
 
@@ -174,10 +169,7 @@ impl KeyObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        let call = self
-            .inner
-            .begin(&hdr, conn, &self.handset, &self.token)
-            .await?;
+        let call = self.begin(&hdr, conn).await?;
         call.delete(conn, ObjectClass::PrivateKey, &self.now().id)
             .await
     }

@@ -1,5 +1,5 @@
-//! `org.phonecsp.Token1`: one container on a handset, its PIN's state as
-//! properties, and logging in and out. A token stays published while its
+//! `org.phonecsp.Token1`: one container on a handset, its PIN's and PUK's
+//! state as properties, logging in and out, and unblocking with the PUK. A token stays published while its
 //! handset is away, as last seen, with `Present` false.
 
 use super::{handset_path, key_path};
@@ -21,6 +21,7 @@ pub struct TokenSnapshot {
     pub retries_left: u32,
     pub min_pin: u32,
     pub max_pin: u32,
+    pub puk_retries_left: u32,
     pub present: bool,
 }
 
@@ -33,6 +34,7 @@ impl TokenSnapshot {
             retries_left: d.retries_left,
             min_pin: d.min_pin,
             max_pin: d.max_pin,
+            puk_retries_left: d.puk_retries_left,
             present,
         }
     }
@@ -53,7 +55,11 @@ const PIN_FLAGS: u32 = tf::LOGIN_REQUIRED
     | tf::PIN_COUNT_LOW
     | tf::PIN_FINAL_TRY
     | tf::CONFIRM
-    | tf::PROTECTED_PATH;
+    | tf::PROTECTED_PATH
+    | tf::PUK_SET
+    | tf::SO_PIN_LOCKED
+    | tf::SO_PIN_COUNT_LOW
+    | tf::SO_PIN_FINAL_TRY;
 
 pub struct TokenObject {
     inner: Arc<Inner>,
@@ -92,6 +98,9 @@ impl TokenObject {
         }
         if was.retries_left != now.retries_left {
             self.retries_left_changed(e).await?;
+        }
+        if was.puk_retries_left != now.puk_retries_left {
+            self.puk_retries_left_changed(e).await?;
         }
         if (was.min_pin, was.max_pin) != (now.min_pin, now.max_pin) {
             self.min_pin_length_changed(e).await?;
@@ -150,6 +159,42 @@ impl TokenObject {
         let call = self.inner.begin(&hdr, conn, &self.handset, &token).await?;
         let r = call.change_pin(&old_pin, &new_pin).await;
         self.pin_tried(&r);
+        r
+    }
+
+    /// Sets a new PIN with the PUK, also when wrong PINs locked the token:
+    /// the PIN gets every try again, and every login made with the old PIN
+    /// ends. A wrong PUK spends one of its own tries (RetriesLeft of the
+    /// PUK: PukRetriesLeft); a locked PUK is final.
+    async fn unblock(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        puk: Vec<u8>,
+        new_pin: Vec<u8>,
+    ) -> Result<(), Error> {
+        let (puk, new_pin) = (Zeroizing::new(puk), Zeroizing::new(new_pin));
+        let token = self.token();
+        let call = self.inner.begin(&hdr, conn, &self.handset, &token).await?;
+        let r = call.unblock(&puk, &new_pin).await;
+        // Both counters may have changed, whatever the answer.
+        self.inner.resync(&self.handset);
+        r
+    }
+
+    /// Changes the PUK; the old one is the proof.
+    async fn change_puk(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        old_puk: Vec<u8>,
+        new_puk: Vec<u8>,
+    ) -> Result<(), Error> {
+        let (old_puk, new_puk) = (Zeroizing::new(old_puk), Zeroizing::new(new_puk));
+        let token = self.token();
+        let call = self.inner.begin(&hdr, conn, &self.handset, &token).await?;
+        let r = call.change_puk(&old_puk, &new_puk).await;
+        self.inner.resync(&self.handset);
         r
     }
 
@@ -224,7 +269,9 @@ impl TokenObject {
     /// The PIN's state, from this set: "login-required", "pin-locked",
     /// "pin-count-low" (a wrong PIN since the last right one),
     /// "pin-final-try", "confirm-on-phone" (the owner approves each use on
-    /// the phone), "pin-on-phone" (the PIN is typed on the phone).
+    /// the phone), "pin-on-phone" (the PIN is typed on the phone); and the
+    /// PUK's: "puk-set" (it has one, which can unblock it), "puk-locked"
+    /// (for good), "puk-count-low", "puk-final-try".
     #[zbus(property)]
     fn pin_flags(&self) -> Vec<String> {
         tf::names(self.now().flags & PIN_FLAGS)
@@ -237,6 +284,12 @@ impl TokenObject {
     #[zbus(property)]
     fn retries_left(&self) -> u32 {
         self.now().retries_left
+    }
+
+    /// Wrong PUKs left before the PUK locks for good; 0 without a PUK.
+    #[zbus(property)]
+    fn puk_retries_left(&self) -> u32 {
+        self.now().puk_retries_left
     }
 
     /// The shortest PIN the container takes, in bytes.

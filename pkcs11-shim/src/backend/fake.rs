@@ -22,6 +22,7 @@ use super::{Backend, DataObject, Secret, TokenName};
 pub const HANDSET: &str = "phone";
 pub const TOKEN: &str = "ssh";
 pub const PIN: &[u8] = b"1234";
+pub const PUK: &[u8] = b"12345678";
 pub const KEY_ID: &[u8] = &[0x01];
 pub const CERT_ID: &[u8] = &[0x02];
 
@@ -56,6 +57,11 @@ pub struct State {
     pub logged_in: bool,
     /// The PIN is typed on the phone: `C_Login` comes with no PIN.
     pub protected_path: bool,
+    /// The PIN set with the PUK (`C_InitPIN`), which replaces [`PIN`].
+    pub new_pin: Option<Vec<u8>>,
+    /// Wrong PINs so far (five lock), and wrong PUKs (ten lock).
+    pub wrong_pins: u32,
+    pub wrong_puks: u32,
     /// Key pair ids, and certificates by id, with their labels.
     pub keys: Vec<(Vec<u8>, String)>,
     pub certs: Vec<(Vec<u8>, String, Vec<u8>)>,
@@ -148,27 +154,69 @@ impl Backend for Fake {
 
     fn token_info(&self, t: &TokenName) -> Result<TokenDetails> {
         let s = self.enter("token_info")?;
-        let mut flags = token_flags::LOGIN_REQUIRED;
+        let mut flags = token_flags::LOGIN_REQUIRED | token_flags::PUK_SET;
         if s.protected_path {
             flags |= token_flags::PROTECTED_PATH;
+        }
+        for (wrong, max, [low, last, locked]) in [
+            (
+                s.wrong_pins,
+                5,
+                [
+                    token_flags::PIN_COUNT_LOW,
+                    token_flags::PIN_FINAL_TRY,
+                    token_flags::PIN_LOCKED,
+                ],
+            ),
+            (
+                s.wrong_puks,
+                10,
+                [
+                    token_flags::SO_PIN_COUNT_LOW,
+                    token_flags::SO_PIN_FINAL_TRY,
+                    token_flags::SO_PIN_LOCKED,
+                ],
+            ),
+        ] {
+            if wrong > 0 {
+                flags |= low;
+            }
+            if wrong + 1 == max {
+                flags |= last;
+            }
+            if wrong >= max {
+                flags |= locked;
+            }
         }
         Ok(TokenDetails {
             handset: t.handset.clone(),
             token: t.token.clone(),
             serial: "0001".into(),
             flags,
-            retries_left: 3,
+            retries_left: 5u32.saturating_sub(s.wrong_pins),
             min_pin: 4,
             max_pin: 64,
             logged_in: s.logged_in,
+            puk_retries_left: 10u32.saturating_sub(s.wrong_puks),
         })
     }
 
     fn login(&self, _: &TokenName, pin: &[u8]) -> Result<()> {
         let mut s = self.enter("login")?;
-        if !(pin == PIN || s.protected_path && pin.is_empty()) {
-            return Err(CkRv::PIN_INCORRECT.into());
+        if s.wrong_pins >= 5 {
+            return Err(CkRv::PIN_LOCKED.into());
         }
+        let right = s.new_pin.as_deref().unwrap_or(PIN);
+        if !(pin == right || s.protected_path && pin.is_empty()) {
+            s.wrong_pins += 1;
+            return Err(if s.wrong_pins >= 5 {
+                CkRv::PIN_LOCKED
+            } else {
+                CkRv::PIN_INCORRECT
+            }
+            .into());
+        }
+        s.wrong_pins = 0;
         s.logged_in = true;
         Ok(())
     }
@@ -186,6 +234,38 @@ impl Backend for Fake {
         }
         s.logged_in = false;
         Ok(())
+    }
+
+    fn check_puk(&self, _: &TokenName, puk: &[u8]) -> Result<()> {
+        let mut s = self.enter("check_puk")?;
+        if s.wrong_puks >= 10 {
+            return Err(CkRv::PIN_LOCKED.into());
+        }
+        if puk != PUK {
+            s.wrong_puks += 1;
+            return Err(if s.wrong_puks >= 10 {
+                CkRv::PIN_LOCKED
+            } else {
+                CkRv::PIN_INCORRECT
+            }
+            .into());
+        }
+        s.wrong_puks = 0;
+        Ok(())
+    }
+
+    fn unblock(&self, t: &TokenName, puk: &[u8], new_pin: &[u8]) -> Result<()> {
+        self.check_puk(t, puk)?;
+        let mut s = self.enter("unblock")?;
+        s.new_pin = Some(new_pin.to_vec());
+        s.wrong_pins = 0;
+        s.logged_in = false;
+        Ok(())
+    }
+
+    fn change_puk(&self, t: &TokenName, old: &[u8], _new: &[u8]) -> Result<()> {
+        self.check_puk(t, old)?;
+        self.enter("change_puk").map(|_| ())
     }
 
     fn list_objects(&self, _: &TokenName) -> Result<Vec<ObjectInfo>> {

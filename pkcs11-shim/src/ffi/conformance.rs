@@ -1895,10 +1895,12 @@ fn s5_6_sessions_are_serial_and_logins_are_the_tokens() {
     let mut pin = fake::PIN.to_vec();
     // SAFETY: a PIN buffer of its length.
     unsafe {
+        // The SO has only read/write sessions.
         assert_eq!(
             C_Login(ro, CKU_SO, pin.as_mut_ptr(), 4),
-            CKR_USER_TYPE_INVALID
+            CKR_SESSION_READ_ONLY_EXISTS
         );
+        assert_eq!(C_Login(ro, 7, pin.as_mut_ptr(), 4), CKR_USER_TYPE_INVALID);
         assert_eq!(
             C_Login(ro, CKU_CONTEXT_SPECIFIC, pin.as_mut_ptr(), 4),
             CKR_OPERATION_NOT_INITIALIZED
@@ -1930,6 +1932,108 @@ fn s5_6_sessions_are_serial_and_logins_are_the_tokens() {
     assert_eq!(C_CloseAllSessions(SLOT), CKR_OK);
     assert!(!fake.state().logged_in);
     assert_eq!(C_CloseAllSessions(SLOT + 1), CKR_SLOT_ID_INVALID);
+    // SAFETY: NULL is the reserved argument's only value.
+    unsafe { C_Finalize(null()) };
+}
+
+fn so_login(h: H, puk: &[u8]) -> CK_RV {
+    let mut puk = puk.to_vec();
+    // SAFETY: a buffer of its length.
+    unsafe { C_Login(h, CKU_SO, puk.as_mut_ptr(), puk.len() as CK_ULONG) }
+}
+
+fn init_pin(h: H, pin: &[u8]) -> CK_RV {
+    let mut pin = pin.to_vec();
+    // SAFETY: a buffer of its length.
+    unsafe { C_InitPIN(h, pin.as_mut_ptr(), pin.len() as CK_ULONG) }
+}
+
+fn token_flags_now() -> CK_FLAGS {
+    let mut token = CK_TOKEN_INFO::default();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { C_GetTokenInfo(SLOT, &mut token) }, CKR_OK);
+    token.flags
+}
+
+/// Issue 13: the SO (the PUK) as PKCS#11 2.40 sections 5.6 and 5.5 say:
+/// `C_Login(CKU_SO)` refused beside a read-only session or another
+/// login; `C_InitPIN` only in a read/write SO session, where it sets a new
+/// user PIN on a locked token; `C_SetPIN` there changes the PUK; the
+/// `CKF_USER_PIN_*` and `CKF_SO_PIN_*` flags follow the tries.
+#[test]
+fn s5_6_the_so_logs_in_with_the_puk_and_sets_a_new_user_pin() {
+    let fake = Fake::new();
+    let _g = module_on(&fake);
+    let rw = open_session(SLOT, CKF_SERIAL_SESSION | CKF_RW_SESSION).expect("read/write");
+    // No SO session: C_InitPIN has nobody to act for.
+    assert_eq!(init_pin(rw, b"5678"), CKR_USER_NOT_LOGGED_IN);
+    // Five wrong PINs lock, the flags saying so on the way.
+    assert_eq!(token_flags_now() & CKF_USER_PIN_COUNT_LOW, 0);
+    for _ in 0..3 {
+        assert_eq!(login(rw, Some(b"0000")), CKR_PIN_INCORRECT);
+    }
+    assert_ne!(token_flags_now() & CKF_USER_PIN_COUNT_LOW, 0);
+    assert_eq!(login(rw, Some(b"0000")), CKR_PIN_INCORRECT);
+    assert_ne!(token_flags_now() & CKF_USER_PIN_FINAL_TRY, 0);
+    assert_eq!(login(rw, Some(b"0000")), CKR_PIN_LOCKED);
+    assert_ne!(token_flags_now() & CKF_USER_PIN_LOCKED, 0);
+    assert_eq!(login(rw, Some(fake::PIN)), CKR_PIN_LOCKED);
+
+    // A wrong PUK spends one of its tries, and says so in the flags.
+    assert_eq!(so_login(rw, b"99999999"), CKR_PIN_INCORRECT);
+    assert_ne!(token_flags_now() & CKF_SO_PIN_COUNT_LOW, 0);
+    assert_eq!(so_login(rw, fake::PUK), CKR_OK);
+    assert_eq!(token_flags_now() & CKF_SO_PIN_COUNT_LOW, 0);
+    assert_eq!(so_login(rw, fake::PUK), CKR_USER_ALREADY_LOGGED_IN);
+    assert_eq!(
+        login(rw, Some(fake::PIN)),
+        CKR_USER_ANOTHER_ALREADY_LOGGED_IN
+    );
+    let mut si = CK_SESSION_INFO::default();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { C_GetSessionInfo(rw, &mut si) }, CKR_OK);
+    assert_eq!(si.state, CKS_RW_SO_FUNCTIONS);
+    assert_eq!(
+        open_session(SLOT, CKF_SERIAL_SESSION),
+        Err(CKR_SESSION_READ_WRITE_SO_EXISTS)
+    );
+    // The SO sees no private object.
+    assert!(find(rw, CKO_PRIVATE_KEY).is_empty());
+    assert_eq!(init_pin(rw, b"5678"), CKR_OK);
+    assert_eq!(token_flags_now() & CKF_USER_PIN_LOCKED, 0);
+    // C_SetPIN in the SO session changes the PUK (the old one proves it).
+    let mut old = b"00000000".to_vec();
+    let mut new = b"87654321".to_vec();
+    // SAFETY: buffers of their lengths.
+    unsafe {
+        assert_eq!(
+            C_SetPIN(rw, old.as_mut_ptr(), 8, new.as_mut_ptr(), 8),
+            CKR_PIN_INCORRECT
+        );
+        let mut puk = fake::PUK.to_vec();
+        assert_eq!(
+            C_SetPIN(rw, puk.as_mut_ptr(), 8, new.as_mut_ptr(), 8),
+            CKR_OK
+        );
+    }
+    assert_eq!(C_Logout(rw), CKR_OK);
+    assert_eq!(C_Logout(rw), CKR_USER_NOT_LOGGED_IN);
+    assert_eq!(fake.count("change_puk"), 1);
+    // The user logs in with the new PIN; then the SO cannot.
+    assert_eq!(login(rw, Some(fake::PIN)), CKR_PIN_INCORRECT);
+    assert_eq!(login(rw, Some(b"5678")), CKR_OK);
+    assert_eq!(so_login(rw, fake::PUK), CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+    assert_eq!(C_Logout(rw), CKR_OK);
+    assert_eq!(C_CloseAllSessions(SLOT), CKR_OK);
+    // Ten wrong PUKs lock the PUK, for good; the flags on the way.
+    let rw = open_session(SLOT, CKF_SERIAL_SESSION | CKF_RW_SESSION).expect("read/write");
+    for _ in 0..9 {
+        assert_eq!(so_login(rw, b"99999999"), CKR_PIN_INCORRECT);
+    }
+    assert_ne!(token_flags_now() & CKF_SO_PIN_FINAL_TRY, 0);
+    assert_eq!(so_login(rw, b"99999999"), CKR_PIN_LOCKED);
+    assert_ne!(token_flags_now() & CKF_SO_PIN_LOCKED, 0);
+    assert_eq!(so_login(rw, fake::PUK), CKR_PIN_LOCKED);
     // SAFETY: NULL is the reserved argument's only value.
     unsafe { C_Finalize(null()) };
 }

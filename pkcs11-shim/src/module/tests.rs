@@ -172,7 +172,9 @@ fn login_and_logout() {
     let wrong = Some(Zeroizing::new(b"0000".to_vec()));
     assert_eq!(rv(m.login(h, CKU_USER, wrong)), CKR_PIN_INCORRECT);
     assert_eq!(state(&m, h), CKS_RW_PUBLIC_SESSION);
-    assert_eq!(rv(m.login(h, CKU_SO, None)), CKR_USER_TYPE_INVALID);
+    // The SO has no read-only session: `other` is one.
+    assert_eq!(rv(m.login(h, CKU_SO, None)), CKR_SESSION_READ_ONLY_EXISTS);
+    assert_eq!(rv(m.login(h, 7, None)), CKR_USER_TYPE_INVALID);
     // No PIN is accepted only where it is typed on the phone.
     assert_eq!(rv(m.login(h, CKU_USER, None)), CKR_ARGUMENTS_BAD);
     login(&m, h);
