@@ -176,3 +176,24 @@ pub async fn log_out_if_unused(
         Err(e) => log::debug!("logging '{}' out of '{token}': {e}", link.name()),
     }
 }
+
+/// [`log_out_if_unused`] without waiting for the handset: queued now as
+/// `caller`'s, so that it goes before any later request of that caller,
+/// and the caller is answered at once.
+pub async fn queue_log_out_if_unused(
+    link: &LinkHandle,
+    logins: &Arc<Logins>,
+    caller: &str,
+    token: &str,
+    generation: u64,
+) {
+    let (logins, handset, tok) = (logins.clone(), link.name().to_owned(), token.to_owned());
+    let logout = Request::Logout {
+        container: token.to_owned(),
+    };
+    let wanted = move |now: u64| now == generation && logins.may_log_out(&handset, &tok, now);
+    if let Err(e) = link.queue_if(caller, logout, wanted).await {
+        // Nothing to undo: a session that failed has no logins left.
+        log::debug!("logging '{}' out of '{token}': {e}", link.name());
+    }
+}

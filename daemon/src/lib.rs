@@ -19,6 +19,7 @@ pub mod link;
 pub mod logins;
 pub mod objects;
 pub mod polkit;
+pub mod public;
 pub mod run;
 pub mod sdp;
 pub mod service;

@@ -14,6 +14,7 @@
 
 use crate::state::State;
 use phonecsp::{Error, LinkStatistics};
+use phonecsp_protocol::announce::Announcement;
 use phonecsp_protocol::at::cme;
 use phonecsp_protocol::pake::AnyPairingCode;
 use phonecsp_protocol::{CkRv, HostLink, LinkError, Reply, Request};
@@ -143,12 +144,17 @@ impl Progress {
     }
 }
 
+/// The session announcement of the session of a generation (see
+/// [`LinkHandle::announcement`]).
+type Announced = Arc<Mutex<(u64, Option<Arc<Announcement>>)>>;
+
 /// The callers' side of a link.
 #[derive(Clone)]
 pub struct LinkHandle {
     name: String,
     tx: mpsc::Sender<Job>,
     state: watch::Receiver<LinkState>,
+    announced: Announced,
     stats: Arc<Mutex<LinkStatistics>>,
     progress: Arc<Progress>,
     stuck_after: Duration,
@@ -187,6 +193,17 @@ impl LinkHandle {
     pub fn generation(&self) -> Option<u64> {
         match self.state() {
             LinkState::Connected { generation } => Some(generation),
+            _ => None,
+        }
+    }
+
+    /// What the handset announced when session `generation` opened
+    /// (docs/protocol.md section 5.9): `None` if it announced nothing, or
+    /// that session is not the one up.
+    pub fn announcement(&self, generation: u64) -> Option<Arc<Announcement>> {
+        let a = self.announced.lock().ok()?;
+        match &*a {
+            (g, Some(a)) if *g == generation => Some(a.clone()),
             _ => None,
         }
     }
@@ -301,6 +318,43 @@ impl LinkHandle {
         }
     }
 
+    /// Queues `request` as `caller`'s next request, to be sent if
+    /// `wanted(generation)` holds at its turn (as [`Self::call_if`]), and
+    /// returns without waiting for the handset: the request still goes
+    /// before any later request of `caller`, since each caller's requests
+    /// are served in the order queued. Its outcome is only logged.
+    pub async fn queue_if(
+        &self,
+        caller: &str,
+        request: Request,
+        wanted: impl FnOnce(u64) -> bool + Send + 'static,
+    ) -> Result<(), Error> {
+        if self.generation().is_none() {
+            return Err(removed(&self.name, "has no session"));
+        }
+        let what = request.name();
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            caller: caller.to_owned(),
+            op: Op::Call(request, Some(Box::new(wanted)), None),
+            reply: tx,
+        };
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| removed(&self.name, "is shutting down"))?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            match rx.await {
+                Ok(Ok(Outcome::Dropped)) => log::debug!("{what} to '{name}' no longer wanted"),
+                Ok(Ok(_)) => log::debug!("{what} to '{name}' done"),
+                Ok(Err(e)) => log::debug!("{what} to '{name}': {e}"),
+                Err(_) => log::debug!("{what} to '{name}': the link stopped"),
+            }
+        });
+        Ok(())
+    }
+
     /// Pairs with a one-time code; returns the handset's key, now pinned.
     pub async fn pair(&self, caller: &str, code: AnyPairingCode) -> Result<[u8; 32], Error> {
         match self.submit(caller, Op::Pair(code)).await? {
@@ -388,11 +442,13 @@ pub fn spawn(
     });
     let stats = Arc::new(Mutex::new(LinkStatistics::default()));
     let progress = Arc::new(Progress::new());
+    let announced: Announced = Arc::new(Mutex::new((0, None)));
     let name = settings.name.clone();
     let handle = LinkHandle {
         name: name.clone(),
         tx,
         state: state_rx,
+        announced: announced.clone(),
         stats: stats.clone(),
         progress: progress.clone(),
         stuck_after: stuck_after(settings.request_timeout),
@@ -404,6 +460,7 @@ pub fn spawn(
         rx,
         state_tx,
         stats,
+        announced,
         base: LinkStatistics::default(),
         link: None,
         generation: 0,
@@ -433,6 +490,7 @@ struct LinkTask {
     rx: mpsc::Receiver<Job>,
     state_tx: watch::Sender<LinkState>,
     stats: Arc<Mutex<LinkStatistics>>,
+    announced: Announced,
     /// Traffic of links already closed.
     base: LinkStatistics,
     link: Option<Link>,
@@ -469,6 +527,14 @@ impl LinkTask {
                 }
             }
             self.state_tx.send_replace(s);
+        }
+    }
+
+    /// Records the announcement of the session of the current generation,
+    /// before the state says it is up.
+    fn announce(&self, a: Option<Arc<Announcement>>) {
+        if let Ok(mut g) = self.announced.lock() {
+            *g = (self.generation, a);
         }
     }
 
@@ -539,8 +605,21 @@ impl LinkTask {
                     Ok(Err(e)) => return Err(e.to_string()),
                     Err(_) => return Err("no answer to the handshake".into()),
                 }
+                let announced = match Announcement::parse(link.announcement()) {
+                    Ok(a) => a.map(Arc::new),
+                    Err(e) => {
+                        // Nothing is kept then: every read asks the phone.
+                        log::warn!(
+                            "handset '{}' announced its session in a form that does not \
+                             parse ({e}); reading everything from it",
+                            self.settings.name
+                        );
+                        None
+                    }
+                };
                 self.link = Some(link);
                 self.generation += 1;
+                self.announce(announced);
                 self.set_state(LinkState::Connected {
                     generation: self.generation,
                 });
@@ -681,6 +760,13 @@ impl LinkTask {
                 if wanted.is_some_and(|w| !w(self.generation)) {
                     Ok(Outcome::Dropped)
                 } else {
+                    // One line per round trip, for counting them by kind
+                    // (never a parameter).
+                    log::debug!(
+                        "handset '{name}' request {} for {}",
+                        request.name(),
+                        job.caller
+                    );
                     let program = program.as_deref();
                     self.call(request, program).await.map(Outcome::Reply)
                 }
@@ -761,6 +847,8 @@ impl LinkTask {
                     phonecsp_protocol::noise::fingerprint(&key)
                 );
                 self.generation += 1;
+                // A pairing session announces nothing.
+                self.announce(None);
                 self.set_state(LinkState::Connected {
                     generation: self.generation,
                 });

@@ -12,7 +12,7 @@
 
 use crate::access::{Access, Caller, groups_of};
 use crate::agent::Agents;
-use crate::caller_link::{CallerLink, log_out_if_unused};
+use crate::caller_link::{CallerLink, log_out_if_unused, queue_log_out_if_unused};
 use crate::config::Config;
 use crate::disk_tokens::DiskTokens;
 use crate::known::Known;
@@ -21,6 +21,7 @@ use crate::lock;
 use crate::logins::Logins;
 use crate::objects::Resync;
 use crate::polkit;
+use crate::public::{self, Info, Public, PublicStore};
 use crate::state::State;
 use phonecsp::handset::Handset;
 use phonecsp::input::SignInput;
@@ -62,12 +63,32 @@ pub(crate) struct KeyInfo {
     pub(crate) public: RsaPublicKey,
 }
 
-/// What the daemon knows of a token's objects, for the session it was read in.
+/// A token's objects and usable public keys, in the session they were
+/// read in.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenCache {
-    generation: u64,
     pub(crate) objects: Vec<ObjectInfo>,
     pub(crate) keys: Vec<KeyInfo>,
+}
+
+/// One token's public part in one link session (see [`crate::public`]).
+struct PublicEntry {
+    generation: u64,
+    /// The announced version this is kept under on disk; `None` where
+    /// nothing was announced, or once something changed in this session
+    /// (the phone's version moved on, to a value not known here).
+    version: Option<u64>,
+    /// Bumped by every change, so that a read begun before one is not
+    /// kept after it.
+    epoch: u64,
+    data: Public,
+}
+
+/// A handset's container list in one link session: as announced, or as
+/// last listed; `None` once something changed that its flags show.
+struct Listed {
+    generation: u64,
+    list: Option<Vec<(String, u32)>>,
 }
 
 pub struct Provider {
@@ -82,7 +103,11 @@ pub struct Inner {
     access: Access,
     callers: Mutex<HashMap<String, Caller>>,
     logins: Arc<Logins>,
-    cache: Mutex<HashMap<(String, String), TokenCache>>,
+    /// Each token's public part in the current session.
+    public: Mutex<HashMap<(String, String), PublicEntry>>,
+    /// What is kept of it across sessions and restarts.
+    public_store: PublicStore,
+    listed: Mutex<HashMap<String, Listed>>,
     known: Known,
     disk: DiskTokens,
     agents: Agents,
@@ -193,6 +218,7 @@ impl Inner {
             })
             .collect();
         let known = Known::load(state.dir(), links.keys().map(String::as_str));
+        let public_store = PublicStore::new(state.dir());
         Inner {
             known,
             disk: DiskTokens::load(state.dir()),
@@ -203,7 +229,9 @@ impl Inner {
             state,
             callers: Mutex::new(HashMap::new()),
             logins: Arc::new(Logins::default()),
-            cache: Mutex::new(HashMap::new()),
+            public: Mutex::new(HashMap::new()),
+            public_store,
+            listed: Mutex::new(HashMap::new()),
             agents: Agents::default(),
             conn: std::sync::OnceLock::new(),
             resync: Mutex::new(None),
@@ -345,17 +373,158 @@ impl Inner {
     /// away), read as the daemon itself; `None` while it is away.
     pub(crate) async fn containers(&self, handset: &str) -> Result<Option<Vec<(String, u32)>>> {
         let link = self.link(handset)?;
-        if link.generation().is_none() {
+        let Some(generation) = link.generation() else {
             return Ok(None);
+        };
+        self.listing(link, &internal_caller(), generation)
+            .await
+            .map(Some)
+    }
+
+    /// The containers of `link`'s handset in session `generation`, with
+    /// the handset's flags: as it announced them when the session opened,
+    /// or as last listed in this session, or else asked of it (as
+    /// `caller`); remembered for when it is away.
+    async fn listing(
+        &self,
+        link: &LinkHandle,
+        caller: &Caller,
+        generation: u64,
+    ) -> Result<Vec<(String, u32)>> {
+        let name = link.name();
+        let known = {
+            let mut listed = lock(&self.listed);
+            let l = listed.entry(name.to_owned()).or_insert(Listed {
+                generation: 0,
+                list: None,
+            });
+            if l.generation != generation {
+                *l = Listed {
+                    generation,
+                    list: link.announcement(generation).map(|a| {
+                        a.containers
+                            .iter()
+                            .map(|c| (c.name.clone(), c.flags))
+                            .collect()
+                    }),
+                };
+            }
+            l.list.clone()
+        };
+        let seen = match known {
+            Some(list) => list,
+            None => {
+                let list = self
+                    .caller_link(link, caller, None)
+                    .list_containers()
+                    .await?;
+                let seen: Vec<_> = list.into_iter().map(|t| (t.name, t.flags)).collect();
+                if let Some(l) = lock(&self.listed).get_mut(name)
+                    && l.generation == generation
+                {
+                    l.list = Some(seen.clone());
+                }
+                seen
+            }
+        };
+        self.known.remember(name, seen.clone());
+        Ok(seen)
+    }
+
+    /// `f` of `token`'s public part in session `generation`, with the
+    /// entry's epoch. The first use in a session takes what was kept
+    /// under the version the handset announced for the token, if any.
+    fn cached<T>(
+        &self,
+        handset: &str,
+        token: &str,
+        generation: u64,
+        f: impl FnOnce(&Public) -> T,
+    ) -> (u64, T) {
+        let key = (handset.to_owned(), token.to_owned());
+        let mut map = lock(&self.public);
+        if let Some(e) = map.get(&key)
+            && e.generation == generation
+        {
+            return (e.epoch, f(&e.data));
         }
-        let daemon = internal_caller();
-        let list = self
-            .caller_link(link, &daemon, None)
-            .list_containers()
-            .await?;
-        let seen: Vec<_> = list.into_iter().map(|t| (t.name, t.flags)).collect();
-        self.known.remember(handset, seen.clone());
-        Ok(Some(seen))
+        let version = self
+            .links
+            .get(handset)
+            .and_then(|l| l.announcement(generation))
+            .and_then(|a| a.get(token).map(|c| c.version));
+        let data = match (version, self.pinned_key(handset)) {
+            (Some(v), Some(k)) => self
+                .public_store
+                .load(handset, &k, token, v)
+                .unwrap_or_default(),
+            _ => Public::default(),
+        };
+        let e = PublicEntry {
+            generation,
+            version,
+            epoch: 0,
+            data,
+        };
+        let r = f(&e.data);
+        map.insert(key, e);
+        (0, r)
+    }
+
+    /// Keeps what a read in session `generation`, begun at `epoch`, found
+    /// (`f` adds it), and writes it down under the announced version.
+    fn remember(
+        &self,
+        handset: &str,
+        token: &str,
+        generation: u64,
+        epoch: u64,
+        f: impl FnOnce(&mut Public),
+    ) {
+        let key = (handset.to_owned(), token.to_owned());
+        let mut map = lock(&self.public);
+        let Some(e) = map.get_mut(&key) else { return };
+        if e.generation != generation || e.epoch != epoch {
+            return;
+        }
+        f(&mut e.data);
+        // Written under the lock, so that two writes of one file never
+        // cross and the last one is the latest.
+        if let (Some(v), Some(k)) = (e.version, self.pinned_key(handset)) {
+            self.public_store.save(handset, &k, token, v, &e.data);
+        }
+    }
+
+    /// Something about `token` changed in this session: forget its
+    /// information (and its objects too, if `objects`), and write nothing
+    /// more down for it in this session: the phone's version moved on.
+    fn public_changed(&self, handset: &str, token: &str, objects: bool) {
+        if let Some(e) = lock(&self.public).get_mut(&(handset.to_owned(), token.to_owned())) {
+            e.epoch += 1;
+            e.version = None;
+            e.data.info = None;
+            if objects {
+                e.data = Public::default();
+            }
+        }
+        if let Some(l) = lock(&self.listed).get_mut(handset) {
+            l.list = None;
+        }
+    }
+
+    /// The phone answered otherwise than what is kept of `token` (it is
+    /// gone, or not ours any more, or lacks an object it announced): drop
+    /// the kept copy, in memory and on disk, and ask it from now on.
+    fn distrust(&self, handset: &str, token: &str) {
+        log::info!(
+            "handset '{handset}' answered otherwise than kept for '{token}'; reading it again"
+        );
+        self.public_changed(handset, token, true);
+        self.public_store.remove(handset, token);
+    }
+
+    fn pinned_key(&self, handset: &str) -> Option<[u8; 32]> {
+        self.state.pinned(handset).ok().flatten()
     }
 
     /// A call as the daemon itself, which needs no allow list: it reads
@@ -399,6 +568,9 @@ impl Inner {
         let (c, link) = self.admin(hdr, conn, handset, polkit::UNPAIR).await?;
         link.unpair(&c.name).await?;
         self.known.forget(handset);
+        self.public_store.forget(handset);
+        lock(&self.public).retain(|(h, _), _| h != handset);
+        lock(&self.listed).remove(handset);
         Ok(())
     }
 
@@ -659,26 +831,77 @@ impl Call<'_> {
     /// The token's objects changed: read them again next time, and say so
     /// (on the low-level interface and in the object tree).
     async fn changed(&self, conn: &Connection) {
-        lock(&self.inner.cache).remove(&(self.handset.to_owned(), self.token.to_owned()));
+        self.inner.public_changed(self.handset, self.token, true);
         emit_tokens_changed(conn, self.handset).await;
         self.inner.resync(self.handset);
     }
 
-    /// The token's objects and public keys, read once per session.
+    /// Watches a phone's answer about this token for signs that what is
+    /// kept of it is wrong: the token is not there (gone, or this computer
+    /// not authorised for it any more), or an object `id` that is kept as
+    /// there is not.
+    fn watch<T>(&self, r: Result<T>, id: Option<&[u8]>) -> Result<T> {
+        if let Err(e) = &r {
+            let gone = e.rv() == CkRv::TOKEN_NOT_PRESENT;
+            let missing = matches!(
+                e.rv(),
+                CkRv::KEY_HANDLE_INVALID | CkRv::OBJECT_HANDLE_INVALID
+            ) && id.is_some_and(|id| self.kept_object(id));
+            if gone || missing {
+                self.inner.distrust(self.handset, self.token);
+            }
+        }
+        r
+    }
+
+    /// Whether an object of this id is in the kept object list.
+    fn kept_object(&self, id: &[u8]) -> bool {
+        let Some(generation) = self.link.generation() else {
+            return false;
+        };
+        self.inner
+            .cached(self.handset, self.token, generation, |p| {
+                p.objects
+                    .as_ref()
+                    .is_some_and(|l| l.iter().any(|o| o.id == id))
+            })
+            .1
+    }
+
+    /// The token's objects and public keys: kept, or read once.
     pub(crate) async fn objects(&self) -> Result<TokenCache> {
         let generation = self.session()?;
-        let key = (self.handset.to_owned(), self.token.to_owned());
-        if let Some(tc) = lock(&self.inner.cache).get(&key)
-            && tc.generation == generation
-        {
-            return Ok(tc.clone());
-        }
-        let mut handset = self.handset();
-        let list = handset.find_objects(self.token, None, None, None).await?;
+        let (epoch, kept) = self
+            .inner
+            .cached(self.handset, self.token, generation, |p| p.objects.clone());
+        let objects = match kept {
+            Some(list) => list,
+            None => {
+                let found = self
+                    .handset()
+                    .find_objects(self.token, None, None, None)
+                    .await;
+                let list: Vec<ObjectInfo> = self
+                    .watch(found, None)?
+                    .into_iter()
+                    .map(|o| ObjectInfo {
+                        class: o.class.value() as u32,
+                        id: o.id,
+                        label: o.label,
+                    })
+                    .collect();
+                self.inner
+                    .remember(self.handset, self.token, generation, epoch, |p| {
+                        p.objects = Some(list.clone())
+                    });
+                list
+            }
+        };
         let mut keys = Vec::new();
-        for o in list.iter().filter(|o| o.class == ObjectClass::PublicKey) {
-            let attrs = handset
-                .attributes(self.token, ObjectClass::PublicKey, &o.id)
+        let public = ObjectClass::PublicKey.value() as u32;
+        for o in objects.iter().filter(|o| o.class == public) {
+            let attrs = self
+                .attributes_in(generation, ObjectClass::PublicKey, &o.id)
                 .await?;
             // A public key that is not RSA is listed, but cannot be used here.
             match local::public_key_from_attributes(attrs.iter().map(|(t, v)| (t, v))) {
@@ -689,20 +912,37 @@ impl Call<'_> {
                 Err(rv) => log::debug!("key {:02x?} in '{}': {rv:?}", o.id, self.token),
             }
         }
-        let tc = TokenCache {
-            generation,
-            objects: list
-                .into_iter()
-                .map(|o| ObjectInfo {
-                    class: o.class.value() as u32,
-                    id: o.id,
-                    label: o.label,
-                })
-                .collect(),
-            keys,
-        };
-        lock(&self.inner.cache).insert(key, tc.clone());
-        Ok(tc)
+        Ok(TokenCache { objects, keys })
+    }
+
+    /// An object's attributes in session `generation`: kept (for keys and
+    /// certificates), or read from the phone.
+    async fn attributes_in(
+        &self,
+        generation: u64,
+        class: ObjectClass,
+        id: &[u8],
+    ) -> Result<Vec<(u32, Vec<u8>)>> {
+        let c = class.value() as u32;
+        let keeps = public::keeps(c);
+        let (epoch, kept) =
+            self.inner
+                .cached(self.handset, self.token, generation, |p| match keeps {
+                    true => p.attributes.get(&(c, id.to_vec())).cloned(),
+                    false => None,
+                });
+        if let Some(a) = kept {
+            return Ok(a);
+        }
+        let read = self.handset().attributes(self.token, class, id).await;
+        let a = self.watch(read, Some(id))?;
+        if keeps {
+            self.inner
+                .remember(self.handset, self.token, generation, epoch, |p| {
+                    p.attributes.insert((c, id.to_vec()), a.clone());
+                });
+        }
+        Ok(a)
     }
 
     async fn key(&self, id: &[u8]) -> Result<RsaPublicKey> {
@@ -721,24 +961,58 @@ impl Call<'_> {
             })
     }
 
-    /// An object's attributes, from the handset.
+    /// An object's attributes: kept, or from the handset.
     pub(crate) async fn attributes(
         &self,
         class: ObjectClass,
         id: &[u8],
     ) -> Result<HashMap<u32, Vec<u8>>> {
         check_id(id)?;
-        let attributes = self.handset().attributes(self.token, class, id).await?;
+        let generation = self.session()?;
+        let attributes = self.attributes_in(generation, class, id).await?;
         Ok(attributes.into_iter().collect())
     }
 
     pub(crate) async fn details(&self) -> Result<TokenDetails> {
-        let t = self.handset().token_info(self.token).await?;
+        use phonecsp_protocol::message::token_flags::LOGGED_IN;
+        let generation = self.session()?;
+        let (epoch, kept) = self
+            .inner
+            .cached(self.handset, self.token, generation, |p| p.info.clone());
+        let t = match kept {
+            Some(t) => t,
+            None => {
+                let read = self.handset().token_info(self.token).await;
+                let t = self.watch(read, None)?;
+                // The login is the session's, not the token's: not kept.
+                let info = Info {
+                    flags: t.flags & !LOGGED_IN,
+                    retries_left: t.retries_left,
+                    min_pin: t.min_pin,
+                    max_pin: t.max_pin,
+                    serial: t.serial,
+                    so_retries_left: t.so_retries_left,
+                };
+                self.inner
+                    .remember(self.handset, self.token, generation, epoch, |p| {
+                        p.info = Some(info.clone())
+                    });
+                info
+            }
+        };
+        // The handset's session is logged in to the token while one of
+        // the daemon's callers is, or is logging in.
+        let session_login = !self
+            .inner
+            .logins
+            .may_log_out(self.handset, self.token, generation);
         Ok(TokenDetails {
             handset: self.handset.to_owned(),
             token: self.token.to_owned(),
             serial: t.serial,
-            flags: t.flags | self.inner.disk_flag(self.handset, self.token),
+            flags: t.flags
+                | if session_login { LOGGED_IN } else { 0 }
+                | self.inner.disk_flag(self.handset, self.token),
             retries_left: t.retries_left,
             min_pin: t.min_pin,
             max_pin: t.max_pin,
@@ -755,7 +1029,26 @@ impl Call<'_> {
             self.inner.announce(self, "login").await;
         }
         // The caller's login is recorded by the link as the handset accepts it.
-        self.handset().login(self.token, pin).await
+        let r = self.handset().login(self.token, pin).await;
+        // A wrong PIN spends a try, and a right one after wrong ones gives
+        // them back: what is kept of the retry counter is stale then.
+        let counted =
+            token_flags::PIN_COUNT_LOW | token_flags::PIN_FINAL_TRY | token_flags::PIN_LOCKED;
+        let was_low = self
+            .link
+            .generation()
+            .and_then(|g| {
+                self.inner
+                    .cached(self.handset, self.token, g, |p| {
+                        p.info.as_ref().map(|i| i.flags & counted != 0)
+                    })
+                    .1
+            })
+            .unwrap_or(true);
+        if r.is_err() || was_low {
+            self.inner.public_changed(self.handset, self.token, false);
+        }
+        self.watch(r, None)
     }
 
     pub(crate) async fn logout(&self) -> Result<()> {
@@ -764,9 +1057,16 @@ impl Call<'_> {
             .logins
             .remove(&self.caller.name, self.handset, self.token)
             .ok_or_else(|| ck(CkRv::USER_NOT_LOGGED_IN, "not logged in"))?;
-        self.inner
-            .logout_if_unused(self.handset, self.token, generation)
-            .await;
+        // Queued as this caller's, and not waited for: it goes to the
+        // phone before anything else the caller asks.
+        queue_log_out_if_unused(
+            self.link,
+            &self.inner.logins,
+            &self.caller.name,
+            self.token,
+            generation,
+        )
+        .await;
         Ok(())
     }
 
@@ -776,9 +1076,13 @@ impl Call<'_> {
         check_pin(new_pin, 1)?;
         let logins = &self.inner.logins;
         let before = logins.stamp(self.handset, self.token);
-        self.handset()
+        let r = self
+            .handset()
             .change_pin(self.token, old_pin, new_pin)
-            .await?;
+            .await;
+        // Right or wrong, the old PIN was checked against the counter.
+        self.inner.public_changed(self.handset, self.token, false);
+        self.watch(r, None)?;
         logins.forget_until(self.handset, self.token, before);
         Ok(())
     }
@@ -794,10 +1098,15 @@ impl Call<'_> {
     ) -> Result<T> {
         let _turn = self.inner.so_turn.lock().await;
         let mut handset = self.handset();
-        if let Err(e) = handset.so_login(self.token, puk).await {
+        let login = handset.so_login(self.token, puk).await;
+        // Right or wrong, the PUK's counter moved, and what `then` does
+        // (a new PIN) changes the token: what is kept of it is stale.
+        self.inner.public_changed(self.handset, self.token, false);
+        if let Err(e) = self.watch(login, None) {
             return Err(self.puk_failure(e).await);
         }
         let r = then(&mut handset).await;
+        self.inner.public_changed(self.handset, self.token, false);
         if let Err(e) = handset.so_logout(self.token).await {
             log::debug!("PUK logout of {}/{}: {e}", self.handset, self.token);
         }
@@ -873,7 +1182,8 @@ impl Call<'_> {
             .handset()
             .change_puk(self.token, old_puk, new_puk)
             .await;
-        match r {
+        self.inner.public_changed(self.handset, self.token, false);
+        match self.watch(r, None) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.puk_failure(e).await),
         }
@@ -952,7 +1262,8 @@ impl Call<'_> {
         let input = cpu_work(data, move |d| SignInput::once(signing, key_len, d)).await??;
         self.inner.announce(self, "sign").await;
         let signed = self.handset().sign(self.token, key_id, input).await;
-        signed.map_err(|e| self.key_failure(e, key_id))
+        self.watch(signed, Some(key_id))
+            .map_err(|e| self.key_failure(e, key_id))
     }
 
     /// Verified here with the public key; never reaches the link.
@@ -981,7 +1292,8 @@ impl Call<'_> {
         self.inner.announce(self, "decrypt").await;
         let mut handset = self.handset();
         let decrypted = handset.decrypt(self.token, key_id, enc.for_handset(), ciphertext);
-        decrypted.await.map_err(|e| self.key_failure(e, key_id))
+        self.watch(decrypted.await, Some(key_id))
+            .map_err(|e| self.key_failure(e, key_id))
     }
 
     /// Encrypted here with the public key; never reaches the link.
@@ -1060,10 +1372,12 @@ impl Provider {
             let seen = if link.generation().is_none() {
                 i.known.away(link.name())
             } else {
-                match i.caller_link(link, &c, None).list_containers().await {
-                    Ok(list) => {
-                        let seen: Vec<_> = list.into_iter().map(|t| (t.name, t.flags)).collect();
-                        i.known.remember(link.name(), seen.clone());
+                let listed = match link.generation() {
+                    Some(g) => i.listing(link, &c, g).await,
+                    None => Err(away(link.name())),
+                };
+                match listed {
+                    Ok(seen) => {
                         // The handset's LOGGED_IN is its session's, shared by
                         // every caller: say it only to a caller logged in.
                         use phonecsp_protocol::message::token_flags::LOGGED_IN;
@@ -1675,5 +1989,208 @@ mod tests {
             sign(&call).await.unwrap_err().to_string(),
             ck(CkRv::USER_NOT_LOGGED_IN, "log in to 'ssh' first").to_string()
         );
+    }
+
+    /// A daemon over `rig`'s state, its one handset "phone" on `link`.
+    fn daemon_on(rig: &Rig, link: &LinkHandle) -> Arc<Inner> {
+        let config = Config::parse("", Path::new("unit.toml")).expect("config");
+        let links = BTreeMap::from([("phone".to_owned(), link.clone())]);
+        Arc::new(Inner::new(config, links, rig.state.clone()))
+    }
+
+    /// [`daemon`] whose phone announces `version` for its token, with
+    /// what it takes to hang the phone up.
+    async fn announcing(version: Option<u64>) -> (Rig, Arc<Inner>, LinkHandle, PhoneTasks) {
+        let rig = Rig::new(&["phone"], Duration::from_secs(30));
+        rig.token.lock().unwrap().version = version;
+        let calls = PhoneTasks::default();
+        let (link, _thread) = rig.spawn(
+            "phone",
+            Duration::from_secs(600),
+            rig.connector(calls.clone()),
+        );
+        wait_for_state(&link, "connected", |s| {
+            matches!(s, LinkState::Connected { .. })
+        })
+        .await;
+        let inner = daemon_on(&rig, &link);
+        (rig, inner, link, calls)
+    }
+
+    /// The phone's requests about the token since the last look.
+    fn seen(rig: &Rig) -> Vec<&'static str> {
+        std::mem::take(&mut rig.token.lock().unwrap().seen)
+    }
+
+    /// Hangs the phone up and waits for the next session.
+    async fn reconnect(link: &LinkHandle, calls: &PhoneTasks) {
+        let before = link.generation().unwrap();
+        for t in calls.lock().unwrap().iter() {
+            t.abort();
+        }
+        wait_for_state(
+            link,
+            "connected again",
+            |s| matches!(s, LinkState::Connected { generation } if *generation > before),
+        )
+        .await;
+    }
+
+    /// What a PKCS#11 application reads before it signs.
+    async fn read_public(inner: &Inner) -> Result<Vec<(String, u32)>> {
+        let list = inner.containers("phone").await?.unwrap_or_default();
+        let call = inner.call_as(caller(":1.1"), "phone", TOKEN)?;
+        call.details().await?;
+        call.objects().await?;
+        call.attributes(ObjectClass::PublicKey, KEY_ID).await?;
+        Ok(list)
+    }
+
+    const READ: [&str; 3] = ["+CKTINFO", "+CKFIND", "+CKATTR"];
+
+    /// Issue 14, item 1: under an announced version, the token's public
+    /// part is read from the phone once, and served from then on: in the
+    /// same session, the next one, and by a restarted daemon; a new
+    /// version is read again.
+    #[tokio::test]
+    async fn public_data_is_kept_across_sessions_and_restarts_under_its_version() {
+        let (rig, inner, link, calls) = announcing(Some(1)).await;
+        assert_eq!(read_public(&inner).await.unwrap(), [(TOKEN.to_owned(), 1)]);
+        assert_eq!(seen(&rig), READ, "the container list was announced");
+        read_public(&inner).await.unwrap();
+        assert!(seen(&rig).is_empty());
+
+        reconnect(&link, &calls).await;
+        read_public(&inner).await.unwrap();
+        assert!(seen(&rig).is_empty(), "read again after a reconnect");
+
+        let restarted = daemon_on(&rig, &link);
+        read_public(&restarted).await.unwrap();
+        assert!(seen(&rig).is_empty(), "read again after a restart");
+
+        rig.token.lock().unwrap().version = Some(2);
+        reconnect(&link, &calls).await;
+        read_public(&restarted).await.unwrap();
+        assert_eq!(seen(&rig), READ, "a new version must be read");
+    }
+
+    /// Without an announcement (a phone of before it), each session reads
+    /// for itself, once.
+    #[tokio::test]
+    async fn without_an_announcement_each_session_reads_once() {
+        let (rig, inner, link, calls) = announcing(None).await;
+        read_public(&inner).await.unwrap();
+        read_public(&inner).await.unwrap();
+        assert_eq!(seen(&rig), ["+CKLIST", "+CKTINFO", "+CKFIND", "+CKATTR"]);
+        reconnect(&link, &calls).await;
+        read_public(&inner).await.unwrap();
+        assert_eq!(seen(&rig), ["+CKLIST", "+CKTINFO", "+CKFIND", "+CKATTR"]);
+    }
+
+    /// Issue 14, bad input: an announcement that does not parse, or of a
+    /// later format, is no announcement: the session works, and reads
+    /// from the phone (nothing kept is trusted).
+    #[tokio::test]
+    async fn a_malformed_or_future_announcement_is_none() {
+        for raw in [
+            &b"+CKANN: 1\r\n+CKANC: \"ssh\",1"[..],
+            b"+CKANN: 2\r\n+CKANZ: whatever",
+            b"\xff\xfe",
+        ] {
+            let (rig, inner, link, calls) = announcing(Some(1)).await;
+            read_public(&inner).await.unwrap();
+            seen(&rig);
+            rig.token.lock().unwrap().raw_announcement = Some(raw.to_vec());
+            reconnect(&link, &calls).await;
+            let g = link.generation().unwrap();
+            assert!(link.announcement(g).is_none(), "{raw:?}");
+            read_public(&inner).await.unwrap();
+            assert_eq!(
+                seen(&rig),
+                ["+CKLIST", "+CKTINFO", "+CKFIND", "+CKATTR"],
+                "{raw:?}"
+            );
+        }
+    }
+
+    /// Issue 14, bad input: a token no longer announced (this computer's
+    /// authorisation was revoked) is not served from what was kept.
+    #[tokio::test]
+    async fn a_revoked_token_is_not_served_from_what_was_kept() {
+        let (rig, inner, link, calls) = announcing(Some(1)).await;
+        read_public(&inner).await.unwrap();
+        rig.token.lock().unwrap().revoked = true;
+        reconnect(&link, &calls).await;
+        assert_eq!(inner.containers("phone").await.unwrap(), Some(Vec::new()));
+        let call = inner.call_as(caller(":1.1"), "phone", TOKEN).unwrap();
+        assert_eq!(
+            call.objects().await.unwrap_err().rv(),
+            CkRv::TOKEN_NOT_PRESENT
+        );
+        assert_eq!(
+            call.details().await.unwrap_err().rv(),
+            CkRv::TOKEN_NOT_PRESENT
+        );
+    }
+
+    /// Issue 14, bad input: a phone that announces the version it had but
+    /// holds another key. The first answer that shows it (the key kept is
+    /// not there) drops what was kept, in memory and on disk, and the
+    /// token is read again.
+    #[tokio::test]
+    async fn a_phone_that_answers_otherwise_than_it_announced_is_read_again() {
+        let (rig, inner, link, calls) = announcing(Some(1)).await;
+        read_public(&inner).await.unwrap();
+        rig.token.lock().unwrap().key_id = Some(vec![2]);
+        reconnect(&link, &calls).await;
+        seen(&rig);
+        let call = inner.call_as(caller(":1.1"), "phone", TOKEN).unwrap();
+        call.login(PIN).await.unwrap();
+        assert_eq!(
+            sign(&call).await.unwrap_err().rv(),
+            CkRv::KEY_HANDLE_INVALID
+        );
+        let path = inner.public_store.path("phone", TOKEN);
+        assert!(!path.exists(), "the file that was kept is still there");
+        let keys = call.objects().await.unwrap().keys;
+        assert_eq!(
+            keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>(),
+            [vec![2]]
+        );
+        assert_eq!(seen(&rig), ["+CKLOGIN", "+CKSIGN", "+CKFIND", "+CKATTR"]);
+    }
+
+    /// Issue 14, item 2: Logout answers at once, even while the link is
+    /// busy, and still reaches the phone before the caller's next request.
+    /// (A Login next would make it unneeded, and it would be left out:
+    /// see [`Logins::may_log_out`].)
+    #[tokio::test]
+    async fn logout_does_not_wait_for_the_phone_and_keeps_its_place() {
+        let (rig, inner, link, _calls) = announcing(None).await;
+        let call = inner.call_as(caller(":1.1"), "phone", TOKEN).unwrap();
+        call.login(PIN).await.unwrap();
+        seen(&rig);
+        // Another caller holds the link for a while.
+        let busy = {
+            let link = link.clone();
+            tokio::spawn(async move {
+                let len = crate::testing::SLOW_LEN;
+                link.call(":1.2", phonecsp_protocol::Request::GenerateRandom { len })
+                    .await
+            })
+        };
+        tokio::time::sleep(crate::testing::SLOW / 4).await;
+        let started = std::time::Instant::now();
+        call.logout().await.unwrap();
+        assert!(
+            started.elapsed() < crate::testing::SLOW / 2,
+            "Logout waited {:?}",
+            started.elapsed()
+        );
+        let next = phonecsp_protocol::Request::GenerateRandom { len: 1 };
+        link.call(":1.1", next).await.unwrap();
+        busy.await.unwrap().unwrap();
+        assert_eq!(seen(&rig), ["+CKRAND", "+CKLOGOUT", "+CKRAND"]);
+        assert!(!rig.token.lock().unwrap().logged_in);
     }
 }

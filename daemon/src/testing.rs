@@ -33,6 +33,18 @@ pub const HANG_UP_LEN: u32 = 99;
 #[derive(Debug, Default)]
 pub struct Token {
     pub logged_in: bool,
+    /// The version of [`TOKEN`] announced when a session opens; `None`:
+    /// no announcement.
+    pub version: Option<u64>,
+    /// The id of the phone's key, if not [`KEY_ID`]: a phone that changed
+    /// without saying so.
+    pub key_id: Option<Vec<u8>>,
+    /// The token is not there any more for this host (revoked).
+    pub revoked: bool,
+    /// Sent as the announcement instead of a well-formed one.
+    pub raw_announcement: Option<Vec<u8>>,
+    /// The name of every request about the token, in order.
+    pub seen: Vec<&'static str>,
 }
 
 struct Phone {
@@ -54,7 +66,23 @@ impl Phone {
     }
 
     fn token_request(&mut self, request: Request) -> Result<Reply, CkRv> {
+        let key_id = {
+            let Ok(mut t) = self.token.lock() else {
+                return Err(CkRv::GENERAL_ERROR);
+            };
+            t.seen.push(request.name());
+            if t.revoked {
+                return Err(CkRv::TOKEN_NOT_PRESENT);
+            }
+            t.key_id.clone().unwrap_or_else(|| KEY_ID.to_vec())
+        };
         match request {
+            Request::ListContainers => Ok(Reply::Containers(vec![
+                phonecsp_protocol::message::ContainerEntry {
+                    name: TOKEN.into(),
+                    flags: token_flags::LOGIN_REQUIRED,
+                },
+            ])),
             Request::TokenInfo { container } => Ok(Reply::TokenInfo(TokenInfo {
                 name: container,
                 flags: token_flags::LOGIN_REQUIRED
@@ -80,9 +108,11 @@ impl Phone {
             }
             Request::FindObjects { .. } => Ok(Reply::Objects(vec![ObjectEntry {
                 class: ObjectClass::PublicKey,
-                id: KEY_ID.to_vec(),
+                id: key_id,
                 label: "key".into(),
             }])),
+            Request::GetAttributes { id, .. } if id != key_id => Err(CkRv::OBJECT_HANDLE_INVALID),
+            Request::Sign { id, .. } if id != key_id => Err(CkRv::KEY_HANDLE_INVALID),
             Request::GetAttributes { .. } => {
                 let mut modulus = vec![0xc5; MODULUS_LEN];
                 modulus[MODULUS_LEN - 1] = 0x01;
@@ -100,6 +130,9 @@ impl Phone {
 impl Handler for Phone {
     fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
         if let Request::GenerateRandom { len } = request {
+            if let Ok(mut t) = self.token.lock() {
+                t.seen.push(request.name());
+            }
             self.last_len = Some(len);
             return Ok(Reply::Random(vec![len as u8; len as usize]));
         }
@@ -107,6 +140,27 @@ impl Handler for Phone {
     }
     fn session_ended(&mut self, _host: &[u8; 32]) {
         self.set_logged_in(false);
+    }
+    fn session_announcement(&mut self, _host: &[u8; 32], _max: usize) -> Vec<u8> {
+        use phonecsp_protocol::announce::{Announced, Announcement};
+        let Ok(t) = self.token.lock() else {
+            return Vec::new();
+        };
+        if let Some(raw) = &t.raw_announcement {
+            return raw.clone();
+        }
+        let Some(version) = t.version else {
+            return Vec::new();
+        };
+        let containers = match t.revoked {
+            true => Vec::new(),
+            false => vec![Announced {
+                name: TOKEN.into(),
+                flags: token_flags::LOGIN_REQUIRED,
+                version,
+            }],
+        };
+        Announcement { containers }.encode().unwrap_or_default()
     }
     fn known_hosts(&self) -> Vec<[u8; 32]> {
         vec![self.host]

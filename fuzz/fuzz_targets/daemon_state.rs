@@ -9,18 +9,30 @@
 //!   (`known::encode`, what `Known::remember` writes) and read back the
 //!   same, for every name without a control character (the only names the
 //!   link can bring, and so the only ones the daemon writes).
+//! * a first byte of 0xf0 or more: `cache/<handset>/<container>.json`
+//!   through `phonecspd::public::parse` (what `PublicStore::load` calls):
+//!   never a panic, and what it trusts writes out (`public::encode`) and
+//!   reads back the same.
 #![no_main]
 
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use phonecsp_host::state::parse_key;
-use phonecspd::known;
+use phonecspd::{known, public};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
+    if which >= 0xf0 {
+        const KEY: [u8; 32] = [7; 32];
+        if let Ok(p) = public::parse(bytes, &KEY, "ssh", 1) {
+            let written = public::encode(&KEY, "ssh", 1, &p);
+            assert_eq!(public::parse(&written, &KEY, "ssh", 1), Ok(p));
+        }
+        return;
+    }
     if which % 2 == 0 {
         let key = parse_key(Path::new("host.key"), bytes);
         assert_eq!(key.is_ok(), bytes.len() == 32);

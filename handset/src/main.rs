@@ -7,7 +7,9 @@ use phonecsp_handset::audit::{AuditLog, Entry};
 use phonecsp_handset::crypto;
 use phonecsp_handset::manager::{self, Approver, Manager};
 use phonecsp_handset::serve::{self, DEFAULT_RFCOMM_CHANNEL};
-use phonecsp_handset::store::{self, KdfParams, KeyHealth, PinEntry, Policy, Store, StoreError};
+use phonecsp_handset::store::{
+    self, Hosts, KdfParams, KeyHealth, PinEntry, Policy, Store, StoreError,
+};
 use phonecsp_protocol::CkRv;
 use phonecsp_protocol::PairingCode;
 use phonecsp_protocol::noise::fingerprint;
@@ -830,7 +832,14 @@ fn key(store: &Store, k: KeyCmd) -> Res {
 }
 
 fn hosts(store: &Store, h: HostsCmd) -> Res {
-    let mut hosts = store.load_hosts()?;
+    // Read once to check and to ask; changed under the hosts lock, on the
+    // file as it is then (`serve` may have pinned a host meanwhile).
+    let hosts = store.load_hosts()?;
+    let find = |hosts: &Hosts, host: &str| {
+        hosts
+            .find_by_name_or_fingerprint(host)
+            .ok_or_else(|| StoreError::NotFound(format!("paired host '{host}'")))
+    };
     match h {
         HostsCmd::List => {
             println!("{:<20} {:<20} CONTAINERS", "HOST", "FINGERPRINT");
@@ -845,16 +854,19 @@ fn hosts(store: &Store, h: HostsCmd) -> Res {
             if hosts.pairing.is_some() {
                 println!("(a pairing code is on offer)");
             }
-            return Ok(());
         }
         HostsCmd::Authorise { host, container } => {
             store.load_container(&container)?;
-            let i = hosts
+            hosts
                 .find_by_name_or_fingerprint(&host)
                 .ok_or_else(|| format!("no paired host '{host}'"))?;
-            if !hosts.hosts[i].containers.contains(&container) {
-                hosts.hosts[i].containers.push(container);
-            }
+            store.update_hosts(|hosts| {
+                let i = find(hosts, &host)?;
+                if !hosts.hosts[i].containers.contains(&container) {
+                    hosts.hosts[i].containers.push(container);
+                }
+                Ok(())
+            })?;
         }
         HostsCmd::Revoke {
             host,
@@ -864,23 +876,28 @@ fn hosts(store: &Store, h: HostsCmd) -> Res {
             let i = hosts
                 .find_by_name_or_fingerprint(&host)
                 .ok_or_else(|| format!("no paired host '{host}'"))?;
-            match container {
-                Some(c) => hosts.hosts[i].containers.retain(|x| *x != c),
-                None => {
-                    let name = hosts.hosts[i].name.clone();
-                    confirm(
-                        &format!(
-                            "unpair the computer '{name}' (it needs a new pairing code to come back)"
-                        ),
-                        &name,
-                        yes,
-                    )?;
-                    hosts.hosts.remove(i);
-                }
+            if container.is_none() {
+                let name = hosts.hosts[i].name.clone();
+                confirm(
+                    &format!(
+                        "unpair the computer '{name}' (it needs a new pairing code to come back)"
+                    ),
+                    &name,
+                    yes,
+                )?;
             }
+            store.update_hosts(|hosts| {
+                let i = find(hosts, &host)?;
+                match container {
+                    Some(c) => hosts.hosts[i].containers.retain(|x| *x != c),
+                    None => {
+                        hosts.hosts.remove(i);
+                    }
+                }
+                Ok(())
+            })?;
         }
     }
-    store.save_hosts(&hosts)?;
     Ok(())
 }
 

@@ -3,8 +3,10 @@
 //! session has logged in, and that the owner approves when the container's
 //! policy asks; then it unwraps the key for one operation and drops it.
 //!
-//! Hosts and containers are read from the store on every request, so the
-//! owner's revocations and PIN counters take effect at once.
+//! Hosts and containers are looked at on every request, so the owner's
+//! revocations and PIN counters take effect at once; but a file is read
+//! and parsed again only when `stat` says it changed ([`FileStamp`]),
+//! since that costs more than the request itself.
 //!
 //! A login outlives its session for the container's grace period
 //! (docs/store.md): kept in memory only, keyed by the computer's Noise key,
@@ -13,7 +15,10 @@
 
 use crate::audit::{AuditLog, Entry};
 use crate::crypto;
-use crate::store::{Container, DataEntry, Hosts, Kek, PinEntry, Policy, Store, StoreError};
+use crate::store::{
+    Container, DataEntry, FileStamp, Hosts, Kek, PinEntry, Policy, Store, StoreError,
+};
+use phonecsp_protocol::announce::{Announced, Announcement};
 use phonecsp_protocol::ck::cka;
 use phonecsp_protocol::limits::MAX_PROGRAM_LEN;
 use phonecsp_protocol::message::{ContainerEntry, ObjectEntry, TokenInfo, token_flags};
@@ -22,6 +27,7 @@ use phonecsp_protocol::{CkRv, Handler, ObjectClass, Reply, Request, StaticKeypai
 use rand::RngCore;
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -388,6 +394,20 @@ pub struct Manager {
     /// Security officers' logins (with the PUK), kept apart from the user's
     /// so that neither replaces the other: they only set a new PIN or PUK.
     so_logins: HashMap<([u8; 32], String), Kek>,
+    /// `hosts.json` as last read, under its stamp then (`None`: missing).
+    hosts: Mutex<Option<(Option<FileStamp>, Hosts)>>,
+    /// Each container as last read, with its version, under its stamp then.
+    containers: Mutex<HashMap<String, (FileStamp, Container, u64)>>,
+    /// Files read and parsed, for the tests that they are read only when
+    /// they changed.
+    #[cfg(test)]
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Caches only: whatever a panic left is checked against the file's
+    // stamp before it is used.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Manager {
@@ -401,6 +421,10 @@ impl Manager {
             heard: HashMap::new(),
             allowed: HashMap::new(),
             so_logins: HashMap::new(),
+            hosts: Mutex::new(None),
+            containers: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            reads: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -466,37 +490,38 @@ impl Manager {
     /// Pins a newly paired computer under `host_name` and authorises it
     /// for what the pairing offer named.
     fn pin_host(&mut self, host: [u8; 32], host_name: &str) -> bool {
-        let Ok(mut hosts) = self.hosts() else {
-            return false;
-        };
-        let Some(pairing) = hosts.pairing.take() else {
-            return false;
-        };
         let name: String = host_name
             .chars()
             .filter(|c| !c.is_control())
             .take(64)
             .collect();
-        match hosts.hosts.iter_mut().find(|h| h.public == host) {
-            Some(h) => {
-                h.name = name.clone();
-                for c in pairing.authorise {
-                    if !h.containers.contains(&c) {
-                        h.containers.push(c);
+        let pinned = self.store.update_hosts(|hosts| {
+            let Some(pairing) = hosts.pairing.take() else {
+                return Ok(false);
+            };
+            match hosts.hosts.iter_mut().find(|h| h.public == host) {
+                Some(h) => {
+                    h.name = name.clone();
+                    for c in pairing.authorise {
+                        if !h.containers.contains(&c) {
+                            h.containers.push(c);
+                        }
                     }
                 }
+                None => hosts.hosts.push(crate::store::HostEntry {
+                    name: name.clone(),
+                    public: host,
+                    containers: pairing.authorise,
+                }),
             }
-            None => hosts.hosts.push(crate::store::HostEntry {
-                name: name.clone(),
-                public: host,
-                containers: pairing.authorise,
-            }),
-        }
-        match self.store.save_hosts(&hosts) {
-            Ok(()) => {
+            Ok(true)
+        });
+        match pinned {
+            Ok(true) => {
                 log::info!("paired with host '{name}' ({})", fingerprint(&host));
                 true
             }
+            Ok(false) => false,
             Err(e) => {
                 log::error!("{e}");
                 false
@@ -509,10 +534,46 @@ impl Manager {
     }
 
     fn hosts(&self) -> Result<Hosts, CkRv> {
-        self.store.load_hosts().map_err(|e| {
+        self.read_hosts().map_err(|e| {
             log::error!("{e}");
             CkRv::DEVICE_ERROR
         })
+    }
+
+    /// `hosts.json`, read again only if it changed since the last read.
+    fn read_hosts(&self) -> Result<Hosts, StoreError> {
+        let stamp = self.store.hosts_stamp()?;
+        if let Some((s, h)) = &*lock(&self.hosts)
+            && *s == stamp
+        {
+            return Ok(h.clone());
+        }
+        // Stamped before the read: a change in between is read again next
+        // time, never missed.
+        let hosts = self.store.load_hosts()?;
+        #[cfg(test)]
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *lock(&self.hosts) = Some((stamp, hosts.clone()));
+        Ok(hosts)
+    }
+
+    /// Container `name` and its version, read again only if its file
+    /// changed since the last read.
+    fn load(&self, name: &str) -> Result<(Container, u64), StoreError> {
+        let Some(stamp) = self.store.container_stamp(name)? else {
+            lock(&self.containers).remove(name);
+            return Err(StoreError::NotFound(format!("container '{name}'")));
+        };
+        if let Some((s, c, v)) = lock(&self.containers).get(name)
+            && *s == stamp
+        {
+            return Ok((c.clone(), *v));
+        }
+        let (c, v) = self.store.load_container_versioned(name)?;
+        #[cfg(test)]
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        lock(&self.containers).insert(name.to_owned(), (stamp, c.clone(), v));
+        Ok((c, v))
     }
 
     /// Loads a container the host is authorised for. Any other name looks
@@ -522,7 +583,7 @@ impl Manager {
         if !entry.containers.iter().any(|c| c == name) {
             return Err(CkRv::TOKEN_NOT_PRESENT);
         }
-        self.store.load_container(name).map_err(|e| match e {
+        self.load(name).map(|(c, _)| c).map_err(|e| match e {
             StoreError::NotFound(_) => CkRv::TOKEN_NOT_PRESENT,
             e => {
                 log::error!("{e}");
@@ -615,8 +676,8 @@ impl Manager {
             let entry = hosts.find(host).ok_or(CkRv::TOKEN_NOT_PRESENT)?;
             let mut out = Vec::new();
             for name in &entry.containers {
-                match self.store.load_container(name) {
-                    Ok(c) => out.push(ContainerEntry {
+                match self.load(name) {
+                    Ok((c, _)) => out.push(ContainerEntry {
                         name: name.clone(),
                         flags: self.flags(host, &c),
                     }),
@@ -964,16 +1025,20 @@ impl Handler for Manager {
     }
     fn pairing_failed(&mut self) {
         self.audit.record(Entry::new("pair", "wrong pairing code"));
-        let Ok(mut hosts) = self.hosts() else { return };
-        if let Some(p) = hosts.pairing.as_mut() {
-            p.failures += 1;
-            if p.failures >= MAX_PAIRING_FAILURES {
-                log::warn!("pairing code withdrawn after {MAX_PAIRING_FAILURES} failed attempts");
-                hosts.pairing = None;
+        let r = self.store.update_hosts(|hosts| {
+            if let Some(p) = hosts.pairing.as_mut() {
+                p.failures += 1;
+                if p.failures >= MAX_PAIRING_FAILURES {
+                    log::warn!(
+                        "pairing code withdrawn after {MAX_PAIRING_FAILURES} failed attempts"
+                    );
+                    hosts.pairing = None;
+                }
             }
-            if let Err(e) = self.store.save_hosts(&hosts) {
-                log::error!("{e}");
-            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            log::error!("{e}");
         }
     }
 
@@ -1043,6 +1108,43 @@ impl Handler for Manager {
     fn session_heard(&mut self, host: &[u8; 32]) {
         self.heard.insert(*host, Instant::now());
     }
+
+    /// Each container `host` may use, with the flags `+CKLIST` would give
+    /// it and its version; nothing if that does not fit in `max` bytes (the
+    /// host then asks, as without an announcement) or cannot be read.
+    fn session_announcement(&mut self, host: &[u8; 32], max: usize) -> Vec<u8> {
+        let Ok(hosts) = self.hosts() else {
+            return Vec::new();
+        };
+        let Some(entry) = hosts.find(host) else {
+            return Vec::new();
+        };
+        let mut a = Announcement::default();
+        for name in &entry.containers {
+            match self.load(name) {
+                Ok((c, version)) => a.containers.push(Announced {
+                    name: name.clone(),
+                    flags: self.flags(host, &c),
+                    version,
+                }),
+                Err(StoreError::NotFound(_)) => {}
+                // A container that does not load is left out, as +CKLIST
+                // leaves it out; its requests answer for themselves.
+                Err(e) => log::error!("{e}"),
+            }
+        }
+        match a.encode() {
+            Ok(p) if p.len() <= max => p,
+            Ok(p) => {
+                log::info!(
+                    "the session announcement ({} bytes) does not fit the line ({max}): none made",
+                    p.len()
+                );
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// Failed pairing attempts after which a code is withdrawn.
@@ -1055,14 +1157,15 @@ pub fn offer_pairing(
     code: &phonecsp_protocol::PairingCode,
     authorise: Vec<String>,
 ) -> Result<(), StoreError> {
-    let mut hosts = store.load_hosts()?;
-    hosts.pairing = Some(crate::store::PendingPairing {
-        psk: code.psk(),
-        authorise,
-        failures: 0,
-        short_code: None,
-    });
-    store.save_hosts(&hosts)
+    store.update_hosts(|hosts| {
+        hosts.pairing = Some(crate::store::PendingPairing {
+            psk: code.psk(),
+            authorise,
+            failures: 0,
+            short_code: None,
+        });
+        Ok(())
+    })
 }
 
 /// [`offer_pairing`], with a short code on offer too (the long one stays
@@ -1073,13 +1176,16 @@ pub fn offer_short_pairing(
     short: &phonecsp_protocol::pake::ShortCode,
     authorise: Vec<String>,
 ) -> Result<(), StoreError> {
-    offer_pairing(store, code, authorise)?;
-    let mut hosts = store.load_hosts()?;
-    if let Some(p) = &mut hosts.pairing {
-        let digits = String::from_utf8_lossy(short.digits()).into_owned();
-        p.short_code = Some(crate::store::ShortDigits(Zeroizing::new(digits)));
-    }
-    store.save_hosts(&hosts)
+    let digits = String::from_utf8_lossy(short.digits()).into_owned();
+    store.update_hosts(|hosts| {
+        hosts.pairing = Some(crate::store::PendingPairing {
+            psk: code.psk(),
+            authorise,
+            failures: 0,
+            short_code: Some(crate::store::ShortDigits(Zeroizing::new(digits))),
+        });
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -1422,5 +1528,161 @@ mod tests {
             Ok(Reply::Objects(o)) => assert_eq!(o.len(), 2),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn reads(m: &Manager) -> usize {
+        m.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn list(m: &mut Manager) -> Vec<String> {
+        match m.execute(&HOST, Request::ListContainers) {
+            Ok(Reply::Containers(c)) => c.into_iter().map(|c| c.name).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 14, item 7: files are read again only when they changed, and
+    /// a revocation on the command line still takes effect at the very
+    /// next request.
+    #[test]
+    fn files_are_read_when_they_change_and_a_revocation_is_immediate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut m = Manager::new(store, Approver::default());
+        assert_eq!(list(&mut m), ["ssh", "web"]);
+        let first = reads(&m);
+        assert_eq!(first, 3, "hosts.json and two containers");
+        for _ in 0..5 {
+            assert_eq!(list(&mut m), ["ssh", "web"]);
+            assert_eq!(retries(&mut m, "web"), crate::store::MAX_PIN_TRIES);
+        }
+        assert_eq!(reads(&m), first, "read again though unchanged");
+
+        // The owner revokes 'web' (as `hosts revoke` does, another process).
+        let other = Store::open(dir.path()).unwrap();
+        other
+            .update_hosts(|h| {
+                h.hosts[0].containers.retain(|c| c != "web");
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(list(&mut m), ["ssh"]);
+        assert_eq!(
+            m.execute(
+                &HOST,
+                Request::TokenInfo {
+                    container: "web".into()
+                }
+            ),
+            Err(CkRv::TOKEN_NOT_PRESENT)
+        );
+        assert!(announced(&mut m).get("web").is_none());
+        // And a container changed behind its back is read again.
+        let mut web = other.load_container("web").unwrap();
+        web.set_policy(Policy::Confirm);
+        other.save_container(&web).unwrap();
+        other
+            .update_hosts(|h| {
+                h.hosts[0].containers.push("web".into());
+                Ok(())
+            })
+            .unwrap();
+        let flags = match m.execute(&HOST, Request::ListContainers) {
+            Ok(Reply::Containers(c)) => c[1].flags,
+            other => panic!("{other:?}"),
+        };
+        assert_ne!(flags & token_flags::CONFIRM, 0);
+    }
+
+    /// Issue 14, item 7: the command line and `serve` change hosts.json
+    /// at once, and neither change is lost.
+    #[test]
+    fn two_writers_of_hosts_json_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = store(dir.path());
+        let path = dir.path().to_owned();
+        let writers: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let store = Store::open(&path).unwrap();
+                    for i in 0..25 {
+                        store
+                            .update_hosts(|h| {
+                                h.hosts[0].containers.push(format!("{w}{i}"));
+                                Ok(())
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let hosts = Store::open(&path).unwrap().load_hosts().unwrap();
+        let containers = &hosts.hosts[0].containers;
+        for w in ["a", "b"] {
+            for i in 0..25 {
+                let name = format!("{w}{i}");
+                assert!(containers.contains(&name), "{name} lost: {containers:?}");
+            }
+        }
+    }
+
+    fn announced(m: &mut Manager) -> Announcement {
+        Announcement::parse(&m.session_announcement(&HOST, 4096))
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Issue 14, item 1: the announcement lists what the host may use,
+    /// and a container's version changes with anything a host can read of
+    /// it, and only then.
+    #[test]
+    fn the_announcement_follows_what_a_host_can_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut m = Manager::new(store, Approver::default());
+        let a = announced(&mut m);
+        let names: Vec<&str> = a.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["ssh", "web"]);
+        let v = |a: &Announcement, n: &str| a.get(n).unwrap().version;
+        assert_ne!(v(&a, "ssh"), v(&a, "web"));
+
+        // A right PIN changes nothing a host sees.
+        m.execute(&HOST, login("web")).unwrap();
+        m.session_ended(&HOST);
+        assert_eq!(v(&announced(&mut m), "web"), v(&a, "web"));
+
+        // A wrong one does (the retry counter), and so does a certificate.
+        let wrong = Request::Login {
+            container: "web".into(),
+            pin: Zeroizing::new(b"000000".to_vec()),
+        };
+        assert_eq!(m.execute(&HOST, wrong), Err(CkRv::PIN_INCORRECT));
+        let b = announced(&mut m);
+        assert_ne!(v(&b, "web"), v(&a, "web"));
+        assert_eq!(v(&b, "ssh"), v(&a, "ssh"));
+        assert_ne!(b.get("web").unwrap().flags & token_flags::PIN_COUNT_LOW, 0);
+        m.execute(&HOST, login("ssh")).unwrap();
+        let put = Request::PutData {
+            container: "ssh".into(),
+            object: phonecsp_protocol::message::DataObject {
+                id: vec![9],
+                label: "note".into(),
+                application: "test".into(),
+                oid: Vec::new(),
+                value: b"hello".to_vec(),
+            },
+        };
+        m.execute(&HOST, put).unwrap();
+        m.session_ended(&HOST);
+        assert_ne!(v(&announced(&mut m), "ssh"), v(&a, "ssh"));
+
+        // One that does not fit the line is not made; an unknown host gets none.
+        assert!(m.session_announcement(&HOST, 20).is_empty());
+        assert!(m.session_announcement(&[9; 32], 4096).is_empty());
     }
 }

@@ -262,6 +262,54 @@ fn read_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
     Ok(Some(buf))
 }
 
+/// What `stat` says of a store file, to tell whether it changed since it
+/// was last read: every write is a rename of a new file, so its inode and
+/// change time change with it, and its size and modification time most
+/// likely too. Two of our writes that give the same device, inode, size
+/// and nanosecond mtime and ctime are not a case worth a read per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// The stamp of `path`; `None` if it does not exist.
+pub fn file_stamp(path: &Path) -> Result<Option<FileStamp>, StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// A container's version for the session announcement (docs/protocol.md
+/// section 5.9): the first 8 bytes of BLAKE2s-256 over a label and the
+/// container file as stored. Anything a host can read of the container
+/// (objects, labels, certificates, PIN settings, retry counter, policy)
+/// is in that file, so any change to it is a change of version; a
+/// container deleted and made again under its name has a fresh serial
+/// and salt, and so another version too.
+fn container_version(bytes: &[u8]) -> u64 {
+    use blake2::{Blake2s256, Digest};
+    let mut h = Blake2s256::new();
+    h.update(b"phonecsp container version v1");
+    h.update(bytes);
+    let d = h.finalize();
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(v)
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(path, json_reason(&e)))
 }
@@ -330,7 +378,7 @@ pub struct PendingPairing {
     pub authorise: Vec<String>,
     pub failures: u32,
     /// The digits of a short code on offer too (docs/protocol.md section
-    /// 5.7): kept as they are, since the PAKE needs them; the file is the
+    /// 5.8): kept as they are, since the PAKE needs them; the file is the
     /// owner's alone (0600) and the offer is used up by the pairing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_code: Option<ShortDigits>,
@@ -496,6 +544,7 @@ fn make_dir(path: &Path) -> Result<(), StoreError> {
 impl Store {
     const IDENTITY: &'static str = "identity.json";
     const HOSTS: &'static str = "hosts.json";
+    const HOSTS_LOCK: &'static str = "hosts.lock";
     const CONTAINERS: &'static str = "containers";
 
     /// Creates a store in `dir` (made, mode 0700, if need be) with a fresh
@@ -611,6 +660,44 @@ impl Store {
         write_atomic(&self.hosts_path(), &hosts.to_file()?)
     }
 
+    /// Changes `hosts.json` as one step among every process that does so
+    /// through here (`serve` pinning a host, the command line authorising
+    /// or revoking one): reads it, lets `change` change it, and writes it
+    /// back, all under an exclusive `flock(2)` on `hosts.lock`, so that two
+    /// writers never both read the old file and the last one's write wins.
+    /// Nothing is written if `change` fails.
+    pub fn update_hosts<R>(
+        &self,
+        change: impl FnOnce(&mut Hosts) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let path = self.dir.join(Self::HOSTS_LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        lock.lock().map_err(io_err(&path))?;
+        let mut hosts = self.load_hosts()?;
+        let r = change(&mut hosts)?;
+        self.save_hosts(&hosts)?;
+        // Unlocked when `lock` is closed, after the rename.
+        drop(lock);
+        Ok(r)
+    }
+
+    /// The stamp of `hosts.json`, to tell whether it changed.
+    pub fn hosts_stamp(&self) -> Result<Option<FileStamp>, StoreError> {
+        file_stamp(&self.hosts_path())
+    }
+
+    /// The stamp of container `name`'s file, to tell whether it changed.
+    pub fn container_stamp(&self, name: &str) -> Result<Option<FileStamp>, StoreError> {
+        check_container_name(name)?;
+        file_stamp(&self.container_path(name))
+    }
+
     /// The containers' names, sorted (from the directory listing; none is
     /// loaded).
     pub fn container_names(&self) -> Result<Vec<String>, StoreError> {
@@ -704,11 +791,17 @@ impl Store {
 
     /// Loads a container. A file that does not load is `Corrupt`.
     pub fn load_container(&self, name: &str) -> Result<Container, StoreError> {
+        self.load_container_versioned(name).map(|(c, _)| c)
+    }
+
+    /// Loads a container with its version (see [`container_version`]).
+    pub fn load_container_versioned(&self, name: &str) -> Result<(Container, u64), StoreError> {
         check_container_name(name)?;
         let path = self.container_path(name);
         let bytes =
             read_file(&path)?.ok_or_else(|| StoreError::NotFound(format!("container '{name}'")))?;
-        self.parse_container_file(name, &bytes)
+        let c = self.parse_container_file(name, &bytes)?;
+        Ok((c, container_version(&bytes)))
     }
 
     /// Parses the contents of container `name`'s file: what
@@ -800,17 +893,15 @@ impl Store {
         if !path.exists() {
             return Err(StoreError::NotFound(format!("container '{name}'")));
         }
-        let mut hosts = self.load_hosts()?;
-        let before = hosts.clone();
-        for h in &mut hosts.hosts {
-            h.containers.retain(|c| c != name);
-        }
-        if let Some(p) = &mut hosts.pairing {
-            p.authorise.retain(|c| c != name);
-        }
-        if hosts != before {
-            self.save_hosts(&hosts)?;
-        }
+        self.update_hosts(|hosts| {
+            for h in &mut hosts.hosts {
+                h.containers.retain(|c| c != name);
+            }
+            if let Some(p) = &mut hosts.pairing {
+                p.authorise.retain(|c| c != name);
+            }
+            Ok(())
+        })?;
         fs::remove_file(&path).map_err(io_err(&path))?;
         sync_dir(&self.containers_dir())
     }

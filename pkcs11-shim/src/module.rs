@@ -722,7 +722,9 @@ impl Module {
         };
         self.check(slot, self.backend.login(&t, &pin))?;
         self.set_logged_in(slot, true);
-        self.forget_attrs(slot);
+        // The attributes read so far stay: a login changes which objects a
+        // session may see (the search filters on it), not what any object
+        // is, and reading them again cost a round trip each.
         Ok(())
     }
 

@@ -77,6 +77,10 @@ pub struct HostLink<R, W> {
     pending: VecDeque<Line>,
     version: VersionInfo,
     session: Option<Session>,
+    /// The handset's payload of KK message 2 in the session that is up:
+    /// its capabilities and session announcement, or empty
+    /// (docs/protocol.md sections 5.5 and 5.9).
+    announcement: Vec<u8>,
     /// Binary mode (docs/protocol.md section 6.7), with the bytes read
     /// past the last frame.
     binary: Option<Vec<u8>>,
@@ -99,6 +103,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
                 max_line: at::MIN_MAX_LINE,
             },
             session: None,
+            announcement: Vec::new(),
             binary: None,
             stats: LinkStats::default(),
             idle_bytes: 0,
@@ -194,6 +199,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         host_name: &str,
     ) -> Result<([u8; 32], String), LinkError> {
         self.session = None;
+        self.announcement.clear();
         self.binary = None;
         let (hp, m1) = HostPairing::start_with_psk(local, psk)?;
         let m2 = self.handshake(HandshakeKind::Pair, &m1).await?;
@@ -212,6 +218,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         handset: &[u8; 32],
     ) -> Result<(), LinkError> {
         self.session = None;
+        self.announcement.clear();
         self.binary = None;
         let offer = compact::capabilities_line();
         let (h, m1) = HostSessionHandshake::start_with_payload(local, handset, offer.as_bytes())?;
@@ -221,12 +228,21 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         if compact::offers_binary(&payload) {
             self.binary = Some(Vec::new());
         }
+        self.announcement = payload;
         Ok(())
     }
 
     /// Whether the session is in binary mode.
     pub fn is_binary(&self) -> bool {
         self.binary.is_some()
+    }
+
+    /// The handset's payload of KK message 2 for the session
+    /// [`Self::connect`] opened, as it came (empty: none): its session
+    /// announcement is read from it with
+    /// [`crate::announce::Announcement::parse`].
+    pub fn announcement(&self) -> &[u8] {
+        &self.announcement
     }
 
     /// `AT` -> `OK`: proves the line and the handset are alive, in or out

@@ -6,6 +6,7 @@
 //! [`responder`] is the handset's sans-I/O state machine and [`host`] the
 //! computer's async client. `docs/protocol.md` is the normative text.
 
+pub mod announce;
 pub mod at;
 pub mod ck;
 pub mod compact;

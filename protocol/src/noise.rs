@@ -476,7 +476,9 @@ impl HostSessionHandshake {
         self.finish_with_payload(m2).map(|(s, _)| s)
     }
 
-    /// [`Self::finish`], also giving the payload of message 2.
+    /// [`Self::finish`], also giving the payload of message 2: the
+    /// handset's capabilities (section 5.5) and session announcement
+    /// (section 5.9), or nothing.
     pub fn finish_with_payload(mut self, m2: &[u8]) -> Result<(Session, Vec<u8>), NoiseError> {
         let payload = read(&mut self.hs, m2)?;
         let t = self
@@ -495,16 +497,19 @@ pub fn handset_accept_session(
     known_hosts: &[[u8; 32]],
     m1: &[u8],
 ) -> Result<(Session, Vec<u8>), NoiseError> {
-    handset_accept_session_with(local, known_hosts, m1, |_| Vec::new())
+    handset_accept_session_with(local, known_hosts, m1, |_, _| Vec::new())
 }
 
 /// [`handset_accept_session`], with message 2's payload made by `reply`
-/// from message 1's.
+/// from the host's key, once known, and message 1's payload: the
+/// capabilities (docs/protocol.md section 5.5) and the session
+/// announcement (section 5.9). Message 2 is encrypted to that host's keys,
+/// so only the host that proved its key reads it.
 pub fn handset_accept_session_with(
     local: &StaticKeypair,
     known_hosts: &[[u8; 32]],
     m1: &[u8],
-    reply: impl FnOnce(&[u8]) -> Vec<u8>,
+    reply: impl FnOnce(&[u8; 32], &[u8]) -> Vec<u8>,
 ) -> Result<(Session, Vec<u8>), NoiseError> {
     for host in known_hosts {
         let Ok(mut hs) = snow::Builder::new(params(SESSION_PATTERN))
@@ -518,7 +523,7 @@ pub fn handset_accept_session_with(
         let Ok(payload) = read(&mut hs, m1) else {
             continue;
         };
-        let m2 = write(&mut hs, &reply(&payload))?;
+        let m2 = write(&mut hs, &reply(host, &payload))?;
         let t = hs
             .into_transport_mode()
             .map_err(|_| NoiseError::Handshake)?;

@@ -57,6 +57,13 @@ pub trait Handler {
     fn session_heard(&mut self, host: &[u8; 32]) {
         let _ = host;
     }
+    /// The session announcement for `host` (docs/protocol.md section 5.9),
+    /// at most `max` bytes, for the payload of KK message 2; empty for
+    /// none. A handler that makes none keeps this default.
+    fn session_announcement(&mut self, host: &[u8; 32], max: usize) -> Vec<u8> {
+        let _ = (host, max);
+        Vec::new()
+    }
 }
 
 enum State {
@@ -407,22 +414,35 @@ impl Responder {
                 }
             }
             (HandshakeKind::Session, _) => {
-                // Binary frames if the host offers them (section 6.7).
+                // Binary frames if the host offers them (section 6.7), and
+                // the session announcement (section 5.9) in what room the
+                // line leaves.
                 let mut binary = false;
-                let answer = |payload: &[u8]| {
+                let max = crate::announce::max_payload(self.max_line);
+                let hosts = handler.known_hosts();
+                let answer = |host: &[u8; 32], payload: &[u8]| {
                     binary = compact::offers_binary(payload);
-                    if binary {
-                        compact::capabilities_line().into_bytes()
-                    } else {
-                        Vec::new()
+                    let mut out = match binary {
+                        true => compact::capabilities_line().into_bytes(),
+                        false => Vec::new(),
+                    };
+                    let room = match out.is_empty() {
+                        true => max,
+                        false => max.saturating_sub(out.len() + 2),
+                    };
+                    let a = handler.session_announcement(host, room);
+                    // One that would break the line limit is left out, and
+                    // so is one that is not text, which would hide the
+                    // capabilities line from the host.
+                    if !a.is_empty() && a.len() <= room && std::str::from_utf8(&a).is_ok() {
+                        if !out.is_empty() {
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        out.extend_from_slice(&a);
                     }
+                    out
                 };
-                match handset_accept_session_with(
-                    &identity,
-                    &handler.known_hosts(),
-                    message,
-                    answer,
-                ) {
+                match handset_accept_session_with(&identity, &hosts, message, answer) {
                     Ok((session, m2)) => {
                         self.state = State::Session(session);
                         if binary {
@@ -566,7 +586,7 @@ mod tests {
         assert!(r.in_session());
     }
 
-    /// Sections 5.7 and 7.19: a frame and `AT` are the session's host
+    /// Sections 5.7 and 7.23: a frame and `AT` are the session's host
     /// heard, the lines that open a link or a session are not; a request's
     /// program reaches the handler.
     #[test]

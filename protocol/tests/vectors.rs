@@ -529,7 +529,38 @@ fn check(v: &Vector) -> String {
             assert_eq!(VersionInfo::parse(line), Ok(typed), "{at}: parse");
             kind.to_owned()
         }
+        "announcement" => {
+            use phonecsp_protocol::announce::{Announced, Announcement};
+            let mut f = Fields::parse(rest);
+            let mut containers = Vec::new();
+            while let Some(name) = f.opt("container") {
+                let Value::Str(name) = name else {
+                    panic!("{at}: container is a string")
+                };
+                containers.push(Announced {
+                    name,
+                    flags: f.u32("flags"),
+                    version: f.num("version"),
+                });
+            }
+            f.done();
+            let typed = Announcement { containers };
+            let text = v.encoded.join("\r\n");
+            assert_eq!(typed.encode().unwrap(), text.as_bytes(), "{at}: encode");
+            assert_eq!(
+                Announcement::parse(text.as_bytes()),
+                Ok(Some(typed)),
+                "{at}: parse"
+            );
+            kind.to_owned()
+        }
         "invalid" => {
+            if variant == "announcement" {
+                let text = v.encoded.join("\r\n");
+                let r = phonecsp_protocol::announce::Announcement::parse(text.as_bytes());
+                assert!(r.is_err(), "{at}: {text:?} parsed");
+                return "invalid announcement".to_owned();
+            }
             let line = single();
             let err: Result<(), ParseError> = match variant {
                 "command" => Command::parse(line).map(drop),
@@ -585,6 +616,8 @@ fn transcript_vectors_roundtrip() {
         "version",
         "invalid command",
         "invalid request",
+        "announcement",
+        "invalid announcement",
     ] {
         assert!(kinds.contains(k), "no {k} vector");
     }

@@ -16,14 +16,23 @@ pub const PUK: &str = "12345678";
 pub const KEY_ID: &[u8] = &[0x01];
 pub const KEY_ID_HEX: &str = "01";
 
+/// The directory of the binaries under test: the one next to the test
+/// executable's `deps/` directory, or `PHONECSP_TEST_BIN_DIR` (to run the
+/// same tests against another build, as the round-trip table's "before").
+fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PHONECSP_TEST_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target directory")
+        .to_owned()
+}
+
 /// A workspace binary next to the test executable's `deps/` directory.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target directory");
-    let p = dir.join(name);
+    let p = bin_dir().join(name);
     assert!(
         p.exists(),
         "{} is not built: run `cargo build --workspace --bins` first",
@@ -626,12 +635,7 @@ pub mod introspect {
 /// The PKCS#11 module, `libphonecsp_pkcs11.so`, next to the binaries. It is
 /// a cdylib, which `cargo build --workspace --bins` does not build.
 pub fn pkcs11_module() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let p = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target directory")
-        .join("libphonecsp_pkcs11.so");
+    let p = bin_dir().join("libphonecsp_pkcs11.so");
     assert!(
         p.exists(),
         "{} is not built: run `cargo build -p phonecsp-pkcs11 --lib` first",

@@ -339,6 +339,74 @@ fn enrol_then_unlock_with_debians_crypttab_code_over_dbus_and_directly() {
     f.unlocks(w, NO_BUS);
 }
 
+impl Fx {
+    /// The link's requests so far, as the daemon counts them.
+    fn requests(&self) -> u64 {
+        phonecsp::blocking::Client::connect_with(
+            &phonecsp::Bus::Address(self.bus.address.clone()),
+            phonecsp::ClientOptions {
+                expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+            },
+        )
+        .ok()
+        .and_then(|c| c.statistics().ok())
+        .and_then(|s| s.get("phone").map(|s| s.requests))
+        .unwrap_or(0)
+    }
+
+    /// Waits until the daemon has sent no request for a while.
+    fn settle(&self) {
+        let mut last = self.requests();
+        let mut quiet_since = std::time::Instant::now();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while quiet_since.elapsed() < Duration::from_millis(700) {
+            assert!(std::time::Instant::now() < deadline, "never quiet");
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.requests();
+            if now != last {
+                (last, quiet_since) = (now, std::time::Instant::now());
+            }
+        }
+    }
+
+    fn restart_daemon(&mut self) {
+        self.stop_daemon();
+        self.daemon = Some(Daemon::start(
+            &self.bus,
+            self.root.path(),
+            &self.handset,
+            "",
+        ));
+        self.wait_connected();
+        self.settle();
+    }
+}
+
+/// Issue 14, item 4: a disk unlock through the daemon costs the link its
+/// Login and its Decrypt, and nothing else the keyscript waits for, with
+/// a daemon restarted on what it kept (the Logout after it is queued and
+/// not waited for).
+#[test]
+fn the_keyscript_unlocks_in_two_round_trips() {
+    let mut f = Fx::new("", "");
+    f.enroll(&["--token", "disk"]);
+    // The first session was the pairing one, which announces nothing: one
+    // restart to keep the tokens, and one to start from what was kept.
+    f.restart_daemon();
+    f.restart_daemon();
+    let before = f.requests();
+    f.unlocks("luks-token", &f.bus_address());
+    f.settle();
+    let log = f.daemon.as_ref().map(Daemon::log).unwrap_or_default();
+    let logouts = log
+        .lines()
+        .filter(|l| l.contains("handset 'phone' request +CKLOGOUT"))
+        .count() as u64;
+    let waited = f.requests() - before - logouts;
+    eprintln!("the keyscript: {waited} round trips (+{logouts} Logout)");
+    assert!(waited <= 2, "{waited} round trips:\n{log}");
+}
+
 #[test]
 fn failures_print_nothing_and_a_later_try_succeeds() {
     let mut f = Fx::new("", "");

@@ -224,6 +224,20 @@ fn private_keys_show_only_after_login() {
     );
 }
 
+/// Issue 14, item 2: what was read of an object before C_Login is not
+/// read again after it.
+#[test]
+fn attributes_read_before_login_are_kept_across_it() {
+    let (m, fake) = setup();
+    let h = open(&m, false);
+    let public = find(&m, h, CKO_PUBLIC_KEY)[0];
+    m.get_attributes(h, public).unwrap();
+    let before = fake.count("attributes");
+    login(&m, h);
+    m.get_attributes(h, public).unwrap();
+    assert_eq!(fake.count("attributes"), before);
+}
+
 #[test]
 fn find_is_an_operation_of_its_own() {
     let (m, _) = setup();
