@@ -226,6 +226,13 @@ struct ServeArgs {
     /// asks on [default: $GPG_TTY, else this program's terminal].
     #[arg(long, value_name = "TTY")]
     pinentry_tty: Option<String>,
+    /// Remember a right PIN for this many seconds (0: never), so that the
+    /// same computer's next logins to the same container skip the PIN's
+    /// key derivation: as gpg-agent caches a passphrase. Only a keyed hash
+    /// of the PIN is kept, in memory; a wrong PIN is counted as ever
+    /// (docs/store.md).
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    remember_pin: u64,
     /// Ask for approvals through the desktop's notifications
     /// (org.freedesktop.Notifications on the session bus), with Allow and
     /// Deny; closing or ignoring one denies.
@@ -916,6 +923,7 @@ fn serve_cmd(store: Store, args: ServeArgs) -> Res {
         }),
     };
     let mut manager = Manager::new(store, approver);
+    manager.remember_pins_for(std::time::Duration::from_secs(args.remember_pin));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// What the owner said when asked to approve.
@@ -378,6 +379,23 @@ struct Kept {
     until: Instant,
 }
 
+/// A right PIN, remembered for a computer's next logins to the same
+/// container: a keyed hash of it (never the PIN), the container key it
+/// opened, and until when.
+struct Remembered {
+    pin_mac: [u8; 32],
+    kek: Kek,
+    until: Instant,
+}
+
+/// HMAC-SHA256 of a PIN under the process's random key.
+fn pin_mac(key: &[u8; 32], pin: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(pin);
+    mac.finalize().into_bytes().into()
+}
+
 pub struct Manager {
     store: Store,
     approver: Approver,
@@ -394,6 +412,13 @@ pub struct Manager {
     /// Security officers' logins (with the PUK), kept apart from the user's
     /// so that neither replaces the other: they only set a new PIN or PUK.
     so_logins: HashMap<([u8; 32], String), Kek>,
+    /// PINs remembered after a right login (docs/store.md, "Remembering a
+    /// PIN"): how long, and per (computer, container) a keyed hash of the
+    /// PIN with the container key it opened.
+    pin_memory: Duration,
+    remembered: HashMap<([u8; 32], String), Remembered>,
+    /// The key of those hashes: random, in this process's memory only.
+    pin_key: Zeroizing<[u8; 32]>,
     /// `hosts.json` as last read, under its stamp then (`None`: missing).
     hosts: Mutex<Option<(Option<FileStamp>, Hosts)>>,
     /// Each container as last read, with its version, under its stamp then.
@@ -421,6 +446,14 @@ impl Manager {
             heard: HashMap::new(),
             allowed: HashMap::new(),
             so_logins: HashMap::new(),
+            pin_memory: Duration::ZERO,
+            remembered: HashMap::new(),
+            pin_key: {
+                use rand::RngCore;
+                let mut k = Zeroizing::new([0u8; 32]);
+                rand::rngs::OsRng.fill_bytes(k.as_mut());
+                k
+            },
             hosts: Mutex::new(None),
             containers: Mutex::new(HashMap::new()),
             #[cfg(test)]
@@ -526,6 +559,15 @@ impl Manager {
                 log::error!("{e}");
                 false
             }
+        }
+    }
+
+    /// Remember a right PIN for `period` (zero: never, the default), for
+    /// the same computer's next logins to the same container.
+    pub fn remember_pins_for(&mut self, period: Duration) {
+        self.pin_memory = period;
+        if period.is_zero() {
+            self.remembered.clear();
         }
     }
 
@@ -756,8 +798,33 @@ impl Manager {
                 } else {
                     pin
                 };
-                let kek = c.unlock(&self.store, &pin).map_err(store_rv)?;
-                self.logins.insert((*host, name), kek);
+                let key = (*host, name);
+                let mac = pin_mac(&self.pin_key, &pin);
+                // A PIN this computer gave right a moment ago opens without
+                // the Argon2id derivation; anything else takes the whole
+                // path, and a wrong PIN is counted as ever.
+                let now = Instant::now();
+                self.remembered.retain(|_, r| r.until > now);
+                let known = self.remembered.get(&key).filter(|r| {
+                    !c.is_locked() && bool::from(r.pin_mac.ct_eq(&mac)) && c.kek_matches(&r.kek)
+                });
+                let kek = match known {
+                    Some(r) => r.kek.clone(),
+                    None => {
+                        let kek = c.unlock(&self.store, &pin).map_err(store_rv)?;
+                        if !self.pin_memory.is_zero() {
+                            let until = now + self.pin_memory;
+                            let r = Remembered {
+                                pin_mac: mac,
+                                kek: kek.clone(),
+                                until,
+                            };
+                            self.remembered.insert(key.clone(), r);
+                        }
+                        kek
+                    }
+                };
+                self.logins.insert(key, kek);
                 Ok(Reply::Done)
             }
             Request::Logout { .. } => self
@@ -768,9 +835,10 @@ impl Manager {
             Request::ChangePin { old, new, .. } => {
                 c.change_pin(&self.store, &old, &new).map_err(store_rv)?;
                 // Every session's key-encrypting key for it is now stale,
-                // and so is every kept one.
+                // and so is every kept one, and every remembered PIN.
                 self.logins.retain(|(_, n), _| *n != name);
                 self.kept.retain(|(_, n), _| *n != name);
+                self.remembered.retain(|(_, n), _| *n != name);
                 Ok(Reply::Done)
             }
             Request::SoLogin { puk, .. } => {
@@ -791,8 +859,10 @@ impl Manager {
                     .ok_or(CkRv::USER_NOT_LOGGED_IN)?;
                 c.init_pin(&self.store, so, &pin).map_err(store_rv)?;
                 log::info!("{host_name} set a new PIN for '{name}' with its PUK");
-                // Logins made under the old PIN are stale.
+                // Logins made under the old PIN are stale, and so is the
+                // old PIN remembered.
                 self.logins.retain(|(_, n), _| *n != name);
+                self.remembered.retain(|(_, n), _| *n != name);
                 Ok(Reply::Done)
             }
             Request::ChangePuk { old, new, .. } => {
@@ -1378,6 +1448,62 @@ mod tests {
         let mut c = store.load_container(container).unwrap();
         c.set_grace(secs).unwrap();
         store.save_container(&c).unwrap();
+    }
+
+    /// Issue 14, item 6: a right PIN is remembered for the same computer
+    /// and container: the next login with it takes no key derivation and
+    /// writes nothing (the retry counter is not touched); a wrong PIN still
+    /// costs a try; after a PIN change, or with a period of zero, every
+    /// login derives.
+    #[test]
+    fn a_right_pin_is_remembered_for_the_same_computer_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let file = dir.path().join("containers/web.json");
+        let stamp = || std::fs::metadata(&file).unwrap().modified().unwrap();
+        let mut m = Manager::new(store, Approver::default());
+        m.remember_pins_for(Duration::from_secs(600));
+        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        let after_first = stamp();
+        // Remembered: the file (where every derivation's try is counted
+        // and given back) is not written.
+        for _ in 0..3 {
+            let logout = Request::Logout {
+                container: "web".into(),
+            };
+            assert!(matches!(m.execute(&HOST, logout), Ok(Reply::Done)));
+            assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+            assert_eq!(stamp(), after_first);
+            let r = m.execute(&HOST, sign("web", 1));
+            assert!(matches!(r, Ok(Reply::Signature(_))), "{r:?}");
+        }
+        // A wrong PIN goes the whole way and is counted.
+        let wrong = Request::Login {
+            container: "web".into(),
+            pin: Zeroizing::new(b"0000".to_vec()),
+        };
+        assert_eq!(m.execute(&HOST, wrong).unwrap_err(), CkRv::PIN_INCORRECT);
+        assert_eq!(retries(&mut m, "web"), crate::store::MAX_PIN_TRIES - 1);
+        // A PIN change forgets it.
+        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        let change = Request::ChangePin {
+            container: "web".into(),
+            old: Zeroizing::new(PIN.to_vec()),
+            new: Zeroizing::new(b"654321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, change), Ok(Reply::Done)));
+        let old_pin = m.execute(&HOST, login("web"));
+        assert_eq!(old_pin.unwrap_err(), CkRv::PIN_INCORRECT);
+        // With no memory, every login derives.
+        m.remember_pins_for(Duration::ZERO);
+        let new_login = || Request::Login {
+            container: "web".into(),
+            pin: Zeroizing::new(b"654321".to_vec()),
+        };
+        assert!(matches!(m.execute(&HOST, new_login()), Ok(Reply::Done)));
+        let before = stamp();
+        assert!(matches!(m.execute(&HOST, new_login()), Ok(Reply::Done)));
+        assert_ne!(stamp(), before);
     }
 
     /// Issue 13, item 4: a session's login comes back to the same host's

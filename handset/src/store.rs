@@ -1012,6 +1012,7 @@ pub fn generate_puk() -> Zeroizing<Vec<u8>> {
 
 /// A 32-byte symmetric key (a PIN's or PUK's derived key, or a container
 /// key). Wiped on drop.
+#[derive(Clone)]
 struct Key32(Zeroizing<[u8; 32]>);
 
 impl Key32 {
@@ -1047,6 +1048,7 @@ enum Role {
 /// login) or the PUK (a security officer's), and the nonce of the sealed
 /// copy it was opened from, so that a new PIN or PUK (sealed afresh, with a
 /// new nonce) makes the logins made before it stale. Wiped on drop.
+#[derive(Clone)]
 pub struct Kek {
     key: Key32,
     from: [u8; NONCE_LEN],
@@ -1668,7 +1670,7 @@ impl Container {
     /// Whether `kek` is a user's login to this container under its
     /// current PIN: it was opened from the container key's PIN-sealed copy
     /// as it is now (a new PIN seals it afresh).
-    fn kek_matches(&self, kek: &Kek) -> bool {
+    pub(crate) fn kek_matches(&self, kek: &Kek) -> bool {
         kek.role == Role::User
             && self
                 .wrapped_key
