@@ -712,64 +712,65 @@ impl Request {
         };
         let program = take_program(name, &mut p)?;
         let container = || p.text(0).map(str::to_owned);
+        // The shapes most commands share: a container alone, or with one
+        // or two secrets (PIN, PUK; old and new).
+        let only_container = || -> Result<String, ParseError> {
+            p.expect_count(1, 1)?;
+            container()
+        };
+        let secret = |i| p.bytes(i).map(Zeroizing::new);
+        let one_secret = || -> Result<(String, Pin), ParseError> {
+            p.expect_count(2, 2)?;
+            Ok((container()?, secret(1)?))
+        };
+        let two_secrets = || -> Result<(String, Pin, Pin), ParseError> {
+            p.expect_count(3, 3)?;
+            Ok((container()?, secret(1)?, secret(2)?))
+        };
+        let object_id = || -> Result<(String, Vec<u8>), ParseError> {
+            p.expect_count(2, 2)?;
+            Ok((container()?, p.bytes(1)?))
+        };
         let req = match name {
             "+CKLIST" => {
                 p.expect_count(0, 0)?;
                 Request::ListContainers
             }
-            "+CKTINFO" => {
-                p.expect_count(1, 1)?;
-                Request::TokenInfo {
-                    container: container()?,
-                }
-            }
+            "+CKTINFO" => Request::TokenInfo {
+                container: only_container()?,
+            },
             "+CKLOGIN" => {
-                p.expect_count(2, 2)?;
-                Request::Login {
-                    container: container()?,
-                    pin: Zeroizing::new(p.bytes(1)?),
-                }
+                let (container, pin) = one_secret()?;
+                Request::Login { container, pin }
             }
-            "+CKLOGOUT" => {
-                p.expect_count(1, 1)?;
-                Request::Logout {
-                    container: container()?,
-                }
-            }
+            "+CKLOGOUT" => Request::Logout {
+                container: only_container()?,
+            },
             "+CKPIN" => {
-                p.expect_count(3, 3)?;
+                let (container, old, new) = two_secrets()?;
                 Request::ChangePin {
-                    container: container()?,
-                    old: Zeroizing::new(p.bytes(1)?),
-                    new: Zeroizing::new(p.bytes(2)?),
+                    container,
+                    old,
+                    new,
                 }
             }
             "+CKSOLOGIN" => {
-                p.expect_count(2, 2)?;
-                Request::SoLogin {
-                    container: container()?,
-                    puk: Zeroizing::new(p.bytes(1)?),
-                }
+                let (container, puk) = one_secret()?;
+                Request::SoLogin { container, puk }
             }
-            "+CKSOLOGOUT" => {
-                p.expect_count(1, 1)?;
-                Request::SoLogout {
-                    container: container()?,
-                }
-            }
+            "+CKSOLOGOUT" => Request::SoLogout {
+                container: only_container()?,
+            },
             "+CKINITPIN" => {
-                p.expect_count(2, 2)?;
-                Request::InitPin {
-                    container: container()?,
-                    pin: Zeroizing::new(p.bytes(1)?),
-                }
+                let (container, pin) = one_secret()?;
+                Request::InitPin { container, pin }
             }
             "+CKPUK" => {
-                p.expect_count(3, 3)?;
+                let (container, old, new) = two_secrets()?;
                 Request::ChangePuk {
-                    container: container()?,
-                    old: Zeroizing::new(p.bytes(1)?),
-                    new: Zeroizing::new(p.bytes(2)?),
+                    container,
+                    old,
+                    new,
                 }
             }
             "+CKFIND" => {
@@ -850,11 +851,8 @@ impl Request {
                 }
             }
             "+CKDELCERT" => {
-                p.expect_count(2, 2)?;
-                Request::DeleteCertificate {
-                    container: container()?,
-                    id: p.bytes(1)?,
-                }
+                let (container, id) = object_id()?;
+                Request::DeleteCertificate { container, id }
             }
             "+CKPUTDATA" => {
                 p.expect_count(6, 6)?;
@@ -871,18 +869,12 @@ impl Request {
                 }
             }
             "+CKDELDATA" => {
-                p.expect_count(2, 2)?;
-                Request::DeleteData {
-                    container: container()?,
-                    id: p.bytes(1)?,
-                }
+                let (container, id) = object_id()?;
+                Request::DeleteData { container, id }
             }
             "+CKDELKEY" => {
-                p.expect_count(2, 2)?;
-                Request::DestroyKey {
-                    container: container()?,
-                    id: p.bytes(1)?,
-                }
+                let (container, id) = object_id()?;
+                Request::DestroyKey { container, id }
             }
             "+CKREWRAP" => {
                 p.expect_count(6, 6)?;
