@@ -788,6 +788,92 @@ impl Drop for Reaped {
     }
 }
 
+/// A real sshd on a free port of 127.0.0.1, trusting `authorized` (lines
+/// of `authorized_keys`), its files and log in `dir`. Needs root.
+pub struct Sshd {
+    _sshd: Reaped,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Sshd {
+    pub fn start(dir: &Path, authorized: &str) -> Sshd {
+        let s = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
+        let sshd_bin = ["/usr/sbin/sshd", "/sbin/sshd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sshd (install openssh-server)");
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let host_key = dir.join("host_key");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f", &s(&host_key)])
+            .status()
+            .expect("ssh-keygen");
+        assert!(made.success(), "ssh-keygen for the host key");
+        let keys = dir.join("authorized_keys");
+        std::fs::write(&keys, format!("{authorized}\n")).expect("authorized_keys");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+                 StrictModes no\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n",
+                s(&host_key),
+                s(&dir.join("sshd.pid")),
+                s(&keys)
+            ),
+        )
+        .expect("sshd_config");
+        let sshd = Reaped::listening(
+            "sshd",
+            Command::new(sshd_bin).args(["-D", "-e", "-f", &s(&config)]),
+            &dir.join("sshd.log"),
+            port,
+        );
+        Sshd {
+            _sshd: sshd,
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// `ssh -I module` as root to this sshd, running `command`; the PIN
+    /// from `SSH_ASKPASS`, as ssh asks without a terminal. `cmd` is the
+    /// caller's `ssh` command with its environment (bus, module options).
+    pub fn login(&self, mut cmd: Command, module: &Path, command: &str) -> std::process::Output {
+        let askpass = script_at(&self.dir.join("askpass"), &format!("echo {PIN}"));
+        cmd.args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o"])
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.dir.join("known_hosts").display()
+            ))
+            .args([
+                "-o",
+                "PasswordAuthentication=no",
+                "-o",
+                "KbdInteractiveAuthentication=no",
+            ])
+            .arg("-I")
+            .arg(module)
+            .args(["-p", &self.port.to_string(), "root@127.0.0.1", command])
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0")
+            .output()
+            .expect("ssh")
+    }
+
+    /// The log sshd wrote, for a failure's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+    }
+}
+
 /// `openssl pkeyutl` options for RSA-OAEP with SHA-256 and MGF1 with
 /// SHA-256, the disk wrapping's and the PKCS#11 tests' OAEP.
 pub const OPENSSL_OAEP_SHA256: [&str; 6] = [

@@ -17,8 +17,8 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use phonecsp::{Bus, ClientOptions};
 use phonecsp_tests::{
-    Daemon, Handset, KEY_ID, OPENSSL_OAEP_SHA256, PIN, Reaped, TestBus, is_root, pkcs11_module,
-    wait_until,
+    Daemon, Handset, KEY_ID, OPENSSL_OAEP_SHA256, PIN, Reaped, Sshd, TestBus, is_root,
+    pkcs11_module, wait_until,
 };
 
 struct Fixture {
@@ -374,71 +374,15 @@ fn ssh_logs_in_with_the_phone_key() {
         eprintln!("SKIPPED: sshd needs root");
         return;
     }
-    let sshd_bin = ["/usr/sbin/sshd", "/sbin/sshd"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("sshd (install openssh-server)");
-    std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
-    let host_key = f.path("host_key");
-    ok(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f", s(&host_key)])
-        .output()
-        .unwrap());
-    let authorized = f.path("authorized_keys");
-    std::fs::write(&authorized, format!("{line}\n")).unwrap();
-    let port = free_port();
-    let config = f.path("sshd_config");
-    std::fs::write(
-        &config,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
-             StrictModes no\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n",
-            s(&host_key),
-            s(&f.path("sshd.pid")),
-            s(&authorized)
-        ),
-    )
-    .unwrap();
-    let _sshd = Reaped::listening(
-        "sshd",
-        Command::new(sshd_bin).args(["-D", "-e", "-f", s(&config)]),
-        &f.path("sshd.log"),
-        port,
-    );
-    // ssh asks for the PIN through SSH_ASKPASS when it has no terminal.
-    let askpass = phonecsp_tests::script_at(&f.path("askpass"), &format!("echo {PIN}"));
-    let out = f
-        .cmd("ssh")
-        .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o"])
-        .arg(format!("UserKnownHostsFile={}", s(&f.path("known_hosts"))))
-        .args([
-            "-o",
-            "PasswordAuthentication=no",
-            "-o",
-            "KbdInteractiveAuthentication=no",
-        ])
-        .arg("-I")
-        .arg(&f.module)
-        .args([
-            "-p",
-            &port.to_string(),
-            "root@127.0.0.1",
-            "echo",
-            "logged-in-by-phone",
-        ])
-        .env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", ":0")
-        .output()
-        .expect("ssh");
+    let sshd = Sshd::start(&f.path("."), &line);
+    let out = sshd.login(f.cmd("ssh"), &f.module, "echo logged-in-by-phone");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("logged-in-by-phone"),
         "ssh failed: {}\n{stdout}\n{}\n--- sshd log\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(f.path("sshd.log")).unwrap_or_default()
+        sshd.log()
     );
 }
 

@@ -19,12 +19,12 @@
 //! programs against other builds of the binaries (how the "before"
 //! column was measured).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use phonecsp::{Bus, ClientOptions};
-use phonecsp_tests::{Daemon, Handset, PIN, Reaped, TestBus, is_root, pkcs11_module, wait_until};
+use phonecsp_tests::{Daemon, Handset, PIN, Sshd, TestBus, is_root, pkcs11_module, wait_until};
 
 struct Rig {
     root: tempfile::TempDir,
@@ -42,10 +42,6 @@ fn client(bus: &TestBus) -> phonecsp::blocking::Client {
         },
     )
     .expect("client")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 #[track_caller]
@@ -170,11 +166,6 @@ impl Rig {
 }
 
 /// sshd on a free port, trusting the phone key.
-struct Sshd {
-    _sshd: Reaped,
-    port: u16,
-}
-
 fn sshd(rig: &Rig) -> Sshd {
     let keys = ok(rig
         .cmd("ssh-keygen")
@@ -185,71 +176,14 @@ fn sshd(rig: &Rig) -> Sshd {
     let line = keys
         .lines()
         .find(|l| l.starts_with("ssh-rsa "))
-        .unwrap_or_else(|| panic!("no ssh-rsa key in\n{keys}"))
-        .to_owned();
-    let sshd_bin = ["/usr/sbin/sshd", "/sbin/sshd"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("sshd (install openssh-server)");
-    std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
-    let host_key = rig.path("host_key");
-    ok(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f", s(&host_key)])
-        .output()
-        .expect("ssh-keygen"));
-    let authorized = rig.path("authorized_keys");
-    std::fs::write(&authorized, format!("{line}\n")).expect("authorized_keys");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let config = rig.path("sshd_config");
-    std::fs::write(
-        &config,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
-             StrictModes no\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n",
-            s(&host_key),
-            s(&rig.path("sshd.pid")),
-            s(&authorized)
-        ),
-    )
-    .expect("sshd_config");
-    let sshd = Reaped::listening(
-        "sshd",
-        Command::new(sshd_bin).args(["-D", "-e", "-f", s(&config)]),
-        &rig.path("sshd.log"),
-        port,
-    );
-    Sshd { _sshd: sshd, port }
+        .unwrap_or_else(|| panic!("no ssh-rsa key in\n{keys}"));
+    let dir = rig.path("sshd");
+    std::fs::create_dir_all(&dir).expect("sshd dir");
+    Sshd::start(&dir, line)
 }
 
 fn ssh_login(rig: &Rig, sshd: &Sshd) {
-    let askpass = phonecsp_tests::script_at(&rig.path("askpass"), &format!("echo {PIN}"));
-    let out = rig
-        .cmd("ssh")
-        .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o"])
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            s(&rig.path("known_hosts"))
-        ))
-        .args([
-            "-o",
-            "PasswordAuthentication=no",
-            "-o",
-            "KbdInteractiveAuthentication=no",
-            "-o",
-            "BatchMode=no",
-        ])
-        .arg("-I")
-        .arg(&rig.module)
-        .args(["-p", &sshd.port.to_string(), "root@127.0.0.1", "echo", "in"])
-        .env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", ":0")
-        .output()
-        .expect("ssh");
+    let out = sshd.login(rig.cmd("ssh"), &rig.module, "echo in");
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("in"),
         "ssh failed: {}\n{}",
