@@ -31,6 +31,22 @@ impl Drop for Agent {
 /// `ssh-agent -D` on a socket in `dir`, allowed to load any module. The
 /// module runs in the agent's helper, so the agent's environment is the
 /// one that finds the daemon (and names tokens, with `env`).
+/// A client of the daemon on `bus`, paired with `code`, once the handset
+/// lists `tokens` tokens.
+fn paired_client(bus: &TestBus, code: &str, tokens: usize) -> phonecsp::blocking::Client {
+    let options = ClientOptions {
+        expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+    };
+    let client =
+        phonecsp::blocking::Client::connect_with(&Bus::Address(bus.address.clone()), options)
+            .unwrap();
+    client.pair("phone", code).unwrap();
+    wait_until("the tokens", Duration::from_secs(20), || {
+        client.list_tokens().is_ok_and(|t| t.len() == tokens)
+    });
+    client
+}
+
 fn start_agent(dir: &Path, bus: &TestBus, name: &str, env: &[(&str, &str)]) -> Agent {
     let socket = dir.join(name);
     let child = Command::new("ssh-agent")
@@ -86,16 +102,7 @@ fn reloading_the_agent_ten_times_spends_no_try_of_a_disk_container() {
     let code = handset.offer_pairing(&["ssh", "disk"]);
     handset.start();
     let _daemon = Daemon::start(&bus, dir, &handset, "");
-    let options = ClientOptions {
-        expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
-    };
-    let client =
-        phonecsp::blocking::Client::connect_with(&Bus::Address(bus.address.clone()), options)
-            .unwrap();
-    client.pair("phone", &code).unwrap();
-    wait_until("both tokens", Duration::from_secs(20), || {
-        client.list_tokens().is_ok_and(|t| t.len() == 2)
-    });
+    let client = paired_client(&bus, &code, 2);
     let module = pkcs11_module();
     let module = module.to_str().unwrap();
     let agent = start_agent(dir, &bus, "agent.sock", &[]);
@@ -194,16 +201,7 @@ fn the_agent_signs_after_the_phone_was_away_for_less_than_its_grace_period() {
     handset.start();
     let relay = phonecsp_tests::LinkRelay::start(&line, &handset.tty);
     let daemon = Daemon::start_relayed(&bus, dir, &line, "");
-    let options = ClientOptions {
-        expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
-    };
-    let client =
-        phonecsp::blocking::Client::connect_with(&Bus::Address(bus.address.clone()), options)
-            .unwrap();
-    client.pair("phone", &code).unwrap();
-    wait_until("the ssh token", Duration::from_secs(20), || {
-        client.list_tokens().is_ok_and(|t| t.len() == 1)
-    });
+    let client = paired_client(&bus, &code, 1);
     let module = pkcs11_module();
     let module = module.to_str().unwrap();
     let agent = start_agent(dir, &bus, "agent.sock", &[]);
