@@ -164,17 +164,29 @@ pub async fn log_out_if_unused(
     token: &str,
     generation: u64,
 ) {
-    let (logins, handset, tok) = (logins.clone(), link.name().to_owned(), token.to_owned());
-    let logout = Request::Logout {
-        container: token.to_owned(),
-    };
-    let wanted = move |now: u64| now == generation && logins.may_log_out(&handset, &tok, now);
+    let (logout, wanted) = logout_if_unused(link, logins, token, generation);
     match link.call_if(DAEMON, logout, wanted).await {
         Ok(Some(_)) => log::debug!("handset '{}' logged out of '{token}'", link.name()),
         Ok(None) => log::debug!("'{token}' on '{}' is still in use", link.name()),
         // Nothing to undo: a session that failed has no logins left.
         Err(e) => log::debug!("logging '{}' out of '{token}': {e}", link.name()),
     }
+}
+
+/// The Logout of `token` and the test made when its turn comes: the
+/// session is still `generation` and nobody holds or awaits a login.
+fn logout_if_unused(
+    link: &LinkHandle,
+    logins: &Arc<Logins>,
+    token: &str,
+    generation: u64,
+) -> (Request, impl FnOnce(u64) -> bool + Send + 'static) {
+    let (logins, handset, tok) = (logins.clone(), link.name().to_owned(), token.to_owned());
+    let logout = Request::Logout {
+        container: token.to_owned(),
+    };
+    let wanted = move |now: u64| now == generation && logins.may_log_out(&handset, &tok, now);
+    (logout, wanted)
 }
 
 /// [`log_out_if_unused`] without waiting for the handset: queued now as
@@ -187,11 +199,7 @@ pub async fn queue_log_out_if_unused(
     token: &str,
     generation: u64,
 ) {
-    let (logins, handset, tok) = (logins.clone(), link.name().to_owned(), token.to_owned());
-    let logout = Request::Logout {
-        container: token.to_owned(),
-    };
-    let wanted = move |now: u64| now == generation && logins.may_log_out(&handset, &tok, now);
+    let (logout, wanted) = logout_if_unused(link, logins, token, generation);
     if let Err(e) = link.queue_if(caller, logout, wanted).await {
         // Nothing to undo: a session that failed has no logins left.
         log::debug!("logging '{}' out of '{token}': {e}", link.name());
