@@ -548,7 +548,8 @@ impl Request {
                 container,
                 puk: pin,
             }
-            | Request::InitPin { container, pin } => {
+            | Request::InitPin { container, pin }
+            | Request::Login { container, pin } => {
                 check_name(container)?;
                 check_len(pin, MAX_PIN_LEN, "PIN too long")?;
             }
@@ -556,16 +557,8 @@ impl Request {
                 container,
                 old,
                 new,
-            } => {
-                check_name(container)?;
-                check_len(old, MAX_PIN_LEN, "PIN too long")?;
-                check_len(new, MAX_PIN_LEN, "PIN too long")?;
             }
-            Request::Login { container, pin } => {
-                check_name(container)?;
-                check_len(pin, MAX_PIN_LEN, "PIN too long")?;
-            }
-            Request::ChangePin {
+            | Request::ChangePin {
                 container,
                 old,
                 new,

@@ -788,6 +788,20 @@ impl Drop for Reaped {
     }
 }
 
+/// The standard output of a command that must have succeeded; its output
+/// and error in the panic if not.
+#[track_caller]
+pub fn ok(o: std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed ({:?}):\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// A real sshd on a free port of 127.0.0.1, trusting `authorized` (lines
 /// of `authorized_keys`), its files and log in `dir`. Needs root.
 pub struct Sshd {

@@ -17,7 +17,7 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use phonecsp::{Bus, ClientOptions};
 use phonecsp_tests::{
-    Daemon, Handset, KEY_ID, OPENSSL_OAEP_SHA256, PIN, Reaped, Sshd, TestBus, is_root,
+    Daemon, Handset, KEY_ID, OPENSSL_OAEP_SHA256, PIN, Reaped, Sshd, TestBus, is_root, ok,
     pkcs11_module, wait_until,
 };
 
@@ -118,18 +118,6 @@ impl Fixture {
             unsafe { std::env::set_var(k, v) };
         }
     }
-}
-
-#[track_caller]
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed ({:?}):\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn s(p: &Path) -> &str {

@@ -24,7 +24,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use phonecsp::{Bus, ClientOptions};
-use phonecsp_tests::{Daemon, Handset, PIN, Sshd, TestBus, is_root, pkcs11_module, wait_until};
+use phonecsp_tests::{Daemon, Handset, PIN, Sshd, TestBus, is_root, ok, pkcs11_module, wait_until};
 
 struct Rig {
     root: tempfile::TempDir,
@@ -42,18 +42,6 @@ fn client(bus: &TestBus) -> phonecsp::blocking::Client {
         },
     )
     .expect("client")
-}
-
-#[track_caller]
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed ({:?}):\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 impl Rig {
