@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 #[derive(Parser)]
 #[command(name = "phonecsp-handset", version, about = "The phone side of phonecsp: keeps keys in PIN-protected containers and serves them over a Noise-secured AT link", long_about = None)]
 struct Cli {
-    /// State directory (default: $PHONECSP_HANDSET_DIR, else ~/.local/share/phonecsp-handset).
+    /// State directory (default: $PHONECSP_HANDSET_DIR, else $XDG_DATA_HOME/phonecsp-handset, else ~/.local/share/phonecsp-handset).
     #[arg(long, global = true)]
     state: Option<PathBuf>,
     /// Log more (-v: info, -vv: debug).
@@ -212,6 +212,10 @@ struct ServeArgs {
     adapter: Option<String>,
     #[arg(long, default_value_t = DEFAULT_RFCOMM_CHANNEL)]
     channel: u16,
+    /// With --rfcomm and a pairing code on offer: seconds the adapter stays
+    /// discoverable and pairable (it is neither once the code is used).
+    #[arg(long, default_value_t = serve::DEFAULT_DISCOVERABLE_SECS, value_name = "SECS")]
+    discoverable_timeout: u32,
     /// Command that asks the owner to approve an operation (exit 0 = yes).
     #[arg(long)]
     prompt_command: Option<String>,
@@ -317,6 +321,10 @@ fn state_dir(cli: &Option<PathBuf>) -> PathBuf {
     }
     if let Some(d) = std::env::var_os("PHONECSP_HANDSET_DIR") {
         return d.into();
+    }
+    // The XDG base directory rule: a relative XDG_DATA_HOME is ignored.
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| Path::new(d).is_absolute()) {
+        return Path::new(&d).join("phonecsp-handset");
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
     Path::new(&home).join(".local/share/phonecsp-handset")
@@ -948,6 +956,7 @@ fn serve_cmd(store: Store, args: ServeArgs) -> Res {
                 args.adapter.as_deref(),
                 args.channel,
                 args.max_line,
+                args.discoverable_timeout,
             )
             .await?;
         } else {

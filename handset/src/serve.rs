@@ -51,6 +51,22 @@ pub async fn serve_stream<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    serve_stream_watched(manager, stream, max_line, |_| {}).await
+}
+
+/// [`serve_stream`], calling `after` with the manager after each piece of
+/// input is answered (RFCOMM watches there for a pairing that used the
+/// offer, while the computer keeps the link open).
+pub async fn serve_stream_watched<S, F>(
+    manager: &mut Manager,
+    stream: S,
+    max_line: usize,
+    mut after: F,
+) -> Result<(), ServeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(&Manager),
+{
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut responder = Responder::new(max_line, &implementation());
     let mut buf = vec![0u8; 4096];
@@ -77,6 +93,7 @@ where
             Err(e) => break Err(e.into()),
         };
         let out = responder.receive(manager, &buf[..n]);
+        after(manager);
         if !out.is_empty() {
             if let Err(e) = wr.write_all(&out).await {
                 break Err(e.into());
@@ -191,13 +208,51 @@ pub fn rfcomm_profile(channel: u16) -> bluer::rfcomm::Profile {
     }
 }
 
+/// How long the adapter stays discoverable and pairable for a pairing
+/// offer unless told otherwise: BlueZ itself ends both after it.
+pub const DEFAULT_DISCOVERABLE_SECS: u32 = 180;
+
+/// Whether a pairing code is on offer in the handset's store.
+fn pairing_on_offer(manager: &Manager) -> bool {
+    match manager.store().load_hosts() {
+        Ok(hosts) => hosts.pairing.is_some(),
+        Err(e) => {
+            log::warn!("could not read the paired hosts: {e}");
+            false
+        }
+    }
+}
+
+/// Makes the adapter discoverable and pairable (for `secs`, after which
+/// BlueZ turns both off) while a pairing code is on offer, and neither
+/// once it is not: a phone is visible to the computers around it only
+/// while its owner is pairing one.
+async fn offer_visibility(adapter: &bluer::Adapter, offer: bool, secs: u32) -> bluer::Result<()> {
+    if offer {
+        adapter.set_pairable_timeout(secs).await?;
+        adapter.set_pairable(true).await?;
+        adapter.set_discoverable_timeout(secs).await?;
+        adapter.set_discoverable(true).await?;
+        log::info!("pairing on offer: discoverable and pairable for {secs} s");
+    } else if adapter.is_discoverable().await? || adapter.is_pairable().await? {
+        adapter.set_discoverable(false).await?;
+        adapter.set_pairable(false).await?;
+        log::info!("no pairing on offer: not discoverable, not pairable");
+    }
+    Ok(())
+}
+
 /// Registers the SPP profile with BlueZ on `adapter` (or the default one),
-/// powers it, and serves each incoming RFCOMM connection in turn.
+/// powers it (BlueZ then keeps it connectable), makes it discoverable and
+/// pairable for `discoverable_secs` while a pairing code is on offer, and
+/// serves each incoming RFCOMM connection in turn, turning discoverable off
+/// once a connection has used the offer.
 pub async fn serve_rfcomm(
     manager: &mut Manager,
     adapter: Option<&str>,
     channel: u16,
     max_line: usize,
+    discoverable_secs: u32,
 ) -> Result<(), ServeError> {
     use futures_util::StreamExt;
     let session = bluer::Session::new().await?;
@@ -212,17 +267,40 @@ pub async fn serve_rfcomm(
         adapter.name(),
         adapter.address().await?
     );
+    // The adapter's visibility follows the offer; its D-Bus calls are made
+    // by a task of their own, so that they never wait on the link.
+    let offer = pairing_on_offer(manager);
+    offer_visibility(&adapter, offer, discoverable_secs).await?;
+    let (offered, mut changes) = tokio::sync::watch::channel(offer);
+    let visibility = adapter.clone();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let offer = *changes.borrow_and_update();
+            if let Err(e) = offer_visibility(&visibility, offer, discoverable_secs).await {
+                log::warn!("could not change the adapter's visibility: {e}");
+            }
+        }
+    });
+    // While an offer is on, each answered command may have used it.
+    let mut watch = |m: &Manager| {
+        if *offered.borrow() && !pairing_on_offer(m) {
+            offered.send_replace(false);
+        }
+    };
     while let Some(req) = handle.next().await {
         let peer = req.device();
         match req.accept() {
             Ok(stream) => {
                 log::info!("RFCOMM connection from {peer}");
-                if let Err(e) = serve_stream(manager, stream, max_line).await {
+                if let Err(e) = serve_stream_watched(manager, stream, max_line, &mut watch).await {
                     log::warn!("connection from {peer} ended: {e}");
                 }
             }
             Err(e) => log::warn!("could not accept {peer}: {e}"),
         }
+        // The owner may have made a new offer meanwhile.
+        let now = pairing_on_offer(manager);
+        offered.send_if_modified(|o| std::mem::replace(o, now) != now);
     }
     Ok(())
 }

@@ -264,3 +264,33 @@ fn the_owner_unblocks_a_locked_container_with_its_puk() {
     );
     assert!(err.contains("other LUKS keyslots"), "{err}");
 }
+
+/// Without `--state`, the store is where the XDG base directory rules put
+/// a program's data (which the user unit relies on), and a relative
+/// `XDG_DATA_HOME` is ignored, as those rules say.
+#[test]
+fn default_state_follows_xdg_data_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = |env: &[(&str, &Path)], xdg_relative: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_phonecsp-handset"));
+        c.args(["init", "--name", "xdg phone"])
+            .env_remove("PHONECSP_HANDSET_DIR")
+            .env_remove("XDG_DATA_HOME");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        if xdg_relative {
+            c.env("XDG_DATA_HOME", "relative/data");
+        }
+        let o = c.current_dir(dir.path()).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    default(&[("HOME", &home), ("XDG_DATA_HOME", &data)], false);
+    assert!(data.join("phonecsp-handset").is_dir());
+    assert!(!home.join(".local/share/phonecsp-handset").exists());
+    default(&[("HOME", &home)], true);
+    assert!(home.join(".local/share/phonecsp-handset").is_dir());
+    assert!(!dir.path().join("relative").exists());
+}

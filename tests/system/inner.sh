@@ -207,7 +207,9 @@ handset_serve() {
   PHONECSP_HANDSET_DIR=$work/handset RUST_LOG=info \
     phonecsp-handset serve --rfcomm --adapter hci1 -v >"$logs/handset.log" 2>&1 &
   pids+=($!)
-  wait_for 30 grep -q "serving RFCOMM" "$logs/handset.log"
+  wait_for 30 grep -q "serving RFCOMM" "$logs/handset.log" || return 1
+  # A pairing code is on offer: the handset made hci1 discoverable.
+  wait_for 10 bash -c 'btmgmt --index 1 info | grep -q "current settings:.*discoverable"'
 }
 
 daemon_start() {
@@ -250,7 +252,9 @@ name_owned() {
 
 pair() {
   timeout 120 phonecsp pair --code "$(cat "$work/pairing-code")" &&
-    wait_for 60 bash -c 'timeout 20 phonecsp tokens | grep -q ssh'
+    wait_for 60 bash -c 'timeout 20 phonecsp tokens | grep -q ssh' || return 1
+  # The offer is used: the handset made hci1 undiscoverable again.
+  wait_for 10 bash -c '! btmgmt --index 1 info | grep -q "current settings:.*discoverable"'
 }
 
 sign() {
