@@ -235,9 +235,12 @@ mod tests {
     }
 
     /// A scripted pinentry: answers as the protocol says, then gives `pin`
-    /// or an error.
+    /// or an error. Each its own file: a script rewritten in place while
+    /// an earlier one is still being read would race.
     fn fake(dir: &Path, answer: &str) -> PathBuf {
-        let path = dir.join("pinentry");
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = dir.join(format!("pinentry-{}", N.fetch_add(1, Ordering::Relaxed)));
         std::fs::write(
             &path,
             format!(
