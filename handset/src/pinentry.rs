@@ -34,6 +34,9 @@ pub enum PinentryError {
     Refused(String),
     #[error("the pinentry program broke the protocol: {0}")]
     Protocol(&'static str),
+    /// Closed before its greeting (reported as [`PinentryError::Start`]).
+    #[error("the pinentry program ended before its greeting")]
+    NoGreeting,
 }
 
 /// What to show.
@@ -61,8 +64,19 @@ pub fn get_pin(
         .map_err(|e| PinentryError::Start(program.to_owned(), e))?;
     let result = converse(&mut child, req);
     let _ = child.kill();
-    let _ = child.wait();
-    result
+    let status = child.wait();
+    match result {
+        // Ended before it said anything: it did not start (an emulator's
+        // exec reports a missing program this way, not as a spawn error).
+        Err(PinentryError::NoGreeting) => Err(PinentryError::Start(
+            program.to_owned(),
+            std::io::Error::other(match status {
+                Ok(s) => format!("it ended before its greeting ({s})"),
+                Err(e) => format!("it ended before its greeting ({e})"),
+            }),
+        )),
+        other => other,
+    }
 }
 
 fn converse(
@@ -76,7 +90,10 @@ fn converse(
         input,
         output: BufReader::new(output),
     };
-    s.expect_ok()?;
+    s.expect_ok().map_err(|e| match e {
+        PinentryError::Protocol(_) => PinentryError::NoGreeting,
+        e => e,
+    })?;
     if let Some(tty) = req.tty {
         s.command(&format!("OPTION ttyname={}", escape(tty)))?;
         let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
