@@ -175,14 +175,23 @@ impl Askpass {
 
 impl PinSource for Askpass {
     async fn pin(&mut self, p: &PinPrompt) -> Result<Zeroizing<Vec<u8>>, LuksError> {
-        let out = tokio::process::Command::new(&self.program)
+        // askpass prints its prompt on stderr and reads the answer from
+        // stdin, both the console the boot scripts gave the keyscript; only
+        // the answer (stdout) is ours. Not `output()`: tokio's captures
+        // stderr whatever was configured, and the prompt went into a pipe
+        // nobody read, so the boot waited with nothing on the screen (found
+        // by the boot tier, tests/system/boot). A stdin other than the
+        // console's tty would make askpass reopen /dev/console for stdout
+        // too, and its answer would go to the screen instead of here.
+        let err = |e: std::io::Error| LuksError::NoPin(format!("{}: {e}", self.program.display()));
+        let child = tokio::process::Command::new(&self.program)
             .arg(self.prompt_text(p))
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::inherit())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
-            .output()
-            .await
-            .map_err(|e| LuksError::NoPin(format!("{}: {e}", self.program.display())))?;
+            .spawn()
+            .map_err(err)?;
+        let out = child.wait_with_output().await.map_err(err)?;
         let mut pin = Zeroizing::new(out.stdout);
         if !out.status.success() {
             return Err(LuksError::NoPin(format!(

@@ -150,7 +150,7 @@ impl Fx {
         std::fs::write(
             &askpass,
             format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$1\" >> {0}/askpass.log\ncat {0}/pin\n",
+                "#!/bin/sh\nprintf '%s\\n' \"$1\" >> {0}/askpass.log\nprintf '%s' \"$1\" >&2\ncat {0}/pin\n",
                 root.path().display()
             ),
         )
@@ -403,7 +403,13 @@ fn failures_print_nothing_and_a_later_try_succeeds() {
         "wrong PIN for phone/disk (4 tries left",
     );
     f.set_pin(PIN);
-    f.unlocks("luks-token", NO_BUS);
+    // askpass's prompt (its stderr) reaches the console the keyscript was
+    // given: at boot it is the only thing on the screen.
+    let err = f.unlocks("luks-token", NO_BUS);
+    assert!(
+        err.contains("Please enter the PIN of phone/disk to unlock testdisk"),
+        "askpass's prompt did not reach the keyscript's stderr: {err}"
+    );
     f.handset.kill();
     f.refused("luks-token", NO_BUS, "handset 'phone' is not reachable");
     f.handset.start();
@@ -708,7 +714,9 @@ fn key_sockets_serve_systemd_cryptsetup_and_nobody_else() {
 /// The initramfs-tools hook, run against stand-ins for initramfs-tools'
 /// copy functions and for the system's files: it copies the keyscript,
 /// the configuration, the daemon's key, the pinned handset keys, the
-/// wrapped-key files of phonecsp crypttab entries, and the CDC ACM driver.
+/// wrapped-key files of phonecsp crypttab entries, and the drivers of the
+/// configured serial lines (CDC ACM for ttyACM*, USB serial converters for
+/// ttyUSB*).
 #[test]
 fn the_initramfs_hook_copies_what_the_keyscript_needs() {
     let d = tempfile::tempdir().unwrap();
@@ -719,12 +727,15 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
     std::fs::write(p("data.json"), "{}").unwrap();
     std::fs::write(
         p("stub"),
-        "copy_exec() { echo \"exec $*\"; }\ncopy_file() { echo \"file $*\"; }\nmanual_add_modules() { echo \"modules $*\"; }\n",
+        "copy_exec() { echo \"exec $*\"; }\ncopy_file() { echo \"file $*\"; }\nmanual_add_modules() { echo \"modules $*\"; }\nforce_load() { echo \"load $*\"; }\n",
     )
     .unwrap();
     std::fs::write(
         p("phonecspd.toml"),
-        format!("[daemon]\nstate_dir = \"{}\"\n", p("state").display()),
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n\n[[handset]]\nname = \"phone\"\nserial = \"/dev/ttyACM7\"\n\n[[handset]]\nname = \"converter\"\nserial = \"/dev/ttyUSB7\"\n",
+            p("state").display()
+        ),
     )
     .unwrap();
     let ks = "luks,keyscript=/usr/lib/phonecsp/phonecsp-keyscript";
@@ -767,7 +778,11 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
             state.display()
         ),
         format!("file wrapped-key {0} {0}", p("data.json").display()),
-        "modules cdc_acm".to_owned(),
+        // The phone's own USB (CDC ACM) and a USB serial converter's
+        // driver (QEMU's usb-serial is an FTDI, which the boot tier uses).
+        "load cdc_acm".to_owned(),
+        "load usbserial".to_owned(),
+        "load ftdi_sio".to_owned(),
     ] {
         assert!(
             out.lines().any(|l| l == want),
