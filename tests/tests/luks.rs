@@ -212,6 +212,19 @@ impl Fx {
     /// its output goes to `cryptsetup open --test-passphrase --key-file=-`,
     /// else it is returned.
     fn crypttab(&self, key_field: &str, bus: &str, tried: u32, pipe_to_open: bool) -> Output {
+        // Most tests want the phone's answer alone: no passphrase fallback.
+        self.crypttab_with(key_field, bus, tried, pipe_to_open, "none")
+    }
+
+    /// `crypttab` with `PHONECSP_FALLBACK` set to `fallback`.
+    fn crypttab_with(
+        &self,
+        key_field: &str,
+        bus: &str,
+        tried: u32,
+        pipe_to_open: bool,
+        fallback: &str,
+    ) -> Output {
         let script = if pipe_to_open {
             format!(
                 ". /lib/cryptsetup/functions\ncrypttab_parse_options --export || exit 90\nrun_keyscript \"$TRIED\" | {CRYPTSETUP} open --test-passphrase --key-file=- \"$CRYPTTAB_SOURCE\"\n"
@@ -235,6 +248,7 @@ impl Fx {
             .env("PHONECSP_ASKPASS", self.path("askpass"))
             .env("PHONECSP_CONFIG", &config)
             .env("PHONECSP_WAIT_SECS", "3")
+            .env("PHONECSP_FALLBACK", fallback)
             .env_remove("PHONECSP_PIN")
             .stdin(Stdio::null())
             .output()
@@ -412,6 +426,21 @@ fn failures_print_nothing_and_a_later_try_succeeds() {
     );
     f.handset.kill();
     f.refused("luks-token", NO_BUS, "handset 'phone' is not reachable");
+    // The phone away with the fallback on (the default): after the wait,
+    // askpass asks for the disk's passphrase, which opens its old keyslot.
+    f.set_pin("the old passphrase");
+    let o = f.crypttab_with("luks-token", NO_BUS, 0, true, "passphrase");
+    let err = text(&o.stderr);
+    assert!(
+        o.status.success(),
+        "the passphrase did not open the disk: {err}"
+    );
+    assert!(
+        err.contains("The phone is not reachable: please enter the passphrase of testdisk")
+            && err.contains("passphrase given for the disk's other keyslots"),
+        "{err}"
+    );
+    f.set_pin(PIN);
     f.handset.start();
     f.unlocks("luks-token", NO_BUS);
 }
