@@ -7,7 +7,10 @@
 //! unwrapped by the handset, through the daemon over D-Bus when the bus
 //! and the daemon are there, else over the handset's serial line opened
 //! here (an initramfs has no D-Bus). A PIN is asked with
-//! `/lib/cryptsetup/askpass` (or `PHONECSP_ASKPASS`). The caller prints
+//! `/lib/cryptsetup/askpass` (or `PHONECSP_ASKPASS`). When the handset
+//! stays away past `PHONECSP_WAIT_SECS`, the same askpass asks for the
+//! passphrase of the disk's other keyslots (`PHONECSP_FALLBACK`), since
+//! Debian's cryptroot never asks for one when a keyscript is set. The caller prints
 //! the key on stdout; everything said here goes to stderr.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +32,9 @@ pub const DEFAULT_ASKPASS: &str = "/lib/cryptsetup/askpass";
 /// How long to wait for the handset to appear, in seconds.
 pub const ENV_WAIT: &str = "PHONECSP_WAIT_SECS";
 pub const DEFAULT_WAIT_SECS: u64 = 30;
+/// What to do when the phone stays away: `passphrase` (the default) asks
+/// for one of the disk's other keyslots, `none` fails.
+pub const ENV_FALLBACK: &str = "PHONECSP_FALLBACK";
 
 /// What the keyscript was asked for, from its argument and environment.
 #[derive(Debug, Clone)]
@@ -47,6 +53,8 @@ pub struct Request {
     pub askpass: PathBuf,
     pub bus: Bus,
     pub wait: Duration,
+    /// Ask for the disk's passphrase when the phone is away.
+    pub fallback: bool,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -84,6 +92,15 @@ impl Request {
                 .into(),
             bus,
             wait,
+            fallback: match env_nonempty(ENV_FALLBACK).as_deref() {
+                None | Some("passphrase") => true,
+                Some("none") => false,
+                Some(v) => {
+                    return Err(LuksError::Usage(format!(
+                        "{ENV_FALLBACK}={v}: give passphrase or none"
+                    )));
+                }
+            },
         })
     }
 }
@@ -173,17 +190,40 @@ impl Askpass {
     }
 }
 
-impl PinSource for Askpass {
-    async fn pin(&mut self, p: &PinPrompt) -> Result<Zeroizing<Vec<u8>>, LuksError> {
-        let out = tokio::process::Command::new(&self.program)
-            .arg(self.prompt_text(p))
-            .stdin(std::process::Stdio::null())
+impl Askpass {
+    /// The phone stayed away: the disk's passphrase (another keyslot),
+    /// which the caller prints as the key for cryptsetup to try. Debian's
+    /// cryptroot never asks for one itself when a keyscript is set, so
+    /// without this an absent phone would leave the disk shut even to its
+    /// owner's passphrase.
+    async fn passphrase(&self, why: &LuksError) -> Result<Zeroizing<Vec<u8>>, LuksError> {
+        eprintln!("phonecsp: {why}");
+        let prompt = format!(
+            "The phone is not reachable: please enter the passphrase of {}: ",
+            self.name
+        );
+        self.ask(prompt).await
+    }
+
+    async fn ask(&self, prompt: String) -> Result<Zeroizing<Vec<u8>>, LuksError> {
+        // askpass prints its prompt on stderr and reads the answer from
+        // stdin, both the console the boot scripts gave the keyscript; only
+        // the answer (stdout) is ours. Not `output()`: tokio's captures
+        // stderr whatever was configured, and the prompt went into a pipe
+        // nobody read, so the boot waited with nothing on the screen (found
+        // by the boot tier, tests/system/boot). A stdin other than the
+        // console's tty would make askpass reopen /dev/console for stdout
+        // too, and its answer would go to the screen instead of here.
+        let err = |e: std::io::Error| LuksError::NoPin(format!("{}: {e}", self.program.display()));
+        let child = tokio::process::Command::new(&self.program)
+            .arg(prompt)
+            .stdin(std::process::Stdio::inherit())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
-            .output()
-            .await
-            .map_err(|e| LuksError::NoPin(format!("{}: {e}", self.program.display())))?;
-        let mut pin = Zeroizing::new(out.stdout);
+            .spawn()
+            .map_err(err)?;
+        let out = child.wait_with_output().await.map_err(err)?;
+        let mut answer = Zeroizing::new(out.stdout);
         if !out.status.success() {
             return Err(LuksError::NoPin(format!(
                 "{} {}",
@@ -191,13 +231,19 @@ impl PinSource for Askpass {
                 out.status
             )));
         }
-        while matches!(pin.last(), Some(b'\n' | b'\r')) {
-            pin.pop();
+        while matches!(answer.last(), Some(b'\n' | b'\r')) {
+            answer.pop();
         }
-        if pin.is_empty() {
-            return Err(LuksError::NoPin("an empty PIN was given".into()));
+        if answer.is_empty() {
+            return Err(LuksError::NoPin("an empty answer was given".into()));
         }
-        Ok(pin)
+        Ok(answer)
+    }
+}
+
+impl PinSource for Askpass {
+    async fn pin(&mut self, p: &PinPrompt) -> Result<Zeroizing<Vec<u8>>, LuksError> {
+        self.ask(self.prompt_text(p)).await
     }
 }
 
@@ -346,6 +392,25 @@ pub async fn run(req: &Request) -> Result<Zeroizing<Vec<u8>>, LuksError> {
     Err(last.unwrap_or_else(|| LuksError::Usage("no wrapped key to try".into())))
 }
 
+/// Gets the disk key from the phone, or, when the phone stays away and
+/// the fallback is on, the passphrase of another keyslot from the person
+/// at the console.
+/// The flag says whether the key came from the phone.
+pub async fn run_with_fallback(req: &Request) -> Result<(Zeroizing<Vec<u8>>, bool), LuksError> {
+    match run(req).await {
+        Ok(key) => Ok((key, true)),
+        Err(e @ LuksError::HandsetAway { .. }) if req.fallback => {
+            let pins = Askpass {
+                program: req.askpass.clone(),
+                name: req.name.clone(),
+                tried: req.tried,
+            };
+            Ok((pins.passphrase(&e).await?, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +459,7 @@ mod tests {
             askpass: "/bin/false".into(),
             bus: Bus::System,
             wait: Duration::from_secs(1),
+            fallback: false,
         };
         // A token without a source is a usage error, not a file lookup.
         assert!(matches!(

@@ -150,7 +150,7 @@ impl Fx {
         std::fs::write(
             &askpass,
             format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$1\" >> {0}/askpass.log\ncat {0}/pin\n",
+                "#!/bin/sh\nprintf '%s\\n' \"$1\" >> {0}/askpass.log\nprintf '%s' \"$1\" >&2\ncat {0}/pin\n",
                 root.path().display()
             ),
         )
@@ -212,6 +212,19 @@ impl Fx {
     /// its output goes to `cryptsetup open --test-passphrase --key-file=-`,
     /// else it is returned.
     fn crypttab(&self, key_field: &str, bus: &str, tried: u32, pipe_to_open: bool) -> Output {
+        // Most tests want the phone's answer alone: no passphrase fallback.
+        self.crypttab_with(key_field, bus, tried, pipe_to_open, "none")
+    }
+
+    /// `crypttab` with `PHONECSP_FALLBACK` set to `fallback`.
+    fn crypttab_with(
+        &self,
+        key_field: &str,
+        bus: &str,
+        tried: u32,
+        pipe_to_open: bool,
+        fallback: &str,
+    ) -> Output {
         let script = if pipe_to_open {
             format!(
                 ". /lib/cryptsetup/functions\ncrypttab_parse_options --export || exit 90\nrun_keyscript \"$TRIED\" | {CRYPTSETUP} open --test-passphrase --key-file=- \"$CRYPTTAB_SOURCE\"\n"
@@ -235,6 +248,7 @@ impl Fx {
             .env("PHONECSP_ASKPASS", self.path("askpass"))
             .env("PHONECSP_CONFIG", &config)
             .env("PHONECSP_WAIT_SECS", "3")
+            .env("PHONECSP_FALLBACK", fallback)
             .env_remove("PHONECSP_PIN")
             .stdin(Stdio::null())
             .output()
@@ -471,9 +485,30 @@ fn failures_print_nothing_and_a_later_try_succeeds() {
         "wrong PIN for phone/disk (4 tries left",
     );
     f.set_pin(PIN);
-    f.unlocks("luks-token", NO_BUS);
+    // askpass's prompt (its stderr) reaches the console the keyscript was
+    // given: at boot it is the only thing on the screen.
+    let err = f.unlocks("luks-token", NO_BUS);
+    assert!(
+        err.contains("Please enter the PIN of phone/disk to unlock testdisk"),
+        "askpass's prompt did not reach the keyscript's stderr: {err}"
+    );
     f.handset.kill();
     f.refused("luks-token", NO_BUS, "handset 'phone' is not reachable");
+    // The phone away with the fallback on (the default): after the wait,
+    // askpass asks for the disk's passphrase, which opens its old keyslot.
+    f.set_pin("the old passphrase");
+    let o = f.crypttab_with("luks-token", NO_BUS, 0, true, "passphrase");
+    let err = text(&o.stderr);
+    assert!(
+        o.status.success(),
+        "the passphrase did not open the disk: {err}"
+    );
+    assert!(
+        err.contains("The phone is not reachable: please enter the passphrase of testdisk")
+            && err.contains("passphrase given for the disk's other keyslots"),
+        "{err}"
+    );
+    f.set_pin(PIN);
     f.handset.start();
     f.unlocks("luks-token", NO_BUS);
 }
@@ -776,7 +811,9 @@ fn key_sockets_serve_systemd_cryptsetup_and_nobody_else() {
 /// The initramfs-tools hook, run against stand-ins for initramfs-tools'
 /// copy functions and for the system's files: it copies the keyscript,
 /// the configuration, the daemon's key, the pinned handset keys, the
-/// wrapped-key files of phonecsp crypttab entries, and the CDC ACM driver.
+/// wrapped-key files of phonecsp crypttab entries, and the drivers of the
+/// configured serial lines (CDC ACM for ttyACM*, USB serial converters for
+/// ttyUSB*).
 #[test]
 fn the_initramfs_hook_copies_what_the_keyscript_needs() {
     let d = tempfile::tempdir().unwrap();
@@ -787,12 +824,15 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
     std::fs::write(p("data.json"), "{}").unwrap();
     std::fs::write(
         p("stub"),
-        "copy_exec() { echo \"exec $*\"; }\ncopy_file() { echo \"file $*\"; }\nmanual_add_modules() { echo \"modules $*\"; }\n",
+        "copy_exec() { echo \"exec $*\"; }\ncopy_file() { echo \"file $*\"; }\nmanual_add_modules() { echo \"modules $*\"; }\nforce_load() { echo \"load $*\"; }\n",
     )
     .unwrap();
     std::fs::write(
         p("phonecspd.toml"),
-        format!("[daemon]\nstate_dir = \"{}\"\n", p("state").display()),
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n\n[[handset]]\nname = \"phone\"\nserial = \"/dev/ttyACM7\"\n\n[[handset]]\nname = \"converter\"\nserial = \"/dev/ttyUSB7\"\n",
+            p("state").display()
+        ),
     )
     .unwrap();
     let ks = "luks,keyscript=/usr/lib/phonecsp/phonecsp-keyscript";
@@ -835,7 +875,11 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
             state.display()
         ),
         format!("file wrapped-key {0} {0}", p("data.json").display()),
-        "modules cdc_acm".to_owned(),
+        // The phone's own USB (CDC ACM) and a USB serial converter's
+        // driver (QEMU's usb-serial is an FTDI, which the boot tier uses).
+        "load cdc_acm".to_owned(),
+        "load usbserial".to_owned(),
+        "load ftdi_sio".to_owned(),
     ] {
         assert!(
             out.lines().any(|l| l == want),

@@ -29,6 +29,8 @@ environment:
   PHONECSP_CONFIG       the daemon's configuration (default /etc/phonecsp/phonecspd.toml)
   PHONECSP_ASKPASS      the PIN prompt program (default /lib/cryptsetup/askpass)
   PHONECSP_WAIT_SECS    how long to wait for the handset (default 30)
+  PHONECSP_FALLBACK     passphrase (default): the handset still away, ask for the
+                        passphrase of the disk's other keyslot; none: fail
   PHONECSP_DAEMON_USER  the user the daemon must run as";
 
 fn main() -> ExitCode {
@@ -55,17 +57,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(keyscript::run(&req));
+    let result = rt.block_on(keyscript::run_with_fallback(&req));
     // Child processes and connections end before the key is printed.
     drop(rt);
     match result {
-        Ok(key) => {
+        Ok((key, from_phone)) => {
             let mut out = std::io::stdout().lock();
             match out.write_all(&key).and_then(|()| out.flush()) {
                 Ok(()) => {
                     eprintln!(
-                        "phonecsp-keyscript: {}: key unwrapped by the handset",
-                        req.name
+                        "phonecsp-keyscript: {}: {}",
+                        req.name,
+                        if from_phone {
+                            "key unwrapped by the handset"
+                        } else {
+                            "passphrase given for the disk's other keyslots"
+                        }
                     );
                     ExitCode::SUCCESS
                 }
