@@ -81,7 +81,7 @@ class Phonecsp:
     paired with it. `containers` are made with one RSA-2048 key (id 01)
     each and all authorised for this computer."""
 
-    def __init__(self, procs, work, containers, request_timeout=120):
+    def __init__(self, procs, work, containers, request_timeout=120, serve_args=()):
         self.procs, self.work = procs, work
         self.request_timeout = request_timeout
         bus_sock = os.path.join(work, "bus")
@@ -101,8 +101,8 @@ class Phonecsp:
         authorise = [a for c in containers for a in ("--authorise", c)]
         code = sh(self.handset + ["pair"] + authorise, env=self.env).strip()
         self.tty = os.path.join(work, "handset.tty")
-        procs.start(self.handset + ["serve", "--pty", "--pty-link", self.tty], env=self.env,
-                    stdout=subprocess.DEVNULL)
+        procs.start(self.handset + ["serve", "--pty", "--pty-link", self.tty] + list(serve_args),
+                    env=self.env, stdout=subprocess.DEVNULL)
         wait_for("handset pty", lambda: os.path.exists(self.tty))
         self.daemon = self.start_daemon(self.tty)
         self.relay = None
