@@ -199,6 +199,10 @@ pub fn compact(text: &str, dir: Direction) -> Result<Zeroizing<Vec<u8>>, ParseEr
 }
 
 fn compact_line(line: &str, dir: Direction, out: &mut Vec<u8>) -> Result<(), ParseError> {
+    // A line holds no line break: the compact form could not give it back.
+    if line.contains(['\r', '\n']) {
+        return Err(syntax("line break in a line"));
+    }
     let parsed = split_extended(line).and_then(|(name, params)| {
         let code = NAMES.iter().position(|(n, ..)| *n == name)?;
         let sep = &line[name.len()..];
@@ -507,6 +511,10 @@ mod tests {
         // Not base64 where base64 belongs: refused, never sent half-way.
         assert!(compact("+CKSIGN=\"ssh\",\"!!\",1,\"AA==\"", Direction::ToHandset).is_err());
         assert!(compact("+CKR: 12", Direction::ToHost).is_err());
+        // Found by the command_decode fuzz target: a request of two lines
+        // compacted, and then did not expand.
+        assert!(compact("+CKLIST\r\n+CKLIST", Direction::ToHandset).is_err());
+        assert!(compact("+CK\rLIST\r\nOK", Direction::ToHost).is_err());
         // A line the table cannot read goes raw, and comes back the same.
         both_ways("+CKSIGN\r\nOK", Direction::ToHost);
         both_ways("+CKLIST?", Direction::ToHandset);
