@@ -243,6 +243,9 @@ fn compact_line(line: &str, dir: Direction, out: &mut Vec<u8>) -> Result<(), Par
                 out.extend(bytes.iter());
             }
             Param::Text(t) => {
+                // What expand() would refuse to quote back (a control
+                // character) is refused here too.
+                check_text(t)?;
                 put(out, TEXT, t.len() as u64);
                 out.extend(t.as_bytes());
             }
@@ -515,6 +518,8 @@ mod tests {
         // compacted, and then did not expand.
         assert!(compact("+CKLIST\r\n+CKLIST", Direction::ToHandset).is_err());
         assert!(compact("+CK\rLIST\r\nOK", Direction::ToHost).is_err());
+        // And a string with a control character, which expand would not quote.
+        assert!(compact("+CKFIND=\"s\u{0}\"", Direction::ToHandset).is_err());
         // A line the table cannot read goes raw, and comes back the same.
         both_ways("+CKSIGN\r\nOK", Direction::ToHost);
         both_ways("+CKLIST?", Direction::ToHandset);
