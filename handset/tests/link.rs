@@ -5,7 +5,7 @@
 use phonecsp_handset::crypto;
 use phonecsp_handset::manager::{Approver, Manager, offer_pairing};
 use phonecsp_handset::serve::{open_pty, serve_stream};
-use phonecsp_handset::store::{KdfParams, Policy, Store};
+use phonecsp_handset::store::{Container, KdfParams, Policy, Store};
 use phonecsp_protocol::at::cme;
 use phonecsp_protocol::ck::cka;
 use phonecsp_protocol::message::{TokenInfo, token_flags};
@@ -41,6 +41,16 @@ fn handset(dir: &Path) -> PairingCode {
     let code = PairingCode::generate();
     offer_pairing(&store, &code, vec!["ssh".into()]).unwrap();
     code
+}
+
+/// Changes the "ssh" container in the store as its owner would; the
+/// store is returned for the test's later looks at it.
+fn edit_ssh(dir: &Path, change: impl FnOnce(&mut Container)) -> Store {
+    let store = Store::open(dir).unwrap();
+    let mut c = store.load_container("ssh").unwrap();
+    change(&mut c);
+    store.save_container(&c).unwrap();
+    store
 }
 
 fn manager(dir: &Path, approver: Approver) -> Manager {
@@ -467,10 +477,7 @@ async fn unauthorised_and_revoked_hosts_are_refused() {
 async fn approval_policy_asks_the_owner() {
     let dir = tempfile::tempdir().unwrap();
     let code = handset(dir.path());
-    let store = Store::open(dir.path()).unwrap();
-    let mut c = store.load_container("ssh").unwrap();
-    c.set_policy(Policy::Confirm);
-    store.save_container(&c).unwrap();
+    edit_ssh(dir.path(), |c| c.set_policy(Policy::Confirm));
     let host = StaticKeypair::generate();
     let answer = dir.path().join("answer");
     let approver = Approver {
@@ -757,10 +764,7 @@ async fn pin_typed_through_the_real_pinentry_tty() {
     let tty = nix::unistd::ttyname(&pty.slave).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let code = handset(dir.path());
-    let store = Store::open(dir.path()).unwrap();
-    let mut c = store.load_container("ssh").unwrap();
-    c.set_pin_entry(PinEntry::Handset);
-    store.save_container(&c).unwrap();
+    let store = edit_ssh(dir.path(), |c| c.set_pin_entry(PinEntry::Handset));
     let approver = Approver {
         pinentry: Some(program.to_owned()),
         pinentry_tty: Some(tty.display().to_string()),
@@ -931,10 +935,7 @@ async fn approvals_through_desktop_notifications() {
         .unwrap();
 
     let code = handset(dir.path());
-    let store = Store::open(dir.path()).unwrap();
-    let mut c = store.load_container("ssh").unwrap();
-    c.set_policy(Policy::Confirm);
-    store.save_container(&c).unwrap();
+    edit_ssh(dir.path(), |c| c.set_policy(Policy::Confirm));
     let approver = Approver {
         notifier: Some(Notifier {
             address: Some(address),
