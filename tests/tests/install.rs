@@ -153,6 +153,10 @@ fn install_lays_out_the_whole_tree() {
             0o755,
         ),
         (
+            "usr/share/initramfs-tools/scripts/init-bottom/phonecsp".into(),
+            0o755,
+        ),
+        (
             "usr/share/initramfs-tools/conf-hooks.d/phonecsp".into(),
             0o644,
         ),
