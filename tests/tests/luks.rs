@@ -808,6 +808,58 @@ fn key_sockets_serve_systemd_cryptsetup_and_nobody_else() {
     assert!(!data.exists() && !data2.exists());
 }
 
+/// Each of `wants` is a line of what the hook printed.
+fn printed_all(out: &str, wants: &[String]) {
+    for want in wants {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing '{want}' in:\n{out}"
+        );
+    }
+}
+
+/// The product's initramfs hook, written to `dir/hook` to run outside an
+/// initramfs build: initramfs-tools' copy functions replaced by stand-ins
+/// (`dir/stub`) that print what they were asked to copy, and its files
+/// (crypttab, the daemon's configuration, initramfs.conf, the keyscript)
+/// by the test's; `more` replaces further paths.
+fn staged_hook(dir: &Path, more: &[(&str, String)]) {
+    let p = |n: &str| dir.join(n);
+    std::fs::write(
+        p("stub"),
+        "copy_exec() { echo \"exec $*\"; }\ncopy_file() { echo \"file $*\"; }\nmanual_add_modules() { echo \"modules $*\"; }\nforce_load() { echo \"load $*\"; }\n",
+    )
+    .unwrap();
+    let mut hook = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/initramfs/hooks/phonecsp"
+    ))
+    .unwrap();
+    let standard = [
+        (
+            "/usr/share/initramfs-tools/hook-functions",
+            p("stub").display().to_string(),
+        ),
+        ("/etc/crypttab", p("crypttab").display().to_string()),
+        (
+            "CONFIG=/etc/phonecsp/phonecspd.toml",
+            format!("CONFIG={}", p("phonecspd.toml").display()),
+        ),
+        (
+            "INITRAMFS_CONF=/etc/phonecsp/initramfs.conf",
+            format!("INITRAMFS_CONF={}", p("initramfs.conf").display()),
+        ),
+        (
+            "KEYSCRIPT=/usr/lib/phonecsp/phonecsp-keyscript",
+            format!("KEYSCRIPT={}", bin("phonecsp-keyscript").display()),
+        ),
+    ];
+    for (from, to) in standard.iter().chain(more) {
+        hook = hook.replace(from, to);
+    }
+    std::fs::write(p("hook"), hook).unwrap();
+}
+
 /// The initramfs-tools hook, run against stand-ins for initramfs-tools'
 /// copy functions and for the system's files: it copies the keyscript,
 /// the configuration, the daemon's key, the pinned handset keys, the
@@ -822,11 +874,6 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
     std::fs::write(p("state/host.key"), [7u8; 32]).unwrap();
     std::fs::write(p("state/handsets/phone.pub"), [8u8; 32]).unwrap();
     std::fs::write(p("data.json"), "{}").unwrap();
-    std::fs::write(
-        p("stub"),
-        "copy_exec() { echo \"exec $*\"; }\ncopy_file() { echo \"file $*\"; }\nmanual_add_modules() { echo \"modules $*\"; }\nforce_load() { echo \"load $*\"; }\n",
-    )
-    .unwrap();
     std::fs::write(
         p("phonecspd.toml"),
         format!(
@@ -844,48 +891,28 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
         ),
     )
     .unwrap();
-    let hook = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../systemd/initramfs/hooks/phonecsp"
-    ))
-    .unwrap()
-    .replace(
-        "/usr/share/initramfs-tools/hook-functions",
-        p("stub").to_str().unwrap(),
-    )
-    .replace("/etc/crypttab", p("crypttab").to_str().unwrap())
-    .replace(
-        "CONFIG=/etc/phonecsp/phonecspd.toml",
-        &format!("CONFIG={}", p("phonecspd.toml").display()),
-    )
-    .replace(
-        "KEYSCRIPT=/usr/lib/phonecsp/phonecsp-keyscript",
-        &format!("KEYSCRIPT={}", bin("phonecsp-keyscript").display()),
-    );
-    std::fs::write(p("hook"), hook).unwrap();
+    staged_hook(d.path(), &[]);
     let o = Command::new("sh").arg(p("hook")).output().unwrap();
     let out = ok(&o, "the hook");
     let state = p("state");
-    for want in [
-        format!("exec {}", bin("phonecsp-keyscript").display()),
-        format!("file config {0} {0}", p("phonecspd.toml").display()),
-        format!("file key {0}/host.key {0}/host.key", state.display()),
-        format!(
-            "file key {0}/handsets/phone.pub {0}/handsets/phone.pub",
-            state.display()
-        ),
-        format!("file wrapped-key {0} {0}", p("data.json").display()),
-        // The phone's own USB (CDC ACM) and a USB serial converter's
-        // driver (QEMU's usb-serial is an FTDI, which the boot tier uses).
-        "load cdc_acm".to_owned(),
-        "load usbserial".to_owned(),
-        "load ftdi_sio".to_owned(),
-    ] {
-        assert!(
-            out.lines().any(|l| l == want),
-            "missing '{want}' in:\n{out}"
-        );
-    }
+    printed_all(
+        &out,
+        &[
+            format!("exec {}", bin("phonecsp-keyscript").display()),
+            format!("file config {0} {0}", p("phonecspd.toml").display()),
+            format!("file key {0}/host.key {0}/host.key", state.display()),
+            format!(
+                "file key {0}/handsets/phone.pub {0}/handsets/phone.pub",
+                state.display()
+            ),
+            format!("file wrapped-key {0} {0}", p("data.json").display()),
+            // The phone's own USB (CDC ACM) and a USB serial converter's
+            // driver (QEMU's usb-serial is an FTDI, which the boot tier uses).
+            "load cdc_acm".to_owned(),
+            "load usbserial".to_owned(),
+            "load ftdi_sio".to_owned(),
+        ],
+    );
     assert!(!out.contains("urandom"), "{out}");
     let o = Command::new("sh")
         .arg(p("hook"))
@@ -941,11 +968,6 @@ fn the_initramfs_hook_adds_bluetooth_only_when_asked() {
         .unwrap();
     }
     std::fs::write(
-        p("stub"),
-        "copy_exec() { echo \"exec $*\"; }\ncopy_file() { echo \"file $*\"; }\nmanual_add_modules() { echo \"modules $*\"; }\nforce_load() { echo \"load $*\"; }\n",
-    )
-    .unwrap();
-    std::fs::write(
         p("phonecspd.toml"),
         format!(
             "[daemon]\nstate_dir = \"{}\"\n\n[[handset]]\nname = \"phone\"\nbluetooth = \"{}\"\nadapter = \"hci0\"\n",
@@ -959,35 +981,17 @@ fn the_initramfs_hook_adds_bluetooth_only_when_asked() {
         "cryptroot UUID=1234 luks-token luks,keyscript=/usr/lib/phonecsp/phonecsp-keyscript\n",
     )
     .unwrap();
-    let hook = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../systemd/initramfs/hooks/phonecsp"
-    ))
-    .unwrap()
-    .replace(
-        "/usr/share/initramfs-tools/hook-functions",
-        p("stub").to_str().unwrap(),
-    )
-    .replace("/etc/crypttab", p("crypttab").to_str().unwrap())
-    .replace(
-        "CONFIG=/etc/phonecsp/phonecspd.toml",
-        &format!("CONFIG={}", p("phonecspd.toml").display()),
-    )
-    .replace(
-        "INITRAMFS_CONF=/etc/phonecsp/initramfs.conf",
-        &format!("INITRAMFS_CONF={}", p("initramfs.conf").display()),
-    )
-    .replace(
-        "KEYSCRIPT=/usr/lib/phonecsp/phonecsp-keyscript",
-        &format!("KEYSCRIPT={}", bin("phonecsp-keyscript").display()),
-    )
-    .replace("/var/lib/bluetooth", p("bluez").to_str().unwrap())
-    .replace("/sys/class/bluetooth", p("no-sys").to_str().unwrap())
-    .replace(
-        "/usr/libexec/bluetooth/bluetoothd /usr/lib/bluetooth/bluetoothd /usr/sbin/bluetoothd",
-        p("bin/bluetoothd").to_str().unwrap(),
+    staged_hook(
+        d.path(),
+        &[
+            ("/var/lib/bluetooth", p("bluez").display().to_string()),
+            ("/sys/class/bluetooth", p("no-sys").display().to_string()),
+            (
+                "/usr/libexec/bluetooth/bluetoothd /usr/lib/bluetooth/bluetoothd /usr/sbin/bluetoothd",
+                p("bin/bluetoothd").display().to_string(),
+            ),
+        ],
     );
-    std::fs::write(p("hook"), hook).unwrap();
     let run = |dest: &str| {
         std::fs::create_dir_all(p(dest)).unwrap();
         let path = format!(
@@ -1021,26 +1025,24 @@ fn the_initramfs_hook_adds_bluetooth_only_when_asked() {
     let bluez = p("bluez");
     let info = bluez.join(pc).join(phone).join("info");
     let settings = bluez.join(pc).join("settings");
-    for want in [
-        format!(
-            "exec {} /usr/libexec/bluetooth/bluetoothd",
-            p("bin/bluetoothd").display()
-        ),
-        format!(
-            "exec {} /usr/bin/dbus-daemon",
-            p("bin/dbus-daemon").display()
-        ),
-        format!("file bluez-pairing {0} {0}", info.display()),
-        format!("file bluez-settings {0} {0}", settings.display()),
-        "load bluetooth".to_owned(),
-        "load rfcomm".to_owned(),
-        "load btusb".to_owned(),
-    ] {
-        assert!(
-            out.lines().any(|l| l == want),
-            "missing '{want}' in:\n{out}"
-        );
-    }
+    printed_all(
+        &out,
+        &[
+            format!(
+                "exec {} /usr/libexec/bluetooth/bluetoothd",
+                p("bin/bluetoothd").display()
+            ),
+            format!(
+                "exec {} /usr/bin/dbus-daemon",
+                p("bin/dbus-daemon").display()
+            ),
+            format!("file bluez-pairing {0} {0}", info.display()),
+            format!("file bluez-settings {0} {0}", settings.display()),
+            "load bluetooth".to_owned(),
+            "load rfcomm".to_owned(),
+            "load btusb".to_owned(),
+        ],
+    );
     // Only the configured phone's link key.
     assert!(!out.contains("11:22:33:44:55:66"), "{out}");
     assert!(!out.contains("22:33:44:55:66:77"), "{out}");
