@@ -15,6 +15,9 @@ use crate::hash::{Hasher, digest_info};
 use crate::mechanism::{Encryption, Signing, ckm};
 use crate::types::MechanismParams;
 
+/// The longest digest `CKM_ECDSA` takes: SHA-512's.
+pub const MAX_ECDSA_DIGEST: usize = 64;
+
 /// What the handset signs, and how: a digest (in a DigestInfo for PKCS#1
 /// v1.5), never the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,19 @@ impl HandsetSign {
     /// The daemon applies this to what it receives, as the clients do.
     pub fn check(&self, key_len: usize) -> Result<(), CkRv> {
         match self.mechanism {
+            // Any digest a SHA-1/SHA-2 hash makes, of any length up to
+            // SHA-512's (docs/protocol.md section 7.9).
+            SignMechanism::Ecdsa => {
+                if self.data.is_empty() || self.data.len() > MAX_ECDSA_DIGEST {
+                    return Err(CkRv::DATA_LEN_RANGE);
+                }
+            }
+            // The message crosses the link whole: at most MAX_DATA_LEN.
+            SignMechanism::Eddsa => {
+                if self.data.len() > MAX_DATA_LEN {
+                    return Err(CkRv::DATA_LEN_RANGE);
+                }
+            }
             SignMechanism::Pkcs1 => {
                 if self.data.len() + PKCS1_OVERHEAD > key_len {
                     return Err(CkRv::DATA_LEN_RANGE);
@@ -50,6 +66,8 @@ impl HandsetSign {
         match self.mechanism {
             SignMechanism::Pkcs1 => Signing::Raw,
             SignMechanism::Pss { hash, salt_len } => Signing::PssDigest { hash, salt_len },
+            SignMechanism::Ecdsa => Signing::EcdsaDigest,
+            SignMechanism::Eddsa => Signing::Eddsa,
         }
     }
 
@@ -58,6 +76,8 @@ impl HandsetSign {
     pub fn wire(&self) -> (u32, MechanismParams) {
         match self.mechanism {
             SignMechanism::Pkcs1 => (ckm::RSA_PKCS, MechanismParams::default()),
+            SignMechanism::Ecdsa => (ckm::ECDSA, MechanismParams::default()),
+            SignMechanism::Eddsa => (ckm::EDDSA, MechanismParams::default()),
             SignMechanism::Pss { hash, salt_len } => (
                 ckm::RSA_PKCS_PSS,
                 MechanismParams {
@@ -87,13 +107,16 @@ pub struct SignInput {
 }
 
 impl SignInput {
-    /// Starts a signature with a key whose modulus is `key_len` bytes.
+    /// Starts a signature with a key whose signature is `key_len` bytes
+    /// (an RSA key's modulus; an EC key's `r || s`).
     pub fn new(signing: Signing, key_len: usize) -> SignInput {
         let collected = match signing {
-            Signing::Pkcs1(h) | Signing::Pss { hash: h, .. } => {
+            Signing::Pkcs1(h) | Signing::Pss { hash: h, .. } | Signing::Ecdsa(h) => {
                 Collected::Hashing(Box::new(Hasher::new(h)), h)
             }
-            Signing::Raw | Signing::PssDigest { .. } => Collected::Given(Vec::new()),
+            Signing::Raw | Signing::PssDigest { .. } | Signing::EcdsaDigest | Signing::Eddsa => {
+                Collected::Given(Vec::new())
+            }
         };
         SignInput {
             signing,
@@ -150,6 +173,18 @@ impl SignInput {
             },
             (Signing::PssDigest { hash, salt_len }, Collected::Given(d)) => HandsetSign {
                 mechanism: SignMechanism::Pss { hash, salt_len },
+                data: d,
+            },
+            (Signing::Ecdsa(_), Collected::Hashing(h, _)) => HandsetSign {
+                mechanism: SignMechanism::Ecdsa,
+                data: h.finish(),
+            },
+            (Signing::EcdsaDigest, Collected::Given(d)) => HandsetSign {
+                mechanism: SignMechanism::Ecdsa,
+                data: d,
+            },
+            (Signing::Eddsa, Collected::Given(d)) => HandsetSign {
+                mechanism: SignMechanism::Eddsa,
                 data: d,
             },
             // `new` pairs each signing with its way of collecting.

@@ -47,12 +47,30 @@ pub enum LinkError {
     Token(CkRv),
     #[error("invalid request: {0}")]
     Request(ParseError),
+    /// The handset answered an inner command with `ERROR`: it does not
+    /// know it (a handset older than the command). The session is whole.
+    #[error("{}", unsupported_text(.0))]
+    Unsupported(&'static str),
+}
+
+/// What a person is told when the handset does not know a command.
+pub fn unsupported_text(command: &str) -> String {
+    match command {
+        "+CKGENEC" | "+CKDERIVE" => format!(
+            "the handset does not support EC keys (it does not know {command}); \
+             update phonecsp on the phone"
+        ),
+        _ => format!("the handset does not know {command}; update phonecsp on the phone"),
+    }
 }
 
 impl LinkError {
     /// Whether the link must be reopened before it can be used again.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, LinkError::Token(_) | LinkError::Request(_))
+        !matches!(
+            self,
+            LinkError::Token(_) | LinkError::Request(_) | LinkError::Unsupported(_)
+        )
     }
 }
 
@@ -330,9 +348,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         match Reply::decode(request, text)? {
             InnerOutcome::Done(r) => Ok(r),
             InnerOutcome::Failed(rv) => Err(LinkError::Token(rv)),
-            InnerOutcome::Rejected => Err(LinkError::Protocol(
-                "handset rejected the inner command".into(),
-            )),
+            InnerOutcome::Rejected => Err(LinkError::Unsupported(request.name())),
         }
     }
 

@@ -7,11 +7,10 @@ use super::{key_path, token_path};
 use crate::agent;
 use crate::service::{Call, Inner};
 use phonecsp::Error;
+use phonecsp::local::PublicKey;
 use phonecsp::named::{self, Options};
 use phonecsp::objects::KeyInfo;
 use phonecsp_protocol::ObjectClass;
-use rsa::RsaPublicKey;
-use rsa::pkcs8::EncodePublicKey;
 use rsa::traits::PublicKeyParts;
 use std::sync::{Arc, Mutex};
 use zbus::message::Header;
@@ -28,9 +27,13 @@ pub fn snapshot(
     (handset, token): (&str, &str),
     id: &[u8],
     label: String,
-    public: &RsaPublicKey,
+    public: &PublicKey,
     certificate: Vec<u8>,
 ) -> KeySnapshot {
+    let (kind, bits) = match public {
+        PublicKey::Rsa(k) => ("rsa", (k.size() * 8) as u32),
+        PublicKey::Ec(k) => (k.curve.name(), k.curve.bits()),
+    };
     KeyInfo {
         path: key_path(handset, token, id),
         handset: handset.to_owned(),
@@ -38,12 +41,9 @@ pub fn snapshot(
         token: token_path(handset, token),
         id: id.to_vec(),
         label,
-        kind: "rsa".to_owned(),
-        bits: (public.size() * 8) as u32,
-        public_key: public
-            .to_public_key_der()
-            .map(|d| d.as_bytes().to_vec())
-            .unwrap_or_default(),
+        kind: kind.to_owned(),
+        bits,
+        public_key: public.spki_der().unwrap_or_default(),
         certificate,
     }
 }
