@@ -247,6 +247,6 @@ mod tests {
         want.sort();
         got.sort();
         assert_eq!(got, want);
-        assert_eq!(got.len(), 27);
+        assert_eq!(got.len(), 29);
     }
 }

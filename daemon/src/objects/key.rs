@@ -192,13 +192,14 @@ impl KeyObject {
         self.now().label
     }
 
-    /// "rsa".
+    /// "rsa", "p256", "p384" or "ed25519".
     #[zbus(property(emits_changed_signal = "const"), name = "Type")]
     fn key_type(&self) -> String {
         self.now().kind
     }
 
-    /// The modulus's length in bits.
+    /// The key's size in bits: an RSA modulus's; 256, 384, or 255 for
+    /// Ed25519.
     #[zbus(property(emits_changed_signal = "const"))]
     fn bits(&self) -> u32 {
         self.now().bits
@@ -211,12 +212,16 @@ impl KeyObject {
     }
 
     /// What the key may do: an RSA key on the phone signs and decrypts
-    /// there; its public half verifies and encrypts here.
+    /// there, its public half verifies and encrypts here; an EC key signs
+    /// (and, P-256 and P-384, derives) there and verifies here.
     #[zbus(property(emits_changed_signal = "const"))]
     fn usages(&self) -> Vec<String> {
-        ["sign", "decrypt", "verify", "encrypt"]
-            .map(String::from)
-            .to_vec()
+        let usages: &[&str] = match self.now().kind.as_str() {
+            "rsa" => &["sign", "decrypt", "verify", "encrypt"],
+            "ed25519" => &["sign", "verify"],
+            _ => &["sign", "verify", "derive"],
+        };
+        usages.iter().map(|u| u.to_string()).collect()
     }
 
     /// The DER X.509 certificate stored with the key's id; empty if none.
