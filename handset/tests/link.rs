@@ -1033,3 +1033,130 @@ async fn pairing_with_a_short_code() {
         .collect();
     assert_eq!(names, ["laptop"]);
 }
+
+/// EC keys over the link (issue 15): generated with `+CKGENEC`, listed
+/// with their curve and point, ECDSA and EdDSA signatures that verify,
+/// ECDH that agrees with the computer's own, bad points refused, RSA
+/// mechanisms refused for an EC key; and what each EC signature costs on
+/// the line in text and in binary frames.
+#[tokio::test(flavor = "multi_thread")]
+async fn ec_keys_over_the_link_and_their_bytes() {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+    use phonecsp_protocol::Curve;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut l, host, handset_key) = paired(dir.path()).await;
+    log_in(&mut l).await;
+    let generate = |curve, id: u8| Request::GenerateEcKeyPair {
+        container: ssh(),
+        curve,
+        id: vec![id],
+        label: format!("ec {id}"),
+    };
+    let point = |r| match r {
+        Ok(Reply::EcKeyPair { point, .. }) => point,
+        other => panic!("+CKGENEC: {other:?}"),
+    };
+    let p256_point = point(call(&mut l, generate(Curve::P256, 5)).await);
+    let ed_point = point(call(&mut l, generate(Curve::Ed25519, 8)).await);
+    assert_eq!((p256_point.len(), ed_point.len()), (65, 32));
+    // The same id twice: refused, the first key kept.
+    assert_eq!(
+        call(&mut l, generate(Curve::P384, 5)).await,
+        Err(CkRv::ATTRIBUTE_VALUE_INVALID)
+    );
+    let attrs = match call(&mut l, attributes(ObjectClass::PublicKey, &[5])).await {
+        Ok(Reply::Attributes(a)) => a,
+        other => panic!("{other:?}"),
+    };
+    let get = |t| attrs.iter().find(|(a, _)| *a == t).unwrap().1.clone();
+    assert_eq!(get(cka::EC_PARAMS), Curve::P256.ec_params());
+    assert_eq!(get(cka::EC_POINT), Curve::ec_point_der(&p256_point));
+    assert_eq!(get(cka::KEY_TYPE), 3u64.to_be_bytes());
+
+    let digest = Sha256::digest(b"message").to_vec();
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&p256_point).unwrap();
+    let ed =
+        ed25519_dalek::VerifyingKey::from_bytes(&ed_point.clone().try_into().unwrap()).unwrap();
+    // RSA's mechanisms with an EC key, and ECDSA with Ed25519: by type.
+    for (id, m) in [
+        (5, SignMechanism::Pkcs1),
+        (5, SignMechanism::Eddsa),
+        (8, SignMechanism::Ecdsa),
+    ] {
+        assert_eq!(
+            call(&mut l, sign(&[id], m, digest.clone())).await,
+            Err(CkRv::KEY_TYPE_INCONSISTENT)
+        );
+    }
+    assert_eq!(
+        call(&mut l, sign(&[5], SignMechanism::Ecdsa, vec![])).await,
+        Err(CkRv::DATA_LEN_RANGE)
+    );
+
+    // ECDH: Z agrees with the computer's side; bad points are refused.
+    let mine = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let my_point =
+        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&mine.public_key(), false);
+    let derive = |peer: Vec<u8>| Request::Derive {
+        container: ssh(),
+        id: vec![5],
+        peer,
+    };
+    let z = match call(&mut l, derive(my_point.as_bytes().to_vec())).await {
+        Ok(Reply::Derived(z)) => z,
+        other => panic!("{other:?}"),
+    };
+    let peer = p256::PublicKey::from_sec1_bytes(&p256_point).unwrap();
+    let want = p256::ecdh::diffie_hellman(mine.to_nonzero_scalar(), peer.as_affine());
+    assert_eq!(&z[..], &want.raw_secret_bytes()[..]);
+    let mut off = my_point.as_bytes().to_vec();
+    off[64] ^= 1;
+    assert_eq!(call(&mut l, derive(off)).await, Err(CkRv::DATA_INVALID));
+    assert_eq!(call(&mut l, derive(vec![0])).await, Err(CkRv::DATA_INVALID));
+
+    let mut measured = Vec::new();
+    for binary in [false, true] {
+        if binary {
+            l.connect(&host, &handset_key).await.unwrap();
+            log_in(&mut l).await;
+        }
+        assert_eq!(l.is_binary(), binary);
+        for (id, m, data) in [
+            (5u8, SignMechanism::Ecdsa, digest.clone()),
+            (8, SignMechanism::Eddsa, b"message".to_vec()),
+        ] {
+            let before = l.stats();
+            let sig = match call(&mut l, sign(&[id], m, data.clone())).await {
+                Ok(Reply::Signature(s)) => s,
+                other => panic!("{other:?}"),
+            };
+            let after = l.stats();
+            assert_eq!(sig.len(), 64);
+            match m {
+                SignMechanism::Ecdsa => vk
+                    .verify_prehash(&data, &p256::ecdsa::Signature::from_slice(&sig).unwrap())
+                    .unwrap(),
+                _ => ed
+                    .verify_strict(&data, &ed25519_dalek::Signature::from_slice(&sig).unwrap())
+                    .unwrap(),
+            }
+            let (out, inb) = (
+                after.bytes_out - before.bytes_out,
+                after.bytes_in - before.bytes_in,
+            );
+            println!(
+                "{} {m:?}: {out} bytes to the handset, {inb} back, {} in all",
+                if binary { "binary" } else { "text" },
+                out + inb
+            );
+            measured.push(out + inb);
+        }
+    }
+    // A 64-byte signature against RSA-2048's 256: well under the RSA
+    // figures above (676 text, 359 binary).
+    let [text_ecdsa, text_eddsa, bin_ecdsa, bin_eddsa] = measured[..] else {
+        panic!("{measured:?}")
+    };
+    assert!(text_ecdsa <= 340 && text_eddsa <= 320, "{measured:?}");
+    assert!(bin_ecdsa <= 170 && bin_eddsa <= 150, "{measured:?}");
+}
