@@ -175,6 +175,131 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// The key as one line of an OpenSSH `authorized_keys` file (RFC 4253
+    /// `ssh-rsa`, RFC 5656 `ecdsa-sha2-nistp256`/`nistp384`, RFC 8709
+    /// `ssh-ed25519`), with `comment` after it if not empty.
+    pub fn openssh(&self, comment: &str) -> String {
+        use base64::Engine as _;
+        fn string(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend((b.len() as u32).to_be_bytes());
+            out.extend(b);
+        }
+        fn mpint(out: &mut Vec<u8>, b: &[u8]) {
+            let b = &b[b.iter().position(|x| *x != 0).unwrap_or(b.len())..];
+            if b.first().is_some_and(|x| x & 0x80 != 0) {
+                string(out, &[&[0], b].concat());
+            } else {
+                string(out, b);
+            }
+        }
+        let mut blob = Vec::new();
+        let name = match self {
+            PublicKey::Rsa(k) => {
+                string(&mut blob, b"ssh-rsa");
+                mpint(&mut blob, &k.e().to_bytes_be());
+                mpint(&mut blob, &k.n().to_bytes_be());
+                "ssh-rsa"
+            }
+            PublicKey::Ec(k) => {
+                let (name, ident): (&str, &[u8]) = match k.curve {
+                    Curve::P256 => ("ecdsa-sha2-nistp256", b"nistp256"),
+                    Curve::P384 => ("ecdsa-sha2-nistp384", b"nistp384"),
+                    Curve::Ed25519 => ("ssh-ed25519", b""),
+                };
+                string(&mut blob, name.as_bytes());
+                if !ident.is_empty() {
+                    string(&mut blob, ident);
+                }
+                string(&mut blob, &k.point);
+                name
+            }
+        };
+        let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
+        if comment.is_empty() {
+            format!("{name} {b64}")
+        } else {
+            format!("{name} {b64} {comment}")
+        }
+    }
+
+    /// The SPKI as PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub fn pem(&self) -> Result<String, CkRv> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(self.spki_der()?);
+        let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).map_err(|_| CkRv::GENERAL_ERROR)?);
+            out.push('\n');
+        }
+        out.push_str("-----END PUBLIC KEY-----\n");
+        Ok(out)
+    }
+}
+
+/// An ECDSA signature as PKCS#11 gives it (`r || s`, each half of it) in
+/// DER (`Ecdsa-Sig-Value`, RFC 5480), as X.509 and openssl carry it. Every
+/// length here is below 128, so each DER length is one byte.
+pub fn ecdsa_rs_to_der(rs: &[u8]) -> Result<Vec<u8>, CkRv> {
+    if !matches!(rs.len(), 64 | 96) {
+        return Err(CkRv::SIGNATURE_LEN_RANGE);
+    }
+    let mut body = Vec::new();
+    for half in rs.chunks(rs.len() / 2) {
+        let v = &half[half.iter().position(|b| *b != 0).unwrap_or(half.len() - 1)..];
+        let pad = v[0] & 0x80 != 0;
+        body.push(0x02);
+        body.push((v.len() + usize::from(pad)) as u8);
+        if pad {
+            body.push(0);
+        }
+        body.extend_from_slice(v);
+    }
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend(body);
+    Ok(out)
+}
+
+/// A DER ECDSA signature back to `r || s` for a key of `curve`;
+/// `CKR_SIGNATURE_INVALID` for anything that is not one (or not in DER's
+/// one form).
+pub fn ecdsa_der_to_rs(der: &[u8], curve: Curve) -> Result<Vec<u8>, CkRv> {
+    let bad = CkRv::SIGNATURE_INVALID;
+    if curve == Curve::Ed25519 {
+        return Err(CkRv::KEY_TYPE_INCONSISTENT);
+    }
+    let field = curve.field_len();
+    let body = match der {
+        [0x30, len, rest @ ..] if usize::from(*len) == rest.len() && *len < 0x80 => rest,
+        _ => return Err(bad),
+    };
+    let mut out = Vec::with_capacity(2 * field);
+    let mut rest = body;
+    for _ in 0..2 {
+        let (v, tail) = match rest {
+            [0x02, len, tail @ ..] if usize::from(*len) <= tail.len() && *len > 0 => {
+                tail.split_at(usize::from(*len))
+            }
+            _ => return Err(bad),
+        };
+        // Positive, and minimal: a leading zero only before a high bit.
+        if v[0] & 0x80 != 0 || (v.len() > 1 && v[0] == 0 && v[1] & 0x80 == 0) {
+            return Err(bad);
+        }
+        let v = if v[0] == 0 && v.len() > 1 { &v[1..] } else { v };
+        if v.len() > field {
+            return Err(bad);
+        }
+        out.extend(std::iter::repeat_n(0, field - v.len()));
+        out.extend_from_slice(v);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(bad);
+    }
+    Ok(out)
+}
+
 /// SubjectPublicKeyInfo of an EC key, assembled by hand: every part has a
 /// fixed short length, so the DER is a few constant bytes around the point.
 fn ec_spki_der(k: &EcPublicKey) -> Vec<u8> {
@@ -432,5 +557,101 @@ mod tests {
             public_key_from_attributes(attrs[..1].iter().map(|(t, v)| (t, v))),
             Err(CkRv::KEY_TYPE_INCONSISTENT)
         );
+    }
+}
+
+#[cfg(test)]
+mod ec_tests {
+    use super::*;
+
+    #[test]
+    fn ecdsa_signatures_convert_to_der_and_back() {
+        use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+        let sk = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        for i in 0..20u8 {
+            let sig: p256::ecdsa::Signature = sk.sign_prehash(&[i; 32]).unwrap();
+            let rs = sig.to_bytes().to_vec();
+            let der = ecdsa_rs_to_der(&rs).unwrap();
+            assert_eq!(ecdsa_der_to_rs(&der, Curve::P256).unwrap(), rs);
+        }
+        // Small and high halves: minimal DER either way.
+        let mut rs = vec![0u8; 64];
+        rs[31] = 1;
+        rs[32] = 0x80;
+        let der = ecdsa_rs_to_der(&rs).unwrap();
+        assert_eq!(&der[..5], &[0x30, 0x26, 0x02, 0x01, 0x01]);
+        assert_eq!(ecdsa_der_to_rs(&der, Curve::P256).unwrap(), rs);
+        assert_eq!(ecdsa_rs_to_der(&rs[..63]), Err(CkRv::SIGNATURE_LEN_RANGE));
+        assert!(ecdsa_der_to_rs(&der[..der.len() - 1], Curve::P256).is_err());
+        assert!(
+            ecdsa_der_to_rs(
+                &[0x30, 0x06, 0x02, 0x01, 0x80, 0x02, 0x01, 0x01],
+                Curve::P256
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn ec_public_keys_check_their_points_and_verify() {
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let point = sk.public_key().to_encoded_point(false).as_bytes().to_vec();
+        let key = EcPublicKey::new(Curve::P256, &point).unwrap();
+        let mut off = point.clone();
+        off[64] ^= 1;
+        assert_eq!(EcPublicKey::new(Curve::P256, &off), Err(CkRv::DATA_INVALID));
+        assert_eq!(
+            EcPublicKey::new(Curve::P384, &point),
+            Err(CkRv::DATA_INVALID)
+        );
+        let attrs: Vec<(u32, Vec<u8>)> = vec![
+            (cka::EC_PARAMS, Curve::P256.ec_params().to_vec()),
+            (cka::EC_POINT, Curve::ec_point_der(&point)),
+        ];
+        let public = any_public_key_from_attributes(attrs.iter().map(|(t, v)| (t, v))).unwrap();
+        assert_eq!(public, PublicKey::Ec(key));
+        // A signature made here verifies through the shared input step.
+        use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+        let digest = <Sha256 as sha2::Digest>::digest(b"m").to_vec();
+        let sig: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(&sk)
+            .sign_prehash(&digest)
+            .unwrap();
+        let signing = Signing::Ecdsa(HashAlg::Sha256);
+        assert!(verify_any(&public, &signing, b"m", &sig.to_bytes()).unwrap());
+        assert!(!verify_any(&public, &signing, b"n", &sig.to_bytes()).unwrap());
+        assert_eq!(
+            verify_any(&public, &Signing::Pkcs1(HashAlg::Sha256), b"m", &[0; 64]),
+            Err(CkRv::KEY_TYPE_INCONSISTENT)
+        );
+        // What openssl and ssh-keygen make of the same point.
+        let spki = public.spki_der().unwrap();
+        assert_eq!(spki.len(), 91);
+        assert_eq!(&spki[..4], &[0x30, 0x59, 0x30, 0x13]);
+        assert!(
+            public
+                .openssh("c")
+                .starts_with("ecdsa-sha2-nistp256 AAAAE2VjZHNh")
+        );
+    }
+
+    #[test]
+    fn the_x963_kdf_and_ckd_null() {
+        let z = [7u8; 32];
+        assert_eq!(&ecdh_kdf(EcdhKdf::Null, &z, &[], 0).unwrap()[..], &z[..]);
+        assert_eq!(ecdh_kdf(EcdhKdf::Null, &z, &[], 16).unwrap().len(), 16);
+        assert_eq!(
+            ecdh_kdf(EcdhKdf::Null, &z, &[], 33),
+            Err(CkRv::KEY_SIZE_RANGE)
+        );
+        assert_eq!(
+            ecdh_kdf(EcdhKdf::Null, &z, b"x", 0),
+            Err(CkRv::MECHANISM_PARAM_INVALID)
+        );
+        let k = ecdh_kdf(EcdhKdf::Sha(HashAlg::Sha256), &z, b"info", 40).unwrap();
+        let block =
+            |c: u32| <Sha256 as sha2::Digest>::digest([&z[..], &c.to_be_bytes(), b"info"].concat());
+        assert_eq!(&k[..32], &block(1)[..]);
+        assert_eq!(&k[32..], &block(2)[..8]);
     }
 }

@@ -643,3 +643,187 @@ fn bad_ec_input_gets_the_standards_errors() {
     }
     assert_eq!(value, &want[..40]);
 }
+
+/// The `phonecsp` command with EC keys: `keygen --type` makes P-256,
+/// P-384 and Ed25519 keys; `sign` picks the key's mechanism, `--der`
+/// gives what openssl verifies with `pubkey`'s PEM; `verify` checks both
+/// forms; `pubkey --format openssh` is the line ssh-keygen -D prints;
+/// `cert self-sign` makes EC certificates openssl verifies and NSS's
+/// certutil lists through the module.
+#[test]
+fn the_command_makes_signs_exports_and_certifies_ec_keys() {
+    let f = fixture();
+    let run =
+        |args: &[&str]| phonecsp_tests::phonecsp(&f.bus, None, args, &[("PHONECSP_PIN", PIN)]);
+    let msg = f.path("msg");
+    std::fs::write(&msg, b"signed by the phonecsp command").unwrap();
+    for (ty, id) in [("p256", "05"), ("p384", "06"), ("ed25519", "08")] {
+        let out = ok(run(&[
+            "keygen", "ssh", "--type", ty, "--id", id, "--label", ty,
+        ]));
+        assert!(out.contains(&format!("generated a {ty} key pair")), "{out}");
+        let pem = f.path(&format!("cli-{id}.pem"));
+        ok(run(&["pubkey", "ssh", "--key", id, "--out", s(&pem)]));
+        let raw = f.path(&format!("cli-{id}.sig"));
+        ok(run(&[
+            "sign",
+            "ssh",
+            "--key",
+            id,
+            "--in",
+            s(&msg),
+            "--out",
+            s(&raw),
+        ]));
+        let raw_len = std::fs::metadata(&raw).unwrap().len();
+        assert_eq!(raw_len, if ty == "p384" { 96 } else { 64 });
+        ok(run(&[
+            "verify",
+            "ssh",
+            "--key",
+            id,
+            "--signature",
+            s(&raw),
+            "--in",
+            s(&msg),
+        ]));
+        let text = if ty == "ed25519" {
+            let v = Command::new("openssl")
+                .args([
+                    "pkeyutl",
+                    "-verify",
+                    "-pubin",
+                    "-inkey",
+                    s(&pem),
+                    "-rawin",
+                    "-in",
+                    s(&msg),
+                    "-sigfile",
+                    s(&raw),
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&v.stdout).into_owned()
+        } else {
+            let der = f.path(&format!("cli-{id}.der-sig"));
+            ok(run(&[
+                "sign",
+                "ssh",
+                "--key",
+                id,
+                "--der",
+                "--in",
+                s(&msg),
+                "--out",
+                s(&der),
+            ]));
+            ok(run(&[
+                "verify",
+                "ssh",
+                "--key",
+                id,
+                "--der",
+                "--signature",
+                s(&der),
+                "--in",
+                s(&msg),
+            ]));
+            let hash = if ty == "p384" { "-sha384" } else { "-sha256" };
+            ok(Command::new("openssl")
+                .args([
+                    "dgst",
+                    hash,
+                    "-verify",
+                    s(&pem),
+                    "-signature",
+                    s(&der),
+                    s(&msg),
+                ])
+                .output()
+                .unwrap())
+        };
+        assert!(text.contains("Verified"), "{ty}: {text}");
+        // A signature of another message does not verify: exit status 1.
+        let other = f.path("other");
+        std::fs::write(&other, b"something else").unwrap();
+        let bad = run(&[
+            "verify",
+            "ssh",
+            "--key",
+            id,
+            "--signature",
+            s(&raw),
+            "--in",
+            s(&other),
+        ]);
+        assert_eq!(bad.status.code(), Some(1));
+        // A self-signed certificate, verified by openssl.
+        ok(run(&[
+            "cert",
+            "self-sign",
+            "ssh",
+            "--id",
+            id,
+            "--subject",
+            &format!("CN=ec {ty}"),
+        ]));
+        let cert = f.path(&format!("cert-{id}.pem"));
+        ok(run(&[
+            "cert",
+            "export",
+            "ssh",
+            "--id",
+            id,
+            "--pem",
+            "--out",
+            s(&cert),
+        ]));
+        let v = ok(Command::new("openssl")
+            .args(["verify", "-CAfile", s(&cert), s(&cert)])
+            .output()
+            .unwrap());
+        assert!(v.contains("OK"), "{ty}: {v}");
+    }
+    // The OpenSSH line is ssh-keygen -D's.
+    let line = ok(run(&[
+        "pubkey", "ssh", "--key", "05", "--format", "openssh",
+    ]));
+    let keys = ok(f
+        .cmd("ssh-keygen")
+        .arg("-D")
+        .arg(&f.module)
+        .output()
+        .unwrap());
+    let blob = |l: &str| l.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert!(
+        keys.lines().any(|k| blob(k) == blob(&line)),
+        "{line}\nnot in\n{keys}"
+    );
+    // NSS lists the EC certificates through the module.
+    let db = format!("sql:{}", s(&f.path("nssdb")));
+    std::fs::create_dir_all(f.path("nssdb")).unwrap();
+    ok(f.cmd("certutil")
+        .args(["-N", "-d", &db, "--empty-password"])
+        .output()
+        .expect("certutil (install libnss3-tools)"));
+    ok(f.cmd("modutil")
+        .args([
+            "-add",
+            "phonecsp",
+            "-libfile",
+            s(&f.module),
+            "-dbdir",
+            &db,
+            "-force",
+        ])
+        .output()
+        .expect("modutil"));
+    let list = ok(f
+        .cmd("certutil")
+        .args(["-L", "-h", "all", "-d", &db])
+        .output()
+        .unwrap());
+    for ty in ["p256", "p384"] {
+        assert!(list.contains(&format!("ssh:{ty}")), "{ty} not in\n{list}");
+    }
+}
