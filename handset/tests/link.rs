@@ -1160,3 +1160,125 @@ async fn ec_keys_over_the_link_and_their_bytes() {
     assert!(text_ecdsa <= 340 && text_eddsa <= 320, "{measured:?}");
     assert!(bin_ecdsa <= 170 && bin_eddsa <= 150, "{measured:?}");
 }
+
+/// EC operations are approved, named and logged as RSA ones are: under
+/// the confirm policy the owner is asked, with the operation and the
+/// program the computer named; a refusal is CKR_FUNCTION_REJECTED; the
+/// audit log records the EC key's generation, signature and ECDH.
+#[tokio::test(flavor = "multi_thread")]
+async fn ec_operations_are_approved_and_logged_as_rsa_ones() {
+    use phonecsp_protocol::Curve;
+    let dir = tempfile::tempdir().unwrap();
+    let code = handset(dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = store.load_container("ssh").unwrap();
+    c.set_policy(Policy::Confirm);
+    store.save_container(&c).unwrap();
+    let host = StaticKeypair::generate();
+    let answer = dir.path().join("answer");
+    let seen = dir.path().join("seen");
+    let approver = Approver {
+        command: Some(format!(
+            "echo \"$PHONECSP_OPERATION|$PHONECSP_PROGRAM\" >> {} && test -e {}",
+            seen.display(),
+            answer.display()
+        )),
+        terminal: false,
+        timeout: None,
+        ..Approver::default()
+    };
+    let mut l = duplex(manager(dir.path(), approver)).await;
+    l.pair(&host, &code, "laptop").await.unwrap();
+    log_in(&mut l).await;
+    let generate = Request::GenerateEcKeyPair {
+        container: ssh(),
+        curve: Curve::P256,
+        id: vec![5],
+        label: "ec".into(),
+    };
+    // Refused: nothing made.
+    assert_eq!(
+        ask(&mut l, generate.clone()).await,
+        Err(CkRv::FUNCTION_REJECTED)
+    );
+    std::fs::write(&answer, b"yes").unwrap();
+    let Ok(Reply::EcKeyPair { .. }) = ask(&mut l, generate).await else {
+        panic!("no key")
+    };
+    let digest = Sha256::digest(b"m").to_vec();
+    ask(&mut l, sign(&[5], SignMechanism::Ecdsa, digest))
+        .await
+        .unwrap();
+    let peer = {
+        let k = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k.public_key(), false)
+            .as_bytes()
+            .to_vec()
+    };
+    let derive = Request::Derive {
+        container: ssh(),
+        id: vec![5],
+        peer,
+    };
+    std::fs::remove_file(&answer).unwrap();
+    assert_eq!(
+        ask(&mut l, derive.clone()).await,
+        Err(CkRv::FUNCTION_REJECTED)
+    );
+    std::fs::write(&answer, b"yes").unwrap();
+    let Ok(Reply::Derived(_)) = ask(&mut l, derive).await else {
+        panic!("no secret")
+    };
+    drop(l);
+    let asked = std::fs::read_to_string(&seen).unwrap();
+    let asked: Vec<&str> = asked.lines().collect();
+    assert_eq!(
+        asked,
+        [
+            "generate a key|ssh (pid 42)",
+            "generate a key|ssh (pid 42)",
+            "sign|ssh (pid 42)",
+            "agree a shared secret (ECDH)|ssh (pid 42)",
+            "agree a shared secret (ECDH)|ssh (pid 42)",
+        ]
+    );
+    let handset = env!("CARGO_BIN_EXE_phonecsp-handset");
+    let o = std::process::Command::new(handset)
+        .args(["--state", dir.path().to_str().unwrap(), "log", "--json"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8(o.stdout).unwrap();
+    let brief: Vec<(String, String, String)> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["key"] == "05")
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["result"].as_str().unwrap().to_owned(),
+                e["program"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let want = |ev: &str, r: &str| (ev.to_owned(), r.to_owned(), "ssh (pid 42)".to_owned());
+    assert_eq!(
+        brief,
+        [
+            want("generate-key", "CKR_FUNCTION_REJECTED"),
+            want("generate-key", "ok"),
+            want("sign", "ok"),
+            want("derive", "CKR_FUNCTION_REJECTED"),
+            want("derive", "ok"),
+        ],
+        "{log}"
+    );
+}
+
+/// [`call`], naming the program the request is for.
+async fn ask(l: &mut Duplex, r: Request) -> Result<Reply, CkRv> {
+    match l.call_for(&r, Some("ssh (pid 42)")).await {
+        Ok(reply) => Ok(reply),
+        Err(LinkError::Token(rv)) => Err(rv),
+        Err(e) => panic!("link failed: {e}"),
+    }
+}

@@ -536,6 +536,36 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handset older than EC keys answers `+CKGENEC` and `+CKDERIVE`
+    /// with `ERROR`: the caller is told the handset does not support EC
+    /// keys, and the link is not dropped for it (the session is whole).
+    #[test]
+    fn an_old_handset_says_it_does_not_support_ec_keys() {
+        let request = Request::GenerateEcKeyPair {
+            container: "ssh".into(),
+            curve: crate::ck::Curve::P256,
+            id: vec![5],
+            label: String::new(),
+        };
+        let e =
+            HostLink::<tokio::io::Empty, tokio::io::Sink>::outcome(&request, "ERROR").unwrap_err();
+        assert!(matches!(e, LinkError::Unsupported("+CKGENEC")), "{e:?}");
+        assert!(!e.is_fatal());
+        assert!(
+            e.to_string()
+                .starts_with("the handset does not support EC keys"),
+            "{e}"
+        );
+        let derive = Request::Derive {
+            container: "ssh".into(),
+            id: vec![5],
+            peer: vec![4; 65],
+        };
+        let e =
+            HostLink::<tokio::io::Empty, tokio::io::Sink>::outcome(&derive, "ERROR").unwrap_err();
+        assert!(e.to_string().contains("does not support EC keys"), "{e}");
+    }
     use crate::responder::Responder;
     use crate::testing::TestHandset;
     use std::time::Duration;
