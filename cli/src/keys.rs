@@ -130,7 +130,12 @@ pub(crate) fn list(cx: &Context) -> Result<(), Failure> {
                 k.token_name.clone(),
                 hex(&k.id),
                 k.label.clone(),
-                format!("{}-{}", k.kind, k.bits),
+                // rsa-2048; an EC key's type names its size (p256, ed25519).
+                if k.kind == "rsa" {
+                    format!("{}-{}", k.kind, k.bits)
+                } else {
+                    k.kind.clone()
+                },
                 if k.certificate.is_empty() {
                     "no"
                 } else {

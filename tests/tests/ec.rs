@@ -784,6 +784,48 @@ fn the_command_makes_signs_exports_and_certifies_ec_keys() {
             .unwrap());
         assert!(v.contains("OK"), "{ty}: {v}");
     }
+    // The D-Bus object tree lists each key with its type, size and SPKI
+    // (Key1.Type, Bits, PublicKey), as `phonecsp pubkey` writes it.
+    let keys: serde_json::Value =
+        serde_json::from_str(&ok(run(&["--json", "keys"]))).expect("keys --json");
+    let client = phonecsp::blocking::Client::connect_with(
+        &Bus::Address(f.bus.address.clone()),
+        ClientOptions {
+            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+        },
+    )
+    .expect("client");
+    for (ty, id, bits) in [
+        ("p256", "05", 256),
+        ("p384", "06", 384),
+        ("ed25519", "08", 255),
+    ] {
+        let listed = keys
+            .as_array()
+            .and_then(|a| a.iter().find(|k| k["id"] == id))
+            .unwrap_or_else(|| panic!("{id} not in {keys}"));
+        assert_eq!(listed["type"], ty, "{listed}");
+        assert_eq!(listed["bits"], bits, "{listed}");
+        let der = f.path(&format!("cli-{id}.spki"));
+        ok(run(&[
+            "pubkey",
+            "ssh",
+            "--key",
+            id,
+            "--format",
+            "der",
+            "--out",
+            s(&der),
+        ]));
+        let object = client
+            .keys()
+            .unwrap()
+            .into_iter()
+            .find(|k| hex_of(&k.id) == id)
+            .unwrap_or_else(|| panic!("no Key1 for {id}"));
+        assert_eq!(object.kind, ty);
+        assert_eq!(object.public_key, std::fs::read(&der).unwrap(), "{ty}");
+    }
     // The OpenSSH line is ssh-keygen -D's.
     let line = ok(run(&[
         "pubkey", "ssh", "--key", "05", "--format", "openssh",
@@ -826,4 +868,8 @@ fn the_command_makes_signs_exports_and_certifies_ec_keys() {
     for ty in ["p256", "p384"] {
         assert!(list.contains(&format!("ssh:{ty}")), "{ty} not in\n{list}");
     }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
