@@ -661,6 +661,71 @@ mod tests {
         assert!(!quick_suffices(&vec![(CKA_SIGN, vec![1])]));
     }
 
+    /// An EC key as the daemon gives it (the handset's `+CKATTR`): the
+    /// object says its type, curve, point and SPKI, derives (NIST curves,
+    /// private key) but neither decrypts nor wraps, and lists only its own
+    /// mechanisms; a search by key type reads it, the object list alone
+    /// cannot answer that.
+    #[test]
+    fn ec_keys_carry_their_curve_and_their_own_mechanisms() {
+        use phonecsp_protocol::ck::Curve;
+        let ec = |curve: Curve, point: &[u8]| {
+            let mut d = HashMap::new();
+            d.insert(CKA_CLASS as u32, 3u64.to_be_bytes().to_vec());
+            d.insert(CKA_ID as u32, vec![5]);
+            d.insert(
+                CKA_KEY_TYPE as u32,
+                u64::from(curve.key_type()).to_be_bytes().to_vec(),
+            );
+            d.insert(CKA_EC_PARAMS as u32, curve.ec_params().to_vec());
+            d.insert(CKA_EC_POINT as u32, Curve::ec_point_der(point));
+            d
+        };
+        // The P-256 generator: a valid point.
+        let g = [
+            "04",
+            "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296",
+            "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
+        ]
+        .concat();
+        let point: Vec<u8> = (0..g.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&g[i..i + 2], 16).unwrap())
+            .collect();
+        let private = build(CKO_PRIVATE_KEY, &ec(Curve::P256, &point));
+        let public = build(CKO_PUBLIC_KEY, &ec(Curve::P256, &point));
+        let b = |v: bool| Value::Bytes(bbool(v));
+        assert_eq!(private[&CKA_KEY_TYPE], Value::Bytes(ulong(CKK_EC)));
+        assert_eq!(
+            private[&CKA_KEY_GEN_MECHANISM],
+            Value::Bytes(ulong(CKM_EC_KEY_PAIR_GEN))
+        );
+        assert_eq!(private[&CKA_DERIVE], b(true));
+        assert_eq!(public[&CKA_DERIVE], b(false));
+        for t in [CKA_DECRYPT, CKA_UNWRAP] {
+            assert_eq!(private[&t], b(false));
+        }
+        for t in [CKA_ENCRYPT, CKA_WRAP] {
+            assert_eq!(public[&t], b(false));
+        }
+        assert_eq!(private[&CKA_VALUE], Value::Sensitive);
+        assert!(!private.contains_key(&CKA_PRIME_1));
+        assert!(matches!(&public[&CKA_PUBLIC_KEY_INFO], Value::Bytes(v) if v.len() == 91));
+        let Value::Bytes(allowed) = &private[&CKA_ALLOWED_MECHANISMS] else {
+            panic!()
+        };
+        let allowed: Vec<CK_ULONG> = allowed
+            .chunks(std::mem::size_of::<CK_ULONG>())
+            .map(|c| CK_ULONG::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert!(allowed.contains(&CKM_ECDSA) && allowed.contains(&CKM_ECDH1_DERIVE));
+        assert!(!allowed.contains(&CKM_RSA_PKCS) && !allowed.contains(&CKM_EDDSA));
+        let ed = build(CKO_PRIVATE_KEY, &ec(Curve::Ed25519, &[9; 32]));
+        assert_eq!(ed[&CKA_KEY_TYPE], Value::Bytes(ulong(CKK_EC_EDWARDS)));
+        assert_eq!(ed[&CKA_DERIVE], b(false));
+        assert!(!quick_suffices(&vec![(CKA_KEY_TYPE, ulong(CKK_EC))]));
+    }
+
     #[test]
     fn template_values() {
         assert_eq!(as_ulong(&ulong(7)).unwrap(), 7);
