@@ -269,6 +269,45 @@ mod tests {
         assert_eq!(SignInput::once(pss, 256, &big).unwrap().data.len(), 64);
     }
 
+    /// EC signatures: ECDSA-SHA* hash here and send the digest (any
+    /// message size); CKM_ECDSA takes a digest of 1 to 64 bytes, any
+    /// length in between; EdDSA sends the message, at most MAX_DATA_LEN.
+    #[test]
+    fn ec_inputs_are_prepared_and_bounded() {
+        let big = vec![0x62u8; 1 << 20];
+        let s = SignInput::once(Signing::Ecdsa(HashAlg::Sha384), 96, &big).unwrap();
+        assert_eq!(s.mechanism, SignMechanism::Ecdsa);
+        assert_eq!(s.data, digest(HashAlg::Sha384, &big));
+        let mut parts = SignInput::new(Signing::Ecdsa(HashAlg::Sha384), 96);
+        for chunk in big.chunks(1000) {
+            parts.update(chunk).unwrap();
+        }
+        assert_eq!(parts.finish().unwrap(), s);
+        for len in [1, 20, 33, 64] {
+            SignInput::once(Signing::EcdsaDigest, 64, &vec![1; len]).unwrap();
+        }
+        for len in [0, 65] {
+            assert_eq!(
+                SignInput::once(Signing::EcdsaDigest, 64, &vec![1; len]),
+                Err(CkRv::DATA_LEN_RANGE)
+            );
+        }
+        let m = SignInput::once(Signing::Eddsa, 64, b"message").unwrap();
+        assert_eq!(
+            (m.mechanism, m.data.as_slice()),
+            (SignMechanism::Eddsa, &b"message"[..])
+        );
+        SignInput::once(Signing::Eddsa, 64, &[0; MAX_DATA_LEN]).unwrap();
+        assert_eq!(
+            SignInput::once(Signing::Eddsa, 64, &[0; MAX_DATA_LEN + 1]),
+            Err(CkRv::DATA_LEN_RANGE)
+        );
+        assert_eq!(m.as_signing(), Signing::Eddsa);
+        assert_eq!(m.wire().0, ckm::EDDSA);
+        assert_eq!(s.as_signing(), Signing::EcdsaDigest);
+        assert_eq!(s.wire().0, ckm::ECDSA);
+    }
+
     #[test]
     fn multi_part_equals_single_part() {
         for signing in [
