@@ -308,6 +308,7 @@ fn pkcs11_tool_generates_ed25519_and_openssl_verifies_eddsa() {
 fn ssh_logs_in_with_a_p256_key_on_the_phone() {
     let f = fixture();
     ok(f.keypairgen("EC:prime256v1", "05"));
+    ok(f.keypairgen("EC:secp384r1", "06"));
     ok(f.keypairgen("EC:edwards25519", "08"));
     let keys = ok(f
         .cmd("ssh-keygen")
@@ -320,6 +321,7 @@ fn ssh_logs_in_with_a_p256_key_on_the_phone() {
         .find(|l| l.starts_with("ecdsa-sha2-nistp256 "))
         .unwrap_or_else(|| panic!("no ecdsa-sha2-nistp256 key in\n{keys}"))
         .to_owned();
+    assert!(keys.contains("ecdsa-sha2-nistp384 "), "{keys}");
     // What bookworm's OpenSSH 9.2p1 does with the Ed25519 key (CKK_EC_EDWARDS)
     // on the token: it leaves it out, silently; RSA and ECDSA keys only
     // (docs/pkcs11-conformance.md). Checked on 9.2 only, so that a newer
