@@ -220,6 +220,8 @@ pub fn sign(key: &RsaPrivateKey, mech: &SignMechanism, data: &[u8]) -> Result<Ve
             key.sign_with_rng(&mut OsRng, pss_scheme(hash, salt_len), data)
                 .map_err(map_rsa_error)
         }
+        // EC mechanisms with an RSA key.
+        SignMechanism::Ecdsa | SignMechanism::Eddsa => Err(CkRv::KEY_TYPE_INCONSISTENT),
     }
 }
 

@@ -229,6 +229,10 @@ impl HandsetLink for DirectHolder {
                 format!("handset refused {what}"),
             )),
             Ok(Err(LinkError::Request(e))) => Err(phonecsp::Error::token(CkRv::ARGUMENTS_BAD, e)),
+            Ok(Err(e @ LinkError::Unsupported(_))) => Err(phonecsp::Error::token(
+                CkRv::FUNCTION_NOT_SUPPORTED,
+                e.to_string(),
+            )),
             Ok(Err(e)) => Err(phonecsp::Error::token(
                 CkRv::DEVICE_REMOVED,
                 format!("handset '{}': link failed during {what}: {e}", self.handset),
