@@ -25,7 +25,8 @@ const ENV_LUKS_PASSPHRASE: &str = "PHONECSP_LUKS_PASSPHRASE";
 pub enum LuksCommand {
     /// Add a keyslot to a LUKS disk that the handset unlocks
     #[command(after_help = "\
-A fresh random secret is made on this computer, wrapped (RSA-OAEP-SHA256) to the \
+A fresh random secret is made on this computer, wrapped (RSA-OAEP-SHA256 to an RSA key; \
+ECDH-ES with HKDF-SHA256 and AES-256-GCM to a P-256 or P-384 key) to the \
 public key of a key pair in the container, and added as a new keyslot with \
 cryptsetup (cheap PBKDF2: the secret has 384 bits of entropy). The wrapped secret \
 goes into a LUKS2 token of type phonecsp, or with --wrapped-file into a file (LUKS1, \

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use phonecsp::local::PublicKey;
 use phonecsp_protocol::CkRv;
-use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
 
 use crate::cryptsetup::{Cryptsetup, Device, ExistingKey};
@@ -45,7 +45,7 @@ pub fn container_public_key(
     handset: &str,
     container: &str,
     key_id: Option<&[u8]>,
-) -> Result<(Vec<u8>, RsaPublicKey)> {
+) -> Result<(Vec<u8>, PublicKey)> {
     let id = match key_id {
         Some(id) => id.to_vec(),
         None => {
@@ -81,9 +81,9 @@ pub fn container_public_key(
             },
             _ => LuksError::Client(e),
         })?;
-    let key = phonecsp::local::public_key_from_attributes(&attrs).map_err(|rv| {
+    let key = phonecsp::local::any_public_key_from_attributes(&attrs).map_err(|rv| {
         LuksError::PublicKey(format!(
-            "{handset}/{container} key {} is not a usable RSA key: {rv}",
+            "{handset}/{container} key {} is not a usable public key: {rv}",
             hex(&id)
         ))
     })?;
@@ -114,7 +114,7 @@ pub fn enroll(
         &opts.container,
         opts.key_id.as_deref(),
     )?;
-    if public.size() < 256 {
+    if matches!(&public, PublicKey::Rsa(k) if k.size() < 256) {
         return Err(LuksError::PublicKey(
             "RSA keys below 2048 bits are not used for disks".into(),
         ));

@@ -1,18 +1,21 @@
 //! Unwrapping: whoever holds the key ([`KeyHolder`]: the daemon over
 //! D-Bus or a link to the handset) checks it is the key the disk was
-//! enrolled with, logs in with a PIN from a [`PinSource`], and decrypts.
+//! enrolled with, logs in with a PIN from a [`PinSource`], and decrypts
+//! (RSA) or does its half of ECDH (EC), after which the secret is opened
+//! here.
 
 use std::future::Future;
 
-use phonecsp_protocol::CkRv;
+use phonecsp::local::PublicKey;
 use phonecsp_protocol::message::token_flags;
-use rsa::RsaPublicKey;
+use phonecsp_protocol::{CkRv, ObjectClass};
 use zeroize::Zeroizing;
 
 use crate::error::{LuksError, Result};
-use crate::secret::{disk_oaep, public_key_sha256};
+use crate::secret::{disk_oaep, ec_unwrap, public_key_sha256};
 use crate::token::{Target, WrappedKey};
 use phonecsp::handset::{Handset, HandsetLink};
+use phonecsp::mechanism::ckm;
 use phonecsp_protocol::ck::cko;
 
 /// What a container says about itself before a login.
@@ -47,7 +50,7 @@ pub trait KeyHolder {
         &mut self,
         container: &str,
         id: &[u8],
-    ) -> impl Future<Output = phonecsp::Result<RsaPublicKey>> + Send;
+    ) -> impl Future<Output = phonecsp::Result<PublicKey>> + Send;
     fn login(
         &mut self,
         container: &str,
@@ -59,6 +62,14 @@ pub trait KeyHolder {
         container: &str,
         id: &[u8],
         ciphertext: &[u8],
+    ) -> impl Future<Output = phonecsp::Result<Zeroizing<Vec<u8>>>> + Send;
+    /// ECDH's private half with the key (`CKM_ECDH1_DERIVE`): the shared
+    /// secret Z for `peer`, an uncompressed point.
+    fn derive(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        peer: &[u8],
     ) -> impl Future<Output = phonecsp::Result<Zeroizing<Vec<u8>>>> + Send;
 }
 
@@ -195,21 +206,41 @@ pub async fn unwrap<H: KeyHolder, P: PinSource>(
             t.handset, t.container
         ));
     }
-    holder
-        .decrypt(&t.container, &t.key_id, &ciphertext)
-        .await
-        .map_err(|e| match e.rv() {
-            // The key was checked to be the one the secret was wrapped to
-            // (above), so a ciphertext it refuses is a damaged one.
-            CkRv::ENCRYPTED_DATA_INVALID | CkRv::ENCRYPTED_DATA_LEN_RANGE => {
-                LuksError::Undecryptable {
-                    handset: t.handset.clone(),
-                    container: t.container.clone(),
-                    key_id: t.key_id_hex(),
-                }
-            }
-            _ => key_use_error(e, &t),
-        })
+    let undecryptable = || LuksError::Undecryptable {
+        handset: t.handset.clone(),
+        container: t.container.clone(),
+        key_id: t.key_id_hex(),
+    };
+    match (&public, wrapped.ephemeral()?) {
+        (PublicKey::Ec(k), Some(ephemeral)) => {
+            let z = holder
+                .derive(&t.container, &t.key_id, &ephemeral)
+                .await
+                .map_err(|e| match e.rv() {
+                    // The handset refused the ephemeral point: the token
+                    // was damaged (enrolment made a valid one).
+                    CkRv::DATA_INVALID | CkRv::DATA_LEN_RANGE => undecryptable(),
+                    _ => key_use_error(e, &t),
+                })?;
+            ec_unwrap(&z, &ephemeral, &k.point, &ciphertext).ok_or_else(undecryptable)
+        }
+        (PublicKey::Rsa(_), None) => holder
+            .decrypt(&t.container, &t.key_id, &ciphertext)
+            .await
+            .map_err(|e| match e.rv() {
+                // The key was checked to be the one the secret was wrapped
+                // to (above), so a ciphertext it refuses is a damaged one.
+                CkRv::ENCRYPTED_DATA_INVALID | CkRv::ENCRYPTED_DATA_LEN_RANGE => undecryptable(),
+                _ => key_use_error(e, &t),
+            }),
+        // The key's hash matched the token's, so the token's algorithm
+        // does not fit the key it names: it was damaged or made by hand.
+        _ => Err(LuksError::Format(format!(
+            "the token's algorithm {} does not fit {}",
+            wrapped.algorithm,
+            wrapped.describe()
+        ))),
+    }
 }
 
 /// [`KeyHolder`] on the handset itself, over any link that carries its
@@ -225,8 +256,10 @@ impl<L: HandsetLink + Send> KeyHolder for L {
         })
     }
 
-    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<RsaPublicKey> {
-        Handset::public_key(self, container, id).await
+    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<PublicKey> {
+        let a = Handset::attributes(self, container, ObjectClass::PublicKey, id).await?;
+        phonecsp::local::any_public_key_from_attributes(a.iter().map(|(t, v)| (t, v)))
+            .map_err(|rv| phonecsp::Error::token(rv, "not a public key this version can use"))
     }
 
     async fn login(&mut self, container: &str, pin: &[u8]) -> phonecsp::Result<()> {
@@ -240,6 +273,15 @@ impl<L: HandsetLink + Send> KeyHolder for L {
         ciphertext: &[u8],
     ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
         Handset::decrypt(self, container, id, disk_oaep().for_handset(), ciphertext).await
+    }
+
+    async fn derive(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        peer: &[u8],
+    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
+        Handset::derive(self, container, id, peer).await
     }
 }
 
@@ -260,13 +302,13 @@ impl KeyHolder for DaemonHolder {
         })
     }
 
-    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<RsaPublicKey> {
+    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<PublicKey> {
         let a = self
             .client
             .get_attributes(&self.handset, container, cko::PUBLIC_KEY, id)
             .await?;
-        phonecsp::local::public_key_from_attributes(&a)
-            .map_err(|rv| phonecsp::Error::token(rv, "not an RSA public key"))
+        phonecsp::local::any_public_key_from_attributes(&a)
+            .map_err(|rv| phonecsp::Error::token(rv, "not a public key this version can use"))
     }
 
     async fn login(&mut self, container: &str, pin: &[u8]) -> phonecsp::Result<()> {
@@ -283,6 +325,17 @@ impl KeyHolder for DaemonHolder {
         let handset = &self.handset;
         self.client
             .decrypt(handset, container, id, mechanism, &params, wrapped)
+            .await
+    }
+
+    async fn derive(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        peer: &[u8],
+    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
+        self.client
+            .derive(&self.handset, container, id, ckm::ECDH1_DERIVE, peer)
             .await
     }
 }

@@ -1,6 +1,7 @@
 //! Re-wrapping inside the handset: the secret moves to another container
 //! or a recovery key without ever being in the clear on this computer.
 
+use phonecsp::local::PublicKey;
 use phonecsp_protocol::CkRv;
 use rsa::RsaPublicKey;
 
@@ -53,8 +54,24 @@ pub fn rewrap(
                 key,
             )
         }
-        RewrapTo::PublicKey(key) => (None, key.clone()),
+        RewrapTo::PublicKey(key) => (None, PublicKey::Rsa(key.clone())),
     };
+    // The handset's re-wrap is RSA-OAEP in and out (+CKREWRAP): a secret
+    // wrapped to an EC key, or going to one, cannot pass through it.
+    let PublicKey::Rsa(public) = public else {
+        return Err(LuksError::Usage(
+            "re-wrapping to an EC key is not supported: enrol the disk to that key instead \
+             (phonecsp luks enroll), then remove the old keyslot"
+                .into(),
+        ));
+    };
+    if from.ephemeral()?.is_some() {
+        return Err(LuksError::Usage(
+            "this key is wrapped to an EC key, which the handset cannot re-wrap: enrol the \
+             disk to the new key instead (phonecsp luks enroll), then remove the old keyslot"
+                .into(),
+        ));
+    }
     if target.as_ref() == Some(&source) {
         return Err(LuksError::Usage(
             "the key is already wrapped to that container key".into(),
@@ -80,7 +97,12 @@ pub fn rewrap(
             },
             _ => key_use_error(e, &source),
         })?;
-    let mut out = WrappedKey::new(target.as_ref(), 0, &public, &rewrapped)?;
+    let wrapping = crate::secret::Wrapping {
+        algorithm: crate::secret::RSA_ALGORITHM,
+        wrapped: rewrapped,
+        ephemeral: None,
+    };
+    let mut out = WrappedKey::new(target.as_ref(), 0, &PublicKey::Rsa(public), &wrapping)?;
     out.keyslots = from.keyslots.clone();
     Ok(out)
 }

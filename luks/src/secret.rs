@@ -1,9 +1,14 @@
-//! The disk secret and its wrapping: a fresh random passphrase, RSA-OAEP
-//! (SHA-256) to a handset key's public half, and the public keys that
-//! name a target.
+//! The disk secret and its wrapping: a fresh random passphrase, wrapped
+//! to a handset key's public half (RSA-OAEP with SHA-256 to an RSA key;
+//! ECDH-ES with HKDF-SHA256 and AES-256-GCM to a P-256 or P-384 key), and
+//! the public keys that name a target.
 
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use phonecsp::local::{EcPublicKey, PublicKey};
+use phonecsp_protocol::Curve;
 use phonecsp_protocol::HashAlg;
 use rand::RngCore;
 use rsa::RsaPublicKey;
@@ -12,6 +17,18 @@ use zeroize::Zeroizing;
 
 use crate::error::{LuksError, Result};
 use phonecsp::mechanism::Encryption;
+
+/// The wrapping to an RSA key.
+pub const RSA_ALGORITHM: &str = "RSA-OAEP-SHA256";
+/// The wrapping to a P-256 or P-384 key: an ephemeral key pair made on the
+/// computer, ECDH with the handset key (the handset does its half), HKDF-
+/// SHA256 of the shared secret to an AES-256-GCM key.
+pub const EC_ALGORITHM: &str = "ECDH-ES-HKDF-SHA256-A256GCM";
+/// HKDF's info, before the ephemeral and the handset key's points: names
+/// the use, so the key is good for nothing else.
+const EC_KDF_INFO: &[u8] = b"phonecsp disk secret v1\0";
+/// AES-GCM's nonce length.
+const GCM_NONCE_LEN: usize = 12;
 
 /// Random bytes in a disk secret (384 bits), before base64.
 pub const SECRET_RANDOM_BYTES: usize = 48;
@@ -38,15 +55,117 @@ pub fn disk_oaep() -> Encryption {
     }
 }
 
-/// Wraps `secret` to `key` with RSA-OAEP-SHA256.
-pub fn wrap(key: &RsaPublicKey, secret: &[u8]) -> Result<Vec<u8>> {
-    phonecsp::local::encrypt(key, &disk_oaep(), secret)
-        .map_err(|rv| LuksError::PublicKey(format!("cannot wrap to it: {rv}")))
+/// A wrapped secret: the algorithm, what it is (RSA: the OAEP ciphertext;
+/// EC: the GCM nonce then ciphertext and tag), and for EC the ephemeral
+/// public point the handset needs for its half of ECDH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wrapping {
+    pub algorithm: &'static str,
+    pub wrapped: Vec<u8>,
+    pub ephemeral: Option<Vec<u8>>,
+}
+
+/// Wraps `secret` to `key`: RSA-OAEP-SHA256, or ECDH-ES to a P-256 or
+/// P-384 key. An Ed25519 key only signs, and cannot take a secret.
+pub fn wrap(key: &PublicKey, secret: &[u8]) -> Result<Wrapping> {
+    match key {
+        PublicKey::Rsa(k) => Ok(Wrapping {
+            algorithm: RSA_ALGORITHM,
+            wrapped: phonecsp::local::encrypt(k, &disk_oaep(), secret)
+                .map_err(|rv| LuksError::PublicKey(format!("cannot wrap to it: {rv}")))?,
+            ephemeral: None,
+        }),
+        PublicKey::Ec(k) => ec_wrap(k, secret),
+    }
+}
+
+fn ec_wrap(key: &EcPublicKey, secret: &[u8]) -> Result<Wrapping> {
+    let mut rng = rand::rngs::OsRng;
+    let (ephemeral, z) = match key.curve {
+        Curve::P256 => {
+            let peer = p256::PublicKey::from_sec1_bytes(&key.point)
+                .map_err(|_| LuksError::PublicKey("not a P-256 point".into()))?;
+            let e = p256::ecdh::EphemeralSecret::random(&mut rng);
+            let point = p256::EncodedPoint::from(e.public_key()).as_bytes().to_vec();
+            let z = Zeroizing::new(e.diffie_hellman(&peer).raw_secret_bytes().to_vec());
+            (point, z)
+        }
+        Curve::P384 => {
+            let peer = p384::PublicKey::from_sec1_bytes(&key.point)
+                .map_err(|_| LuksError::PublicKey("not a P-384 point".into()))?;
+            let e = p384::ecdh::EphemeralSecret::random(&mut rng);
+            let point = p384::EncodedPoint::from(e.public_key()).as_bytes().to_vec();
+            let z = Zeroizing::new(e.diffie_hellman(&peer).raw_secret_bytes().to_vec());
+            (point, z)
+        }
+        Curve::Ed25519 => {
+            return Err(LuksError::PublicKey(
+                "an Ed25519 key only signs: wrap the disk secret to an RSA, P-256 or P-384 key"
+                    .into(),
+            ));
+        }
+    };
+    let mut nonce = [0u8; GCM_NONCE_LEN];
+    rand::RngCore::fill_bytes(&mut rng, &mut nonce);
+    let cipher = ec_cipher(&z, &ephemeral, &key.point)?;
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: secret,
+                aad: EC_ALGORITHM.as_bytes(),
+            },
+        )
+        .map_err(|_| LuksError::PublicKey("AES-GCM refused the secret".into()))?;
+    Ok(Wrapping {
+        algorithm: EC_ALGORITHM,
+        wrapped: [&nonce[..], &ct].concat(),
+        ephemeral: Some(ephemeral),
+    })
+}
+
+/// The AES-256-GCM key from ECDH's shared secret `z`: HKDF-SHA256 with no
+/// salt, its info naming the use and both points, so that the key belongs
+/// to this one exchange.
+fn ec_cipher(z: &[u8], ephemeral: &[u8], recipient: &[u8]) -> Result<Aes256Gcm> {
+    let info = [EC_KDF_INFO, ephemeral, recipient].concat();
+    let mut key = Zeroizing::new([0u8; 32]);
+    hkdf::Hkdf::<Sha256>::new(None, z)
+        .expand(&info, &mut key[..])
+        .map_err(|_| LuksError::Format("HKDF refused the length".into()))?;
+    Aes256Gcm::new_from_slice(&key[..]).map_err(|_| LuksError::Format("AES key length".into()))
+}
+
+/// Opens an ECDH-ES wrapping with `z`, the shared secret the handset gave
+/// for `ephemeral`: `None` if it does not open (a damaged wrapping, or a
+/// `z` of another key).
+pub fn ec_unwrap(
+    z: &[u8],
+    ephemeral: &[u8],
+    recipient: &[u8],
+    wrapped: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    if wrapped.len() <= GCM_NONCE_LEN {
+        return None;
+    }
+    let (nonce, ct) = wrapped.split_at(GCM_NONCE_LEN);
+    let cipher = ec_cipher(z, ephemeral, recipient).ok()?;
+    cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ct,
+                aad: EC_ALGORITHM.as_bytes(),
+            },
+        )
+        .ok()
+        .map(Zeroizing::new)
 }
 
 /// Hex SHA-256 of the key's DER SubjectPublicKeyInfo.
-pub fn public_key_sha256(key: &RsaPublicKey) -> Result<String> {
-    let der = phonecsp::local::spki_der(key)
+pub fn public_key_sha256(key: &PublicKey) -> Result<String> {
+    let der = key
+        .spki_der()
         .map_err(|rv| LuksError::PublicKey(format!("cannot encode it: {rv}")))?;
     Ok(hex(&Sha256::digest(der)))
 }

@@ -4,6 +4,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha2::Sha256;
 
+use phonecsp::local::{EcPublicKey, PublicKey};
+use phonecsp_protocol::{CkRv, Curve};
 use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 
 // The tests use the crate as its callers do, through its flat re-exports.
@@ -24,13 +26,13 @@ fn wrapped_keys_roundtrip_and_unwrap_with_the_private_key() {
     let sk = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
     let pk = sk.to_public_key();
     let secret = new_secret();
-    let ct = wrap(&pk, &secret).unwrap();
+    let ct = wrap(&PublicKey::Rsa(pk.clone()), &secret).unwrap();
     let t = Target {
         handset: "phone".into(),
         container: "disk".into(),
         key_id: vec![2],
     };
-    let w = WrappedKey::new(Some(&t), 1, &pk, &ct).unwrap();
+    let w = WrappedKey::new(Some(&t), 1, &PublicKey::Rsa(pk.clone()), &ct).unwrap();
     let json = w.to_json();
     assert!(json.contains("\"type\": \"phonecsp\""), "{json}");
     assert!(json.contains("\"keyslots\": [\n    \"1\"\n  ]"), "{json}");
@@ -44,7 +46,7 @@ fn wrapped_keys_roundtrip_and_unwrap_with_the_private_key() {
         secret.to_vec()
     );
     // Recovery keys name no handset.
-    let r = WrappedKey::new(None, 1, &pk, &ct).unwrap();
+    let r = WrappedKey::new(None, 1, &PublicKey::Rsa(pk.clone()), &ct).unwrap();
     assert_eq!(WrappedKey::parse(&r.to_json()).unwrap().target(), None);
     assert!(r.describe().starts_with("a recovery public key"));
 }
@@ -195,7 +197,8 @@ fn wrapped_to_disk() -> (RsaPublicKey, WrappedKey) {
         container: "disk".into(),
         key_id: vec![2],
     };
-    let w = WrappedKey::new(Some(&t), 1, &pk, &wrap(&pk, &new_secret()).unwrap()).unwrap();
+    let public = PublicKey::Rsa(pk.clone());
+    let w = WrappedKey::new(Some(&t), 1, &public, &wrap(&public, &new_secret()).unwrap()).unwrap();
     (pk, w)
 }
 
@@ -247,4 +250,206 @@ fn a_key_damaged_on_the_handset_is_told_apart() {
     assert!(msg.contains("copy of that key is damaged"), "{msg}");
     assert!(!msg.contains("differs"), "{msg}");
     assert!(crate::keyscript::try_next(&e));
+}
+
+/// A handset with one EC key in "disk" (id 02) that does its half of
+/// ECDH as the real one does, and counts the requests for it.
+struct EcHandset {
+    key: EcSecret,
+    derived: usize,
+}
+
+enum EcSecret {
+    P256(p256::SecretKey),
+    P384(p384::SecretKey),
+}
+
+impl EcHandset {
+    fn new(curve: Curve) -> EcHandset {
+        let mut rng = rand::rngs::OsRng;
+        let key = match curve {
+            Curve::P256 => EcSecret::P256(p256::SecretKey::random(&mut rng)),
+            Curve::P384 => EcSecret::P384(p384::SecretKey::random(&mut rng)),
+            Curve::Ed25519 => unreachable!("no ECDH"),
+        };
+        EcHandset { key, derived: 0 }
+    }
+
+    fn public(&self) -> EcPublicKey {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        match &self.key {
+            EcSecret::P256(k) => EcPublicKey::new(
+                Curve::P256,
+                k.public_key().to_encoded_point(false).as_bytes(),
+            ),
+            EcSecret::P384(k) => EcPublicKey::new(
+                Curve::P384,
+                k.public_key().to_encoded_point(false).as_bytes(),
+            ),
+        }
+        .unwrap()
+    }
+
+    /// Z for `peer`, or CKR_DATA_INVALID for a point not on the curve, as
+    /// the handset answers.
+    fn z(&self, peer: &[u8]) -> std::result::Result<Vec<u8>, CkRv> {
+        match &self.key {
+            EcSecret::P256(k) => {
+                let p = p256::PublicKey::from_sec1_bytes(peer).map_err(|_| CkRv::DATA_INVALID)?;
+                let z = p256::ecdh::diffie_hellman(k.to_nonzero_scalar(), p.as_affine());
+                Ok(z.raw_secret_bytes().to_vec())
+            }
+            EcSecret::P384(k) => {
+                let p = p384::PublicKey::from_sec1_bytes(peer).map_err(|_| CkRv::DATA_INVALID)?;
+                let z = p384::ecdh::diffie_hellman(k.to_nonzero_scalar(), p.as_affine());
+                Ok(z.raw_secret_bytes().to_vec())
+            }
+        }
+    }
+}
+
+impl phonecsp::handset::HandsetLink for EcHandset {
+    async fn call(
+        &mut self,
+        request: phonecsp_protocol::Request,
+    ) -> phonecsp::Result<phonecsp_protocol::Reply> {
+        use phonecsp_protocol::ck::cka;
+        use phonecsp_protocol::message::TokenInfo;
+        use phonecsp_protocol::{Reply, Request};
+        match request {
+            Request::TokenInfo { container } => Ok(Reply::TokenInfo(TokenInfo {
+                name: container,
+                flags: 0,
+                retries_left: 5,
+                min_pin: 4,
+                max_pin: 64,
+                serial: "0".repeat(16),
+                so_retries_left: 10,
+            })),
+            Request::GetAttributes { .. } => {
+                let k = self.public();
+                let mut point = vec![0x04, k.point.len() as u8];
+                point.extend_from_slice(&k.point);
+                Ok(Reply::Attributes(vec![
+                    (cka::EC_PARAMS, k.curve.ec_params().to_vec()),
+                    (cka::EC_POINT, point),
+                ]))
+            }
+            Request::Derive { peer, .. } => {
+                self.derived += 1;
+                self.z(&peer)
+                    .map(|z| Reply::Derived(zeroize::Zeroizing::new(z)))
+                    .map_err(phonecsp::Error::from)
+            }
+            other => panic!("unexpected {}", other.name()),
+        }
+    }
+}
+
+fn disk_target() -> Target {
+    Target {
+        handset: "phone".into(),
+        container: "disk".into(),
+        key_id: vec![2],
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A secret wrapped to a P-256 or P-384 key comes back through the
+/// handset's ECDH, the token surviving its JSON; the handset sees only the
+/// ephemeral point, and the wrapping differs each time.
+#[test]
+fn a_secret_wrapped_to_an_ec_key_unwraps_through_the_handsets_ecdh() {
+    for curve in [Curve::P256, Curve::P384] {
+        let mut handset = EcHandset::new(curve);
+        let public = PublicKey::Ec(handset.public());
+        let secret = new_secret();
+        let wrapping = wrap(&public, &secret).unwrap();
+        assert_eq!(wrapping.algorithm, EC_ALGORITHM);
+        assert_eq!(
+            wrapping.ephemeral.as_ref().unwrap().len(),
+            curve.point_len()
+        );
+        // Nonce (12), the 64-byte secret, the tag (16).
+        assert_eq!(wrapping.wrapped.len(), 12 + 64 + 16);
+        assert_ne!(wrap(&public, &secret).unwrap(), wrapping);
+        let w = WrappedKey::new(Some(&disk_target()), 1, &public, &wrapping).unwrap();
+        let json = w.to_json();
+        assert!(
+            json.contains("\"algorithm\": \"ECDH-ES-HKDF-SHA256-A256GCM\""),
+            "{json}"
+        );
+        let w = WrappedKey::parse(&json).unwrap();
+        let got = block_on(unwrap(&mut handset, &w, &mut NoPin)).unwrap();
+        assert_eq!(*got, *secret, "{curve:?}");
+        assert_eq!(handset.derived, 1);
+    }
+}
+
+/// A damaged EC wrapping (its ciphertext, or its ephemeral point changed
+/// for another valid point or for bytes off the curve) is reported as a
+/// damaged secret, never as another key or a wrong PIN; another handset
+/// key is "not the key" before the handset is asked anything.
+#[test]
+fn a_damaged_ec_wrapping_is_told_apart_from_a_wrong_key() {
+    let mut handset = EcHandset::new(Curve::P256);
+    let public = PublicKey::Ec(handset.public());
+    let w = WrappedKey::new(
+        Some(&disk_target()),
+        1,
+        &public,
+        &wrap(&public, &new_secret()).unwrap(),
+    )
+    .unwrap();
+    let mut flipped = w.wrapped().unwrap();
+    flipped[20] ^= 1;
+    let mut ct = w.clone();
+    ct.wrapped_key = BASE64.encode(&flipped);
+    let other_point = EcHandset::new(Curve::P256).public().point;
+    let mut eph = w.clone();
+    eph.ephemeral_public_key = Some(BASE64.encode(&other_point));
+    let mut off = other_point.clone();
+    off[40] ^= 1;
+    let mut off_curve = w.clone();
+    off_curve.ephemeral_public_key = Some(BASE64.encode(&off));
+    for bad in [ct, eph, off_curve] {
+        let e = block_on(unwrap(&mut handset, &bad, &mut NoPin)).unwrap_err();
+        assert!(matches!(e, LuksError::Undecryptable { .. }), "{e}");
+    }
+    let mut another = EcHandset::new(Curve::P256);
+    let e = block_on(unwrap(&mut another, &w, &mut NoPin)).unwrap_err();
+    assert!(matches!(e, LuksError::WrongKey { .. }), "{e}");
+    assert_eq!(another.derived, 0);
+}
+
+#[test]
+fn an_ed25519_key_cannot_take_a_disk_secret() {
+    let k = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let public =
+        PublicKey::Ec(EcPublicKey::new(Curve::Ed25519, k.verifying_key().as_bytes()).unwrap());
+    let e = wrap(&public, &new_secret()).unwrap_err();
+    assert!(e.to_string().contains("Ed25519 key only signs"), "{e}");
+}
+
+#[test]
+fn ec_tokens_need_their_ephemeral_key_and_rsa_ones_refuse_it() {
+    let rsa = r#"{"type":"phonecsp","keyslots":["1"],"handset":"p","container":"c","key_id":"01","algorithm":"RSA-OAEP-SHA256","public_key_sha256":"00","wrapped_key":"AAAA"}"#;
+    let ec = rsa.replace("RSA-OAEP-SHA256", EC_ALGORITHM).replace(
+        "\"wrapped_key\":\"AAAA\"",
+        "\"wrapped_key\":\"AAAA\",\"ephemeral_public_key\":\"BAAA\"",
+    );
+    assert!(WrappedKey::parse(&ec).is_ok());
+    for bad in [
+        rsa.replace("RSA-OAEP-SHA256", EC_ALGORITHM),
+        ec.replace(EC_ALGORITHM, "RSA-OAEP-SHA256"),
+        ec.replace("\"BAAA\"", "\"!!\""),
+    ] {
+        assert!(WrappedKey::parse(&bad).is_err(), "{bad}");
+    }
 }

@@ -4,16 +4,14 @@
 use std::path::Path;
 
 use crate::error::{LuksError, Result};
-use crate::secret::{hex, public_key_sha256, unhex};
+use crate::secret::{EC_ALGORITHM, RSA_ALGORITHM, Wrapping, hex, public_key_sha256, unhex};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use rsa::RsaPublicKey;
+use phonecsp::local::PublicKey;
 use serde::{Deserialize, Serialize};
 
 /// The LUKS2 token type.
 pub const TOKEN_TYPE: &str = "phonecsp";
-/// The only wrapping this version makes and reads.
-pub const ALGORITHM: &str = "RSA-OAEP-SHA256";
 
 /// The wrapped secret and what it is wrapped to: the JSON of a LUKS2 token
 /// of type `phonecsp`, and of a wrapped-key file.
@@ -36,12 +34,16 @@ pub struct WrappedKey {
     /// The key's CKA_ID in hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
-    /// Always [`ALGORITHM`].
+    /// [`RSA_ALGORITHM`] or [`EC_ALGORITHM`].
     pub algorithm: String,
     /// Hex SHA-256 of the wrapping key's DER SubjectPublicKeyInfo.
     pub public_key_sha256: String,
-    /// The wrapped secret, base64.
+    /// The wrapped secret, base64: RSA's OAEP ciphertext; EC's 12-byte
+    /// AES-GCM nonce, then the ciphertext and its tag.
     pub wrapped_key: String,
+    /// EC only: the ephemeral public point (SEC1 uncompressed), base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_public_key: Option<String>,
 }
 
 /// Where a handset-bound [`WrappedKey`] is to be unwrapped.
@@ -62,8 +64,8 @@ impl WrappedKey {
     pub fn new(
         target: Option<&Target>,
         keyslot: u32,
-        public: &RsaPublicKey,
-        wrapped: &[u8],
+        public: &PublicKey,
+        wrapping: &Wrapping,
     ) -> Result<WrappedKey> {
         Ok(WrappedKey {
             kind: TOKEN_TYPE.into(),
@@ -71,9 +73,10 @@ impl WrappedKey {
             handset: target.map(|t| t.handset.clone()),
             container: target.map(|t| t.container.clone()),
             key_id: target.map(Target::key_id_hex),
-            algorithm: ALGORITHM.into(),
+            algorithm: wrapping.algorithm.into(),
             public_key_sha256: public_key_sha256(public)?,
-            wrapped_key: BASE64.encode(wrapped),
+            wrapped_key: BASE64.encode(&wrapping.wrapped),
+            ephemeral_public_key: wrapping.ephemeral.as_ref().map(|e| BASE64.encode(e)),
         })
     }
 
@@ -92,11 +95,26 @@ impl WrappedKey {
                 self.kind
             )));
         }
-        if self.algorithm != ALGORITHM {
-            return Err(LuksError::Format(format!(
-                "algorithm '{}' (this version knows {ALGORITHM})",
-                self.algorithm
-            )));
+        match (self.algorithm.as_str(), &self.ephemeral_public_key) {
+            (RSA_ALGORITHM, None) => {}
+            (EC_ALGORITHM, Some(_)) => {
+                self.ephemeral()?;
+            }
+            (RSA_ALGORITHM, Some(_)) => {
+                return Err(LuksError::Format(format!(
+                    "{RSA_ALGORITHM} takes no ephemeral_public_key"
+                )));
+            }
+            (EC_ALGORITHM, None) => {
+                return Err(LuksError::Format(format!(
+                    "{EC_ALGORITHM} needs its ephemeral_public_key"
+                )));
+            }
+            (other, _) => {
+                return Err(LuksError::Format(format!(
+                    "algorithm '{other}' (this version knows {RSA_ALGORITHM} and {EC_ALGORITHM})"
+                )));
+            }
         }
         self.wrapped()?;
         if self.keyslots.iter().any(|k| k.parse::<u32>().is_err()) {
@@ -124,6 +142,18 @@ impl WrappedKey {
         BASE64
             .decode(self.wrapped_key.trim())
             .map_err(|_| LuksError::Format("wrapped_key is not base64".into()))
+    }
+
+    /// EC's ephemeral public point; `None` for an RSA wrapping.
+    pub fn ephemeral(&self) -> Result<Option<Vec<u8>>> {
+        self.ephemeral_public_key
+            .as_deref()
+            .map(|e| {
+                BASE64
+                    .decode(e.trim())
+                    .map_err(|_| LuksError::Format("ephemeral_public_key is not base64".into()))
+            })
+            .transpose()
     }
 
     /// The handset container the key is wrapped to; `None` for a recovery key.

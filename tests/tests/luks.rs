@@ -1180,3 +1180,59 @@ fn a_key_damaged_on_the_handset_is_reported_as_such() {
     std::fs::write(&file, &whole).unwrap();
     f.unlocks("luks-token", NO_BUS);
 }
+
+/// A disk enrolled to P-256 and P-384 keys made on the phone: the secret
+/// is wrapped by ECDH-ES with an ephemeral key on this computer, and the
+/// keyscript unlocks it through the daemon and over its own link, the
+/// phone doing its half of ECDH. An Ed25519 key is refused at enrolment
+/// and nothing is added to the disk.
+#[test]
+fn an_ec_key_enrols_and_unlocks_the_disk() {
+    let mut f = Fx::new("", "");
+    let bus = f.bus_address();
+    let client = phonecsp::blocking::Client::connect(&bus.parse().unwrap()).unwrap();
+    client.login("phone", "disk", PIN.as_bytes()).unwrap();
+    for (curve, id) in [(1, 0x0a), (2, 0x0b), (3, 0x0c)] {
+        client
+            .generate_ec_key_pair("phone", "disk", curve, &[id], "disk ec")
+            .unwrap();
+    }
+    client.logout("phone", "disk").unwrap();
+    let before = keyslots(&f.image);
+    let o = f.try_enroll(
+        f.image.to_str().unwrap(),
+        f.old_key.to_str().unwrap(),
+        &["--token", "disk", "--key", "0c"],
+    );
+    fails_saying(&o, 1, "Ed25519 key only signs");
+    assert_eq!(keyslots(&f.image), before);
+
+    // P-256 in a LUKS2 token, P-384 in a wrapped-key file.
+    f.enroll(&["--token", "disk", "--key", "0a"]);
+    let token = tokens(&f.image)["0"].clone();
+    assert_eq!(token["algorithm"], "ECDH-ES-HKDF-SHA256-A256GCM", "{token}");
+    assert_eq!(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            token["ephemeral_public_key"].as_str().unwrap()
+        )
+        .unwrap()
+        .len(),
+        65
+    );
+    let file = f.path("p384.json");
+    f.enroll(&[
+        "--token",
+        "disk",
+        "--key",
+        "0b",
+        "--wrapped-file",
+        file.to_str().unwrap(),
+    ]);
+    let file = file.to_str().unwrap();
+    f.unlocks("luks-token", &bus);
+    f.unlocks(file, &bus);
+    f.stop_daemon();
+    f.unlocks("luks-token", NO_BUS);
+    f.unlocks(file, NO_BUS);
+}
