@@ -1882,11 +1882,26 @@ impl Provider {
         }
         call.require_login().await?;
         let key = call.key(&key_id).await?;
-        let oaep_in = Encryption::Oaep {
-            hash: in_hash,
-            label: Vec::new(),
-        };
-        oaep_in.check_ciphertext(ciphertext.len(), key.rsa()?.size())?;
+        match &key {
+            // An EC key's secret is its one-time point, then the sealed
+            // secret (docs/protocol.md section 7.16).
+            phonecsp::local::PublicKey::Ec(k) if k.curve != phonecsp_protocol::Curve::Ed25519 => {
+                let min = k.curve.point_len() + phonecsp_protocol::disk_wrap::OVERHEAD;
+                if ciphertext.len() < min || ciphertext.len() > MAX_DER_LEN {
+                    return Err(ck(
+                        CkRv::ENCRYPTED_DATA_LEN_RANGE,
+                        "not a secret wrapped to this EC key",
+                    ));
+                }
+            }
+            _ => {
+                let oaep_in = Encryption::Oaep {
+                    hash: in_hash,
+                    label: Vec::new(),
+                };
+                oaep_in.check_ciphertext(ciphertext.len(), key.rsa()?.size())?;
+            }
+        }
         let mut link = call.handset();
         self.inner.announce(&call, "re-wrap a secret").await;
         link.rewrap(&token, &key_id, in_hash, &ciphertext, out_hash, &public_key)

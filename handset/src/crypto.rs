@@ -442,19 +442,39 @@ pub fn rewrap(
 ) -> Result<Vec<u8>, CkRv> {
     // Check the target first, so a bad one costs no private operation.
     let target = rsa_public_from_spki(spki_der)?;
-    let plaintext = decrypt(
+    let plaintext = oaep_open(key, in_hash, data)?;
+    oaep_seal(&target, out_hash, &plaintext)
+}
+
+/// RSA-OAEP decryption with `hash`, MGF1 with the same hash, no label: a
+/// re-wrap's input.
+pub fn oaep_open(
+    key: &RsaPrivateKey,
+    hash: HashAlg,
+    data: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CkRv> {
+    decrypt(
         key,
         &DecryptMechanism::Oaep {
-            hash: in_hash,
+            hash,
             label: Vec::new(),
         },
         data,
-    )?;
-    let out = target
-        .encrypt(&mut OsRng, oaep_scheme(out_hash), &plaintext)
-        .map_err(map_rsa_error);
-    drop(plaintext);
-    out
+    )
+}
+
+/// RSA-OAEP encryption to `target`: a re-wrap's output.
+pub fn oaep_seal(target: &RsaPublicKey, hash: HashAlg, secret: &[u8]) -> Result<Vec<u8>, CkRv> {
+    target
+        .encrypt(&mut OsRng, oaep_scheme(hash), secret)
+        .map_err(map_rsa_error)
+}
+
+/// The RSA key of a DER SubjectPublicKeyInfo that a secret may be
+/// re-wrapped to (its size checked); `CKR_KEY_TYPE_INCONSISTENT` for
+/// another algorithm.
+pub fn rewrap_target_rsa(spki_der: &[u8]) -> Result<RsaPublicKey, CkRv> {
+    rsa_public_from_spki(spki_der)
 }
 
 /// The parts of a certificate PKCS#11 exposes as attributes, each the DER

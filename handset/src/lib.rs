@@ -13,6 +13,7 @@ pub mod ec;
 pub mod manager;
 pub mod notify;
 pub mod pinentry;
+pub mod rewrap;
 pub mod serve;
 pub mod store;
 pub mod tty;

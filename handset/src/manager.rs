@@ -271,6 +271,16 @@ fn change_objects(c: &mut Container, request: Request) -> Result<(), CkRv> {
 /// The operations that use a private key, with the key unwrapped. A
 /// mechanism of the other key type is `CKR_KEY_TYPE_INCONSISTENT`.
 fn private_key_operation(key: &PrivateKey, request: Request) -> Result<Reply, CkRv> {
+    if let Request::Rewrap {
+        in_hash,
+        data,
+        out_hash,
+        spki,
+        ..
+    } = request
+    {
+        return crate::rewrap::rewrap(key, in_hash, &data, out_hash, &spki).map(Reply::Rewrapped);
+    }
     let key = match key {
         PrivateKey::Rsa(key) => key,
         PrivateKey::Ec(key) => return ec_key_operation(key, request),
@@ -287,13 +297,6 @@ fn private_key_operation(key: &PrivateKey, request: Request) -> Result<Reply, Ck
         Request::Decrypt {
             mechanism, data, ..
         } => crypto::decrypt(key, &mechanism, &data).map(Reply::Plaintext),
-        Request::Rewrap {
-            in_hash,
-            data,
-            out_hash,
-            spki,
-            ..
-        } => crypto::rewrap(key, in_hash, &data, out_hash, &spki).map(Reply::Rewrapped),
         _ => Err(CkRv::GENERAL_ERROR),
     }
 }
@@ -313,9 +316,7 @@ fn ec_key_operation(key: &EcPrivateKey, request: Request) -> Result<Reply, CkRv>
             ..
         } => key.sign_message(&data).map(Reply::Signature),
         Request::Derive { peer, .. } => key.derive(&peer).map(Reply::Derived),
-        Request::Sign { .. } | Request::Decrypt { .. } | Request::Rewrap { .. } => {
-            Err(CkRv::KEY_TYPE_INCONSISTENT)
-        }
+        Request::Sign { .. } | Request::Decrypt { .. } => Err(CkRv::KEY_TYPE_INCONSISTENT),
         _ => Err(CkRv::GENERAL_ERROR),
     }
 }

@@ -1,5 +1,7 @@
 //! Re-wrapping inside the handset: the secret moves to another container
 //! or a recovery key without ever being in the clear on this computer.
+//! Either key may be RSA or EC (P-256, P-384); the handset opens one
+//! wrapping and makes the other (`+CKREWRAP`).
 
 use phonecsp::local::PublicKey;
 use phonecsp_protocol::CkRv;
@@ -56,36 +58,34 @@ pub fn rewrap(
         }
         RewrapTo::PublicKey(key) => (None, PublicKey::Rsa(key.clone())),
     };
-    // The handset's re-wrap is RSA-OAEP in and out (+CKREWRAP): a secret
-    // wrapped to an EC key, or going to one, cannot pass through it.
-    let PublicKey::Rsa(public) = public else {
-        return Err(LuksError::Usage(
-            "re-wrapping to an EC key is not supported: enrol the disk to that key instead \
-             (phonecsp luks enroll), then remove the old keyslot"
-                .into(),
-        ));
-    };
-    if from.ephemeral()?.is_some() {
-        return Err(LuksError::Usage(
-            "this key is wrapped to an EC key, which the handset cannot re-wrap: enrol the \
-             disk to the new key instead (phonecsp luks enroll), then remove the old keyslot"
-                .into(),
-        ));
-    }
     if target.as_ref() == Some(&source) {
         return Err(LuksError::Usage(
             "the key is already wrapped to that container key".into(),
         ));
     }
-    let spki = phonecsp::local::spki_der(&public)
+    if let PublicKey::Ec(k) = &public
+        && k.curve == phonecsp_protocol::Curve::Ed25519
+    {
+        return Err(LuksError::PublicKey(
+            "an Ed25519 key only signs: re-wrap to an RSA, P-256 or P-384 key".into(),
+        ));
+    }
+    let spki = public
+        .spki_der()
         .map_err(|rv| LuksError::PublicKey(format!("cannot encode it: {rv}")))?;
+    // What the handset opens: an EC wrapping's one-time point, then the
+    // sealed secret.
+    let input = match from.ephemeral()? {
+        Some(e) => [e, from.wrapped()?].concat(),
+        None => from.wrapped()?,
+    };
     let rewrapped = client
         .rewrap(
             &source.handset,
             &source.container,
             &source.key_id,
             ckm::SHA256,
-            &from.wrapped()?,
+            &input,
             ckm::SHA256,
             &spki,
         )
@@ -97,12 +97,22 @@ pub fn rewrap(
             },
             _ => key_use_error(e, &source),
         })?;
-    let wrapping = crate::secret::Wrapping {
-        algorithm: crate::secret::RSA_ALGORITHM,
-        wrapped: rewrapped,
-        ephemeral: None,
+    let wrapping = match &public {
+        PublicKey::Ec(k) => {
+            let n = k.curve.point_len().min(rewrapped.len());
+            crate::secret::Wrapping {
+                algorithm: crate::secret::EC_ALGORITHM,
+                ephemeral: Some(rewrapped[..n].to_vec()),
+                wrapped: rewrapped[n..].to_vec(),
+            }
+        }
+        PublicKey::Rsa(_) => crate::secret::Wrapping {
+            algorithm: crate::secret::RSA_ALGORITHM,
+            wrapped: rewrapped,
+            ephemeral: None,
+        },
     };
-    let mut out = WrappedKey::new(target.as_ref(), 0, &PublicKey::Rsa(public), &wrapping)?;
+    let mut out = WrappedKey::new(target.as_ref(), 0, &public, &wrapping)?;
     out.keyslots = from.keyslots.clone();
     Ok(out)
 }

@@ -3,8 +3,6 @@
 //! ECDH-ES with HKDF-SHA256 and AES-256-GCM to a P-256 or P-384 key), and
 //! the public keys that name a target.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use phonecsp::local::{EcPublicKey, PublicKey};
@@ -21,14 +19,9 @@ use phonecsp::mechanism::Encryption;
 /// The wrapping to an RSA key.
 pub const RSA_ALGORITHM: &str = "RSA-OAEP-SHA256";
 /// The wrapping to a P-256 or P-384 key: an ephemeral key pair made on the
-/// computer, ECDH with the handset key (the handset does its half), HKDF-
-/// SHA256 of the shared secret to an AES-256-GCM key.
-pub const EC_ALGORITHM: &str = "ECDH-ES-HKDF-SHA256-A256GCM";
-/// HKDF's info, before the ephemeral and the handset key's points: names
-/// the use, so the key is good for nothing else.
-const EC_KDF_INFO: &[u8] = b"phonecsp disk secret v1\0";
-/// AES-GCM's nonce length.
-const GCM_NONCE_LEN: usize = 12;
+/// computer, ECDH with the handset key (the handset does its half), the
+/// secret sealed as [`phonecsp_protocol::disk_wrap`] says.
+pub const EC_ALGORITHM: &str = phonecsp_protocol::disk_wrap::SCHEME;
 
 /// Random bytes in a disk secret (384 bits), before base64.
 pub const SECRET_RANDOM_BYTES: usize = 48;
@@ -105,35 +98,11 @@ fn ec_wrap(key: &EcPublicKey, secret: &[u8]) -> Result<Wrapping> {
             ));
         }
     };
-    let mut nonce = [0u8; GCM_NONCE_LEN];
-    rand::RngCore::fill_bytes(&mut rng, &mut nonce);
-    let cipher = ec_cipher(&z, &ephemeral, &key.point)?;
-    let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: secret,
-                aad: EC_ALGORITHM.as_bytes(),
-            },
-        )
-        .map_err(|_| LuksError::PublicKey("AES-GCM refused the secret".into()))?;
     Ok(Wrapping {
         algorithm: EC_ALGORITHM,
-        wrapped: [&nonce[..], &ct].concat(),
+        wrapped: phonecsp_protocol::disk_wrap::seal(&z, &ephemeral, &key.point, secret),
         ephemeral: Some(ephemeral),
     })
-}
-
-/// The AES-256-GCM key from ECDH's shared secret `z`: HKDF-SHA256 with no
-/// salt, its info naming the use and both points, so that the key belongs
-/// to this one exchange.
-fn ec_cipher(z: &[u8], ephemeral: &[u8], recipient: &[u8]) -> Result<Aes256Gcm> {
-    let info = [EC_KDF_INFO, ephemeral, recipient].concat();
-    let mut key = Zeroizing::new([0u8; 32]);
-    hkdf::Hkdf::<Sha256>::new(None, z)
-        .expand(&info, &mut key[..])
-        .map_err(|_| LuksError::Format("HKDF refused the length".into()))?;
-    Aes256Gcm::new_from_slice(&key[..]).map_err(|_| LuksError::Format("AES key length".into()))
 }
 
 /// Opens an ECDH-ES wrapping with `z`, the shared secret the handset gave
@@ -145,21 +114,7 @@ pub fn ec_unwrap(
     recipient: &[u8],
     wrapped: &[u8],
 ) -> Option<Zeroizing<Vec<u8>>> {
-    if wrapped.len() <= GCM_NONCE_LEN {
-        return None;
-    }
-    let (nonce, ct) = wrapped.split_at(GCM_NONCE_LEN);
-    let cipher = ec_cipher(z, ephemeral, recipient).ok()?;
-    cipher
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: ct,
-                aad: EC_ALGORITHM.as_bytes(),
-            },
-        )
-        .ok()
-        .map(Zeroizing::new)
+    phonecsp_protocol::disk_wrap::open(z, ephemeral, recipient, wrapped)
 }
 
 /// Hex SHA-256 of the key's DER SubjectPublicKeyInfo.

@@ -10,6 +10,7 @@ pub mod announce;
 pub mod at;
 pub mod ck;
 pub mod compact;
+pub mod disk_wrap;
 pub mod host;
 pub mod limits;
 pub mod message;

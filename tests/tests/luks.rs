@@ -1232,6 +1232,53 @@ fn an_ec_key_enrols_and_unlocks_the_disk() {
     let file = file.to_str().unwrap();
     f.unlocks("luks-token", &bus);
     f.unlocks(file, &bus);
+
+    // Inside the phone, from the P-256 key to disk2's RSA key, and from
+    // that to the P-384 key: the token's algorithm follows its key.
+    let image = f.image.to_str().unwrap();
+    for (to_token, to_key, algorithm) in [
+        ("disk2", "03", "RSA-OAEP-SHA256"),
+        ("disk", "0b", "ECDH-ES-HKDF-SHA256-A256GCM"),
+    ] {
+        let o = f.cli(
+            &[
+                "luks",
+                "rewrap",
+                image,
+                "--to-token",
+                to_token,
+                "--to-key",
+                to_key,
+                "--replace",
+                "--yes",
+            ],
+            &[("PHONECSP_PIN", PIN)],
+        );
+        ok(&o, "luks rewrap");
+        let t = tokens(&f.image);
+        assert_eq!(t.as_object().unwrap().len(), 1, "{t}");
+        let (_, tok) = t.as_object().unwrap().iter().next().unwrap();
+        assert_eq!(tok["algorithm"], algorithm, "{tok}");
+        assert_eq!(tok["key_id"], to_key, "{tok}");
+        assert_eq!(tok["keyslots"], serde_json::json!(["1"]), "{tok}");
+        f.unlocks("luks-token", &bus);
+    }
+    // Not to the Ed25519 key.
+    let o = f.cli(
+        &[
+            "luks",
+            "rewrap",
+            image,
+            "--to-token",
+            "disk",
+            "--to-key",
+            "0c",
+            "--yes",
+        ],
+        &[("PHONECSP_PIN", PIN)],
+    );
+    fails_saying(&o, 1, "Ed25519 key only signs");
+
     f.stop_daemon();
     f.unlocks("luks-token", NO_BUS);
     f.unlocks(file, NO_BUS);
