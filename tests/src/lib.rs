@@ -632,25 +632,32 @@ pub mod introspect {
     }
 }
 
-/// The PKCS#11 module, `libphonecsp_pkcs11.so`. `cargo test` (and
-/// nextest) build it as an example (pkcs11-shim/examples/module.rs),
-/// in `examples/` beside the binaries; a build of the library itself
-/// (`cargo build -p phonecsp-pkcs11 --lib`), which `cargo test` never
-/// makes, is used only under `PHONECSP_TEST_BIN_DIR`.
+/// The PKCS#11 module, `libphonecsp_pkcs11.so`: the newer of the two
+/// builds of it beside the binaries. A build of the library
+/// (`cargo build -p phonecsp-pkcs11 --lib`, what scripts/test does) puts
+/// it there; `cargo test --workspace` never builds a cdylib, but does
+/// build the same module as an example (pkcs11-shim/examples/module.rs)
+/// into `examples/`. Whichever was built last is what the sources are now.
+/// Under `PHONECSP_TEST_BIN_DIR`, that directory's library only.
 pub fn pkcs11_module() -> PathBuf {
     let name = "libphonecsp_pkcs11.so";
     let dir = bin_dir();
-    let p = if std::env::var_os("PHONECSP_TEST_BIN_DIR").is_some() {
-        dir.join(name)
-    } else {
-        dir.join("examples").join(name)
-    };
-    assert!(
-        p.exists(),
-        "{} is not built: run `cargo build -p phonecsp-pkcs11 --examples` first",
-        p.display()
-    );
-    p
+    let mut builds = vec![dir.join(name)];
+    if std::env::var_os("PHONECSP_TEST_BIN_DIR").is_none() {
+        builds.push(dir.join("examples").join(name));
+    }
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    builds
+        .into_iter()
+        .filter_map(|p| Some((modified(&p)?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not built: run `cargo build -p phonecsp-pkcs11 --lib` first",
+                dir.join(name).display()
+            )
+        })
 }
 
 /// The line between the computer and the handset, as a test can cut it:
