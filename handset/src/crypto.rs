@@ -104,6 +104,33 @@ pub fn from_pkcs8_der(der: &[u8]) -> Result<RsaPrivateKey, CkRv> {
     check_private_key(key)
 }
 
+/// A private key given to the handset (`+CKIMPORT`), parsed: one variant
+/// per kind of key the handset holds, so that a new kind is a new variant
+/// and a new arm of [`parse_pkcs8`].
+pub enum ImportedKey {
+    Rsa(RsaPrivateKey),
+}
+
+/// Parses an unencrypted PKCS#8 DER private key (`PrivateKeyInfo`, RFC
+/// 5208) of a kind the handset holds, and checks it. Not PKCS#8, trailing
+/// bytes, or an encrypted PKCS#8 (an `EncryptedPrivateKeyInfo`, which has
+/// no algorithm to read): `ATTRIBUTE_VALUE_INVALID`; a kind of key the
+/// handset does not hold: `KEY_TYPE_INCONSISTENT`; an RSA key of a size it
+/// does not hold: `KEY_SIZE_RANGE`.
+pub fn parse_pkcs8(der: &[u8]) -> Result<ImportedKey, CkRv> {
+    let info = PrivateKeyInfo::from_der(der).map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?;
+    if info.algorithm.oid == RSA_ENCRYPTION_OID {
+        let key = RsaPrivateKey::from_pkcs8_der(der).map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?;
+        // Exactly the sizes the handset generates: a key it holds is one
+        // every host's checks accept.
+        if !RSA_KEY_BITS.contains(&(key.n().bits() as u32)) {
+            return Err(CkRv::KEY_SIZE_RANGE);
+        }
+        return check_private_key(key).map(ImportedKey::Rsa);
+    }
+    Err(CkRv::KEY_TYPE_INCONSISTENT)
+}
+
 /// Modulus and public exponent (big-endian, no leading zeros) and the
 /// modulus size in bits.
 pub fn public_parts(key: &RsaPrivateKey) -> (Vec<u8>, Vec<u8>, u32) {

@@ -218,6 +218,11 @@ pub mod cka {
     pub const MODULUS: u32 = 0x120;
     pub const MODULUS_BITS: u32 = 0x121;
     pub const PUBLIC_EXPONENT: u32 = 0x122;
+    /// Booleans of a key pair (one byte, 0 or 1): whether it was generated
+    /// on the handset, and so never outside it (section 7.24).
+    pub const LOCAL: u32 = 0x163;
+    pub const NEVER_EXTRACTABLE: u32 = 0x164;
+    pub const ALWAYS_SENSITIVE: u32 = 0x165;
 }
 
 /// The digests of the SHA-1/SHA-2 family, named by their `CKM_*` value on
