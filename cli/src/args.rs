@@ -168,6 +168,31 @@ directly; OBJECT is its path.\n\nExamples:\n  phonecsp keys\n  phonecsp --json k
         label: String,
     },
 
+    /// Move a private key made elsewhere onto the phone
+    #[command(after_help = "\
+The file is an unencrypted private key: PKCS#8 (PEM `PRIVATE KEY`, as `openssl genpkey` \
+writes, or DER), PKCS#1 (`RSA PRIVATE KEY`) or OpenSSH (`ssh-keygen`); RSA of 2048, 3072 \
+or 4096 bits. An encrypted one is refused: decrypt it into a pipe, as in the example. \
+The key goes to the phone inside the encrypted session and is written nowhere here; \
+the phone records it as imported (CKA_LOCAL false), since it was once outside it, and \
+copies of the file still work: destroy them if the phone is to be the key's only home.
+
+Examples:
+  phonecsp import ssh ~/.ssh/id_rsa --id 01 --label \"old laptop\"
+  openssl pkey -in encrypted.pem | phonecsp import ssh - --id 02")]
+    Import {
+        /// The token (container on the handset)
+        token: String,
+        /// The private key file ("-" for stdin)
+        file: String,
+        /// The CKA_ID in hex [default: chosen by the handset]
+        #[arg(long, value_name = "HEX")]
+        id: Option<Id>,
+        /// The CKA_LABEL
+        #[arg(long, value_name = "LABEL", default_value = "")]
+        label: String,
+    },
+
     /// Import, export or delete a certificate
     #[command(subcommand)]
     Cert(CertCommand),
@@ -274,6 +299,7 @@ impl Command {
         match self {
             Command::Objects { token }
             | Command::Keygen { token, .. }
+            | Command::Import { token, .. }
             | Command::Pin(PinCommand::Change { token })
             | Command::Unblock { token }
             | Command::ChangePuk { token }

@@ -17,6 +17,7 @@ mod failure;
 mod generate;
 mod handsets;
 mod id;
+mod import;
 mod keys;
 mod luks;
 mod output;
@@ -95,6 +96,12 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
             id,
             label,
         } => keys::keygen(cx, &token, bits, id, &label),
+        Command::Import {
+            token,
+            file,
+            id,
+            label,
+        } => import::import(cx, &token, &file, id, &label),
         Command::Cert(CertCommand::Import {
             token,
             id,

@@ -64,6 +64,11 @@ macro_rules! for_each_call {
                 /// An empty `id` lets the handset choose the CKA_ID.
                 plain fn generate_key_pair(handset: &str, token: &str, bits: u32, id: &[u8],
                     label: &str) -> KeyPairInfo;
+                /// Checks the daemon's identity, then moves a private key made
+                /// elsewhere (unencrypted PKCS#8 DER) onto the handset; answered
+                /// as a generated key. The caller's copy is its own to wipe.
+                trusted fn import_key(handset: &str, token: &str, id: &[u8], label: &str,
+                    private_key: &[u8]) -> KeyPairInfo;
                 plain fn generate_random(handset: &str, length: u32) -> Vec<u8>;
                 /// `certificate` is DER.
                 plain fn import_certificate(handset: &str, token: &str, id: &[u8], label: &str,
@@ -238,6 +243,6 @@ mod tests {
         want.sort();
         got.sort();
         assert_eq!(got, want);
-        assert_eq!(got.len(), 27);
+        assert_eq!(got.len(), 28);
     }
 }

@@ -34,7 +34,7 @@ use phonecsp::{
 use phonecsp_protocol::at::check_text;
 use phonecsp_protocol::limits::{
     MAX_DATA_OBJECT_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECT_ID_LEN,
-    MAX_PIN_LEN, MAX_RANDOM_LEN, RSA_KEY_BITS,
+    MAX_PIN_LEN, MAX_PRIVATE_KEY_LEN, MAX_RANDOM_LEN, RSA_KEY_BITS,
 };
 use phonecsp_protocol::message::{DataObject, program_text, token_flags};
 use phonecsp_protocol::noise::fingerprint;
@@ -1189,6 +1189,36 @@ impl Call<'_> {
         }
     }
 
+    /// Moves a private key made elsewhere (unencrypted PKCS#8 DER) onto the
+    /// handset, which checks it and records it as imported.
+    pub(crate) async fn import_key(
+        &self,
+        conn: &Connection,
+        id: &[u8],
+        label: &str,
+        pkcs8: &[u8],
+    ) -> Result<KeyPairInfo> {
+        if pkcs8.is_empty() || pkcs8.len() > MAX_PRIVATE_KEY_LEN {
+            return Err(ck(
+                CkRv::ATTRIBUTE_VALUE_INVALID,
+                format!("a private key is 1 to {MAX_PRIVATE_KEY_LEN} bytes of PKCS#8 DER"),
+            ));
+        }
+        check_id(id)?;
+        check_label(label)?;
+        self.require_login().await?;
+        let key = self
+            .handset()
+            .import_key(self.token, id, label, pkcs8)
+            .await?;
+        self.changed(conn).await;
+        Ok(KeyPairInfo {
+            id: key.id,
+            modulus: key.modulus,
+            exponent: key.exponent,
+        })
+    }
+
     /// Generates an RSA key pair of `bits` on the handset.
     pub(crate) async fn generate_key_pair(
         &self,
@@ -1635,6 +1665,24 @@ impl Provider {
     ) -> Result<KeyPairInfo> {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         call.generate_key_pair(conn, bits, &id, &label).await
+    }
+
+    #[zbus(out_args("key"))]
+    #[allow(clippy::too_many_arguments)]
+    async fn import_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        token: String,
+        id: Vec<u8>,
+        label: String,
+        private_key: Vec<u8>,
+    ) -> Result<KeyPairInfo> {
+        // A private key: wiped when this call is done with it.
+        let private_key = Zeroizing::new(private_key);
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        call.import_key(conn, &id, &label, &private_key).await
     }
 
     #[zbus(out_args("random"))]
