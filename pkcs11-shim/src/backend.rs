@@ -61,6 +61,16 @@ pub trait Backend: Send + Sync {
     fn decrypt(&self, t: &TokenName, key_id: &[u8], enc: &Encryption, ct: &[u8]) -> Result<Secret>;
     /// An empty `id` lets the handset choose one.
     fn generate(&self, t: &TokenName, bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo>;
+    /// Moves a private key made elsewhere (unencrypted PKCS#8 DER) onto the
+    /// handset, answered as a generated pair; an empty `id` lets the
+    /// handset choose one.
+    fn import_key(
+        &self,
+        t: &TokenName,
+        id: &[u8],
+        label: &str,
+        pkcs8: &[u8],
+    ) -> Result<KeyPairInfo>;
     /// At most `protocol::limits`' largest random request per call.
     fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>>;
     fn put_certificate(&self, t: &TokenName, id: &[u8], label: &str, der: &[u8]) -> Result<()>;
@@ -149,6 +159,17 @@ impl Backend for Dbus {
     fn generate(&self, t: &TokenName, bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo> {
         self.client()?
             .generate_key_pair(&t.handset, &t.token, bits, id, label)
+    }
+
+    fn import_key(
+        &self,
+        t: &TokenName,
+        id: &[u8],
+        label: &str,
+        pkcs8: &[u8],
+    ) -> Result<KeyPairInfo> {
+        self.client()?
+            .import_key(&t.handset, &t.token, id, label, pkcs8)
     }
 
     fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>> {

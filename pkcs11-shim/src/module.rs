@@ -1077,6 +1077,37 @@ impl Module {
         Ok(self.keep(h, slot, copy))
     }
 
+    /// Imports a private key given by its values onto the handset
+    /// (`+CKIMPORT`): the phone keeps it as it keeps a generated one,
+    /// marked imported (`CKA_LOCAL` false), and its public key object comes
+    /// with it. The values are the caller's; they go to the phone in wiped
+    /// buffers and are kept nowhere here.
+    fn create_token_private_key(
+        &self,
+        slot: usize,
+        template: &Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let pkcs8 = objects::private_key_pkcs8(template)?;
+        let id = objects::find(template, CKA_ID).unwrap_or_default();
+        let label = match objects::find(template, CKA_LABEL) {
+            Some(l) => {
+                String::from_utf8(l.to_vec()).or_else(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?
+            }
+            None => String::new(),
+        };
+        if !self.logged_in(slot) {
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        }
+        let t = self.names(slot)?;
+        let kp = self.check(slot, self.backend.import_key(&t, id, &label, &pkcs8))?;
+        self.forget_attrs(slot);
+        Ok(lock(&self.objects).handle(ObjKey {
+            slot,
+            class: CKO_PRIVATE_KEY,
+            id: kp.id,
+        }))
+    }
+
     /// Stores an X.509 certificate on the handset.
     fn create_token_object(
         &self,
@@ -1090,6 +1121,7 @@ impl Module {
         match class {
             CKO_CERTIFICATE => {}
             CKO_DATA => return self.create_token_data(slot, template),
+            CKO_PRIVATE_KEY => return self.create_token_private_key(slot, template),
             _ => return fail(CKR_ATTRIBUTE_VALUE_INVALID),
         }
         if let Some(t) = objects::find(template, CKA_CERTIFICATE_TYPE)
