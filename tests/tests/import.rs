@@ -1,0 +1,369 @@
+//! Issue 15, item 3, end to end: keys made by real programs (`openssl
+//! genpkey`, `ssh-keygen`) moved onto the phone by `phonecsp import` and by
+//! `pkcs11-tool --write-object --type privkey` (C_CreateObject), then used:
+//! an ssh login to a real sshd through the PKCS#11 module, a signature
+//! checked by `openssl` with the original key's public half. Bad files are
+//! refused with clear errors, and nothing is stored half-way.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use phonecsp::{Bus, ClientOptions};
+use phonecsp_tests::{
+    Daemon, Handset, PIN, Sshd, TestBus, is_root, ok, phonecsp, pkcs11_module, wait_until,
+};
+
+struct Fixture {
+    root: tempfile::TempDir,
+    bus: TestBus,
+    _handset: Handset,
+    _daemon: Daemon,
+    module: PathBuf,
+}
+
+/// Handset with `ssh` authorised (key 01 generated on it), daemon started
+/// and paired, the token listed.
+fn fixture() -> Fixture {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let bus = TestBus::start();
+    let mut handset = Handset::create(root.path());
+    let code = handset.offer_pairing(&["ssh"]);
+    handset.start();
+    let daemon = Daemon::start(&bus, root.path(), &handset, "");
+    let client = phonecsp::blocking::Client::connect_with(
+        &Bus::Address(bus.address.clone()),
+        ClientOptions {
+            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+        },
+    )
+    .expect("client");
+    client.pair("phone", &code).expect("pair");
+    wait_until("the ssh token", Duration::from_secs(20), || {
+        client.list_tokens().is_ok_and(|t| !t.is_empty())
+    });
+    Fixture {
+        root,
+        bus,
+        _handset: handset,
+        _daemon: daemon,
+        module: pkcs11_module(),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+impl Fixture {
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("PHONECSP_BUS", &self.bus.address)
+            .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        self.cmd("pkcs11-tool")
+            .arg("--module")
+            .arg(&self.module)
+            .args(args)
+            .output()
+            .expect("pkcs11-tool (install opensc)")
+    }
+
+    fn import(&self, file: &Path, id: &str) -> Output {
+        phonecsp(
+            &self.bus,
+            None,
+            &["import", "ssh", s(file), "--id", id, "--label", "imported"],
+            &[("PHONECSP_PIN", PIN)],
+        )
+    }
+
+    /// The token's public key `id` as DER, read by pkcs11-tool.
+    fn public_der(&self, id: &str) -> Vec<u8> {
+        let der = self.path(&format!("pub-{id}.der"));
+        ok(self.pkcs11_tool(&[
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--id",
+            id,
+            "-o",
+            s(&der),
+        ]));
+        std::fs::read(der).expect("public key")
+    }
+
+    /// The private keys' lines of `pkcs11-tool --list-objects`, logged in.
+    fn private_keys(&self) -> String {
+        ok(self.pkcs11_tool(&[
+            "--login",
+            "--pin",
+            PIN,
+            "--list-objects",
+            "--type",
+            "privkey",
+        ]))
+    }
+}
+
+/// `openssl` run to completion, its stdout.
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let o = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    o.stdout
+}
+
+/// A fresh RSA key made by `openssl genpkey`: PKCS#8 PEM.
+fn openssl_key(dir: &Path, name: &str, bits: u32) -> PathBuf {
+    let path = dir.join(name);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        &format!("rsa_keygen_bits:{bits}"),
+        "-out",
+        s(&path),
+    ]);
+    path
+}
+
+/// The SubjectPublicKeyInfo DER of a private key file openssl reads.
+fn spki_of(key: &Path) -> Vec<u8> {
+    openssl(&["pkey", "-in", s(key), "-pubout", "-outform", "DER"])
+}
+
+/// The "Access:" line of the object with `id` in pkcs11-tool's listing.
+fn access_of(listing: &str, id: &str) -> String {
+    listing
+        .split("Private Key Object")
+        .find(|block| {
+            block
+                .lines()
+                .any(|l| l.trim().strip_prefix("ID:").map(str::trim) == Some(id))
+        })
+        .and_then(|block| {
+            block
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("Access:"))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no Access line for {id} in\n{listing}"))
+}
+
+#[test]
+fn openssl_and_ssh_keygen_keys_are_imported_and_an_imported_key_logs_in_to_sshd() {
+    let f = fixture();
+    let dir = f.root.path();
+    // A PKCS#8 PEM key from openssl: the phone's public key is its own.
+    let pem = openssl_key(dir, "openssl.pem", 2048);
+    let o = f.import(&pem, "0a");
+    assert!(o.status.success(), "import: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("an imported key was once outside the phone"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(f.public_der("0a"), spki_of(&pem));
+
+    // An OpenSSH key from ssh-keygen.
+    let ssh_key = dir.join("id_rsa");
+    let made = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "rsa",
+            "-b",
+            "3072",
+            "-N",
+            "",
+            "-C",
+            "old@laptop",
+            "-f",
+        ])
+        .arg(&ssh_key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let o = f.import(&ssh_key, "0b");
+    assert!(o.status.success(), "import: {}", stderr(&o));
+    let ssh_pub = std::fs::read_to_string(dir.join("id_rsa.pub")).unwrap();
+    let blob = ssh_pub.split_whitespace().nth(1).unwrap().to_owned();
+    let listed = ok(f
+        .cmd("ssh-keygen")
+        .arg("-D")
+        .arg(&f.module)
+        .output()
+        .unwrap());
+    assert!(listed.contains(&blob), "{blob} not in\n{listed}");
+
+    // pkcs11-tool reads the imported keys as not local, the generated one
+    // as local.
+    let keys = f.private_keys();
+    assert!(!access_of(&keys, "0a").contains("local"), "{keys}");
+    assert!(
+        !access_of(&keys, "0b").contains("never extractable"),
+        "{keys}"
+    );
+    assert!(access_of(&keys, "01").contains("local"), "{keys}");
+
+    // An ssh login with the key ssh-keygen made, now held by the phone:
+    // sshd trusts only that key.
+    if !is_root() {
+        eprintln!("SKIPPED: sshd needs root");
+        return;
+    }
+    let sshd = Sshd::start(&f.path("."), ssh_pub.trim());
+    let out = sshd.login(f.cmd("ssh"), &f.module, "echo logged-in-with-imported-key");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("logged-in-with-imported-key"),
+        "ssh failed: {}\n{stdout}\n{}\n--- sshd log\n{}",
+        out.status,
+        stderr(&out),
+        sshd.log()
+    );
+}
+
+#[test]
+fn pkcs11_tool_writes_a_private_key_that_then_signs() {
+    let f = fixture();
+    let pem = openssl_key(f.root.path(), "k.pem", 2048);
+    let der = f.path("k.der");
+    openssl(&["pkey", "-in", s(&pem), "-outform", "DER", "-out", s(&der)]);
+    ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--write-object",
+        s(&der),
+        "--type",
+        "privkey",
+        "--id",
+        "0c",
+        "--label",
+        "written",
+    ]));
+    assert_eq!(f.public_der("0c"), spki_of(&pem));
+    assert!(!access_of(&f.private_keys(), "0c").contains("local"));
+    // It signs, and openssl verifies with the original key.
+    let msg = f.path("msg");
+    std::fs::write(&msg, b"signed by a written key").unwrap();
+    let sig = f.path("msg.sig");
+    ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--sign",
+        "--mechanism",
+        "SHA256-RSA-PKCS",
+        "--id",
+        "0c",
+        "-i",
+        s(&msg),
+        "-o",
+        s(&sig),
+    ]));
+    let v = openssl(&[
+        "dgst",
+        "-sha256",
+        "-prverify",
+        s(&pem),
+        "-signature",
+        s(&sig),
+        s(&msg),
+    ]);
+    assert!(String::from_utf8_lossy(&v).contains("Verified OK"));
+}
+
+#[test]
+fn bad_key_files_are_refused_clearly_and_nothing_is_stored() {
+    let f = fixture();
+    let dir = f.root.path();
+    let before = f.private_keys();
+    let pem = openssl_key(dir, "good.pem", 2048);
+    // Encrypted PKCS#8, and a passphrase-protected OpenSSH key.
+    let enc = dir.join("enc.pem");
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-v2",
+        "aes-256-cbc",
+        "-passout",
+        "pass:secret",
+        "-in",
+        s(&pem),
+        "-out",
+        s(&enc),
+    ]);
+    let enc_ssh = dir.join("enc_ssh");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "secret", "-f"])
+        .arg(&enc_ssh)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    // Malformed, truncated DER, an unsupported type and size.
+    let junk = dir.join("junk");
+    std::fs::write(&junk, "this is not a key\n").unwrap();
+    let der = openssl(&["pkey", "-in", s(&pem), "-outform", "DER"]);
+    let cut = dir.join("cut.der");
+    std::fs::write(&cut, &der[..der.len() - 20]).unwrap();
+    let small = openssl_key(dir, "small.pem", 1024);
+    let ed = dir.join("ed.pem");
+    openssl(&["genpkey", "-algorithm", "ED25519", "-out", s(&ed)]);
+
+    for (file, code, says) in [
+        (&enc, 1, "is encrypted"),
+        (&enc_ssh, 1, "is encrypted"),
+        (&junk, 1, "not an OpenSSH or PKCS#8 private key"),
+        (&cut, 1, "not an OpenSSH or PKCS#8 private key"),
+        (&small, 4, "CKR_KEY_SIZE_RANGE"),
+        (&ed, 4, "CKR_KEY_TYPE_INCONSISTENT"),
+    ] {
+        let o = f.import(file, "0d");
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{}: {}",
+            file.display(),
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).contains(says),
+            "{}: {}",
+            file.display(),
+            stderr(&o)
+        );
+    }
+    // An id in use: the generated key 01 stays as it was.
+    let o = f.import(&pem, "01");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("CKR_ATTRIBUTE_VALUE_INVALID"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(f.private_keys(), before);
+}
