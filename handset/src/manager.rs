@@ -959,7 +959,9 @@ impl Manager {
                     exponent,
                 })
             }
-            Request::Attest { .. } => Err(CkRv::FUNCTION_NOT_SUPPORTED),
+            Request::Attest { id, nonce, .. } => {
+                attest(&self.store, &c, &id, nonce).map(Reply::Attestation)
+            }
             Request::PutCertificate { .. }
             | Request::DeleteCertificate { .. }
             | Request::DestroyKey { .. }
@@ -972,6 +974,40 @@ impl Manager {
             }
         }
     }
+}
+
+/// A statement of what this handset knows of the key `id` of `c`, for the
+/// computer's `nonce`, signed with its attestation key (docs/attestation.md).
+/// It reads only what `+CKATTR` gives: no login, no approval.
+fn attest(store: &Store, c: &Container, id: &[u8], nonce: Vec<u8>) -> Result<Vec<u8>, CkRv> {
+    use phonecsp_protocol::attest::{Statement, flags};
+    let k = c.key(id).ok_or(CkRv::OBJECT_HANDLE_INVALID)?;
+    let signing = store.attestation_key().map_err(store_rv)?;
+    let local = if k.local() {
+        flags::LOCAL | flags::NEVER_EXTRACTABLE | flags::ALWAYS_SENSITIVE
+    } else {
+        0
+    };
+    let statement = Statement {
+        handset_key: *store.identity().public(),
+        attestation_key: signing.verifying_key().to_bytes(),
+        handset: store.name().to_owned(),
+        container: c.name().to_owned(),
+        id: id.to_vec(),
+        label: k.label.clone(),
+        spki: crypto::spki_der(&k.modulus, &k.exponent)?,
+        flags: local,
+        policy: match c.policy() {
+            Policy::Auto => "auto",
+            Policy::Confirm => "confirm",
+        }
+        .to_owned(),
+        nonce,
+    };
+    statement.sign(&signing).map_err(|e| {
+        log::error!("attestation of key {id:02x?} in '{}': {e}", c.name());
+        CkRv::GENERAL_ERROR
+    })
 }
 
 /// A fresh random id of 8 bytes, for a key whose request names none.
@@ -1711,6 +1747,66 @@ mod tests {
         let line = log.lines().rfind(|l| l.contains("import-key")).unwrap();
         assert!(line.contains("\"ok\""), "{line}");
         assert!(!log.contains(&B64.encode(der)));
+    }
+
+    /// Issue 15, item 4: a statement needs no login, names the key's
+    /// attributes as stored, checks under the handset's identity and
+    /// attestation key, and carries the nonce; an unknown key is refused.
+    #[test]
+    fn a_statement_names_the_key_and_checks_under_the_handset_keys() {
+        use phonecsp_protocol::attest::{Pinned, check};
+        use rsa::pkcs8::EncodePrivateKey;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let pinned_noise = *store.identity().public();
+        let pinned_attest = store.attestation_key().unwrap().verifying_key().to_bytes();
+        let mut m = Manager::new(store, Approver::default());
+        let attest = |id: u8| Request::Attest {
+            container: "ssh".into(),
+            id: vec![id],
+            nonce: vec![id; 32],
+        };
+        let pinned = Pinned {
+            name: "phone",
+            handset_key: pinned_noise,
+            attestation_key: pinned_attest,
+        };
+        let statement = match m.execute(&HOST, attest(1)) {
+            Ok(Reply::Attestation(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        let s = check(&statement, &pinned, Some(&[1; 32])).unwrap();
+        assert!(s.local());
+        assert_eq!((s.container.as_str(), s.label.as_str()), ("ssh", "ssh key"));
+        assert_eq!(s.policy, "confirm");
+        assert_eq!(
+            m.execute(&HOST, attest(9)).unwrap_err(),
+            CkRv::OBJECT_HANDLE_INVALID
+        );
+        // An imported key's statement says it was not made here.
+        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        let der = crypto::test_key().to_pkcs8_der().unwrap();
+        let import = Request::ImportKey {
+            container: "web".into(),
+            id: vec![9],
+            label: String::new(),
+            pkcs8: Zeroizing::new(der.as_bytes().to_vec()),
+        };
+        assert!(matches!(
+            m.execute(&HOST, import),
+            Ok(Reply::KeyPair { .. })
+        ));
+        let request = Request::Attest {
+            container: "web".into(),
+            id: vec![9],
+            nonce: vec![3; 16],
+        };
+        let Ok(Reply::Attestation(statement)) = m.execute(&HOST, request) else {
+            panic!("no statement");
+        };
+        let s = check(&statement, &pinned, Some(&[3; 16])).unwrap();
+        assert_eq!(s.flags, 0);
+        assert_eq!(s.policy, "auto");
     }
 
     fn hex_bytes(s: &str) -> Vec<u8> {

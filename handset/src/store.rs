@@ -883,6 +883,19 @@ impl Store {
         Ok(Zeroizing::new(mac.finalize().into_bytes().into()))
     }
 
+    /// The handset's Ed25519 attestation key (docs/attestation.md), derived
+    /// from its private identity key as the integrity key is: nothing new
+    /// to keep, the same key after every restart, and a new one with a new
+    /// identity (`init` again), which computers must pair with anew anyway.
+    pub fn attestation_key(&self) -> Result<ed25519_dalek::SigningKey, StoreError> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.identity.private())
+            .map_err(|_| StoreError::Invalid("attestation key".into()))?;
+        mac.update(b"phonecsp attestation key v1");
+        let seed = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
     /// Deletes a container and every host's authorisation for it. The
     /// authorisations go first: a crash in between leaves a container no
     /// host may use, never an authorisation for a later container of the
