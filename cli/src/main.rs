@@ -9,6 +9,7 @@
 
 mod agent;
 mod args;
+mod attest;
 mod cert;
 mod confirm;
 mod crypto;
@@ -96,6 +97,21 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
             id,
             label,
         } => keys::keygen(cx, &token, bits, id, &label),
+        Command::Attest {
+            verify: Some(file),
+            nonce,
+            ..
+        } => attest::verify(cx, &file, nonce.as_ref()),
+        Command::Attest {
+            token: Some(token),
+            key: Some(key),
+            nonce,
+            out,
+            ..
+        } => attest::attest(cx, &token, &key, nonce.as_ref(), &out),
+        Command::Attest { .. } => Err(Failure::Usage(
+            "attest needs TOKEN and --key, or --verify FILE".into(),
+        )),
         Command::Import {
             token,
             file,

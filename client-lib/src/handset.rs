@@ -189,6 +189,22 @@ pub trait Handset: HandsetLink + Send {
         }
     }
 
+    /// `+CKATTEST`: the handset's signed statement about the key `id`,
+    /// for `nonce` (docs/attestation.md); unchecked here.
+    fn attest(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        nonce: &[u8],
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send {
+        let request = Request::Attest {
+            container: container.to_owned(),
+            id: id.to_vec(),
+            nonce: nonce.to_vec(),
+        };
+        async move { expect!(self, request, Reply::Attestation(s) => s) }
+    }
+
     fn random(&mut self, len: u32) -> impl Future<Output = Result<Vec<u8>>> + Send {
         async move { expect!(self, Request::GenerateRandom { len }, Reply::Random(r) => r) }
     }

@@ -1,9 +1,12 @@
-//! Issue 15, item 3, end to end: keys made by real programs (`openssl
-//! genpkey`, `ssh-keygen`) moved onto the phone by `phonecsp import` and by
-//! `pkcs11-tool --write-object --type privkey` (C_CreateObject), then used:
-//! an ssh login to a real sshd through the PKCS#11 module, a signature
-//! checked by `openssl` with the original key's public half. Bad files are
-//! refused with clear errors, and nothing is stored half-way.
+//! Issue 15, items 3 and 4, end to end: keys made by real programs
+//! (`openssl genpkey`, `ssh-keygen`) moved onto the phone by `phonecsp
+//! import` and by `pkcs11-tool --write-object --type privkey`
+//! (C_CreateObject), then used: an ssh login to a real sshd through the
+//! PKCS#11 module, a signature checked by `openssl` with the original key's
+//! public half. Bad files are refused with clear errors, and nothing is
+//! stored half-way. Then `phonecsp attest` of a generated and an imported
+//! key, checked by `phonecsp attest --verify`, and statements tampered
+//! with, for another nonce, or from another phone, refused.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -366,4 +369,150 @@ fn bad_key_files_are_refused_clearly_and_nothing_is_stored() {
         stderr(&o)
     );
     assert_eq!(f.private_keys(), before);
+}
+
+fn cli(f: &Fixture, args: &[&str]) -> Output {
+    phonecsp(&f.bus, None, args, &[("PHONECSP_PIN", PIN)])
+}
+
+const NONCE: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// `attest --verify` of `file` with `nonce`: its JSON on success.
+fn verified(f: &Fixture, file: &Path, nonce: &str) -> serde_json::Value {
+    let o = cli(
+        f,
+        &["--json", "attest", "--verify", s(file), "--nonce", nonce],
+    );
+    assert!(o.status.success(), "verify: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+/// `attest --verify` of `file` fails (exit 1) saying `says`.
+fn refused(f: &Fixture, file: &Path, nonce: &str, says: &str) {
+    let o = cli(f, &["attest", "--verify", s(file), "--nonce", nonce]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}: {}",
+        file.display(),
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains(says),
+        "{}: {}",
+        file.display(),
+        stderr(&o)
+    );
+}
+
+#[test]
+fn generated_and_imported_keys_are_attested_and_bad_statements_refused() {
+    use phonecsp_protocol::attest::Statement;
+    let f = fixture();
+    let dir = f.root.path();
+    let generated = dir.join("01.att");
+    let o = cli(
+        &f,
+        &[
+            "attest",
+            "ssh",
+            "--key",
+            "01",
+            "--nonce",
+            NONCE,
+            "--out",
+            s(&generated),
+        ],
+    );
+    assert!(o.status.success(), "attest: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("generated on the phone"),
+        "{}",
+        stderr(&o)
+    );
+    // The daemon pinned the phone's attestation key at that first statement.
+    let pin = dir.join("daemon-state/handsets/phone.attest");
+    assert_eq!(std::fs::read(&pin).expect("pinned").len(), 32);
+    let v = verified(&f, &generated, NONCE);
+    assert_eq!(v["local"], true);
+    assert_eq!(v["never_extractable"], true);
+    assert_eq!(v["token"], "ssh");
+    assert_eq!(v["id"], "01");
+    assert_eq!(v["handset"], "phone");
+    // Its public key is the one pkcs11-tool reads.
+    let spki = f.public_der("01");
+    assert_eq!(
+        v["public_key"],
+        spki.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+
+    // An imported key: the statement says so.
+    let pem = openssl_key(dir, "imported.pem", 2048);
+    assert!(f.import(&pem, "0a").status.success());
+    let imported = dir.join("0a.att");
+    let o = cli(
+        &f,
+        &[
+            "attest",
+            "ssh",
+            "--key",
+            "0a",
+            "--nonce",
+            NONCE,
+            "--out",
+            s(&imported),
+        ],
+    );
+    assert!(o.status.success(), "attest: {}", stderr(&o));
+    assert!(stderr(&o).contains("IMPORTED"), "{}", stderr(&o));
+    let v = verified(&f, &imported, NONCE);
+    assert_eq!(v["local"], false);
+    assert_eq!(v["always_sensitive"], false);
+
+    // Another nonce, and no nonce (said, not hidden).
+    refused(&f, &generated, &NONCE.replace("1f", "20"), "another nonce");
+    let o = cli(&f, &["attest", "--verify", s(&generated)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("freshness NOT checked"));
+
+    // Any changed byte: every 5th, and the first and last.
+    let bytes = std::fs::read(&generated).unwrap();
+    let bad = dir.join("bad.att");
+    let mut positions: Vec<usize> = (0..bytes.len()).step_by(5).collect();
+    positions.push(bytes.len() - 1);
+    for i in positions {
+        let mut b = bytes.clone();
+        b[i] ^= 0x04;
+        std::fs::write(&bad, &b).unwrap();
+        let o = cli(&f, &["attest", "--verify", s(&bad), "--nonce", NONCE]);
+        assert_eq!(o.status.code(), Some(1), "byte {i}: {}", stderr(&o));
+        assert!(stderr(&o).contains("bad.att: "), "byte {i}: {}", stderr(&o));
+    }
+    std::fs::write(&bad, &bytes[..bytes.len() - 1]).unwrap();
+    refused(&f, &bad, NONCE, "not an attestation statement");
+
+    // Another phone: its own identity and attestation key (not paired
+    // here), and one that claims this phone's identity with a key of its own.
+    let real = Statement::verify(&bytes).unwrap();
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]);
+    let mut other = real.clone();
+    other.attestation_key = other_key.verifying_key().to_bytes();
+    other.handset_key = [0x11; 32];
+    std::fs::write(&bad, other.sign(&other_key).unwrap()).unwrap();
+    refused(&f, &bad, NONCE, "a phone this computer has not paired with");
+    other.handset_key = real.handset_key;
+    std::fs::write(&bad, other.sign(&other_key).unwrap()).unwrap();
+    refused(
+        &f,
+        &bad,
+        NONCE,
+        "another attestation key than the one pinned",
+    );
+
+    // A phone whose attestation key is not the pinned one: the daemon
+    // refuses its statement rather than pass it on.
+    std::fs::write(&pin, [0x22; 32]).unwrap();
+    let o = cli(&f, &["attest", "ssh", "--key", "01", "--out", s(&bad)]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("CKR_DEVICE_ERROR"), "{}", stderr(&o));
 }
