@@ -51,14 +51,16 @@ pub(crate) fn pkcs8_of(name: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, K
         .filter(|_| bytes.first() != Some(&0x30));
     let Some(text) = text else {
         // Binary: PKCS#8 DER, checked for shape here and in full on the phone.
-        return match PrivateKeyInfo::from_der(bytes) {
-            Ok(_) => Ok(Zeroizing::new(bytes.to_vec())),
+        if PrivateKeyInfo::from_der(bytes).is_ok() {
+            return Ok(Zeroizing::new(bytes.to_vec()));
+        }
+        return match RsaPrivateKey::from_pkcs1_der(bytes) {
+            // PKCS#1 DER, as `openssl pkey -outform DER` writes an RSA key.
+            Ok(key) => rsa_pkcs8(name, &key),
             // An EncryptedPrivateKeyInfo is a SEQUENCE of an algorithm and an
             // OCTET STRING; a PrivateKeyInfo starts with its version number.
-            Err(_) if bytes.get(..2).is_some_and(|b| b[0] == 0x30) && looks_encrypted(bytes) => {
-                Err(KeyFileError::Encrypted(name.to_owned()))
-            }
-            Err(e) => Err(malformed(&format!("DER: {e}"))),
+            Err(_) if looks_encrypted(bytes) => Err(KeyFileError::Encrypted(name.to_owned())),
+            Err(_) => Err(malformed("DER that is neither PKCS#8 nor PKCS#1")),
         };
     };
     let label = text

@@ -59,7 +59,9 @@ const GROUPS: &[(CK_FLAGS, CK_ULONG, CK_ULONG, &[CK_MECHANISM_TYPE])] = &[
         &[CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512],
     ),
     (CKF_GENERATE, 16, 32, &[CKM_AES_KEY_GEN]),
-    (CIPHER, 16, 32, &[CKM_AES_CBC, CKM_AES_CBC_PAD, CKM_AES_GCM]),
+    (CIPHER, 16, 32, &[CKM_AES_CBC, CKM_AES_GCM]),
+    // Also unwraps a private key onto the phone (Module::unwrap_private_key).
+    (CIPHER | CKF_UNWRAP, 16, 32, &[CKM_AES_CBC_PAD]),
     (CIPHER, 24, 24, &[CKM_DES3_CBC, CKM_DES3_CBC_PAD]),
 ];
 

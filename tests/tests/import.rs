@@ -6,7 +6,9 @@
 //! public half. Bad files are refused with clear errors, and nothing is
 //! stored half-way. Then `phonecsp attest` of a generated and an imported
 //! key, checked by `phonecsp attest --verify`, and statements tampered
-//! with, for another nonce, or from another phone, refused.
+//! with, for another nonce, or from another phone, refused. And
+//! `C_UnwrapKey` of a private key wrapped with AES-CBC-PAD, through the
+//! `cryptoki` crate.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -515,4 +517,169 @@ fn generated_and_imported_keys_are_attested_and_bad_statements_refused() {
     let o = cli(&f, &["attest", "ssh", "--key", "01", "--out", s(&bad)]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("CKR_DEVICE_ERROR"), "{}", stderr(&o));
+}
+
+const OWN_PROCESS: &str = "PHONECSP_TEST_OWN_PROCESS";
+
+/// A test that loads the module into this process runs alone in a child
+/// process under plain `cargo test` (nextest gives each test its own):
+/// `true` means that has been done and passed (see tests/pkcs11.rs).
+fn own_process(test: &str) -> bool {
+    let isolated = std::env::var_os(OWN_PROCESS).is_some()
+        || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
+    if isolated {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = Command::new(exe)
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(OWN_PROCESS, "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the test in a process of its own");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} in its own process: {}\n{stdout}\n{}",
+        out.status,
+        stderr(&out)
+    );
+    true
+}
+
+#[test]
+fn c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::error::{Error as CkError, RvError};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    if own_process("c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone") {
+        return;
+    }
+    let f = fixture();
+    for (k, v) in [
+        ("PHONECSP_BUS", f.bus.address.clone()),
+        ("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string()),
+    ] {
+        // SAFETY: set before the module starts any thread, in a test
+        // process of its own (see `own_process`).
+        unsafe { std::env::set_var(k, v) };
+    }
+    let p = Pkcs11::new(&f.module).expect("load the module");
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let session = p.open_rw_session(slot).unwrap();
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    let aes = |unwrap: bool| {
+        session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Unwrap(unwrap),
+                ],
+            )
+            .unwrap()
+    };
+    let (wrapping, other) = (aes(true), aes(true));
+    let pem = openssl_key(f.root.path(), "wrapped.pem", 2048);
+    // The standard's wrapped private key is a PKCS#8 PrivateKeyInfo
+    // (`openssl pkey -outform DER` writes PKCS#1).
+    let pkcs8 = openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        s(&pem),
+        "-outform",
+        "DER",
+    ]);
+    let iv = [7u8; 16];
+    let wrapped = session
+        .encrypt(&Mechanism::AesCbcPad(iv), wrapping, &pkcs8)
+        .unwrap();
+    let back = session
+        .decrypt(&Mechanism::AesCbcPad(iv), wrapping, &wrapped)
+        .unwrap();
+    assert_eq!(back, pkcs8, "AES-CBC-PAD round trip");
+    let template = |id: u8| {
+        vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(true),
+            Attribute::Id(vec![id]),
+            Attribute::Label(b"unwrapped".to_vec()),
+        ]
+    };
+    let rv = |r: cryptoki::error::Result<cryptoki::object::ObjectHandle>| match r {
+        Err(CkError::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a PKCS#11 error, got {other:?}"),
+    };
+    // Another mechanism, another AES key, the phone's own RSA key.
+    assert_eq!(
+        rv(session.unwrap_key(&Mechanism::AesCbc(iv), wrapping, &wrapped, &template(0x0e))),
+        RvError::MechanismInvalid
+    );
+    assert_eq!(
+        rv(session.unwrap_key(&Mechanism::AesCbcPad(iv), other, &wrapped, &template(0x0e))),
+        RvError::WrappedKeyInvalid
+    );
+    let phone_key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![1]),
+        ])
+        .unwrap()[0];
+    assert_eq!(
+        rv(session.unwrap_key(
+            &Mechanism::AesCbcPad(iv),
+            phone_key,
+            &wrapped,
+            &template(0x0e)
+        )),
+        RvError::UnwrappingKeyHandleInvalid
+    );
+    assert!(
+        session
+            .find_objects(&[Attribute::Id(vec![0x0e])])
+            .unwrap()
+            .is_empty()
+    );
+    // The right key: on the phone, not local, and it signs.
+    let key = session
+        .unwrap_key(
+            &Mechanism::AesCbcPad(iv),
+            wrapping,
+            &wrapped,
+            &template(0x0e),
+        )
+        .unwrap();
+    let attrs = session
+        .get_attributes(key, &[cryptoki::object::AttributeType::Local])
+        .unwrap();
+    assert!(matches!(attrs[..], [Attribute::Local(false)]), "{attrs:?}");
+    assert_eq!(f.public_der("0e"), spki_of(&pem));
+    let msg = b"signed by an unwrapped key";
+    let sig = session.sign(&Mechanism::Sha256RsaPkcs, key, msg).unwrap();
+    let (m, sg) = (f.path("u.msg"), f.path("u.sig"));
+    std::fs::write(&m, msg).unwrap();
+    std::fs::write(&sg, &sig).unwrap();
+    let v = openssl(&[
+        "dgst",
+        "-sha256",
+        "-prverify",
+        s(&pem),
+        "-signature",
+        s(&sg),
+        s(&m),
+    ]);
+    assert!(String::from_utf8_lossy(&v).contains("Verified OK"));
 }
