@@ -62,6 +62,13 @@ const GROUPS: &[(CK_FLAGS, CK_ULONG, CK_ULONG, &[CK_MECHANISM_TYPE])] = &[
     (CIPHER, 16, 32, &[CKM_AES_CBC, CKM_AES_GCM]),
     // Also unwraps a private key onto the phone (Module::unwrap_private_key).
     (CIPHER | CKF_UNWRAP, 16, 32, &[CKM_AES_CBC_PAD]),
+    // Only unwraps, a private key onto the phone (RFC 5649).
+    (
+        CKF_UNWRAP,
+        16,
+        32,
+        &[CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_KWP],
+    ),
     (CIPHER, 24, 24, &[CKM_DES3_CBC, CKM_DES3_CBC_PAD]),
 ];
 
@@ -253,7 +260,7 @@ mod tests {
     #[test]
     fn every_listed_mechanism_has_info() {
         let l = list();
-        assert_eq!(l.len(), 25);
+        assert_eq!(l.len(), 27);
         for m in l {
             let i = info(m).unwrap();
             assert!(i.flags != 0);

@@ -1398,8 +1398,10 @@ impl Module {
     }
 
     /// `C_UnwrapKey` into a token private key: a PKCS#8 `PrivateKeyInfo`
-    /// encrypted with `CKM_AES_CBC_PAD` under a session AES key (the
-    /// standard's form of a wrapped private key) is decrypted here, and the
+    /// encrypted under a session AES key with `CKM_AES_CBC_PAD`, or wrapped
+    /// with RFC 5649 (`CKM_AES_KEY_WRAP_KWP`, and `CKM_AES_KEY_WRAP_PAD` as
+    /// SoftHSM2 and the cryptoki crate take it), the standard's form of a
+    /// wrapped private key, is opened here, and the
     /// key goes to the phone as `C_CreateObject` sends one (`+CKIMPORT`).
     /// Other mechanisms: `CKR_MECHANISM_INVALID` (the phone's RSA keys
     /// cannot unwrap onto the phone: the key would come out of the phone
@@ -1413,7 +1415,10 @@ impl Module {
         template: &Template,
     ) -> Result<CK_OBJECT_HANDLE> {
         let slot = self.writable_session(h)?;
-        if mech.mechanism != CKM_AES_CBC_PAD {
+        if !matches!(
+            mech.mechanism,
+            CKM_AES_CBC_PAD | CKM_AES_KEY_WRAP_PAD | CKM_AES_KEY_WRAP_KWP
+        ) {
             return fail(CKR_MECHANISM_INVALID);
         }
         let (key_type, value) = self
@@ -1423,18 +1428,28 @@ impl Module {
                 CKR_KEY_HANDLE_INVALID => Error::Rv(CKR_UNWRAPPING_KEY_HANDLE_INVALID),
                 _ => e,
             })?;
-        let mut op =
-            SymOp::new(mech, key_type, &value, Direction::Decrypt).map_err(|e| match e.rv() {
-                CKR_KEY_TYPE_INCONSISTENT => Error::Rv(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
-                CKR_KEY_SIZE_RANGE => Error::Rv(CKR_UNWRAPPING_KEY_SIZE_RANGE),
-                _ => e,
-            })?;
-        if wrapped.is_empty() || !wrapped.len().is_multiple_of(16) {
-            return fail(CKR_WRAPPED_KEY_LEN_RANGE);
+        if key_type != CKK_AES {
+            return fail(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT);
         }
-        let pkcs8 = op
-            .complete(wrapped)
-            .map_err(|_| Error::Rv(CKR_WRAPPED_KEY_INVALID))?;
+        let pkcs8 = if mech.mechanism == CKM_AES_CBC_PAD {
+            let mut op =
+                SymOp::new(mech, key_type, &value, Direction::Decrypt).map_err(|e| {
+                    match e.rv() {
+                        CKR_KEY_SIZE_RANGE => Error::Rv(CKR_UNWRAPPING_KEY_SIZE_RANGE),
+                        _ => e,
+                    }
+                })?;
+            if wrapped.is_empty() || !wrapped.len().is_multiple_of(16) {
+                return fail(CKR_WRAPPED_KEY_LEN_RANGE);
+            }
+            op.complete(wrapped)
+                .map_err(|_| Error::Rv(CKR_WRAPPED_KEY_INVALID))?
+        } else {
+            if mech.param != mechanisms::Param::None {
+                return fail(CKR_MECHANISM_PARAM_INVALID);
+            }
+            symmetric::unwrap_kwp(&value, wrapped)?
+        };
         // The template names the key's type; its values are in the
         // wrapped key, not the template.
         if let Some(k) = objects::find(template, CKA_KEY_TYPE)

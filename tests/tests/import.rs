@@ -682,4 +682,46 @@ fn c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone() {
         s(&m),
     ]);
     assert!(String::from_utf8_lossy(&v).contains("Verified OK"));
+
+    // RFC 5649 key wrap (CKM_AES_KEY_WRAP_PAD as SoftHSM2 and cryptoki
+    // take it), under a session AES key whose value the test knows; a
+    // changed byte fails its integrity check and stores nothing.
+    let kek = [9u8; 32];
+    let known = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Value(kek.to_vec()),
+            Attribute::Unwrap(true),
+        ])
+        .unwrap();
+    let kwp = aes_kw::KekAes256::from(kek)
+        .wrap_with_padding_vec(&pkcs8)
+        .unwrap();
+    let mut changed = kwp.clone();
+    changed[20] ^= 1;
+    assert_eq!(
+        rv(session.unwrap_key(&Mechanism::AesKeyWrapPad, known, &changed, &template(0x0f))),
+        RvError::WrappedKeyInvalid
+    );
+    assert_eq!(
+        rv(session.unwrap_key(
+            &Mechanism::AesKeyWrapPad,
+            known,
+            &kwp[..20],
+            &template(0x0f)
+        )),
+        RvError::WrappedKeyLenRange
+    );
+    assert!(
+        session
+            .find_objects(&[Attribute::Id(vec![0x0f])])
+            .unwrap()
+            .is_empty()
+    );
+    session
+        .unwrap_key(&Mechanism::AesKeyWrapPad, known, &kwp, &template(0x0f))
+        .unwrap();
+    assert_eq!(f.public_der("0f"), spki_of(&pem));
 }
