@@ -150,22 +150,48 @@ Example:
 directly; OBJECT is its path.\n\nExamples:\n  phonecsp keys\n  phonecsp --json keys"
     )]
     Keys,
-    /// Generate an RSA key pair on the handset (logs in first)
+    /// Generate a key pair on the handset (logs in first)
     #[command(
-        after_help = "Example:\n  phonecsp keygen ssh --bits 3072 --id 01 --label \"laptop ssh\""
+        after_help = "Examples:\n  phonecsp keygen ssh --bits 3072 --id 01 --label \"laptop ssh\"\n  \
+phonecsp keygen ssh --type p256 --id 05 --label \"ecdsa key\"\n\n\
+bookworm's OpenSSH (9.2) uses RSA and ECDSA keys on a token, not Ed25519 ones."
     )]
     Keygen {
         /// The token (container on the handset)
         token: String,
-        /// Modulus size: 2048, 3072 or 4096
+        /// Modulus size of an RSA key: 2048, 3072 or 4096
         #[arg(long, default_value_t = 2048, value_parser = parse_bits)]
         bits: u32,
+        /// rsa2048, rsa3072, rsa4096, p256, p384 or ed25519 [default: RSA of --bits]
+        #[arg(long = "type", value_name = "TYPE", value_parser = parse_key_type, conflicts_with = "bits")]
+        key_type: Option<KeyType>,
         /// The CKA_ID in hex [default: chosen by the handset]
         #[arg(long, value_name = "HEX")]
         id: Option<Id>,
         /// The CKA_LABEL
         #[arg(long, value_name = "LABEL", default_value = "")]
         label: String,
+    },
+
+    /// Write out the public key of a key on the handset: PEM, DER or OpenSSH
+    #[command(after_help = "\
+PEM and DER are the SubjectPublicKeyInfo openssl reads; openssh is one line for \
+authorized_keys.
+
+Examples:
+  phonecsp pubkey ssh --key 05 --format openssh >> ~/.ssh/authorized_keys
+  phonecsp pubkey ssh --key 05 --out key.pem")]
+    Pubkey {
+        /// The token (container on the handset)
+        token: String,
+        #[command(flatten)]
+        key: KeyArg,
+        /// pem, der or openssh
+        #[arg(long, value_name = "FORMAT", default_value = "pem", value_parser = ["pem", "der", "openssh"])]
+        format: String,
+        /// Where to write it ("-" for stdout)
+        #[arg(long, value_name = "FILE", default_value = "-")]
+        out: String,
     },
 
     /// Move a private key made elsewhere onto the phone
@@ -334,6 +360,7 @@ impl Command {
         match self {
             Command::Objects { token }
             | Command::Keygen { token, .. }
+            | Command::Pubkey { token, .. }
             | Command::Import { token, .. }
             | Command::Pin(PinCommand::Change { token })
             | Command::Unblock { token }
@@ -459,6 +486,10 @@ pub(crate) struct SignArgs {
     /// Where to write the signature ("-" for stdout)
     #[arg(long, value_name = "FILE", default_value = "-")]
     pub(crate) out: String,
+    /// Write an ECDSA signature in DER, as openssl and X.509 carry it,
+    /// instead of PKCS#11's r||s
+    #[arg(long)]
+    pub(crate) der: bool,
 }
 
 #[derive(Args, Debug)]
@@ -475,6 +506,9 @@ pub(crate) struct VerifyArgs {
     /// The signed data ("-" for stdin)
     #[arg(long = "in", value_name = "FILE", default_value = "-")]
     pub(crate) input: String,
+    /// The ECDSA signature is in DER (as `sign --der` and openssl write it)
+    #[arg(long)]
+    pub(crate) der: bool,
 }
 
 #[derive(Args, Debug)]
@@ -486,10 +520,12 @@ pub(crate) struct KeyArg {
 
 #[derive(Args, Debug)]
 pub(crate) struct SignMechanismArgs {
-    /// SHA{1,224,256,384,512}-RSA-PKCS[-PSS], RSA-PKCS (input: a DigestInfo)
-    /// or RSA-PKCS-PSS (input: a digest)
-    #[arg(long, value_name = "NAME", default_value = "SHA256-RSA-PKCS")]
-    pub(crate) mechanism: String,
+    /// SHA{1,224,256,384,512}-RSA-PKCS[-PSS], RSA-PKCS (input: a DigestInfo),
+    /// RSA-PKCS-PSS (input: a digest), ECDSA-SHA{1,224,256,384,512}, ECDSA
+    /// (input: a digest) or EDDSA [default: SHA256-RSA-PKCS for an RSA key,
+    /// ECDSA-SHA256 for P-256, ECDSA-SHA384 for P-384, EDDSA for Ed25519]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) mechanism: Option<String>,
     /// PSS salt length in bytes [default: the digest's length]
     #[arg(long, value_name = "N")]
     pub(crate) salt_len: Option<u32>,
@@ -516,6 +552,23 @@ pub(crate) struct CryptArgs {
     /// Where to write the output ("-" for stdout)
     #[arg(long, value_name = "FILE", default_value = "-")]
     pub(crate) out: String,
+}
+
+/// A key `keygen --type` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyType {
+    Rsa(u32),
+    Ec(phonecsp_protocol::Curve),
+}
+
+pub(crate) fn parse_key_type(s: &str) -> Result<KeyType, String> {
+    let s = s.trim().to_ascii_lowercase();
+    if let Some(bits) = s.strip_prefix("rsa") {
+        return parse_bits(bits).map(KeyType::Rsa);
+    }
+    phonecsp_protocol::Curve::from_name(&s)
+        .map(KeyType::Ec)
+        .ok_or_else(|| "give rsa2048, rsa3072, rsa4096, p256, p384 or ed25519".into())
 }
 
 pub(crate) fn parse_bits(s: &str) -> Result<u32, String> {
@@ -557,7 +610,8 @@ mod tests {
         let Command::Sign(a) = cli.command else {
             panic!("not sign")
         };
-        assert_eq!(a.mech.mechanism, "SHA256-RSA-PKCS");
+        // No mechanism given: the key's type decides (crypto.rs).
+        assert_eq!(a.mech.mechanism, None);
         assert_eq!(a.out, "-");
         assert_eq!(a.key.key, Id(vec![1]));
         // Global options after the subcommand too.

@@ -8,12 +8,12 @@ use std::fs::File;
 use std::io::{self, Read};
 
 use phonecsp::input::{HandsetSign, SignInput};
+use phonecsp::local::PublicKey;
 use phonecsp::mechanism::{self, Encryption, Signing, ckm};
 use phonecsp::{Error, MechanismParams, local};
+use phonecsp_protocol::Curve;
 use phonecsp_protocol::ck::cko;
-use phonecsp_protocol::limits::MAX_RSA_BITS;
 use phonecsp_protocol::{CkRv, HashAlg};
-use rsa::traits::PublicKeyParts;
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -22,10 +22,10 @@ use crate::failure::{Failure, io_failure};
 use crate::output::{emit_bytes, print_json, print_text, read_input};
 use crate::session::{ApprovalNotice, Context, ensure_login, handset};
 
-/// The longest modulus the handset makes. A signature is prepared before
-/// its key is known, so here the size checks refuse only what no key could
-/// sign; the daemon applies the same checks against the key itself.
-const ANY_KEY_LEN: usize = (MAX_RSA_BITS / 8) as usize;
+/// The longest modulus the handset makes: the tests prepare input for
+/// any key.
+#[cfg(test)]
+const ANY_KEY_LEN: usize = (phonecsp_protocol::limits::MAX_RSA_BITS / 8) as usize;
 
 pub(crate) fn parse_mechanism(name: &str) -> Option<u32> {
     mechanism::by_name(name).or_else(|| {
@@ -68,11 +68,24 @@ enum Resolved {
     },
 }
 
-fn resolve(args: &SignMechanismArgs) -> Result<Resolved, Failure> {
-    let mech = parse_mechanism(&args.mechanism).ok_or_else(|| {
+/// The mechanism a key signs with when none is named: SHA-256 with
+/// PKCS#1 v1.5 for RSA, ECDSA with the hash of the curve's strength, EdDSA.
+fn default_mechanism(key: &PublicKey) -> &'static str {
+    match key {
+        PublicKey::Rsa(_) => "SHA256-RSA-PKCS",
+        PublicKey::Ec(k) => match k.curve {
+            Curve::P256 => "ECDSA-SHA256",
+            Curve::P384 => "ECDSA-SHA384",
+            Curve::Ed25519 => "EDDSA",
+        },
+    }
+}
+
+fn resolve(args: &SignMechanismArgs, default: &str) -> Result<Resolved, Failure> {
+    let name = args.mechanism.as_deref().unwrap_or(default);
+    let mech = parse_mechanism(name).ok_or_else(|| {
         Failure::Usage(format!(
-            "unknown mechanism '{}': give one of {}",
-            args.mechanism,
+            "unknown mechanism '{name}': give one of {}",
             signing_names()
         ))
     })?;
@@ -100,15 +113,11 @@ fn resolve(args: &SignMechanismArgs) -> Result<Resolved, Failure> {
                 Ok(Signing::Pkcs1(h)) => {
                     if args.salt_len.is_some() {
                         return Err(Failure::Usage(format!(
-                            "--salt-len is for PSS; {} is PKCS#1 v1.5",
-                            args.mechanism
+                            "--salt-len is for PSS; {name} is PKCS#1 v1.5"
                         )));
                     }
                     if hash.is_some_and(|x| x != h) {
-                        return Err(Failure::Usage(format!(
-                            "--hash does not match {}",
-                            args.mechanism
-                        )));
+                        return Err(Failure::Usage(format!("--hash does not match {name}")));
                     }
                     Ok(Resolved::Streamed(Signing::Pkcs1(h)))
                 }
@@ -116,13 +125,19 @@ fn resolve(args: &SignMechanismArgs) -> Result<Resolved, Failure> {
                     hash: h,
                     salt_len: args.salt_len.unwrap_or(h.output_len() as u32),
                 })),
+                Ok(s @ (Signing::Ecdsa(_) | Signing::EcdsaDigest | Signing::Eddsa)) => {
+                    if args.salt_len.is_some() || hash.is_some() {
+                        return Err(Failure::Usage(format!(
+                            "{name} takes neither --hash nor --salt-len"
+                        )));
+                    }
+                    Ok(Resolved::Streamed(s))
+                }
                 Err(CkRv::MECHANISM_PARAM_INVALID) => Err(Failure::Usage(format!(
-                    "--hash or --salt-len does not fit {}",
-                    args.mechanism
+                    "--hash or --salt-len does not fit {name}"
                 ))),
                 _ => Err(Failure::Usage(format!(
-                    "{} is not a signature mechanism: give one of {}",
-                    args.mechanism,
+                    "{name} is not a signature mechanism: give one of {}",
                     signing_names()
                 ))),
             }
@@ -190,9 +205,40 @@ fn prepare(resolved: Resolved, path: &str, key_len: usize) -> Result<HandsetSign
     Ok(signing.map_err(Error::from)?)
 }
 
+/// The public half of key `id`, of any type the handset holds.
+fn public_key(cx: &Context, h: &str, token: &str, id: &[u8]) -> Result<PublicKey, Failure> {
+    let attrs = cx.client.get_attributes(h, token, cko::PUBLIC_KEY, id)?;
+    Ok(local::any_public_key_from_attributes(&attrs).map_err(|rv| {
+        Error::token(
+            rv,
+            "the handset reported no public key of a known type for that id",
+        )
+    })?)
+}
+
+/// `--der` is for ECDSA signatures only.
+fn check_der(der: bool, key: &PublicKey) -> Result<Option<Curve>, Failure> {
+    match (der, key) {
+        (false, _) => Ok(None),
+        (true, PublicKey::Ec(k)) if k.curve != Curve::Ed25519 => Ok(Some(k.curve)),
+        (true, _) => Err(Failure::Usage(
+            "--der is for ECDSA signatures (P-256 and P-384 keys)".into(),
+        )),
+    }
+}
+
 pub(crate) fn sign(cx: &Context, a: &SignArgs) -> Result<(), Failure> {
     let h = handset(cx)?;
-    let input = prepare(resolve(&a.mech)?, &a.input, ANY_KEY_LEN)?;
+    // The key's type decides the default mechanism, and its size the
+    // checks; both before anything is sent.
+    let key = public_key(cx, &h, &a.token, &a.key.key.0)?;
+    let der = check_der(a.der, &key)?;
+    let resolved = resolve(&a.mech, default_mechanism(&key))?;
+    if let Resolved::Streamed(s) = resolved {
+        key.check_signing(&s)
+            .map_err(|rv| Error::token(rv, "that mechanism is not one of this key's type"))?;
+    }
+    let input = prepare(resolved, &a.input, key.signature_len())?;
     ensure_login(cx, &h, &a.token)?;
     let (mech, params) = input.wire();
     let notice = ApprovalNotice::start(cx);
@@ -200,21 +246,28 @@ pub(crate) fn sign(cx: &Context, a: &SignArgs) -> Result<(), Failure> {
         .client
         .sign(&h, &a.token, &a.key.key.0, mech, &params, &input.data);
     drop(notice);
-    let sig = sig?;
+    let mut sig = sig?;
+    if der.is_some() {
+        sig = local::ecdsa_rs_to_der(&sig).map_err(Error::from)?;
+    }
     emit_bytes(cx, "signature", &a.out, &sig, false)
 }
 
 pub(crate) fn verify(cx: &Context, a: &VerifyArgs) -> Result<(), Failure> {
     let h = handset(cx)?;
-    let signature = read_input(&a.signature)?;
-    let resolved = resolve(&a.mech)?;
-    let attrs = cx
-        .client
-        .get_attributes(&h, &a.token, cko::PUBLIC_KEY, &a.key.key.0)?;
-    let key = local::public_key_from_attributes(&attrs)
-        .map_err(|rv| Error::token(rv, "the handset reported no RSA public key for that id"))?;
-    let input = prepare(resolved, &a.input, key.size())?;
-    let valid = local::verify_prepared(&key, &input, &signature);
+    let mut signature = read_input(&a.signature)?;
+    let key = public_key(cx, &h, &a.token, &a.key.key.0)?;
+    if let Some(curve) = check_der(a.der, &key)? {
+        // A signature that is no DER is one that does not verify.
+        signature = local::ecdsa_der_to_rs(&signature, curve).unwrap_or_default();
+    }
+    let resolved = resolve(&a.mech, default_mechanism(&key))?;
+    if let Resolved::Streamed(s) = resolved {
+        key.check_signing(&s)
+            .map_err(|rv| Error::token(rv, "that mechanism is not one of this key's type"))?;
+    }
+    let input = prepare(resolved, &a.input, key.signature_len())?;
+    let valid = local::verify_prepared_any(&key, &input, &signature);
     if cx.json {
         print_json(&json!({ "valid": valid }))?;
     } else {
@@ -273,7 +326,7 @@ mod tests {
 
     fn args(m: &str, salt: Option<u32>, hash: Option<&str>) -> SignMechanismArgs {
         SignMechanismArgs {
-            mechanism: m.into(),
+            mechanism: Some(m.into()),
             salt_len: salt,
             hash: hash.map(Into::into),
         }
@@ -306,7 +359,11 @@ mod tests {
         hash: Option<&str>,
         path: &str,
     ) -> Result<HandsetSign, Failure> {
-        prepare(resolve(&args(m, salt, hash))?, path, ANY_KEY_LEN)
+        prepare(
+            resolve(&args(m, salt, hash), "SHA256-RSA-PKCS")?,
+            path,
+            ANY_KEY_LEN,
+        )
     }
 
     #[test]
@@ -362,7 +419,7 @@ mod tests {
     fn raw_input_is_checked_against_the_key() {
         let fits = Input::new("raw-fits", &[1; 245]);
         let too_long = Input::new("raw-long", &[1; 246]);
-        let raw = resolve(&args("RSA-PKCS", None, None)).expect("resolves");
+        let raw = resolve(&args("RSA-PKCS", None, None), "SHA256-RSA-PKCS").expect("resolves");
         assert!(prepare(raw, &fits.path(), 256).is_ok());
         assert!(matches!(
             prepare(raw, &too_long.path(), 256),

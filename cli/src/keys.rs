@@ -1,23 +1,56 @@
-//! `phonecsp keys` and `keygen`: the keys on the phones, as the daemon's
-//! object tree shows them, and a new RSA key pair made on the handset.
+//! `phonecsp keys`, `keygen` and `pubkey`: the keys on the phones, as the
+//! daemon's object tree shows them, a new key pair (RSA or EC) made on the
+//! handset, and a key's public half written out for other programs.
 
 use serde_json::json;
 
+use phonecsp::{Error, local};
+use phonecsp_protocol::ck::{cka, cko};
+
+use crate::args::KeyType;
 use crate::failure::Failure;
 use crate::id::Id;
-use crate::output::{hex, say, say_list};
+use crate::output::{emit_bytes, hex, say, say_list};
 use crate::session::{Context, ensure_login, handset};
 
 pub(crate) fn keygen(
     cx: &Context,
     token: &str,
-    bits: u32,
+    key_type: KeyType,
     id: Option<Id>,
     label: &str,
 ) -> Result<(), Failure> {
     let h = handset(cx)?;
     ensure_login(cx, &h, token)?;
     let id = id.map(|i| i.0).unwrap_or_default();
+    let bits = match key_type {
+        KeyType::Rsa(bits) => bits,
+        KeyType::Ec(curve) => {
+            let key = cx
+                .client
+                .generate_ec_key_pair(&h, token, curve.number(), &id, label)?;
+            let public = local::EcPublicKey::new(curve, &key.point)
+                .map(local::PublicKey::Ec)
+                .map_err(|rv| Error::token(rv, "the handset answered a point not on the curve"))?;
+            let ssh = public.openssh(label);
+            let text = format!(
+                "generated a {} key pair in {h}/{token}\nid:      {}\nopenssh: {ssh}\n",
+                curve.name(),
+                hex(&key.id),
+            );
+            let json = json!({
+                "handset": h,
+                "token": token,
+                "id": hex(&key.id),
+                "type": curve.name(),
+                "bits": curve.bits(),
+                "label": label,
+                "point": hex(&key.point),
+                "openssh": ssh,
+            });
+            return say(cx, json, text);
+        }
+    };
     let key = cx.client.generate_key_pair(&h, token, bits, &id, label)?;
     let text = format!(
         "generated an RSA-{bits} key pair in {h}/{token}\nid:       {}\nexponent: {}\n",
@@ -34,6 +67,37 @@ pub(crate) fn keygen(
         "exponent": hex(&key.exponent),
     });
     say(cx, json, text)
+}
+
+/// `phonecsp pubkey`: the public half of key `id`, as PEM or DER
+/// SubjectPublicKeyInfo or as an OpenSSH line.
+pub(crate) fn pubkey(
+    cx: &Context,
+    token: &str,
+    id: &Id,
+    format: &str,
+    out: &str,
+) -> Result<(), Failure> {
+    let h = handset(cx)?;
+    let attrs = cx
+        .client
+        .get_attributes(&h, token, cko::PUBLIC_KEY, &id.0)?;
+    let key = local::any_public_key_from_attributes(&attrs).map_err(|rv| {
+        Error::token(
+            rv,
+            "the handset reported no public key of a known type for that id",
+        )
+    })?;
+    let label = attrs
+        .get(&cka::LABEL)
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .unwrap_or_default();
+    let bytes = match format {
+        "der" => key.spki_der().map_err(Error::from)?,
+        "openssh" => format!("{}\n", key.openssh(&label)).into_bytes(),
+        _ => key.pem().map_err(Error::from)?.into_bytes(),
+    };
+    emit_bytes(cx, "public_key", out, &bytes, false)
 }
 
 /// `phonecsp keys`: every key object, on the handset `--handset` names if
@@ -66,7 +130,12 @@ pub(crate) fn list(cx: &Context) -> Result<(), Failure> {
                 k.token_name.clone(),
                 hex(&k.id),
                 k.label.clone(),
-                format!("{}-{}", k.kind, k.bits),
+                // rsa-2048; an EC key's type names its size (p256, ed25519).
+                if k.kind == "rsa" {
+                    format!("{}-{}", k.kind, k.bits)
+                } else {
+                    k.kind.clone()
+                },
                 if k.certificate.is_empty() {
                     "no"
                 } else {

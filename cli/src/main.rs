@@ -94,9 +94,22 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
         Command::Keygen {
             token,
             bits,
+            key_type,
             id,
             label,
-        } => keys::keygen(cx, &token, bits, id, &label),
+        } => keys::keygen(
+            cx,
+            &token,
+            key_type.unwrap_or(args::KeyType::Rsa(bits)),
+            id,
+            &label,
+        ),
+        Command::Pubkey {
+            token,
+            key,
+            format,
+            out,
+        } => keys::pubkey(cx, &token, &key.key, &format, &out),
         Command::Attest {
             verify: Some(file),
             nonce,

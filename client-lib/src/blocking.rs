@@ -22,8 +22,8 @@ use crate::calls::{Carry, Lend};
 use crate::client::{self, Bus, ClientOptions, Event};
 use crate::error::{Error, Result};
 use crate::types::{
-    HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo, TokenDetails,
-    TokenEntry,
+    EcKeyPairInfo, HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo,
+    TokenDetails, TokenEntry,
 };
 
 struct Inner {

@@ -64,6 +64,15 @@ macro_rules! for_each_call {
                 /// An empty `id` lets the handset choose the CKA_ID.
                 plain fn generate_key_pair(handset: &str, token: &str, bits: u32, id: &[u8],
                     label: &str) -> KeyPairInfo;
+                /// An EC key pair; `curve` as `+CKGENEC` numbers it (1 P-256,
+                /// 2 P-384, 3 Ed25519). An empty `id` lets the handset choose.
+                plain fn generate_ec_key_pair(handset: &str, token: &str, curve: u32, id: &[u8],
+                    label: &str) -> EcKeyPairInfo;
+                /// `CKM_ECDH1_DERIVE`'s private step: the shared secret Z (the
+                /// x-coordinate) for the peer's uncompressed point, zeroized when
+                /// dropped; the caller applies the KDF.
+                plain fn derive(handset: &str, token: &str, key_id: &[u8], mechanism: u32,
+                    peer_point: &[u8]) -> Vec<u8> as Zeroizing<Vec<u8>>;
                 /// Checks the daemon's identity, then moves a private key made
                 /// elsewhere (unencrypted PKCS#8 DER) onto the handset; answered
                 /// as a generated key. The caller's copy is its own to wipe.
@@ -251,6 +260,6 @@ mod tests {
         want.sort();
         got.sort();
         assert_eq!(got, want);
-        assert_eq!(got.len(), 30);
+        assert_eq!(got.len(), 32);
     }
 }

@@ -27,8 +27,8 @@ use crate::error::{Error, Result};
 use crate::proxy::CryptoProviderProxy;
 use crate::types::BUS_NAME;
 use crate::types::{
-    HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo, TokenDetails,
-    TokenEntry,
+    EcKeyPairInfo, HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo,
+    TokenDetails, TokenEntry,
 };
 
 /// Environment variable choosing the bus: `system`, `session` or a D-Bus address.

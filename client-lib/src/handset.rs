@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use phonecsp_protocol::message::{ContainerEntry, DataObject, ObjectEntry, TokenInfo};
-use phonecsp_protocol::{CkRv, DecryptMechanism, HashAlg, ObjectClass, Reply, Request};
+use phonecsp_protocol::{CkRv, Curve, DecryptMechanism, HashAlg, ObjectClass, Reply, Request};
 use rsa::RsaPublicKey;
 use zeroize::Zeroizing;
 
@@ -163,6 +163,37 @@ pub trait Handset: HandsetLink + Send {
                 exponent,
             })
         }
+    }
+
+    fn generate_ec_key_pair(
+        &mut self,
+        container: &str,
+        curve: Curve,
+        id: &[u8],
+        label: &str,
+    ) -> impl Future<Output = Result<(Vec<u8>, Vec<u8>)>> + Send {
+        let request = Request::GenerateEcKeyPair {
+            container: container.to_owned(),
+            curve,
+            id: id.to_vec(),
+            label: label.to_owned(),
+        };
+        async move { expect!(self, request, Reply::EcKeyPair { id, point } => (id, point)) }
+    }
+
+    /// ECDH's private step: Z for the peer's point.
+    fn derive(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        peer: &[u8],
+    ) -> impl Future<Output = Result<Zeroizing<Vec<u8>>>> + Send {
+        let request = Request::Derive {
+            container: container.to_owned(),
+            id: id.to_vec(),
+            peer: peer.to_vec(),
+        };
+        async move { expect!(self, request, Reply::Derived(z) => z) }
     }
 
     /// `+CKIMPORT`: a private key made elsewhere (unencrypted PKCS#8 DER),

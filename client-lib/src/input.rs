@@ -15,6 +15,9 @@ use crate::hash::{Hasher, digest_info};
 use crate::mechanism::{Encryption, Signing, ckm};
 use crate::types::MechanismParams;
 
+/// The longest digest `CKM_ECDSA` takes: SHA-512's.
+pub const MAX_ECDSA_DIGEST: usize = 64;
+
 /// What the handset signs, and how: a digest (in a DigestInfo for PKCS#1
 /// v1.5), never the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,19 @@ impl HandsetSign {
     /// The daemon applies this to what it receives, as the clients do.
     pub fn check(&self, key_len: usize) -> Result<(), CkRv> {
         match self.mechanism {
+            // Any digest a SHA-1/SHA-2 hash makes, of any length up to
+            // SHA-512's (docs/protocol.md section 7.9).
+            SignMechanism::Ecdsa => {
+                if self.data.is_empty() || self.data.len() > MAX_ECDSA_DIGEST {
+                    return Err(CkRv::DATA_LEN_RANGE);
+                }
+            }
+            // The message crosses the link whole: at most MAX_DATA_LEN.
+            SignMechanism::Eddsa => {
+                if self.data.len() > MAX_DATA_LEN {
+                    return Err(CkRv::DATA_LEN_RANGE);
+                }
+            }
             SignMechanism::Pkcs1 => {
                 if self.data.len() + PKCS1_OVERHEAD > key_len {
                     return Err(CkRv::DATA_LEN_RANGE);
@@ -50,6 +66,8 @@ impl HandsetSign {
         match self.mechanism {
             SignMechanism::Pkcs1 => Signing::Raw,
             SignMechanism::Pss { hash, salt_len } => Signing::PssDigest { hash, salt_len },
+            SignMechanism::Ecdsa => Signing::EcdsaDigest,
+            SignMechanism::Eddsa => Signing::Eddsa,
         }
     }
 
@@ -58,6 +76,8 @@ impl HandsetSign {
     pub fn wire(&self) -> (u32, MechanismParams) {
         match self.mechanism {
             SignMechanism::Pkcs1 => (ckm::RSA_PKCS, MechanismParams::default()),
+            SignMechanism::Ecdsa => (ckm::ECDSA, MechanismParams::default()),
+            SignMechanism::Eddsa => (ckm::EDDSA, MechanismParams::default()),
             SignMechanism::Pss { hash, salt_len } => (
                 ckm::RSA_PKCS_PSS,
                 MechanismParams {
@@ -87,13 +107,16 @@ pub struct SignInput {
 }
 
 impl SignInput {
-    /// Starts a signature with a key whose modulus is `key_len` bytes.
+    /// Starts a signature with a key whose signature is `key_len` bytes
+    /// (an RSA key's modulus; an EC key's `r || s`).
     pub fn new(signing: Signing, key_len: usize) -> SignInput {
         let collected = match signing {
-            Signing::Pkcs1(h) | Signing::Pss { hash: h, .. } => {
+            Signing::Pkcs1(h) | Signing::Pss { hash: h, .. } | Signing::Ecdsa(h) => {
                 Collected::Hashing(Box::new(Hasher::new(h)), h)
             }
-            Signing::Raw | Signing::PssDigest { .. } => Collected::Given(Vec::new()),
+            Signing::Raw | Signing::PssDigest { .. } | Signing::EcdsaDigest | Signing::Eddsa => {
+                Collected::Given(Vec::new())
+            }
         };
         SignInput {
             signing,
@@ -150,6 +173,18 @@ impl SignInput {
             },
             (Signing::PssDigest { hash, salt_len }, Collected::Given(d)) => HandsetSign {
                 mechanism: SignMechanism::Pss { hash, salt_len },
+                data: d,
+            },
+            (Signing::Ecdsa(_), Collected::Hashing(h, _)) => HandsetSign {
+                mechanism: SignMechanism::Ecdsa,
+                data: h.finish(),
+            },
+            (Signing::EcdsaDigest, Collected::Given(d)) => HandsetSign {
+                mechanism: SignMechanism::Ecdsa,
+                data: d,
+            },
+            (Signing::Eddsa, Collected::Given(d)) => HandsetSign {
+                mechanism: SignMechanism::Eddsa,
                 data: d,
             },
             // `new` pairs each signing with its way of collecting.
@@ -232,6 +267,45 @@ mod tests {
             salt_len: 64,
         };
         assert_eq!(SignInput::once(pss, 256, &big).unwrap().data.len(), 64);
+    }
+
+    /// EC signatures: ECDSA-SHA* hash here and send the digest (any
+    /// message size); CKM_ECDSA takes a digest of 1 to 64 bytes, any
+    /// length in between; EdDSA sends the message, at most MAX_DATA_LEN.
+    #[test]
+    fn ec_inputs_are_prepared_and_bounded() {
+        let big = vec![0x62u8; 1 << 20];
+        let s = SignInput::once(Signing::Ecdsa(HashAlg::Sha384), 96, &big).unwrap();
+        assert_eq!(s.mechanism, SignMechanism::Ecdsa);
+        assert_eq!(s.data, digest(HashAlg::Sha384, &big));
+        let mut parts = SignInput::new(Signing::Ecdsa(HashAlg::Sha384), 96);
+        for chunk in big.chunks(1000) {
+            parts.update(chunk).unwrap();
+        }
+        assert_eq!(parts.finish().unwrap(), s);
+        for len in [1, 20, 33, 64] {
+            SignInput::once(Signing::EcdsaDigest, 64, &vec![1; len]).unwrap();
+        }
+        for len in [0, 65] {
+            assert_eq!(
+                SignInput::once(Signing::EcdsaDigest, 64, &vec![1; len]),
+                Err(CkRv::DATA_LEN_RANGE)
+            );
+        }
+        let m = SignInput::once(Signing::Eddsa, 64, b"message").unwrap();
+        assert_eq!(
+            (m.mechanism, m.data.as_slice()),
+            (SignMechanism::Eddsa, &b"message"[..])
+        );
+        SignInput::once(Signing::Eddsa, 64, &[0; MAX_DATA_LEN]).unwrap();
+        assert_eq!(
+            SignInput::once(Signing::Eddsa, 64, &[0; MAX_DATA_LEN + 1]),
+            Err(CkRv::DATA_LEN_RANGE)
+        );
+        assert_eq!(m.as_signing(), Signing::Eddsa);
+        assert_eq!(m.wire().0, ckm::EDDSA);
+        assert_eq!(s.as_signing(), Signing::EcdsaDigest);
+        assert_eq!(s.wire().0, ckm::ECDSA);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use phonecsp_protocol::{CkRv, HashAlg};
 pub use phonecsp_protocol::ck::ckm;
 
 /// Names people type (`phonecsp sign --mechanism SHA256-RSA-PKCS`).
-pub const NAMES: [(&str, u32); 19] = [
+pub const NAMES: [(&str, u32); 29] = [
     ("RSA-PKCS", ckm::RSA_PKCS),
     ("SHA1-RSA-PKCS", ckm::SHA1_RSA_PKCS),
     ("SHA224-RSA-PKCS", ckm::SHA224_RSA_PKCS),
@@ -28,6 +28,16 @@ pub const NAMES: [(&str, u32); 19] = [
     ("SHA256", ckm::SHA256),
     ("SHA384", ckm::SHA384),
     ("SHA512", ckm::SHA512),
+    ("ECDSA", ckm::ECDSA),
+    ("ECDSA-SHA1", ckm::ECDSA_SHA1),
+    ("ECDSA-SHA224", ckm::ECDSA_SHA224),
+    ("ECDSA-SHA256", ckm::ECDSA_SHA256),
+    ("ECDSA-SHA384", ckm::ECDSA_SHA384),
+    ("ECDSA-SHA512", ckm::ECDSA_SHA512),
+    ("EDDSA", ckm::EDDSA),
+    ("ECDH1-DERIVE", ckm::ECDH1_DERIVE),
+    ("EC-KEY-PAIR-GEN", ckm::EC_KEY_PAIR_GEN),
+    ("EC-EDWARDS-KEY-PAIR-GEN", ckm::EC_EDWARDS_KEY_PAIR_GEN),
 ];
 
 pub fn by_name(name: &str) -> Option<u32> {
@@ -74,6 +84,12 @@ pub enum Signing {
     PssDigest { hash: HashAlg, salt_len: u32 },
     /// `CKM_SHA*_RSA_PKCS_PSS`: hash here.
     Pss { hash: HashAlg, salt_len: u32 },
+    /// `CKM_ECDSA`: the caller gives the digest.
+    EcdsaDigest,
+    /// `CKM_ECDSA_SHA*`: hash here.
+    Ecdsa(HashAlg),
+    /// `CKM_EDDSA`: pure Ed25519; the handset signs the message itself.
+    Eddsa,
 }
 
 impl Signing {
@@ -109,7 +125,27 @@ impl Signing {
             ckm::SHA256_RSA_PKCS_PSS => pss(Some(HashAlg::Sha256), false),
             ckm::SHA384_RSA_PKCS_PSS => pss(Some(HashAlg::Sha384), false),
             ckm::SHA512_RSA_PKCS_PSS => pss(Some(HashAlg::Sha512), false),
+            ckm::ECDSA => Ok(Signing::EcdsaDigest),
+            ckm::ECDSA_SHA1 => Ok(Signing::Ecdsa(HashAlg::Sha1)),
+            ckm::ECDSA_SHA224 => Ok(Signing::Ecdsa(HashAlg::Sha224)),
+            ckm::ECDSA_SHA256 => Ok(Signing::Ecdsa(HashAlg::Sha256)),
+            ckm::ECDSA_SHA384 => Ok(Signing::Ecdsa(HashAlg::Sha384)),
+            ckm::ECDSA_SHA512 => Ok(Signing::Ecdsa(HashAlg::Sha512)),
+            // CKM_EDDSA's optional CK_EDDSA_PARAMS (Ed25519ctx/ph) are not
+            // offered: pure Ed25519 only, which is what it is without them.
+            ckm::EDDSA => Ok(Signing::Eddsa),
             _ => Err(CkRv::MECHANISM_INVALID),
+        }
+    }
+
+    /// Whether the mechanism is one of an EC key's (`CKK_EC` for ECDSA,
+    /// `CKK_EC_EDWARDS` for EdDSA) rather than an RSA key's.
+    pub fn key_type(&self) -> u32 {
+        use phonecsp_protocol::ck::ckk;
+        match self {
+            Signing::EcdsaDigest | Signing::Ecdsa(_) => ckk::EC,
+            Signing::Eddsa => ckk::EC_EDWARDS,
+            _ => ckk::RSA,
         }
     }
 }

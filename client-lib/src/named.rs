@@ -31,6 +31,9 @@ pub fn signing_names() -> Vec<String> {
     names.extend(hashed("rsa-pkcs1"));
     names.push("rsa-pss".to_owned());
     names.extend(hashed("rsa-pss"));
+    names.push("ecdsa".to_owned());
+    names.extend(hashed("ecdsa"));
+    names.push("eddsa".to_owned());
     names
 }
 
@@ -175,6 +178,11 @@ pub fn signing(name: &str, options: &Options) -> Result<Signing> {
                 salt_len: pss(&mut o, hash)?,
             }
         }
+        // EC keys: `ecdsa` signs a digest given, `ecdsa-HASH` hashes on the
+        // computer, `eddsa` signs the message (pure Ed25519).
+        ("ecdsa", None) => Signing::EcdsaDigest,
+        ("ecdsa", Some(hash)) => Signing::Ecdsa(hash),
+        ("eddsa", None) => Signing::Eddsa,
         _ => return Err(unknown(name, "signature", signing_names())),
     };
     o.done()?;
@@ -257,7 +265,8 @@ mod tests {
         for bad in [
             "rsa-pkcs1-md5",
             "rsa-oaep",
-            "ecdsa-sha256",
+            "ecdsa-md5",
+            "eddsa-sha512",
             "RSA-PKCS1-SHA256",
             "",
         ] {

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use crate::error::Result;
 use crate::types::{
-    HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo, TokenDetails,
-    TokenEntry,
+    EcKeyPairInfo, HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo,
+    TokenDetails, TokenEntry,
 };
 
 /// The interface's methods and properties from the list in `calls.rs`,

@@ -74,6 +74,14 @@ pub struct KeyPairInfo {
     pub exponent: Vec<u8>,
 }
 
+/// `(ayay)`: a freshly generated EC key pair: its id and public point
+/// (SEC1 uncompressed; Ed25519's 32 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct EcKeyPairInfo {
+    pub id: Vec<u8>,
+    pub point: Vec<u8>,
+}
+
 /// `(ttt)`: traffic on one handset link.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct LinkStatistics {

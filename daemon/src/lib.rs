@@ -21,7 +21,8 @@ pub mod objects;
 pub mod polkit;
 pub mod public;
 pub mod run;
-pub mod sdp;
+/// The SDP client lives in phonecsp-host, which the keyscript shares.
+pub use phonecsp_host::sdp;
 pub mod service;
 #[cfg(test)]
 mod testing;

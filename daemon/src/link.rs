@@ -803,6 +803,9 @@ impl LinkTask {
                 Err(Error::token(rv, format!("handset refused {what}")))
             }
             Ok(Err(LinkError::Request(e))) => Err(Error::token(CkRv::ARGUMENTS_BAD, e)),
+            Ok(Err(e @ LinkError::Unsupported(_))) => {
+                Err(Error::token(CkRv::FUNCTION_NOT_SUPPORTED, e.to_string()))
+            }
             Ok(Err(e)) => {
                 let reason = format!("link failed during {what}: {e}");
                 self.drop_link(reason.clone());

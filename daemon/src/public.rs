@@ -385,6 +385,24 @@ mod tests {
         );
     }
 
+    /// An EC key's public half (its type, curve and point) is kept as an
+    /// RSA key's is, and comes back the same.
+    #[test]
+    fn ec_public_keys_are_kept() {
+        use phonecsp_protocol::ck::{Curve, cka, ckk};
+        let mut p = sample();
+        let point = [4u8; 97];
+        let ec = vec![
+            (cka::KEY_TYPE, u64::from(ckk::EC).to_be_bytes().to_vec()),
+            (cka::EC_PARAMS, Curve::P384.ec_params().to_vec()),
+            (cka::EC_POINT, Curve::ec_point_der(&point)),
+        ];
+        p.attributes.insert((2, vec![6]), ec.clone());
+        p.attributes.insert((3, vec![6]), ec);
+        let bytes = encode(&KEY, "ssh", 42, &p);
+        assert_eq!(parse(&bytes, &KEY, "ssh", 42), Ok(p));
+    }
+
     #[test]
     fn truncated_damaged_and_future_files_are_refused() {
         let bytes = encode(&KEY, "ssh", 42, &sample());

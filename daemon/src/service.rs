@@ -26,10 +26,11 @@ use crate::state::State;
 use phonecsp::handset::Handset;
 use phonecsp::input::SignInput;
 use phonecsp::local;
+use phonecsp::local::{EcPublicKey, PublicKey};
 use phonecsp::mechanism::{self, Encryption, Signing};
 use phonecsp::{
-    Error, HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo, TokenDetails,
-    TokenEntry,
+    EcKeyPairInfo, Error, HandsetStatus, KeyPairInfo, LinkStatistics, MechanismParams, ObjectInfo,
+    TokenDetails, TokenEntry,
 };
 use phonecsp_protocol::at::check_text;
 use phonecsp_protocol::limits::{
@@ -40,8 +41,7 @@ use phonecsp_protocol::limits::{
 use phonecsp_protocol::message::{DataObject, program_text, token_flags};
 use phonecsp_protocol::noise::fingerprint;
 use phonecsp_protocol::pake::AnyPairingCode;
-use phonecsp_protocol::{CkRv, HashAlg, ObjectClass};
-use rsa::RsaPublicKey;
+use phonecsp_protocol::{CkRv, Curve, HashAlg, ObjectClass};
 use rsa::traits::PublicKeyParts;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -61,7 +61,7 @@ type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug, Clone)]
 pub(crate) struct KeyInfo {
     pub(crate) id: Vec<u8>,
-    pub(crate) public: RsaPublicKey,
+    pub(crate) public: PublicKey,
 }
 
 /// A token's objects and usable public keys, in the session they were
@@ -950,8 +950,9 @@ impl Call<'_> {
             let attrs = self
                 .attributes_in(generation, ObjectClass::PublicKey, &o.id)
                 .await?;
-            // A public key that is not RSA is listed, but cannot be used here.
-            match local::public_key_from_attributes(attrs.iter().map(|(t, v)| (t, v))) {
+            // A public key of a type not known here is listed, but cannot be
+            // used.
+            match local::any_public_key_from_attributes(attrs.iter().map(|(t, v)| (t, v))) {
                 Ok(public) => keys.push(KeyInfo {
                     id: o.id.clone(),
                     public,
@@ -992,7 +993,7 @@ impl Call<'_> {
         Ok(a)
     }
 
-    async fn key(&self, id: &[u8]) -> Result<RsaPublicKey> {
+    async fn key(&self, id: &[u8]) -> Result<PublicKey> {
         check_id(id)?;
         self.objects()
             .await?
@@ -1312,6 +1313,58 @@ impl Call<'_> {
         })
     }
 
+    /// Generates an EC key pair on `curve` on the handset.
+    pub(crate) async fn generate_ec_key_pair(
+        &self,
+        conn: &Connection,
+        curve: Curve,
+        id: &[u8],
+        label: &str,
+    ) -> Result<EcKeyPairInfo> {
+        check_id(id)?;
+        check_label(label)?;
+        self.require_login().await?;
+        let (id, point) = self
+            .handset()
+            .generate_ec_key_pair(self.token, curve, id, label)
+            .await?;
+        // The phone's point is checked before anyone relies on it.
+        EcPublicKey::new(curve, &point)
+            .map_err(|rv| ck(rv, "the handset answered a public key not on the curve"))?;
+        self.changed(conn).await;
+        Ok(EcKeyPairInfo { id, point })
+    }
+
+    /// ECDH's private step on the handset: Z for `peer`, which is checked
+    /// here first (on the key's curve, not the identity), so that a bad
+    /// point never reaches the phone.
+    pub(crate) async fn derive(&self, key_id: &[u8], peer: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.require_login().await?;
+        let key = self.key(key_id).await?;
+        let PublicKey::Ec(ec) = &key else {
+            return Err(ck(CkRv::KEY_TYPE_INCONSISTENT, "ECDH needs an EC key"));
+        };
+        if ec.curve == Curve::Ed25519 {
+            return Err(ck(
+                CkRv::KEY_TYPE_INCONSISTENT,
+                "an Ed25519 key signs only; ECDH needs a P-256 or P-384 key",
+            ));
+        }
+        EcPublicKey::new(ec.curve, peer).map_err(|rv| {
+            ck(
+                rv,
+                format!(
+                    "the peer's public key is not a point on {}",
+                    ec.curve.name()
+                ),
+            )
+        })?;
+        self.inner.announce(self, "derive").await;
+        let derived = self.handset().derive(self.token, key_id, peer).await;
+        self.watch(derived, Some(key_id))
+            .map_err(|e| self.key_failure(e, key_id))
+    }
+
     /// Deletes an object (a key pair for `CKO_PRIVATE_KEY`).
     pub(crate) async fn delete(
         &self,
@@ -1352,7 +1405,9 @@ impl Call<'_> {
     ) -> Result<Vec<u8>> {
         check_hashed_input(&data)?;
         self.require_login().await?;
-        let key_len = self.key(key_id).await?.size();
+        let key = self.key(key_id).await?;
+        key.check_signing(&signing)?;
+        let key_len = key.signature_len();
         let input = cpu_work(data, move |d| SignInput::once(signing, key_len, d)).await??;
         self.inner.announce(self, "sign").await;
         let signed = self.handset().sign(self.token, key_id, input).await;
@@ -1370,7 +1425,10 @@ impl Call<'_> {
     ) -> Result<bool> {
         check_hashed_input(&data)?;
         let key = self.key(key_id).await?;
-        Ok(cpu_work(data, move |d| local::verify(&key, &signing, d, &signature)).await??)
+        Ok(cpu_work(data, move |d| {
+            local::verify_any(&key, &signing, d, &signature)
+        })
+        .await??)
     }
 
     /// Decrypted on the handset, after the length is checked here.
@@ -1382,6 +1440,7 @@ impl Call<'_> {
     ) -> Result<Zeroizing<Vec<u8>>> {
         self.require_login().await?;
         let key = self.key(key_id).await?;
+        let key = key.rsa()?;
         enc.check_ciphertext(ciphertext.len(), key.size())?;
         self.inner.announce(self, "decrypt").await;
         let mut handset = self.handset();
@@ -1398,7 +1457,7 @@ impl Call<'_> {
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
         let key = self.key(key_id).await?;
-        Ok(local::encrypt(&key, enc, plaintext)?)
+        Ok(local::encrypt(key.rsa()?, enc, plaintext)?)
     }
 }
 
@@ -1731,6 +1790,52 @@ impl Provider {
         call.generate_key_pair(conn, bits, &id, &label).await
     }
 
+    /// An EC key pair on the token; `curve` 1 (P-256), 2 (P-384) or 3
+    /// (Ed25519), as `+CKGENEC` numbers them.
+    #[zbus(out_args("key"))]
+    #[allow(clippy::too_many_arguments)]
+    async fn generate_ec_key_pair(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        token: String,
+        curve: u32,
+        id: Vec<u8>,
+        label: String,
+    ) -> Result<EcKeyPairInfo> {
+        let curve = Curve::from_number(u64::from(curve)).ok_or_else(|| {
+            ck(
+                CkRv::CURVE_NOT_SUPPORTED,
+                "curves are 1 (P-256), 2 (P-384), 3 (Ed25519)",
+            )
+        })?;
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        call.generate_ec_key_pair(conn, curve, &id, &label).await
+    }
+
+    /// `CKM_ECDH1_DERIVE`'s private step: Z for the peer's point.
+    #[zbus(out_args("secret"))]
+    #[allow(clippy::too_many_arguments)]
+    async fn derive(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        token: String,
+        key_id: Vec<u8>,
+        mechanism: u32,
+        peer_point: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        if mechanism != mechanism::ckm::ECDH1_DERIVE {
+            return Err(ck(CkRv::MECHANISM_INVALID, "only CKM_ECDH1_DERIVE derives"));
+        }
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        let z = call.derive(&key_id, &peer_point).await?;
+        // zbus needs an owned Vec to send; it is the caller's secret.
+        Ok(z.to_vec())
+    }
+
     #[zbus(out_args("statement"))]
     async fn attest_key(
         &self,
@@ -1918,7 +2023,7 @@ impl Provider {
             hash: in_hash,
             label: Vec::new(),
         };
-        oaep_in.check_ciphertext(ciphertext.len(), key.size())?;
+        oaep_in.check_ciphertext(ciphertext.len(), key.rsa()?.size())?;
         let mut link = call.handset();
         self.inner.announce(&call, "re-wrap a secret").await;
         link.rewrap(&token, &key_id, in_hash, &ciphertext, out_hash, &public_key)

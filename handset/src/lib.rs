@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod crypto;
+pub mod ec;
 pub mod manager;
 pub mod notify;
 pub mod pinentry;

@@ -809,8 +809,8 @@ fn key(store: &Store, k: KeyCmd) -> Res {
         KeyCmd::List { container } => {
             let c = store.load_container(&container)?;
             println!(
-                "{:<18} {:>5} {:<6} {:<9} LABEL",
-                "ID", "BITS", "CERT", "STATE"
+                "{:<18} {:<8} {:>5} {:<6} {:<9} LABEL",
+                "ID", "TYPE", "BITS", "CERT", "STATE"
             );
             let mut notes = Vec::new();
             for k in c.keys() {
@@ -824,8 +824,9 @@ fn key(store: &Store, k: KeyCmd) -> Res {
                     notes.push(e.to_string());
                 }
                 println!(
-                    "{:<18} {:>5} {:<6} {:<9} {}",
+                    "{:<18} {:<8} {:>5} {:<6} {:<9} {}",
                     hex(&k.id),
+                    k.curve().map_or("rsa", |c| c.name()),
                     k.bits,
                     if has_cert { "yes" } else { "no" },
                     state,

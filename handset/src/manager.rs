@@ -16,10 +16,12 @@
 use crate::audit::{AuditLog, Entry};
 use crate::crypto;
 use crate::store::{
-    Container, DataEntry, FileStamp, Hosts, Kek, PinEntry, Policy, Store, StoreError,
+    Container, DataEntry, EcPrivateKey, FileStamp, Hosts, Kek, PinEntry, Policy, PrivateKey, Store,
+    StoreError,
 };
+use phonecsp_protocol::SignMechanism;
 use phonecsp_protocol::announce::{Announced, Announcement};
-use phonecsp_protocol::ck::cka;
+use phonecsp_protocol::ck::{Curve, cka};
 use phonecsp_protocol::limits::MAX_PROGRAM_LEN;
 use phonecsp_protocol::message::{ContainerEntry, ObjectEntry, TokenInfo, token_flags};
 use phonecsp_protocol::noise::fingerprint;
@@ -267,12 +269,19 @@ fn change_objects(c: &mut Container, request: Request) -> Result<(), CkRv> {
     }
 }
 
-/// The operations that use a private key, with the key unwrapped.
-fn private_key_operation(
-    key: &crate::store::RsaPrivateKey,
-    request: Request,
-) -> Result<Reply, CkRv> {
+/// The operations that use a private key, with the key unwrapped. A
+/// mechanism of the other key type is `CKR_KEY_TYPE_INCONSISTENT`.
+fn private_key_operation(key: &PrivateKey, request: Request) -> Result<Reply, CkRv> {
+    let key = match key {
+        PrivateKey::Rsa(key) => key,
+        PrivateKey::Ec(key) => return ec_key_operation(key, request),
+    };
     match request {
+        Request::Sign {
+            mechanism: SignMechanism::Ecdsa | SignMechanism::Eddsa,
+            ..
+        }
+        | Request::Derive { .. } => Err(CkRv::KEY_TYPE_INCONSISTENT),
         Request::Sign {
             mechanism, data, ..
         } => crypto::sign(key, &mechanism, &data).map(Reply::Signature),
@@ -286,6 +295,28 @@ fn private_key_operation(
             spki,
             ..
         } => crypto::rewrap(key, in_hash, &data, out_hash, &spki).map(Reply::Rewrapped),
+        _ => Err(CkRv::GENERAL_ERROR),
+    }
+}
+
+/// [`private_key_operation`] with an EC key: ECDSA over a digest, EdDSA
+/// over a message, ECDH; nothing of RSA's.
+fn ec_key_operation(key: &EcPrivateKey, request: Request) -> Result<Reply, CkRv> {
+    match request {
+        Request::Sign {
+            mechanism: SignMechanism::Ecdsa,
+            data,
+            ..
+        } => key.sign_digest(&data).map(Reply::Signature),
+        Request::Sign {
+            mechanism: SignMechanism::Eddsa,
+            data,
+            ..
+        } => key.sign_message(&data).map(Reply::Signature),
+        Request::Derive { peer, .. } => key.derive(&peer).map(Reply::Derived),
+        Request::Sign { .. } | Request::Decrypt { .. } | Request::Rewrap { .. } => {
+            Err(CkRv::KEY_TYPE_INCONSISTENT)
+        }
         _ => Err(CkRv::GENERAL_ERROR),
     }
 }
@@ -304,9 +335,10 @@ struct Asked<'a> {
 /// The key a request uses, if it names one.
 fn key_id_of(r: &Request) -> Option<&[u8]> {
     match r {
-        Request::Sign { id, .. } | Request::Decrypt { id, .. } | Request::DestroyKey { id, .. } => {
-            Some(id)
-        }
+        Request::Sign { id, .. }
+        | Request::Decrypt { id, .. }
+        | Request::DestroyKey { id, .. }
+        | Request::Derive { id, .. } => Some(id),
         Request::Rewrap { id, .. } => Some(id),
         _ => None,
     }
@@ -336,7 +368,8 @@ fn audit_event(r: &Request) -> Option<&'static str> {
         Request::Sign { .. } => "sign",
         Request::Decrypt { .. } => "decrypt",
         Request::Rewrap { .. } => "rewrap",
-        Request::GenerateKeyPair { .. } => "generate-key",
+        Request::GenerateKeyPair { .. } | Request::GenerateEcKeyPair { .. } => "generate-key",
+        Request::Derive { .. } => "derive",
         Request::ImportKey { .. } => "import-key",
         Request::DestroyKey { .. } => "delete-key",
         Request::PutCertificate { .. } => "store-certificate",
@@ -351,6 +384,7 @@ fn audit_event(r: &Request) -> Option<&'static str> {
 fn audited_key(r: &Request) -> Option<String> {
     let id = match r {
         Request::GenerateKeyPair { id, .. }
+        | Request::GenerateEcKeyPair { id, .. }
         | Request::ImportKey { id, .. }
         | Request::PutCertificate { id, .. }
         | Request::DeleteCertificate { id, .. }
@@ -368,7 +402,10 @@ fn operation_name(r: &Request) -> Option<&'static str> {
         Request::Decrypt { .. } => Some("decrypt"),
         Request::Rewrap { .. } => Some("re-wrap a secret"),
         Request::DestroyKey { .. } => Some("destroy a key"),
-        Request::GenerateKeyPair { .. } => Some("generate a key"),
+        Request::GenerateKeyPair { .. } | Request::GenerateEcKeyPair { .. } => {
+            Some("generate a key")
+        }
+        Request::Derive { .. } => Some("agree a shared secret (ECDH)"),
         Request::ImportKey { .. } => Some("import a key"),
         _ => None,
     }
@@ -685,13 +722,8 @@ impl Manager {
 
     /// The private key `id` of `c`, unwrapped with the host's login, for
     /// one operation (dropped, and so zeroized, right after it).
-    fn private_key(
-        &self,
-        host: &[u8; 32],
-        c: &Container,
-        id: &[u8],
-    ) -> Result<crate::store::RsaPrivateKey, CkRv> {
-        c.private_key(self.kek(host, c.name())?, id)
+    fn private_key(&self, host: &[u8; 32], c: &Container, id: &[u8]) -> Result<PrivateKey, CkRv> {
+        c.any_private_key(self.kek(host, c.name())?, id)
             .map_err(store_rv)
     }
 
@@ -911,7 +943,8 @@ impl Manager {
             Request::GetAttributes { class, id, .. } => attributes(&c, class, &id),
             Request::Sign { ref id, .. }
             | Request::Decrypt { ref id, .. }
-            | Request::Rewrap { ref id, .. } => {
+            | Request::Rewrap { ref id, .. }
+            | Request::Derive { ref id, .. } => {
                 let key = self.private_key(host, &c, id)?;
                 private_key_operation(&key, request)
             }
@@ -932,6 +965,33 @@ impl Manager {
                     id,
                     modulus,
                     exponent,
+                })
+            }
+            Request::GenerateEcKeyPair {
+                curve, id, label, ..
+            } => {
+                let id = if id.is_empty() {
+                    let mut fresh = vec![0u8; 8];
+                    rand::rngs::OsRng.fill_bytes(&mut fresh);
+                    fresh
+                } else {
+                    id
+                };
+                if c.keys().iter().any(|k| k.id == id) {
+                    return Err(CkRv::ATTRIBUTE_VALUE_INVALID);
+                }
+                let key = EcPrivateKey::generate(curve);
+                let kek = self.kek(host, &name)?;
+                c.add_ec_key(kek, id.clone(), label, &key)
+                    .map_err(store_rv)?;
+                self.save(&c)?;
+                log::info!(
+                    "generated a {} key in '{name}' for {host_name}",
+                    curve.name()
+                );
+                Ok(Reply::EcKeyPair {
+                    id,
+                    point: key.public_point(),
                 })
             }
             Request::ImportKey {
@@ -995,7 +1055,10 @@ fn attest(store: &Store, c: &Container, id: &[u8], nonce: Vec<u8>) -> Result<Vec
         container: c.name().to_owned(),
         id: id.to_vec(),
         label: k.label.clone(),
-        spki: crypto::spki_der(&k.modulus, &k.exponent)?,
+        spki: match (k.curve(), &k.ec) {
+            (Some(curve), Some(ec)) => crypto::ec_spki_der(curve, &ec.point)?,
+            _ => crypto::spki_der(&k.modulus, &k.exponent)?,
+        },
         flags: local,
         policy: match c.policy() {
             Policy::Auto => "auto",
@@ -1033,6 +1096,8 @@ fn container_of(r: &Request) -> Option<&str> {
         | Request::Sign { container, .. }
         | Request::Decrypt { container, .. }
         | Request::GenerateKeyPair { container, .. }
+        | Request::GenerateEcKeyPair { container, .. }
+        | Request::Derive { container, .. }
         | Request::PutCertificate { container, .. }
         | Request::DeleteCertificate { container, .. }
         | Request::PutData { container, .. }
@@ -1089,18 +1154,29 @@ fn attributes(c: &Container, class: ObjectClass, id: &[u8]) -> Result<Reply, CkR
     let (label, own) = match class {
         ObjectClass::PrivateKey | ObjectClass::PublicKey => {
             let k = find(c.keys(), id, |k| &k.id)?;
-            let own = vec![
-                (cka::KEY_TYPE, ulong(CKK_RSA)),
-                (cka::MODULUS, k.modulus.clone()),
-                (cka::MODULUS_BITS, ulong(u64::from(k.bits))),
-                (cka::PUBLIC_EXPONENT, k.exponent.clone()),
-                // An imported key was once outside the phone: not local,
-                // and neither always sensitive nor never extractable.
-                (cka::LOCAL, vec![u8::from(k.local())]),
-                (cka::NEVER_EXTRACTABLE, vec![u8::from(k.local())]),
-                (cka::ALWAYS_SENSITIVE, vec![u8::from(k.local())]),
-            ];
-            (&k.label, own)
+            let own = if let (Some(curve), Some(ec)) = (k.curve(), &k.ec) {
+                let own = vec![
+                    (cka::KEY_TYPE, ulong(u64::from(curve.key_type()))),
+                    (cka::EC_PARAMS, curve.ec_params().to_vec()),
+                    (cka::EC_POINT, Curve::ec_point_der(&ec.point)),
+                ];
+                (&k.label, own)
+            } else {
+                let own = vec![
+                    (cka::KEY_TYPE, ulong(CKK_RSA)),
+                    (cka::MODULUS, k.modulus.clone()),
+                    (cka::MODULUS_BITS, ulong(u64::from(k.bits))),
+                    (cka::PUBLIC_EXPONENT, k.exponent.clone()),
+                ];
+                (&k.label, own)
+            };
+            let (label, mut own) = own;
+            // An imported key was once outside the phone: not local, and
+            // neither always sensitive nor never extractable.
+            for t in [cka::LOCAL, cka::NEVER_EXTRACTABLE, cka::ALWAYS_SENSITIVE] {
+                own.push((t, vec![u8::from(k.local())]));
+            }
+            (label, own)
         }
         ObjectClass::Certificate => {
             let cert = find(c.certs(), id, |x| &x.id)?;

@@ -45,7 +45,33 @@ use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+pub use crate::ec::EcPrivateKey;
 pub use crypto::RsaPrivateKey;
+use phonecsp_protocol::ck::Curve;
+
+/// A key pair's private half, unsealed for one operation.
+#[derive(Debug)]
+pub enum PrivateKey {
+    Rsa(RsaPrivateKey),
+    Ec(EcPrivateKey),
+}
+
+/// The public half of an EC key, as the store file keeps it beside the
+/// sealed private key: the curve by name and the public point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EcPublic {
+    /// `p256`, `p384` or `ed25519`.
+    pub curve: String,
+    /// SEC1 uncompressed (`04 || X || Y`), or Ed25519's 32 bytes.
+    #[serde(with = "b64")]
+    pub point: Vec<u8>,
+}
+
+impl EcPublic {
+    pub fn curve(&self) -> Option<Curve> {
+        Curve::from_name(&self.curve).filter(|c| c.name() == self.curve)
+    }
+}
 
 /// Wrong PINs after which a container locks (until its PUK unblocks it).
 pub const MAX_PIN_TRIES: u32 = 5;
@@ -1238,8 +1264,8 @@ pub enum Damage {
     Malformed,
     /// Its wrapped private key fails its AEAD check under the right PIN.
     Unwrap,
-    /// Unwrapped, it is not an RSA private key, or not the one whose
-    /// public key is stored with it.
+    /// Unwrapped, it is not a private key of its type (RSA, or its EC
+    /// curve), or not the one whose public key is stored with it.
     Mismatch,
 }
 
@@ -1272,8 +1298,11 @@ pub enum KeyHealth {
     Damaged(Damage),
 }
 
-/// An RSA key pair in a container: public parts in the clear, the private
-/// key sealed under the container's key-encrypting key.
+/// A key pair in a container: public parts in the clear, the private key
+/// sealed under the container's key-encrypting key. An RSA key has its
+/// modulus and exponent; an EC key has `ec` instead (and an empty modulus
+/// and exponent, `bits` its curve's size), and its sealed private key is
+/// the raw scalar or Ed25519 seed rather than PKCS#8.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyEntry {
     #[serde(with = "b64")]
@@ -1284,6 +1313,10 @@ pub struct KeyEntry {
     pub modulus: Vec<u8>,
     #[serde(with = "b64")]
     pub exponent: Vec<u8>,
+    /// The curve and public point of an EC key; absent for RSA (and in
+    /// every file written before EC keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ec: Option<EcPublic>,
     wrapped: StoredSealed,
     /// Whether the key was generated on this handset (`CKA_LOCAL`); false
     /// for a key imported from elsewhere, which was once outside it. Only
@@ -1327,6 +1360,26 @@ impl KeyEntry {
     /// a string, [`Container::settings_mac`]'s with a number: the two never
     /// cover the same bytes.
     fn mac(&self, container: &str, key: &[u8; 32]) -> Result<String, StoreError> {
+        // An EC key's check covers its curve and point too, under a name of
+        // its own; an RSA key's stays what it was, so old files still pass.
+        if let Some(ec) = &self.ec {
+            let covered = (
+                "phonecsp EC key integrity v1",
+                container,
+                hex(&self.id),
+                &self.label,
+                self.bits,
+                &ec.curve,
+                hex(&ec.point),
+                &self.wrapped,
+            );
+            // As below: an imported key's check covers that it was.
+            return if self.local {
+                hmac_hex(key, &covered)
+            } else {
+                hmac_hex(key, &(covered, "imported"))
+            };
+        }
         let covered = (
             "phonecsp key integrity v1",
             container,
@@ -1348,17 +1401,30 @@ impl KeyEntry {
     }
 
     /// Opens the wrapped private key and checks it against the public parts.
-    fn open(&self, container: &str, kek: &Key32) -> Result<RsaPrivateKey, Damage> {
+    fn open(&self, container: &str, kek: &Key32) -> Result<PrivateKey, Damage> {
         let sealed = self.wrapped.decode().ok_or(Damage::Malformed)?;
         let der = sealed
             .open(kek, &key_aad(container, &self.id))
             .ok_or(Damage::Unwrap)?;
+        if let Some(ec) = &self.ec {
+            let curve = ec.curve().ok_or(Damage::Mismatch)?;
+            let key = EcPrivateKey::from_bytes(curve, &der).ok_or(Damage::Mismatch)?;
+            if key.public_point() != ec.point {
+                return Err(Damage::Mismatch);
+            }
+            return Ok(PrivateKey::Ec(key));
+        }
         let key = crypto::from_pkcs8_der(&der).map_err(|_| Damage::Mismatch)?;
         // The public parts are stored in the clear: they must be this key's.
         if key.n().to_bytes_be() != self.modulus || key.e().to_bytes_be() != self.exponent {
             return Err(Damage::Mismatch);
         }
-        Ok(key)
+        Ok(PrivateKey::Rsa(key))
+    }
+
+    /// The curve of an EC key; `None` for RSA.
+    pub fn curve(&self) -> Option<Curve> {
+        self.ec.as_ref().and_then(EcPublic::curve)
     }
 
     fn damaged(&self, container: &str, damage: Damage) -> StoreError {
@@ -1663,6 +1729,19 @@ impl Container {
             }
             if self.keys[..i].iter().any(|o| o.id == k.id) {
                 return Err(format!("key {i}: id used twice"));
+            }
+            if let Some(ec) = &k.ec {
+                let Some(curve) = ec.curve() else {
+                    return Err(format!("key {i}: unknown curve"));
+                };
+                if ec.point.len() != curve.point_len()
+                    || k.bits != curve.bits()
+                    || !k.modulus.is_empty()
+                    || !k.exponent.is_empty()
+                {
+                    return Err(format!("key {i}: invalid EC public key"));
+                }
+                continue;
             }
             let bits = rsa::BigUint::from_bytes_be(&k.modulus).bits();
             if k.modulus.first() == Some(&0)
@@ -2087,8 +2166,45 @@ impl Container {
             bits,
             modulus,
             exponent,
+            ec: None,
             wrapped: StoredSealed::new(&wrapped),
             local,
+            integrity: None,
+            damaged: None,
+            health: KeyHealth::Sound,
+        });
+        Ok(())
+    }
+
+    /// Adds an EC key pair, as [`Container::add_key`] does an RSA one.
+    pub fn add_ec_key(
+        &mut self,
+        kek: &Kek,
+        id: Vec<u8>,
+        label: String,
+        key: &EcPrivateKey,
+    ) -> Result<(), StoreError> {
+        check_id_label(&id, &label)?;
+        if self.key(&id).is_some() {
+            return Err(StoreError::Exists(format!("key {}", hex(&id))));
+        }
+        if !self.kek_matches(kek) {
+            return Err(StoreError::Token(CkRv::USER_NOT_LOGGED_IN));
+        }
+        let curve = key.curve();
+        let wrapped = Sealed::seal(&kek.key, &key.to_bytes(), &key_aad(&self.name, &id))?;
+        self.keys.push(KeyEntry {
+            id,
+            label,
+            bits: curve.bits(),
+            modulus: Vec::new(),
+            exponent: Vec::new(),
+            ec: Some(EcPublic {
+                curve: curve.name().to_owned(),
+                point: key.public_point(),
+            }),
+            wrapped: StoredSealed::new(&wrapped),
+            local: true,
             integrity: None,
             damaged: None,
             health: KeyHealth::Sound,
@@ -2113,6 +2229,15 @@ impl Container {
     /// `USER_NOT_LOGGED_IN`; a key that is damaged, or that does not open
     /// under the right key, is `KeyDamaged`, naming it.
     pub fn private_key(&self, kek: &Kek, id: &[u8]) -> Result<RsaPrivateKey, StoreError> {
+        match self.any_private_key(kek, id)? {
+            PrivateKey::Rsa(k) => Ok(k),
+            PrivateKey::Ec(_) => Err(StoreError::Token(CkRv::KEY_TYPE_INCONSISTENT)),
+        }
+    }
+
+    /// Unseals the private key with this id, of any type; errors as
+    /// [`Container::private_key`].
+    pub fn any_private_key(&self, kek: &Kek, id: &[u8]) -> Result<PrivateKey, StoreError> {
         let entry = self
             .key(id)
             .ok_or_else(|| StoreError::NotFound(format!("key {}", hex(id))))?;
@@ -3185,6 +3310,7 @@ mod tests {
                     bits,
                     modulus,
                     exponent,
+                    ec: None,
                     wrapped: StoredSealed::new(
                         &Sealed::seal(&pin_kek, &der, &key_aad("old", &[*id])).unwrap(),
                     ),
@@ -3276,5 +3402,94 @@ mod tests {
         let c = store.load_container("ssh").unwrap();
         assert_eq!(c.keys()[0].health(), KeyHealth::Sound);
         assert_eq!(c.keys()[1].health(), KeyHealth::Damaged(Damage::Integrity));
+    }
+
+    /// EC keys of each curve are sealed like RSA keys, come back whole from
+    /// the file, and answer only to a login; an RSA request of one is
+    /// refused by type.
+    #[test]
+    fn ec_keys_are_sealed_saved_and_opened() {
+        let (_tmp, store, mut c) = store_with("ec");
+        let kek = c.unlock(&store, PIN).unwrap();
+        for (i, curve) in Curve::ALL.into_iter().enumerate() {
+            let key = EcPrivateKey::generate(curve);
+            c.add_ec_key(&kek, vec![i as u8 + 1], curve.name().into(), &key)
+                .unwrap();
+        }
+        store.save_container(&c).unwrap();
+        let mut c = store.load_container("ec").unwrap();
+        let kek = c.unlock(&store, PIN).unwrap();
+        for (i, curve) in Curve::ALL.into_iter().enumerate() {
+            let id = [i as u8 + 1];
+            assert_eq!(c.key(&id).unwrap().health(), KeyHealth::Sound);
+            assert_eq!(c.key(&id).unwrap().curve(), Some(curve));
+            let PrivateKey::Ec(k) = c.any_private_key(&kek, &id).unwrap() else {
+                panic!("not EC")
+            };
+            assert_eq!(
+                k.public_point(),
+                c.key(&id).unwrap().ec.as_ref().unwrap().point
+            );
+            assert!(matches!(
+                c.private_key(&kek, &id),
+                Err(StoreError::Token(CkRv::KEY_TYPE_INCONSISTENT))
+            ));
+        }
+    }
+
+    /// A changed public point (another key's, say) is found by the key's
+    /// integrity check without the PIN, reported as damage, and the right
+    /// PIN stays right.
+    #[test]
+    fn a_damaged_ec_key_is_damaged_not_a_wrong_pin() {
+        let (_tmp, store, mut c) = store_with("ec");
+        let kek = c.unlock(&store, PIN).unwrap();
+        let key = EcPrivateKey::generate(Curve::P256);
+        c.add_ec_key(&kek, vec![1], "k".into(), &key).unwrap();
+        store.save_container(&c).unwrap();
+        let path = store.dir().join("containers/ec.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let other = EcPrivateKey::generate(Curve::P256).public_point();
+        v["keys"][0]["ec"]["point"] = B64.encode(other).into();
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let mut c = store.load_container("ec").unwrap();
+        assert_eq!(c.keys()[0].health(), KeyHealth::Damaged(Damage::Integrity));
+        let kek = c.unlock(&store, PIN).unwrap();
+        assert_eq!(c.retries_left(), MAX_PIN_TRIES);
+        assert!(matches!(
+            c.any_private_key(&kek, &[1]),
+            Err(StoreError::KeyDamaged {
+                damage: Damage::Integrity,
+                ..
+            })
+        ));
+        // Without its check (as if never checked), the mismatch is found
+        // when it is opened.
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        v["keys"][0].as_object_mut().unwrap().remove("integrity");
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let mut c = store.load_container("ec").unwrap();
+        c.unlock(&store, PIN).unwrap();
+        assert_eq!(c.keys()[0].health(), KeyHealth::Damaged(Damage::Mismatch));
+    }
+
+    /// An EC entry with an unknown curve or a point of the wrong length
+    /// makes the file invalid, as a bad modulus does.
+    #[test]
+    fn an_ec_entry_of_an_unknown_curve_is_refused() {
+        let (_tmp, store, mut c) = store_with("ec");
+        let kek = c.unlock(&store, PIN).unwrap();
+        c.add_ec_key(
+            &kek,
+            vec![1],
+            "k".into(),
+            &EcPrivateKey::generate(Curve::P384),
+        )
+        .unwrap();
+        let file = store.container_file(&c).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&file).unwrap();
+        v["keys"][0]["ec"]["curve"] = "secp256k1".into();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(store.parse_container_file("ec", &bytes).is_err());
     }
 }

@@ -5,7 +5,7 @@
 use phonecsp_handset::crypto;
 use phonecsp_handset::manager::{Approver, Manager, offer_pairing};
 use phonecsp_handset::serve::{open_pty, serve_stream};
-use phonecsp_handset::store::{KdfParams, Policy, Store};
+use phonecsp_handset::store::{Container, KdfParams, Policy, Store};
 use phonecsp_protocol::at::cme;
 use phonecsp_protocol::ck::cka;
 use phonecsp_protocol::message::{TokenInfo, token_flags};
@@ -42,6 +42,16 @@ fn handset(dir: &Path) -> PairingCode {
     let code = PairingCode::generate();
     offer_pairing(&store, &code, vec!["ssh".into()]).unwrap();
     code
+}
+
+/// Changes the "ssh" container in the store as its owner would; the
+/// store is returned for the test's later looks at it.
+fn edit_ssh(dir: &Path, change: impl FnOnce(&mut Container)) -> Store {
+    let store = Store::open(dir).unwrap();
+    let mut c = store.load_container("ssh").unwrap();
+    change(&mut c);
+    store.save_container(&c).unwrap();
+    store
 }
 
 fn manager(dir: &Path, approver: Approver) -> Manager {
@@ -503,10 +513,7 @@ async fn unauthorised_and_revoked_hosts_are_refused() {
 async fn approval_policy_asks_the_owner() {
     let dir = tempfile::tempdir().unwrap();
     let code = handset(dir.path());
-    let store = Store::open(dir.path()).unwrap();
-    let mut c = store.load_container("ssh").unwrap();
-    c.set_policy(Policy::Confirm);
-    store.save_container(&c).unwrap();
+    edit_ssh(dir.path(), |c| c.set_policy(Policy::Confirm));
     let host = StaticKeypair::generate();
     let answer = dir.path().join("answer");
     let approver = Approver {
@@ -793,10 +800,7 @@ async fn pin_typed_through_the_real_pinentry_tty() {
     let tty = nix::unistd::ttyname(&pty.slave).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let code = handset(dir.path());
-    let store = Store::open(dir.path()).unwrap();
-    let mut c = store.load_container("ssh").unwrap();
-    c.set_pin_entry(PinEntry::Handset);
-    store.save_container(&c).unwrap();
+    let store = edit_ssh(dir.path(), |c| c.set_pin_entry(PinEntry::Handset));
     let approver = Approver {
         pinentry: Some(program.to_owned()),
         pinentry_tty: Some(tty.display().to_string()),
@@ -967,10 +971,7 @@ async fn approvals_through_desktop_notifications() {
         .unwrap();
 
     let code = handset(dir.path());
-    let store = Store::open(dir.path()).unwrap();
-    let mut c = store.load_container("ssh").unwrap();
-    c.set_policy(Policy::Confirm);
-    store.save_container(&c).unwrap();
+    edit_ssh(dir.path(), |c| c.set_policy(Policy::Confirm));
     let approver = Approver {
         notifier: Some(Notifier {
             address: Some(address),
@@ -1068,4 +1069,253 @@ async fn pairing_with_a_short_code() {
         .map(|h| h.name.clone())
         .collect();
     assert_eq!(names, ["laptop"]);
+}
+
+/// EC keys over the link (issue 15): generated with `+CKGENEC`, listed
+/// with their curve and point, ECDSA and EdDSA signatures that verify,
+/// ECDH that agrees with the computer's own, bad points refused, RSA
+/// mechanisms refused for an EC key; and what each EC signature costs on
+/// the line in text and in binary frames.
+#[tokio::test(flavor = "multi_thread")]
+async fn ec_keys_over_the_link_and_their_bytes() {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+    use phonecsp_protocol::Curve;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut l, host, handset_key) = paired(dir.path()).await;
+    log_in(&mut l).await;
+    let generate = |curve, id: u8| Request::GenerateEcKeyPair {
+        container: ssh(),
+        curve,
+        id: vec![id],
+        label: format!("ec {id}"),
+    };
+    let point = |r| match r {
+        Ok(Reply::EcKeyPair { point, .. }) => point,
+        other => panic!("+CKGENEC: {other:?}"),
+    };
+    let p256_point = point(call(&mut l, generate(Curve::P256, 5)).await);
+    let ed_point = point(call(&mut l, generate(Curve::Ed25519, 8)).await);
+    assert_eq!((p256_point.len(), ed_point.len()), (65, 32));
+    // The same id twice: refused, the first key kept.
+    assert_eq!(
+        call(&mut l, generate(Curve::P384, 5)).await,
+        Err(CkRv::ATTRIBUTE_VALUE_INVALID)
+    );
+    let attrs = match call(&mut l, attributes(ObjectClass::PublicKey, &[5])).await {
+        Ok(Reply::Attributes(a)) => a,
+        other => panic!("{other:?}"),
+    };
+    let get = |t| attrs.iter().find(|(a, _)| *a == t).unwrap().1.clone();
+    assert_eq!(get(cka::EC_PARAMS), Curve::P256.ec_params());
+    assert_eq!(get(cka::EC_POINT), Curve::ec_point_der(&p256_point));
+    assert_eq!(get(cka::KEY_TYPE), 3u64.to_be_bytes());
+
+    let digest = Sha256::digest(b"message").to_vec();
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&p256_point).unwrap();
+    let ed =
+        ed25519_dalek::VerifyingKey::from_bytes(&ed_point.clone().try_into().unwrap()).unwrap();
+    // RSA's mechanisms with an EC key, and ECDSA with Ed25519: by type.
+    for (id, m) in [
+        (5, SignMechanism::Pkcs1),
+        (5, SignMechanism::Eddsa),
+        (8, SignMechanism::Ecdsa),
+    ] {
+        assert_eq!(
+            call(&mut l, sign(&[id], m, digest.clone())).await,
+            Err(CkRv::KEY_TYPE_INCONSISTENT)
+        );
+    }
+    assert_eq!(
+        call(&mut l, sign(&[5], SignMechanism::Ecdsa, vec![])).await,
+        Err(CkRv::DATA_LEN_RANGE)
+    );
+
+    // ECDH: Z agrees with the computer's side; bad points are refused.
+    let mine = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let my_point =
+        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&mine.public_key(), false);
+    let derive = |peer: Vec<u8>| Request::Derive {
+        container: ssh(),
+        id: vec![5],
+        peer,
+    };
+    let z = match call(&mut l, derive(my_point.as_bytes().to_vec())).await {
+        Ok(Reply::Derived(z)) => z,
+        other => panic!("{other:?}"),
+    };
+    let peer = p256::PublicKey::from_sec1_bytes(&p256_point).unwrap();
+    let want = p256::ecdh::diffie_hellman(mine.to_nonzero_scalar(), peer.as_affine());
+    assert_eq!(&z[..], &want.raw_secret_bytes()[..]);
+    let mut off = my_point.as_bytes().to_vec();
+    off[64] ^= 1;
+    assert_eq!(call(&mut l, derive(off)).await, Err(CkRv::DATA_INVALID));
+    assert_eq!(call(&mut l, derive(vec![0])).await, Err(CkRv::DATA_INVALID));
+
+    let mut measured = Vec::new();
+    for binary in [false, true] {
+        if binary {
+            l.connect(&host, &handset_key).await.unwrap();
+            log_in(&mut l).await;
+        }
+        assert_eq!(l.is_binary(), binary);
+        for (id, m, data) in [
+            (5u8, SignMechanism::Ecdsa, digest.clone()),
+            (8, SignMechanism::Eddsa, b"message".to_vec()),
+        ] {
+            let before = l.stats();
+            let sig = match call(&mut l, sign(&[id], m, data.clone())).await {
+                Ok(Reply::Signature(s)) => s,
+                other => panic!("{other:?}"),
+            };
+            let after = l.stats();
+            assert_eq!(sig.len(), 64);
+            match m {
+                SignMechanism::Ecdsa => vk
+                    .verify_prehash(&data, &p256::ecdsa::Signature::from_slice(&sig).unwrap())
+                    .unwrap(),
+                _ => ed
+                    .verify_strict(&data, &ed25519_dalek::Signature::from_slice(&sig).unwrap())
+                    .unwrap(),
+            }
+            let (out, inb) = (
+                after.bytes_out - before.bytes_out,
+                after.bytes_in - before.bytes_in,
+            );
+            println!(
+                "{} {m:?}: {out} bytes to the handset, {inb} back, {} in all",
+                if binary { "binary" } else { "text" },
+                out + inb
+            );
+            measured.push(out + inb);
+        }
+    }
+    // A 64-byte signature against RSA-2048's 256: well under the RSA
+    // figures above (676 text, 359 binary).
+    let [text_ecdsa, text_eddsa, bin_ecdsa, bin_eddsa] = measured[..] else {
+        panic!("{measured:?}")
+    };
+    assert!(text_ecdsa <= 340 && text_eddsa <= 320, "{measured:?}");
+    assert!(bin_ecdsa <= 170 && bin_eddsa <= 150, "{measured:?}");
+}
+
+/// EC operations are approved, named and logged as RSA ones are: under
+/// the confirm policy the owner is asked, with the operation and the
+/// program the computer named; a refusal is CKR_FUNCTION_REJECTED; the
+/// audit log records the EC key's generation, signature and ECDH.
+#[tokio::test(flavor = "multi_thread")]
+async fn ec_operations_are_approved_and_logged_as_rsa_ones() {
+    use phonecsp_protocol::Curve;
+    let dir = tempfile::tempdir().unwrap();
+    let code = handset(dir.path());
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = store.load_container("ssh").unwrap();
+    c.set_policy(Policy::Confirm);
+    store.save_container(&c).unwrap();
+    let host = StaticKeypair::generate();
+    let answer = dir.path().join("answer");
+    let seen = dir.path().join("seen");
+    let approver = Approver {
+        command: Some(format!(
+            "echo \"$PHONECSP_OPERATION|$PHONECSP_PROGRAM\" >> {} && test -e {}",
+            seen.display(),
+            answer.display()
+        )),
+        terminal: false,
+        timeout: None,
+        ..Approver::default()
+    };
+    let mut l = duplex(manager(dir.path(), approver)).await;
+    l.pair(&host, &code, "laptop").await.unwrap();
+    log_in(&mut l).await;
+    let generate = Request::GenerateEcKeyPair {
+        container: ssh(),
+        curve: Curve::P256,
+        id: vec![5],
+        label: "ec".into(),
+    };
+    // Refused: nothing made.
+    assert_eq!(
+        ask(&mut l, generate.clone()).await,
+        Err(CkRv::FUNCTION_REJECTED)
+    );
+    std::fs::write(&answer, b"yes").unwrap();
+    let Ok(Reply::EcKeyPair { .. }) = ask(&mut l, generate).await else {
+        panic!("no key")
+    };
+    let digest = Sha256::digest(b"m").to_vec();
+    ask(&mut l, sign(&[5], SignMechanism::Ecdsa, digest))
+        .await
+        .unwrap();
+    let peer = {
+        let k = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k.public_key(), false)
+            .as_bytes()
+            .to_vec()
+    };
+    let derive = Request::Derive {
+        container: ssh(),
+        id: vec![5],
+        peer,
+    };
+    std::fs::remove_file(&answer).unwrap();
+    assert_eq!(
+        ask(&mut l, derive.clone()).await,
+        Err(CkRv::FUNCTION_REJECTED)
+    );
+    std::fs::write(&answer, b"yes").unwrap();
+    let Ok(Reply::Derived(_)) = ask(&mut l, derive).await else {
+        panic!("no secret")
+    };
+    drop(l);
+    let asked = std::fs::read_to_string(&seen).unwrap();
+    let asked: Vec<&str> = asked.lines().collect();
+    assert_eq!(
+        asked,
+        [
+            "generate a key|ssh (pid 42)",
+            "generate a key|ssh (pid 42)",
+            "sign|ssh (pid 42)",
+            "agree a shared secret (ECDH)|ssh (pid 42)",
+            "agree a shared secret (ECDH)|ssh (pid 42)",
+        ]
+    );
+    let handset = env!("CARGO_BIN_EXE_phonecsp-handset");
+    let o = std::process::Command::new(handset)
+        .args(["--state", dir.path().to_str().unwrap(), "log", "--json"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8(o.stdout).unwrap();
+    let brief: Vec<(String, String, String)> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["key"] == "05")
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["result"].as_str().unwrap().to_owned(),
+                e["program"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let want = |ev: &str, r: &str| (ev.to_owned(), r.to_owned(), "ssh (pid 42)".to_owned());
+    assert_eq!(
+        brief,
+        [
+            want("generate-key", "CKR_FUNCTION_REJECTED"),
+            want("generate-key", "ok"),
+            want("sign", "ok"),
+            want("derive", "CKR_FUNCTION_REJECTED"),
+            want("derive", "ok"),
+        ],
+        "{log}"
+    );
+}
+
+/// [`call`], naming the program the request is for.
+async fn ask(l: &mut Duplex, r: Request) -> Result<Reply, CkRv> {
+    match l.call_for(&r, Some("ssh (pid 42)")).await {
+        Ok(reply) => Ok(reply),
+        Err(LinkError::Token(rv)) => Err(rv),
+        Err(e) => panic!("link failed: {e}"),
+    }
 }

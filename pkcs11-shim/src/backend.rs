@@ -11,8 +11,10 @@ use std::sync::Mutex;
 use phonecsp::blocking::Client;
 use phonecsp::input::HandsetSign;
 use phonecsp::mechanism::Encryption;
-use phonecsp::{Bus, ClientOptions, KeyPairInfo, ObjectInfo, Result, TokenDetails, TokenEntry};
-use phonecsp_protocol::CkRv;
+use phonecsp::{
+    Bus, ClientOptions, EcKeyPairInfo, KeyPairInfo, ObjectInfo, Result, TokenDetails, TokenEntry,
+};
+use phonecsp_protocol::{CkRv, Curve};
 use zeroize::Zeroizing;
 
 #[cfg(test)]
@@ -61,6 +63,16 @@ pub trait Backend: Send + Sync {
     fn decrypt(&self, t: &TokenName, key_id: &[u8], enc: &Encryption, ct: &[u8]) -> Result<Secret>;
     /// An empty `id` lets the handset choose one.
     fn generate(&self, t: &TokenName, bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo>;
+    /// An EC key pair on `curve`; an empty `id` lets the handset choose.
+    fn generate_ec(
+        &self,
+        t: &TokenName,
+        curve: Curve,
+        id: &[u8],
+        label: &str,
+    ) -> Result<EcKeyPairInfo>;
+    /// `CKM_ECDH1_DERIVE`'s private step: Z for the peer's point.
+    fn derive(&self, t: &TokenName, key_id: &[u8], peer: &[u8]) -> Result<Secret>;
     /// Moves a private key made elsewhere (unencrypted PKCS#8 DER) onto the
     /// handset, answered as a generated pair; an empty `id` lets the
     /// handset choose one.
@@ -174,6 +186,27 @@ impl Backend for Dbus {
 
     fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>> {
         self.client()?.generate_random(handset, len)
+    }
+
+    fn derive(&self, t: &TokenName, key_id: &[u8], peer: &[u8]) -> Result<Secret> {
+        self.client()?.derive(
+            &t.handset,
+            &t.token,
+            key_id,
+            phonecsp_protocol::ck::ckm::ECDH1_DERIVE,
+            peer,
+        )
+    }
+
+    fn generate_ec(
+        &self,
+        t: &TokenName,
+        curve: Curve,
+        id: &[u8],
+        label: &str,
+    ) -> Result<EcKeyPairInfo> {
+        self.client()?
+            .generate_ec_key_pair(&t.handset, &t.token, curve.number(), id, label)
     }
 
     fn put_certificate(&self, t: &TokenName, id: &[u8], label: &str, der: &[u8]) -> Result<()> {

@@ -206,6 +206,24 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
             // SAFETY: non-NULL and `n` bytes long, checked just above.
             Param::Iv(unsafe { bytes(m.pParameter as *const u8, m.ulParameterLen) }?.to_vec())
         }
+        Takes::Ecdh => {
+            sized(std::mem::size_of::<CK_ECDH1_DERIVE_PARAMS>())?;
+            // SAFETY: as for PSS, for the ECDH parameter struct.
+            let p =
+                unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_ECDH1_DERIVE_PARAMS) };
+            let invalid = |_| Error::Rv(CKR_MECHANISM_PARAM_INVALID);
+            Param::Ecdh {
+                kdf: p.kdf,
+                // SAFETY: the caller's buffers of the lengths it gives.
+                shared: unsafe { bytes(p.pSharedData, p.ulSharedDataLen) }
+                    .map_err(invalid)?
+                    .to_vec(),
+                // SAFETY: as above.
+                public: unsafe { bytes(p.pPublicData, p.ulPublicDataLen) }
+                    .map_err(invalid)?
+                    .to_vec(),
+            }
+        }
         Takes::Gcm => {
             sized(std::mem::size_of::<CK_GCM_PARAMS>())?;
             // SAFETY: as for PSS, for the GCM parameter struct.
@@ -870,6 +888,22 @@ entries! {
     };
 
     /// # Safety
+    /// `pMechanism` a valid mechanism; `pTemplate` valid for
+    /// `ulAttributeCount` attributes; `phKey` writable.
+    unsafe fn C_DeriveKey(
+        hSession: CK_SESSION_HANDLE,
+        pMechanism: *mut CK_MECHANISM,
+        hBaseKey: CK_OBJECT_HANDLE,
+        pTemplate: *mut CK_ATTRIBUTE,
+        ulAttributeCount: CK_ULONG,
+        phKey: *mut CK_OBJECT_HANDLE,
+    ) |m| {
+        let mech = mechanism(pMechanism)?.ok_or(Error::Rv(CKR_ARGUMENTS_BAD))?;
+        let t = template(pTemplate, ulAttributeCount)?;
+        put(phKey, || m.derive_key(hSession, &mech, hBaseKey, t))
+    };
+
+    /// # Safety
     /// `RandomData` valid for `ulRandomLen` bytes.
     unsafe fn C_GenerateRandom(
         hSession: CK_SESSION_HANDLE,
@@ -1015,8 +1049,6 @@ type L = CK_ULONG;
 type LP = *mut CK_ULONG;
 type M = *mut CK_MECHANISM;
 type O = CK_OBJECT_HANDLE;
-type OP = *mut CK_OBJECT_HANDLE;
-type A = *mut CK_ATTRIBUTE;
 type V = *mut c_void;
 type U = *mut CK_UTF8CHAR;
 
@@ -1032,7 +1064,6 @@ not_supported! {
     C_DecryptDigestUpdate(H, B, L, B, LP);
     C_SignEncryptUpdate(H, B, L, B, LP);
     C_DecryptVerifyUpdate(H, B, L, B, LP);
-    C_DeriveKey(H, M, O, A, L, OP);
     C_LoginUser(H, CK_USER_TYPE, U, L, U, L);
     C_MessageEncryptInit(H, M, O);
     C_EncryptMessage(H, V, L, B, L, B, L, B, LP);
@@ -1288,14 +1319,7 @@ mod tests {
         );
         assert_eq!(C_CloseSession(1), CKR_CRYPTOKI_NOT_INITIALIZED);
         assert_eq!(
-            C_DeriveKey(
-                0,
-                std::ptr::null_mut(),
-                0,
-                std::ptr::null_mut(),
-                0,
-                std::ptr::null_mut()
-            ),
+            C_SignRecoverInit(0, std::ptr::null_mut(), 0),
             CKR_FUNCTION_NOT_SUPPORTED
         );
     }

@@ -22,6 +22,14 @@ const SIGN: CK_FLAGS = CKF_HW | CKF_SIGN | CKF_VERIFY;
 /// encryption here.
 const CRYPT: CK_FLAGS = CKF_HW | CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP;
 const CIPHER: CK_FLAGS = CKF_ENCRYPT | CKF_DECRYPT;
+/// The EC capability flags (PKCS#11 3.0 section 2.3.2): prime-field
+/// curves named by OID, uncompressed points.
+const EC_CAPS: CK_FLAGS = CKF_EC_F_P | CKF_EC_OID | CKF_EC_UNCOMPRESS;
+/// EC key sizes in bits, as the standard has them for EC mechanisms (the
+/// length of the order): P-256 to P-384; Ed25519 is 255.
+pub const EC_MIN_BITS: CK_ULONG = 256;
+pub const EC_MAX_BITS: CK_ULONG = 384;
+pub const ED25519_BITS: CK_ULONG = 255;
 
 /// The mechanisms by what they share: `(flags, min key size, max key
 /// size, mechanisms)`, in the order `C_GetMechanismList` gives them.
@@ -53,6 +61,38 @@ const GROUPS: &[(CK_FLAGS, CK_ULONG, CK_ULONG, &[CK_MECHANISM_TYPE])] = &[
     ),
     (CRYPT, MIN_BITS, MAX_BITS, &[CKM_RSA_PKCS_OAEP]),
     (
+        CKF_HW | CKF_GENERATE_KEY_PAIR | EC_CAPS,
+        EC_MIN_BITS,
+        EC_MAX_BITS,
+        &[CKM_EC_KEY_PAIR_GEN],
+    ),
+    (
+        SIGN | EC_CAPS,
+        EC_MIN_BITS,
+        EC_MAX_BITS,
+        &[
+            CKM_ECDSA,
+            CKM_ECDSA_SHA1,
+            CKM_ECDSA_SHA224,
+            CKM_ECDSA_SHA256,
+            CKM_ECDSA_SHA384,
+            CKM_ECDSA_SHA512,
+        ],
+    ),
+    (
+        CKF_HW | CKF_DERIVE | EC_CAPS,
+        EC_MIN_BITS,
+        EC_MAX_BITS,
+        &[CKM_ECDH1_DERIVE],
+    ),
+    (
+        CKF_HW | CKF_GENERATE_KEY_PAIR | EC_CAPS,
+        ED25519_BITS,
+        ED25519_BITS,
+        &[CKM_EC_EDWARDS_KEY_PAIR_GEN],
+    ),
+    (SIGN | EC_CAPS, ED25519_BITS, ED25519_BITS, &[CKM_EDDSA]),
+    (
         CKF_DIGEST,
         0,
         0,
@@ -77,11 +117,6 @@ pub fn all() -> impl Iterator<Item = (CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG, CK_
     GROUPS
         .iter()
         .flat_map(|&(flags, min, max, ms)| ms.iter().map(move |&m| (m, min, max, flags)))
-}
-
-/// Whether `m` works with the RSA keys (rather than secret keys).
-pub fn is_rsa(m: CK_MECHANISM_TYPE) -> bool {
-    all().any(|(x, min, ..)| x == m && min == MIN_BITS)
 }
 
 /// The mechanisms, in table order.
@@ -116,6 +151,13 @@ pub enum Param {
     },
     /// An initialisation vector (the CBC mechanisms).
     Iv(Vec<u8>),
+    /// `CK_ECDH1_DERIVE_PARAMS`: the KDF (`CKD_*`), its shared data, and
+    /// the peer's public point.
+    Ecdh {
+        kdf: CK_ULONG,
+        shared: Vec<u8>,
+        public: Vec<u8>,
+    },
     Gcm {
         iv: Vec<u8>,
         aad: Vec<u8>,
@@ -153,7 +195,9 @@ fn small(v: CK_ULONG) -> Result<u32> {
 pub fn signing(m: &Mechanism) -> Result<Signing> {
     let params = match (&m.param, m.mechanism) {
         (Param::None, CKM_RSA_PKCS | CKM_SHA1_RSA_PKCS | CKM_SHA224_RSA_PKCS)
-        | (Param::None, CKM_SHA256_RSA_PKCS | CKM_SHA384_RSA_PKCS | CKM_SHA512_RSA_PKCS) => {
+        | (Param::None, CKM_SHA256_RSA_PKCS | CKM_SHA384_RSA_PKCS | CKM_SHA512_RSA_PKCS)
+        | (Param::None, CKM_ECDSA | CKM_ECDSA_SHA1 | CKM_ECDSA_SHA224 | CKM_ECDSA_SHA256)
+        | (Param::None, CKM_ECDSA_SHA384 | CKM_ECDSA_SHA512 | CKM_EDDSA) => {
             MechanismParams::default()
         }
         (
@@ -190,6 +234,7 @@ pub enum Takes {
     /// An IV of this many bytes.
     Iv(usize),
     Gcm,
+    Ecdh,
 }
 
 /// Which parameter `m` takes: decided by the mechanism, so that a
@@ -205,6 +250,8 @@ pub fn takes(m: CK_MECHANISM_TYPE) -> Takes {
         Takes::Iv(8)
     } else if m == CKM_AES_GCM {
         Takes::Gcm
+    } else if m == CKM_ECDH1_DERIVE {
+        Takes::Ecdh
     } else {
         Takes::Nothing
     }
@@ -260,7 +307,7 @@ mod tests {
     #[test]
     fn every_listed_mechanism_has_info() {
         let l = list();
-        assert_eq!(l.len(), 27);
+        assert_eq!(l.len(), 37);
         for m in l {
             let i = info(m).unwrap();
             assert!(i.flags != 0);

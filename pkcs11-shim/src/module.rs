@@ -28,12 +28,12 @@ use cryptoki_sys::*;
 use phonecsp::TokenEntry;
 use phonecsp::hash::Hasher;
 use phonecsp::local;
+use phonecsp::local::PublicKey;
 use phonecsp_protocol::ck::cko;
 use phonecsp_protocol::limits::{
     MAX_DATA_OBJECT_LEN, MAX_LABEL_LEN, MAX_OBJECT_ID_LEN, RSA_KEY_BITS,
 };
 use phonecsp_protocol::message::token_flags;
-use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use zeroize::Zeroizing;
 
@@ -1245,9 +1245,12 @@ impl Module {
         public: Template,
         private: Template,
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
-        if mech.mechanism != CKM_RSA_PKCS_KEY_PAIR_GEN {
-            return fail(CKR_MECHANISM_INVALID);
-        }
+        let key_type = match mech.mechanism {
+            CKM_RSA_PKCS_KEY_PAIR_GEN => CKK_RSA,
+            CKM_EC_KEY_PAIR_GEN => CKK_EC,
+            CKM_EC_EDWARDS_KEY_PAIR_GEN => CKK_EC_EDWARDS,
+            _ => return fail(CKR_MECHANISM_INVALID),
+        };
         if mech.param != mechanisms::Param::None {
             return fail(CKR_MECHANISM_PARAM_INVALID);
         }
@@ -1270,7 +1273,7 @@ impl Module {
                 return fail(CKR_TEMPLATE_INCONSISTENT);
             }
             if let Some(k) = objects::find(t, CKA_KEY_TYPE)
-                && objects::as_ulong(k)? != CKK_RSA
+                && objects::as_ulong(k)? != key_type
             {
                 return fail(CKR_TEMPLATE_INCONSISTENT);
             }
@@ -1285,13 +1288,35 @@ impl Module {
         {
             return fail(CKR_ATTRIBUTE_VALUE_INVALID);
         }
-        let bits = objects::find(&public, CKA_MODULUS_BITS)
-            .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
-            .and_then(objects::as_ulong)?;
-        if !RSA_KEY_BITS.iter().any(|b| CK_ULONG::from(*b) == bits) {
+        // EC: the curve from the public template's CKA_EC_PARAMS, which
+        // PKCS#11 3.0 requires there; one this token does not generate (or
+        // the other kind's: a NIST curve for EdDSA) is
+        // CKR_CURVE_NOT_SUPPORTED, which 3.0 defines for C_GenerateKeyPair.
+        let curve = if key_type == CKK_RSA {
+            None
+        } else {
+            let params =
+                objects::find(&public, CKA_EC_PARAMS).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
+            if objects::find(&private, CKA_EC_PARAMS).is_some_and(|p| p != params) {
+                return fail(CKR_TEMPLATE_INCONSISTENT);
+            }
+            match phonecsp_protocol::Curve::from_ec_params(params) {
+                Some(c) if u64::from(c.key_type()) == key_type as u64 => Some(c),
+                _ => return fail(CKR_CURVE_NOT_SUPPORTED),
+            }
+        };
+        let bits = match curve {
+            Some(_) => 0,
+            None => objects::find(&public, CKA_MODULUS_BITS)
+                .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
+                .and_then(objects::as_ulong)?,
+        };
+        if curve.is_none() && !RSA_KEY_BITS.iter().any(|b| CK_ULONG::from(*b) == bits) {
             return fail(CKR_KEY_SIZE_RANGE);
         }
-        if let Some(e) = objects::find(&public, CKA_PUBLIC_EXPONENT) {
+        if let Some(e) = objects::find(&public, CKA_PUBLIC_EXPONENT)
+            && curve.is_none()
+        {
             let start = e.iter().position(|b| *b != 0).unwrap_or(e.len());
             if e[start..] != [1, 0, 1] {
                 // The handset generates with e = 65537 only.
@@ -1310,8 +1335,21 @@ impl Module {
             return fail(CKR_USER_NOT_LOGGED_IN);
         }
         let t = self.names(slot)?;
-        let bits = u32::try_from(bits).or_else(|_| fail(CKR_KEY_SIZE_RANGE))?;
-        let kp = self.check(slot, self.backend.generate(&t, bits, &id, &label))?;
+        let kp_id = match curve {
+            Some(curve) => {
+                self.check(slot, self.backend.generate_ec(&t, curve, &id, &label))?
+                    .id
+            }
+            None => {
+                let bits = u32::try_from(bits).or_else(|_| fail(CKR_KEY_SIZE_RANGE))?;
+                self.check(slot, self.backend.generate(&t, bits, &id, &label))?
+                    .id
+            }
+        };
+        let kp = phonecsp::EcKeyPairInfo {
+            id: kp_id,
+            point: Vec::new(),
+        };
         self.forget_attrs(slot);
         if !token {
             lock(&self.session_objects).add_pair(PhonePair {
@@ -1367,6 +1405,7 @@ impl Module {
                 }
             })?;
         let secret = Self::secret_template(&template)?;
+        let public = public.rsa()?;
         if wrapped.len() != public.size() {
             return fail(CKR_WRAPPED_KEY_LEN_RANGE);
         }
@@ -1393,6 +1432,64 @@ impl Module {
             }
             _ => e,
         })?;
+        drop(full);
+        Ok(self.keep(h, slot, attrs))
+    }
+
+    /// `C_DeriveKey` with `CKM_ECDH1_DERIVE`: the phone does the private
+    /// step (Z, the shared x-coordinate), the module checks the peer's
+    /// point first and applies the KDF (`CKD_NULL`, `CKD_SHA*_KDF`), and
+    /// keeps the result as a session secret key, as `C_UnwrapKey` does.
+    /// The key's length is `CKA_VALUE_LEN`, or Z's (`CKD_NULL`) or the
+    /// hash's.
+    pub fn derive_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        base: CK_OBJECT_HANDLE,
+        template: Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let (slot, _) = self.slot_and_mode(h)?;
+        if mech.mechanism != CKM_ECDH1_DERIVE {
+            return fail(CKR_MECHANISM_INVALID);
+        }
+        let mechanisms::Param::Ecdh {
+            kdf,
+            shared,
+            public,
+        } = &mech.param
+        else {
+            return fail(CKR_MECHANISM_PARAM_INVALID);
+        };
+        let kdf = local::EcdhKdf::from_ckd(*kdf).ok_or(Error::Rv(CKR_MECHANISM_PARAM_INVALID))?;
+        objects::check_shape(&template)?;
+        let (key, public_key) = self.key_for(slot, base, &[CKO_PRIVATE_KEY], Some(CKA_DERIVE))?;
+        let PublicKey::Ec(ec) = &public_key else {
+            return fail(CKR_KEY_TYPE_INCONSISTENT);
+        };
+        // The peer's point as a DER OCTET STRING or raw, as PKCS#11 2.40
+        // allows; it must lie on the base key's curve.
+        let peer = ec
+            .curve
+            .point_from_der(public)
+            .ok_or(Error::Rv(CKR_MECHANISM_PARAM_INVALID))?;
+        local::EcPublicKey::new(ec.curve, peer).or_else(|_| fail(CKR_MECHANISM_PARAM_INVALID))?;
+        let secret = Self::secret_template(&template)?;
+        let len = match objects::find(&template, CKA_VALUE_LEN) {
+            Some(v) => usize::try_from(objects::as_ulong(v)?)
+                .or_else(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?,
+            None => 0,
+        };
+        let t = self.names(slot)?;
+        let z = self.check(slot, self.backend.derive(&t, &key.id, peer))?;
+        let len = match (len, kdf) {
+            (0, local::EcdhKdf::Sha(hash)) => hash.output_len(),
+            (n, _) => n,
+        };
+        let value = local::ecdh_kdf(kdf, &z, shared, len)?;
+        let mut full = objects::Wiped(secret);
+        full.0.push((CKA_VALUE, value.to_vec()));
+        let attrs = objects::from_template(&full)?;
         drop(full);
         Ok(self.keep(h, slot, attrs))
     }
@@ -1598,6 +1695,7 @@ impl Module {
                 CKR_KEY_HANDLE_INVALID => Error::Rv(CKR_WRAPPING_KEY_HANDLE_INVALID),
                 _ => e,
             })?;
+        let public = public.rsa()?.clone();
         let kept = lock(&self.session_objects)
             .get(obj)
             .filter(|o| o.slot == slot)
@@ -1651,7 +1749,7 @@ impl Module {
         obj: CK_OBJECT_HANDLE,
         classes: &[CK_OBJECT_CLASS],
         usage: Option<CK_ATTRIBUTE_TYPE>,
-    ) -> Result<(ObjKey, RsaPublicKey)> {
+    ) -> Result<(ObjKey, PublicKey)> {
         let key = lock(&self.objects)
             .get(obj)
             .cloned()
@@ -1672,10 +1770,7 @@ impl Module {
         {
             return fail(CKR_KEY_FUNCTION_NOT_PERMITTED);
         }
-        match (a.get(&CKA_MODULUS), a.get(&CKA_PUBLIC_EXPONENT)) {
-            (Some(Value::Bytes(n)), Some(Value::Bytes(e))) => Ok((key, local::public_key(n, e)?)),
-            _ => fail(CKR_KEY_HANDLE_INVALID),
-        }
+        Ok((key, public_of(&a)?))
     }
 
     /// The public key for a verification or an encryption: a session
@@ -1686,7 +1781,7 @@ impl Module {
         obj: CK_OBJECT_HANDLE,
         classes: &[CK_OBJECT_CLASS],
         usage: Option<CK_ATTRIBUTE_TYPE>,
-    ) -> Result<RsaPublicKey> {
+    ) -> Result<PublicKey> {
         let kept = lock(&self.session_objects)
             .get(obj)
             .map(|o| (o.slot, Arc::clone(&o.attrs)));
@@ -1702,10 +1797,7 @@ impl Module {
         {
             return fail(CKR_KEY_FUNCTION_NOT_PERMITTED);
         }
-        match (a.get(&CKA_MODULUS), a.get(&CKA_PUBLIC_EXPONENT)) {
-            (Some(Value::Bytes(n)), Some(Value::Bytes(e))) => Ok(local::public_key(n, e)?),
-            _ => fail(CKR_KEY_HANDLE_INVALID),
-        }
+        public_of(&a)
     }
 
     /// A session secret key `obj`'s type and value, if it is one the
@@ -1830,11 +1922,11 @@ impl Module {
         match what {
             KeyUse::Sign => self.start(h, mech, |slot, m| {
                 let signing = mechanisms::signing(m)?;
-                Ok(SignOp::new(key(slot)?, signing))
+                Ok(SignOp::new(key(slot)?, signing)?)
             }),
             KeyUse::Verify => self.start(h, mech, |slot, m| {
                 let signing = mechanisms::signing(m)?;
-                Ok(VerifyOp::new(public(slot)?, signing))
+                Ok(VerifyOp::new(public(slot)?, signing)?)
             }),
             KeyUse::Encrypt => self.start(h, mech, |slot, m| {
                 if let Some(sym) = self.cipher(slot, obj, m, Direction::Encrypt)? {
@@ -1842,7 +1934,7 @@ impl Module {
                 }
                 let enc = mechanisms::encryption(m)?;
                 Ok(EncryptOp::Rsa {
-                    key: public(slot)?,
+                    key: public(slot)?.rsa()?.clone(),
                     enc,
                 })
             }),
@@ -1851,7 +1943,7 @@ impl Module {
                     return Ok(DecryptOp::Sym(sym));
                 }
                 let enc = mechanisms::encryption(m)?;
-                Ok(DecryptOp::rsa(key(slot)?, enc))
+                Ok(DecryptOp::rsa(key(slot)?, enc)?)
             }),
         }
     }
@@ -1881,10 +1973,10 @@ impl Module {
         if let Some(d) = data {
             op.input.update(d)?;
         }
-        if signature.len() != op.key.size() {
+        if signature.len() != op.key.signature_len() {
             return fail(CKR_SIGNATURE_LEN_RANGE);
         }
-        if local::verify_prepared(&op.key, &op.input.finish()?, signature) {
+        if local::verify_prepared_any(&op.key, &op.input.finish()?, signature) {
             Ok(())
         } else {
             fail(CKR_SIGNATURE_INVALID)
@@ -2036,3 +2128,25 @@ impl Module {
 
 #[cfg(test)]
 mod tests;
+
+/// The public key an object's attributes hold: RSA's modulus and exponent,
+/// or an EC key's parameters and point.
+fn public_of(a: &AttrMap) -> Result<PublicKey> {
+    let bytes = |t| match a.get(&t) {
+        Some(Value::Bytes(v)) => Some(v),
+        _ => None,
+    };
+    let mut found: Vec<(u32, &Vec<u8>)> = Vec::new();
+    for t in [
+        CKA_MODULUS,
+        CKA_PUBLIC_EXPONENT,
+        CKA_EC_PARAMS,
+        CKA_EC_POINT,
+    ] {
+        if let Some(v) = bytes(t) {
+            found.push((t as u32, v));
+        }
+    }
+    local::any_public_key_from_attributes(found.iter().map(|(t, v)| (t, *v)))
+        .or_else(|_| fail(CKR_KEY_HANDLE_INVALID))
+}

@@ -113,14 +113,20 @@ const SENSITIVE: [CK_ATTRIBUTE_TYPE; 7] = [
     CKA_VALUE,
 ];
 
-fn allowed_mechanisms(class: CK_OBJECT_CLASS) -> Vec<u8> {
+fn allowed_mechanisms(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Vec<u8> {
     let want = if class == CKO_PRIVATE_KEY {
-        CKF_SIGN | CKF_DECRYPT
+        CKF_SIGN | CKF_DECRYPT | CKF_DERIVE
     } else {
         CKF_VERIFY | CKF_ENCRYPT
     };
+    // Each key type's mechanisms, by their key sizes in the table.
+    let of_type = |min: CK_ULONG| match key_type {
+        CKK_EC => min == mechanisms::EC_MIN_BITS,
+        CKK_EC_EDWARDS => min == mechanisms::ED25519_BITS,
+        _ => min == mechanisms::MIN_BITS,
+    };
     mechanisms::all()
-        .filter(|(m, _, _, f)| f & want != 0 && mechanisms::is_rsa(*m))
+        .filter(|(_, min, _, f)| f & want != 0 && of_type(*min))
         .flat_map(|(m, ..)| m.to_ne_bytes())
         .collect()
 }
@@ -241,57 +247,66 @@ pub fn build(class: CK_OBJECT_CLASS, daemon: &HashMap<u32, Vec<u8>>) -> AttrMap 
         }
         return m;
     }
-    // Keys. The phone says whether a key was made there (a key imported
-    // from elsewhere is not); a phone of before imports says nothing, and
-    // all its keys were.
+    // Keys: RSA unless the handset says EC (CKA_EC_PARAMS).
+    let key_type = match daemon.get(&(CKA_KEY_TYPE as u32)) {
+        Some(v) if m.contains_key(&CKA_EC_PARAMS) => be_number(v),
+        _ => CKK_RSA,
+    };
+    let ec = key_type != CKK_RSA;
+    m.insert(CKA_KEY_TYPE, Value::Bytes(ulong(key_type)));
+    // ECDH is a NIST-curve key's; RSA and Ed25519 keys derive nothing.
+    m.insert(
+        CKA_DERIVE,
+        b(key_type == CKK_EC && class == CKO_PRIVATE_KEY),
+    );
+    // The phone says whether a key was made there (a key imported from
+    // elsewhere is not); a phone of before imports says nothing, and all
+    // its keys were.
     let local = !matches!(m.get(&CKA_LOCAL), Some(Value::Bytes(v)) if v.as_slice() == [0]);
     for t in [CKA_NEVER_EXTRACTABLE, CKA_ALWAYS_SENSITIVE] {
         m.remove(&t);
     }
-    m.insert(CKA_KEY_TYPE, Value::Bytes(ulong(CKK_RSA)));
-    m.insert(CKA_DERIVE, b(false));
     m.insert(CKA_LOCAL, b(local));
     // The standard's value for a key not generated on the token.
-    let gen_mechanism = if local {
-        CKM_RSA_PKCS_KEY_PAIR_GEN
-    } else {
-        CK_UNAVAILABLE_INFORMATION
+    let generation = match key_type {
+        _ if !local => CK_UNAVAILABLE_INFORMATION,
+        CKK_EC => CKM_EC_KEY_PAIR_GEN,
+        CKK_EC_EDWARDS => CKM_EC_EDWARDS_KEY_PAIR_GEN,
+        _ => CKM_RSA_PKCS_KEY_PAIR_GEN,
     };
-    m.insert(CKA_KEY_GEN_MECHANISM, Value::Bytes(ulong(gen_mechanism)));
+    m.insert(CKA_KEY_GEN_MECHANISM, Value::Bytes(ulong(generation)));
     m.insert(
         CKA_ALLOWED_MECHANISMS,
-        Value::Bytes(allowed_mechanisms(class)),
+        Value::Bytes(allowed_mechanisms(class, key_type)),
     );
     m.insert(CKA_START_DATE, Value::Bytes(Vec::new()));
     m.insert(CKA_END_DATE, Value::Bytes(Vec::new()));
     m.entry(CKA_SUBJECT).or_insert(Value::Bytes(Vec::new()));
-    let spki = match (m.get(&CKA_MODULUS), m.get(&CKA_PUBLIC_EXPONENT)) {
-        (Some(Value::Bytes(n)), Some(Value::Bytes(e))) => phonecsp::local::public_key(n, e)
-            .ok()
-            .and_then(|k| phonecsp::local::spki_der(&k).ok()),
-        _ => None,
-    };
+    let spki = phonecsp::local::any_public_key_from_attributes(daemon.iter())
+        .ok()
+        .and_then(|k| k.spki_der().ok());
     m.insert(CKA_PUBLIC_KEY_INFO, Value::Bytes(spki.unwrap_or_default()));
     if class == CKO_PRIVATE_KEY {
         m.insert(CKA_SENSITIVE, b(true));
         m.insert(CKA_ALWAYS_SENSITIVE, b(local));
         m.insert(CKA_EXTRACTABLE, b(false));
         m.insert(CKA_NEVER_EXTRACTABLE, b(local));
-        m.insert(CKA_DECRYPT, b(true));
+        m.insert(CKA_DECRYPT, b(!ec));
         m.insert(CKA_SIGN, b(true));
         m.insert(CKA_SIGN_RECOVER, b(false));
-        // Unwrapping is the phone's decryption, kept here as a secret key.
-        m.insert(CKA_UNWRAP, b(true));
+        // Unwrapping is the phone's RSA decryption, kept here as a secret key.
+        m.insert(CKA_UNWRAP, b(!ec));
         m.insert(CKA_WRAP_WITH_TRUSTED, b(false));
         m.insert(CKA_ALWAYS_AUTHENTICATE, b(false));
-        for t in SENSITIVE {
+        // An EC private key's secret is CKA_VALUE alone.
+        for t in SENSITIVE.into_iter().filter(|t| !ec || *t == CKA_VALUE) {
             m.insert(t, Value::Sensitive);
         }
     } else {
-        m.insert(CKA_ENCRYPT, b(true));
+        m.insert(CKA_ENCRYPT, b(!ec));
         m.insert(CKA_VERIFY, b(true));
         m.insert(CKA_VERIFY_RECOVER, b(false));
-        m.insert(CKA_WRAP, b(true));
+        m.insert(CKA_WRAP, b(!ec));
         m.insert(CKA_TRUSTED, b(false));
     }
     m
@@ -318,9 +333,10 @@ pub fn quick(class: CK_OBJECT_CLASS, id: &[u8], label: &str) -> AttrMap {
             m.insert(CKA_ID, Value::Bytes(id.to_vec()));
             m.insert(CKA_CERTIFICATE_TYPE, Value::Bytes(ulong(CKC_X_509)));
         }
+        // A key's type is not in the list (it may be EC): a search by it
+        // reads the attributes.
         _ => {
             m.insert(CKA_ID, Value::Bytes(id.to_vec()));
-            m.insert(CKA_KEY_TYPE, Value::Bytes(ulong(CKK_RSA)));
         }
     }
     m
@@ -328,12 +344,9 @@ pub fn quick(class: CK_OBJECT_CLASS, id: &[u8], label: &str) -> AttrMap {
 
 /// Whether [`quick`] answers every attribute of the template.
 pub fn quick_suffices(template: &Template) -> bool {
-    template.iter().all(|(t, _)| {
-        matches!(
-            *t,
-            CKA_CLASS | CKA_ID | CKA_LABEL | CKA_TOKEN | CKA_PRIVATE | CKA_KEY_TYPE
-        )
-    })
+    template
+        .iter()
+        .all(|(t, _)| matches!(*t, CKA_CLASS | CKA_ID | CKA_LABEL | CKA_TOKEN | CKA_PRIVATE))
 }
 
 // ---- objects made from a caller's template ----------------------------------
@@ -716,6 +729,71 @@ mod tests {
         assert!(matches(&quick(CKO_PRIVATE_KEY, &[1], "ssh key"), &t));
         assert!(quick_suffices(&t));
         assert!(!quick_suffices(&vec![(CKA_SIGN, vec![1])]));
+    }
+
+    /// An EC key as the daemon gives it (the handset's `+CKATTR`): the
+    /// object says its type, curve, point and SPKI, derives (NIST curves,
+    /// private key) but neither decrypts nor wraps, and lists only its own
+    /// mechanisms; a search by key type reads it, the object list alone
+    /// cannot answer that.
+    #[test]
+    fn ec_keys_carry_their_curve_and_their_own_mechanisms() {
+        use phonecsp_protocol::ck::Curve;
+        let ec = |curve: Curve, point: &[u8]| {
+            let mut d = HashMap::new();
+            d.insert(CKA_CLASS as u32, 3u64.to_be_bytes().to_vec());
+            d.insert(CKA_ID as u32, vec![5]);
+            d.insert(
+                CKA_KEY_TYPE as u32,
+                u64::from(curve.key_type()).to_be_bytes().to_vec(),
+            );
+            d.insert(CKA_EC_PARAMS as u32, curve.ec_params().to_vec());
+            d.insert(CKA_EC_POINT as u32, Curve::ec_point_der(point));
+            d
+        };
+        // The P-256 generator: a valid point.
+        let g = [
+            "04",
+            "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296",
+            "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
+        ]
+        .concat();
+        let point: Vec<u8> = (0..g.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&g[i..i + 2], 16).unwrap())
+            .collect();
+        let private = build(CKO_PRIVATE_KEY, &ec(Curve::P256, &point));
+        let public = build(CKO_PUBLIC_KEY, &ec(Curve::P256, &point));
+        let b = |v: bool| Value::Bytes(bbool(v));
+        assert_eq!(private[&CKA_KEY_TYPE], Value::Bytes(ulong(CKK_EC)));
+        assert_eq!(
+            private[&CKA_KEY_GEN_MECHANISM],
+            Value::Bytes(ulong(CKM_EC_KEY_PAIR_GEN))
+        );
+        assert_eq!(private[&CKA_DERIVE], b(true));
+        assert_eq!(public[&CKA_DERIVE], b(false));
+        for t in [CKA_DECRYPT, CKA_UNWRAP] {
+            assert_eq!(private[&t], b(false));
+        }
+        for t in [CKA_ENCRYPT, CKA_WRAP] {
+            assert_eq!(public[&t], b(false));
+        }
+        assert_eq!(private[&CKA_VALUE], Value::Sensitive);
+        assert!(!private.contains_key(&CKA_PRIME_1));
+        assert!(matches!(&public[&CKA_PUBLIC_KEY_INFO], Value::Bytes(v) if v.len() == 91));
+        let Value::Bytes(allowed) = &private[&CKA_ALLOWED_MECHANISMS] else {
+            panic!()
+        };
+        let allowed: Vec<CK_ULONG> = allowed
+            .chunks(std::mem::size_of::<CK_ULONG>())
+            .map(|c| CK_ULONG::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert!(allowed.contains(&CKM_ECDSA) && allowed.contains(&CKM_ECDH1_DERIVE));
+        assert!(!allowed.contains(&CKM_RSA_PKCS) && !allowed.contains(&CKM_EDDSA));
+        let ed = build(CKO_PRIVATE_KEY, &ec(Curve::Ed25519, &[9; 32]));
+        assert_eq!(ed[&CKA_KEY_TYPE], Value::Bytes(ulong(CKK_EC_EDWARDS)));
+        assert_eq!(ed[&CKA_DERIVE], b(false));
+        assert!(!quick_suffices(&vec![(CKA_KEY_TYPE, ulong(CKK_EC))]));
     }
 
     #[test]

@@ -13,8 +13,9 @@ use std::collections::VecDeque;
 use cryptoki_sys::*;
 use phonecsp::hash::Hasher;
 use phonecsp::input::SignInput;
+use phonecsp::local::PublicKey;
 use phonecsp::mechanism::{Encryption, Signing};
-use phonecsp_protocol::HashAlg;
+use phonecsp_protocol::{CkRv, HashAlg};
 use rsa::RsaPublicKey;
 use rsa::traits::PublicKeyParts;
 use zeroize::Zeroizing;
@@ -51,7 +52,7 @@ pub struct SignOp {
 }
 
 pub struct VerifyOp {
-    pub key: RsaPublicKey,
+    pub key: PublicKey,
     pub input: SignInput,
 }
 
@@ -79,31 +80,40 @@ pub struct RsaDecrypt {
 }
 
 impl SignOp {
-    pub fn new((key, public): (ObjKey, RsaPublicKey), signing: Signing) -> SignOp {
-        SignOp {
+    /// `CKR_KEY_TYPE_INCONSISTENT` for a mechanism of another key type.
+    pub fn new(
+        (key, public): (ObjKey, PublicKey),
+        signing: Signing,
+    ) -> std::result::Result<SignOp, CkRv> {
+        public.check_signing(&signing)?;
+        Ok(SignOp {
             key,
-            input: SignInput::new(signing, public.size()),
-        }
+            input: SignInput::new(signing, public.signature_len()),
+        })
     }
 }
 
 impl VerifyOp {
-    pub fn new(key: RsaPublicKey, signing: Signing) -> VerifyOp {
-        let input = SignInput::new(signing, key.size());
-        VerifyOp { key, input }
+    pub fn new(key: PublicKey, signing: Signing) -> std::result::Result<VerifyOp, CkRv> {
+        key.check_signing(&signing)?;
+        let input = SignInput::new(signing, key.signature_len());
+        Ok(VerifyOp { key, input })
     }
 }
 
 impl DecryptOp {
-    pub fn rsa((key, public): (ObjKey, RsaPublicKey), enc: Encryption) -> DecryptOp {
-        let len = public.size();
+    pub fn rsa(
+        (key, public): (ObjKey, PublicKey),
+        enc: Encryption,
+    ) -> std::result::Result<DecryptOp, CkRv> {
+        let len = public.rsa()?.size();
         let result = None;
-        DecryptOp::Rsa(RsaDecrypt {
+        Ok(DecryptOp::Rsa(RsaDecrypt {
             key,
             enc,
             len,
             result,
-        })
+        }))
     }
 }
 

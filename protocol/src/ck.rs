@@ -48,9 +48,11 @@ impl CkRv {
     pub const CRYPTOKI_NOT_INITIALIZED: CkRv = CkRv(0x190);
     pub const FUNCTION_REJECTED: CkRv = CkRv(0x200);
     pub const SIGNATURE_INVALID: CkRv = CkRv(0x0C0);
+    pub const SIGNATURE_LEN_RANGE: CkRv = CkRv(0x0C1);
+    pub const CURVE_NOT_SUPPORTED: CkRv = CkRv(0x140);
 
     /// Every value [`CkRv::name`] knows, for mapping names back to values.
-    pub const KNOWN: [CkRv; 41] = [
+    pub const KNOWN: [CkRv; 43] = [
         CkRv::OK,
         CkRv::HOST_MEMORY,
         CkRv::GENERAL_ERROR,
@@ -92,6 +94,8 @@ impl CkRv {
         CkRv::CRYPTOKI_NOT_INITIALIZED,
         CkRv::FUNCTION_REJECTED,
         CkRv::SIGNATURE_INVALID,
+        CkRv::SIGNATURE_LEN_RANGE,
+        CkRv::CURVE_NOT_SUPPORTED,
     ];
 
     /// The PKCS#11 name, for messages people read.
@@ -138,6 +142,8 @@ impl CkRv {
             CkRv::CRYPTOKI_NOT_INITIALIZED => "CKR_CRYPTOKI_NOT_INITIALIZED",
             CkRv::FUNCTION_REJECTED => "CKR_FUNCTION_REJECTED",
             CkRv::SIGNATURE_INVALID => "CKR_SIGNATURE_INVALID",
+            CkRv::SIGNATURE_LEN_RANGE => "CKR_SIGNATURE_LEN_RANGE",
+            CkRv::CURVE_NOT_SUPPORTED => "CKR_CURVE_NOT_SUPPORTED",
             _ => "CKR_VENDOR_OR_UNKNOWN",
         }
     }
@@ -218,11 +224,163 @@ pub mod cka {
     pub const MODULUS: u32 = 0x120;
     pub const MODULUS_BITS: u32 = 0x121;
     pub const PUBLIC_EXPONENT: u32 = 0x122;
+    /// `CKA_EC_PARAMS` (`CKA_ECDSA_PARAMS`): the curve, DER.
+    pub const EC_PARAMS: u32 = 0x180;
+    /// `CKA_EC_POINT`: the public point, as a DER OCTET STRING.
+    pub const EC_POINT: u32 = 0x181;
     /// Booleans of a key pair (one byte, 0 or 1): whether it was generated
-    /// on the handset, and so never outside it (section 7.24).
+    /// on the handset, and so never outside it (section 7.26).
     pub const LOCAL: u32 = 0x163;
     pub const NEVER_EXTRACTABLE: u32 = 0x164;
     pub const ALWAYS_SENSITIVE: u32 = 0x165;
+}
+
+/// Key types (`CKK_*`).
+pub mod ckk {
+    pub const RSA: u32 = 0x000;
+    pub const EC: u32 = 0x003;
+    pub const EC_EDWARDS: u32 = 0x040;
+}
+
+/// The elliptic curves a handset may hold keys on, numbered as `+CKGENEC`
+/// names them (docs/protocol.md section 7.24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Curve {
+    /// NIST P-256 (secp256r1, prime256v1): ECDSA and ECDH.
+    P256,
+    /// NIST P-384 (secp384r1): ECDSA and ECDH.
+    P384,
+    /// Ed25519 (RFC 8032): EdDSA only.
+    Ed25519,
+}
+
+/// `CKA_EC_PARAMS` of P-256: the DER OID 1.2.840.10045.3.1.7.
+const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// `CKA_EC_PARAMS` of P-384: the DER OID 1.3.132.0.34.
+const P384_PARAMS: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// `CKA_EC_PARAMS` of Ed25519: the DER OID 1.3.101.112 (RFC 8410), one of
+/// the two forms PKCS#11 3.0 section 2.3.10 allows.
+const ED25519_PARAMS: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+/// The other form: the PrintableString "edwards25519" (what OpenSC's
+/// pkcs11-tool sends); accepted, never produced.
+const ED25519_PARAMS_NAME: &[u8] = b"\x13\x0cedwards25519";
+
+impl Curve {
+    pub const ALL: [Curve; 3] = [Curve::P256, Curve::P384, Curve::Ed25519];
+
+    /// The number `+CKGENEC` carries.
+    pub const fn number(self) -> u32 {
+        match self {
+            Curve::P256 => 1,
+            Curve::P384 => 2,
+            Curve::Ed25519 => 3,
+        }
+    }
+
+    pub fn from_number(n: u64) -> Option<Curve> {
+        Curve::ALL.into_iter().find(|c| u64::from(c.number()) == n)
+    }
+
+    /// The name people type and read.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Curve::P256 => "p256",
+            Curve::P384 => "p384",
+            Curve::Ed25519 => "ed25519",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Curve> {
+        let s = s.to_ascii_lowercase().replace('-', "");
+        match s.as_str() {
+            "p256" | "prime256v1" | "secp256r1" | "nistp256" => Some(Curve::P256),
+            "p384" | "secp384r1" | "nistp384" => Some(Curve::P384),
+            "ed25519" | "edwards25519" => Some(Curve::Ed25519),
+            _ => None,
+        }
+    }
+
+    /// `CKK_EC` or `CKK_EC_EDWARDS`.
+    pub const fn key_type(self) -> u32 {
+        match self {
+            Curve::P256 | Curve::P384 => ckk::EC,
+            Curve::Ed25519 => ckk::EC_EDWARDS,
+        }
+    }
+
+    /// `CKA_EC_PARAMS`, DER.
+    pub const fn ec_params(self) -> &'static [u8] {
+        match self {
+            Curve::P256 => P256_PARAMS,
+            Curve::P384 => P384_PARAMS,
+            Curve::Ed25519 => ED25519_PARAMS,
+        }
+    }
+
+    /// The curve `CKA_EC_PARAMS` names, in either form the standard allows
+    /// for Ed25519; `None` for any other curve or malformed DER.
+    pub fn from_ec_params(der: &[u8]) -> Option<Curve> {
+        if der == ED25519_PARAMS_NAME {
+            return Some(Curve::Ed25519);
+        }
+        Curve::ALL.into_iter().find(|c| c.ec_params() == der)
+    }
+
+    /// The size in bits PKCS#11 gives the key (`CK_MECHANISM_INFO`): the
+    /// order's length for the NIST curves, 255 for Ed25519.
+    pub const fn bits(self) -> u32 {
+        match self {
+            Curve::P256 => 256,
+            Curve::P384 => 384,
+            Curve::Ed25519 => 255,
+        }
+    }
+
+    /// Bytes of a field element, and of a private scalar or seed.
+    pub const fn field_len(self) -> usize {
+        match self {
+            Curve::P256 | Curve::Ed25519 => 32,
+            Curve::P384 => 48,
+        }
+    }
+
+    /// Bytes of the public key as the link carries it: SEC1 uncompressed
+    /// `04 || X || Y`, or the 32-byte RFC 8032 encoding.
+    pub const fn point_len(self) -> usize {
+        match self {
+            Curve::P256 | Curve::P384 => 1 + 2 * self.field_len(),
+            Curve::Ed25519 => 32,
+        }
+    }
+
+    /// Bytes of a signature: `r || s`, or Ed25519's `R || S`.
+    pub const fn signature_len(self) -> usize {
+        2 * self.field_len()
+    }
+
+    /// `CKA_EC_POINT`: the point as a DER OCTET STRING (all points are
+    /// shorter than 128 bytes, so the length is one byte).
+    pub fn ec_point_der(point: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + point.len());
+        out.push(0x04);
+        out.push(point.len() as u8);
+        out.extend_from_slice(point);
+        out
+    }
+
+    /// The point inside a `CKA_EC_POINT` OCTET STRING; also accepts the raw
+    /// point, which some programs pass (PKCS#11 2.40 was read both ways).
+    pub fn point_from_der(self, v: &[u8]) -> Option<&[u8]> {
+        match v {
+            [0x04, len, rest @ ..]
+                if usize::from(*len) == rest.len() && rest.len() == self.point_len() =>
+            {
+                Some(rest)
+            }
+            _ if v.len() == self.point_len() => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// The digests of the SHA-1/SHA-2 family, named by their `CKM_*` value on
@@ -354,6 +512,16 @@ pub mod ckm {
     pub const SHA224: u32 = 0x0255;
     pub const SHA384: u32 = 0x0260;
     pub const SHA512: u32 = 0x0270;
+    pub const EC_KEY_PAIR_GEN: u32 = 0x1040;
+    pub const ECDSA: u32 = 0x1041;
+    pub const ECDSA_SHA1: u32 = 0x1042;
+    pub const ECDSA_SHA224: u32 = 0x1043;
+    pub const ECDSA_SHA256: u32 = 0x1044;
+    pub const ECDSA_SHA384: u32 = 0x1045;
+    pub const ECDSA_SHA512: u32 = 0x1046;
+    pub const ECDH1_DERIVE: u32 = 0x1050;
+    pub const EC_EDWARDS_KEY_PAIR_GEN: u32 = 0x1055;
+    pub const EDDSA: u32 = 0x1057;
 }
 
 /// A private-key signature as the handset performs it: over bytes the
@@ -364,6 +532,11 @@ pub enum SignMechanism {
     Pkcs1,
     /// `CKM_RSA_PKCS_PSS` over a digest of `hash`, MGF1 with the same hash.
     Pss { hash: HashAlg, salt_len: u32 },
+    /// `CKM_ECDSA` over a digest the computer made; the signature is
+    /// `r || s`, each the curve's field length.
+    Ecdsa,
+    /// `CKM_EDDSA` (pure Ed25519) over the message itself.
+    Eddsa,
 }
 
 /// A private-key decryption.
@@ -400,5 +573,42 @@ mod digest_info_tests {
         for (h, prefix) in rfc {
             assert_eq!(hex(h), prefix, "{h:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod curve_tests {
+    use super::*;
+
+    #[test]
+    fn ec_params_name_each_curve_and_nothing_else() {
+        for c in Curve::ALL {
+            assert_eq!(Curve::from_ec_params(c.ec_params()), Some(c));
+            assert_eq!(Curve::from_number(u64::from(c.number())), Some(c));
+            assert_eq!(Curve::from_name(c.name()), Some(c));
+        }
+        // PKCS#11 3.0's other form for Ed25519, as OpenSC sends it.
+        assert_eq!(
+            Curve::from_ec_params(b"\x13\x0cedwards25519"),
+            Some(Curve::Ed25519)
+        );
+        // secp256k1 (1.3.132.0.10) and a truncated OID.
+        assert_eq!(
+            Curve::from_ec_params(&[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a]),
+            None
+        );
+        assert_eq!(Curve::from_ec_params(&[0x06, 0x08, 0x2a, 0x86]), None);
+        assert_eq!(Curve::from_number(0), None);
+    }
+
+    #[test]
+    fn ec_point_is_an_octet_string() {
+        let point = [4u8; 65];
+        let der = Curve::ec_point_der(&point);
+        assert_eq!(&der[..2], &[0x04, 65]);
+        assert_eq!(Curve::P256.point_from_der(&der), Some(&point[..]));
+        assert_eq!(Curve::P256.point_from_der(&point), Some(&point[..]));
+        assert_eq!(Curve::P384.point_from_der(&der), None);
+        assert_eq!(Curve::P256.point_from_der(&der[..60]), None);
     }
 }

@@ -118,6 +118,8 @@ const NAMES: &[(&str, u32, u32)] = &[
     ("+CKSOLOGOUT", 0, 0),
     ("+CKINITPIN", 0b10, 0),
     ("+CKPUK", 0b110, 0),
+    ("+CKGENEC", 0b100, 0b11),
+    ("+CKDERIVE", 0b1010, 0b1),
     ("+CKIMPORT", 0b1010, 0),
     ("+CKATTEST", 0b110, 0b1),
 ];

@@ -47,12 +47,30 @@ pub enum LinkError {
     Token(CkRv),
     #[error("invalid request: {0}")]
     Request(ParseError),
+    /// The handset answered an inner command with `ERROR`: it does not
+    /// know it (a handset older than the command). The session is whole.
+    #[error("{}", unsupported_text(.0))]
+    Unsupported(&'static str),
+}
+
+/// What a person is told when the handset does not know a command.
+pub fn unsupported_text(command: &str) -> String {
+    match command {
+        "+CKGENEC" | "+CKDERIVE" => format!(
+            "the handset does not support EC keys (it does not know {command}); \
+             update phonecsp on the phone"
+        ),
+        _ => format!("the handset does not know {command}; update phonecsp on the phone"),
+    }
 }
 
 impl LinkError {
     /// Whether the link must be reopened before it can be used again.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, LinkError::Token(_) | LinkError::Request(_))
+        !matches!(
+            self,
+            LinkError::Token(_) | LinkError::Request(_) | LinkError::Unsupported(_)
+        )
     }
 }
 
@@ -330,9 +348,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         match Reply::decode(request, text)? {
             InnerOutcome::Done(r) => Ok(r),
             InnerOutcome::Failed(rv) => Err(LinkError::Token(rv)),
-            InnerOutcome::Rejected => Err(LinkError::Protocol(
-                "handset rejected the inner command".into(),
-            )),
+            InnerOutcome::Rejected => Err(LinkError::Unsupported(request.name())),
         }
     }
 
@@ -520,6 +536,36 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handset older than EC keys answers `+CKGENEC` and `+CKDERIVE`
+    /// with `ERROR`: the caller is told the handset does not support EC
+    /// keys, and the link is not dropped for it (the session is whole).
+    #[test]
+    fn an_old_handset_says_it_does_not_support_ec_keys() {
+        let request = Request::GenerateEcKeyPair {
+            container: "ssh".into(),
+            curve: crate::ck::Curve::P256,
+            id: vec![5],
+            label: String::new(),
+        };
+        let e =
+            HostLink::<tokio::io::Empty, tokio::io::Sink>::outcome(&request, "ERROR").unwrap_err();
+        assert!(matches!(e, LinkError::Unsupported("+CKGENEC")), "{e:?}");
+        assert!(!e.is_fatal());
+        assert!(
+            e.to_string()
+                .starts_with("the handset does not support EC keys"),
+            "{e}"
+        );
+        let derive = Request::Derive {
+            container: "ssh".into(),
+            id: vec![5],
+            peer: vec![4; 65],
+        };
+        let e =
+            HostLink::<tokio::io::Empty, tokio::io::Sink>::outcome(&derive, "ERROR").unwrap_err();
+        assert!(e.to_string().contains("does not support EC keys"), "{e}");
+    }
     use crate::responder::Responder;
     use crate::testing::TestHandset;
     use std::time::Duration;

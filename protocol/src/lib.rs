@@ -21,7 +21,7 @@ pub mod responder;
 pub mod testing;
 
 pub use at::ParseError;
-pub use ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
+pub use ck::{CkRv, Curve, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
 pub use host::{HostLink, LinkError, LinkStats};
 pub use message::{Command, InnerOutcome, Reply, Request, VersionInfo};
 pub use noise::{PairingCode, Session, StaticKeypair};

@@ -7,7 +7,7 @@
 
 use crate::at::ParseError;
 use crate::at::{Params, check_text, decode_b64, quote, quote_b64, split_command, split_extended};
-use crate::ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism, ckm};
+use crate::ck::{CkRv, Curve, DecryptMechanism, HashAlg, ObjectClass, SignMechanism, ckm};
 use zeroize::Zeroizing;
 
 /// Protocol version this crate speaks.
@@ -245,6 +245,21 @@ pub enum Request {
         id: Vec<u8>,
         label: String,
     },
+    /// `+CKGENEC="<container>",<curve>,"<id>","<label>"`: an EC key pair
+    /// (section 7.24).
+    GenerateEcKeyPair {
+        container: String,
+        curve: Curve,
+        id: Vec<u8>,
+        label: String,
+    },
+    /// `+CKDERIVE="<container>","<id>",4176,"<peer point>"`: the private
+    /// step of `CKM_ECDH1_DERIVE` (section 7.25).
+    Derive {
+        container: String,
+        id: Vec<u8>,
+        peer: Vec<u8>,
+    },
     /// `+CKRAND=<length>`
     GenerateRandom { len: u32 },
     /// `+CKPUTCERT="<container>","<id>","<label>","<DER>"`
@@ -361,6 +376,8 @@ impl Request {
             Request::Sign { .. } => "+CKSIGN",
             Request::Decrypt { .. } => "+CKDEC",
             Request::GenerateKeyPair { .. } => "+CKGEN",
+            Request::GenerateEcKeyPair { .. } => "+CKGENEC",
+            Request::Derive { .. } => "+CKDERIVE",
             Request::GenerateRandom { .. } => "+CKRAND",
             Request::PutCertificate { .. } => "+CKPUTCERT",
             Request::DeleteCertificate { .. } => "+CKDELCERT",
@@ -450,6 +467,8 @@ impl Request {
             } => {
                 let mech = match mechanism {
                     SignMechanism::Pkcs1 => ckm::RSA_PKCS.to_string(),
+                    SignMechanism::Ecdsa => ckm::ECDSA.to_string(),
+                    SignMechanism::Eddsa => ckm::EDDSA.to_string(),
                     SignMechanism::Pss { hash, salt_len } => {
                         format!("{},{},{salt_len}", ckm::RSA_PKCS_PSS, hash.mechanism())
                     }
@@ -501,6 +520,29 @@ impl Request {
                 quote(container)?,
                 quote_b64(id),
                 quote(label)?
+            ),
+            Request::GenerateEcKeyPair {
+                container,
+                curve,
+                id,
+                label,
+            } => format!(
+                "+CKGENEC={},{},{},{}",
+                quote(container)?,
+                curve.number(),
+                quote_b64(id),
+                quote(label)?
+            ),
+            Request::Derive {
+                container,
+                id,
+                peer,
+            } => format!(
+                "+CKDERIVE={},{},{},{}",
+                quote(container)?,
+                quote_b64(id),
+                ckm::ECDH1_DERIVE,
+                quote_b64(peer)
             ),
             Request::GenerateRandom { len } => format!("+CKRAND={len}"),
             Request::PutCertificate {
@@ -664,7 +706,22 @@ impl Request {
                     check_len(label, MAX_DATA_LEN, "OAEP label too long")?;
                 }
             }
+            Request::Derive {
+                container,
+                id,
+                peer,
+            } => {
+                check_name(container)?;
+                check_len(id, MAX_ID_LEN, "id too long")?;
+                check_len(peer, MAX_DATA_LEN, "peer point too long")?;
+            }
             Request::GenerateKeyPair {
+                container,
+                id,
+                label,
+                ..
+            }
+            | Request::GenerateEcKeyPair {
                 container,
                 id,
                 label,
@@ -742,6 +799,8 @@ impl Request {
                 | Request::Decrypt { .. }
                 | Request::Rewrap { .. }
                 | Request::GenerateKeyPair { .. }
+                | Request::GenerateEcKeyPair { .. }
+                | Request::Derive { .. }
                 | Request::DestroyKey { .. }
                 | Request::ImportKey { .. }
         )
@@ -864,12 +923,22 @@ impl Request {
             }
             "+CKSIGN" => {
                 p.expect_count(4, 6)?;
-                let mechanism = match key_op_mechanism(&p, ckm::RSA_PKCS, ckm::RSA_PKCS_PSS)? {
-                    None => SignMechanism::Pkcs1,
-                    Some(hash) => SignMechanism::Pss {
-                        hash,
-                        salt_len: p.u32(5)?,
-                    },
+                let m = p.number(2)?;
+                let mechanism = if m == u64::from(ckm::ECDSA) || m == u64::from(ckm::EDDSA) {
+                    p.expect_count(4, 4)?;
+                    if m == u64::from(ckm::ECDSA) {
+                        SignMechanism::Ecdsa
+                    } else {
+                        SignMechanism::Eddsa
+                    }
+                } else {
+                    match key_op_mechanism(&p, ckm::RSA_PKCS, ckm::RSA_PKCS_PSS)? {
+                        None => SignMechanism::Pkcs1,
+                        Some(hash) => SignMechanism::Pss {
+                            hash,
+                            salt_len: p.u32(5)?,
+                        },
+                    }
                 };
                 let (container, id, data) = (container()?, p.bytes(1)?, p.bytes(3)?);
                 Request::Sign {
@@ -903,6 +972,27 @@ impl Request {
                     bits: p.u32(1)?,
                     id: p.bytes(2)?,
                     label: p.text(3)?.to_owned(),
+                }
+            }
+            "+CKGENEC" => {
+                p.expect_count(4, 4)?;
+                Request::GenerateEcKeyPair {
+                    container: container()?,
+                    curve: Curve::from_number(p.number(1)?)
+                        .ok_or(ParseError::Syntax("unknown curve"))?,
+                    id: p.bytes(2)?,
+                    label: p.text(3)?.to_owned(),
+                }
+            }
+            "+CKDERIVE" => {
+                p.expect_count(4, 4)?;
+                if p.number(2)? != u64::from(ckm::ECDH1_DERIVE) {
+                    return Err(ParseError::Mechanism);
+                }
+                Request::Derive {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                    peer: p.bytes(3)?,
                 }
             }
             "+CKRAND" => {
@@ -993,12 +1083,16 @@ fn check_program(s: &str) -> Result<(), ParseError> {
 fn base_count(name: &str, p: &Params) -> Option<usize> {
     match name {
         "+CKDELKEY" => Some(2),
-        "+CKGEN" => Some(4),
-        "+CKIMPORT" => Some(4),
+        "+CKGEN" | "+CKGENEC" | "+CKDERIVE" | "+CKIMPORT" => Some(4),
         "+CKREWRAP" => Some(6),
         "+CKSIGN" | "+CKDEC" => match p.number(2).ok()? {
             n if n == u64::from(ckm::RSA_PKCS) => Some(4),
             n if n == u64::from(ckm::RSA_PKCS_PSS) && name == "+CKSIGN" => Some(6),
+            n if (n == u64::from(ckm::ECDSA) || n == u64::from(ckm::EDDSA))
+                && name == "+CKSIGN" =>
+            {
+                Some(4)
+            }
             n if n == u64::from(ckm::RSA_PKCS_OAEP) && name == "+CKDEC" => Some(6),
             _ => None,
         },
@@ -1158,6 +1252,13 @@ pub enum Reply {
         modulus: Vec<u8>,
         exponent: Vec<u8>,
     },
+    /// `+CKGENEC: "<id>","<public point>"`
+    EcKeyPair {
+        id: Vec<u8>,
+        point: Vec<u8>,
+    },
+    /// `+CKDERIVE: "<shared secret Z>"`
+    Derived(Zeroizing<Vec<u8>>),
     /// `+CKRAND: "<bytes>"`
     Random(Vec<u8>),
     /// `+CKREWRAP: "<ciphertext>"`
@@ -1224,6 +1325,10 @@ impl Reply {
                 quote_b64(modulus),
                 quote_b64(exponent)
             )),
+            Reply::EcKeyPair { id, point } => {
+                lines.push(format!("+CKGENEC: {},{}", quote_b64(id), quote_b64(point)))
+            }
+            Reply::Derived(z) => lines.push(format!("+CKDERIVE: {}", quote_b64(z))),
             Reply::Random(r) => lines.push(format!("+CKRAND: {}", quote_b64(r))),
             Reply::Rewrapped(c) => lines.push(format!("+CKREWRAP: {}", quote_b64(c))),
             Reply::Attestation(a) => lines.push(format!("+CKATTEST: {}", quote_b64(a))),
@@ -1353,6 +1458,19 @@ impl Reply {
                     modulus: p.bytes(1)?,
                     exponent: p.bytes(2)?,
                 }
+            }
+            Request::GenerateEcKeyPair { .. } => {
+                let p = one("+CKGENEC")?;
+                p.expect_count(2, 2)?;
+                Reply::EcKeyPair {
+                    id: p.bytes(0)?,
+                    point: p.bytes(1)?,
+                }
+            }
+            Request::Derive { .. } => {
+                let p = one("+CKDERIVE")?;
+                p.expect_count(1, 1)?;
+                Reply::Derived(Zeroizing::new(p.bytes(0)?))
             }
             Request::GenerateRandom { .. } => {
                 let p = one("+CKRAND")?;

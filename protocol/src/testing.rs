@@ -177,6 +177,17 @@ pub fn one_request_of_every_kind() -> Vec<Request> {
             id: vec![],
             label: String::new(),
         },
+        Request::GenerateEcKeyPair {
+            container: c(),
+            curve: crate::ck::Curve::P256,
+            id: vec![],
+            label: String::new(),
+        },
+        Request::Derive {
+            container: c(),
+            id: vec![1],
+            peer: vec![4; 65],
+        },
         Request::GenerateRandom { len: 1 },
         Request::PutCertificate {
             container: c(),

@@ -9,7 +9,7 @@
 //!   ways, within the advertised limit, whatever the request and reply sizes.
 
 use phonecsp_protocol::at::{FinalResult, Line, LineSplitter, Params};
-use phonecsp_protocol::ck::{DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
+use phonecsp_protocol::ck::{Curve, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
 use phonecsp_protocol::message::{
     ContainerEntry, DataObject, HandshakeKind, InnerOutcome, MAX_DATA_LEN, MAX_DATA_OBJECT_LEN,
     MAX_DER_LEN, MAX_ID_LEN, MAX_NONCE_LEN, MAX_OBJECT_ID_LEN, MAX_PIN_LEN, MAX_PRIVATE_KEY_LEN,
@@ -58,6 +58,8 @@ fn class() -> impl Strategy<Value = ObjectClass> {
 fn sign_mechanism() -> impl Strategy<Value = SignMechanism> {
     prop_oneof![
         Just(SignMechanism::Pkcs1),
+        Just(SignMechanism::Ecdsa),
+        Just(SignMechanism::Eddsa),
         (hash(), 0u32..=512).prop_map(|(hash, salt_len)| SignMechanism::Pss { hash, salt_len }),
     ]
 }
@@ -141,6 +143,25 @@ fn request() -> impl Strategy<Value = Request> {
                 label
             }
         ),
+        (
+            name(),
+            prop::sample::select(Curve::ALL.to_vec()),
+            bytes(MAX_ID_LEN),
+            label()
+        )
+            .prop_map(|(container, curve, id, label)| Request::GenerateEcKeyPair {
+                container,
+                curve,
+                id,
+                label
+            }),
+        (name(), bytes(MAX_ID_LEN), bytes(MAX_DATA_LEN)).prop_map(|(container, id, peer)| {
+            Request::Derive {
+                container,
+                id,
+                peer,
+            }
+        }),
         (1..=MAX_RANDOM_LEN).prop_map(|len| Request::GenerateRandom { len }),
         (
             name(),
@@ -285,6 +306,11 @@ fn reply_for(request: &Request, size: usize, seed: u8) -> Reply {
             modulus: blob,
             exponent: vec![1, 0, 1],
         },
+        Request::GenerateEcKeyPair { id, .. } => Reply::EcKeyPair {
+            id: id.clone(),
+            point: blob,
+        },
+        Request::Derive { .. } => Reply::Derived(Zeroizing::new(blob)),
         Request::GenerateRandom { len } => Reply::Random(vec![seed; *len as usize]),
         Request::Rewrap { .. } => Reply::Rewrapped(blob),
         // Every other request is answered with a bare OK (the decoder
@@ -310,6 +336,8 @@ fn protocolish() -> impl Strategy<Value = String> {
         "+CKFIND",
         "+CKATTR",
         "+CKGEN",
+        "+CKGENEC",
+        "+CKDERIVE",
         "+CKRAND",
         "+CKPUTCERT",
         "+CKREWRAP",

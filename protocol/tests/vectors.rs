@@ -7,7 +7,7 @@
 //!   session, fed through it with a small test [`Handler`].
 
 use phonecsp_protocol::at::FinalResult;
-use phonecsp_protocol::ck::{DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
+use phonecsp_protocol::ck::{Curve, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
 use phonecsp_protocol::message::{
     ContainerEntry, HandshakeKind, InnerOutcome, ObjectEntry, TokenInfo, VersionInfo, ckr_line,
 };
@@ -243,6 +243,8 @@ fn request(variant: &str, mut f: Fields) -> Request {
             let id = f.bytes("id");
             let mechanism = match f.word("mechanism").as_str() {
                 "pkcs1" => SignMechanism::Pkcs1,
+                "ecdsa" => SignMechanism::Ecdsa,
+                "eddsa" => SignMechanism::Eddsa,
                 "pss" => SignMechanism::Pss {
                     hash: f.hash("hash"),
                     salt_len: f.u32("salt"),
@@ -279,6 +281,20 @@ fn request(variant: &str, mut f: Fields) -> Request {
             bits: f.u32("bits"),
             id: f.bytes("id"),
             label: f.str("label"),
+        },
+        "GenerateEcKeyPair" => Request::GenerateEcKeyPair {
+            container: f.str("container"),
+            curve: {
+                let w = f.word("curve");
+                Curve::from_name(&w).unwrap_or_else(|| panic!("unknown curve {w}"))
+            },
+            id: f.bytes("id"),
+            label: f.str("label"),
+        },
+        "Derive" => Request::Derive {
+            container: f.str("container"),
+            id: f.bytes("id"),
+            peer: f.bytes("peer"),
         },
         "GenerateRandom" => Request::GenerateRandom { len: f.u32("len") },
         "PutCertificate" => Request::PutCertificate {
@@ -334,6 +350,8 @@ fn request_of_kind(kind: &str) -> Request {
         "Sign" => format!("{c} id=hex:01 mechanism=pkcs1 data=hex:00"),
         "Decrypt" => format!("{c} id=hex:01 mechanism=pkcs1 data=hex:00"),
         "GenerateKeyPair" => format!("{c} bits=2048 id=hex: label=\"\""),
+        "GenerateEcKeyPair" => format!("{c} curve=p256 id=hex: label=\"\""),
+        "Derive" => format!("{c} id=hex:01 peer=hex:04"),
         "GenerateRandom" => "len=1".to_owned(),
         "PutCertificate" => format!("{c} id=hex:01 label=\"\" der=hex:3000"),
         "DeleteCertificate" | "DestroyKey" => format!("{c} id=hex:01"),
@@ -394,6 +412,11 @@ fn reply(variant: &str, mut f: Fields) -> Reply {
             modulus: f.bytes("modulus"),
             exponent: f.bytes("exponent"),
         },
+        "EcKeyPair" => Reply::EcKeyPair {
+            id: f.bytes("id"),
+            point: f.bytes("point"),
+        },
+        "Derived" => Reply::Derived(Zeroizing::new(f.bytes("value"))),
         "Random" => Reply::Random(f.bytes("value")),
         "Rewrapped" => Reply::Rewrapped(f.bytes("value")),
         "Attestation" => Reply::Attestation(f.bytes("value")),
@@ -608,6 +631,8 @@ fn transcript_vectors_roundtrip() {
         "Sign",
         "Decrypt",
         "GenerateKeyPair",
+        "GenerateEcKeyPair",
+        "Derive",
         "GenerateRandom",
         "PutCertificate",
         "DeleteCertificate",

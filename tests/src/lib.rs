@@ -632,13 +632,22 @@ pub mod introspect {
     }
 }
 
-/// The PKCS#11 module, `libphonecsp_pkcs11.so`, next to the binaries. It is
-/// a cdylib, which `cargo build --workspace --bins` does not build.
+/// The PKCS#11 module, `libphonecsp_pkcs11.so`. `cargo test` (and
+/// nextest) build it as an example (pkcs11-shim/examples/module.rs),
+/// in `examples/` beside the binaries; a build of the library itself
+/// (`cargo build -p phonecsp-pkcs11 --lib`), which `cargo test` never
+/// makes, is used only under `PHONECSP_TEST_BIN_DIR`.
 pub fn pkcs11_module() -> PathBuf {
-    let p = bin_dir().join("libphonecsp_pkcs11.so");
+    let name = "libphonecsp_pkcs11.so";
+    let dir = bin_dir();
+    let p = if std::env::var_os("PHONECSP_TEST_BIN_DIR").is_some() {
+        dir.join(name)
+    } else {
+        dir.join("examples").join(name)
+    };
     assert!(
         p.exists(),
-        "{} is not built: run `cargo build -p phonecsp-pkcs11 --lib` first",
+        "{} is not built: run `cargo build -p phonecsp-pkcs11 --examples` first",
         p.display()
     );
     p

@@ -25,16 +25,43 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
-fn target_dir() -> PathBuf {
-    bin("phonecspd").parent().unwrap().to_owned()
+/// What `scripts/install --from` takes, the programs and the module as a
+/// build leaves them, with where each is installed (`{triplet}`: the
+/// multiarch directory) and its mode.
+const BUILT: [(&str, &str, u32); 5] = [
+    ("phonecspd", "usr/bin/phonecspd", 0o755),
+    ("phonecsp", "usr/bin/phonecsp", 0o755),
+    ("phonecsp-handset", "usr/bin/phonecsp-handset", 0o755),
+    (
+        "phonecsp-keyscript",
+        "usr/lib/phonecsp/phonecsp-keyscript",
+        0o755,
+    ),
+    (
+        "libphonecsp_pkcs11.so",
+        "usr/lib/{triplet}/pkcs11/libphonecsp_pkcs11.so",
+        0o644,
+    ),
+];
+
+/// The module is linked in from where the tests find it
+/// ([`pkcs11_module`]), which is not always beside the programs.
+fn built(name: &str) -> PathBuf {
+    if name == "libphonecsp_pkcs11.so" {
+        pkcs11_module()
+    } else {
+        bin(name)
+    }
 }
 
 fn install(destdir: &Path) -> Output {
-    // The module is built separately from the binaries; make sure it is there.
-    pkcs11_module();
+    let from = tempfile::tempdir().unwrap();
+    for (name, _, _) in BUILT {
+        std::os::unix::fs::symlink(built(name), from.path().join(name)).unwrap();
+    }
     let out = Command::new(repo().join("scripts/install"))
         .arg("--from")
-        .arg(target_dir())
+        .arg(from.path())
         .env("DESTDIR", destdir)
         .env_remove("PREFIX")
         .env_remove("SYSCONFDIR")
@@ -82,15 +109,12 @@ fn install_lays_out_the_whole_tree() {
     let root = dest.path();
     install(root);
     let triplet = multiarch();
-    let expected: Vec<(String, u32)> = vec![
-        ("usr/bin/phonecspd".into(), 0o755),
-        ("usr/bin/phonecsp".into(), 0o755),
-        ("usr/bin/phonecsp-handset".into(), 0o755),
-        ("usr/lib/phonecsp/phonecsp-keyscript".into(), 0o755),
-        (
-            format!("usr/lib/{triplet}/pkcs11/libphonecsp_pkcs11.so"),
-            0o644,
-        ),
+    let installed = |path: &str| path.replace("{triplet}", &triplet);
+    let mut expected: Vec<(String, u32)> = BUILT
+        .iter()
+        .map(|(_, path, mode)| (installed(path), *mode))
+        .collect();
+    expected.extend([
         ("usr/share/p11-kit/modules/phonecsp.module".into(), 0o644),
         ("usr/lib/systemd/system/phonecspd.service".into(), 0o644),
         (
@@ -129,6 +153,10 @@ fn install_lays_out_the_whole_tree() {
             0o755,
         ),
         (
+            "usr/share/initramfs-tools/scripts/init-bottom/phonecsp".into(),
+            0o755,
+        ),
+        (
             "usr/share/initramfs-tools/conf-hooks.d/phonecsp".into(),
             0o644,
         ),
@@ -146,7 +174,7 @@ fn install_lays_out_the_whole_tree() {
         ("usr/share/man/man1/phonecsp.1".into(), 0o644),
         ("usr/share/man/man1/phonecsp-sign.1".into(), 0o644),
         ("usr/share/man/man1/phonecsp-luks-enroll.1".into(), 0o644),
-    ];
+    ]);
     for (path, m) in &expected {
         let p = root.join(path);
         assert!(p.is_file(), "{path} is not installed");
@@ -154,23 +182,11 @@ fn install_lays_out_the_whole_tree() {
     }
 
     // The programs and the module are the ones just built.
-    for (built, installed) in [
-        ("phonecspd", "usr/bin/phonecspd".to_owned()),
-        ("phonecsp", "usr/bin/phonecsp".to_owned()),
-        ("phonecsp-handset", "usr/bin/phonecsp-handset".to_owned()),
-        (
-            "phonecsp-keyscript",
-            "usr/lib/phonecsp/phonecsp-keyscript".to_owned(),
-        ),
-        (
-            "libphonecsp_pkcs11.so",
-            format!("usr/lib/{triplet}/pkcs11/libphonecsp_pkcs11.so"),
-        ),
-    ] {
+    for (name, path, _) in BUILT {
+        let path = installed(path);
         assert!(
-            std::fs::read(target_dir().join(built)).unwrap()
-                == std::fs::read(root.join(&installed)).unwrap(),
-            "{installed} differs from the built {built}"
+            std::fs::read(built(name)).unwrap() == std::fs::read(root.join(&path)).unwrap(),
+            "{path} differs from the built {name}"
         );
     }
 

@@ -808,6 +808,58 @@ fn key_sockets_serve_systemd_cryptsetup_and_nobody_else() {
     assert!(!data.exists() && !data2.exists());
 }
 
+/// Each of `wants` is a line of what the hook printed.
+fn printed_all(out: &str, wants: &[String]) {
+    for want in wants {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing '{want}' in:\n{out}"
+        );
+    }
+}
+
+/// The product's initramfs hook, written to `dir/hook` to run outside an
+/// initramfs build: initramfs-tools' copy functions replaced by stand-ins
+/// (`dir/stub`) that print what they were asked to copy, and its files
+/// (crypttab, the daemon's configuration, initramfs.conf, the keyscript)
+/// by the test's; `more` replaces further paths.
+fn staged_hook(dir: &Path, more: &[(&str, String)]) {
+    let p = |n: &str| dir.join(n);
+    std::fs::write(
+        p("stub"),
+        "copy_exec() { echo \"exec $*\"; }\ncopy_file() { echo \"file $*\"; }\nmanual_add_modules() { echo \"modules $*\"; }\nforce_load() { echo \"load $*\"; }\n",
+    )
+    .unwrap();
+    let mut hook = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/initramfs/hooks/phonecsp"
+    ))
+    .unwrap();
+    let standard = [
+        (
+            "/usr/share/initramfs-tools/hook-functions",
+            p("stub").display().to_string(),
+        ),
+        ("/etc/crypttab", p("crypttab").display().to_string()),
+        (
+            "CONFIG=/etc/phonecsp/phonecspd.toml",
+            format!("CONFIG={}", p("phonecspd.toml").display()),
+        ),
+        (
+            "INITRAMFS_CONF=/etc/phonecsp/initramfs.conf",
+            format!("INITRAMFS_CONF={}", p("initramfs.conf").display()),
+        ),
+        (
+            "KEYSCRIPT=/usr/lib/phonecsp/phonecsp-keyscript",
+            format!("KEYSCRIPT={}", bin("phonecsp-keyscript").display()),
+        ),
+    ];
+    for (from, to) in standard.iter().chain(more) {
+        hook = hook.replace(from, to);
+    }
+    std::fs::write(p("hook"), hook).unwrap();
+}
+
 /// The initramfs-tools hook, run against stand-ins for initramfs-tools'
 /// copy functions and for the system's files: it copies the keyscript,
 /// the configuration, the daemon's key, the pinned handset keys, the
@@ -822,11 +874,6 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
     std::fs::write(p("state/host.key"), [7u8; 32]).unwrap();
     std::fs::write(p("state/handsets/phone.pub"), [8u8; 32]).unwrap();
     std::fs::write(p("data.json"), "{}").unwrap();
-    std::fs::write(
-        p("stub"),
-        "copy_exec() { echo \"exec $*\"; }\ncopy_file() { echo \"file $*\"; }\nmanual_add_modules() { echo \"modules $*\"; }\nforce_load() { echo \"load $*\"; }\n",
-    )
-    .unwrap();
     std::fs::write(
         p("phonecspd.toml"),
         format!(
@@ -844,48 +891,28 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
         ),
     )
     .unwrap();
-    let hook = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../systemd/initramfs/hooks/phonecsp"
-    ))
-    .unwrap()
-    .replace(
-        "/usr/share/initramfs-tools/hook-functions",
-        p("stub").to_str().unwrap(),
-    )
-    .replace("/etc/crypttab", p("crypttab").to_str().unwrap())
-    .replace(
-        "CONFIG=/etc/phonecsp/phonecspd.toml",
-        &format!("CONFIG={}", p("phonecspd.toml").display()),
-    )
-    .replace(
-        "KEYSCRIPT=/usr/lib/phonecsp/phonecsp-keyscript",
-        &format!("KEYSCRIPT={}", bin("phonecsp-keyscript").display()),
-    );
-    std::fs::write(p("hook"), hook).unwrap();
+    staged_hook(d.path(), &[]);
     let o = Command::new("sh").arg(p("hook")).output().unwrap();
     let out = ok(&o, "the hook");
     let state = p("state");
-    for want in [
-        format!("exec {}", bin("phonecsp-keyscript").display()),
-        format!("file config {0} {0}", p("phonecspd.toml").display()),
-        format!("file key {0}/host.key {0}/host.key", state.display()),
-        format!(
-            "file key {0}/handsets/phone.pub {0}/handsets/phone.pub",
-            state.display()
-        ),
-        format!("file wrapped-key {0} {0}", p("data.json").display()),
-        // The phone's own USB (CDC ACM) and a USB serial converter's
-        // driver (QEMU's usb-serial is an FTDI, which the boot tier uses).
-        "load cdc_acm".to_owned(),
-        "load usbserial".to_owned(),
-        "load ftdi_sio".to_owned(),
-    ] {
-        assert!(
-            out.lines().any(|l| l == want),
-            "missing '{want}' in:\n{out}"
-        );
-    }
+    printed_all(
+        &out,
+        &[
+            format!("exec {}", bin("phonecsp-keyscript").display()),
+            format!("file config {0} {0}", p("phonecspd.toml").display()),
+            format!("file key {0}/host.key {0}/host.key", state.display()),
+            format!(
+                "file key {0}/handsets/phone.pub {0}/handsets/phone.pub",
+                state.display()
+            ),
+            format!("file wrapped-key {0} {0}", p("data.json").display()),
+            // The phone's own USB (CDC ACM) and a USB serial converter's
+            // driver (QEMU's usb-serial is an FTDI, which the boot tier uses).
+            "load cdc_acm".to_owned(),
+            "load usbserial".to_owned(),
+            "load ftdi_sio".to_owned(),
+        ],
+    );
     assert!(!out.contains("urandom"), "{out}");
     let o = Command::new("sh")
         .arg(p("hook"))
@@ -900,6 +927,214 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
     );
     let o = Command::new("sh").arg("-n").arg(premount).output().unwrap();
     ok(&o, "init-premount syntax");
+}
+
+/// The hook with Bluetooth asked for (BLUETOOTH=yes in
+/// /etc/phonecsp/initramfs.conf), against stand-ins as above: it adds
+/// bluetoothd, dbus-daemon, the Bluetooth modules, a minimal bus
+/// configuration, and BlueZ's pairing data of the configured phone only
+/// (not another device's link key); without the setting it adds none of it.
+#[test]
+fn the_initramfs_hook_adds_bluetooth_only_when_asked() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    let pc = "00:AA:01:00:00:00";
+    let phone = "00:AA:01:01:00:01";
+    std::fs::create_dir_all(p("state/handsets")).unwrap();
+    std::fs::write(p("state/host.key"), [7u8; 32]).unwrap();
+    for (dev, key) in [
+        (phone, true),
+        ("11:22:33:44:55:66", true),
+        ("22:33:44:55:66:77", false),
+    ] {
+        let dir = p("bluez").join(pc).join(dev);
+        std::fs::create_dir_all(&dir).unwrap();
+        let link_key = if key {
+            "\n[LinkKey]\nKey=00112233445566778899AABBCCDDEEFF\nType=4\n"
+        } else {
+            ""
+        };
+        std::fs::write(dir.join("info"), format!("[General]\nName=x\n{link_key}")).unwrap();
+    }
+    std::fs::write(p("bluez").join(pc).join("settings"), "[General]\n").unwrap();
+    // Stand-ins for bluetoothd and dbus-daemon (found on PATH).
+    std::fs::create_dir_all(p("bin")).unwrap();
+    for b in ["bluetoothd", "dbus-daemon"] {
+        std::fs::write(p("bin").join(b), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            p("bin").join(b),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        p("phonecspd.toml"),
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n\n[[handset]]\nname = \"phone\"\nbluetooth = \"{}\"\nadapter = \"hci0\"\n",
+            p("state").display(),
+            phone.to_lowercase()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p("crypttab"),
+        "cryptroot UUID=1234 luks-token luks,keyscript=/usr/lib/phonecsp/phonecsp-keyscript\n",
+    )
+    .unwrap();
+    staged_hook(
+        d.path(),
+        &[
+            ("/var/lib/bluetooth", p("bluez").display().to_string()),
+            ("/sys/class/bluetooth", p("no-sys").display().to_string()),
+            (
+                "/usr/libexec/bluetooth/bluetoothd /usr/lib/bluetooth/bluetoothd /usr/sbin/bluetoothd",
+                p("bin/bluetoothd").display().to_string(),
+            ),
+        ],
+    );
+    let run = |dest: &str| {
+        std::fs::create_dir_all(p(dest)).unwrap();
+        let path = format!(
+            "{}:{}",
+            p("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let o = Command::new("sh")
+            .arg(p("hook"))
+            .env("DESTDIR", p(dest))
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        ok(&o, "the hook")
+    };
+
+    // Not asked for: nothing of Bluetooth.
+    let out = run("dest-off");
+    assert!(
+        !out.contains("bluetoothd") && !out.contains("bluez") && !out.contains("rfcomm"),
+        "{out}"
+    );
+    assert!(!p("dest-off/etc/phonecsp/initramfs").exists());
+    std::fs::write(p("initramfs.conf"), "# phonecsp\nBLUETOOTH=no\n").unwrap();
+    let out = run("dest-no");
+    assert!(!out.contains("bluetoothd"), "{out}");
+
+    // Asked for.
+    std::fs::write(p("initramfs.conf"), "# phonecsp\nBLUETOOTH=yes\n").unwrap();
+    let out = run("dest-on");
+    let bluez = p("bluez");
+    let info = bluez.join(pc).join(phone).join("info");
+    let settings = bluez.join(pc).join("settings");
+    printed_all(
+        &out,
+        &[
+            format!(
+                "exec {} /usr/libexec/bluetooth/bluetoothd",
+                p("bin/bluetoothd").display()
+            ),
+            format!(
+                "exec {} /usr/bin/dbus-daemon",
+                p("bin/dbus-daemon").display()
+            ),
+            format!("file bluez-pairing {0} {0}", info.display()),
+            format!("file bluez-settings {0} {0}", settings.display()),
+            "load bluetooth".to_owned(),
+            "load rfcomm".to_owned(),
+            "load btusb".to_owned(),
+        ],
+    );
+    // Only the configured phone's link key.
+    assert!(!out.contains("11:22:33:44:55:66"), "{out}");
+    assert!(!out.contains("22:33:44:55:66:77"), "{out}");
+    let dest = p("dest-on");
+    let marker = std::fs::read_to_string(dest.join("etc/phonecsp/initramfs/bluetooth")).unwrap();
+    assert_eq!(marker.trim(), phone);
+    let bus = std::fs::read_to_string(dest.join("etc/phonecsp/initramfs/bus.conf")).unwrap();
+    assert!(
+        bus.contains("unix:path=/run/dbus/system_bus_socket"),
+        "{bus}"
+    );
+    assert!(!bus.contains("servicedir"), "nothing is activated: {bus}");
+    let main = std::fs::read_to_string(dest.join("etc/bluetooth/main.conf")).unwrap();
+    assert!(main.contains("AutoEnable=true"), "{main}");
+
+    // Asked for, but the phone is on a serial line: said, and nothing added.
+    std::fs::write(
+        p("phonecspd.toml"),
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n\n[[handset]]\nname = \"phone\"\nserial = \"/dev/ttyACM0\"\n",
+            p("state").display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new("sh")
+        .arg(p("hook"))
+        .env("DESTDIR", p("dest-serial"))
+        .output()
+        .unwrap();
+    let out = ok(&o, "the hook");
+    assert!(!out.contains("bluetoothd"), "{out}");
+    assert!(
+        text(&o.stderr).contains("no handset"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// init-bottom/phonecsp stops what init-premount started for Bluetooth
+/// (stand-in processes here) and leaves nothing of it in /run, which the
+/// real system inherits; with nothing started it does nothing.
+#[test]
+fn the_initramfs_bluetooth_is_gone_before_switch_root() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    let ours = run.join("phonecsp-initramfs");
+    std::fs::create_dir_all(&ours).unwrap();
+    std::fs::create_dir_all(run.join("dbus")).unwrap();
+    std::fs::write(run.join("dbus/system_bus_socket"), "").unwrap();
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/initramfs/scripts/init-bottom/phonecsp"
+    ))
+    .unwrap()
+    .replace("/run/", &format!("{}/", run.display()));
+    std::fs::write(d.path().join("bottom"), &script).unwrap();
+    let mut children = Vec::new();
+    // The bus ignores SIGTERM, as a stuck daemon would (its short sleeps
+    // end by themselves).
+    for (name, program) in [
+        ("bluetoothd", "exec sleep 60"),
+        ("dbus", "trap '' TERM; while :; do sleep 0.1; done"),
+    ] {
+        let child = Command::new("sh").args(["-c", program]).spawn().unwrap();
+        std::fs::write(ours.join(format!("{name}.pid")), child.id().to_string()).unwrap();
+        children.push(child);
+    }
+    let o = Command::new("sh")
+        .arg(d.path().join("bottom"))
+        .output()
+        .unwrap();
+    ok(&o, "init-bottom");
+    for mut c in children {
+        let status = c.wait().unwrap();
+        assert!(!status.success(), "{status:?}");
+    }
+    assert!(!ours.exists() && !run.join("dbus").exists());
+    // Nothing started (a serial phone): nothing done, nothing said.
+    let o = Command::new("sh")
+        .arg(d.path().join("bottom"))
+        .output()
+        .unwrap();
+    assert!(ok(&o, "init-bottom").is_empty());
+    assert!(text(&o.stderr).is_empty(), "{}", text(&o.stderr));
+    for s in ["init-premount", "init-bottom"] {
+        let path = format!(
+            "{}/../systemd/initramfs/scripts/{s}/phonecsp",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let o = Command::new("sh").arg("-n").arg(path).output().unwrap();
+        ok(&o, s);
+    }
 }
 
 /// The handset's copy of the disk's key is damaged (a byte of its wrapped

@@ -67,10 +67,15 @@ fn start_agent(dir: &Path, bus: &TestBus, name: &str, env: &[(&str, &str)]) -> A
 /// `ssh-add ARGS` against `agent`, the PIN answered by an askpass script.
 fn ssh_add(dir: &Path, agent: &Agent, args: &[&str]) -> Output {
     let askpass = phonecsp_tests::script_at(&dir.join("askpass"), &format!("echo {PIN}"));
+    ssh_add_asking(&askpass, agent, args)
+}
+
+/// `ssh-add ARGS` against `agent`, the PIN answered by `askpass`.
+fn ssh_add_asking(askpass: &Path, agent: &Agent, args: &[&str]) -> Output {
     Command::new("ssh-add")
         .args(args)
         .env("SSH_AUTH_SOCK", &agent.socket)
-        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS", askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("DISPLAY", ":0")
         .stdin(Stdio::null())
@@ -211,17 +216,7 @@ fn the_agent_signs_after_the_phone_was_away_for_less_than_its_grace_period() {
         &dir.join("askpass"),
         &format!("echo asked >> {}; echo {PIN}", asked.display()),
     );
-    let add = |args: &[&str]| {
-        Command::new("ssh-add")
-            .args(args)
-            .env("SSH_AUTH_SOCK", &agent.socket)
-            .env("SSH_ASKPASS", &askpass)
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .env("DISPLAY", ":0")
-            .stdin(Stdio::null())
-            .output()
-            .expect("ssh-add")
-    };
+    let add = |args: &[&str]| ssh_add_asking(&askpass, &agent, args);
     let pins = || {
         std::fs::read_to_string(&asked)
             .unwrap_or_default()

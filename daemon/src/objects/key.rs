@@ -7,11 +7,10 @@ use super::{key_path, token_path};
 use crate::agent;
 use crate::service::{Call, Inner};
 use phonecsp::Error;
+use phonecsp::local::PublicKey;
 use phonecsp::named::{self, Options};
 use phonecsp::objects::KeyInfo;
 use phonecsp_protocol::ObjectClass;
-use rsa::RsaPublicKey;
-use rsa::pkcs8::EncodePublicKey;
 use rsa::traits::PublicKeyParts;
 use std::sync::{Arc, Mutex};
 use zbus::message::Header;
@@ -28,9 +27,13 @@ pub fn snapshot(
     (handset, token): (&str, &str),
     id: &[u8],
     label: String,
-    public: &RsaPublicKey,
+    public: &PublicKey,
     certificate: Vec<u8>,
 ) -> KeySnapshot {
+    let (kind, bits) = match public {
+        PublicKey::Rsa(k) => ("rsa", (k.size() * 8) as u32),
+        PublicKey::Ec(k) => (k.curve.name(), k.curve.bits()),
+    };
     KeyInfo {
         path: key_path(handset, token, id),
         handset: handset.to_owned(),
@@ -38,12 +41,9 @@ pub fn snapshot(
         token: token_path(handset, token),
         id: id.to_vec(),
         label,
-        kind: "rsa".to_owned(),
-        bits: (public.size() * 8) as u32,
-        public_key: public
-            .to_public_key_der()
-            .map(|d| d.as_bytes().to_vec())
-            .unwrap_or_default(),
+        kind: kind.to_owned(),
+        bits,
+        public_key: public.spki_der().unwrap_or_default(),
         certificate,
     }
 }
@@ -192,13 +192,14 @@ impl KeyObject {
         self.now().label
     }
 
-    /// "rsa".
+    /// "rsa", "p256", "p384" or "ed25519".
     #[zbus(property(emits_changed_signal = "const"), name = "Type")]
     fn key_type(&self) -> String {
         self.now().kind
     }
 
-    /// The modulus's length in bits.
+    /// The key's size in bits: an RSA modulus's; 256, 384, or 255 for
+    /// Ed25519.
     #[zbus(property(emits_changed_signal = "const"))]
     fn bits(&self) -> u32 {
         self.now().bits
@@ -211,12 +212,16 @@ impl KeyObject {
     }
 
     /// What the key may do: an RSA key on the phone signs and decrypts
-    /// there; its public half verifies and encrypts here.
+    /// there, its public half verifies and encrypts here; an EC key signs
+    /// (and, P-256 and P-384, derives) there and verifies here.
     #[zbus(property(emits_changed_signal = "const"))]
     fn usages(&self) -> Vec<String> {
-        ["sign", "decrypt", "verify", "encrypt"]
-            .map(String::from)
-            .to_vec()
+        let usages: &[&str] = match self.now().kind.as_str() {
+            "rsa" => &["sign", "decrypt", "verify", "encrypt"],
+            "ed25519" => &["sign", "verify"],
+            _ => &["sign", "verify", "derive"],
+        };
+        usages.iter().map(|u| u.to_string()).collect()
     }
 
     /// The DER X.509 certificate stored with the key's id; empty if none.

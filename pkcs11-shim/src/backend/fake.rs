@@ -343,7 +343,9 @@ impl Backend for Fake {
             SignMechanism::Pkcs1 => private_key()
                 .sign(Pkcs1v15Sign::new_unprefixed(), &input.data)
                 .map_err(failed),
-            SignMechanism::Pss { .. } => Err(CkRv::MECHANISM_INVALID.into()),
+            SignMechanism::Pss { .. } | SignMechanism::Ecdsa | SignMechanism::Eddsa => {
+                Err(CkRv::MECHANISM_INVALID.into())
+            }
         }
     }
 
@@ -374,6 +376,23 @@ impl Backend for Fake {
             modulus: key.n().to_bytes_be(),
             exponent: key.e().to_bytes_be(),
         })
+    }
+
+    /// The fake handset holds RSA keys only, as an old handset does.
+    fn generate_ec(
+        &self,
+        _: &TokenName,
+        _: phonecsp_protocol::Curve,
+        _: &[u8],
+        _: &str,
+    ) -> Result<phonecsp::EcKeyPairInfo> {
+        drop(self.logged_in("generate_ec_key_pair")?);
+        Err(CkRv::FUNCTION_NOT_SUPPORTED.into())
+    }
+
+    fn derive(&self, _: &TokenName, _: &[u8], _: &[u8]) -> Result<Secret> {
+        drop(self.logged_in("derive")?);
+        Err(CkRv::KEY_TYPE_INCONSISTENT.into())
     }
 
     /// The key must be the fake's one key (whose signatures the tests

@@ -482,7 +482,7 @@ impl Query {
 }
 
 /// Finds the RFCOMM channel of `remote`'s service `uuid` (e.g.
-/// `transport::SPP_UUID`) by asking its SDP server. `local` is the adapter
+/// `bluetooth::SPP_UUID`) by asking its SDP server. `local` is the adapter
 /// address to connect from; [`Address::any`] lets the kernel choose. The
 /// L2CAP connect and each request/response round must finish within
 /// `timeout`. Returns the channel of the first matching record that has
