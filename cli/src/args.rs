@@ -194,6 +194,66 @@ Examples:
         out: String,
     },
 
+    /// Move a private key made elsewhere onto the phone
+    #[command(after_help = "\
+The file is an unencrypted private key: PKCS#8 (PEM `PRIVATE KEY`, as `openssl genpkey` \
+writes, or DER), PKCS#1 (`RSA PRIVATE KEY`) or OpenSSH (`ssh-keygen`); RSA of 2048, 3072 \
+or 4096 bits. An encrypted one is refused: decrypt it into a pipe, as in the example. \
+The key goes to the phone inside the encrypted session and is written nowhere here; \
+the phone records it as imported (CKA_LOCAL false), since it was once outside it, and \
+copies of the file still work: destroy them if the phone is to be the key's only home.
+
+Examples:
+  phonecsp import ssh ~/.ssh/id_rsa --id 01 --label \"old laptop\"
+  openssl pkey -in encrypted.pem | phonecsp import ssh - --id 02")]
+    Import {
+        /// The token (container on the handset)
+        token: String,
+        /// The private key file ("-" for stdin)
+        file: String,
+        /// The CKA_ID in hex [default: chosen by the handset]
+        #[arg(long, value_name = "HEX")]
+        id: Option<Id>,
+        /// The CKA_LABEL
+        #[arg(long, value_name = "LABEL", default_value = "")]
+        label: String,
+    },
+
+    /// A phone's signed statement about one of its keys, or the check of one
+    #[command(after_help = "\
+The statement says which phone holds the key, in which token, its public key, whether it \
+was generated on the phone or imported, and the token's approval policy, for a nonce \
+chosen here; it is signed by the phone's attestation key, which this computer pins at the \
+phone's first statement (see docs/attestation.md for what it proves and what it does not: \
+it is the phone's software's word, with no hardware root of trust).
+
+Examples:
+  phonecsp attest ssh --key 01 --nonce 00112233445566778899aabbccddeeff --out key01.att
+  phonecsp attest --verify key01.att --nonce 00112233445566778899aabbccddeeff")]
+    Attest {
+        /// The token (container on the handset); not with --verify
+        #[arg(required_unless_present = "verify", conflicts_with = "verify")]
+        token: Option<String>,
+        /// The key's CKA_ID in hex
+        #[arg(
+            long,
+            value_name = "HEX",
+            required_unless_present = "verify",
+            conflicts_with = "verify"
+        )]
+        key: Option<Id>,
+        /// The nonce in hex, 16 to 64 bytes [default: 32 random bytes]; with --verify, the
+        /// nonce the statement must answer
+        #[arg(long, value_name = "HEX")]
+        nonce: Option<Id>,
+        /// Where to write the statement ("-" for stdout)
+        #[arg(long, value_name = "FILE", default_value = "-")]
+        out: String,
+        /// Check the statement in FILE against the phones this computer paired with
+        #[arg(long, value_name = "FILE")]
+        verify: Option<String>,
+    },
+
     /// Import, export or delete a certificate
     #[command(subcommand)]
     Cert(CertCommand),
@@ -301,6 +361,7 @@ impl Command {
             Command::Objects { token }
             | Command::Keygen { token, .. }
             | Command::Pubkey { token, .. }
+            | Command::Import { token, .. }
             | Command::Pin(PinCommand::Change { token })
             | Command::Unblock { token }
             | Command::ChangePuk { token }
@@ -310,6 +371,7 @@ impl Command {
                 | CertCommand::SelfSign { token, .. }
                 | CertCommand::Delete { token, .. },
             ) => Some(token),
+            Command::Attest { token, .. } => token.as_deref(),
             Command::Sign(a) => Some(&a.token),
             Command::Verify(a) => Some(&a.token),
             Command::Decrypt(a) | Command::Encrypt(a) => Some(&a.token),

@@ -9,6 +9,7 @@
 
 mod agent;
 mod args;
+mod attest;
 mod cert;
 mod confirm;
 mod crypto;
@@ -17,6 +18,7 @@ mod failure;
 mod generate;
 mod handsets;
 mod id;
+mod import;
 mod keys;
 mod luks;
 mod output;
@@ -108,6 +110,27 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
             format,
             out,
         } => keys::pubkey(cx, &token, &key.key, &format, &out),
+        Command::Attest {
+            verify: Some(file),
+            nonce,
+            ..
+        } => attest::verify(cx, &file, nonce.as_ref()),
+        Command::Attest {
+            token: Some(token),
+            key: Some(key),
+            nonce,
+            out,
+            ..
+        } => attest::attest(cx, &token, &key, nonce.as_ref(), &out),
+        Command::Attest { .. } => Err(Failure::Usage(
+            "attest needs TOKEN and --key, or --verify FILE".into(),
+        )),
+        Command::Import {
+            token,
+            file,
+            id,
+            label,
+        } => import::import(cx, &token, &file, id, &label),
         Command::Cert(CertCommand::Import {
             token,
             id,

@@ -73,6 +73,19 @@ macro_rules! for_each_call {
                 /// dropped; the caller applies the KDF.
                 plain fn derive(handset: &str, token: &str, key_id: &[u8], mechanism: u32,
                     peer_point: &[u8]) -> Vec<u8> as Zeroizing<Vec<u8>>;
+                /// Checks the daemon's identity, then moves a private key made
+                /// elsewhere (unencrypted PKCS#8 DER) onto the handset; answered
+                /// as a generated key. The caller's copy is its own to wipe.
+                trusted fn import_key(handset: &str, token: &str, id: &[u8], label: &str,
+                    private_key: &[u8]) -> KeyPairInfo;
+                /// The handset's statement about the key `key_id` for `nonce` (16 to
+                /// 64 bytes), checked by the daemon against the handset's pinned
+                /// identity and attestation key (pinned at the first one).
+                plain fn attest_key(handset: &str, token: &str, key_id: &[u8], nonce: &[u8])
+                    -> Vec<u8>;
+                /// The handset's pinned attestation key; empty before its first
+                /// statement.
+                plain fn attestation_key(handset: &str) -> Vec<u8>;
                 plain fn generate_random(handset: &str, length: u32) -> Vec<u8>;
                 /// `certificate` is DER.
                 plain fn import_certificate(handset: &str, token: &str, id: &[u8], label: &str,
@@ -247,6 +260,6 @@ mod tests {
         want.sort();
         got.sort();
         assert_eq!(got, want);
-        assert_eq!(got.len(), 29);
+        assert_eq!(got.len(), 32);
     }
 }

@@ -196,6 +196,46 @@ pub trait Handset: HandsetLink + Send {
         async move { expect!(self, request, Reply::Derived(z) => z) }
     }
 
+    /// `+CKIMPORT`: a private key made elsewhere (unencrypted PKCS#8 DER),
+    /// onto the phone; answered as a generated key is.
+    fn import_key(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        label: &str,
+        pkcs8: &[u8],
+    ) -> impl Future<Output = Result<GeneratedKey>> + Send {
+        let request = Request::ImportKey {
+            container: container.to_owned(),
+            id: id.to_vec(),
+            label: label.to_owned(),
+            pkcs8: Zeroizing::new(pkcs8.to_vec()),
+        };
+        async move {
+            expect!(self, request, Reply::KeyPair { id, modulus, exponent } => GeneratedKey {
+                id,
+                modulus,
+                exponent,
+            })
+        }
+    }
+
+    /// `+CKATTEST`: the handset's signed statement about the key `id`,
+    /// for `nonce` (docs/attestation.md); unchecked here.
+    fn attest(
+        &mut self,
+        container: &str,
+        id: &[u8],
+        nonce: &[u8],
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send {
+        let request = Request::Attest {
+            container: container.to_owned(),
+            id: id.to_vec(),
+            nonce: nonce.to_vec(),
+        };
+        async move { expect!(self, request, Reply::Attestation(s) => s) }
+    }
+
     fn random(&mut self, len: u32) -> impl Future<Output = Result<Vec<u8>>> + Send {
         async move { expect!(self, Request::GenerateRandom { len }, Reply::Random(r) => r) }
     }

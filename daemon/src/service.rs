@@ -34,8 +34,9 @@ use phonecsp::{
 };
 use phonecsp_protocol::at::check_text;
 use phonecsp_protocol::limits::{
-    MAX_DATA_OBJECT_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_OBJECT_ID_LEN,
-    MAX_PIN_LEN, MAX_RANDOM_LEN, RSA_KEY_BITS,
+    MAX_DATA_OBJECT_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_NONCE_LEN,
+    MAX_OBJECT_ID_LEN, MAX_PIN_LEN, MAX_PRIVATE_KEY_LEN, MAX_RANDOM_LEN, MIN_NONCE_LEN,
+    RSA_KEY_BITS,
 };
 use phonecsp_protocol::message::{DataObject, program_text, token_flags};
 use phonecsp_protocol::noise::fingerprint;
@@ -525,6 +526,52 @@ impl Inner {
 
     fn pinned_key(&self, handset: &str) -> Option<[u8; 32]> {
         self.state.pinned(handset).ok().flatten()
+    }
+
+    /// Checks a statement the handset sent inside its authenticated
+    /// session: whole, naming the pinned identity and what was asked, and
+    /// signed by the pinned attestation key, or, the first time, pins the
+    /// key it is signed by (the session vouches for it).
+    fn check_statement(
+        &self,
+        handset: &str,
+        token: &str,
+        id: &[u8],
+        nonce: &[u8],
+        bytes: &[u8],
+    ) -> Result<()> {
+        use phonecsp_protocol::attest::Statement;
+        let bad = |why: String| {
+            log::warn!("handset '{handset}' sent a statement that does not check: {why}");
+            ck(
+                CkRv::DEVICE_ERROR,
+                format!("the phone's statement does not check: {why}"),
+            )
+        };
+        let s = Statement::verify(bytes).map_err(|e| bad(e.to_string()))?;
+        if Some(s.handset_key) != self.pinned_key(handset) {
+            return Err(bad("it names another phone".into()));
+        }
+        if s.container != token || s.id != id || s.nonce != nonce {
+            return Err(bad("it is about another key or nonce".into()));
+        }
+        let pinned = self
+            .state
+            .attestation_pinned(handset)
+            .map_err(|e| bad(e.to_string()))?;
+        match pinned {
+            Some(k) if k == s.attestation_key => Ok(()),
+            Some(_) => Err(bad(
+                "it is signed by another attestation key than pinned".into()
+            )),
+            None => {
+                self.state
+                    .pin_attestation(handset, &s.attestation_key)
+                    .map_err(|e| bad(e.to_string()))?;
+                log::info!("pinned the attestation key of handset '{handset}'");
+                Ok(())
+            }
+        }
     }
 
     /// A call as the daemon itself, which needs no allow list: it reads
@@ -1190,6 +1237,53 @@ impl Call<'_> {
         }
     }
 
+    /// The handset's statement about the key `id` for `nonce`, checked
+    /// against its pinned identity, the request, and its pinned attestation
+    /// key, which the first statement pins (docs/attestation.md).
+    pub(crate) async fn attest(&self, id: &[u8], nonce: &[u8]) -> Result<Vec<u8>> {
+        check_id(id)?;
+        if !(MIN_NONCE_LEN..=MAX_NONCE_LEN).contains(&nonce.len()) {
+            return Err(ck(
+                CkRv::ARGUMENTS_BAD,
+                format!("a nonce is {MIN_NONCE_LEN} to {MAX_NONCE_LEN} bytes"),
+            ));
+        }
+        let statement = self.handset().attest(self.token, id, nonce).await?;
+        self.inner
+            .check_statement(self.handset, self.token, id, nonce, &statement)?;
+        Ok(statement)
+    }
+
+    /// Moves a private key made elsewhere (unencrypted PKCS#8 DER) onto the
+    /// handset, which checks it and records it as imported.
+    pub(crate) async fn import_key(
+        &self,
+        conn: &Connection,
+        id: &[u8],
+        label: &str,
+        pkcs8: &[u8],
+    ) -> Result<KeyPairInfo> {
+        if pkcs8.is_empty() || pkcs8.len() > MAX_PRIVATE_KEY_LEN {
+            return Err(ck(
+                CkRv::ATTRIBUTE_VALUE_INVALID,
+                format!("a private key is 1 to {MAX_PRIVATE_KEY_LEN} bytes of PKCS#8 DER"),
+            ));
+        }
+        check_id(id)?;
+        check_label(label)?;
+        self.require_login().await?;
+        let key = self
+            .handset()
+            .import_key(self.token, id, label, pkcs8)
+            .await?;
+        self.changed(conn).await;
+        Ok(KeyPairInfo {
+            id: key.id,
+            modulus: key.modulus,
+            exponent: key.exponent,
+        })
+    }
+
     /// Generates an RSA key pair of `bits` on the handset.
     pub(crate) async fn generate_key_pair(
         &self,
@@ -1740,6 +1834,49 @@ impl Provider {
         let z = call.derive(&key_id, &peer_point).await?;
         // zbus needs an owned Vec to send; it is the caller's secret.
         Ok(z.to_vec())
+    }
+
+    #[zbus(out_args("statement"))]
+    async fn attest_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        token: String,
+        key_id: Vec<u8>,
+        nonce: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        call.attest(&key_id, &nonce).await
+    }
+
+    #[zbus(out_args("key"))]
+    async fn attestation_key(&self, handset: String) -> Result<Vec<u8>> {
+        self.inner.link(&handset)?;
+        let key = self
+            .inner
+            .state
+            .attestation_pinned(&handset)
+            .map_err(|e| ck(CkRv::DEVICE_ERROR, e.to_string()))?;
+        Ok(key.map(|k| k.to_vec()).unwrap_or_default())
+    }
+
+    #[zbus(out_args("key"))]
+    #[allow(clippy::too_many_arguments)]
+    async fn import_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        token: String,
+        id: Vec<u8>,
+        label: String,
+        private_key: Vec<u8>,
+    ) -> Result<KeyPairInfo> {
+        // A private key: wiped when this call is done with it.
+        let private_key = Zeroizing::new(private_key);
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        call.import_key(conn, &id, &label, &private_key).await
     }
 
     #[zbus(out_args("random"))]

@@ -104,6 +104,33 @@ pub fn from_pkcs8_der(der: &[u8]) -> Result<RsaPrivateKey, CkRv> {
     check_private_key(key)
 }
 
+/// A private key given to the handset (`+CKIMPORT`), parsed: one variant
+/// per kind of key the handset holds, so that a new kind is a new variant
+/// and a new arm of [`parse_pkcs8`].
+pub enum ImportedKey {
+    Rsa(RsaPrivateKey),
+}
+
+/// Parses an unencrypted PKCS#8 DER private key (`PrivateKeyInfo`, RFC
+/// 5208) of a kind the handset holds, and checks it. Not PKCS#8, trailing
+/// bytes, or an encrypted PKCS#8 (an `EncryptedPrivateKeyInfo`, which has
+/// no algorithm to read): `ATTRIBUTE_VALUE_INVALID`; a kind of key the
+/// handset does not hold: `KEY_TYPE_INCONSISTENT`; an RSA key of a size it
+/// does not hold: `KEY_SIZE_RANGE`.
+pub fn parse_pkcs8(der: &[u8]) -> Result<ImportedKey, CkRv> {
+    let info = PrivateKeyInfo::from_der(der).map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?;
+    if info.algorithm.oid == RSA_ENCRYPTION_OID {
+        let key = RsaPrivateKey::from_pkcs8_der(der).map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?;
+        // Exactly the sizes the handset generates: a key it holds is one
+        // every host's checks accept.
+        if !RSA_KEY_BITS.contains(&(key.n().bits() as u32)) {
+            return Err(CkRv::KEY_SIZE_RANGE);
+        }
+        return check_private_key(key).map(ImportedKey::Rsa);
+    }
+    Err(CkRv::KEY_TYPE_INCONSISTENT)
+}
+
 /// Modulus and public exponent (big-endian, no leading zeros) and the
 /// modulus size in bits.
 pub fn public_parts(key: &RsaPrivateKey) -> (Vec<u8>, Vec<u8>, u32) {
@@ -112,6 +139,32 @@ pub fn public_parts(key: &RsaPrivateKey) -> (Vec<u8>, Vec<u8>, u32) {
         key.e().to_bytes_be(),
         key.n().bits() as u32,
     )
+}
+
+/// The DER `SubjectPublicKeyInfo` of an EC public key (RFC 5480; RFC 8410
+/// for Ed25519), as an attestation statement binds it: the algorithm and
+/// curve, then the point as stored (SEC1 uncompressed, or Ed25519's 32
+/// bytes). A point of the wrong length is `ATTRIBUTE_VALUE_INVALID`.
+pub fn ec_spki_der(curve: phonecsp_protocol::ck::Curve, point: &[u8]) -> Result<Vec<u8>, CkRv> {
+    use phonecsp_protocol::ck::Curve;
+    const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    let (algorithm, len): (Vec<u8>, usize) = match curve {
+        Curve::P256 => ([EC_PUBLIC_KEY, curve.ec_params()].concat(), 65),
+        Curve::P384 => ([EC_PUBLIC_KEY, curve.ec_params()].concat(), 97),
+        Curve::Ed25519 => (curve.ec_params().to_vec(), 32),
+    };
+    if point.len() != len {
+        return Err(CkRv::ATTRIBUTE_VALUE_INVALID);
+    }
+    // Every length here is below 128: short-form DER lengths.
+    let mut bits = vec![0x03, (point.len() + 1) as u8, 0x00];
+    bits.extend(point);
+    let mut alg = vec![0x30, algorithm.len() as u8];
+    alg.extend(algorithm);
+    let mut out = vec![0x30, (alg.len() + bits.len()) as u8];
+    out.extend(alg);
+    out.extend(bits);
+    Ok(out)
 }
 
 /// The DER `SubjectPublicKeyInfo` of the RSA public key (`modulus`,
@@ -919,6 +972,27 @@ kO5J9UglnNY0BP72hZ3Pl1o=
         let small = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
         let pem = small.to_pkcs8_pem(LineEnding::LF).unwrap();
         assert_eq!(import_pkcs8_pem(&pem).err(), Some(CkRv::KEY_SIZE_RANGE));
+    }
+
+    #[test]
+    fn ec_spki_der_is_what_the_curve_crates_write() {
+        use phonecsp_protocol::ck::Curve;
+        // RFC 8410's example Ed25519 public key.
+        let ed = [0x19u8; 32];
+        let der = ec_spki_der(Curve::Ed25519, &ed).unwrap();
+        assert_eq!(
+            der[..12],
+            [
+                0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00
+            ]
+        );
+        assert_eq!(&der[12..], &ed);
+        let p256 = p256::SecretKey::random(&mut OsRng).public_key();
+        let point = p256.to_sec1_bytes();
+        let der = ec_spki_der(Curve::P256, &point).unwrap();
+        assert_eq!(der.len(), 91);
+        assert_eq!(der[0..2], [0x30, 0x59]);
+        assert!(ec_spki_der(Curve::P384, &point).is_err());
     }
 
     #[test]

@@ -801,7 +801,8 @@ fn key(store: &Store, k: KeyCmd) -> Res {
             let pin = read_secret("PHONECSP_PIN", "PIN")?;
             let kek = c.unlock(store, &pin)?;
             let id = parse_id(id.as_deref())?;
-            c.add_key(&kek, id.clone(), label, &key)?;
+            // Made elsewhere: recorded as imported (CKA_LOCAL false).
+            c.import_key(&kek, id.clone(), label, &crypto::ImportedKey::Rsa(key))?;
             store.save_container(&c)?;
             println!("imported key {} into '{container}'", hex(&id));
         }

@@ -109,15 +109,16 @@ impl Approver {
         program: Option<&str>,
     ) -> Approval {
         let with = match key {
-            Some(label) => format!("the key '{label}'"),
-            None => "a key".to_owned(),
+            Some(label) => format!(" with the key '{label}'"),
+            // "generate a key", "import a key": the key is the one made.
+            None if operation.ends_with("a key") => String::new(),
+            None => " with a key".to_owned(),
         };
         let by = match program {
             Some(p) => format!(" for {p}"),
             None => String::new(),
         };
-        let prompt =
-            format!("{host} asks to {operation} with {with} of container '{container}'{by}");
+        let prompt = format!("{host} asks to {operation}{with} of container '{container}'{by}");
         if let Some(n) = &self.notifier {
             use crate::notify::Answer;
             let timeout = self.timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT);
@@ -370,6 +371,7 @@ fn audit_event(r: &Request) -> Option<&'static str> {
         Request::Rewrap { .. } => "rewrap",
         Request::GenerateKeyPair { .. } | Request::GenerateEcKeyPair { .. } => "generate-key",
         Request::Derive { .. } => "derive",
+        Request::ImportKey { .. } => "import-key",
         Request::DestroyKey { .. } => "delete-key",
         Request::PutCertificate { .. } => "store-certificate",
         Request::DeleteCertificate { .. } => "delete-certificate",
@@ -384,6 +386,7 @@ fn audited_key(r: &Request) -> Option<String> {
     let id = match r {
         Request::GenerateKeyPair { id, .. }
         | Request::GenerateEcKeyPair { id, .. }
+        | Request::ImportKey { id, .. }
         | Request::PutCertificate { id, .. }
         | Request::DeleteCertificate { id, .. }
         | Request::DeleteData { id, .. } => id.as_slice(),
@@ -404,6 +407,7 @@ fn operation_name(r: &Request) -> Option<&'static str> {
             Some("generate a key")
         }
         Request::Derive { .. } => Some("agree a shared secret (ECDH)"),
+        Request::ImportKey { .. } => Some("import a key"),
         _ => None,
     }
 }
@@ -948,13 +952,7 @@ impl Manager {
             Request::GenerateKeyPair {
                 bits, id, label, ..
             } => {
-                let id = if id.is_empty() {
-                    let mut fresh = vec![0u8; 8];
-                    rand::rngs::OsRng.fill_bytes(&mut fresh);
-                    fresh
-                } else {
-                    id
-                };
+                let id = if id.is_empty() { fresh_id() } else { id };
                 if c.keys().iter().any(|k| k.id == id) {
                     return Err(CkRv::ATTRIBUTE_VALUE_INVALID);
                 }
@@ -997,6 +995,34 @@ impl Manager {
                     point: key.public_point(),
                 })
             }
+            Request::ImportKey {
+                id, label, pkcs8, ..
+            } => {
+                // Every check before anything is written: the key parses,
+                // is of a kind and size the handset holds, and the id is
+                // free.
+                let key = crypto::parse_pkcs8(&pkcs8)?;
+                drop(pkcs8);
+                let id = if id.is_empty() { fresh_id() } else { id };
+                if c.keys().iter().any(|k| k.id == id) {
+                    return Err(CkRv::ATTRIBUTE_VALUE_INVALID);
+                }
+                let kek = self.kek(host, &name)?;
+                c.import_key(kek, id.clone(), label, &key)
+                    .map_err(store_rv)?;
+                self.save(&c)?;
+                let crypto::ImportedKey::Rsa(key) = &key;
+                let (modulus, exponent, bits) = crypto::public_parts(key);
+                log::info!("imported an RSA-{bits} key into '{name}' for {host_name}");
+                Ok(Reply::KeyPair {
+                    id,
+                    modulus,
+                    exponent,
+                })
+            }
+            Request::Attest { id, nonce, .. } => {
+                attest(&self.store, &c, &id, nonce).map(Reply::Attestation)
+            }
             Request::PutCertificate { .. }
             | Request::DeleteCertificate { .. }
             | Request::DestroyKey { .. }
@@ -1009,6 +1035,50 @@ impl Manager {
             }
         }
     }
+}
+
+/// A statement of what this handset knows of the key `id` of `c`, for the
+/// computer's `nonce`, signed with its attestation key (docs/attestation.md).
+/// It reads only what `+CKATTR` gives: no login, no approval.
+fn attest(store: &Store, c: &Container, id: &[u8], nonce: Vec<u8>) -> Result<Vec<u8>, CkRv> {
+    use phonecsp_protocol::attest::{Statement, flags};
+    let k = c.key(id).ok_or(CkRv::OBJECT_HANDLE_INVALID)?;
+    let signing = store.attestation_key().map_err(store_rv)?;
+    let local = if k.local() {
+        flags::LOCAL | flags::NEVER_EXTRACTABLE | flags::ALWAYS_SENSITIVE
+    } else {
+        0
+    };
+    let statement = Statement {
+        handset_key: *store.identity().public(),
+        attestation_key: signing.verifying_key().to_bytes(),
+        handset: store.name().to_owned(),
+        container: c.name().to_owned(),
+        id: id.to_vec(),
+        label: k.label.clone(),
+        spki: match (k.curve(), &k.ec) {
+            (Some(curve), Some(ec)) => crypto::ec_spki_der(curve, &ec.point)?,
+            _ => crypto::spki_der(&k.modulus, &k.exponent)?,
+        },
+        flags: local,
+        policy: match c.policy() {
+            Policy::Auto => "auto",
+            Policy::Confirm => "confirm",
+        }
+        .to_owned(),
+        nonce,
+    };
+    statement.sign(&signing).map_err(|e| {
+        log::error!("attestation of key {id:02x?} in '{}': {e}", c.name());
+        CkRv::GENERAL_ERROR
+    })
+}
+
+/// A fresh random id of 8 bytes, for a key whose request names none.
+fn fresh_id() -> Vec<u8> {
+    let mut fresh = vec![0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut fresh);
+    fresh
 }
 
 fn container_of(r: &Request) -> Option<&str> {
@@ -1034,7 +1104,9 @@ fn container_of(r: &Request) -> Option<&str> {
         | Request::PutData { container, .. }
         | Request::DeleteData { container, .. }
         | Request::DestroyKey { container, .. }
-        | Request::Rewrap { container, .. } => container,
+        | Request::Rewrap { container, .. }
+        | Request::ImportKey { container, .. }
+        | Request::Attest { container, .. } => container,
     })
 }
 
@@ -1083,7 +1155,7 @@ fn attributes(c: &Container, class: ObjectClass, id: &[u8]) -> Result<Reply, CkR
     let (label, own) = match class {
         ObjectClass::PrivateKey | ObjectClass::PublicKey => {
             let k = find(c.keys(), id, |k| &k.id)?;
-            if let (Some(curve), Some(ec)) = (k.curve(), &k.ec) {
+            let own = if let (Some(curve), Some(ec)) = (k.curve(), &k.ec) {
                 let own = vec![
                     (cka::KEY_TYPE, ulong(u64::from(curve.key_type()))),
                     (cka::EC_PARAMS, curve.ec_params().to_vec()),
@@ -1098,7 +1170,14 @@ fn attributes(c: &Container, class: ObjectClass, id: &[u8]) -> Result<Reply, CkR
                     (cka::PUBLIC_EXPONENT, k.exponent.clone()),
                 ];
                 (&k.label, own)
+            };
+            let (label, mut own) = own;
+            // An imported key was once outside the phone: not local, and
+            // neither always sensitive nor never extractable.
+            for t in [cka::LOCAL, cka::NEVER_EXTRACTABLE, cka::ALWAYS_SENSITIVE] {
+                own.push((t, vec![u8::from(k.local())]));
             }
+            (label, own)
         }
         ObjectClass::Certificate => {
             let cert = find(c.certs(), id, |x| &x.id)?;
@@ -1650,6 +1729,168 @@ mod tests {
             std::fs::read_to_string(&asked).unwrap(),
             "laptop asks to sign with the key 'ssh key' of container 'ssh'|"
         );
+    }
+
+    /// Issue 15, item 3: `+CKIMPORT` needs a login and the owner's
+    /// approval, refuses bad keys with their own CK_RV and leaves the
+    /// container's file as it was, stores a good one as imported
+    /// (`CKA_LOCAL` and the others false), and is in the audit log without
+    /// its value.
+    #[test]
+    fn an_import_is_approved_checked_and_recorded_as_imported() {
+        use rsa::pkcs8::EncodePrivateKey;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let asked = dir.path().join("asked");
+        let approver = Approver {
+            command: Some(format!(
+                "printf '%s' \"$PHONECSP_PROMPT\" > {}",
+                asked.display()
+            )),
+            ..Approver::default()
+        };
+        let mut m = Manager::new(store, approver);
+        let import = |id: &[u8], der: &[u8]| Request::ImportKey {
+            container: "ssh".into(),
+            id: id.to_vec(),
+            label: "old laptop".into(),
+            pkcs8: Zeroizing::new(der.to_vec()),
+        };
+        let good = crypto::test_key().to_pkcs8_der().unwrap();
+        assert_eq!(
+            m.execute(&HOST, import(&[9], good.as_bytes())).unwrap_err(),
+            CkRv::USER_NOT_LOGGED_IN
+        );
+        assert!(matches!(m.execute(&HOST, login("ssh")), Ok(Reply::Done)));
+        let file = dir.path().join("containers/ssh.json");
+        let before = std::fs::read(&file).unwrap();
+        let small = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).unwrap();
+        let small = small.to_pkcs8_der().unwrap();
+        let mut ed25519 = hex_bytes("302e020100300506032b657004220420");
+        ed25519.extend([7u8; 32]);
+        // An EncryptedPrivateKeyInfo: PBES2, then the ciphertext.
+        let encrypted = hex_bytes("3017300b06092a864886f70d01050d04080001020304050607");
+        let der = good.as_bytes();
+        for (what, bad, rv) in [
+            ("garbage", &b"not a key"[..], CkRv::ATTRIBUTE_VALUE_INVALID),
+            (
+                "truncated",
+                &der[..der.len() - 1],
+                CkRv::ATTRIBUTE_VALUE_INVALID,
+            ),
+            ("encrypted", &encrypted, CkRv::ATTRIBUTE_VALUE_INVALID),
+            ("Ed25519", &ed25519, CkRv::KEY_TYPE_INCONSISTENT),
+            ("RSA-1024", small.as_bytes(), CkRv::KEY_SIZE_RANGE),
+            ("existing id", der, CkRv::ATTRIBUTE_VALUE_INVALID),
+        ] {
+            let id: &[u8] = if what == "existing id" { &[1] } else { &[9] };
+            assert_eq!(m.execute(&HOST, import(id, bad)).unwrap_err(), rv, "{what}");
+            assert_eq!(std::fs::read(&file).unwrap(), before, "{what}");
+        }
+        let r = m.execute_for(&HOST, import(&[9], der), Some("phonecsp (pid 9)"));
+        match r {
+            Ok(Reply::KeyPair { id, modulus, .. }) => {
+                assert_eq!(id, vec![9]);
+                assert_eq!(modulus, crypto::public_parts(crypto::test_key()).0);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            std::fs::read_to_string(&asked).unwrap(),
+            "laptop asks to import a key of container 'ssh' for phonecsp (pid 9)"
+        );
+        let mut attrs = |id: u8| match m.execute(
+            &HOST,
+            Request::GetAttributes {
+                container: "ssh".into(),
+                class: ObjectClass::PrivateKey,
+                id: vec![id],
+            },
+        ) {
+            Ok(Reply::Attributes(a)) => a,
+            other => panic!("{other:?}"),
+        };
+        let (imported, generated) = (attrs(9), attrs(1));
+        for t in [cka::LOCAL, cka::NEVER_EXTRACTABLE, cka::ALWAYS_SENSITIVE] {
+            assert!(imported.contains(&(t, vec![0])), "{t:x}");
+            assert!(generated.contains(&(t, vec![1])), "{t:x}");
+        }
+        // The imported key signs.
+        assert!(matches!(
+            m.execute(&HOST, sign("ssh", 9)),
+            Ok(Reply::Signature(_))
+        ));
+        let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        let line = log.lines().rfind(|l| l.contains("import-key")).unwrap();
+        assert!(line.contains("\"ok\""), "{line}");
+        assert!(!log.contains(&B64.encode(der)));
+    }
+
+    /// Issue 15, item 4: a statement needs no login, names the key's
+    /// attributes as stored, checks under the handset's identity and
+    /// attestation key, and carries the nonce; an unknown key is refused.
+    #[test]
+    fn a_statement_names_the_key_and_checks_under_the_handset_keys() {
+        use phonecsp_protocol::attest::{Pinned, check};
+        use rsa::pkcs8::EncodePrivateKey;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let pinned_noise = *store.identity().public();
+        let pinned_attest = store.attestation_key().unwrap().verifying_key().to_bytes();
+        let mut m = Manager::new(store, Approver::default());
+        let attest = |id: u8| Request::Attest {
+            container: "ssh".into(),
+            id: vec![id],
+            nonce: vec![id; 32],
+        };
+        let pinned = Pinned {
+            name: "phone",
+            handset_key: pinned_noise,
+            attestation_key: pinned_attest,
+        };
+        let statement = match m.execute(&HOST, attest(1)) {
+            Ok(Reply::Attestation(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        let s = check(&statement, &pinned, Some(&[1; 32])).unwrap();
+        assert!(s.local());
+        assert_eq!((s.container.as_str(), s.label.as_str()), ("ssh", "ssh key"));
+        assert_eq!(s.policy, "confirm");
+        assert_eq!(
+            m.execute(&HOST, attest(9)).unwrap_err(),
+            CkRv::OBJECT_HANDLE_INVALID
+        );
+        // An imported key's statement says it was not made here.
+        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        let der = crypto::test_key().to_pkcs8_der().unwrap();
+        let import = Request::ImportKey {
+            container: "web".into(),
+            id: vec![9],
+            label: String::new(),
+            pkcs8: Zeroizing::new(der.as_bytes().to_vec()),
+        };
+        assert!(matches!(
+            m.execute(&HOST, import),
+            Ok(Reply::KeyPair { .. })
+        ));
+        let request = Request::Attest {
+            container: "web".into(),
+            id: vec![9],
+            nonce: vec![3; 16],
+        };
+        let Ok(Reply::Attestation(statement)) = m.execute(&HOST, request) else {
+            panic!("no statement");
+        };
+        let s = check(&statement, &pinned, Some(&[3; 16])).unwrap();
+        assert_eq!(s.flags, 0);
+        assert_eq!(s.policy, "auto");
+    }
+
+    fn hex_bytes(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// Issue 18, item 1: a key whose wrapped form is damaged answers

@@ -909,6 +909,19 @@ impl Store {
         Ok(Zeroizing::new(mac.finalize().into_bytes().into()))
     }
 
+    /// The handset's Ed25519 attestation key (docs/attestation.md), derived
+    /// from its private identity key as the integrity key is: nothing new
+    /// to keep, the same key after every restart, and a new one with a new
+    /// identity (`init` again), which computers must pair with anew anyway.
+    pub fn attestation_key(&self) -> Result<ed25519_dalek::SigningKey, StoreError> {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.identity.private())
+            .map_err(|_| StoreError::Invalid("attestation key".into()))?;
+        mac.update(b"phonecsp attestation key v1");
+        let seed = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+        Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
     /// Deletes a container and every host's authorisation for it. The
     /// authorisations go first: a crash in between leaves a container no
     /// host may use, never an authorisation for a later container of the
@@ -1305,6 +1318,11 @@ pub struct KeyEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ec: Option<EcPublic>,
     wrapped: StoredSealed,
+    /// Whether the key was generated on this handset (`CKA_LOCAL`); false
+    /// for a key imported from elsewhere, which was once outside it. Only
+    /// `false` is written, so files of before imports read as generated.
+    #[serde(default = "generated", skip_serializing_if = "is_generated")]
+    local: bool,
     /// HMAC-SHA256 of the entry ([`KeyEntry::mac`]) under the handset's
     /// integrity key. Absent in files written before it existed, and for a
     /// key not yet opened with the right PIN since.
@@ -1318,9 +1336,23 @@ pub struct KeyEntry {
     health: KeyHealth,
 }
 
+fn generated() -> bool {
+    true
+}
+
+fn is_generated(local: &bool) -> bool {
+    *local
+}
+
 impl KeyEntry {
     pub fn health(&self) -> KeyHealth {
         self.health
+    }
+
+    /// Whether the key was generated on this handset (`CKA_LOCAL`), rather
+    /// than imported.
+    pub fn local(&self) -> bool {
+        self.local
     }
 
     /// HMAC-SHA256 (hex) of everything the file holds of this key, as the
@@ -1341,7 +1373,12 @@ impl KeyEntry {
                 hex(&ec.point),
                 &self.wrapped,
             );
-            return hmac_hex(key, &covered);
+            // As below: an imported key's check covers that it was.
+            return if self.local {
+                hmac_hex(key, &covered)
+            } else {
+                hmac_hex(key, &(covered, "imported"))
+            };
         }
         let covered = (
             "phonecsp key integrity v1",
@@ -1353,7 +1390,14 @@ impl KeyEntry {
             hex(&self.exponent),
             &self.wrapped,
         );
-        hmac_hex(key, &covered)
+        // An imported key's check covers that it was imported, so that
+        // editing the file cannot make it pass for one made here; a
+        // generated key's is as it was before imports existed.
+        if self.local {
+            hmac_hex(key, &covered)
+        } else {
+            hmac_hex(key, &(covered, "imported"))
+        }
     }
 
     /// Opens the wrapped private key and checks it against the public parts.
@@ -2067,14 +2111,40 @@ impl Container {
         Ok(())
     }
 
-    /// Adds a key pair, its private key sealed under `kek` (in memory;
-    /// save the container). `Exists` if a key has this id.
+    /// Adds a key pair generated on this handset, its private key sealed
+    /// under `kek` (in memory; save the container). `Exists` if a key has
+    /// this id.
     pub fn add_key(
         &mut self,
         kek: &Kek,
         id: Vec<u8>,
         label: String,
         key: &RsaPrivateKey,
+    ) -> Result<(), StoreError> {
+        self.add_key_entry(kek, id, label, key, true)
+    }
+
+    /// Adds a key pair made elsewhere, recorded as imported (`CKA_LOCAL`
+    /// false), as [`Container::add_key`] adds a generated one.
+    pub fn import_key(
+        &mut self,
+        kek: &Kek,
+        id: Vec<u8>,
+        label: String,
+        key: &crypto::ImportedKey,
+    ) -> Result<(), StoreError> {
+        match key {
+            crypto::ImportedKey::Rsa(key) => self.add_key_entry(kek, id, label, key, false),
+        }
+    }
+
+    fn add_key_entry(
+        &mut self,
+        kek: &Kek,
+        id: Vec<u8>,
+        label: String,
+        key: &RsaPrivateKey,
+        local: bool,
     ) -> Result<(), StoreError> {
         check_id_label(&id, &label)?;
         if self.key(&id).is_some() {
@@ -2098,6 +2168,7 @@ impl Container {
             exponent,
             ec: None,
             wrapped: StoredSealed::new(&wrapped),
+            local,
             integrity: None,
             damaged: None,
             health: KeyHealth::Sound,
@@ -2133,6 +2204,7 @@ impl Container {
                 point: key.public_point(),
             }),
             wrapped: StoredSealed::new(&wrapped),
+            local: true,
             integrity: None,
             damaged: None,
             health: KeyHealth::Sound,
@@ -2389,6 +2461,44 @@ mod tests {
         c.remove_key(b"k1").unwrap();
         assert!(c.keys().is_empty());
         assert!(matches!(c.remove_key(b"k1"), Err(StoreError::NotFound(_))));
+    }
+
+    /// Issue 15, item 3: an imported key is recorded as not made here, the
+    /// fact survives a reload, and the file cannot be edited to make it
+    /// pass for a generated key: its integrity check covers it.
+    #[test]
+    fn an_imported_key_is_recorded_as_imported_and_the_record_is_checked() {
+        let (_tmp, store, mut c) = store_with("ssh");
+        let kek = c.unlock(&store, PIN).unwrap();
+        let der = crypto::to_pkcs8_der(test_key()).unwrap();
+        let key = crypto::parse_pkcs8(&der).unwrap();
+        c.import_key(&kek, vec![9], "old key".into(), &key).unwrap();
+        c.add_key(&kek, vec![1], "made here".into(), test_key())
+            .unwrap();
+        assert!(matches!(
+            c.import_key(&kek, vec![9], "again".into(), &key),
+            Err(StoreError::Exists(_))
+        ));
+        store.save_container(&c).unwrap();
+        let v = file_json(&store, "ssh");
+        assert_eq!(v["keys"][0]["local"], serde_json::Value::Bool(false));
+        assert!(v["keys"][1].get("local").is_none(), "{}", v["keys"][1]);
+        let mut c = store.load_container("ssh").unwrap();
+        assert!(!c.key(&[9]).unwrap().local());
+        assert!(c.key(&[1]).unwrap().local());
+        let kek = c.unlock(&store, PIN).unwrap();
+        assert_eq!(c.private_key(&kek, &[9]).unwrap().n(), test_key().n());
+        // Dropping the field would make it read as generated: the check
+        // finds it.
+        edit(&store, "ssh", |v| {
+            v["keys"][0].as_object_mut().unwrap().remove("local");
+        });
+        let c = store.load_container("ssh").unwrap();
+        assert_eq!(
+            c.key(&[9]).unwrap().health(),
+            KeyHealth::Damaged(Damage::Integrity)
+        );
+        assert_eq!(c.key(&[1]).unwrap().health(), KeyHealth::Sound);
     }
 
     #[test]
@@ -3204,6 +3314,7 @@ mod tests {
                     wrapped: StoredSealed::new(
                         &Sealed::seal(&pin_kek, &der, &key_aad("old", &[*id])).unwrap(),
                     ),
+                    local: true,
                     integrity: None,
                     damaged: None,
                     health: KeyHealth::Sound,

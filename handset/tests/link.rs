@@ -13,7 +13,8 @@ use phonecsp_protocol::{
     CkRv, DecryptMechanism, HashAlg, HostLink, LinkError, ObjectClass, PairingCode, Reply, Request,
     SignMechanism, StaticKeypair,
 };
-use rsa::pkcs8::EncodePublicKey;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
+use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPublicKey};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -249,6 +250,41 @@ async fn exercise<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(l: &mut HostLink<
     let sig = answer!(l, sign(&[2], SignMechanism::Pkcs1, di), Reply::Signature(s) => s);
     pk2.verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &sig)
         .unwrap();
+
+    // A key made elsewhere, as large as the handset holds: its PKCS#8
+    // crosses in two AT+CKX parts at a line limit of 4096 (docs/protocol.md
+    // section 7.24); it is recorded as imported, and its statement says so.
+    let made = rsa::RsaPrivateKey::new(&mut rng, 4096).unwrap();
+    let pkcs8 = made.to_pkcs8_der().unwrap();
+    let import = Request::ImportKey {
+        container: ssh(),
+        id: vec![3],
+        label: "moved".into(),
+        pkcs8: Zeroizing::new(pkcs8.as_bytes().to_vec()),
+    };
+    // More than one line's 3063 bytes of frame (section 6.3).
+    assert!(import.encode().unwrap().len() + 16 > 3063);
+    let (id, n) = answer!(l, import, Reply::KeyPair { id, modulus, .. } => (id, modulus));
+    assert_eq!((id, n), (vec![3], made.n().to_bytes_be()));
+    let a = answer!(l, attributes(ObjectClass::PrivateKey, &[3]), Reply::Attributes(a) => a);
+    assert!(a.contains(&(cka::LOCAL, vec![0])), "{a:?}");
+    let attest = Request::Attest {
+        container: ssh(),
+        id: vec![3],
+        nonce: vec![5; 32],
+    };
+    let statement = answer!(l, attest, Reply::Attestation(s) => s);
+    let s = phonecsp_protocol::attest::Statement::verify(&statement).unwrap();
+    assert!(!s.local());
+    assert_eq!(
+        (s.label.as_str(), s.nonce.as_slice()),
+        ("moved", &[5u8; 32][..])
+    );
+    let destroy = Request::DestroyKey {
+        container: ssh(),
+        id: vec![3],
+    };
+    answer!(l, destroy, Reply::Done => ());
 
     // A certificate for the new key: stored, reported, deleted.
     let der = test_cert();

@@ -1,6 +1,8 @@
 //! The daemon's persistent state under `/var/lib/phonecsp`: its own Noise
 //! static key (`host.key`, mode 0600) and each paired handset's pinned
-//! public key (`handsets/<name>.pub`). Writes are atomic.
+//! public key (`handsets/<name>.pub`), and its attestation key once the
+//! first statement brought it (`handsets/<name>.attest`, docs/attestation.md).
+//! Writes are atomic.
 
 use phonecsp_protocol::StaticKeypair;
 use std::io::Write;
@@ -139,13 +141,29 @@ impl State {
         write_private(&self.pin_path(handset), key)
     }
 
+    fn attestation_path(&self, handset: &str) -> PathBuf {
+        self.dir.join("handsets").join(format!("{handset}.attest"))
+    }
+
+    /// The handset's Ed25519 attestation key, pinned at its first statement.
+    pub fn attestation_pinned(&self, handset: &str) -> Result<Option<[u8; 32]>, StateError> {
+        read_key(&self.attestation_path(handset))
+    }
+
+    pub fn pin_attestation(&self, handset: &str, key: &[u8; 32]) -> Result<(), StateError> {
+        write_private(&self.attestation_path(handset), key)
+    }
+
+    /// Forgets the handset's keys: its identity and its attestation key.
     pub fn unpin(&self, handset: &str) -> Result<(), StateError> {
-        let p = self.pin_path(handset);
-        match std::fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(&p)(e)),
+        for p in [self.attestation_path(handset), self.pin_path(handset)] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&p)(e)),
+            }
         }
+        Ok(())
     }
 }
 
@@ -167,8 +185,12 @@ mod tests {
         assert_eq!(a.pinned("phone").unwrap(), None);
         a.pin("phone", &[7; 32]).unwrap();
         assert_eq!(b.pinned("phone").unwrap(), Some([7; 32]));
+        assert_eq!(a.attestation_pinned("phone").unwrap(), None);
+        a.pin_attestation("phone", &[8; 32]).unwrap();
+        assert_eq!(b.attestation_pinned("phone").unwrap(), Some([8; 32]));
         a.unpin("phone").unwrap();
         assert_eq!(a.pinned("phone").unwrap(), None);
+        assert_eq!(a.attestation_pinned("phone").unwrap(), None);
         std::fs::write(d.path().join("handsets/x.pub"), b"short").unwrap();
         assert!(matches!(a.pinned("x"), Err(StateError::Corrupt { .. })));
     }

@@ -73,6 +73,16 @@ pub trait Backend: Send + Sync {
     ) -> Result<EcKeyPairInfo>;
     /// `CKM_ECDH1_DERIVE`'s private step: Z for the peer's point.
     fn derive(&self, t: &TokenName, key_id: &[u8], peer: &[u8]) -> Result<Secret>;
+    /// Moves a private key made elsewhere (unencrypted PKCS#8 DER) onto the
+    /// handset, answered as a generated pair; an empty `id` lets the
+    /// handset choose one.
+    fn import_key(
+        &self,
+        t: &TokenName,
+        id: &[u8],
+        label: &str,
+        pkcs8: &[u8],
+    ) -> Result<KeyPairInfo>;
     /// At most `protocol::limits`' largest random request per call.
     fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>>;
     fn put_certificate(&self, t: &TokenName, id: &[u8], label: &str, der: &[u8]) -> Result<()>;
@@ -161,6 +171,17 @@ impl Backend for Dbus {
     fn generate(&self, t: &TokenName, bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo> {
         self.client()?
             .generate_key_pair(&t.handset, &t.token, bits, id, label)
+    }
+
+    fn import_key(
+        &self,
+        t: &TokenName,
+        id: &[u8],
+        label: &str,
+        pkcs8: &[u8],
+    ) -> Result<KeyPairInfo> {
+        self.client()?
+            .import_key(&t.handset, &t.token, id, label, pkcs8)
     }
 
     fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>> {

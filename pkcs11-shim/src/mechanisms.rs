@@ -99,7 +99,16 @@ const GROUPS: &[(CK_FLAGS, CK_ULONG, CK_ULONG, &[CK_MECHANISM_TYPE])] = &[
         &[CKM_SHA_1, CKM_SHA224, CKM_SHA256, CKM_SHA384, CKM_SHA512],
     ),
     (CKF_GENERATE, 16, 32, &[CKM_AES_KEY_GEN]),
-    (CIPHER, 16, 32, &[CKM_AES_CBC, CKM_AES_CBC_PAD, CKM_AES_GCM]),
+    (CIPHER, 16, 32, &[CKM_AES_CBC, CKM_AES_GCM]),
+    // Also unwraps a private key onto the phone (Module::unwrap_private_key).
+    (CIPHER | CKF_UNWRAP, 16, 32, &[CKM_AES_CBC_PAD]),
+    // Only unwraps, a private key onto the phone (RFC 5649).
+    (
+        CKF_UNWRAP,
+        16,
+        32,
+        &[CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_KWP],
+    ),
     (CIPHER, 24, 24, &[CKM_DES3_CBC, CKM_DES3_CBC_PAD]),
 ];
 
@@ -298,7 +307,7 @@ mod tests {
     #[test]
     fn every_listed_mechanism_has_info() {
         let l = list();
-        assert_eq!(l.len(), 35);
+        assert_eq!(l.len(), 37);
         for m in l {
             let i = info(m).unwrap();
             assert!(i.flags != 0);

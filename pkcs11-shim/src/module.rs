@@ -1077,6 +1077,37 @@ impl Module {
         Ok(self.keep(h, slot, copy))
     }
 
+    /// Imports a private key given by its values onto the handset
+    /// (`+CKIMPORT`): the phone keeps it as it keeps a generated one,
+    /// marked imported (`CKA_LOCAL` false), and its public key object comes
+    /// with it. The values are the caller's; they go to the phone in wiped
+    /// buffers and are kept nowhere here.
+    fn create_token_private_key(
+        &self,
+        slot: usize,
+        template: &Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let pkcs8 = objects::private_key_pkcs8(template)?;
+        let id = objects::find(template, CKA_ID).unwrap_or_default();
+        let label = match objects::find(template, CKA_LABEL) {
+            Some(l) => {
+                String::from_utf8(l.to_vec()).or_else(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?
+            }
+            None => String::new(),
+        };
+        if !self.logged_in(slot) {
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        }
+        let t = self.names(slot)?;
+        let kp = self.check(slot, self.backend.import_key(&t, id, &label, &pkcs8))?;
+        self.forget_attrs(slot);
+        Ok(lock(&self.objects).handle(ObjKey {
+            slot,
+            class: CKO_PRIVATE_KEY,
+            id: kp.id,
+        }))
+    }
+
     /// Stores an X.509 certificate on the handset.
     fn create_token_object(
         &self,
@@ -1090,6 +1121,7 @@ impl Module {
         match class {
             CKO_CERTIFICATE => {}
             CKO_DATA => return self.create_token_data(slot, template),
+            CKO_PRIVATE_KEY => return self.create_token_private_key(slot, template),
             _ => return fail(CKR_ATTRIBUTE_VALUE_INVALID),
         }
         if let Some(t) = objects::find(template, CKA_CERTIFICATE_TYPE)
@@ -1352,9 +1384,17 @@ impl Module {
         wrapped: &[u8],
         template: Template,
     ) -> Result<CK_OBJECT_HANDLE> {
+        objects::check_shape(&template)?;
+        if objects::is_token(&template)?
+            && objects::find(&template, CKA_CLASS)
+                .map(objects::as_ulong)
+                .transpose()?
+                == Some(CKO_PRIVATE_KEY)
+        {
+            return self.unwrap_private_key(h, mech, unwrapping, wrapped, &template);
+        }
         let (slot, _) = self.slot_and_mode(h)?;
         let enc = mechanisms::encryption(mech)?;
-        objects::check_shape(&template)?;
         let (key, public) = self
             .key_for(slot, unwrapping, &[CKO_PRIVATE_KEY], Some(CKA_UNWRAP))
             .map_err(|e| {
@@ -1452,6 +1492,114 @@ impl Module {
         let attrs = objects::from_template(&full)?;
         drop(full);
         Ok(self.keep(h, slot, attrs))
+    }
+
+    /// `C_UnwrapKey` into a token private key: a PKCS#8 `PrivateKeyInfo`
+    /// encrypted under a session AES key with `CKM_AES_CBC_PAD`, or wrapped
+    /// with RFC 5649 (`CKM_AES_KEY_WRAP_KWP`, and `CKM_AES_KEY_WRAP_PAD` as
+    /// SoftHSM2 and the cryptoki crate take it), the standard's form of a
+    /// wrapped private key, is opened here, and the
+    /// key goes to the phone as `C_CreateObject` sends one (`+CKIMPORT`).
+    /// Other mechanisms: `CKR_MECHANISM_INVALID` (the phone's RSA keys
+    /// cannot unwrap onto the phone: the key would come out of the phone
+    /// to go back into it).
+    fn unwrap_private_key(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        template: &Template,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let slot = self.writable_session(h)?;
+        if !matches!(
+            mech.mechanism,
+            CKM_AES_CBC_PAD | CKM_AES_KEY_WRAP_PAD | CKM_AES_KEY_WRAP_KWP
+        ) {
+            return fail(CKR_MECHANISM_INVALID);
+        }
+        let (key_type, value) = self
+            .secret(slot, unwrapping, CKA_UNWRAP)
+            .and_then(|k| k.ok_or(Error::Rv(CKR_UNWRAPPING_KEY_HANDLE_INVALID)))
+            .map_err(|e| match e.rv() {
+                CKR_KEY_HANDLE_INVALID => Error::Rv(CKR_UNWRAPPING_KEY_HANDLE_INVALID),
+                _ => e,
+            })?;
+        if key_type != CKK_AES {
+            return fail(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT);
+        }
+        let pkcs8 = if mech.mechanism == CKM_AES_CBC_PAD {
+            let mut op =
+                SymOp::new(mech, key_type, &value, Direction::Decrypt).map_err(|e| {
+                    match e.rv() {
+                        CKR_KEY_SIZE_RANGE => Error::Rv(CKR_UNWRAPPING_KEY_SIZE_RANGE),
+                        _ => e,
+                    }
+                })?;
+            if wrapped.is_empty() || !wrapped.len().is_multiple_of(16) {
+                return fail(CKR_WRAPPED_KEY_LEN_RANGE);
+            }
+            op.complete(wrapped)
+                .map_err(|_| Error::Rv(CKR_WRAPPED_KEY_INVALID))?
+        } else {
+            if mech.param != mechanisms::Param::None {
+                return fail(CKR_MECHANISM_PARAM_INVALID);
+            }
+            symmetric::unwrap_kwp(&value, wrapped)?
+        };
+        // The template names the key's type; its values are in the
+        // wrapped key, not the template.
+        if let Some(k) = objects::find(template, CKA_KEY_TYPE)
+            && objects::as_ulong(k)? != CKK_RSA
+        {
+            return fail(CKR_TEMPLATE_INCONSISTENT);
+        }
+        for t in [CKA_MODULUS, CKA_PRIVATE_EXPONENT, CKA_VALUE] {
+            if objects::find(template, t).is_some() {
+                return fail(CKR_TEMPLATE_INCONSISTENT);
+            }
+        }
+        if let Some(v) = objects::find(template, CKA_EXTRACTABLE)
+            && objects::as_bool(v)?
+        {
+            return fail(CKR_TEMPLATE_INCONSISTENT);
+        }
+        // A PrivateKeyInfo of some algorithm (the phone checks the rest):
+        // a wrong key or IV gives bytes that are none.
+        {
+            use rsa::pkcs8::der::Decode;
+            if phonecsp_protocol::message::MAX_PRIVATE_KEY_LEN < pkcs8.len()
+                || rsa::pkcs8::PrivateKeyInfo::from_der(&pkcs8).is_err()
+            {
+                return fail(CKR_WRAPPED_KEY_INVALID);
+            }
+        }
+        let id = objects::find(template, CKA_ID).unwrap_or_default();
+        let label = match objects::find(template, CKA_LABEL) {
+            Some(l) => {
+                String::from_utf8(l.to_vec()).or_else(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?
+            }
+            None => String::new(),
+        };
+        if !self.logged_in(slot) {
+            return fail(CKR_USER_NOT_LOGGED_IN);
+        }
+        let t = self.names(slot)?;
+        let kp = self
+            .check(slot, self.backend.import_key(&t, id, &label, &pkcs8))
+            .map_err(|e| match e.rv() {
+                // What the phone says of a key that is not one it holds.
+                CKR_KEY_SIZE_RANGE | CKR_KEY_TYPE_INCONSISTENT => {
+                    Error::Rv(CKR_WRAPPED_KEY_INVALID)
+                }
+                _ => e,
+            })?;
+        self.forget_attrs(slot);
+        Ok(lock(&self.objects).handle(ObjKey {
+            slot,
+            class: CKO_PRIVATE_KEY,
+            id: kp.id,
+        }))
     }
 
     /// The template of a secret key the module makes (unwrapped or

@@ -131,6 +131,67 @@ fn allowed_mechanisms(class: CK_OBJECT_CLASS, key_type: CK_KEY_TYPE) -> Vec<u8> 
         .collect()
 }
 
+/// An RSA private key object's template (`C_CreateObject`, PKCS#11 2.40
+/// section 2.1.3) as unencrypted PKCS#8 DER, in a wiped buffer, for the
+/// phone. `CKA_MODULUS`, `CKA_PUBLIC_EXPONENT` and `CKA_PRIVATE_EXPONENT`
+/// are needed (the standard makes the public exponent optional; without it
+/// there is no public key to give: `CKR_TEMPLATE_INCOMPLETE`); the primes
+/// are used when given and found from the three otherwise; the CRT values
+/// are computed again. A key of another type is
+/// `CKR_ATTRIBUTE_VALUE_INVALID`, as is one that asks to be extractable or
+/// not sensitive (the phone gives no private key out), or values that are
+/// not a consistent RSA key.
+pub fn private_key_pkcs8(template: &Template) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    use rsa::BigUint;
+    use rsa::pkcs8::EncodePrivateKey;
+    let key_type = find(template, CKA_KEY_TYPE)
+        .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
+        .and_then(as_ulong)?;
+    if key_type != CKK_RSA {
+        return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    if let Some(v) = find(template, CKA_EXTRACTABLE)
+        && as_bool(v)?
+    {
+        return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    if let Some(v) = find(template, CKA_SENSITIVE)
+        && !as_bool(v)?
+    {
+        return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    let number = |t| {
+        find(template, t)
+            .filter(|v| !v.is_empty())
+            .map(BigUint::from_bytes_be)
+    };
+    let need = |t| number(t).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE));
+    // CKR_KEY_SIZE_RANGE, the phone's answer, is not among C_CreateObject's
+    // return values: a size the phone does not hold is a value it refuses.
+    if let Some(n) = number(CKA_MODULUS)
+        && !phonecsp_protocol::ck::RSA_KEY_BITS.contains(&(n.bits() as u32))
+    {
+        return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    let (n, e, d) = (
+        need(CKA_MODULUS)?,
+        need(CKA_PUBLIC_EXPONENT)?,
+        need(CKA_PRIVATE_EXPONENT)?,
+    );
+    let primes = match (number(CKA_PRIME_1), number(CKA_PRIME_2)) {
+        (Some(p), Some(q)) => vec![p, q],
+        (None, None) => Vec::new(),
+        _ => return fail(CKR_TEMPLATE_INCOMPLETE),
+    };
+    let invalid = |_| Error::Rv(CKR_ATTRIBUTE_VALUE_INVALID);
+    let key = rsa::RsaPrivateKey::from_components(n, e, d, primes).map_err(invalid)?;
+    key.validate().map_err(invalid)?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|_| Error::Rv(CKR_ATTRIBUTE_VALUE_INVALID))?;
+    Ok(der.to_bytes())
+}
+
 /// The full attribute set of an object of `class`, from the daemon's
 /// attributes for it.
 pub fn build(class: CK_OBJECT_CLASS, daemon: &HashMap<u32, Vec<u8>>) -> AttrMap {
@@ -198,8 +259,17 @@ pub fn build(class: CK_OBJECT_CLASS, daemon: &HashMap<u32, Vec<u8>>) -> AttrMap 
         CKA_DERIVE,
         b(key_type == CKK_EC && class == CKO_PRIVATE_KEY),
     );
-    m.insert(CKA_LOCAL, b(true));
+    // The phone says whether a key was made there (a key imported from
+    // elsewhere is not); a phone of before imports says nothing, and all
+    // its keys were.
+    let local = !matches!(m.get(&CKA_LOCAL), Some(Value::Bytes(v)) if v.as_slice() == [0]);
+    for t in [CKA_NEVER_EXTRACTABLE, CKA_ALWAYS_SENSITIVE] {
+        m.remove(&t);
+    }
+    m.insert(CKA_LOCAL, b(local));
+    // The standard's value for a key not generated on the token.
     let generation = match key_type {
+        _ if !local => CK_UNAVAILABLE_INFORMATION,
         CKK_EC => CKM_EC_KEY_PAIR_GEN,
         CKK_EC_EDWARDS => CKM_EC_EDWARDS_KEY_PAIR_GEN,
         _ => CKM_RSA_PKCS_KEY_PAIR_GEN,
@@ -218,9 +288,9 @@ pub fn build(class: CK_OBJECT_CLASS, daemon: &HashMap<u32, Vec<u8>>) -> AttrMap 
     m.insert(CKA_PUBLIC_KEY_INFO, Value::Bytes(spki.unwrap_or_default()));
     if class == CKO_PRIVATE_KEY {
         m.insert(CKA_SENSITIVE, b(true));
-        m.insert(CKA_ALWAYS_SENSITIVE, b(true));
+        m.insert(CKA_ALWAYS_SENSITIVE, b(local));
         m.insert(CKA_EXTRACTABLE, b(false));
-        m.insert(CKA_NEVER_EXTRACTABLE, b(true));
+        m.insert(CKA_NEVER_EXTRACTABLE, b(local));
         m.insert(CKA_DECRYPT, b(!ec));
         m.insert(CKA_SIGN, b(true));
         m.insert(CKA_SIGN_RECOVER, b(false));

@@ -30,6 +30,34 @@ pub const MAX_GCM_LEN: usize = 64 * 1024 * 1024;
 
 type Bytes = Zeroizing<Vec<u8>>;
 
+/// RFC 5649 key unwrap with padding (AES key wrap, KWP) under `key` (16,
+/// 24 or 32 bytes): the unwrapped bytes, wiped when dropped. A wrapped
+/// length that is not a multiple of 8 of at least 16 bytes is
+/// `CKR_WRAPPED_KEY_LEN_RANGE`; one whose integrity check fails (another
+/// key, changed bytes) `CKR_WRAPPED_KEY_INVALID`.
+pub fn unwrap_kwp(key: &[u8], wrapped: &[u8]) -> Result<Bytes> {
+    if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
+        return fail(CKR_WRAPPED_KEY_LEN_RANGE);
+    }
+    let invalid = |_| Error::Rv(CKR_WRAPPED_KEY_INVALID);
+    let out = match key.len() {
+        16 => aes_kw::KekAes128::try_from(key)
+            .map_err(|_| Error::Rv(CKR_UNWRAPPING_KEY_SIZE_RANGE))?
+            .unwrap_with_padding_vec(wrapped)
+            .map_err(invalid)?,
+        24 => aes_kw::KekAes192::try_from(key)
+            .map_err(|_| Error::Rv(CKR_UNWRAPPING_KEY_SIZE_RANGE))?
+            .unwrap_with_padding_vec(wrapped)
+            .map_err(invalid)?,
+        32 => aes_kw::KekAes256::try_from(key)
+            .map_err(|_| Error::Rv(CKR_UNWRAPPING_KEY_SIZE_RANGE))?
+            .unwrap_with_padding_vec(wrapped)
+            .map_err(invalid)?,
+        _ => return fail(CKR_UNWRAPPING_KEY_SIZE_RANGE),
+    };
+    Ok(Zeroizing::new(out))
+}
+
 /// Which way the operation goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

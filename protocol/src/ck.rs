@@ -228,6 +228,11 @@ pub mod cka {
     pub const EC_PARAMS: u32 = 0x180;
     /// `CKA_EC_POINT`: the public point, as a DER OCTET STRING.
     pub const EC_POINT: u32 = 0x181;
+    /// Booleans of a key pair (one byte, 0 or 1): whether it was generated
+    /// on the handset, and so never outside it (section 7.26).
+    pub const LOCAL: u32 = 0x163;
+    pub const NEVER_EXTRACTABLE: u32 = 0x164;
+    pub const ALWAYS_SENSITIVE: u32 = 0x165;
 }
 
 /// Key types (`CKK_*`).

@@ -120,6 +120,8 @@ const NAMES: &[(&str, u32, u32)] = &[
     ("+CKPUK", 0b110, 0),
     ("+CKGENEC", 0b100, 0b11),
     ("+CKDERIVE", 0b1010, 0b1),
+    ("+CKIMPORT", 0b1010, 0),
+    ("+CKATTEST", 0b110, 0b1),
 ];
 
 // Leading bytes. Parameters: the top two bits are the kind, the low six a

@@ -8,6 +8,7 @@
 
 pub mod announce;
 pub mod at;
+pub mod attest;
 pub mod ck;
 pub mod compact;
 pub mod disk_wrap;

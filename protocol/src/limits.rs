@@ -23,6 +23,12 @@ pub const MAX_PIN_LEN: usize = 64;
 pub const MAX_DATA_LEN: usize = 512;
 /// Longest certificate or SubjectPublicKeyInfo, DER.
 pub const MAX_DER_LEN: usize = 16 * 1024;
+/// Longest private key `+CKIMPORT` carries, PKCS#8 DER: an RSA-4096 key
+/// with its CRT values is about 2.4 KiB; EC keys are far smaller.
+pub const MAX_PRIVATE_KEY_LEN: usize = 4 * 1024;
+/// Shortest and longest freshness nonce of `+CKATTEST`, in bytes.
+pub const MIN_NONCE_LEN: usize = 16;
+pub const MAX_NONCE_LEN: usize = 64;
 /// Longest value of a data object (`CKO_DATA`) kept on the handset.
 pub const MAX_DATA_OBJECT_LEN: usize = 4 * 1024;
 /// Longest `CKA_OBJECT_ID` of a data object (a DER object identifier).

@@ -16,6 +16,7 @@ pub use crate::limits::{
     MAX_DATA_LEN, MAX_DATA_OBJECT_LEN, MAX_DER_LEN, MAX_ID_LEN, MAX_NAME_LEN, MAX_OBJECT_ID_LEN,
     MAX_PIN_LEN, MAX_PROGRAM_LEN, MAX_RANDOM_LEN,
 };
+pub use crate::limits::{MAX_NONCE_LEN, MAX_PRIVATE_KEY_LEN, MIN_NONCE_LEN};
 
 /// Which Noise handshake an `AT+CKHS` message belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,6 +292,24 @@ pub enum Request {
         out_hash: HashAlg,
         spki: Vec<u8>,
     },
+    /// `+CKIMPORT="<container>","<id>","<label>","<PKCS#8 DER>"`: a private
+    /// key made elsewhere, stored like a generated one (recorded as not
+    /// made on the phone), answered as `+CKGEN` is. The key is wiped when
+    /// the request is dropped.
+    ImportKey {
+        container: String,
+        id: Vec<u8>,
+        label: String,
+        pkcs8: Zeroizing<Vec<u8>>,
+    },
+    /// `+CKATTEST="<container>","<id>","<nonce>"`: a statement, signed by
+    /// the handset's attestation key, of what it knows of the key `id`
+    /// (docs/attestation.md).
+    Attest {
+        container: String,
+        id: Vec<u8>,
+        nonce: Vec<u8>,
+    },
 }
 
 fn check_name(s: &str) -> Result<(), ParseError> {
@@ -366,6 +385,8 @@ impl Request {
             Request::DeleteData { .. } => "+CKDELDATA",
             Request::DestroyKey { .. } => "+CKDELKEY",
             Request::Rewrap { .. } => "+CKREWRAP",
+            Request::ImportKey { .. } => "+CKIMPORT",
+            Request::Attest { .. } => "+CKATTEST",
         }
     }
 
@@ -570,6 +591,33 @@ impl Request {
                 out_hash.mechanism(),
                 quote_b64(spki)
             ),
+            Request::ImportKey {
+                container,
+                id,
+                label,
+                pkcs8,
+            } => {
+                // Built in one wiped buffer: the line holds the key.
+                let key = Zeroizing::new(quote_b64(pkcs8));
+                let mut s = Zeroizing::new(format!(
+                    "+CKIMPORT={},{},{},",
+                    quote(container)?,
+                    quote_b64(id),
+                    quote(label)?
+                ));
+                s.push_str(&key);
+                return Ok(s);
+            }
+            Request::Attest {
+                container,
+                id,
+                nonce,
+            } => format!(
+                "+CKATTEST={},{},{}",
+                quote(container)?,
+                quote_b64(id),
+                quote_b64(nonce)
+            ),
         };
         Ok(Zeroizing::new(s))
     }
@@ -712,6 +760,32 @@ impl Request {
                 check_len(data, MAX_DATA_LEN, "data too long")?;
                 check_len(spki, MAX_DER_LEN, "key too long")?;
             }
+            Request::ImportKey {
+                container,
+                id,
+                label,
+                pkcs8,
+            } => {
+                check_name(container)?;
+                check_len(id, MAX_ID_LEN, "id too long")?;
+                check_label(label)?;
+                if pkcs8.is_empty() {
+                    return Err(ParseError::Syntax("empty private key"));
+                }
+                check_len(pkcs8, MAX_PRIVATE_KEY_LEN, "private key too long")?;
+            }
+            Request::Attest {
+                container,
+                id,
+                nonce,
+            } => {
+                check_name(container)?;
+                check_len(id, MAX_ID_LEN, "id too long")?;
+                if nonce.len() < MIN_NONCE_LEN {
+                    return Err(ParseError::Syntax("nonce too short"));
+                }
+                check_len(nonce, MAX_NONCE_LEN, "nonce too long")?;
+            }
         }
         Ok(())
     }
@@ -728,6 +802,7 @@ impl Request {
                 | Request::GenerateEcKeyPair { .. }
                 | Request::Derive { .. }
                 | Request::DestroyKey { .. }
+                | Request::ImportKey { .. }
         )
     }
 
@@ -970,6 +1045,23 @@ impl Request {
                     spki: p.bytes(5)?,
                 }
             }
+            "+CKIMPORT" => {
+                p.expect_count(4, 4)?;
+                Request::ImportKey {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                    label: p.text(2)?.to_owned(),
+                    pkcs8: secret(3)?,
+                }
+            }
+            "+CKATTEST" => {
+                p.expect_count(3, 3)?;
+                Request::Attest {
+                    container: container()?,
+                    id: p.bytes(1)?,
+                    nonce: p.bytes(2)?,
+                }
+            }
             _ => return Err(ParseError::UnknownCommand),
         };
         req.validate()?;
@@ -991,7 +1083,7 @@ fn check_program(s: &str) -> Result<(), ParseError> {
 fn base_count(name: &str, p: &Params) -> Option<usize> {
     match name {
         "+CKDELKEY" => Some(2),
-        "+CKGEN" | "+CKGENEC" | "+CKDERIVE" => Some(4),
+        "+CKGEN" | "+CKGENEC" | "+CKDERIVE" | "+CKIMPORT" => Some(4),
         "+CKREWRAP" => Some(6),
         "+CKSIGN" | "+CKDEC" => match p.number(2).ok()? {
             n if n == u64::from(ckm::RSA_PKCS) => Some(4),
@@ -1171,6 +1263,8 @@ pub enum Reply {
     Random(Vec<u8>),
     /// `+CKREWRAP: "<ciphertext>"`
     Rewrapped(Vec<u8>),
+    /// `+CKATTEST: "<statement>"`
+    Attestation(Vec<u8>),
 }
 
 /// The final result of an inner response.
@@ -1237,6 +1331,7 @@ impl Reply {
             Reply::Derived(z) => lines.push(format!("+CKDERIVE: {}", quote_b64(z))),
             Reply::Random(r) => lines.push(format!("+CKRAND: {}", quote_b64(r))),
             Reply::Rewrapped(c) => lines.push(format!("+CKREWRAP: {}", quote_b64(c))),
+            Reply::Attestation(a) => lines.push(format!("+CKATTEST: {}", quote_b64(a))),
         }
         lines.push("OK".into());
         Ok(Zeroizing::new(lines.join("\r\n")))
@@ -1354,7 +1449,8 @@ impl Reply {
                 p.expect_count(1, 1)?;
                 Reply::Plaintext(Zeroizing::new(p.bytes(0)?))
             }
-            Request::GenerateKeyPair { .. } => {
+            // An imported key is reported as a generated one is.
+            Request::GenerateKeyPair { .. } | Request::ImportKey { .. } => {
                 let p = one("+CKGEN")?;
                 p.expect_count(3, 3)?;
                 Reply::KeyPair {
@@ -1385,6 +1481,11 @@ impl Reply {
                 let p = one("+CKREWRAP")?;
                 p.expect_count(1, 1)?;
                 Reply::Rewrapped(p.bytes(0)?)
+            }
+            Request::Attest { .. } => {
+                let p = one("+CKATTEST")?;
+                p.expect_count(1, 1)?;
+                Reply::Attestation(p.bytes(0)?)
             }
         };
         Ok(InnerOutcome::Done(reply))
@@ -1434,6 +1535,37 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The longest private key `+CKIMPORT` takes goes in one frame, and
+    /// one byte more is refused on both ends.
+    #[test]
+    fn an_import_fits_a_frame_and_its_limit_holds() {
+        let import = |len| Request::ImportKey {
+            container: "a".repeat(MAX_NAME_LEN),
+            id: vec![7; MAX_ID_LEN],
+            label: "l".repeat(MAX_NAME_LEN),
+            pkcs8: Zeroizing::new(vec![0x30; len]),
+        };
+        let longest = import(MAX_PRIVATE_KEY_LEN);
+        let line = longest
+            .encode_for(Some(&"p".repeat(MAX_PROGRAM_LEN)))
+            .unwrap();
+        assert!(line.len() < 6 * 1024, "{}", line.len());
+        assert!(line.len() <= crate::noise::MAX_FRAME_PLAINTEXT);
+        roundtrip(longest);
+        assert!(import(MAX_PRIVATE_KEY_LEN + 1).encode().is_err());
+        assert!(import(0).encode().is_err());
+        let attest = |n| Request::Attest {
+            container: "ssh".into(),
+            id: vec![1],
+            nonce: vec![9; n],
+        };
+        roundtrip(attest(MIN_NONCE_LEN));
+        roundtrip(attest(MAX_NONCE_LEN));
+        assert!(attest(MIN_NONCE_LEN - 1).encode().is_err());
+        assert!(attest(MAX_NONCE_LEN + 1).encode().is_err());
+        assert!(attest(MIN_NONCE_LEN).encode_for(Some("x")).is_err());
     }
 
     #[test]

@@ -216,5 +216,16 @@ pub fn one_request_of_every_kind() -> Vec<Request> {
             out_hash: HashAlg::Sha512,
             spki: vec![0x30, 0],
         },
+        Request::ImportKey {
+            container: c(),
+            id: vec![1],
+            label: String::new(),
+            pkcs8: Zeroizing::new(vec![0x30, 0]),
+        },
+        Request::Attest {
+            container: c(),
+            id: vec![1],
+            nonce: vec![0; crate::limits::MIN_NONCE_LEN],
+        },
     ]
 }

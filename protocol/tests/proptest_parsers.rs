@@ -12,8 +12,8 @@ use phonecsp_protocol::at::{FinalResult, Line, LineSplitter, Params};
 use phonecsp_protocol::ck::{Curve, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
 use phonecsp_protocol::message::{
     ContainerEntry, DataObject, HandshakeKind, InnerOutcome, MAX_DATA_LEN, MAX_DATA_OBJECT_LEN,
-    MAX_DER_LEN, MAX_ID_LEN, MAX_OBJECT_ID_LEN, MAX_PIN_LEN, MAX_RANDOM_LEN, ObjectEntry,
-    TokenInfo, VersionInfo,
+    MAX_DER_LEN, MAX_ID_LEN, MAX_NONCE_LEN, MAX_OBJECT_ID_LEN, MAX_PIN_LEN, MAX_PRIVATE_KEY_LEN,
+    MAX_RANDOM_LEN, MIN_NONCE_LEN, ObjectEntry, TokenInfo, VersionInfo,
 };
 use phonecsp_protocol::noise::PairingCode;
 use phonecsp_protocol::testing::{TestHandset, one_request_of_every_kind};
@@ -217,6 +217,34 @@ fn request() -> impl Strategy<Value = Request> {
                     spki
                 }
             ),
+        (
+            name(),
+            bytes(MAX_ID_LEN),
+            label(),
+            bytes(MAX_PRIVATE_KEY_LEN - 1)
+        )
+            .prop_map(|(container, id, label, mut key)| {
+                key.push(0x30);
+                Request::ImportKey {
+                    container,
+                    id,
+                    label,
+                    pkcs8: Zeroizing::new(key),
+                }
+            }),
+        (
+            name(),
+            bytes(MAX_ID_LEN),
+            bytes(MAX_NONCE_LEN - MIN_NONCE_LEN)
+        )
+            .prop_map(|(container, id, mut nonce)| {
+                nonce.extend([7; MIN_NONCE_LEN]);
+                Request::Attest {
+                    container,
+                    id,
+                    nonce,
+                }
+            }),
     ]
 }
 
@@ -272,7 +300,8 @@ fn reply_for(request: &Request, size: usize, seed: u8) -> Reply {
         }
         Request::Sign { .. } => Reply::Signature(blob),
         Request::Decrypt { .. } => Reply::Plaintext(Zeroizing::new(blob)),
-        Request::GenerateKeyPair { id, .. } => Reply::KeyPair {
+        Request::Attest { .. } => Reply::Attestation(blob),
+        Request::GenerateKeyPair { id, .. } | Request::ImportKey { id, .. } => Reply::KeyPair {
             id: id.clone(),
             modulus: blob,
             exponent: vec![1, 0, 1],

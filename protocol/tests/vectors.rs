@@ -319,6 +319,17 @@ fn request(variant: &str, mut f: Fields) -> Request {
             out_hash: f.hash("out_hash"),
             spki: f.bytes("spki"),
         },
+        "ImportKey" => Request::ImportKey {
+            container: f.str("container"),
+            id: f.bytes("id"),
+            label: f.str("label"),
+            pkcs8: Zeroizing::new(f.bytes("pkcs8")),
+        },
+        "Attest" => Request::Attest {
+            container: f.str("container"),
+            id: f.bytes("id"),
+            nonce: f.bytes("nonce"),
+        },
         _ => panic!("unknown request {variant}"),
     };
     f.done();
@@ -347,6 +358,8 @@ fn request_of_kind(kind: &str) -> Request {
         "Rewrap" => {
             format!("{c} id=hex:01 in_hash=sha256 data=hex:00 out_hash=sha256 spki=hex:3000")
         }
+        "ImportKey" => format!("{c} id=hex:01 label=\"\" pkcs8=hex:3000"),
+        "Attest" => format!("{c} id=hex:01 nonce=hex:{}", "00".repeat(16)),
         _ => panic!("unknown request kind {kind}"),
     };
     request(kind, Fields::parse(&fields))
@@ -406,6 +419,7 @@ fn reply(variant: &str, mut f: Fields) -> Reply {
         "Derived" => Reply::Derived(Zeroizing::new(f.bytes("value"))),
         "Random" => Reply::Random(f.bytes("value")),
         "Rewrapped" => Reply::Rewrapped(f.bytes("value")),
+        "Attestation" => Reply::Attestation(f.bytes("value")),
         _ => panic!("unknown reply {variant}"),
     };
     f.done();
@@ -624,6 +638,8 @@ fn transcript_vectors_roundtrip() {
         "DeleteCertificate",
         "DestroyKey",
         "Rewrap",
+        "ImportKey",
+        "Attest",
     ] {
         assert!(
             kinds.contains(&format!("request {k}")),

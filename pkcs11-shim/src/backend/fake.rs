@@ -28,6 +28,7 @@ pub const CERT_ID: &[u8] = &[0x02];
 
 /// The daemon's attribute map is keyed by `u32`.
 const CKA_LABEL: u32 = cryptoki_sys::CKA_LABEL as u32;
+const CKA_LOCAL: u32 = cryptoki_sys::CKA_LOCAL as u32;
 const CKA_ID: u32 = cryptoki_sys::CKA_ID as u32;
 const CKA_MODULUS: u32 = cryptoki_sys::CKA_MODULUS as u32;
 const CKA_MODULUS_BITS: u32 = cryptoki_sys::CKA_MODULUS_BITS as u32;
@@ -67,6 +68,8 @@ pub struct State {
     pub certs: Vec<(Vec<u8>, String, Vec<u8>)>,
     /// Data objects.
     pub data: Vec<FakeData>,
+    /// Ids of the key pairs imported (`CKA_LOCAL` false).
+    pub imported: Vec<Vec<u8>>,
     /// Calls that fail, by name, until cleared.
     pub failing: HashMap<&'static str, CkRv>,
     /// Every call that reached the fake, in order.
@@ -326,6 +329,10 @@ impl Backend for Fake {
         a.insert(CKA_MODULUS, key.n().to_bytes_be());
         a.insert(CKA_PUBLIC_EXPONENT, key.e().to_bytes_be());
         a.insert(CKA_MODULUS_BITS, number(key.size() * 8));
+        a.insert(
+            CKA_LOCAL,
+            vec![u8::from(!s.imported.iter().any(|i| i == id))],
+        );
         Ok(a)
     }
 
@@ -386,6 +393,26 @@ impl Backend for Fake {
     fn derive(&self, _: &TokenName, _: &[u8], _: &[u8]) -> Result<Secret> {
         drop(self.logged_in("derive")?);
         Err(CkRv::KEY_TYPE_INCONSISTENT.into())
+    }
+
+    /// The key must be the fake's one key (whose signatures the tests
+    /// check), under a new id.
+    fn import_key(
+        &self,
+        t: &TokenName,
+        id: &[u8],
+        label: &str,
+        pkcs8: &[u8],
+    ) -> Result<KeyPairInfo> {
+        use rsa::pkcs8::DecodePrivateKey;
+        let key = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
+            .map_err(|_| phonecsp::Error::from(CkRv::ATTRIBUTE_VALUE_INVALID))?;
+        if key.n() != public_key().n() {
+            return Err(CkRv::KEY_TYPE_INCONSISTENT.into());
+        }
+        let kp = self.generate(t, 2048, id, label)?;
+        self.state().imported.push(kp.id.clone());
+        Ok(kp)
     }
 
     fn random(&self, _: &str, len: u32) -> Result<Vec<u8>> {

@@ -533,6 +533,104 @@ fn handset_errors_keep_their_ck_rv() {
     }
 }
 
+/// Issue 15, item 3: `C_CreateObject` of a token RSA private key puts it
+/// on the phone (with its public key object), marked not local; a
+/// template that is incomplete, of another key type, extractable or not a
+/// consistent key is refused with the standard's values, before anything
+/// reaches the phone.
+#[test]
+fn a_token_private_key_is_imported_and_reads_as_not_local() {
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let (m, fake) = setup();
+    let h = open(&m, true);
+    let k = fake::private_key();
+    let be = |v: &rsa::BigUint| v.to_bytes_be();
+    let template = |extra: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>, leave: CK_ATTRIBUTE_TYPE| {
+        let mut t = vec![
+            (CKA_CLASS, objects::ulong(CKO_PRIVATE_KEY)),
+            (CKA_KEY_TYPE, objects::ulong(CKK_RSA)),
+            (CKA_TOKEN, objects::bbool(true)),
+            (CKA_ID, vec![0x42]),
+            (CKA_LABEL, b"old key".to_vec()),
+            (CKA_MODULUS, be(k.n())),
+            (CKA_PUBLIC_EXPONENT, be(k.e())),
+            (CKA_PRIVATE_EXPONENT, be(k.d())),
+            (CKA_PRIME_1, be(&k.primes()[0])),
+            (CKA_PRIME_2, be(&k.primes()[1])),
+        ];
+        t.retain(|(a, _)| *a != leave);
+        t.retain(|(a, _)| !extra.iter().any(|(b, _)| b == a));
+        t.extend(extra);
+        t
+    };
+    let none = CKA_VENDOR_DEFINED;
+    assert_eq!(
+        rv(m.create_object(h, template(vec![], none))),
+        CKR_USER_NOT_LOGGED_IN
+    );
+    login(&m, h);
+    let mut wrong_d = be(k.d());
+    wrong_d[10] ^= 1;
+    for (what, t, want) in [
+        (
+            "no type",
+            template(vec![], CKA_KEY_TYPE),
+            CKR_TEMPLATE_INCOMPLETE,
+        ),
+        (
+            "no e",
+            template(vec![], CKA_PUBLIC_EXPONENT),
+            CKR_TEMPLATE_INCOMPLETE,
+        ),
+        (
+            "no d",
+            template(vec![], CKA_PRIVATE_EXPONENT),
+            CKR_TEMPLATE_INCOMPLETE,
+        ),
+        (
+            "one prime",
+            template(vec![], CKA_PRIME_2),
+            CKR_TEMPLATE_INCOMPLETE,
+        ),
+        (
+            "EC",
+            template(vec![(CKA_KEY_TYPE, objects::ulong(CKK_EC))], none),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            "extractable",
+            template(vec![(CKA_EXTRACTABLE, objects::bbool(true))], none),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+        (
+            "wrong d",
+            template(vec![(CKA_PRIVATE_EXPONENT, wrong_d)], none),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+        ),
+    ] {
+        assert_eq!(rv(m.create_object(h, t)), want, "{what}");
+    }
+    assert_eq!(fake.count("generate_key_pair"), 0);
+    // Without the primes: found from n, e and d.
+    let no_primes = template(vec![(CKA_PRIME_2, Vec::new())], CKA_PRIME_1);
+    let o = m.create_object(h, no_primes).unwrap();
+    assert_eq!(fake.state().imported, vec![vec![0x42]]);
+    let a = m.get_attributes(h, o).unwrap();
+    let get = |t| match a.get(&t) {
+        Some(objects::Value::Bytes(v)) => v.clone(),
+        other => panic!("{t:x}: {other:?}"),
+    };
+    for t in [CKA_LOCAL, CKA_NEVER_EXTRACTABLE, CKA_ALWAYS_SENSITIVE] {
+        assert_eq!(get(t), objects::bbool(false), "{t:x}");
+    }
+    assert_eq!(get(CKA_SENSITIVE), objects::bbool(true));
+    assert_eq!(
+        get(CKA_KEY_GEN_MECHANISM),
+        objects::ulong(CK_UNAVAILABLE_INFORMATION)
+    );
+    assert_eq!(find(&m, h, CKO_PUBLIC_KEY).len(), 2);
+}
+
 #[test]
 fn objects_are_written_through_rw_sessions() {
     let (m, fake) = setup();

@@ -15,7 +15,8 @@ NAMES = [("+CKLIST", [], []), ("+CKTINFO", [], []), ("+CKLOGIN", [1], []), ("+CK
          ("+CKPUTCERT", [1, 3], []), ("+CKDELCERT", [1], []), ("+CKPUTDATA", [1, 4, 5], []),
          ("+CKDELDATA", [1], []), ("+CKDELKEY", [1], []), ("+CKREWRAP", [1, 3, 5], [0]), ("+CKOBJ", [], [1]),
          ("+CKSOLOGIN", [1], []), ("+CKSOLOGOUT", [], []), ("+CKINITPIN", [1], []), ("+CKPUK", [1, 2], []),
-         ("+CKGENEC", [2], [0, 1]), ("+CKDERIVE", [1, 3], [0])]
+         ("+CKGENEC", [2], [0, 1]), ("+CKDERIVE", [1, 3], [0]),
+         ("+CKIMPORT", [1, 3], []), ("+CKATTEST", [1, 2], [0])]
 
 
 def put(kind, n):

@@ -1,0 +1,727 @@
+//! Issue 15, items 3 and 4, end to end: keys made by real programs
+//! (`openssl genpkey`, `ssh-keygen`) moved onto the phone by `phonecsp
+//! import` and by `pkcs11-tool --write-object --type privkey`
+//! (C_CreateObject), then used: an ssh login to a real sshd through the
+//! PKCS#11 module, a signature checked by `openssl` with the original key's
+//! public half. Bad files are refused with clear errors, and nothing is
+//! stored half-way. Then `phonecsp attest` of a generated and an imported
+//! key, checked by `phonecsp attest --verify`, and statements tampered
+//! with, for another nonce, or from another phone, refused. And
+//! `C_UnwrapKey` of a private key wrapped with AES-CBC-PAD, through the
+//! `cryptoki` crate.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use phonecsp::{Bus, ClientOptions};
+use phonecsp_tests::{
+    Daemon, Handset, PIN, Sshd, TestBus, is_root, ok, phonecsp, pkcs11_module, wait_until,
+};
+
+struct Fixture {
+    root: tempfile::TempDir,
+    bus: TestBus,
+    _handset: Handset,
+    _daemon: Daemon,
+    module: PathBuf,
+}
+
+/// Handset with `ssh` authorised (key 01 generated on it), daemon started
+/// and paired, the token listed.
+fn fixture() -> Fixture {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let bus = TestBus::start();
+    let mut handset = Handset::create(root.path());
+    let code = handset.offer_pairing(&["ssh"]);
+    handset.start();
+    let daemon = Daemon::start(&bus, root.path(), &handset, "");
+    let client = phonecsp::blocking::Client::connect_with(
+        &Bus::Address(bus.address.clone()),
+        ClientOptions {
+            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+        },
+    )
+    .expect("client");
+    client.pair("phone", &code).expect("pair");
+    wait_until("the ssh token", Duration::from_secs(20), || {
+        client.list_tokens().is_ok_and(|t| !t.is_empty())
+    });
+    Fixture {
+        root,
+        bus,
+        _handset: handset,
+        _daemon: daemon,
+        module: pkcs11_module(),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+impl Fixture {
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("PHONECSP_BUS", &self.bus.address)
+            .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        self.cmd("pkcs11-tool")
+            .arg("--module")
+            .arg(&self.module)
+            .args(args)
+            .output()
+            .expect("pkcs11-tool (install opensc)")
+    }
+
+    fn import(&self, file: &Path, id: &str) -> Output {
+        phonecsp(
+            &self.bus,
+            None,
+            &["import", "ssh", s(file), "--id", id, "--label", "imported"],
+            &[("PHONECSP_PIN", PIN)],
+        )
+    }
+
+    /// The token's public key `id` as DER, read by pkcs11-tool.
+    fn public_der(&self, id: &str) -> Vec<u8> {
+        let der = self.path(&format!("pub-{id}.der"));
+        ok(self.pkcs11_tool(&[
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--id",
+            id,
+            "-o",
+            s(&der),
+        ]));
+        std::fs::read(der).expect("public key")
+    }
+
+    /// The private keys' lines of `pkcs11-tool --list-objects`, logged in.
+    fn private_keys(&self) -> String {
+        ok(self.pkcs11_tool(&[
+            "--login",
+            "--pin",
+            PIN,
+            "--list-objects",
+            "--type",
+            "privkey",
+        ]))
+    }
+}
+
+/// `openssl` run to completion, its stdout.
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let o = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    o.stdout
+}
+
+/// A fresh RSA key made by `openssl genpkey`: PKCS#8 PEM.
+fn openssl_key(dir: &Path, name: &str, bits: u32) -> PathBuf {
+    let path = dir.join(name);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        &format!("rsa_keygen_bits:{bits}"),
+        "-out",
+        s(&path),
+    ]);
+    path
+}
+
+/// The SubjectPublicKeyInfo DER of a private key file openssl reads.
+fn spki_of(key: &Path) -> Vec<u8> {
+    openssl(&["pkey", "-in", s(key), "-pubout", "-outform", "DER"])
+}
+
+/// The "Access:" line of the object with `id` in pkcs11-tool's listing.
+fn access_of(listing: &str, id: &str) -> String {
+    listing
+        .split("Private Key Object")
+        .find(|block| {
+            block
+                .lines()
+                .any(|l| l.trim().strip_prefix("ID:").map(str::trim) == Some(id))
+        })
+        .and_then(|block| {
+            block
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("Access:"))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no Access line for {id} in\n{listing}"))
+}
+
+#[test]
+fn openssl_and_ssh_keygen_keys_are_imported_and_an_imported_key_logs_in_to_sshd() {
+    let f = fixture();
+    let dir = f.root.path();
+    // A PKCS#8 PEM key from openssl: the phone's public key is its own.
+    let pem = openssl_key(dir, "openssl.pem", 2048);
+    let o = f.import(&pem, "0a");
+    assert!(o.status.success(), "import: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("an imported key was once outside the phone"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(f.public_der("0a"), spki_of(&pem));
+
+    // An OpenSSH key from ssh-keygen.
+    let ssh_key = dir.join("id_rsa");
+    let made = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "rsa",
+            "-b",
+            "3072",
+            "-N",
+            "",
+            "-C",
+            "old@laptop",
+            "-f",
+        ])
+        .arg(&ssh_key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let o = f.import(&ssh_key, "0b");
+    assert!(o.status.success(), "import: {}", stderr(&o));
+    let ssh_pub = std::fs::read_to_string(dir.join("id_rsa.pub")).unwrap();
+    let blob = ssh_pub.split_whitespace().nth(1).unwrap().to_owned();
+    let listed = ok(f
+        .cmd("ssh-keygen")
+        .arg("-D")
+        .arg(&f.module)
+        .output()
+        .unwrap());
+    assert!(listed.contains(&blob), "{blob} not in\n{listed}");
+
+    // pkcs11-tool reads the imported keys as not local, the generated one
+    // as local.
+    let keys = f.private_keys();
+    assert!(!access_of(&keys, "0a").contains("local"), "{keys}");
+    assert!(
+        !access_of(&keys, "0b").contains("never extractable"),
+        "{keys}"
+    );
+    assert!(access_of(&keys, "01").contains("local"), "{keys}");
+
+    // An ssh login with the key ssh-keygen made, now held by the phone:
+    // sshd trusts only that key.
+    if !is_root() {
+        eprintln!("SKIPPED: sshd needs root");
+        return;
+    }
+    let sshd = Sshd::start(&f.path("."), ssh_pub.trim());
+    let out = sshd.login(f.cmd("ssh"), &f.module, "echo logged-in-with-imported-key");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("logged-in-with-imported-key"),
+        "ssh failed: {}\n{stdout}\n{}\n--- sshd log\n{}",
+        out.status,
+        stderr(&out),
+        sshd.log()
+    );
+}
+
+#[test]
+fn pkcs11_tool_writes_a_private_key_that_then_signs() {
+    let f = fixture();
+    let pem = openssl_key(f.root.path(), "k.pem", 2048);
+    let der = f.path("k.der");
+    openssl(&["pkey", "-in", s(&pem), "-outform", "DER", "-out", s(&der)]);
+    ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--write-object",
+        s(&der),
+        "--type",
+        "privkey",
+        "--id",
+        "0c",
+        "--label",
+        "written",
+    ]));
+    assert_eq!(f.public_der("0c"), spki_of(&pem));
+    assert!(!access_of(&f.private_keys(), "0c").contains("local"));
+    // It signs, and openssl verifies with the original key.
+    let msg = f.path("msg");
+    std::fs::write(&msg, b"signed by a written key").unwrap();
+    let sig = f.path("msg.sig");
+    ok(f.pkcs11_tool(&[
+        "--login",
+        "--pin",
+        PIN,
+        "--sign",
+        "--mechanism",
+        "SHA256-RSA-PKCS",
+        "--id",
+        "0c",
+        "-i",
+        s(&msg),
+        "-o",
+        s(&sig),
+    ]));
+    let v = openssl(&[
+        "dgst",
+        "-sha256",
+        "-prverify",
+        s(&pem),
+        "-signature",
+        s(&sig),
+        s(&msg),
+    ]);
+    assert!(String::from_utf8_lossy(&v).contains("Verified OK"));
+}
+
+#[test]
+fn bad_key_files_are_refused_clearly_and_nothing_is_stored() {
+    let f = fixture();
+    let dir = f.root.path();
+    let before = f.private_keys();
+    let pem = openssl_key(dir, "good.pem", 2048);
+    // Encrypted PKCS#8, and a passphrase-protected OpenSSH key.
+    let enc = dir.join("enc.pem");
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-v2",
+        "aes-256-cbc",
+        "-passout",
+        "pass:secret",
+        "-in",
+        s(&pem),
+        "-out",
+        s(&enc),
+    ]);
+    let enc_ssh = dir.join("enc_ssh");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "secret", "-f"])
+        .arg(&enc_ssh)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    // Malformed, truncated DER, an unsupported type and size.
+    let junk = dir.join("junk");
+    std::fs::write(&junk, "this is not a key\n").unwrap();
+    let der = openssl(&["pkey", "-in", s(&pem), "-outform", "DER"]);
+    let cut = dir.join("cut.der");
+    std::fs::write(&cut, &der[..der.len() - 20]).unwrap();
+    let small = openssl_key(dir, "small.pem", 1024);
+    let ed = dir.join("ed.pem");
+    openssl(&["genpkey", "-algorithm", "ED25519", "-out", s(&ed)]);
+
+    for (file, code, says) in [
+        (&enc, 1, "is encrypted"),
+        (&enc_ssh, 1, "is encrypted"),
+        (&junk, 1, "not an OpenSSH or PKCS#8 private key"),
+        (&cut, 1, "not an OpenSSH or PKCS#8 private key"),
+        (&small, 4, "CKR_KEY_SIZE_RANGE"),
+        (&ed, 4, "CKR_KEY_TYPE_INCONSISTENT"),
+    ] {
+        let o = f.import(file, "0d");
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{}: {}",
+            file.display(),
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).contains(says),
+            "{}: {}",
+            file.display(),
+            stderr(&o)
+        );
+    }
+    // An id in use: the generated key 01 stays as it was.
+    let o = f.import(&pem, "01");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("CKR_ATTRIBUTE_VALUE_INVALID"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(f.private_keys(), before);
+}
+
+fn cli(f: &Fixture, args: &[&str]) -> Output {
+    phonecsp(&f.bus, None, args, &[("PHONECSP_PIN", PIN)])
+}
+
+const NONCE: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// `attest --verify` of `file` with `nonce`: its JSON on success.
+fn verified(f: &Fixture, file: &Path, nonce: &str) -> serde_json::Value {
+    let o = cli(
+        f,
+        &["--json", "attest", "--verify", s(file), "--nonce", nonce],
+    );
+    assert!(o.status.success(), "verify: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+/// `attest --verify` of `file` fails (exit 1) saying `says`.
+fn refused(f: &Fixture, file: &Path, nonce: &str, says: &str) {
+    let o = cli(f, &["attest", "--verify", s(file), "--nonce", nonce]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}: {}",
+        file.display(),
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains(says),
+        "{}: {}",
+        file.display(),
+        stderr(&o)
+    );
+}
+
+#[test]
+fn generated_and_imported_keys_are_attested_and_bad_statements_refused() {
+    use phonecsp_protocol::attest::Statement;
+    let f = fixture();
+    let dir = f.root.path();
+    let generated = dir.join("01.att");
+    let o = cli(
+        &f,
+        &[
+            "attest",
+            "ssh",
+            "--key",
+            "01",
+            "--nonce",
+            NONCE,
+            "--out",
+            s(&generated),
+        ],
+    );
+    assert!(o.status.success(), "attest: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("generated on the phone"),
+        "{}",
+        stderr(&o)
+    );
+    // The daemon pinned the phone's attestation key at that first statement.
+    let pin = dir.join("daemon-state/handsets/phone.attest");
+    assert_eq!(std::fs::read(&pin).expect("pinned").len(), 32);
+    let v = verified(&f, &generated, NONCE);
+    assert_eq!(v["local"], true);
+    assert_eq!(v["never_extractable"], true);
+    assert_eq!(v["token"], "ssh");
+    assert_eq!(v["id"], "01");
+    assert_eq!(v["handset"], "phone");
+    // Its public key is the one pkcs11-tool reads.
+    let spki = f.public_der("01");
+    assert_eq!(
+        v["public_key"],
+        spki.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+
+    // An imported key: the statement says so.
+    let pem = openssl_key(dir, "imported.pem", 2048);
+    assert!(f.import(&pem, "0a").status.success());
+    let imported = dir.join("0a.att");
+    let o = cli(
+        &f,
+        &[
+            "attest",
+            "ssh",
+            "--key",
+            "0a",
+            "--nonce",
+            NONCE,
+            "--out",
+            s(&imported),
+        ],
+    );
+    assert!(o.status.success(), "attest: {}", stderr(&o));
+    assert!(stderr(&o).contains("IMPORTED"), "{}", stderr(&o));
+    let v = verified(&f, &imported, NONCE);
+    assert_eq!(v["local"], false);
+    assert_eq!(v["always_sensitive"], false);
+
+    // Another nonce, and no nonce (said, not hidden).
+    refused(&f, &generated, &NONCE.replace("1f", "20"), "another nonce");
+    let o = cli(&f, &["attest", "--verify", s(&generated)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("freshness NOT checked"));
+
+    // Any changed byte: every 5th, and the first and last.
+    let bytes = std::fs::read(&generated).unwrap();
+    let bad = dir.join("bad.att");
+    let mut positions: Vec<usize> = (0..bytes.len()).step_by(5).collect();
+    positions.push(bytes.len() - 1);
+    for i in positions {
+        let mut b = bytes.clone();
+        b[i] ^= 0x04;
+        std::fs::write(&bad, &b).unwrap();
+        let o = cli(&f, &["attest", "--verify", s(&bad), "--nonce", NONCE]);
+        assert_eq!(o.status.code(), Some(1), "byte {i}: {}", stderr(&o));
+        assert!(stderr(&o).contains("bad.att: "), "byte {i}: {}", stderr(&o));
+    }
+    std::fs::write(&bad, &bytes[..bytes.len() - 1]).unwrap();
+    refused(&f, &bad, NONCE, "not an attestation statement");
+
+    // Another phone: its own identity and attestation key (not paired
+    // here), and one that claims this phone's identity with a key of its own.
+    let real = Statement::verify(&bytes).unwrap();
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]);
+    let mut other = real.clone();
+    other.attestation_key = other_key.verifying_key().to_bytes();
+    other.handset_key = [0x11; 32];
+    std::fs::write(&bad, other.sign(&other_key).unwrap()).unwrap();
+    refused(&f, &bad, NONCE, "a phone this computer has not paired with");
+    other.handset_key = real.handset_key;
+    std::fs::write(&bad, other.sign(&other_key).unwrap()).unwrap();
+    refused(
+        &f,
+        &bad,
+        NONCE,
+        "another attestation key than the one pinned",
+    );
+
+    // A phone whose attestation key is not the pinned one: the daemon
+    // refuses its statement rather than pass it on.
+    std::fs::write(&pin, [0x22; 32]).unwrap();
+    let o = cli(&f, &["attest", "ssh", "--key", "01", "--out", s(&bad)]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("CKR_DEVICE_ERROR"), "{}", stderr(&o));
+}
+
+const OWN_PROCESS: &str = "PHONECSP_TEST_OWN_PROCESS";
+
+/// A test that loads the module into this process runs alone in a child
+/// process under plain `cargo test` (nextest gives each test its own):
+/// `true` means that has been done and passed (see tests/pkcs11.rs).
+fn own_process(test: &str) -> bool {
+    let isolated = std::env::var_os(OWN_PROCESS).is_some()
+        || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
+    if isolated {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = Command::new(exe)
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(OWN_PROCESS, "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the test in a process of its own");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} in its own process: {}\n{stdout}\n{}",
+        out.status,
+        stderr(&out)
+    );
+    true
+}
+
+#[test]
+fn c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::error::{Error as CkError, RvError};
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    if own_process("c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone") {
+        return;
+    }
+    let f = fixture();
+    for (k, v) in [
+        ("PHONECSP_BUS", f.bus.address.clone()),
+        ("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string()),
+    ] {
+        // SAFETY: set before the module starts any thread, in a test
+        // process of its own (see `own_process`).
+        unsafe { std::env::set_var(k, v) };
+    }
+    let p = Pkcs11::new(&f.module).expect("load the module");
+    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let slot = p.get_slots_with_token().unwrap()[0];
+    let session = p.open_rw_session(slot).unwrap();
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    let aes = |unwrap: bool| {
+        session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Unwrap(unwrap),
+                ],
+            )
+            .unwrap()
+    };
+    let (wrapping, other) = (aes(true), aes(true));
+    let pem = openssl_key(f.root.path(), "wrapped.pem", 2048);
+    // The standard's wrapped private key is a PKCS#8 PrivateKeyInfo
+    // (`openssl pkey -outform DER` writes PKCS#1).
+    let pkcs8 = openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        s(&pem),
+        "-outform",
+        "DER",
+    ]);
+    let iv = [7u8; 16];
+    let wrapped = session
+        .encrypt(&Mechanism::AesCbcPad(iv), wrapping, &pkcs8)
+        .unwrap();
+    let back = session
+        .decrypt(&Mechanism::AesCbcPad(iv), wrapping, &wrapped)
+        .unwrap();
+    assert_eq!(back, pkcs8, "AES-CBC-PAD round trip");
+    let template = |id: u8| {
+        vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(true),
+            Attribute::Id(vec![id]),
+            Attribute::Label(b"unwrapped".to_vec()),
+        ]
+    };
+    let rv = |r: cryptoki::error::Result<cryptoki::object::ObjectHandle>| match r {
+        Err(CkError::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a PKCS#11 error, got {other:?}"),
+    };
+    // Another mechanism, another AES key, the phone's own RSA key.
+    assert_eq!(
+        rv(session.unwrap_key(&Mechanism::AesCbc(iv), wrapping, &wrapped, &template(0x0e))),
+        RvError::MechanismInvalid
+    );
+    assert_eq!(
+        rv(session.unwrap_key(&Mechanism::AesCbcPad(iv), other, &wrapped, &template(0x0e))),
+        RvError::WrappedKeyInvalid
+    );
+    let phone_key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![1]),
+        ])
+        .unwrap()[0];
+    assert_eq!(
+        rv(session.unwrap_key(
+            &Mechanism::AesCbcPad(iv),
+            phone_key,
+            &wrapped,
+            &template(0x0e)
+        )),
+        RvError::UnwrappingKeyHandleInvalid
+    );
+    assert!(
+        session
+            .find_objects(&[Attribute::Id(vec![0x0e])])
+            .unwrap()
+            .is_empty()
+    );
+    // The right key: on the phone, not local, and it signs.
+    let key = session
+        .unwrap_key(
+            &Mechanism::AesCbcPad(iv),
+            wrapping,
+            &wrapped,
+            &template(0x0e),
+        )
+        .unwrap();
+    let attrs = session
+        .get_attributes(key, &[cryptoki::object::AttributeType::Local])
+        .unwrap();
+    assert!(matches!(attrs[..], [Attribute::Local(false)]), "{attrs:?}");
+    assert_eq!(f.public_der("0e"), spki_of(&pem));
+    let msg = b"signed by an unwrapped key";
+    let sig = session.sign(&Mechanism::Sha256RsaPkcs, key, msg).unwrap();
+    let (m, sg) = (f.path("u.msg"), f.path("u.sig"));
+    std::fs::write(&m, msg).unwrap();
+    std::fs::write(&sg, &sig).unwrap();
+    let v = openssl(&[
+        "dgst",
+        "-sha256",
+        "-prverify",
+        s(&pem),
+        "-signature",
+        s(&sg),
+        s(&m),
+    ]);
+    assert!(String::from_utf8_lossy(&v).contains("Verified OK"));
+
+    // RFC 5649 key wrap (CKM_AES_KEY_WRAP_PAD as SoftHSM2 and cryptoki
+    // take it), under a session AES key whose value the test knows; a
+    // changed byte fails its integrity check and stores nothing.
+    let kek = [9u8; 32];
+    let known = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Value(kek.to_vec()),
+            Attribute::Unwrap(true),
+        ])
+        .unwrap();
+    let kwp = aes_kw::KekAes256::from(kek)
+        .wrap_with_padding_vec(&pkcs8)
+        .unwrap();
+    let mut changed = kwp.clone();
+    changed[20] ^= 1;
+    assert_eq!(
+        rv(session.unwrap_key(&Mechanism::AesKeyWrapPad, known, &changed, &template(0x0f))),
+        RvError::WrappedKeyInvalid
+    );
+    assert_eq!(
+        rv(session.unwrap_key(
+            &Mechanism::AesKeyWrapPad,
+            known,
+            &kwp[..20],
+            &template(0x0f)
+        )),
+        RvError::WrappedKeyLenRange
+    );
+    assert!(
+        session
+            .find_objects(&[Attribute::Id(vec![0x0f])])
+            .unwrap()
+            .is_empty()
+    );
+    session
+        .unwrap_key(&Mechanism::AesKeyWrapPad, known, &kwp, &template(0x0f))
+        .unwrap();
+    assert_eq!(f.public_der("0f"), spki_of(&pem));
+}
