@@ -47,6 +47,7 @@ pub fn run(load: &Load) -> Result<(), Error> {
         let req = match load.op {
             Op::Sign => Request::Sign { container: "bench".into(), id: vec![1], mechanism: SignMechanism::Pkcs1, data: di },
             Op::Decrypt => Request::Decrypt { container: "bench".into(), id: vec![1], mechanism: DecryptMechanism::Oaep { hash: HashAlg::Sha1, label: vec![] }, data: ct },
+            Op::EcdsaSign | Op::EddsaSign | Op::Ecdh => return Err("the link benchmark has RSA keys only".into()),
         };
         for _ in 0..load.warmup {
             l.call(&req).await?;

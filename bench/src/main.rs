@@ -1,8 +1,9 @@
 //! `phonecsp-bench`: the measuring half of `bench/run`.
 //!
 //! - `pkcs11`: drives any PKCS#11 module through cryptoki: RSA-2048
-//!   PKCS#1 v1.5 signatures of a SHA-256 DigestInfo, or RSA-OAEP
-//!   decryptions; latency percentiles at one thread, throughput at several.
+//!   PKCS#1 v1.5 signatures of a SHA-256 DigestInfo, RSA-OAEP
+//!   decryptions, P-256 ECDSA signatures and ECDH derivations, Ed25519
+//!   signatures; latency percentiles at one thread, throughput at several.
 //! - `inprocess`: the handset's crypto module called directly, the floor
 //!   for phonecsp's own path.
 //! - `relay`: a pty that forwards to the handset's pty at a paced byte rate
@@ -32,6 +33,20 @@ pub enum Op {
     Sign,
     /// CKM_RSA_PKCS_OAEP (SHA-256) decryption.
     Decrypt,
+    /// CKM_ECDSA over a SHA-256 digest, with a P-256 key.
+    EcdsaSign,
+    /// CKM_EDDSA (pure Ed25519) over a 32-byte message.
+    EddsaSign,
+    /// CKM_ECDH1_DERIVE (CKD_NULL) with a P-256 key: a generic secret
+    /// session key from a fixed peer point.
+    Ecdh,
+}
+
+impl Op {
+    /// Whether the operation needs an RSA key (else an EC one).
+    pub fn is_rsa(self) -> bool {
+        matches!(self, Op::Sign | Op::Decrypt)
+    }
 }
 
 #[derive(clap::Args, Clone, Debug)]

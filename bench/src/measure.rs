@@ -1,13 +1,15 @@
-//! Latency and throughput of RSA-2048 private-key operations, through a
-//! PKCS#11 module or the handset's crypto module directly. OAEP uses SHA-1
-//! because SoftHSM2 2.6 (Debian 12) supports no other OAEP hash, and every
-//! path must do the same work.
+//! Latency and throughput of private-key operations (RSA-2048, P-256,
+//! Ed25519), through a PKCS#11 module or the handset's crypto modules
+//! directly. OAEP uses SHA-1 because SoftHSM2 2.6 (Debian 12) supports no
+//! other OAEP hash, and every path must do the same work.
 
 use crate::{Load, Op};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use rsa::{BigUint, Oaep, RsaPublicKey};
@@ -138,6 +140,16 @@ fn disk_key_ciphertext(public: &RsaPublicKey) -> Result<Vec<u8>, Error> {
     )?)
 }
 
+/// The peer of the ECDH runs: P-256's base point, a valid public key
+/// (SEC1 uncompressed), so every path does one full scalar multiplication.
+const P256_PEER: &str = "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c2964fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5";
+
+/// What an EC signature signs: a SHA-256 digest (ECDSA), the same 32
+/// bytes as the message (Ed25519).
+fn ec_digest() -> Vec<u8> {
+    Sha256::digest(b"phonecsp benchmark message").to_vec()
+}
+
 fn hex(s: &str) -> Result<Vec<u8>, Error> {
     if !s.len().is_multiple_of(2) {
         return Err("key id must be hex".into());
@@ -146,6 +158,30 @@ fn hex(s: &str) -> Result<Vec<u8>, Error> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| "key id must be hex".into()))
         .collect()
+}
+
+fn op_is_rsa(load: &Load) -> bool {
+    load.op.is_rsa()
+}
+
+/// The RSA public key of `pubh`, for the OAEP ciphertext.
+fn rsa_public(s: &Session, pubh: ObjectHandle) -> Result<RsaPublicKey, Error> {
+    let attrs = s.get_attributes(
+        pubh,
+        &[AttributeType::Modulus, AttributeType::PublicExponent],
+    )?;
+    let (mut n, mut e) = (Vec::new(), Vec::new());
+    for a in attrs {
+        match a {
+            Attribute::Modulus(v) => n = v,
+            Attribute::PublicExponent(v) => e = v,
+            _ => {}
+        }
+    }
+    Ok(RsaPublicKey::new(
+        BigUint::from_bytes_be(&n),
+        BigUint::from_bytes_be(&e),
+    )?)
 }
 
 pub fn pkcs11(
@@ -180,27 +216,19 @@ pub fn pkcs11(
             .next()
             .ok_or_else(|| "key not found".into())
     };
-    let pubh = find(&login, ObjectClass::PUBLIC_KEY)?;
-    let attrs = login.get_attributes(
-        pubh,
-        &[AttributeType::Modulus, AttributeType::PublicExponent],
-    )?;
-    let (mut n, mut e) = (Vec::new(), Vec::new());
-    for a in attrs {
-        match a {
-            Attribute::Modulus(v) => n = v,
-            Attribute::PublicExponent(v) => e = v,
-            _ => {}
-        }
-    }
-    let public = RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e))?;
-    let (di, ciphertext) = (digest_info(), disk_key_ciphertext(&public)?);
+    let (di, ciphertext) = if op_is_rsa(load) {
+        let public = rsa_public(&login, find(&login, ObjectClass::PUBLIC_KEY)?)?;
+        (digest_info(), disk_key_ciphertext(&public)?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let (digest, peer) = (ec_digest(), hex(P256_PEER)?);
     let op = load.op;
     let what = format!("pkcs11:{module}");
     let result = run(what, load, || {
         let s = ctx.open_ro_session(slot)?;
         let key = find(&s, ObjectClass::PRIVATE_KEY)?;
-        let (di, ct) = (di.clone(), ciphertext.clone());
+        let (di, ct, digest, peer) = (di.clone(), ciphertext.clone(), digest.clone(), peer.clone());
         Ok(move || -> Result<(), Error> {
             match op {
                 Op::Sign => {
@@ -214,6 +242,26 @@ pub fn pkcs11(
                     );
                     s.decrypt(&Mechanism::RsaPkcsOaep(params), key, &ct)?;
                 }
+                Op::EcdsaSign => {
+                    s.sign(&Mechanism::Ecdsa, key, &digest)?;
+                }
+                Op::EddsaSign => {
+                    let params = EddsaParams::new(EddsaSignatureScheme::Pure);
+                    s.sign(&Mechanism::Eddsa(params), key, &digest)?;
+                }
+                Op::Ecdh => {
+                    let params = Ecdh1DeriveParams::new(EcKdf::null(), &peer);
+                    let template = [
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::GENERIC_SECRET),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Token(false),
+                        Attribute::Sensitive(false),
+                        Attribute::Extractable(true),
+                    ];
+                    let k = s.derive_key(&Mechanism::Ecdh1Derive(params), key, &template)?;
+                    s.destroy_object(k)?;
+                }
             }
             Ok(())
         })
@@ -223,6 +271,9 @@ pub fn pkcs11(
 }
 
 pub fn inprocess(load: &Load) -> Result<(), Error> {
+    if !load.op.is_rsa() {
+        return inprocess_ec(load);
+    }
     use phonecsp_handset::crypto;
     use phonecsp_protocol::{DecryptMechanism, HashAlg, SignMechanism};
     let key = Arc::new(crypto::generate(2048).map_err(|rv| rv.to_string())?);
@@ -247,8 +298,35 @@ pub fn inprocess(load: &Load) -> Result<(), Error> {
                     )
                     .map_err(|rv| rv.to_string())?;
                 }
+                _ => return Err("not an RSA operation".into()),
             }
             Ok(())
+        })
+    })
+}
+
+/// The handset's EC module called directly: the floor for EC keys.
+fn inprocess_ec(load: &Load) -> Result<(), Error> {
+    use phonecsp_handset::ec::EcPrivateKey;
+    use phonecsp_protocol::Curve;
+    let curve = if load.op == Op::EddsaSign {
+        Curve::Ed25519
+    } else {
+        Curve::P256
+    };
+    let key = Arc::new(EcPrivateKey::generate(curve));
+    let (digest, peer) = (ec_digest(), hex(P256_PEER)?);
+    let op = load.op;
+    run("handset EC module, in-process".into(), load, || {
+        let (key, digest, peer) = (key.clone(), digest.clone(), peer.clone());
+        Ok(move || -> Result<(), Error> {
+            let r = match op {
+                Op::EcdsaSign => key.sign_digest(&digest).map(drop),
+                Op::EddsaSign => key.sign_message(&digest).map(drop),
+                Op::Ecdh => key.derive(&peer).map(drop),
+                Op::Sign | Op::Decrypt => return Err("not an EC operation".into()),
+            };
+            r.map_err(|rv| rv.to_string().into())
         })
     })
 }
