@@ -914,3 +914,98 @@ pub const OPENSSL_OAEP_SHA256: [&str; 6] = [
     "-pkeyopt",
     "rsa_mgf1_md:sha256",
 ];
+
+/// Set in the process [`own_process`] starts.
+const OWN_PROCESS: &str = "PHONECSP_TEST_OWN_PROCESS";
+
+/// Tests that load the module into this process share its
+/// `C_Initialize` state and the environment it reads, which belong to the
+/// process. Plain `cargo test` runs the tests of a file as threads of one
+/// process, so such a test runs itself again, alone, in a child process of
+/// its test binary: `true` means that has been done (and passed), and the
+/// caller returns; `false` means this is the process to run the test in.
+/// nextest already gives each test a process of its own.
+pub fn own_process(test: &str) -> bool {
+    let isolated = std::env::var_os(OWN_PROCESS).is_some()
+        || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
+    if isolated {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = Command::new(exe)
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(OWN_PROCESS, "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the test in a process of its own");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} in its own process: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+/// The emulated handset with its `ssh` container authorised, the daemon
+/// on a private bus, paired, the token listed; and the PKCS#11 module the
+/// real programs are pointed at.
+pub struct ModuleRig {
+    pub root: tempfile::TempDir,
+    pub bus: TestBus,
+    pub handset: Handset,
+    pub daemon: Daemon,
+    pub module: PathBuf,
+}
+
+impl ModuleRig {
+    pub fn paired_ssh() -> ModuleRig {
+        let root = shared_root();
+        let bus = TestBus::start();
+        let mut handset = Handset::create(root.path());
+        let code = handset.offer_pairing(&["ssh"]);
+        handset.start();
+        let daemon = Daemon::start(&bus, root.path(), &handset, "");
+        let client = phonecsp::blocking::Client::connect_with(
+            &Bus::Address(bus.address.clone()),
+            ClientOptions {
+                expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
+            },
+        )
+        .expect("client");
+        client.pair("phone", &code).expect("pair");
+        wait_until("the ssh token", Duration::from_secs(20), || {
+            client.list_tokens().is_ok_and(|t| !t.is_empty())
+        });
+        ModuleRig {
+            root,
+            bus,
+            handset,
+            daemon,
+            module: pkcs11_module(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// `program` pointed at this rig's bus and daemon.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("PHONECSP_BUS", &self.bus.address)
+            .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn pkcs11_tool(&self, args: &[&str]) -> Output {
+        self.cmd("pkcs11-tool")
+            .arg("--module")
+            .arg(&self.module)
+            .args(args)
+            .output()
+            .expect("pkcs11-tool (install opensc)")
+    }
+}

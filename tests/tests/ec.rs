@@ -5,51 +5,24 @@
 //! the module, and `ssh-keygen`/`ssh` against a real `sshd`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use phonecsp::{Bus, ClientOptions};
-use phonecsp_tests::{Daemon, Handset, PIN, Sshd, TestBus, is_root, ok, pkcs11_module, wait_until};
+use phonecsp_tests::ModuleRig;
+use phonecsp_tests::{PIN, Sshd, is_root, ok, own_process};
 
-struct Fixture {
-    root: tempfile::TempDir,
-    bus: TestBus,
-    _handset: Handset,
-    _daemon: Daemon,
-    module: PathBuf,
+/// The shared rig, with this file's own helpers on it.
+struct Fixture(ModuleRig);
+
+impl std::ops::Deref for Fixture {
+    type Target = ModuleRig;
+    fn deref(&self) -> &ModuleRig {
+        &self.0
+    }
 }
 
-/// Handset with `ssh` authorised, daemon started and paired.
 fn fixture() -> Fixture {
-    let root = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(
-        root.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let bus = TestBus::start();
-    let mut handset = Handset::create(root.path());
-    let code = handset.offer_pairing(&["ssh"]);
-    handset.start();
-    let daemon = Daemon::start(&bus, root.path(), &handset, "");
-    let client = phonecsp::blocking::Client::connect_with(
-        &Bus::Address(bus.address.clone()),
-        ClientOptions {
-            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
-        },
-    )
-    .expect("client");
-    client.pair("phone", &code).expect("pair");
-    wait_until("the ssh token", Duration::from_secs(20), || {
-        client.list_tokens().is_ok_and(|t| !t.is_empty())
-    });
-    Fixture {
-        root,
-        bus,
-        _handset: handset,
-        _daemon: daemon,
-        module: pkcs11_module(),
-    }
+    Fixture(ModuleRig::paired_ssh())
 }
 
 fn s(p: &Path) -> &str {
@@ -57,27 +30,6 @@ fn s(p: &Path) -> &str {
 }
 
 impl Fixture {
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.path().join(name)
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env("PHONECSP_BUS", &self.bus.address)
-            .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn pkcs11_tool(&self, args: &[&str]) -> Output {
-        self.cmd("pkcs11-tool")
-            .arg("--module")
-            .arg(&self.module)
-            .args(args)
-            .output()
-            .expect("pkcs11-tool (install opensc)")
-    }
-
     /// Generates a key pair on the phone with pkcs11-tool.
     fn keypairgen(&self, key_type: &str, id: &str) -> Output {
         self.pkcs11_tool(&[
@@ -417,34 +369,6 @@ fn pkcs11_tool_derive_agrees_with_openssl() {
     );
     assert_eq!(a.len(), 32);
     assert_eq!(a, b, "the phone's ECDH and openssl's differ");
-}
-
-const OWN_PROCESS: &str = "PHONECSP_EC_TEST_OWN_PROCESS";
-
-/// As tests/pkcs11.rs: a test that loads the module into this process
-/// runs alone in a child process under plain `cargo test` (nextest gives
-/// each test a process already). `true`: done, and passed.
-fn own_process(test: &str) -> bool {
-    let isolated = std::env::var_os(OWN_PROCESS).is_some()
-        || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
-    if isolated {
-        return false;
-    }
-    let exe = std::env::current_exe().expect("the test binary");
-    let out = Command::new(exe)
-        .args([test, "--exact", "--test-threads=1", "--nocapture"])
-        .env(OWN_PROCESS, "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the test in a process of its own");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} in its own process: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
 }
 
 /// Bad input through the module (the cryptoki crate): ECDH with points

@@ -11,54 +11,23 @@
 //! `cryptoki` crate.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
-use phonecsp::{Bus, ClientOptions};
-use phonecsp_tests::{
-    Daemon, Handset, PIN, Sshd, TestBus, is_root, ok, phonecsp, pkcs11_module, wait_until,
-};
+use phonecsp_tests::ModuleRig;
+use phonecsp_tests::{PIN, Sshd, is_root, ok, own_process, phonecsp};
 
-struct Fixture {
-    root: tempfile::TempDir,
-    bus: TestBus,
-    _handset: Handset,
-    _daemon: Daemon,
-    module: PathBuf,
+/// The shared rig, with this file's own helpers on it.
+struct Fixture(ModuleRig);
+
+impl std::ops::Deref for Fixture {
+    type Target = ModuleRig;
+    fn deref(&self) -> &ModuleRig {
+        &self.0
+    }
 }
 
-/// Handset with `ssh` authorised (key 01 generated on it), daemon started
-/// and paired, the token listed.
 fn fixture() -> Fixture {
-    let root = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(
-        root.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let bus = TestBus::start();
-    let mut handset = Handset::create(root.path());
-    let code = handset.offer_pairing(&["ssh"]);
-    handset.start();
-    let daemon = Daemon::start(&bus, root.path(), &handset, "");
-    let client = phonecsp::blocking::Client::connect_with(
-        &Bus::Address(bus.address.clone()),
-        ClientOptions {
-            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
-        },
-    )
-    .expect("client");
-    client.pair("phone", &code).expect("pair");
-    wait_until("the ssh token", Duration::from_secs(20), || {
-        client.list_tokens().is_ok_and(|t| !t.is_empty())
-    });
-    Fixture {
-        root,
-        bus,
-        _handset: handset,
-        _daemon: daemon,
-        module: pkcs11_module(),
-    }
+    Fixture(ModuleRig::paired_ssh())
 }
 
 fn s(p: &Path) -> &str {
@@ -70,27 +39,6 @@ fn stderr(o: &Output) -> String {
 }
 
 impl Fixture {
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.path().join(name)
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env("PHONECSP_BUS", &self.bus.address)
-            .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn pkcs11_tool(&self, args: &[&str]) -> Output {
-        self.cmd("pkcs11-tool")
-            .arg("--module")
-            .arg(&self.module)
-            .args(args)
-            .output()
-            .expect("pkcs11-tool (install opensc)")
-    }
-
     fn import(&self, file: &Path, id: &str) -> Output {
         phonecsp(
             &self.bus,
@@ -517,34 +465,6 @@ fn generated_and_imported_keys_are_attested_and_bad_statements_refused() {
     let o = cli(&f, &["attest", "ssh", "--key", "01", "--out", s(&bad)]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("CKR_DEVICE_ERROR"), "{}", stderr(&o));
-}
-
-const OWN_PROCESS: &str = "PHONECSP_TEST_OWN_PROCESS";
-
-/// A test that loads the module into this process runs alone in a child
-/// process under plain `cargo test` (nextest gives each test its own):
-/// `true` means that has been done and passed (see tests/pkcs11.rs).
-fn own_process(test: &str) -> bool {
-    let isolated = std::env::var_os(OWN_PROCESS).is_some()
-        || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
-    if isolated {
-        return false;
-    }
-    let exe = std::env::current_exe().expect("the test binary");
-    let out = Command::new(exe)
-        .args([test, "--exact", "--test-threads=1", "--nocapture"])
-        .env(OWN_PROCESS, "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the test in a process of its own");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} in its own process: {}\n{stdout}\n{}",
-        out.status,
-        stderr(&out)
-    );
-    true
 }
 
 #[test]

@@ -18,7 +18,7 @@ use cryptoki::types::AuthPin;
 use phonecsp::{Bus, ClientOptions};
 use phonecsp_tests::{
     Daemon, Handset, KEY_ID, OPENSSL_OAEP_SHA256, PIN, Reaped, Sshd, TestBus, is_root, ok,
-    pkcs11_module, wait_until,
+    own_process, pkcs11_module, wait_until,
 };
 
 struct Fixture {
@@ -739,39 +739,6 @@ fn tls_client_authentication_with_the_phone_key() {
 }
 
 // ---- through the cryptoki crate and the raw function list -------------------
-
-/// Set in the process [`own_process`] starts.
-const OWN_PROCESS: &str = "PHONECSP_TEST_OWN_PROCESS";
-
-/// Tests that load the module into this process share its
-/// `C_Initialize` state and the environment it reads, which belong to the
-/// process. Plain `cargo test` runs the tests of a file as threads of one
-/// process, so such a test runs itself again, alone, in a child process of
-/// this test binary: `true` means that has been done (and passed), and the
-/// caller returns; `false` means this is the process to run the test in.
-/// nextest already gives each test a process of its own.
-fn own_process(test: &str) -> bool {
-    let isolated = std::env::var_os(OWN_PROCESS).is_some()
-        || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
-    if isolated {
-        return false;
-    }
-    let exe = std::env::current_exe().expect("the test binary");
-    let out = Command::new(exe)
-        .args([test, "--exact", "--test-threads=1", "--nocapture"])
-        .env(OWN_PROCESS, "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the test in a process of its own");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{test} in its own process: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
-}
 
 fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
     match r {
