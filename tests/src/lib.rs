@@ -1009,3 +1009,26 @@ impl ModuleRig {
             .expect("pkcs11-tool (install opensc)")
     }
 }
+
+/// An OpenSSL configuration, written to `path`, that loads the pkcs11
+/// engine on `module`.
+pub fn openssl_engine_conf(path: &Path, module: &Path) -> PathBuf {
+    let engine = [
+        "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so",
+        "/usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("the pkcs11 engine (install libengine-pkcs11-openssl)");
+    std::fs::write(
+        path,
+        format!(
+            "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n\
+             [engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n\
+             dynamic_path = {engine}\nMODULE_PATH = {}\ninit = 0\n",
+            module.display()
+        ),
+    )
+    .expect("write the OpenSSL configuration");
+    path.to_owned()
+}

@@ -799,3 +799,37 @@ fn the_command_makes_signs_exports_and_certifies_ec_keys() {
 fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// OpenSSL's pkcs11 engine signs with a P-256 key on the phone named by a
+/// PKCS#11 URI, and openssl verifies the signature with the exported
+/// public key: what a program built on the engine does with an EC key.
+#[test]
+fn openssl_engine_signs_with_an_ec_key() {
+    let f = fixture();
+    ok(f.keypairgen("EC:prime256v1", "21"));
+    let pem = f.public_pem("21");
+    let conf = phonecsp_tests::openssl_engine_conf(&f.path("openssl.cnf"), &f.module);
+    let msg = f.path("engine-msg");
+    std::fs::write(&msg, b"signed by openssl's engine with a P-256 key").unwrap();
+    let sig = f.path("engine-msg.sig");
+    let uri = format!("pkcs11:token=ssh;id=%21;type=private;pin-value={PIN}");
+    ok(f.cmd("openssl")
+        .env("OPENSSL_CONF", &conf)
+        .args(["dgst", "-sha256", "-engine", "pkcs11", "-keyform", "engine"])
+        .args(["-sign", &uri, "-out", s(&sig), s(&msg)])
+        .output()
+        .expect("openssl"));
+    let v = ok(Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            s(&pem),
+            "-signature",
+            s(&sig),
+            s(&msg),
+        ])
+        .output()
+        .expect("openssl"));
+    assert!(v.contains("Verified OK"), "{v}");
+}

@@ -409,25 +409,7 @@ fn p11tool_lists_and_test_signs() {
 
 /// An OpenSSL configuration that loads the pkcs11 engine on the module.
 fn openssl_engine_conf(f: &Fixture) -> PathBuf {
-    let engine = [
-        "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so",
-        "/usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("the pkcs11 engine (install libengine-pkcs11-openssl)");
-    let conf = f.path("openssl.cnf");
-    std::fs::write(
-        &conf,
-        format!(
-            "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n\
-             [engine_section]\npkcs11 = pkcs11_section\n[pkcs11_section]\nengine_id = pkcs11\n\
-             dynamic_path = {engine}\nMODULE_PATH = {}\ninit = 0\n",
-            s(&f.module)
-        ),
-    )
-    .unwrap();
-    conf
+    phonecsp_tests::openssl_engine_conf(&f.path("openssl.cnf"), &f.module)
 }
 
 /// The phone key's URI, PIN included.
