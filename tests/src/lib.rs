@@ -961,9 +961,16 @@ pub struct ModuleRig {
 
 impl ModuleRig {
     pub fn paired_ssh() -> ModuleRig {
+        ModuleRig::paired_ssh_with(|_| {})
+    }
+
+    /// [`ModuleRig::paired_ssh`], with the handset prepared by `prepare`
+    /// before it pairs and starts.
+    pub fn paired_ssh_with(prepare: impl FnOnce(&mut Handset)) -> ModuleRig {
         let root = shared_root();
         let bus = TestBus::start();
         let mut handset = Handset::create(root.path());
+        prepare(&mut handset);
         let code = handset.offer_pairing(&["ssh"]);
         handset.start();
         let daemon = Daemon::start(&bus, root.path(), &handset, "");

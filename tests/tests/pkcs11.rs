@@ -15,10 +15,9 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use phonecsp::{Bus, ClientOptions};
 use phonecsp_tests::{
     Daemon, Handset, KEY_ID, OPENSSL_OAEP_SHA256, PIN, Reaped, Sshd, TestBus, is_root, ok,
-    own_process, pkcs11_module, wait_until,
+    own_process, wait_until,
 };
 
 struct Fixture {
@@ -41,35 +40,13 @@ fn fixture() -> Fixture {
 /// [`fixture`], with the handset prepared by `prepare` before it pairs and
 /// starts.
 fn fixture_with(prepare: impl FnOnce(&mut Handset)) -> Fixture {
-    let root = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(
-        root.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let bus = TestBus::start();
-    let mut handset = Handset::create(root.path());
-    prepare(&mut handset);
-    let code = handset.offer_pairing(&["ssh"]);
-    handset.start();
-    let daemon = Daemon::start(&bus, root.path(), &handset, "");
-    let client = phonecsp::blocking::Client::connect_with(
-        &Bus::Address(bus.address.clone()),
-        ClientOptions {
-            expected_daemon_uid: Some(nix::unistd::getuid().as_raw()),
-        },
-    )
-    .expect("client");
-    client.pair("phone", &code).expect("pair");
-    wait_until("the ssh token", Duration::from_secs(20), || {
-        client.list_tokens().is_ok_and(|t| !t.is_empty())
-    });
+    let rig = phonecsp_tests::ModuleRig::paired_ssh_with(prepare);
     Fixture {
-        root,
-        bus,
-        handset,
-        _daemon: daemon,
-        module: pkcs11_module(),
+        root: rig.root,
+        bus: rig.bus,
+        handset: rig.handset,
+        _daemon: rig.daemon,
+        module: rig.module,
     }
 }
 
