@@ -78,6 +78,10 @@ macro_rules! for_each_call {
                 /// as a generated key. The caller's copy is its own to wipe.
                 trusted fn import_key(handset: &str, token: &str, id: &[u8], label: &str,
                     private_key: &[u8]) -> KeyPairInfo;
+                /// As `import_key`, for an EC private key (P-256, P-384 or Ed25519
+                /// PKCS#8): answered as a generated EC key, with its public point.
+                trusted fn import_ec_key(handset: &str, token: &str, id: &[u8], label: &str,
+                    private_key: &[u8]) -> EcKeyPairInfo;
                 /// The handset's statement about the key `key_id` for `nonce` (16 to
                 /// 64 bytes), checked by the daemon against the handset's pinned
                 /// identity and attestation key (pinned at the first one).
@@ -260,6 +264,6 @@ mod tests {
         want.sort();
         got.sort();
         assert_eq!(got, want);
-        assert_eq!(got.len(), 32);
+        assert_eq!(got.len(), 33);
     }
 }

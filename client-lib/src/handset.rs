@@ -28,6 +28,18 @@ pub struct GeneratedKey {
     pub exponent: Vec<u8>,
 }
 
+/// The public half of an imported key, as the handset reports it: as a
+/// generated key of its kind is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportedKey {
+    Rsa(GeneratedKey),
+    /// The id and the public point (SEC1 uncompressed, or Ed25519's 32 bytes).
+    Ec {
+        id: Vec<u8>,
+        point: Vec<u8>,
+    },
+}
+
 fn unexpected(what: &str) -> Error {
     Error::token(CkRv::DEVICE_ERROR, format!("unexpected reply to {what}"))
 }
@@ -204,7 +216,7 @@ pub trait Handset: HandsetLink + Send {
         id: &[u8],
         label: &str,
         pkcs8: &[u8],
-    ) -> impl Future<Output = Result<GeneratedKey>> + Send {
+    ) -> impl Future<Output = Result<ImportedKey>> + Send {
         let request = Request::ImportKey {
             container: container.to_owned(),
             id: id.to_vec(),
@@ -212,11 +224,19 @@ pub trait Handset: HandsetLink + Send {
             pkcs8: Zeroizing::new(pkcs8.to_vec()),
         };
         async move {
-            expect!(self, request, Reply::KeyPair { id, modulus, exponent } => GeneratedKey {
-                id,
-                modulus,
-                exponent,
-            })
+            match self.call(request).await? {
+                Reply::KeyPair {
+                    id,
+                    modulus,
+                    exponent,
+                } => Ok(ImportedKey::Rsa(GeneratedKey {
+                    id,
+                    modulus,
+                    exponent,
+                })),
+                Reply::EcKeyPair { id, point } => Ok(ImportedKey::Ec { id, point }),
+                _ => Err(unexpected("+CKIMPORT")),
+            }
         }
     }
 

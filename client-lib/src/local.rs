@@ -237,6 +237,37 @@ impl PublicKey {
     }
 }
 
+/// The curve of an EC private key in PKCS#8 DER (`id-ecPublicKey` with a
+/// named curve, or RFC 8410's Ed25519): `Ok(None)` for a key of another
+/// algorithm (RSA), `KEY_TYPE_INCONSISTENT` for an EC key on a curve the
+/// phone does not hold (P-521, ...), `ATTRIBUTE_VALUE_INVALID` for DER that
+/// is no PKCS#8. Only the algorithm is read; the phone checks the key.
+pub fn pkcs8_curve(der: &[u8]) -> Result<Option<Curve>, CkRv> {
+    use rsa::pkcs8::der::{Decode, Encode};
+    const EC_PUBLIC_KEY: rsa::pkcs8::ObjectIdentifier =
+        rsa::pkcs8::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    const ED25519: rsa::pkcs8::ObjectIdentifier =
+        rsa::pkcs8::ObjectIdentifier::new_unwrap("1.3.101.112");
+    let info =
+        rsa::pkcs8::PrivateKeyInfo::from_der(der).map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?;
+    if info.algorithm.oid == ED25519 {
+        return Ok(Some(Curve::Ed25519));
+    }
+    if info.algorithm.oid != EC_PUBLIC_KEY {
+        return Ok(None);
+    }
+    let params = info
+        .algorithm
+        .parameters
+        .ok_or(CkRv::ATTRIBUTE_VALUE_INVALID)?
+        .to_der()
+        .map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?;
+    Curve::from_ec_params(&params)
+        .filter(|c| *c != Curve::Ed25519)
+        .map(Some)
+        .ok_or(CkRv::KEY_TYPE_INCONSISTENT)
+}
+
 /// An ECDSA signature as PKCS#11 gives it (`r || s`, each half of it) in
 /// DER (`Ecdsa-Sig-Value`, RFC 5480), as X.509 and openssl carry it. Every
 /// length here is below 128, so each DER length is one byte.

@@ -23,7 +23,7 @@ use crate::objects::Resync;
 use crate::polkit;
 use crate::public::{self, Info, Public, PublicStore};
 use crate::state::State;
-use phonecsp::handset::Handset;
+use phonecsp::handset::{Handset, ImportedKey};
 use phonecsp::input::SignInput;
 use phonecsp::local;
 use phonecsp::local::{EcPublicKey, PublicKey};
@@ -1263,6 +1263,71 @@ impl Call<'_> {
         label: &str,
         pkcs8: &[u8],
     ) -> Result<KeyPairInfo> {
+        // An EC key has its own method, whose answer carries a point: it is
+        // refused here before the phone stores it, not after.
+        if let Ok(Some(curve)) = local::pkcs8_curve(pkcs8) {
+            return Err(ck(
+                CkRv::KEY_TYPE_INCONSISTENT,
+                format!("a {} key: import it with ImportEcKey", curve.name()),
+            ));
+        }
+        match self.import_any_key(conn, id, label, pkcs8).await? {
+            ImportedKey::Rsa(key) => Ok(KeyPairInfo {
+                id: key.id,
+                modulus: key.modulus,
+                exponent: key.exponent,
+            }),
+            ImportedKey::Ec { .. } => Err(ck(
+                CkRv::DEVICE_ERROR,
+                "the handset answered an RSA import with an EC key",
+            )),
+        }
+    }
+
+    /// Moves an EC private key made elsewhere (PKCS#8 DER of P-256, P-384
+    /// or Ed25519) onto the handset, as [`Self::import_key`] an RSA one.
+    pub(crate) async fn import_ec_key(
+        &self,
+        conn: &Connection,
+        id: &[u8],
+        label: &str,
+        pkcs8: &[u8],
+    ) -> Result<EcKeyPairInfo> {
+        let curve = match local::pkcs8_curve(pkcs8) {
+            Ok(Some(curve)) => curve,
+            Ok(None) => {
+                return Err(ck(
+                    CkRv::KEY_TYPE_INCONSISTENT,
+                    "not an EC key: import it with ImportKey",
+                ));
+            }
+            Err(rv) if rv == CkRv::KEY_TYPE_INCONSISTENT => {
+                return Err(ck(rv, "an EC key on a curve the phone does not hold"));
+            }
+            Err(rv) => return Err(ck(rv, "not a PKCS#8 private key")),
+        };
+        match self.import_any_key(conn, id, label, pkcs8).await? {
+            ImportedKey::Ec { id, point } => {
+                // The phone's point is checked before anyone relies on it.
+                EcPublicKey::new(curve, &point)
+                    .map_err(|rv| ck(rv, "the handset answered a public key not on the curve"))?;
+                Ok(EcKeyPairInfo { id, point })
+            }
+            ImportedKey::Rsa(_) => Err(ck(
+                CkRv::DEVICE_ERROR,
+                "the handset answered an EC import with an RSA key",
+            )),
+        }
+    }
+
+    /// `+CKIMPORT` after the checks every import makes.
+    async fn import_any_key(
+        &self,
+        conn: &Connection,
+        id: &[u8],
+        label: &str,
+        pkcs8: &[u8],
+    ) -> Result<ImportedKey> {
         if pkcs8.is_empty() || pkcs8.len() > MAX_PRIVATE_KEY_LEN {
             return Err(ck(
                 CkRv::ATTRIBUTE_VALUE_INVALID,
@@ -1277,11 +1342,7 @@ impl Call<'_> {
             .import_key(self.token, id, label, pkcs8)
             .await?;
         self.changed(conn).await;
-        Ok(KeyPairInfo {
-            id: key.id,
-            modulus: key.modulus,
-            exponent: key.exponent,
-        })
+        Ok(key)
     }
 
     /// Generates an RSA key pair of `bits` on the handset.
@@ -1877,6 +1938,25 @@ impl Provider {
         let private_key = Zeroizing::new(private_key);
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         call.import_key(conn, &id, &label, &private_key).await
+    }
+
+    /// As `ImportKey`, for an EC key (PKCS#8 of P-256, P-384 or Ed25519);
+    /// answered as `GenerateEcKeyPair` is.
+    #[zbus(out_args("key"))]
+    #[allow(clippy::too_many_arguments)]
+    async fn import_ec_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        handset: String,
+        token: String,
+        id: Vec<u8>,
+        label: String,
+        private_key: Vec<u8>,
+    ) -> Result<EcKeyPairInfo> {
+        let private_key = Zeroizing::new(private_key);
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+        call.import_ec_key(conn, &id, &label, &private_key).await
     }
 
     #[zbus(out_args("random"))]

@@ -109,16 +109,60 @@ pub fn from_pkcs8_der(der: &[u8]) -> Result<RsaPrivateKey, CkRv> {
 /// and a new arm of [`parse_pkcs8`].
 pub enum ImportedKey {
     Rsa(RsaPrivateKey),
+    /// P-256, P-384 or Ed25519, stored as a generated EC key is.
+    Ec(crate::ec::EcPrivateKey),
 }
 
 /// Parses an unencrypted PKCS#8 DER private key (`PrivateKeyInfo`, RFC
 /// 5208) of a kind the handset holds, and checks it. Not PKCS#8, trailing
 /// bytes, or an encrypted PKCS#8 (an `EncryptedPrivateKeyInfo`, which has
 /// no algorithm to read): `ATTRIBUTE_VALUE_INVALID`; a kind of key the
-/// handset does not hold: `KEY_TYPE_INCONSISTENT`; an RSA key of a size it
-/// does not hold: `KEY_SIZE_RANGE`.
+/// handset does not hold (an EC key on another curve among them):
+/// `KEY_TYPE_INCONSISTENT`; an RSA key of a size it does not hold:
+/// `KEY_SIZE_RANGE`.
+///
+/// An EC key (`id-ecPublicKey` with the named curve P-256 or P-384, an RFC
+/// 5915 `ECPrivateKey` inside) must have a scalar in [1, n-1], and the
+/// public key, where the key carries one (in the `ECPrivateKey` or as
+/// PKCS#8 v2's `publicKey`), must be that scalar's; an Ed25519 key (RFC
+/// 8410, OID 1.3.101.112) is a 32-byte seed, and its public key, if given,
+/// must be the seed's. Anything else is `ATTRIBUTE_VALUE_INVALID`.
 pub fn parse_pkcs8(der: &[u8]) -> Result<ImportedKey, CkRv> {
+    use crate::ec::EcPrivateKey;
+    use p256::pkcs8::DecodePrivateKey as _;
     let info = PrivateKeyInfo::from_der(der).map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?;
+    let invalid = |_| CkRv::ATTRIBUTE_VALUE_INVALID;
+    if info.algorithm.oid == EC_PUBLIC_KEY_OID {
+        let curve = info
+            .algorithm
+            .parameters_oid()
+            .map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?;
+        // The curve crates check the curve named, the scalar's range and
+        // the ECPrivateKey's own public key against the scalar.
+        let key = if curve == P256_OID {
+            EcPrivateKey::P256(p256::SecretKey::from_pkcs8_der(der).map_err(invalid)?)
+        } else if curve == P384_OID {
+            EcPrivateKey::P384(p384::SecretKey::from_pkcs8_der(der).map_err(invalid)?)
+        } else {
+            return Err(CkRv::KEY_TYPE_INCONSISTENT);
+        };
+        // PKCS#8 v2 may carry the public key outside the ECPrivateKey too
+        // (uncompressed or compressed SEC1): it must be this key's as well.
+        if let Some(public) = info.public_key
+            && !ec_point_matches(&key, public)
+        {
+            return Err(CkRv::ATTRIBUTE_VALUE_INVALID);
+        }
+        return Ok(ImportedKey::Ec(key));
+    }
+    if info.algorithm.oid == ED25519_OID {
+        // RFC 8410: no parameters; dalek checks a v2 public key.
+        if info.algorithm.parameters.is_some() {
+            return Err(CkRv::ATTRIBUTE_VALUE_INVALID);
+        }
+        let key = ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(invalid)?;
+        return Ok(ImportedKey::Ec(EcPrivateKey::Ed25519(key)));
+    }
     if info.algorithm.oid == RSA_ENCRYPTION_OID {
         let key = RsaPrivateKey::from_pkcs8_der(der).map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?;
         // Exactly the sizes the handset generates: a key it holds is one
@@ -129,6 +173,38 @@ pub fn parse_pkcs8(der: &[u8]) -> Result<ImportedKey, CkRv> {
         return check_private_key(key).map(ImportedKey::Rsa);
     }
     Err(CkRv::KEY_TYPE_INCONSISTENT)
+}
+
+/// `id-ecPublicKey` (RFC 5480), and the named curves the handset holds.
+const EC_PUBLIC_KEY_OID: rsa::pkcs8::ObjectIdentifier =
+    rsa::pkcs8::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const P256_OID: rsa::pkcs8::ObjectIdentifier =
+    rsa::pkcs8::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const P384_OID: rsa::pkcs8::ObjectIdentifier =
+    rsa::pkcs8::ObjectIdentifier::new_unwrap("1.3.132.0.34");
+/// `id-Ed25519` (RFC 8410).
+const ED25519_OID: rsa::pkcs8::ObjectIdentifier =
+    rsa::pkcs8::ObjectIdentifier::new_unwrap("1.3.101.112");
+
+/// Whether `public` (SEC1, either form) is the public key of `key`.
+fn ec_point_matches(key: &crate::ec::EcPrivateKey, public: &[u8]) -> bool {
+    use crate::ec::EcPrivateKey;
+    use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+    let compressed = public.first().is_some_and(|b| *b == 0x02 || *b == 0x03);
+    let ours = match key {
+        EcPrivateKey::P256(k) => k
+            .public_key()
+            .to_encoded_point(compressed)
+            .as_bytes()
+            .to_vec(),
+        EcPrivateKey::P384(k) => k
+            .public_key()
+            .to_encoded_point(compressed)
+            .as_bytes()
+            .to_vec(),
+        EcPrivateKey::Ed25519(_) => key.public_point(),
+    };
+    bool::from(ours.as_slice().ct_eq(public))
 }
 
 /// Modulus and public exponent (big-endian, no leading zeros) and the
@@ -972,6 +1048,70 @@ kO5J9UglnNY0BP72hZ3Pl1o=
         let small = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
         let pem = small.to_pkcs8_pem(LineEnding::LF).unwrap();
         assert_eq!(import_pkcs8_pem(&pem).err(), Some(CkRv::KEY_SIZE_RANGE));
+    }
+
+    /// PKCS#8 of each curve's key, as the curve crates write it (with the
+    /// public key).
+    fn ec_pkcs8(curve: phonecsp_protocol::ck::Curve) -> (crate::ec::EcPrivateKey, Vec<u8>) {
+        use crate::ec::EcPrivateKey;
+        use p256::pkcs8::EncodePrivateKey as _;
+        let key = EcPrivateKey::generate(curve);
+        let der = match &key {
+            EcPrivateKey::P256(k) => k.to_pkcs8_der().unwrap().as_bytes().to_vec(),
+            EcPrivateKey::P384(k) => k.to_pkcs8_der().unwrap().as_bytes().to_vec(),
+            EcPrivateKey::Ed25519(k) => k.to_pkcs8_der().unwrap().as_bytes().to_vec(),
+        };
+        (key, der)
+    }
+
+    /// Issue 15, item 3: P-256, P-384 and Ed25519 PKCS#8 import as the key
+    /// they hold; a public key that is not the scalar's, a scalar out of
+    /// range, a curve the handset does not hold and damaged DER are refused.
+    #[test]
+    fn ec_pkcs8_imports_are_checked() {
+        use phonecsp_protocol::ck::Curve;
+        for curve in Curve::ALL {
+            let (key, der) = ec_pkcs8(curve);
+            let Ok(ImportedKey::Ec(got)) = parse_pkcs8(&der) else {
+                panic!("{curve:?} did not parse as EC");
+            };
+            assert_eq!(got.curve(), curve);
+            assert_eq!(got.public_point(), key.public_point());
+            // The public key at the end replaced by another key's.
+            let (other, other_der) = ec_pkcs8(curve);
+            assert_ne!(other.public_point(), key.public_point());
+            let n = curve.point_len();
+            let mut mixed = der.clone();
+            let at = mixed.len() - n;
+            mixed[at..].copy_from_slice(&other_der[other_der.len() - n..]);
+            assert_eq!(
+                parse_pkcs8(&mixed).err(),
+                Some(CkRv::ATTRIBUTE_VALUE_INVALID),
+                "{curve:?} with another key's public key"
+            );
+            for cut in [1, 10, der.len() / 2] {
+                assert_eq!(
+                    parse_pkcs8(&der[..der.len() - cut]).err(),
+                    Some(CkRv::ATTRIBUTE_VALUE_INVALID),
+                    "{curve:?} cut by {cut}"
+                );
+            }
+        }
+        // P-521 (1.3.132.0.35): the P-384 key with its curve renamed.
+        let (_, der) = ec_pkcs8(Curve::P384);
+        let p384 = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+        let at = der.windows(7).position(|w| w == p384).unwrap();
+        let mut p521 = der.clone();
+        p521[at + 6] = 0x23;
+        assert_eq!(parse_pkcs8(&p521).err(), Some(CkRv::KEY_TYPE_INCONSISTENT));
+        // A P-256 scalar of all ones is above the order.
+        let (_, der) = ec_pkcs8(Curve::P256);
+        let scalar = [0x04, 0x20];
+        let at = der.windows(2).position(|w| w == scalar).unwrap() + 2;
+        let mut big = der[..at].to_vec();
+        big.extend_from_slice(&[0xff; 32]);
+        big.extend_from_slice(&der[at + 32..]);
+        assert_eq!(parse_pkcs8(&big).err(), Some(CkRv::ATTRIBUTE_VALUE_INVALID));
     }
 
     #[test]

@@ -1011,14 +1011,28 @@ impl Manager {
                 c.import_key(kek, id.clone(), label, &key)
                     .map_err(store_rv)?;
                 self.save(&c)?;
-                let crypto::ImportedKey::Rsa(key) = &key;
-                let (modulus, exponent, bits) = crypto::public_parts(key);
-                log::info!("imported an RSA-{bits} key into '{name}' for {host_name}");
-                Ok(Reply::KeyPair {
-                    id,
-                    modulus,
-                    exponent,
-                })
+                // Answered as the generation of the same kind of key is.
+                match &key {
+                    crypto::ImportedKey::Rsa(key) => {
+                        let (modulus, exponent, bits) = crypto::public_parts(key);
+                        log::info!("imported an RSA-{bits} key into '{name}' for {host_name}");
+                        Ok(Reply::KeyPair {
+                            id,
+                            modulus,
+                            exponent,
+                        })
+                    }
+                    crypto::ImportedKey::Ec(key) => {
+                        log::info!(
+                            "imported a {} key into '{name}' for {host_name}",
+                            key.curve().name()
+                        );
+                        Ok(Reply::EcKeyPair {
+                            id,
+                            point: key.public_point(),
+                        })
+                    }
+                }
             }
             Request::Attest { id, nonce, .. } => {
                 attest(&self.store, &c, &id, nonce).map(Reply::Attestation)
@@ -1766,6 +1780,9 @@ mod tests {
         let before = std::fs::read(&file).unwrap();
         let small = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).unwrap();
         let small = small.to_pkcs8_der().unwrap();
+        // X25519 (1.3.101.110): a key kind the handset does not hold.
+        let mut x25519 = hex_bytes("302e020100300506032b656e04220420");
+        x25519.extend([7u8; 32]);
         let mut ed25519 = hex_bytes("302e020100300506032b657004220420");
         ed25519.extend([7u8; 32]);
         // An EncryptedPrivateKeyInfo: PBES2, then the ciphertext.
@@ -1779,7 +1796,7 @@ mod tests {
                 CkRv::ATTRIBUTE_VALUE_INVALID,
             ),
             ("encrypted", &encrypted, CkRv::ATTRIBUTE_VALUE_INVALID),
-            ("Ed25519", &ed25519, CkRv::KEY_TYPE_INCONSISTENT),
+            ("X25519", &x25519, CkRv::KEY_TYPE_INCONSISTENT),
             ("RSA-1024", small.as_bytes(), CkRv::KEY_SIZE_RANGE),
             ("existing id", der, CkRv::ATTRIBUTE_VALUE_INVALID),
         ] {
@@ -1799,6 +1816,16 @@ mod tests {
             std::fs::read_to_string(&asked).unwrap(),
             "laptop asks to import a key of container 'ssh' for phonecsp (pid 9)"
         );
+        // An Ed25519 key (RFC 8410) is answered as a generated EC key is,
+        // and is recorded as imported too.
+        let seed = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        match m.execute(&HOST, import(&[10], &ed25519)) {
+            Ok(Reply::EcKeyPair { id, point }) => {
+                assert_eq!(id, vec![10]);
+                assert_eq!(point, seed.verifying_key().to_bytes().to_vec());
+            }
+            other => panic!("{other:?}"),
+        }
         let mut attrs = |id: u8| match m.execute(
             &HOST,
             Request::GetAttributes {
@@ -1810,7 +1837,7 @@ mod tests {
             Ok(Reply::Attributes(a)) => a,
             other => panic!("{other:?}"),
         };
-        let (imported, generated) = (attrs(9), attrs(1));
+        let (imported, generated, ec) = (attrs(9), attrs(1), attrs(10));
         for t in [cka::LOCAL, cka::NEVER_EXTRACTABLE, cka::ALWAYS_SENSITIVE] {
             assert!(imported.contains(&(t, vec![0])), "{t:x}");
             assert!(generated.contains(&(t, vec![1])), "{t:x}");
@@ -1820,6 +1847,10 @@ mod tests {
             m.execute(&HOST, sign("ssh", 9)),
             Ok(Reply::Signature(_))
         ));
+        assert!(ec.contains(&(cka::KEY_TYPE, ulong(u64::from(Curve::Ed25519.key_type())))));
+        for t in [cka::LOCAL, cka::NEVER_EXTRACTABLE, cka::ALWAYS_SENSITIVE] {
+            assert!(ec.contains(&(t, vec![0])), "{t:x}");
+        }
         let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
         let line = log.lines().rfind(|l| l.contains("import-key")).unwrap();
         assert!(line.contains("\"ok\""), "{line}");

@@ -2135,6 +2135,7 @@ impl Container {
     ) -> Result<(), StoreError> {
         match key {
             crypto::ImportedKey::Rsa(key) => self.add_key_entry(kek, id, label, key, false),
+            crypto::ImportedKey::Ec(key) => self.add_ec_key_entry(kek, id, label, key, false),
         }
     }
 
@@ -2176,13 +2177,25 @@ impl Container {
         Ok(())
     }
 
-    /// Adds an EC key pair, as [`Container::add_key`] does an RSA one.
+    /// Adds an EC key pair generated on this handset, as
+    /// [`Container::add_key`] does an RSA one.
     pub fn add_ec_key(
         &mut self,
         kek: &Kek,
         id: Vec<u8>,
         label: String,
         key: &EcPrivateKey,
+    ) -> Result<(), StoreError> {
+        self.add_ec_key_entry(kek, id, label, key, true)
+    }
+
+    fn add_ec_key_entry(
+        &mut self,
+        kek: &Kek,
+        id: Vec<u8>,
+        label: String,
+        key: &EcPrivateKey,
+        local: bool,
     ) -> Result<(), StoreError> {
         check_id_label(&id, &label)?;
         if self.key(&id).is_some() {
@@ -2204,7 +2217,7 @@ impl Container {
                 point: key.public_point(),
             }),
             wrapped: StoredSealed::new(&wrapped),
-            local: true,
+            local,
             integrity: None,
             damaged: None,
             health: KeyHealth::Sound,
@@ -2499,6 +2512,37 @@ mod tests {
             KeyHealth::Damaged(Damage::Integrity)
         );
         assert_eq!(c.key(&[1]).unwrap().health(), KeyHealth::Sound);
+    }
+
+    /// Issue 15, item 3: an imported EC key is kept as a generated one is,
+    /// but recorded as imported, and the record is covered by its check.
+    #[test]
+    fn an_imported_ec_key_is_recorded_as_imported() {
+        use p256::pkcs8::EncodePrivateKey as _;
+        let (_tmp, store, mut c) = store_with("ssh");
+        let kek = c.unlock(&store, PIN).unwrap();
+        let sk = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let key = crypto::parse_pkcs8(sk.to_pkcs8_der().unwrap().as_bytes()).unwrap();
+        c.import_key(&kek, vec![7], "old ec".into(), &key).unwrap();
+        store.save_container(&c).unwrap();
+        let v = file_json(&store, "ssh");
+        assert_eq!(v["keys"][0]["local"], serde_json::Value::Bool(false));
+        assert_eq!(v["keys"][0]["ec"]["curve"], "p256");
+        let mut c = store.load_container("ssh").unwrap();
+        assert!(!c.key(&[7]).unwrap().local());
+        let kek = c.unlock(&store, PIN).unwrap();
+        let PrivateKey::Ec(opened) = c.any_private_key(&kek, &[7]).unwrap() else {
+            panic!("not an EC key");
+        };
+        assert_eq!(opened.to_bytes().as_slice(), sk.to_bytes().as_slice());
+        edit(&store, "ssh", |v| {
+            v["keys"][0].as_object_mut().unwrap().remove("local");
+        });
+        let c = store.load_container("ssh").unwrap();
+        assert_eq!(
+            c.key(&[7]).unwrap().health(),
+            KeyHealth::Damaged(Damage::Integrity)
+        );
     }
 
     #[test]

@@ -1449,7 +1449,18 @@ impl Reply {
                 p.expect_count(1, 1)?;
                 Reply::Plaintext(Zeroizing::new(p.bytes(0)?))
             }
-            // An imported key is reported as a generated one is.
+            // An imported key is reported as a generated one of its kind
+            // is: an RSA key with +CKGEN, an EC key with +CKGENEC.
+            Request::ImportKey { .. }
+                if lines.first().is_some_and(|l| l.starts_with("+CKGENEC:")) =>
+            {
+                let p = one("+CKGENEC")?;
+                p.expect_count(2, 2)?;
+                Reply::EcKeyPair {
+                    id: p.bytes(0)?,
+                    point: p.bytes(1)?,
+                }
+            }
             Request::GenerateKeyPair { .. } | Request::ImportKey { .. } => {
                 let p = one("+CKGEN")?;
                 p.expect_count(3, 3)?;
