@@ -197,8 +197,9 @@ Examples:
     /// Move a private key made elsewhere onto the phone
     #[command(after_help = "\
 The file is an unencrypted private key: PKCS#8 (PEM `PRIVATE KEY`, as `openssl genpkey` \
-writes, or DER), PKCS#1 (`RSA PRIVATE KEY`) or OpenSSH (`ssh-keygen`); RSA of 2048, 3072 \
-or 4096 bits. An encrypted one is refused: decrypt it into a pipe, as in the example. \
+writes, or DER), PKCS#1 (`RSA PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`) or OpenSSH \
+(`ssh-keygen`); RSA of 2048, 3072 or 4096 bits, ECDSA P-256 or P-384, or Ed25519. \
+An encrypted one is refused: decrypt it into a pipe, as in the example. \
 The key goes to the phone inside the encrypted session and is written nowhere here; \
 the phone records it as imported (CKA_LOCAL false), since it was once outside it, and \
 copies of the file still work: destroy them if the phone is to be the key's only home.

@@ -3,9 +3,14 @@
 //! The file is read here into wiped memory, turned into unencrypted
 //! PKCS#8 DER (the one form `+CKIMPORT` carries), and sent to the daemon,
 //! which sends it to the phone inside the Noise session. Nothing is
-//! written anywhere on the computer. PKCS#8 is passed on as it is, so a
-//! key kind the phone learns needs nothing here; an OpenSSH or PKCS#1 RSA
-//! key is converted.
+//! written anywhere on the computer. An RSA PKCS#8 is passed on as it is,
+//! and one of a kind not known here too, for the phone to judge; an
+//! OpenSSH or PKCS#1 RSA key is converted. An EC key (P-256, P-384,
+//! Ed25519) from PKCS#8, SEC1 (`EC PRIVATE KEY`) or OpenSSH is read with
+//! the curve crates, which check its scalar against the public key the
+//! file carries, and written out again as the curve crates' PKCS#8: every
+//! form of one key sends the same bytes. An EC key on another curve
+//! (P-521) is refused here, by name, before it leaves this program.
 //!
 //! Encrypted keys (PKCS#8 `ENCRYPTED PRIVATE KEY`, a passphrase-protected
 //! OpenSSH key, PKCS#1 with `Proc-Type: 4,ENCRYPTED`) are refused with the
@@ -16,16 +21,19 @@
 
 use std::io::Read;
 
+use p256::pkcs8::DecodePrivateKey as _;
+use phonecsp::local;
+use phonecsp_protocol::CkRv;
+use phonecsp_protocol::ck::Curve;
 use rsa::RsaPrivateKey;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::der::Decode;
 use rsa::pkcs8::{EncodePrivateKey, PrivateKeyInfo};
-use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::failure::{Failure, io_failure};
 use crate::id::Id;
-use crate::output::{hex, say};
+use crate::keys::{NewKey, say_new_key};
 use crate::session::{Context, ensure_login, handset};
 
 /// Why a file cannot be imported, in the words the person reads.
@@ -39,8 +47,152 @@ pub(crate) enum KeyFileError {
     Encrypted(String),
     #[error("{0}: not an OpenSSH or PKCS#8 private key ({1})")]
     Malformed(String, String),
-    #[error("{0}: a {1} key; the phone imports RSA keys (2048, 3072 or 4096 bits)")]
+    #[error(
+        "{0}: a {1} key; the phone imports RSA (2048, 3072 or 4096 bits), P-256, P-384 \
+         and Ed25519 keys"
+    )]
     Unsupported(String, String),
+}
+
+/// An EC private key read from a file, checked, before it is PKCS#8.
+enum EcKey {
+    P256(p256::SecretKey),
+    P384(p384::SecretKey),
+    Ed25519(ed25519_dalek::SigningKey),
+}
+
+impl EcKey {
+    /// The curve crates' PKCS#8 of the key (with its public key), so that
+    /// each form of one key sends the same bytes.
+    fn pkcs8(&self, name: &str) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
+        match self {
+            EcKey::P256(k) => k.to_pkcs8_der(),
+            EcKey::P384(k) => k.to_pkcs8_der(),
+            EcKey::Ed25519(k) => k.to_pkcs8_der(),
+        }
+        .map(|doc| doc.to_bytes())
+        .map_err(|e| KeyFileError::Malformed(name.to_owned(), e.to_string()))
+    }
+
+    /// A PKCS#8 EC key on `curve`, checked by the curve crate: the curve it
+    /// names, the scalar's range, and its public key against the scalar.
+    fn from_pkcs8(curve: Curve, der: &[u8]) -> Result<EcKey, String> {
+        let why = |e: p256::pkcs8::Error| format!("not a valid {} key: {e}", curve.name());
+        Ok(match curve {
+            Curve::P256 => EcKey::P256(p256::SecretKey::from_pkcs8_der(der).map_err(why)?),
+            Curve::P384 => EcKey::P384(p384::SecretKey::from_pkcs8_der(der).map_err(why)?),
+            Curve::Ed25519 => {
+                EcKey::Ed25519(ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(why)?)
+            }
+        })
+    }
+
+    /// A SEC1 `ECPrivateKey` (RFC 5915), on the curve it names; the curve
+    /// crate checks the scalar and the public key it carries.
+    fn from_sec1(name: &str, der: &[u8]) -> Result<EcKey, KeyFileError> {
+        let malformed = |why: String| KeyFileError::Malformed(name.to_owned(), why);
+        let key = sec1::EcPrivateKey::from_der(der).map_err(|e| malformed(e.to_string()))?;
+        let oid = key
+            .parameters
+            .and_then(|p| p.named_curve())
+            .ok_or_else(|| malformed("an EC key that names no curve".into()))?;
+        let bad = |e: p256::elliptic_curve::Error| malformed(format!("not a valid key: {e}"));
+        match oid.to_string().as_str() {
+            "1.2.840.10045.3.1.7" => Ok(EcKey::P256(
+                p256::SecretKey::from_sec1_der(der).map_err(bad)?,
+            )),
+            "1.3.132.0.34" => Ok(EcKey::P384(
+                p384::SecretKey::from_sec1_der(der).map_err(bad)?,
+            )),
+            other => Err(KeyFileError::Unsupported(
+                name.to_owned(),
+                curve_name(other),
+            )),
+        }
+    }
+
+    /// An OpenSSH ECDSA or Ed25519 key pair: its private key, checked to be
+    /// the public key's. `None` for another kind.
+    fn from_openssh(
+        name: &str,
+        data: &ssh_key::private::KeypairData,
+    ) -> Option<Result<EcKey, KeyFileError>> {
+        use ssh_key::private::{EcdsaKeypair, KeypairData};
+        let mismatch = || {
+            KeyFileError::Malformed(
+                name.to_owned(),
+                "its public key is not its private key's".into(),
+            )
+        };
+        let (key, public) = match data {
+            KeypairData::Ecdsa(EcdsaKeypair::NistP256 { public, private }) => (
+                p256::SecretKey::from_slice(private.as_slice()).map(EcKey::P256),
+                public.as_bytes(),
+            ),
+            KeypairData::Ecdsa(EcdsaKeypair::NistP384 { public, private }) => (
+                p384::SecretKey::from_slice(private.as_slice()).map(EcKey::P384),
+                public.as_bytes(),
+            ),
+            KeypairData::Ed25519(pair) => (
+                Ok(EcKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(
+                    &pair.private.to_bytes(),
+                ))),
+                &pair.public.0[..],
+            ),
+            _ => return None,
+        };
+        let Ok(key) = key else {
+            return Some(Err(KeyFileError::Malformed(
+                name.to_owned(),
+                "a private key out of range".into(),
+            )));
+        };
+        Some(if key.public_point() == public {
+            Ok(key)
+        } else {
+            Err(mismatch())
+        })
+    }
+
+    /// The public key: SEC1 uncompressed, or Ed25519's 32 bytes.
+    fn public_point(&self) -> Vec<u8> {
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        match self {
+            EcKey::P256(k) => k.public_key().to_encoded_point(false).as_bytes().to_vec(),
+            EcKey::P384(k) => k.public_key().to_encoded_point(false).as_bytes().to_vec(),
+            EcKey::Ed25519(k) => k.verifying_key().to_bytes().to_vec(),
+        }
+    }
+}
+
+/// A curve's common name for its OID, for a refusal.
+fn curve_name(oid: &str) -> String {
+    match oid {
+        "1.3.132.0.35" => "P-521".into(),
+        "1.3.132.0.10" => "secp256k1".into(),
+        other => format!("EC (curve {other})"),
+    }
+}
+
+/// PKCS#8 that is an EC key on a curve the phone holds, rewritten as the
+/// curve crates write it; any other PKCS#8 as it is, for the phone.
+fn checked_pkcs8(name: &str, der: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
+    let malformed = |why: String| KeyFileError::Malformed(name.to_owned(), why);
+    let info = PrivateKeyInfo::from_der(der).map_err(|e| malformed(e.to_string()))?;
+    match local::pkcs8_curve(der) {
+        Ok(Some(curve)) => EcKey::from_pkcs8(curve, der)
+            .map_err(malformed)?
+            .pkcs8(name),
+        Err(rv) if rv == CkRv::KEY_TYPE_INCONSISTENT => {
+            let oid = info
+                .algorithm
+                .parameters_oid()
+                .map(|o| o.to_string())
+                .unwrap_or_default();
+            Err(KeyFileError::Unsupported(name.to_owned(), curve_name(&oid)))
+        }
+        _ => Ok(Zeroizing::new(der.to_vec())),
+    }
 }
 
 /// The file's private key as unencrypted PKCS#8 DER.
@@ -50,9 +202,10 @@ pub(crate) fn pkcs8_of(name: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, K
         .ok()
         .filter(|_| bytes.first() != Some(&0x30));
     let Some(text) = text else {
-        // Binary: PKCS#8 DER, checked for shape here and in full on the phone.
+        // Binary: PKCS#8 DER, checked for shape here (an EC key in full) and
+        // in full on the phone.
         if PrivateKeyInfo::from_der(bytes).is_ok() {
-            return Ok(Zeroizing::new(bytes.to_vec()));
+            return checked_pkcs8(name, bytes);
         }
         return match RsaPrivateKey::from_pkcs1_der(bytes) {
             // PKCS#1 DER, as `openssl pkey -outform DER` writes an RSA key.
@@ -72,8 +225,15 @@ pub(crate) fn pkcs8_of(name: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, K
         "PRIVATE KEY" => {
             let (_, doc) = rsa::pkcs8::SecretDocument::from_pem(pem_block(text, label))
                 .map_err(|e| malformed(&e.to_string()))?;
-            PrivateKeyInfo::from_der(doc.as_bytes()).map_err(|e| malformed(&e.to_string()))?;
-            Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+            checked_pkcs8(name, doc.as_bytes())
+        }
+        "EC PRIVATE KEY" => {
+            if text.contains("Proc-Type: 4,ENCRYPTED") {
+                return Err(KeyFileError::Encrypted(name.to_owned()));
+            }
+            let (_, doc) = rsa::pkcs8::SecretDocument::from_pem(pem_block(text, label))
+                .map_err(|e| malformed(&e.to_string()))?;
+            EcKey::from_sec1(name, doc.as_bytes())?.pkcs8(name)
         }
         "ENCRYPTED PRIVATE KEY" => Err(KeyFileError::Encrypted(name.to_owned())),
         "RSA PRIVATE KEY" => {
@@ -89,6 +249,9 @@ pub(crate) fn pkcs8_of(name: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, K
                 .map_err(|e| malformed(&e.to_string()))?;
             if key.is_encrypted() {
                 return Err(KeyFileError::Encrypted(name.to_owned()));
+            }
+            if let Some(ec) = EcKey::from_openssh(name, key.key_data()) {
+                return ec?.pkcs8(name);
             }
             match key.key_data() {
                 ssh_key::private::KeypairData::Rsa(pair) => {
@@ -185,24 +348,13 @@ pub(crate) fn import(
     let h = handset(cx)?;
     ensure_login(cx, &h, token)?;
     let id = id.map(|i| i.0).unwrap_or_default();
+    // An EC key has its own call, whose answer is a point.
+    if let Ok(Some(curve)) = local::pkcs8_curve(&pkcs8) {
+        let key = cx.client.import_ec_key(&h, token, &id, label, &pkcs8)?;
+        return say_new_key(cx, &h, token, label, NewKey::Ec(curve, &key), true);
+    }
     let key = cx.client.import_key(&h, token, &id, label, &pkcs8)?;
-    let bits = key.modulus.len() * 8;
-    let text = format!(
-        "imported an RSA-{bits} key pair into {h}/{token} (it was made elsewhere)\nid:       {}\nexponent: {}\n",
-        hex(&key.id),
-        hex(&key.exponent)
-    );
-    let json = json!({
-        "handset": h,
-        "token": token,
-        "id": hex(&key.id),
-        "bits": bits,
-        "label": label,
-        "local": false,
-        "modulus": hex(&key.modulus),
-        "exponent": hex(&key.exponent),
-    });
-    say(cx, json, text)
+    say_new_key(cx, &h, token, label, NewKey::Rsa(&key), true)
 }
 
 #[cfg(test)]
@@ -238,6 +390,168 @@ mod tests {
         let got = pkcs8_of("k", text.as_bytes()).unwrap();
         use rsa::pkcs8::DecodePrivateKey;
         assert_eq!(RsaPrivateKey::from_pkcs8_der(&got).unwrap(), k);
+    }
+
+    /// An OpenSSH private key file of `data`.
+    fn openssh(data: ssh_key::private::KeypairData) -> String {
+        let key = ssh_key::PrivateKey::new(data, "me@there").unwrap();
+        key.to_openssh(ssh_key::LineEnding::LF).unwrap().to_string()
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        rsa::pkcs8::der::pem::encode_string(label, rsa::pkcs8::LineEnding::LF, der).unwrap()
+    }
+
+    /// SEC1 DER as openssl writes it (`openssl ec`): scalar, named curve
+    /// `oid` and public point.
+    fn sec1(scalar: &[u8], oid: &str, point: &[u8]) -> Vec<u8> {
+        use rsa::pkcs8::der::Encode;
+        sec1::EcPrivateKey {
+            private_key: scalar,
+            parameters: Some(sec1::EcParameters::NamedCurve(oid.parse().unwrap())),
+            public_key: Some(point),
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    fn sec1_p256(k: &p256::SecretKey) -> Vec<u8> {
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        let point = k.public_key().to_encoded_point(false);
+        sec1(&k.to_bytes(), "1.2.840.10045.3.1.7", point.as_bytes())
+    }
+
+    fn sec1_p384(k: &p384::SecretKey) -> Vec<u8> {
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        let point = k.public_key().to_encoded_point(false);
+        sec1(&k.to_bytes(), "1.3.132.0.34", point.as_bytes())
+    }
+
+    /// An OpenSSH ECDSA key pair of `sk`'s scalar and the public point
+    /// `public`.
+    fn nistp256(sk: &p256::SecretKey, public: &p256::SecretKey) -> ssh_key::private::KeypairData {
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        ssh_key::private::EcdsaKeypair::NistP256 {
+            public: public.public_key().to_encoded_point(false),
+            private: sk.clone().into(),
+        }
+        .into()
+    }
+
+    /// Issue 15, item 3: an EC key as PKCS#8 PEM and DER, SEC1 PEM and an
+    /// OpenSSH file all become the same PKCS#8, the curve crates' own.
+    #[test]
+    fn every_form_of_an_ec_key_gives_the_same_pkcs8() {
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        use p256::pkcs8::EncodePrivateKey as _;
+        use rsa::pkcs8::LineEnding;
+        use ssh_key::private::{EcdsaKeypair, Ed25519Keypair, Ed25519PrivateKey};
+        let rng = &mut rand::rngs::OsRng;
+        let k256 = p256::SecretKey::random(rng);
+        let k384 = p384::SecretKey::random(rng);
+        let ked = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+        let cases: Vec<(Vec<u8>, Vec<String>)> = vec![
+            (
+                k256.to_pkcs8_der().unwrap().as_bytes().to_vec(),
+                vec![
+                    k256.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+                    pem("EC PRIVATE KEY", &sec1_p256(&k256)),
+                    openssh(nistp256(&k256, &k256)),
+                ],
+            ),
+            (
+                k384.to_pkcs8_der().unwrap().as_bytes().to_vec(),
+                vec![
+                    k384.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+                    pem("EC PRIVATE KEY", &sec1_p384(&k384)),
+                    openssh(
+                        EcdsaKeypair::NistP384 {
+                            public: k384.public_key().to_encoded_point(false),
+                            private: k384.clone().into(),
+                        }
+                        .into(),
+                    ),
+                ],
+            ),
+            (
+                ked.to_pkcs8_der().unwrap().as_bytes().to_vec(),
+                vec![
+                    ked.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+                    openssh(Ed25519Keypair::from(Ed25519PrivateKey::from(&ked)).into()),
+                ],
+            ),
+        ];
+        for (want, forms) in cases {
+            assert_eq!(pkcs8_of("k", &want).unwrap().as_slice(), want);
+            for form in forms {
+                let got = pkcs8_of("k", form.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{form}"));
+                assert_eq!(got.as_slice(), want, "{form}");
+            }
+        }
+        // openssl's PKCS#8 carries no parameters in the ECPrivateKey: the
+        // same key, written again as the curve crates write it.
+        let inner = k256.to_sec1_der().unwrap();
+        let p256_oid: rsa::pkcs8::ObjectIdentifier = "1.2.840.10045.3.1.7".parse().unwrap();
+        let info = PrivateKeyInfo {
+            algorithm: rsa::pkcs8::AlgorithmIdentifierRef {
+                oid: "1.2.840.10045.2.1".parse().unwrap(),
+                parameters: Some((&p256_oid).into()),
+            },
+            private_key: &inner,
+            public_key: None,
+        };
+        use rsa::pkcs8::der::Encode;
+        let other = info.to_der().unwrap();
+        assert_eq!(
+            pkcs8_of("k", &other).unwrap().as_slice(),
+            k256.to_pkcs8_der().unwrap().as_bytes()
+        );
+    }
+
+    /// Issue 15, item 3: a key whose public key is not its scalar's, a
+    /// curve the phone does not hold and an encrypted SEC1 key are refused
+    /// by name.
+    #[test]
+    fn bad_ec_keys_are_refused() {
+        use p256::pkcs8::EncodePrivateKey as _;
+        let rng = &mut rand::rngs::OsRng;
+        let (a, b) = (p256::SecretKey::random(rng), p256::SecretKey::random(rng));
+        // PKCS#8 with b's public key at its end.
+        let mut mixed = a.to_pkcs8_der().unwrap().as_bytes().to_vec();
+        let b_der = b.to_pkcs8_der().unwrap();
+        let n = mixed.len();
+        mixed[n - 65..].copy_from_slice(&b_der.as_bytes()[b_der.as_bytes().len() - 65..]);
+        for bad in [mixed.clone(), pem("PRIVATE KEY", &mixed).into_bytes()] {
+            let e = pkcs8_of("k", &bad).unwrap_err();
+            assert!(matches!(e, KeyFileError::Malformed(..)), "{e}");
+        }
+        let e = pkcs8_of("k", openssh(nistp256(&a, &b)).as_bytes()).unwrap_err();
+        assert_eq!(
+            e,
+            KeyFileError::Malformed("k".into(), "its public key is not its private key's".into())
+        );
+        // P-521: a P-384 key with its curve renamed, as PKCS#8 and SEC1.
+        let k384 = p384::SecretKey::random(rng);
+        let rename = |der: &[u8]| {
+            let p384 = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+            let mut der = der.to_vec();
+            let at = der.windows(7).position(|w| w == p384).unwrap();
+            der[at + 6] = 0x23;
+            der
+        };
+        let p521 = rename(k384.to_pkcs8_der().unwrap().as_bytes());
+        let sec1 = pem("EC PRIVATE KEY", &rename(&sec1_p384(&k384)));
+        for bad in [p521, sec1.into_bytes()] {
+            let e = pkcs8_of("k.pem", &bad).unwrap_err();
+            assert_eq!(e, KeyFileError::Unsupported("k.pem".into(), "P-521".into()));
+            assert!(e.to_string().contains("P-256, P-384 and Ed25519"), "{e}");
+        }
+        let legacy = "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+                      DEK-Info: AES-128-CBC,00\n\nAAAA\n-----END EC PRIVATE KEY-----\n";
+        assert_eq!(
+            pkcs8_of("k", legacy.as_bytes()),
+            Err(KeyFileError::Encrypted("k".into()))
+        );
     }
 
     #[test]

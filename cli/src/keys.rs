@@ -4,8 +4,8 @@
 
 use serde_json::json;
 
-use phonecsp::{Error, local};
-use phonecsp_protocol::ck::{cka, cko};
+use phonecsp::{EcKeyPairInfo, Error, KeyPairInfo, local};
+use phonecsp_protocol::ck::{Curve, cka, cko};
 
 use crate::args::KeyType;
 use crate::failure::Failure;
@@ -23,18 +23,68 @@ pub(crate) fn keygen(
     let h = handset(cx)?;
     ensure_login(cx, &h, token)?;
     let id = id.map(|i| i.0).unwrap_or_default();
-    let bits = match key_type {
-        KeyType::Rsa(bits) => bits,
+    match key_type {
+        KeyType::Rsa(bits) => {
+            let key = cx.client.generate_key_pair(&h, token, bits, &id, label)?;
+            say_new_key(cx, &h, token, label, NewKey::Rsa(&key), false)
+        }
         KeyType::Ec(curve) => {
             let key = cx
                 .client
                 .generate_ec_key_pair(&h, token, curve.number(), &id, label)?;
+            say_new_key(cx, &h, token, label, NewKey::Ec(curve, &key), false)
+        }
+    }
+}
+
+/// A key pair now on the phone, as the handset answered it.
+pub(crate) enum NewKey<'a> {
+    Rsa(&'a KeyPairInfo),
+    Ec(Curve, &'a EcKeyPairInfo),
+}
+
+/// What `keygen` and `import` say of the key pair they put on the phone;
+/// `imported` says it was made elsewhere (`CKA_LOCAL` false).
+pub(crate) fn say_new_key(
+    cx: &Context,
+    h: &str,
+    token: &str,
+    label: &str,
+    key: NewKey<'_>,
+    imported: bool,
+) -> Result<(), Failure> {
+    let (made, whence) = if imported {
+        ("imported", " (it was made elsewhere)")
+    } else {
+        ("generated", "")
+    };
+    let (text, json) = match key {
+        NewKey::Rsa(key) => {
+            let bits = key.modulus.len() * 8;
+            let text = format!(
+                "{made} an RSA-{bits} key pair in {h}/{token}{whence}\nid:       {}\nexponent: {}\n",
+                hex(&key.id),
+                hex(&key.exponent)
+            );
+            let json = json!({
+                "handset": h,
+                "token": token,
+                "id": hex(&key.id),
+                "bits": bits,
+                "label": label,
+                "local": !imported,
+                "modulus": hex(&key.modulus),
+                "exponent": hex(&key.exponent),
+            });
+            (text, json)
+        }
+        NewKey::Ec(curve, key) => {
             let public = local::EcPublicKey::new(curve, &key.point)
                 .map(local::PublicKey::Ec)
                 .map_err(|rv| Error::token(rv, "the handset answered a point not on the curve"))?;
             let ssh = public.openssh(label);
             let text = format!(
-                "generated a {} key pair in {h}/{token}\nid:      {}\nopenssh: {ssh}\n",
+                "{made} a {} key pair in {h}/{token}{whence}\nid:      {}\nopenssh: {ssh}\n",
                 curve.name(),
                 hex(&key.id),
             );
@@ -45,27 +95,13 @@ pub(crate) fn keygen(
                 "type": curve.name(),
                 "bits": curve.bits(),
                 "label": label,
+                "local": !imported,
                 "point": hex(&key.point),
                 "openssh": ssh,
             });
-            return say(cx, json, text);
+            (text, json)
         }
     };
-    let key = cx.client.generate_key_pair(&h, token, bits, &id, label)?;
-    let text = format!(
-        "generated an RSA-{bits} key pair in {h}/{token}\nid:       {}\nexponent: {}\n",
-        hex(&key.id),
-        hex(&key.exponent)
-    );
-    let json = json!({
-        "handset": h,
-        "token": token,
-        "id": hex(&key.id),
-        "bits": bits,
-        "label": label,
-        "modulus": hex(&key.modulus),
-        "exponent": hex(&key.exponent),
-    });
     say(cx, json, text)
 }
 
