@@ -12,6 +12,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss, RsaPublicKey};
 use sha1::Sha1;
 use sha2::{Sha224, Sha256, Sha384, Sha512};
+use zeroize::Zeroizing;
 
 /// An RSA public key from its modulus and exponent (big-endian).
 pub fn public_key(modulus: &[u8], exponent: &[u8]) -> Result<RsaPublicKey, CkRv> {
@@ -235,6 +236,42 @@ impl PublicKey {
         out.push_str("-----END PUBLIC KEY-----\n");
         Ok(out)
     }
+}
+
+/// PKCS#8 DER of the EC private key whose PKCS#11 `CKA_VALUE` is `value`:
+/// for P-256 and P-384 the scalar d, big-endian (a shorter one is its
+/// value, left-padded), in [1, n-1]; for Ed25519 the 32-byte private key
+/// of RFC 8032 (the seed). Anything else is `ATTRIBUTE_VALUE_INVALID`.
+/// Written as the curve crates write it, with the public key.
+pub fn ec_private_key_pkcs8(curve: Curve, value: &[u8]) -> Result<Zeroizing<Vec<u8>>, CkRv> {
+    use p256::pkcs8::EncodePrivateKey as _;
+    let n = curve.field_len();
+    if value.is_empty() || value.len() > n {
+        return Err(CkRv::ATTRIBUTE_VALUE_INVALID);
+    }
+    if curve == Curve::Ed25519 && value.len() != n {
+        return Err(CkRv::ATTRIBUTE_VALUE_INVALID);
+    }
+    let mut padded = Zeroizing::new(vec![0u8; n]);
+    padded[n - value.len()..].copy_from_slice(value);
+    let invalid = |_| CkRv::ATTRIBUTE_VALUE_INVALID;
+    let doc = match curve {
+        Curve::P256 => p256::SecretKey::from_slice(&padded)
+            .map_err(invalid)?
+            .to_pkcs8_der(),
+        Curve::P384 => p384::SecretKey::from_slice(&padded)
+            .map_err(invalid)?
+            .to_pkcs8_der(),
+        Curve::Ed25519 => {
+            let seed = Zeroizing::new(
+                <[u8; 32]>::try_from(padded.as_slice())
+                    .map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?,
+            );
+            ed25519_dalek::SigningKey::from_bytes(&seed).to_pkcs8_der()
+        }
+    }
+    .map_err(|_| CkRv::ATTRIBUTE_VALUE_INVALID)?;
+    Ok(doc.to_bytes())
 }
 
 /// The curve of an EC private key in PKCS#8 DER (`id-ecPublicKey` with a

@@ -73,16 +73,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<EcKeyPairInfo>;
     /// `CKM_ECDH1_DERIVE`'s private step: Z for the peer's point.
     fn derive(&self, t: &TokenName, key_id: &[u8], peer: &[u8]) -> Result<Secret>;
-    /// Moves a private key made elsewhere (unencrypted PKCS#8 DER) onto the
-    /// handset, answered as a generated pair; an empty `id` lets the
-    /// handset choose one.
-    fn import_key(
-        &self,
-        t: &TokenName,
-        id: &[u8],
-        label: &str,
-        pkcs8: &[u8],
-    ) -> Result<KeyPairInfo>;
+    /// Moves a private key made elsewhere (unencrypted PKCS#8 DER, RSA or
+    /// EC) onto the handset; answered with the id it has there. An empty
+    /// `id` lets the handset choose one.
+    fn import_key(&self, t: &TokenName, id: &[u8], label: &str, pkcs8: &[u8]) -> Result<Vec<u8>>;
     /// At most `protocol::limits`' largest random request per call.
     fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>>;
     fn put_certificate(&self, t: &TokenName, id: &[u8], label: &str, der: &[u8]) -> Result<()>;
@@ -173,15 +167,21 @@ impl Backend for Dbus {
             .generate_key_pair(&t.handset, &t.token, bits, id, label)
     }
 
-    fn import_key(
-        &self,
-        t: &TokenName,
-        id: &[u8],
-        label: &str,
-        pkcs8: &[u8],
-    ) -> Result<KeyPairInfo> {
-        self.client()?
-            .import_key(&t.handset, &t.token, id, label, pkcs8)
+    /// An EC key goes by the daemon's ImportEcKey, whose answer is a point.
+    fn import_key(&self, t: &TokenName, id: &[u8], label: &str, pkcs8: &[u8]) -> Result<Vec<u8>> {
+        let client = self.client()?;
+        Ok(match phonecsp::local::pkcs8_curve(pkcs8) {
+            Ok(Some(_)) => {
+                client
+                    .import_ec_key(&t.handset, &t.token, id, label, pkcs8)?
+                    .id
+            }
+            _ => {
+                client
+                    .import_key(&t.handset, &t.token, id, label, pkcs8)?
+                    .id
+            }
+        })
     }
 
     fn random(&self, handset: &str, len: u32) -> Result<Vec<u8>> {

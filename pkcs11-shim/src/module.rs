@@ -1099,12 +1099,12 @@ impl Module {
             return fail(CKR_USER_NOT_LOGGED_IN);
         }
         let t = self.names(slot)?;
-        let kp = self.check(slot, self.backend.import_key(&t, id, &label, &pkcs8))?;
+        let kp_id = self.check(slot, self.backend.import_key(&t, id, &label, &pkcs8))?;
         self.forget_attrs(slot);
         Ok(lock(&self.objects).handle(ObjKey {
             slot,
             class: CKO_PRIVATE_KEY,
-            id: kp.id,
+            id: kp_id,
         }))
     }
 
@@ -1547,11 +1547,12 @@ impl Module {
             }
             symmetric::unwrap_kwp(&value, wrapped)?
         };
-        // The template names the key's type; its values are in the
-        // wrapped key, not the template.
-        if let Some(k) = objects::find(template, CKA_KEY_TYPE)
-            && objects::as_ulong(k)? != CKK_RSA
-        {
+        // The template may name the key's type (and an EC key's curve);
+        // its values are in the wrapped key, not the template.
+        let key_type = objects::find(template, CKA_KEY_TYPE)
+            .map(objects::as_ulong)
+            .transpose()?;
+        if key_type.is_some_and(|k| k != CKK_RSA && k != CKK_EC && k != CKK_EC_EDWARDS) {
             return fail(CKR_TEMPLATE_INCONSISTENT);
         }
         for t in [CKA_MODULUS, CKA_PRIVATE_EXPONENT, CKA_VALUE] {
@@ -1574,6 +1575,19 @@ impl Module {
                 return fail(CKR_WRAPPED_KEY_INVALID);
             }
         }
+        // The key in it must be of the type (and curve) the template names.
+        let curve = match phonecsp::local::pkcs8_curve(&pkcs8) {
+            Ok(curve) => curve,
+            // An EC key on a curve the phone does not hold.
+            Err(_) => return fail(CKR_WRAPPED_KEY_INVALID),
+        };
+        let found = curve.map_or(CKK_RSA, |c| CK_KEY_TYPE::from(c.key_type()));
+        if key_type.is_some_and(|k| k != found)
+            || objects::find(template, CKA_EC_PARAMS)
+                .is_some_and(|p| curve != phonecsp_protocol::Curve::from_ec_params(p))
+        {
+            return fail(CKR_TEMPLATE_INCONSISTENT);
+        }
         let id = objects::find(template, CKA_ID).unwrap_or_default();
         let label = match objects::find(template, CKA_LABEL) {
             Some(l) => {
@@ -1585,7 +1599,7 @@ impl Module {
             return fail(CKR_USER_NOT_LOGGED_IN);
         }
         let t = self.names(slot)?;
-        let kp = self
+        let kp_id = self
             .check(slot, self.backend.import_key(&t, id, &label, &pkcs8))
             .map_err(|e| match e.rv() {
                 // What the phone says of a key that is not one it holds.
@@ -1598,7 +1612,7 @@ impl Module {
         Ok(lock(&self.objects).handle(ObjKey {
             slot,
             class: CKO_PRIVATE_KEY,
-            id: kp.id,
+            id: kp_id,
         }))
     }
 

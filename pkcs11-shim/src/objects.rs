@@ -147,7 +147,7 @@ pub fn private_key_pkcs8(template: &Template) -> Result<zeroize::Zeroizing<Vec<u
     let key_type = find(template, CKA_KEY_TYPE)
         .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
         .and_then(as_ulong)?;
-    if key_type != CKK_RSA {
+    if key_type != CKK_RSA && key_type != CKK_EC && key_type != CKK_EC_EDWARDS {
         return fail(CKR_ATTRIBUTE_VALUE_INVALID);
     }
     if let Some(v) = find(template, CKA_EXTRACTABLE)
@@ -159,6 +159,9 @@ pub fn private_key_pkcs8(template: &Template) -> Result<zeroize::Zeroizing<Vec<u
         && !as_bool(v)?
     {
         return fail(CKR_ATTRIBUTE_VALUE_INVALID);
+    }
+    if key_type != CKK_RSA {
+        return ec_private_key_pkcs8(template, key_type);
     }
     let number = |t| {
         find(template, t)
@@ -190,6 +193,29 @@ pub fn private_key_pkcs8(template: &Template) -> Result<zeroize::Zeroizing<Vec<u
         .to_pkcs8_der()
         .map_err(|_| Error::Rv(CKR_ATTRIBUTE_VALUE_INVALID))?;
     Ok(der.to_bytes())
+}
+
+/// An EC private key's template as PKCS#8: `CKA_EC_PARAMS` (missing:
+/// `CKR_TEMPLATE_INCOMPLETE`) names P-256 or P-384 for `CKK_EC`, Ed25519
+/// for `CKK_EC_EDWARDS` (another curve: `CKR_CURVE_NOT_SUPPORTED`, which
+/// PKCS#11 lists for `C_CreateObject`; the other kind's curve:
+/// `CKR_TEMPLATE_INCONSISTENT`), and `CKA_VALUE` is the private value
+/// (missing: `CKR_TEMPLATE_INCOMPLETE`; not a key of the curve:
+/// `CKR_ATTRIBUTE_VALUE_INVALID`).
+fn ec_private_key_pkcs8(
+    template: &Template,
+    key_type: CK_KEY_TYPE,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let params = find(template, CKA_EC_PARAMS).ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
+    let curve = phonecsp_protocol::Curve::from_ec_params(params)
+        .ok_or(Error::Rv(CKR_CURVE_NOT_SUPPORTED))?;
+    if CK_KEY_TYPE::from(curve.key_type()) != key_type {
+        return fail(CKR_TEMPLATE_INCONSISTENT);
+    }
+    let value = find(template, CKA_VALUE)
+        .filter(|v| !v.is_empty())
+        .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))?;
+    phonecsp::local::ec_private_key_pkcs8(curve, value).map_err(Error::from)
 }
 
 /// The full attribute set of an object of `class`, from the daemon's
@@ -711,6 +737,61 @@ mod tests {
         d.insert(CKA_MODULUS as u32, vec![0xC1; 256]);
         d.insert(CKA_PUBLIC_EXPONENT as u32, vec![1, 0, 1]);
         d
+    }
+
+    /// Issue 15, item 3: an EC private key's template becomes the PKCS#8
+    /// of its curve; a missing, unsupported or inconsistent curve and a
+    /// value that is no key are refused with the standard's values.
+    #[test]
+    fn ec_private_key_templates_become_pkcs8() {
+        use phonecsp_protocol::Curve;
+        let template = |key_type, params: &[u8], value: &[u8]| -> Template {
+            vec![
+                (CKA_CLASS, ulong(CKO_PRIVATE_KEY)),
+                (CKA_KEY_TYPE, ulong(key_type)),
+                (CKA_EC_PARAMS, params.to_vec()),
+                (CKA_VALUE, value.to_vec()),
+            ]
+        };
+        let p256 = Curve::P256.ec_params();
+        let ed = Curve::Ed25519.ec_params();
+        for (key_type, params, value) in [
+            (CKK_EC, p256, &[7u8; 32][..]),
+            // A short scalar is its value.
+            (CKK_EC, p256, &[7u8; 3][..]),
+            (CKK_EC, Curve::P384.ec_params(), &[9u8; 48][..]),
+            (CKK_EC_EDWARDS, ed, &[1u8; 32][..]),
+        ] {
+            let der = private_key_pkcs8(&template(key_type, params, value)).unwrap();
+            let curve = phonecsp::local::pkcs8_curve(&der).unwrap().unwrap();
+            assert_eq!(curve.ec_params(), params);
+        }
+        // secp256k1 (1.3.132.0.10).
+        let k1 = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a];
+        let rv = |t: Template| match private_key_pkcs8(&t) {
+            Err(e) => e.rv(),
+            Ok(_) => CKR_OK,
+        };
+        assert_eq!(rv(template(CKK_EC, &k1, &[7; 32])), CKR_CURVE_NOT_SUPPORTED);
+        assert_eq!(
+            rv(template(CKK_EC, ed, &[7; 32])),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        assert_eq!(
+            rv(template(CKK_EC_EDWARDS, p256, &[7; 32])),
+            CKR_TEMPLATE_INCONSISTENT
+        );
+        for bad in [&[0u8; 32][..], &[0xff; 32], &[7; 33]] {
+            assert_eq!(rv(template(CKK_EC, p256, bad)), CKR_ATTRIBUTE_VALUE_INVALID);
+        }
+        assert_eq!(
+            rv(template(CKK_EC_EDWARDS, ed, &[7; 31])),
+            CKR_ATTRIBUTE_VALUE_INVALID
+        );
+        assert_eq!(rv(template(CKK_EC, p256, &[])), CKR_TEMPLATE_INCOMPLETE);
+        let mut no_params = template(CKK_EC, p256, &[7; 32]);
+        no_params.retain(|(t, _)| *t != CKA_EC_PARAMS);
+        assert_eq!(rv(no_params), CKR_TEMPLATE_INCOMPLETE);
     }
 
     #[test]

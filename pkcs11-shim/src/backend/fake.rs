@@ -397,13 +397,7 @@ impl Backend for Fake {
 
     /// The key must be the fake's one key (whose signatures the tests
     /// check), under a new id.
-    fn import_key(
-        &self,
-        t: &TokenName,
-        id: &[u8],
-        label: &str,
-        pkcs8: &[u8],
-    ) -> Result<KeyPairInfo> {
+    fn import_key(&self, t: &TokenName, id: &[u8], label: &str, pkcs8: &[u8]) -> Result<Vec<u8>> {
         use rsa::pkcs8::DecodePrivateKey;
         let key = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8)
             .map_err(|_| phonecsp::Error::from(CkRv::ATTRIBUTE_VALUE_INVALID))?;
@@ -412,7 +406,7 @@ impl Backend for Fake {
         }
         let kp = self.generate(t, 2048, id, label)?;
         self.state().imported.push(kp.id.clone());
-        Ok(kp)
+        Ok(kp.id)
     }
 
     fn random(&self, _: &str, len: u32) -> Result<Vec<u8>> {

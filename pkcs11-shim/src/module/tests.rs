@@ -593,8 +593,13 @@ fn a_token_private_key_is_imported_and_reads_as_not_local() {
             CKR_TEMPLATE_INCOMPLETE,
         ),
         (
-            "EC",
+            "EC without CKA_EC_PARAMS",
             template(vec![(CKA_KEY_TYPE, objects::ulong(CKK_EC))], none),
+            CKR_TEMPLATE_INCOMPLETE,
+        ),
+        (
+            "DSA",
+            template(vec![(CKA_KEY_TYPE, objects::ulong(CKK_DSA))], none),
             CKR_ATTRIBUTE_VALUE_INVALID,
         ),
         (
