@@ -2503,14 +2503,7 @@ mod tests {
         assert_eq!(c.private_key(&kek, &[9]).unwrap().n(), test_key().n());
         // Dropping the field would make it read as generated: the check
         // finds it.
-        edit(&store, "ssh", |v| {
-            v["keys"][0].as_object_mut().unwrap().remove("local");
-        });
-        let c = store.load_container("ssh").unwrap();
-        assert_eq!(
-            c.key(&[9]).unwrap().health(),
-            KeyHealth::Damaged(Damage::Integrity)
-        );
+        let c = without_local(&store, 9);
         assert_eq!(c.key(&[1]).unwrap().health(), KeyHealth::Sound);
     }
 
@@ -2535,14 +2528,21 @@ mod tests {
             panic!("not an EC key");
         };
         assert_eq!(opened.to_bytes().as_slice(), sk.to_bytes().as_slice());
-        edit(&store, "ssh", |v| {
+        without_local(&store, 7);
+    }
+
+    /// The container `ssh` reloaded after its first key, the imported key
+    /// `id`, lost its `local` field: that key fails its check.
+    fn without_local(store: &Store, id: u8) -> Container {
+        edit(store, "ssh", |v| {
             v["keys"][0].as_object_mut().unwrap().remove("local");
         });
         let c = store.load_container("ssh").unwrap();
         assert_eq!(
-            c.key(&[7]).unwrap().health(),
+            c.key(&[id]).unwrap().health(),
             KeyHealth::Damaged(Damage::Integrity)
         );
+        c
     }
 
     #[test]

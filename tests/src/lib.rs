@@ -1015,6 +1015,119 @@ impl ModuleRig {
             .output()
             .expect("pkcs11-tool (install opensc)")
     }
+
+    /// The token's public key `id` as pkcs11-tool exports it (DER; OpenSC
+    /// 0.23 writes an EdDSA key as PEM): the file's path.
+    pub fn read_public_key(&self, id: &str) -> PathBuf {
+        let out = self.path(&format!("pub-{id}.der"));
+        let path = out.to_str().expect("UTF-8 path");
+        ok(self.pkcs11_tool(&["--read-object", "--type", "pubkey", "--id", id, "-o", path]));
+        out
+    }
+
+    /// Signs `msg` with key `id` by `mechanism` through pkcs11-tool, with
+    /// `extra` arguments; the signature file.
+    pub fn pkcs11_sign(&self, id: &str, mechanism: &str, msg: &Path, extra: &[&str]) -> PathBuf {
+        let sig = self.path(&format!("sig-{id}-{mechanism}-{}", extra.len()));
+        let mut cmd = self.cmd("pkcs11-tool");
+        cmd.arg("--module").arg(&self.module);
+        let o = cmd
+            .args(pkcs11_sign_args(id, mechanism, msg, &sig))
+            .args(extra)
+            .output()
+            .expect("pkcs11-tool (install opensc)");
+        ok(o);
+        sig
+    }
+
+    /// An ssh login to a real sshd that trusts only `authorized` (an
+    /// OpenSSH public key line), with the key on the phone through the
+    /// module; `ssh` must run `echo marker`. Said and skipped unless root
+    /// (sshd needs it).
+    pub fn ssh_login_trusting(&self, authorized: &str, marker: &str) {
+        if !is_root() {
+            eprintln!("SKIPPED: sshd needs root");
+            return;
+        }
+        let sshd = Sshd::start(&self.path("."), authorized.trim());
+        let out = sshd.login(self.cmd("ssh"), &self.module, &format!("echo {marker}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(marker),
+            "ssh failed: {}\n{stdout}\n{}\n--- sshd log\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            sshd.log()
+        );
+    }
+
+    /// The module loaded into this process by the `cryptoki` crate, pointed
+    /// at this rig, and a read/write session on the token logged in with
+    /// [`PIN`]. Only in a process of the test's own ([`own_process`]): the
+    /// module reads its environment, set here, when it starts.
+    pub fn cryptoki_session(&self) -> cryptoki::session::Session {
+        use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+        use cryptoki::session::UserType;
+        use cryptoki::types::AuthPin;
+        for (k, v) in [
+            ("PHONECSP_BUS", self.bus.address.clone()),
+            ("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string()),
+        ] {
+            // SAFETY: set before the module starts any thread, in a process
+            // of this test alone (see `own_process`).
+            unsafe { std::env::set_var(k, v) };
+        }
+        let p = Pkcs11::new(&self.module).expect("load the module");
+        p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .expect("C_Initialize");
+        let slot = p.get_slots_with_token().expect("slots")[0];
+        let session = p.open_rw_session(slot).expect("a R/W session");
+        session
+            .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+            .expect("C_Login");
+        session
+    }
+}
+
+/// A fresh EC key made by `openssl genpkey` on `curve` (P-256, P-384,
+/// P-521) at `path`, PKCS#8 PEM.
+pub fn openssl_ec_key(path: &Path, curve: &str) -> PathBuf {
+    ok(Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+        .arg(format!("ec_paramgen_curve:{curve}"))
+        .arg("-out")
+        .arg(path)
+        .output()
+        .expect("openssl"));
+    path.to_owned()
+}
+
+/// `pkcs11-tool`'s arguments to log in with [`PIN`] and sign `input` with
+/// key `id` by `mechanism` into `output`.
+pub fn pkcs11_sign_args<'a>(
+    id: &'a str,
+    mechanism: &'a str,
+    input: &'a Path,
+    output: &'a Path,
+) -> Vec<&'a std::ffi::OsStr> {
+    let mut args: Vec<&std::ffi::OsStr> = [
+        "--login",
+        "--pin",
+        PIN,
+        "--sign",
+        "--mechanism",
+        mechanism,
+        "--id",
+        id,
+        "-i",
+    ]
+    .into_iter()
+    .map(std::ffi::OsStr::new)
+    .collect();
+    args.push(input.as_os_str());
+    args.push(std::ffi::OsStr::new("-o"));
+    args.push(output.as_os_str());
+    args
 }
 
 /// An OpenSSL configuration, written to `path`, that loads the pkcs11

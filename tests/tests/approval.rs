@@ -4,7 +4,9 @@
 //! program that asks; a refusal and an unanswered prompt come back as
 //! distinct errors that say which.
 
-use phonecsp_tests::{Fixture, KEY_ID_HEX, PIN, fixture, phonecsp, pkcs11_module, wait_for_object};
+use phonecsp_tests::{
+    Fixture, KEY_ID_HEX, PIN, fixture, phonecsp, pkcs11_module, pkcs11_sign_args, wait_for_object,
+};
 use std::process::{Command, Output, Stdio};
 
 const KEY: &str = "/org/phonecsp/handset/phone/ssh/key_01";
@@ -46,18 +48,7 @@ fn sign_with_pkcs11_tool(f: &Fixture) -> Output {
     let cmd = Command::new("pkcs11-tool")
         .arg("--module")
         .arg(pkcs11_module())
-        .args([
-            "--login",
-            "--pin",
-            PIN,
-            "--sign",
-            "--mechanism",
-            "SHA256-RSA-PKCS",
-        ])
-        .args(["--id", KEY_ID_HEX, "-i"])
-        .arg(&data)
-        .arg("-o")
-        .arg(&out)
+        .args(pkcs11_sign_args(KEY_ID_HEX, "SHA256-RSA-PKCS", &data, &out))
         .env("PHONECSP_BUS", &f.bus.address)
         .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
         .stdin(Stdio::null())

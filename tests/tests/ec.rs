@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use phonecsp::{Bus, ClientOptions};
 use phonecsp_tests::ModuleRig;
-use phonecsp_tests::{PIN, Sshd, is_root, ok, own_process};
+use phonecsp_tests::{PIN, ok, openssl_ec_key, own_process};
 
 /// The shared rig, with this file's own helpers on it.
 struct Fixture(ModuleRig);
@@ -52,16 +52,7 @@ impl Fixture {
     /// by openssl (which so also checks the SPKI).
     fn public_pem(&self, id: &str) -> PathBuf {
         eprintln!("exporting public key {id}");
-        let der = self.path(&format!("pub-{id}.der"));
-        ok(self.pkcs11_tool(&[
-            "--read-object",
-            "--type",
-            "pubkey",
-            "--id",
-            id,
-            "-o",
-            s(&der),
-        ]));
+        let der = self.read_public_key(id);
         let pem = self.path(&format!("pub-{id}.pem"));
         // pkcs11-tool 0.23 writes an EdDSA key as PEM, the others as DER.
         let form = if std::fs::read(&der).unwrap().starts_with(b"-----") {
@@ -104,28 +95,6 @@ impl Fixture {
         ok(self.p11tool(&["--login", "--export-pubkey", &uri, "--outfile", s(&pem)]));
         pem
     }
-
-    /// Signs `msg` with key `id` through pkcs11-tool; the signature file.
-    fn sign(&self, id: &str, mechanism: &str, msg: &Path, extra: &[&str]) -> PathBuf {
-        let sig = self.path(&format!("sig-{id}-{mechanism}-{}", extra.len()));
-        let mut args = vec![
-            "--login",
-            "--pin",
-            PIN,
-            "--sign",
-            "--mechanism",
-            mechanism,
-            "--id",
-            id,
-            "-i",
-            s(msg),
-            "-o",
-            s(&sig),
-        ];
-        args.extend(extra);
-        ok(self.pkcs11_tool(&args));
-        sig
-    }
 }
 
 /// P-256 and P-384: generated on the phone by pkcs11-tool, listed with
@@ -162,9 +131,9 @@ fn pkcs11_tool_generates_nist_keys_and_openssl_verifies_ecdsa() {
             f.p11tool_public_pem(id)
         };
         // The raw r||s PKCS#11 returns, converted to DER by pkcs11-tool.
-        let raw = f.sign(id, "ECDSA-SHA256", &msg, &[]);
+        let raw = f.pkcs11_sign(id, "ECDSA-SHA256", &msg, &[]);
         assert_eq!(std::fs::metadata(&raw).unwrap().len(), raw_len);
-        let sig = f.sign(id, "ECDSA-SHA256", &msg, &["--signature-format", "openssl"]);
+        let sig = f.pkcs11_sign(id, "ECDSA-SHA256", &msg, &["--signature-format", "openssl"]);
         let v = ok(Command::new("openssl")
             .args([
                 "dgst",
@@ -228,7 +197,7 @@ fn pkcs11_tool_generates_ed25519_and_openssl_verifies_eddsa() {
     let pem = f.public_pem("08");
     let msg = f.path("msg");
     std::fs::write(&msg, b"an Ed25519 message").unwrap();
-    let sig = f.sign("08", "EDDSA", &msg, &[]);
+    let sig = f.pkcs11_sign("08", "EDDSA", &msg, &[]);
     assert_eq!(std::fs::metadata(&sig).unwrap().len(), 64);
     let v = Command::new("openssl")
         .args([
@@ -283,20 +252,7 @@ fn ssh_logs_in_with_a_p256_key_on_the_phone() {
     if String::from_utf8_lossy(&version.stderr).starts_with("OpenSSH_9.2") {
         assert!(!keys.contains("ssh-ed25519"), "{keys}");
     }
-    if !is_root() {
-        eprintln!("SKIPPED: sshd needs root");
-        return;
-    }
-    let sshd = Sshd::start(&f.path("."), &line);
-    let out = sshd.login(f.cmd("ssh"), &f.module, "echo logged-in-by-ec-key");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("logged-in-by-ec-key"),
-        "ssh failed: {}\n{stdout}\n{}\n--- sshd log\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        sshd.log()
-    );
+    f.ssh_login_trusting(&line, "logged-in-by-ec-key");
 }
 
 /// ECDH: `pkcs11-tool --derive` with the phone's P-256 key and a peer key
@@ -307,19 +263,7 @@ fn pkcs11_tool_derive_agrees_with_openssl() {
     let f = fixture();
     ok(f.keypairgen("EC:prime256v1", "05"));
     let phone_pem = f.public_pem("05");
-    let peer = f.path("peer.pem");
-    ok(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            s(&peer),
-        ])
-        .output()
-        .unwrap());
+    let peer = openssl_ec_key(&f.path("peer.pem"), "P-256");
     let peer_pub = f.path("peer-pub.der");
     ok(Command::new("openssl")
         .args([
@@ -378,33 +322,15 @@ fn pkcs11_tool_derive_agrees_with_openssl() {
 /// the standard's error, and nothing is stored half-way.
 #[test]
 fn bad_ec_input_gets_the_standards_errors() {
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     use cryptoki::error::{Error as CkError, RvError};
     use cryptoki::mechanism::Mechanism;
     use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
     use cryptoki::object::{Attribute, KeyType, ObjectClass};
-    use cryptoki::session::UserType;
-    use cryptoki::types::AuthPin;
     if own_process("bad_ec_input_gets_the_standards_errors") {
         return;
     }
     let f = fixture();
-    for (k, v) in [
-        ("PHONECSP_BUS", f.bus.address.clone()),
-        ("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string()),
-    ] {
-        // SAFETY: set before the module starts any thread, in a process
-        // of this test alone (see `own_process`).
-        unsafe { std::env::set_var(k, v) };
-    }
-    let p = Pkcs11::new(&f.module).expect("load the module");
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
-    let slot = p.get_slots_with_token().unwrap()[0];
-    let session = p.open_rw_session(slot).unwrap();
-    session
-        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
+    let session = f.cryptoki_session();
     fn rv<T>(r: Result<T, CkError>) -> RvError {
         match r {
             Err(CkError::Pkcs11(rv, _)) => rv,
