@@ -118,12 +118,6 @@ impl EcKey {
         data: &ssh_key::private::KeypairData,
     ) -> Option<Result<EcKey, KeyFileError>> {
         use ssh_key::private::{EcdsaKeypair, KeypairData};
-        let mismatch = || {
-            KeyFileError::Malformed(
-                name.to_owned(),
-                "its public key is not its private key's".into(),
-            )
-        };
         let (key, public) = match data {
             KeypairData::Ecdsa(EcdsaKeypair::NistP256 { public, private }) => (
                 p256::SecretKey::from_slice(private.as_slice()).map(EcKey::P256),
@@ -141,17 +135,22 @@ impl EcKey {
             ),
             _ => return None,
         };
-        let Ok(key) = key else {
-            return Some(Err(KeyFileError::Malformed(
-                name.to_owned(),
-                "a private key out of range".into(),
-            )));
-        };
-        Some(if key.public_point() == public {
-            Ok(key)
-        } else {
-            Err(mismatch())
-        })
+        Some(EcKey::checked(name, key, public))
+    }
+
+    /// `key`, read from a file, if it is valid and `public` is its public
+    /// key.
+    fn checked(
+        name: &str,
+        key: Result<EcKey, p256::elliptic_curve::Error>,
+        public: &[u8],
+    ) -> Result<EcKey, KeyFileError> {
+        let why = |why: &str| KeyFileError::Malformed(name.to_owned(), why.into());
+        let key = key.map_err(|_| why("a private key out of range"))?;
+        if key.public_point() != public {
+            return Err(why("its public key is not its private key's"));
+        }
+        Ok(key)
     }
 
     /// The public key: SEC1 uncompressed, or Ed25519's 32 bytes.
@@ -246,17 +245,26 @@ pub(crate) fn pkcs8_of(name: &str, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, K
         }
         "OPENSSH PRIVATE KEY" => {
             let block = pem_block(text, label);
-            let key = ssh_key::PrivateKey::from_openssh(block).map_err(|e| {
-                // A key of a kind the parser does not read (ssh-key 0.6
-                // misreads some P-521 keys) is named by the type its file
-                // gives; one of a kind the phone takes is damaged.
-                match openssh_key_type(block) {
-                    Some(t) if !OPENSSH_TYPES.contains(&t.as_str()) => {
-                        KeyFileError::Unsupported(name.to_owned(), t)
+            let key = match ssh_key::PrivateKey::from_openssh(block) {
+                Ok(key) => key,
+                // ssh-key 0.6 cannot read an ECDSA scalar shorter than the
+                // field (one P-256 key in 256 from ssh-keygen, most P-521
+                // ones): such a key is read here; another, of a kind the
+                // phone does not take, is named by the type its file gives.
+                Err(e) => {
+                    let file = OpensshFile::read(block);
+                    if let Some(ec) = file.as_ref().and_then(|f| ecdsa_of_openssh_file(name, f)) {
+                        return ec?.pkcs8(name);
                     }
-                    _ => malformed(&e.to_string()),
+                    return Err(match file {
+                        Some(f) if f.cipher != b"none" => KeyFileError::Encrypted(name.to_owned()),
+                        Some(f) if !OPENSSH_TYPES.contains(&f.key_type.as_str()) => {
+                            KeyFileError::Unsupported(name.to_owned(), f.key_type)
+                        }
+                        _ => malformed(&e.to_string()),
+                    });
                 }
-            })?;
+            };
             if key.is_encrypted() {
                 return Err(KeyFileError::Encrypted(name.to_owned()));
             }
@@ -289,40 +297,109 @@ const OPENSSH_TYPES: [&str; 4] = [
     "ssh-ed25519",
 ];
 
-/// The key type an OpenSSH private key file names in its public key
-/// (PROTOCOL.key: magic, cipher, KDF, KDF options, key count, then the
-/// first public key, whose first field is its type); `None` if the file
-/// is not shaped so.
-fn openssh_key_type(block: &str) -> Option<String> {
-    use base64::Engine as _;
-    const MAGIC: &[u8] = b"openssh-key-v1\0";
-    let body: String = block
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .map(str::trim)
-        .collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .ok()?;
-    if !bytes.starts_with(MAGIC) {
-        return None;
+/// An OpenSSH private key file's fields (PROTOCOL.key), read apart from
+/// ssh-key for what it cannot read.
+struct OpensshFile {
+    cipher: Vec<u8>,
+    /// The first public key's type.
+    key_type: String,
+    /// The private section (encrypted unless `cipher` is `none`).
+    private: Zeroizing<Vec<u8>>,
+}
+
+/// A reader of SSH wire fields: a u32, or a u32 length and its bytes.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn u32(&mut self) -> Option<u32> {
+        let (four, rest) = self.0.split_first_chunk::<4>()?;
+        self.0 = rest;
+        Some(u32::from_be_bytes(*four))
     }
-    let number_at = |at: usize| -> Option<usize> {
-        let four: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        usize::try_from(u32::from_be_bytes(four)).ok()
+
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.u32()?).ok()?;
+        if len > self.0.len() {
+            return None;
+        }
+        let (value, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Some(value)
+    }
+}
+
+impl OpensshFile {
+    /// Magic, cipher, KDF, KDF options, key count, the first public key
+    /// (its type leads it), the private section; `None` if not so shaped.
+    fn read(block: &str) -> Option<OpensshFile> {
+        use base64::Engine as _;
+        let body: Zeroizing<String> = Zeroizing::new(
+            block
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .map(str::trim)
+                .collect(),
+        );
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(body.as_bytes())
+                .ok()?,
+        );
+        let mut f = Fields(bytes.strip_prefix(b"openssh-key-v1\0")?);
+        let cipher = f.string()?.to_vec();
+        f.string()?;
+        f.string()?;
+        f.u32()?;
+        let key_type = Fields(f.string()?).string()?;
+        let private = Zeroizing::new(f.string()?.to_vec());
+        Some(OpensshFile {
+            cipher,
+            key_type: String::from_utf8(key_type.to_vec()).ok()?,
+            private,
+        })
+    }
+
+    /// An unencrypted ECDSA key's scalar, as the file has it (an mpint:
+    /// no leading zeros, which is where ssh-key 0.6 fails), left-padded
+    /// to the field, and its public point.
+    fn ecdsa(&self, field: usize) -> Option<(Zeroizing<Vec<u8>>, Vec<u8>)> {
+        if self.cipher != b"none" {
+            return None;
+        }
+        let mut f = Fields(&self.private);
+        // Two equal check numbers, then type, curve, point, scalar.
+        if f.u32()? != f.u32()? {
+            return None;
+        }
+        f.string()?;
+        f.string()?;
+        let point = f.string()?.to_vec();
+        let d = f.string()?;
+        let d = &d[d.iter().position(|b| *b != 0).unwrap_or(d.len())..];
+        if d.len() > field {
+            return None;
+        }
+        let mut scalar = Zeroizing::new(vec![0u8; field]);
+        scalar[field - d.len()..].copy_from_slice(d);
+        Some((scalar, point))
+    }
+}
+
+/// An ECDSA key ssh-key could not read, read here: `None` for another
+/// type or a file not so shaped.
+fn ecdsa_of_openssh_file(name: &str, file: &OpensshFile) -> Option<Result<EcKey, KeyFileError>> {
+    let (key, point) = match file.key_type.as_str() {
+        "ecdsa-sha2-nistp256" => {
+            let (d, point) = file.ecdsa(32)?;
+            (p256::SecretKey::from_slice(&d).map(EcKey::P256), point)
+        }
+        "ecdsa-sha2-nistp384" => {
+            let (d, point) = file.ecdsa(48)?;
+            (p384::SecretKey::from_slice(&d).map(EcKey::P384), point)
+        }
+        _ => return None,
     };
-    let mut at = MAGIC.len();
-    // Cipher, KDF and KDF options: each a length, then its bytes.
-    for _ in 0..3 {
-        at = at.checked_add(4)?.checked_add(number_at(at)?)?;
-    }
-    // The key count, then the first public key's length; its first field
-    // is its type, a length and the text.
-    at = at.checked_add(8)?;
-    let len = number_at(at)?;
-    let start = at.checked_add(4)?;
-    let t = bytes.get(start..start.checked_add(len)?)?;
-    String::from_utf8(t.to_vec()).ok()
+    Some(EcKey::checked(name, key, &point))
 }
 
 /// From the first `-----BEGIN LABEL-----` to its end line, so that text
@@ -608,24 +685,77 @@ mod tests {
         );
     }
 
-    /// The type a file names is read where the parser cannot go.
+    /// The fields of an OpenSSH file are read where ssh-key cannot go.
     #[test]
-    fn an_openssh_file_names_its_key_type() {
+    fn an_openssh_file_is_read_apart_from_ssh_key() {
         let k = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let text = openssh(nistp256(&k, &k));
-        assert_eq!(
-            openssh_key_type(&text).as_deref(),
-            Some("ecdsa-sha2-nistp256")
-        );
-        assert_eq!(
-            openssh_key_type("-----BEGIN X-----\nAAAA\n-----END X-----"),
-            None
-        );
-        // Cut short anywhere: no type, and no panic.
+        let file = OpensshFile::read(&text).unwrap();
+        assert_eq!(file.key_type, "ecdsa-sha2-nistp256");
+        let (d, point) = file.ecdsa(32).unwrap();
+        assert_eq!(d.as_slice(), k.to_bytes().as_slice());
+        assert_eq!(point, EcKey::P256(k).public_point());
+        assert!(OpensshFile::read("-----BEGIN X-----\nAAAA\n-----END X-----").is_none());
+        // Cut short anywhere: nothing, and no panic.
         let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
         for cut in (0..body.len()).step_by(4) {
-            let _ = openssh_key_type(&body[..cut]);
+            let _ = OpensshFile::read(&body[..cut]).map(|f| f.ecdsa(32));
         }
+    }
+
+    /// An OpenSSH P-256 key file as ssh-keygen writes one, its scalar a
+    /// minimal mpint.
+    fn ssh_keygen_file(k: &p256::SecretKey) -> String {
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        fn put(out: &mut Vec<u8>, field: &[u8]) {
+            out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        let q = k.public_key().to_encoded_point(false);
+        let mut public = Vec::new();
+        for f in [&b"ecdsa-sha2-nistp256"[..], b"nistp256", q.as_bytes()] {
+            put(&mut public, f);
+        }
+        let d = k.to_bytes();
+        let d = &d[d.iter().position(|b| *b != 0).unwrap()..];
+        let mut private = vec![1, 2, 3, 4, 1, 2, 3, 4];
+        for f in [
+            &b"ecdsa-sha2-nistp256"[..],
+            b"nistp256",
+            q.as_bytes(),
+            d,
+            b"c",
+        ] {
+            put(&mut private, f);
+        }
+        private.extend((1..).take(8 - private.len() % 8).map(|i: u8| i));
+        let mut file = b"openssh-key-v1\0".to_vec();
+        for f in [&b"none"[..], b"none", b""] {
+            put(&mut file, f);
+        }
+        file.extend_from_slice(&1u32.to_be_bytes());
+        put(&mut file, &public);
+        put(&mut file, &private);
+        pem("OPENSSH PRIVATE KEY", &file)
+    }
+
+    /// Issue 15, item 3: one ssh-keygen P-256 key in 256 has a scalar
+    /// shorter than the field, which ssh-key 0.6 cannot read; it is read.
+    #[test]
+    fn an_openssh_key_with_a_short_scalar_is_read() {
+        use p256::pkcs8::EncodePrivateKey as _;
+        let k = std::iter::repeat_with(|| p256::SecretKey::random(&mut rand::rngs::OsRng))
+            .find(|k| k.to_bytes()[0] == 0)
+            .unwrap();
+        let text = ssh_keygen_file(&k);
+        assert!(
+            ssh_key::PrivateKey::from_openssh(&text).is_err(),
+            "ssh-key reads it now"
+        );
+        assert_eq!(
+            pkcs8_of("k", text.as_bytes()).unwrap().as_slice(),
+            k.to_pkcs8_der().unwrap().as_bytes()
+        );
     }
 
     #[test]
