@@ -134,6 +134,16 @@ impl TestBus {
             address: format!("unix:path={}", socket.display()),
         }
     }
+
+    /// The environment a client of the daemon on this bus (the PKCS#11
+    /// module, the command) reads to find it: the bus, and the daemon's
+    /// user, which is this test's.
+    pub fn client_env(&self) -> [(&'static str, String); 2] {
+        [
+            ("PHONECSP_BUS", self.address.clone()),
+            ("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string()),
+        ]
+    }
 }
 
 impl Drop for TestBus {
@@ -1007,10 +1017,7 @@ impl ModuleRig {
 
     /// The environment the module reads to find this rig's daemon.
     pub fn module_env(&self) -> [(&'static str, String); 2] {
-        [
-            ("PHONECSP_BUS", self.bus.address.clone()),
-            ("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string()),
-        ]
+        self.bus.client_env()
     }
 
     /// Sets [`ModuleRig::module_env`] in this process, for a module loaded

@@ -75,9 +75,7 @@ impl Rig {
 
     fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
-        c.env("PHONECSP_BUS", &self.bus.address)
-            .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
-            .stdin(Stdio::null());
+        c.envs(self.bus.client_env()).stdin(Stdio::null());
         c
     }
 
