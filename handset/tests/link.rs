@@ -423,6 +423,17 @@ async fn paired_by(dir: &Path, approver: Approver, code: &PairingCode) -> Duplex
     l
 }
 
+/// A handset whose `ssh` container asks its owner to approve each use
+/// (the confirm policy), asking by running `command`; paired, and the
+/// container logged in.
+async fn confirming(dir: &Path, command: String) -> Duplex {
+    let code = handset(dir);
+    edit_ssh(dir, |c| c.set_policy(Policy::Confirm));
+    let mut l = paired_by(dir, prompting(command), &code).await;
+    log_in(&mut l).await;
+    l
+}
+
 async fn paired(dir: &Path) -> (Duplex, StaticKeypair, [u8; 32]) {
     let code = handset(dir);
     let host = StaticKeypair::generate();
@@ -541,15 +552,12 @@ async fn unauthorised_and_revoked_hosts_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn approval_policy_asks_the_owner() {
     let dir = tempfile::tempdir().unwrap();
-    let code = handset(dir.path());
-    edit_ssh(dir.path(), |c| c.set_policy(Policy::Confirm));
     let answer = dir.path().join("answer");
-    let approver = prompting(format!(
+    let command = format!(
         "test \"$PHONECSP_OPERATION\" = sign && test -e {}",
         answer.display()
-    ));
-    let mut l = paired_by(dir.path(), approver, &code).await;
-    log_in(&mut l).await;
+    );
+    let mut l = confirming(dir.path(), command).await;
     let sign = sign(KEY_ID, SignMechanism::Pkcs1, vec![1; 51]);
     assert_eq!(
         call(&mut l, sign.clone()).await,
@@ -1204,17 +1212,14 @@ async fn ec_keys_over_the_link_and_their_bytes() {
 async fn ec_operations_are_approved_and_logged_as_rsa_ones() {
     use phonecsp_protocol::Curve;
     let dir = tempfile::tempdir().unwrap();
-    let code = handset(dir.path());
-    edit_ssh(dir.path(), |c| c.set_policy(Policy::Confirm));
     let answer = dir.path().join("answer");
     let seen = dir.path().join("seen");
-    let approver = prompting(format!(
+    let command = format!(
         "echo \"$PHONECSP_OPERATION|$PHONECSP_PROGRAM\" >> {} && test -e {}",
         seen.display(),
         answer.display()
-    ));
-    let mut l = paired_by(dir.path(), approver, &code).await;
-    log_in(&mut l).await;
+    );
+    let mut l = confirming(dir.path(), command).await;
     let generate = Request::GenerateEcKeyPair {
         container: ssh(),
         curve: Curve::P256,
