@@ -43,23 +43,23 @@ fn sign_with_pkcs11_tool(f: &Fixture) -> Output {
     let data = f.root.path().join("data");
     std::fs::write(&data, b"approve me too").unwrap();
     let out = f.root.path().join("tool-sig");
+    let sign = [
+        "--sign",
+        "--mechanism",
+        "SHA256-RSA-PKCS",
+        "--id",
+        KEY_ID_HEX,
+    ];
     let cmd = Command::new("pkcs11-tool")
         .arg("--module")
         .arg(pkcs11_module())
-        .args([
-            "--login",
-            "--pin",
-            PIN,
-            "--sign",
-            "--mechanism",
-            "SHA256-RSA-PKCS",
-        ])
-        .args(["--id", KEY_ID_HEX, "-i"])
+        .args(["--login", "--pin", PIN])
+        .args(sign)
+        .arg("-i")
         .arg(&data)
         .arg("-o")
         .arg(&out)
-        .env("PHONECSP_BUS", &f.bus.address)
-        .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
+        .envs(f.bus.client_env())
         .stdin(Stdio::null())
         .output();
     tokio::task::block_in_place(|| cmd).expect("pkcs11-tool (install opensc)")
