@@ -12,7 +12,6 @@ use phonecsp::local::PublicKey;
 use phonecsp::mechanism::{self, Encryption, Signing, ckm};
 use phonecsp::{Error, MechanismParams, local};
 use phonecsp_protocol::Curve;
-use phonecsp_protocol::ck::cko;
 use phonecsp_protocol::{CkRv, HashAlg};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -207,13 +206,7 @@ fn prepare(resolved: Resolved, path: &str, key_len: usize) -> Result<HandsetSign
 
 /// The public half of key `id`, of any type the handset holds.
 fn public_key(cx: &Context, h: &str, token: &str, id: &[u8]) -> Result<PublicKey, Failure> {
-    let attrs = cx.client.get_attributes(h, token, cko::PUBLIC_KEY, id)?;
-    Ok(local::any_public_key_from_attributes(&attrs).map_err(|rv| {
-        Error::token(
-            rv,
-            "the handset reported no public key of a known type for that id",
-        )
-    })?)
+    Ok(cx.client.public_key(h, token, id)?.0)
 }
 
 /// `--der` is for ECDSA signatures only.

@@ -600,96 +600,89 @@ mod tests {
 
     #[test]
     fn advice_names_the_fix() {
-        let text = |a: Advice| {
-            let (what, fix) = a.lines();
-            format!("{what}\n{fix}")
+        let wrong_pin = |retries_left, locked, puk| Advice::WrongPin {
+            handset: "phone".into(),
+            token: "ssh".into(),
+            retries_left,
+            locked,
+            puk,
         };
-        let t = text(Advice::NoSuchToken {
-            handset: "phone".into(),
-            token: "shh".into(),
-            known: vec!["ssh".into(), "disk".into()],
-            connected: true,
-        });
-        assert!(
-            t.contains("no token 'shh'") && t.contains("ssh, disk"),
-            "{t}"
-        );
-        let t = text(Advice::NoSuchHandset {
-            handset: "pixel".into(),
-            known: vec!["phone".into()],
-        });
-        assert!(
-            t.contains("no handset 'pixel'") && t.contains(": phone"),
-            "{t}"
-        );
-        let t = text(Advice::WrongPin {
-            handset: "phone".into(),
-            token: "ssh".into(),
-            retries_left: 1,
-            locked: false,
-            puk: true,
-        });
-        assert!(t.contains("1 try left"), "{t}");
-        let t = text(Advice::WrongPin {
-            handset: "phone".into(),
-            token: "ssh".into(),
-            retries_left: 0,
-            locked: true,
-            puk: false,
-        });
-        assert!(
-            t.contains("now locked") && t.contains("container delete"),
-            "{t}"
-        );
-        let t = text(Advice::WrongPin {
-            handset: "phone".into(),
-            token: "ssh".into(),
-            retries_left: 0,
-            locked: true,
-            puk: true,
-        });
-        assert!(
-            t.contains("now locked") && t.contains("phonecsp unblock ssh"),
-            "{t}"
-        );
-        let t = text(Advice::WrongPuk {
-            handset: "phone".into(),
-            token: "ssh".into(),
-            retries_left: 9,
-        });
-        assert!(t.contains("9 tries left"), "{t}");
-        let t = text(Advice::PukLocked {
-            handset: "phone".into(),
-            token: "ssh".into(),
-        });
-        assert!(
-            t.contains("locked for good") && t.contains("nothing in the container"),
-            "{t}"
-        );
-        assert!(t.contains("other LUKS keyslots"), "{t}");
-        let t = text(Advice::PinLength {
-            handset: "phone".into(),
-            token: "ssh".into(),
-            min: 4,
-            max: 64,
-        });
-        assert!(t.contains("4 to 64"), "{t}");
-        let t = text(Advice::Unpaired {
-            handset: "phone".into(),
-        });
-        assert!(t.contains("sudo phonecsp --handset phone pair"), "{t}");
-        assert!(
-            !t.contains("--code"),
-            "the code is not put on a command line: {t}"
-        );
-        let t = text(Advice::Away {
-            handset: "phone".into(),
-            maybe_unpaired: true,
-        });
-        assert!(
-            t.contains("phonecsp-handset serve") && t.contains("phonecsp handsets"),
-            "{t}"
-        );
-        assert!(t.contains("pair"), "{t}");
+        let (phone, ssh) = (|| "phone".to_string(), || "ssh".to_string());
+        // Each advice, and what its text must say.
+        let cases: Vec<(Advice, &[&str])> = vec![
+            (
+                Advice::NoSuchToken {
+                    handset: phone(),
+                    token: "shh".into(),
+                    known: vec!["ssh".into(), "disk".into()],
+                    connected: true,
+                },
+                &["no token 'shh'", "ssh, disk"],
+            ),
+            (
+                Advice::NoSuchHandset {
+                    handset: "pixel".into(),
+                    known: vec![phone()],
+                },
+                &["no handset 'pixel'", ": phone"],
+            ),
+            (wrong_pin(1, false, true), &["1 try left"]),
+            (
+                wrong_pin(0, true, false),
+                &["now locked", "container delete"],
+            ),
+            (
+                wrong_pin(0, true, true),
+                &["now locked", "phonecsp unblock ssh"],
+            ),
+            (
+                Advice::WrongPuk {
+                    handset: phone(),
+                    token: ssh(),
+                    retries_left: 9,
+                },
+                &["9 tries left"],
+            ),
+            (
+                Advice::PukLocked {
+                    handset: phone(),
+                    token: ssh(),
+                },
+                &[
+                    "locked for good",
+                    "nothing in the container",
+                    "other LUKS keyslots",
+                ],
+            ),
+            (
+                Advice::PinLength {
+                    handset: phone(),
+                    token: ssh(),
+                    min: 4,
+                    max: 64,
+                },
+                &["4 to 64"],
+            ),
+            (
+                Advice::Unpaired { handset: phone() },
+                &["sudo phonecsp --handset phone pair"],
+            ),
+            (
+                Advice::Away {
+                    handset: phone(),
+                    maybe_unpaired: true,
+                },
+                &["phonecsp-handset serve", "phonecsp handsets", "pair"],
+            ),
+        ];
+        for (advice, says) in cases {
+            let (what, fix) = advice.lines();
+            let t = format!("{what}\n{fix}");
+            for s in says {
+                assert!(t.contains(s), "{s:?} not in {t}");
+            }
+            // A pairing code is never put on a command line.
+            assert!(!t.contains("--code"), "{t}");
+        }
     }
 }

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use phonecsp::{EcKeyPairInfo, Error, KeyPairInfo, local};
-use phonecsp_protocol::ck::{Curve, cka, cko};
+use phonecsp_protocol::ck::Curve;
 
 use crate::args::KeyType;
 use crate::failure::Failure;
@@ -115,19 +115,7 @@ pub(crate) fn pubkey(
     out: &str,
 ) -> Result<(), Failure> {
     let h = handset(cx)?;
-    let attrs = cx
-        .client
-        .get_attributes(&h, token, cko::PUBLIC_KEY, &id.0)?;
-    let key = local::any_public_key_from_attributes(&attrs).map_err(|rv| {
-        Error::token(
-            rv,
-            "the handset reported no public key of a known type for that id",
-        )
-    })?;
-    let label = attrs
-        .get(&cka::LABEL)
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .unwrap_or_default();
+    let (key, label) = cx.client.public_key(&h, token, &id.0)?;
     let bytes = match format {
         "der" => key.spki_der().map_err(Error::from)?,
         "openssh" => format!("{}\n", key.openssh(&label)).into_bytes(),

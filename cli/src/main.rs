@@ -152,9 +152,15 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
             subject,
             days,
         }) => cert::cert_self_sign(cx, &token, &id, subject.as_deref(), days),
-        Command::Pin(PinCommand::Change { token }) => tokens::pin_change(cx, &token),
-        Command::Unblock { token } => tokens::unblock(cx, &token),
-        Command::ChangePuk { token } => tokens::change_puk(cx, &token),
+        Command::Pin(PinCommand::Change { token }) => {
+            tokens::change_secret(cx, &token, tokens::SecretChange::Pin)
+        }
+        Command::Unblock { token } => {
+            tokens::change_secret(cx, &token, tokens::SecretChange::Unblock)
+        }
+        Command::ChangePuk { token } => {
+            tokens::change_secret(cx, &token, tokens::SecretChange::Puk)
+        }
         Command::Luks(c) => luks::run(cx, &c),
         Command::Pair { code, qr } => handsets::pair(cx, code, qr),
         Command::Unpair { yes } => handsets::unpair(cx, yes.yes),

@@ -29,7 +29,6 @@ use phonecsp::local::PublicKey;
 use phonecsp::mechanism::Signing;
 use phonecsp::{Error, Result, local};
 use phonecsp_protocol::Curve;
-use phonecsp_protocol::ck::{cka, cko};
 
 /// sha256WithRSAEncryption (RFC 4055).
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
@@ -131,17 +130,7 @@ pub fn self_sign(client: &Client, req: &SelfSignRequest<'_>) -> Result<Vec<u8>> 
             "--days must be at least 1",
         ));
     }
-    let attrs = client.get_attributes(req.handset, req.token, cko::PUBLIC_KEY, req.id)?;
-    let public = local::any_public_key_from_attributes(&attrs).map_err(|_| {
-        Error::token(
-            CkRv::KEY_HANDLE_INVALID,
-            "the handset reported no public key of a known type for that id",
-        )
-    })?;
-    let label = attrs
-        .get(&cka::LABEL)
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .unwrap_or_default();
+    let (public, label) = client.public_key(req.handset, req.token, req.id)?;
     let spki = public.spki_der()?;
     let (algorithm, signing) = signature_scheme(&public);
     // An RSA key also encrypts (key transport); an EC key only signs here.

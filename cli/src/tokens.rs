@@ -7,9 +7,7 @@ use serde_json::json;
 use crate::explain::{self, pin_failure};
 use crate::failure::Failure;
 use crate::output::{class_name, flag_names, hex, say, say_list};
-use crate::secret::{
-    ENV_NEW_PIN, ENV_NEW_PUK, ENV_PIN, ENV_PUK, get_new_secret, get_secret, secret_from_env,
-};
+use crate::secret::{ENV_NEW_PIN, ENV_NEW_PUK, ENV_PIN, ENV_PUK, get_new_secret, get_secret};
 use crate::session::{Context, handset};
 
 /// `phonecsp tokens`. With `--handset`, a handset that is not there, not
@@ -86,13 +84,29 @@ pub(crate) fn objects(cx: &Context, token: &str) -> Result<(), Failure> {
     )
 }
 
-/// Sets a new PIN with the PUK. A wrong PUK says the tries left; a locked
-/// one says what survives.
-pub(crate) fn unblock(cx: &Context, token: &str) -> Result<(), Failure> {
+/// The three changes of a secret made with another as its proof.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecretChange {
+    /// A new PIN, with the current one.
+    Pin,
+    /// A new PUK, with the current one.
+    Puk,
+    /// A new PIN with the PUK, also on a locked token.
+    Unblock,
+}
+
+/// `pin change`, `change-puk` and `unblock`: the proof asked first, the new
+/// secret twice, then the daemon. A wrong secret says the tries left; a
+/// locked PUK says what survives, before it is typed.
+pub(crate) fn change_secret(
+    cx: &Context,
+    token: &str,
+    change: SecretChange,
+) -> Result<(), Failure> {
     let h = handset(cx)?;
     cx.client.check_daemon()?;
-    // Said before the PUK is typed: nothing can be done with a locked one.
-    if let Ok(info) = cx.client.get_token_info(&h, token)
+    if change == SecretChange::Unblock
+        && let Ok(info) = cx.client.get_token_info(&h, token)
         && let Some(advice) = explain::puk_unusable(&h, token, &info)
     {
         return Err(Failure::advised(
@@ -103,57 +117,36 @@ pub(crate) fn unblock(cx: &Context, token: &str) -> Result<(), Failure> {
             advice,
         ));
     }
-    let puk = get_secret(ENV_PUK, &format!("PUK of {h}/{token}: "))?;
-    let new = get_new_secret(ENV_NEW_PIN, "PIN")?;
-    cx.client
-        .unblock(&h, token, &puk, &new)
-        .map_err(|e| explain::puk_failure(cx, &h, token, e))?;
-    say(
-        cx,
-        json!({ "handset": h, "token": token, "unblocked": true }),
-        format!("set a new PIN for {h}/{token}; it has every try again\n"),
-    )
-}
-
-/// Changes the PUK; the old one is the proof.
-pub(crate) fn change_puk(cx: &Context, token: &str) -> Result<(), Failure> {
-    let h = handset(cx)?;
-    cx.client.check_daemon()?;
-    let old = get_secret(ENV_PUK, &format!("Current PUK of {h}/{token}: "))?;
-    let new = get_new_secret(ENV_NEW_PUK, "PUK")?;
-    cx.client
-        .change_puk(&h, token, &old, &new)
-        .map_err(|e| explain::puk_failure(cx, &h, token, e))?;
-    say(
-        cx,
-        json!({ "handset": h, "token": token, "changed": true }),
-        format!("changed the PUK of {h}/{token}\n"),
-    )
-}
-
-pub(crate) fn pin_change(cx: &Context, token: &str) -> Result<(), Failure> {
-    let h = handset(cx)?;
-    cx.client.check_daemon()?;
-    let old = get_secret(ENV_PIN, &format!("Current PIN for {h}/{token}: "))?;
-    let new = match secret_from_env(ENV_NEW_PIN) {
-        Some(p) => p,
-        None => {
-            let a = get_secret(ENV_NEW_PIN, "New PIN: ")?;
-            let b = get_secret(ENV_NEW_PIN, "Repeat the new PIN: ")?;
-            if a != b {
-                return Err(Failure::Usage(
-                    "the new PINs typed differ; nothing was changed".into(),
-                ));
-            }
-            a
-        }
+    let (proof_var, proof_prompt, new_var, new_what) = match change {
+        SecretChange::Pin => (ENV_PIN, "Current PIN for", ENV_NEW_PIN, "PIN"),
+        SecretChange::Puk => (ENV_PUK, "Current PUK of", ENV_NEW_PUK, "PUK"),
+        SecretChange::Unblock => (ENV_PUK, "PUK of", ENV_NEW_PIN, "PIN"),
     };
-    cx.client
-        .change_pin(&h, token, &old, &new)
-        .map_err(|e| pin_failure(cx, &h, token, e))?;
+    let proof = get_secret(proof_var, &format!("{proof_prompt} {h}/{token}: "))?;
+    let new = get_new_secret(new_var, new_what)?;
+    let (done, message) = match change {
+        SecretChange::Pin => cx
+            .client
+            .change_pin(&h, token, &proof, &new)
+            .map_err(|e| pin_failure(cx, &h, token, e))
+            .map(|()| ("changed", format!("changed the PIN of {h}/{token}\n"))),
+        SecretChange::Puk => cx
+            .client
+            .change_puk(&h, token, &proof, &new)
+            .map_err(|e| explain::puk_failure(cx, &h, token, e))
+            .map(|()| ("changed", format!("changed the PUK of {h}/{token}\n"))),
+        SecretChange::Unblock => cx
+            .client
+            .unblock(&h, token, &proof, &new)
+            .map_err(|e| explain::puk_failure(cx, &h, token, e))
+            .map(|()| {
+                let message = format!("set a new PIN for {h}/{token}; it has every try again\n");
+                ("unblocked", message)
+            }),
+    }?;
     say(
         cx,
-        json!({ "handset": h, "token": token, "changed": true }),
-        format!("changed the PIN of {h}/{token}\n"),
+        json!({ "handset": h, "token": token, done: true }),
+        message,
     )
 }

@@ -125,6 +125,29 @@ impl Client {
         }
     }
 
+    /// The public half of key `id`, of any type the handset holds, and
+    /// the key's label.
+    pub fn public_key(
+        &self,
+        handset: &str,
+        token: &str,
+        id: &[u8],
+    ) -> Result<(crate::local::PublicKey, String)> {
+        let attrs =
+            self.get_attributes(handset, token, phonecsp_protocol::ck::cko::PUBLIC_KEY, id)?;
+        let key = crate::local::any_public_key_from_attributes(&attrs).map_err(|rv| {
+            Error::token(
+                rv,
+                "the handset reported no public key of a known type for that id",
+            )
+        })?;
+        let label = attrs
+            .get(&phonecsp_protocol::ck::cka::LABEL)
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .unwrap_or_default();
+        Ok((key, label))
+    }
+
     /// The async client this one drives.
     pub fn as_async(&self) -> Option<&client::Client> {
         self.inner.client.as_ref()

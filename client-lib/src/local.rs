@@ -95,25 +95,21 @@ impl EcPublicKey {
             d.extend_from_slice(&input.data);
             d
         };
+        // The same steps on either NIST curve, with that curve's types.
+        macro_rules! verify_ecdsa {
+            ($curve:ident) => {{
+                let (Ok(k), Ok(s)) = (
+                    $curve::ecdsa::VerifyingKey::from_sec1_bytes(&self.point),
+                    $curve::ecdsa::Signature::from_slice(sig),
+                ) else {
+                    return false;
+                };
+                k.verify_prehash(&padded(), &s).is_ok()
+            }};
+        }
         match (self.curve, input.mechanism) {
-            (Curve::P256, SignMechanism::Ecdsa) => {
-                let (Ok(k), Ok(s)) = (
-                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.point),
-                    p256::ecdsa::Signature::from_slice(sig),
-                ) else {
-                    return false;
-                };
-                k.verify_prehash(&padded(), &s).is_ok()
-            }
-            (Curve::P384, SignMechanism::Ecdsa) => {
-                let (Ok(k), Ok(s)) = (
-                    p384::ecdsa::VerifyingKey::from_sec1_bytes(&self.point),
-                    p384::ecdsa::Signature::from_slice(sig),
-                ) else {
-                    return false;
-                };
-                k.verify_prehash(&padded(), &s).is_ok()
-            }
+            (Curve::P256, SignMechanism::Ecdsa) => verify_ecdsa!(p256),
+            (Curve::P384, SignMechanism::Ecdsa) => verify_ecdsa!(p384),
             (Curve::Ed25519, SignMechanism::Eddsa) => {
                 let Some(k) = <[u8; 32]>::try_from(self.point.as_slice())
                     .ok()

@@ -766,9 +766,7 @@ impl Manager {
             }
             return Ok(Reply::Containers(out));
         }
-        let name = container_of(&request)
-            .ok_or(CkRv::ARGUMENTS_BAD)?
-            .to_owned();
+        let name = request.container().ok_or(CkRv::ARGUMENTS_BAD)?.to_owned();
         let mut c = self.container(&hosts, host, &name)?;
         if let Some(op) = operation_name(&request) {
             // Check login before bothering a person, and a key known to be
@@ -1095,35 +1093,6 @@ fn fresh_id() -> Vec<u8> {
     fresh
 }
 
-fn container_of(r: &Request) -> Option<&str> {
-    Some(match r {
-        Request::ListContainers | Request::GenerateRandom { .. } => return None,
-        Request::TokenInfo { container }
-        | Request::Login { container, .. }
-        | Request::Logout { container }
-        | Request::ChangePin { container, .. }
-        | Request::SoLogin { container, .. }
-        | Request::SoLogout { container }
-        | Request::InitPin { container, .. }
-        | Request::ChangePuk { container, .. }
-        | Request::FindObjects { container, .. }
-        | Request::GetAttributes { container, .. }
-        | Request::Sign { container, .. }
-        | Request::Decrypt { container, .. }
-        | Request::GenerateKeyPair { container, .. }
-        | Request::GenerateEcKeyPair { container, .. }
-        | Request::Derive { container, .. }
-        | Request::PutCertificate { container, .. }
-        | Request::DeleteCertificate { container, .. }
-        | Request::PutData { container, .. }
-        | Request::DeleteData { container, .. }
-        | Request::DestroyKey { container, .. }
-        | Request::Rewrap { container, .. }
-        | Request::ImportKey { container, .. }
-        | Request::Attest { container, .. } => container,
-    })
-}
-
 /// Maps a store error to what the host may see: PIN results as they are,
 /// a missing object as an invalid handle, anything else as a device error
 /// (logged here, never sent).
@@ -1290,7 +1259,7 @@ impl Handler for Manager {
         let what = request.name();
         let audited = audit_event(&request).map(|event| {
             let of = AuditedRequest {
-                container: container_of(&request).map(str::to_owned),
+                container: request.container().map(str::to_owned),
                 key: audited_key(&request),
                 program: shown_program(program),
             };

@@ -54,6 +54,35 @@ fn edit_ssh(dir: &Path, change: impl FnOnce(&mut Container)) -> Store {
     store
 }
 
+/// An approver that asks the owner by running `command` (no terminal, no
+/// time limit of its own): its exit status is the answer.
+fn prompting(command: String) -> Approver {
+    Approver {
+        command: Some(command),
+        terminal: false,
+        timeout: None,
+        ..Approver::default()
+    }
+}
+
+/// The bytes one request took on the line, both ways, between two looks
+/// at the link's counters; printed, for the comparison in the test's log.
+fn bytes_between(
+    before: &phonecsp_protocol::LinkStats,
+    after: &phonecsp_protocol::LinkStats,
+    binary: bool,
+    what: &str,
+) -> u64 {
+    let out = after.bytes_out - before.bytes_out;
+    let inb = after.bytes_in - before.bytes_in;
+    let encoding = if binary { "binary" } else { "text" };
+    println!(
+        "{encoding} {what}: {out} bytes to the handset, {inb} back, {} in all",
+        out + inb
+    );
+    out + inb
+}
+
 fn manager(dir: &Path, approver: Approver) -> Manager {
     Manager::new(Store::open(dir).unwrap(), approver)
 }
@@ -394,6 +423,17 @@ async fn paired_by(dir: &Path, approver: Approver, code: &PairingCode) -> Duplex
     l
 }
 
+/// A handset whose `ssh` container asks its owner to approve each use
+/// (the confirm policy), asking by running `command`; paired, and the
+/// container logged in.
+async fn confirming(dir: &Path, command: String) -> Duplex {
+    let code = handset(dir);
+    edit_ssh(dir, |c| c.set_policy(Policy::Confirm));
+    let mut l = paired_by(dir, prompting(command), &code).await;
+    log_in(&mut l).await;
+    l
+}
+
 async fn paired(dir: &Path) -> (Duplex, StaticKeypair, [u8; 32]) {
     let code = handset(dir);
     let host = StaticKeypair::generate();
@@ -512,22 +552,12 @@ async fn unauthorised_and_revoked_hosts_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn approval_policy_asks_the_owner() {
     let dir = tempfile::tempdir().unwrap();
-    let code = handset(dir.path());
-    edit_ssh(dir.path(), |c| c.set_policy(Policy::Confirm));
-    let host = StaticKeypair::generate();
     let answer = dir.path().join("answer");
-    let approver = Approver {
-        command: Some(format!(
-            "test \"$PHONECSP_OPERATION\" = sign && test -e {}",
-            answer.display()
-        )),
-        terminal: false,
-        timeout: None,
-        ..Approver::default()
-    };
-    let mut l = duplex(manager(dir.path(), approver)).await;
-    l.pair(&host, &code, "laptop").await.unwrap();
-    log_in(&mut l).await;
+    let command = format!(
+        "test \"$PHONECSP_OPERATION\" = sign && test -e {}",
+        answer.display()
+    );
+    let mut l = confirming(dir.path(), command).await;
     let sign = sign(KEY_ID, SignMechanism::Pkcs1, vec![1; 51]);
     assert_eq!(
         call(&mut l, sign.clone()).await,
@@ -575,17 +605,7 @@ async fn bytes_on_the_link_for_one_rsa2048_signature() {
             let before = l.stats();
             call(&mut l, req.clone()).await.unwrap();
             let after = l.stats();
-            let (out, inb) = (
-                after.bytes_out - before.bytes_out,
-                after.bytes_in - before.bytes_in,
-            );
-            println!(
-                "{} {}: {out} bytes to the handset, {inb} back, {} in all",
-                if binary { "binary" } else { "text" },
-                req.name(),
-                out + inb
-            );
-            measured.push(out + inb);
+            measured.push(bytes_between(&before, &after, binary, req.name()));
         }
     }
     // The payload alone is 51 + 256 bytes for the signature, 256 + 32 for
@@ -666,15 +686,10 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
     let store = Store::open(dir.path()).unwrap();
     let answer = dir.path().join("typed");
     // The "person": the prompt command prints what they typed, or gives up.
-    let approver = Approver {
-        command: Some(format!(
-            "test \"$PHONECSP_OPERATION\" = pin && test -e {a} && cat {a}",
-            a = answer.display()
-        )),
-        terminal: false,
-        timeout: None,
-        ..Approver::default()
-    };
+    let approver = prompting(format!(
+        "test \"$PHONECSP_OPERATION\" = pin && test -e {a} && cat {a}",
+        a = answer.display()
+    ));
     let host = StaticKeypair::generate();
     let mut l = duplex(manager(dir.path(), approver)).await;
     l.pair(&host, &code, "laptop").await.unwrap();
@@ -1177,16 +1192,7 @@ async fn ec_keys_over_the_link_and_their_bytes() {
                     .verify_strict(&data, &ed25519_dalek::Signature::from_slice(&sig).unwrap())
                     .unwrap(),
             }
-            let (out, inb) = (
-                after.bytes_out - before.bytes_out,
-                after.bytes_in - before.bytes_in,
-            );
-            println!(
-                "{} {m:?}: {out} bytes to the handset, {inb} back, {} in all",
-                if binary { "binary" } else { "text" },
-                out + inb
-            );
-            measured.push(out + inb);
+            measured.push(bytes_between(&before, &after, binary, &format!("{m:?}")));
         }
     }
     // A 64-byte signature against RSA-2048's 256: well under the RSA
@@ -1206,27 +1212,14 @@ async fn ec_keys_over_the_link_and_their_bytes() {
 async fn ec_operations_are_approved_and_logged_as_rsa_ones() {
     use phonecsp_protocol::Curve;
     let dir = tempfile::tempdir().unwrap();
-    let code = handset(dir.path());
-    let store = Store::open(dir.path()).unwrap();
-    let mut c = store.load_container("ssh").unwrap();
-    c.set_policy(Policy::Confirm);
-    store.save_container(&c).unwrap();
-    let host = StaticKeypair::generate();
     let answer = dir.path().join("answer");
     let seen = dir.path().join("seen");
-    let approver = Approver {
-        command: Some(format!(
-            "echo \"$PHONECSP_OPERATION|$PHONECSP_PROGRAM\" >> {} && test -e {}",
-            seen.display(),
-            answer.display()
-        )),
-        terminal: false,
-        timeout: None,
-        ..Approver::default()
-    };
-    let mut l = duplex(manager(dir.path(), approver)).await;
-    l.pair(&host, &code, "laptop").await.unwrap();
-    log_in(&mut l).await;
+    let command = format!(
+        "echo \"$PHONECSP_OPERATION|$PHONECSP_PROGRAM\" >> {} && test -e {}",
+        seen.display(),
+        answer.display()
+    );
+    let mut l = confirming(dir.path(), command).await;
     let generate = Request::GenerateEcKeyPair {
         container: ssh(),
         curve: Curve::P256,

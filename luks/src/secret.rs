@@ -74,23 +74,22 @@ pub fn wrap(key: &PublicKey, secret: &[u8]) -> Result<Wrapping> {
 
 fn ec_wrap(key: &EcPublicKey, secret: &[u8]) -> Result<Wrapping> {
     let mut rng = rand::rngs::OsRng;
+    // The same steps on either NIST curve, with that curve's types.
+    macro_rules! ephemeral_ecdh {
+        ($curve:ident, $not_a_point:literal) => {{
+            let peer = $curve::PublicKey::from_sec1_bytes(&key.point)
+                .map_err(|_| LuksError::PublicKey($not_a_point.into()))?;
+            let e = $curve::ecdh::EphemeralSecret::random(&mut rng);
+            let point = $curve::EncodedPoint::from(e.public_key())
+                .as_bytes()
+                .to_vec();
+            let z = Zeroizing::new(e.diffie_hellman(&peer).raw_secret_bytes().to_vec());
+            (point, z)
+        }};
+    }
     let (ephemeral, z) = match key.curve {
-        Curve::P256 => {
-            let peer = p256::PublicKey::from_sec1_bytes(&key.point)
-                .map_err(|_| LuksError::PublicKey("not a P-256 point".into()))?;
-            let e = p256::ecdh::EphemeralSecret::random(&mut rng);
-            let point = p256::EncodedPoint::from(e.public_key()).as_bytes().to_vec();
-            let z = Zeroizing::new(e.diffie_hellman(&peer).raw_secret_bytes().to_vec());
-            (point, z)
-        }
-        Curve::P384 => {
-            let peer = p384::PublicKey::from_sec1_bytes(&key.point)
-                .map_err(|_| LuksError::PublicKey("not a P-384 point".into()))?;
-            let e = p384::ecdh::EphemeralSecret::random(&mut rng);
-            let point = p384::EncodedPoint::from(e.public_key()).as_bytes().to_vec();
-            let z = Zeroizing::new(e.diffie_hellman(&peer).raw_secret_bytes().to_vec());
-            (point, z)
-        }
+        Curve::P256 => ephemeral_ecdh!(p256, "not a P-256 point"),
+        Curve::P384 => ephemeral_ecdh!(p384, "not a P-384 point"),
         Curve::Ed25519 => {
             return Err(LuksError::PublicKey(
                 "an Ed25519 key only signs: wrap the disk secret to an RSA, P-256 or P-384 key"

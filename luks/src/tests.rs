@@ -104,6 +104,20 @@ fn public_keys_parse_from_pem_and_der() {
     assert_eq!(unhex("zz"), None);
 }
 
+/// What the test handsets say of their container `name`: a fresh one
+/// (every try left) with `flags`.
+fn disk_token_info(name: String, flags: u32) -> phonecsp_protocol::Reply {
+    phonecsp_protocol::Reply::TokenInfo(phonecsp_protocol::message::TokenInfo {
+        name,
+        flags,
+        retries_left: 5,
+        min_pin: 4,
+        max_pin: 64,
+        serial: "0".repeat(16),
+        so_retries_left: 10,
+    })
+}
+
 /// A handset for [`unwrap`]: a container "disk" that needs no login and
 /// holds `key`, and a decryption that answers `decrypt`.
 struct Scripted {
@@ -119,19 +133,10 @@ impl phonecsp::handset::HandsetLink for Scripted {
         request: phonecsp_protocol::Request,
     ) -> phonecsp::Result<phonecsp_protocol::Reply> {
         use phonecsp_protocol::ck::cka;
-        use phonecsp_protocol::message::TokenInfo;
         use phonecsp_protocol::{Reply, Request};
         use rsa::traits::PublicKeyParts;
         match request {
-            Request::TokenInfo { container } => Ok(Reply::TokenInfo(TokenInfo {
-                name: container,
-                flags: self.flags,
-                retries_left: 5,
-                min_pin: 4,
-                max_pin: 64,
-                serial: "0".repeat(16),
-                so_retries_left: 10,
-            })),
+            Request::TokenInfo { container } => Ok(disk_token_info(container, self.flags)),
             Request::GetAttributes { .. } => Ok(Reply::Attributes(vec![
                 (cka::MODULUS, self.key.n().to_bytes_be()),
                 (cka::PUBLIC_EXPONENT, self.key.e().to_bytes_be()),
@@ -314,18 +319,9 @@ impl phonecsp::handset::HandsetLink for EcHandset {
         request: phonecsp_protocol::Request,
     ) -> phonecsp::Result<phonecsp_protocol::Reply> {
         use phonecsp_protocol::ck::cka;
-        use phonecsp_protocol::message::TokenInfo;
         use phonecsp_protocol::{Reply, Request};
         match request {
-            Request::TokenInfo { container } => Ok(Reply::TokenInfo(TokenInfo {
-                name: container,
-                flags: 0,
-                retries_left: 5,
-                min_pin: 4,
-                max_pin: 64,
-                serial: "0".repeat(16),
-                so_retries_left: 10,
-            })),
+            Request::TokenInfo { container } => Ok(disk_token_info(container, 0)),
             Request::GetAttributes { .. } => {
                 let k = self.public();
                 let mut point = vec![0x04, k.point.len() as u8];

@@ -467,6 +467,22 @@ unsafe fn secret(p: *const CK_UTF8CHAR, len: CK_ULONG) -> Result<Zeroizing<Vec<u
     Ok(Zeroizing::new(unsafe { bytes(p, len) }?.to_vec()))
 }
 
+/// A PIN that may be absent: NULL with length 0 is no PIN at all (the
+/// protected authentication path, or the PIN asked on the phone).
+///
+/// # Safety
+/// As [`bytes`].
+unsafe fn optional_secret(
+    p: *const CK_UTF8CHAR,
+    len: CK_ULONG,
+) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    if p.is_null() && len == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the caller's contract.
+    unsafe { secret(p, len) }.map(Some)
+}
+
 /// Answers a `C_GetAttributeValue` template from an object's attributes.
 /// Every attribute is answered; the first failure other than a short
 /// buffer wins, as the standard lets any of them be returned.
@@ -647,14 +663,7 @@ entries! {
         hSession: CK_SESSION_HANDLE,
         pPin: *mut CK_UTF8CHAR,
         ulPinLen: CK_ULONG,
-    ) |m| {
-        let pin = if pPin.is_null() && ulPinLen == 0 {
-            None
-        } else {
-            Some(secret(pPin, ulPinLen)?)
-        };
-        m.init_pin(hSession, pin)
-    };
+    ) |m| m.init_pin(hSession, optional_secret(pPin, ulPinLen)?);
 
     // ---- sessions ---------------------------------------------------------
 
@@ -684,15 +693,7 @@ entries! {
         userType: CK_USER_TYPE,
         pPin: *mut CK_UTF8CHAR,
         ulPinLen: CK_ULONG,
-    ) |m| {
-        // No PIN at all: the protected authentication path.
-        let pin = if pPin.is_null() && ulPinLen == 0 {
-            None
-        } else {
-            Some(secret(pPin, ulPinLen)?)
-        };
-        m.login(hSession, userType, pin)
-    };
+    ) |m| m.login(hSession, userType, optional_secret(pPin, ulPinLen)?);
 
     fn C_Logout(hSession: CK_SESSION_HANDLE) |m| m.logout(hSession);
 

@@ -326,6 +326,12 @@ pub fn encode_b64(data: &[u8]) -> String {
     B64.encode(data)
 }
 
+/// Appends `data` in base64 to `out`, with no copy in between (the data
+/// may be a secret).
+pub fn push_b64(data: &[u8], out: &mut String) {
+    B64.encode_string(data, out);
+}
+
 pub fn decode_b64(s: &str) -> Result<Vec<u8>, ParseError> {
     B64.decode(s)
         .map_err(|_| ParseError::Syntax("invalid base64"))

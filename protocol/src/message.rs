@@ -6,7 +6,9 @@
 //! total: malformed text is a [`ParseError`].
 
 use crate::at::ParseError;
-use crate::at::{Params, check_text, decode_b64, quote, quote_b64, split_command, split_extended};
+use crate::at::{
+    Params, check_text, decode_b64, push_b64, quote, quote_b64, split_command, split_extended,
+};
 use crate::ck::{CkRv, Curve, DecryptMechanism, HashAlg, ObjectClass, SignMechanism, ckm};
 use zeroize::Zeroizing;
 
@@ -350,12 +352,109 @@ fn key_op_mechanism(p: &Params, plain: u32, with_hash: u32) -> Result<Option<Has
     }
 }
 
+/// `+CKSIGN`'s mechanism and its parameters.
+fn sign_mechanism(p: &Params) -> Result<SignMechanism, ParseError> {
+    p.expect_count(4, 6)?;
+    let m = p.number(2)?;
+    if m == u64::from(ckm::ECDSA) || m == u64::from(ckm::EDDSA) {
+        p.expect_count(4, 4)?;
+        return Ok(if m == u64::from(ckm::ECDSA) {
+            SignMechanism::Ecdsa
+        } else {
+            SignMechanism::Eddsa
+        });
+    }
+    Ok(
+        match key_op_mechanism(p, ckm::RSA_PKCS, ckm::RSA_PKCS_PSS)? {
+            None => SignMechanism::Pkcs1,
+            Some(hash) => SignMechanism::Pss {
+                hash,
+                salt_len: p.u32(5)?,
+            },
+        },
+    )
+}
+
+/// `+CKDEC`'s mechanism and its parameters.
+fn decrypt_mechanism(p: &Params) -> Result<DecryptMechanism, ParseError> {
+    p.expect_count(4, 6)?;
+    Ok(
+        match key_op_mechanism(p, ckm::RSA_PKCS, ckm::RSA_PKCS_OAEP)? {
+            None => DecryptMechanism::Pkcs1,
+            Some(hash) => DecryptMechanism::Oaep {
+                hash,
+                label: p.bytes(5)?,
+            },
+        },
+    )
+}
+
 fn hash_param(p: &Params, i: usize) -> Result<HashAlg, ParseError> {
     HashAlg::from_mechanism(p.number(i)?).ok_or(ParseError::Syntax("unknown hash mechanism"))
 }
 
 fn class_param(p: &Params, i: usize) -> Result<ObjectClass, ParseError> {
     ObjectClass::from_value(p.number(i)?).ok_or(ParseError::Syntax("unknown object class"))
+}
+
+/// One parameter of a command line, written as section 4 has it: text
+/// quoted, bytes as quoted base64, numbers bare, and an optional
+/// parameter left out as nothing between its commas.
+enum Field<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    Number(u64),
+    Absent,
+}
+
+/// `+CKSIGN` and `+CKDEC`'s layout: the mechanism's parameters follow
+/// the data, so the common case stays short.
+fn key_op_fields<'a>(
+    container: &'a str,
+    id: &'a [u8],
+    mechanism: u32,
+    data: &'a [u8],
+    params: Vec<Field<'a>>,
+) -> Vec<Field<'a>> {
+    let mut fields = vec![
+        Field::Text(container),
+        Field::Bytes(id),
+        Field::Number(mechanism.into()),
+        Field::Bytes(data),
+    ];
+    fields.extend(params);
+    fields
+}
+
+impl Field<'_> {
+    /// The most room the field takes on the line, with its comma.
+    fn room(&self) -> usize {
+        match self {
+            Field::Text(t) => t.len() + 3,
+            Field::Bytes(b) => b.len().div_ceil(3) * 4 + 3,
+            Field::Number(_) => 21,
+            Field::Absent => 1,
+        }
+    }
+
+    fn write(&self, line: &mut String) -> Result<(), ParseError> {
+        match self {
+            Field::Text(t) => {
+                check_text(t)?;
+                line.push('"');
+                line.push_str(t);
+                line.push('"');
+            }
+            Field::Bytes(b) => {
+                line.push('"');
+                push_b64(b, line);
+                line.push('"');
+            }
+            Field::Number(n) => line.push_str(&n.to_string()),
+            Field::Absent => {}
+        }
+        Ok(())
+    }
 }
 
 impl Request {
@@ -394,98 +493,82 @@ impl Request {
     /// (over-long names, quotes in labels), so nothing malformed is sent.
     pub fn encode(&self) -> Result<Zeroizing<String>, ParseError> {
         self.validate()?;
-        let s = match self {
-            Request::ListContainers => "+CKLIST".to_owned(),
-            Request::TokenInfo { container } => format!("+CKTINFO={}", quote(container)?),
-            Request::Login { container, pin } => {
-                format!("+CKLOGIN={},{}", quote(container)?, quote_b64(pin))
-            }
-            Request::Logout { container } => format!("+CKLOGOUT={}", quote(container)?),
+        let fields = self.fields();
+        // Optional parameters at the end are left out, not sent empty.
+        let end = fields
+            .iter()
+            .rposition(|f| !matches!(f, Field::Absent))
+            .map_or(0, |i| i + 1);
+        let fields = &fields[..end];
+        // Room for the whole line up front: a line may hold a PIN or a
+        // private key, and a buffer that grew would leave unwiped copies.
+        let room = self.name().len() + fields.iter().map(Field::room).sum::<usize>();
+        let mut line = Zeroizing::new(String::with_capacity(room));
+        line.push_str(self.name());
+        for (i, field) in fields.iter().enumerate() {
+            line.push(if i == 0 { '=' } else { ',' });
+            field.write(&mut line)?;
+        }
+        Ok(line)
+    }
+
+    /// The command's parameters in the order section 7 gives them.
+    fn fields(&self) -> Vec<Field<'_>> {
+        use Field::{Absent, Bytes, Number, Text};
+        match self {
+            Request::ListContainers => vec![],
+            Request::GenerateRandom { len } => vec![Number((*len).into())],
+            Request::TokenInfo { container }
+            | Request::Logout { container }
+            | Request::SoLogout { container } => vec![Text(container)],
+            Request::Login { container, pin }
+            | Request::InitPin { container, pin }
+            | Request::SoLogin {
+                container,
+                puk: pin,
+            } => vec![Text(container), Bytes(pin)],
             Request::ChangePin {
                 container,
                 old,
                 new,
-            } => format!(
-                "+CKPIN={},{},{}",
-                quote(container)?,
-                quote_b64(old),
-                quote_b64(new)
-            ),
-            Request::SoLogin { container, puk } => {
-                format!("+CKSOLOGIN={},{}", quote(container)?, quote_b64(puk))
             }
-            Request::SoLogout { container } => format!("+CKSOLOGOUT={}", quote(container)?),
-            Request::InitPin { container, pin } => {
-                format!("+CKINITPIN={},{}", quote(container)?, quote_b64(pin))
-            }
-            Request::ChangePuk {
+            | Request::ChangePuk {
                 container,
                 old,
                 new,
-            } => format!(
-                "+CKPUK={},{},{}",
-                quote(container)?,
-                quote_b64(old),
-                quote_b64(new)
-            ),
+            } => vec![Text(container), Bytes(old), Bytes(new)],
             Request::FindObjects {
                 container,
                 class,
                 id,
                 label,
-            } => {
-                let mut s = format!("+CKFIND={}", quote(container)?);
-                let fields = [
-                    class.map(|c| c.value().to_string()),
-                    id.as_deref().map(quote_b64),
-                    label.as_deref().map(quote).transpose()?,
-                ];
-                let last = fields.iter().rposition(Option::is_some);
-                if let Some(last) = last {
-                    for f in &fields[..=last] {
-                        s.push(',');
-                        s.push_str(f.as_deref().unwrap_or(""));
-                    }
-                }
-                s
-            }
+            } => vec![
+                Text(container),
+                class.map_or(Absent, |c| Number(c.value())),
+                id.as_deref().map_or(Absent, Bytes),
+                label.as_deref().map_or(Absent, Text),
+            ],
             Request::GetAttributes {
                 container,
                 class,
                 id,
-            } => format!(
-                "+CKATTR={},{},{}",
-                quote(container)?,
-                class.value(),
-                quote_b64(id)
-            ),
+            } => vec![Text(container), Number(class.value()), Bytes(id)],
             Request::Sign {
                 container,
                 id,
                 mechanism,
                 data,
             } => {
-                let mech = match mechanism {
-                    SignMechanism::Pkcs1 => ckm::RSA_PKCS.to_string(),
-                    SignMechanism::Ecdsa => ckm::ECDSA.to_string(),
-                    SignMechanism::Eddsa => ckm::EDDSA.to_string(),
-                    SignMechanism::Pss { hash, salt_len } => {
-                        format!("{},{},{salt_len}", ckm::RSA_PKCS_PSS, hash.mechanism())
-                    }
+                let (m, params) = match mechanism {
+                    SignMechanism::Pkcs1 => (ckm::RSA_PKCS, vec![]),
+                    SignMechanism::Ecdsa => (ckm::ECDSA, vec![]),
+                    SignMechanism::Eddsa => (ckm::EDDSA, vec![]),
+                    SignMechanism::Pss { hash, salt_len } => (
+                        ckm::RSA_PKCS_PSS,
+                        vec![Number(hash.mechanism()), Number((*salt_len).into())],
+                    ),
                 };
-                // Mechanism parameters follow the data so the common case stays short.
-                let (m, rest) = mech.split_once(',').unwrap_or((&mech, ""));
-                let mut s = format!(
-                    "+CKSIGN={},{},{m},{}",
-                    quote(container)?,
-                    quote_b64(id),
-                    quote_b64(data)
-                );
-                if !rest.is_empty() {
-                    s.push(',');
-                    s.push_str(rest);
-                }
-                s
+                key_op_fields(container, id, m, data, params)
             }
             Request::Decrypt {
                 container,
@@ -493,88 +576,64 @@ impl Request {
                 mechanism,
                 data,
             } => {
-                let mut s = format!("+CKDEC={},{},", quote(container)?, quote_b64(id));
-                match mechanism {
-                    DecryptMechanism::Pkcs1 => {
-                        s.push_str(&format!("{},{}", ckm::RSA_PKCS, quote_b64(data)));
-                    }
-                    DecryptMechanism::Oaep { hash, label } => {
-                        s.push_str(&format!(
-                            "{},{},{},{}",
-                            ckm::RSA_PKCS_OAEP,
-                            quote_b64(data),
-                            hash.mechanism(),
-                            quote_b64(label)
-                        ));
-                    }
-                }
-                s
+                let (m, params) = match mechanism {
+                    DecryptMechanism::Pkcs1 => (ckm::RSA_PKCS, vec![]),
+                    DecryptMechanism::Oaep { hash, label } => (
+                        ckm::RSA_PKCS_OAEP,
+                        vec![Number(hash.mechanism()), Bytes(label)],
+                    ),
+                };
+                key_op_fields(container, id, m, data, params)
             }
             Request::GenerateKeyPair {
                 container,
                 bits,
                 id,
                 label,
-            } => format!(
-                "+CKGEN={},{bits},{},{}",
-                quote(container)?,
-                quote_b64(id),
-                quote(label)?
-            ),
+            } => vec![
+                Text(container),
+                Number((*bits).into()),
+                Bytes(id),
+                Text(label),
+            ],
             Request::GenerateEcKeyPair {
                 container,
                 curve,
                 id,
                 label,
-            } => format!(
-                "+CKGENEC={},{},{},{}",
-                quote(container)?,
-                curve.number(),
-                quote_b64(id),
-                quote(label)?
-            ),
+            } => vec![
+                Text(container),
+                Number(curve.number().into()),
+                Bytes(id),
+                Text(label),
+            ],
             Request::Derive {
                 container,
                 id,
                 peer,
-            } => format!(
-                "+CKDERIVE={},{},{},{}",
-                quote(container)?,
-                quote_b64(id),
-                ckm::ECDH1_DERIVE,
-                quote_b64(peer)
-            ),
-            Request::GenerateRandom { len } => format!("+CKRAND={len}"),
+            } => vec![
+                Text(container),
+                Bytes(id),
+                Number(ckm::ECDH1_DERIVE.into()),
+                Bytes(peer),
+            ],
             Request::PutCertificate {
                 container,
                 id,
                 label,
                 der,
-            } => format!(
-                "+CKPUTCERT={},{},{},{}",
-                quote(container)?,
-                quote_b64(id),
-                quote(label)?,
-                quote_b64(der)
-            ),
-            Request::DeleteCertificate { container, id } => {
-                format!("+CKDELCERT={},{}", quote(container)?, quote_b64(id))
-            }
-            Request::PutData { container, object } => format!(
-                "+CKPUTDATA={},{},{},{},{},{}",
-                quote(container)?,
-                quote_b64(&object.id),
-                quote(&object.label)?,
-                quote(&object.application)?,
-                quote_b64(&object.oid),
-                quote_b64(&object.value)
-            ),
-            Request::DeleteData { container, id } => {
-                format!("+CKDELDATA={},{}", quote(container)?, quote_b64(id))
-            }
-            Request::DestroyKey { container, id } => {
-                format!("+CKDELKEY={},{}", quote(container)?, quote_b64(id))
-            }
+            } => vec![Text(container), Bytes(id), Text(label), Bytes(der)],
+            Request::DeleteCertificate { container, id }
+            | Request::DeleteData { container, id }
+            | Request::DestroyKey { container, id } => vec![Text(container), Bytes(id)],
+            Request::PutData { container, object } => vec![
+                Text(container),
+                Bytes(&object.id),
+                Text(&object.label),
+                Text(&object.application),
+                Bytes(&object.oid),
+                Bytes(&object.value),
+            ],
             Request::Rewrap {
                 container,
                 id,
@@ -582,110 +641,103 @@ impl Request {
                 data,
                 out_hash,
                 spki,
-            } => format!(
-                "+CKREWRAP={},{},{},{},{},{}",
-                quote(container)?,
-                quote_b64(id),
-                in_hash.mechanism(),
-                quote_b64(data),
-                out_hash.mechanism(),
-                quote_b64(spki)
-            ),
+            } => vec![
+                Text(container),
+                Bytes(id),
+                Number(in_hash.mechanism()),
+                Bytes(data),
+                Number(out_hash.mechanism()),
+                Bytes(spki),
+            ],
             Request::ImportKey {
                 container,
                 id,
                 label,
                 pkcs8,
-            } => {
-                // Built in one wiped buffer: the line holds the key.
-                let key = Zeroizing::new(quote_b64(pkcs8));
-                let mut s = Zeroizing::new(format!(
-                    "+CKIMPORT={},{},{},",
-                    quote(container)?,
-                    quote_b64(id),
-                    quote(label)?
-                ));
-                s.push_str(&key);
-                return Ok(s);
-            }
+            } => vec![Text(container), Bytes(id), Text(label), Bytes(pkcs8)],
             Request::Attest {
                 container,
                 id,
                 nonce,
-            } => format!(
-                "+CKATTEST={},{},{}",
-                quote(container)?,
-                quote_b64(id),
-                quote_b64(nonce)
-            ),
-        };
-        Ok(Zeroizing::new(s))
+            } => vec![Text(container), Bytes(id), Bytes(nonce)],
+        }
     }
 
-    /// Checks the limits every request must respect, on both ends.
-    pub fn validate(&self) -> Result<(), ParseError> {
+    /// The container the request names, if it names one.
+    pub fn container(&self) -> Option<&str> {
+        self.names().0
+    }
+
+    /// The container and the object id (`CKA_ID`) the request names or
+    /// creates, each if it has one.
+    fn names(&self) -> (Option<&str>, Option<&[u8]>) {
         match self {
-            Request::ListContainers => {}
+            Request::ListContainers | Request::GenerateRandom { .. } => (None, None),
+            Request::TokenInfo { container }
+            | Request::Login { container, .. }
+            | Request::Logout { container }
+            | Request::ChangePin { container, .. }
+            | Request::SoLogin { container, .. }
+            | Request::SoLogout { container }
+            | Request::InitPin { container, .. }
+            | Request::ChangePuk { container, .. } => (Some(container), None),
+            Request::FindObjects { container, id, .. } => (Some(container), id.as_deref()),
+            Request::PutData { container, object } => (Some(container), Some(&object.id)),
+            Request::GetAttributes { container, id, .. }
+            | Request::Sign { container, id, .. }
+            | Request::Decrypt { container, id, .. }
+            | Request::GenerateKeyPair { container, id, .. }
+            | Request::GenerateEcKeyPair { container, id, .. }
+            | Request::Derive { container, id, .. }
+            | Request::PutCertificate { container, id, .. }
+            | Request::DeleteCertificate { container, id }
+            | Request::DeleteData { container, id }
+            | Request::DestroyKey { container, id }
+            | Request::Rewrap { container, id, .. }
+            | Request::ImportKey { container, id, .. }
+            | Request::Attest { container, id, .. } => (Some(container), Some(id)),
+        }
+    }
+
+    /// Checks the limits every request must respect, on both ends: the
+    /// container and id each request names, then what is particular to it.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        let (container, id) = self.names();
+        if let Some(container) = container {
+            check_name(container)?;
+        }
+        if let Some(id) = id {
+            check_len(id, MAX_ID_LEN, "id too long")?;
+        }
+        match self {
+            Request::ListContainers
+            | Request::TokenInfo { .. }
+            | Request::Logout { .. }
+            | Request::SoLogout { .. }
+            | Request::GetAttributes { .. }
+            | Request::DeleteCertificate { .. }
+            | Request::DeleteData { .. }
+            | Request::DestroyKey { .. } => {}
             Request::GenerateRandom { len } => {
                 if *len == 0 || *len > MAX_RANDOM_LEN {
                     return Err(ParseError::Syntax("random length out of range"));
                 }
             }
-            Request::TokenInfo { container }
-            | Request::Logout { container }
-            | Request::SoLogout { container } => check_name(container)?,
-            Request::SoLogin {
-                container,
-                puk: pin,
-            }
-            | Request::InitPin { container, pin }
-            | Request::Login { container, pin } => {
-                check_name(container)?;
-                check_len(pin, MAX_PIN_LEN, "PIN too long")?;
-            }
-            Request::ChangePuk {
-                container,
-                old,
-                new,
-            }
-            | Request::ChangePin {
-                container,
-                old,
-                new,
-            } => {
-                check_name(container)?;
+            Request::SoLogin { puk: pin, .. }
+            | Request::InitPin { pin, .. }
+            | Request::Login { pin, .. } => check_len(pin, MAX_PIN_LEN, "PIN too long")?,
+            Request::ChangePuk { old, new, .. } | Request::ChangePin { old, new, .. } => {
                 check_len(old, MAX_PIN_LEN, "PIN too long")?;
                 check_len(new, MAX_PIN_LEN, "PIN too long")?;
             }
-            Request::FindObjects {
-                container,
-                id,
-                label,
-                ..
-            } => {
-                check_name(container)?;
-                if let Some(id) = id {
-                    check_len(id, MAX_ID_LEN, "id too long")?;
-                }
+            Request::FindObjects { label, .. } => {
                 if let Some(label) = label {
                     check_label(label)?;
                 }
             }
-            Request::GetAttributes { container, id, .. }
-            | Request::DeleteCertificate { container, id }
-            | Request::DeleteData { container, id }
-            | Request::DestroyKey { container, id } => {
-                check_name(container)?;
-                check_len(id, MAX_ID_LEN, "id too long")?;
-            }
             Request::Sign {
-                container,
-                id,
-                data,
-                mechanism,
+                data, mechanism, ..
             } => {
-                check_name(container)?;
-                check_len(id, MAX_ID_LEN, "id too long")?;
                 check_len(data, MAX_DATA_LEN, "data too long")?;
                 if let SignMechanism::Pss { salt_len, .. } = mechanism
                     && *salt_len > MAX_DATA_LEN as u32
@@ -694,93 +746,39 @@ impl Request {
                 }
             }
             Request::Decrypt {
-                container,
-                id,
-                data,
-                mechanism,
+                data, mechanism, ..
             } => {
-                check_name(container)?;
-                check_len(id, MAX_ID_LEN, "id too long")?;
                 check_len(data, MAX_DATA_LEN, "data too long")?;
                 if let DecryptMechanism::Oaep { label, .. } = mechanism {
                     check_len(label, MAX_DATA_LEN, "OAEP label too long")?;
                 }
             }
-            Request::Derive {
-                container,
-                id,
-                peer,
-            } => {
-                check_name(container)?;
-                check_len(id, MAX_ID_LEN, "id too long")?;
-                check_len(peer, MAX_DATA_LEN, "peer point too long")?;
+            Request::Derive { peer, .. } => check_len(peer, MAX_DATA_LEN, "peer point too long")?,
+            Request::GenerateKeyPair { label, .. } | Request::GenerateEcKeyPair { label, .. } => {
+                check_label(label)?
             }
-            Request::GenerateKeyPair {
-                container,
-                id,
-                label,
-                ..
-            }
-            | Request::GenerateEcKeyPair {
-                container,
-                id,
-                label,
-                ..
-            }
-            | Request::PutCertificate {
-                container,
-                id,
-                label,
-                ..
-            } => {
-                check_name(container)?;
-                check_len(id, MAX_ID_LEN, "id too long")?;
+            Request::PutCertificate { label, der, .. } => {
                 check_label(label)?;
-                if let Request::PutCertificate { der, .. } = self {
-                    check_len(der, MAX_DER_LEN, "certificate too long")?;
-                }
+                check_len(der, MAX_DER_LEN, "certificate too long")?;
             }
-            Request::PutData { container, object } => {
-                check_name(container)?;
-                check_len(&object.id, MAX_ID_LEN, "id too long")?;
+            Request::PutData { object, .. } => {
                 check_label(&object.label)?;
                 check_label(&object.application)?;
                 check_len(&object.oid, MAX_OBJECT_ID_LEN, "object id too long")?;
                 check_len(&object.value, MAX_DATA_OBJECT_LEN, "data object too long")?;
             }
-            Request::Rewrap {
-                container,
-                id,
-                data,
-                spki,
-                ..
-            } => {
-                check_name(container)?;
-                check_len(id, MAX_ID_LEN, "id too long")?;
+            Request::Rewrap { data, spki, .. } => {
                 check_len(data, MAX_DATA_LEN, "data too long")?;
                 check_len(spki, MAX_DER_LEN, "key too long")?;
             }
-            Request::ImportKey {
-                container,
-                id,
-                label,
-                pkcs8,
-            } => {
-                check_name(container)?;
-                check_len(id, MAX_ID_LEN, "id too long")?;
+            Request::ImportKey { label, pkcs8, .. } => {
                 check_label(label)?;
                 if pkcs8.is_empty() {
                     return Err(ParseError::Syntax("empty private key"));
                 }
                 check_len(pkcs8, MAX_PRIVATE_KEY_LEN, "private key too long")?;
             }
-            Request::Attest {
-                container,
-                id,
-                nonce,
-            } => {
-                check_name(container)?;
-                check_len(id, MAX_ID_LEN, "id too long")?;
+            Request::Attest { nonce, .. } => {
                 if nonce.len() < MIN_NONCE_LEN {
                     return Err(ParseError::Syntax("nonce too short"));
                 }
@@ -921,50 +919,18 @@ impl Request {
                     id: p.bytes(2)?,
                 }
             }
-            "+CKSIGN" => {
-                p.expect_count(4, 6)?;
-                let m = p.number(2)?;
-                let mechanism = if m == u64::from(ckm::ECDSA) || m == u64::from(ckm::EDDSA) {
-                    p.expect_count(4, 4)?;
-                    if m == u64::from(ckm::ECDSA) {
-                        SignMechanism::Ecdsa
-                    } else {
-                        SignMechanism::Eddsa
-                    }
-                } else {
-                    match key_op_mechanism(&p, ckm::RSA_PKCS, ckm::RSA_PKCS_PSS)? {
-                        None => SignMechanism::Pkcs1,
-                        Some(hash) => SignMechanism::Pss {
-                            hash,
-                            salt_len: p.u32(5)?,
-                        },
-                    }
-                };
-                let (container, id, data) = (container()?, p.bytes(1)?, p.bytes(3)?);
-                Request::Sign {
-                    container,
-                    id,
-                    mechanism,
-                    data,
-                }
-            }
-            "+CKDEC" => {
-                p.expect_count(4, 6)?;
-                let mechanism = match key_op_mechanism(&p, ckm::RSA_PKCS, ckm::RSA_PKCS_OAEP)? {
-                    None => DecryptMechanism::Pkcs1,
-                    Some(hash) => DecryptMechanism::Oaep {
-                        hash,
-                        label: p.bytes(5)?,
-                    },
-                };
-                let (container, id, data) = (container()?, p.bytes(1)?, p.bytes(3)?);
-                Request::Decrypt {
-                    container,
-                    id,
-                    mechanism,
-                    data,
-                }
-            }
+            "+CKSIGN" => Request::Sign {
+                mechanism: sign_mechanism(&p)?,
+                container: container()?,
+                id: p.bytes(1)?,
+                data: p.bytes(3)?,
+            },
+            "+CKDEC" => Request::Decrypt {
+                mechanism: decrypt_mechanism(&p)?,
+                container: container()?,
+                id: p.bytes(1)?,
+                data: p.bytes(3)?,
+            },
             "+CKGEN" => {
                 p.expect_count(4, 4)?;
                 Request::GenerateKeyPair {

@@ -187,37 +187,51 @@ fn command(variant: &str, mut f: Fields) -> Command {
 fn request(variant: &str, mut f: Fields) -> Request {
     let r = match variant {
         "ListContainers" => Request::ListContainers,
-        "TokenInfo" => Request::TokenInfo {
-            container: f.str("container"),
-        },
-        "Login" => Request::Login {
-            container: f.str("container"),
-            pin: pin(f.bytes("pin")),
-        },
-        "Logout" => Request::Logout {
-            container: f.str("container"),
-        },
-        "ChangePin" => Request::ChangePin {
-            container: f.str("container"),
-            old: pin(f.bytes("old")),
-            new: pin(f.bytes("new")),
-        },
-        "SoLogin" => Request::SoLogin {
-            container: f.str("container"),
-            puk: pin(f.bytes("puk")),
-        },
-        "SoLogout" => Request::SoLogout {
-            container: f.str("container"),
-        },
-        "InitPin" => Request::InitPin {
-            container: f.str("container"),
-            pin: pin(f.bytes("pin")),
-        },
-        "ChangePuk" => Request::ChangePuk {
-            container: f.str("container"),
-            old: pin(f.bytes("old")),
-            new: pin(f.bytes("new")),
-        },
+        // The container alone.
+        "TokenInfo" | "Logout" | "SoLogout" => {
+            let container = f.str("container");
+            match variant {
+                "TokenInfo" => Request::TokenInfo { container },
+                "Logout" => Request::Logout { container },
+                _ => Request::SoLogout { container },
+            }
+        }
+        // The container and a secret: the PIN, or the PUK.
+        "Login" | "InitPin" | "SoLogin" => {
+            let container = f.str("container");
+            match variant {
+                "Login" => Request::Login {
+                    container,
+                    pin: pin(f.bytes("pin")),
+                },
+                "InitPin" => Request::InitPin {
+                    container,
+                    pin: pin(f.bytes("pin")),
+                },
+                _ => Request::SoLogin {
+                    container,
+                    puk: pin(f.bytes("puk")),
+                },
+            }
+        }
+        // The container, the old secret and the new.
+        "ChangePin" | "ChangePuk" => {
+            let container = f.str("container");
+            let (old, new) = (pin(f.bytes("old")), pin(f.bytes("new")));
+            if variant == "ChangePin" {
+                Request::ChangePin {
+                    container,
+                    old,
+                    new,
+                }
+            } else {
+                Request::ChangePuk {
+                    container,
+                    old,
+                    new,
+                }
+            }
+        }
         "FindObjects" => Request::FindObjects {
             container: f.str("container"),
             class: f.opt("class").map(|v| match v {
@@ -238,42 +252,29 @@ fn request(variant: &str, mut f: Fields) -> Request {
             class: f.class("class"),
             id: f.bytes("id"),
         },
-        "Sign" => {
-            let container = f.str("container");
-            let id = f.bytes("id");
-            let mechanism = match f.word("mechanism").as_str() {
-                "pkcs1" => SignMechanism::Pkcs1,
-                "ecdsa" => SignMechanism::Ecdsa,
-                "eddsa" => SignMechanism::Eddsa,
-                "pss" => SignMechanism::Pss {
-                    hash: f.hash("hash"),
-                    salt_len: f.u32("salt"),
-                },
-                m => panic!("unknown sign mechanism {m}"),
-            };
-            Request::Sign {
-                container,
-                id,
-                mechanism,
-                data: f.bytes("data"),
-            }
-        }
-        "Decrypt" => {
-            let container = f.str("container");
-            let id = f.bytes("id");
-            let mechanism = match f.word("mechanism").as_str() {
-                "pkcs1" => DecryptMechanism::Pkcs1,
-                "oaep" => DecryptMechanism::Oaep {
-                    hash: f.hash("hash"),
-                    label: f.bytes("label"),
-                },
-                m => panic!("unknown decrypt mechanism {m}"),
-            };
-            Request::Decrypt {
-                container,
-                id,
-                mechanism,
-                data: f.bytes("data"),
+        // A private-key operation: the key, the mechanism with its
+        // parameters, then the data.
+        "Sign" | "Decrypt" => {
+            let (container, id) = (f.str("container"), f.bytes("id"));
+            let word = f.word("mechanism");
+            if variant == "Sign" {
+                let mechanism = sign_mechanism(&word, &mut f);
+                let data = f.bytes("data");
+                Request::Sign {
+                    container,
+                    id,
+                    mechanism,
+                    data,
+                }
+            } else {
+                let mechanism = decrypt_mechanism(&word, &mut f);
+                let data = f.bytes("data");
+                Request::Decrypt {
+                    container,
+                    id,
+                    mechanism,
+                    data,
+                }
             }
         }
         "GenerateKeyPair" => Request::GenerateKeyPair {
@@ -303,14 +304,15 @@ fn request(variant: &str, mut f: Fields) -> Request {
             label: f.str("label"),
             der: f.bytes("der"),
         },
-        "DeleteCertificate" => Request::DeleteCertificate {
-            container: f.str("container"),
-            id: f.bytes("id"),
-        },
-        "DestroyKey" => Request::DestroyKey {
-            container: f.str("container"),
-            id: f.bytes("id"),
-        },
+        // An object by its id.
+        "DeleteCertificate" | "DestroyKey" => {
+            let (container, id) = (f.str("container"), f.bytes("id"));
+            if variant == "DeleteCertificate" {
+                Request::DeleteCertificate { container, id }
+            } else {
+                Request::DestroyKey { container, id }
+            }
+        }
         "Rewrap" => Request::Rewrap {
             container: f.str("container"),
             id: f.bytes("id"),
@@ -334,6 +336,32 @@ fn request(variant: &str, mut f: Fields) -> Request {
     };
     f.done();
     r
+}
+
+/// A signature's mechanism, named by `word`, and its parameters.
+fn sign_mechanism(word: &str, f: &mut Fields) -> SignMechanism {
+    match word {
+        "pkcs1" => SignMechanism::Pkcs1,
+        "ecdsa" => SignMechanism::Ecdsa,
+        "eddsa" => SignMechanism::Eddsa,
+        "pss" => SignMechanism::Pss {
+            hash: f.hash("hash"),
+            salt_len: f.u32("salt"),
+        },
+        m => panic!("unknown sign mechanism {m}"),
+    }
+}
+
+/// A decryption's mechanism, named by `word`, and its parameters.
+fn decrypt_mechanism(word: &str, f: &mut Fields) -> DecryptMechanism {
+    match word {
+        "pkcs1" => DecryptMechanism::Pkcs1,
+        "oaep" => DecryptMechanism::Oaep {
+            hash: f.hash("hash"),
+            label: f.bytes("label"),
+        },
+        m => panic!("unknown decrypt mechanism {m}"),
+    }
 }
 
 /// A valid request of the named kind: `Reply::decode` only looks at the kind.

@@ -134,6 +134,16 @@ impl TestBus {
             address: format!("unix:path={}", socket.display()),
         }
     }
+
+    /// The environment a client of the daemon on this bus (the PKCS#11
+    /// module, the command) reads to find it: the bus, and the daemon's
+    /// user, which is this test's.
+    pub fn client_env(&self) -> [(&'static str, String); 2] {
+        [
+            ("PHONECSP_BUS", self.address.clone()),
+            ("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string()),
+        ]
+    }
 }
 
 impl Drop for TestBus {
@@ -998,12 +1008,44 @@ impl ModuleRig {
         self.root.path().join(name)
     }
 
+    /// A file `name` in the rig's directory holding `contents`.
+    pub fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).expect("write a test file");
+        path
+    }
+
+    /// The environment the module reads to find this rig's daemon.
+    pub fn module_env(&self) -> [(&'static str, String); 2] {
+        self.bus.client_env()
+    }
+
+    /// Sets [`ModuleRig::module_env`] in this process, for a module loaded
+    /// here. Only in a test that [`own_process`] runs alone in its process.
+    pub fn set_module_env(&self) {
+        for (k, v) in self.module_env() {
+            // SAFETY: set before the module starts any thread, in a test
+            // process of its own (see `own_process`).
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+
+    /// The module loaded into this process through the `cryptoki` crate
+    /// (a real consumer's bindings), `C_Initialize`d. Only in a test that
+    /// [`own_process`] runs alone in its process.
+    pub fn pkcs11_context(&self) -> cryptoki::context::Pkcs11 {
+        use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+        self.set_module_env();
+        let p = Pkcs11::new(&self.module).expect("load the module");
+        p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .expect("C_Initialize");
+        p
+    }
+
     /// `program` pointed at this rig's bus and daemon.
     pub fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
-        c.env("PHONECSP_BUS", &self.bus.address)
-            .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
-            .stdin(Stdio::null());
+        c.envs(self.module_env()).stdin(Stdio::null());
         c
     }
 
@@ -1016,44 +1058,133 @@ impl ModuleRig {
             .expect("pkcs11-tool (install opensc)")
     }
 
-    /// The token's public key `id` as pkcs11-tool exports it (DER; OpenSC
-    /// 0.23 writes an EdDSA key as PEM): the file's path.
-    pub fn read_public_key(&self, id: &str) -> PathBuf {
-        let out = self.path(&format!("pub-{id}.der"));
-        let path = out.to_str().expect("UTF-8 path");
-        ok(self.pkcs11_tool(&["--read-object", "--type", "pubkey", "--id", id, "-o", path]));
-        out
+    /// pkcs11-tool logged in with the PIN, then `args`.
+    pub fn pkcs11_tool_login(&self, args: &[&str]) -> Output {
+        self.pkcs11_tool(&[&["--login", "--pin", PIN], args].concat())
     }
 
-    /// Signs `msg` with key `id` by `mechanism` through pkcs11-tool, with
-    /// `extra` arguments; the signature file.
-    pub fn pkcs11_sign(&self, id: &str, mechanism: &str, msg: &Path, extra: &[&str]) -> PathBuf {
-        let sig = self.path(&format!("sig-{id}-{mechanism}-{}", extra.len()));
-        let mut cmd = self.cmd("pkcs11-tool");
-        cmd.arg("--module").arg(&self.module);
-        let o = cmd
-            .args(pkcs11_sign_args(id, mechanism, msg, &sig))
-            .args(extra)
+    /// GnuTLS's `p11tool` on the module, the PIN in its environment.
+    pub fn p11tool(&self, args: &[&str]) -> Output {
+        self.cmd("p11tool")
+            .arg("--provider")
+            .arg(&self.module)
+            .args(args)
+            .env("GNUTLS_PIN", PIN)
             .output()
-            .expect("pkcs11-tool (install opensc)");
-        ok(o);
+            .expect("p11tool (install gnutls-bin)")
+    }
+
+    /// What `ssh-keygen -D` lists of the module's keys.
+    pub fn ssh_keygen_d(&self) -> String {
+        ok(self
+            .cmd("ssh-keygen")
+            .arg("-D")
+            .arg(&self.module)
+            .output()
+            .expect("ssh-keygen"))
+    }
+
+    /// The line of `ssh-keygen -D` that starts with `key_type`.
+    pub fn ssh_key_line(&self, key_type: &str) -> String {
+        let keys = self.ssh_keygen_d();
+        keys.lines()
+            .find(|l| l.starts_with(&format!("{key_type} ")))
+            .unwrap_or_else(|| panic!("no {key_type} key in\n{keys}"))
+            .to_owned()
+    }
+
+    /// Key `id` signs the file `input` with `mechanism` through
+    /// pkcs11-tool into `output`, with pkcs11-tool's `extra` options.
+    pub fn sign_with_tool(
+        &self,
+        id: &str,
+        mechanism: &str,
+        input: &Path,
+        output: &Path,
+        extra: &[&str],
+    ) {
+        let args = ["--sign", "--mechanism", mechanism, "--id", id];
+        let files = ["-i", s(input), "-o", s(output)];
+        ok(self.pkcs11_tool_login(&[&args[..], &files, extra].concat()));
+    }
+
+    /// Key `id` signs the file `msg` as [`ModuleRig::sign_with_tool`]
+    /// does, into a file of its own: that file.
+    pub fn signature_of(&self, id: &str, mechanism: &str, msg: &Path, extra: &[&str]) -> PathBuf {
+        let sig = self.path(&format!("sig-{id}-{mechanism}-{}", extra.len()));
+        self.sign_with_tool(id, mechanism, msg, &sig, extra);
         sig
     }
 
-    /// An ssh login to a real sshd that trusts only `authorized` (an
-    /// OpenSSH public key line), with the key on the phone through the
-    /// module; `ssh` must run `echo marker`. Said and skipped unless root
-    /// (sshd needs it).
-    pub fn ssh_login_trusting(&self, authorized: &str, marker: &str) {
+    /// pkcs11-tool reads the object of `kind` (`pubkey`, `cert`, ...) with
+    /// CKA_ID `id` into `out`.
+    pub fn read_object(&self, kind: &str, id: &str, out: &Path) {
+        let read = ["--read-object", "--type", kind, "--id", id];
+        ok(self.pkcs11_tool(&[&read[..], &["-o", s(out)]].concat()));
+    }
+
+    /// pkcs11-tool lists each of `mechanisms` among the module's.
+    pub fn lists_mechanisms(&self, mechanisms: &[&str]) {
+        let listed = ok(self.pkcs11_tool(&["--list-mechanisms"]));
+        for m in mechanisms {
+            assert!(listed.contains(m), "{m} not in\n{listed}");
+        }
+    }
+
+    /// The public key `id` as PEM, exported by pkcs11-tool and converted
+    /// by openssl (which so also checks the SPKI).
+    pub fn public_pem(&self, id: &str) -> PathBuf {
+        let der = self.path(&format!("pub-{id}.der"));
+        self.read_object("pubkey", id, &der);
+        let pem = self.path(&format!("pub-{id}.pem"));
+        // pkcs11-tool 0.23 writes an EdDSA key as PEM, the others as DER.
+        let der_bytes = std::fs::read(&der).expect("the exported key");
+        let form = if der_bytes.starts_with(b"-----") {
+            "PEM"
+        } else {
+            "DER"
+        };
+        let convert = ["pkey", "-pubin", "-inform", form];
+        openssl(&[&convert[..], &["-in", s(&der), "-out", s(&pem)]].concat());
+        pem
+    }
+
+    /// GnuTLS lists the private key whose URI has `id` in it (any, for
+    /// `None`), signs with it and checks the signature itself
+    /// (`p11tool --test-sign`); the key's URI.
+    pub fn p11tool_test_signs(&self, id: Option<&str>) -> String {
+        let all = ok(self.p11tool(&["--list-all", "--login"]));
+        let id = id.map(|id| format!("id=%{id}"));
+        let uri = all
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("URL: "))
+            .filter(|u| u.contains("type=private"))
+            .find(|u| id.as_ref().is_none_or(|id| u.contains(id.as_str())))
+            .unwrap_or_else(|| panic!("no private key {id:?} in\n{all}"))
+            .to_owned();
+        let out = self.p11tool(&["--test-sign", &uri, "--login"]);
+        let text = output_text(&out);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("Verifying against public key") && text.contains("ok"),
+            "{text}"
+        );
+        uri
+    }
+
+    /// `ssh` logs in with the module to a real sshd that trusts only
+    /// `authorized` (an `authorized_keys` line) and runs `echo greeting`.
+    /// Skipped, and said, where sshd cannot run (it needs root).
+    pub fn ssh_logs_in(&self, authorized: &str, greeting: &str) {
         if !is_root() {
             eprintln!("SKIPPED: sshd needs root");
             return;
         }
-        let sshd = Sshd::start(&self.path("."), authorized.trim());
-        let out = sshd.login(self.cmd("ssh"), &self.module, &format!("echo {marker}"));
+        let sshd = Sshd::start(&self.path("."), authorized);
+        let out = sshd.login(self.cmd("ssh"), &self.module, &format!("echo {greeting}"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && stdout.contains(marker),
+            out.status.success() && stdout.contains(greeting),
             "ssh failed: {}\n{stdout}\n{}\n--- sshd log\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr),
@@ -1061,73 +1192,134 @@ impl ModuleRig {
         );
     }
 
-    /// The module loaded into this process by the `cryptoki` crate, pointed
-    /// at this rig, and a read/write session on the token logged in with
-    /// [`PIN`]. Only in a process of the test's own ([`own_process`]): the
-    /// module reads its environment, set here, when it starts.
-    pub fn cryptoki_session(&self) -> cryptoki::session::Session {
-        use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-        use cryptoki::session::UserType;
-        use cryptoki::types::AuthPin;
-        for (k, v) in [
-            ("PHONECSP_BUS", self.bus.address.clone()),
-            ("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string()),
-        ] {
-            // SAFETY: set before the module starts any thread, in a process
-            // of this test alone (see `own_process`).
-            unsafe { std::env::set_var(k, v) };
-        }
-        let p = Pkcs11::new(&self.module).expect("load the module");
-        p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .expect("C_Initialize");
-        let slot = p.get_slots_with_token().expect("slots")[0];
-        let session = p.open_rw_session(slot).expect("a R/W session");
-        session
-            .login(UserType::User, Some(&AuthPin::new(PIN.into())))
-            .expect("C_Login");
-        session
+    /// An NSS database with the module added; its `sql:` name.
+    pub fn nss_db(&self) -> String {
+        let db = format!("sql:{}", s(&self.path("nssdb")));
+        std::fs::create_dir_all(self.path("nssdb")).expect("the NSS database's directory");
+        ok(self
+            .cmd("certutil")
+            .args(["-N", "-d", &db, "--empty-password"])
+            .output()
+            .expect("certutil (install libnss3-tools)"));
+        let module = ["-add", "phonecsp", "-libfile", s(&self.module)];
+        ok(self
+            .cmd("modutil")
+            .args(module)
+            .args(["-dbdir", &db, "-force"])
+            .output()
+            .expect("modutil"));
+        db
+    }
+
+    /// What NSS's `certutil -L` lists through the module.
+    pub fn nss_certificates(&self, db: &str) -> String {
+        ok(self
+            .cmd("certutil")
+            .args(["-L", "-h", "all", "-d", db])
+            .output()
+            .expect("certutil"))
+    }
+
+    /// An OpenSSL configuration that loads the pkcs11 engine on the module.
+    pub fn openssl_engine_conf(&self) -> PathBuf {
+        openssl_engine_conf(&self.path("openssl.cnf"), &self.module)
+    }
+
+    /// OpenSSL's pkcs11 engine signs a SHA-256 digest of the file `msg`
+    /// into `sig` with the key the PKCS#11 `uri` names.
+    pub fn engine_signs(&self, uri: &str, msg: &Path, sig: &Path) {
+        ok(self
+            .cmd("openssl")
+            .env("OPENSSL_CONF", self.openssl_engine_conf())
+            .args(["dgst", "-sha256", "-engine", "pkcs11", "-keyform", "engine"])
+            .args(["-sign", uri, "-out", s(sig), s(msg)])
+            .output()
+            .expect("openssl"));
     }
 }
 
-/// A fresh EC key made by `openssl genpkey` on `curve` (P-256, P-384,
-/// P-521) at `path`, PKCS#8 PEM.
-pub fn openssl_ec_key(path: &Path, curve: &str) -> PathBuf {
-    ok(Command::new("openssl")
-        .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
-        .arg(format!("ec_paramgen_curve:{curve}"))
-        .arg("-out")
-        .arg(path)
-        .output()
-        .expect("openssl"));
-    path.to_owned()
+/// A path as a program's argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
 }
 
-/// `pkcs11-tool`'s arguments to log in with [`PIN`] and sign `input` with
-/// key `id` by `mechanism` into `output`.
-pub fn pkcs11_sign_args<'a>(
-    id: &'a str,
-    mechanism: &'a str,
-    input: &'a Path,
-    output: &'a Path,
-) -> Vec<&'a std::ffi::OsStr> {
-    let mut args: Vec<&std::ffi::OsStr> = [
-        "--login",
-        "--pin",
-        PIN,
-        "--sign",
-        "--mechanism",
-        mechanism,
-        "--id",
-        id,
-        "-i",
-    ]
-    .into_iter()
-    .map(std::ffi::OsStr::new)
-    .collect();
-    args.push(input.as_os_str());
-    args.push(std::ffi::OsStr::new("-o"));
-    args.push(output.as_os_str());
-    args
+/// What a program wrote, its standard output then its error.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `openssl ARGS`, which must succeed; its standard output.
+#[track_caller]
+pub fn openssl(args: &[&str]) -> String {
+    ok(Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl"))
+}
+
+/// openssl checks the signature in `sig` of the file `msg`, over its
+/// `hash` (`-sha256`, ...), with the public key in `pem`: independently of
+/// the module.
+#[track_caller]
+pub fn openssl_verifies(hash: &str, pem: &Path, sig: &Path, msg: &Path) {
+    let v = openssl(&[
+        "dgst",
+        hash,
+        "-verify",
+        s(pem),
+        "-signature",
+        s(sig),
+        s(msg),
+    ]);
+    assert!(v.contains("Verified OK"), "{v}");
+}
+
+/// openssl checks the Ed25519 signature in `sig` of the file `msg` with
+/// the public key in `pem`.
+#[track_caller]
+pub fn openssl_verifies_eddsa(pem: &Path, sig: &Path, msg: &Path) {
+    let key = ["pkeyutl", "-verify", "-pubin", "-inkey", s(pem)];
+    let v = openssl(&[&key[..], &["-rawin", "-in", s(msg), "-sigfile", s(sig)]].concat());
+    assert!(v.contains("Signature Verified Successfully"), "{v}");
+}
+
+/// The `CK_RV` of a call through the `cryptoki` crate that must fail
+/// with one.
+#[track_caller]
+pub fn ck_rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> cryptoki::error::RvError {
+    match r {
+        Err(cryptoki::error::Error::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a PKCS#11 error, got {other:?}"),
+    }
+}
+
+/// The start of a test that loads the module into this process through
+/// the `cryptoki` crate: alone in a process of its own ([`own_process`];
+/// `None` when it ran there), the rig, and the module initialised.
+pub fn cryptoki_rig(test: &str) -> Option<(ModuleRig, cryptoki::context::Pkcs11)> {
+    if own_process(test) {
+        return None;
+    }
+    let rig = ModuleRig::paired_ssh();
+    let p = rig.pkcs11_context();
+    Some((rig, p))
+}
+
+/// A read/write session on the first slot with a token, logged in with
+/// [`PIN`].
+pub fn logged_in_session(p: &cryptoki::context::Pkcs11) -> cryptoki::session::Session {
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    let slot = p.get_slots_with_token().expect("slots")[0];
+    let session = p.open_rw_session(slot).expect("a read/write session");
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .expect("C_Login");
+    session
 }
 
 /// An OpenSSL configuration, written to `path`, that loads the pkcs11

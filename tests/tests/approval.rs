@@ -4,9 +4,7 @@
 //! program that asks; a refusal and an unanswered prompt come back as
 //! distinct errors that say which.
 
-use phonecsp_tests::{
-    Fixture, KEY_ID_HEX, PIN, fixture, phonecsp, pkcs11_module, pkcs11_sign_args, wait_for_object,
-};
+use phonecsp_tests::{Fixture, KEY_ID_HEX, PIN, fixture, phonecsp, pkcs11_module, wait_for_object};
 use std::process::{Command, Output, Stdio};
 
 const KEY: &str = "/org/phonecsp/handset/phone/ssh/key_01";
@@ -45,12 +43,23 @@ fn sign_with_pkcs11_tool(f: &Fixture) -> Output {
     let data = f.root.path().join("data");
     std::fs::write(&data, b"approve me too").unwrap();
     let out = f.root.path().join("tool-sig");
+    let sign = [
+        "--sign",
+        "--mechanism",
+        "SHA256-RSA-PKCS",
+        "--id",
+        KEY_ID_HEX,
+    ];
     let cmd = Command::new("pkcs11-tool")
         .arg("--module")
         .arg(pkcs11_module())
-        .args(pkcs11_sign_args(KEY_ID_HEX, "SHA256-RSA-PKCS", &data, &out))
-        .env("PHONECSP_BUS", &f.bus.address)
-        .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
+        .args(["--login", "--pin", PIN])
+        .args(sign)
+        .arg("-i")
+        .arg(&data)
+        .arg("-o")
+        .arg(&out)
+        .envs(f.bus.client_env())
         .stdin(Stdio::null())
         .output();
     tokio::task::block_in_place(|| cmd).expect("pkcs11-tool (install opensc)")

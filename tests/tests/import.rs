@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use phonecsp_tests::ModuleRig;
-use phonecsp_tests::{PIN, ok, openssl_ec_key, own_process, phonecsp};
+use phonecsp_tests::{
+    PIN, cryptoki_rig, logged_in_session, ok, openssl_verifies, openssl_verifies_eddsa, phonecsp,
+};
 
 /// The shared rig, with this file's own helpers on it.
 struct Fixture(ModuleRig);
@@ -51,7 +53,9 @@ impl Fixture {
 
     /// The token's public key `id` as DER, read by pkcs11-tool.
     fn public_der(&self, id: &str) -> Vec<u8> {
-        std::fs::read(self.read_public_key(id)).expect("public key")
+        let der = self.path(&format!("pub-{id}.der"));
+        self.read_object("pubkey", id, &der);
+        std::fs::read(der).expect("public key")
     }
 
     /// `phonecsp import` of `file` as `id` succeeds, warning that the key
@@ -87,16 +91,6 @@ impl Fixture {
             "--label",
             "written",
         ]));
-    }
-
-    /// The OpenSSH public keys `ssh-keygen -D` reads through the module.
-    fn ssh_keys(&self) -> String {
-        ok(self
-            .cmd("ssh-keygen")
-            .arg("-D")
-            .arg(&self.module)
-            .output()
-            .expect("ssh-keygen"))
     }
 
     /// The private keys' lines of `pkcs11-tool --list-objects`, logged in.
@@ -161,39 +155,20 @@ fn ssh_public(key: &Path) -> (String, String) {
     (line.trim().to_owned(), blob)
 }
 
-/// `openssl` verifies `sig` over `msg` with the public key in `public`
-/// (`form`: PEM or DER); `how` is `dgst` (SHA-256) or `raw` (EdDSA).
-fn openssl_verifies(public: &Path, form: &str, msg: &Path, sig: &Path, how: &str) {
-    let out = if how == "raw" {
-        openssl(&[
-            "pkeyutl",
-            "-verify",
-            "-pubin",
-            "-keyform",
-            form,
-            "-inkey",
-            s(public),
-            "-rawin",
-            "-in",
-            s(msg),
-            "-sigfile",
-            s(sig),
-        ])
-    } else {
-        openssl(&[
-            "dgst",
-            "-sha256",
-            "-verify",
-            s(public),
-            "-keyform",
-            form,
-            "-signature",
-            s(sig),
-            s(msg),
-        ])
-    };
-    let text = String::from_utf8_lossy(&out);
-    assert!(text.contains("Verified"), "{text}");
+/// A fresh EC key made by `openssl genpkey` on `curve` (P-256, P-521):
+/// PKCS#8 PEM.
+fn openssl_ec_key(path: &Path, curve: &str) -> PathBuf {
+    let on = format!("ec_paramgen_curve:{curve}");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        &on,
+        "-out",
+        s(path),
+    ]);
+    path.to_owned()
 }
 
 /// The SubjectPublicKeyInfo DER of a private key file openssl reads.
@@ -233,7 +208,7 @@ fn openssl_and_ssh_keygen_keys_are_imported_and_an_imported_key_logs_in_to_sshd(
     let ssh_key = ssh_keygen(dir, "id_rsa", "rsa", &["-b", "3072"], "");
     f.import_ok(&ssh_key, "0b");
     let (ssh_pub, blob) = ssh_public(&ssh_key);
-    let listed = f.ssh_keys();
+    let listed = f.ssh_keygen_d();
     assert!(listed.contains(&blob), "{blob} not in\n{listed}");
 
     // pkcs11-tool reads the imported keys as not local, the generated one
@@ -248,7 +223,7 @@ fn openssl_and_ssh_keygen_keys_are_imported_and_an_imported_key_logs_in_to_sshd(
 
     // An ssh login with the key ssh-keygen made, now held by the phone:
     // sshd trusts only that key.
-    f.ssh_login_trusting(&ssh_pub, "logged-in-with-imported-key");
+    f.ssh_logs_in(&ssh_pub, "logged-in-with-imported-key");
 }
 
 /// ECDSA P-256 and P-384 and Ed25519 keys from `ssh-keygen` move onto the
@@ -266,7 +241,7 @@ fn ssh_keygen_ec_keys_are_imported_and_used() {
     f.import_ok(&p256, "21");
     f.import_ok(&p384, "22");
     f.import_ok(&ed, "23");
-    let listed = f.ssh_keys();
+    let listed = f.ssh_keygen_d();
     for key in [&p256, &p384] {
         let (_, blob) = ssh_public(key);
         assert!(listed.contains(&blob), "{} not in\n{listed}", key.display());
@@ -297,11 +272,22 @@ fn ssh_keygen_ec_keys_are_imported_and_used() {
     std::fs::write(&spki, &der).unwrap();
     let msg = f.path("msg");
     std::fs::write(&msg, b"signed by an imported Ed25519 key").unwrap();
-    let sig = f.pkcs11_sign("23", "EDDSA", &msg, &[]);
-    openssl_verifies(&spki, "DER", &msg, &sig, "raw");
+    let sig = f.signature_of("23", "EDDSA", &msg, &[]);
+    let pem = f.path("ed.pem");
+    openssl(&[
+        "pkey",
+        "-pubin",
+        "-inform",
+        "DER",
+        "-in",
+        s(&spki),
+        "-out",
+        s(&pem),
+    ]);
+    openssl_verifies_eddsa(&pem, &sig, &msg);
 
     let (p256_pub, _) = ssh_public(&p256);
-    f.ssh_login_trusting(&p256_pub, "logged-in-with-imported-ecdsa-key");
+    f.ssh_logs_in(&p256_pub, "logged-in-with-imported-ecdsa-key");
 }
 
 /// An EC key `openssl genpkey` made (PKCS#8 PEM) is imported by `phonecsp
@@ -332,10 +318,10 @@ fn openssl_ec_keys_are_imported_and_sign_ecdsa() {
     std::fs::write(&msg, b"signed by an imported P-256 key").unwrap();
     for (id, key) in [("24", &imported), ("25", &written)] {
         assert_eq!(f.public_der(id), spki_of(key), "{id}");
-        let sig = f.pkcs11_sign(id, "ECDSA-SHA256", &msg, &["--signature-format", "openssl"]);
+        let sig = f.signature_of(id, "ECDSA-SHA256", &msg, &["--signature-format", "openssl"]);
         let public = f.path(&format!("{id}.pub.pem"));
         openssl(&["pkey", "-in", s(key), "-pubout", "-out", s(&public)]);
-        openssl_verifies(&public, "PEM", &msg, &sig, "dgst");
+        openssl_verifies("-sha256", &public, &sig, &msg);
     }
     let keys = f.private_keys();
     assert!(!access_of(&keys, "24").contains("local"), "{keys}");
@@ -614,11 +600,12 @@ fn c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone() {
     use cryptoki::error::{Error as CkError, RvError};
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::{Attribute, KeyType, ObjectClass};
-    if own_process("c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone") {
+    let Some((rig, p)) = cryptoki_rig("c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone")
+    else {
         return;
-    }
-    let f = fixture();
-    let session = f.cryptoki_session();
+    };
+    let f = Fixture(rig);
+    let session = logged_in_session(&p);
     let aes = |unwrap: bool| {
         session
             .generate_key(

@@ -103,6 +103,49 @@ fn ini_value(text: &str, key: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
 }
 
+/// What the installation lays out besides the built programs and module,
+/// with each file's mode.
+const INSTALLED: &[(&str, u32)] = &[
+    ("usr/share/p11-kit/modules/phonecsp.module", 0o644),
+    ("usr/lib/systemd/system/phonecspd.service", 0o644),
+    ("usr/lib/systemd/user/phonecsp-handset.service", 0o644),
+    ("usr/lib/sysusers.d/phonecsp.conf", 0o644),
+    ("usr/lib/tmpfiles.d/phonecsp.conf", 0o644),
+    (
+        "usr/share/dbus-1/system.d/org.phonecsp.CryptoProvider1.conf",
+        0o644,
+    ),
+    (
+        "usr/share/dbus-1/system-services/org.phonecsp.CryptoProvider1.service",
+        0o644,
+    ),
+    (
+        "usr/share/dbus-1/interfaces/org.phonecsp.CryptoProvider1.xml",
+        0o644,
+    ),
+    ("usr/share/dbus-1/interfaces/org.phonecsp.Key1.xml", 0o644),
+    ("usr/share/dbus-1/interfaces/org.phonecsp.Agent1.xml", 0o644),
+    ("usr/share/polkit-1/actions/org.phonecsp.policy", 0o644),
+    ("usr/share/initramfs-tools/hooks/phonecsp", 0o755),
+    (
+        "usr/share/initramfs-tools/scripts/init-premount/phonecsp",
+        0o755,
+    ),
+    (
+        "usr/share/initramfs-tools/scripts/init-bottom/phonecsp",
+        0o755,
+    ),
+    ("usr/share/initramfs-tools/conf-hooks.d/phonecsp", 0o644),
+    ("usr/share/doc/phonecsp/README.md", 0o644),
+    ("etc/phonecsp/phonecspd.toml", 0o644),
+    ("usr/share/bash-completion/completions/phonecsp", 0o644),
+    ("usr/share/zsh/vendor-completions/_phonecsp", 0o644),
+    ("usr/share/fish/vendor_completions.d/phonecsp.fish", 0o644),
+    ("usr/share/man/man1/phonecsp.1", 0o644),
+    ("usr/share/man/man1/phonecsp-sign.1", 0o644),
+    ("usr/share/man/man1/phonecsp-luks-enroll.1", 0o644),
+];
+
 #[test]
 fn install_lays_out_the_whole_tree() {
     let dest = tempfile::tempdir().unwrap();
@@ -114,67 +157,11 @@ fn install_lays_out_the_whole_tree() {
         .iter()
         .map(|(_, path, mode)| (installed(path), *mode))
         .collect();
-    expected.extend([
-        ("usr/share/p11-kit/modules/phonecsp.module".into(), 0o644),
-        ("usr/lib/systemd/system/phonecspd.service".into(), 0o644),
-        (
-            "usr/lib/systemd/user/phonecsp-handset.service".into(),
-            0o644,
-        ),
-        ("usr/lib/sysusers.d/phonecsp.conf".into(), 0o644),
-        ("usr/lib/tmpfiles.d/phonecsp.conf".into(), 0o644),
-        (
-            "usr/share/dbus-1/system.d/org.phonecsp.CryptoProvider1.conf".into(),
-            0o644,
-        ),
-        (
-            "usr/share/dbus-1/system-services/org.phonecsp.CryptoProvider1.service".into(),
-            0o644,
-        ),
-        (
-            "usr/share/dbus-1/interfaces/org.phonecsp.CryptoProvider1.xml".into(),
-            0o644,
-        ),
-        (
-            "usr/share/dbus-1/interfaces/org.phonecsp.Key1.xml".into(),
-            0o644,
-        ),
-        (
-            "usr/share/dbus-1/interfaces/org.phonecsp.Agent1.xml".into(),
-            0o644,
-        ),
-        (
-            "usr/share/polkit-1/actions/org.phonecsp.policy".into(),
-            0o644,
-        ),
-        ("usr/share/initramfs-tools/hooks/phonecsp".into(), 0o755),
-        (
-            "usr/share/initramfs-tools/scripts/init-premount/phonecsp".into(),
-            0o755,
-        ),
-        (
-            "usr/share/initramfs-tools/scripts/init-bottom/phonecsp".into(),
-            0o755,
-        ),
-        (
-            "usr/share/initramfs-tools/conf-hooks.d/phonecsp".into(),
-            0o644,
-        ),
-        ("usr/share/doc/phonecsp/README.md".into(), 0o644),
-        ("etc/phonecsp/phonecspd.toml".into(), 0o644),
-        (
-            "usr/share/bash-completion/completions/phonecsp".into(),
-            0o644,
-        ),
-        ("usr/share/zsh/vendor-completions/_phonecsp".into(), 0o644),
-        (
-            "usr/share/fish/vendor_completions.d/phonecsp.fish".into(),
-            0o644,
-        ),
-        ("usr/share/man/man1/phonecsp.1".into(), 0o644),
-        ("usr/share/man/man1/phonecsp-sign.1".into(), 0o644),
-        ("usr/share/man/man1/phonecsp-luks-enroll.1".into(), 0o644),
-    ]);
+    expected.extend(
+        INSTALLED
+            .iter()
+            .map(|(path, mode)| (path.to_string(), *mode)),
+    );
     for (path, m) in &expected {
         let p = root.join(path);
         assert!(p.is_file(), "{path} is not installed");
@@ -434,51 +421,46 @@ fn root_with_systemd_units() -> tempfile::TempDir {
     root
 }
 
-#[test]
-fn installed_unit_passes_systemd_analyze() {
-    let root = root_with_systemd_units();
-    let verify = Command::new(systemd_tool("systemd-analyze"))
-        .arg("verify")
-        .arg(format!("--root={}", root.path().display()))
-        .arg("phonecspd.service")
-        .output()
-        .unwrap();
+/// What `systemd-analyze` says of `unit`, run by `analyze` with its
+/// arguments: `verify` must pass and say nothing (unknown or misspelt
+/// settings are only warnings: none is allowed), and `security`'s
+/// exposure level be at most `limit`.
+fn passes_systemd_analyze(unit: &str, limit: f64, analyze: impl Fn(&[&str]) -> Output) {
+    let verify = analyze(&["verify"]);
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
-    // Unknown or misspelt settings are only warnings: none is allowed.
     assert!(
         verify.status.success() && said.trim().is_empty(),
-        "systemd-analyze verify: {said}"
+        "systemd-analyze verify {unit}: {said}"
     );
-
-    let security = Command::new(systemd_tool("systemd-analyze"))
-        .args(["security", "--offline=yes", "--no-pager"])
-        .arg(format!("--root={}", root.path().display()))
-        .arg("phonecspd.service")
-        .output()
-        .unwrap();
+    let security = analyze(&["security", "--offline=yes", "--no-pager"]);
     let report = String::from_utf8_lossy(&security.stdout);
-    let level: f64 = report
-        .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for phonecspd.service:")
-                .nth(1)
-        })
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no exposure level in: {report}{}",
-                String::from_utf8_lossy(&security.stderr)
-            )
-        });
+    let level = exposure(&report, unit).unwrap_or_else(|| {
+        panic!(
+            "no exposure level in: {report}{}",
+            String::from_utf8_lossy(&security.stderr)
+        )
+    });
     assert!(
-        level <= SECURITY_EXPOSURE,
-        "systemd-analyze security: {level} > {SECURITY_EXPOSURE}\n{report}"
+        level <= limit,
+        "systemd-analyze security {unit}: {level} > {limit}\n{report}"
     );
+}
+
+#[test]
+fn installed_unit_passes_systemd_analyze() {
+    let root = root_with_systemd_units();
+    passes_systemd_analyze("phonecspd.service", SECURITY_EXPOSURE, |args| {
+        Command::new(systemd_tool("systemd-analyze"))
+            .args(args)
+            .arg(format!("--root={}", root.path().display()))
+            .arg("phonecspd.service")
+            .output()
+            .unwrap()
+    });
 }
 
 /// The exposure level `systemd-analyze security` prints for `unit`.
@@ -525,28 +507,7 @@ fn installed_user_unit_passes_systemd_analyze() {
             .output()
             .unwrap()
     };
-    let verify = analyze(&["verify"]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    assert!(
-        verify.status.success() && said.trim().is_empty(),
-        "systemd-analyze --user verify: {said}"
-    );
-    let security = analyze(&["security", "--offline=yes", "--no-pager"]);
-    let report = String::from_utf8_lossy(&security.stdout);
-    let level = exposure(&report, "phonecsp-handset.service").unwrap_or_else(|| {
-        panic!(
-            "no exposure level in: {report}{}",
-            String::from_utf8_lossy(&security.stderr)
-        )
-    });
-    assert!(
-        level <= USER_SECURITY_EXPOSURE,
-        "systemd-analyze --user security: {level} > {USER_SECURITY_EXPOSURE}\n{report}"
-    );
+    passes_systemd_analyze("phonecsp-handset.service", USER_SECURITY_EXPOSURE, analyze);
     let unit = read(
         &root
             .path()

@@ -860,6 +860,20 @@ fn staged_hook(dir: &Path, more: &[(&str, String)]) {
     std::fs::write(p("hook"), hook).unwrap();
 }
 
+/// Writes the daemon's configuration that the hook reads into `dir`: its
+/// state under `dir/state`, and `handsets`, each the body of a
+/// `[[handset]]` table.
+fn hook_config(dir: &Path, handsets: &[&str]) {
+    let mut config = format!(
+        "[daemon]\nstate_dir = \"{}\"\n",
+        dir.join("state").display()
+    );
+    for h in handsets {
+        config.push_str(&format!("\n[[handset]]\n{h}"));
+    }
+    std::fs::write(dir.join("phonecspd.toml"), config).expect("the daemon's configuration");
+}
+
 /// The initramfs-tools hook, run against stand-ins for initramfs-tools'
 /// copy functions and for the system's files: it copies the keyscript,
 /// the configuration, the daemon's key, the pinned handset keys, the
@@ -874,14 +888,13 @@ fn the_initramfs_hook_copies_what_the_keyscript_needs() {
     std::fs::write(p("state/host.key"), [7u8; 32]).unwrap();
     std::fs::write(p("state/handsets/phone.pub"), [8u8; 32]).unwrap();
     std::fs::write(p("data.json"), "{}").unwrap();
-    std::fs::write(
-        p("phonecspd.toml"),
-        format!(
-            "[daemon]\nstate_dir = \"{}\"\n\n[[handset]]\nname = \"phone\"\nserial = \"/dev/ttyACM7\"\n\n[[handset]]\nname = \"converter\"\nserial = \"/dev/ttyUSB7\"\n",
-            p("state").display()
-        ),
-    )
-    .unwrap();
+    hook_config(
+        d.path(),
+        &[
+            "name = \"phone\"\nserial = \"/dev/ttyACM7\"\n",
+            "name = \"converter\"\nserial = \"/dev/ttyUSB7\"\n",
+        ],
+    );
     let ks = "luks,keyscript=/usr/lib/phonecsp/phonecsp-keyscript";
     std::fs::write(
         p("crypttab"),
@@ -967,15 +980,11 @@ fn the_initramfs_hook_adds_bluetooth_only_when_asked() {
         )
         .unwrap();
     }
-    std::fs::write(
-        p("phonecspd.toml"),
-        format!(
-            "[daemon]\nstate_dir = \"{}\"\n\n[[handset]]\nname = \"phone\"\nbluetooth = \"{}\"\nadapter = \"hci0\"\n",
-            p("state").display(),
-            phone.to_lowercase()
-        ),
-    )
-    .unwrap();
+    let bluetooth = format!(
+        "name = \"phone\"\nbluetooth = \"{}\"\nadapter = \"hci0\"\n",
+        phone.to_lowercase()
+    );
+    hook_config(d.path(), &[&bluetooth]);
     std::fs::write(
         p("crypttab"),
         "cryptroot UUID=1234 luks-token luks,keyscript=/usr/lib/phonecsp/phonecsp-keyscript\n",
@@ -1059,14 +1068,7 @@ fn the_initramfs_hook_adds_bluetooth_only_when_asked() {
     assert!(main.contains("AutoEnable=true"), "{main}");
 
     // Asked for, but the phone is on a serial line: said, and nothing added.
-    std::fs::write(
-        p("phonecspd.toml"),
-        format!(
-            "[daemon]\nstate_dir = \"{}\"\n\n[[handset]]\nname = \"phone\"\nserial = \"/dev/ttyACM0\"\n",
-            p("state").display()
-        ),
-    )
-    .unwrap();
+    hook_config(d.path(), &["name = \"phone\"\nserial = \"/dev/ttyACM0\"\n"]);
     let o = Command::new("sh")
         .arg(p("hook"))
         .env("DESTDIR", p("dest-serial"))

@@ -6,147 +6,30 @@
 //! with `openssl` and the public key, independently of the module.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
+use phonecsp_tests::ck_rv as rv;
 use phonecsp_tests::{
-    Daemon, Handset, KEY_ID, OPENSSL_OAEP_SHA256, PIN, Reaped, Sshd, TestBus, is_root, ok,
-    own_process, wait_until,
+    KEY_ID, ModuleRig, OPENSSL_OAEP_SHA256, PIN, Reaped, cryptoki_rig, ok, openssl,
+    openssl_verifies, output_text, own_process, s, wait_until,
 };
 
-struct Fixture {
-    root: tempfile::TempDir,
-    bus: TestBus,
-    handset: Handset,
-    _daemon: Daemon,
-    module: PathBuf,
-}
-
-fn uid() -> String {
-    nix::unistd::getuid().to_string()
-}
-
 /// Handset with `ssh` authorised, daemon started and paired, the token listed.
-fn fixture() -> Fixture {
-    fixture_with(|_| {})
-}
-
-/// [`fixture`], with the handset prepared by `prepare` before it pairs and
-/// starts.
-fn fixture_with(prepare: impl FnOnce(&mut Handset)) -> Fixture {
-    let rig = phonecsp_tests::ModuleRig::paired_ssh_with(prepare);
-    Fixture {
-        root: rig.root,
-        bus: rig.bus,
-        handset: rig.handset,
-        _daemon: rig.daemon,
-        module: rig.module,
-    }
-}
-
-impl Fixture {
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.path().join(name)
-    }
-
-    /// The environment the module needs to find the daemon.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("PHONECSP_BUS", self.bus.address.clone()),
-            ("PHONECSP_DAEMON_USER", uid()),
-        ]
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.envs(self.env()).stdin(Stdio::null());
-        c
-    }
-
-    fn pkcs11_tool(&self, args: &[&str]) -> Output {
-        self.cmd("pkcs11-tool")
-            .arg("--module")
-            .arg(&self.module)
-            .args(args)
-            .output()
-            .expect("pkcs11-tool (install opensc)")
-    }
-
-    /// Key 01 signs the file `input` into `output` through pkcs11-tool.
-    fn sign_with_tool(&self, mechanism: &str, input: &Path, output: &Path) {
-        let args = ["--sign", "--mechanism", mechanism, "--id", "01"];
-        let mut all = vec!["--login", "--pin", PIN];
-        all.extend(args);
-        all.extend(["-i", s(input), "-o", s(output)]);
-        ok(self.pkcs11_tool(&all));
-    }
-
-    /// Only in a test that [`own_process`] runs alone in its process.
-    fn set_module_env(&self) {
-        for (k, v) in self.env() {
-            // SAFETY: set before the module starts any thread, in a test
-            // process of its own (see `own_process`).
-            unsafe { std::env::set_var(k, v) };
-        }
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+fn fixture() -> ModuleRig {
+    ModuleRig::paired_ssh()
 }
 
 /// Checks a SHA-256 PKCS#1 v1.5 signature by key 01 with openssl and the
 /// exported public key, independently of the module; the key's PEM file.
-fn openssl_verifies(f: &Fixture, msg: &Path, sig: &Path) -> PathBuf {
-    let pem = export_public_key(f, "01");
-    let v = ok(Command::new("openssl")
-        .args([
-            "dgst",
-            "-sha256",
-            "-verify",
-            s(&pem),
-            "-signature",
-            s(sig),
-            s(msg),
-        ])
-        .output()
-        .unwrap());
-    assert!(v.contains("Verified OK"), "{v}");
-    pem
-}
-
-/// The token's public key as PEM, exported by pkcs11-tool.
-fn export_public_key(f: &Fixture, id: &str) -> PathBuf {
-    let der = f.path(&format!("pub-{id}.der"));
-    ok(f.pkcs11_tool(&[
-        "--read-object",
-        "--type",
-        "pubkey",
-        "--id",
-        id,
-        "-o",
-        s(&der),
-    ]));
-    let pem = f.path(&format!("pub-{id}.pem"));
-    ok(Command::new("openssl")
-        .args([
-            "pkey",
-            "-pubin",
-            "-inform",
-            "DER",
-            "-in",
-            s(&der),
-            "-out",
-            s(&pem),
-        ])
-        .output()
-        .expect("openssl"));
+fn verified_by_openssl(f: &ModuleRig, msg: &Path, sig: &Path) -> PathBuf {
+    let pem = f.public_pem("01");
+    openssl_verifies("-sha256", &pem, sig, msg);
     pem
 }
 
@@ -156,16 +39,13 @@ fn pkcs11_tool_lists_signs_decrypts_generates_and_writes() {
     let slots = ok(f.pkcs11_tool(&["--list-slots"]));
     assert!(slots.contains("phonecsp"), "{slots}");
     assert!(slots.contains("token label        : ssh"), "{slots}");
-    let info = ok(f.pkcs11_tool(&["--list-mechanisms"]));
-    for m in [
+    f.lists_mechanisms(&[
         "SHA256-RSA-PKCS",
         "RSA-PKCS-OAEP",
         "RSA-PKCS-PSS",
         "SHA256",
         "RSA-PKCS-KEY-PAIR-GEN",
-    ] {
-        assert!(info.contains(m), "{m} missing from\n{info}");
-    }
+    ]);
 
     // Public objects without a login, the private key only after one.
     let objects = ok(f.pkcs11_tool(&["--list-objects"]));
@@ -176,77 +56,40 @@ fn pkcs11_tool_lists_signs_decrypts_generates_and_writes() {
     assert!(objects.contains("ssh key"), "{objects}");
 
     // Sign on the phone, verify with openssl and the exported public key.
-    let msg = f.path("msg");
-    std::fs::write(&msg, b"signed through PKCS#11").unwrap();
+    let msg = f.file("msg", b"signed through PKCS#11");
     let sig = f.path("msg.sig");
-    f.sign_with_tool("SHA256-RSA-PKCS", &msg, &sig);
-    let pem = openssl_verifies(&f, &msg, &sig);
+    f.sign_with_tool("01", "SHA256-RSA-PKCS", &msg, &sig, &[]);
+    let pem = verified_by_openssl(&f, &msg, &sig);
     // PSS too.
     let pss = f.path("msg.pss");
-    f.sign_with_tool("SHA256-RSA-PKCS-PSS", &msg, &pss);
-    ok(Command::new("openssl")
-        .args([
-            "dgst",
-            "-sha256",
-            "-sigopt",
-            "rsa_padding_mode:pss",
-            "-sigopt",
-            "rsa_pss_saltlen:-1",
-        ])
-        .args(["-verify", s(&pem), "-signature", s(&pss), s(&msg)])
-        .output()
-        .unwrap());
+    f.sign_with_tool("01", "SHA256-RSA-PKCS-PSS", &msg, &pss, &[]);
+    let padding = ["-sigopt", "rsa_padding_mode:pss"];
+    let salt = ["-sigopt", "rsa_pss_saltlen:-1"];
+    let check = ["-verify", s(&pem), "-signature", s(&pss), s(&msg)];
+    openssl(&[&["dgst", "-sha256"], &padding[..], &salt, &check].concat());
 
     // Decrypt on the phone what openssl encrypted to the public key.
-    let secret = f.path("secret");
-    std::fs::write(&secret, b"a disk key, say").unwrap();
+    let secret = f.file("secret", b"a disk key, say");
     for (mech, opts) in [
         ("RSA-PKCS", vec![]),
         ("RSA-PKCS-OAEP", OPENSSL_OAEP_SHA256.to_vec()),
     ] {
         let ct = f.path("secret.enc");
-        ok(Command::new("openssl")
-            .args([
-                "pkeyutl",
-                "-encrypt",
-                "-pubin",
-                "-inkey",
-                s(&pem),
-                "-in",
-                s(&secret),
-                "-out",
-                s(&ct),
-            ])
-            .args(&opts)
-            .output()
-            .unwrap());
+        let encrypt = ["pkeyutl", "-encrypt", "-pubin", "-inkey", s(&pem)];
+        let files = ["-in", s(&secret), "-out", s(&ct)];
+        openssl(&[&encrypt[..], &files, &opts].concat());
         let out = f.path("secret.out");
-        let mut args = vec![
-            "--login",
-            "--pin",
-            PIN,
-            "--decrypt",
-            "--mechanism",
-            mech,
-            "--id",
-            "01",
-            "-i",
-            s(&ct),
-            "-o",
-            s(&out),
-        ];
+        let mut args = vec!["--decrypt", "--mechanism", mech, "--id", "01"];
+        args.extend(["-i", s(&ct), "-o", s(&out)]);
         if mech == "RSA-PKCS-OAEP" {
             args.extend(["--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256"]);
         }
-        ok(f.pkcs11_tool(&args));
+        ok(f.pkcs11_tool_login(&args));
         assert_eq!(std::fs::read(&out).unwrap(), b"a disk key, say", "{mech}");
     }
 
     // A key pair generated on the phone, and a certificate written for it.
-    let made = ok(f.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        PIN,
+    let made = ok(f.pkcs11_tool_login(&[
         "--keypairgen",
         "--key-type",
         "rsa:2048",
@@ -258,21 +101,11 @@ fn pkcs11_tool_lists_signs_decrypts_generates_and_writes() {
     assert!(made.contains("generated"), "{made}");
     let key = f.path("cert.key");
     let cert = f.path("cert.der");
-    ok(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=pkcs11 write",
-            "-days",
-            "1",
-        ])
-        .args(["-outform", "DER", "-keyout", s(&key), "-out", s(&cert)])
-        .output()
-        .unwrap());
+    let request = [
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+    ];
+    let files = ["-outform", "DER", "-keyout", s(&key), "-out", s(&cert)];
+    openssl(&[&request[..], &["-subj", "/CN=pkcs11 write"], &files].concat());
     let objects = write_read_delete(&f, &cert, &["cert", "--id", "02", "--label", "generated"]);
     assert!(objects.contains("Certificate Object"), "{objects}");
     assert!(objects.contains("pkcs11 write"), "{objects}");
@@ -281,7 +114,7 @@ fn pkcs11_tool_lists_signs_decrypts_generates_and_writes() {
 /// pkcs11-tool writes `file` to the phone as the object `what` (its
 /// `--type` and how to name it), reads it back, deletes it and checks it
 /// is gone; the object list while it was there.
-fn write_read_delete(f: &Fixture, file: &Path, what: &[&str]) -> String {
+fn write_read_delete(f: &ModuleRig, file: &Path, what: &[&str]) -> String {
     let login = ["--login", "--pin", PIN];
     let with = |action: &[&str], extra: &[&str]| {
         let mut args = action.to_vec();
@@ -304,12 +137,8 @@ fn write_read_delete(f: &Fixture, file: &Path, what: &[&str]) -> String {
 #[test]
 fn pkcs11_tool_test_passes() {
     let f = fixture();
-    let out = f.pkcs11_tool(&["--test", "--login", "--pin", PIN]);
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = f.pkcs11_tool_login(&["--test"]);
+    let text = output_text(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("No errors"), "{text}");
 }
@@ -324,69 +153,15 @@ fn free_port() -> u16 {
 #[test]
 fn ssh_logs_in_with_the_phone_key() {
     let f = fixture();
-    let keys = ok(f
-        .cmd("ssh-keygen")
-        .arg("-D")
-        .arg(&f.module)
-        .output()
-        .expect("ssh-keygen"));
-    let line = keys
-        .lines()
-        .find(|l| l.starts_with("ssh-rsa "))
-        .unwrap_or_else(|| panic!("no ssh-rsa key in\n{keys}"))
-        .to_owned();
-    if !is_root() {
-        eprintln!("SKIPPED: sshd needs root");
-        return;
-    }
-    let sshd = Sshd::start(&f.path("."), &line);
-    let out = sshd.login(f.cmd("ssh"), &f.module, "echo logged-in-by-phone");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("logged-in-by-phone"),
-        "ssh failed: {}\n{stdout}\n{}\n--- sshd log\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        sshd.log()
-    );
+    let line = f.ssh_key_line("ssh-rsa");
+    f.ssh_logs_in(&line, "logged-in-by-phone");
 }
 
 #[test]
 fn p11tool_lists_and_test_signs() {
     let f = fixture();
-    let p11tool = |args: &[&str]| {
-        f.cmd("p11tool")
-            .arg("--provider")
-            .arg(&f.module)
-            .args(args)
-            .env("GNUTLS_PIN", PIN)
-            .output()
-            .expect("p11tool (install gnutls-bin)")
-    };
-    let all = ok(p11tool(&["--list-all", "--login"]));
-    let uri = all
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("URL: "))
-        .find(|u| u.contains("type=private"))
-        .unwrap_or_else(|| panic!("no private key in\n{all}"))
-        .to_owned();
+    let uri = f.p11tool_test_signs(None);
     assert!(uri.contains("token=ssh"), "{uri}");
-    let out = p11tool(&["--test-sign", &uri, "--login"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("Verifying against public key") && text.contains("ok"),
-        "{text}"
-    );
-}
-
-/// An OpenSSL configuration that loads the pkcs11 engine on the module.
-fn openssl_engine_conf(f: &Fixture) -> PathBuf {
-    phonecsp_tests::openssl_engine_conf(&f.path("openssl.cnf"), &f.module)
 }
 
 /// The phone key's URI, PIN included.
@@ -397,31 +172,15 @@ fn key_uri() -> String {
 #[test]
 fn openssl_engine_signs_with_a_pkcs11_uri() {
     let f = fixture();
-    let conf = openssl_engine_conf(&f);
-    let msg = f.path("msg");
-    std::fs::write(&msg, b"signed by openssl through the engine").unwrap();
+    let msg = f.file("msg", b"signed by openssl through the engine");
     let sig = f.path("msg.sig");
-    ok(f.cmd("openssl")
-        .env("OPENSSL_CONF", &conf)
-        .args([
-            "dgst",
-            "-sha256",
-            "-engine",
-            "pkcs11",
-            "-keyform",
-            "engine",
-            "-sign",
-            &key_uri(),
-        ])
-        .args(["-out", s(&sig), s(&msg)])
-        .output()
-        .unwrap());
-    openssl_verifies(&f, &msg, &sig);
+    f.engine_signs(&key_uri(), &msg, &sig);
+    verified_by_openssl(&f, &msg, &sig);
 }
 
 /// A self-signed certificate for key 01, made on the phone and stored
 /// there; its PEM file.
-fn phone_certificate(f: &Fixture, subject: &str) -> PathBuf {
+fn phone_certificate(f: &ModuleRig, subject: &str) -> PathBuf {
     let o = phonecsp_tests::phonecsp(
         &f.bus,
         None,
@@ -440,44 +199,10 @@ fn phone_certificate(f: &Fixture, subject: &str) -> PathBuf {
     );
     ok(o);
     let cert = f.path("cert.der");
-    ok(f.pkcs11_tool(&[
-        "--read-object",
-        "--type",
-        "cert",
-        "--id",
-        "01",
-        "-o",
-        s(&cert),
-    ]));
+    f.read_object("cert", "01", &cert);
     let pem = f.path("cert.pem");
-    ok(Command::new("openssl")
-        .args(["x509", "-inform", "DER", "-in", s(&cert), "-out", s(&pem)])
-        .output()
-        .unwrap());
+    openssl(&["x509", "-inform", "DER", "-in", s(&cert), "-out", s(&pem)]);
     pem
-}
-
-/// An NSS database with the module added; its `sql:` name.
-fn nss_db(f: &Fixture) -> String {
-    let db = format!("sql:{}", s(&f.path("nssdb")));
-    std::fs::create_dir_all(f.path("nssdb")).unwrap();
-    ok(f.cmd("certutil")
-        .args(["-N", "-d", &db, "--empty-password"])
-        .output()
-        .expect("certutil (install libnss3-tools)"));
-    ok(f.cmd("modutil")
-        .args([
-            "-add",
-            "phonecsp",
-            "-libfile",
-            s(&f.module),
-            "-dbdir",
-            &db,
-            "-force",
-        ])
-        .output()
-        .expect("modutil"));
-    db
 }
 
 #[test]
@@ -485,17 +210,9 @@ fn self_signed_certificate_shows_in_nss() {
     let f = fixture();
     let pem = phone_certificate(&f, "CN=phonecsp nss test");
     // The handset's signature on it verifies.
-    let v = ok(Command::new("openssl")
-        .args(["verify", "-CAfile", s(&pem), s(&pem)])
-        .output()
-        .unwrap());
+    let v = openssl(&["verify", "-CAfile", s(&pem), s(&pem)]);
     assert!(v.contains("OK"), "{v}");
-    let db = nss_db(&f);
-    let list = ok(f
-        .cmd("certutil")
-        .args(["-L", "-h", "all", "-d", &db])
-        .output()
-        .unwrap());
+    let list = f.nss_certificates(&f.nss_db());
     assert!(list.contains("ssh:ssh key"), "{list}");
 }
 
@@ -503,16 +220,18 @@ fn self_signed_certificate_shows_in_nss() {
 
 /// `openssl cms -encrypt` to the phone key's certificate, with `cipher`;
 /// the message and the DER file.
-fn encrypt_to_phone(f: &Fixture, pem: &Path, cipher: &str) -> (Vec<u8>, PathBuf) {
+fn encrypt_to_phone(f: &ModuleRig, pem: &Path, cipher: &str) -> (Vec<u8>, PathBuf) {
     let msg = format!("mail for the phone, sealed with {cipher}\n").into_bytes();
-    let plain = f.path("mail.txt");
-    std::fs::write(&plain, &msg).unwrap();
+    let plain = f.file("mail.txt", &msg);
     let sealed = f.path(&format!("mail{cipher}.p7m"));
-    ok(Command::new("openssl")
-        .args(["cms", "-encrypt", "-binary", cipher, "-outform", "DER"])
-        .args(["-in", s(&plain), "-out", s(&sealed), s(pem)])
-        .output()
-        .unwrap());
+    let encrypt = ["cms", "-encrypt", "-binary", cipher, "-outform", "DER"];
+    openssl(
+        &[
+            &encrypt[..],
+            &["-in", s(&plain), "-out", s(&sealed), s(pem)],
+        ]
+        .concat(),
+    );
     (msg, sealed)
 }
 
@@ -523,7 +242,7 @@ fn encrypt_to_phone(f: &Fixture, pem: &Path, cipher: &str) -> (Vec<u8>, PathBuf)
 fn nss_cmsutil_decrypts_and_signs_smime_with_the_phone_key() {
     let f = fixture();
     let pem = phone_certificate(&f, "CN=phonecsp smime test");
-    let db = nss_db(&f);
+    let db = f.nss_db();
     for cipher in ["-aes256", "-aes128", "-des3"] {
         let (msg, sealed) = encrypt_to_phone(&f, &pem, cipher);
         let out = f.path("mail.out");
@@ -550,8 +269,7 @@ fn nss_cmsutil_decrypts_and_signs_smime_with_the_phone_key() {
         ])
         .output()
         .unwrap());
-    let plain = f.path("signed.txt");
-    std::fs::write(&plain, b"signed by NSS with the phone key\n").unwrap();
+    let plain = f.file("signed.txt", b"signed by NSS with the phone key\n");
     let signed = f.path("signed.p7m");
     ok(f.cmd("cmsutil")
         .args([
@@ -571,19 +289,16 @@ fn nss_cmsutil_decrypts_and_signs_smime_with_the_phone_key() {
         .output()
         .unwrap());
     let verified = f.path("verified.txt");
-    ok(Command::new("openssl")
-        .args([
-            "cms",
-            "-verify",
-            "-binary",
-            "-inform",
-            "DER",
-            "-CAfile",
-            s(&pem),
-        ])
-        .args(["-in", s(&signed), "-out", s(&verified)])
-        .output()
-        .unwrap());
+    let cms = [
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-CAfile",
+        s(&pem),
+    ];
+    openssl(&[&cms[..], &["-in", s(&signed), "-out", s(&verified)]].concat());
     assert_eq!(
         std::fs::read(&verified).unwrap(),
         std::fs::read(&plain).unwrap()
@@ -595,7 +310,7 @@ fn nss_cmsutil_decrypts_and_signs_smime_with_the_phone_key() {
 fn openssl_cms_decrypts_through_the_engine() {
     let f = fixture();
     let pem = phone_certificate(&f, "CN=phonecsp cms test");
-    let conf = openssl_engine_conf(&f);
+    let conf = f.openssl_engine_conf();
     let (msg, sealed) = encrypt_to_phone(&f, &pem, "-aes256");
     let out = f.path("mail.out");
     ok(f.cmd("openssl")
@@ -625,20 +340,11 @@ fn tls_client_authentication_with_the_phone_key() {
     let client = phone_certificate(&f, "CN=phonecsp tls client");
     let server_key = f.path("server.key");
     let server_cert = f.path("server.pem");
-    ok(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            s(&server_key),
-            "-out",
-            s(&server_cert),
-        ])
-        .output()
-        .unwrap());
+    let request = [
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+    ];
+    let files = ["-keyout", s(&server_key), "-out", s(&server_cert)];
+    openssl(&[&request[..], &["-subj", "/CN=127.0.0.1"], &files].concat());
     let port = free_port();
     let _server = Reaped::listening(
         "openssl s_server",
@@ -699,21 +405,6 @@ fn tls_client_authentication_with_the_phone_key() {
 
 // ---- through the cryptoki crate and the raw function list -------------------
 
-fn rv<T: std::fmt::Debug>(r: cryptoki::error::Result<T>) -> RvError {
-    match r {
-        Err(CkError::Pkcs11(rv, _)) => rv,
-        other => panic!("expected a PKCS#11 error, got {other:?}"),
-    }
-}
-
-fn context(f: &Fixture) -> Pkcs11 {
-    f.set_module_env();
-    let p = Pkcs11::new(&f.module).expect("load the module");
-    p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
-    p
-}
-
 fn private_key(session: &cryptoki::session::Session) -> ObjectHandle {
     let keys = session
         .find_objects(&[
@@ -727,11 +418,9 @@ fn private_key(session: &cryptoki::session::Session) -> ObjectHandle {
 
 #[test]
 fn cryptoki_sessions_objects_and_eight_threads() {
-    if own_process("cryptoki_sessions_objects_and_eight_threads") {
+    let Some((_f, p)) = cryptoki_rig("cryptoki_sessions_objects_and_eight_threads") else {
         return;
-    }
-    let f = fixture();
-    let p = context(&f);
+    };
     let slots = p.get_slots_with_token().unwrap();
     assert_eq!(slots.len(), 1);
     let slot = slots[0];
@@ -869,7 +558,7 @@ struct Raw {
     f: &'static cryptoki_sys::CK_FUNCTION_LIST,
 }
 
-fn raw(f: &Fixture) -> Raw {
+fn raw(f: &ModuleRig) -> Raw {
     f.set_module_env();
     // SAFETY: loading the module under test, which has no constructors that
     // could misbehave.
@@ -898,7 +587,7 @@ macro_rules! call {
 /// The start of a test that drives the module through its raw function
 /// list in this process: alone in a process of its own ([`own_process`];
 /// `None` when it ran there), a fixture, and the module's functions.
-fn raw_fixture(test: &str) -> Option<(Fixture, Raw)> {
+fn raw_fixture(test: &str) -> Option<(ModuleRig, Raw)> {
     if own_process(test) {
         return None;
     }
@@ -943,11 +632,11 @@ fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
     check!(r, C_CloseSession(h + 1000) => CKR_SESSION_HANDLE_INVALID);
     check!(r, C_Logout(h + 1000) => CKR_SESSION_HANDLE_INVALID);
     let mut class: CK_OBJECT_CLASS = 0;
-    let mut attr = CK_ATTRIBUTE {
-        type_: CKA_CLASS,
-        pValue: &mut class as *mut _ as *mut _,
-        ulValueLen: std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
-    };
+    let mut attr = attribute(
+        CKA_CLASS,
+        &mut class,
+        std::mem::size_of::<CK_OBJECT_CLASS>() as CK_ULONG,
+    );
     check!(r, C_GetAttributeValue(h, 424242, &mut attr, 1) => CKR_OBJECT_HANDLE_INVALID);
     check!(r, C_DestroyObject(h, 424242) => CKR_OBJECT_HANDLE_INVALID);
     // Operations in the wrong state.
@@ -969,16 +658,8 @@ fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
     let mut id = KEY_ID.to_vec();
     let mut pclass: CK_OBJECT_CLASS = CKO_PRIVATE_KEY;
     let mut tmpl = [
-        CK_ATTRIBUTE {
-            type_: CKA_CLASS,
-            pValue: &mut pclass as *mut _ as *mut _,
-            ulValueLen: 8,
-        },
-        CK_ATTRIBUTE {
-            type_: CKA_ID,
-            pValue: id.as_mut_ptr() as *mut _,
-            ulValueLen: 1,
-        },
+        attribute(CKA_CLASS, &mut pclass, 8),
+        attribute(CKA_ID, id.as_mut_ptr(), 1),
     ];
     check!(r, C_FindObjectsInit(h, tmpl.as_mut_ptr(), 2) => CKR_OK);
     check!(r, C_FindObjectsInit(h, tmpl.as_mut_ptr(), 2) => CKR_OPERATION_ACTIVE);
@@ -991,47 +672,23 @@ fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
 
     // Attributes: a sensitive one, a length query, a short buffer.
     let mut exp = [0u8; 256];
-    let mut a = CK_ATTRIBUTE {
-        type_: CKA_PRIVATE_EXPONENT,
-        pValue: exp.as_mut_ptr() as *mut _,
-        ulValueLen: 256,
-    };
+    let mut a = attribute(CKA_PRIVATE_EXPONENT, exp.as_mut_ptr(), 256);
     check!(r, C_GetAttributeValue(h, key, &mut a, 1) => CKR_ATTRIBUTE_SENSITIVE);
     assert_eq!(a.ulValueLen, CK_UNAVAILABLE_INFORMATION);
-    let mut a = CK_ATTRIBUTE {
-        type_: CKA_MODULUS,
-        pValue: null(),
-        ulValueLen: 0,
-    };
+    let mut a = attribute(CKA_MODULUS, null::<u8>(), 0);
     check!(r, C_GetAttributeValue(h, key, &mut a, 1) => CKR_OK);
     assert_eq!(a.ulValueLen, 256);
     let mut small = [0u8; 8];
-    let mut a = CK_ATTRIBUTE {
-        type_: CKA_MODULUS,
-        pValue: small.as_mut_ptr() as *mut _,
-        ulValueLen: 8,
-    };
+    let mut a = attribute(CKA_MODULUS, small.as_mut_ptr(), 8);
     check!(r, C_GetAttributeValue(h, key, &mut a, 1) => CKR_BUFFER_TOO_SMALL);
-    let mut a = CK_ATTRIBUTE {
-        type_: 0x7fff_fff0,
-        pValue: null(),
-        ulValueLen: 0,
-    };
+    let mut a = attribute(0x7fff_fff0, null::<u8>(), 0);
     check!(r, C_GetAttributeValue(h, key, &mut a, 1) => CKR_ATTRIBUTE_TYPE_INVALID);
 
     // Signing: a length query, then a too-small buffer, which keeps the
     // operation active, then the signature.
-    let mut mech = CK_MECHANISM {
-        mechanism: CKM_SHA256_RSA_PKCS,
-        pParameter: null(),
-        ulParameterLen: 0,
-    };
+    let mut mech = mechanism(CKM_SHA256_RSA_PKCS);
     check!(r, C_SignInit(h, &mut mech, 424242) => CKR_KEY_HANDLE_INVALID);
-    let mut bad = CK_MECHANISM {
-        mechanism: 0x7fff_fff0,
-        pParameter: null(),
-        ulParameterLen: 0,
-    };
+    let mut bad = mechanism(0x7fff_fff0);
     check!(r, C_SignInit(h, &mut bad, key) => CKR_MECHANISM_INVALID);
     check!(r, C_SignInit(h, &mut mech, key) => CKR_OK);
     check!(r, C_SignInit(h, &mut mech, key) => CKR_OPERATION_ACTIVE);
@@ -1056,11 +713,7 @@ fn raw_calls_null_pointers_bad_handles_wrong_state_and_short_buffers() {
     check!(r, C_SignInit(h, null(), key) => CKR_OK);
     check!(r, C_SignFinal(h, null(), &mut len) => CKR_OPERATION_NOT_INITIALIZED);
     // Digest with a short buffer.
-    let mut dm = CK_MECHANISM {
-        mechanism: CKM_SHA256,
-        pParameter: null(),
-        ulParameterLen: 0,
-    };
+    let mut dm = mechanism(CKM_SHA256);
     check!(r, C_DigestInit(h, &mut dm) => CKR_OK);
     let mut len: CK_ULONG = 16;
     check!(r, C_Digest(h, data.as_mut_ptr(), 4, out.as_mut_ptr(), &mut len)
@@ -1116,6 +769,29 @@ fn null<T>() -> *mut T {
     std::ptr::null_mut()
 }
 
+/// A template's attribute of `type_`, its value at `value` (of `len`
+/// bytes), as a C caller fills it in.
+fn attribute<T>(
+    type_: cryptoki_sys::CK_ATTRIBUTE_TYPE,
+    value: *mut T,
+    len: cryptoki_sys::CK_ULONG,
+) -> cryptoki_sys::CK_ATTRIBUTE {
+    cryptoki_sys::CK_ATTRIBUTE {
+        type_,
+        pValue: value as *mut _,
+        ulValueLen: len,
+    }
+}
+
+/// A mechanism without a parameter.
+fn mechanism(m: cryptoki_sys::CK_MECHANISM_TYPE) -> cryptoki_sys::CK_MECHANISM {
+    cryptoki_sys::CK_MECHANISM {
+        mechanism: m,
+        pParameter: null(),
+        ulParameterLen: 0,
+    }
+}
+
 unsafe extern "C" {
     #[link_name = "_exit"]
     fn libc_exit(code: i32) -> !;
@@ -1134,11 +810,9 @@ fn log_in_and_sign(session: &cryptoki::session::Session, msg: &[u8]) -> ObjectHa
 
 #[test]
 fn handset_disconnect_mid_session_then_recovery() {
-    if own_process("handset_disconnect_mid_session_then_recovery") {
+    let Some((mut f, p)) = cryptoki_rig("handset_disconnect_mid_session_then_recovery") else {
         return;
-    }
-    let mut f = fixture();
-    let p = context(&f);
+    };
     let slot = p.get_slots_with_token().unwrap()[0];
     let session = p.open_rw_session(slot).unwrap();
     let key = log_in_and_sign(&session, b"before");
@@ -1195,7 +869,7 @@ fn protected_authentication_path_logs_in_with_a_null_pin() {
     if own_process("protected_authentication_path_logs_in_with_a_null_pin") {
         return;
     }
-    let f = fixture_with(|handset| {
+    let f = ModuleRig::paired_ssh_with(|handset| {
         handset.cli_ok(&["container", "pin-entry", "ssh", "handset"]);
         // The phone's PIN prompt: the owner types the right PIN.
         handset.set_serve_args(&[
@@ -1203,7 +877,7 @@ fn protected_authentication_path_logs_in_with_a_null_pin() {
             &format!("test \"$PHONECSP_OPERATION\" = pin && echo {PIN}"),
         ]);
     });
-    let p = context(&f);
+    let p = f.pkcs11_context();
     let slot = p.get_slots_with_token().unwrap()[0];
     let info = p.get_token_info(slot).unwrap();
     assert!(info.protected_authentication_path());
@@ -1274,8 +948,7 @@ fn a_remembered_slot_id_opens_right_after_c_initialize() {
 #[test]
 fn pkcs11_tool_keeps_a_data_object_on_the_phone() {
     let f = fixture();
-    let value = f.path("prefs.bin");
-    std::fs::write(&value, b"settings kept on the phone").unwrap();
+    let value = f.file("prefs.bin", b"settings kept on the phone");
     let what = [
         "data",
         "--label",

@@ -75,9 +75,7 @@ impl Rig {
 
     fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
-        c.env("PHONECSP_BUS", &self.bus.address)
-            .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
-            .stdin(Stdio::null());
+        c.envs(self.bus.client_env()).stdin(Stdio::null());
         c
     }
 
@@ -191,43 +189,38 @@ fn programs(sshd: Option<Sshd>) -> Vec<Program> {
             Box::new(move |r| ssh_login(r, &sshd)),
         ));
     }
-    out.push((
-        "`ssh-keygen -D`",
-        1,
-        Box::new(|r| {
-            ok(r.cmd("ssh-keygen")
-                .arg("-D")
-                .arg(&r.module)
-                .output()
-                .expect("ssh-keygen"));
-        }),
-    ));
-    for (name, flag) in [("`pkcs11-tool -L`", "-L"), ("`pkcs11-tool -O`", "-O")] {
+    // The listings: each program pointed at the module (`flag MODULE`),
+    // with its arguments.
+    let listings: [(
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    ); 4] = [
+        ("`ssh-keygen -D`", "ssh-keygen", "-D", &[]),
+        ("`pkcs11-tool -L`", "pkcs11-tool", "--module", &["-L"]),
+        ("`pkcs11-tool -O`", "pkcs11-tool", "--module", &["-O"]),
+        (
+            "`p11tool --list-all`",
+            "p11tool",
+            "--provider",
+            &["--list-all"],
+        ),
+    ];
+    for (name, program, flag, args) in listings {
         out.push((
             name,
             1,
             Box::new(move |r| {
-                ok(r.cmd("pkcs11-tool")
-                    .arg("--module")
+                let mut c = r.cmd(program);
+                ok(c.arg(flag)
                     .arg(&r.module)
-                    .arg(flag)
+                    .args(args)
                     .output()
-                    .expect("pkcs11-tool (install opensc)"));
+                    .expect(program));
             }),
         ));
     }
-    out.push((
-        "`p11tool --list-all`",
-        1,
-        Box::new(|r| {
-            ok(r.cmd("p11tool")
-                .arg("--provider")
-                .arg(&r.module)
-                .arg("--list-all")
-                .output()
-                .expect("p11tool (install gnutls-bin)"));
-        }),
-    ));
     out
 }
 

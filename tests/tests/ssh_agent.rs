@@ -52,8 +52,7 @@ fn start_agent(dir: &Path, bus: &TestBus, name: &str, env: &[(&str, &str)]) -> A
     let child = Command::new("ssh-agent")
         .args(["-D", "-P", "/*", "-a"])
         .arg(&socket)
-        .env("PHONECSP_BUS", &bus.address)
-        .env("PHONECSP_DAEMON_USER", nix::unistd::getuid().to_string())
+        .envs(bus.client_env())
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .spawn()
@@ -83,16 +82,23 @@ fn ssh_add_asking(askpass: &Path, agent: &Agent, args: &[&str]) -> Output {
         .expect("ssh-add")
 }
 
+/// A directory for the test's files, a private bus and a handset whose
+/// state is in the directory: not yet paired, nor started.
+fn unpaired() -> (tempfile::TempDir, TestBus, Handset) {
+    let root = shared_root();
+    let bus = TestBus::start();
+    let handset = Handset::create(root.path());
+    (root, bus, handset)
+}
+
 fn disk_tries(client: &phonecsp::blocking::Client) -> u32 {
     client.get_token_info("phone", "disk").unwrap().retries_left
 }
 
 #[test]
 fn reloading_the_agent_ten_times_spends_no_try_of_a_disk_container() {
-    let root = shared_root();
+    let (root, bus, mut handset) = unpaired();
     let dir = root.path();
-    let bus = TestBus::start();
-    let mut handset = Handset::create(dir);
     // The disk container has a PIN of its own.
     let changed = Command::new(bin("phonecsp-handset"))
         .arg("--state")
@@ -195,10 +201,8 @@ fn wait_connected(client: &phonecsp::blocking::Client, want: bool) {
 /// whatever the grace period: it was never written down.
 #[test]
 fn the_agent_signs_after_the_phone_was_away_for_less_than_its_grace_period() {
-    let root = shared_root();
+    let (root, bus, mut handset) = unpaired();
     let dir = root.path();
-    let bus = TestBus::start();
-    let mut handset = Handset::create(dir);
     let code = handset.offer_pairing(&["ssh"]);
     // The handset's own pty, and the line to it that the test can cut.
     let line = handset.tty.clone();

@@ -139,6 +139,26 @@ fn key_has(s: &State, id: &[u8]) -> Result<()> {
     }
 }
 
+/// A try of a PIN or PUK against its count of wrong tries: refused
+/// unlooked-at once `limit` are counted; a right one resets the count, a
+/// wrong one adds to it, and the last wrong one locks.
+fn counted_try(wrong: &mut u32, limit: u32, right: bool) -> Result<()> {
+    if *wrong >= limit {
+        return Err(CkRv::PIN_LOCKED.into());
+    }
+    if right {
+        *wrong = 0;
+        return Ok(());
+    }
+    *wrong += 1;
+    Err(if *wrong >= limit {
+        CkRv::PIN_LOCKED
+    } else {
+        CkRv::PIN_INCORRECT
+    }
+    .into())
+}
+
 fn failed(_: rsa::Error) -> phonecsp::Error {
     CkRv::FUNCTION_FAILED.into()
 }
@@ -206,20 +226,9 @@ impl Backend for Fake {
 
     fn login(&self, _: &TokenName, pin: &[u8]) -> Result<()> {
         let mut s = self.enter("login")?;
-        if s.wrong_pins >= 5 {
-            return Err(CkRv::PIN_LOCKED.into());
-        }
         let right = s.new_pin.as_deref().unwrap_or(PIN);
-        if !(pin == right || s.protected_path && pin.is_empty()) {
-            s.wrong_pins += 1;
-            return Err(if s.wrong_pins >= 5 {
-                CkRv::PIN_LOCKED
-            } else {
-                CkRv::PIN_INCORRECT
-            }
-            .into());
-        }
-        s.wrong_pins = 0;
+        let right = pin == right || s.protected_path && pin.is_empty();
+        counted_try(&mut s.wrong_pins, 5, right)?;
         s.logged_in = true;
         Ok(())
     }
@@ -241,19 +250,7 @@ impl Backend for Fake {
 
     fn check_puk(&self, _: &TokenName, puk: &[u8]) -> Result<()> {
         let mut s = self.enter("check_puk")?;
-        if s.wrong_puks >= 10 {
-            return Err(CkRv::PIN_LOCKED.into());
-        }
-        if puk != PUK {
-            s.wrong_puks += 1;
-            return Err(if s.wrong_puks >= 10 {
-                CkRv::PIN_LOCKED
-            } else {
-                CkRv::PIN_INCORRECT
-            }
-            .into());
-        }
-        s.wrong_puks = 0;
+        counted_try(&mut s.wrong_puks, 10, puk == PUK)?;
         Ok(())
     }
 

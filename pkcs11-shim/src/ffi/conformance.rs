@@ -311,22 +311,12 @@ macro_rules! paths {
 #[rustfmt::skip]
 const PATHS: &[Path] = paths! {
     // C_Sign, C_SignUpdate, C_SignFinal.
-    Sign "C_Sign with a NULL length pointer" [nothing]
-        |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
-    Sign "C_Sign with NULL data" [nothing]
-        |fx| rv(single(C_Sign, fx.h, None, Out::Cap(256))) => CKR_ARGUMENTS_BAD, true;
     Sign "C_Sign after C_SignUpdate" [|fx| assert_eq!(feed(C_SignUpdate, fx.h, Some(b"m")), CKR_OK)]
         |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))) => CKR_OPERATION_ACTIVE, true;
     Sign "C_Sign the handset refuses" [|fx| fx.fake.fail("sign", phonecsp_protocol::CkRv::FUNCTION_CANCELED)]
         |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))) => CKR_FUNCTION_CANCELED, true;
-    Sign "C_Sign length query" [nothing]
-        |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Query)) => CKR_OK, false;
-    Sign "C_Sign into a short buffer" [nothing]
-        |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(10))) => CKR_BUFFER_TOO_SMALL, false;
     Sign "C_Sign that succeeds" [nothing]
         |fx| rv(single(C_Sign, fx.h, Some(b"msg"), Out::Cap(256))) => CKR_OK, true;
-    Sign "C_SignUpdate with NULL data" [nothing]
-        |fx| feed(C_SignUpdate, fx.h, None) => CKR_ARGUMENTS_BAD, true;
     Sign "C_SignFinal with a NULL length pointer" [|fx| assert_eq!(feed(C_SignUpdate, fx.h, Some(b"m")), CKR_OK)]
         |fx| rv(last(C_SignFinal, fx.h, Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
     Sign "C_SignFinal the handset refuses" [|fx| fx.fake.fail("sign", phonecsp_protocol::CkRv::DEVICE_ERROR)]
@@ -348,59 +338,29 @@ const PATHS: &[Path] = paths! {
         |fx| verify(fx.h, Some(b"msg"), Some(&signature())) => CKR_OPERATION_ACTIVE, true;
     Verify "C_Verify that succeeds" [nothing]
         |fx| verify(fx.h, Some(b"msg"), Some(&signature())) => CKR_OK, true;
-    Verify "C_VerifyUpdate with NULL data" [nothing]
-        |fx| feed(C_VerifyUpdate, fx.h, None) => CKR_ARGUMENTS_BAD, true;
-    Verify "C_VerifyFinal with a NULL signature" [nothing]
-        |fx| feed(C_VerifyFinal, fx.h, None) => CKR_ARGUMENTS_BAD, true;
     Verify "C_VerifyFinal of a wrong signature" [nothing]
         |fx| feed(C_VerifyFinal, fx.h, Some(&[1; 256])) => CKR_SIGNATURE_INVALID, true;
     Verify "C_VerifyInit while verifying" [nothing]
         |fx| key_init(C_VerifyInit, fx.h, CKM_SHA256_RSA_PKCS, fx.public) => CKR_OPERATION_ACTIVE, false;
     // C_Encrypt (and its multi-part forms, which RSA does not have).
-    Encrypt "C_Encrypt with a NULL length pointer" [nothing]
-        |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
-    Encrypt "C_Encrypt with NULL data" [nothing]
-        |fx| rv(single(C_Encrypt, fx.h, None, Out::Cap(256))) => CKR_ARGUMENTS_BAD, true;
     Encrypt "C_Encrypt of too much data" [nothing]
         |fx| rv(single(C_Encrypt, fx.h, Some(&[7; 300]), Out::Cap(256))) => CKR_DATA_LEN_RANGE, true;
-    Encrypt "C_Encrypt length query" [nothing]
-        |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::Query)) => CKR_OK, false;
-    Encrypt "C_Encrypt into a short buffer" [nothing]
-        |fx| rv(single(C_Encrypt, fx.h, Some(b"x"), Out::Cap(255))) => CKR_BUFFER_TOO_SMALL, false;
     Encrypt "C_EncryptUpdate of a single-part mechanism" [nothing]
         |fx| rv(single(C_EncryptUpdate, fx.h, Some(b"x"), Out::Cap(256))) => CKR_FUNCTION_NOT_SUPPORTED, true;
     Encrypt "C_EncryptInit while encrypting" [nothing]
         |fx| key_init(C_EncryptInit, fx.h, CKM_RSA_PKCS, fx.public) => CKR_OPERATION_ACTIVE, false;
     // C_Decrypt.
-    Decrypt "C_Decrypt with a NULL length pointer" [nothing]
-        |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
-    Decrypt "C_Decrypt with NULL data" [nothing]
-        |fx| rv(single(C_Decrypt, fx.h, None, Out::Cap(256))) => CKR_ARGUMENTS_BAD, true;
     Decrypt "C_Decrypt of a ciphertext of the wrong length" [nothing]
         |fx| rv(single(C_Decrypt, fx.h, Some(&[1; 255]), Out::Cap(256))) => CKR_ENCRYPTED_DATA_LEN_RANGE, true;
     Decrypt "C_Decrypt of a ciphertext the handset rejects" [nothing]
         |fx| rv(single(C_Decrypt, fx.h, Some(&[1; 256]), Out::Cap(256))) => CKR_ENCRYPTED_DATA_INVALID, true;
-    Decrypt "C_Decrypt length query" [nothing]
-        |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::Query)) => CKR_OK, false;
-    Decrypt "C_Decrypt into a short buffer" [nothing]
-        |fx| rv(single(C_Decrypt, fx.h, Some(&ciphertext()), Out::Cap(2))) => CKR_BUFFER_TOO_SMALL, false;
     Decrypt "C_DecryptFinal of a single-part mechanism" [nothing]
         |fx| rv(last(C_DecryptFinal, fx.h, Out::Cap(256))) => CKR_FUNCTION_NOT_SUPPORTED, true;
     Decrypt "C_DecryptInit while decrypting" [nothing]
         |fx| key_init(C_DecryptInit, fx.h, CKM_RSA_PKCS, fx.private) => CKR_OPERATION_ACTIVE, false;
     // C_Digest, C_DigestUpdate, C_DigestKey, C_DigestFinal.
-    Digest "C_Digest with a NULL length pointer" [nothing]
-        |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::NullLen)) => CKR_ARGUMENTS_BAD, true;
-    Digest "C_Digest with NULL data" [nothing]
-        |fx| rv(single(C_Digest, fx.h, None, Out::Cap(32))) => CKR_ARGUMENTS_BAD, true;
     Digest "C_Digest after C_DigestUpdate" [|fx| assert_eq!(feed(C_DigestUpdate, fx.h, Some(b"a")), CKR_OK)]
         |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Cap(32))) => CKR_OPERATION_ACTIVE, true;
-    Digest "C_Digest length query" [nothing]
-        |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Query)) => CKR_OK, false;
-    Digest "C_Digest into a short buffer" [nothing]
-        |fx| rv(single(C_Digest, fx.h, Some(b"abc"), Out::Cap(31))) => CKR_BUFFER_TOO_SMALL, false;
-    Digest "C_DigestUpdate with NULL data" [nothing]
-        |fx| feed(C_DigestUpdate, fx.h, None) => CKR_ARGUMENTS_BAD, true;
     Digest "C_DigestKey" [nothing]
         |fx| C_DigestKey(fx.h, fx.public) => CKR_KEY_INDIGESTIBLE, true;
     Digest "C_DigestFinal with a NULL length pointer" [nothing]
@@ -411,15 +371,75 @@ const PATHS: &[Path] = paths! {
         |fx| digest_init(fx.h, CKM_SHA_1) => CKR_OPERATION_ACTIVE, false;
 };
 
+/// Runs one path on a fresh fixture: the operation of `kind` started,
+/// `before`, then `call`, which must answer `want` and end the operation
+/// or leave it active as `ends` says.
+fn check_path(
+    kind: Kind,
+    what: &str,
+    before: fn(&Fx),
+    call: &dyn Fn(&Fx) -> CK_RV,
+    want: CK_RV,
+    ends: bool,
+) {
+    let fx = fx();
+    start(&fx, kind);
+    before(&fx);
+    let got = call(&fx);
+    assert_eq!(got, want, "{what}: 0x{got:X}");
+    assert_eq!(active(&fx, kind), !ends, "{what}: ended?");
+}
+
 #[test]
 fn s5_operations_end_on_failure_and_stay_for_a_length_query() {
     for p in PATHS {
-        let fx = fx();
-        start(&fx, p.kind);
-        (p.before)(&fx);
-        let got = (p.call)(&fx);
-        assert_eq!(got, p.want, "{}: 0x{got:X}", p.what);
-        assert_eq!(active(&fx, p.kind), !p.ends, "{}: ended?", p.what);
+        check_path(p.kind, p.what, p.before, &p.call, p.want, p.ends);
+    }
+}
+
+/// A single-part call: its name, its operation, input it takes, the
+/// output size it needs and a buffer size too short for that.
+type SinglePartCall = (&'static str, Kind, SinglePart, Vec<u8>, usize, usize);
+
+/// Section 5.2's output convention is the same for every single-part
+/// call: a NULL length pointer or NULL input fails and ends the
+/// operation; a length query and a buffer too short leave it active.
+/// Each call with input it takes, the output it needs and a buffer too
+/// short for that.
+#[test]
+fn s5_2_every_single_part_call_keeps_the_output_convention() {
+    #[rustfmt::skip]
+    let calls: [SinglePartCall; 4] = [
+        ("C_Sign", Kind::Sign, C_Sign, b"msg".to_vec(), 256, 10),
+        ("C_Encrypt", Kind::Encrypt, C_Encrypt, b"x".to_vec(), 256, 255),
+        ("C_Decrypt", Kind::Decrypt, C_Decrypt, ciphertext(), 256, 2),
+        ("C_Digest", Kind::Digest, C_Digest, b"abc".to_vec(), 32, 31),
+    ];
+    for (name, kind, f, data, size, short) in calls {
+        let data = Some(&data[..]);
+        #[rustfmt::skip]
+        let rules = [
+            ("with a NULL length pointer", data, Out::NullLen, CKR_ARGUMENTS_BAD, true),
+            ("with NULL data", None, Out::Cap(size), CKR_ARGUMENTS_BAD, true),
+            ("length query", data, Out::Query, CKR_OK, false),
+            ("into a short buffer", data, Out::Cap(short), CKR_BUFFER_TOO_SMALL, false),
+        ];
+        for (what, data, out, want, ends) in rules {
+            let call = |fx: &Fx| rv(single(f, fx.h, data, out));
+            check_path(kind, &format!("{name} {what}"), nothing, &call, want, ends);
+        }
+    }
+    // A call that takes input only: NULL input fails and ends it too.
+    let feeds: [(&str, Kind, Input); 4] = [
+        ("C_SignUpdate", Kind::Sign, C_SignUpdate),
+        ("C_VerifyUpdate", Kind::Verify, C_VerifyUpdate),
+        ("C_VerifyFinal", Kind::Verify, C_VerifyFinal),
+        ("C_DigestUpdate", Kind::Digest, C_DigestUpdate),
+    ];
+    for (name, kind, f) in feeds {
+        let call = |fx: &Fx| feed(f, fx.h, None);
+        let what = format!("{name} with NULL input");
+        check_path(kind, &what, nothing, &call, CKR_ARGUMENTS_BAD, true);
     }
 }
 
@@ -834,18 +854,28 @@ fn flag(t: CK_ATTRIBUTE_TYPE, v: bool) -> (CK_ATTRIBUTE_TYPE, Vec<u8>) {
     (t, objects::bbool(v))
 }
 
-fn create(
-    h: H,
+/// Makes `call`, a function that makes an object from a template, with
+/// `t` as its template (a pointer to `n` attributes whose values live
+/// here for the call) and an out-pointer for the handle; the handle made.
+fn making(
     t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+    call: impl FnOnce(*mut CK_ATTRIBUTE, CK_ULONG, &mut CK_OBJECT_HANDLE) -> CK_RV,
 ) -> std::result::Result<CK_OBJECT_HANDLE, CK_RV> {
     let mut t = Tmpl::new(t);
     let mut a = t.attrs();
     let mut o = 0;
-    // SAFETY: a template of `a.len()` attributes whose values live in `t`.
-    match unsafe { C_CreateObject(h, a.as_mut_ptr(), a.len() as CK_ULONG, &mut o) } {
+    match call(a.as_mut_ptr(), a.len() as CK_ULONG, &mut o) {
         CKR_OK => Ok(o),
         rv => Err(rv),
     }
+}
+
+fn create(
+    h: H,
+    t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
+) -> std::result::Result<CK_OBJECT_HANDLE, CK_RV> {
+    // SAFETY: a template as `making` passes it.
+    making(t, |a, n, o| unsafe { C_CreateObject(h, a, n, o) })
 }
 
 fn copy(
@@ -853,14 +883,8 @@ fn copy(
     obj: CK_OBJECT_HANDLE,
     t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
 ) -> std::result::Result<CK_OBJECT_HANDLE, CK_RV> {
-    let mut t = Tmpl::new(t);
-    let mut a = t.attrs();
-    let mut o = 0;
-    // SAFETY: as in `create`.
-    match unsafe { C_CopyObject(h, obj, a.as_mut_ptr(), a.len() as CK_ULONG, &mut o) } {
-        CKR_OK => Ok(o),
-        rv => Err(rv),
-    }
+    // SAFETY: a template as `making` passes it.
+    making(t, |a, n, o| unsafe { C_CopyObject(h, obj, a, n, o) })
 }
 
 fn set(h: H, obj: CK_OBJECT_HANDLE, t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]) -> CK_RV {
@@ -1344,26 +1368,23 @@ fn unwrap(
 ) -> std::result::Result<CK_OBJECT_HANDLE, CK_RV> {
     let mut mech = mechanism_of(m);
     let (w, wn) = input(wrapped);
-    let mut t = Tmpl::new(t);
-    let mut a = t.attrs();
-    let mut o = 0;
     // SAFETY: a valid mechanism, `w` NULL or valid for `wn` bytes, a
-    // template as in `create`.
-    match unsafe {
-        C_UnwrapKey(
-            h,
-            &mut mech,
-            key,
-            w,
-            wn,
-            a.as_mut_ptr(),
-            a.len() as CK_ULONG,
-            &mut o,
-        )
-    } {
-        CKR_OK => Ok(o),
-        rv => Err(rv),
-    }
+    // template as `making` passes it.
+    making(t, |a, n, o| unsafe {
+        C_UnwrapKey(h, &mut mech, key, w, wn, a, n, o)
+    })
+}
+
+/// The phone key unwraps `wrapped` (PKCS#1 v1.5) as an AES session key.
+fn unwrap_aes_with_the_phone_key(fx: &Fx, wrapped: &[u8]) -> CK_OBJECT_HANDLE {
+    unwrap(
+        fx.h,
+        CKM_RSA_PKCS,
+        fx.private,
+        Some(wrapped),
+        &aes_template(),
+    )
+    .expect("unwrapped")
 }
 
 fn wrap(
@@ -1385,14 +1406,8 @@ fn generate_key(
     t: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)],
 ) -> std::result::Result<CK_OBJECT_HANDLE, CK_RV> {
     let mut mech = mechanism_of(CKM_AES_KEY_GEN);
-    let mut t = Tmpl::new(t);
-    let mut a = t.attrs();
-    let mut o = 0;
-    // SAFETY: a valid mechanism, a template as in `create`.
-    match unsafe { C_GenerateKey(h, &mut mech, a.as_mut_ptr(), a.len() as CK_ULONG, &mut o) } {
-        CKR_OK => Ok(o),
-        rv => Err(rv),
-    }
+    // SAFETY: a valid mechanism, a template as `making` passes it.
+    making(t, |a, n, o| unsafe { C_GenerateKey(h, &mut mech, a, n, o) })
 }
 
 /// Starts a secret-key cipher with a raw IV.
@@ -1434,14 +1449,7 @@ fn s5_14_unwrap_with_the_phone_key_then_decrypt_here() {
     let wrapped = fake::public_key()
         .encrypt(&mut rand::rngs::OsRng, Pkcs1v15Encrypt, &value)
         .expect("wrapped");
-    let k = unwrap(
-        fx.h,
-        CKM_RSA_PKCS,
-        fx.private,
-        Some(&wrapped),
-        &aes_template(),
-    )
-    .expect("unwrapped");
+    let k = unwrap_aes_with_the_phone_key(&fx, &wrapped);
     assert_eq!(fx.fake.count("decrypt"), 1);
     // A session secret key, sensitive, not local, never on the phone.
     assert_eq!(get(fx.h, k, CKA_TOKEN), Ok(vec![CK_FALSE]));
@@ -1683,14 +1691,7 @@ fn s5_14_generate_and_wrap_session_keys() {
     let (r, _, wrapped) = wrap(fx.h, CKM_RSA_PKCS, fx.public, open, Out::Cap(256));
     assert_eq!(r, CKR_OK);
     // Unwrapped by the phone, it is the same key.
-    let back = unwrap(
-        fx.h,
-        CKM_RSA_PKCS,
-        fx.private,
-        Some(&wrapped),
-        &aes_template(),
-    )
-    .expect("unwrapped");
+    let back = unwrap_aes_with_the_phone_key(&fx, &wrapped);
     let iv = [0u8; 16];
     assert_eq!(
         encrypt_with(&fx, CKM_AES_CBC, &iv, open, &[7; 32]),

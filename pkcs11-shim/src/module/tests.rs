@@ -571,49 +571,31 @@ fn a_token_private_key_is_imported_and_reads_as_not_local() {
     login(&m, h);
     let mut wrong_d = be(k.d());
     wrong_d[10] ^= 1;
-    for (what, t, want) in [
-        (
-            "no type",
-            template(vec![], CKA_KEY_TYPE),
-            CKR_TEMPLATE_INCOMPLETE,
-        ),
-        (
-            "no e",
-            template(vec![], CKA_PUBLIC_EXPONENT),
-            CKR_TEMPLATE_INCOMPLETE,
-        ),
-        (
-            "no d",
-            template(vec![], CKA_PRIVATE_EXPONENT),
-            CKR_TEMPLATE_INCOMPLETE,
-        ),
-        (
-            "one prime",
-            template(vec![], CKA_PRIME_2),
-            CKR_TEMPLATE_INCOMPLETE,
-        ),
-        (
-            "EC without CKA_EC_PARAMS",
-            template(vec![(CKA_KEY_TYPE, objects::ulong(CKK_EC))], none),
-            CKR_TEMPLATE_INCOMPLETE,
-        ),
-        (
-            "DSA",
-            template(vec![(CKA_KEY_TYPE, objects::ulong(CKK_DSA))], none),
-            CKR_ATTRIBUTE_VALUE_INVALID,
-        ),
-        (
-            "extractable",
-            template(vec![(CKA_EXTRACTABLE, objects::bbool(true))], none),
-            CKR_ATTRIBUTE_VALUE_INVALID,
-        ),
-        (
-            "wrong d",
-            template(vec![(CKA_PRIVATE_EXPONENT, wrong_d)], none),
-            CKR_ATTRIBUTE_VALUE_INVALID,
-        ),
+    // A template without one of what the key needs.
+    for (what, left_out) in [
+        ("no type", CKA_KEY_TYPE),
+        ("no e", CKA_PUBLIC_EXPONENT),
+        ("no d", CKA_PRIVATE_EXPONENT),
+        ("one prime", CKA_PRIME_2),
     ] {
-        assert_eq!(rv(m.create_object(h, t)), want, "{what}");
+        let t = template(vec![], left_out);
+        assert_eq!(rv(m.create_object(h, t)), CKR_TEMPLATE_INCOMPLETE, "{what}");
+    }
+    // EC without CKA_EC_PARAMS (and CKA_VALUE).
+    let t = template(vec![(CKA_KEY_TYPE, objects::ulong(CKK_EC))], none);
+    assert_eq!(rv(m.create_object(h, t)), CKR_TEMPLATE_INCOMPLETE, "EC");
+    // A template with a value the phone cannot take.
+    for (what, value) in [
+        ("DSA", (CKA_KEY_TYPE, objects::ulong(CKK_DSA))),
+        ("extractable", (CKA_EXTRACTABLE, objects::bbool(true))),
+        ("wrong d", (CKA_PRIVATE_EXPONENT, wrong_d)),
+    ] {
+        let t = template(vec![value], none);
+        assert_eq!(
+            rv(m.create_object(h, t)),
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "{what}"
+        );
     }
     assert_eq!(fake.count("generate_key_pair"), 0);
     // Without the primes: found from n, e and d.
