@@ -286,6 +286,12 @@ fn ssh_keygen_ec_keys_are_imported_and_used() {
     ]);
     openssl_verifies_eddsa(&pem, &sig, &msg);
 
+    // The phone's attestation says the EC key was imported.
+    let o = attest(&f, "21", &f.path("21.att"));
+    assert!(o.status.success(), "attest: {}", stderr(&o));
+    assert!(stderr(&o).contains("IMPORTED"), "{}", stderr(&o));
+    assert_eq!(verified(&f, &f.path("21.att"), NONCE)["local"], false);
+
     let (p256_pub, _) = ssh_public(&p256);
     f.ssh_logs_in(&p256_pub, "logged-in-with-imported-ecdsa-key");
 }
