@@ -325,9 +325,7 @@ fn openssl_ec_keys_are_imported_and_sign_ecdsa() {
     for (id, key) in [("24", &imported), ("25", &written)] {
         assert_eq!(f.public_der(id), spki_of(key), "{id}");
         let sig = f.signature_of(id, "ECDSA-SHA256", &msg, &["--signature-format", "openssl"]);
-        let public = f.path(&format!("{id}.pub.pem"));
-        openssl(&["pkey", "-in", s(key), "-pubout", "-out", s(&public)]);
-        openssl_verifies("-sha256", &public, &sig, &msg);
+        openssl_verifies("-sha256", &public_pem_of(&f, key), &sig, &msg);
     }
     let keys = f.private_keys();
     assert!(!access_of(&keys, "24").contains("local"), "{keys}");
@@ -346,31 +344,19 @@ fn pkcs11_tool_writes_a_private_key_that_then_signs() {
     // It signs, and openssl verifies with the original key.
     let msg = f.path("msg");
     std::fs::write(&msg, b"signed by a written key").unwrap();
-    let sig = f.path("msg.sig");
-    ok(f.pkcs11_tool(&[
-        "--login",
-        "--pin",
-        PIN,
-        "--sign",
-        "--mechanism",
-        "SHA256-RSA-PKCS",
-        "--id",
-        "0c",
-        "-i",
-        s(&msg),
-        "-o",
-        s(&sig),
-    ]));
-    let v = openssl(&[
-        "dgst",
-        "-sha256",
-        "-prverify",
-        s(&pem),
-        "-signature",
-        s(&sig),
-        s(&msg),
-    ]);
-    assert!(String::from_utf8_lossy(&v).contains("Verified OK"));
+    let sig = f.signature_of("0c", "SHA256-RSA-PKCS", &msg, &[]);
+    openssl_verifies("-sha256", &public_pem_of(&f, &pem), &sig, &msg);
+}
+
+/// The public half of the private key file `key`, as PEM.
+fn public_pem_of(f: &Fixture, key: &Path) -> PathBuf {
+    let name = key
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a file name");
+    let public = f.path(&format!("{name}.pub.pem"));
+    openssl(&["pkey", "-in", s(key), "-pubout", "-out", s(&public)]);
+    public
 }
 
 #[test]
@@ -425,20 +411,7 @@ fn bad_key_files_are_refused_clearly_and_nothing_is_stored() {
         (&p521, 1, "a P-521 key; the phone imports"),
         (&mismatched, 1, "not a valid p256 key"),
     ] {
-        let o = f.import(file, "0d");
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "{}: {}",
-            file.display(),
-            stderr(&o)
-        );
-        assert!(
-            stderr(&o).contains(says),
-            "{}: {}",
-            file.display(),
-            stderr(&o)
-        );
+        exits_saying(&f.import(file, "0d"), file, code, says);
     }
     // An id in use: the generated key 01 stays as it was.
     let o = f.import(&pem, "01");
@@ -498,19 +471,15 @@ fn verified(f: &Fixture, file: &Path, nonce: &str) -> serde_json::Value {
 /// `attest --verify` of `file` fails (exit 1) saying `says`.
 fn refused(f: &Fixture, file: &Path, nonce: &str, says: &str) {
     let o = cli(f, &["attest", "--verify", s(file), "--nonce", nonce]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}: {}",
-        file.display(),
-        stderr(&o)
-    );
-    assert!(
-        stderr(&o).contains(says),
-        "{}: {}",
-        file.display(),
-        stderr(&o)
-    );
+    exits_saying(&o, file, 1, says);
+}
+
+/// The command about `file` exited with `code`, its error saying `says`.
+#[track_caller]
+fn exits_saying(o: &Output, file: &Path, code: i32, says: &str) {
+    let why = format!("{}: {}", file.display(), stderr(o));
+    assert_eq!(o.status.code(), Some(code), "{why}");
+    assert!(stderr(o).contains(says), "{why}");
 }
 
 #[test]
@@ -665,6 +634,11 @@ fn c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone() {
         assert!(matches!(attrs[..], [Attribute::Local(false)]), "{attrs:?}");
         assert_eq!(f.public_der(id), spki_of(pem));
     };
+    // Nothing was stored under `id`.
+    let absent = |id: u8| {
+        let found = session.find_objects(&[Attribute::Id(vec![id])]).unwrap();
+        assert!(found.is_empty(), "{id:02x}: {found:?}");
+    };
     let rv = |r: cryptoki::error::Result<cryptoki::object::ObjectHandle>| match r {
         Err(CkError::Pkcs11(rv, _)) => rv,
         other => panic!("expected a PKCS#11 error, got {other:?}"),
@@ -693,12 +667,7 @@ fn c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone() {
         )),
         RvError::UnwrappingKeyHandleInvalid
     );
-    assert!(
-        session
-            .find_objects(&[Attribute::Id(vec![0x0e])])
-            .unwrap()
-            .is_empty()
-    );
+    absent(0x0e);
     // The right key: on the phone, not local, and it signs.
     let key = session
         .unwrap_key(
@@ -714,16 +683,7 @@ fn c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone() {
     let (m, sg) = (f.path("u.msg"), f.path("u.sig"));
     std::fs::write(&m, msg).unwrap();
     std::fs::write(&sg, &sig).unwrap();
-    let v = openssl(&[
-        "dgst",
-        "-sha256",
-        "-prverify",
-        s(&pem),
-        "-signature",
-        s(&sg),
-        s(&m),
-    ]);
-    assert!(String::from_utf8_lossy(&v).contains("Verified OK"));
+    openssl_verifies("-sha256", &public_pem_of(&f, &pem), &sg, &m);
 
     // RFC 5649 key wrap (CKM_AES_KEY_WRAP_PAD as SoftHSM2 and cryptoki
     // take it), under a session AES key whose value the test knows; a
@@ -756,12 +716,7 @@ fn c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone() {
         )),
         RvError::WrappedKeyLenRange
     );
-    assert!(
-        session
-            .find_objects(&[Attribute::Id(vec![0x0f])])
-            .unwrap()
-            .is_empty()
-    );
+    absent(0x0f);
     session
         .unwrap_key(&Mechanism::AesKeyWrapPad, known, &kwp, &template(0x0f))
         .unwrap();
