@@ -757,4 +757,46 @@ fn c_unwrapkey_puts_an_aes_wrapped_private_key_on_the_phone() {
         )
         .unwrap();
     on_the_phone_not_local(key, "10", &ec_pem);
+
+    // C_CreateObject of an Ed25519 private key by its value (RFC 8032's
+    // 32 bytes): its public key is the seed's, and it reads not local; a
+    // P-521 one is refused with the standard's value and not stored.
+    let ed_key = |params: Vec<u8>, id: u8| {
+        vec![
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC_EDWARDS),
+            Attribute::Token(true),
+            Attribute::Id(vec![id]),
+            Attribute::EcParams(params),
+            Attribute::Value(vec![0x11; 32]),
+        ]
+    };
+    let p521 = vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+    let mut nist = ed_key(p521, 0x12);
+    nist[1] = Attribute::KeyType(KeyType::EC);
+    assert_eq!(rv(session.create_object(&nist)), RvError::CurveNotSupported);
+    absent(0x12);
+    let ed = session
+        .create_object(&ed_key(vec![0x06, 0x03, 0x2b, 0x65, 0x70], 0x11))
+        .unwrap();
+    let attrs = session
+        .get_attributes(ed, &[cryptoki::object::AttributeType::Local])
+        .unwrap();
+    assert!(matches!(attrs[..], [Attribute::Local(false)]), "{attrs:?}");
+    let public = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Id(vec![0x11]),
+        ])
+        .unwrap()[0];
+    let point = session
+        .get_attributes(public, &[cryptoki::object::AttributeType::EcPoint])
+        .unwrap();
+    let want = ed25519_dalek::SigningKey::from_bytes(&[0x11; 32])
+        .verifying_key()
+        .to_bytes();
+    assert!(
+        matches!(&point[..], [Attribute::EcPoint(p)] if p[2..] == want),
+        "{point:?}"
+    );
 }
