@@ -1088,6 +1088,18 @@ impl Module {
         template: &Template,
     ) -> Result<CK_OBJECT_HANDLE> {
         let pkcs8 = objects::private_key_pkcs8(template)?;
+        self.import_private_key(slot, template, &pkcs8)
+    }
+
+    /// Sends `pkcs8` to the phone as the private key `template` names (its
+    /// `CKA_ID` and `CKA_LABEL`), for `C_CreateObject` and `C_UnwrapKey`
+    /// alike, and answers the handle of the key it became.
+    fn import_private_key(
+        &self,
+        slot: usize,
+        template: &Template,
+        pkcs8: &[u8],
+    ) -> Result<CK_OBJECT_HANDLE> {
         let id = objects::find(template, CKA_ID).unwrap_or_default();
         let label = match objects::find(template, CKA_LABEL) {
             Some(l) => {
@@ -1099,7 +1111,7 @@ impl Module {
             return fail(CKR_USER_NOT_LOGGED_IN);
         }
         let t = self.names(slot)?;
-        let kp_id = self.check(slot, self.backend.import_key(&t, id, &label, &pkcs8))?;
+        let kp_id = self.check(slot, self.backend.import_key(&t, id, &label, pkcs8))?;
         self.forget_attrs(slot);
         Ok(lock(&self.objects).handle(ObjKey {
             slot,
@@ -1588,32 +1600,14 @@ impl Module {
         {
             return fail(CKR_TEMPLATE_INCONSISTENT);
         }
-        let id = objects::find(template, CKA_ID).unwrap_or_default();
-        let label = match objects::find(template, CKA_LABEL) {
-            Some(l) => {
-                String::from_utf8(l.to_vec()).or_else(|_| fail(CKR_ATTRIBUTE_VALUE_INVALID))?
-            }
-            None => String::new(),
-        };
-        if !self.logged_in(slot) {
-            return fail(CKR_USER_NOT_LOGGED_IN);
-        }
-        let t = self.names(slot)?;
-        let kp_id = self
-            .check(slot, self.backend.import_key(&t, id, &label, &pkcs8))
+        self.import_private_key(slot, template, &pkcs8)
             .map_err(|e| match e.rv() {
                 // What the phone says of a key that is not one it holds.
                 CKR_KEY_SIZE_RANGE | CKR_KEY_TYPE_INCONSISTENT => {
                     Error::Rv(CKR_WRAPPED_KEY_INVALID)
                 }
                 _ => e,
-            })?;
-        self.forget_attrs(slot);
-        Ok(lock(&self.objects).handle(ObjKey {
-            slot,
-            class: CKO_PRIVATE_KEY,
-            id: kp_id,
-        }))
+            })
     }
 
     /// The template of a secret key the module makes (unwrapped or
