@@ -1298,6 +1298,13 @@ pub enum KeyHealth {
     Damaged(Damage),
 }
 
+/// A private key to add to a container, of either kind.
+#[derive(Clone, Copy)]
+enum PrivateKeyRef<'a> {
+    Rsa(&'a RsaPrivateKey),
+    Ec(&'a EcPrivateKey),
+}
+
 /// A key pair in a container: public parts in the clear, the private key
 /// sealed under the container's key-encrypting key. An RSA key has its
 /// modulus and exponent; an EC key has `ec` instead (and an empty modulus
@@ -2121,7 +2128,7 @@ impl Container {
         label: String,
         key: &RsaPrivateKey,
     ) -> Result<(), StoreError> {
-        self.add_key_entry(kek, id, label, key, true)
+        self.add_key_entry(kek, id, label, PrivateKeyRef::Rsa(key), true)
     }
 
     /// Adds a key pair made elsewhere, recorded as imported (`CKA_LOCAL`
@@ -2133,18 +2140,21 @@ impl Container {
         label: String,
         key: &crypto::ImportedKey,
     ) -> Result<(), StoreError> {
-        match key {
-            crypto::ImportedKey::Rsa(key) => self.add_key_entry(kek, id, label, key, false),
-            crypto::ImportedKey::Ec(key) => self.add_ec_key_entry(kek, id, label, key, false),
-        }
+        let key = match key {
+            crypto::ImportedKey::Rsa(key) => PrivateKeyRef::Rsa(key),
+            crypto::ImportedKey::Ec(key) => PrivateKeyRef::Ec(key),
+        };
+        self.add_key_entry(kek, id, label, key, false)
     }
 
+    /// Seals `key` under `kek` and adds it, generated here (`local`) or
+    /// imported.
     fn add_key_entry(
         &mut self,
         kek: &Kek,
         id: Vec<u8>,
         label: String,
-        key: &RsaPrivateKey,
+        key: PrivateKeyRef<'_>,
         local: bool,
     ) -> Result<(), StoreError> {
         check_id_label(&id, &label)?;
@@ -2155,19 +2165,38 @@ impl Container {
         if !self.kek_matches(kek) {
             return Err(StoreError::Token(CkRv::USER_NOT_LOGGED_IN));
         }
-        let (modulus, exponent, bits) = crypto::public_parts(key);
-        if !(crypto::MIN_KEY_BITS..=crypto::MAX_KEY_BITS).contains(&(bits as usize)) {
-            return Err(StoreError::Token(CkRv::KEY_SIZE_RANGE));
-        }
-        let der = crypto::to_pkcs8_der(key).map_err(StoreError::Token)?;
-        let wrapped = Sealed::seal(&kek.key, &der, &key_aad(&self.name, &id))?;
+        let (bits, modulus, exponent, ec, secret) = match key {
+            PrivateKeyRef::Rsa(key) => {
+                let (modulus, exponent, bits) = crypto::public_parts(key);
+                if !(crypto::MIN_KEY_BITS..=crypto::MAX_KEY_BITS).contains(&(bits as usize)) {
+                    return Err(StoreError::Token(CkRv::KEY_SIZE_RANGE));
+                }
+                let der = crypto::to_pkcs8_der(key).map_err(StoreError::Token)?;
+                (bits, modulus, exponent, None, der)
+            }
+            PrivateKeyRef::Ec(key) => {
+                let curve = key.curve();
+                let ec = EcPublic {
+                    curve: curve.name().to_owned(),
+                    point: key.public_point(),
+                };
+                (
+                    curve.bits(),
+                    Vec::new(),
+                    Vec::new(),
+                    Some(ec),
+                    key.to_bytes(),
+                )
+            }
+        };
+        let wrapped = Sealed::seal(&kek.key, &secret, &key_aad(&self.name, &id))?;
         self.keys.push(KeyEntry {
             id,
             label,
             bits,
             modulus,
             exponent,
-            ec: None,
+            ec,
             wrapped: StoredSealed::new(&wrapped),
             local,
             integrity: None,
@@ -2186,43 +2215,7 @@ impl Container {
         label: String,
         key: &EcPrivateKey,
     ) -> Result<(), StoreError> {
-        self.add_ec_key_entry(kek, id, label, key, true)
-    }
-
-    fn add_ec_key_entry(
-        &mut self,
-        kek: &Kek,
-        id: Vec<u8>,
-        label: String,
-        key: &EcPrivateKey,
-        local: bool,
-    ) -> Result<(), StoreError> {
-        check_id_label(&id, &label)?;
-        if self.key(&id).is_some() {
-            return Err(StoreError::Exists(format!("key {}", hex(&id))));
-        }
-        if !self.kek_matches(kek) {
-            return Err(StoreError::Token(CkRv::USER_NOT_LOGGED_IN));
-        }
-        let curve = key.curve();
-        let wrapped = Sealed::seal(&kek.key, &key.to_bytes(), &key_aad(&self.name, &id))?;
-        self.keys.push(KeyEntry {
-            id,
-            label,
-            bits: curve.bits(),
-            modulus: Vec::new(),
-            exponent: Vec::new(),
-            ec: Some(EcPublic {
-                curve: curve.name().to_owned(),
-                point: key.public_point(),
-            }),
-            wrapped: StoredSealed::new(&wrapped),
-            local,
-            integrity: None,
-            damaged: None,
-            health: KeyHealth::Sound,
-        });
-        Ok(())
+        self.add_key_entry(kek, id, label, PrivateKeyRef::Ec(key), true)
     }
 
     /// `KeyDamaged` if the key with this id is known to be damaged without
