@@ -23,7 +23,7 @@ use crate::objects::Resync;
 use crate::polkit;
 use crate::public::{self, Info, Public, PublicStore};
 use crate::state::State;
-use phonecsp::handset::Handset;
+use phonecsp::handset::{GeneratedKey, Handset};
 use phonecsp::input::SignInput;
 use phonecsp::local;
 use phonecsp::local::{EcPublicKey, PublicKey};
@@ -192,6 +192,21 @@ async fn cpu_work<T: Send + 'static>(
     tokio::task::spawn_blocking(move || work(&data))
         .await
         .map_err(|e| ck(CkRv::GENERAL_ERROR, format!("hashing stopped: {e}")))
+}
+
+/// An object about to be made: its id and label as the link carries them.
+fn check_new_object(id: &[u8], label: &str) -> Result<()> {
+    check_id(id)?;
+    check_label(label)
+}
+
+/// A key pair as the bus returns it.
+fn key_pair_info(key: GeneratedKey) -> KeyPairInfo {
+    KeyPairInfo {
+        id: key.id,
+        modulus: key.modulus,
+        exponent: key.exponent,
+    }
 }
 
 fn check_pin(pin: &[u8], min: usize) -> Result<()> {
@@ -440,14 +455,14 @@ impl Inner {
         handset: &str,
         token: &str,
         generation: u64,
-        f: impl FnOnce(&Public) -> T,
+        f: impl FnOnce(&mut Public) -> T,
     ) -> (u64, T) {
         let key = (handset.to_owned(), token.to_owned());
         let mut map = lock(&self.public);
-        if let Some(e) = map.get(&key)
+        if let Some(e) = map.get_mut(&key)
             && e.generation == generation
         {
-            return (e.epoch, f(&e.data));
+            return (e.epoch, f(&mut e.data));
         }
         let version = self
             .links
@@ -461,13 +476,13 @@ impl Inner {
                 .unwrap_or_default(),
             _ => Public::default(),
         };
-        let e = PublicEntry {
+        let mut e = PublicEntry {
             generation,
             version,
             epoch: 0,
             data,
         };
-        let r = f(&e.data);
+        let r = f(&mut e.data);
         map.insert(key, e);
         (0, r)
     }
@@ -918,32 +933,21 @@ impl Call<'_> {
     /// The token's objects and public keys: kept, or read once.
     pub(crate) async fn objects(&self) -> Result<TokenCache> {
         let generation = self.session()?;
-        let (epoch, kept) = self
-            .inner
-            .cached(self.handset, self.token, generation, |p| p.objects.clone());
-        let objects = match kept {
-            Some(list) => list,
-            None => {
-                let found = self
-                    .handset()
-                    .find_objects(self.token, None, None, None)
-                    .await;
-                let list: Vec<ObjectInfo> = self
-                    .watch(found, None)?
-                    .into_iter()
-                    .map(|o| ObjectInfo {
-                        class: o.class.value() as u32,
-                        id: o.id,
-                        label: o.label,
-                    })
-                    .collect();
-                self.inner
-                    .remember(self.handset, self.token, generation, epoch, |p| {
-                        p.objects = Some(list.clone())
-                    });
-                list
-            }
+        let read = async || {
+            let found = self
+                .handset()
+                .find_objects(self.token, None, None, None)
+                .await;
+            let list = self.watch(found, None)?.into_iter().map(|o| ObjectInfo {
+                class: o.class.value() as u32,
+                id: o.id,
+                label: o.label,
+            });
+            Ok(list.collect())
         };
+        let objects = self
+            .kept_field(generation, |p| &mut p.objects, read)
+            .await?;
         let mut keys = Vec::new();
         let public = ObjectClass::PublicKey.value() as u32;
         for o in objects.iter().filter(|o| o.class == public) {
@@ -971,26 +975,59 @@ impl Call<'_> {
         class: ObjectClass,
         id: &[u8],
     ) -> Result<Vec<(u32, Vec<u8>)>> {
+        let read = async || {
+            let read = self.handset().attributes(self.token, class, id).await;
+            self.watch(read, Some(id))
+        };
         let c = class.value() as u32;
-        let keeps = public::keeps(c);
-        let (epoch, kept) =
-            self.inner
-                .cached(self.handset, self.token, generation, |p| match keeps {
-                    true => p.attributes.get(&(c, id.to_vec())).cloned(),
-                    false => None,
-                });
-        if let Some(a) = kept {
-            return Ok(a);
+        let key = (c, id.to_vec());
+        let kept = |p: &mut Public| p.attributes.get(&key).cloned();
+        let keep = public::keeps(c).then_some(|p: &mut Public, a| {
+            p.attributes.insert(key.clone(), a);
+        });
+        self.kept_or_read(generation, kept, read, keep).await
+    }
+
+    /// [`Self::kept_or_read`] for a part kept whole in one `field`.
+    async fn kept_field<T: Clone>(
+        &self,
+        generation: u64,
+        field: fn(&mut Public) -> &mut Option<T>,
+        read: impl AsyncFnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let keep = move |p: &mut Public, t| *field(p) = Some(t);
+        self.kept_or_read(generation, |p| field(p).clone(), read, Some(keep))
+            .await
+    }
+
+    /// A part of the token's public data in session `generation`: kept
+    /// (`kept` finds it), or else read from the phone (`read`) and kept
+    /// (`keep` adds it), unless something changed in the meantime. A part
+    /// that is not kept at all (`keep` is `None`) is always read.
+    async fn kept_or_read<T: Clone>(
+        &self,
+        generation: u64,
+        kept: impl FnOnce(&mut Public) -> Option<T>,
+        read: impl AsyncFnOnce() -> Result<T>,
+        keep: Option<impl FnOnce(&mut Public, T)>,
+    ) -> Result<T> {
+        let keeps = keep.is_some();
+        let (epoch, kept) = self
+            .inner
+            .cached(self.handset, self.token, generation, |p| {
+                if keeps { kept(p) } else { None }
+            });
+        if let Some(t) = kept {
+            return Ok(t);
         }
-        let read = self.handset().attributes(self.token, class, id).await;
-        let a = self.watch(read, Some(id))?;
-        if keeps {
+        let t = read().await?;
+        if let Some(keep) = keep {
             self.inner
                 .remember(self.handset, self.token, generation, epoch, |p| {
-                    p.attributes.insert((c, id.to_vec()), a.clone());
+                    keep(p, t.clone())
                 });
         }
-        Ok(a)
+        Ok(t)
     }
 
     async fn key(&self, id: &[u8]) -> Result<PublicKey> {
@@ -1024,30 +1061,20 @@ impl Call<'_> {
     pub(crate) async fn details(&self) -> Result<TokenDetails> {
         use phonecsp_protocol::message::token_flags::LOGGED_IN;
         let generation = self.session()?;
-        let (epoch, kept) = self
-            .inner
-            .cached(self.handset, self.token, generation, |p| p.info.clone());
-        let t = match kept {
-            Some(t) => t,
-            None => {
-                let read = self.handset().token_info(self.token).await;
-                let t = self.watch(read, None)?;
-                // The login is the session's, not the token's: not kept.
-                let info = Info {
-                    flags: t.flags & !LOGGED_IN,
-                    retries_left: t.retries_left,
-                    min_pin: t.min_pin,
-                    max_pin: t.max_pin,
-                    serial: t.serial,
-                    so_retries_left: t.so_retries_left,
-                };
-                self.inner
-                    .remember(self.handset, self.token, generation, epoch, |p| {
-                        p.info = Some(info.clone())
-                    });
-                info
-            }
+        let read = async || {
+            let read = self.handset().token_info(self.token).await;
+            let t = self.watch(read, None)?;
+            // The login is the session's, not the token's: not kept.
+            Ok(Info {
+                flags: t.flags & !LOGGED_IN,
+                retries_left: t.retries_left,
+                min_pin: t.min_pin,
+                max_pin: t.max_pin,
+                serial: t.serial,
+                so_retries_left: t.so_retries_left,
+            })
         };
+        let t = self.kept_field(generation, |p| &mut p.info, read).await?;
         // The handset's session is logged in to the token while one of
         // the daemon's callers is, or is logging in.
         let session_login = !self
@@ -1269,19 +1296,11 @@ impl Call<'_> {
                 format!("a private key is 1 to {MAX_PRIVATE_KEY_LEN} bytes of PKCS#8 DER"),
             ));
         }
-        check_id(id)?;
-        check_label(label)?;
-        self.require_login().await?;
-        let key = self
-            .handset()
-            .import_key(self.token, id, label, pkcs8)
-            .await?;
-        self.changed(conn).await;
-        Ok(KeyPairInfo {
-            id: key.id,
-            modulus: key.modulus,
-            exponent: key.exponent,
-        })
+        check_new_object(id, label)?;
+        let token = self.token;
+        self.change_objects(conn, async |h| h.import_key(token, id, label, pkcs8).await)
+            .await
+            .map(key_pair_info)
     }
 
     /// Generates an RSA key pair of `bits` on the handset.
@@ -1298,19 +1317,13 @@ impl Call<'_> {
                 format!("RSA keys are {RSA_KEY_BITS:?} bits"),
             ));
         }
-        check_id(id)?;
-        check_label(label)?;
-        self.require_login().await?;
-        let key = self
-            .handset()
-            .generate_key_pair(self.token, bits, id, label)
-            .await?;
-        self.changed(conn).await;
-        Ok(KeyPairInfo {
-            id: key.id,
-            modulus: key.modulus,
-            exponent: key.exponent,
+        check_new_object(id, label)?;
+        let token = self.token;
+        self.change_objects(conn, async |h| {
+            h.generate_key_pair(token, bits, id, label).await
         })
+        .await
+        .map(key_pair_info)
     }
 
     /// Generates an EC key pair on `curve` on the handset.
@@ -1321,26 +1334,23 @@ impl Call<'_> {
         id: &[u8],
         label: &str,
     ) -> Result<EcKeyPairInfo> {
-        check_id(id)?;
-        check_label(label)?;
-        self.require_login().await?;
-        let (id, point) = self
-            .handset()
-            .generate_ec_key_pair(self.token, curve, id, label)
-            .await?;
-        // The phone's point is checked before anyone relies on it.
-        EcPublicKey::new(curve, &point)
-            .map_err(|rv| ck(rv, "the handset answered a public key not on the curve"))?;
-        self.changed(conn).await;
-        Ok(EcKeyPairInfo { id, point })
+        check_new_object(id, label)?;
+        let token = self.token;
+        self.change_objects(conn, async |h| {
+            let (id, point) = h.generate_ec_key_pair(token, curve, id, label).await?;
+            // The phone's point is checked before anyone relies on it.
+            EcPublicKey::new(curve, &point)
+                .map_err(|rv| ck(rv, "the handset answered a public key not on the curve"))?;
+            Ok(EcKeyPairInfo { id, point })
+        })
+        .await
     }
 
     /// ECDH's private step on the handset: Z for `peer`, which is checked
     /// here first (on the key's curve, not the identity), so that a bad
     /// point never reaches the phone.
     pub(crate) async fn derive(&self, key_id: &[u8], peer: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        self.require_login().await?;
-        let key = self.key(key_id).await?;
+        let key = self.private_key(key_id).await?;
         let PublicKey::Ec(ec) = &key else {
             return Err(ck(CkRv::KEY_TYPE_INCONSISTENT, "ECDH needs an EC key"));
         };
@@ -1359,10 +1369,43 @@ impl Call<'_> {
                 ),
             )
         })?;
-        self.inner.announce(self, "derive").await;
-        let derived = self.handset().derive(self.token, key_id, peer).await;
-        self.watch(derived, Some(key_id))
-            .map_err(|e| self.key_failure(e, key_id))
+        let token = self.token;
+        self.on_phone("derive", key_id, async |h| {
+            h.derive(token, key_id, peer).await
+        })
+        .await
+    }
+
+    /// Stores a certificate (DER) on the token.
+    pub(crate) async fn put_certificate(
+        &self,
+        conn: &Connection,
+        id: &[u8],
+        label: &str,
+        certificate: &[u8],
+    ) -> Result<()> {
+        check_new_object(id, label)?;
+        // DER of a certificate is a SEQUENCE (tag 0x30).
+        if certificate.len() > MAX_DER_LEN || certificate.first() != Some(&0x30) {
+            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "not a DER certificate"));
+        }
+        let token = self.token;
+        self.change_objects(conn, async |h| {
+            h.put_certificate(token, id, label, certificate).await
+        })
+        .await
+    }
+
+    /// Stores a data object (`CKO_DATA`) on the token.
+    pub(crate) async fn put_data(&self, conn: &Connection, object: DataObject) -> Result<()> {
+        check_new_object(&object.id, &object.label)?;
+        check_label(&object.application)?;
+        if object.oid.len() > MAX_OBJECT_ID_LEN || object.value.len() > MAX_DATA_OBJECT_LEN {
+            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "data object too long"));
+        }
+        let token = self.token;
+        self.change_objects(conn, async |h| h.put_data(token, object).await)
+            .await
     }
 
     /// Deletes an object (a key pair for `CKO_PRIVATE_KEY`).
@@ -1373,10 +1416,46 @@ impl Call<'_> {
         id: &[u8],
     ) -> Result<()> {
         check_id(id)?;
+        let token = self.token;
+        self.change_objects(conn, async |h| h.delete_object(token, class, id).await)
+            .await
+    }
+
+    /// What every change to the token's objects does around the
+    /// handset's part (`store`): the caller must be logged in first, and
+    /// after it the objects are read again and the change is said.
+    async fn change_objects<T>(
+        &self,
+        conn: &Connection,
+        store: impl AsyncFnOnce(&mut CallerLink) -> Result<T>,
+    ) -> Result<T> {
         self.require_login().await?;
-        self.handset().delete_object(self.token, class, id).await?;
+        let r = store(&mut self.handset()).await?;
         self.changed(conn).await;
-        Ok(())
+        Ok(r)
+    }
+
+    /// The key `key_id`, for a private-key operation: the caller must be
+    /// logged in.
+    async fn private_key(&self, key_id: &[u8]) -> Result<PublicKey> {
+        self.require_login().await?;
+        self.key(key_id).await
+    }
+
+    /// The handset's part of a private-key `operation` with `key_id`
+    /// (`run`), its input checked already: said to wait for the owner
+    /// where the token asks them, and its failures read as what they say
+    /// about the key.
+    async fn on_phone<T>(
+        &self,
+        operation: &str,
+        key_id: &[u8],
+        run: impl AsyncFnOnce(&mut CallerLink) -> Result<T>,
+    ) -> Result<T> {
+        self.inner.announce(self, operation).await;
+        let r = run(&mut self.handset()).await;
+        self.watch(r, Some(key_id))
+            .map_err(|e| self.key_failure(e, key_id))
     }
 
     /// A handset's CKR_DEVICE_ERROR for a private-key operation is a key
@@ -1404,15 +1483,13 @@ impl Call<'_> {
         data: Vec<u8>,
     ) -> Result<Vec<u8>> {
         check_hashed_input(&data)?;
-        self.require_login().await?;
-        let key = self.key(key_id).await?;
+        let key = self.private_key(key_id).await?;
         key.check_signing(&signing)?;
         let key_len = key.signature_len();
         let input = cpu_work(data, move |d| SignInput::once(signing, key_len, d)).await??;
-        self.inner.announce(self, "sign").await;
-        let signed = self.handset().sign(self.token, key_id, input).await;
-        self.watch(signed, Some(key_id))
-            .map_err(|e| self.key_failure(e, key_id))
+        let token = self.token;
+        self.on_phone("sign", key_id, async |h| h.sign(token, key_id, input).await)
+            .await
     }
 
     /// Verified here with the public key; never reaches the link.
@@ -1438,15 +1515,13 @@ impl Call<'_> {
         enc: &Encryption,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        self.require_login().await?;
-        let key = self.key(key_id).await?;
-        let key = key.rsa()?;
-        enc.check_ciphertext(ciphertext.len(), key.size())?;
-        self.inner.announce(self, "decrypt").await;
-        let mut handset = self.handset();
-        let decrypted = handset.decrypt(self.token, key_id, enc.for_handset(), ciphertext);
-        self.watch(decrypted.await, Some(key_id))
-            .map_err(|e| self.key_failure(e, key_id))
+        let key = self.private_key(key_id).await?;
+        enc.check_ciphertext(ciphertext.len(), key.rsa()?.size())?;
+        let (token, step) = (self.token, enc.for_handset());
+        self.on_phone("decrypt", key_id, async |h| {
+            h.decrypt(token, key_id, step, ciphertext).await
+        })
+        .await
     }
 
     /// Encrypted here with the public key; never reaches the link.
@@ -1930,18 +2005,7 @@ impl Provider {
         certificate: Vec<u8>,
     ) -> Result<()> {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        check_id(&id)?;
-        check_label(&label)?;
-        // DER of a certificate is a SEQUENCE (tag 0x30).
-        if certificate.len() > MAX_DER_LEN || certificate.first() != Some(&0x30) {
-            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "not a DER certificate"));
-        }
-        call.require_login().await?;
-        let mut link = call.handset();
-        link.put_certificate(&token, &id, &label, &certificate)
-            .await?;
-        call.changed(conn).await;
-        Ok(())
+        call.put_certificate(conn, &id, &label, &certificate).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1958,13 +2022,6 @@ impl Provider {
         value: Vec<u8>,
     ) -> Result<()> {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        check_id(&id)?;
-        check_label(&label)?;
-        check_label(&application)?;
-        if object_id.len() > MAX_OBJECT_ID_LEN || value.len() > MAX_DATA_OBJECT_LEN {
-            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "data object too long"));
-        }
-        call.require_login().await?;
         let object = DataObject {
             id,
             label,
@@ -1972,9 +2029,7 @@ impl Provider {
             oid: object_id,
             value,
         };
-        call.handset().put_data(&token, object).await?;
-        call.changed(conn).await;
-        Ok(())
+        call.put_data(conn, object).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2017,8 +2072,7 @@ impl Provider {
                 "public key must be a DER SubjectPublicKeyInfo",
             ));
         }
-        call.require_login().await?;
-        let key = call.key(&key_id).await?;
+        let key = call.private_key(&key_id).await?;
         match &key {
             // An EC key's secret is its one-time point, then the sealed
             // secret (docs/protocol.md section 7.16).

@@ -76,6 +76,19 @@ impl KeyObject {
             .await
     }
 
+    /// [`Self::begin`] for an operation with the private key (`operation`):
+    /// the caller's PIN agent is asked for a login it lacks.
+    async fn begin_private(
+        &self,
+        hdr: &Header<'_>,
+        conn: &Connection,
+        operation: &str,
+    ) -> Result<Call<'_>, Error> {
+        let call = self.begin(hdr, conn).await?;
+        agent::log_in_if_needed(&self.inner, &call, conn, operation, &self.now().label).await?;
+        Ok(call)
+    }
+
     pub async fn update(&self, now: KeySnapshot, e: &SignalEmitter<'_>) -> zbus::Result<()> {
         let was = crate::replace(&self.now, now.clone());
         // Rare (a certificate stored, a label changed on the phone): both
@@ -103,10 +116,8 @@ impl KeyObject {
         data: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
         let signing = named::signing(&mechanism, &options)?;
-        let call = self.begin(&hdr, conn).await?;
-        let id = self.now().id;
-        agent::log_in_if_needed(&self.inner, &call, conn, "sign", &self.now().label).await?;
-        call.sign(&id, signing, data).await
+        let call = self.begin_private(&hdr, conn, "sign").await?;
+        call.sign(&self.now().id, signing, data).await
     }
 
     /// Whether `signature` is the key's signature of `data`; checked on
@@ -137,8 +148,7 @@ impl KeyObject {
         ciphertext: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
         let enc = named::encryption(&mechanism, &options)?;
-        let call = self.begin(&hdr, conn).await?;
-        agent::log_in_if_needed(&self.inner, &call, conn, "decrypt", &self.now().label).await?;
+        let call = self.begin_private(&hdr, conn, "decrypt").await?;
         // zbus needs an owned Vec to send; it is the caller's plaintext.
         Ok(call
             .decrypt(&self.now().id, &enc, &ciphertext)
