@@ -23,7 +23,7 @@ use crate::objects::Resync;
 use crate::polkit;
 use crate::public::{self, Info, Public, PublicStore};
 use crate::state::State;
-use phonecsp::handset::{GeneratedKey, Handset};
+use phonecsp::handset::Handset;
 use phonecsp::input::SignInput;
 use phonecsp::local;
 use phonecsp::local::{EcPublicKey, PublicKey};
@@ -200,13 +200,14 @@ fn check_new_object(id: &[u8], label: &str) -> Result<()> {
     check_label(label)
 }
 
-/// A key pair as the bus returns it.
-fn key_pair_info(key: GeneratedKey) -> KeyPairInfo {
-    KeyPairInfo {
-        id: key.id,
-        modulus: key.modulus,
-        exponent: key.exponent,
-    }
+/// How a new RSA key pair comes to be on the token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NewKey<'a> {
+    /// Generated there, of this many bits.
+    Generate { bits: u32 },
+    /// Made elsewhere, and moved there (unencrypted PKCS#8 DER), which the
+    /// handset checks and records as imported.
+    Import { pkcs8: &'a [u8] },
 }
 
 fn check_pin(pin: &[u8], min: usize) -> Result<()> {
@@ -598,6 +599,7 @@ impl Inner {
     ) -> Result<Call<'a>> {
         Ok(Call {
             inner: self,
+            conn: None,
             caller: internal_caller(),
             link: self.link(handset)?,
             handset,
@@ -749,7 +751,9 @@ impl Inner {
         token: &'a str,
     ) -> Result<Call<'a>> {
         let caller = self.caller(hdr, conn).await?;
-        self.call_as(caller, handset, token)
+        let mut call = self.call_as(caller, handset, token)?;
+        call.conn = Some(conn.clone());
+        Ok(call)
     }
 
     /// [`Inner::begin`] for a caller already known. A token the caller may
@@ -767,6 +771,7 @@ impl Inner {
         }
         Ok(Call {
             inner: self,
+            conn: None,
             caller,
             link,
             handset,
@@ -807,6 +812,9 @@ async fn emit_tokens_changed(conn: &Connection, handset: &str) {
 /// the method is what is particular to it.
 pub(crate) struct Call<'a> {
     inner: &'a Inner,
+    /// The bus connection the call came on, to say what it changed;
+    /// `None` for the daemon's own calls.
+    conn: Option<Connection>,
     caller: Caller,
     link: &'a LinkHandle,
     handset: &'a str,
@@ -892,9 +900,11 @@ impl Call<'_> {
 
     /// The token's objects changed: read them again next time, and say so
     /// (on the low-level interface and in the object tree).
-    async fn changed(&self, conn: &Connection) {
+    async fn changed(&self) {
         self.inner.public_changed(self.handset, self.token, true);
-        emit_tokens_changed(conn, self.handset).await;
+        if let Some(conn) = &self.conn {
+            emit_tokens_changed(conn, self.handset).await;
+        }
         self.inner.resync(self.handset);
     }
 
@@ -1281,62 +1291,53 @@ impl Call<'_> {
         Ok(statement)
     }
 
-    /// Moves a private key made elsewhere (unencrypted PKCS#8 DER) onto the
-    /// handset, which checks it and records it as imported.
-    pub(crate) async fn import_key(
+    /// A new RSA key pair on the token, generated there or imported.
+    pub(crate) async fn new_key_pair(
         &self,
-        conn: &Connection,
-        id: &[u8],
-        label: &str,
-        pkcs8: &[u8],
-    ) -> Result<KeyPairInfo> {
-        if pkcs8.is_empty() || pkcs8.len() > MAX_PRIVATE_KEY_LEN {
-            return Err(ck(
-                CkRv::ATTRIBUTE_VALUE_INVALID,
-                format!("a private key is 1 to {MAX_PRIVATE_KEY_LEN} bytes of PKCS#8 DER"),
-            ));
-        }
-        check_new_object(id, label)?;
-        let token = self.token;
-        self.change_objects(conn, async |h| h.import_key(token, id, label, pkcs8).await)
-            .await
-            .map(key_pair_info)
-    }
-
-    /// Generates an RSA key pair of `bits` on the handset.
-    pub(crate) async fn generate_key_pair(
-        &self,
-        conn: &Connection,
-        bits: u32,
+        how: NewKey<'_>,
         id: &[u8],
         label: &str,
     ) -> Result<KeyPairInfo> {
-        if !RSA_KEY_BITS.contains(&bits) {
-            return Err(ck(
-                CkRv::KEY_SIZE_RANGE,
-                format!("RSA keys are {RSA_KEY_BITS:?} bits"),
-            ));
+        match how {
+            NewKey::Generate { bits } if !RSA_KEY_BITS.contains(&bits) => {
+                return Err(ck(
+                    CkRv::KEY_SIZE_RANGE,
+                    format!("RSA keys are {RSA_KEY_BITS:?} bits"),
+                ));
+            }
+            NewKey::Import { pkcs8 } if pkcs8.is_empty() || pkcs8.len() > MAX_PRIVATE_KEY_LEN => {
+                return Err(ck(
+                    CkRv::ATTRIBUTE_VALUE_INVALID,
+                    format!("a private key is 1 to {MAX_PRIVATE_KEY_LEN} bytes of PKCS#8 DER"),
+                ));
+            }
+            _ => {}
         }
         check_new_object(id, label)?;
         let token = self.token;
-        self.change_objects(conn, async |h| {
-            h.generate_key_pair(token, bits, id, label).await
+        let key = self
+            .change_objects(async |h| match how {
+                NewKey::Generate { bits } => h.generate_key_pair(token, bits, id, label).await,
+                NewKey::Import { pkcs8 } => h.import_key(token, id, label, pkcs8).await,
+            })
+            .await?;
+        Ok(KeyPairInfo {
+            id: key.id,
+            modulus: key.modulus,
+            exponent: key.exponent,
         })
-        .await
-        .map(key_pair_info)
     }
 
     /// Generates an EC key pair on `curve` on the handset.
     pub(crate) async fn generate_ec_key_pair(
         &self,
-        conn: &Connection,
         curve: Curve,
         id: &[u8],
         label: &str,
     ) -> Result<EcKeyPairInfo> {
         check_new_object(id, label)?;
         let token = self.token;
-        self.change_objects(conn, async |h| {
+        self.change_objects(async |h| {
             let (id, point) = h.generate_ec_key_pair(token, curve, id, label).await?;
             // The phone's point is checked before anyone relies on it.
             EcPublicKey::new(curve, &point)
@@ -1379,7 +1380,6 @@ impl Call<'_> {
     /// Stores a certificate (DER) on the token.
     pub(crate) async fn put_certificate(
         &self,
-        conn: &Connection,
         id: &[u8],
         label: &str,
         certificate: &[u8],
@@ -1390,34 +1390,27 @@ impl Call<'_> {
             return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "not a DER certificate"));
         }
         let token = self.token;
-        self.change_objects(conn, async |h| {
-            h.put_certificate(token, id, label, certificate).await
-        })
-        .await
+        self.change_objects(async |h| h.put_certificate(token, id, label, certificate).await)
+            .await
     }
 
     /// Stores a data object (`CKO_DATA`) on the token.
-    pub(crate) async fn put_data(&self, conn: &Connection, object: DataObject) -> Result<()> {
+    pub(crate) async fn put_data(&self, object: DataObject) -> Result<()> {
         check_new_object(&object.id, &object.label)?;
         check_label(&object.application)?;
         if object.oid.len() > MAX_OBJECT_ID_LEN || object.value.len() > MAX_DATA_OBJECT_LEN {
             return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "data object too long"));
         }
         let token = self.token;
-        self.change_objects(conn, async |h| h.put_data(token, object).await)
+        self.change_objects(async |h| h.put_data(token, object).await)
             .await
     }
 
     /// Deletes an object (a key pair for `CKO_PRIVATE_KEY`).
-    pub(crate) async fn delete(
-        &self,
-        conn: &Connection,
-        class: ObjectClass,
-        id: &[u8],
-    ) -> Result<()> {
+    pub(crate) async fn delete(&self, class: ObjectClass, id: &[u8]) -> Result<()> {
         check_id(id)?;
         let token = self.token;
-        self.change_objects(conn, async |h| h.delete_object(token, class, id).await)
+        self.change_objects(async |h| h.delete_object(token, class, id).await)
             .await
     }
 
@@ -1426,12 +1419,11 @@ impl Call<'_> {
     /// after it the objects are read again and the change is said.
     async fn change_objects<T>(
         &self,
-        conn: &Connection,
         store: impl AsyncFnOnce(&mut CallerLink) -> Result<T>,
     ) -> Result<T> {
         self.require_login().await?;
         let r = store(&mut self.handset()).await?;
-        self.changed(conn).await;
+        self.changed().await;
         Ok(r)
     }
 
@@ -1524,6 +1516,64 @@ impl Call<'_> {
         .await
     }
 
+    /// Re-wraps a secret wrapped to the key `key_id` (OAEP with `in_hash`
+    /// for RSA, docs/protocol.md section 7.16 for EC) to `public_key`
+    /// (OAEP with `out_hash`), on the phone: the secret never reaches the
+    /// computer.
+    pub(crate) async fn rewrap(
+        &self,
+        key_id: &[u8],
+        in_hash: u32,
+        ciphertext: &[u8],
+        out_hash: u32,
+        public_key: &[u8],
+    ) -> Result<Vec<u8>> {
+        let hash = |v: u32| {
+            HashAlg::from_mechanism(u64::from(v))
+                .ok_or_else(|| ck(CkRv::MECHANISM_PARAM_INVALID, "unknown OAEP hash"))
+        };
+        let (in_hash, out_hash) = (hash(in_hash)?, hash(out_hash)?);
+        if public_key.is_empty() || public_key.len() > MAX_DER_LEN {
+            return Err(ck(
+                CkRv::ARGUMENTS_BAD,
+                "public key must be a DER SubjectPublicKeyInfo",
+            ));
+        }
+        let key = self.private_key(key_id).await?;
+        match &key {
+            // An EC key's secret is its one-time point, then the sealed
+            // secret (docs/protocol.md section 7.16).
+            PublicKey::Ec(k) if k.curve != Curve::Ed25519 => {
+                let min = k.curve.point_len() + phonecsp_protocol::disk_wrap::OVERHEAD;
+                if ciphertext.len() < min || ciphertext.len() > MAX_DER_LEN {
+                    return Err(ck(
+                        CkRv::ENCRYPTED_DATA_LEN_RANGE,
+                        "not a secret wrapped to this EC key",
+                    ));
+                }
+            }
+            _ => {
+                let oaep_in = Encryption::Oaep {
+                    hash: in_hash,
+                    label: Vec::new(),
+                };
+                oaep_in.check_ciphertext(ciphertext.len(), key.rsa()?.size())?;
+            }
+        }
+        let mut link = self.handset();
+        self.inner.announce(self, "re-wrap a secret").await;
+        link.rewrap(
+            self.token, key_id, in_hash, ciphertext, out_hash, public_key,
+        )
+        .await
+    }
+
+    /// Asks the object tree to read the handset again: a PIN or PUK was
+    /// tried, and its counters may have moved whatever the answer.
+    fn resync(&self) {
+        self.inner.resync(self.handset);
+    }
+
     /// Encrypted here with the public key; never reaches the link.
     pub(crate) async fn encrypt(
         &self,
@@ -1542,280 +1592,134 @@ impl Provider {
     }
 }
 
-#[interface(name = "org.phonecsp.CryptoProvider1")]
-impl Provider {
-    #[zbus(signal)]
-    async fn handset_connected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    async fn handset_disconnected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    async fn tokens_changed(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    async fn approval_pending(
-        emitter: &SignalEmitter<'_>,
-        handset: &str,
-        token: &str,
-        operation: &str,
-        caller: &str,
-    ) -> zbus::Result<()>;
-
-    #[zbus(out_args("handsets"))]
-    async fn list_handsets(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<Vec<HandsetStatus>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let admin = i.access.is_admin(&c);
-        // Where the phone is plugged in and which key it has are the
-        // administrator's business.
-        let only_admin = |v: String| if admin { v } else { String::new() };
-        Ok(i.links
-            .values()
-            .filter(|l| i.access.may_use_handset(&c, l.name()))
-            .map(|l| HandsetStatus {
-                name: l.name().to_owned(),
-                transport: only_admin(i.transport_of(l.name())),
-                fingerprint: only_admin(i.fingerprint_of(l.name())),
-                connected: i.is_connected(l.name()),
-            })
-            .collect())
-    }
-
-    #[zbus(out_args("tokens"))]
-    async fn list_tokens(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<Vec<TokenEntry>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let mut out = Vec::new();
-        for link in i.links.values() {
-            // A handset that is away: its containers as last seen.
-            let seen = if link.generation().is_none() {
-                i.known.away(link.name())
-            } else {
-                let listed = match link.generation() {
-                    Some(g) => i.listing(link, &c, g).await,
-                    None => Err(away(link.name())),
-                };
-                match listed {
-                    Ok(seen) => {
-                        // The handset's LOGGED_IN is its session's, shared by
-                        // every caller: say it only to a caller logged in.
-                        use phonecsp_protocol::message::token_flags::LOGGED_IN;
-                        let generation = link.generation();
-                        seen.into_iter()
-                            .map(|(name, flags)| {
-                                let mine = generation.is_some_and(|g| {
-                                    i.logins.logged_in(&c.name, link.name(), &name, g)
-                                });
-                                let flags = flags & !LOGGED_IN | if mine { LOGGED_IN } else { 0 };
-                                (name, flags)
-                            })
-                            .collect()
-                    }
-                    Err(e) => {
-                        log::debug!("listing tokens of '{}': {e}", link.name());
-                        continue;
-                    }
-                }
-            };
-            out.extend(
-                seen.into_iter()
-                    .filter(|(name, _)| i.access.allowed(&c, link.name(), name))
-                    .map(|(token, flags)| TokenEntry {
-                        flags: flags | i.disk_flag(link.name(), &token),
-                        handset: link.name().to_owned(),
-                        token,
-                    }),
-            );
+/// Writes the `org.phonecsp.CryptoProvider1` interface: the methods about
+/// one token from a table, then every other item as given. zbus takes one
+/// `#[interface]` block a type and reads it as written, so the block is
+/// made here whole, with each method about a token in it.
+///
+/// A table entry is `[ATTRIBUTES] fn NAME(CALL, ARGS) [-> REPLY] BODY`.
+/// The D-Bus method takes the handset's and the token's names and then
+/// ARGS, and replies REPLY (nothing if left out); its prologue
+/// ([`Inner::begin`]: who calls, from the bus, and whether they may use
+/// the token) is written once, here, and BODY runs with CALL, the
+/// [`Call`] it gives. Those methods come first: the last method of the
+/// interface must stay `Pair` (see there).
+macro_rules! crypto_provider {
+    (@table [$($done:tt)*]
+        $(#[$($attr:tt)*])*
+        fn $name:ident $args:tt $(-> $reply:ty)? $body:block
+        $($rest:tt)*
+    ) => {
+        crypto_provider!(@method [$($done)*] [$(#[$($attr)*])*] $name $args [$($reply)?] $body
+            $($rest)*);
+    };
+    // zbus sees a reply of `()` only as these two tokens, not as a type
+    // passed on by a macro.
+    (@method $done:tt $attrs:tt $name:ident $args:tt [] $($rest:tt)*) => {
+        crypto_provider!(@method $done $attrs $name $args [()] $($rest)*);
+    };
+    (@method [$($done:tt)*] [$($attrs:tt)*] $name:ident ($call:ident $(, $arg:ident: $ty:ty)*)
+        [$($reply:tt)*] $body:block $($rest:tt)*
+    ) => {
+        crypto_provider!(@table [$($done)*
+            $($attrs)*
+            #[allow(clippy::too_many_arguments)]
+            async fn $name(
+                &self,
+                #[zbus(header)] hdr: Header<'_>,
+                #[zbus(connection)] conn: &Connection,
+                handset: String,
+                token: String,
+                $($arg: $ty),*
+            ) -> Result<$($reply)*> {
+                let $call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+                $body
+            }
+        ] $($rest)*);
+    };
+    (@table [$($done:tt)*] others { $($others:tt)* }) => {
+        #[interface(name = "org.phonecsp.CryptoProvider1")]
+        impl Provider {
+            $($done)*
+            $($others)*
         }
-        Ok(out)
-    }
+    };
+    ($($table:tt)*) => {
+        crypto_provider!(@table [] $($table)*);
+    };
+}
 
+crypto_provider! {
     #[zbus(out_args("info"))]
-    async fn get_token_info(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-    ) -> Result<TokenDetails> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+    fn get_token_info(call) -> TokenDetails {
         call.details().await
     }
 
-    async fn login(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        pin: Vec<u8>,
-    ) -> Result<()> {
-        let pin = Zeroizing::new(pin);
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.login(&pin).await
+    fn login(call, pin: Vec<u8>) {
+        call.login(&Zeroizing::new(pin)).await
     }
 
-    async fn logout(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-    ) -> Result<()> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+    fn logout(call) {
         call.logout().await
     }
 
-    async fn change_pin(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        old_pin: Vec<u8>,
-        new_pin: Vec<u8>,
-    ) -> Result<()> {
+    fn change_pin(call, old_pin: Vec<u8>, new_pin: Vec<u8>) {
         let (old_pin, new_pin) = (Zeroizing::new(old_pin), Zeroizing::new(new_pin));
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         call.change_pin(&old_pin, &new_pin).await
     }
 
     /// Checks the token's PUK (the PKCS#11 security officer's login): a
     /// wrong one spends one of its tries. No login is kept.
-    async fn check_puk(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        puk: Vec<u8>,
-    ) -> Result<()> {
-        let puk = Zeroizing::new(puk);
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.check_puk(&puk).await
+    fn check_puk(call, puk: Vec<u8>) {
+        call.check_puk(&Zeroizing::new(puk)).await
     }
 
     /// Sets a new PIN with the PUK, also on a locked token: the PIN gets
     /// every try again, and every login made with the old PIN ends.
-    async fn unblock(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        puk: Vec<u8>,
-        new_pin: Vec<u8>,
-    ) -> Result<()> {
+    fn unblock(call, puk: Vec<u8>, new_pin: Vec<u8>) {
         let (puk, new_pin) = (Zeroizing::new(puk), Zeroizing::new(new_pin));
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let r = call.unblock(&puk, &new_pin).await;
-        self.inner.resync(&handset);
+        call.resync();
         r
     }
 
     /// Changes the token's PUK; the old one is the proof.
-    async fn change_puk(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        old_puk: Vec<u8>,
-        new_puk: Vec<u8>,
-    ) -> Result<()> {
+    fn change_puk(call, old_puk: Vec<u8>, new_puk: Vec<u8>) {
         let (old_puk, new_puk) = (Zeroizing::new(old_puk), Zeroizing::new(new_puk));
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let r = call.change_puk(&old_puk, &new_puk).await;
-        self.inner.resync(&handset);
+        call.resync();
         r
     }
 
     #[zbus(out_args("objects"))]
-    async fn list_objects(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-    ) -> Result<Vec<ObjectInfo>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+    fn list_objects(call) -> Vec<ObjectInfo> {
         Ok(call.objects().await?.objects)
     }
 
     #[zbus(out_args("attributes"))]
-    async fn get_attributes(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        class: u32,
-        id: Vec<u8>,
-    ) -> Result<HashMap<u32, Vec<u8>>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+    fn get_attributes(call, class: u32, id: Vec<u8>) -> HashMap<u32, Vec<u8>> {
         call.attributes(object_class(class)?, &id).await
     }
 
     #[zbus(out_args("signature"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn sign(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        mechanism: u32,
-        params: MechanismParams,
-        data: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.sign(&key_id, Signing::from_ckm(mechanism, &params)?, data)
-            .await
+    fn sign(call, key_id: Vec<u8>, mechanism: u32, params: MechanismParams, data: Vec<u8>)
+        -> Vec<u8>
+    {
+        call.sign(&key_id, Signing::from_ckm(mechanism, &params)?, data).await
     }
 
     #[zbus(out_args("valid"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn verify(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        mechanism: u32,
-        params: MechanismParams,
-        data: Vec<u8>,
-        signature: Vec<u8>,
-    ) -> Result<bool> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+    fn verify(call, key_id: Vec<u8>, mechanism: u32, params: MechanismParams, data: Vec<u8>,
+        signature: Vec<u8>) -> bool
+    {
         let signing = Signing::from_ckm(mechanism, &params)?;
         call.verify(&key_id, signing, data, signature).await
     }
 
     #[zbus(out_args("plaintext"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn decrypt(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        mechanism: u32,
-        params: MechanismParams,
-        ciphertext: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+    fn decrypt(call, key_id: Vec<u8>, mechanism: u32, params: MechanismParams,
+        ciphertext: Vec<u8>) -> Vec<u8>
+    {
         let enc = Encryption::from_ckm(mechanism, &params)?;
         let plaintext = call.decrypt(&key_id, &enc, &ciphertext).await?;
         // zbus needs an owned Vec to send; it is the caller's plaintext.
@@ -1823,205 +1727,65 @@ impl Provider {
     }
 
     #[zbus(out_args("ciphertext"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn encrypt(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        mechanism: u32,
-        params: MechanismParams,
-        plaintext: Vec<u8>,
-    ) -> Result<Vec<u8>> {
+    fn encrypt(call, key_id: Vec<u8>, mechanism: u32, params: MechanismParams,
+        plaintext: Vec<u8>) -> Vec<u8>
+    {
         let plaintext = Zeroizing::new(plaintext);
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let enc = Encryption::from_ckm(mechanism, &params)?;
         call.encrypt(&key_id, &enc, &plaintext).await
     }
 
-    #[zbus(out_args("digest"))]
-    async fn digest(&self, mechanism: u32, data: Vec<u8>) -> Result<Vec<u8>> {
-        let hash = mechanism::digest_alg(mechanism)
-            .ok_or_else(|| ck(CkRv::MECHANISM_INVALID, "not a digest mechanism"))?;
-        check_hashed_input(&data)?;
-        cpu_work(data, move |d| phonecsp::hash::digest(hash, d)).await
-    }
-
     #[zbus(out_args("key"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn generate_key_pair(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        bits: u32,
-        id: Vec<u8>,
-        label: String,
-    ) -> Result<KeyPairInfo> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.generate_key_pair(conn, bits, &id, &label).await
+    fn generate_key_pair(call, bits: u32, id: Vec<u8>, label: String) -> KeyPairInfo {
+        call.new_key_pair(NewKey::Generate { bits }, &id, &label).await
     }
 
     /// An EC key pair on the token; `curve` 1 (P-256), 2 (P-384) or 3
     /// (Ed25519), as `+CKGENEC` numbers them.
     #[zbus(out_args("key"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn generate_ec_key_pair(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        curve: u32,
-        id: Vec<u8>,
-        label: String,
-    ) -> Result<EcKeyPairInfo> {
+    fn generate_ec_key_pair(call, curve: u32, id: Vec<u8>, label: String) -> EcKeyPairInfo {
         let curve = Curve::from_number(u64::from(curve)).ok_or_else(|| {
             ck(
                 CkRv::CURVE_NOT_SUPPORTED,
                 "curves are 1 (P-256), 2 (P-384), 3 (Ed25519)",
             )
         })?;
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.generate_ec_key_pair(conn, curve, &id, &label).await
+        call.generate_ec_key_pair(curve, &id, &label).await
     }
 
     /// `CKM_ECDH1_DERIVE`'s private step: Z for the peer's point.
     #[zbus(out_args("secret"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn derive(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        mechanism: u32,
-        peer_point: Vec<u8>,
-    ) -> Result<Vec<u8>> {
+    fn derive(call, key_id: Vec<u8>, mechanism: u32, peer_point: Vec<u8>) -> Vec<u8> {
         if mechanism != mechanism::ckm::ECDH1_DERIVE {
             return Err(ck(CkRv::MECHANISM_INVALID, "only CKM_ECDH1_DERIVE derives"));
         }
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
         let z = call.derive(&key_id, &peer_point).await?;
         // zbus needs an owned Vec to send; it is the caller's secret.
         Ok(z.to_vec())
     }
 
     #[zbus(out_args("statement"))]
-    async fn attest_key(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        nonce: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+    fn attest_key(call, key_id: Vec<u8>, nonce: Vec<u8>) -> Vec<u8> {
         call.attest(&key_id, &nonce).await
     }
 
     #[zbus(out_args("key"))]
-    async fn attestation_key(&self, handset: String) -> Result<Vec<u8>> {
-        self.inner.link(&handset)?;
-        let key = self
-            .inner
-            .state
-            .attestation_pinned(&handset)
-            .map_err(|e| ck(CkRv::DEVICE_ERROR, e.to_string()))?;
-        Ok(key.map(|k| k.to_vec()).unwrap_or_default())
-    }
-
-    #[zbus(out_args("key"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn import_key(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        id: Vec<u8>,
-        label: String,
-        private_key: Vec<u8>,
-    ) -> Result<KeyPairInfo> {
+    fn import_key(call, id: Vec<u8>, label: String, private_key: Vec<u8>) -> KeyPairInfo {
         // A private key: wiped when this call is done with it.
         let private_key = Zeroizing::new(private_key);
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.import_key(conn, &id, &label, &private_key).await
+        let how = NewKey::Import {
+            pkcs8: &private_key,
+        };
+        call.new_key_pair(how, &id, &label).await
     }
 
-    #[zbus(out_args("random"))]
-    async fn generate_random(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        length: u32,
-    ) -> Result<Vec<u8>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.link(&handset)?;
-        if !i.access.may_use_handset(&c, &handset) {
-            return Err(ck(
-                CkRv::TOKEN_NOT_PRESENT,
-                format!("handset '{handset}' is not available to uid {}", c.uid),
-            ));
-        }
-        if length == 0 || length > MAX_RANDOM {
-            return Err(ck(
-                CkRv::ARGUMENTS_BAD,
-                format!("length must be 1 to {MAX_RANDOM}"),
-            ));
-        }
-        let mut handset = i.caller_link(link, &c, None);
-        let mut out = Vec::with_capacity(length as usize);
-        while out.len() < length as usize {
-            let len = (length - out.len() as u32).min(MAX_RANDOM_LEN);
-            let piece = handset.random(len).await?;
-            if piece.len() != len as usize {
-                return Err(ck(
-                    CkRv::DEVICE_ERROR,
-                    format!("asked for {len} random bytes, got {}", piece.len()),
-                ));
-            }
-            out.extend(piece);
-        }
-        Ok(out)
+    fn import_certificate(call, id: Vec<u8>, label: String, certificate: Vec<u8>) {
+        call.put_certificate(&id, &label, &certificate).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn import_certificate(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        id: Vec<u8>,
-        label: String,
-        certificate: Vec<u8>,
-    ) -> Result<()> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.put_certificate(conn, &id, &label, &certificate).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn import_data(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        id: Vec<u8>,
-        label: String,
-        application: String,
-        object_id: Vec<u8>,
-        value: Vec<u8>,
-    ) -> Result<()> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+    fn import_data(call, id: Vec<u8>, label: String, application: String, object_id: Vec<u8>,
+        value: Vec<u8>)
+    {
         let object = DataObject {
             id,
             label,
@@ -2029,142 +1793,241 @@ impl Provider {
             oid: object_id,
             value,
         };
-        call.put_data(conn, object).await
+        call.put_data(object).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn delete_object(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        class: u32,
-        id: Vec<u8>,
-    ) -> Result<()> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.delete(conn, object_class(class)?, &id).await
+    fn delete_object(call, class: u32, id: Vec<u8>) {
+        call.delete(object_class(class)?, &id).await
     }
 
     #[zbus(out_args("rewrapped"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn rewrap(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        in_hash: u32,
-        ciphertext: Vec<u8>,
-        out_hash: u32,
-        public_key: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        let hash = |v: u32| {
-            HashAlg::from_mechanism(u64::from(v))
-                .ok_or_else(|| ck(CkRv::MECHANISM_PARAM_INVALID, "unknown OAEP hash"))
-        };
-        let (in_hash, out_hash) = (hash(in_hash)?, hash(out_hash)?);
-        if public_key.is_empty() || public_key.len() > MAX_DER_LEN {
-            return Err(ck(
-                CkRv::ARGUMENTS_BAD,
-                "public key must be a DER SubjectPublicKeyInfo",
-            ));
+    fn rewrap(call, key_id: Vec<u8>, in_hash: u32, ciphertext: Vec<u8>, out_hash: u32,
+        public_key: Vec<u8>) -> Vec<u8>
+    {
+        call.rewrap(&key_id, in_hash, &ciphertext, out_hash, &public_key).await
+    }
+
+    others {
+        #[zbus(signal)]
+        async fn handset_connected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn handset_disconnected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn tokens_changed(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn approval_pending(
+            emitter: &SignalEmitter<'_>,
+            handset: &str,
+            token: &str,
+            operation: &str,
+            caller: &str,
+        ) -> zbus::Result<()>;
+
+        #[zbus(out_args("handsets"))]
+        async fn list_handsets(
+            &self,
+            #[zbus(header)] hdr: Header<'_>,
+            #[zbus(connection)] conn: &Connection,
+        ) -> Result<Vec<HandsetStatus>> {
+            let i = &self.inner;
+            let c = i.caller(&hdr, conn).await?;
+            let admin = i.access.is_admin(&c);
+            // Where the phone is plugged in and which key it has are the
+            // administrator's business.
+            let only_admin = |v: String| if admin { v } else { String::new() };
+            Ok(i.links
+                .values()
+                .filter(|l| i.access.may_use_handset(&c, l.name()))
+                .map(|l| HandsetStatus {
+                    name: l.name().to_owned(),
+                    transport: only_admin(i.transport_of(l.name())),
+                    fingerprint: only_admin(i.fingerprint_of(l.name())),
+                    connected: i.is_connected(l.name()),
+                })
+                .collect())
         }
-        let key = call.private_key(&key_id).await?;
-        match &key {
-            // An EC key's secret is its one-time point, then the sealed
-            // secret (docs/protocol.md section 7.16).
-            phonecsp::local::PublicKey::Ec(k) if k.curve != phonecsp_protocol::Curve::Ed25519 => {
-                let min = k.curve.point_len() + phonecsp_protocol::disk_wrap::OVERHEAD;
-                if ciphertext.len() < min || ciphertext.len() > MAX_DER_LEN {
+
+        #[zbus(out_args("tokens"))]
+        async fn list_tokens(
+            &self,
+            #[zbus(header)] hdr: Header<'_>,
+            #[zbus(connection)] conn: &Connection,
+        ) -> Result<Vec<TokenEntry>> {
+            let i = &self.inner;
+            let c = i.caller(&hdr, conn).await?;
+            let mut out = Vec::new();
+            for link in i.links.values() {
+                // A handset that is away: its containers as last seen.
+                let seen = if link.generation().is_none() {
+                    i.known.away(link.name())
+                } else {
+                    let listed = match link.generation() {
+                        Some(g) => i.listing(link, &c, g).await,
+                        None => Err(away(link.name())),
+                    };
+                    match listed {
+                        Ok(seen) => {
+                            // The handset's LOGGED_IN is its session's, shared by
+                            // every caller: say it only to a caller logged in.
+                            use phonecsp_protocol::message::token_flags::LOGGED_IN;
+                            let generation = link.generation();
+                            seen.into_iter()
+                                .map(|(name, flags)| {
+                                    let mine = generation.is_some_and(|g| {
+                                        i.logins.logged_in(&c.name, link.name(), &name, g)
+                                    });
+                                    let flags = flags & !LOGGED_IN | if mine { LOGGED_IN } else { 0 };
+                                    (name, flags)
+                                })
+                                .collect()
+                        }
+                        Err(e) => {
+                            log::debug!("listing tokens of '{}': {e}", link.name());
+                            continue;
+                        }
+                    }
+                };
+                out.extend(
+                    seen.into_iter()
+                        .filter(|(name, _)| i.access.allowed(&c, link.name(), name))
+                        .map(|(token, flags)| TokenEntry {
+                            flags: flags | i.disk_flag(link.name(), &token),
+                            handset: link.name().to_owned(),
+                            token,
+                        }),
+                );
+            }
+            Ok(out)
+        }
+
+        #[zbus(out_args("digest"))]
+        async fn digest(&self, mechanism: u32, data: Vec<u8>) -> Result<Vec<u8>> {
+            let hash = mechanism::digest_alg(mechanism)
+                .ok_or_else(|| ck(CkRv::MECHANISM_INVALID, "not a digest mechanism"))?;
+            check_hashed_input(&data)?;
+            cpu_work(data, move |d| phonecsp::hash::digest(hash, d)).await
+        }
+
+        #[zbus(out_args("key"))]
+        async fn attestation_key(&self, handset: String) -> Result<Vec<u8>> {
+            self.inner.link(&handset)?;
+            let key = self
+                .inner
+                .state
+                .attestation_pinned(&handset)
+                .map_err(|e| ck(CkRv::DEVICE_ERROR, e.to_string()))?;
+            Ok(key.map(|k| k.to_vec()).unwrap_or_default())
+        }
+
+        #[zbus(out_args("random"))]
+        async fn generate_random(
+            &self,
+            #[zbus(header)] hdr: Header<'_>,
+            #[zbus(connection)] conn: &Connection,
+            handset: String,
+            length: u32,
+        ) -> Result<Vec<u8>> {
+            let i = &self.inner;
+            let c = i.caller(&hdr, conn).await?;
+            let link = i.link(&handset)?;
+            if !i.access.may_use_handset(&c, &handset) {
+                return Err(ck(
+                    CkRv::TOKEN_NOT_PRESENT,
+                    format!("handset '{handset}' is not available to uid {}", c.uid),
+                ));
+            }
+            if length == 0 || length > MAX_RANDOM {
+                return Err(ck(
+                    CkRv::ARGUMENTS_BAD,
+                    format!("length must be 1 to {MAX_RANDOM}"),
+                ));
+            }
+            let mut handset = i.caller_link(link, &c, None);
+            let mut out = Vec::with_capacity(length as usize);
+            while out.len() < length as usize {
+                let len = (length - out.len() as u32).min(MAX_RANDOM_LEN);
+                let piece = handset.random(len).await?;
+                if piece.len() != len as usize {
                     return Err(ck(
-                        CkRv::ENCRYPTED_DATA_LEN_RANGE,
-                        "not a secret wrapped to this EC key",
+                        CkRv::DEVICE_ERROR,
+                        format!("asked for {len} random bytes, got {}", piece.len()),
                     ));
                 }
+                out.extend(piece);
             }
-            _ => {
-                let oaep_in = Encryption::Oaep {
-                    hash: in_hash,
-                    label: Vec::new(),
-                };
-                oaep_in.check_ciphertext(ciphertext.len(), key.rsa()?.size())?;
+            Ok(out)
+        }
+
+        async fn mark_disk_token(
+            &self,
+            #[zbus(header)] hdr: Header<'_>,
+            #[zbus(connection)] conn: &Connection,
+            handset: String,
+            token: String,
+            disk: bool,
+        ) -> Result<()> {
+            let i = &self.inner;
+            let c = i.caller(&hdr, conn).await?;
+            check_name("handset", &handset)?;
+            check_name("token", &token)?;
+            i.link(&handset)?;
+            if !i.access.is_admin(&c) {
+                return Err(ck(
+                    CkRv::FUNCTION_REJECTED,
+                    "only root and the daemon's user mark disk tokens",
+                ));
             }
+            i.disk
+                .set(&handset, &token, disk)
+                .map_err(|e| ck(CkRv::GENERAL_ERROR, format!("writing the disk tokens: {e}")))?;
+            emit_tokens_changed(conn, &handset).await;
+            Ok(())
         }
-        let mut link = call.handset();
-        self.inner.announce(&call, "re-wrap a secret").await;
-        link.rewrap(&token, &key_id, in_hash, &ciphertext, out_hash, &public_key)
-            .await
-    }
 
-    async fn mark_disk_token(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        disk: bool,
-    ) -> Result<()> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        check_name("handset", &handset)?;
-        check_name("token", &token)?;
-        i.link(&handset)?;
-        if !i.access.is_admin(&c) {
-            return Err(ck(
-                CkRv::FUNCTION_REJECTED,
-                "only root and the daemon's user mark disk tokens",
-            ));
+        async fn unpair(
+            &self,
+            #[zbus(header)] hdr: Header<'_>,
+            #[zbus(connection)] conn: &Connection,
+            handset: String,
+        ) -> Result<()> {
+            self.inner.unpair(&hdr, conn, &handset).await?;
+            self.inner.link_changed(&handset);
+            Ok(())
         }
-        i.disk
-            .set(&handset, &token, disk)
-            .map_err(|e| ck(CkRv::GENERAL_ERROR, format!("writing the disk tokens: {e}")))?;
-        emit_tokens_changed(conn, &handset).await;
-        Ok(())
-    }
 
-    async fn unpair(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-    ) -> Result<()> {
-        self.inner.unpair(&hdr, conn, &handset).await?;
-        self.inner.link_changed(&handset);
-        Ok(())
-    }
+        // Pair stays the last method: introspection lists the signals after
+        // the methods, and busctl (systemd 252) takes a signal's argument that
+        // follows a method's input argument in a nested node for an input.
+        #[zbus(out_args("fingerprint"))]
+        async fn pair(
+            &self,
+            #[zbus(header)] hdr: Header<'_>,
+            #[zbus(connection)] conn: &Connection,
+            handset: String,
+            code: String,
+        ) -> Result<String> {
+            let code = Zeroizing::new(code);
+            let fingerprint = self.inner.pair(&hdr, conn, &handset, &code).await?;
+            self.inner.link_changed(&handset);
+            Ok(fingerprint)
+        }
 
-    // Pair stays the last method: introspection lists the signals after
-    // the methods, and busctl (systemd 252) takes a signal's argument that
-    // follows a method's input argument in a nested node for an input.
-    #[zbus(out_args("fingerprint"))]
-    async fn pair(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        code: String,
-    ) -> Result<String> {
-        let code = Zeroizing::new(code);
-        let fingerprint = self.inner.pair(&hdr, conn, &handset, &code).await?;
-        self.inner.link_changed(&handset);
-        Ok(fingerprint)
-    }
+        #[zbus(property(emits_changed_signal = "false"))]
+        async fn statistics(&self) -> HashMap<String, LinkStatistics> {
+            self.inner
+                .links
+                .values()
+                .map(|l| (l.name().to_owned(), l.stats()))
+                .collect()
+        }
 
-    #[zbus(property(emits_changed_signal = "false"))]
-    async fn statistics(&self) -> HashMap<String, LinkStatistics> {
-        self.inner
-            .links
-            .values()
-            .map(|l| (l.name().to_owned(), l.stats()))
-            .collect()
-    }
-
-    #[zbus(property(emits_changed_signal = "const"))]
-    async fn version(&self) -> String {
-        format!("phonecspd {}", env!("CARGO_PKG_VERSION"))
+        #[zbus(property(emits_changed_signal = "const"))]
+        async fn version(&self) -> String {
+            format!("phonecspd {}", env!("CARGO_PKG_VERSION"))
+        }
     }
 }
 

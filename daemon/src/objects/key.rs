@@ -180,8 +180,7 @@ impl KeyObject {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
         let call = self.begin(&hdr, conn).await?;
-        call.delete(conn, ObjectClass::PrivateKey, &self.now().id)
-            .await
+        call.delete(ObjectClass::PrivateKey, &self.now().id).await
     }
 
     /// The token the key is on.

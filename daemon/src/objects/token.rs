@@ -3,7 +3,7 @@
 //! handset is away, as last seen, with `Present` false.
 
 use super::{handset_path, key_path};
-use crate::service::{Call, Inner};
+use crate::service::{Call, Inner, NewKey};
 use phonecsp::{Error, TokenDetails};
 use phonecsp_protocol::message::token_flags as tf;
 use std::sync::{Arc, Mutex};
@@ -217,7 +217,11 @@ impl TokenObject {
         let call = self.begin(&hdr, conn).await?;
         let request = phonecsp::named::key_request(&kind, &options)?;
         let key = call
-            .generate_key_pair(conn, request.bits, &request.id, &request.label)
+            .new_key_pair(
+                NewKey::Generate { bits: request.bits },
+                &request.id,
+                &request.label,
+            )
             .await?;
         Ok(key_path(&self.handset, &self.name, &key.id))
     }
