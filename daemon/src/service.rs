@@ -15,6 +15,7 @@ use crate::agent::Agents;
 use crate::caller_link::{CallerLink, log_out_if_unused, queue_log_out_if_unused};
 use crate::config::Config;
 use crate::disk_tokens::DiskTokens;
+use crate::interface::interface_table;
 use crate::known::Known;
 use crate::link::{LinkHandle, LinkState};
 use crate::lock;
@@ -46,9 +47,9 @@ use rsa::traits::PublicKeyParts;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
+use zbus::Connection;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, interface};
 use zeroize::Zeroizing;
 
 /// Largest message hashed here for a signature or digest.
@@ -1245,33 +1246,47 @@ impl Call<'_> {
     /// Sets a new PIN with the PUK, also on a locked token; every login
     /// to it made with the old PIN ends.
     pub(crate) async fn unblock(&self, puk: &[u8], new_pin: &[u8]) -> Result<()> {
-        check_pin(puk, 1)?;
-        check_pin(new_pin, 1)?;
-        self.session()?;
-        let logins = &self.inner.logins;
-        let before = logins.stamp(self.handset, self.token);
-        let token = self.token;
-        self.with_puk(puk, async |h| Ok(h.init_pin(token, new_pin).await?))
-            .await?;
-        logins.forget_until(self.handset, self.token, before);
-        log::info!("{}/{}: a new PIN was set with the PUK", self.handset, token);
-        Ok(())
+        let r = async {
+            check_pin(puk, 1)?;
+            check_pin(new_pin, 1)?;
+            self.session()?;
+            let logins = &self.inner.logins;
+            let before = logins.stamp(self.handset, self.token);
+            let token = self.token;
+            self.with_puk(puk, async |h| Ok(h.init_pin(token, new_pin).await?))
+                .await?;
+            logins.forget_until(self.handset, self.token, before);
+            log::info!("{}/{}: a new PIN was set with the PUK", self.handset, token);
+            Ok(())
+        };
+        self.puk_tried(r.await)
     }
 
     /// Changes the PUK; the old one is the proof.
     pub(crate) async fn change_puk(&self, old_puk: &[u8], new_puk: &[u8]) -> Result<()> {
-        check_pin(old_puk, 1)?;
-        check_pin(new_puk, 1)?;
-        self.session()?;
-        let r = self
-            .handset()
-            .change_puk(self.token, old_puk, new_puk)
-            .await;
-        self.inner.public_changed(self.handset, self.token, false);
-        match self.watch(r, None) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.puk_failure(e).await),
-        }
+        let r = async {
+            check_pin(old_puk, 1)?;
+            check_pin(new_puk, 1)?;
+            self.session()?;
+            let r = self
+                .handset()
+                .change_puk(self.token, old_puk, new_puk)
+                .await;
+            self.inner.public_changed(self.handset, self.token, false);
+            match self.watch(r, None) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.puk_failure(e).await),
+            }
+        };
+        self.puk_tried(r.await)
+    }
+
+    /// `r`, the answer to a method that tried the PUK (Unblock,
+    /// ChangePuk), once the object tree is asked to read the handset
+    /// again: both counters may have moved, whatever the answer.
+    fn puk_tried<T>(&self, r: Result<T>) -> Result<T> {
+        self.inner.resync(self.handset);
+        r
     }
 
     /// The handset's statement about the key `id` for `nonce`, checked
@@ -1568,12 +1583,6 @@ impl Call<'_> {
         .await
     }
 
-    /// Asks the object tree to read the handset again: a PIN or PUK was
-    /// tried, and its counters may have moved whatever the answer.
-    fn resync(&self) {
-        self.inner.resync(self.handset);
-    }
-
     /// Encrypted here with the public key; never reaches the link.
     pub(crate) async fn encrypt(
         &self,
@@ -1592,219 +1601,161 @@ impl Provider {
     }
 }
 
-/// Writes the `org.phonecsp.CryptoProvider1` interface: the methods about
-/// one token from a table, then every other item as given. zbus takes one
-/// `#[interface]` block a type and reads it as written, so the block is
-/// made here whole, with each method about a token in it.
-///
-/// A table entry is `[ATTRIBUTES] fn NAME(CALL, ARGS) [-> REPLY] BODY`.
-/// The D-Bus method takes the handset's and the token's names and then
-/// ARGS, and replies REPLY (nothing if left out); its prologue
-/// ([`Inner::begin`]: who calls, from the bus, and whether they may use
-/// the token) is written once, here, and BODY runs with CALL, the
-/// [`Call`] it gives. Those methods come first: the last method of the
-/// interface must stay `Pair` (see there).
-macro_rules! crypto_provider {
-    (@table [$($done:tt)*]
-        $(#[$($attr:tt)*])*
-        fn $name:ident $args:tt $(-> $reply:ty)? $body:block
-        $($rest:tt)*
-    ) => {
-        crypto_provider!(@method [$($done)*] [$(#[$($attr)*])*] $name $args [$($reply)?] $body
-            $($rest)*);
-    };
-    // zbus sees a reply of `()` only as these two tokens, not as a type
-    // passed on by a macro.
-    (@method $done:tt $attrs:tt $name:ident $args:tt [] $($rest:tt)*) => {
-        crypto_provider!(@method $done $attrs $name $args [()] $($rest)*);
-    };
-    (@method [$($done:tt)*] [$($attrs:tt)*] $name:ident ($call:ident $(, $arg:ident: $ty:ty)*)
-        [$($reply:tt)*] $body:block $($rest:tt)*
-    ) => {
-        crypto_provider!(@table [$($done)*
-            $($attrs)*
-            #[allow(clippy::too_many_arguments)]
-            async fn $name(
-                &self,
-                #[zbus(header)] hdr: Header<'_>,
-                #[zbus(connection)] conn: &Connection,
-                handset: String,
-                token: String,
-                $($arg: $ty),*
-            ) -> Result<$($reply)*> {
-                let $call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-                $body
+// The methods about one token open alike: who calls (from the bus), and
+// whether they may use the token ([`Inner::begin`]).
+interface_table! {
+    #[interface(name = "org.phonecsp.CryptoProvider1")] impl Provider;
+    each (self, hdr, conn, handset: String, token: String) {
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+    }
+    methods {
+        #[zbus(out_args("info"))]
+        fn get_token_info() -> TokenDetails {
+            call.details().await
+        }
+
+        fn login(pin: Vec<u8> as Zeroizing) {
+            call.login(&pin).await
+        }
+
+        fn logout() {
+            call.logout().await
+        }
+
+        fn change_pin(old_pin: Vec<u8> as Zeroizing, new_pin: Vec<u8> as Zeroizing) {
+            call.change_pin(&old_pin, &new_pin).await
+        }
+
+        /// Checks the token's PUK (the PKCS#11 security officer's login): a
+        /// wrong one spends one of its tries. No login is kept.
+        fn check_puk(puk: Vec<u8> as Zeroizing) {
+            call.check_puk(&puk).await
+        }
+
+        /// Sets a new PIN with the PUK, also on a locked token: the PIN gets
+        /// every try again, and every login made with the old PIN ends.
+        fn unblock(puk: Vec<u8> as Zeroizing, new_pin: Vec<u8> as Zeroizing) {
+            call.unblock(&puk, &new_pin).await
+        }
+
+        /// Changes the token's PUK; the old one is the proof.
+        fn change_puk(old_puk: Vec<u8> as Zeroizing, new_puk: Vec<u8> as Zeroizing) {
+            call.change_puk(&old_puk, &new_puk).await
+        }
+
+        #[zbus(out_args("objects"))]
+        fn list_objects() -> Vec<ObjectInfo> {
+            Ok(call.objects().await?.objects)
+        }
+
+        #[zbus(out_args("attributes"))]
+        fn get_attributes(class: u32, id: Vec<u8>) -> HashMap<u32, Vec<u8>> {
+            call.attributes(object_class(class)?, &id).await
+        }
+
+        #[zbus(out_args("signature"))]
+        fn sign(key_id: Vec<u8>, mechanism: u32, params: MechanismParams, data: Vec<u8>)
+            -> Vec<u8>
+        {
+            call.sign(&key_id, Signing::from_ckm(mechanism, &params)?, data).await
+        }
+
+        #[zbus(out_args("valid"))]
+        fn verify(key_id: Vec<u8>, mechanism: u32, params: MechanismParams, data: Vec<u8>,
+            signature: Vec<u8>) -> bool
+        {
+            let signing = Signing::from_ckm(mechanism, &params)?;
+            call.verify(&key_id, signing, data, signature).await
+        }
+
+        #[zbus(out_args("plaintext"))]
+        fn decrypt(key_id: Vec<u8>, mechanism: u32, params: MechanismParams,
+            ciphertext: Vec<u8>) -> Vec<u8>
+        {
+            let enc = Encryption::from_ckm(mechanism, &params)?;
+            let plaintext = call.decrypt(&key_id, &enc, &ciphertext).await?;
+            // zbus needs an owned Vec to send; it is the caller's plaintext.
+            Ok(plaintext.to_vec())
+        }
+
+        #[zbus(out_args("ciphertext"))]
+        fn encrypt(key_id: Vec<u8>, mechanism: u32, params: MechanismParams,
+            plaintext: Vec<u8> as Zeroizing) -> Vec<u8>
+        {
+            let enc = Encryption::from_ckm(mechanism, &params)?;
+            call.encrypt(&key_id, &enc, &plaintext).await
+        }
+
+        #[zbus(out_args("key"))]
+        fn generate_key_pair(bits: u32, id: Vec<u8>, label: String) -> KeyPairInfo {
+            call.new_key_pair(NewKey::Generate { bits }, &id, &label).await
+        }
+
+        /// An EC key pair on the token; `curve` 1 (P-256), 2 (P-384) or 3
+        /// (Ed25519), as `+CKGENEC` numbers them.
+        #[zbus(out_args("key"))]
+        fn generate_ec_key_pair(curve: u32, id: Vec<u8>, label: String) -> EcKeyPairInfo {
+            let curve = Curve::from_number(u64::from(curve)).ok_or_else(|| {
+                ck(
+                    CkRv::CURVE_NOT_SUPPORTED,
+                    "curves are 1 (P-256), 2 (P-384), 3 (Ed25519)",
+                )
+            })?;
+            call.generate_ec_key_pair(curve, &id, &label).await
+        }
+
+        /// `CKM_ECDH1_DERIVE`'s private step: Z for the peer's point.
+        #[zbus(out_args("secret"))]
+        fn derive(key_id: Vec<u8>, mechanism: u32, peer_point: Vec<u8>) -> Vec<u8> {
+            if mechanism != mechanism::ckm::ECDH1_DERIVE {
+                return Err(ck(CkRv::MECHANISM_INVALID, "only CKM_ECDH1_DERIVE derives"));
             }
-        ] $($rest)*);
-    };
-    (@table [$($done:tt)*] others { $($others:tt)* }) => {
-        #[interface(name = "org.phonecsp.CryptoProvider1")]
-        impl Provider {
-            $($done)*
-            $($others)*
+            let z = call.derive(&key_id, &peer_point).await?;
+            // zbus needs an owned Vec to send; it is the caller's secret.
+            Ok(z.to_vec())
         }
-    };
-    ($($table:tt)*) => {
-        crypto_provider!(@table [] $($table)*);
-    };
-}
 
-crypto_provider! {
-    #[zbus(out_args("info"))]
-    fn get_token_info(call) -> TokenDetails {
-        call.details().await
-    }
-
-    fn login(call, pin: Vec<u8>) {
-        call.login(&Zeroizing::new(pin)).await
-    }
-
-    fn logout(call) {
-        call.logout().await
-    }
-
-    fn change_pin(call, old_pin: Vec<u8>, new_pin: Vec<u8>) {
-        let (old_pin, new_pin) = (Zeroizing::new(old_pin), Zeroizing::new(new_pin));
-        call.change_pin(&old_pin, &new_pin).await
-    }
-
-    /// Checks the token's PUK (the PKCS#11 security officer's login): a
-    /// wrong one spends one of its tries. No login is kept.
-    fn check_puk(call, puk: Vec<u8>) {
-        call.check_puk(&Zeroizing::new(puk)).await
-    }
-
-    /// Sets a new PIN with the PUK, also on a locked token: the PIN gets
-    /// every try again, and every login made with the old PIN ends.
-    fn unblock(call, puk: Vec<u8>, new_pin: Vec<u8>) {
-        let (puk, new_pin) = (Zeroizing::new(puk), Zeroizing::new(new_pin));
-        let r = call.unblock(&puk, &new_pin).await;
-        call.resync();
-        r
-    }
-
-    /// Changes the token's PUK; the old one is the proof.
-    fn change_puk(call, old_puk: Vec<u8>, new_puk: Vec<u8>) {
-        let (old_puk, new_puk) = (Zeroizing::new(old_puk), Zeroizing::new(new_puk));
-        let r = call.change_puk(&old_puk, &new_puk).await;
-        call.resync();
-        r
-    }
-
-    #[zbus(out_args("objects"))]
-    fn list_objects(call) -> Vec<ObjectInfo> {
-        Ok(call.objects().await?.objects)
-    }
-
-    #[zbus(out_args("attributes"))]
-    fn get_attributes(call, class: u32, id: Vec<u8>) -> HashMap<u32, Vec<u8>> {
-        call.attributes(object_class(class)?, &id).await
-    }
-
-    #[zbus(out_args("signature"))]
-    fn sign(call, key_id: Vec<u8>, mechanism: u32, params: MechanismParams, data: Vec<u8>)
-        -> Vec<u8>
-    {
-        call.sign(&key_id, Signing::from_ckm(mechanism, &params)?, data).await
-    }
-
-    #[zbus(out_args("valid"))]
-    fn verify(call, key_id: Vec<u8>, mechanism: u32, params: MechanismParams, data: Vec<u8>,
-        signature: Vec<u8>) -> bool
-    {
-        let signing = Signing::from_ckm(mechanism, &params)?;
-        call.verify(&key_id, signing, data, signature).await
-    }
-
-    #[zbus(out_args("plaintext"))]
-    fn decrypt(call, key_id: Vec<u8>, mechanism: u32, params: MechanismParams,
-        ciphertext: Vec<u8>) -> Vec<u8>
-    {
-        let enc = Encryption::from_ckm(mechanism, &params)?;
-        let plaintext = call.decrypt(&key_id, &enc, &ciphertext).await?;
-        // zbus needs an owned Vec to send; it is the caller's plaintext.
-        Ok(plaintext.to_vec())
-    }
-
-    #[zbus(out_args("ciphertext"))]
-    fn encrypt(call, key_id: Vec<u8>, mechanism: u32, params: MechanismParams,
-        plaintext: Vec<u8>) -> Vec<u8>
-    {
-        let plaintext = Zeroizing::new(plaintext);
-        let enc = Encryption::from_ckm(mechanism, &params)?;
-        call.encrypt(&key_id, &enc, &plaintext).await
-    }
-
-    #[zbus(out_args("key"))]
-    fn generate_key_pair(call, bits: u32, id: Vec<u8>, label: String) -> KeyPairInfo {
-        call.new_key_pair(NewKey::Generate { bits }, &id, &label).await
-    }
-
-    /// An EC key pair on the token; `curve` 1 (P-256), 2 (P-384) or 3
-    /// (Ed25519), as `+CKGENEC` numbers them.
-    #[zbus(out_args("key"))]
-    fn generate_ec_key_pair(call, curve: u32, id: Vec<u8>, label: String) -> EcKeyPairInfo {
-        let curve = Curve::from_number(u64::from(curve)).ok_or_else(|| {
-            ck(
-                CkRv::CURVE_NOT_SUPPORTED,
-                "curves are 1 (P-256), 2 (P-384), 3 (Ed25519)",
-            )
-        })?;
-        call.generate_ec_key_pair(curve, &id, &label).await
-    }
-
-    /// `CKM_ECDH1_DERIVE`'s private step: Z for the peer's point.
-    #[zbus(out_args("secret"))]
-    fn derive(call, key_id: Vec<u8>, mechanism: u32, peer_point: Vec<u8>) -> Vec<u8> {
-        if mechanism != mechanism::ckm::ECDH1_DERIVE {
-            return Err(ck(CkRv::MECHANISM_INVALID, "only CKM_ECDH1_DERIVE derives"));
+        #[zbus(out_args("statement"))]
+        fn attest_key(key_id: Vec<u8>, nonce: Vec<u8>) -> Vec<u8> {
+            call.attest(&key_id, &nonce).await
         }
-        let z = call.derive(&key_id, &peer_point).await?;
-        // zbus needs an owned Vec to send; it is the caller's secret.
-        Ok(z.to_vec())
-    }
 
-    #[zbus(out_args("statement"))]
-    fn attest_key(call, key_id: Vec<u8>, nonce: Vec<u8>) -> Vec<u8> {
-        call.attest(&key_id, &nonce).await
-    }
-
-    #[zbus(out_args("key"))]
-    fn import_key(call, id: Vec<u8>, label: String, private_key: Vec<u8>) -> KeyPairInfo {
+        #[zbus(out_args("key"))]
         // A private key: wiped when this call is done with it.
-        let private_key = Zeroizing::new(private_key);
-        let how = NewKey::Import {
-            pkcs8: &private_key,
-        };
-        call.new_key_pair(how, &id, &label).await
-    }
+        fn import_key(id: Vec<u8>, label: String, private_key: Vec<u8> as Zeroizing)
+            -> KeyPairInfo
+        {
+            let how = NewKey::Import { pkcs8: &private_key };
+            call.new_key_pair(how, &id, &label).await
+        }
 
-    fn import_certificate(call, id: Vec<u8>, label: String, certificate: Vec<u8>) {
-        call.put_certificate(&id, &label, &certificate).await
-    }
+        fn import_certificate(id: Vec<u8>, label: String, certificate: Vec<u8>) {
+            call.put_certificate(&id, &label, &certificate).await
+        }
 
-    fn import_data(call, id: Vec<u8>, label: String, application: String, object_id: Vec<u8>,
-        value: Vec<u8>)
-    {
-        let object = DataObject {
-            id,
-            label,
-            application,
-            oid: object_id,
-            value,
-        };
-        call.put_data(object).await
-    }
+        fn import_data(id: Vec<u8>, label: String, application: String, object_id: Vec<u8>,
+            value: Vec<u8>)
+        {
+            let object = DataObject {
+                id,
+                label,
+                application,
+                oid: object_id,
+                value,
+            };
+            call.put_data(object).await
+        }
 
-    fn delete_object(call, class: u32, id: Vec<u8>) {
-        call.delete(object_class(class)?, &id).await
-    }
+        fn delete_object(class: u32, id: Vec<u8>) {
+            call.delete(object_class(class)?, &id).await
+        }
 
-    #[zbus(out_args("rewrapped"))]
-    fn rewrap(call, key_id: Vec<u8>, in_hash: u32, ciphertext: Vec<u8>, out_hash: u32,
-        public_key: Vec<u8>) -> Vec<u8>
-    {
-        call.rewrap(&key_id, in_hash, &ciphertext, out_hash, &public_key).await
+        #[zbus(out_args("rewrapped"))]
+        fn rewrap(key_id: Vec<u8>, in_hash: u32, ciphertext: Vec<u8>, out_hash: u32,
+            public_key: Vec<u8>) -> Vec<u8>
+        {
+            call.rewrap(&key_id, in_hash, &ciphertext, out_hash, &public_key).await
+        }
     }
 
     others {
