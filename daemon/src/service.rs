@@ -1605,10 +1605,9 @@ impl Provider {
 // whether they may use the token ([`Inner::begin`]).
 interface_table! {
     #[interface(name = "org.phonecsp.CryptoProvider1")] impl Provider;
-    each (self, hdr, conn, handset: String, token: String) {
+    methods (self, hdr, conn, handset: String, token: String) {
         let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-    }
-    methods {
+    } {
         #[zbus(out_args("info"))]
         fn get_token_info() -> TokenDetails {
             call.details().await
@@ -1758,33 +1757,13 @@ interface_table! {
         }
     }
 
-    others {
-        #[zbus(signal)]
-        async fn handset_connected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-        #[zbus(signal)]
-        async fn handset_disconnected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-        #[zbus(signal)]
-        async fn tokens_changed(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-        #[zbus(signal)]
-        async fn approval_pending(
-            emitter: &SignalEmitter<'_>,
-            handset: &str,
-            token: &str,
-            operation: &str,
-            caller: &str,
-        ) -> zbus::Result<()>;
-
+    // The listings are the caller's, as the bus names it.
+    methods (self, hdr, conn) {
+        let caller = self.inner.caller(&hdr, conn).await?;
+    } {
         #[zbus(out_args("handsets"))]
-        async fn list_handsets(
-            &self,
-            #[zbus(header)] hdr: Header<'_>,
-            #[zbus(connection)] conn: &Connection,
-        ) -> Result<Vec<HandsetStatus>> {
-            let i = &self.inner;
-            let c = i.caller(&hdr, conn).await?;
+        fn list_handsets() -> Vec<HandsetStatus> {
+            let (i, c) = (&self.inner, caller);
             let admin = i.access.is_admin(&c);
             // Where the phone is plugged in and which key it has are the
             // administrator's business.
@@ -1802,13 +1781,8 @@ interface_table! {
         }
 
         #[zbus(out_args("tokens"))]
-        async fn list_tokens(
-            &self,
-            #[zbus(header)] hdr: Header<'_>,
-            #[zbus(connection)] conn: &Connection,
-        ) -> Result<Vec<TokenEntry>> {
-            let i = &self.inner;
-            let c = i.caller(&hdr, conn).await?;
+        fn list_tokens() -> Vec<TokenEntry> {
+            let (i, c) = (&self.inner, caller);
             let mut out = Vec::new();
             for link in i.links.values() {
                 // A handset that is away: its containers as last seen.
@@ -1853,6 +1827,26 @@ interface_table! {
             }
             Ok(out)
         }
+    }
+
+    others {
+        #[zbus(signal)]
+        async fn handset_connected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn handset_disconnected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn tokens_changed(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn approval_pending(
+            emitter: &SignalEmitter<'_>,
+            handset: &str,
+            token: &str,
+            operation: &str,
+            caller: &str,
+        ) -> zbus::Result<()>;
 
         #[zbus(out_args("digest"))]
         async fn digest(&self, mechanism: u32, data: Vec<u8>) -> Result<Vec<u8>> {

@@ -105,10 +105,9 @@ impl KeyObject {
 // properties but one read the key as last listed.
 interface_table! {
     #[interface(name = "org.phonecsp.Key1")] impl KeyObject;
-    each (self, hdr, conn) {
+    methods (self, hdr, conn) {
         let call = self.begin(&hdr, conn).await?;
-    }
-    methods {
+    } {
         /// Signs `data` with a named mechanism ("rsa-pkcs1-sha256",
         /// "rsa-pss-sha256", ...; see the interface description). Only a
         /// digest crosses the link.

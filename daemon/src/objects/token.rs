@@ -3,14 +3,13 @@
 //! handset is away, as last seen, with `Present` false.
 
 use super::{handset_path, key_path};
-use crate::interface::interface_table;
 use crate::service::{Call, Inner, NewKey};
 use phonecsp::{Error, TokenDetails};
 use phonecsp_protocol::message::token_flags as tf;
 use std::sync::{Arc, Mutex};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, OwnedObjectPath};
+use zbus::{Connection, OwnedObjectPath, interface};
 use zeroize::Zeroizing;
 
 /// A token's state as the handset last reported it.
@@ -127,133 +126,184 @@ impl TokenObject {
     }
 }
 
-// Every method opens with the caller's call on the token; most
-// properties read the token as the handset last reported it.
-interface_table! {
-    #[interface(name = "org.phonecsp.Token1")] impl TokenObject;
-    each (self, hdr, conn) {
+#[interface(name = "org.phonecsp.Token1")]
+impl TokenObject {
+    /// Logs the calling connection in. An empty PIN asks the phone's owner
+    /// to type it on the phone, where the token takes it there.
+    async fn login(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        pin: Vec<u8>,
+    ) -> Result<(), Error> {
+        let pin = Zeroizing::new(pin);
         let call = self.begin(&hdr, conn).await?;
-    }
-    methods {
-        /// Logs the calling connection in. An empty PIN asks the phone's owner
-        /// to type it on the phone, where the token takes it there.
-        fn login(pin: Vec<u8> as Zeroizing) {
-            let r = call.login(&pin).await;
-            self.pin_tried(&r);
-            r
-        }
-
-        /// Ends the calling connection's login.
-        fn logout() {
-            call.logout().await
-        }
-
-        /// Changes the PIN; every connection's login to the token ends.
-        fn change_pin(old_pin: Vec<u8> as Zeroizing, new_pin: Vec<u8> as Zeroizing) {
-            let r = call.change_pin(&old_pin, &new_pin).await;
-            self.pin_tried(&r);
-            r
-        }
-
-        /// Sets a new PIN with the PUK, also when wrong PINs locked the token:
-        /// the PIN gets every try again, and every login made with the old PIN
-        /// ends. A wrong PUK spends one of its own tries (RetriesLeft of the
-        /// PUK: PukRetriesLeft); a locked PUK is final.
-        fn unblock(puk: Vec<u8> as Zeroizing, new_pin: Vec<u8> as Zeroizing) {
-            call.unblock(&puk, &new_pin).await
-        }
-
-        /// Changes the PUK; the old one is the proof.
-        fn change_puk(old_puk: Vec<u8> as Zeroizing, new_puk: Vec<u8> as Zeroizing) {
-            call.change_puk(&old_puk, &new_puk).await
-        }
-
-        /// Generates a key pair on the phone; the caller must be logged in.
-        /// `kind` is "rsa"; options: `bits` (u: 2048, 3072 or 4096; default
-        /// 2048), `label` (s), `id` (ay; default: the phone chooses). Returns
-        /// the new key's object.
-        #[zbus(out_args("key"))]
-        fn generate_key(kind: String, options: phonecsp::named::Options) -> OwnedObjectPath {
-            let request = phonecsp::named::key_request(&kind, &options)?;
-            let how = NewKey::Generate { bits: request.bits };
-            let key = call.new_key_pair(how, &request.id, &request.label).await?;
-            Ok(key_path(&self.handset, &self.name, &key.id))
-        }
+        let r = call.login(&pin).await;
+        self.pin_tried(&r);
+        r
     }
 
-    snapshot now {
-        /// The container's serial number.
-        #[zbus(property)]
-        serial: String = serial;
-
-        /// Whether the handset is here; a token of a handset that is away is
-        /// shown as last seen.
-        #[zbus(property)]
-        present: bool = present;
-
-        /// Wrong PINs left before the container locks.
-        #[zbus(property)]
-        retries_left: u32 = retries_left;
-
-        /// Wrong PUKs left before the PUK locks for good; 0 without a PUK.
-        #[zbus(property)]
-        puk_retries_left: u32 = puk_retries_left;
-
-        /// The shortest PIN the container takes, in bytes.
-        #[zbus(property)]
-        min_pin_length: u32 = min_pin;
-
-        /// The longest PIN the container takes, in bytes.
-        #[zbus(property)]
-        max_pin_length: u32 = max_pin;
+    /// Ends the calling connection's login.
+    async fn logout(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let call = self.begin(&hdr, conn).await?;
+        call.logout().await
     }
 
-    others {
-        /// The handset the token is on.
-        #[zbus(property(emits_changed_signal = "const"))]
-        fn handset(&self) -> OwnedObjectPath {
-            handset_path(&self.handset)
-        }
+    /// Changes the PIN; every connection's login to the token ends.
+    async fn change_pin(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        old_pin: Vec<u8>,
+        new_pin: Vec<u8>,
+    ) -> Result<(), Error> {
+        let (old_pin, new_pin) = (Zeroizing::new(old_pin), Zeroizing::new(new_pin));
+        let call = self.begin(&hdr, conn).await?;
+        let r = call.change_pin(&old_pin, &new_pin).await;
+        self.pin_tried(&r);
+        r
+    }
 
-        /// The container's name on the phone.
-        #[zbus(property(emits_changed_signal = "const"))]
-        fn name(&self) -> String {
-            self.token()
-        }
+    /// Sets a new PIN with the PUK, also when wrong PINs locked the token:
+    /// the PIN gets every try again, and every login made with the old PIN
+    /// ends. A wrong PUK spends one of its own tries (RetriesLeft of the
+    /// PUK: PukRetriesLeft); a locked PUK is final.
+    async fn unblock(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        puk: Vec<u8>,
+        new_pin: Vec<u8>,
+    ) -> Result<(), Error> {
+        let (puk, new_pin) = (Zeroizing::new(puk), Zeroizing::new(new_pin));
+        let call = self.begin(&hdr, conn).await?;
+        // Both counters may have changed, whatever the answer: the call
+        // has the object tree look again.
+        call.unblock(&puk, &new_pin).await
+    }
 
-        /// The token's label, as PKCS#11 programs show it (its name).
-        #[zbus(property(emits_changed_signal = "const"))]
-        fn label(&self) -> String {
-            self.token()
-        }
+    /// Changes the PUK; the old one is the proof.
+    async fn change_puk(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        old_puk: Vec<u8>,
+        new_puk: Vec<u8>,
+    ) -> Result<(), Error> {
+        let (old_puk, new_puk) = (Zeroizing::new(old_puk), Zeroizing::new(new_puk));
+        let call = self.begin(&hdr, conn).await?;
+        call.change_puk(&old_puk, &new_puk).await
+    }
 
-        /// Whether the connection reading this is logged in. Each caller has
-        /// its own answer, so no signal carries it.
-        #[zbus(property(emits_changed_signal = "false"))]
-        async fn logged_in(
-            &self,
-            #[zbus(header)] hdr: Option<Header<'_>>,
-            #[zbus(connection)] conn: &Connection,
-        ) -> bool {
-            let Some(hdr) = hdr else { return false };
-            match self.begin(&hdr, conn).await {
-                Ok(call) => call.logged_in(),
-                Err(_) => false,
-            }
-        }
+    /// Generates a key pair on the phone; the caller must be logged in.
+    /// `kind` is "rsa"; options: `bits` (u: 2048, 3072 or 4096; default
+    /// 2048), `label` (s), `id` (ay; default: the phone chooses). Returns
+    /// the new key's object.
+    #[zbus(out_args("key"))]
+    async fn generate_key(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        kind: String,
+        options: phonecsp::named::Options,
+    ) -> Result<OwnedObjectPath, Error> {
+        let call = self.begin(&hdr, conn).await?;
+        let request = phonecsp::named::key_request(&kind, &options)?;
+        let key = call
+            .new_key_pair(
+                NewKey::Generate { bits: request.bits },
+                &request.id,
+                &request.label,
+            )
+            .await?;
+        Ok(key_path(&self.handset, &self.name, &key.id))
+    }
 
-        /// The PIN's state, from this set: "login-required", "pin-locked",
-        /// "pin-count-low" (a wrong PIN since the last right one),
-        /// "pin-final-try", "confirm-on-phone" (the owner approves each use on
-        /// the phone), "pin-on-phone" (the PIN is typed on the phone); and the
-        /// PUK's: "puk-set" (it has one, which can unblock it), "puk-locked"
-        /// (for good), "puk-count-low", "puk-final-try".
-        #[zbus(property)]
-        fn pin_flags(&self) -> Vec<String> {
-            tf::names(self.now().flags & PIN_FLAGS)
-                .into_iter()
-                .map(str::to_owned)
-                .collect()
+    /// The handset the token is on.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn handset(&self) -> OwnedObjectPath {
+        handset_path(&self.handset)
+    }
+
+    /// The container's name on the phone.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn name(&self) -> String {
+        self.token()
+    }
+
+    /// The token's label, as PKCS#11 programs show it (its name).
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn label(&self) -> String {
+        self.token()
+    }
+
+    /// The container's serial number.
+    #[zbus(property)]
+    fn serial(&self) -> String {
+        self.now().serial
+    }
+
+    /// Whether the handset is here; a token of a handset that is away is
+    /// shown as last seen.
+    #[zbus(property)]
+    fn present(&self) -> bool {
+        self.now().present
+    }
+
+    /// Whether the connection reading this is logged in. Each caller has
+    /// its own answer, so no signal carries it.
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn logged_in(
+        &self,
+        #[zbus(header)] hdr: Option<Header<'_>>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> bool {
+        let Some(hdr) = hdr else { return false };
+        match self.begin(&hdr, conn).await {
+            Ok(call) => call.logged_in(),
+            Err(_) => false,
         }
+    }
+
+    /// The PIN's state, from this set: "login-required", "pin-locked",
+    /// "pin-count-low" (a wrong PIN since the last right one),
+    /// "pin-final-try", "confirm-on-phone" (the owner approves each use on
+    /// the phone), "pin-on-phone" (the PIN is typed on the phone); and the
+    /// PUK's: "puk-set" (it has one, which can unblock it), "puk-locked"
+    /// (for good), "puk-count-low", "puk-final-try".
+    #[zbus(property)]
+    fn pin_flags(&self) -> Vec<String> {
+        tf::names(self.now().flags & PIN_FLAGS)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Wrong PINs left before the container locks.
+    #[zbus(property)]
+    fn retries_left(&self) -> u32 {
+        self.now().retries_left
+    }
+
+    /// Wrong PUKs left before the PUK locks for good; 0 without a PUK.
+    #[zbus(property)]
+    fn puk_retries_left(&self) -> u32 {
+        self.now().puk_retries_left
+    }
+
+    /// The shortest PIN the container takes, in bytes.
+    #[zbus(property)]
+    fn min_pin_length(&self) -> u32 {
+        self.now().min_pin
+    }
+
+    /// The longest PIN the container takes, in bytes.
+    #[zbus(property)]
+    fn max_pin_length(&self) -> u32 {
+        self.now().max_pin
     }
 }
