@@ -1601,8 +1601,9 @@ impl Provider {
     }
 }
 
-// The methods about one token open alike: who calls (from the bus), and
-// whether they may use the token ([`Inner::begin`]).
+// The interface, from its table (see `crate::interface`): the methods
+// about one token open with the caller's call on it ([`Inner::begin`]),
+// the listings with the caller; the rest is written out.
 interface_table! {
     #[interface(name = "org.phonecsp.CryptoProvider1")] impl Provider;
     methods (self, hdr, conn, handset: String, token: String) {
