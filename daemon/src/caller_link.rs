@@ -13,7 +13,7 @@ use phonecsp::Error;
 use phonecsp::handset::HandsetLink;
 use phonecsp_protocol::{CkRv, Reply, Request};
 
-use crate::link::LinkHandle;
+use crate::link::{IfWanted, LinkHandle};
 use crate::logins::{Logins, Stamps};
 use phonecsp_protocol::message::token_flags::LOGGED_IN;
 
@@ -164,8 +164,8 @@ pub async fn log_out_if_unused(
     token: &str,
     generation: u64,
 ) {
-    let (logout, wanted) = logout_if_unused(link, logins, token, generation);
-    match link.call_if(DAEMON, logout, wanted).await {
+    let logout = logout_if_unused(link, logins, token, generation);
+    match link.call_if(DAEMON, logout).await {
         Ok(Some(_)) => log::debug!("handset '{}' logged out of '{token}'", link.name()),
         Ok(None) => log::debug!("'{token}' on '{}' is still in use", link.name()),
         // Nothing to undo: a session that failed has no logins left.
@@ -180,13 +180,13 @@ fn logout_if_unused(
     logins: &Arc<Logins>,
     token: &str,
     generation: u64,
-) -> (Request, impl FnOnce(u64) -> bool + Send + 'static) {
+) -> IfWanted {
     let (logins, handset, tok) = (logins.clone(), link.name().to_owned(), token.to_owned());
     let logout = Request::Logout {
         container: token.to_owned(),
     };
     let wanted = move |now: u64| now == generation && logins.may_log_out(&handset, &tok, now);
-    (logout, wanted)
+    IfWanted::new(logout, wanted)
 }
 
 /// [`log_out_if_unused`] without waiting for the handset: queued now as
@@ -199,8 +199,8 @@ pub async fn queue_log_out_if_unused(
     token: &str,
     generation: u64,
 ) {
-    let (logout, wanted) = logout_if_unused(link, logins, token, generation);
-    if let Err(e) = link.queue_if(caller, logout, wanted).await {
+    let logout = logout_if_unused(link, logins, token, generation);
+    if let Err(e) = link.queue_if(caller, logout).await {
         // Nothing to undo: a session that failed has no logins left.
         log::debug!("logging '{}' out of '{token}': {e}", link.name());
     }

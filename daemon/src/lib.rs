@@ -13,6 +13,7 @@ pub mod access;
 pub mod agent;
 pub mod caller_link;
 pub mod disk_tokens;
+mod interface;
 pub mod keysocket;
 pub mod known;
 pub mod link;

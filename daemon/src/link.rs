@@ -62,6 +62,24 @@ pub struct LinkSettings {
 /// stale by then (see [`LinkHandle::call_if`]).
 pub type StillWanted = Box<dyn FnOnce(u64) -> bool + Send>;
 
+/// A request to send only if it is still wanted when the link task comes
+/// to it, in between two other requests ([`LinkHandle::call_if`],
+/// [`LinkHandle::queue_if`]).
+pub struct IfWanted {
+    pub request: Request,
+    /// Asked with the link's session (generation) at the request's turn.
+    pub wanted: StillWanted,
+}
+
+impl IfWanted {
+    pub fn new(request: Request, wanted: impl FnOnce(u64) -> bool + Send + 'static) -> IfWanted {
+        IfWanted {
+            request,
+            wanted: Box::new(wanted),
+        }
+    }
+}
+
 enum Op {
     /// A request, whether it is still wanted, and the program it is for.
     Call(Request, Option<StillWanted>, Option<String>),
@@ -275,18 +293,12 @@ impl LinkHandle {
         }
     }
 
-    /// Sends `request` only if `wanted(generation)` holds when the link
-    /// task comes to it, in between two other requests: `None` if it did
-    /// not. This is how a decision about the handset's shared session (such
-    /// as logging it out) stays true until the request is on the line.
-    pub async fn call_if(
-        &self,
-        caller: &str,
-        request: Request,
-        wanted: impl FnOnce(u64) -> bool + Send + 'static,
-    ) -> Result<Option<Reply>, Error> {
-        self.send(caller, request, Some(Box::new(wanted)), None)
-            .await
+    /// Sends `request` only if it is still wanted when its turn comes:
+    /// `None` if it was not. This is how a decision about the handset's
+    /// shared session (such as logging it out) stays true until the
+    /// request is on the line.
+    pub async fn call_if(&self, caller: &str, r: IfWanted) -> Result<Option<Reply>, Error> {
+        self.send(caller, r.request, Some(r.wanted), None).await
     }
 
     async fn send(
@@ -318,25 +330,20 @@ impl LinkHandle {
         }
     }
 
-    /// Queues `request` as `caller`'s next request, to be sent if
-    /// `wanted(generation)` holds at its turn (as [`Self::call_if`]), and
-    /// returns without waiting for the handset: the request still goes
-    /// before any later request of `caller`, since each caller's requests
-    /// are served in the order queued. Its outcome is only logged.
-    pub async fn queue_if(
-        &self,
-        caller: &str,
-        request: Request,
-        wanted: impl FnOnce(u64) -> bool + Send + 'static,
-    ) -> Result<(), Error> {
+    /// Queues `r` as `caller`'s next request, to be sent if still wanted
+    /// at its turn (as [`Self::call_if`]), and returns without waiting for
+    /// the handset: the request still goes before any later request of
+    /// `caller`, since each caller's requests are served in the order
+    /// queued. Its outcome is only logged.
+    pub async fn queue_if(&self, caller: &str, r: IfWanted) -> Result<(), Error> {
         if self.generation().is_none() {
             return Err(removed(&self.name, "has no session"));
         }
-        let what = request.name();
+        let what = r.request.name();
         let (tx, rx) = oneshot::channel();
         let job = Job {
             caller: caller.to_owned(),
-            op: Op::Call(request, Some(Box::new(wanted)), None),
+            op: Op::Call(r.request, Some(r.wanted), None),
             reply: tx,
         };
         self.tx
@@ -1141,12 +1148,16 @@ mod tests {
         };
         let before = h.stats().requests;
         assert_eq!(
-            h.call_if("unit", request(), record(false)).await.unwrap(),
+            h.call_if("unit", IfWanted::new(request(), record(false)))
+                .await
+                .unwrap(),
             None
         );
         assert_eq!(h.stats().requests, before, "an unwanted request was sent");
         assert_eq!(
-            h.call_if("unit", request(), record(true)).await.unwrap(),
+            h.call_if("unit", IfWanted::new(request(), record(true)))
+                .await
+                .unwrap(),
             Some(Reply::Random(vec![2; 2]))
         );
         // Asked with the session's generation, once each.

@@ -15,6 +15,7 @@ use crate::agent::Agents;
 use crate::caller_link::{CallerLink, log_out_if_unused, queue_log_out_if_unused};
 use crate::config::Config;
 use crate::disk_tokens::DiskTokens;
+use crate::interface::interface_table;
 use crate::known::Known;
 use crate::link::{LinkHandle, LinkState};
 use crate::lock;
@@ -46,9 +47,9 @@ use rsa::traits::PublicKeyParts;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
+use zbus::Connection;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, interface};
 use zeroize::Zeroizing;
 
 /// Largest message hashed here for a signature or digest.
@@ -192,6 +193,22 @@ async fn cpu_work<T: Send + 'static>(
     tokio::task::spawn_blocking(move || work(&data))
         .await
         .map_err(|e| ck(CkRv::GENERAL_ERROR, format!("hashing stopped: {e}")))
+}
+
+/// An object about to be made: its id and label as the link carries them.
+fn check_new_object(id: &[u8], label: &str) -> Result<()> {
+    check_id(id)?;
+    check_label(label)
+}
+
+/// How a new RSA key pair comes to be on the token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NewKey<'a> {
+    /// Generated there, of this many bits.
+    Generate { bits: u32 },
+    /// Made elsewhere, and moved there (unencrypted PKCS#8 DER), which the
+    /// handset checks and records as imported.
+    Import { pkcs8: &'a [u8] },
 }
 
 fn check_pin(pin: &[u8], min: usize) -> Result<()> {
@@ -440,14 +457,14 @@ impl Inner {
         handset: &str,
         token: &str,
         generation: u64,
-        f: impl FnOnce(&Public) -> T,
+        f: impl FnOnce(&mut Public) -> T,
     ) -> (u64, T) {
         let key = (handset.to_owned(), token.to_owned());
         let mut map = lock(&self.public);
-        if let Some(e) = map.get(&key)
+        if let Some(e) = map.get_mut(&key)
             && e.generation == generation
         {
-            return (e.epoch, f(&e.data));
+            return (e.epoch, f(&mut e.data));
         }
         let version = self
             .links
@@ -461,13 +478,13 @@ impl Inner {
                 .unwrap_or_default(),
             _ => Public::default(),
         };
-        let e = PublicEntry {
+        let mut e = PublicEntry {
             generation,
             version,
             epoch: 0,
             data,
         };
-        let r = f(&e.data);
+        let r = f(&mut e.data);
         map.insert(key, e);
         (0, r)
     }
@@ -583,6 +600,7 @@ impl Inner {
     ) -> Result<Call<'a>> {
         Ok(Call {
             inner: self,
+            conn: None,
             caller: internal_caller(),
             link: self.link(handset)?,
             handset,
@@ -734,7 +752,9 @@ impl Inner {
         token: &'a str,
     ) -> Result<Call<'a>> {
         let caller = self.caller(hdr, conn).await?;
-        self.call_as(caller, handset, token)
+        let mut call = self.call_as(caller, handset, token)?;
+        call.conn = Some(conn.clone());
+        Ok(call)
     }
 
     /// [`Inner::begin`] for a caller already known. A token the caller may
@@ -752,6 +772,7 @@ impl Inner {
         }
         Ok(Call {
             inner: self,
+            conn: None,
             caller,
             link,
             handset,
@@ -792,6 +813,9 @@ async fn emit_tokens_changed(conn: &Connection, handset: &str) {
 /// the method is what is particular to it.
 pub(crate) struct Call<'a> {
     inner: &'a Inner,
+    /// The bus connection the call came on, to say what it changed;
+    /// `None` for the daemon's own calls.
+    conn: Option<Connection>,
     caller: Caller,
     link: &'a LinkHandle,
     handset: &'a str,
@@ -877,9 +901,11 @@ impl Call<'_> {
 
     /// The token's objects changed: read them again next time, and say so
     /// (on the low-level interface and in the object tree).
-    async fn changed(&self, conn: &Connection) {
+    async fn changed(&self) {
         self.inner.public_changed(self.handset, self.token, true);
-        emit_tokens_changed(conn, self.handset).await;
+        if let Some(conn) = &self.conn {
+            emit_tokens_changed(conn, self.handset).await;
+        }
         self.inner.resync(self.handset);
     }
 
@@ -918,32 +944,21 @@ impl Call<'_> {
     /// The token's objects and public keys: kept, or read once.
     pub(crate) async fn objects(&self) -> Result<TokenCache> {
         let generation = self.session()?;
-        let (epoch, kept) = self
-            .inner
-            .cached(self.handset, self.token, generation, |p| p.objects.clone());
-        let objects = match kept {
-            Some(list) => list,
-            None => {
-                let found = self
-                    .handset()
-                    .find_objects(self.token, None, None, None)
-                    .await;
-                let list: Vec<ObjectInfo> = self
-                    .watch(found, None)?
-                    .into_iter()
-                    .map(|o| ObjectInfo {
-                        class: o.class.value() as u32,
-                        id: o.id,
-                        label: o.label,
-                    })
-                    .collect();
-                self.inner
-                    .remember(self.handset, self.token, generation, epoch, |p| {
-                        p.objects = Some(list.clone())
-                    });
-                list
-            }
+        let read = async || {
+            let found = self
+                .handset()
+                .find_objects(self.token, None, None, None)
+                .await;
+            let list = self.watch(found, None)?.into_iter().map(|o| ObjectInfo {
+                class: o.class.value() as u32,
+                id: o.id,
+                label: o.label,
+            });
+            Ok(list.collect())
         };
+        let objects = self
+            .kept_field(generation, |p| &mut p.objects, read)
+            .await?;
         let mut keys = Vec::new();
         let public = ObjectClass::PublicKey.value() as u32;
         for o in objects.iter().filter(|o| o.class == public) {
@@ -971,26 +986,59 @@ impl Call<'_> {
         class: ObjectClass,
         id: &[u8],
     ) -> Result<Vec<(u32, Vec<u8>)>> {
+        let read = async || {
+            let read = self.handset().attributes(self.token, class, id).await;
+            self.watch(read, Some(id))
+        };
         let c = class.value() as u32;
-        let keeps = public::keeps(c);
-        let (epoch, kept) =
-            self.inner
-                .cached(self.handset, self.token, generation, |p| match keeps {
-                    true => p.attributes.get(&(c, id.to_vec())).cloned(),
-                    false => None,
-                });
-        if let Some(a) = kept {
-            return Ok(a);
+        let key = (c, id.to_vec());
+        let kept = |p: &mut Public| p.attributes.get(&key).cloned();
+        let keep = public::keeps(c).then_some(|p: &mut Public, a| {
+            p.attributes.insert(key.clone(), a);
+        });
+        self.kept_or_read(generation, kept, read, keep).await
+    }
+
+    /// [`Self::kept_or_read`] for a part kept whole in one `field`.
+    async fn kept_field<T: Clone>(
+        &self,
+        generation: u64,
+        field: fn(&mut Public) -> &mut Option<T>,
+        read: impl AsyncFnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let keep = move |p: &mut Public, t| *field(p) = Some(t);
+        self.kept_or_read(generation, |p| field(p).clone(), read, Some(keep))
+            .await
+    }
+
+    /// A part of the token's public data in session `generation`: kept
+    /// (`kept` finds it), or else read from the phone (`read`) and kept
+    /// (`keep` adds it), unless something changed in the meantime. A part
+    /// that is not kept at all (`keep` is `None`) is always read.
+    async fn kept_or_read<T: Clone>(
+        &self,
+        generation: u64,
+        kept: impl FnOnce(&mut Public) -> Option<T>,
+        read: impl AsyncFnOnce() -> Result<T>,
+        keep: Option<impl FnOnce(&mut Public, T)>,
+    ) -> Result<T> {
+        let keeps = keep.is_some();
+        let (epoch, kept) = self
+            .inner
+            .cached(self.handset, self.token, generation, |p| {
+                if keeps { kept(p) } else { None }
+            });
+        if let Some(t) = kept {
+            return Ok(t);
         }
-        let read = self.handset().attributes(self.token, class, id).await;
-        let a = self.watch(read, Some(id))?;
-        if keeps {
+        let t = read().await?;
+        if let Some(keep) = keep {
             self.inner
                 .remember(self.handset, self.token, generation, epoch, |p| {
-                    p.attributes.insert((c, id.to_vec()), a.clone());
+                    keep(p, t.clone())
                 });
         }
-        Ok(a)
+        Ok(t)
     }
 
     async fn key(&self, id: &[u8]) -> Result<PublicKey> {
@@ -1024,30 +1072,20 @@ impl Call<'_> {
     pub(crate) async fn details(&self) -> Result<TokenDetails> {
         use phonecsp_protocol::message::token_flags::LOGGED_IN;
         let generation = self.session()?;
-        let (epoch, kept) = self
-            .inner
-            .cached(self.handset, self.token, generation, |p| p.info.clone());
-        let t = match kept {
-            Some(t) => t,
-            None => {
-                let read = self.handset().token_info(self.token).await;
-                let t = self.watch(read, None)?;
-                // The login is the session's, not the token's: not kept.
-                let info = Info {
-                    flags: t.flags & !LOGGED_IN,
-                    retries_left: t.retries_left,
-                    min_pin: t.min_pin,
-                    max_pin: t.max_pin,
-                    serial: t.serial,
-                    so_retries_left: t.so_retries_left,
-                };
-                self.inner
-                    .remember(self.handset, self.token, generation, epoch, |p| {
-                        p.info = Some(info.clone())
-                    });
-                info
-            }
+        let read = async || {
+            let read = self.handset().token_info(self.token).await;
+            let t = self.watch(read, None)?;
+            // The login is the session's, not the token's: not kept.
+            Ok(Info {
+                flags: t.flags & !LOGGED_IN,
+                retries_left: t.retries_left,
+                min_pin: t.min_pin,
+                max_pin: t.max_pin,
+                serial: t.serial,
+                so_retries_left: t.so_retries_left,
+            })
         };
+        let t = self.kept_field(generation, |p| &mut p.info, read).await?;
         // The handset's session is logged in to the token while one of
         // the daemon's callers is, or is logging in.
         let session_login = !self
@@ -1208,33 +1246,47 @@ impl Call<'_> {
     /// Sets a new PIN with the PUK, also on a locked token; every login
     /// to it made with the old PIN ends.
     pub(crate) async fn unblock(&self, puk: &[u8], new_pin: &[u8]) -> Result<()> {
-        check_pin(puk, 1)?;
-        check_pin(new_pin, 1)?;
-        self.session()?;
-        let logins = &self.inner.logins;
-        let before = logins.stamp(self.handset, self.token);
-        let token = self.token;
-        self.with_puk(puk, async |h| Ok(h.init_pin(token, new_pin).await?))
-            .await?;
-        logins.forget_until(self.handset, self.token, before);
-        log::info!("{}/{}: a new PIN was set with the PUK", self.handset, token);
-        Ok(())
+        let r = async {
+            check_pin(puk, 1)?;
+            check_pin(new_pin, 1)?;
+            self.session()?;
+            let logins = &self.inner.logins;
+            let before = logins.stamp(self.handset, self.token);
+            let token = self.token;
+            self.with_puk(puk, async |h| Ok(h.init_pin(token, new_pin).await?))
+                .await?;
+            logins.forget_until(self.handset, self.token, before);
+            log::info!("{}/{}: a new PIN was set with the PUK", self.handset, token);
+            Ok(())
+        };
+        self.puk_tried(r.await)
     }
 
     /// Changes the PUK; the old one is the proof.
     pub(crate) async fn change_puk(&self, old_puk: &[u8], new_puk: &[u8]) -> Result<()> {
-        check_pin(old_puk, 1)?;
-        check_pin(new_puk, 1)?;
-        self.session()?;
-        let r = self
-            .handset()
-            .change_puk(self.token, old_puk, new_puk)
-            .await;
-        self.inner.public_changed(self.handset, self.token, false);
-        match self.watch(r, None) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.puk_failure(e).await),
-        }
+        let r = async {
+            check_pin(old_puk, 1)?;
+            check_pin(new_puk, 1)?;
+            self.session()?;
+            let r = self
+                .handset()
+                .change_puk(self.token, old_puk, new_puk)
+                .await;
+            self.inner.public_changed(self.handset, self.token, false);
+            match self.watch(r, None) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.puk_failure(e).await),
+            }
+        };
+        self.puk_tried(r.await)
+    }
+
+    /// `r`, the answer to a method that tried the PUK (Unblock,
+    /// ChangePuk), once the object tree is asked to read the handset
+    /// again: both counters may have moved, whatever the answer.
+    fn puk_tried<T>(&self, r: Result<T>) -> Result<T> {
+        self.inner.resync(self.handset);
+        r
     }
 
     /// The handset's statement about the key `id` for `nonce`, checked
@@ -1254,45 +1306,74 @@ impl Call<'_> {
         Ok(statement)
     }
 
-    /// Moves a private key made elsewhere (unencrypted PKCS#8 DER) onto the
-    /// handset, which checks it and records it as imported.
-    pub(crate) async fn import_key(
+    /// A new RSA key pair on the token, generated there or imported.
+    pub(crate) async fn new_key_pair(
         &self,
-        conn: &Connection,
+        how: NewKey<'_>,
         id: &[u8],
         label: &str,
-        pkcs8: &[u8],
     ) -> Result<KeyPairInfo> {
+        match how {
+            NewKey::Generate { bits } if !RSA_KEY_BITS.contains(&bits) => {
+                return Err(ck(
+                    CkRv::KEY_SIZE_RANGE,
+                    format!("RSA keys are {RSA_KEY_BITS:?} bits"),
+                ));
+            }
+            NewKey::Import { pkcs8 } if pkcs8.is_empty() || pkcs8.len() > MAX_PRIVATE_KEY_LEN => {
+                return Err(ck(
+                    CkRv::ATTRIBUTE_VALUE_INVALID,
+                    format!("a private key is 1 to {MAX_PRIVATE_KEY_LEN} bytes of PKCS#8 DER"),
+                ));
+            }
+            _ => {}
+        }
         // An EC key has its own method, whose answer carries a point: it is
         // refused here before the phone stores it, not after.
-        if let Ok(Some(curve)) = local::pkcs8_curve(pkcs8) {
+        if let NewKey::Import { pkcs8 } = how
+            && let Ok(Some(curve)) = local::pkcs8_curve(pkcs8)
+        {
             return Err(ck(
                 CkRv::KEY_TYPE_INCONSISTENT,
                 format!("a {} key: import it with ImportEcKey", curve.name()),
             ));
         }
-        match self.import_any_key(conn, id, label, pkcs8).await? {
-            ImportedKey::Rsa(key) => Ok(KeyPairInfo {
-                id: key.id,
-                modulus: key.modulus,
-                exponent: key.exponent,
-            }),
-            ImportedKey::Ec { .. } => Err(ck(
-                CkRv::DEVICE_ERROR,
-                "the handset answered an RSA import with an EC key",
-            )),
-        }
+        check_new_object(id, label)?;
+        let token = self.token;
+        let key = self
+            .change_objects(async |h| match how {
+                NewKey::Generate { bits } => h.generate_key_pair(token, bits, id, label).await,
+                NewKey::Import { pkcs8 } => match h.import_key(token, id, label, pkcs8).await? {
+                    ImportedKey::Rsa(key) => Ok(key),
+                    ImportedKey::Ec { .. } => Err(ck(
+                        CkRv::DEVICE_ERROR,
+                        "the handset answered an RSA import with an EC key",
+                    )),
+                },
+            })
+            .await?;
+        Ok(KeyPairInfo {
+            id: key.id,
+            modulus: key.modulus,
+            exponent: key.exponent,
+        })
     }
 
     /// Moves an EC private key made elsewhere (PKCS#8 DER of P-256, P-384
-    /// or Ed25519) onto the handset, as [`Self::import_key`] an RSA one.
+    /// or Ed25519) onto the handset, as [`Self::new_key_pair`] imports an
+    /// RSA one.
     pub(crate) async fn import_ec_key(
         &self,
-        conn: &Connection,
         id: &[u8],
         label: &str,
         pkcs8: &[u8],
     ) -> Result<EcKeyPairInfo> {
+        if pkcs8.is_empty() || pkcs8.len() > MAX_PRIVATE_KEY_LEN {
+            return Err(ck(
+                CkRv::ATTRIBUTE_VALUE_INVALID,
+                format!("a private key is 1 to {MAX_PRIVATE_KEY_LEN} bytes of PKCS#8 DER"),
+            ));
+        }
         let curve = match local::pkcs8_curve(pkcs8) {
             Ok(Some(curve)) => curve,
             Ok(None) => {
@@ -1306,102 +1387,50 @@ impl Call<'_> {
             }
             Err(rv) => return Err(ck(rv, "not a PKCS#8 private key")),
         };
-        match self.import_any_key(conn, id, label, pkcs8).await? {
-            ImportedKey::Ec { id, point } => {
-                // The phone's point is checked before anyone relies on it.
-                EcPublicKey::new(curve, &point)
-                    .map_err(|rv| ck(rv, "the handset answered a public key not on the curve"))?;
-                Ok(EcKeyPairInfo { id, point })
-            }
-            ImportedKey::Rsa(_) => Err(ck(
-                CkRv::DEVICE_ERROR,
-                "the handset answered an EC import with an RSA key",
-            )),
-        }
-    }
-
-    /// `+CKIMPORT` after the checks every import makes.
-    async fn import_any_key(
-        &self,
-        conn: &Connection,
-        id: &[u8],
-        label: &str,
-        pkcs8: &[u8],
-    ) -> Result<ImportedKey> {
-        if pkcs8.is_empty() || pkcs8.len() > MAX_PRIVATE_KEY_LEN {
-            return Err(ck(
-                CkRv::ATTRIBUTE_VALUE_INVALID,
-                format!("a private key is 1 to {MAX_PRIVATE_KEY_LEN} bytes of PKCS#8 DER"),
-            ));
-        }
-        check_id(id)?;
-        check_label(label)?;
-        self.require_login().await?;
-        let key = self
-            .handset()
-            .import_key(self.token, id, label, pkcs8)
-            .await?;
-        self.changed(conn).await;
-        Ok(key)
-    }
-
-    /// Generates an RSA key pair of `bits` on the handset.
-    pub(crate) async fn generate_key_pair(
-        &self,
-        conn: &Connection,
-        bits: u32,
-        id: &[u8],
-        label: &str,
-    ) -> Result<KeyPairInfo> {
-        if !RSA_KEY_BITS.contains(&bits) {
-            return Err(ck(
-                CkRv::KEY_SIZE_RANGE,
-                format!("RSA keys are {RSA_KEY_BITS:?} bits"),
-            ));
-        }
-        check_id(id)?;
-        check_label(label)?;
-        self.require_login().await?;
-        let key = self
-            .handset()
-            .generate_key_pair(self.token, bits, id, label)
-            .await?;
-        self.changed(conn).await;
-        Ok(KeyPairInfo {
-            id: key.id,
-            modulus: key.modulus,
-            exponent: key.exponent,
-        })
+        check_new_object(id, label)?;
+        let token = self.token;
+        self.change_objects(
+            async |h| match h.import_key(token, id, label, pkcs8).await? {
+                ImportedKey::Ec { id, point } => {
+                    // The phone's point is checked before anyone relies on it.
+                    EcPublicKey::new(curve, &point).map_err(|rv| {
+                        ck(rv, "the handset answered a public key not on the curve")
+                    })?;
+                    Ok(EcKeyPairInfo { id, point })
+                }
+                ImportedKey::Rsa(_) => Err(ck(
+                    CkRv::DEVICE_ERROR,
+                    "the handset answered an EC import with an RSA key",
+                )),
+            },
+        )
+        .await
     }
 
     /// Generates an EC key pair on `curve` on the handset.
     pub(crate) async fn generate_ec_key_pair(
         &self,
-        conn: &Connection,
         curve: Curve,
         id: &[u8],
         label: &str,
     ) -> Result<EcKeyPairInfo> {
-        check_id(id)?;
-        check_label(label)?;
-        self.require_login().await?;
-        let (id, point) = self
-            .handset()
-            .generate_ec_key_pair(self.token, curve, id, label)
-            .await?;
-        // The phone's point is checked before anyone relies on it.
-        EcPublicKey::new(curve, &point)
-            .map_err(|rv| ck(rv, "the handset answered a public key not on the curve"))?;
-        self.changed(conn).await;
-        Ok(EcKeyPairInfo { id, point })
+        check_new_object(id, label)?;
+        let token = self.token;
+        self.change_objects(async |h| {
+            let (id, point) = h.generate_ec_key_pair(token, curve, id, label).await?;
+            // The phone's point is checked before anyone relies on it.
+            EcPublicKey::new(curve, &point)
+                .map_err(|rv| ck(rv, "the handset answered a public key not on the curve"))?;
+            Ok(EcKeyPairInfo { id, point })
+        })
+        .await
     }
 
     /// ECDH's private step on the handset: Z for `peer`, which is checked
     /// here first (on the key's curve, not the identity), so that a bad
     /// point never reaches the phone.
     pub(crate) async fn derive(&self, key_id: &[u8], peer: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        self.require_login().await?;
-        let key = self.key(key_id).await?;
+        let key = self.private_key(key_id).await?;
         let PublicKey::Ec(ec) = &key else {
             return Err(ck(CkRv::KEY_TYPE_INCONSISTENT, "ECDH needs an EC key"));
         };
@@ -1420,24 +1449,84 @@ impl Call<'_> {
                 ),
             )
         })?;
-        self.inner.announce(self, "derive").await;
-        let derived = self.handset().derive(self.token, key_id, peer).await;
-        self.watch(derived, Some(key_id))
-            .map_err(|e| self.key_failure(e, key_id))
+        let token = self.token;
+        self.on_phone("derive", key_id, async |h| {
+            h.derive(token, key_id, peer).await
+        })
+        .await
+    }
+
+    /// Stores a certificate (DER) on the token.
+    pub(crate) async fn put_certificate(
+        &self,
+        id: &[u8],
+        label: &str,
+        certificate: &[u8],
+    ) -> Result<()> {
+        check_new_object(id, label)?;
+        // DER of a certificate is a SEQUENCE (tag 0x30).
+        if certificate.len() > MAX_DER_LEN || certificate.first() != Some(&0x30) {
+            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "not a DER certificate"));
+        }
+        let token = self.token;
+        self.change_objects(async |h| h.put_certificate(token, id, label, certificate).await)
+            .await
+    }
+
+    /// Stores a data object (`CKO_DATA`) on the token.
+    pub(crate) async fn put_data(&self, object: DataObject) -> Result<()> {
+        check_new_object(&object.id, &object.label)?;
+        check_label(&object.application)?;
+        if object.oid.len() > MAX_OBJECT_ID_LEN || object.value.len() > MAX_DATA_OBJECT_LEN {
+            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "data object too long"));
+        }
+        let token = self.token;
+        self.change_objects(async |h| h.put_data(token, object).await)
+            .await
     }
 
     /// Deletes an object (a key pair for `CKO_PRIVATE_KEY`).
-    pub(crate) async fn delete(
-        &self,
-        conn: &Connection,
-        class: ObjectClass,
-        id: &[u8],
-    ) -> Result<()> {
+    pub(crate) async fn delete(&self, class: ObjectClass, id: &[u8]) -> Result<()> {
         check_id(id)?;
+        let token = self.token;
+        self.change_objects(async |h| h.delete_object(token, class, id).await)
+            .await
+    }
+
+    /// What every change to the token's objects does around the
+    /// handset's part (`store`): the caller must be logged in first, and
+    /// after it the objects are read again and the change is said.
+    async fn change_objects<T>(
+        &self,
+        store: impl AsyncFnOnce(&mut CallerLink) -> Result<T>,
+    ) -> Result<T> {
         self.require_login().await?;
-        self.handset().delete_object(self.token, class, id).await?;
-        self.changed(conn).await;
-        Ok(())
+        let r = store(&mut self.handset()).await?;
+        self.changed().await;
+        Ok(r)
+    }
+
+    /// The key `key_id`, for a private-key operation: the caller must be
+    /// logged in.
+    async fn private_key(&self, key_id: &[u8]) -> Result<PublicKey> {
+        self.require_login().await?;
+        self.key(key_id).await
+    }
+
+    /// The handset's part of a private-key `operation` with `key_id`
+    /// (`run`), its input checked already: said to wait for the owner
+    /// where the token asks them, and its failures read as what they say
+    /// about the key.
+    async fn on_phone<T>(
+        &self,
+        operation: &str,
+        key_id: &[u8],
+        run: impl AsyncFnOnce(&mut CallerLink) -> Result<T>,
+    ) -> Result<T> {
+        self.inner.announce(self, operation).await;
+        let r = run(&mut self.handset()).await;
+        self.watch(r, Some(key_id))
+            .map_err(|e| self.key_failure(e, key_id))
     }
 
     /// A handset's CKR_DEVICE_ERROR for a private-key operation is a key
@@ -1465,15 +1554,13 @@ impl Call<'_> {
         data: Vec<u8>,
     ) -> Result<Vec<u8>> {
         check_hashed_input(&data)?;
-        self.require_login().await?;
-        let key = self.key(key_id).await?;
+        let key = self.private_key(key_id).await?;
         key.check_signing(&signing)?;
         let key_len = key.signature_len();
         let input = cpu_work(data, move |d| SignInput::once(signing, key_len, d)).await??;
-        self.inner.announce(self, "sign").await;
-        let signed = self.handset().sign(self.token, key_id, input).await;
-        self.watch(signed, Some(key_id))
-            .map_err(|e| self.key_failure(e, key_id))
+        let token = self.token;
+        self.on_phone("sign", key_id, async |h| h.sign(token, key_id, input).await)
+            .await
     }
 
     /// Verified here with the public key; never reaches the link.
@@ -1499,15 +1586,65 @@ impl Call<'_> {
         enc: &Encryption,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        self.require_login().await?;
-        let key = self.key(key_id).await?;
-        let key = key.rsa()?;
-        enc.check_ciphertext(ciphertext.len(), key.size())?;
-        self.inner.announce(self, "decrypt").await;
-        let mut handset = self.handset();
-        let decrypted = handset.decrypt(self.token, key_id, enc.for_handset(), ciphertext);
-        self.watch(decrypted.await, Some(key_id))
-            .map_err(|e| self.key_failure(e, key_id))
+        let key = self.private_key(key_id).await?;
+        enc.check_ciphertext(ciphertext.len(), key.rsa()?.size())?;
+        let (token, step) = (self.token, enc.for_handset());
+        self.on_phone("decrypt", key_id, async |h| {
+            h.decrypt(token, key_id, step, ciphertext).await
+        })
+        .await
+    }
+
+    /// Re-wraps a secret wrapped to the key `key_id` (OAEP with `in_hash`
+    /// for RSA, docs/protocol.md section 7.16 for EC) to `public_key`
+    /// (OAEP with `out_hash`), on the phone: the secret never reaches the
+    /// computer.
+    pub(crate) async fn rewrap(
+        &self,
+        key_id: &[u8],
+        in_hash: u32,
+        ciphertext: &[u8],
+        out_hash: u32,
+        public_key: &[u8],
+    ) -> Result<Vec<u8>> {
+        let hash = |v: u32| {
+            HashAlg::from_mechanism(u64::from(v))
+                .ok_or_else(|| ck(CkRv::MECHANISM_PARAM_INVALID, "unknown OAEP hash"))
+        };
+        let (in_hash, out_hash) = (hash(in_hash)?, hash(out_hash)?);
+        if public_key.is_empty() || public_key.len() > MAX_DER_LEN {
+            return Err(ck(
+                CkRv::ARGUMENTS_BAD,
+                "public key must be a DER SubjectPublicKeyInfo",
+            ));
+        }
+        let key = self.private_key(key_id).await?;
+        match &key {
+            // An EC key's secret is its one-time point, then the sealed
+            // secret (docs/protocol.md section 7.16).
+            PublicKey::Ec(k) if k.curve != Curve::Ed25519 => {
+                let min = k.curve.point_len() + phonecsp_protocol::disk_wrap::OVERHEAD;
+                if ciphertext.len() < min || ciphertext.len() > MAX_DER_LEN {
+                    return Err(ck(
+                        CkRv::ENCRYPTED_DATA_LEN_RANGE,
+                        "not a secret wrapped to this EC key",
+                    ));
+                }
+            }
+            _ => {
+                let oaep_in = Encryption::Oaep {
+                    hash: in_hash,
+                    label: Vec::new(),
+                };
+                oaep_in.check_ciphertext(ciphertext.len(), key.rsa()?.size())?;
+            }
+        }
+        let mut link = self.handset();
+        self.inner.announce(self, "re-wrap a secret").await;
+        link.rewrap(
+            self.token, key_id, in_hash, ciphertext, out_hash, public_key,
+        )
+        .await
     }
 
     /// Encrypted here with the public key; never reaches the link.
@@ -1528,669 +1665,388 @@ impl Provider {
     }
 }
 
-#[interface(name = "org.phonecsp.CryptoProvider1")]
-impl Provider {
-    #[zbus(signal)]
-    async fn handset_connected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    async fn handset_disconnected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    async fn tokens_changed(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    async fn approval_pending(
-        emitter: &SignalEmitter<'_>,
-        handset: &str,
-        token: &str,
-        operation: &str,
-        caller: &str,
-    ) -> zbus::Result<()>;
-
-    #[zbus(out_args("handsets"))]
-    async fn list_handsets(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<Vec<HandsetStatus>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let admin = i.access.is_admin(&c);
-        // Where the phone is plugged in and which key it has are the
-        // administrator's business.
-        let only_admin = |v: String| if admin { v } else { String::new() };
-        Ok(i.links
-            .values()
-            .filter(|l| i.access.may_use_handset(&c, l.name()))
-            .map(|l| HandsetStatus {
-                name: l.name().to_owned(),
-                transport: only_admin(i.transport_of(l.name())),
-                fingerprint: only_admin(i.fingerprint_of(l.name())),
-                connected: i.is_connected(l.name()),
-            })
-            .collect())
-    }
-
-    #[zbus(out_args("tokens"))]
-    async fn list_tokens(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<Vec<TokenEntry>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let mut out = Vec::new();
-        for link in i.links.values() {
-            // A handset that is away: its containers as last seen.
-            let seen = if link.generation().is_none() {
-                i.known.away(link.name())
-            } else {
-                let listed = match link.generation() {
-                    Some(g) => i.listing(link, &c, g).await,
-                    None => Err(away(link.name())),
-                };
-                match listed {
-                    Ok(seen) => {
-                        // The handset's LOGGED_IN is its session's, shared by
-                        // every caller: say it only to a caller logged in.
-                        use phonecsp_protocol::message::token_flags::LOGGED_IN;
-                        let generation = link.generation();
-                        seen.into_iter()
-                            .map(|(name, flags)| {
-                                let mine = generation.is_some_and(|g| {
-                                    i.logins.logged_in(&c.name, link.name(), &name, g)
-                                });
-                                let flags = flags & !LOGGED_IN | if mine { LOGGED_IN } else { 0 };
-                                (name, flags)
-                            })
-                            .collect()
-                    }
-                    Err(e) => {
-                        log::debug!("listing tokens of '{}': {e}", link.name());
-                        continue;
-                    }
-                }
-            };
-            out.extend(
-                seen.into_iter()
-                    .filter(|(name, _)| i.access.allowed(&c, link.name(), name))
-                    .map(|(token, flags)| TokenEntry {
-                        flags: flags | i.disk_flag(link.name(), &token),
-                        handset: link.name().to_owned(),
-                        token,
-                    }),
-            );
+// The interface, from its table (see `crate::interface`): the methods
+// about one token open with the caller's call on it ([`Inner::begin`]),
+// the listings with the caller; the rest is written out.
+interface_table! {
+    #[interface(name = "org.phonecsp.CryptoProvider1")] impl Provider;
+    methods (self, hdr, conn, handset: String, token: String) {
+        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
+    } {
+        #[zbus(out_args("info"))]
+        fn get_token_info() -> TokenDetails {
+            call.details().await
         }
-        Ok(out)
-    }
 
-    #[zbus(out_args("info"))]
-    async fn get_token_info(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-    ) -> Result<TokenDetails> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.details().await
-    }
-
-    async fn login(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        pin: Vec<u8>,
-    ) -> Result<()> {
-        let pin = Zeroizing::new(pin);
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.login(&pin).await
-    }
-
-    async fn logout(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-    ) -> Result<()> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.logout().await
-    }
-
-    async fn change_pin(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        old_pin: Vec<u8>,
-        new_pin: Vec<u8>,
-    ) -> Result<()> {
-        let (old_pin, new_pin) = (Zeroizing::new(old_pin), Zeroizing::new(new_pin));
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.change_pin(&old_pin, &new_pin).await
-    }
-
-    /// Checks the token's PUK (the PKCS#11 security officer's login): a
-    /// wrong one spends one of its tries. No login is kept.
-    async fn check_puk(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        puk: Vec<u8>,
-    ) -> Result<()> {
-        let puk = Zeroizing::new(puk);
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.check_puk(&puk).await
-    }
-
-    /// Sets a new PIN with the PUK, also on a locked token: the PIN gets
-    /// every try again, and every login made with the old PIN ends.
-    async fn unblock(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        puk: Vec<u8>,
-        new_pin: Vec<u8>,
-    ) -> Result<()> {
-        let (puk, new_pin) = (Zeroizing::new(puk), Zeroizing::new(new_pin));
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        let r = call.unblock(&puk, &new_pin).await;
-        self.inner.resync(&handset);
-        r
-    }
-
-    /// Changes the token's PUK; the old one is the proof.
-    async fn change_puk(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        old_puk: Vec<u8>,
-        new_puk: Vec<u8>,
-    ) -> Result<()> {
-        let (old_puk, new_puk) = (Zeroizing::new(old_puk), Zeroizing::new(new_puk));
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        let r = call.change_puk(&old_puk, &new_puk).await;
-        self.inner.resync(&handset);
-        r
-    }
-
-    #[zbus(out_args("objects"))]
-    async fn list_objects(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-    ) -> Result<Vec<ObjectInfo>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        Ok(call.objects().await?.objects)
-    }
-
-    #[zbus(out_args("attributes"))]
-    async fn get_attributes(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        class: u32,
-        id: Vec<u8>,
-    ) -> Result<HashMap<u32, Vec<u8>>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.attributes(object_class(class)?, &id).await
-    }
-
-    #[zbus(out_args("signature"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn sign(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        mechanism: u32,
-        params: MechanismParams,
-        data: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.sign(&key_id, Signing::from_ckm(mechanism, &params)?, data)
-            .await
-    }
-
-    #[zbus(out_args("valid"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn verify(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        mechanism: u32,
-        params: MechanismParams,
-        data: Vec<u8>,
-        signature: Vec<u8>,
-    ) -> Result<bool> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        let signing = Signing::from_ckm(mechanism, &params)?;
-        call.verify(&key_id, signing, data, signature).await
-    }
-
-    #[zbus(out_args("plaintext"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn decrypt(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        mechanism: u32,
-        params: MechanismParams,
-        ciphertext: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        let enc = Encryption::from_ckm(mechanism, &params)?;
-        let plaintext = call.decrypt(&key_id, &enc, &ciphertext).await?;
-        // zbus needs an owned Vec to send; it is the caller's plaintext.
-        Ok(plaintext.to_vec())
-    }
-
-    #[zbus(out_args("ciphertext"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn encrypt(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        mechanism: u32,
-        params: MechanismParams,
-        plaintext: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let plaintext = Zeroizing::new(plaintext);
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        let enc = Encryption::from_ckm(mechanism, &params)?;
-        call.encrypt(&key_id, &enc, &plaintext).await
-    }
-
-    #[zbus(out_args("digest"))]
-    async fn digest(&self, mechanism: u32, data: Vec<u8>) -> Result<Vec<u8>> {
-        let hash = mechanism::digest_alg(mechanism)
-            .ok_or_else(|| ck(CkRv::MECHANISM_INVALID, "not a digest mechanism"))?;
-        check_hashed_input(&data)?;
-        cpu_work(data, move |d| phonecsp::hash::digest(hash, d)).await
-    }
-
-    #[zbus(out_args("key"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn generate_key_pair(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        bits: u32,
-        id: Vec<u8>,
-        label: String,
-    ) -> Result<KeyPairInfo> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.generate_key_pair(conn, bits, &id, &label).await
-    }
-
-    /// An EC key pair on the token; `curve` 1 (P-256), 2 (P-384) or 3
-    /// (Ed25519), as `+CKGENEC` numbers them.
-    #[zbus(out_args("key"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn generate_ec_key_pair(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        curve: u32,
-        id: Vec<u8>,
-        label: String,
-    ) -> Result<EcKeyPairInfo> {
-        let curve = Curve::from_number(u64::from(curve)).ok_or_else(|| {
-            ck(
-                CkRv::CURVE_NOT_SUPPORTED,
-                "curves are 1 (P-256), 2 (P-384), 3 (Ed25519)",
-            )
-        })?;
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.generate_ec_key_pair(conn, curve, &id, &label).await
-    }
-
-    /// `CKM_ECDH1_DERIVE`'s private step: Z for the peer's point.
-    #[zbus(out_args("secret"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn derive(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        mechanism: u32,
-        peer_point: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        if mechanism != mechanism::ckm::ECDH1_DERIVE {
-            return Err(ck(CkRv::MECHANISM_INVALID, "only CKM_ECDH1_DERIVE derives"));
+        fn login(pin: Vec<u8> as Zeroizing) {
+            call.login(&pin).await
         }
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        let z = call.derive(&key_id, &peer_point).await?;
-        // zbus needs an owned Vec to send; it is the caller's secret.
-        Ok(z.to_vec())
-    }
 
-    #[zbus(out_args("statement"))]
-    async fn attest_key(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        nonce: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.attest(&key_id, &nonce).await
-    }
+        fn logout() {
+            call.logout().await
+        }
 
-    #[zbus(out_args("key"))]
-    async fn attestation_key(&self, handset: String) -> Result<Vec<u8>> {
-        self.inner.link(&handset)?;
-        let key = self
-            .inner
-            .state
-            .attestation_pinned(&handset)
-            .map_err(|e| ck(CkRv::DEVICE_ERROR, e.to_string()))?;
-        Ok(key.map(|k| k.to_vec()).unwrap_or_default())
-    }
+        fn change_pin(old_pin: Vec<u8> as Zeroizing, new_pin: Vec<u8> as Zeroizing) {
+            call.change_pin(&old_pin, &new_pin).await
+        }
 
-    #[zbus(out_args("key"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn import_key(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        id: Vec<u8>,
-        label: String,
-        private_key: Vec<u8>,
-    ) -> Result<KeyPairInfo> {
+        /// Checks the token's PUK (the PKCS#11 security officer's login): a
+        /// wrong one spends one of its tries. No login is kept.
+        fn check_puk(puk: Vec<u8> as Zeroizing) {
+            call.check_puk(&puk).await
+        }
+
+        /// Sets a new PIN with the PUK, also on a locked token: the PIN gets
+        /// every try again, and every login made with the old PIN ends.
+        fn unblock(puk: Vec<u8> as Zeroizing, new_pin: Vec<u8> as Zeroizing) {
+            call.unblock(&puk, &new_pin).await
+        }
+
+        /// Changes the token's PUK; the old one is the proof.
+        fn change_puk(old_puk: Vec<u8> as Zeroizing, new_puk: Vec<u8> as Zeroizing) {
+            call.change_puk(&old_puk, &new_puk).await
+        }
+
+        #[zbus(out_args("objects"))]
+        fn list_objects() -> Vec<ObjectInfo> {
+            Ok(call.objects().await?.objects)
+        }
+
+        #[zbus(out_args("attributes"))]
+        fn get_attributes(class: u32, id: Vec<u8>) -> HashMap<u32, Vec<u8>> {
+            call.attributes(object_class(class)?, &id).await
+        }
+
+        #[zbus(out_args("signature"))]
+        fn sign(key_id: Vec<u8>, mechanism: u32, params: MechanismParams, data: Vec<u8>)
+            -> Vec<u8>
+        {
+            call.sign(&key_id, Signing::from_ckm(mechanism, &params)?, data).await
+        }
+
+        #[zbus(out_args("valid"))]
+        fn verify(key_id: Vec<u8>, mechanism: u32, params: MechanismParams, data: Vec<u8>,
+            signature: Vec<u8>) -> bool
+        {
+            let signing = Signing::from_ckm(mechanism, &params)?;
+            call.verify(&key_id, signing, data, signature).await
+        }
+
+        #[zbus(out_args("plaintext"))]
+        fn decrypt(key_id: Vec<u8>, mechanism: u32, params: MechanismParams,
+            ciphertext: Vec<u8>) -> Vec<u8>
+        {
+            let enc = Encryption::from_ckm(mechanism, &params)?;
+            let plaintext = call.decrypt(&key_id, &enc, &ciphertext).await?;
+            // zbus needs an owned Vec to send; it is the caller's plaintext.
+            Ok(plaintext.to_vec())
+        }
+
+        #[zbus(out_args("ciphertext"))]
+        fn encrypt(key_id: Vec<u8>, mechanism: u32, params: MechanismParams,
+            plaintext: Vec<u8> as Zeroizing) -> Vec<u8>
+        {
+            let enc = Encryption::from_ckm(mechanism, &params)?;
+            call.encrypt(&key_id, &enc, &plaintext).await
+        }
+
+        #[zbus(out_args("key"))]
+        fn generate_key_pair(bits: u32, id: Vec<u8>, label: String) -> KeyPairInfo {
+            call.new_key_pair(NewKey::Generate { bits }, &id, &label).await
+        }
+
+        /// An EC key pair on the token; `curve` 1 (P-256), 2 (P-384) or 3
+        /// (Ed25519), as `+CKGENEC` numbers them.
+        #[zbus(out_args("key"))]
+        fn generate_ec_key_pair(curve: u32, id: Vec<u8>, label: String) -> EcKeyPairInfo {
+            let curve = Curve::from_number(u64::from(curve)).ok_or_else(|| {
+                ck(
+                    CkRv::CURVE_NOT_SUPPORTED,
+                    "curves are 1 (P-256), 2 (P-384), 3 (Ed25519)",
+                )
+            })?;
+            call.generate_ec_key_pair(curve, &id, &label).await
+        }
+
+        /// `CKM_ECDH1_DERIVE`'s private step: Z for the peer's point.
+        #[zbus(out_args("secret"))]
+        fn derive(key_id: Vec<u8>, mechanism: u32, peer_point: Vec<u8>) -> Vec<u8> {
+            if mechanism != mechanism::ckm::ECDH1_DERIVE {
+                return Err(ck(CkRv::MECHANISM_INVALID, "only CKM_ECDH1_DERIVE derives"));
+            }
+            let z = call.derive(&key_id, &peer_point).await?;
+            // zbus needs an owned Vec to send; it is the caller's secret.
+            Ok(z.to_vec())
+        }
+
+        #[zbus(out_args("statement"))]
+        fn attest_key(key_id: Vec<u8>, nonce: Vec<u8>) -> Vec<u8> {
+            call.attest(&key_id, &nonce).await
+        }
+
+        #[zbus(out_args("key"))]
         // A private key: wiped when this call is done with it.
-        let private_key = Zeroizing::new(private_key);
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.import_key(conn, &id, &label, &private_key).await
+        fn import_key(id: Vec<u8>, label: String, private_key: Vec<u8> as Zeroizing)
+            -> KeyPairInfo
+        {
+            let how = NewKey::Import { pkcs8: &private_key };
+            call.new_key_pair(how, &id, &label).await
+        }
+
+        /// As `ImportKey`, for an EC key (PKCS#8 of P-256, P-384 or
+        /// Ed25519); answered as `GenerateEcKeyPair` is.
+        #[zbus(out_args("key"))]
+        fn import_ec_key(id: Vec<u8>, label: String, private_key: Vec<u8> as Zeroizing)
+            -> EcKeyPairInfo
+        {
+            call.import_ec_key(&id, &label, &private_key).await
+        }
+
+        fn import_certificate(id: Vec<u8>, label: String, certificate: Vec<u8>) {
+            call.put_certificate(&id, &label, &certificate).await
+        }
+
+        fn import_data(id: Vec<u8>, label: String, application: String, object_id: Vec<u8>,
+            value: Vec<u8>)
+        {
+            let object = DataObject {
+                id,
+                label,
+                application,
+                oid: object_id,
+                value,
+            };
+            call.put_data(object).await
+        }
+
+        fn delete_object(class: u32, id: Vec<u8>) {
+            call.delete(object_class(class)?, &id).await
+        }
+
+        #[zbus(out_args("rewrapped"))]
+        fn rewrap(key_id: Vec<u8>, in_hash: u32, ciphertext: Vec<u8>, out_hash: u32,
+            public_key: Vec<u8>) -> Vec<u8>
+        {
+            call.rewrap(&key_id, in_hash, &ciphertext, out_hash, &public_key).await
+        }
     }
 
-    /// As `ImportKey`, for an EC key (PKCS#8 of P-256, P-384 or Ed25519);
-    /// answered as `GenerateEcKeyPair` is.
-    #[zbus(out_args("key"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn import_ec_key(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        id: Vec<u8>,
-        label: String,
-        private_key: Vec<u8>,
-    ) -> Result<EcKeyPairInfo> {
-        let private_key = Zeroizing::new(private_key);
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.import_ec_key(conn, &id, &label, &private_key).await
+    // The listings are the caller's, as the bus names it.
+    methods (self, hdr, conn) {
+        let caller = self.inner.caller(&hdr, conn).await?;
+    } {
+        #[zbus(out_args("handsets"))]
+        fn list_handsets() -> Vec<HandsetStatus> {
+            let (i, c) = (&self.inner, caller);
+            let admin = i.access.is_admin(&c);
+            // Where the phone is plugged in and which key it has are the
+            // administrator's business.
+            let only_admin = |v: String| if admin { v } else { String::new() };
+            Ok(i.links
+                .values()
+                .filter(|l| i.access.may_use_handset(&c, l.name()))
+                .map(|l| HandsetStatus {
+                    name: l.name().to_owned(),
+                    transport: only_admin(i.transport_of(l.name())),
+                    fingerprint: only_admin(i.fingerprint_of(l.name())),
+                    connected: i.is_connected(l.name()),
+                })
+                .collect())
+        }
+
+        #[zbus(out_args("tokens"))]
+        fn list_tokens() -> Vec<TokenEntry> {
+            let (i, c) = (&self.inner, caller);
+            let mut out = Vec::new();
+            for link in i.links.values() {
+                // A handset that is away: its containers as last seen.
+                let seen = if link.generation().is_none() {
+                    i.known.away(link.name())
+                } else {
+                    let listed = match link.generation() {
+                        Some(g) => i.listing(link, &c, g).await,
+                        None => Err(away(link.name())),
+                    };
+                    match listed {
+                        Ok(seen) => {
+                            // The handset's LOGGED_IN is its session's, shared by
+                            // every caller: say it only to a caller logged in.
+                            use phonecsp_protocol::message::token_flags::LOGGED_IN;
+                            let generation = link.generation();
+                            seen.into_iter()
+                                .map(|(name, flags)| {
+                                    let mine = generation.is_some_and(|g| {
+                                        i.logins.logged_in(&c.name, link.name(), &name, g)
+                                    });
+                                    let flags = flags & !LOGGED_IN | if mine { LOGGED_IN } else { 0 };
+                                    (name, flags)
+                                })
+                                .collect()
+                        }
+                        Err(e) => {
+                            log::debug!("listing tokens of '{}': {e}", link.name());
+                            continue;
+                        }
+                    }
+                };
+                out.extend(
+                    seen.into_iter()
+                        .filter(|(name, _)| i.access.allowed(&c, link.name(), name))
+                        .map(|(token, flags)| TokenEntry {
+                            flags: flags | i.disk_flag(link.name(), &token),
+                            handset: link.name().to_owned(),
+                            token,
+                        }),
+                );
+            }
+            Ok(out)
+        }
     }
 
-    #[zbus(out_args("random"))]
-    async fn generate_random(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        length: u32,
-    ) -> Result<Vec<u8>> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        let link = i.link(&handset)?;
-        if !i.access.may_use_handset(&c, &handset) {
-            return Err(ck(
-                CkRv::TOKEN_NOT_PRESENT,
-                format!("handset '{handset}' is not available to uid {}", c.uid),
-            ));
+    others {
+        #[zbus(signal)]
+        async fn handset_connected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn handset_disconnected(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn tokens_changed(emitter: &SignalEmitter<'_>, handset: &str) -> zbus::Result<()>;
+
+        #[zbus(signal)]
+        async fn approval_pending(
+            emitter: &SignalEmitter<'_>,
+            handset: &str,
+            token: &str,
+            operation: &str,
+            caller: &str,
+        ) -> zbus::Result<()>;
+
+        #[zbus(out_args("digest"))]
+        async fn digest(&self, mechanism: u32, data: Vec<u8>) -> Result<Vec<u8>> {
+            let hash = mechanism::digest_alg(mechanism)
+                .ok_or_else(|| ck(CkRv::MECHANISM_INVALID, "not a digest mechanism"))?;
+            check_hashed_input(&data)?;
+            cpu_work(data, move |d| phonecsp::hash::digest(hash, d)).await
         }
-        if length == 0 || length > MAX_RANDOM {
-            return Err(ck(
-                CkRv::ARGUMENTS_BAD,
-                format!("length must be 1 to {MAX_RANDOM}"),
-            ));
+
+        #[zbus(out_args("key"))]
+        async fn attestation_key(&self, handset: String) -> Result<Vec<u8>> {
+            self.inner.link(&handset)?;
+            let key = self
+                .inner
+                .state
+                .attestation_pinned(&handset)
+                .map_err(|e| ck(CkRv::DEVICE_ERROR, e.to_string()))?;
+            Ok(key.map(|k| k.to_vec()).unwrap_or_default())
         }
-        let mut handset = i.caller_link(link, &c, None);
-        let mut out = Vec::with_capacity(length as usize);
-        while out.len() < length as usize {
-            let len = (length - out.len() as u32).min(MAX_RANDOM_LEN);
-            let piece = handset.random(len).await?;
-            if piece.len() != len as usize {
+
+        #[zbus(out_args("random"))]
+        async fn generate_random(
+            &self,
+            #[zbus(header)] hdr: Header<'_>,
+            #[zbus(connection)] conn: &Connection,
+            handset: String,
+            length: u32,
+        ) -> Result<Vec<u8>> {
+            let i = &self.inner;
+            let c = i.caller(&hdr, conn).await?;
+            let link = i.link(&handset)?;
+            if !i.access.may_use_handset(&c, &handset) {
                 return Err(ck(
-                    CkRv::DEVICE_ERROR,
-                    format!("asked for {len} random bytes, got {}", piece.len()),
+                    CkRv::TOKEN_NOT_PRESENT,
+                    format!("handset '{handset}' is not available to uid {}", c.uid),
                 ));
             }
-            out.extend(piece);
-        }
-        Ok(out)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn import_certificate(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        id: Vec<u8>,
-        label: String,
-        certificate: Vec<u8>,
-    ) -> Result<()> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        check_id(&id)?;
-        check_label(&label)?;
-        // DER of a certificate is a SEQUENCE (tag 0x30).
-        if certificate.len() > MAX_DER_LEN || certificate.first() != Some(&0x30) {
-            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "not a DER certificate"));
-        }
-        call.require_login().await?;
-        let mut link = call.handset();
-        link.put_certificate(&token, &id, &label, &certificate)
-            .await?;
-        call.changed(conn).await;
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn import_data(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        id: Vec<u8>,
-        label: String,
-        application: String,
-        object_id: Vec<u8>,
-        value: Vec<u8>,
-    ) -> Result<()> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        check_id(&id)?;
-        check_label(&label)?;
-        check_label(&application)?;
-        if object_id.len() > MAX_OBJECT_ID_LEN || value.len() > MAX_DATA_OBJECT_LEN {
-            return Err(ck(CkRv::ATTRIBUTE_VALUE_INVALID, "data object too long"));
-        }
-        call.require_login().await?;
-        let object = DataObject {
-            id,
-            label,
-            application,
-            oid: object_id,
-            value,
-        };
-        call.handset().put_data(&token, object).await?;
-        call.changed(conn).await;
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn delete_object(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        class: u32,
-        id: Vec<u8>,
-    ) -> Result<()> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        call.delete(conn, object_class(class)?, &id).await
-    }
-
-    #[zbus(out_args("rewrapped"))]
-    #[allow(clippy::too_many_arguments)]
-    async fn rewrap(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        key_id: Vec<u8>,
-        in_hash: u32,
-        ciphertext: Vec<u8>,
-        out_hash: u32,
-        public_key: Vec<u8>,
-    ) -> Result<Vec<u8>> {
-        let call = self.inner.begin(&hdr, conn, &handset, &token).await?;
-        let hash = |v: u32| {
-            HashAlg::from_mechanism(u64::from(v))
-                .ok_or_else(|| ck(CkRv::MECHANISM_PARAM_INVALID, "unknown OAEP hash"))
-        };
-        let (in_hash, out_hash) = (hash(in_hash)?, hash(out_hash)?);
-        if public_key.is_empty() || public_key.len() > MAX_DER_LEN {
-            return Err(ck(
-                CkRv::ARGUMENTS_BAD,
-                "public key must be a DER SubjectPublicKeyInfo",
-            ));
-        }
-        call.require_login().await?;
-        let key = call.key(&key_id).await?;
-        match &key {
-            // An EC key's secret is its one-time point, then the sealed
-            // secret (docs/protocol.md section 7.16).
-            phonecsp::local::PublicKey::Ec(k) if k.curve != phonecsp_protocol::Curve::Ed25519 => {
-                let min = k.curve.point_len() + phonecsp_protocol::disk_wrap::OVERHEAD;
-                if ciphertext.len() < min || ciphertext.len() > MAX_DER_LEN {
+            if length == 0 || length > MAX_RANDOM {
+                return Err(ck(
+                    CkRv::ARGUMENTS_BAD,
+                    format!("length must be 1 to {MAX_RANDOM}"),
+                ));
+            }
+            let mut handset = i.caller_link(link, &c, None);
+            let mut out = Vec::with_capacity(length as usize);
+            while out.len() < length as usize {
+                let len = (length - out.len() as u32).min(MAX_RANDOM_LEN);
+                let piece = handset.random(len).await?;
+                if piece.len() != len as usize {
                     return Err(ck(
-                        CkRv::ENCRYPTED_DATA_LEN_RANGE,
-                        "not a secret wrapped to this EC key",
+                        CkRv::DEVICE_ERROR,
+                        format!("asked for {len} random bytes, got {}", piece.len()),
                     ));
                 }
+                out.extend(piece);
             }
-            _ => {
-                let oaep_in = Encryption::Oaep {
-                    hash: in_hash,
-                    label: Vec::new(),
-                };
-                oaep_in.check_ciphertext(ciphertext.len(), key.rsa()?.size())?;
+            Ok(out)
+        }
+
+        async fn mark_disk_token(
+            &self,
+            #[zbus(header)] hdr: Header<'_>,
+            #[zbus(connection)] conn: &Connection,
+            handset: String,
+            token: String,
+            disk: bool,
+        ) -> Result<()> {
+            let i = &self.inner;
+            let c = i.caller(&hdr, conn).await?;
+            check_name("handset", &handset)?;
+            check_name("token", &token)?;
+            i.link(&handset)?;
+            if !i.access.is_admin(&c) {
+                return Err(ck(
+                    CkRv::FUNCTION_REJECTED,
+                    "only root and the daemon's user mark disk tokens",
+                ));
             }
+            i.disk
+                .set(&handset, &token, disk)
+                .map_err(|e| ck(CkRv::GENERAL_ERROR, format!("writing the disk tokens: {e}")))?;
+            emit_tokens_changed(conn, &handset).await;
+            Ok(())
         }
-        let mut link = call.handset();
-        self.inner.announce(&call, "re-wrap a secret").await;
-        link.rewrap(&token, &key_id, in_hash, &ciphertext, out_hash, &public_key)
-            .await
-    }
 
-    async fn mark_disk_token(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        token: String,
-        disk: bool,
-    ) -> Result<()> {
-        let i = &self.inner;
-        let c = i.caller(&hdr, conn).await?;
-        check_name("handset", &handset)?;
-        check_name("token", &token)?;
-        i.link(&handset)?;
-        if !i.access.is_admin(&c) {
-            return Err(ck(
-                CkRv::FUNCTION_REJECTED,
-                "only root and the daemon's user mark disk tokens",
-            ));
+        async fn unpair(
+            &self,
+            #[zbus(header)] hdr: Header<'_>,
+            #[zbus(connection)] conn: &Connection,
+            handset: String,
+        ) -> Result<()> {
+            self.inner.unpair(&hdr, conn, &handset).await?;
+            self.inner.link_changed(&handset);
+            Ok(())
         }
-        i.disk
-            .set(&handset, &token, disk)
-            .map_err(|e| ck(CkRv::GENERAL_ERROR, format!("writing the disk tokens: {e}")))?;
-        emit_tokens_changed(conn, &handset).await;
-        Ok(())
-    }
 
-    async fn unpair(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-    ) -> Result<()> {
-        self.inner.unpair(&hdr, conn, &handset).await?;
-        self.inner.link_changed(&handset);
-        Ok(())
-    }
+        // Pair stays the last method: introspection lists the signals after
+        // the methods, and busctl (systemd 252) takes a signal's argument that
+        // follows a method's input argument in a nested node for an input.
+        #[zbus(out_args("fingerprint"))]
+        async fn pair(
+            &self,
+            #[zbus(header)] hdr: Header<'_>,
+            #[zbus(connection)] conn: &Connection,
+            handset: String,
+            code: String,
+        ) -> Result<String> {
+            let code = Zeroizing::new(code);
+            let fingerprint = self.inner.pair(&hdr, conn, &handset, &code).await?;
+            self.inner.link_changed(&handset);
+            Ok(fingerprint)
+        }
 
-    // Pair stays the last method: introspection lists the signals after
-    // the methods, and busctl (systemd 252) takes a signal's argument that
-    // follows a method's input argument in a nested node for an input.
-    #[zbus(out_args("fingerprint"))]
-    async fn pair(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        handset: String,
-        code: String,
-    ) -> Result<String> {
-        let code = Zeroizing::new(code);
-        let fingerprint = self.inner.pair(&hdr, conn, &handset, &code).await?;
-        self.inner.link_changed(&handset);
-        Ok(fingerprint)
-    }
+        #[zbus(property(emits_changed_signal = "false"))]
+        async fn statistics(&self) -> HashMap<String, LinkStatistics> {
+            self.inner
+                .links
+                .values()
+                .map(|l| (l.name().to_owned(), l.stats()))
+                .collect()
+        }
 
-    #[zbus(property(emits_changed_signal = "false"))]
-    async fn statistics(&self) -> HashMap<String, LinkStatistics> {
-        self.inner
-            .links
-            .values()
-            .map(|l| (l.name().to_owned(), l.stats()))
-            .collect()
-    }
-
-    #[zbus(property(emits_changed_signal = "const"))]
-    async fn version(&self) -> String {
-        format!("phonecspd {}", env!("CARGO_PKG_VERSION"))
+        #[zbus(property(emits_changed_signal = "const"))]
+        async fn version(&self) -> String {
+            format!("phonecspd {}", env!("CARGO_PKG_VERSION"))
+        }
     }
 }
 

@@ -28,18 +28,18 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Every section may be left out (`default`): an empty file is a valid
+/// configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
-    #[serde(default)]
     pub daemon: DaemonSection,
-    #[serde(default)]
     pub access: AccessList,
-    #[serde(default, rename = "handset")]
+    #[serde(rename = "handset")]
     pub handsets: Vec<HandsetConfig>,
-    #[serde(default, rename = "token")]
+    #[serde(rename = "token")]
     pub tokens: Vec<TokenAccess>,
-    #[serde(default, rename = "volume")]
+    #[serde(rename = "volume")]
     pub volumes: Vec<VolumeConfig>,
 }
 

@@ -85,6 +85,15 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, StateError> {
     }
 }
 
+/// The keys of a handset kept here, each in a file of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinnedKey {
+    /// Its Noise static key, pinned at pairing.
+    Identity,
+    /// Its Ed25519 attestation key, pinned at its first statement.
+    Attestation,
+}
+
 impl State {
     /// Opens the state directory, creating it and the host key if needed.
     pub fn open(dir: &Path) -> Result<State, StateError> {
@@ -129,34 +138,59 @@ impl State {
         &self.identity
     }
 
-    fn pin_path(&self, handset: &str) -> PathBuf {
-        self.dir.join("handsets").join(format!("{handset}.pub"))
+    fn key_path(&self, handset: &str, which: PinnedKey) -> PathBuf {
+        let extension = match which {
+            PinnedKey::Identity => "pub",
+            PinnedKey::Attestation => "attest",
+        };
+        self.dir
+            .join("handsets")
+            .join(format!("{handset}.{extension}"))
     }
 
+    /// The handset's key `which`, if pinned.
+    pub fn pinned_key(
+        &self,
+        handset: &str,
+        which: PinnedKey,
+    ) -> Result<Option<[u8; 32]>, StateError> {
+        read_key(&self.key_path(handset, which))
+    }
+
+    /// Pins the handset's key `which`.
+    pub fn pin_key(
+        &self,
+        handset: &str,
+        which: PinnedKey,
+        key: &[u8; 32],
+    ) -> Result<(), StateError> {
+        write_private(&self.key_path(handset, which), key)
+    }
+
+    /// The handset's identity ([`PinnedKey::Identity`]), if paired.
     pub fn pinned(&self, handset: &str) -> Result<Option<[u8; 32]>, StateError> {
-        read_key(&self.pin_path(handset))
+        self.pinned_key(handset, PinnedKey::Identity)
     }
 
     pub fn pin(&self, handset: &str, key: &[u8; 32]) -> Result<(), StateError> {
-        write_private(&self.pin_path(handset), key)
+        self.pin_key(handset, PinnedKey::Identity, key)
     }
 
-    fn attestation_path(&self, handset: &str) -> PathBuf {
-        self.dir.join("handsets").join(format!("{handset}.attest"))
-    }
-
-    /// The handset's Ed25519 attestation key, pinned at its first statement.
+    /// The handset's attestation key ([`PinnedKey::Attestation`]).
     pub fn attestation_pinned(&self, handset: &str) -> Result<Option<[u8; 32]>, StateError> {
-        read_key(&self.attestation_path(handset))
+        self.pinned_key(handset, PinnedKey::Attestation)
     }
 
     pub fn pin_attestation(&self, handset: &str, key: &[u8; 32]) -> Result<(), StateError> {
-        write_private(&self.attestation_path(handset), key)
+        self.pin_key(handset, PinnedKey::Attestation, key)
     }
 
     /// Forgets the handset's keys: its identity and its attestation key.
     pub fn unpin(&self, handset: &str) -> Result<(), StateError> {
-        for p in [self.attestation_path(handset), self.pin_path(handset)] {
+        // The attestation key first: an identity left behind still says
+        // the handset is paired.
+        let keys = [PinnedKey::Attestation, PinnedKey::Identity];
+        for p in keys.map(|which| self.key_path(handset, which)) {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -56,21 +56,37 @@ pub trait KeyHolder {
         container: &str,
         pin: &[u8],
     ) -> impl Future<Output = phonecsp::Result<()>> + Send;
-    /// RSA-OAEP-SHA256 decryption with the key.
-    fn decrypt(
+    /// The key's private `step`.
+    fn private_step(
         &mut self,
         container: &str,
         id: &[u8],
-        ciphertext: &[u8],
+        step: KeyStep<'_>,
     ) -> impl Future<Output = phonecsp::Result<Zeroizing<Vec<u8>>>> + Send;
-    /// ECDH's private half with the key (`CKM_ECDH1_DERIVE`): the shared
-    /// secret Z for `peer`, an uncompressed point.
-    fn derive(
-        &mut self,
-        container: &str,
-        id: &[u8],
-        peer: &[u8],
-    ) -> impl Future<Output = phonecsp::Result<Zeroizing<Vec<u8>>>> + Send;
+}
+
+/// The private key's part in opening a disk secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStep<'a> {
+    /// RSA-OAEP-SHA256 decryption of this ciphertext.
+    Decrypt(&'a [u8]),
+    /// ECDH's private half (`CKM_ECDH1_DERIVE`): the shared secret Z for
+    /// this peer, an uncompressed point.
+    Derive(&'a [u8]),
+}
+
+impl KeyStep<'_> {
+    /// Whether `rv` is the handset refusing the step's input (rather
+    /// than the key, the login or the link failing).
+    fn input_refused(&self, rv: CkRv) -> bool {
+        match self {
+            KeyStep::Decrypt(_) => matches!(
+                rv,
+                CkRv::ENCRYPTED_DATA_INVALID | CkRv::ENCRYPTED_DATA_LEN_RANGE
+            ),
+            KeyStep::Derive(_) => matches!(rv, CkRv::DATA_INVALID | CkRv::DATA_LEN_RANGE),
+        }
+    }
 }
 
 /// Where a PIN comes from.
@@ -211,35 +227,35 @@ pub async fn unwrap<H: KeyHolder, P: PinSource>(
         container: t.container.clone(),
         key_id: t.key_id_hex(),
     };
-    match (&public, wrapped.ephemeral()?) {
-        (PublicKey::Ec(k), Some(ephemeral)) => {
-            let z = holder
-                .derive(&t.container, &t.key_id, &ephemeral)
-                .await
-                .map_err(|e| match e.rv() {
-                    // The handset refused the ephemeral point: the token
-                    // was damaged (enrolment made a valid one).
-                    CkRv::DATA_INVALID | CkRv::DATA_LEN_RANGE => undecryptable(),
-                    _ => key_use_error(e, &t),
-                })?;
-            ec_unwrap(&z, &ephemeral, &k.point, &ciphertext).ok_or_else(undecryptable)
-        }
-        (PublicKey::Rsa(_), None) => holder
-            .decrypt(&t.container, &t.key_id, &ciphertext)
-            .await
-            .map_err(|e| match e.rv() {
-                // The key was checked to be the one the secret was wrapped
-                // to (above), so a ciphertext it refuses is a damaged one.
-                CkRv::ENCRYPTED_DATA_INVALID | CkRv::ENCRYPTED_DATA_LEN_RANGE => undecryptable(),
-                _ => key_use_error(e, &t),
-            }),
+    let ephemeral = wrapped.ephemeral()?;
+    let step = match (&public, &ephemeral) {
+        (PublicKey::Ec(_), Some(point)) => KeyStep::Derive(point),
+        (PublicKey::Rsa(_), None) => KeyStep::Decrypt(&ciphertext),
         // The key's hash matched the token's, so the token's algorithm
         // does not fit the key it names: it was damaged or made by hand.
-        _ => Err(LuksError::Format(format!(
-            "the token's algorithm {} does not fit {}",
-            wrapped.algorithm,
-            wrapped.describe()
-        ))),
+        _ => {
+            return Err(LuksError::Format(format!(
+                "the token's algorithm {} does not fit {}",
+                wrapped.algorithm,
+                wrapped.describe()
+            )));
+        }
+    };
+    let out = holder
+        .private_step(&t.container, &t.key_id, step)
+        .await
+        .map_err(|e| match step.input_refused(e.rv()) {
+            // The key was checked to be the one the secret was wrapped to
+            // (above), so an input it refuses was damaged (enrolment made
+            // a valid one).
+            true => undecryptable(),
+            false => key_use_error(e, &t),
+        })?;
+    match (&public, &ephemeral) {
+        (PublicKey::Ec(k), Some(point)) => {
+            ec_unwrap(&out, point, &k.point, &ciphertext).ok_or_else(undecryptable)
+        }
+        _ => Ok(out),
     }
 }
 
@@ -266,22 +282,18 @@ impl<L: HandsetLink + Send> KeyHolder for L {
         Handset::login(self, container, pin).await
     }
 
-    async fn decrypt(
+    async fn private_step(
         &mut self,
         container: &str,
         id: &[u8],
-        ciphertext: &[u8],
+        step: KeyStep<'_>,
     ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
-        Handset::decrypt(self, container, id, disk_oaep().for_handset(), ciphertext).await
-    }
-
-    async fn derive(
-        &mut self,
-        container: &str,
-        id: &[u8],
-        peer: &[u8],
-    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
-        Handset::derive(self, container, id, peer).await
+        match step {
+            KeyStep::Decrypt(wrapped) => {
+                Handset::decrypt(self, container, id, disk_oaep().for_handset(), wrapped).await
+            }
+            KeyStep::Derive(peer) => Handset::derive(self, container, id, peer).await,
+        }
     }
 }
 
@@ -315,27 +327,25 @@ impl KeyHolder for DaemonHolder {
         self.client.login(&self.handset, container, pin).await
     }
 
-    async fn decrypt(
+    async fn private_step(
         &mut self,
         container: &str,
         id: &[u8],
-        wrapped: &[u8],
+        step: KeyStep<'_>,
     ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
-        let (mechanism, params) = disk_oaep().wire();
-        let handset = &self.handset;
-        self.client
-            .decrypt(handset, container, id, mechanism, &params, wrapped)
-            .await
-    }
-
-    async fn derive(
-        &mut self,
-        container: &str,
-        id: &[u8],
-        peer: &[u8],
-    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
-        self.client
-            .derive(&self.handset, container, id, ckm::ECDH1_DERIVE, peer)
-            .await
+        let (client, handset) = (&self.client, &self.handset);
+        match step {
+            KeyStep::Decrypt(wrapped) => {
+                let (mechanism, params) = disk_oaep().wire();
+                client
+                    .decrypt(handset, container, id, mechanism, &params, wrapped)
+                    .await
+            }
+            KeyStep::Derive(peer) => {
+                client
+                    .derive(handset, container, id, ckm::ECDH1_DERIVE, peer)
+                    .await
+            }
+        }
     }
 }

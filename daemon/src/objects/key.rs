@@ -5,6 +5,7 @@
 
 use super::{key_path, token_path};
 use crate::agent;
+use crate::interface::interface_table;
 use crate::service::{Call, Inner};
 use phonecsp::Error;
 use phonecsp::local::PublicKey;
@@ -15,7 +16,8 @@ use rsa::traits::PublicKeyParts;
 use std::sync::{Arc, Mutex};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, OwnedObjectPath, interface};
+use zbus::{Connection, OwnedObjectPath};
+use zeroize::Zeroizing;
 
 /// A key as the handset last listed it: what the object shows, in the
 /// form the client library reads it back in.
@@ -76,6 +78,17 @@ impl KeyObject {
             .await
     }
 
+    /// Asks the caller's PIN agent for a login `call` lacks, before the
+    /// private key's `operation`.
+    async fn log_in(
+        &self,
+        call: &Call<'_>,
+        conn: &Connection,
+        operation: &str,
+    ) -> Result<(), Error> {
+        agent::log_in_if_needed(&self.inner, call, conn, operation, &self.now().label).await
+    }
+
     pub async fn update(&self, now: KeySnapshot, e: &SignalEmitter<'_>) -> zbus::Result<()> {
         let was = crate::replace(&self.now, now.clone());
         // Rare (a certificate stored, a label changed on the phone): both
@@ -88,145 +101,102 @@ impl KeyObject {
     }
 }
 
-#[interface(name = "org.phonecsp.Key1")]
-impl KeyObject {
-    /// Signs `data` with a named mechanism ("rsa-pkcs1-sha256",
-    /// "rsa-pss-sha256", ...; see the interface description). Only a
-    /// digest crosses the link.
-    #[zbus(out_args("signature"))]
-    async fn sign(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        mechanism: String,
-        options: Options,
-        data: Vec<u8>,
-    ) -> Result<Vec<u8>, Error> {
-        let signing = named::signing(&mechanism, &options)?;
+// Every method opens with the caller's call on the key's token; the
+// properties but one read the key as last listed.
+interface_table! {
+    #[interface(name = "org.phonecsp.Key1")] impl KeyObject;
+    methods (self, hdr, conn) {
         let call = self.begin(&hdr, conn).await?;
-        let id = self.now().id;
-        agent::log_in_if_needed(&self.inner, &call, conn, "sign", &self.now().label).await?;
-        call.sign(&id, signing, data).await
+    } {
+        /// Signs `data` with a named mechanism ("rsa-pkcs1-sha256",
+        /// "rsa-pss-sha256", ...; see the interface description). Only a
+        /// digest crosses the link.
+        #[zbus(out_args("signature"))]
+        fn sign(mechanism: String, options: Options, data: Vec<u8>) -> Vec<u8> {
+            let signing = named::signing(&mechanism, &options)?;
+            self.log_in(&call, conn, "sign").await?;
+            call.sign(&self.now().id, signing, data).await
+        }
+
+        /// Whether `signature` is the key's signature of `data`; checked on
+        /// the computer.
+        #[zbus(out_args("valid"))]
+        fn verify(mechanism: String, options: Options, data: Vec<u8>, signature: Vec<u8>)
+            -> bool
+        {
+            let signing = named::signing(&mechanism, &options)?;
+            call.verify(&self.now().id, signing, data, signature).await
+        }
+
+        /// Decrypts on the phone ("rsa-pkcs1", "rsa-oaep-sha256", ...).
+        #[zbus(out_args("plaintext"))]
+        fn decrypt(mechanism: String, options: Options, ciphertext: Vec<u8>) -> Vec<u8> {
+            let enc = named::encryption(&mechanism, &options)?;
+            self.log_in(&call, conn, "decrypt").await?;
+            let plaintext = call.decrypt(&self.now().id, &enc, &ciphertext).await?;
+            // zbus needs an owned Vec to send; it is the caller's plaintext.
+            Ok(plaintext.to_vec())
+        }
+
+        /// Encrypts to the key on the computer.
+        #[zbus(out_args("ciphertext"))]
+        fn encrypt(mechanism: String, options: Options, plaintext: Vec<u8> as Zeroizing)
+            -> Vec<u8>
+        {
+            let enc = named::encryption(&mechanism, &options)?;
+            call.encrypt(&self.now().id, &enc, &plaintext).await
+        }
+
+        /// Deletes the key pair (and its certificate) from the phone; the
+        /// caller must be logged in.
+        fn delete() {
+            call.delete(ObjectClass::PrivateKey, &self.now().id).await
+        }
     }
 
-    /// Whether `signature` is the key's signature of `data`; checked on
-    /// the computer.
-    #[zbus(out_args("valid"))]
-    async fn verify(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        mechanism: String,
-        options: Options,
-        data: Vec<u8>,
-        signature: Vec<u8>,
-    ) -> Result<bool, Error> {
-        let signing = named::signing(&mechanism, &options)?;
-        let call = self.begin(&hdr, conn).await?;
-        call.verify(&self.now().id, signing, data, signature).await
+    snapshot now {
+        /// The token the key is on.
+        #[zbus(property(emits_changed_signal = "const"))]
+        token: OwnedObjectPath = token;
+
+        /// The key's CKA_ID.
+        #[zbus(property(emits_changed_signal = "const"))]
+        id: Vec<u8> = id;
+
+        /// The key's label.
+        #[zbus(property)]
+        label: String = label;
+
+        /// "rsa", "p256", "p384" or "ed25519".
+        #[zbus(property(emits_changed_signal = "const"), name = "Type")]
+        key_type: String = kind;
+
+        /// The key's size in bits: an RSA modulus's; 256, 384, or 255 for
+        /// Ed25519.
+        #[zbus(property(emits_changed_signal = "const"))]
+        bits: u32 = bits;
+
+        /// DER SubjectPublicKeyInfo.
+        #[zbus(property(emits_changed_signal = "const"))]
+        public_key: Vec<u8> = public_key;
+
+        /// The DER X.509 certificate stored with the key's id; empty if none.
+        #[zbus(property)]
+        certificate: Vec<u8> = certificate;
     }
 
-    /// Decrypts on the phone ("rsa-pkcs1", "rsa-oaep-sha256", ...).
-    #[zbus(out_args("plaintext"))]
-    async fn decrypt(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        mechanism: String,
-        options: Options,
-        ciphertext: Vec<u8>,
-    ) -> Result<Vec<u8>, Error> {
-        let enc = named::encryption(&mechanism, &options)?;
-        let call = self.begin(&hdr, conn).await?;
-        agent::log_in_if_needed(&self.inner, &call, conn, "decrypt", &self.now().label).await?;
-        // zbus needs an owned Vec to send; it is the caller's plaintext.
-        Ok(call
-            .decrypt(&self.now().id, &enc, &ciphertext)
-            .await?
-            .to_vec())
-    }
-
-    /// Encrypts to the key on the computer.
-    #[zbus(out_args("ciphertext"))]
-    async fn encrypt(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-        mechanism: String,
-        options: Options,
-        plaintext: Vec<u8>,
-    ) -> Result<Vec<u8>, Error> {
-        let plaintext = zeroize::Zeroizing::new(plaintext);
-        let enc = named::encryption(&mechanism, &options)?;
-        let call = self.begin(&hdr, conn).await?;
-        call.encrypt(&self.now().id, &enc, &plaintext).await
-    }
-
-    /// Deletes the key pair (and its certificate) from the phone; the
-    /// caller must be logged in.
-    async fn delete(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &Connection,
-    ) -> Result<(), Error> {
-        let call = self.begin(&hdr, conn).await?;
-        call.delete(conn, ObjectClass::PrivateKey, &self.now().id)
-            .await
-    }
-
-    /// The token the key is on.
-    #[zbus(property(emits_changed_signal = "const"))]
-    fn token(&self) -> OwnedObjectPath {
-        self.now().token
-    }
-
-    /// The key's CKA_ID.
-    #[zbus(property(emits_changed_signal = "const"))]
-    fn id(&self) -> Vec<u8> {
-        self.now().id
-    }
-
-    /// The key's label.
-    #[zbus(property)]
-    fn label(&self) -> String {
-        self.now().label
-    }
-
-    /// "rsa", "p256", "p384" or "ed25519".
-    #[zbus(property(emits_changed_signal = "const"), name = "Type")]
-    fn key_type(&self) -> String {
-        self.now().kind
-    }
-
-    /// The key's size in bits: an RSA modulus's; 256, 384, or 255 for
-    /// Ed25519.
-    #[zbus(property(emits_changed_signal = "const"))]
-    fn bits(&self) -> u32 {
-        self.now().bits
-    }
-
-    /// DER SubjectPublicKeyInfo.
-    #[zbus(property(emits_changed_signal = "const"))]
-    fn public_key(&self) -> Vec<u8> {
-        self.now().public_key
-    }
-
-    /// What the key may do: an RSA key on the phone signs and decrypts
-    /// there, its public half verifies and encrypts here; an EC key signs
-    /// (and, P-256 and P-384, derives) there and verifies here.
-    #[zbus(property(emits_changed_signal = "const"))]
-    fn usages(&self) -> Vec<String> {
-        let usages: &[&str] = match self.now().kind.as_str() {
-            "rsa" => &["sign", "decrypt", "verify", "encrypt"],
-            "ed25519" => &["sign", "verify"],
-            _ => &["sign", "verify", "derive"],
-        };
-        usages.iter().map(|u| u.to_string()).collect()
-    }
-
-    /// The DER X.509 certificate stored with the key's id; empty if none.
-    #[zbus(property)]
-    fn certificate(&self) -> Vec<u8> {
-        self.now().certificate
+    others {
+        /// What the key may do: an RSA key on the phone signs and decrypts
+        /// there, its public half verifies and encrypts here; an EC key signs
+        /// (and, P-256 and P-384, derives) there and verifies here.
+        #[zbus(property(emits_changed_signal = "const"))]
+        fn usages(&self) -> Vec<String> {
+            let usages: &[&str] = match self.now().kind.as_str() {
+                "rsa" => &["sign", "decrypt", "verify", "encrypt"],
+                "ed25519" => &["sign", "verify"],
+                _ => &["sign", "verify", "derive"],
+            };
+            usages.iter().map(|u| u.to_string()).collect()
+        }
     }
 }

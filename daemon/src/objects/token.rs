@@ -3,7 +3,7 @@
 //! handset is away, as last seen, with `Present` false.
 
 use super::{handset_path, key_path};
-use crate::service::Inner;
+use crate::service::{Call, Inner, NewKey};
 use phonecsp::{Error, TokenDetails};
 use phonecsp_protocol::message::token_flags as tf;
 use std::sync::{Arc, Mutex};
@@ -64,6 +64,9 @@ const PIN_FLAGS: u32 = tf::LOGIN_REQUIRED
 pub struct TokenObject {
     inner: Arc<Inner>,
     handset: String,
+    /// The container's name, which the object's path says: it never
+    /// changes for one object.
+    name: String,
     now: Mutex<TokenSnapshot>,
 }
 
@@ -72,6 +75,7 @@ impl TokenObject {
         TokenObject {
             inner,
             handset: handset.to_owned(),
+            name: now.name.clone(),
             now: Mutex::new(now),
         }
     }
@@ -81,7 +85,12 @@ impl TokenObject {
     }
 
     fn token(&self) -> String {
-        self.now().name
+        self.name.clone()
+    }
+
+    /// The caller's call on this token (see [`Inner::begin`]).
+    async fn begin(&self, hdr: &Header<'_>, conn: &Connection) -> Result<Call<'_>, Error> {
+        self.inner.begin(hdr, conn, &self.handset, &self.name).await
     }
 
     /// Takes the handset's latest word, saying what changed.
@@ -128,8 +137,7 @@ impl TokenObject {
         pin: Vec<u8>,
     ) -> Result<(), Error> {
         let pin = Zeroizing::new(pin);
-        let token = self.token();
-        let call = self.inner.begin(&hdr, conn, &self.handset, &token).await?;
+        let call = self.begin(&hdr, conn).await?;
         let r = call.login(&pin).await;
         self.pin_tried(&r);
         r
@@ -141,8 +149,7 @@ impl TokenObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        let token = self.token();
-        let call = self.inner.begin(&hdr, conn, &self.handset, &token).await?;
+        let call = self.begin(&hdr, conn).await?;
         call.logout().await
     }
 
@@ -155,8 +162,7 @@ impl TokenObject {
         new_pin: Vec<u8>,
     ) -> Result<(), Error> {
         let (old_pin, new_pin) = (Zeroizing::new(old_pin), Zeroizing::new(new_pin));
-        let token = self.token();
-        let call = self.inner.begin(&hdr, conn, &self.handset, &token).await?;
+        let call = self.begin(&hdr, conn).await?;
         let r = call.change_pin(&old_pin, &new_pin).await;
         self.pin_tried(&r);
         r
@@ -174,12 +180,10 @@ impl TokenObject {
         new_pin: Vec<u8>,
     ) -> Result<(), Error> {
         let (puk, new_pin) = (Zeroizing::new(puk), Zeroizing::new(new_pin));
-        let token = self.token();
-        let call = self.inner.begin(&hdr, conn, &self.handset, &token).await?;
-        let r = call.unblock(&puk, &new_pin).await;
-        // Both counters may have changed, whatever the answer.
-        self.inner.resync(&self.handset);
-        r
+        let call = self.begin(&hdr, conn).await?;
+        // Both counters may have changed, whatever the answer: the call
+        // has the object tree look again.
+        call.unblock(&puk, &new_pin).await
     }
 
     /// Changes the PUK; the old one is the proof.
@@ -191,11 +195,8 @@ impl TokenObject {
         new_puk: Vec<u8>,
     ) -> Result<(), Error> {
         let (old_puk, new_puk) = (Zeroizing::new(old_puk), Zeroizing::new(new_puk));
-        let token = self.token();
-        let call = self.inner.begin(&hdr, conn, &self.handset, &token).await?;
-        let r = call.change_puk(&old_puk, &new_puk).await;
-        self.inner.resync(&self.handset);
-        r
+        let call = self.begin(&hdr, conn).await?;
+        call.change_puk(&old_puk, &new_puk).await
     }
 
     /// Generates a key pair on the phone; the caller must be logged in.
@@ -210,13 +211,16 @@ impl TokenObject {
         kind: String,
         options: phonecsp::named::Options,
     ) -> Result<OwnedObjectPath, Error> {
-        let token = self.token();
-        let call = self.inner.begin(&hdr, conn, &self.handset, &token).await?;
+        let call = self.begin(&hdr, conn).await?;
         let request = phonecsp::named::key_request(&kind, &options)?;
         let key = call
-            .generate_key_pair(conn, request.bits, &request.id, &request.label)
+            .new_key_pair(
+                NewKey::Generate { bits: request.bits },
+                &request.id,
+                &request.label,
+            )
             .await?;
-        Ok(key_path(&self.handset, &token, &key.id))
+        Ok(key_path(&self.handset, &self.name, &key.id))
     }
 
     /// The handset the token is on.
@@ -259,8 +263,7 @@ impl TokenObject {
         #[zbus(connection)] conn: &Connection,
     ) -> bool {
         let Some(hdr) = hdr else { return false };
-        let token = self.token();
-        match self.inner.begin(&hdr, conn, &self.handset, &token).await {
+        match self.begin(&hdr, conn).await {
             Ok(call) => call.logged_in(),
             Err(_) => false,
         }
