@@ -352,8 +352,19 @@ async fn token1_unblock_over_d_bus() {
         .unwrap();
     token.login(NEW_PIN.as_bytes()).await.unwrap();
     assert!(token.logged_in().await.unwrap());
+    // The tree may first show the phone as it was between the PUK's
+    // login and the new PIN (every PUK try back, the PIN still locked):
+    // the read that follows the unblock brings both up to date.
+    let unblocked = async || {
+        token.puk_retries_left().await.unwrap() == 10
+            && !token
+                .pin_flags()
+                .await
+                .unwrap()
+                .contains(&"pin-locked".into())
+    };
     for _ in 0..100 {
-        if token.puk_retries_left().await.unwrap() == 10 {
+        if unblocked().await {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
