@@ -53,6 +53,19 @@ unsafe fn bytes<'a>(p: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
     Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
+/// A buffer inside a mechanism's parameter, copied: a NULL pointer with
+/// a length is the parameter's fault (`CKR_MECHANISM_PARAM_INVALID`), not
+/// the call's.
+///
+/// # Safety
+/// As [`bytes`].
+unsafe fn param_bytes(p: *const CK_BYTE, len: CK_ULONG) -> Result<Vec<u8>> {
+    // SAFETY: the caller's contract.
+    unsafe { bytes(p, len) }
+        .map(<[u8]>::to_vec)
+        .map_err(|_| Error::Rv(CKR_MECHANISM_PARAM_INVALID))
+}
+
 /// The caller's output buffer of `len` elements.
 ///
 /// # Safety
@@ -211,33 +224,23 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
             // SAFETY: as for PSS, for the ECDH parameter struct.
             let p =
                 unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_ECDH1_DERIVE_PARAMS) };
-            let invalid = |_| Error::Rv(CKR_MECHANISM_PARAM_INVALID);
             Param::Ecdh {
                 kdf: p.kdf,
                 // SAFETY: the caller's buffers of the lengths it gives.
-                shared: unsafe { bytes(p.pSharedData, p.ulSharedDataLen) }
-                    .map_err(invalid)?
-                    .to_vec(),
+                shared: unsafe { param_bytes(p.pSharedData, p.ulSharedDataLen) }?,
                 // SAFETY: as above.
-                public: unsafe { bytes(p.pPublicData, p.ulPublicDataLen) }
-                    .map_err(invalid)?
-                    .to_vec(),
+                public: unsafe { param_bytes(p.pPublicData, p.ulPublicDataLen) }?,
             }
         }
         Takes::Gcm => {
             sized(std::mem::size_of::<CK_GCM_PARAMS>())?;
             // SAFETY: as for PSS, for the GCM parameter struct.
             let p = unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS) };
-            let invalid = |_| Error::Rv(CKR_MECHANISM_PARAM_INVALID);
             Param::Gcm {
                 // SAFETY: the caller's buffers of the lengths it gives.
-                iv: unsafe { bytes(p.pIv, p.ulIvLen) }
-                    .map_err(invalid)?
-                    .to_vec(),
+                iv: unsafe { param_bytes(p.pIv, p.ulIvLen) }?,
                 // SAFETY: as above.
-                aad: unsafe { bytes(p.pAAD, p.ulAADLen) }
-                    .map_err(invalid)?
-                    .to_vec(),
+                aad: unsafe { param_bytes(p.pAAD, p.ulAADLen) }?,
                 tag_bits: p.ulTagBits,
             }
         }
