@@ -46,24 +46,27 @@ pub trait KeyHolder {
         &mut self,
         container: &str,
     ) -> impl Future<Output = phonecsp::Result<ContainerStatus>> + Send;
+    /// The public half of the key `key` names.
     fn public_key(
         &mut self,
-        container: &str,
-        id: &[u8],
+        key: &Target,
     ) -> impl Future<Output = phonecsp::Result<PublicKey>> + Send;
     fn login(
         &mut self,
         container: &str,
         pin: &[u8],
     ) -> impl Future<Output = phonecsp::Result<()>> + Send;
-    /// The key's private `step`.
+    /// The private `step` of the key `key` names.
     fn private_step(
         &mut self,
-        container: &str,
-        id: &[u8],
+        key: &Target,
         step: KeyStep<'_>,
-    ) -> impl Future<Output = phonecsp::Result<Zeroizing<Vec<u8>>>> + Send;
+    ) -> impl Future<Output = phonecsp::Result<Secret>> + Send;
 }
+
+/// What a private step gives back: the disk secret (RSA) or the ECDH
+/// shared secret it is opened with.
+pub type Secret = Zeroizing<Vec<u8>>;
 
 /// The private key's part in opening a disk secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +169,7 @@ pub async fn unwrap<H: KeyHolder, P: PinSource>(
         .await
         .map_err(|e| holder_error(e, &t))?;
     let public = holder
-        .public_key(&t.container, &t.key_id)
+        .public_key(&t)
         .await
         .map_err(|e| holder_error(e, &t))?;
     if public_key_sha256(&public)? != wrapped.public_key_sha256.to_ascii_lowercase() {
@@ -241,16 +244,17 @@ pub async fn unwrap<H: KeyHolder, P: PinSource>(
             )));
         }
     };
-    let out = holder
-        .private_step(&t.container, &t.key_id, step)
-        .await
-        .map_err(|e| match step.input_refused(e.rv()) {
-            // The key was checked to be the one the secret was wrapped to
-            // (above), so an input it refuses was damaged (enrolment made
-            // a valid one).
-            true => undecryptable(),
-            false => key_use_error(e, &t),
-        })?;
+    let out =
+        holder
+            .private_step(&t, step)
+            .await
+            .map_err(|e| match step.input_refused(e.rv()) {
+                // The key was checked to be the one the secret was wrapped to
+                // (above), so an input it refuses was damaged (enrolment made
+                // a valid one).
+                true => undecryptable(),
+                false => key_use_error(e, &t),
+            })?;
     match (&public, &ephemeral) {
         (PublicKey::Ec(k), Some(point)) => {
             ec_unwrap(&out, point, &k.point, &ciphertext).ok_or_else(undecryptable)
@@ -272,7 +276,8 @@ impl<L: HandsetLink + Send> KeyHolder for L {
         })
     }
 
-    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<PublicKey> {
+    async fn public_key(&mut self, key: &Target) -> phonecsp::Result<PublicKey> {
+        let (container, id) = (&key.container, &key.key_id);
         let a = Handset::attributes(self, container, ObjectClass::PublicKey, id).await?;
         phonecsp::local::any_public_key_from_attributes(a.iter().map(|(t, v)| (t, v)))
             .map_err(|rv| phonecsp::Error::token(rv, "not a public key this version can use"))
@@ -282,12 +287,8 @@ impl<L: HandsetLink + Send> KeyHolder for L {
         Handset::login(self, container, pin).await
     }
 
-    async fn private_step(
-        &mut self,
-        container: &str,
-        id: &[u8],
-        step: KeyStep<'_>,
-    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
+    async fn private_step(&mut self, key: &Target, step: KeyStep<'_>) -> phonecsp::Result<Secret> {
+        let (container, id) = (&key.container, &key.key_id);
         match step {
             KeyStep::Decrypt(wrapped) => {
                 Handset::decrypt(self, container, id, disk_oaep().for_handset(), wrapped).await
@@ -314,7 +315,8 @@ impl KeyHolder for DaemonHolder {
         })
     }
 
-    async fn public_key(&mut self, container: &str, id: &[u8]) -> phonecsp::Result<PublicKey> {
+    async fn public_key(&mut self, key: &Target) -> phonecsp::Result<PublicKey> {
+        let (container, id) = (&key.container, &key.key_id);
         let a = self
             .client
             .get_attributes(&self.handset, container, cko::PUBLIC_KEY, id)
@@ -327,13 +329,9 @@ impl KeyHolder for DaemonHolder {
         self.client.login(&self.handset, container, pin).await
     }
 
-    async fn private_step(
-        &mut self,
-        container: &str,
-        id: &[u8],
-        step: KeyStep<'_>,
-    ) -> phonecsp::Result<Zeroizing<Vec<u8>>> {
+    async fn private_step(&mut self, key: &Target, step: KeyStep<'_>) -> phonecsp::Result<Secret> {
         let (client, handset) = (&self.client, &self.handset);
+        let (container, id) = (&key.container, &key.key_id);
         match step {
             KeyStep::Decrypt(wrapped) => {
                 let (mechanism, params) = disk_oaep().wire();
