@@ -11,9 +11,7 @@ use std::sync::Mutex;
 use phonecsp::blocking::Client;
 use phonecsp::input::HandsetSign;
 use phonecsp::mechanism::Encryption;
-use phonecsp::{
-    Bus, ClientOptions, EcKeyPairInfo, KeyPairInfo, ObjectInfo, Result, TokenDetails, TokenEntry,
-};
+use phonecsp::{Bus, ClientOptions, ObjectInfo, Result, TokenDetails, TokenEntry};
 use phonecsp_protocol::{CkRv, Curve};
 use zeroize::Zeroizing;
 
@@ -22,6 +20,16 @@ pub mod fake;
 
 /// A plaintext, wiped when dropped.
 pub type Secret = Zeroizing<Vec<u8>>;
+
+/// What kind of key pair `C_GenerateKeyPair` asks the phone for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// RSA with e = 65537 (the only exponent the handset generates with).
+    Rsa {
+        bits: u32,
+    },
+    Ec(Curve),
+}
 
 /// A token as the daemon names it: the handset and the container on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,16 +69,10 @@ pub trait Backend: Send + Sync {
     /// Signs an already prepared input (digest or DigestInfo).
     fn sign(&self, t: &TokenName, key_id: &[u8], input: &HandsetSign) -> Result<Vec<u8>>;
     fn decrypt(&self, t: &TokenName, key_id: &[u8], enc: &Encryption, ct: &[u8]) -> Result<Secret>;
+    /// A new key pair, answered with the id it has on the phone (the
+    /// module reads its public half as attributes, like any other key's).
     /// An empty `id` lets the handset choose one.
-    fn generate(&self, t: &TokenName, bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo>;
-    /// An EC key pair on `curve`; an empty `id` lets the handset choose.
-    fn generate_ec(
-        &self,
-        t: &TokenName,
-        curve: Curve,
-        id: &[u8],
-        label: &str,
-    ) -> Result<EcKeyPairInfo>;
+    fn generate(&self, t: &TokenName, kind: KeyKind, id: &[u8], label: &str) -> Result<Vec<u8>>;
     /// `CKM_ECDH1_DERIVE`'s private step: Z for the peer's point.
     fn derive(&self, t: &TokenName, key_id: &[u8], peer: &[u8]) -> Result<Secret>;
     /// Moves a private key made elsewhere (unencrypted PKCS#8 DER, RSA or
@@ -162,9 +164,15 @@ impl Backend for Dbus {
             .decrypt(&t.handset, &t.token, key_id, m, &params, ct)
     }
 
-    fn generate(&self, t: &TokenName, bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo> {
-        self.client()?
-            .generate_key_pair(&t.handset, &t.token, bits, id, label)
+    fn generate(&self, t: &TokenName, kind: KeyKind, id: &[u8], label: &str) -> Result<Vec<u8>> {
+        let (c, handset, token) = (self.client()?, &t.handset, &t.token);
+        Ok(match kind {
+            KeyKind::Rsa { bits } => c.generate_key_pair(handset, token, bits, id, label)?.id,
+            KeyKind::Ec(curve) => {
+                c.generate_ec_key_pair(handset, token, curve.number(), id, label)?
+                    .id
+            }
+        })
     }
 
     /// An EC key goes by the daemon's ImportEcKey, whose answer is a point.
@@ -196,17 +204,6 @@ impl Backend for Dbus {
             phonecsp_protocol::ck::ckm::ECDH1_DERIVE,
             peer,
         )
-    }
-
-    fn generate_ec(
-        &self,
-        t: &TokenName,
-        curve: Curve,
-        id: &[u8],
-        label: &str,
-    ) -> Result<EcKeyPairInfo> {
-        self.client()?
-            .generate_ec_key_pair(&t.handset, &t.token, curve.number(), id, label)
     }
 
     fn put_certificate(&self, t: &TokenName, id: &[u8], label: &str, der: &[u8]) -> Result<()> {

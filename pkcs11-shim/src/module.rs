@@ -37,7 +37,7 @@ use phonecsp_protocol::message::token_flags;
 use rsa::traits::PublicKeyParts;
 use zeroize::Zeroizing;
 
-use crate::backend::{Backend, DataObject, Dbus, TokenName};
+use crate::backend::{Backend, DataObject, Dbus, KeyKind, TokenName};
 use crate::error::{Error, Result, fail};
 use crate::mechanisms::{self, Mechanism};
 use crate::objects::{self, AttrMap, Template, Value};
@@ -1317,15 +1317,18 @@ impl Module {
                 _ => return fail(CKR_CURVE_NOT_SUPPORTED),
             }
         };
-        let bits = match curve {
-            Some(_) => 0,
-            None => objects::find(&public, CKA_MODULUS_BITS)
-                .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
-                .and_then(objects::as_ulong)?,
+        let kind = match curve {
+            Some(curve) => KeyKind::Ec(curve),
+            None => {
+                let bits = objects::find(&public, CKA_MODULUS_BITS)
+                    .ok_or(Error::Rv(CKR_TEMPLATE_INCOMPLETE))
+                    .and_then(objects::as_ulong)?;
+                match RSA_KEY_BITS.iter().find(|b| CK_ULONG::from(**b) == bits) {
+                    Some(bits) => KeyKind::Rsa { bits: *bits },
+                    None => return fail(CKR_KEY_SIZE_RANGE),
+                }
+            }
         };
-        if curve.is_none() && !RSA_KEY_BITS.iter().any(|b| CK_ULONG::from(*b) == bits) {
-            return fail(CKR_KEY_SIZE_RANGE);
-        }
         if let Some(e) = objects::find(&public, CKA_PUBLIC_EXPONENT)
             && curve.is_none()
         {
@@ -1347,26 +1350,12 @@ impl Module {
             return fail(CKR_USER_NOT_LOGGED_IN);
         }
         let t = self.names(slot)?;
-        let kp_id = match curve {
-            Some(curve) => {
-                self.check(slot, self.backend.generate_ec(&t, curve, &id, &label))?
-                    .id
-            }
-            None => {
-                let bits = u32::try_from(bits).or_else(|_| fail(CKR_KEY_SIZE_RANGE))?;
-                self.check(slot, self.backend.generate(&t, bits, &id, &label))?
-                    .id
-            }
-        };
-        let kp = phonecsp::EcKeyPairInfo {
-            id: kp_id,
-            point: Vec::new(),
-        };
+        let id = self.check(slot, self.backend.generate(&t, kind, &id, &label))?;
         self.forget_attrs(slot);
         if !token {
             lock(&self.session_objects).add_pair(PhonePair {
                 slot,
-                id: kp.id.clone(),
+                id: id.clone(),
                 owner: h,
             });
         }
@@ -1374,12 +1363,12 @@ impl Module {
         let public = reg.handle(ObjKey {
             slot,
             class: CKO_PUBLIC_KEY,
-            id: kp.id.clone(),
+            id: id.clone(),
         });
         let private = reg.handle(ObjKey {
             slot,
             class: CKO_PRIVATE_KEY,
-            id: kp.id,
+            id,
         });
         Ok((public, private))
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use phonecsp::input::HandsetSign;
 use phonecsp::mechanism::Encryption;
-use phonecsp::{KeyPairInfo, ObjectInfo, Result, TokenDetails, TokenEntry};
+use phonecsp::{ObjectInfo, Result, TokenDetails, TokenEntry};
 use phonecsp_protocol::ck::cko;
 use phonecsp_protocol::message::token_flags;
 use phonecsp_protocol::{CkRv, SignMechanism};
@@ -17,7 +17,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::{Pkcs1v15Encrypt, Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 use zeroize::Zeroizing;
 
-use super::{Backend, DataObject, Secret, TokenName};
+use super::{Backend, DataObject, KeyKind, Secret, TokenName};
 
 pub const HANDSET: &str = "phone";
 pub const TOKEN: &str = "ssh";
@@ -358,33 +358,20 @@ impl Backend for Fake {
         }
     }
 
-    /// Every generated pair is the one key under a new id.
-    fn generate(&self, _: &TokenName, _bits: u32, id: &[u8], label: &str) -> Result<KeyPairInfo> {
+    /// Every generated pair is the one RSA key under a new id; the fake
+    /// handset holds RSA keys only, as an old handset does.
+    fn generate(&self, _: &TokenName, kind: KeyKind, id: &[u8], label: &str) -> Result<Vec<u8>> {
         let mut s = self.logged_in("generate_key_pair")?;
+        if let KeyKind::Ec(_) = kind {
+            return Err(CkRv::FUNCTION_NOT_SUPPORTED.into());
+        }
         let id = if id.is_empty() {
             vec![0x10 + s.keys.len() as u8]
         } else {
             id.to_vec()
         };
         s.keys.push((id.clone(), label.into()));
-        let key = public_key();
-        Ok(KeyPairInfo {
-            id,
-            modulus: key.n().to_bytes_be(),
-            exponent: key.e().to_bytes_be(),
-        })
-    }
-
-    /// The fake handset holds RSA keys only, as an old handset does.
-    fn generate_ec(
-        &self,
-        _: &TokenName,
-        _: phonecsp_protocol::Curve,
-        _: &[u8],
-        _: &str,
-    ) -> Result<phonecsp::EcKeyPairInfo> {
-        drop(self.logged_in("generate_ec_key_pair")?);
-        Err(CkRv::FUNCTION_NOT_SUPPORTED.into())
+        Ok(id)
     }
 
     fn derive(&self, _: &TokenName, _: &[u8], _: &[u8]) -> Result<Secret> {
@@ -401,9 +388,9 @@ impl Backend for Fake {
         if key.n() != public_key().n() {
             return Err(CkRv::KEY_TYPE_INCONSISTENT.into());
         }
-        let kp = self.generate(t, 2048, id, label)?;
-        self.state().imported.push(kp.id.clone());
-        Ok(kp.id)
+        let id = self.generate(t, KeyKind::Rsa { bits: 2048 }, id, label)?;
+        self.state().imported.push(id.clone());
+        Ok(id)
     }
 
     fn random(&self, _: &str, len: u32) -> Result<Vec<u8>> {
