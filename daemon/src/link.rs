@@ -844,7 +844,7 @@ impl LinkTask {
         };
         let r = tokio::time::timeout(
             self.settings.request_timeout,
-            link.pair_any(&identity, &code, &host_name),
+            link.pair(&identity, &code, &host_name),
         )
         .await;
         match r {

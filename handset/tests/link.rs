@@ -1049,7 +1049,7 @@ async fn pairing_with_a_short_code() {
     offer_short_pairing(&store, &long, &short, vec!["ssh".into()]).unwrap();
     let mut l = duplex(manager(dir.path(), Approver::default())).await;
     let host = StaticKeypair::generate();
-    let (handset_key, name) = l.pair_short(&host, &short, "laptop").await.unwrap();
+    let (handset_key, name) = l.pair(&host, &short, "laptop").await.unwrap();
     assert_eq!(name, "test phone");
     log_in(&mut l).await;
     // Used up: the long code of the same offer is gone too.
@@ -1064,17 +1064,13 @@ async fn pairing_with_a_short_code() {
     offer_short_pairing(&store, &long, &short, vec!["ssh".into()]).unwrap();
     for guess in ["0000-0001", "0000-0002", "0000-0003"] {
         let wrong = ShortCode::parse(guess).unwrap();
-        let e = l
-            .pair_short(&StaticKeypair::generate(), &wrong, "mallory")
-            .await;
+        let e = l.pair(&StaticKeypair::generate(), &wrong, "mallory").await;
         assert!(
             matches!(e, Err(LinkError::Cme(cme::HANDSHAKE_FAILED))),
             "{e:?}"
         );
     }
-    let e = l
-        .pair_short(&StaticKeypair::generate(), &short, "late")
-        .await;
+    let e = l.pair(&StaticKeypair::generate(), &short, "late").await;
     assert!(matches!(e, Err(LinkError::Cme(cme::NOT_ALLOWED))), "{e:?}");
     let names: Vec<String> = store
         .load_hosts()

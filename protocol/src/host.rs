@@ -9,9 +9,8 @@ use crate::compact::{self, Direction, Framed};
 use crate::message::{
     Command, HandshakeKind, InnerOutcome, Reply, Request, VersionInfo, info_params,
 };
-use crate::noise::{
-    HostPairing, HostSessionHandshake, NoiseError, PairingCode, Session, StaticKeypair,
-};
+use crate::noise::{HostPairing, HostSessionHandshake, NoiseError, Session, StaticKeypair};
+use crate::pake::{AnyPairingCode, Pake, ShortCode};
 use std::collections::VecDeque;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -162,42 +161,37 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         self.session.as_ref().map(|s| *s.remote_static())
     }
 
-    /// Pairs with a one-time code; returns the handset's static key (to pin)
-    /// and name. The session stays up afterwards.
+    /// Pairs with a code the person typed, long or short; returns the
+    /// handset's static key (to pin) and name. The session stays up
+    /// afterwards. A short code (docs/protocol.md section 5.8) first makes
+    /// the PSK with `AT+CKPAKE`; either way the pairing handshake then
+    /// proves both ends used the same code.
     pub async fn pair(
         &mut self,
         local: &StaticKeypair,
-        code: &PairingCode,
-        host_name: &str,
-    ) -> Result<([u8; 32], String), LinkError> {
-        self.pair_with_psk(local, &code.psk(), host_name).await
-    }
-
-    /// Pairs with whichever kind of code the person typed.
-    pub async fn pair_any(
-        &mut self,
-        local: &StaticKeypair,
-        code: &crate::pake::AnyPairingCode,
-        host_name: &str,
-    ) -> Result<([u8; 32], String), LinkError> {
-        match code {
-            crate::pake::AnyPairingCode::Short(c) => self.pair_short(local, c, host_name).await,
-            crate::pake::AnyPairingCode::Long(c) => self.pair(local, c, host_name).await,
-        }
-    }
-
-    /// Pairs with a short code (docs/protocol.md section 5.8): `AT+CKPAKE`
-    /// makes the PSK, then the pairing handshake proves both ends used the
-    /// same code.
-    pub async fn pair_short(
-        &mut self,
-        local: &StaticKeypair,
-        code: &crate::pake::ShortCode,
+        code: impl Into<AnyPairingCode>,
         host_name: &str,
     ) -> Result<([u8; 32], String), LinkError> {
         self.session = None;
+        self.announcement.clear();
         self.binary = None;
-        let (pake, mine) = crate::pake::Pake::host(code);
+        let psk = match code.into() {
+            AnyPairingCode::Long(c) => c.psk(),
+            AnyPairingCode::Short(c) => self.pake(&c).await?,
+        };
+        let (hp, m1) = HostPairing::start_with_psk(local, &psk)?;
+        let m2 = self.handshake(HandshakeKind::Pair, &m1).await?;
+        let (finish, m3) = hp.respond(&m2, host_name)?;
+        let confirm = self.handshake(HandshakeKind::Pair, &m3).await?;
+        let (session, name) = finish.confirm(&confirm)?;
+        let key = *session.remote_static();
+        self.session = Some(session);
+        Ok((key, name))
+    }
+
+    /// `AT+CKPAKE`: the pairing PSK a short code makes, out of a session.
+    async fn pake(&mut self, code: &ShortCode) -> Result<Zeroizing<[u8; 32]>, LinkError> {
+        let (pake, mine) = Pake::host(code);
         let lines = self
             .exchange(&Command::Pake { message: mine }.encode())
             .await?;
@@ -206,27 +200,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
         };
         let p = info_params(line, "+CKPAKE")?;
         p.expect_count(1, 1)?;
-        let psk = pake.finish(&p.bytes(0)?)?;
-        self.pair_with_psk(local, &psk, host_name).await
-    }
-
-    async fn pair_with_psk(
-        &mut self,
-        local: &StaticKeypair,
-        psk: &[u8; 32],
-        host_name: &str,
-    ) -> Result<([u8; 32], String), LinkError> {
-        self.session = None;
-        self.announcement.clear();
-        self.binary = None;
-        let (hp, m1) = HostPairing::start_with_psk(local, psk)?;
-        let m2 = self.handshake(HandshakeKind::Pair, &m1).await?;
-        let (finish, m3) = hp.respond(&m2, host_name)?;
-        let confirm = self.handshake(HandshakeKind::Pair, &m3).await?;
-        let (session, name) = finish.confirm(&confirm)?;
-        let key = *session.remote_static();
-        self.session = Some(session);
-        Ok((key, name))
+        Ok(pake.finish(&p.bytes(0)?)?)
     }
 
     /// Opens a session with a handset whose key was pinned at pairing.

@@ -86,6 +86,24 @@ impl AnyPairingCode {
     }
 }
 
+impl From<&ShortCode> for AnyPairingCode {
+    fn from(c: &ShortCode) -> AnyPairingCode {
+        AnyPairingCode::Short(c.clone())
+    }
+}
+
+impl From<&crate::noise::PairingCode> for AnyPairingCode {
+    fn from(c: &crate::noise::PairingCode) -> AnyPairingCode {
+        AnyPairingCode::Long(c.clone())
+    }
+}
+
+impl From<&AnyPairingCode> for AnyPairingCode {
+    fn from(c: &AnyPairingCode) -> AnyPairingCode {
+        c.clone()
+    }
+}
+
 /// One side of the exchange: started with the code, finished with the
 /// other side's message, giving the pairing PSK.
 pub struct Pake(Spake2<Ed25519Group>);
