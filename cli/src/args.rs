@@ -181,18 +181,7 @@ authorized_keys.
 Examples:
   phonecsp pubkey ssh --key 05 --format openssh >> ~/.ssh/authorized_keys
   phonecsp pubkey ssh --key 05 --out key.pem")]
-    Pubkey {
-        /// The token (container on the handset)
-        token: String,
-        #[command(flatten)]
-        key: KeyArg,
-        /// pem, der or openssh
-        #[arg(long, value_name = "FORMAT", default_value = "pem", value_parser = ["pem", "der", "openssh"])]
-        format: String,
-        /// Where to write it ("-" for stdout)
-        #[arg(long, value_name = "FILE", default_value = "-")]
-        out: String,
-    },
+    Pubkey(PubkeyArgs),
 
     /// Move a private key made elsewhere onto the phone
     #[command(after_help = "\
@@ -361,7 +350,6 @@ impl Command {
         match self {
             Command::Objects { token }
             | Command::Keygen { token, .. }
-            | Command::Pubkey { token, .. }
             | Command::Import { token, .. }
             | Command::Pin(PinCommand::Change { token })
             | Command::Unblock { token }
@@ -373,9 +361,10 @@ impl Command {
                 | CertCommand::Delete { token, .. },
             ) => Some(token),
             Command::Attest { token, .. } => token.as_deref(),
-            Command::Sign(a) => Some(&a.token),
-            Command::Verify(a) => Some(&a.token),
-            Command::Decrypt(a) | Command::Encrypt(a) => Some(&a.token),
+            Command::Sign(a) => Some(&a.key.token),
+            Command::Pubkey(a) => Some(&a.key.token),
+            Command::Verify(a) => Some(&a.key.token),
+            Command::Decrypt(a) | Command::Encrypt(a) => Some(&a.key.token),
             Command::Luks(l) => l.token(),
             Command::Agent { .. }
             | Command::Keys
@@ -475,10 +464,8 @@ Example:
 
 #[derive(Args, Debug)]
 pub(crate) struct SignArgs {
-    /// The token (container on the handset)
-    pub(crate) token: String,
     #[command(flatten)]
-    pub(crate) key: KeyArg,
+    pub(crate) key: KeyRef,
     #[command(flatten)]
     pub(crate) mech: SignMechanismArgs,
     /// The data to sign ("-" for stdin)
@@ -494,11 +481,21 @@ pub(crate) struct SignArgs {
 }
 
 #[derive(Args, Debug)]
-pub(crate) struct VerifyArgs {
-    /// The token (container on the handset)
-    pub(crate) token: String,
+pub(crate) struct PubkeyArgs {
     #[command(flatten)]
-    pub(crate) key: KeyArg,
+    pub(crate) key: KeyRef,
+    /// pem, der or openssh
+    #[arg(long, value_name = "FORMAT", default_value = "pem", value_parser = ["pem", "der", "openssh"])]
+    pub(crate) format: String,
+    /// Where to write it ("-" for stdout)
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    pub(crate) out: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    pub(crate) key: KeyRef,
     /// The signature file
     #[arg(long, value_name = "FILE")]
     pub(crate) signature: String,
@@ -512,11 +509,14 @@ pub(crate) struct VerifyArgs {
     pub(crate) der: bool,
 }
 
+/// The key a command works with: its token and its id there.
 #[derive(Args, Debug)]
-pub(crate) struct KeyArg {
+pub(crate) struct KeyRef {
+    /// The token (container on the handset)
+    pub(crate) token: String,
     /// The key's CKA_ID in hex
-    #[arg(long, value_name = "ID_HEX")]
-    pub(crate) key: Id,
+    #[arg(long = "key", value_name = "ID_HEX")]
+    pub(crate) id: Id,
 }
 
 #[derive(Args, Debug)]
@@ -537,10 +537,8 @@ pub(crate) struct SignMechanismArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct CryptArgs {
-    /// The token (container on the handset)
-    pub(crate) token: String,
     #[command(flatten)]
-    pub(crate) key: KeyArg,
+    pub(crate) key: KeyRef,
     /// RSA-PKCS-OAEP or RSA-PKCS
     #[arg(long, value_name = "NAME", default_value = "RSA-PKCS-OAEP")]
     pub(crate) mechanism: String,
@@ -614,7 +612,7 @@ mod tests {
         // No mechanism given: the key's type decides (crypto.rs).
         assert_eq!(a.mech.mechanism, None);
         assert_eq!(a.out, "-");
-        assert_eq!(a.key.key, Id(vec![1]));
+        assert_eq!(a.key.id, Id(vec![1]));
         // Global options after the subcommand too.
         let cli =
             Cli::try_parse_from(["phonecsp", "tokens", "--handset", "pixel"]).expect("parses");

@@ -224,7 +224,7 @@ pub(crate) fn sign(cx: &Context, a: &SignArgs) -> Result<(), Failure> {
     let h = handset(cx)?;
     // The key's type decides the default mechanism, and its size the
     // checks; both before anything is sent.
-    let key = public_key(cx, &h, &a.token, &a.key.key.0)?;
+    let key = public_key(cx, &h, &a.key.token, &a.key.id.0)?;
     let der = check_der(a.der, &key)?;
     let resolved = resolve(&a.mech, default_mechanism(&key))?;
     if let Resolved::Streamed(s) = resolved {
@@ -232,12 +232,12 @@ pub(crate) fn sign(cx: &Context, a: &SignArgs) -> Result<(), Failure> {
             .map_err(|rv| Error::token(rv, "that mechanism is not one of this key's type"))?;
     }
     let input = prepare(resolved, &a.input, key.signature_len())?;
-    ensure_login(cx, &h, &a.token)?;
+    ensure_login(cx, &h, &a.key.token)?;
     let (mech, params) = input.wire();
     let notice = ApprovalNotice::start(cx);
     let sig = cx
         .client
-        .sign(&h, &a.token, &a.key.key.0, mech, &params, &input.data);
+        .sign(&h, &a.key.token, &a.key.id.0, mech, &params, &input.data);
     drop(notice);
     let mut sig = sig?;
     if der.is_some() {
@@ -249,7 +249,7 @@ pub(crate) fn sign(cx: &Context, a: &SignArgs) -> Result<(), Failure> {
 pub(crate) fn verify(cx: &Context, a: &VerifyArgs) -> Result<(), Failure> {
     let h = handset(cx)?;
     let mut signature = read_input(&a.signature)?;
-    let key = public_key(cx, &h, &a.token, &a.key.key.0)?;
+    let key = public_key(cx, &h, &a.key.token, &a.key.id.0)?;
     if let Some(curve) = check_der(a.der, &key)? {
         // A signature that is no DER is one that does not verify.
         signature = local::ecdsa_der_to_rs(&signature, curve).unwrap_or_default();
@@ -297,18 +297,18 @@ pub(crate) fn crypt(cx: &Context, a: &CryptArgs, decrypt: bool) -> Result<(), Fa
     let (mech, params) = enc.wire();
     let input = Zeroizing::new(read_input(&a.input)?);
     if decrypt {
-        ensure_login(cx, &h, &a.token)?;
+        ensure_login(cx, &h, &a.key.token)?;
         let notice = ApprovalNotice::start(cx);
         let pt = cx
             .client
-            .decrypt(&h, &a.token, &a.key.key.0, mech, &params, &input);
+            .decrypt(&h, &a.key.token, &a.key.id.0, mech, &params, &input);
         drop(notice);
         let pt = pt?;
         emit_bytes(cx, "plaintext", &a.out, &pt, true)
     } else {
         let ct = cx
             .client
-            .encrypt(&h, &a.token, &a.key.key.0, mech, &params, &input)?;
+            .encrypt(&h, &a.key.token, &a.key.id.0, mech, &params, &input)?;
         emit_bytes(cx, "ciphertext", &a.out, &ct, false)
     }
 }

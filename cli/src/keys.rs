@@ -7,7 +7,7 @@ use serde_json::json;
 use phonecsp::{EcKeyPairInfo, Error, KeyPairInfo, local};
 use phonecsp_protocol::ck::Curve;
 
-use crate::args::KeyType;
+use crate::args::{KeyType, PubkeyArgs};
 use crate::failure::Failure;
 use crate::id::Id;
 use crate::output::{emit_bytes, hex, say, say_list};
@@ -107,21 +107,15 @@ pub(crate) fn say_new_key(
 
 /// `phonecsp pubkey`: the public half of key `id`, as PEM or DER
 /// SubjectPublicKeyInfo or as an OpenSSH line.
-pub(crate) fn pubkey(
-    cx: &Context,
-    token: &str,
-    id: &Id,
-    format: &str,
-    out: &str,
-) -> Result<(), Failure> {
+pub(crate) fn pubkey(cx: &Context, a: &PubkeyArgs) -> Result<(), Failure> {
     let h = handset(cx)?;
-    let (key, label) = cx.client.public_key(&h, token, &id.0)?;
-    let bytes = match format {
+    let (key, label) = cx.client.public_key(&h, &a.key.token, &a.key.id.0)?;
+    let bytes = match a.format.as_str() {
         "der" => key.spki_der().map_err(Error::from)?,
         "openssh" => format!("{}\n", key.openssh(&label)).into_bytes(),
         _ => key.pem().map_err(Error::from)?.into_bytes(),
     };
-    emit_bytes(cx, "public_key", out, &bytes, false)
+    emit_bytes(cx, "public_key", &a.out, &bytes, false)
 }
 
 /// `phonecsp keys`: every key object, on the handset `--handset` names if

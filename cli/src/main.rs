@@ -104,12 +104,7 @@ fn dispatch(cx: &Context, command: Command) -> Result<(), Failure> {
             id,
             &label,
         ),
-        Command::Pubkey {
-            token,
-            key,
-            format,
-            out,
-        } => keys::pubkey(cx, &token, &key.key, &format, &out),
+        Command::Pubkey(a) => keys::pubkey(cx, &a),
         Command::Attest {
             verify: Some(file),
             nonce,
