@@ -175,18 +175,27 @@ mod tests {
 
     #[test]
     fn a_broken_announcement_is_an_error() {
-        for bad in [
-            &b"+CKANN: 1\r\n+CKANC: \"ssh\",1"[..],
-            b"+CKANN: 1\r\n+CKANC: \"ssh\",1,2\r\n+CKANC: \"ssh\",1,3",
-            b"+CKANN: 1\r\n+CKANC: \"\",1,2",
-            b"+CKANN: 1\r\n+CKANC: \"ssh\",4294967296,2",
-            b"+CKANN: 1\r\n+CKANC: \"ssh\",1,18446744073709551616",
-            b"+CKANC: \"ssh\",1,2\r\n+CKANN: 1",
-            b"+CKANN: 1\r\n+CKANN: 1",
-            b"\xff",
-            b"+CKANN: x",
+        for (bad, why) in [
+            (&b"+CKANN: 1\r\n+CKANC: \"ssh\",1"[..], "a field missing"),
+            (
+                b"+CKANN: 1\r\n+CKANC: \"ssh\",1,2\r\n+CKANC: \"ssh\",1,3",
+                "a container twice",
+            ),
+            (b"+CKANN: 1\r\n+CKANC: \"\",1,2", "an empty name"),
+            (
+                b"+CKANN: 1\r\n+CKANC: \"ssh\",4294967296,2",
+                "flags beyond 32 bits",
+            ),
+            (
+                b"+CKANN: 1\r\n+CKANC: \"ssh\",1,18446744073709551616",
+                "a version beyond 64 bits",
+            ),
+            (b"+CKANC: \"ssh\",1,2\r\n+CKANN: 1", "a container first"),
+            (b"+CKANN: 1\r\n+CKANN: 1", "the header twice"),
+            (b"\xff", "not text"),
+            (b"+CKANN: x", "a format that is no number"),
         ] {
-            assert!(Announcement::parse(bad).is_err(), "{:?}", bad);
+            assert!(Announcement::parse(bad).is_err(), "{why}: {bad:?}");
         }
     }
 

@@ -474,16 +474,17 @@ mod tests {
 
     #[test]
     fn capabilities_are_read_from_any_line() {
-        assert!(offers_binary(capabilities_line().as_bytes()));
-        assert!(offers_binary(b"+CKANN: 1\r\n+CKCAP: \"x bin1 y\""));
-        for p in [
-            &b""[..],
-            b"+CKCAP: \"bin2\"",
-            b"+CKCAP: 1",
-            b"\xff\xfe",
-            b"bin1",
+        let ours = capabilities_line();
+        for (p, offered) in [
+            (ours.as_bytes(), true),
+            (b"+CKANN: 1\r\n+CKCAP: \"x bin1 y\"", true),
+            (b"", false),
+            (b"+CKCAP: \"bin2\"", false),
+            (b"+CKCAP: 1", false),
+            (b"\xff\xfe", false),
+            (b"bin1", false),
         ] {
-            assert!(!offers_binary(p), "{p:?}");
+            assert_eq!(offers_binary(p), offered, "{p:?}");
         }
     }
 
