@@ -540,22 +540,30 @@ struct IdentityFile {
     noise_private: Zeroizing<[u8; 32]>,
 }
 
+/// Each object's id among its `kind` is 1 to `MAX_ID_LEN` bytes and
+/// used once: the computer names an object by its kind and id.
+fn check_ids<'a>(kind: &str, ids: impl Iterator<Item = &'a Vec<u8>>) -> Result<(), String> {
+    let ids: Vec<&Vec<u8>> = ids.collect();
+    for (i, id) in ids.iter().enumerate() {
+        if id.is_empty() || id.len() > MAX_ID_LEN {
+            return Err(format!("{kind} {i}: invalid id"));
+        }
+        if ids[..i].contains(id) {
+            return Err(format!("{kind} {i}: id used twice"));
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- store
 
-/// The handset's state directory.
+/// The handset's state directory. Its identity shows only its public
+/// key's fingerprint when printed.
+#[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
     name: String,
     identity: StaticKeypair,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("dir", &self.dir)
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
 }
 
 fn make_dir(path: &Path) -> Result<(), StoreError> {
@@ -1730,13 +1738,13 @@ impl Container {
         if self.salt.len() != SALT_LEN {
             return Err("invalid salt".into());
         }
+        if self.data.len() > MAX_DATA_OBJECTS {
+            return Err("too many data objects".into());
+        }
+        check_ids("key", self.keys.iter().map(|k| &k.id))?;
+        check_ids("certificate", self.certs.iter().map(|c| &c.id))?;
+        check_ids("data object", self.data.iter().map(|d| &d.id))?;
         for (i, k) in self.keys.iter().enumerate() {
-            if k.id.is_empty() || k.id.len() > MAX_ID_LEN {
-                return Err(format!("key {i}: invalid id"));
-            }
-            if self.keys[..i].iter().any(|o| o.id == k.id) {
-                return Err(format!("key {i}: id used twice"));
-            }
             if let Some(ec) = &k.ec {
                 let Some(curve) = ec.curve() else {
                     return Err(format!("key {i}: unknown curve"));
@@ -1762,26 +1770,11 @@ impl Container {
             }
         }
         for (i, c) in self.certs.iter().enumerate() {
-            if c.id.is_empty() || c.id.len() > MAX_ID_LEN {
-                return Err(format!("certificate {i}: invalid id"));
-            }
-            if self.certs[..i].iter().any(|o| o.id == c.id) {
-                return Err(format!("certificate {i}: id used twice"));
-            }
             if c.der.is_empty() || c.der.len() > MAX_CERT_LEN {
                 return Err(format!("certificate {i}: invalid length"));
             }
         }
-        if self.data.len() > MAX_DATA_OBJECTS {
-            return Err("too many data objects".into());
-        }
         for (i, d) in self.data.iter().enumerate() {
-            if d.id.is_empty() || d.id.len() > MAX_ID_LEN {
-                return Err(format!("data object {i}: invalid id"));
-            }
-            if self.data[..i].iter().any(|o| o.id == d.id) {
-                return Err(format!("data object {i}: id used twice"));
-            }
             if d.value.len() > MAX_DATA_OBJECT_LEN
                 || d.oid.len() > MAX_OBJECT_ID_LEN
                 || d.application.len() > MAX_LABEL_LEN
