@@ -14,7 +14,6 @@ use phonecsp_protocol::{
 use rsa::Oaep;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,7 +40,7 @@ pub fn run(load: &Load) -> Result<(), Error> {
         let (r, w) = tokio::io::split(a);
         let mut l = HostLink::open(r, w).await?;
         l.pair(&StaticKeypair::generate(), &code, "bench").await?;
-        l.call(&Request::Login { container: "bench".into(), pin: Zeroizing::new(b"123456".to_vec()) }).await?;
+        l.call(&Request::login("bench", b"123456")).await?;
         let di = [HashAlg::Sha256.digest_info_prefix(), &Sha256::digest(b"m")[..]].concat();
         let ct = key.to_public_key().encrypt(&mut rand::rngs::OsRng, Oaep::new::<sha1::Sha1>(), b"a 32-byte disk key, more or less")?;
         let req = match load.op {

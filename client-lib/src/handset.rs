@@ -68,10 +68,13 @@ pub trait Handset: HandsetLink + Send {
     }
 
     fn login(&mut self, container: &str, pin: &[u8]) -> impl Future<Output = Result<()>> + Send {
-        let request = Request::Login {
-            container: container.to_owned(),
-            pin: Zeroizing::new(pin.to_vec()),
-        };
+        self.done(Request::login(container, pin))
+    }
+
+    /// Sends a request whose answer is `OK` alone: a change of PIN or
+    /// PUK (made with [`Request::change_pin`] and its siblings), a
+    /// security officer's login or logout.
+    fn done(&mut self, request: Request) -> impl Future<Output = Result<()>> + Send {
         async move { expect!(self, request, Reply::Done => ()) }
     }
 
@@ -258,57 +261,6 @@ pub trait Handset: HandsetLink + Send {
 
     fn random(&mut self, len: u32) -> impl Future<Output = Result<Vec<u8>>> + Send {
         async move { expect!(self, Request::GenerateRandom { len }, Reply::Random(r) => r) }
-    }
-
-    fn change_pin(
-        &mut self,
-        container: &str,
-        old: &[u8],
-        new: &[u8],
-    ) -> impl Future<Output = Result<()>> + Send {
-        let request = Request::ChangePin {
-            container: container.to_owned(),
-            old: Zeroizing::new(old.to_vec()),
-            new: Zeroizing::new(new.to_vec()),
-        };
-        async move { expect!(self, request, Reply::Done => ()) }
-    }
-
-    /// `+CKSOLOGIN`: the security officer's login, with the PUK.
-    fn so_login(&mut self, container: &str, puk: &[u8]) -> impl Future<Output = Result<()>> + Send {
-        let request = Request::SoLogin {
-            container: container.to_owned(),
-            puk: Zeroizing::new(puk.to_vec()),
-        };
-        async move { expect!(self, request, Reply::Done => ()) }
-    }
-
-    fn so_logout(&mut self, container: &str) -> impl Future<Output = Result<()>> + Send {
-        let container = container.to_owned();
-        async move { expect!(self, Request::SoLogout { container }, Reply::Done => ()) }
-    }
-
-    /// `+CKINITPIN`: in a security officer's login, a new PIN.
-    fn init_pin(&mut self, container: &str, pin: &[u8]) -> impl Future<Output = Result<()>> + Send {
-        let request = Request::InitPin {
-            container: container.to_owned(),
-            pin: Zeroizing::new(pin.to_vec()),
-        };
-        async move { expect!(self, request, Reply::Done => ()) }
-    }
-
-    fn change_puk(
-        &mut self,
-        container: &str,
-        old: &[u8],
-        new: &[u8],
-    ) -> impl Future<Output = Result<()>> + Send {
-        let request = Request::ChangePuk {
-            container: container.to_owned(),
-            old: Zeroizing::new(old.to_vec()),
-            new: Zeroizing::new(new.to_vec()),
-        };
-        async move { expect!(self, request, Reply::Done => ()) }
     }
 
     fn put_certificate(

@@ -39,7 +39,7 @@ use phonecsp_protocol::limits::{
     MAX_OBJECT_ID_LEN, MAX_PIN_LEN, MAX_PRIVATE_KEY_LEN, MAX_RANDOM_LEN, MIN_NONCE_LEN,
     RSA_KEY_BITS,
 };
-use phonecsp_protocol::message::{DataObject, program_text, token_flags};
+use phonecsp_protocol::message::{DataObject, Request, program_text, token_flags};
 use phonecsp_protocol::noise::fingerprint;
 use phonecsp_protocol::pake::AnyPairingCode;
 use phonecsp_protocol::{CkRv, Curve, HashAlg, ObjectClass};
@@ -1164,7 +1164,7 @@ impl Call<'_> {
         let before = logins.stamp(self.handset, self.token);
         let r = self
             .handset()
-            .change_pin(self.token, old_pin, new_pin)
+            .done(Request::change_pin(self.token, old_pin, new_pin))
             .await;
         // Right or wrong, the old PIN was checked against the counter.
         self.inner.public_changed(self.handset, self.token, false);
@@ -1184,7 +1184,7 @@ impl Call<'_> {
     ) -> Result<T> {
         let _turn = self.inner.so_turn.lock().await;
         let mut handset = self.handset();
-        let login = handset.so_login(self.token, puk).await;
+        let login = handset.done(Request::so_login(self.token, puk)).await;
         // Right or wrong, the PUK's counter moved, and what `then` does
         // (a new PIN) changes the token: what is kept of it is stale.
         self.inner.public_changed(self.handset, self.token, false);
@@ -1193,7 +1193,10 @@ impl Call<'_> {
         }
         let r = then(&mut handset).await;
         self.inner.public_changed(self.handset, self.token, false);
-        if let Err(e) = handset.so_logout(self.token).await {
+        let logout = Request::SoLogout {
+            container: self.token.to_owned(),
+        };
+        if let Err(e) = handset.done(logout).await {
             log::debug!("PUK logout of {}/{}: {e}", self.handset, self.token);
         }
         r
@@ -1253,8 +1256,10 @@ impl Call<'_> {
             let logins = &self.inner.logins;
             let before = logins.stamp(self.handset, self.token);
             let token = self.token;
-            self.with_puk(puk, async |h| Ok(h.init_pin(token, new_pin).await?))
-                .await?;
+            self.with_puk(puk, async |h| {
+                h.done(Request::init_pin(token, new_pin)).await
+            })
+            .await?;
             logins.forget_until(self.handset, self.token, before);
             log::info!("{}/{}: a new PIN was set with the PUK", self.handset, token);
             Ok(())
@@ -1270,7 +1275,7 @@ impl Call<'_> {
             self.session()?;
             let r = self
                 .handset()
-                .change_puk(self.token, old_puk, new_puk)
+                .done(Request::change_puk(self.token, old_puk, new_puk))
                 .await;
             self.inner.public_changed(self.handset, self.token, false);
             match self.watch(r, None) {

@@ -115,9 +115,7 @@ async fn call<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 
 /// Logs in to the `ssh` container with the right PIN.
 async fn log_in<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(l: &mut HostLink<R, W>) {
-    let container = "ssh".into();
-    let pin = Zeroizing::new(PIN.to_vec());
-    call(l, Request::Login { container, pin }).await.unwrap();
+    call(l, Request::login("ssh", PIN)).await.unwrap();
 }
 
 /// The `ssh` container's token information.
@@ -215,8 +213,7 @@ async fn exercise<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(l: &mut HostLink<
     di.extend_from_slice(&digest);
     let pkcs1 = sign(KEY_ID, SignMechanism::Pkcs1, di.clone());
     assert_eq!(call(l, pkcs1.clone()).await, Err(CkRv::USER_NOT_LOGGED_IN));
-    let pin = Zeroizing::new(PIN.to_vec());
-    answer!(l, Request::Login { container: ssh(), pin }, Reply::Done => ());
+    answer!(l, Request::login("ssh", PIN), Reply::Done => ());
 
     let sig = answer!(l, pkcs1, Reply::Signature(s) => s);
     pk.verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &sig)
@@ -446,26 +443,16 @@ async fn paired(dir: &Path) -> (Duplex, StaticKeypair, [u8; 32]) {
 async fn wrong_pin_lockout_survives_restart_and_pin_change_rewraps() {
     let dir = tempfile::tempdir().unwrap();
     let (mut l, host, key) = paired(dir.path()).await;
-    let login = |pin: &[u8]| Request::Login {
-        container: "ssh".into(),
-        pin: Zeroizing::new(pin.to_vec()),
-    };
+    let login = |pin: &[u8]| Request::login("ssh", pin);
     assert_eq!(call(&mut l, login(b"0000")).await, Err(CkRv::PIN_INCORRECT));
     let t = ssh_info(&mut l).await;
     assert_eq!(t.retries_left, 4);
     assert_ne!(t.flags & token_flags::PIN_COUNT_LOW, 0);
 
     // Change the PIN; the old one fails, the new one works and the key still signs.
-    call(
-        &mut l,
-        Request::ChangePin {
-            container: "ssh".into(),
-            old: Zeroizing::new(PIN.to_vec()),
-            new: Zeroizing::new(b"654321".to_vec()),
-        },
-    )
-    .await
-    .unwrap();
+    call(&mut l, Request::change_pin("ssh", PIN, b"654321"))
+        .await
+        .unwrap();
     assert_eq!(call(&mut l, login(PIN)).await, Err(CkRv::PIN_INCORRECT));
     call(&mut l, login(b"654321")).await.unwrap();
     let di = [HashAlg::Sha256.digest_info_prefix(), &[7u8; 32][..]].concat();
@@ -508,14 +495,7 @@ async fn unauthorised_and_revoked_hosts_are_refused() {
         Err(CkRv::TOKEN_NOT_PRESENT)
     );
     assert_eq!(
-        call(
-            &mut l,
-            Request::Login {
-                container: "disk".into(),
-                pin: Zeroizing::new(PIN.to_vec())
-            }
-        )
-        .await,
+        call(&mut l, Request::login("disk", PIN)).await,
         Err(CkRv::TOKEN_NOT_PRESENT)
     );
 
@@ -693,10 +673,7 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
     let host = StaticKeypair::generate();
     let mut l = duplex(manager(dir.path(), approver)).await;
     l.pair(&host, &code, "laptop").await.unwrap();
-    let empty = || Request::Login {
-        container: "ssh".into(),
-        pin: Zeroizing::new(Vec::new()),
-    };
+    let empty = || Request::login("ssh", b"");
 
     // Not allowed while the container takes its PIN from the computer.
     assert_eq!(call(&mut l, empty()).await, Err(CkRv::PIN_LEN_RANGE));
@@ -735,10 +712,7 @@ async fn pin_typed_on_the_phone_never_crosses_the_link() {
 async fn the_audit_log_records_a_session_and_the_owner() {
     let dir = tempfile::tempdir().unwrap();
     let (mut l, _, _) = paired(dir.path()).await;
-    let wrong = Request::Login {
-        container: ssh(),
-        pin: Zeroizing::new(b"999999".to_vec()),
-    };
+    let wrong = Request::login("ssh", b"999999");
     assert_eq!(call(&mut l, wrong).await, Err(CkRv::PIN_INCORRECT));
     log_in(&mut l).await;
     let di = [HashAlg::Sha256.digest_info_prefix(), &[3; 32][..]].concat();
@@ -838,10 +812,7 @@ async fn pin_typed_through_the_real_pinentry_tty() {
             String::from_utf8_lossy(&seen).into_owned()
         })
     };
-    let empty = || Request::Login {
-        container: "ssh".into(),
-        pin: Zeroizing::new(Vec::new()),
-    };
+    let empty = || Request::login("ssh", b"");
     let typing = person(b"999999\r");
     assert_eq!(call(&mut l, empty()).await, Err(CkRv::PIN_INCORRECT));
     let shown = typing.join().unwrap();

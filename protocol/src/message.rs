@@ -457,6 +457,50 @@ impl Field<'_> {
     }
 }
 
+/// The requests that carry a PIN or PUK, made from borrowed bytes: the
+/// copy each keeps is wiped when the request is dropped.
+impl Request {
+    /// `+CKLOGIN`: the user's login; an empty PIN is typed on the phone.
+    pub fn login(container: &str, pin: &[u8]) -> Request {
+        let (container, pin) = (container.to_owned(), Pin::new(pin.to_vec()));
+        Request::Login { container, pin }
+    }
+
+    /// `+CKSOLOGIN`: the security officer's login, with the PUK.
+    pub fn so_login(container: &str, puk: &[u8]) -> Request {
+        let (container, puk) = (container.to_owned(), Pin::new(puk.to_vec()));
+        Request::SoLogin { container, puk }
+    }
+
+    /// `+CKINITPIN`: in a security officer's login, a new PIN.
+    pub fn init_pin(container: &str, pin: &[u8]) -> Request {
+        let (container, pin) = (container.to_owned(), Pin::new(pin.to_vec()));
+        Request::InitPin { container, pin }
+    }
+
+    /// `+CKPIN`: a new PIN, with the old one as proof.
+    pub fn change_pin(container: &str, old: &[u8], new: &[u8]) -> Request {
+        let (old, new) = (Pin::new(old.to_vec()), Pin::new(new.to_vec()));
+        let container = container.to_owned();
+        Request::ChangePin {
+            container,
+            old,
+            new,
+        }
+    }
+
+    /// `+CKPUK`: a new PUK, with the old one as proof.
+    pub fn change_puk(container: &str, old: &[u8], new: &[u8]) -> Request {
+        let (old, new) = (Pin::new(old.to_vec()), Pin::new(new.to_vec()));
+        let container = container.to_owned();
+        Request::ChangePuk {
+            container,
+            old,
+            new,
+        }
+    }
+}
+
 impl Request {
     /// The command's name, for logs (never its parameters).
     pub fn name(&self) -> &'static str {
