@@ -26,4 +26,4 @@ pub use ck::{CkRv, Curve, DecryptMechanism, HashAlg, ObjectClass, SignMechanism}
 pub use host::{HostLink, LinkError, LinkStats};
 pub use message::{Command, InnerOutcome, Reply, Request, VersionInfo};
 pub use noise::{PairingCode, Session, StaticKeypair};
-pub use responder::{Handler, Responder};
+pub use responder::{Asker, Handler, Responder};

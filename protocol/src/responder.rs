@@ -16,6 +16,28 @@ use crate::noise::{
 };
 use zeroize::Zeroizing;
 
+/// Who asks for a request: the host the session authenticated, and the
+/// program on that host the request names. The program is the host's word
+/// only: untrusted display text for a prompt (section 7.23 of
+/// docs/protocol.md), never a ground for a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Asker<'a> {
+    /// The host's static Noise key, as the handshake proved it.
+    pub host: [u8; 32],
+    /// The program the request names, if it names one.
+    pub program: Option<&'a str>,
+}
+
+impl Asker<'_> {
+    /// `host`, for a request that names no program.
+    pub fn host(host: [u8; 32]) -> Asker<'static> {
+        Asker {
+            host,
+            program: None,
+        }
+    }
+}
+
 /// What the responder needs from the handset's security manager.
 pub trait Handler {
     /// The handset's static Noise key.
@@ -34,20 +56,9 @@ pub trait Handler {
     fn pairing_completed(&mut self, host: [u8; 32], host_name: &str) -> bool;
     /// A pairing attempt failed (likely a wrong code).
     fn pairing_failed(&mut self);
-    /// Executes one request for the authenticated `host`.
-    fn execute(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv>;
-    /// Executes one request that names the program on the host it is for
-    /// (untrusted display text, section 7.23 of docs/protocol.md). A
-    /// handler that shows no prompt has no use for it.
-    fn execute_for(
-        &mut self,
-        host: &[u8; 32],
-        request: Request,
-        program: Option<&str>,
-    ) -> Result<Reply, CkRv> {
-        let _ = program;
-        self.execute(host, request)
-    }
+    /// Executes one request for whoever asks (the host and the program on
+    /// it the request names).
+    fn execute(&mut self, asker: &Asker<'_>, request: Request) -> Result<Reply, CkRv>;
     /// The session with `host` ended: drop its logins (or keep them for a
     /// grace period, section 5.7).
     fn session_ended(&mut self, host: &[u8; 32]);
@@ -232,7 +243,11 @@ impl Responder {
         let response = match request.map(Request::parse_for) {
             None | Some(Err(_)) => Zeroizing::new("ERROR".to_owned()),
             Some(Ok((request, program))) => {
-                match handler.execute_for(&host, request, program.as_deref()) {
+                let asker = Asker {
+                    host,
+                    program: program.as_deref(),
+                };
+                match handler.execute(&asker, request) {
                     Ok(reply) => reply
                         .encode()
                         .unwrap_or_else(|_| Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR))),

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use crate::ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
 use crate::message::{DataObject, Reply, Request};
 use crate::noise::{PairingCode, StaticKeypair};
-use crate::responder::Handler;
+use crate::responder::{Asker, Handler};
 
 /// How a [`TestHandset`] answers a request.
 pub type Answer = Box<dyn FnMut(&Request) -> Result<Reply, CkRv> + Send>;
@@ -93,18 +93,10 @@ impl Handler for TestHandset {
     fn pairing_failed(&mut self) {
         self.failed_pairings += 1;
     }
-    fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
+    fn execute(&mut self, asker: &Asker<'_>, request: Request) -> Result<Reply, CkRv> {
         self.executed += 1;
+        self.program = asker.program.map(str::to_owned);
         (self.answer)(&request)
-    }
-    fn execute_for(
-        &mut self,
-        host: &[u8; 32],
-        request: Request,
-        program: Option<&str>,
-    ) -> Result<Reply, CkRv> {
-        self.program = program.map(str::to_owned);
-        self.execute(host, request)
     }
     fn session_ended(&mut self, _host: &[u8; 32]) {
         self.sessions_ended += 1;
