@@ -443,22 +443,22 @@ pub struct Manager {
     approver: Approver,
     audit: AuditLog,
     /// Key-encrypting keys of the containers each host's session logged in to.
-    logins: HashMap<([u8; 32], String), Kek>,
+    logins: PerHost<Kek>,
     /// Logins of sessions that ended, within their grace period.
-    kept: HashMap<([u8; 32], String), Kept>,
+    kept: PerHost<Kept>,
     /// When each host with a session up was last heard from.
     heard: HashMap<[u8; 32], Instant>,
     /// (computer, container) whose operations the owner allowed for a
     /// while, and until when. In memory only.
-    allowed: HashMap<([u8; 32], String), Instant>,
+    allowed: PerHost<Instant>,
     /// Security officers' logins (with the PUK), kept apart from the user's
     /// so that neither replaces the other: they only set a new PIN or PUK.
-    so_logins: HashMap<([u8; 32], String), Kek>,
+    so_logins: PerHost<Kek>,
     /// PINs remembered after a right login (docs/store.md, "Remembering a
     /// PIN"): how long, and per (computer, container) a keyed hash of the
     /// PIN with the container key it opened.
     pin_memory: Duration,
-    remembered: HashMap<([u8; 32], String), Remembered>,
+    remembered: PerHost<Remembered>,
     /// The key of those hashes: random, in this process's memory only.
     pin_key: Zeroizing<[u8; 32]>,
     /// `hosts.json` as last read, under its stamp then (`None`: missing).
@@ -469,6 +469,24 @@ pub struct Manager {
     /// they changed.
     #[cfg(test)]
     reads: std::sync::atomic::AtomicUsize,
+}
+
+/// What the manager holds per (computer, container).
+type PerHost<V> = HashMap<([u8; 32], String), V>;
+
+/// Takes `host`'s entries out of `map`.
+fn take_host<V>(map: &mut PerHost<V>, host: &[u8; 32]) -> Vec<(([u8; 32], String), V)> {
+    let mine: Vec<_> = map.keys().filter(|(h, _)| h == host).cloned().collect();
+    mine.iter()
+        .filter_map(|key| map.remove_entry(key))
+        .collect()
+}
+
+/// Ends `host`'s login (a user's or a security officer's) to `container`.
+fn log_out<V>(map: &mut PerHost<V>, host: &[u8; 32], container: String) -> Result<Reply, CkRv> {
+    map.remove(&(*host, container))
+        .map(|_| Reply::Done)
+        .ok_or(CkRv::USER_NOT_LOGGED_IN)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -510,16 +528,7 @@ impl Manager {
     fn restore(&mut self, host: &[u8; 32], hosts: &Hosts, host_name: &str) {
         let now = Instant::now();
         self.kept.retain(|_, k| k.until > now);
-        let mine: Vec<_> = self
-            .kept
-            .keys()
-            .filter(|(h, _)| h == host)
-            .cloned()
-            .collect();
-        for key in mine {
-            let Some(kept) = self.kept.remove(&key) else {
-                continue;
-            };
+        for (key, kept) in take_host(&mut self.kept, host) {
             let name = &key.1;
             let still = self.container(hosts, host, name).is_ok_and(|c| {
                 !c.is_locked() && !c.grace().is_zero() && kept.heard + c.grace() > now
@@ -859,11 +868,7 @@ impl Manager {
                 self.logins.insert(key, kek);
                 Ok(Reply::Done)
             }
-            Request::Logout { .. } => self
-                .logins
-                .remove(&(*host, name))
-                .map(|_| Reply::Done)
-                .ok_or(CkRv::USER_NOT_LOGGED_IN),
+            Request::Logout { .. } => log_out(&mut self.logins, host, name),
             Request::ChangePin { old, new, .. } => {
                 c.change_pin(&self.store, &old, &new).map_err(store_rv)?;
                 // Every session's key-encrypting key for it is now stale,
@@ -879,11 +884,7 @@ impl Manager {
                 self.so_logins.insert((*host, name), so);
                 Ok(Reply::Done)
             }
-            Request::SoLogout { .. } => self
-                .so_logins
-                .remove(&(*host, name))
-                .map(|_| Reply::Done)
-                .ok_or(CkRv::USER_NOT_LOGGED_IN),
+            Request::SoLogout { .. } => log_out(&mut self.so_logins, host, name),
             Request::InitPin { pin, .. } => {
                 let so = self
                     .so_logins
@@ -1272,16 +1273,7 @@ impl Handler for Manager {
     fn session_ended(&mut self, host: &[u8; 32]) {
         let now = Instant::now();
         let heard = self.heard.remove(host).unwrap_or(now);
-        let mine: Vec<_> = self
-            .logins
-            .keys()
-            .filter(|(h, _)| h == host)
-            .cloned()
-            .collect();
-        for key in mine {
-            let Some(kek) = self.logins.remove(&key) else {
-                continue;
-            };
+        for (key, kek) in take_host(&mut self.logins, host) {
             let grace = match self.store.load_container(&key.1) {
                 Ok(c) => c.grace(),
                 Err(_) => continue,
@@ -1456,6 +1448,18 @@ mod tests {
             })
             .unwrap();
         store
+    }
+
+    /// A manager of `store` whose owner says yes to every prompt, and the
+    /// file to which the prompt command writes what `shown` prints (a
+    /// shell command, run with the prompt's environment) each time.
+    fn approving(store: Store, shown: &str) -> (Manager, std::path::PathBuf) {
+        let asked = store.dir().join("asked");
+        let approver = Approver {
+            command: Some(format!("{shown} > {}", asked.display())),
+            ..Approver::default()
+        };
+        (Manager::new(store, approver), asked)
     }
 
     fn sign(container: &str, id: u8) -> Request {
@@ -1675,16 +1679,8 @@ mod tests {
     #[test]
     fn the_prompt_names_the_program() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let asked = dir.path().join("asked");
-        let approver = Approver {
-            command: Some(format!(
-                "printf '%s|%s' \"$PHONECSP_PROMPT\" \"$PHONECSP_PROGRAM\" > {}",
-                asked.display()
-            )),
-            ..Approver::default()
-        };
-        let mut m = Manager::new(store, approver);
+        let shown = "printf '%s|%s' \"$PHONECSP_PROMPT\" \"$PHONECSP_PROGRAM\"";
+        let (mut m, asked) = approving(store(dir.path()), shown);
         assert!(matches!(m.ask(login("ssh")), Ok(Reply::Done)));
         let r = m.ask_for("ssh-\u{202e}agent (pid 7)", sign("ssh", 1));
         assert!(matches!(r, Ok(Reply::Signature(_))), "{r:?}");
@@ -1711,16 +1707,7 @@ mod tests {
     fn an_import_is_approved_checked_and_recorded_as_imported() {
         use rsa::pkcs8::EncodePrivateKey;
         let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let asked = dir.path().join("asked");
-        let approver = Approver {
-            command: Some(format!(
-                "printf '%s' \"$PHONECSP_PROMPT\" > {}",
-                asked.display()
-            )),
-            ..Approver::default()
-        };
-        let mut m = Manager::new(store, approver);
+        let (mut m, asked) = approving(store(dir.path()), "printf '%s' \"$PHONECSP_PROMPT\"");
         let import = |id: &[u8], der: &[u8]| Request::ImportKey {
             container: "ssh".into(),
             id: id.to_vec(),
@@ -1887,17 +1874,7 @@ mod tests {
         v["keys"][0]["wrapped"]["ct"] = damaged_ct.clone().into();
         std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
 
-        let asked = dir.path().join("asked");
-        let approver = Approver {
-            command: Some(format!(
-                "echo \"$PHONECSP_OPERATION\" >> {}",
-                asked.display()
-            )),
-            terminal: false,
-            timeout: None,
-            ..Approver::default()
-        };
-        let mut m = Manager::new(store, approver);
+        let (mut m, asked) = approving(store, "echo \"$PHONECSP_OPERATION\"");
         logged();
         assert_eq!(m.ask(sign("ssh", 1)).unwrap_err(), CkRv::USER_NOT_LOGGED_IN);
         assert!(matches!(m.ask(login("ssh")), Ok(Reply::Done)));
