@@ -18,6 +18,7 @@ pub mod message;
 pub mod noise;
 pub mod pake;
 pub mod responder;
+pub mod secret;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
