@@ -8,7 +8,9 @@ use crate::link::{BoxStream, Connector, LinkHandle, LinkSettings, LinkState, Lin
 use crate::state::State;
 use phonecsp_protocol::ck::cka;
 use phonecsp_protocol::message::{ObjectEntry, TokenInfo, token_flags};
-use phonecsp_protocol::{CkRv, Handler, ObjectClass, Reply, Request, Responder, StaticKeypair};
+use phonecsp_protocol::{
+    Asker, CkRv, Handler, ObjectClass, Reply, Request, Responder, StaticKeypair,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,7 +130,7 @@ impl Phone {
 }
 
 impl Handler for Phone {
-    fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
+    fn execute(&mut self, _asker: &Asker<'_>, request: Request) -> Result<Reply, CkRv> {
         if let Request::GenerateRandom { len } = request {
             if let Ok(mut t) = self.token.lock() {
                 t.seen.push(request.name());

@@ -25,7 +25,7 @@ use phonecsp_protocol::ck::{Curve, cka};
 use phonecsp_protocol::limits::MAX_PROGRAM_LEN;
 use phonecsp_protocol::message::{ContainerEntry, ObjectEntry, TokenInfo, token_flags};
 use phonecsp_protocol::noise::fingerprint;
-use phonecsp_protocol::{CkRv, Handler, ObjectClass, Reply, Request, StaticKeypair};
+use phonecsp_protocol::{Asker, CkRv, Handler, ObjectClass, Reply, Request, StaticKeypair};
 use rand::RngCore;
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -443,22 +443,22 @@ pub struct Manager {
     approver: Approver,
     audit: AuditLog,
     /// Key-encrypting keys of the containers each host's session logged in to.
-    logins: HashMap<([u8; 32], String), Kek>,
+    logins: PerHost<Kek>,
     /// Logins of sessions that ended, within their grace period.
-    kept: HashMap<([u8; 32], String), Kept>,
+    kept: PerHost<Kept>,
     /// When each host with a session up was last heard from.
     heard: HashMap<[u8; 32], Instant>,
     /// (computer, container) whose operations the owner allowed for a
     /// while, and until when. In memory only.
-    allowed: HashMap<([u8; 32], String), Instant>,
+    allowed: PerHost<Instant>,
     /// Security officers' logins (with the PUK), kept apart from the user's
     /// so that neither replaces the other: they only set a new PIN or PUK.
-    so_logins: HashMap<([u8; 32], String), Kek>,
+    so_logins: PerHost<Kek>,
     /// PINs remembered after a right login (docs/store.md, "Remembering a
     /// PIN"): how long, and per (computer, container) a keyed hash of the
     /// PIN with the container key it opened.
     pin_memory: Duration,
-    remembered: HashMap<([u8; 32], String), Remembered>,
+    remembered: PerHost<Remembered>,
     /// The key of those hashes: random, in this process's memory only.
     pin_key: Zeroizing<[u8; 32]>,
     /// `hosts.json` as last read, under its stamp then (`None`: missing).
@@ -469,6 +469,24 @@ pub struct Manager {
     /// they changed.
     #[cfg(test)]
     reads: std::sync::atomic::AtomicUsize,
+}
+
+/// What the manager holds per (computer, container).
+type PerHost<V> = HashMap<([u8; 32], String), V>;
+
+/// Takes `host`'s entries out of `map`.
+fn take_host<V>(map: &mut PerHost<V>, host: &[u8; 32]) -> Vec<(([u8; 32], String), V)> {
+    let mine: Vec<_> = map.keys().filter(|(h, _)| h == host).cloned().collect();
+    mine.iter()
+        .filter_map(|key| map.remove_entry(key))
+        .collect()
+}
+
+/// Ends `host`'s login (a user's or a security officer's) to `container`.
+fn log_out<V>(map: &mut PerHost<V>, host: &[u8; 32], container: String) -> Result<Reply, CkRv> {
+    map.remove(&(*host, container))
+        .map(|_| Reply::Done)
+        .ok_or(CkRv::USER_NOT_LOGGED_IN)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -510,16 +528,7 @@ impl Manager {
     fn restore(&mut self, host: &[u8; 32], hosts: &Hosts, host_name: &str) {
         let now = Instant::now();
         self.kept.retain(|_, k| k.until > now);
-        let mine: Vec<_> = self
-            .kept
-            .keys()
-            .filter(|(h, _)| h == host)
-            .cloned()
-            .collect();
-        for key in mine {
-            let Some(kept) = self.kept.remove(&key) else {
-                continue;
-            };
+        for (key, kept) in take_host(&mut self.kept, host) {
             let name = &key.1;
             let still = self.container(hosts, host, name).is_ok_and(|c| {
                 !c.is_locked() && !c.grace().is_zero() && kept.heard + c.grace() > now
@@ -732,12 +741,9 @@ impl Manager {
         self.store.save_container(c).map_err(store_rv)
     }
 
-    fn run(
-        &mut self,
-        host: &[u8; 32],
-        request: Request,
-        program: Option<&str>,
-    ) -> Result<Reply, CkRv> {
+    /// What [`Handler::execute`] does, before the audit log sees it.
+    fn run(&mut self, asker: &Asker<'_>, request: Request) -> Result<Reply, CkRv> {
+        let host = &asker.host;
         if let Request::GenerateRandom { len } = request {
             let mut out = vec![0u8; len as usize];
             rand::rngs::OsRng.fill_bytes(&mut out);
@@ -787,7 +793,7 @@ impl Manager {
                 let key = key_id_of(&request)
                     .and_then(|id| c.key(id))
                     .map(|k| k.label.as_str());
-                let program = shown_program(program);
+                let program = shown_program(asker.program);
                 let approval =
                     self.approver
                         .approve(&host_name, &name, op, key, program.as_deref());
@@ -862,11 +868,7 @@ impl Manager {
                 self.logins.insert(key, kek);
                 Ok(Reply::Done)
             }
-            Request::Logout { .. } => self
-                .logins
-                .remove(&(*host, name))
-                .map(|_| Reply::Done)
-                .ok_or(CkRv::USER_NOT_LOGGED_IN),
+            Request::Logout { .. } => log_out(&mut self.logins, host, name),
             Request::ChangePin { old, new, .. } => {
                 c.change_pin(&self.store, &old, &new).map_err(store_rv)?;
                 // Every session's key-encrypting key for it is now stale,
@@ -882,11 +884,7 @@ impl Manager {
                 self.so_logins.insert((*host, name), so);
                 Ok(Reply::Done)
             }
-            Request::SoLogout { .. } => self
-                .so_logins
-                .remove(&(*host, name))
-                .map(|_| Reply::Done)
-                .ok_or(CkRv::USER_NOT_LOGGED_IN),
+            Request::SoLogout { .. } => log_out(&mut self.so_logins, host, name),
             Request::InitPin { pin, .. } => {
                 let so = self
                     .so_logins
@@ -1246,31 +1244,24 @@ impl Handler for Manager {
         }
     }
 
-    fn execute(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
-        self.execute_for(host, request, None)
-    }
-
-    fn execute_for(
-        &mut self,
-        host: &[u8; 32],
-        request: Request,
-        program: Option<&str>,
-    ) -> Result<Reply, CkRv> {
+    /// Runs the request and audits it, with the program the computer named
+    /// cleaned as the prompt shows it.
+    fn execute(&mut self, asker: &Asker<'_>, request: Request) -> Result<Reply, CkRv> {
         let what = request.name();
         let audited = audit_event(&request).map(|event| {
             let of = AuditedRequest {
                 container: request.container().map(str::to_owned),
                 key: audited_key(&request),
-                program: shown_program(program),
+                program: shown_program(asker.program),
             };
             (event, of)
         });
-        let r = self.run(host, request, program);
+        let r = self.run(asker, request);
         if let Err(rv) = &r {
-            log::debug!("{what} from {}: {rv}", fingerprint(host));
+            log::debug!("{what} from {}: {rv}", fingerprint(&asker.host));
         }
         if let Some((event, of)) = audited {
-            self.audit(host, event, &of, &r);
+            self.audit(&asker.host, event, &of, &r);
         }
         r
     }
@@ -1282,16 +1273,7 @@ impl Handler for Manager {
     fn session_ended(&mut self, host: &[u8; 32]) {
         let now = Instant::now();
         let heard = self.heard.remove(host).unwrap_or(now);
-        let mine: Vec<_> = self
-            .logins
-            .keys()
-            .filter(|(h, _)| h == host)
-            .cloned()
-            .collect();
-        for key in mine {
-            let Some(kek) = self.logins.remove(&key) else {
-                continue;
-            };
+        for (key, kek) in take_host(&mut self.logins, host) {
             let grace = match self.store.load_container(&key.1) {
                 Ok(c) => c.grace(),
                 Err(_) => continue,
@@ -1404,6 +1386,25 @@ mod tests {
     const PIN: &[u8] = b"123456";
     const HOST: [u8; 32] = [7; 32];
 
+    /// [`HOST`] asks the manager, for no program or for the one named.
+    trait Ask {
+        fn ask(&mut self, request: Request) -> Result<Reply, CkRv>;
+        fn ask_for(&mut self, program: &str, request: Request) -> Result<Reply, CkRv>;
+    }
+
+    impl Ask for Manager {
+        fn ask(&mut self, request: Request) -> Result<Reply, CkRv> {
+            self.execute(&Asker::host(HOST), request)
+        }
+        fn ask_for(&mut self, program: &str, request: Request) -> Result<Reply, CkRv> {
+            let asker = Asker {
+                host: HOST,
+                program: Some(program),
+            };
+            self.execute(&asker, request)
+        }
+    }
+
     /// Every line logged by this test process.
     static LOGGED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -1449,6 +1450,18 @@ mod tests {
         store
     }
 
+    /// A manager of `store` whose owner says yes to every prompt, and the
+    /// file to which the prompt command writes what `shown` prints (a
+    /// shell command, run with the prompt's environment) each time.
+    fn approving(store: Store, shown: &str) -> (Manager, std::path::PathBuf) {
+        let asked = store.dir().join("asked");
+        let approver = Approver {
+            command: Some(format!("{shown} > {}", asked.display())),
+            ..Approver::default()
+        };
+        (Manager::new(store, approver), asked)
+    }
+
     fn sign(container: &str, id: u8) -> Request {
         Request::Sign {
             container: container.into(),
@@ -1469,7 +1482,7 @@ mod tests {
         let request = Request::TokenInfo {
             container: container.into(),
         };
-        match m.execute(&HOST, request) {
+        match m.ask(request) {
             Ok(Reply::TokenInfo(t)) => t.retries_left,
             other => panic!("{other:?}"),
         }
@@ -1479,7 +1492,7 @@ mod tests {
         let request = Request::TokenInfo {
             container: container.into(),
         };
-        match m.execute(&HOST, request) {
+        match m.ask(request) {
             Ok(Reply::TokenInfo(t)) => t,
             other => panic!("{other:?}"),
         }
@@ -1509,36 +1522,27 @@ mod tests {
             container: "web".into(),
             pin: Zeroizing::new(b"4321".to_vec()),
         };
-        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        assert!(matches!(m.ask(login("web")), Ok(Reply::Done)));
         let t = info(&mut m, "web");
         assert_eq!(t.so_retries_left, crate::store::MAX_PUK_TRIES);
         assert_eq!(t.flags & token_flags::PUK_SET, token_flags::PUK_SET);
         assert_eq!(info(&mut m, "ssh").flags & token_flags::PUK_SET, 0);
-        assert_eq!(
-            m.execute(&HOST, init()).unwrap_err(),
-            CkRv::USER_NOT_LOGGED_IN
-        );
+        assert_eq!(m.ask(init()).unwrap_err(), CkRv::USER_NOT_LOGGED_IN);
         for _ in 0..crate::store::MAX_PIN_TRIES {
             let wrong = Request::Login {
                 container: "web".into(),
                 pin: Zeroizing::new(b"0000".to_vec()),
             };
-            let _ = m.execute(&HOST, wrong);
+            let _ = m.ask(wrong);
         }
         assert_ne!(info(&mut m, "web").flags & token_flags::PIN_LOCKED, 0);
-        assert_eq!(
-            m.execute(&HOST, puk(b"99999999")).unwrap_err(),
-            CkRv::PIN_INCORRECT
-        );
+        assert_eq!(m.ask(puk(b"99999999")).unwrap_err(), CkRv::PIN_INCORRECT);
         let t = info(&mut m, "web");
         assert_eq!(t.so_retries_left, crate::store::MAX_PUK_TRIES - 1);
         assert_ne!(t.flags & token_flags::SO_PIN_COUNT_LOW, 0);
-        assert!(matches!(
-            m.execute(&HOST, puk(b"12345678")),
-            Ok(Reply::Done)
-        ));
+        assert!(matches!(m.ask(puk(b"12345678")), Ok(Reply::Done)));
         assert_ne!(info(&mut m, "web").flags & token_flags::SO_LOGGED_IN, 0);
-        assert!(matches!(m.execute(&HOST, init()), Ok(Reply::Done)));
+        assert!(matches!(m.ask(init()), Ok(Reply::Done)));
         let t = info(&mut m, "web");
         assert_eq!(
             t.flags & (token_flags::PIN_LOCKED | token_flags::LOGGED_IN),
@@ -1548,34 +1552,22 @@ mod tests {
         let logout = || Request::SoLogout {
             container: "web".into(),
         };
-        assert!(matches!(m.execute(&HOST, logout()), Ok(Reply::Done)));
-        assert_eq!(
-            m.execute(&HOST, logout()).unwrap_err(),
-            CkRv::USER_NOT_LOGGED_IN
-        );
+        assert!(matches!(m.ask(logout()), Ok(Reply::Done)));
+        assert_eq!(m.ask(logout()).unwrap_err(), CkRv::USER_NOT_LOGGED_IN);
         let new_login = Request::Login {
             container: "web".into(),
             pin: Zeroizing::new(b"4321".to_vec()),
         };
-        assert!(matches!(m.execute(&HOST, new_login), Ok(Reply::Done)));
-        assert!(matches!(
-            m.execute(&HOST, sign("web", 1)),
-            Ok(Reply::Signature(_))
-        ));
+        assert!(matches!(m.ask(new_login), Ok(Reply::Done)));
+        assert!(matches!(m.ask(sign("web", 1)), Ok(Reply::Signature(_))));
         let change = Request::ChangePuk {
             container: "web".into(),
             old: Zeroizing::new(b"12345678".to_vec()),
             new: Zeroizing::new(b"87654321".to_vec()),
         };
-        assert!(matches!(m.execute(&HOST, change), Ok(Reply::Done)));
-        assert_eq!(
-            m.execute(&HOST, puk(b"12345678")).unwrap_err(),
-            CkRv::PIN_INCORRECT
-        );
-        assert!(matches!(
-            m.execute(&HOST, puk(b"87654321")),
-            Ok(Reply::Done)
-        ));
+        assert!(matches!(m.ask(change), Ok(Reply::Done)));
+        assert_eq!(m.ask(puk(b"12345678")).unwrap_err(), CkRv::PIN_INCORRECT);
+        assert!(matches!(m.ask(puk(b"87654321")), Ok(Reply::Done)));
     }
 
     fn set_grace(store: &Store, container: &str, secs: u32) {
@@ -1597,7 +1589,7 @@ mod tests {
         let stamp = || std::fs::metadata(&file).unwrap().modified().unwrap();
         let mut m = Manager::new(store, Approver::default());
         m.remember_pins_for(Duration::from_secs(600));
-        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        assert!(matches!(m.ask(login("web")), Ok(Reply::Done)));
         let after_first = stamp();
         // Remembered: the file (where every derivation's try is counted
         // and given back) is not written.
@@ -1605,10 +1597,10 @@ mod tests {
             let logout = Request::Logout {
                 container: "web".into(),
             };
-            assert!(matches!(m.execute(&HOST, logout), Ok(Reply::Done)));
-            assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+            assert!(matches!(m.ask(logout), Ok(Reply::Done)));
+            assert!(matches!(m.ask(login("web")), Ok(Reply::Done)));
             assert_eq!(stamp(), after_first);
-            let r = m.execute(&HOST, sign("web", 1));
+            let r = m.ask(sign("web", 1));
             assert!(matches!(r, Ok(Reply::Signature(_))), "{r:?}");
         }
         // A wrong PIN goes the whole way and is counted.
@@ -1616,17 +1608,17 @@ mod tests {
             container: "web".into(),
             pin: Zeroizing::new(b"0000".to_vec()),
         };
-        assert_eq!(m.execute(&HOST, wrong).unwrap_err(), CkRv::PIN_INCORRECT);
+        assert_eq!(m.ask(wrong).unwrap_err(), CkRv::PIN_INCORRECT);
         assert_eq!(retries(&mut m, "web"), crate::store::MAX_PIN_TRIES - 1);
         // A PIN change forgets it.
-        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        assert!(matches!(m.ask(login("web")), Ok(Reply::Done)));
         let change = Request::ChangePin {
             container: "web".into(),
             old: Zeroizing::new(PIN.to_vec()),
             new: Zeroizing::new(b"654321".to_vec()),
         };
-        assert!(matches!(m.execute(&HOST, change), Ok(Reply::Done)));
-        let old_pin = m.execute(&HOST, login("web"));
+        assert!(matches!(m.ask(change), Ok(Reply::Done)));
+        let old_pin = m.ask(login("web"));
         assert_eq!(old_pin.unwrap_err(), CkRv::PIN_INCORRECT);
         // With no memory, every login derives.
         m.remember_pins_for(Duration::ZERO);
@@ -1634,9 +1626,9 @@ mod tests {
             container: "web".into(),
             pin: Zeroizing::new(b"654321".to_vec()),
         };
-        assert!(matches!(m.execute(&HOST, new_login()), Ok(Reply::Done)));
+        assert!(matches!(m.ask(new_login()), Ok(Reply::Done)));
         let before = stamp();
-        assert!(matches!(m.execute(&HOST, new_login()), Ok(Reply::Done)));
+        assert!(matches!(m.ask(new_login()), Ok(Reply::Done)));
         assert_ne!(stamp(), before);
     }
 
@@ -1651,7 +1643,7 @@ mod tests {
         set_grace(&store, "web", 0);
         let mut m = Manager::new(Store::open(dir.path()).unwrap(), Approver::default());
         for c in ["ssh", "web"] {
-            assert!(matches!(m.execute(&HOST, login(c)), Ok(Reply::Done)));
+            assert!(matches!(m.ask(login(c)), Ok(Reply::Done)));
         }
         m.session_heard(&HOST);
         m.session_ended(&HOST);
@@ -1671,14 +1663,14 @@ mod tests {
 
         // A PIN change ends kept logins too.
         set_grace(&store, "ssh", 300);
-        assert!(matches!(m.execute(&HOST, login("ssh")), Ok(Reply::Done)));
+        assert!(matches!(m.ask(login("ssh")), Ok(Reply::Done)));
         m.session_ended(&HOST);
         let change = Request::ChangePin {
             container: "ssh".into(),
             old: Zeroizing::new(PIN.to_vec()),
             new: Zeroizing::new(b"654321".to_vec()),
         };
-        assert!(matches!(m.execute(&HOST, change), Ok(Reply::Done)));
+        assert!(matches!(m.ask(change), Ok(Reply::Done)));
         assert!(!logged_in(&mut m, "ssh"));
     }
 
@@ -1687,18 +1679,10 @@ mod tests {
     #[test]
     fn the_prompt_names_the_program() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let asked = dir.path().join("asked");
-        let approver = Approver {
-            command: Some(format!(
-                "printf '%s|%s' \"$PHONECSP_PROMPT\" \"$PHONECSP_PROGRAM\" > {}",
-                asked.display()
-            )),
-            ..Approver::default()
-        };
-        let mut m = Manager::new(store, approver);
-        assert!(matches!(m.execute(&HOST, login("ssh")), Ok(Reply::Done)));
-        let r = m.execute_for(&HOST, sign("ssh", 1), Some("ssh-\u{202e}agent (pid 7)"));
+        let shown = "printf '%s|%s' \"$PHONECSP_PROMPT\" \"$PHONECSP_PROGRAM\"";
+        let (mut m, asked) = approving(store(dir.path()), shown);
+        assert!(matches!(m.ask(login("ssh")), Ok(Reply::Done)));
+        let r = m.ask_for("ssh-\u{202e}agent (pid 7)", sign("ssh", 1));
         assert!(matches!(r, Ok(Reply::Signature(_))), "{r:?}");
         assert_eq!(
             std::fs::read_to_string(&asked).unwrap(),
@@ -1706,7 +1690,7 @@ mod tests {
              for ssh-agent (pid 7)|ssh-agent (pid 7)"
         );
         // Without a program, the prompt is as before and the variable unset.
-        let r = m.execute(&HOST, sign("ssh", 1));
+        let r = m.ask(sign("ssh", 1));
         assert!(matches!(r, Ok(Reply::Signature(_))), "{r:?}");
         assert_eq!(
             std::fs::read_to_string(&asked).unwrap(),
@@ -1723,16 +1707,7 @@ mod tests {
     fn an_import_is_approved_checked_and_recorded_as_imported() {
         use rsa::pkcs8::EncodePrivateKey;
         let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let asked = dir.path().join("asked");
-        let approver = Approver {
-            command: Some(format!(
-                "printf '%s' \"$PHONECSP_PROMPT\" > {}",
-                asked.display()
-            )),
-            ..Approver::default()
-        };
-        let mut m = Manager::new(store, approver);
+        let (mut m, asked) = approving(store(dir.path()), "printf '%s' \"$PHONECSP_PROMPT\"");
         let import = |id: &[u8], der: &[u8]| Request::ImportKey {
             container: "ssh".into(),
             id: id.to_vec(),
@@ -1741,10 +1716,10 @@ mod tests {
         };
         let good = crypto::test_key().to_pkcs8_der().unwrap();
         assert_eq!(
-            m.execute(&HOST, import(&[9], good.as_bytes())).unwrap_err(),
+            m.ask(import(&[9], good.as_bytes())).unwrap_err(),
             CkRv::USER_NOT_LOGGED_IN
         );
-        assert!(matches!(m.execute(&HOST, login("ssh")), Ok(Reply::Done)));
+        assert!(matches!(m.ask(login("ssh")), Ok(Reply::Done)));
         let file = dir.path().join("containers/ssh.json");
         let before = std::fs::read(&file).unwrap();
         let small = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).unwrap();
@@ -1770,10 +1745,10 @@ mod tests {
             ("existing id", der, CkRv::ATTRIBUTE_VALUE_INVALID),
         ] {
             let id: &[u8] = if what == "existing id" { &[1] } else { &[9] };
-            assert_eq!(m.execute(&HOST, import(id, bad)).unwrap_err(), rv, "{what}");
+            assert_eq!(m.ask(import(id, bad)).unwrap_err(), rv, "{what}");
             assert_eq!(std::fs::read(&file).unwrap(), before, "{what}");
         }
-        let r = m.execute_for(&HOST, import(&[9], der), Some("phonecsp (pid 9)"));
+        let r = m.ask_for("phonecsp (pid 9)", import(&[9], der));
         match r {
             Ok(Reply::KeyPair { id, modulus, .. }) => {
                 assert_eq!(id, vec![9]);
@@ -1788,21 +1763,18 @@ mod tests {
         // An Ed25519 key (RFC 8410) is answered as a generated EC key is,
         // and is recorded as imported too.
         let seed = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-        match m.execute(&HOST, import(&[10], &ed25519)) {
+        match m.ask(import(&[10], &ed25519)) {
             Ok(Reply::EcKeyPair { id, point }) => {
                 assert_eq!(id, vec![10]);
                 assert_eq!(point, seed.verifying_key().to_bytes().to_vec());
             }
             other => panic!("{other:?}"),
         }
-        let mut attrs = |id: u8| match m.execute(
-            &HOST,
-            Request::GetAttributes {
-                container: "ssh".into(),
-                class: ObjectClass::PrivateKey,
-                id: vec![id],
-            },
-        ) {
+        let mut attrs = |id: u8| match m.ask(Request::GetAttributes {
+            container: "ssh".into(),
+            class: ObjectClass::PrivateKey,
+            id: vec![id],
+        }) {
             Ok(Reply::Attributes(a)) => a,
             other => panic!("{other:?}"),
         };
@@ -1812,10 +1784,7 @@ mod tests {
             assert!(generated.contains(&(t, vec![1])), "{t:x}");
         }
         // The imported key signs.
-        assert!(matches!(
-            m.execute(&HOST, sign("ssh", 9)),
-            Ok(Reply::Signature(_))
-        ));
+        assert!(matches!(m.ask(sign("ssh", 9)), Ok(Reply::Signature(_))));
         assert!(ec.contains(&(cka::KEY_TYPE, ulong(u64::from(Curve::Ed25519.key_type())))));
         for t in [cka::LOCAL, cka::NEVER_EXTRACTABLE, cka::ALWAYS_SENSITIVE] {
             assert!(ec.contains(&(t, vec![0])), "{t:x}");
@@ -1848,7 +1817,7 @@ mod tests {
             handset_key: pinned_noise,
             attestation_key: pinned_attest,
         };
-        let statement = match m.execute(&HOST, attest(1)) {
+        let statement = match m.ask(attest(1)) {
             Ok(Reply::Attestation(s)) => s,
             other => panic!("{other:?}"),
         };
@@ -1856,12 +1825,9 @@ mod tests {
         assert!(s.local());
         assert_eq!((s.container.as_str(), s.label.as_str()), ("ssh", "ssh key"));
         assert_eq!(s.policy, "confirm");
-        assert_eq!(
-            m.execute(&HOST, attest(9)).unwrap_err(),
-            CkRv::OBJECT_HANDLE_INVALID
-        );
+        assert_eq!(m.ask(attest(9)).unwrap_err(), CkRv::OBJECT_HANDLE_INVALID);
         // An imported key's statement says it was not made here.
-        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
+        assert!(matches!(m.ask(login("web")), Ok(Reply::Done)));
         let der = crypto::test_key().to_pkcs8_der().unwrap();
         let import = Request::ImportKey {
             container: "web".into(),
@@ -1869,16 +1835,13 @@ mod tests {
             label: String::new(),
             pkcs8: Zeroizing::new(der.as_bytes().to_vec()),
         };
-        assert!(matches!(
-            m.execute(&HOST, import),
-            Ok(Reply::KeyPair { .. })
-        ));
+        assert!(matches!(m.ask(import), Ok(Reply::KeyPair { .. })));
         let request = Request::Attest {
             container: "web".into(),
             id: vec![9],
             nonce: vec![3; 16],
         };
-        let Ok(Reply::Attestation(statement)) = m.execute(&HOST, request) else {
+        let Ok(Reply::Attestation(statement)) = m.ask(request) else {
             panic!("no statement");
         };
         let s = check(&statement, &pinned, Some(&[3; 16])).unwrap();
@@ -1911,29 +1874,13 @@ mod tests {
         v["keys"][0]["wrapped"]["ct"] = damaged_ct.clone().into();
         std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
 
-        let asked = dir.path().join("asked");
-        let approver = Approver {
-            command: Some(format!(
-                "echo \"$PHONECSP_OPERATION\" >> {}",
-                asked.display()
-            )),
-            terminal: false,
-            timeout: None,
-            ..Approver::default()
-        };
-        let mut m = Manager::new(store, approver);
+        let (mut m, asked) = approving(store, "echo \"$PHONECSP_OPERATION\"");
         logged();
-        assert_eq!(
-            m.execute(&HOST, sign("ssh", 1)).unwrap_err(),
-            CkRv::USER_NOT_LOGGED_IN
-        );
-        assert!(matches!(m.execute(&HOST, login("ssh")), Ok(Reply::Done)));
+        assert_eq!(m.ask(sign("ssh", 1)).unwrap_err(), CkRv::USER_NOT_LOGGED_IN);
+        assert!(matches!(m.ask(login("ssh")), Ok(Reply::Done)));
         assert_eq!(retries(&mut m, "ssh"), crate::store::MAX_PIN_TRIES);
 
-        assert_eq!(
-            m.execute(&HOST, sign("ssh", 1)).unwrap_err(),
-            CkRv::DEVICE_ERROR
-        );
+        assert_eq!(m.ask(sign("ssh", 1)).unwrap_err(), CkRv::DEVICE_ERROR);
         assert!(!asked.exists(), "the owner was asked about a damaged key");
         let lines = logged();
         assert!(
@@ -1945,16 +1892,10 @@ mod tests {
             assert!(!l.contains("123456") && !l.contains(&damaged_ct), "{l}");
         }
 
-        assert!(matches!(
-            m.execute(&HOST, sign("ssh", 2)),
-            Ok(Reply::Signature(_))
-        ));
+        assert!(matches!(m.ask(sign("ssh", 2)), Ok(Reply::Signature(_))));
         assert!(asked.exists());
-        assert!(matches!(m.execute(&HOST, login("web")), Ok(Reply::Done)));
-        assert!(matches!(
-            m.execute(&HOST, sign("web", 1)),
-            Ok(Reply::Signature(_))
-        ));
+        assert!(matches!(m.ask(login("web")), Ok(Reply::Done)));
+        assert!(matches!(m.ask(sign("web", 1)), Ok(Reply::Signature(_))));
         assert_eq!(retries(&mut m, "ssh"), crate::store::MAX_PIN_TRIES);
 
         let list = Request::FindObjects {
@@ -1963,7 +1904,7 @@ mod tests {
             id: None,
             label: None,
         };
-        match m.execute(&HOST, list) {
+        match m.ask(list) {
             Ok(Reply::Objects(o)) => assert_eq!(o.len(), 2),
             other => panic!("{other:?}"),
         }
@@ -1974,7 +1915,7 @@ mod tests {
     }
 
     fn list(m: &mut Manager) -> Vec<String> {
-        match m.execute(&HOST, Request::ListContainers) {
+        match m.ask(Request::ListContainers) {
             Ok(Reply::Containers(c)) => c.into_iter().map(|c| c.name).collect(),
             other => panic!("{other:?}"),
         }
@@ -2007,12 +1948,9 @@ mod tests {
             .unwrap();
         assert_eq!(list(&mut m), ["ssh"]);
         assert_eq!(
-            m.execute(
-                &HOST,
-                Request::TokenInfo {
-                    container: "web".into()
-                }
-            ),
+            m.ask(Request::TokenInfo {
+                container: "web".into()
+            }),
             Err(CkRv::TOKEN_NOT_PRESENT)
         );
         assert!(announced(&mut m).get("web").is_none());
@@ -2026,7 +1964,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let flags = match m.execute(&HOST, Request::ListContainers) {
+        let flags = match m.ask(Request::ListContainers) {
             Ok(Reply::Containers(c)) => c[1].flags,
             other => panic!("{other:?}"),
         };
@@ -2091,7 +2029,7 @@ mod tests {
         assert_ne!(v(&a, "ssh"), v(&a, "web"));
 
         // A right PIN changes nothing a host sees.
-        m.execute(&HOST, login("web")).unwrap();
+        m.ask(login("web")).unwrap();
         m.session_ended(&HOST);
         assert_eq!(v(&announced(&mut m), "web"), v(&a, "web"));
 
@@ -2100,12 +2038,12 @@ mod tests {
             container: "web".into(),
             pin: Zeroizing::new(b"000000".to_vec()),
         };
-        assert_eq!(m.execute(&HOST, wrong), Err(CkRv::PIN_INCORRECT));
+        assert_eq!(m.ask(wrong), Err(CkRv::PIN_INCORRECT));
         let b = announced(&mut m);
         assert_ne!(v(&b, "web"), v(&a, "web"));
         assert_eq!(v(&b, "ssh"), v(&a, "ssh"));
         assert_ne!(b.get("web").unwrap().flags & token_flags::PIN_COUNT_LOW, 0);
-        m.execute(&HOST, login("ssh")).unwrap();
+        m.ask(login("ssh")).unwrap();
         let put = Request::PutData {
             container: "ssh".into(),
             object: phonecsp_protocol::message::DataObject {
@@ -2116,7 +2054,7 @@ mod tests {
                 value: b"hello".to_vec(),
             },
         };
-        m.execute(&HOST, put).unwrap();
+        m.ask(put).unwrap();
         m.session_ended(&HOST);
         assert_ne!(v(&announced(&mut m), "ssh"), v(&a, "ssh"));
 

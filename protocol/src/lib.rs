@@ -18,6 +18,7 @@ pub mod message;
 pub mod noise;
 pub mod pake;
 pub mod responder;
+pub mod secret;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -26,4 +27,4 @@ pub use ck::{CkRv, Curve, DecryptMechanism, HashAlg, ObjectClass, SignMechanism}
 pub use host::{HostLink, LinkError, LinkStats};
 pub use message::{Command, InnerOutcome, Reply, Request, VersionInfo};
 pub use noise::{PairingCode, Session, StaticKeypair};
-pub use responder::{Handler, Responder};
+pub use responder::{Asker, Handler, Responder};

@@ -1383,6 +1383,21 @@ impl Reply {
                 _ => Err(ParseError::Syntax("expected exactly one information line")),
             }
         };
+        // Most answers are one information line, named as the command, of
+        // one base64 parameter.
+        let value = || -> Result<Vec<u8>, ParseError> {
+            let p = one(request.name())?;
+            p.expect_count(1, 1)?;
+            p.bytes(0)
+        };
+        let ec_key_pair = || -> Result<Reply, ParseError> {
+            let p = one("+CKGENEC")?;
+            p.expect_count(2, 2)?;
+            Ok(Reply::EcKeyPair {
+                id: p.bytes(0)?,
+                point: p.bytes(1)?,
+            })
+        };
         let reply = match request {
             Request::Login { .. }
             | Request::Logout { .. }
@@ -1449,27 +1464,14 @@ impl Reply {
                 }
                 Reply::Attributes(out)
             }
-            Request::Sign { .. } => {
-                let p = one("+CKSIGN")?;
-                p.expect_count(1, 1)?;
-                Reply::Signature(p.bytes(0)?)
-            }
-            Request::Decrypt { .. } => {
-                let p = one("+CKDEC")?;
-                p.expect_count(1, 1)?;
-                Reply::Plaintext(Zeroizing::new(p.bytes(0)?))
-            }
+            Request::Sign { .. } => Reply::Signature(value()?),
+            Request::Decrypt { .. } => Reply::Plaintext(Zeroizing::new(value()?)),
             // An imported key is reported as a generated one of its kind
             // is: an RSA key with +CKGEN, an EC key with +CKGENEC.
             Request::ImportKey { .. }
                 if lines.first().is_some_and(|l| l.starts_with("+CKGENEC:")) =>
             {
-                let p = one("+CKGENEC")?;
-                p.expect_count(2, 2)?;
-                Reply::EcKeyPair {
-                    id: p.bytes(0)?,
-                    point: p.bytes(1)?,
-                }
+                ec_key_pair()?
             }
             Request::GenerateKeyPair { .. } | Request::ImportKey { .. } => {
                 let p = one("+CKGEN")?;
@@ -1480,34 +1482,11 @@ impl Reply {
                     exponent: p.bytes(2)?,
                 }
             }
-            Request::GenerateEcKeyPair { .. } => {
-                let p = one("+CKGENEC")?;
-                p.expect_count(2, 2)?;
-                Reply::EcKeyPair {
-                    id: p.bytes(0)?,
-                    point: p.bytes(1)?,
-                }
-            }
-            Request::Derive { .. } => {
-                let p = one("+CKDERIVE")?;
-                p.expect_count(1, 1)?;
-                Reply::Derived(Zeroizing::new(p.bytes(0)?))
-            }
-            Request::GenerateRandom { .. } => {
-                let p = one("+CKRAND")?;
-                p.expect_count(1, 1)?;
-                Reply::Random(p.bytes(0)?)
-            }
-            Request::Rewrap { .. } => {
-                let p = one("+CKREWRAP")?;
-                p.expect_count(1, 1)?;
-                Reply::Rewrapped(p.bytes(0)?)
-            }
-            Request::Attest { .. } => {
-                let p = one("+CKATTEST")?;
-                p.expect_count(1, 1)?;
-                Reply::Attestation(p.bytes(0)?)
-            }
+            Request::GenerateEcKeyPair { .. } => ec_key_pair()?,
+            Request::Derive { .. } => Reply::Derived(Zeroizing::new(value()?)),
+            Request::GenerateRandom { .. } => Reply::Random(value()?),
+            Request::Rewrap { .. } => Reply::Rewrapped(value()?),
+            Request::Attest { .. } => Reply::Attestation(value()?),
         };
         Ok(InnerOutcome::Done(reply))
     }
@@ -1631,36 +1610,30 @@ mod tests {
             class: ObjectClass::PublicKey,
             id: vec![9],
         });
-        roundtrip(Request::Sign {
-            container: c.clone(),
-            id: vec![1],
-            mechanism: SignMechanism::Pkcs1,
-            data: vec![7; 51],
-        });
-        roundtrip(Request::Sign {
-            container: c.clone(),
-            id: vec![1],
-            mechanism: SignMechanism::Pss {
-                hash: HashAlg::Sha384,
-                salt_len: 48,
-            },
-            data: vec![7; 48],
-        });
-        roundtrip(Request::Decrypt {
-            container: c.clone(),
-            id: vec![1],
-            mechanism: DecryptMechanism::Pkcs1,
-            data: vec![1; 256],
-        });
-        roundtrip(Request::Decrypt {
-            container: c.clone(),
-            id: vec![1],
-            mechanism: DecryptMechanism::Oaep {
-                hash: HashAlg::Sha256,
-                label: b"l".to_vec(),
-            },
-            data: vec![1; 256],
-        });
+        let pss = SignMechanism::Pss {
+            hash: HashAlg::Sha384,
+            salt_len: 48,
+        };
+        for (mechanism, data) in [(SignMechanism::Pkcs1, vec![7; 51]), (pss, vec![7; 48])] {
+            roundtrip(Request::Sign {
+                container: c.clone(),
+                id: vec![1],
+                mechanism,
+                data,
+            });
+        }
+        let oaep = DecryptMechanism::Oaep {
+            hash: HashAlg::Sha256,
+            label: b"l".to_vec(),
+        };
+        for mechanism in [DecryptMechanism::Pkcs1, oaep] {
+            roundtrip(Request::Decrypt {
+                container: c.clone(),
+                id: vec![1],
+                mechanism,
+                data: vec![1; 256],
+            });
+        }
         roundtrip(Request::GenerateKeyPair {
             container: c.clone(),
             bits: 2048,

@@ -7,8 +7,9 @@
 //! `Noise_KK_25519_ChaChaPoly_BLAKE2s`. A frame that fails to decrypt
 //! (replayed, reordered, altered) poisons the [`Session`] for good.
 
+use crate::secret::SecretCode;
 use blake2::{Blake2s256, Digest};
-use rand::RngCore;
+use rand::{Rng, RngCore};
 use snow::params::NoiseParams;
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -123,20 +124,12 @@ const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 /// A one-time pairing code: 128 random bits, shown as base32 in groups of
 /// four (`ABCD-EFGH-...`) so a person can read and type it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PairingCode(Zeroizing<[u8; PAIRING_CODE_BYTES]>);
-
-impl std::fmt::Debug for PairingCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PairingCode(..)")
-    }
-}
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PairingCode(SecretCode<PAIRING_CODE_BYTES>);
 
 impl PairingCode {
     pub fn generate() -> PairingCode {
-        let mut b = Zeroizing::new([0u8; PAIRING_CODE_BYTES]);
-        rand::rngs::OsRng.fill_bytes(b.as_mut());
-        PairingCode(b)
+        PairingCode(SecretCode::generate(|rng| rng.r#gen()))
     }
 
     /// The printable form (26 base32 characters in groups of four).
@@ -209,7 +202,7 @@ impl PairingCode {
         if bits != 0 {
             return Err(NoiseError::BadCode("not a code this program made"));
         }
-        Ok(PairingCode(out))
+        Ok(PairingCode(out.into()))
     }
 
     /// The 32-byte PSK the handshake mixes in.

@@ -7,6 +7,7 @@
 //! phone, which withdraws the code after a few failures.
 
 use crate::noise::NoiseError;
+use crate::secret::SecretCode;
 use blake2::{Blake2s256, Digest};
 use rand::Rng;
 use spake2::{Ed25519Group, Identity, Password, Spake2};
@@ -21,23 +22,12 @@ const HANDSET_IDENTITY: &[u8] = b"phonecsp handset";
 const PSK_LABEL: &[u8] = b"phonecsp pake psk v1";
 
 /// An eight-digit one-time pairing code, shown as `1234-5678`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ShortCode(Zeroizing<[u8; SHORT_CODE_DIGITS]>);
-
-impl std::fmt::Debug for ShortCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ShortCode(..)")
-    }
-}
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ShortCode(SecretCode<SHORT_CODE_DIGITS>);
 
 impl ShortCode {
     pub fn generate() -> ShortCode {
-        let mut rng = rand::rngs::OsRng;
-        let mut d = Zeroizing::new([0u8; SHORT_CODE_DIGITS]);
-        for x in d.iter_mut() {
-            *x = b'0' + rng.gen_range(0..10u8);
-        }
-        ShortCode(d)
+        ShortCode(SecretCode::generate(|rng| b'0' + rng.gen_range(0..10u8)))
     }
 
     /// Eight digits; spaces and `-` anywhere are ignored.
@@ -54,7 +44,7 @@ impl ShortCode {
         if n != SHORT_CODE_DIGITS {
             return Err(NoiseError::BadCode("a short code is eight digits"));
         }
-        Ok(ShortCode(d))
+        Ok(ShortCode(d.into()))
     }
 
     pub fn display(&self) -> Zeroizing<String> {

@@ -16,6 +16,28 @@ use crate::noise::{
 };
 use zeroize::Zeroizing;
 
+/// Who asks for a request: the host the session authenticated, and the
+/// program on that host the request names. The program is the host's word
+/// only: untrusted display text for a prompt (section 7.23 of
+/// docs/protocol.md), never a ground for a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Asker<'a> {
+    /// The host's static Noise key, as the handshake proved it.
+    pub host: [u8; 32],
+    /// The program the request names, if it names one.
+    pub program: Option<&'a str>,
+}
+
+impl Asker<'_> {
+    /// `host`, for a request that names no program.
+    pub fn host(host: [u8; 32]) -> Asker<'static> {
+        Asker {
+            host,
+            program: None,
+        }
+    }
+}
+
 /// What the responder needs from the handset's security manager.
 pub trait Handler {
     /// The handset's static Noise key.
@@ -34,20 +56,9 @@ pub trait Handler {
     fn pairing_completed(&mut self, host: [u8; 32], host_name: &str) -> bool;
     /// A pairing attempt failed (likely a wrong code).
     fn pairing_failed(&mut self);
-    /// Executes one request for the authenticated `host`.
-    fn execute(&mut self, host: &[u8; 32], request: Request) -> Result<Reply, CkRv>;
-    /// Executes one request that names the program on the host it is for
-    /// (untrusted display text, section 7.23 of docs/protocol.md). A
-    /// handler that shows no prompt has no use for it.
-    fn execute_for(
-        &mut self,
-        host: &[u8; 32],
-        request: Request,
-        program: Option<&str>,
-    ) -> Result<Reply, CkRv> {
-        let _ = program;
-        self.execute(host, request)
-    }
+    /// Executes one request for whoever asks (the host and the program on
+    /// it the request names).
+    fn execute(&mut self, asker: &Asker<'_>, request: Request) -> Result<Reply, CkRv>;
     /// The session with `host` ended: drop its logins (or keep them for a
     /// grace period, section 5.7).
     fn session_ended(&mut self, host: &[u8; 32]);
@@ -232,7 +243,11 @@ impl Responder {
         let response = match request.map(Request::parse_for) {
             None | Some(Err(_)) => Zeroizing::new("ERROR".to_owned()),
             Some(Ok((request, program))) => {
-                match handler.execute_for(&host, request, program.as_deref()) {
+                let asker = Asker {
+                    host,
+                    program: program.as_deref(),
+                };
+                match handler.execute(&asker, request) {
                     Ok(reply) => reply
                         .encode()
                         .unwrap_or_else(|_| Zeroizing::new(ckr_line(CkRv::GENERAL_ERROR))),
@@ -531,7 +546,23 @@ mod tests {
             .collect()
     }
 
-    fn hs_reply(lines: &[String]) -> Vec<u8> {
+    /// A responder with lines of `max_line` and echo off, and a handset
+    /// as [`handset`] makes it.
+    fn linked(max_line: usize) -> (Responder, TestHandset, PairingCode) {
+        let (mut h, code) = handset();
+        let mut r = Responder::new(max_line, "test");
+        exchange(&mut r, &mut h, &Command::Echo(false));
+        (r, h, code)
+    }
+
+    /// Sends one handshake message; returns the handset's answer to it.
+    fn handshake(
+        r: &mut Responder,
+        h: &mut TestHandset,
+        kind: HandshakeKind,
+        message: Vec<u8>,
+    ) -> Vec<u8> {
+        let lines = exchange(r, h, &Command::Handshake { kind, message });
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(lines[1], "OK");
         let p = crate::message::info_params(&lines[0], "+CKHS").unwrap();
@@ -541,24 +572,29 @@ mod tests {
     fn pair(r: &mut Responder, h: &mut TestHandset, code: &PairingCode) -> Session {
         let host = StaticKeypair::generate();
         let (hp, m1) = HostPairing::start(&host, code).unwrap();
-        let m2 = hs_reply(&exchange(
-            r,
-            h,
-            &Command::Handshake {
-                kind: HandshakeKind::Pair,
-                message: m1,
-            },
-        ));
+        let m2 = handshake(r, h, HandshakeKind::Pair, m1);
         let (finish, m3) = hp.respond(&m2, "laptop").unwrap();
-        let confirm = hs_reply(&exchange(
-            r,
-            h,
-            &Command::Handshake {
-                kind: HandshakeKind::Pair,
-                message: m3,
-            },
-        ));
+        let confirm = handshake(r, h, HandshakeKind::Pair, m3);
         finish.confirm(&confirm).unwrap().0
+    }
+
+    /// A responder in a session with a newly paired host, over 4096-byte
+    /// lines.
+    fn paired() -> (Responder, TestHandset, Session) {
+        let (mut r, mut h, code) = linked(4096);
+        let session = pair(&mut r, &mut h, &code);
+        (r, h, session)
+    }
+
+    /// Sends `plain` in one text frame; returns the lines of the answer.
+    fn text_call(
+        r: &mut Responder,
+        h: &mut TestHandset,
+        s: &mut Session,
+        plain: &[u8],
+    ) -> Vec<String> {
+        let part = s.encrypt(plain).unwrap();
+        exchange(r, h, &Command::Frame { part, more: false })
     }
 
     /// Regression: message 1 of XXpsk3 is 48 bytes, not 32, so a host that
@@ -567,20 +603,11 @@ mod tests {
     /// counted as a failed pairing attempt).
     #[test]
     fn second_message1_restarts_pairing() {
-        let (mut h, code) = handset();
-        let mut r = Responder::new(4096, "test");
-        exchange(&mut r, &mut h, &Command::Echo(false));
+        let (mut r, mut h, code) = linked(4096);
         let host = StaticKeypair::generate();
         let (_abandoned, m1) = HostPairing::start(&host, &code).unwrap();
         assert_eq!(m1.len(), XX_MESSAGE1_LEN);
-        hs_reply(&exchange(
-            &mut r,
-            &mut h,
-            &Command::Handshake {
-                kind: HandshakeKind::Pair,
-                message: m1,
-            },
-        ));
+        handshake(&mut r, &mut h, HandshakeKind::Pair, m1);
         let _session = pair(&mut r, &mut h, &code);
         assert_eq!((h.paired, h.failed_pairings), (1, 0));
         assert!(r.in_session());
@@ -591,10 +618,7 @@ mod tests {
     /// program reaches the handler.
     #[test]
     fn a_host_is_heard_by_frames_and_probes_and_its_program_is_passed_on() {
-        let (mut h, code) = handset();
-        let mut r = Responder::new(4096, "test");
-        exchange(&mut r, &mut h, &Command::Echo(false));
-        let mut session = pair(&mut r, &mut h, &code);
+        let (mut r, mut h, mut session) = paired();
         assert_eq!(h.heard, 0);
         exchange(&mut r, &mut h, &Command::Attention);
         assert_eq!(h.heard, 1);
@@ -603,8 +627,7 @@ mod tests {
             id: vec![1],
         };
         let line = sign.encode_for(Some("ssh-agent (pid 7)")).unwrap();
-        let part = session.encrypt(line.as_bytes()).unwrap();
-        let lines = exchange(&mut r, &mut h, &Command::Frame { part, more: false });
+        let lines = text_call(&mut r, &mut h, &mut session, line.as_bytes());
         assert_eq!(lines.last().map(String::as_str), Some("OK"), "{lines:?}");
         assert_eq!(
             (h.heard, h.program.as_deref()),
@@ -620,20 +643,9 @@ mod tests {
     /// `+CKR: CKR_GENERAL_ERROR`; the session survives.
     #[test]
     fn oversized_reply_is_a_token_error() {
-        let (mut h, code) = handset();
-        let mut r = Responder::new(4096, "test");
-        exchange(&mut r, &mut h, &Command::Echo(false));
-        let mut session = pair(&mut r, &mut h, &code);
+        let (mut r, mut h, mut session) = paired();
         h.answer = Box::new(|_| Ok(Reply::Random(vec![0; MAX_NOISE_MESSAGE])));
-        let ct = session.encrypt(b"+CKRAND=1").unwrap();
-        let lines = exchange(
-            &mut r,
-            &mut h,
-            &Command::Frame {
-                part: ct,
-                more: false,
-            },
-        );
+        let lines = text_call(&mut r, &mut h, &mut session, b"+CKRAND=1");
         assert_eq!(lines.len(), 2, "{lines:?}");
         let p = crate::message::info_params(&lines[0], "+CKX").unwrap();
         let plain = session.decrypt(&p.bytes(0).unwrap()).unwrap();
@@ -657,28 +669,21 @@ mod tests {
             payload.as_bytes(),
         )
         .unwrap();
-        let m2 = hs_reply(&exchange(
-            r,
-            h,
-            &Command::Handshake {
-                kind: HandshakeKind::Session,
-                message: m1,
-            },
-        ));
+        let m2 = handshake(r, h, HandshakeKind::Session, m1);
         let (session, answer) = hs.finish_with_payload(&m2).unwrap();
         assert_eq!(compact::offers_binary(&answer), offer);
         session
     }
 
     /// Sends `plain` as a binary frame in pieces of `piece` bytes; returns
-    /// the handset's answer, decrypted.
+    /// the handset's answer, decrypted and expanded.
     fn binary_call(
         r: &mut Responder,
         h: &mut TestHandset,
         s: &mut Session,
         plain: &[u8],
         piece: usize,
-    ) -> Vec<u8> {
+    ) -> String {
         let f = compact::frame(&s.encrypt(plain).unwrap()).unwrap();
         let mut out = Vec::new();
         for p in f.chunks(piece) {
@@ -688,14 +693,19 @@ mod tests {
             panic!("not a frame: {out:02x?}");
         };
         assert_eq!(end, out.len());
-        s.decrypt(&out[3..]).unwrap().to_vec()
+        let answer = s.decrypt(&out[3..]).unwrap();
+        // A ping's answer is an empty frame: no message to expand.
+        if answer.is_empty() {
+            return String::new();
+        }
+        compact::expand(&answer, Direction::ToHost)
+            .unwrap()
+            .to_string()
     }
 
     #[test]
     fn binary_frames_only_when_the_host_offers_them() {
-        let (mut h, _) = handset();
-        let mut r = Responder::new(256, "test");
-        exchange(&mut r, &mut h, &Command::Echo(false));
+        let (mut r, mut h, _) = linked(256);
         let _text = kk(&mut r, &mut h, false);
         assert!(r.in_session() && !r.is_binary());
         let mut s = kk(&mut r, &mut h, true);
@@ -703,13 +713,7 @@ mod tests {
         let req = compact::compact("+CKRAND=4", Direction::ToHandset).unwrap();
         // Whole, then split into single bytes: the same answer.
         for piece in [usize::MAX, 1] {
-            let answer = binary_call(&mut r, &mut h, &mut s, &req, piece);
-            assert_eq!(
-                compact::expand(&answer, Direction::ToHost)
-                    .unwrap()
-                    .as_str(),
-                "OK"
-            );
+            assert_eq!(binary_call(&mut r, &mut h, &mut s, &req, piece), "OK");
         }
         // An empty frame is a ping.
         assert!(binary_call(&mut r, &mut h, &mut s, &[], 7).is_empty());
@@ -718,9 +722,7 @@ mod tests {
 
     #[test]
     fn text_in_binary_mode_ends_the_session_and_is_read_as_text() {
-        let (mut h, _) = handset();
-        let mut r = Responder::new(256, "test");
-        exchange(&mut r, &mut h, &Command::Echo(false));
+        let (mut r, mut h, _) = linked(256);
         let _session = kk(&mut r, &mut h, true);
         // Text where a frame should start: read as text.
         let out = r.receive(&mut h, b"AT\r");
@@ -750,12 +752,7 @@ mod tests {
         // A compact message that does not expand is answered ERROR.
         let mut s = kk(&mut r, &mut h, true);
         let answer = binary_call(&mut r, &mut h, &mut s, &[0xF0, 1, 2], 64);
-        assert_eq!(
-            compact::expand(&answer, Direction::ToHost)
-                .unwrap()
-                .as_str(),
-            "ERROR"
-        );
+        assert_eq!(answer, "ERROR");
         assert!(r.in_session());
     }
 }

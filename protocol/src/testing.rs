@@ -5,10 +5,10 @@
 
 use zeroize::Zeroizing;
 
-use crate::ck::{CkRv, DecryptMechanism, HashAlg, ObjectClass, SignMechanism};
-use crate::message::{DataObject, Reply, Request};
+use crate::ck::CkRv;
+use crate::message::{Reply, Request};
 use crate::noise::{PairingCode, StaticKeypair};
-use crate::responder::Handler;
+use crate::responder::{Asker, Handler};
 
 /// How a [`TestHandset`] answers a request.
 pub type Answer = Box<dyn FnMut(&Request) -> Result<Reply, CkRv> + Send>;
@@ -93,18 +93,10 @@ impl Handler for TestHandset {
     fn pairing_failed(&mut self) {
         self.failed_pairings += 1;
     }
-    fn execute(&mut self, _host: &[u8; 32], request: Request) -> Result<Reply, CkRv> {
+    fn execute(&mut self, asker: &Asker<'_>, request: Request) -> Result<Reply, CkRv> {
         self.executed += 1;
+        self.program = asker.program.map(str::to_owned);
         (self.answer)(&request)
-    }
-    fn execute_for(
-        &mut self,
-        host: &[u8; 32],
-        request: Request,
-        program: Option<&str>,
-    ) -> Result<Reply, CkRv> {
-        self.program = program.map(str::to_owned);
-        self.execute(host, request)
     }
     fn session_ended(&mut self, _host: &[u8; 32]) {
         self.sessions_ended += 1;
@@ -114,118 +106,61 @@ impl Handler for TestHandset {
     }
 }
 
-/// One request of every kind, with small valid arguments.
+/// A line of each command of the inner set (docs/protocol.md section 7),
+/// with small valid arguments: container `c`, key id 01, empty PINs.
+const ONE_OF_EACH: &str = r#"
++CKLIST
++CKTINFO="c"
++CKLOGIN="c",""
++CKLOGOUT="c"
++CKPIN="c","",""
++CKSOLOGIN="c",""
++CKSOLOGOUT="c"
++CKINITPIN="c",""
++CKPUK="c","",""
++CKFIND="c"
++CKATTR="c",3,"AQ=="
++CKSIGN="c","AQ==",1,"AA=="
++CKDEC="c","AQ==",9,"AA==",592,""
++CKGEN="c",2048,"",""
++CKGENEC="c",1,"",""
++CKDERIVE="c","AQ==",4176,"BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ="
++CKRAND=1
++CKPUTCERT="c","AQ==","","MAA="
++CKDELCERT="c","AQ=="
++CKDELKEY="c","AQ=="
++CKPUTDATA="c","AQ==","","","","AA=="
++CKDELDATA="c","AQ=="
++CKREWRAP="c","AQ==",544,"AA==",624,"MAA="
++CKIMPORT="c","AQ==","","MAA="
++CKATTEST="c","AQ==","AAAAAAAAAAAAAAAAAAAAAA=="
+"#;
+
+/// One request of every kind, as [`Request::parse`] reads [`ONE_OF_EACH`].
+/// For the tests of what is answered to a request (`Reply::decode`, the
+/// responder), not of the request decoder itself.
 pub fn one_request_of_every_kind() -> Vec<Request> {
-    let c = || "c".to_string();
-    let by_id = |make: fn(String, Vec<u8>) -> Request| make(c(), vec![1]);
-    vec![
-        Request::ListContainers,
-        Request::TokenInfo { container: c() },
-        Request::Login {
-            container: c(),
-            pin: Zeroizing::new(vec![]),
-        },
-        Request::Logout { container: c() },
-        Request::ChangePin {
-            container: c(),
-            old: Zeroizing::new(vec![]),
-            new: Zeroizing::new(vec![]),
-        },
-        Request::SoLogin {
-            container: c(),
-            puk: Zeroizing::new(vec![]),
-        },
-        Request::SoLogout { container: c() },
-        Request::InitPin {
-            container: c(),
-            pin: Zeroizing::new(vec![]),
-        },
-        Request::ChangePuk {
-            container: c(),
-            old: Zeroizing::new(vec![]),
-            new: Zeroizing::new(vec![]),
-        },
-        Request::FindObjects {
-            container: c(),
-            class: None,
-            id: None,
-            label: None,
-        },
-        Request::GetAttributes {
-            container: c(),
-            class: ObjectClass::PrivateKey,
-            id: vec![1],
-        },
-        Request::Sign {
-            container: c(),
-            id: vec![1],
-            mechanism: SignMechanism::Pkcs1,
-            data: vec![0],
-        },
-        Request::Decrypt {
-            container: c(),
-            id: vec![1],
-            mechanism: DecryptMechanism::Oaep {
-                hash: HashAlg::Sha256,
-                label: vec![],
-            },
-            data: vec![0],
-        },
-        Request::GenerateKeyPair {
-            container: c(),
-            bits: 2048,
-            id: vec![],
-            label: String::new(),
-        },
-        Request::GenerateEcKeyPair {
-            container: c(),
-            curve: crate::ck::Curve::P256,
-            id: vec![],
-            label: String::new(),
-        },
-        Request::Derive {
-            container: c(),
-            id: vec![1],
-            peer: vec![4; 65],
-        },
-        Request::GenerateRandom { len: 1 },
-        Request::PutCertificate {
-            container: c(),
-            id: vec![1],
-            label: String::new(),
-            der: vec![0x30, 0],
-        },
-        by_id(|container, id| Request::DeleteCertificate { container, id }),
-        by_id(|container, id| Request::DestroyKey { container, id }),
-        Request::PutData {
-            container: c(),
-            object: DataObject {
-                id: vec![1],
-                label: String::new(),
-                application: String::new(),
-                oid: vec![],
-                value: vec![0],
-            },
-        },
-        by_id(|container, id| Request::DeleteData { container, id }),
-        Request::Rewrap {
-            container: c(),
-            id: vec![1],
-            in_hash: HashAlg::Sha1,
-            data: vec![0],
-            out_hash: HashAlg::Sha512,
-            spki: vec![0x30, 0],
-        },
-        Request::ImportKey {
-            container: c(),
-            id: vec![1],
-            label: String::new(),
-            pkcs8: Zeroizing::new(vec![0x30, 0]),
-        },
-        Request::Attest {
-            container: c(),
-            id: vec![1],
-            nonce: vec![0; crate::limits::MIN_NONCE_LEN],
-        },
-    ]
+    ONE_OF_EACH
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| Request::parse(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each line is a different command, and each reads back as itself:
+    /// the table says what it means to say.
+    #[test]
+    fn one_request_of_every_kind_is_one_of_each_and_encodes_as_written() {
+        let requests = one_request_of_every_kind();
+        let names: std::collections::BTreeSet<_> = requests.iter().map(Request::name).collect();
+        assert_eq!(names.len(), requests.len());
+        let written: Vec<_> = ONE_OF_EACH.lines().filter(|l| !l.is_empty()).collect();
+        for (r, line) in requests.iter().zip(written) {
+            assert_eq!(&*r.encode().unwrap(), line);
+        }
+    }
 }

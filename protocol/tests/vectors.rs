@@ -12,7 +12,7 @@ use phonecsp_protocol::message::{
     ContainerEntry, HandshakeKind, InnerOutcome, ObjectEntry, TokenInfo, VersionInfo, ckr_line,
 };
 use phonecsp_protocol::{
-    CkRv, Command, Handler, ParseError, Reply, Request, Responder, StaticKeypair,
+    Asker, CkRv, Command, Handler, ParseError, Reply, Request, Responder, StaticKeypair,
 };
 use std::collections::VecDeque;
 use zeroize::Zeroizing;
@@ -718,7 +718,7 @@ impl Handler for PreSessionHandler {
     fn pairing_failed(&mut self) {
         panic!("no pairing is open")
     }
-    fn execute(&mut self, _host: &[u8; 32], _request: Request) -> Result<Reply, CkRv> {
+    fn execute(&mut self, _asker: &Asker<'_>, _request: Request) -> Result<Reply, CkRv> {
         panic!("no session, nothing to execute")
     }
     fn session_ended(&mut self, _host: &[u8; 32]) {
