@@ -139,13 +139,27 @@ impl Pake {
 mod tests {
     use super::*;
 
+    /// Either kind of code, as shown, parses back as the same code, also
+    /// typed in lower case or with spaces for dashes, and is told from
+    /// the other kind by its length.
     #[test]
-    fn codes_parse_as_people_type_them() {
-        let c = ShortCode::generate();
-        let shown = c.display();
-        assert_eq!(shown.len(), 9);
-        assert_eq!(ShortCode::parse(&shown).unwrap(), c);
-        assert_eq!(ShortCode::parse(&shown.replace('-', " ")).unwrap(), c);
+    fn codes_of_either_kind_parse_as_people_type_them() {
+        let long = crate::noise::PairingCode::generate();
+        let short = ShortCode::generate();
+        let (l, s) = (long.display(), short.display());
+        assert_eq!((l.replace('-', "").len(), s.len()), (26, 9));
+        let typings = |shown: &str| [shown.to_owned(), shown.to_lowercase().replace('-', " ")];
+        for typed in typings(&l) {
+            let read = AnyPairingCode::parse(&typed).unwrap();
+            assert_eq!(read, AnyPairingCode::Long(long.clone()), "{typed}");
+        }
+        for typed in typings(&s) {
+            let read = AnyPairingCode::parse(&typed).unwrap();
+            assert_eq!(read, AnyPairingCode::Short(short.clone()), "{typed}");
+        }
+        for bad in ["ABCD", &format!("{}A", l.as_str()), "!!!!"] {
+            assert!(crate::noise::PairingCode::parse(bad).is_err(), "{bad}");
+        }
         for bad in ["1234-567", "1234-56789", "1234-567a", "", "IRNP-MD4A"] {
             assert!(ShortCode::parse(bad).is_err(), "{bad}");
         }
