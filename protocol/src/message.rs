@@ -1149,66 +1149,62 @@ pub fn program_text(name: &str, pid: Option<u32>) -> String {
     out
 }
 
-/// Token flags reported by `+CKTINFO`.
+/// Token flags reported by `+CKTINFO`, each written once with the name
+/// the command and the D-Bus object API show it by.
 pub mod token_flags {
-    /// Private-key operations need `+CKLOGIN` first.
-    pub const LOGIN_REQUIRED: u32 = 0x01;
-    /// Too many wrong PINs: the container is locked.
-    pub const PIN_LOCKED: u32 = 0x02;
-    /// At least one wrong PIN since the last right one.
-    pub const PIN_COUNT_LOW: u32 = 0x04;
-    /// One more wrong PIN locks the container.
-    pub const PIN_FINAL_TRY: u32 = 0x08;
-    /// A person approves each private-key operation on the phone.
-    pub const CONFIRM: u32 = 0x10;
-    /// This session is logged in to the container.
-    pub const LOGGED_IN: u32 = 0x20;
-    /// The PIN is entered on the phone (protected authentication path).
-    pub const PROTECTED_PATH: u32 = 0x40;
-    /// Set by the daemon, never by a handset: the handset is away, and the
-    /// daemon lists the container as it last saw it.
-    pub const AWAY: u32 = 0x80;
-    /// Set by the daemon, never by a handset: a disk volume was enrolled
-    /// to the container (`phonecsp luks enroll`), so the PKCS#11 module
-    /// does not offer it to programs unless asked to (an ssh-agent's PIN
-    /// would otherwise spend the disk container's tries).
-    pub const DISK: u32 = 0x100;
-    /// The container has a PUK (a security officer): `+CKSOLOGIN` can
-    /// unblock it.
-    pub const PUK_SET: u32 = 0x1000;
-    /// Too many wrong PUKs: the PUK is locked, for good.
-    pub const SO_PIN_LOCKED: u32 = 0x2000;
-    /// At least one wrong PUK since the last right one.
-    pub const SO_PIN_COUNT_LOW: u32 = 0x4000;
-    /// One more wrong PUK locks it for good.
-    pub const SO_PIN_FINAL_TRY: u32 = 0x8000;
-    /// This session is logged in to the container as its security officer.
-    pub const SO_LOGGED_IN: u32 = 0x10000;
+    /// Writes each flag's constant and the table of their names.
+    macro_rules! flags {
+        ($($(#[$doc:meta])* $flag:ident = $bit:literal => $name:literal;)*) => {
+            $($(#[$doc])* pub const $flag: u32 = $bit;)*
 
-    /// Each flag's name, as the command and the D-Bus object API show it.
-    pub const NAMES: [(u32, &str); 14] = [
-        (LOGIN_REQUIRED, "login-required"),
-        (PIN_LOCKED, "pin-locked"),
-        (PIN_COUNT_LOW, "pin-count-low"),
-        (PIN_FINAL_TRY, "pin-final-try"),
-        (CONFIRM, "confirm-on-phone"),
-        (LOGGED_IN, "logged-in"),
-        (PROTECTED_PATH, "pin-on-phone"),
-        (AWAY, "away"),
-        (DISK, "disk"),
-        (PUK_SET, "puk-set"),
-        (SO_PIN_LOCKED, "puk-locked"),
-        (SO_PIN_COUNT_LOW, "puk-count-low"),
-        (SO_PIN_FINAL_TRY, "puk-final-try"),
-        (SO_LOGGED_IN, "so-logged-in"),
-    ];
+            /// Each flag's name, as the command and the D-Bus object API
+            /// show it.
+            pub const NAMES: &[(u32, &str)] = &[$(($flag, $name)),*];
+        };
+    }
+
+    flags! {
+        /// Private-key operations need `+CKLOGIN` first.
+        LOGIN_REQUIRED = 0x01 => "login-required";
+        /// Too many wrong PINs: the container is locked.
+        PIN_LOCKED = 0x02 => "pin-locked";
+        /// At least one wrong PIN since the last right one.
+        PIN_COUNT_LOW = 0x04 => "pin-count-low";
+        /// One more wrong PIN locks the container.
+        PIN_FINAL_TRY = 0x08 => "pin-final-try";
+        /// A person approves each private-key operation on the phone.
+        CONFIRM = 0x10 => "confirm-on-phone";
+        /// This session is logged in to the container.
+        LOGGED_IN = 0x20 => "logged-in";
+        /// The PIN is entered on the phone (protected authentication path).
+        PROTECTED_PATH = 0x40 => "pin-on-phone";
+        /// Set by the daemon, never by a handset: the handset is away, and the
+        /// daemon lists the container as it last saw it.
+        AWAY = 0x80 => "away";
+        /// Set by the daemon, never by a handset: a disk volume was enrolled
+        /// to the container (`phonecsp luks enroll`), so the PKCS#11 module
+        /// does not offer it to programs unless asked to (an ssh-agent's PIN
+        /// would otherwise spend the disk container's tries).
+        DISK = 0x100 => "disk";
+        /// The container has a PUK (a security officer): `+CKSOLOGIN` can
+        /// unblock it.
+        PUK_SET = 0x1000 => "puk-set";
+        /// Too many wrong PUKs: the PUK is locked, for good.
+        SO_PIN_LOCKED = 0x2000 => "puk-locked";
+        /// At least one wrong PUK since the last right one.
+        SO_PIN_COUNT_LOW = 0x4000 => "puk-count-low";
+        /// One more wrong PUK locks it for good.
+        SO_PIN_FINAL_TRY = 0x8000 => "puk-final-try";
+        /// This session is logged in to the container as its security officer.
+        SO_LOGGED_IN = 0x10000 => "so-logged-in";
+    }
 
     /// The names of the flags set in `flags`.
     pub fn names(flags: u32) -> Vec<&'static str> {
         NAMES
-            .into_iter()
+            .iter()
             .filter(|(bit, _)| flags & bit != 0)
-            .map(|(_, n)| n)
+            .map(|(_, n)| *n)
             .collect()
     }
 }
@@ -1515,6 +1511,28 @@ pub fn b64(s: &str) -> Result<Vec<u8>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_token_flag_is_a_bit_of_its_own_with_a_name_of_its_own() {
+        use token_flags::{NAMES, names};
+        let all = NAMES.iter().fold(0, |acc, (bit, _)| {
+            assert_eq!(bit.count_ones(), 1, "{bit:#x}");
+            assert_eq!(acc & bit, 0, "{bit:#x} twice");
+            acc | bit
+        });
+        let shown = names(all);
+        assert_eq!(shown.len(), NAMES.len());
+        assert!(
+            shown
+                .iter()
+                .enumerate()
+                .all(|(i, n)| !shown[..i].contains(n))
+        );
+        assert_eq!(
+            names(token_flags::LOGIN_REQUIRED | token_flags::PUK_SET),
+            ["login-required", "puk-set"]
+        );
+    }
 
     fn roundtrip(r: Request) {
         let line = r.encode().unwrap();
