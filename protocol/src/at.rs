@@ -121,22 +121,41 @@ impl FinalResult {
 /// `+CME ERROR` codes the handset uses outside a session. 3, 4 and 50 are
 /// the 3GPP TS 27.007 meanings; 700 and up are phonecsp's own.
 pub mod cme {
-    /// The command needs a session (or pairing is not open).
-    pub const NOT_ALLOWED: u16 = 3;
-    /// Operation not supported. Reserved: an unknown command is answered
-    /// with a plain `ERROR` (V.250), and hosts treat 4 the same way.
-    pub const NOT_SUPPORTED: u16 = 4;
-    /// Malformed parameters.
-    pub const INCORRECT_PARAMETERS: u16 = 50;
-    /// The handshake failed (wrong pairing code, unknown host, bad message).
-    pub const HANDSHAKE_FAILED: u16 = 701;
-    /// A frame failed to decrypt (replayed, reordered, altered): the session
-    /// is over.
-    pub const SESSION_ENDED: u16 = 702;
-    /// The line exceeded the advertised maximum.
-    pub const LINE_TOO_LONG: u16 = 703;
-    /// A chunked frame grew past the largest Noise message.
-    pub const FRAME_TOO_LONG: u16 = 704;
+    /// Writes each code's constant and [`meaning`], from one row a code:
+    /// `NAME = code, "what a person is told";`.
+    macro_rules! codes {
+        ($($(#[$doc:meta])* $code:ident = $n:literal, $meaning:literal;)*) => {
+            $($(#[$doc])* pub const $code: u16 = $n;)*
+
+            /// What the code `n` means, in a few words for a log or a
+            /// person; `None` for a code this version does not know.
+            pub fn meaning(n: u16) -> Option<&'static str> {
+                match n {
+                    $($n => Some($meaning),)*
+                    _ => None,
+                }
+            }
+        };
+    }
+
+    codes! {
+        /// The command needs a session (or pairing is not open).
+        NOT_ALLOWED = 3, "not allowed outside a session";
+        /// Operation not supported. Reserved: an unknown command is answered
+        /// with a plain `ERROR` (V.250), and hosts treat 4 the same way.
+        NOT_SUPPORTED = 4, "not supported";
+        /// Malformed parameters.
+        INCORRECT_PARAMETERS = 50, "malformed parameters";
+        /// The handshake failed (wrong pairing code, unknown host, bad message).
+        HANDSHAKE_FAILED = 701, "the handshake failed";
+        /// A frame failed to decrypt (replayed, reordered, altered): the session
+        /// is over.
+        SESSION_ENDED = 702, "a frame failed to decrypt: the session is over";
+        /// The line exceeded the advertised maximum.
+        LINE_TOO_LONG = 703, "the line was too long";
+        /// A chunked frame grew past the largest Noise message.
+        FRAME_TOO_LONG = 704, "the frame was too long";
+    }
 }
 
 /// Formats an information line as the handset sends it.

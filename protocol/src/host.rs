@@ -36,7 +36,7 @@ pub enum LinkError {
     Protocol(String),
     #[error("the handset answered ERROR")]
     Error,
-    #[error("the handset answered +CME ERROR: {0}")]
+    #[error("the handset answered +CME ERROR: {0}{meaning}", meaning = cme_meaning(*.0))]
     Cme(u16),
     #[error("Noise: {0}")]
     Noise(#[from] NoiseError),
@@ -50,6 +50,11 @@ pub enum LinkError {
     /// know it (a handset older than the command). The session is whole.
     #[error("{}", unsupported_text(.0))]
     Unsupported(&'static str),
+}
+
+/// " (what it means)" for a `+CME ERROR` code this version knows.
+fn cme_meaning(n: u16) -> String {
+    at::cme::meaning(n).map_or_else(String::new, |m| format!(" ({m})"))
 }
 
 /// What a person is told when the handset does not know a command.
@@ -510,6 +515,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> HostLink<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cme_error_says_what_its_code_means_when_known() {
+        assert_eq!(
+            LinkError::Cme(at::cme::HANDSHAKE_FAILED).to_string(),
+            "the handset answered +CME ERROR: 701 (the handshake failed)"
+        );
+        assert_eq!(
+            LinkError::Cme(799).to_string(),
+            "the handset answered +CME ERROR: 799"
+        );
+    }
 
     /// A handset older than EC keys answers `+CKGENEC` and `+CKDERIVE`
     /// with `ERROR`: the caller is told the handset does not support EC
