@@ -125,7 +125,7 @@ const NAMES: &[(&str, u32, u32)] = &[
 ];
 
 // Leading bytes. Parameters: the top two bits are the kind, the low six a
-// value or length (below LONG1), or say how many bytes of it follow.
+// value or length (below LONG), or say how many bytes of it follow.
 const NUMBER: u8 = 0x00;
 const TEXT: u8 = 0x40;
 const BYTES: u8 = 0x80;
@@ -138,10 +138,9 @@ const FINAL_ERROR: u8 = 0xFD;
 /// Followed by the CK_RV, 4 bytes big-endian.
 const FINAL_CKR: u8 = 0xFE;
 const FINAL_OK: u8 = 0xFF;
-const LONG1: u8 = 60;
-const LONG2: u8 = 61;
-const LONG4: u8 = 62;
-const LONG8: u8 = 63;
+/// Low six bits `LONG + k` (k = 0 to 3): the value follows in 2^k bytes
+/// (1, 2, 4 or 8), big-endian.
+const LONG: u8 = 60;
 
 fn syntax(what: &'static str) -> ParseError {
     ParseError::Syntax(what)
@@ -149,20 +148,14 @@ fn syntax(what: &'static str) -> ParseError {
 
 /// Writes `kind` with `n` (a number, or a length) in the shortest form.
 fn put(out: &mut Vec<u8>, kind: u8, n: u64) {
-    if n < u64::from(LONG1) {
+    if n < u64::from(LONG) {
         out.push(kind | n as u8);
-    } else if let Ok(b) = u8::try_from(n) {
-        out.extend([kind | LONG1, b]);
-    } else if let Ok(w) = u16::try_from(n) {
-        out.push(kind | LONG2);
-        out.extend(w.to_be_bytes());
-    } else if let Ok(d) = u32::try_from(n) {
-        out.push(kind | LONG4);
-        out.extend(d.to_be_bytes());
-    } else {
-        out.push(kind | LONG8);
-        out.extend(n.to_be_bytes());
+        return;
     }
+    // The fewest bytes that hold n: 2^k of them.
+    let k = (0..3).find(|k| n < 1 << (8 << k)).unwrap_or(3);
+    out.push(kind | (LONG + k));
+    out.extend(&n.to_be_bytes()[8 - (1 << k)..]);
 }
 
 /// Text to compact: a request line, or a reply (information lines and
@@ -278,12 +271,17 @@ impl<'a> Reader<'a> {
     /// The value or length after a leading byte, in its shortest form only.
     fn value(&mut self, lead: u8) -> Result<u64, ParseError> {
         let low = lead & 0x3F;
-        let (n, min) = match low {
-            LONG1 => (u64::from(self.take(1)?[0]), u64::from(LONG1)),
-            LONG2 => (u64::from(u16::from_be_bytes(self.array()?)), 0x100),
-            LONG4 => (u64::from(u32::from_be_bytes(self.array()?)), 0x1_0000),
-            LONG8 => (u64::from_be_bytes(self.array()?), 0x1_0000_0000),
-            n => return Ok(u64::from(n)),
+        let Some(k) = low.checked_sub(LONG) else {
+            return Ok(u64::from(low));
+        };
+        let n = self
+            .take(1 << k)?
+            .iter()
+            .fold(0, |n, b| n << 8 | u64::from(*b));
+        // What the next shorter form could not hold.
+        let min = match k {
+            0 => u64::from(LONG),
+            _ => 1 << (8 << (k - 1)),
         };
         if n < min {
             return Err(syntax("compact number not in its shortest form"));
@@ -488,16 +486,52 @@ mod tests {
         }
     }
 
+    /// Each width's edges: a value takes the fewest bytes that hold it,
+    /// reads back as itself, and any longer form of it is refused.
+    #[test]
+    fn numbers_take_their_shortest_form_and_only_it() {
+        let edges = [
+            (0, 1),
+            (59, 1),
+            (60, 2),
+            (255, 2),
+            (256, 3),
+            (65_535, 3),
+            (65_536, 5),
+            (u64::from(u32::MAX), 5),
+            (1 << 32, 9),
+            (u64::MAX, 9),
+        ];
+        for (n, len) in edges {
+            let mut out = Vec::new();
+            put(&mut out, NUMBER, n);
+            assert_eq!(out.len(), len, "{n}");
+            let mut r = Reader(&out[1..]);
+            assert_eq!(r.value(out[0]).unwrap(), n, "{n}");
+            assert!(r.0.is_empty());
+            // The same value one width up.
+            if len < 9 {
+                let k = if len == 1 {
+                    0
+                } else {
+                    (len - 1).trailing_zeros() as u8 + 1
+                };
+                let wide = [&[NUMBER | (LONG + k)][..], &n.to_be_bytes()[8 - (1 << k)..]].concat();
+                assert!(
+                    Reader(&wide[1..]).value(wide[0]).is_err(),
+                    "{n} in {wide:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn bad_compact_input_is_an_error() {
         for (data, dir) in [
             (&[][..], Direction::ToHandset),
             (&[][..], Direction::ToHost),
             (&[NAME_BASE + 7, BYTES | 5, 1][..], Direction::ToHandset),
-            (
-                &[NAME_BASE + 7, NUMBER | LONG1, 3][..],
-                Direction::ToHandset,
-            ),
+            (&[NAME_BASE + 7, NUMBER | LONG, 3][..], Direction::ToHandset),
             (&[NAME_BASE, NAME_BASE][..], Direction::ToHandset),
             (&[FINAL_OK, 0][..], Direction::ToHost),
             (&[0xF0][..], Direction::ToHandset),
