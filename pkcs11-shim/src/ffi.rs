@@ -156,6 +156,21 @@ unsafe fn write_list<T: Copy>(buf: *mut T, count: *mut CK_ULONG, items: &[T]) ->
     Ok(())
 }
 
+/// A mechanism's parameter read as the C structure `T` it must be, of
+/// exactly `T`'s size, else `CKR_MECHANISM_PARAM_INVALID`. `T` is one of
+/// PKCS#11's parameter structs: integers and pointers, valid for any bits.
+///
+/// # Safety
+/// `m`'s parameter, if not NULL, must be valid for `ulParameterLen` bytes.
+unsafe fn param_struct<T: Copy>(m: &CK_MECHANISM) -> Result<T> {
+    if m.pParameter.is_null() || len_usize(m.ulParameterLen)? != std::mem::size_of::<T>() {
+        return fail(CKR_MECHANISM_PARAM_INVALID);
+    }
+    // SAFETY: non-NULL and exactly `T`'s size, valid for that by the
+    // caller's contract; read unaligned since C callers need not align it.
+    Ok(unsafe { std::ptr::read_unaligned(m.pParameter as *const T) })
+}
+
 /// The caller's mechanism; `None` for NULL. Its parameter is read as the
 /// structure the mechanism takes (never guessed from its size): a PSS
 /// mechanism needs a `CK_RSA_PKCS_PSS_PARAMS`, OAEP a
@@ -188,11 +203,8 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
         Takes::Nothing if given && len != 0 => Param::Other,
         Takes::Nothing => Param::None,
         Takes::Pss => {
-            sized(std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>())?;
-            // SAFETY: non-NULL and exactly the struct's size; read
-            // unaligned since C callers need not align it.
-            let p =
-                unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_PSS_PARAMS) };
+            // SAFETY: the parameter is valid for its length (our contract).
+            let p: CK_RSA_PKCS_PSS_PARAMS = unsafe { param_struct(m) }?;
             Param::Pss {
                 hash: p.hashAlg,
                 mgf: p.mgf,
@@ -200,10 +212,8 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
             }
         }
         Takes::Oaep => {
-            sized(std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>())?;
-            // SAFETY: as above, for the OAEP parameter struct.
-            let p =
-                unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_RSA_PKCS_OAEP_PARAMS) };
+            // SAFETY: as above.
+            let p: CK_RSA_PKCS_OAEP_PARAMS = unsafe { param_struct(m) }?;
             Param::Oaep {
                 hash: p.hashAlg,
                 mgf: p.mgf,
@@ -220,10 +230,8 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
             Param::Iv(unsafe { bytes(m.pParameter as *const u8, m.ulParameterLen) }?.to_vec())
         }
         Takes::Ecdh => {
-            sized(std::mem::size_of::<CK_ECDH1_DERIVE_PARAMS>())?;
-            // SAFETY: as for PSS, for the ECDH parameter struct.
-            let p =
-                unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_ECDH1_DERIVE_PARAMS) };
+            // SAFETY: as for PSS.
+            let p: CK_ECDH1_DERIVE_PARAMS = unsafe { param_struct(m) }?;
             Param::Ecdh {
                 kdf: p.kdf,
                 // SAFETY: the caller's buffers of the lengths it gives.
@@ -233,9 +241,8 @@ unsafe fn mechanism(p: *const CK_MECHANISM) -> Result<Option<Mechanism>> {
             }
         }
         Takes::Gcm => {
-            sized(std::mem::size_of::<CK_GCM_PARAMS>())?;
-            // SAFETY: as for PSS, for the GCM parameter struct.
-            let p = unsafe { std::ptr::read_unaligned(m.pParameter as *const CK_GCM_PARAMS) };
+            // SAFETY: as for PSS.
+            let p: CK_GCM_PARAMS = unsafe { param_struct(m) }?;
             Param::Gcm {
                 // SAFETY: the caller's buffers of the lengths it gives.
                 iv: unsafe { param_bytes(p.pIv, p.ulIvLen) }?,
